@@ -1,0 +1,30 @@
+//! `plantd-shared`: the contracts every part of plantd agrees on.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`topic`] | MQTT topic names and filters, the one matching function, `$share` parsing |
+//! | [`subject`] | the reversible MQTT topic ⇄ NATS subject mapping, site names |
+//! | [`headers`] | NATS header names and their meaning |
+//! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
+//! | [`claims`] | JWT claims and permission checks (`can_publish`, `can_subscribe`, `allows`) |
+//! | [`jwt`] | signing and verifying tokens (EdDSA, ES256; never HS256) against a JWKS |
+//! | [`config`] | TOML file + `PLANTD_*` environment configuration with one-line errors |
+//! | [`logging`] | tracing set-up (text or JSON) |
+//! | [`tools`] | locating the real external programs (`nats-server`, `mosquitto_pub`, ...) |
+//! | [`process`] | supervising child programs: start, await readiness, stop |
+//! | [`local_nats`] | a local nats-server with JetStream, for `plantd up` and tests |
+//!
+//! If you are about to write a topic mapping, a filter match or a permission
+//! check anywhere else, call the one here instead.
+
+pub mod claims;
+pub mod config;
+pub mod headers;
+pub mod jwt;
+pub mod local_nats;
+pub mod logging;
+pub mod process;
+pub mod streams;
+pub mod subject;
+pub mod tools;
+pub mod topic;

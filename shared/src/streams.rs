@@ -1,0 +1,229 @@
+//! JetStream streams and KV buckets, and the one function that creates or
+//! updates them.
+//!
+//! | name | holds | subjects / keys |
+//! |---|---|---|
+//! | `PLANTD_TELEMETRY` | device → cloud messages | `plantd.*.up.>` |
+//! | `PLANTD_LOGS` | log records | `plantd.*.log.>` |
+//! | `PLANTD_ALERTS` | alerts | `plantd.*.alert.>` |
+//! | `PLANTD_COMMANDS` | cloud → device commands, kept until the edge takes them | `plantd.*.down.>` |
+//! | `plantd_state` (KV) | scoped state | `<scope>.<key>` |
+//! | `plantd_identity` (KV) | users, orgs, roles, service accounts, devices | |
+//! | `plantd_revoked` (KV) | revoked token ids, mirrored by every edge | `<jti>` |
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use thiserror::Error;
+
+use crate::subject::{Channel, all_sites};
+
+/// Device → cloud telemetry.
+pub const TELEMETRY: &str = "PLANTD_TELEMETRY";
+/// Log records.
+pub const LOGS: &str = "PLANTD_LOGS";
+/// Alerts.
+pub const ALERTS: &str = "PLANTD_ALERTS";
+/// Cloud → device commands.
+pub const COMMANDS: &str = "PLANTD_COMMANDS";
+
+/// Scoped key/value state (`<scope>.<key>`).
+pub const STATE_BUCKET: &str = "plantd_state";
+/// Identity records.
+pub const IDENTITY_BUCKET: &str = "plantd_identity";
+/// Revoked token ids.
+pub const REVOKED_BUCKET: &str = "plantd_revoked";
+
+/// Every stream name, in creation order.
+pub const STREAMS: [&str; 4] = [TELEMETRY, LOGS, ALERTS, COMMANDS];
+/// Every bucket name, in creation order.
+pub const BUCKETS: [&str; 3] = [STATE_BUCKET, IDENTITY_BUCKET, REVOKED_BUCKET];
+
+/// Tunables for [`ensure`]. `Default` is what `plantd up` uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// File or memory storage (file in every real deployment).
+    pub storage: stream::StorageType,
+    /// Replicas per stream (1 on one machine, 3 in a cluster).
+    pub replicas: usize,
+    /// JetStream's de-duplication window. Must be at least as long as the
+    /// longest time an edge may take to resend a message it published but
+    /// did not see acknowledged (an uplink outage), so resends are dropped.
+    pub duplicate_window: Duration,
+    /// How long telemetry, logs and alerts are kept.
+    pub retention: Duration,
+    /// How long an undelivered command is kept.
+    pub command_retention: Duration,
+    /// How long a revoked token id is remembered (≥ refresh token life).
+    pub revoked_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            storage: stream::StorageType::File,
+            replicas: 1,
+            duplicate_window: Duration::from_secs(2 * 60 * 60),
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            command_retention: Duration::from_secs(7 * 24 * 60 * 60),
+            revoked_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// The subject set of a stream.
+pub fn stream_subjects(name: &str) -> Option<String> {
+    let channel = match name {
+        TELEMETRY => Channel::Up,
+        LOGS => Channel::Log,
+        ALERTS => Channel::Alert,
+        COMMANDS => Channel::Down,
+        _ => return None,
+    };
+    Some(all_sites(channel))
+}
+
+/// The configuration plantd wants for stream `name` under `settings`.
+pub fn stream_config(name: &str, settings: &Settings) -> Option<stream::Config> {
+    let subjects = stream_subjects(name)?;
+    let max_age = if name == COMMANDS {
+        settings.command_retention
+    } else {
+        settings.retention
+    };
+    Some(stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subjects],
+        storage: settings.storage,
+        num_replicas: settings.replicas,
+        max_age,
+        duplicate_window: settings.duplicate_window.min(max_age),
+        allow_direct: true,
+        ..Default::default()
+    })
+}
+
+/// The configuration plantd wants for bucket `name` under `settings`.
+pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
+    let (history, max_age, description) = match name {
+        STATE_BUCKET => (16, Duration::ZERO, "plantd scoped state"),
+        IDENTITY_BUCKET => (8, Duration::ZERO, "plantd identity"),
+        REVOKED_BUCKET => (1, settings.revoked_ttl, "plantd revoked token ids"),
+        _ => return None,
+    };
+    Some(kv::Config {
+        bucket: name.to_owned(),
+        description: description.to_owned(),
+        history,
+        max_age,
+        storage: settings.storage,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    })
+}
+
+/// Why [`ensure`] failed, naming the stream or bucket.
+#[derive(Debug, Error)]
+pub enum EnsureError {
+    /// Creating or updating a stream failed.
+    #[error("stream {name}: {source}")]
+    Stream {
+        /// The stream.
+        name: &'static str,
+        /// What JetStream said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Creating or updating a KV bucket failed.
+    #[error("bucket {name}: {source}")]
+    Bucket {
+        /// The bucket.
+        name: &'static str,
+        /// What JetStream said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What [`ensure`] did to each stream and bucket.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EnsureReport {
+    /// Streams and buckets created by this call.
+    pub created: Vec<&'static str>,
+    /// Streams and buckets that existed and were updated to the wanted
+    /// configuration.
+    pub updated: Vec<&'static str>,
+}
+
+/// Creates every stream and bucket, or updates existing ones to the wanted
+/// configuration. Idempotent: calling it twice changes nothing the second
+/// time.
+///
+/// # Errors
+/// [`EnsureError`] naming the first stream or bucket JetStream refused.
+pub async fn ensure(
+    js: &jetstream::Context,
+    settings: &Settings,
+) -> Result<EnsureReport, EnsureError> {
+    let mut report = EnsureReport::default();
+    for name in STREAMS {
+        let Some(config) = stream_config(name, settings) else {
+            continue;
+        };
+        let existed = js.get_stream(name).await.is_ok();
+        js.create_or_update_stream(config)
+            .await
+            .map_err(|e| EnsureError::Stream {
+                name,
+                source: Box::new(e),
+            })?;
+        if existed {
+            report.updated.push(name);
+        } else {
+            report.created.push(name);
+        }
+    }
+    for name in BUCKETS {
+        let Some(config) = bucket_config(name, settings) else {
+            continue;
+        };
+        let existed = js.get_key_value(name).await.is_ok();
+        js.create_or_update_key_value(config)
+            .await
+            .map_err(|e| EnsureError::Bucket {
+                name,
+                source: Box::new(e),
+            })?;
+        if existed {
+            report.updated.push(name);
+        } else {
+            report.created.push(name);
+        }
+    }
+    tracing::info!(created = ?report.created, updated = ?report.updated, "jetstream streams and buckets ready");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stream_has_its_channel() {
+        assert_eq!(stream_subjects(TELEMETRY).as_deref(), Some("plantd.*.up.>"));
+        assert_eq!(stream_subjects(LOGS).as_deref(), Some("plantd.*.log.>"));
+        assert_eq!(stream_subjects(ALERTS).as_deref(), Some("plantd.*.alert.>"));
+        assert_eq!(stream_subjects(COMMANDS).as_deref(), Some("plantd.*.down.>"));
+        assert_eq!(stream_subjects("NOPE"), None);
+    }
+
+    #[test]
+    fn duplicate_window_never_exceeds_max_age() {
+        let s = Settings {
+            command_retention: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        let c = stream_config(COMMANDS, &s).expect("known");
+        assert!(c.duplicate_window <= c.max_age);
+    }
+}
