@@ -98,7 +98,10 @@ impl NatsServer {
             .arg(&spec.host)
             .arg("--port")
             .arg(if spec.port == 0 { "-1".to_owned() } else { spec.port.to_string() })
-            .args(&spec.extra_args);
+            .args(&spec.extra_args)
+            // Its own process group: a Ctrl-C in the terminal reaches only
+            // our process, which then stops the server in order.
+            .process_group(0);
         let mut port = None;
         let process = ManagedProcess::spawn("nats-server", cmd, spec.ready_timeout, |line| {
             if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
@@ -146,6 +149,15 @@ impl NatsServer {
     /// [`ProcessError`] if it cannot be reaped.
     pub async fn kill(&mut self) -> Result<(), ProcessError> {
         self.process.kill().await.map(|_| ())
+    }
+
+    /// Waits until the server exits by itself (a crash, or someone else
+    /// stopping it) and returns how it ended.
+    ///
+    /// # Errors
+    /// [`ProcessError`] if waiting fails.
+    pub async fn exited(&mut self) -> Result<std::process::ExitStatus, ProcessError> {
+        self.process.wait().await
     }
 
     /// Starts the server again on the same port with the same store (after

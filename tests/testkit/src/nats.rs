@@ -1,0 +1,115 @@
+//! A real nats-server with JetStream for one test.
+
+use std::time::Duration;
+
+use plantd_shared::local_nats::{NatsServer, NatsServerSpec};
+use tempfile::TempDir;
+
+/// A nats-server with JetStream on a free loopback port, its store in a
+/// temporary directory. Dropping it kills the server and removes the store.
+#[derive(Debug)]
+pub struct Nats {
+    /// The running server; `None` while stopped.
+    server: Option<NatsServer>,
+    /// The spec to start it again with the same port and store.
+    spec: NatsServerSpec,
+    /// Owns the store directory.
+    _dir: TempDir,
+}
+
+impl Nats {
+    /// Starts a fresh server and waits until it is ready.
+    ///
+    /// # Panics
+    /// When `nats-server` is not installed (run `scripts/setup`) or does not
+    /// start.
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("plantd-nats-")
+            .tempdir()
+            .expect("create a temporary directory for the JetStream store");
+        let spec = NatsServerSpec::new(dir.path().join("store"));
+        let server = NatsServer::start(spec.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut spec = spec;
+        spec.port = server.port();
+        Self {
+            server: Some(server),
+            spec,
+            _dir: dir,
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>` — stays the same across restarts.
+    pub fn url(&self) -> String {
+        format!("nats://{}:{}", self.spec.host, self.spec.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.spec.port
+    }
+
+    /// A new client connection.
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url()))
+    }
+
+    /// A JetStream context over a new client.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client().await)
+    }
+
+    /// Stops the server gracefully, keeping its store (an uplink outage).
+    ///
+    /// # Panics
+    /// When the server cannot be reaped.
+    pub async fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.stop(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("stop nats-server: {e}"));
+        }
+    }
+
+    /// Kills the server (SIGKILL), keeping its store.
+    ///
+    /// # Panics
+    /// When the server cannot be reaped.
+    pub async fn kill(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill()
+                .await
+                .unwrap_or_else(|e| panic!("kill nats-server: {e}"));
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    ///
+    /// # Panics
+    /// When it is already running or does not come back.
+    pub async fn start_again(&mut self) {
+        assert!(self.server.is_none(), "nats-server is already running");
+        let server = NatsServer::start(self.spec.clone())
+            .await
+            .unwrap_or_else(|e| panic!("restart nats-server on port {}: {e}", self.spec.port));
+        self.server = Some(server);
+    }
+
+    /// Stops and starts the server on the same port and store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Whether the server is running.
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+}
