@@ -105,7 +105,10 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    println!("plantd up: starting the stack (data in {})", data_dir.display());
+    println!(
+        "plantd up: starting the stack (data in {})",
+        data_dir.display()
+    );
 
     let mut spec = NatsServerSpec::new(data_dir.join("nats"));
     spec.host = config.nats.host.clone();
@@ -117,7 +120,11 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status(
         "nats",
         "ready",
-        format_args!("{}  (JetStream, store {})", nats.url(), nats.store_dir().display()),
+        format_args!(
+            "{}  (JetStream, store {})",
+            nats.url(),
+            nats.store_dir().display()
+        ),
     );
 
     let client = async_nats::connect(nats.url())

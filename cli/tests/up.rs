@@ -23,7 +23,10 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
     let mut url = None;
     let mut up = ManagedProcess::spawn("plantd up", cmd, Duration::from_secs(60), |line| {
         if line.trim_start().starts_with("nats ") {
-            url = line.split_whitespace().find(|w| w.starts_with("nats://")).map(str::to_owned);
+            url = line
+                .split_whitespace()
+                .find(|w| w.starts_with("nats://"))
+                .map(str::to_owned);
         }
         line.starts_with("plantd is up")
     })
@@ -31,27 +34,53 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
     .expect("plantd up becomes ready");
     let url = url.expect("plantd up prints the NATS URL");
 
-    let client = async_nats::connect(&url).await.expect("connect to printed URL");
+    let client = async_nats::connect(&url)
+        .await
+        .expect("connect to printed URL");
     let js = async_nats::jetstream::new(client.clone());
     for name in streams::STREAMS {
-        let mut s = js.get_stream(name).await.unwrap_or_else(|e| panic!("stream {name}: {e}"));
+        let mut s = js
+            .get_stream(name)
+            .await
+            .unwrap_or_else(|e| panic!("stream {name}: {e}"));
         let info = s.info().await.expect("stream info");
-        assert_eq!(info.config.subjects, vec![streams::stream_subjects(name).expect("known")]);
+        assert_eq!(
+            info.config.subjects,
+            vec![streams::stream_subjects(name).expect("known")]
+        );
     }
     for bucket in streams::BUCKETS {
-        js.get_key_value(bucket).await.unwrap_or_else(|e| panic!("bucket {bucket}: {e}"));
+        js.get_key_value(bucket)
+            .await
+            .unwrap_or_else(|e| panic!("bucket {bucket}: {e}"));
     }
-    assert!(dir.path().join("nats").join("jetstream").is_dir(), "store under --data-dir");
+    assert!(
+        dir.path().join("nats").join("jetstream").is_dir(),
+        "store under --data-dir"
+    );
     drop(client);
 
-    let status = up.terminate(Duration::from_secs(30)).await.expect("plantd up exits");
+    let status = up
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("plantd up exits");
     assert!(status.success(), "clean exit on SIGTERM, got {status}");
-    let port: u16 = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in URL");
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in URL");
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
         "nats-server must be stopped with plantd up"
     );
-    assert!(up.tail().iter().any(|l| l.contains("stopped")), "{:?}", up.tail());
+    assert!(
+        up.tail().iter().any(|l| l.contains("stopped")),
+        "{:?}",
+        up.tail()
+    );
 }
 
 #[tokio::test]
@@ -68,15 +97,27 @@ async fn bad_config_is_one_clear_line_and_a_failure() {
         .expect("run plantd");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| l.contains("config error")).expect("a config error line");
+    let line = err
+        .lines()
+        .find(|l| l.contains("config error"))
+        .expect("a config error line");
     assert!(line.contains("nats.port"), "{line}");
     assert!(line.contains(&file.display().to_string()), "{line}");
 
     std::fs::write(&file, "[nats]\nprot = 4222\n").expect("write config");
-    let out = plantd().arg("up").arg("--config").arg(&file).output().await.expect("run");
+    let out = plantd()
+        .arg("up")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("prot") && err.contains(&file.display().to_string()), "{err}");
+    assert!(
+        err.contains("prot") && err.contains(&file.display().to_string()),
+        "{err}"
+    );
 
     let out = plantd()
         .args(["up", "--config", "/nonexistent/plantd.toml"])

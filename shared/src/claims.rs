@@ -247,7 +247,14 @@ mod tests {
 
     #[test]
     fn permission_strings() {
-        let p = perms(&["state:scope:line1:write", "state:scope:*:read", "identity:user:create"], &[]);
+        let p = perms(
+            &[
+                "state:scope:line1:write",
+                "state:scope:*:read",
+                "identity:user:create",
+            ],
+            &[],
+        );
         assert!(p.allows("state:scope:line1:write"));
         assert!(!p.allows("state:scope:line2:write"));
         assert!(p.allows("state:scope:line2:read"));
@@ -265,10 +272,19 @@ mod tests {
 
     #[test]
     fn mqtt_publish_per_site() {
-        let p = perms(&[], &[("plant-1", &["line1/+/temp"], &[]), ("*", &["status/#"], &[])]);
+        let p = perms(
+            &[],
+            &[
+                ("plant-1", &["line1/+/temp"], &[]),
+                ("*", &["status/#"], &[]),
+            ],
+        );
         assert!(p.can_publish(&site("plant-1"), &t("line1/press/temp")));
         assert!(!p.can_publish(&site("plant-2"), &t("line1/press/temp")));
-        assert!(!p.can_publish(&site("plant-1"), &t("line1/press/temp/x")), "off by one level");
+        assert!(
+            !p.can_publish(&site("plant-1"), &t("line1/press/temp/x")),
+            "off by one level"
+        );
         assert!(p.can_publish(&site("plant-2"), &t("status/ok")));
         assert!(p.can_publish(&site("plant-2"), &t("status")));
     }

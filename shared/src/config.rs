@@ -66,7 +66,11 @@ where
 ///
 /// # Errors
 /// As [`load`].
-pub fn load_from_env<T, O>(file: Option<&Path>, overrides: &O, prefix: &str) -> Result<T, ConfigError>
+pub fn load_from_env<T, O>(
+    file: Option<&Path>,
+    overrides: &O,
+    prefix: &str,
+) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned,
     O: Serialize,
@@ -88,16 +92,13 @@ where
         })?;
         fig = fig.merge(Toml::file_exact(path));
     }
-    let env = Env::prefixed(prefix)
-        .split("__")
-        .filter(move |k| {
-            let first = k.as_str().split('.').next().unwrap_or_default();
-            known.contains(&first.to_ascii_lowercase())
-        });
-    fig = fig
-        .merge(env)
-        .merge(Serialized::defaults(overrides));
-    fig.extract::<T>().map_err(|e| ConfigError::Invalid(describe(e)))
+    let env = Env::prefixed(prefix).split("__").filter(move |k| {
+        let first = k.as_str().split('.').next().unwrap_or_default();
+        known.contains(&first.to_ascii_lowercase())
+    });
+    fig = fig.merge(env).merge(Serialized::defaults(overrides));
+    fig.extract::<T>()
+        .map_err(|e| ConfigError::Invalid(describe(e)))
 }
 
 fn describe(err: figment::Error) -> String {
@@ -107,13 +108,13 @@ fn describe(err: figment::Error) -> String {
         return "unknown configuration error".into();
     };
     let mut key = e.path.join(".");
-    if let figment::error::Kind::UnknownField(field, _) = &e.kind {
-        if !key.ends_with(field.as_str()) {
-            if !key.is_empty() {
-                key.push('.');
-            }
-            key.push_str(field);
+    if let figment::error::Kind::UnknownField(field, _) = &e.kind
+        && !key.ends_with(field.as_str())
+    {
+        if !key.is_empty() {
+            key.push('.');
         }
+        key.push_str(field);
     }
     let source = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
         Some(Source::File(p)) => format!(" in {}", p.display()),
@@ -124,7 +125,11 @@ fn describe(err: figment::Error) -> String {
             None => String::new(),
         },
     };
-    let key = if key.is_empty() { String::new() } else { format!("key `{key}`") };
+    let key = if key.is_empty() {
+        String::new()
+    } else {
+        format!("key `{key}`")
+    };
     let more = if count > 1 {
         format!(" (and {} more)", count - 1)
     } else {
@@ -170,12 +175,15 @@ mod tests {
     #[test]
     fn file_then_flags() {
         let f = file("site = \"a\"\n[mqtt]\nmax_packet_size = 1024\n");
-        let c: Conf = load_from_env(Some(f.path()), &Flags::default(), "PLANTD_TEST_NONE_").expect("load");
+        let c: Conf =
+            load_from_env(Some(f.path()), &Flags::default(), "PLANTD_TEST_NONE_").expect("load");
         assert_eq!(c.site, "a");
         assert_eq!(c.mqtt.max_packet_size, 1024);
         let c: Conf = load_from_env(
             Some(f.path()),
-            &Flags { site: Some("b".into()) },
+            &Flags {
+                site: Some("b".into()),
+            },
             "PLANTD_TEST_NONE_",
         )
         .expect("load");
@@ -216,6 +224,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature, not ours
     fn env_overrides_known_keys_and_ignores_others() {
         // Unique prefix: no other test reads these variables.
         let prefix = "PLANTD_CFGTEST_ENV_";
@@ -228,7 +237,8 @@ mod tests {
             assert_eq!(c.site, "from-env");
             assert_eq!(c.mqtt.max_packet_size, 77);
             jail.set_env(format!("{prefix}MQTT__MAX_PACKET_SIZE"), "lots");
-            let err = load_from_env::<Conf, _>(None, &Flags::default(), prefix).expect_err("bad env");
+            let err =
+                load_from_env::<Conf, _>(None, &Flags::default(), prefix).expect_err("bad env");
             assert!(err.to_string().contains("mqtt.max_packet_size"), "{err}");
             Ok(())
         });

@@ -82,7 +82,10 @@ pub fn verify(token: &str, jwks: &JwkSet, opts: &VerifyOptions) -> Result<Claims
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     if !ACCEPTED.contains(&header.alg) {
-        return Err(TokenError::UnsupportedAlgorithm(format!("{:?}", header.alg)));
+        return Err(TokenError::UnsupportedAlgorithm(format!(
+            "{:?}",
+            header.alg
+        )));
     }
     let kid = header.kid.clone();
     let jwk = kid
@@ -90,10 +93,13 @@ pub fn verify(token: &str, jwks: &JwkSet, opts: &VerifyOptions) -> Result<Claims
         .and_then(|k| jwks.find(k))
         .ok_or(TokenError::UnknownKey(kid))?;
     // A key published for one algorithm is never used with another.
-    if let Some(key_alg) = jwk.common.key_algorithm {
-        if format!("{key_alg:?}") != format!("{:?}", header.alg) {
-            return Err(TokenError::UnsupportedAlgorithm(format!("{:?}", header.alg)));
-        }
+    if let Some(key_alg) = jwk.common.key_algorithm
+        && format!("{key_alg:?}") != format!("{:?}", header.alg)
+    {
+        return Err(TokenError::UnsupportedAlgorithm(format!(
+            "{:?}",
+            header.alg
+        )));
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| TokenError::Key(e.to_string()))?;
     let mut v = Validation::new(header.alg);
@@ -106,7 +112,9 @@ pub fn verify(token: &str, jwks: &JwkSet, opts: &VerifyOptions) -> Result<Claims
         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
         ErrorKind::InvalidAudience => TokenError::WrongAudience(opts.audience.clone()),
         ErrorKind::InvalidSignature => TokenError::BadSignature,
-        ErrorKind::InvalidAlgorithm => TokenError::UnsupportedAlgorithm(format!("{:?}", header.alg)),
+        ErrorKind::InvalidAlgorithm => {
+            TokenError::UnsupportedAlgorithm(format!("{:?}", header.alg))
+        }
         _ => TokenError::Malformed(e.to_string()),
     })?;
     Ok(data.claims)
@@ -191,7 +199,9 @@ impl SigningKey {
                     false,
                 );
                 let (Some(x), Some(y)) = (point.x(), point.y()) else {
-                    return Err(TokenError::Key("P-256 public key has no coordinates".into()));
+                    return Err(TokenError::Key(
+                        "P-256 public key has no coordinates".into(),
+                    ));
                 };
                 let enc = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| key_err(&e))?;
                 let jwk = serde_json::json!({
@@ -252,7 +262,8 @@ impl SigningKey {
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| TokenError::Key(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| TokenError::Key(e.to_string()))
     }
 }
 
@@ -299,10 +310,12 @@ mod tests {
         ] {
             let jwks = jwks_of([&key]).expect("jwks");
             let token = key.sign(&claims("plantd:api", 300)).expect("sign");
-            let c = verify(&token, &jwks, &VerifyOptions::for_audience("plantd:api")).expect("verify");
+            let c =
+                verify(&token, &jwks, &VerifyOptions::for_audience("plantd:api")).expect("verify");
             assert_eq!(c.sub, "user-1");
             // Re-reading the stored PEM gives the same public key.
-            let again = SigningKey::from_pkcs8_pem("k2", key.algorithm(), key.private_pem()).expect("pem");
+            let again =
+                SigningKey::from_pkcs8_pem("k2", key.algorithm(), key.private_pem()).expect("pem");
             assert_eq!(again.public_jwk()["x"], key.public_jwk()["x"]);
         }
     }
@@ -318,20 +331,32 @@ mod tests {
         assert_eq!(verify(&expired, &jwks, &api), Err(TokenError::Expired));
 
         let wrong_aud = key.sign(&claims("plantd:site:x", 300)).expect("sign");
-        assert!(matches!(verify(&wrong_aud, &jwks, &api), Err(TokenError::WrongAudience(_))));
+        assert!(matches!(
+            verify(&wrong_aud, &jwks, &api),
+            Err(TokenError::WrongAudience(_))
+        ));
 
         let forged = other.sign(&claims("plantd:api", 300)).expect("sign");
         assert_eq!(verify(&forged, &jwks, &api), Err(TokenError::BadSignature));
 
-        let unknown = SigningKey::generate_ed25519("k9").expect("key").sign(&claims("plantd:api", 300)).expect("sign");
-        assert_eq!(verify(&unknown, &jwks, &api), Err(TokenError::UnknownKey(Some("k9".into()))));
+        let unknown = SigningKey::generate_ed25519("k9")
+            .expect("key")
+            .sign(&claims("plantd:api", 300))
+            .expect("sign");
+        assert_eq!(
+            verify(&unknown, &jwks, &api),
+            Err(TokenError::UnknownKey(Some("k9".into())))
+        );
 
         let mut future = claims("plantd:api", 600);
         future.nbf = Some(now_secs() + 300);
         let early = key.sign(&future).expect("sign");
         assert_eq!(verify(&early, &jwks, &api), Err(TokenError::NotYetValid));
 
-        assert!(matches!(verify("not.a.token", &jwks, &api), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            verify("not.a.token", &jwks, &api),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -340,9 +365,17 @@ mod tests {
         let jwks = jwks_of([&key]).expect("jwks");
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());
-        let secret = key.public_jwk()["x"].as_str().expect("x").as_bytes().to_vec();
-        let token = jsonwebtoken::encode(&header, &claims("plantd:api", 300), &EncodingKey::from_secret(&secret))
-            .expect("hs256 sign");
+        let secret = key.public_jwk()["x"]
+            .as_str()
+            .expect("x")
+            .as_bytes()
+            .to_vec();
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims("plantd:api", 300),
+            &EncodingKey::from_secret(&secret),
+        )
+        .expect("hs256 sign");
         assert_eq!(
             verify(&token, &jwks, &VerifyOptions::for_audience("plantd:api")),
             Err(TokenError::UnsupportedAlgorithm("HS256".into()))

@@ -97,7 +97,11 @@ impl NatsServer {
             .arg("--addr")
             .arg(&spec.host)
             .arg("--port")
-            .arg(if spec.port == 0 { "-1".to_owned() } else { spec.port.to_string() })
+            .arg(if spec.port == 0 {
+                "-1".to_owned()
+            } else {
+                spec.port.to_string()
+            })
             .args(&spec.extra_args)
             // Its own process group: a Ctrl-C in the terminal reaches only
             // our process, which then stops the server in order.
@@ -105,7 +109,11 @@ impl NatsServer {
         let mut port = None;
         let process = ManagedProcess::spawn("nats-server", cmd, spec.ready_timeout, |line| {
             if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                port = rest
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
             }
             line.contains("Server is ready")
         })

@@ -177,7 +177,10 @@ impl ManagedProcess {
 
     /// The last lines the program printed.
     pub fn tail(&self) -> Vec<String> {
-        self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default()
+        self.tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn tail_text(&self) -> String {
@@ -195,7 +198,10 @@ impl ManagedProcess {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         }
         match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(r) => r.map_err(|source| ProcessError::Io { name: self.name.clone(), source }),
+            Ok(r) => r.map_err(|source| ProcessError::Io {
+                name: self.name.clone(),
+                source,
+            }),
             Err(_) => {
                 tracing::warn!(program = %self.name, ?grace, "did not exit after SIGTERM; killing");
                 self.kill().await
@@ -209,10 +215,10 @@ impl ManagedProcess {
     /// [`ProcessError::Io`] if waiting fails.
     pub async fn kill(&mut self) -> Result<ExitStatus, ProcessError> {
         let _ = self.child.start_kill();
-        self.child
-            .wait()
-            .await
-            .map_err(|source| ProcessError::Io { name: self.name.clone(), source })
+        self.child.wait().await.map_err(|source| ProcessError::Io {
+            name: self.name.clone(),
+            source,
+        })
     }
 
     /// Waits for the program to exit by itself.
@@ -220,9 +226,9 @@ impl ManagedProcess {
     /// # Errors
     /// [`ProcessError::Io`] if waiting fails.
     pub async fn wait(&mut self) -> Result<ExitStatus, ProcessError> {
-        self.child
-            .wait()
-            .await
-            .map_err(|source| ProcessError::Io { name: self.name.clone(), source })
+        self.child.wait().await.map_err(|source| ProcessError::Io {
+            name: self.name.clone(),
+            source,
+        })
     }
 }

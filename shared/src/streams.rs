@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(stream_subjects(TELEMETRY).as_deref(), Some("plantd.*.up.>"));
         assert_eq!(stream_subjects(LOGS).as_deref(), Some("plantd.*.log.>"));
         assert_eq!(stream_subjects(ALERTS).as_deref(), Some("plantd.*.alert.>"));
-        assert_eq!(stream_subjects(COMMANDS).as_deref(), Some("plantd.*.down.>"));
+        assert_eq!(
+            stream_subjects(COMMANDS).as_deref(),
+            Some("plantd.*.down.>")
+        );
         assert_eq!(stream_subjects("NOPE"), None);
     }
 

@@ -212,8 +212,16 @@ pub fn decode_token(token: &str) -> Result<String, SubjectError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).copied().and_then(hex_val).ok_or_else(bad)?;
-            let lo = bytes.get(i + 2).copied().and_then(hex_val).ok_or_else(bad)?;
+            let hi = bytes
+                .get(i + 1)
+                .copied()
+                .and_then(hex_val)
+                .ok_or_else(bad)?;
+            let lo = bytes
+                .get(i + 2)
+                .copied()
+                .and_then(hex_val)
+                .ok_or_else(bad)?;
             out.push(hi << 4 | lo);
             i += 3;
         } else {

@@ -159,11 +159,8 @@ pub fn validate_filter(s: &str) -> Result<(), TopicError> {
     while let Some((i, level)) = levels.next() {
         match level {
             "+" => {}
-            "#" => {
-                if levels.peek().is_some() {
-                    return Err(TopicError::HashNotLast);
-                }
-            }
+            "#" if levels.peek().is_some() => return Err(TopicError::HashNotLast),
+            "#" => {}
             l if l.contains(['+', '#']) => {
                 return Err(TopicError::PartialWildcard {
                     level: i,

@@ -12,11 +12,11 @@
 //! A missing program fails the test with a message naming `scripts/setup`;
 //! nothing is ever silently skipped.
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod http;
 mod moto;
 mod nats;
-#[cfg(feature = "docker")]
-pub mod docker;
 
 use std::path::PathBuf;
 

@@ -29,14 +29,19 @@ async fn stream_messages_survive_a_restart_on_the_same_port() {
     let mut nats = Nats::start().await;
     let url = nats.url();
     let js = nats.jetstream().await;
-    streams::ensure(&js, &Settings::default()).await.expect("ensure");
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("ensure");
     publish_n(&js, "plantd.site-1.up.line1.temp", 25).await;
 
     nats.restart().await;
     assert_eq!(nats.url(), url, "same address after restart");
 
     let js = nats.jetstream().await;
-    let mut stream = js.get_stream(streams::TELEMETRY).await.expect("stream after restart");
+    let mut stream = js
+        .get_stream(streams::TELEMETRY)
+        .await
+        .expect("stream after restart");
     let info = stream.info().await.expect("info");
     assert_eq!(info.state.messages, 25);
     let last = stream
@@ -50,7 +55,9 @@ async fn stream_messages_survive_a_restart_on_the_same_port() {
 async fn killed_server_comes_back_with_its_store() {
     let mut nats = Nats::start().await;
     let js = nats.jetstream().await;
-    streams::ensure(&js, &Settings::default()).await.expect("ensure");
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("ensure");
     publish_n(&js, "plantd.s.log.app", 3).await;
     nats.kill().await;
     assert!(!nats.is_running());
@@ -67,16 +74,26 @@ async fn killed_server_comes_back_with_its_store() {
 async fn ensure_creates_everything_once_and_is_idempotent() {
     let nats = Nats::start().await;
     let js = nats.jetstream().await;
-    let first = streams::ensure(&js, &Settings::default()).await.expect("first");
-    assert_eq!(first.created.len(), streams::STREAMS.len() + streams::BUCKETS.len());
+    let first = streams::ensure(&js, &Settings::default())
+        .await
+        .expect("first");
+    assert_eq!(
+        first.created.len(),
+        streams::STREAMS.len() + streams::BUCKETS.len()
+    );
     assert!(first.updated.is_empty());
-    let second = streams::ensure(&js, &Settings::default()).await.expect("second");
+    let second = streams::ensure(&js, &Settings::default())
+        .await
+        .expect("second");
     assert!(second.created.is_empty(), "{second:?}");
     assert_eq!(second.updated.len(), first.created.len());
     for name in streams::STREAMS {
         let mut s = js.get_stream(name).await.expect("stream exists");
         let subjects = s.info().await.expect("info").config.subjects.clone();
-        assert_eq!(subjects, vec![streams::stream_subjects(name).expect("known")]);
+        assert_eq!(
+            subjects,
+            vec![streams::stream_subjects(name).expect("known")]
+        );
     }
     for bucket in streams::BUCKETS {
         js.get_key_value(bucket).await.expect("bucket exists");
@@ -99,16 +116,31 @@ async fn moto_reset_forgets_what_was_created() {
         .expect("create bucket");
     assert_eq!(created.status, 200, "{}", created.text());
     let listed = http::get(moto.port(), "/").await.expect("list buckets");
-    assert!(listed.text().contains("plantd-fixture-bucket"), "{}", listed.text());
+    assert!(
+        listed.text().contains("plantd-fixture-bucket"),
+        "{}",
+        listed.text()
+    );
     moto.reset().await;
     let listed = http::get(moto.port(), "/").await.expect("list buckets");
-    assert!(!listed.text().contains("plantd-fixture-bucket"), "{}", listed.text());
+    assert!(
+        !listed.text().contains("plantd-fixture-bucket"),
+        "{}",
+        listed.text()
+    );
     assert!(moto.endpoint().starts_with("http://127.0.0.1:"));
 }
 
 #[test]
 fn real_clients_and_tools_are_installed() {
-    for name in ["mosquitto_pub", "mosquitto_sub", "mosquitto", "nats-server", "cargo-lambda", "cfn-lint"] {
+    for name in [
+        "mosquitto_pub",
+        "mosquitto_sub",
+        "mosquitto",
+        "nats-server",
+        "cargo-lambda",
+        "cfn-lint",
+    ] {
         let path = tool(name);
         assert!(path.exists(), "{name} at {}", path.display());
     }
