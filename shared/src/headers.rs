@@ -74,6 +74,27 @@ pub const ALL: &[&str] = &[
     CORRELATION,
 ];
 
+/// Formats milliseconds since the Unix epoch as the RFC 3339 UTC text used
+/// by [`RECEIVED`] and [`SENT`] (`2026-11-23T03:32:06.123Z`).
+pub fn format_time(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses [`format_time`]'s text (any RFC 3339 time) back into milliseconds
+/// since the Unix epoch; `None` if it does not parse or is before 1970.
+pub fn parse_time(text: &str) -> Option<u64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// The header name carrying MQTT 5 user property `key`.
 pub fn user_property(key: &str) -> String {
     format!("{USER_PROPERTY_PREFIX}{key}")
@@ -91,5 +112,15 @@ mod tests {
             assert!(h.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
         }
         assert_eq!(user_property("line"), "Plantd-User-line");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(format_time(1_795_404_726_123), "2026-11-23T03:32:06.123Z");
+        assert_eq!(
+            parse_time("2026-11-23T03:32:06.123Z"),
+            Some(1_795_404_726_123)
+        );
+        assert_eq!(parse_time("yesterday"), None);
     }
 }

@@ -1,0 +1,376 @@
+//! What the edge journals for each uplinked MQTT message, and how it goes
+//! onto the wire to JetStream.
+//!
+//! # Journal encoding (version 1)
+//! ```text
+//! u8  version (1)
+//! u8  flags: bit 0 retain, bits 1-2 QoS, bit 3 payload format present,
+//!     bit 4 expiry present
+//! u64 received, ms since the Unix epoch
+//! str topic, str client id          (str = u16 length + UTF-8)
+//! [u8 payload format] [u32 expiry]  (when flagged)
+//! opt-str content type, opt-str response topic, opt-bytes correlation data
+//!                                   (u8 present flag, then str / u16 length + bytes)
+//! u16 user property count, then (str key, str value) each
+//! u32 payload length, payload
+//! ```
+//! All integers little endian. Decoding checks every length against what is
+//! left, so a damaged record is an error, never a panic.
+
+use async_nats::HeaderMap;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use plantd_shared::headers;
+use plantd_shared::subject::{Channel, Site, topic_to_subject};
+use plantd_shared::topic::Topic;
+use thiserror::Error;
+
+const VERSION: u8 = 1;
+
+/// One MQTT message selected for the uplink, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkMessage {
+    /// The MQTT topic it was published to.
+    pub topic: String,
+    /// The payload, byte for byte.
+    pub payload: Bytes,
+    /// QoS it was published with (0, 1, 2).
+    pub qos: u8,
+    /// The RETAIN flag.
+    pub retain: bool,
+    /// When the edge received it, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// The publishing client.
+    pub client_id: String,
+    /// MQTT 5 payload format indicator.
+    pub payload_format: Option<u8>,
+    /// MQTT 5 message expiry interval (seconds) as received.
+    pub message_expiry: Option<u32>,
+    /// MQTT 5 content type.
+    pub content_type: Option<String>,
+    /// MQTT 5 response topic.
+    pub response_topic: Option<String>,
+    /// MQTT 5 correlation data.
+    pub correlation_data: Option<Bytes>,
+    /// MQTT 5 user properties, in order.
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// Why journal bytes are not an [`UplinkMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    /// The record ends before a field does.
+    #[error("uplink record truncated")]
+    Truncated,
+    /// An unknown encoding version.
+    #[error("unknown uplink record version {0}")]
+    Version(u8),
+    /// A string is not UTF-8.
+    #[error("uplink record has a non-UTF-8 string")]
+    Utf8,
+    /// A field is longer than its length prefix allows.
+    #[error("uplink record field too long: {0}")]
+    TooLong(&'static str),
+}
+
+fn put_str(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), DecodeError> {
+    let len = u16::try_from(s.len()).map_err(|_| DecodeError::TooLong(field))?;
+    out.put_u16_le(len);
+    out.put_slice(s.as_bytes());
+    Ok(())
+}
+
+fn get_bytes(b: &mut Bytes, len: usize) -> Result<Bytes, DecodeError> {
+    if b.remaining() < len {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(b.split_to(len))
+}
+
+fn get_u8(b: &mut Bytes) -> Result<u8, DecodeError> {
+    if b.remaining() < 1 {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(b.get_u8())
+}
+
+fn get_u16(b: &mut Bytes) -> Result<u16, DecodeError> {
+    if b.remaining() < 2 {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(b.get_u16_le())
+}
+
+fn get_u32(b: &mut Bytes) -> Result<u32, DecodeError> {
+    if b.remaining() < 4 {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(b.get_u32_le())
+}
+
+fn get_str(b: &mut Bytes) -> Result<String, DecodeError> {
+    let len = usize::from(get_u16(b)?);
+    let raw = get_bytes(b, len)?;
+    String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Utf8)
+}
+
+fn get_opt_str(b: &mut Bytes) -> Result<Option<String>, DecodeError> {
+    match get_u8(b)? {
+        0 => Ok(None),
+        _ => get_str(b).map(Some),
+    }
+}
+
+impl UplinkMessage {
+    /// Encodes for the journal.
+    ///
+    /// # Errors
+    /// [`DecodeError::TooLong`] when a string exceeds 65,535 bytes (MQTT
+    /// cannot carry such strings, so this means a caller bug).
+    pub fn encode(&self) -> Result<Bytes, DecodeError> {
+        let mut out = BytesMut::with_capacity(64 + self.topic.len() + self.payload.len());
+        out.put_u8(VERSION);
+        let mut flags = u8::from(self.retain) | ((self.qos & 3) << 1);
+        if self.payload_format.is_some() {
+            flags |= 1 << 3;
+        }
+        if self.message_expiry.is_some() {
+            flags |= 1 << 4;
+        }
+        out.put_u8(flags);
+        out.put_u64_le(self.received_ms);
+        put_str(&mut out, &self.topic, "topic")?;
+        put_str(&mut out, &self.client_id, "client id")?;
+        if let Some(f) = self.payload_format {
+            out.put_u8(f);
+        }
+        if let Some(e) = self.message_expiry {
+            out.put_u32_le(e);
+        }
+        for (s, field) in [
+            (&self.content_type, "content type"),
+            (&self.response_topic, "response topic"),
+        ] {
+            match s {
+                Some(s) => {
+                    out.put_u8(1);
+                    put_str(&mut out, s, field)?;
+                }
+                None => out.put_u8(0),
+            }
+        }
+        match &self.correlation_data {
+            Some(c) => {
+                out.put_u8(1);
+                let len =
+                    u16::try_from(c.len()).map_err(|_| DecodeError::TooLong("correlation data"))?;
+                out.put_u16_le(len);
+                out.put_slice(c);
+            }
+            None => out.put_u8(0),
+        }
+        let n = u16::try_from(self.user_properties.len())
+            .map_err(|_| DecodeError::TooLong("user properties"))?;
+        out.put_u16_le(n);
+        for (k, v) in &self.user_properties {
+            put_str(&mut out, k, "user property")?;
+            put_str(&mut out, v, "user property")?;
+        }
+        let len = u32::try_from(self.payload.len()).map_err(|_| DecodeError::TooLong("payload"))?;
+        out.put_u32_le(len);
+        out.put_slice(&self.payload);
+        Ok(out.freeze())
+    }
+
+    /// Decodes a journal record. The payload shares `bytes`' buffer.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for a truncated or damaged record.
+    pub fn decode(mut bytes: Bytes) -> Result<Self, DecodeError> {
+        let b = &mut bytes;
+        let version = get_u8(b)?;
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let flags = get_u8(b)?;
+        if b.remaining() < 8 {
+            return Err(DecodeError::Truncated);
+        }
+        let received_ms = b.get_u64_le();
+        let topic = get_str(b)?;
+        let client_id = get_str(b)?;
+        let payload_format = if flags & (1 << 3) != 0 {
+            Some(get_u8(b)?)
+        } else {
+            None
+        };
+        let message_expiry = if flags & (1 << 4) != 0 {
+            Some(get_u32(b)?)
+        } else {
+            None
+        };
+        let content_type = get_opt_str(b)?;
+        let response_topic = get_opt_str(b)?;
+        let correlation_data = match get_u8(b)? {
+            0 => None,
+            _ => {
+                let len = usize::from(get_u16(b)?);
+                Some(get_bytes(b, len)?)
+            }
+        };
+        let n = get_u16(b)?;
+        let mut user_properties = Vec::with_capacity(usize::from(n).min(64));
+        for _ in 0..n {
+            user_properties.push((get_str(b)?, get_str(b)?));
+        }
+        let len = get_u32(b)? as usize;
+        let payload = get_bytes(b, len)?;
+        Ok(Self {
+            topic,
+            payload,
+            qos: (flags >> 1) & 3,
+            retain: flags & 1 != 0,
+            received_ms,
+            client_id,
+            payload_format,
+            message_expiry,
+            content_type,
+            response_topic,
+            correlation_data,
+            user_properties,
+        })
+    }
+
+    /// The JetStream message id for journal sequence `seq` on `site`.
+    pub fn message_id(site: &Site, seq: u64) -> String {
+        format!("{site}:{seq}")
+    }
+
+    /// The subject: `plantd.<site>.up.<escaped topic>`, or `None` when the
+    /// topic is not a valid MQTT topic name (the edge never journals one).
+    pub fn subject(&self, site: &Site) -> Option<String> {
+        let topic = Topic::new(self.topic.as_str()).ok()?;
+        Some(topic_to_subject(site, Channel::Up, &topic))
+    }
+
+    /// The headers the architecture defines, for journal sequence `seq`.
+    pub fn headers(&self, site: &Site, seq: u64) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(headers::MSG_ID, Self::message_id(site, seq).as_str());
+        h.insert(headers::TOPIC, self.topic.as_str());
+        h.insert(headers::QOS, self.qos.to_string().as_str());
+        h.insert(headers::RETAIN, if self.retain { "true" } else { "false" });
+        h.insert(
+            headers::RECEIVED,
+            headers::format_time(self.received_ms).as_str(),
+        );
+        h.insert(headers::SITE, site.as_str());
+        if !self.client_id.is_empty() {
+            h.insert(headers::CLIENT_ID, self.client_id.as_str());
+        }
+        if let Some(ct) = &self.content_type {
+            h.insert(headers::CONTENT_TYPE, ct.as_str());
+        }
+        if let Some(f) = self.payload_format {
+            h.insert(headers::PAYLOAD_FORMAT, f.to_string().as_str());
+        }
+        if let Some(e) = self.message_expiry {
+            h.insert(headers::MESSAGE_EXPIRY, e.to_string().as_str());
+        }
+        if let Some(c) = &self.correlation_data {
+            h.insert(headers::CORRELATION, BASE64.encode(c).as_str());
+        }
+        for (k, v) in &self.user_properties {
+            h.append(headers::user_property(k).as_str(), v.as_str());
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn full() -> UplinkMessage {
+        UplinkMessage {
+            topic: "line1/press.2/temp".into(),
+            payload: Bytes::from_static(b"\x00\x01binary\xff"),
+            qos: 2,
+            retain: true,
+            received_ms: 1_795_404_726_123,
+            client_id: "plc-7".into(),
+            payload_format: Some(1),
+            message_expiry: Some(60),
+            content_type: Some("application/json".into()),
+            response_topic: Some("reply/here".into()),
+            correlation_data: Some(Bytes::from_static(b"abc")),
+            user_properties: vec![("unit".into(), "C".into()), ("unit".into(), "K".into())],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = full();
+        assert_eq!(UplinkMessage::decode(m.encode().expect("encode")), Ok(m));
+        let minimal = UplinkMessage {
+            payload_format: None,
+            message_expiry: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: vec![],
+            ..full()
+        };
+        assert_eq!(
+            UplinkMessage::decode(minimal.encode().expect("encode")),
+            Ok(minimal)
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = full().encode().expect("encode");
+        for cut in 0..bytes.len() {
+            assert!(
+                UplinkMessage::decode(bytes.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_follow_the_contract() {
+        let site = Site::new("plant-1").expect("site");
+        let m = full();
+        let h = m.headers(&site, 42);
+        let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned());
+        assert_eq!(get(headers::MSG_ID).as_deref(), Some("plant-1:42"));
+        assert_eq!(get(headers::TOPIC).as_deref(), Some("line1/press.2/temp"));
+        assert_eq!(get(headers::QOS).as_deref(), Some("2"));
+        assert_eq!(get(headers::RETAIN).as_deref(), Some("true"));
+        assert_eq!(
+            get(headers::RECEIVED).as_deref(),
+            Some("2026-11-23T03:32:06.123Z")
+        );
+        assert_eq!(get(headers::CORRELATION).as_deref(), Some("YWJj"));
+        let units: Vec<_> = h
+            .get_all("Plantd-User-unit")
+            .map(|v| v.as_str().to_owned())
+            .collect();
+        assert_eq!(units, vec!["C", "K"]);
+        assert_eq!(
+            m.subject(&site).as_deref(),
+            Some("plantd.plant-1.up.line1.press%2E2.temp")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = UplinkMessage::decode(Bytes::from(bytes));
+        }
+    }
+}

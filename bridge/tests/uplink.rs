@@ -1,0 +1,274 @@
+//! The uplink against a real nats-server: every journaled message reaches
+//! JetStream exactly once, in order, with its headers — through an outage
+//! and through a resend after a restart.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use plantd_bridge::{Uplink, UplinkConfig, UplinkMessage, UplinkState, UplinkStatus};
+use plantd_journal::{Journal, Options};
+use plantd_shared::headers;
+use plantd_shared::streams::{self, Settings};
+use plantd_shared::subject::Site;
+use plantd_testkit::Nats;
+use tokio::sync::{oneshot, watch};
+
+fn site() -> Site {
+    Site::new("plant-1").expect("site")
+}
+
+fn msg(i: u64) -> UplinkMessage {
+    UplinkMessage {
+        topic: format!("line{}/temp", i % 3),
+        payload: Bytes::from(format!("{i}")),
+        qos: 1,
+        retain: false,
+        received_ms: 1_795_404_726_000 + i,
+        client_id: "plc-1".into(),
+        payload_format: None,
+        message_expiry: None,
+        content_type: Some("text/plain".into()),
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![("unit".into(), "C".into())],
+    }
+}
+
+async fn journal_n(j: &Journal, from: u64, n: u64) {
+    for i in from..from + n {
+        j.append(msg(i).encode().expect("encode"))
+            .await
+            .expect("append");
+    }
+}
+
+struct Running {
+    status: watch::Receiver<UplinkStatus>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(j: &Journal, nats: &Nats, cfg: UplinkConfig) -> Running {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(nats.url())
+        .await
+        .expect("connect");
+    let uplink = Uplink::new(j.clone(), client, cfg);
+    let status = uplink.status();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(uplink.run(async move {
+        let _ = rx.await;
+    }));
+    Running { status, stop, task }
+}
+
+impl Running {
+    async fn wait_acked(&mut self, seq: u64) -> UplinkStatus {
+        let mut rx = self.status.clone();
+        match tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.acked_seq >= seq))
+            .await
+        {
+            Ok(s) => s.expect("status").clone(),
+            Err(_) => panic!("uplink did not reach {seq}: {:?}", *self.status.borrow()),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("uplink task");
+    }
+}
+
+/// Every message in the telemetry stream, in stream order, as
+/// (journal sequence from the message id, payload).
+async fn stream_contents(js: &jetstream::Context) -> Vec<(u64, String)> {
+    let stream = js.get_stream(streams::TELEMETRY).await.expect("stream");
+    let mut out = Vec::new();
+    let mut seq = 1;
+    while let Ok(m) = stream.get_raw_message(seq).await {
+        let id = m
+            .headers
+            .get(headers::MSG_ID)
+            .map(|v| v.as_str().to_owned())
+            .expect("message id");
+        let journal_seq: u64 = id
+            .strip_prefix("plant-1:")
+            .and_then(|s| s.parse().ok())
+            .expect("id is site:seq");
+        out.push((
+            journal_seq,
+            String::from_utf8_lossy(&m.payload).into_owned(),
+        ));
+        seq += 1;
+    }
+    out
+}
+
+/// Exactly once (every journal sequence 1..=n once), payloads intact, and
+/// in journal order per topic (the guarantee: topics are `line<i % 3>`).
+fn assert_exactly_once_in_order(contents: &[(u64, String)], n: u64) {
+    let mut seen: Vec<u64> = contents.iter().map(|(seq, _)| *seq).collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=n).collect::<Vec<_>>(),
+        "every message exactly once"
+    );
+    for (seq, payload) in contents {
+        assert_eq!(payload, &(seq - 1).to_string(), "payload byte for byte");
+    }
+    for topic in 0..3 {
+        let order: Vec<u64> = contents
+            .iter()
+            .map(|(seq, _)| *seq)
+            .filter(|seq| (seq - 1) % 3 == topic)
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "topic line{topic} out of order: {order:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn journaled_messages_reach_jetstream_once_in_order_with_headers() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    journal_n(&j, 0, 500).await;
+
+    let mut up = start(&j, &nats, UplinkConfig::new(site())).await;
+    let s = up.wait_acked(500).await;
+    assert_eq!(s.state, UplinkState::Up);
+    assert_eq!(
+        j.acked(),
+        500,
+        "the journal cursor follows JetStream's acks"
+    );
+    assert_exactly_once_in_order(&stream_contents(&js).await, 500);
+
+    let stream = js.get_stream(streams::TELEMETRY).await.expect("stream");
+    let first = stream.get_raw_message(1).await.expect("first");
+    assert_eq!(first.subject.as_str(), "plantd.plant-1.up.line0.temp");
+    let h = &first.headers;
+    assert_eq!(
+        h.get(headers::TOPIC).map(|v| v.as_str()),
+        Some("line0/temp")
+    );
+    assert_eq!(h.get(headers::QOS).map(|v| v.as_str()), Some("1"));
+    assert_eq!(h.get(headers::RETAIN).map(|v| v.as_str()), Some("false"));
+    assert_eq!(
+        h.get(headers::CONTENT_TYPE).map(|v| v.as_str()),
+        Some("text/plain")
+    );
+    assert_eq!(h.get("Plantd-User-unit").map(|v| v.as_str()), Some("C"));
+    assert!(h.get(headers::RECEIVED).is_some());
+    up.stop().await;
+    j.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn an_outage_loses_and_duplicates_nothing() {
+    let mut nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    let mut cfg = UplinkConfig::new(site());
+    cfg.ack_timeout = Duration::from_secs(1);
+    cfg.backoff_max = Duration::from_millis(500);
+    let mut up = start(&j, &nats, cfg).await;
+
+    journal_n(&j, 0, 1000).await;
+    up.wait_acked(300).await;
+    nats.stop().await;
+    // Devices keep publishing while the uplink is down.
+    journal_n(&j, 1000, 1000).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        up.status
+            .wait_for(|s| matches!(s.state, UplinkState::Down | UplinkState::Stalled)),
+    )
+    .await
+    .expect("the uplink must notice the outage")
+    .expect("status");
+    assert!(j.acked() < 2000, "nothing can be acknowledged while down");
+
+    nats.start_again().await;
+    journal_n(&j, 2000, 500).await;
+    let s = up.wait_acked(2500).await;
+    assert!(s.failures >= 1, "{s:?}");
+
+    let js = nats.jetstream().await;
+    assert_exactly_once_in_order(&stream_contents(&js).await, 2500);
+    up.stop().await;
+    j.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_resend_after_restart_is_deduplicated_by_jetstream() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    journal_n(&j, 0, 300).await;
+    let mut up = start(&j, &nats, UplinkConfig::new(site())).await;
+    up.wait_acked(300).await;
+    up.stop().await;
+
+    // As after a crash whose cursor lagged: everything is sent again.
+    let mut cfg = UplinkConfig::new(site());
+    cfg.start = Some(1);
+    journal_n(&j, 300, 10).await;
+    let mut again = start(&j, &nats, cfg).await;
+    let s = again.wait_acked(310).await;
+    assert_eq!(s.duplicates, 300, "JetStream recognised every resend");
+    assert_exactly_once_in_order(&stream_contents(&js).await, 310);
+    again.stop().await;
+    j.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_missing_stream_is_reported_not_hidden() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    journal_n(&j, 0, 5).await;
+    let mut cfg = UplinkConfig::new(site());
+    cfg.ack_timeout = Duration::from_secs(1);
+    let mut up = start(&j, &nats, cfg).await;
+    let s = tokio::time::timeout(
+        Duration::from_secs(30),
+        up.status.wait_for(|s| s.state == UplinkState::Down),
+    )
+    .await
+    .expect("down")
+    .expect("status")
+    .clone();
+    assert!(!s.is_healthy());
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("stream")),
+        "{s:?}"
+    );
+    assert_eq!(j.acked(), 0, "nothing acknowledged without a stream");
+    // Creating the stream lets the backlog drain.
+    streams::ensure(&nats.jetstream().await, &Settings::default())
+        .await
+        .expect("streams");
+    up.wait_acked(5).await;
+    up.stop().await;
+    j.close().await.expect("close");
+}
