@@ -57,6 +57,15 @@ pub const SENT: &str = "Plantd-Sent";
 /// alphabet, padded).
 pub const CORRELATION: &str = "Plantd-Correlation";
 
+/// Request/reply: the outcome of a service call when it is not a device's
+/// answer: `503` (no device serves the topic) or `504` (no answer in time),
+/// followed by a space and a reason. Absent on a device's reply.
+pub const STATUS: &str = "Plantd-Status";
+
+/// Request/reply: how long the caller waits for the device, in
+/// milliseconds (the edge applies its own default when absent).
+pub const TIMEOUT_MS: &str = "Plantd-Timeout-Ms";
+
 /// Every header name plantd defines, for documentation and tests.
 pub const ALL: &[&str] = &[
     MSG_ID,
@@ -72,6 +81,8 @@ pub const ALL: &[&str] = &[
     TTL,
     SENT,
     CORRELATION,
+    STATUS,
+    TIMEOUT_MS,
 ];
 
 /// Formats milliseconds since the Unix epoch as the RFC 3339 UTC text used
@@ -85,6 +96,14 @@ pub fn format_time(ms: u64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Parses [`format_time`]'s text (any RFC 3339 time) back into milliseconds
