@@ -1,0 +1,112 @@
+//! `plantd-identity`: who may do what in plantd.
+//!
+//! A stateless function: every record lives in the JetStream KV bucket
+//! `plantd_identity` (revocations in `plantd_revoked`) and is updated with
+//! compare-and-set on the entry's revision, so any number of instances can
+//! serve at once. The same [`app`] router runs under `lambda_http` in AWS,
+//! under `axum::serve` locally, and in tests with `oneshot`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`model`] | organisations, users, roles (with the built-in ones), service accounts, devices, refresh tokens |
+//! | [`store`] | typed KV access with compare-and-set and retry |
+//! | [`password`] | argon2id hashing and constant-time verification |
+//! | [`tokens`] | access JWT issuance, opaque refresh tokens, revocation |
+//! | [`keys`] | the signing keys and the JWKS document |
+//! | [`auth`] | the bearer-token extractor and permission checks |
+//! | [`error`] | the JSON error every route returns |
+//! | [`routes`] | the HTTP API |
+//! | [`bootstrap`] | the first admin, from `PLANTD_BOOTSTRAP_ADMIN_*` |
+
+pub mod auth;
+pub mod bootstrap;
+pub mod error;
+pub mod keys;
+pub mod model;
+pub mod password;
+pub mod routes;
+pub mod store;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+
+pub use error::AppError;
+pub use keys::Keys;
+pub use store::Store;
+
+/// Tunables of the identity service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `iss` of every token.
+    pub issuer: String,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// Failed logins for one email within `lockout_window` before it is
+    /// locked.
+    pub max_failures: u32,
+    /// Window in which failures are counted.
+    pub lockout_window: Duration,
+    /// How long a locked email stays locked.
+    pub lockout: Duration,
+    /// Shortest password accepted.
+    pub min_password_len: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            issuer: "plantd-identity".into(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            max_failures: 5,
+            lockout_window: Duration::from_secs(15 * 60),
+            lockout: Duration::from_secs(15 * 60),
+            min_password_len: 12,
+        }
+    }
+}
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Identity records.
+    pub store: Store,
+    /// Signing keys.
+    pub keys: Arc<Keys>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// A hash verified for unknown users, so they take as long as known ones.
+    pub dummy_hash: Arc<str>,
+}
+
+impl AppState {
+    /// Builds the state over a JetStream context whose `plantd_identity`
+    /// and `plantd_revoked` buckets exist.
+    ///
+    /// # Errors
+    /// When a bucket is missing or the dummy hash cannot be made.
+    pub async fn new(
+        js: &async_nats::jetstream::Context,
+        keys: Keys,
+        settings: Settings,
+    ) -> Result<Self, AppError> {
+        let store = Store::open(js).await?;
+        let dummy_hash = password::hash("plantd-dummy-password-for-timing")?;
+        Ok(Self {
+            store,
+            keys: Arc::new(keys),
+            settings: Arc::new(settings),
+            dummy_hash: dummy_hash.into(),
+        })
+    }
+}
+
+/// The identity HTTP API.
+pub fn app(state: AppState) -> Router {
+    routes::router().with_state(state)
+}

@@ -1,0 +1,406 @@
+//! Logging in, refreshing, logging out, client credentials, passwords.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use plantd_shared::claims::{Claims, MqttGrant, PrincipalKind, site_audience};
+use plantd_shared::subject::Site;
+use serde::Deserialize;
+
+use super::json::Body;
+use crate::auth::Caller;
+use crate::model::{
+    self, ClientIndex, Device, EmailIndex, Lockout, RefreshToken, ServiceAccount, User,
+};
+use crate::store::Change;
+use crate::tokens::{self, Subject, TokenResponse};
+use crate::{AppError, AppState, password};
+
+/// `POST /v1/auth/login`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The user's email.
+    pub email: String,
+    /// The password.
+    pub password: String,
+    /// Sites whose edge brokers the token should also be valid for.
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+fn invalid_login() -> AppError {
+    AppError::unauthorized("invalid email or password")
+}
+
+/// Logs a user in. Unknown email, wrong password and inactive user give
+/// the same answer and take the same time (a dummy hash is verified for
+/// unknown users). After `max_failures` failures in the window the email is
+/// locked (429) — for unknown emails too, so a lockout reveals nothing.
+///
+/// # Errors
+/// 401 on bad credentials, 429 while locked.
+pub async fn login(
+    State(state): State<AppState>,
+    Body(req): Body<LoginRequest>,
+) -> Result<Json<TokenResponse>, AppError> {
+    let email = model::normalise_email(&req.email);
+    let email_hash = model::sha256_hex(&email);
+    let lock_key = format!("lockout.{email_hash}");
+    let now = plantd_shared::headers::now_ms();
+    if let Some((l, _)) = state.store.get::<Lockout>(&lock_key).await?
+        && l.locked_until_ms > now
+    {
+        return Err(AppError::too_many(
+            "too many failed logins; try again later",
+        ));
+    }
+    let audience = tokens::user_audience(&req.sites)?;
+    let user = match state
+        .store
+        .get::<EmailIndex>(&format!("email.{email_hash}"))
+        .await?
+    {
+        Some((idx, _)) => state
+            .store
+            .get::<User>(&format!("user.{}.{}", idx.org, idx.user))
+            .await?
+            .map(|(u, _)| u),
+        None => None,
+    };
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.as_str())
+        .unwrap_or(&state.dummy_hash);
+    let ok = password::verify(&req.password, hash);
+    let user = match (ok, user) {
+        (true, Some(u)) if u.active => u,
+        _ => {
+            record_failure(&state, &lock_key).await?;
+            return Err(invalid_login());
+        }
+    };
+    let _ = state.store.delete(&lock_key).await;
+    let (perms, mqtt) = tokens::expand_roles(&state, &user.org, &user.roles).await?;
+    let (access, ttl) = tokens::access_token(
+        &state,
+        Subject {
+            id: user.id.clone(),
+            org: user.org.clone(),
+            kind: PrincipalKind::User,
+            roles: user.roles.clone(),
+            perms,
+            mqtt,
+            audience,
+        },
+    )?;
+    let refresh = tokens::new_refresh(&state, &user.id, &user.org, None, req.sites).await?;
+    tracing::info!(user = %user.id, org = %user.org, "login");
+    Ok(Json(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: ttl,
+        refresh_token: Some(refresh),
+    }))
+}
+
+async fn record_failure(state: &AppState, key: &str) -> Result<(), AppError> {
+    let s = &state.settings;
+    let now = plantd_shared::headers::now_ms();
+    let window = s.lockout_window.as_millis() as u64;
+    let lock = s.lockout.as_millis() as u64;
+    let max = s.max_failures;
+    let step = |l: &mut Lockout| {
+        if now.saturating_sub(l.window_start_ms) > window {
+            l.failures = 0;
+            l.window_start_ms = now;
+        }
+        l.failures += 1;
+        if l.failures >= max {
+            l.locked_until_ms = now + lock;
+            l.failures = 0;
+            l.window_start_ms = now;
+            tracing::warn!(key, "login locked after repeated failures");
+        }
+    };
+    for _ in 0..8 {
+        match state.store.get::<Lockout>(key).await? {
+            None => {
+                let mut l = Lockout {
+                    window_start_ms: now,
+                    ..Lockout::default()
+                };
+                step(&mut l);
+                match state.store.create(key, &l).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.status == StatusCode::CONFLICT => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(_) => {
+                state
+                    .store
+                    .modify::<Lockout, _>(key, |l| {
+                        step(l);
+                        Ok(Change::Put(()))
+                    })
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/auth/refresh`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from login or the last refresh.
+    pub refresh_token: String,
+}
+
+/// Exchanges a refresh token for a new access token and a new refresh
+/// token (rotation). Reusing a token that was already exchanged revokes
+/// every token of its login.
+///
+/// # Errors
+/// 401 for an invalid, expired, reused or revoked token, or an inactive
+/// user.
+pub async fn refresh(
+    State(state): State<AppState>,
+    Body(req): Body<RefreshRequest>,
+) -> Result<Json<TokenResponse>, AppError> {
+    let record: RefreshToken = tokens::consume_refresh(&state, &req.refresh_token).await?;
+    let user = state
+        .store
+        .get::<User>(&format!("user.{}.{}", record.org, record.user))
+        .await?
+        .map(|(u, _)| u)
+        .filter(|u| u.active)
+        .ok_or_else(|| AppError::unauthorized("refresh token is not valid"))?;
+    let (perms, mqtt) = tokens::expand_roles(&state, &user.org, &user.roles).await?;
+    let (access, ttl) = tokens::access_token(
+        &state,
+        Subject {
+            id: user.id.clone(),
+            org: user.org.clone(),
+            kind: PrincipalKind::User,
+            roles: user.roles.clone(),
+            perms,
+            mqtt,
+            audience: tokens::user_audience(&record.sites)?,
+        },
+    )?;
+    let next = tokens::new_refresh(
+        &state,
+        &user.id,
+        &user.org,
+        Some(record.family),
+        record.sites,
+    )
+    .await?;
+    Ok(Json(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: ttl,
+        refresh_token: Some(next),
+    }))
+}
+
+/// `POST /v1/auth/logout`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    /// The refresh token to revoke with its whole family.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+/// Revokes the caller's access token (edges drop connections using it)
+/// and, if given, the refresh token's family.
+///
+/// # Errors
+/// 401 without a valid token.
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: bytes::Bytes,
+) -> Result<StatusCode, AppError> {
+    let req: LogoutRequest = if body.is_empty() {
+        LogoutRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::bad_request(e.to_string()))?
+    };
+    state
+        .store
+        .revoke_token(&caller.claims.jti, caller.claims.exp)
+        .await?;
+    if let Some(rt) = req.refresh_token {
+        let key = format!("refresh.{}", model::sha256_hex(&rt));
+        if let Some((r, _)) = state.store.get::<RefreshToken>(&key).await?
+            && r.user == caller.claims.sub
+        {
+            tokens::revoke_family(&state, &r.family, "logout").await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's claims.
+///
+/// # Errors
+/// 401 without a valid token.
+pub async fn whoami(caller: Caller) -> Json<Claims> {
+    Json(caller.claims)
+}
+
+/// `POST /v1/auth/token` (OAuth 2 client credentials).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Must be `client_credentials`.
+    pub grant_type: String,
+    /// A service account's or device's client id.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: String,
+    /// Sites a service account's token should also be valid for.
+    #[serde(default)]
+    pub sites: Vec<String>,
+}
+
+/// Issues an access token to a service account (API audience, its roles'
+/// permissions) or a device (its site's audience, its own MQTT grants).
+///
+/// # Errors
+/// 400 for another grant type, 401 for bad credentials.
+pub async fn token(
+    State(state): State<AppState>,
+    Body(req): Body<TokenRequest>,
+) -> Result<Json<TokenResponse>, AppError> {
+    if req.grant_type != "client_credentials" {
+        return Err(AppError::bad_request(
+            "grant_type must be client_credentials",
+        ));
+    }
+    let invalid = || AppError::unauthorized("invalid client credentials");
+    let index = state
+        .store
+        .get::<ClientIndex>(&format!("client.{}", req.client_id))
+        .await?
+        .map(|(i, _)| i);
+    let subject = match index {
+        Some(ClientIndex { org, kind }) if kind == "service" => {
+            let sa = state
+                .store
+                .get::<ServiceAccount>(&format!("sa.{org}.{}", req.client_id))
+                .await?
+                .map(|(s, _)| s)
+                .ok_or_else(invalid)?;
+            if !sa.active || !password::verify(&req.client_secret, &sa.secret_hash) {
+                return Err(invalid());
+            }
+            let (perms, mqtt) = tokens::expand_roles(&state, &org, &sa.roles).await?;
+            Subject {
+                id: sa.client_id,
+                org,
+                kind: PrincipalKind::Service,
+                roles: sa.roles,
+                perms,
+                mqtt,
+                audience: tokens::user_audience(&req.sites)?,
+            }
+        }
+        Some(ClientIndex { org, .. }) => {
+            let dev = state
+                .store
+                .get::<Device>(&format!("device.{org}.{}", req.client_id))
+                .await?
+                .map(|(d, _)| d)
+                .ok_or_else(invalid)?;
+            if !dev.active || !password::verify(&req.client_secret, &dev.secret_hash) {
+                return Err(invalid());
+            }
+            let site = Site::new(dev.site.as_str()).map_err(AppError::internal)?;
+            Subject {
+                id: dev.id,
+                org,
+                kind: PrincipalKind::Device,
+                roles: vec!["device".into()],
+                perms: Vec::new(),
+                mqtt: [(
+                    dev.site.clone(),
+                    MqttGrant {
+                        publish: dev.publish,
+                        subscribe: dev.subscribe,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                audience: vec![site_audience(&site)],
+            }
+        }
+        None => {
+            // Same work as a real check, so timing does not tell.
+            let _ = password::verify(&req.client_secret, &state.dummy_hash);
+            return Err(invalid());
+        }
+    };
+    let (access, ttl) = tokens::access_token(&state, subject)?;
+    Ok(Json(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: ttl,
+        refresh_token: None,
+    }))
+}
+
+/// `POST /v1/auth/password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    /// The current password.
+    pub current_password: String,
+    /// The new one.
+    pub new_password: String,
+}
+
+/// Changes the caller's own password.
+///
+/// # Errors
+/// 400 for a short new password, 401 for a wrong current one.
+pub async fn password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<PasswordRequest>,
+) -> Result<StatusCode, AppError> {
+    if caller.claims.kind != PrincipalKind::User {
+        return Err(AppError::forbidden("a user token"));
+    }
+    if req.new_password.len() < state.settings.min_password_len {
+        return Err(AppError::bad_request(format!(
+            "password must be at least {} characters",
+            state.settings.min_password_len
+        )));
+    }
+    let key = format!("user.{}.{}", caller.org(), caller.claims.sub);
+    let (user, _) = state
+        .store
+        .get::<User>(&key)
+        .await?
+        .ok_or_else(|| AppError::unauthorized("user no longer exists"))?;
+    if !password::verify(&req.current_password, &user.password_hash) {
+        return Err(AppError::unauthorized("current password is wrong"));
+    }
+    let new_hash = password::hash(&req.new_password)?;
+    state
+        .store
+        .modify::<User, _>(&key, |u| {
+            u.password_hash = new_hash.clone();
+            u.version += 1;
+            Ok(Change::Put(()))
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

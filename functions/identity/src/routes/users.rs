@@ -1,0 +1,310 @@
+//! Users of the caller's organisation. Another organisation's users are
+//! invisible: their keys are not under the caller's organisation, so every
+//! lookup answers 404.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::json::Body;
+use crate::auth::Caller;
+use crate::model::{self, EmailIndex, Role, User, UserView};
+use crate::store::Change;
+use crate::{AppError, AppState, password};
+
+/// Creates the email index and the user record (409 if the email is taken).
+///
+/// # Errors
+/// 409 when the email exists, 503 on storage errors.
+pub async fn insert_user(state: &AppState, user: &User) -> Result<(), AppError> {
+    let index_key = format!("email.{}", model::sha256_hex(&user.email));
+    state
+        .store
+        .create(
+            &index_key,
+            &EmailIndex {
+                org: user.org.clone(),
+                user: user.id.clone(),
+            },
+        )
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::CONFLICT {
+                AppError::conflict("a user with this email exists")
+            } else {
+                e
+            }
+        })?;
+    if let Err(e) = state
+        .store
+        .create(&format!("user.{}.{}", user.org, user.id), user)
+        .await
+    {
+        let _ = state.store.delete(&index_key).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// 403 unless the caller holds every permission the roles grant (nobody
+/// hands out more than they have), 400 for unknown roles.
+///
+/// # Errors
+/// As described.
+pub async fn check_assignable(
+    state: &AppState,
+    caller: &Caller,
+    roles: &[String],
+) -> Result<(), AppError> {
+    for name in roles {
+        let role = match model::builtin_role(name) {
+            Some(r) => r,
+            None => state
+                .store
+                .get::<Role>(&format!("role.{}.{name}", caller.org()))
+                .await?
+                .map(|(r, _)| r)
+                .ok_or_else(|| AppError::bad_request(format!("unknown role {name}")))?,
+        };
+        for p in &role.perms {
+            if !caller.perms.allows(p) {
+                return Err(AppError::forbidden(p));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Email (unique).
+    pub email: String,
+    /// Initial password.
+    pub password: String,
+    /// Roles (default `viewer`).
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// Attributes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+fn valid_email(email: &str) -> bool {
+    let mut parts = email.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None) if !l.is_empty() && d.contains('.') && !email.contains(char::is_whitespace))
+}
+
+/// Creates a user in the caller's organisation.
+///
+/// # Errors
+/// 400 for a bad email or short password, 403 without
+/// `identity:user:create`, 409 for a taken email.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), AppError> {
+    caller.require("identity:user:create")?;
+    let email = model::normalise_email(&req.email);
+    if !valid_email(&email) {
+        return Err(AppError::bad_request("email is not valid"));
+    }
+    if req.password.len() < state.settings.min_password_len {
+        return Err(AppError::bad_request(format!(
+            "password must be at least {} characters",
+            state.settings.min_password_len
+        )));
+    }
+    let roles = req.roles.unwrap_or_else(|| vec!["viewer".into()]);
+    check_assignable(&state, &caller, &roles).await?;
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        org: caller.org().to_owned(),
+        email,
+        password_hash: password::hash(&req.password)?,
+        active: true,
+        roles,
+        created_ms: plantd_shared::headers::now_ms(),
+        version: 0,
+        attributes: req.attributes,
+    };
+    insert_user(&state, &user).await?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+/// Lists the caller's organisation's users.
+///
+/// # Errors
+/// 403 without `identity:user:read`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<UserView>>, AppError> {
+    caller.require("identity:user:read")?;
+    let users: Vec<User> = state.store.list(&format!("user.{}.", caller.org())).await?;
+    Ok(Json(users.iter().map(UserView::from).collect()))
+}
+
+fn user_key(caller: &Caller, id: &str) -> Result<String, AppError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(AppError::not_found("user"));
+    }
+    Ok(format!("user.{}.{id}", caller.org()))
+}
+
+/// One user.
+///
+/// # Errors
+/// 403 without `identity:user:read`, 404 if not in the caller's
+/// organisation.
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, AppError> {
+    caller.require("identity:user:read")?;
+    let (u, _) = state
+        .store
+        .get::<User>(&user_key(&caller, &id)?)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    Ok(Json(UserView::from(&u)))
+}
+
+/// `PATCH /v1/users/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// Activate or deactivate.
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// Attributes to set (a `null` value removes one).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Option<String>>,
+    /// Set a new password (administrators resetting one).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Updates a user with compare-and-set: concurrent updates of different
+/// fields both land.
+///
+/// # Errors
+/// 403 without `identity:user:update`, 404 if not found.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<UpdateUser>,
+) -> Result<Json<UserView>, AppError> {
+    caller.require("identity:user:update")?;
+    let new_hash = match &req.password {
+        Some(p) if p.len() < state.settings.min_password_len => {
+            return Err(AppError::bad_request(format!(
+                "password must be at least {} characters",
+                state.settings.min_password_len
+            )));
+        }
+        Some(p) => Some(password::hash(p)?),
+        None => None,
+    };
+    let u = state
+        .store
+        .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+            if let Some(a) = req.active {
+                u.active = a;
+            }
+            for (k, v) in &req.attributes {
+                match v {
+                    Some(v) => {
+                        u.attributes.insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        u.attributes.remove(k);
+                    }
+                }
+            }
+            if let Some(h) = &new_hash {
+                u.password_hash = h.clone();
+            }
+            u.version += 1;
+            Ok(Change::Put(()))
+        })
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::NOT_FOUND {
+                AppError::not_found("user")
+            } else {
+                e
+            }
+        })?;
+    Ok(Json(UserView::from(&u)))
+}
+
+/// `PUT /v1/users/{id}/roles`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoles {
+    /// The roles the user will have.
+    pub roles: Vec<String>,
+}
+
+/// Assigns roles.
+///
+/// # Errors
+/// 403 without `identity:user:update` or when a role grants more than the
+/// caller holds, 404 if not found.
+pub async fn set_roles(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<SetRoles>,
+) -> Result<Json<UserView>, AppError> {
+    caller.require("identity:user:update")?;
+    check_assignable(&state, &caller, &req.roles).await?;
+    let u = state
+        .store
+        .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+            u.roles.clone_from(&req.roles);
+            u.version += 1;
+            Ok(Change::Put(()))
+        })
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::NOT_FOUND {
+                AppError::not_found("user")
+            } else {
+                e
+            }
+        })?;
+    Ok(Json(UserView::from(&u)))
+}
+
+/// Deletes a user.
+///
+/// # Errors
+/// 403 without `identity:user:delete`, 404 if not found.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    caller.require("identity:user:delete")?;
+    let key = user_key(&caller, &id)?;
+    let (u, _) = state
+        .store
+        .get::<User>(&key)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    state.store.delete(&key).await?;
+    state
+        .store
+        .delete(&format!("email.{}", model::sha256_hex(&u.email)))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,246 @@
+//! Issuing tokens.
+//!
+//! * **Access tokens** are JWTs signed with the service's key (EdDSA or
+//!   ES256), short-lived, with a fresh `jti` for revocation. Their
+//!   permissions are expanded from the principal's roles when issued.
+//! * **Refresh tokens** are opaque random strings, stored only as their
+//!   SHA-256. Each refresh exchanges the token for a new one in the same
+//!   *family*; presenting an already-exchanged token means it was stolen or
+//!   replayed, and revokes the whole family.
+
+use std::collections::BTreeMap;
+
+use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
+use plantd_shared::jwt::now_secs;
+use serde::Serialize;
+
+use crate::model::{self, Family, RefreshToken, Role};
+use crate::store::Change;
+use crate::{AppError, AppState};
+
+/// What the token endpoints return.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    /// The access JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The refresh token (user logins only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// Resolves role names to permission strings and MQTT grants (built-in
+/// roles from code, custom ones from the organisation's records; unknown
+/// names grant nothing).
+///
+/// # Errors
+/// 503 on storage errors.
+pub async fn expand_roles(
+    state: &AppState,
+    org: &str,
+    roles: &[String],
+) -> Result<(Vec<String>, BTreeMap<String, MqttGrant>), AppError> {
+    let mut perms = Vec::new();
+    let mut mqtt: BTreeMap<String, MqttGrant> = BTreeMap::new();
+    for name in roles {
+        let role = match model::builtin_role(name) {
+            Some(r) => Some(r),
+            None => state
+                .store
+                .get::<Role>(&format!("role.{org}.{name}"))
+                .await?
+                .map(|(r, _)| r),
+        };
+        let Some(role) = role else { continue };
+        for p in role.perms {
+            if !perms.contains(&p) {
+                perms.push(p);
+            }
+        }
+        for (site, g) in role.mqtt {
+            let e = mqtt.entry(site).or_default();
+            e.publish.extend(g.publish);
+            e.subscribe.extend(g.subscribe);
+        }
+    }
+    Ok((perms, mqtt))
+}
+
+/// The parts of an access token that differ between principals.
+pub struct Subject {
+    /// `sub`.
+    pub id: String,
+    /// `org`.
+    pub org: String,
+    /// `kind`.
+    pub kind: PrincipalKind,
+    /// `roles`.
+    pub roles: Vec<String>,
+    /// Expanded permission strings.
+    pub perms: Vec<String>,
+    /// Expanded MQTT grants.
+    pub mqtt: BTreeMap<String, MqttGrant>,
+    /// Audiences.
+    pub audience: Vec<String>,
+}
+
+/// Signs an access token for `subject`.
+///
+/// # Errors
+/// 500 if signing fails.
+pub fn access_token(state: &AppState, subject: Subject) -> Result<(String, u64), AppError> {
+    let now = now_secs();
+    let ttl = state.settings.access_ttl.as_secs();
+    let claims = Claims {
+        iss: state.settings.issuer.clone(),
+        sub: subject.id,
+        aud: Audience::Many(subject.audience),
+        exp: now + ttl,
+        iat: now,
+        nbf: Some(now),
+        jti: uuid::Uuid::new_v4().to_string(),
+        org: subject.org,
+        kind: subject.kind,
+        roles: subject.roles,
+        perms: subject.perms,
+        mqtt: subject.mqtt,
+    };
+    let token = state
+        .keys
+        .signing()
+        .sign(&claims)
+        .map_err(AppError::internal)?;
+    Ok((token, ttl))
+}
+
+/// Audiences for a user token: the API plus each requested site.
+///
+/// # Errors
+/// 400 for a site name that is not valid.
+pub fn user_audience(sites: &[String]) -> Result<Vec<String>, AppError> {
+    let mut aud = vec![API_AUDIENCE.to_owned()];
+    for s in sites {
+        let site = plantd_shared::subject::Site::new(s.as_str())
+            .map_err(|e| AppError::bad_request(e.to_string()))?;
+        aud.push(plantd_shared::claims::site_audience(&site));
+    }
+    Ok(aud)
+}
+
+fn new_refresh_value() -> String {
+    format!("rt_{}", crate::password::random_secret())
+}
+
+/// Creates a refresh token in `family` (a new family when `None`).
+///
+/// # Errors
+/// 503 on storage errors.
+pub async fn new_refresh(
+    state: &AppState,
+    user: &str,
+    org: &str,
+    family: Option<String>,
+    sites: Vec<String>,
+) -> Result<String, AppError> {
+    let family = match family {
+        Some(f) => f,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            state
+                .store
+                .create(
+                    &format!("family.{id}"),
+                    &Family {
+                        revoked: false,
+                        reason: String::new(),
+                    },
+                )
+                .await?;
+            id
+        }
+    };
+    let value = new_refresh_value();
+    let expires_ms =
+        plantd_shared::headers::now_ms() + state.settings.refresh_ttl.as_millis() as u64;
+    state
+        .store
+        .create(
+            &format!("refresh.{}", model::sha256_hex(&value)),
+            &RefreshToken {
+                family,
+                user: user.to_owned(),
+                org: org.to_owned(),
+                expires_ms,
+                used: false,
+                sites,
+            },
+        )
+        .await?;
+    Ok(value)
+}
+
+/// Revokes a refresh family (logout, or reuse detected).
+///
+/// # Errors
+/// 503 on storage errors.
+pub async fn revoke_family(state: &AppState, family: &str, reason: &str) -> Result<(), AppError> {
+    let r = state
+        .store
+        .modify::<Family, _>(&format!("family.{family}"), |f| {
+            if f.revoked {
+                return Ok(Change::Keep);
+            }
+            f.revoked = true;
+            f.reason = reason.to_owned();
+            Ok(Change::Put(()))
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Exchanges a refresh token: marks it used (compare-and-set, so of two
+/// concurrent exchanges only one wins) and returns its record. A token
+/// already used revokes its family and fails.
+///
+/// # Errors
+/// 401 for an unknown, expired, reused or revoked token.
+pub async fn consume_refresh(state: &AppState, value: &str) -> Result<RefreshToken, AppError> {
+    let denied = || AppError::unauthorized("refresh token is not valid");
+    let key = format!("refresh.{}", model::sha256_hex(value));
+    let Some((record, rev)) = state.store.get::<RefreshToken>(&key).await? else {
+        return Err(denied());
+    };
+    let family = state
+        .store
+        .get::<Family>(&format!("family.{}", record.family))
+        .await?;
+    if family.is_some_and(|(f, _)| f.revoked) {
+        return Err(denied());
+    }
+    if record.used {
+        tracing::warn!(family = %record.family, user = %record.user, "refresh token reused: revoking its family");
+        revoke_family(state, &record.family, "refresh token reused").await?;
+        return Err(denied());
+    }
+    if record.expires_ms < plantd_shared::headers::now_ms() {
+        return Err(denied());
+    }
+    let mut used = record.clone();
+    used.used = true;
+    match state.store.update(&key, &used, rev).await {
+        Ok(_) => Ok(record),
+        Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+            // Someone exchanged it at the same moment: that is a reuse.
+            revoke_family(state, &record.family, "refresh token reused concurrently").await?;
+            Err(denied())
+        }
+        Err(e) => Err(e),
+    }
+}
