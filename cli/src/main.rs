@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use plantd_cli::up::{self, NatsOverrides, UpOverrides};
+use plantd_cli::up::{self, HttpOverrides, NatsOverrides, UpOverrides};
 
 /// plantd: control and telemetry for industrial sites.
 #[derive(Debug, Parser)]
@@ -31,6 +31,9 @@ enum Command {
         /// nats-server client port; 0 picks a free one [default: 4222].
         #[arg(long)]
         nats_port: Option<u16>,
+        /// Address of the local functions server [default: 127.0.0.1:8080].
+        #[arg(long)]
+        http_listen: Option<String>,
     },
 }
 
@@ -51,12 +54,16 @@ fn main() -> ExitCode {
                 data_dir,
                 nats_host,
                 nats_port,
+                http_listen,
             } => {
                 let overrides = UpOverrides {
                     data_dir,
                     nats: NatsOverrides {
                         host: nats_host,
                         port: nats_port,
+                    },
+                    http: HttpOverrides {
+                        listen: http_listen,
                     },
                 };
                 let config = up::load_config(config.as_deref(), &overrides)?;

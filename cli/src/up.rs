@@ -3,8 +3,11 @@
 //!
 //! Today that is nats-server with JetStream (data under
 //! `<data-dir>/nats`), with plantd's streams and buckets created or
-//! updated. Each component prints one status line on standard output; logs
-//! go to standard error.
+//! updated, and the functions (identity so far) behind one local HTTP server
+//! (default `127.0.0.1:8080`). On first start a local administrator is
+//! created with a generated password kept in `<data-dir>/admin-password`
+//! (mode 0600) — never a fixed default. Each component prints one status
+//! line on standard output; logs go to standard error.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,27 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     /// The local nats-server.
     pub nats: NatsConfig,
+    /// The local functions server.
+    pub http: HttpConfig,
+}
+
+/// The local functions server's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to bind; `127.0.0.1:0` picks a free port.
+    pub listen: String,
+    /// Email of the local administrator created on first start.
+    pub admin_email: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_email: "admin@plantd.local".into(),
+        }
+    }
 }
 
 /// The local nats-server's settings.
@@ -42,6 +66,7 @@ impl Default for UpConfig {
         Self {
             data_dir: PathBuf::from(".plantd"),
             nats: NatsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -66,6 +91,23 @@ pub struct UpOverrides {
     /// `--nats-*` flags.
     #[serde(skip_serializing_if = "NatsOverrides::is_empty")]
     pub nats: NatsOverrides,
+    /// `--http-listen`.
+    #[serde(skip_serializing_if = "HttpOverrides::is_empty")]
+    pub http: HttpOverrides,
+}
+
+/// `--http-listen`.
+#[derive(Debug, Default, Serialize)]
+pub struct HttpOverrides {
+    /// `--http-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl HttpOverrides {
+    fn is_empty(&self) -> bool {
+        self.listen.is_none()
+    }
 }
 
 /// `--nats-host`, `--nats-port`.
@@ -137,8 +179,25 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status("streams", "ready", streams::STREAMS.join(" "));
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
+    let (functions_url, server_stop, server) = start_functions(&config, &js).await?;
+    status(
+        "functions",
+        "ready",
+        format_args!("{functions_url}  (identity: /v1/auth/login, /.well-known/jwks.json)"),
+    );
+
     println!(
-        "plantd is up. Next: point a NATS client at {} (e.g. subscribe to plantd.>); Ctrl-C stops everything.",
+        "plantd is up. Next: log in as {} with the password in {} (mode 0600):",
+        config.http.admin_email,
+        admin_password_path(&config).display()
+    );
+    println!(
+        "  curl -s {functions_url}/v1/auth/login -H 'content-type: application/json' -d \"{{\\\"email\\\":\\\"{}\\\",\\\"password\\\":\\\"$(cat {})\\\"}}\"",
+        config.http.admin_email,
+        admin_password_path(&config).display()
+    );
+    println!(
+        "  NATS is at {} (e.g. subscribe to plantd.>). Ctrl-C stops everything.",
         nats.url()
     );
 
@@ -151,6 +210,12 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     };
 
     println!("plantd up: stopping");
+    let _ = server_stop.send(());
+    match server.await {
+        Ok(Ok(())) => status("functions", "stopped", &functions_url),
+        Ok(Err(e)) => tracing::warn!(error = %e, "functions server"),
+        Err(e) => tracing::warn!(error = %e, "functions server task"),
+    }
     if let Err(e) = client.drain().await {
         tracing::debug!(error = %e, "draining the NATS client");
     }
@@ -161,6 +226,61 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         status("nats", "stopped", nats.url());
     }
     outcome
+}
+
+fn admin_password_path(config: &UpConfig) -> PathBuf {
+    config.data_dir.join("admin-password")
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Starts every function's router behind one HTTP server, creating the
+/// signing key and the local administrator on first start.
+async fn start_functions(
+    config: &UpConfig,
+    js: &async_nats::jetstream::Context,
+) -> Result<(String, tokio::sync::oneshot::Sender<()>, ServerTask)> {
+    use plantd_identity::{AppState, Keys, Settings as IdentitySettings, bootstrap, keys};
+    let key = Keys::load_or_create(&config.data_dir.join("identity").join("signing-key.pem"))
+        .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
+    let state = AppState::new(
+        js,
+        Keys::new(key, Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))?,
+        IdentitySettings::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
+    let pw_path = admin_password_path(config);
+    let password = match std::fs::read_to_string(&pw_path) {
+        Ok(p) => p.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let p = plantd_identity::password::random_secret();
+            keys::write_secret(&pw_path, &p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            p
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", pw_path.display())),
+    };
+    match bootstrap::ensure_admin(&state, &config.http.admin_email, &password)
+        .await
+        .map_err(|e| anyhow::anyhow!("local administrator: {e}"))?
+    {
+        bootstrap::Bootstrap::Created(_) => status("admin", "created", &config.http.admin_email),
+        bootstrap::Bootstrap::Exists => status("admin", "ready", &config.http.admin_email),
+    }
+    let router = axum::Router::new().merge(plantd_identity::app(state));
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok((url, stop, task))
 }
 
 /// Resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
@@ -201,6 +321,7 @@ mod tests {
                     port: Some(5222),
                     host: None,
                 },
+                http: HttpOverrides::default(),
             },
         )
         .expect("config");

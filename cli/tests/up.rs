@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use plantd_shared::process::ManagedProcess;
+use std::os::unix::fs::PermissionsExt as _;
+
 use plantd_shared::streams;
+use plantd_testkit::http;
 use tokio::process::Command;
 
 fn plantd() -> Command {
@@ -16,23 +19,68 @@ fn plantd() -> Command {
 async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = plantd();
-    cmd.arg("up")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--nats-port", "0"]);
+    cmd.arg("up").arg("--data-dir").arg(dir.path()).args([
+        "--nats-port",
+        "0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
     let mut url = None;
+    let mut functions = None;
     let mut up = ManagedProcess::spawn("plantd up", cmd, Duration::from_secs(60), |line| {
+        let word = |prefix: &str| {
+            line.split_whitespace()
+                .find(|w| w.starts_with(prefix))
+                .map(str::to_owned)
+        };
         if line.trim_start().starts_with("nats ") {
-            url = line
-                .split_whitespace()
-                .find(|w| w.starts_with("nats://"))
-                .map(str::to_owned);
+            url = word("nats://");
+        }
+        if line.trim_start().starts_with("functions ") {
+            functions = word("http://");
         }
         line.starts_with("plantd is up")
     })
     .await
     .expect("plantd up becomes ready");
     let url = url.expect("plantd up prints the NATS URL");
+    let functions = functions.expect("plantd up prints the functions URL");
+    let http_port: u16 = functions
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+
+    // The local administrator's generated password is private and works.
+    let pw_file = dir.path().join("admin-password");
+    let mode = std::fs::metadata(&pw_file)
+        .expect("password file")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the admin password file is private");
+    let password = std::fs::read_to_string(&pw_file).expect("read password");
+    assert!(
+        password.trim().len() >= 32,
+        "a generated password, not a default"
+    );
+    let body =
+        serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}).to_string();
+    let login = http::request(
+        http_port,
+        "POST",
+        "/v1/auth/login",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await
+    .expect("login request");
+    assert_eq!(login.status, 200, "{}", login.text());
+    assert!(login.text().contains("access_token"));
+    let jwks = http::get(http_port, "/.well-known/jwks.json")
+        .await
+        .expect("jwks");
+    assert_eq!(jwks.status, 200);
 
     let client = async_nats::connect(&url)
         .await
