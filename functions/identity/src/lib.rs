@@ -17,6 +17,7 @@
 //! | [`error`] | the JSON error every route returns |
 //! | [`routes`] | the HTTP API |
 //! | [`bootstrap`] | the first admin, from `PLANTD_BOOTSTRAP_ADMIN_*` |
+//! | [`secrets`] | the signing key and NATS credentials from AWS Secrets Manager, at cold start |
 
 pub mod auth;
 pub mod bootstrap;
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod model;
 pub mod password;
 pub mod routes;
+pub mod secrets;
 pub mod store;
 pub mod tokens;
 

@@ -2,25 +2,49 @@
 //! Lambda runtime when `AWS_LAMBDA_RUNTIME_API` is set, otherwise an HTTP
 //! server (`PLANTD_IDENTITY_LISTEN`, default `127.0.0.1:8081`).
 //!
-//! Environment: `PLANTD_NATS_URL` (default `nats://127.0.0.1:4222`),
-//! `PLANTD_IDENTITY_SIGNING_KEY` (PEM) or `PLANTD_IDENTITY_SIGNING_KEY_FILE`
-//! (created with mode 0600 if missing; default `.plantd/identity/signing-key.pem`),
-//! `PLANTD_BOOTSTRAP_ADMIN_EMAIL` + `PLANTD_BOOTSTRAP_ADMIN_PASSWORD`.
+//! Everything expensive (the Secrets Manager read, the NATS connection, the
+//! KV handles, the keys) is built once here, at cold start, and shared by
+//! every warm invocation.
+//!
+//! Environment:
+//! * `PLANTD_IDENTITY_SECRET_ID` (in AWS): the Secrets Manager secret with
+//!   the signing key, the NATS URL and optional NATS credentials
+//!   ([`plantd_identity::secrets`]). When set, it is the only source of
+//!   those three.
+//! * otherwise `PLANTD_NATS_URL` (default `nats://127.0.0.1:4222`),
+//!   `PLANTD_IDENTITY_SIGNING_KEY` (PEM) or `PLANTD_IDENTITY_SIGNING_KEY_FILE`
+//!   (created with mode 0600 if missing; default `.plantd/identity/signing-key.pem`).
+//! * `PLANTD_BOOTSTRAP_ADMIN_EMAIL` + `PLANTD_BOOTSTRAP_ADMIN_PASSWORD`.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use plantd_identity::{AppState, Keys, Settings, app, bootstrap};
+use plantd_identity::{AppState, Keys, Settings, app, bootstrap, secrets};
+use plantd_shared::jwt::SigningKey;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    plantd_shared::logging::init("plantd-identity");
+/// Where the signing key and NATS come from.
+struct Backbone {
+    /// Signs tokens.
+    signing: SigningKey,
+    /// The NATS server URL.
+    nats_url: String,
+    /// Connection options (credentials, when the secret carries them).
+    nats_options: async_nats::ConnectOptions,
+}
+
+/// Reads the secret named by `PLANTD_IDENTITY_SECRET_ID`, or the local
+/// environment and key file.
+async fn backbone() -> anyhow::Result<Backbone> {
+    if let Some((id, secret)) = secrets::from_env().await? {
+        tracing::info!(secret = %id, "signing key and NATS credentials from Secrets Manager");
+        return Ok(Backbone {
+            signing: secret.signing_key(&id)?,
+            nats_options: secret.nats_options(&id)?,
+            nats_url: secret.nats_url,
+        });
+    }
     let nats_url =
         std::env::var("PLANTD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let client = async_nats::connect(&nats_url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
-    let js = async_nats::jetstream::new(client);
     let signing = match std::env::var("PLANTD_IDENTITY_SIGNING_KEY") {
         Ok(pem) => Keys::from_pem(&pem)?,
         Err(_) => {
@@ -30,6 +54,27 @@ async fn main() -> anyhow::Result<()> {
             Keys::load_or_create(&path)?
         }
     };
+    Ok(Backbone {
+        signing,
+        nats_url,
+        nats_options: async_nats::ConnectOptions::new(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    plantd_shared::logging::init("plantd-identity");
+    let Backbone {
+        signing,
+        nats_url,
+        nats_options,
+    } = backbone().await?;
+    let client = nats_options
+        .name("plantd-identity")
+        .connect(&nats_url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+    let js = async_nats::jetstream::new(client);
     let state = AppState::new(&js, Keys::new(signing, Vec::new())?, Settings::default()).await?;
     if let (Ok(email), Ok(pw)) = (
         std::env::var("PLANTD_BOOTSTRAP_ADMIN_EMAIL"),
@@ -37,6 +82,14 @@ async fn main() -> anyhow::Result<()> {
     ) {
         bootstrap::ensure_admin(&state, &email, &pw).await?;
     }
+
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        tracing::info!("identity serving through the Lambda runtime API");
+        return lambda_http::run(app(state))
+            .await
+            .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
+    }
+
     let listen =
         std::env::var("PLANTD_IDENTITY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8081".into());
     let listener = tokio::net::TcpListener::bind(&listen)
