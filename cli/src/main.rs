@@ -17,6 +17,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create or update plantd's JetStream streams and KV buckets on a NATS
+    /// server (idempotent; for clusters that `plantd up` does not run).
+    Streams {
+        /// The NATS server.
+        #[arg(long, env = "PLANTD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// NATS credentials file (JWT + seed).
+        #[arg(long, env = "PLANTD_NATS_CREDS")]
+        creds: Option<PathBuf>,
+        /// Replicas per stream and bucket (3 in a cluster).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+    },
     /// Run the whole stack on this machine until Ctrl-C.
     Up {
         /// TOML configuration file (values can also come from PLANTD_* env).
@@ -49,6 +62,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Streams {
+                nats_url,
+                creds,
+                replicas,
+            } => plantd_cli::streams::ensure(&nats_url, creds.as_deref(), replicas).await,
             Command::Up {
                 config,
                 data_dir,

@@ -175,3 +175,37 @@ async fn bad_config_is_one_clear_line_and_a_failure() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/plantd.toml"));
 }
+
+#[tokio::test]
+async fn streams_command_prepares_any_nats_server() {
+    let nats = plantd_testkit::Nats::start().await;
+    let out = plantd()
+        .args(["streams", "--nats-url", &nats.url()])
+        .output()
+        .await
+        .expect("run plantd streams");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("created  PLANTD_TELEMETRY"), "{text}");
+    let js = nats.jetstream().await;
+    js.get_stream(streams::COMMANDS)
+        .await
+        .expect("commands stream");
+    let again = plantd()
+        .args(["streams", "--nats-url", &nats.url()])
+        .output()
+        .await
+        .expect("run again");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("updated  PLANTD_TELEMETRY"));
+    let down = plantd()
+        .args(["streams", "--nats-url", "nats://127.0.0.1:1"])
+        .output()
+        .await
+        .expect("run against nothing");
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect to nats://127.0.0.1:1"));
+}
