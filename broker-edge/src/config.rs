@@ -1,0 +1,114 @@
+//! Broker configuration: a plain serde struct (TOML file, then flags).
+//!
+//! Kept as one `Deserialize + Serialize + Default` struct with
+//! `deny_unknown_fields` so that loading can move onto
+//! `plantd_shared::config` without changing its shape.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the broker needs to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Site name; later the bridge's subject prefix (`plantd.<site>.`).
+    pub site: String,
+    /// MQTT TCP listener address (port 0 picks a free port).
+    pub mqtt_listen: String,
+    /// HTTP listener for `/healthz` and `/metrics`.
+    pub http_listen: String,
+    /// Directory for durable state (the journal of a later issue).
+    pub data_dir: Option<PathBuf>,
+    /// Accept clients without credentials (the only mode until auth lands).
+    pub allow_anonymous: bool,
+    /// Topic filters no client may subscribe to (SUBACK 0x87 / 0x80).
+    pub deny_subscribe: Vec<String>,
+    /// Seconds between `$SYS/broker/...` statistics updates.
+    pub sys_interval_secs: u64,
+    /// Protocol limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            site: "local".to_owned(),
+            mqtt_listen: "127.0.0.1:1883".to_owned(),
+            http_listen: "127.0.0.1:9090".to_owned(),
+            data_dir: None,
+            allow_anonymous: true,
+            deny_subscribe: Vec::new(),
+            sys_interval_secs: 10,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Limits that protect the broker from clients; each is enforced with a
+/// defined outcome (see `docs/broker.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Concurrent client connections; more are refused (CONNACK 0x97 / 3).
+    pub max_connections: usize,
+    /// Largest packet accepted or sent, in bytes (v5 Maximum Packet Size).
+    pub max_packet_size: u32,
+    /// Unacknowledged QoS 1/2 messages per direction (v5 Receive Maximum).
+    pub max_inflight: u16,
+    /// Messages queued per session, connected or not; when full the oldest
+    /// QoS 0 message is dropped, else the new message is refused (0x97).
+    pub max_queued_messages: usize,
+    /// Queue QoS 0 messages for offline persistent sessions.
+    pub queue_qos0_offline: bool,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// Most `/`-separated levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Milliseconds a new socket has to send CONNECT.
+    pub connect_timeout_ms: u64,
+    /// Topic aliases a v5 client may use towards the broker.
+    pub topic_alias_maximum: u16,
+    /// When set, v5 clients are told to use this keep-alive (seconds).
+    pub server_keep_alive: Option<u16>,
+    /// Longest session expiry interval granted, in seconds.
+    pub max_session_expiry_secs: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            max_packet_size: 1024 * 1024,
+            max_inflight: 64,
+            max_queued_messages: 1000,
+            queue_qos0_offline: false,
+            max_topic_length: 1024,
+            max_topic_levels: 32,
+            max_subscriptions_per_client: 1000,
+            connect_timeout_ms: 10_000,
+            topic_alias_maximum: 64,
+            server_keep_alive: None,
+            max_session_expiry_secs: u32::MAX,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_unknown_fields_refused() {
+        let c = Config::default();
+        let text = toml::to_string(&c).expect("serialise");
+        let back: Config = toml::from_str(&text).expect("parse");
+        assert_eq!(back, c);
+        assert!(toml::from_str::<Config>("mqtt_lsiten = \"x\"").is_err());
+        let partial: Config = toml::from_str("[limits]\nmax_inflight = 5").expect("partial");
+        assert_eq!(partial.limits.max_inflight, 5);
+        assert_eq!(partial.mqtt_listen, "127.0.0.1:1883");
+    }
+}

@@ -1,0 +1,66 @@
+//! Extension points for later issues: the journal ([`PublishHook`]) and
+//! authorisation ([`Authorizer`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use plantd_shared::topic::Filter;
+
+use crate::message::Publication;
+
+/// Who is asking, for authorisation decisions.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Client identifier of the session.
+    pub client_id: Arc<str>,
+    /// User name from CONNECT, if any.
+    pub username: Option<String>,
+}
+
+/// Boxed future returned by [`PublishHook::accept`].
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send + 'a>>;
+
+/// Why a hook refused a publication; the publisher gets reason 0x80 (v5)
+/// or its connection closed (v3).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("publish hook refused the message: {0}")]
+pub struct HookError(pub String);
+
+/// Called for every accepted PUBLISH *before* it is acknowledged or routed:
+/// the durable journal appends here so that PUBACK/PUBREC waits on it.
+pub trait PublishHook: Send + Sync + 'static {
+    /// Takes the publication over; the broker acknowledges only after the
+    /// returned future resolves `Ok`.
+    fn accept<'a>(&'a self, client: &'a ClientInfo, publication: &'a Publication)
+    -> HookFuture<'a>;
+}
+
+/// Decides whether a client may publish to a topic or subscribe to a filter.
+pub trait Authorizer: Send + Sync + 'static {
+    /// May `client` publish to `topic`?
+    fn can_publish(&self, client: &ClientInfo, topic: &str) -> bool;
+    /// May `client` subscribe to `filter` (without any `$share/` prefix)?
+    fn can_subscribe(&self, client: &ClientInfo, filter: &Filter) -> bool;
+}
+
+/// The default rule set: allow everything except the static
+/// `--deny-subscribe` filters (a subscription covered by one is refused).
+#[derive(Debug, Clone, Default)]
+pub struct StaticRules {
+    /// Filters nobody may subscribe to.
+    pub deny_subscribe: Vec<Filter>,
+}
+
+impl Authorizer for StaticRules {
+    fn can_publish(&self, _client: &ClientInfo, _topic: &str) -> bool {
+        true
+    }
+
+    fn can_subscribe(&self, _client: &ClientInfo, filter: &Filter) -> bool {
+        !self
+            .deny_subscribe
+            .iter()
+            .any(|deny| filter.is_covered_by(deny))
+    }
+}

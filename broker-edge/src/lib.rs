@@ -1,0 +1,39 @@
+//! `plantd-edge`: the MQTT 3.1.1 and 5.0 broker on site hardware.
+//!
+//! # Module map
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`server`] | binds listeners, accepts sockets (connection limit), runs until shutdown |
+//! | [`link`] | one task per socket: handshake, QoS state machine, batched writes |
+//! | [`link::wire`] | translation between 3.1.1 packets and the 5.0 packets the link works with |
+//! | [`router`] | the single owner of sessions, subscriptions and retained messages |
+//! | [`router::subscriptions`] | subscription index (exact + wildcard, shared groups) |
+//! | [`mailbox`] | a session's bounded delivery queue and its overflow policy |
+//! | [`session`] | QoS in-flight state carried between connections |
+//! | [`retained`] | retained message store |
+//! | [`message`] | publications, deliveries, wills |
+//! | [`protocol`] | the wire format: framing, [`protocol::v4`], [`protocol::v5`] |
+//! | [`hooks`] | extension points: publish hook (journal), authoriser |
+//! | [`metrics`] | counters, Prometheus text, `$SYS` values |
+//! | [`http`] | `/healthz` and `/metrics` |
+//! | [`config`] | the configuration struct |
+//!
+//! Topic validation and matching come from `plantd_shared::topic`, the one
+//! home of those rules. See `docs/broker.md` for the design and the limits.
+
+pub mod config;
+pub mod hooks;
+pub mod http;
+pub mod link;
+pub mod mailbox;
+pub mod message;
+pub mod metrics;
+pub mod protocol;
+pub mod retained;
+pub mod router;
+pub mod server;
+pub mod session;
+
+pub use config::{Config, Limits};
+pub use server::{Broker, Error, run};

@@ -1,0 +1,297 @@
+//! The first packet: read CONNECT within the connect timeout, pick the
+//! protocol version, normalise it into a [`Hello`] and answer refusals.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use plantd_shared::topic::validate_topic;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::wire::Wire;
+use crate::message::{MessageProperties, Will};
+use crate::protocol::v5::{self, ConnAck, Properties};
+use crate::protocol::{self, DecodeError, FixedHeader, PacketType, v4};
+
+/// A CONNECT, version-neutral.
+#[derive(Debug)]
+pub struct Hello {
+    /// Negotiated version.
+    pub wire: Wire,
+    /// Client id (assigned when the client sent none).
+    pub client_id: String,
+    /// True when the broker assigned the client id (v5 tells the client).
+    pub assigned: bool,
+    /// Clean start (v5) / clean session (v3).
+    pub clean_start: bool,
+    /// Keep-alive requested by the client, seconds.
+    pub keep_alive: u16,
+    /// Session expiry interval requested, seconds (`u32::MAX` forever).
+    pub session_expiry: u32,
+    /// Will, if any.
+    pub will: Option<Will>,
+    /// User name.
+    pub username: Option<String>,
+    /// Client's Receive Maximum (how many QoS 1/2 it accepts in flight).
+    pub receive_maximum: u16,
+    /// Largest packet the client accepts.
+    pub max_packet_size: u32,
+    /// Topic aliases the client accepts from the broker.
+    pub topic_alias_maximum: u16,
+    /// Whether the client wants reason strings.
+    pub request_problem_info: bool,
+    /// Whether the client asked for Response Information.
+    pub request_response_info: bool,
+}
+
+/// Why the handshake failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// No complete CONNECT within the timeout.
+    Timeout,
+    /// The socket closed or failed.
+    Io,
+    /// The first packet was not a valid CONNECT; answer with this version's
+    /// CONNACK carrying the v5 reason code, if a version is known.
+    Refuse(Option<Wire>, u8, String),
+}
+
+static ASSIGNED: AtomicU64 = AtomicU64::new(1);
+
+/// Reads frames until the first complete one, within `timeout`.
+async fn first_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    max_packet: usize,
+    timeout: Duration,
+) -> Result<(FixedHeader, Bytes), HandshakeError> {
+    let read = async {
+        loop {
+            // Anything but CONNECT is refused from its first byte, without
+            // waiting for the body it announces.
+            if rbuf
+                .first()
+                .is_some_and(|b| b >> 4 != PacketType::Connect as u8)
+            {
+                return Err(HandshakeError::Refuse(
+                    None,
+                    0x82,
+                    "first packet is not CONNECT".into(),
+                ));
+            }
+            match protocol::split_frame(rbuf, max_packet) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(HandshakeError::Refuse(None, e.reason_code(), e.to_string())),
+            }
+            rbuf.reserve(1024);
+            match stream.read_buf(rbuf).await {
+                Ok(0) | Err(_) => return Err(HandshakeError::Io),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| HandshakeError::Timeout)?
+}
+
+/// Reads and decodes the CONNECT.
+///
+/// # Errors
+/// [`HandshakeError`] as documented on its variants.
+pub async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    max_packet: usize,
+    timeout: Duration,
+) -> Result<Hello, HandshakeError> {
+    let (header, body) = first_frame(stream, rbuf, max_packet, timeout).await?;
+    if header.kind != PacketType::Connect {
+        return Err(HandshakeError::Refuse(
+            None,
+            0x82,
+            "first packet is not CONNECT".into(),
+        ));
+    }
+    let level = match protocol::connect_level(&body) {
+        Ok(l) => l,
+        Err(DecodeError::UnsupportedProtocol(_)) => {
+            return Err(HandshakeError::Refuse(
+                Some(Wire::V4 { level: 4 }),
+                0x84,
+                "unsupported protocol level".into(),
+            ));
+        }
+        Err(e) => return Err(HandshakeError::Refuse(None, e.reason_code(), e.to_string())),
+    };
+    if level == 5 {
+        let p = v5::Packet::read(&header, body)
+            .map_err(|e| HandshakeError::Refuse(Some(Wire::V5), e.reason_code(), e.to_string()))?;
+        let v5::Packet::Connect(c) = p else {
+            return Err(HandshakeError::Refuse(
+                Some(Wire::V5),
+                0x82,
+                "not CONNECT".into(),
+            ));
+        };
+        hello_v5(*c)
+    } else {
+        let wire = Wire::V4 { level };
+        let p = v4::Packet::read(&header, body)
+            .map_err(|e| HandshakeError::Refuse(Some(wire), e.reason_code(), e.to_string()))?;
+        let v4::Packet::Connect(c) = p else {
+            return Err(HandshakeError::Refuse(
+                Some(wire),
+                0x82,
+                "not CONNECT".into(),
+            ));
+        };
+        hello_v4(c)
+    }
+}
+
+fn check_will_topic(wire: Wire, topic: &str) -> Result<(), HandshakeError> {
+    validate_topic(topic)
+        .map_err(|e| HandshakeError::Refuse(Some(wire), 0x90, format!("will topic: {e}")))
+}
+
+fn assign_id() -> String {
+    format!(
+        "plantd-{:x}-{}",
+        std::process::id(),
+        ASSIGNED.fetch_add(1, Relaxed)
+    )
+}
+
+fn hello_v4(c: v4::Connect) -> Result<Hello, HandshakeError> {
+    let wire = Wire::V4 { level: c.level };
+    let (client_id, assigned) = if c.client_id.is_empty() {
+        if !c.clean_session {
+            return Err(HandshakeError::Refuse(
+                Some(wire),
+                0x85,
+                "empty client id requires clean session".into(),
+            ));
+        }
+        (assign_id(), true)
+    } else {
+        (c.client_id, false)
+    };
+    let will = match c.will {
+        Some(w) => {
+            check_will_topic(wire, &w.topic)?;
+            Some(Will {
+                topic: Arc::from(w.topic),
+                payload: w.payload,
+                qos: w.qos,
+                retain: w.retain,
+                properties: MessageProperties::default(),
+                delay_secs: 0,
+            })
+        }
+        None => None,
+    };
+    Ok(Hello {
+        wire,
+        client_id,
+        assigned,
+        clean_start: c.clean_session,
+        keep_alive: c.keep_alive,
+        session_expiry: if c.clean_session { 0 } else { u32::MAX },
+        will,
+        username: c.username,
+        receive_maximum: u16::MAX,
+        max_packet_size: u32::MAX,
+        topic_alias_maximum: 0,
+        request_problem_info: false,
+        request_response_info: false,
+    })
+}
+
+fn hello_v5(mut c: v5::Connect) -> Result<Hello, HandshakeError> {
+    let wire = Wire::V5;
+    if c.properties.authentication_method.is_some() {
+        return Err(HandshakeError::Refuse(
+            Some(wire),
+            0x8c,
+            "extended authentication is not supported".into(),
+        ));
+    }
+    let (client_id, assigned) = if c.client_id.is_empty() {
+        (assign_id(), true)
+    } else {
+        (std::mem::take(&mut c.client_id), false)
+    };
+    let will = match c.will {
+        Some(mut w) => {
+            check_will_topic(wire, &w.topic)?;
+            if w.properties.payload_format_indicator == Some(1)
+                && std::str::from_utf8(&w.payload).is_err()
+            {
+                return Err(HandshakeError::Refuse(
+                    Some(wire),
+                    0x99,
+                    "will payload is not UTF-8".into(),
+                ));
+            }
+            let delay_secs = w.properties.will_delay_interval.unwrap_or(0);
+            Some(Will {
+                topic: Arc::from(w.topic),
+                payload: w.payload,
+                qos: w.qos,
+                retain: w.retain,
+                properties: MessageProperties::from_properties(&mut w.properties),
+                delay_secs,
+            })
+        }
+        None => None,
+    };
+    let p = &c.properties;
+    Ok(Hello {
+        wire,
+        client_id,
+        assigned,
+        clean_start: c.clean_start,
+        keep_alive: c.keep_alive,
+        session_expiry: p.session_expiry_interval.unwrap_or(0),
+        will,
+        username: c.username,
+        receive_maximum: p.receive_maximum.unwrap_or(u16::MAX),
+        max_packet_size: p.maximum_packet_size.unwrap_or(u32::MAX),
+        topic_alias_maximum: p.topic_alias_maximum.unwrap_or(0),
+        request_problem_info: p.request_problem_information.unwrap_or(1) == 1,
+        request_response_info: p.request_response_information.unwrap_or(0) == 1,
+    })
+}
+
+/// Writes a refusing CONNACK (when the version is known) and closes.
+pub async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    wire: Option<Wire>,
+    reason: u8,
+    why: Option<String>,
+) {
+    let Some(wire) = wire else {
+        return;
+    };
+    let mut out = BytesMut::new();
+    let mut properties = Properties::default();
+    if wire.is_v5() {
+        properties.reason_string = why;
+    }
+    wire.encode(
+        &v5::Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason,
+            properties,
+        }),
+        &mut out,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

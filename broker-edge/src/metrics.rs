@@ -1,0 +1,178 @@
+//! Broker statistics as lock-free counters, rendered for Prometheus
+//! (`/metrics`) and published under `$SYS/broker/`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a message was not delivered to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The session queue was full (slow or offline subscriber).
+    QueueFull,
+    /// The message expiry interval passed before delivery.
+    Expired,
+    /// Larger than the subscriber's Maximum Packet Size.
+    TooLarge,
+    /// QoS 0 message for an offline session (not queued by configuration).
+    Offline,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::QueueFull,
+        DropReason::Expired,
+        DropReason::TooLarge,
+        DropReason::Offline,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Expired => "expired",
+            DropReason::TooLarge => "packet_too_large",
+            DropReason::Offline => "offline_qos0",
+        }
+    }
+}
+
+/// Every counter and gauge the broker keeps.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connected clients (gauge).
+    pub connections: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections refused (limit, bad CONNECT, authentication).
+    pub connections_refused: AtomicU64,
+    /// Sessions, connected or not (gauge).
+    pub sessions: AtomicU64,
+    /// Subscriptions across sessions (gauge).
+    pub subscriptions: AtomicU64,
+    /// Retained messages (gauge).
+    pub retained: AtomicU64,
+    /// Messages queued in session mailboxes (gauge).
+    pub queued: AtomicU64,
+    /// PUBLISH packets received, by QoS.
+    pub messages_in: [AtomicU64; 3],
+    /// PUBLISH packets sent, by QoS.
+    pub messages_out: [AtomicU64; 3],
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+    /// Messages not delivered, by [`DropReason`].
+    dropped: [AtomicU64; 4],
+    /// Connections closed for malformed or protocol-violating packets.
+    pub protocol_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one undelivered message.
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Undelivered messages so far for `reason`.
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].load(Relaxed)
+    }
+
+    /// Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        one(
+            "plantd_edge_connections",
+            "gauge",
+            "Connected MQTT clients.",
+            self.connections.load(Relaxed),
+        );
+        one(
+            "plantd_edge_connections_total",
+            "counter",
+            "MQTT connections accepted.",
+            self.connections_total.load(Relaxed),
+        );
+        one(
+            "plantd_edge_connections_refused_total",
+            "counter",
+            "MQTT connections refused.",
+            self.connections_refused.load(Relaxed),
+        );
+        one(
+            "plantd_edge_sessions",
+            "gauge",
+            "Sessions, connected or not.",
+            self.sessions.load(Relaxed),
+        );
+        one(
+            "plantd_edge_subscriptions",
+            "gauge",
+            "Subscriptions.",
+            self.subscriptions.load(Relaxed),
+        );
+        one(
+            "plantd_edge_retained_messages",
+            "gauge",
+            "Retained messages.",
+            self.retained.load(Relaxed),
+        );
+        one(
+            "plantd_edge_queued_messages",
+            "gauge",
+            "Messages waiting in session queues.",
+            self.queued.load(Relaxed),
+        );
+        one(
+            "plantd_edge_bytes_received_total",
+            "counter",
+            "Bytes read from clients.",
+            self.bytes_in.load(Relaxed),
+        );
+        one(
+            "plantd_edge_bytes_sent_total",
+            "counter",
+            "Bytes written to clients.",
+            self.bytes_out.load(Relaxed),
+        );
+        one(
+            "plantd_edge_protocol_errors_total",
+            "counter",
+            "Connections closed for malformed or protocol-violating packets.",
+            self.protocol_errors.load(Relaxed),
+        );
+        for (name, help, arr) in [
+            (
+                "plantd_edge_messages_received_total",
+                "PUBLISH packets received.",
+                &self.messages_in,
+            ),
+            (
+                "plantd_edge_messages_sent_total",
+                "PUBLISH packets sent.",
+                &self.messages_out,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (q, v) in arr.iter().enumerate() {
+                let _ = writeln!(s, "{name}{{qos=\"{q}\"}} {}", v.load(Relaxed));
+            }
+        }
+        let name = "plantd_edge_messages_dropped_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Messages not delivered to a subscriber.\n# TYPE {name} counter"
+        );
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                s,
+                "{name}{{reason=\"{}\"}} {}",
+                r.label(),
+                self.dropped_count(r)
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,54 @@
+//! Retained messages: the last retained PUBLISH per topic, replaced by the
+//! next one and deleted by an empty payload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use plantd_shared::topic::matches;
+
+use crate::message::Publication;
+
+/// The retained message store, owned by the router.
+#[derive(Debug, Default)]
+pub struct RetainedStore {
+    /// Topic → last retained message.
+    by_topic: HashMap<Arc<str>, Arc<Publication>>,
+}
+
+impl RetainedStore {
+    /// Applies a retained PUBLISH: an empty payload deletes, anything else
+    /// replaces.
+    pub fn apply(&mut self, p: &Arc<Publication>) {
+        if p.payload.is_empty() {
+            self.by_topic.remove(&p.topic);
+        } else {
+            // Retained messages live long: own their bytes (see
+            // `Publication::compacted`).
+            self.by_topic
+                .insert(p.topic.clone(), Arc::new(p.compacted()));
+        }
+    }
+
+    /// Retained messages matching `filter`, dropping expired ones.
+    pub fn matching(&mut self, filter: &str) -> Vec<Arc<Publication>> {
+        self.by_topic.retain(|_, p| !p.is_expired());
+        if !filter.contains(['+', '#']) {
+            return self.by_topic.get(filter).cloned().into_iter().collect();
+        }
+        self.by_topic
+            .iter()
+            .filter(|(t, _)| matches(filter, t))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Number of retained messages.
+    pub fn len(&self) -> usize {
+        self.by_topic.len()
+    }
+
+    /// True when nothing is retained.
+    pub fn is_empty(&self) -> bool {
+        self.by_topic.is_empty()
+    }
+}

@@ -1,0 +1,258 @@
+//! The broker as a library: bind the listeners, then [`Broker::run`] until a
+//! shutdown future resolves (the mini-redis shape; `main` only parses flags).
+//!
+//! Shutdown: the accept loop stops, every link is told through a
+//! cancellation token and closes its client with v5 reason 0x8B, the task
+//! tracker waits for all of them, then the router (whose command channel
+//! closes with the last link) and the HTTP server stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use plantd_shared::topic::Filter;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::hooks::{Authorizer, PublishHook, StaticRules};
+use crate::link::{self, LinkContext, handshake};
+use crate::metrics::Metrics;
+use crate::router::Router;
+
+/// Why the broker could not start.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the configuration.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A configured filter is not a valid MQTT filter.
+    #[error("invalid topic filter {filter:?} in configuration: {source}")]
+    Filter {
+        /// The filter text.
+        filter: String,
+        /// Why it is invalid.
+        source: plantd_shared::topic::TopicError,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A broker with bound listeners, ready to [`run`](Broker::run).
+pub struct Broker {
+    /// Settings.
+    config: Arc<Config>,
+    /// MQTT listener.
+    mqtt: TcpListener,
+    /// HTTP listener (health, metrics).
+    http: TcpListener,
+    /// Counters, shared with the HTTP endpoint.
+    metrics: Arc<Metrics>,
+    /// Authorisation of PUBLISH and SUBSCRIBE.
+    auth: Arc<dyn Authorizer>,
+    /// Journal hook.
+    hook: Option<Arc<dyn PublishHook>>,
+}
+
+impl Broker {
+    /// Binds the MQTT and HTTP listeners of `config`.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] when an address is taken or invalid,
+    /// [`Error::Filter`] for a bad `deny_subscribe` filter,
+    /// [`Error::DataDir`] when the data directory cannot be created.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let deny = config
+            .deny_subscribe
+            .iter()
+            .map(|f| {
+                Filter::new(f.as_str()).map_err(|source| Error::Filter {
+                    filter: f.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(dir) = &config.data_dir {
+            std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
+        };
+        let mqtt = bind(config.mqtt_listen.clone()).await?;
+        let http = bind(config.http_listen.clone()).await?;
+        Ok(Broker {
+            config: Arc::new(config),
+            mqtt,
+            http,
+            metrics: Arc::new(Metrics::default()),
+            auth: Arc::new(StaticRules {
+                deny_subscribe: deny,
+            }),
+            hook: None,
+        })
+    }
+
+    /// Replaces the authorisation rules (default: [`StaticRules`]).
+    pub fn with_authorizer(mut self, auth: Arc<dyn Authorizer>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Installs the hook every accepted PUBLISH passes before its
+    /// acknowledgement.
+    pub fn with_publish_hook(mut self, hook: Arc<dyn PublishHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The bound MQTT address (useful with port 0).
+    ///
+    /// # Panics
+    /// Never in practice: a bound TCP listener always has a local address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves clients until `shutdown` resolves, then closes every client
+    /// (v5 reason 0x8B) and returns once all tasks have finished.
+    pub async fn run(self, shutdown: impl Future) {
+        let Broker {
+            config,
+            mqtt,
+            http,
+            metrics,
+            auth,
+            hook,
+        } = self;
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (router_tx, router_rx) = mpsc::channel(4096);
+        let router = tokio::spawn(Router::new(router_rx, config.clone(), metrics.clone()).run());
+
+        let http_token = token.clone();
+        let http_metrics = metrics.clone();
+        let http_task = tokio::spawn(async move {
+            let serve = axum::serve(http, crate::http::app(http_metrics))
+                .with_graceful_shutdown(async move { http_token.cancelled().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "HTTP server failed");
+            }
+        });
+
+        let ctx = Arc::new(LinkContext {
+            router: router_tx,
+            config: config.clone(),
+            metrics: metrics.clone(),
+            auth,
+            hook,
+            shutdown: token.clone(),
+        });
+        let limit = Arc::new(Semaphore::new(config.limits.max_connections));
+        let conn_ids = AtomicU64::new(1);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = mqtt.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let conn_id = conn_ids.fetch_add(1, Relaxed);
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let ctx = ctx.clone();
+                    tracker.spawn(async move {
+                        link::serve(stream, conn_id, ctx).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    warn!(%peer, limit = config.limits.max_connections, "connection limit reached; refusing");
+                    metrics.connections_refused.fetch_add(1, Relaxed);
+                    tracker.spawn(refuse_over_limit(stream, config.clone()));
+                }
+            }
+        }
+        info!("shutting down: closing clients");
+        token.cancel();
+        drop(mqtt);
+        drop(ctx);
+        tracker.close();
+        tracker.wait().await;
+        let _ = router.await;
+        let _ = http_task.await;
+        info!("broker stopped");
+    }
+}
+
+/// Answers a connection over the limit with CONNACK "quota exceeded" (v5)
+/// or "server unavailable" (v3), then closes it.
+async fn refuse_over_limit(mut stream: TcpStream, config: Arc<Config>) {
+    let mut rbuf = bytes::BytesMut::new();
+    let timeout = Duration::from_millis(config.limits.connect_timeout_ms.min(5_000));
+    let wire = match handshake::read_connect(&mut stream, &mut rbuf, 64 * 1024, timeout).await {
+        Ok(h) => Some(h.wire),
+        Err(handshake::HandshakeError::Refuse(w, _, _)) => w,
+        Err(_) => None,
+    };
+    handshake::refuse(
+        &mut stream,
+        wire,
+        0x97,
+        Some("connection limit reached".into()),
+    )
+    .await;
+}
+
+/// Binds `config`'s listeners and serves until `shutdown` resolves.
+///
+/// # Errors
+/// As [`Broker::bind`].
+pub async fn run(config: Config, shutdown: impl Future) -> Result<(), Error> {
+    let broker = Broker::bind(config).await?;
+    info!(mqtt = %broker.mqtt_addr(), http = %broker.http_addr(), "plantd-edge listening");
+    broker.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,651 @@
+//! Test harness: an in-process broker on port 0, real clients (rumqttc v4
+//! and v5, mosquitto_pub/sub, paho-mqtt) and a raw socket client for the
+//! cases a well-behaved client cannot produce (silence, malformed bytes).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use plantd_edge::protocol::{self, v4, v5};
+use plantd_edge::{Broker, Config};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How long any single expected event may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How long to watch for something that must NOT happen.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+pub struct TestBroker {
+    pub mqtt: SocketAddr,
+    pub http: SocketAddr,
+    pub metrics: std::sync::Arc<plantd_edge::metrics::Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(f: impl FnOnce(&mut Config)) -> Self {
+        Self::custom(f, |b| b).await
+    }
+
+    /// Like [`with`](Self::with), and lets the test install hooks.
+    pub async fn custom(f: impl FnOnce(&mut Config), g: impl FnOnce(Broker) -> Broker) -> Self {
+        init_tracing();
+        let mut c = Config {
+            mqtt_listen: "127.0.0.1:0".into(),
+            http_listen: "127.0.0.1:0".into(),
+            ..Config::default()
+        };
+        f(&mut c);
+        let broker = g(Broker::bind(c).await.expect("broker binds to port 0"));
+        let (stop, rx) = oneshot::channel::<()>();
+        let mqtt = broker.mqtt_addr();
+        let http = broker.http_addr();
+        let metrics = broker.metrics();
+        let task = tokio::spawn(broker.run(async move {
+            let _ = rx.await;
+        }));
+        TestBroker {
+            mqtt,
+            http,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A handle on a broker running elsewhere (e.g. the spawned binary).
+    pub fn external(mqtt: SocketAddr, http: SocketAddr) -> Self {
+        TestBroker {
+            mqtt,
+            http,
+            metrics: Default::default(),
+            stop: None,
+            task: None,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.mqtt.port()
+    }
+
+    /// Graceful shutdown; waits until the broker has stopped.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("broker stops in time")
+                .expect("broker task ends cleanly");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- rumqttc v4
+
+pub struct V4 {
+    pub client: rumqttc::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Result<rumqttc::Event, String>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for V4 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects a rumqttc 3.1.1 client and waits for its CONNACK.
+pub async fn v4(b: &TestBroker, id: &str, f: impl FnOnce(&mut rumqttc::MqttOptions)) -> V4 {
+    let mut c = v4_unchecked(b, id, f);
+    let ack = c.connack().await.expect("v4 client connects");
+    assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+    c
+}
+
+/// Starts a rumqttc 3.1.1 client without waiting for anything.
+pub fn v4_unchecked(b: &TestBroker, id: &str, f: impl FnOnce(&mut rumqttc::MqttOptions)) -> V4 {
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", b.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    f(&mut o);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 1000);
+    let (tx, events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(ev) => {
+                    if tx.send(Ok(ev)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    V4 {
+        client,
+        events,
+        task,
+    }
+}
+
+impl V4 {
+    /// The next incoming packet (outgoing events skipped); `Err` when the
+    /// connection ended.
+    pub async fn incoming(&mut self) -> Result<rumqttc::Packet, String> {
+        loop {
+            match tokio::time::timeout(WAIT, self.events.recv()).await {
+                Err(_) => return Err("timeout".into()),
+                Ok(None) => return Err("event loop ended".into()),
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(Some(Ok(rumqttc::Event::Incoming(p)))) => return Ok(p),
+                Ok(Some(Ok(rumqttc::Event::Outgoing(_)))) => {}
+            }
+        }
+    }
+
+    pub async fn connack(&mut self) -> Result<rumqttc::ConnAck, String> {
+        loop {
+            if let rumqttc::Packet::ConnAck(a) = self.incoming().await? {
+                return Ok(a);
+            }
+        }
+    }
+
+    pub async fn publish(&mut self) -> rumqttc::Publish {
+        loop {
+            match self.incoming().await {
+                Ok(rumqttc::Packet::Publish(p)) => return p,
+                Ok(_) => {}
+                Err(e) => panic!("expected a PUBLISH, got {e}"),
+            }
+        }
+    }
+
+    pub async fn suback(&mut self) -> rumqttc::SubAck {
+        loop {
+            match self.incoming().await {
+                Ok(rumqttc::Packet::SubAck(s)) => return s,
+                Ok(_) => {}
+                Err(e) => panic!("expected a SUBACK, got {e}"),
+            }
+        }
+    }
+
+    pub async fn puback(&mut self) -> u16 {
+        loop {
+            match self.incoming().await {
+                Ok(rumqttc::Packet::PubAck(a)) => return a.pkid,
+                Ok(_) => {}
+                Err(e) => panic!("expected a PUBACK, got {e}"),
+            }
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn sub(&mut self, filter: &str, qos: rumqttc::QoS) -> rumqttc::SubAck {
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("subscribe queued");
+        self.suback().await
+    }
+
+    /// Asserts that no PUBLISH arrives for a short while.
+    pub async fn no_publish(&mut self) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return,
+                Ok(Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))))) => {
+                    panic!("unexpected PUBLISH on {}: {:?}", p.topic, p.payload)
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => return,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- rumqttc v5
+
+pub use rumqttc::v5::mqttbytes::v5 as m5;
+
+pub struct V5 {
+    pub client: rumqttc::v5::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Result<rumqttc::v5::Event, String>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for V5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects a rumqttc 5.0 client and returns it with its CONNACK.
+pub async fn v5(
+    b: &TestBroker,
+    id: &str,
+    f: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> (V5, m5::ConnAck) {
+    let mut c = v5_unchecked(b, id, f);
+    let ack = c.connack().await.expect("v5 client connects");
+    assert_eq!(ack.code, m5::ConnectReturnCode::Success);
+    (c, ack)
+}
+
+pub fn v5_unchecked(b: &TestBroker, id: &str, f: impl FnOnce(&mut rumqttc::v5::MqttOptions)) -> V5 {
+    let mut o = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", b.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    f(&mut o);
+    let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 1000);
+    let (tx, events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(ev) => {
+                    if tx.send(Ok(ev)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:?}")));
+                    return;
+                }
+            }
+        }
+    });
+    V5 {
+        client,
+        events,
+        task,
+    }
+}
+
+impl V5 {
+    pub async fn incoming(&mut self) -> Result<m5::Packet, String> {
+        loop {
+            match tokio::time::timeout(WAIT, self.events.recv()).await {
+                Err(_) => return Err("timeout".into()),
+                Ok(None) => return Err("event loop ended".into()),
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(Some(Ok(rumqttc::v5::Event::Incoming(p)))) => return Ok(p),
+                Ok(Some(Ok(rumqttc::v5::Event::Outgoing(_)))) => {}
+            }
+        }
+    }
+
+    pub async fn connack(&mut self) -> Result<m5::ConnAck, String> {
+        loop {
+            if let m5::Packet::ConnAck(a) = self.incoming().await? {
+                return Ok(a);
+            }
+        }
+    }
+
+    pub async fn publish(&mut self) -> m5::Publish {
+        loop {
+            match self.incoming().await {
+                Ok(m5::Packet::Publish(p)) => return p,
+                Ok(_) => {}
+                Err(e) => panic!("expected a PUBLISH, got {e}"),
+            }
+        }
+    }
+
+    pub async fn suback(&mut self) -> m5::SubAck {
+        loop {
+            match self.incoming().await {
+                Ok(m5::Packet::SubAck(s)) => return s,
+                Ok(_) => {}
+                Err(e) => panic!("expected a SUBACK, got {e}"),
+            }
+        }
+    }
+
+    pub async fn puback(&mut self) -> m5::PubAck {
+        loop {
+            match self.incoming().await {
+                Ok(m5::Packet::PubAck(a)) => return a,
+                Ok(_) => {}
+                Err(e) => panic!("expected a PUBACK, got {e}"),
+            }
+        }
+    }
+
+    /// How the connection ended: rumqttc reports a server DISCONNECT as an
+    /// error naming its reason code (e.g. `SessionTakenOver`).
+    pub async fn ended(&mut self) -> String {
+        loop {
+            if let Err(e) = self.incoming().await {
+                return e;
+            }
+        }
+    }
+
+    pub async fn sub(&mut self, filter: &str, qos: rumqttc::v5::mqttbytes::QoS) -> m5::SubAck {
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("subscribe queued");
+        self.suback().await
+    }
+
+    pub async fn sub_filter(&mut self, filter: m5::Filter, id: Option<usize>) -> m5::SubAck {
+        let props = id.map(|id| m5::SubscribeProperties {
+            id: Some(id),
+            user_properties: vec![],
+        });
+        match props {
+            Some(p) => self
+                .client
+                .subscribe_many_with_properties([filter], p)
+                .await
+                .expect("subscribe queued"),
+            None => self
+                .client
+                .subscribe_many([filter])
+                .await
+                .expect("subscribe queued"),
+        }
+        self.suback().await
+    }
+
+    pub async fn no_publish(&mut self) {
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return,
+                Ok(Some(Ok(rumqttc::v5::Event::Incoming(m5::Packet::Publish(p))))) => {
+                    panic!("unexpected PUBLISH on {:?}: {:?}", p.topic, p.payload)
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => return,
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ raw socket
+
+/// A socket speaking MQTT through the broker's own codec, for silence and
+/// malformed input.
+pub struct Raw {
+    pub stream: TcpStream,
+    rbuf: BytesMut,
+    pub v5: bool,
+}
+
+impl Raw {
+    pub async fn open(b: &TestBroker) -> Raw {
+        let stream = TcpStream::connect(b.mqtt).await.expect("tcp connect");
+        Raw {
+            stream,
+            rbuf: BytesMut::new(),
+            v5: false,
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn send4(&mut self, p: v4::Packet) {
+        let mut out = BytesMut::new();
+        p.write(&mut out);
+        self.write(&out).await;
+    }
+
+    pub async fn send5(&mut self, p: v5::Packet) {
+        let mut out = BytesMut::new();
+        p.write(&mut out);
+        self.write(&out).await;
+    }
+
+    /// Next frame as (header, body), or None when the broker closed.
+    pub async fn frame(&mut self) -> Option<(protocol::FixedHeader, bytes::Bytes)> {
+        let fut = async {
+            loop {
+                if let Some(f) = protocol::split_frame(&mut self.rbuf, usize::MAX)
+                    .expect("broker sends valid frames")
+                {
+                    return Some(f);
+                }
+                self.rbuf.reserve(4096);
+                match self.stream.read_buf(&mut self.rbuf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, fut)
+            .await
+            .expect("broker answers or closes in time")
+    }
+
+    pub async fn recv4(&mut self) -> Option<v4::Packet> {
+        let (h, b) = self.frame().await?;
+        Some(v4::Packet::read(&h, b).expect("valid 3.1.1 packet from broker"))
+    }
+
+    pub async fn recv5(&mut self) -> Option<v5::Packet> {
+        let (h, b) = self.frame().await?;
+        Some(v5::Packet::read(&h, b).expect("valid 5.0 packet from broker"))
+    }
+
+    pub async fn connect4(
+        b: &TestBroker,
+        id: &str,
+        clean: bool,
+        keep_alive: u16,
+    ) -> (Raw, v4::ConnAck) {
+        let mut r = Raw::open(b).await;
+        r.send4(v4::Packet::Connect(v4::Connect {
+            level: 4,
+            client_id: id.into(),
+            clean_session: clean,
+            keep_alive,
+            will: None,
+            username: None,
+            password: None,
+        }))
+        .await;
+        match r.recv4().await {
+            Some(v4::Packet::ConnAck(a)) => (r, a),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn connect5(b: &TestBroker, c: v5::Connect) -> (Raw, v5::ConnAck) {
+        let mut r = Raw::open(b).await;
+        r.v5 = true;
+        r.send5(v5::Packet::Connect(Box::new(c))).await;
+        match r.recv5().await {
+            Some(v5::Packet::ConnAck(a)) => (r, a),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Waits until the broker closes the socket, returning the 5.0
+    /// DISCONNECT reason if one came first.
+    pub async fn closed5(&mut self) -> Option<u8> {
+        let mut reason = None;
+        while let Some((h, b)) = self.frame().await {
+            if let Ok(v5::Packet::Disconnect(d)) = v5::Packet::read(&h, b) {
+                reason = Some(d.reason);
+            }
+        }
+        reason
+    }
+}
+
+pub fn v5_connect(id: &str) -> v5::Connect {
+    v5::Connect {
+        client_id: id.into(),
+        clean_start: true,
+        keep_alive: 30,
+        properties: v5::Properties::default(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+// ------------------------------------------------------- external clients
+
+/// A Debian mosquitto client binary; fails (never skips) when missing.
+pub fn mosquitto(bin: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = PathBuf::from(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{bin} not found: run scripts/setup (installs Debian's mosquitto-clients)");
+}
+
+/// mosquitto_sub running with `-d`; ready once it printed its SUBACK.
+pub struct MosquittoSub {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl MosquittoSub {
+    pub async fn start(b: &TestBroker, version: &str, args: &[&str]) -> MosquittoSub {
+        // stdbuf: mosquitto_sub's debug lines are block-buffered on a pipe,
+        // and the SUBACK line is the readiness event.
+        let mut child = Command::new("stdbuf")
+            .arg("-oL")
+            .arg(mosquitto("mosquitto_sub"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &b.port().to_string(),
+                "-V",
+                version,
+                "-d",
+                "-v",
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mosquitto_sub");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut s = MosquittoSub {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        };
+        loop {
+            let line = s.line().await.expect("mosquitto_sub prints its SUBACK");
+            if line.contains("SUBACK") {
+                return s;
+            }
+        }
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("mosquitto_sub output in time")
+            .ok()
+            .flatten()
+    }
+
+    /// The next `topic payload` line (debug lines skipped).
+    pub async fn message(&mut self) -> String {
+        loop {
+            let line = self.line().await.expect("mosquitto_sub prints a message");
+            if !line.starts_with("Client ") && !line.starts_with("Subscribed (mid") {
+                return line;
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Runs mosquitto_pub to completion and asserts success.
+pub async fn mosquitto_pub(b: &TestBroker, version: &str, args: &[&str]) {
+    let out = Command::new(mosquitto("mosquitto_pub"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.port().to_string(),
+            "-V",
+            version,
+        ])
+        .args(args)
+        .output()
+        .await
+        .expect("run mosquitto_pub");
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The project's Python with paho-mqtt; fails (never skips) when missing.
+pub fn python() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if !p.exists() {
+        panic!(
+            "{} not found: run scripts/setup (installs paho-mqtt into .venv)",
+            p.display()
+        );
+    }
+    p
+}
+
+/// Runs a Python script with `PORT` set; returns stdout, asserting success.
+pub async fn paho(b: &TestBroker, script: &str) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .env("PORT", b.port().to_string())
+            .output(),
+    )
+    .await
+    .expect("python script finishes")
+    .expect("run python");
+    assert!(
+        out.status.success(),
+        "python script failed (is paho-mqtt installed? run scripts/setup):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
