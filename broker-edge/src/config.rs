@@ -28,6 +28,76 @@ pub struct Config {
     pub sys_interval_secs: u64,
     /// Protocol limits.
     pub limits: Limits,
+    /// The JetStream bridge.
+    pub uplink: UplinkSettings,
+    /// The durable journal (used when the uplink is configured).
+    pub journal: JournalSettings,
+}
+
+/// The connection to JetStream and what goes up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UplinkSettings {
+    /// NATS server(s), comma-separated; unset: no uplink, no journal.
+    pub nats_url: Option<String>,
+    /// NATS credentials file (JWT + seed).
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate(s) to verify the NATS server (PEM).
+    pub nats_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM).
+    pub nats_cert: Option<PathBuf>,
+    /// Client key for mutual TLS (PEM).
+    pub nats_key: Option<PathBuf>,
+    /// Topic filters whose messages go up (default: everything but
+    /// `$`-topics).
+    pub topics: Vec<String>,
+    /// Create or update plantd's streams at start.
+    pub create_streams: bool,
+    /// Publishes awaiting JetStream acknowledgement at most.
+    pub window: usize,
+}
+
+impl Default for UplinkSettings {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            nats_creds: None,
+            nats_ca: None,
+            nats_cert: None,
+            nats_key: None,
+            topics: vec!["#".into()],
+            create_streams: false,
+            window: 4096,
+        }
+    }
+}
+
+/// Durability and size of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSettings {
+    /// `always`, `batch` (group commit) or `never`.
+    pub fsync: String,
+    /// Largest size on disk in bytes (0: unbounded).
+    pub max_bytes: u64,
+    /// Drop records older than this many seconds (unset: keep).
+    pub max_age_secs: Option<u64>,
+    /// `block` (backpressure, never drop) or `drop-oldest`.
+    pub overflow: String,
+    /// Segment file size in bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            fsync: "batch".into(),
+            max_bytes: 1024 * 1024 * 1024,
+            max_age_secs: None,
+            overflow: "block".into(),
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -41,6 +111,8 @@ impl Default for Config {
             deny_subscribe: Vec::new(),
             sys_interval_secs: 10,
             limits: Limits::default(),
+            uplink: UplinkSettings::default(),
+            journal: JournalSettings::default(),
         }
     }
 }

@@ -27,6 +27,15 @@ pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HookError>> + S
 #[error("publish hook refused the message: {0}")]
 pub struct HookError(pub String);
 
+/// What [`PublishHook::begin`] may hand back: a future that resolves when
+/// the publication may be routed and acknowledged (for example when the
+/// journal has made it durable).
+pub type Pending = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send + 'static>>;
+
+/// Boxed future returned by [`PublishHook::begin`].
+pub type BeginFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Pending>, HookError>> + Send + 'a>>;
+
 /// Called for every accepted PUBLISH *before* it is acknowledged or routed:
 /// the durable journal appends here so that PUBACK/PUBREC waits on it.
 pub trait PublishHook: Send + Sync + 'static {
@@ -34,6 +43,23 @@ pub trait PublishHook: Send + Sync + 'static {
     /// returned future resolves `Ok`.
     fn accept<'a>(&'a self, client: &'a ClientInfo, publication: &'a Publication)
     -> HookFuture<'a>;
+
+    /// Two-phase form of [`accept`](Self::accept): queue the publication
+    /// quickly and return what to wait for. The link queues every
+    /// publication of one read before waiting, so a journal can make them
+    /// durable with one fsync; it routes and acknowledges them (in order)
+    /// only when every pending future has resolved. The default waits for
+    /// `accept` and returns nothing pending.
+    fn begin<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        publication: &'a Publication,
+    ) -> BeginFuture<'a> {
+        Box::pin(async move {
+            self.accept(client, publication).await?;
+            Ok(None)
+        })
+    }
 }
 
 /// Decides whether a client may publish to a topic or subscribe to a filter.

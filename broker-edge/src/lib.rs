@@ -15,6 +15,8 @@
 //! | [`message`] | publications, deliveries, wills |
 //! | [`protocol`] | the wire format: framing, [`protocol::v4`], [`protocol::v5`] |
 //! | [`hooks`] | extension points: publish hook (journal), authoriser |
+//! | [`uplink`] | the journal hook: which publications go up, journaled before they are acknowledged |
+//! | [`edge`] | the whole edge: broker + journal + JetStream uplink, downlink and site services |
 //! | [`metrics`] | counters, Prometheus text, `$SYS` values |
 //! | [`http`] | `/healthz` and `/metrics` |
 //! | [`config`] | the configuration struct |
@@ -23,6 +25,7 @@
 //! home of those rules. See `docs/broker.md` for the design and the limits.
 
 pub mod config;
+pub mod edge;
 pub mod hooks;
 pub mod http;
 pub mod link;
@@ -34,6 +37,7 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod uplink;
 
 pub use config::{Config, Limits};
 pub use server::{Broker, Error, run};

@@ -38,6 +38,36 @@ struct Args {
     /// Refuse subscriptions covered by this filter (repeatable).
     #[arg(long, value_name = "FILTER")]
     deny_subscribe: Vec<String>,
+    /// NATS server for the JetStream uplink (enables the journal).
+    #[arg(long, value_name = "URL")]
+    nats_url: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+    /// CA certificate to verify the NATS server.
+    #[arg(long, value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS to NATS.
+    #[arg(long, value_name = "FILE")]
+    nats_cert: Option<PathBuf>,
+    /// Client key for mutual TLS to NATS.
+    #[arg(long, value_name = "FILE")]
+    nats_key: Option<PathBuf>,
+    /// Topic filter whose messages go up (repeatable) [default: #].
+    #[arg(long = "uplink", value_name = "FILTER")]
+    uplink: Vec<String>,
+    /// Create or update plantd's streams at start.
+    #[arg(long)]
+    create_streams: bool,
+    /// Journal durability: always, batch or never [default: batch].
+    #[arg(long, value_name = "POLICY")]
+    fsync: Option<String>,
+    /// Journal size limit in bytes [default: 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    journal_max_bytes: Option<u64>,
+    /// Full journal: block or drop-oldest [default: block].
+    #[arg(long, value_name = "POLICY")]
+    journal_overflow: Option<String>,
 }
 
 fn load(args: Args) -> anyhow::Result<Config> {
@@ -65,6 +95,38 @@ fn load(args: Args) -> anyhow::Result<Config> {
         config.allow_anonymous = true;
     }
     config.deny_subscribe.extend(args.deny_subscribe);
+    let u = &mut config.uplink;
+    if args.nats_url.is_some() {
+        u.nats_url = args.nats_url;
+    }
+    if args.nats_creds.is_some() {
+        u.nats_creds = args.nats_creds;
+    }
+    if args.nats_ca.is_some() {
+        u.nats_ca = args.nats_ca;
+    }
+    if args.nats_cert.is_some() {
+        u.nats_cert = args.nats_cert;
+    }
+    if args.nats_key.is_some() {
+        u.nats_key = args.nats_key;
+    }
+    if !args.uplink.is_empty() {
+        u.topics = args.uplink;
+    }
+    if args.create_streams {
+        u.create_streams = true;
+    }
+    let j = &mut config.journal;
+    if let Some(v) = args.fsync {
+        j.fsync = v;
+    }
+    if let Some(v) = args.journal_max_bytes {
+        j.max_bytes = v;
+    }
+    if let Some(v) = args.journal_overflow {
+        j.overflow = v;
+    }
     Ok(config)
 }
 
@@ -101,6 +163,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = load(Args::parse())?;
     tracing::info!(site = %config.site, "starting plantd-edge");
-    plantd_edge::run(config, shutdown_signal()).await?;
+    plantd_edge::edge::run(config, shutdown_signal(), |mqtt, http| {
+        tracing::info!(%mqtt, %http, "plantd-edge listening");
+    })
+    .await?;
     Ok(())
 }

@@ -69,6 +69,8 @@ pub struct Broker {
     auth: Arc<dyn Authorizer>,
     /// Journal hook.
     hook: Option<Arc<dyn PublishHook>>,
+    /// Readiness and metrics from the journal and the bridge.
+    http_extras: crate::http::HttpExtras,
 }
 
 impl Broker {
@@ -111,7 +113,15 @@ impl Broker {
                 deny_subscribe: deny,
             }),
             hook: None,
+            http_extras: crate::http::HttpExtras::default(),
         })
+    }
+
+    /// Adds readiness checks and metrics from other parts to `/readyz` and
+    /// `/metrics`.
+    pub fn with_http_extras(mut self, extras: crate::http::HttpExtras) -> Self {
+        self.http_extras = extras;
+        self
     }
 
     /// Replaces the authorisation rules (default: [`StaticRules`]).
@@ -159,6 +169,7 @@ impl Broker {
             metrics,
             auth,
             hook,
+            http_extras,
         } = self;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -168,7 +179,7 @@ impl Broker {
         let http_token = token.clone();
         let http_metrics = metrics.clone();
         let http_task = tokio::spawn(async move {
-            let serve = axum::serve(http, crate::http::app(http_metrics))
+            let serve = axum::serve(http, crate::http::app_with(http_metrics, http_extras))
                 .with_graceful_shutdown(async move { http_token.cancelled().await });
             if let Err(e) = serve.await {
                 warn!(error = %e, "HTTP server failed");

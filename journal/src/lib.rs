@@ -90,6 +90,36 @@ impl JournalError {
     }
 }
 
+/// A record queued by [`Journal::enqueue`]; resolves with its sequence
+/// once durable.
+#[derive(Debug)]
+pub struct Durable {
+    /// The writer's answer.
+    wait: oneshot::Receiver<Result<u64, JournalError>>,
+    /// To explain a writer failure.
+    shared: Arc<Shared>,
+}
+
+impl std::future::Future for Durable {
+    type Output = Result<u64, JournalError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match std::pin::Pin::new(&mut self.wait).poll(cx) {
+            std::task::Poll::Ready(Ok(r)) => std::task::Poll::Ready(r),
+            std::task::Poll::Ready(Err(_)) => {
+                std::task::Poll::Ready(Err(match self.shared.failure() {
+                    Some(msg) => JournalError::Failed(msg),
+                    None => JournalError::Closed,
+                }))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
 /// A handle to an open journal. Cheap to clone; every clone appends to the
 /// same journal. The writer thread stops when [`Journal::close`] is called
 /// or every handle is dropped.
@@ -136,6 +166,30 @@ impl Journal {
             .await
             .map_err(|_| JournalError::Closed)?;
         wait.await.map_err(|_| self.failure())?
+    }
+
+    /// Queues `payload` (in order with every other append) and returns a
+    /// future that resolves with its sequence once it is durable. Lets a
+    /// caller queue many records before waiting, so one fsync covers them
+    /// all; waits only while the queue is full (or the journal is full
+    /// under [`OverflowPolicy::Block`]).
+    ///
+    /// # Errors
+    /// As [`append`](Self::append); durability errors come from the future.
+    pub async fn enqueue(&self, payload: Bytes) -> Result<Durable, JournalError> {
+        self.check_size(&payload)?;
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Command::Append {
+                payload,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        Ok(Durable {
+            wait,
+            shared: self.shared.clone(),
+        })
     }
 
     /// Appends `payload` without waiting for it to be durable (for QoS 0):

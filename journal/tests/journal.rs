@@ -323,3 +323,24 @@ async fn appends_after_close_fail_cleanly() {
     j.close().await.expect("close");
     assert!(other.append(payload(0)).await.is_err());
 }
+
+#[tokio::test]
+async fn enqueued_records_become_durable_together() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), opts()).expect("open");
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        pending.push(j.enqueue(payload(i)).await.expect("enqueue"));
+    }
+    let mut seqs = Vec::new();
+    for p in pending {
+        seqs.push(p.await.expect("durable"));
+    }
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    assert!(
+        j.stats().fsyncs < 50,
+        "one fsync covers many: {:?}",
+        j.stats()
+    );
+    j.close().await.expect("close");
+}

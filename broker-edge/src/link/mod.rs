@@ -215,6 +215,7 @@ pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
         received_by_qos: [0; 3],
         sent_by_qos: [0; 3],
         routed: Vec::new(),
+        pending: Vec::new(),
     };
     link.send_connack(&hello, session_present, keep_alive, session_expiry);
     link.redeliver();
@@ -401,6 +402,9 @@ struct Link {
     /// Accepted publications not yet handed to the router (sent once per
     /// read, so a burst costs one channel send).
     routed: Vec<Routed>,
+    /// What the publish hook asked to wait for before `routed` may go to
+    /// the router (the journal making the batch durable).
+    pending: Vec<crate::hooks::Pending>,
 }
 
 impl Link {
@@ -609,8 +613,18 @@ impl Link {
         exit
     }
 
-    /// Hands the accepted publications to the router; false when it is gone.
+    /// Hands the accepted publications to the router, once everything the
+    /// publish hook asked to wait for is done; false when the router is gone
+    /// or the hook failed (the connection then closes without acknowledging,
+    /// so the client sends again: nothing is lost).
     async fn flush_routed(&mut self) -> bool {
+        for pending in std::mem::take(&mut self.pending) {
+            if let Err(e) = pending.await {
+                warn!(client_id = %self.info.client_id, error = %e, "publish hook failed; closing without acknowledging");
+                self.routed.clear();
+                return false;
+            }
+        }
         if self.routed.is_empty() {
             return true;
         }
@@ -937,15 +951,19 @@ impl Link {
     /// the acknowledgement it owes.
     async fn accept_publish(&mut self, publication: Arc<Publication>, pkid: u16) -> Option<Exit> {
         let qos = publication.qos;
-        if let Some(hook) = self.ctx.hook.clone()
-            && let Err(e) = hook.accept(&self.info, &publication).await
-        {
-            warn!(client_id = %self.info.client_id, error = %e, "publish hook refused a message");
-            if !self.wire.is_v5() && qos != QoS::AtMostOnce {
-                return Some(Exit::Violation(0x80, e.to_string()));
+        if let Some(hook) = self.ctx.hook.clone() {
+            match hook.begin(&self.info, &publication).await {
+                Ok(Some(pending)) => self.pending.push(pending),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(client_id = %self.info.client_id, error = %e, "publish hook refused a message");
+                    if !self.wire.is_v5() && qos != QoS::AtMostOnce {
+                        return Some(Exit::Violation(0x80, e.to_string()));
+                    }
+                    self.refuse_publish(qos, pkid, 0x80);
+                    return None;
+                }
             }
-            self.refuse_publish(qos, pkid, 0x80);
-            return None;
         }
         let ack = if qos == QoS::AtMostOnce {
             None

@@ -1,0 +1,356 @@
+//! The whole edge: the MQTT broker, the durable journal, and the JetStream
+//! uplink, started together and stopped in order.
+//!
+//! Without `uplink.nats_url` it is the plain broker. With it:
+//! 1. the journal is opened under `<data-dir>/journal` (recovering and
+//!    reporting what it repaired);
+//! 2. every publication selected by the uplink rules is journaled before it
+//!    is acknowledged ([`crate::uplink::JournalHook`]);
+//! 3. the uplink publishes the journal to JetStream with message ids
+//!    `<site>:<seq>`, resending after outages and restarts;
+//! 4. `/readyz` says whether the journal is writable and the uplink making
+//!    progress; `/metrics` adds the journal's and the uplink's figures.
+//!
+//! On shutdown the broker closes its clients first, then the uplink gets a
+//! moment to collect outstanding acknowledgements, then the journal is
+//! flushed and its cursor persisted.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plantd_bridge::{Uplink, UplinkConfig, UplinkState, UplinkStatus};
+use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
+use plantd_shared::subject::Site;
+use plantd_shared::topic::Filter;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::HttpExtras;
+use crate::server::Broker;
+use crate::uplink::JournalHook;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The broker could not bind or was misconfigured.
+    #[error(transparent)]
+    Broker(#[from] crate::server::Error),
+    /// A setting is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The journal could not be opened.
+    #[error("journal: {0}")]
+    Journal(#[from] plantd_journal::JournalError),
+    /// The NATS connection could not be set up.
+    #[error("NATS: {0}")]
+    Nats(String),
+}
+
+/// Journal options from the configuration.
+///
+/// # Errors
+/// [`EdgeError::Config`] for an unknown policy.
+pub fn journal_options(config: &Config) -> Result<Options, EdgeError> {
+    let j = &config.journal;
+    let fsync: FsyncPolicy = j.fsync.parse().map_err(EdgeError::Config)?;
+    let overflow: OverflowPolicy = j.overflow.parse().map_err(EdgeError::Config)?;
+    Ok(Options {
+        fsync,
+        overflow,
+        max_bytes: j.max_bytes,
+        max_age: j.max_age_secs.map(Duration::from_secs),
+        segment_bytes: j.segment_bytes,
+        ..Options::default()
+    })
+}
+
+async fn connect_nats(config: &Config, url: &str) -> Result<async_nats::Client, EdgeError> {
+    let u = &config.uplink;
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("plantd-edge-{}", config.site))
+        .retry_on_initial_connect()
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection event");
+        });
+    if let Some(creds) = &u.nats_creds {
+        opts = opts
+            .credentials_file(creds)
+            .await
+            .map_err(|e| EdgeError::Nats(format!("credentials {}: {e}", creds.display())))?;
+    }
+    if let Some(ca) = &u.nats_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&u.nats_cert, &u.nats_key) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    opts.connect(url)
+        .await
+        .map_err(|e| EdgeError::Nats(format!("{url}: {e}")))
+}
+
+fn readiness(journal: Journal, status: watch::Receiver<UplinkStatus>) -> HttpExtras {
+    let ready_journal = journal.clone();
+    let ready_status = status.clone();
+    let ready = Arc::new(move || {
+        let s = ready_status.borrow().clone();
+        let stats = ready_journal.stats();
+        if stats.blocked {
+            return Err("journal full: publishers are held back".to_owned());
+        }
+        if !s.is_healthy() {
+            return Err(format!(
+                "uplink {}: {}",
+                s.state.as_str(),
+                s.last_error.unwrap_or_else(|| "no progress".into())
+            ));
+        }
+        Ok(())
+    });
+    let metrics = Arc::new(move || {
+        use std::fmt::Write as _;
+        let st = journal.stats();
+        let s = status.borrow().clone();
+        let mut out = String::with_capacity(2048);
+        let mut one = |name: &str, kind: &str, help: &str, v: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        one(
+            "plantd_journal_bytes",
+            "gauge",
+            "Bytes in journal segments.",
+            st.bytes as f64,
+        );
+        one(
+            "plantd_journal_max_bytes",
+            "gauge",
+            "Journal size limit (0: none).",
+            st.max_bytes as f64,
+        );
+        one(
+            "plantd_journal_records_unacked",
+            "gauge",
+            "Journaled records not yet acknowledged by JetStream.",
+            st.unacked() as f64,
+        );
+        one(
+            "plantd_journal_last_seq",
+            "gauge",
+            "Newest journal sequence.",
+            st.last_seq as f64,
+        );
+        one(
+            "plantd_journal_appends_total",
+            "counter",
+            "Records appended since start.",
+            st.appends as f64,
+        );
+        one(
+            "plantd_journal_fsyncs_total",
+            "counter",
+            "fsync calls since start.",
+            st.fsyncs as f64,
+        );
+        one(
+            "plantd_journal_bytes_written_total",
+            "counter",
+            "Bytes written to segments since start.",
+            st.bytes_written as f64,
+        );
+        one(
+            "plantd_journal_payload_bytes_total",
+            "counter",
+            "Payload bytes appended since start.",
+            st.payload_bytes as f64,
+        );
+        one(
+            "plantd_journal_blocked",
+            "gauge",
+            "1 while publishers are held back by a full journal.",
+            f64::from(u8::from(st.blocked)),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP plantd_dropped_total Messages dropped, by reason.\n# TYPE plantd_dropped_total counter\nplantd_dropped_total{{reason=\"journal_overflow\"}} {}\nplantd_dropped_total{{reason=\"journal_age\"}} {}\nplantd_dropped_total{{reason=\"undeliverable\"}} {}",
+            st.dropped_overflow, st.dropped_age, s.undeliverable
+        );
+        let up = |state: UplinkState| f64::from(u8::from(s.state == state));
+        let _ = writeln!(
+            out,
+            "# HELP plantd_uplink_state Uplink state (1 for the current one).\n# TYPE plantd_uplink_state gauge"
+        );
+        for state in [
+            UplinkState::Starting,
+            UplinkState::Up,
+            UplinkState::Down,
+            UplinkState::Stalled,
+            UplinkState::Stopped,
+        ] {
+            let _ = writeln!(
+                out,
+                "plantd_uplink_state{{state=\"{}\"}} {}",
+                state.as_str(),
+                up(state)
+            );
+        }
+        let mut one = |name: &str, kind: &str, help: &str, v: f64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        one(
+            "plantd_uplink_published_total",
+            "counter",
+            "Publishes sent to JetStream (including resends).",
+            s.published as f64,
+        );
+        one(
+            "plantd_uplink_acked_total",
+            "counter",
+            "Acknowledgements from JetStream.",
+            s.acked as f64,
+        );
+        one(
+            "plantd_uplink_resends_total",
+            "counter",
+            "Records sent again after a failure.",
+            s.resends as f64,
+        );
+        one(
+            "plantd_uplink_duplicates_total",
+            "counter",
+            "Resends JetStream recognised as duplicates.",
+            s.duplicates as f64,
+        );
+        one(
+            "plantd_uplink_failures_total",
+            "counter",
+            "Uplink failures.",
+            s.failures as f64,
+        );
+        one(
+            "plantd_uplink_in_flight",
+            "gauge",
+            "Records awaiting acknowledgement.",
+            s.in_flight as f64,
+        );
+        let since = s
+            .last_ack
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or(-1.0);
+        one(
+            "plantd_uplink_seconds_since_last_ack",
+            "gauge",
+            "Seconds since the last acknowledgement (-1: none yet).",
+            since,
+        );
+        out
+    });
+    HttpExtras {
+        ready: Some(ready),
+        metrics: Some(metrics),
+    }
+}
+
+/// Runs the edge until `shutdown` resolves. `on_ready` is called with the
+/// bound MQTT and HTTP addresses once listening.
+///
+/// # Errors
+/// [`EdgeError`] when something cannot start.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+) -> Result<(), EdgeError> {
+    let Some(url) = config.uplink.nats_url.clone() else {
+        let broker = Broker::bind(config).await?;
+        on_ready(broker.mqtt_addr(), broker.http_addr());
+        broker.run(shutdown).await;
+        return Ok(());
+    };
+    let site = Site::new(config.site.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
+    let data_dir = config.data_dir.clone().ok_or_else(|| {
+        EdgeError::Config("--data-dir is required with --nats-url (the journal lives there)".into())
+    })?;
+    let rules = config
+        .uplink
+        .topics
+        .iter()
+        .map(|f| {
+            Filter::new(f.as_str())
+                .map_err(|e| EdgeError::Config(format!("uplink topic {f:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (journal, recovery) = Journal::open(data_dir.join("journal"), journal_options(&config)?)?;
+    if recovery.repaired() {
+        tracing::warn!(
+            truncated_bytes = recovery.truncated_bytes,
+            segments = ?recovery.truncated_segments,
+            corrupt = recovery.corrupt,
+            missing = recovery.missing_records,
+            "journal repaired at start"
+        );
+    }
+    tracing::info!(
+        records = recovery.records,
+        unacked = recovery.last_seq.saturating_sub(recovery.acked),
+        "journal ready"
+    );
+    let client = connect_nats(&config, &url).await?;
+    let token = CancellationToken::new();
+    let mut tasks = Vec::new();
+    if config.uplink.create_streams {
+        let js = async_nats::jetstream::new(client.clone());
+        let t = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match plantd_shared::streams::ensure(
+                    &js,
+                    &plantd_shared::streams::Settings::default(),
+                )
+                .await
+                {
+                    Ok(_) => break,
+                    Err(e) => tracing::warn!(error = %e, "cannot create streams yet; retrying"),
+                }
+                tokio::select! {
+                    _ = t.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }));
+    }
+    let mut ucfg = UplinkConfig::new(site);
+    ucfg.window = config.uplink.window.max(1);
+    let uplink = Uplink::new(journal.clone(), client.clone(), ucfg);
+    let status = uplink.status();
+    let uplink_stop = CancellationToken::new();
+    let stop = uplink_stop.clone();
+    let uplink_task = tokio::spawn(async move { uplink.run(stop.cancelled_owned()).await });
+
+    let broker = Broker::bind(config)
+        .await?
+        .with_publish_hook(Arc::new(JournalHook::new(journal.clone(), rules)))
+        .with_http_extras(readiness(journal.clone(), status));
+    on_ready(broker.mqtt_addr(), broker.http_addr());
+    broker.run(shutdown).await;
+
+    token.cancel();
+    uplink_stop.cancel();
+    let _ = uplink_task.await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    journal.close().await?;
+    let _ = client.drain().await;
+    tracing::info!("edge stopped; journal flushed");
+    Ok(())
+}
