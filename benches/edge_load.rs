@@ -103,6 +103,7 @@ async fn start(name: &str) -> Running {
             let mut c = Command::new(env!("CARGO_BIN_EXE_plantd-edge"));
             c.args(["--mqtt-listen", &format!("127.0.0.1:{port}")])
                 .args(["--http-listen", "127.0.0.1:0"])
+                .arg("--allow-anonymous")
                 .env("RUST_LOG", "warn");
             c
         }

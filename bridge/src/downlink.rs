@@ -40,10 +40,18 @@ pub struct Command {
     pub stream_seq: u64,
 }
 
-/// Why the broker did not accept a command (it is retried).
+/// Why the broker did not take a command; either way it is offered again
+/// later (after `retry_delay`), so commands keep their order.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("command not accepted: {0}")]
-pub struct SinkError(pub String);
+pub enum SinkError {
+    /// The broker refused it (queues full, shutting down...).
+    #[error("command not accepted: {0}")]
+    Refused(String),
+    /// No device subscribes to its topic yet: it waits (up to its time to
+    /// live, or `hold` without one) for a device to come.
+    #[error("no device subscribes to the command's topic yet")]
+    NoSubscribers,
+}
 
 /// Boxed future of [`CommandSink::deliver`].
 pub type DeliverFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
@@ -67,6 +75,9 @@ pub struct DownlinkConfig {
     pub retry_delay: Duration,
     /// Delay before re-creating the consumer after an error.
     pub reconnect_delay: Duration,
+    /// How long a command without a time to live waits for a subscriber
+    /// before it is dropped (and counted as undelivered).
+    pub hold: Duration,
 }
 
 impl DownlinkConfig {
@@ -77,6 +88,7 @@ impl DownlinkConfig {
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
             reconnect_delay: Duration::from_secs(1),
+            hold: Duration::from_secs(600),
         }
     }
 
@@ -99,6 +111,8 @@ pub struct DownlinkStatus {
     pub invalid: u64,
     /// Commands the broker refused (retried).
     pub refused: u64,
+    /// Commands dropped because no device subscribed within `hold`.
+    pub undelivered: u64,
     /// The last error, for operators.
     pub last_error: Option<String>,
 }
@@ -222,8 +236,17 @@ impl<S: CommandSink> Downlink<S> {
                     self.status.send_modify(|s| s.delivered += 1);
                     AckKind::Ack
                 }
+                Err(SinkError::NoSubscribers)
+                    if plantd_shared::headers::now_ms()
+                        > published_ms.saturating_add(self.cfg.hold.as_millis() as u64)
+                        && !has_ttl(&msg) =>
+                {
+                    tracing::warn!(subject = %msg.subject, stream_seq, "no device took the command in time; dropping");
+                    self.status.send_modify(|s| s.undelivered += 1);
+                    AckKind::Term
+                }
                 Err(e) => {
-                    tracing::warn!(stream_seq, error = %e, "broker refused a command; will retry");
+                    tracing::debug!(stream_seq, error = %e, "command not delivered yet; will retry");
                     self.status.send_modify(|s| s.refused += 1);
                     AckKind::Nak(Some(self.cfg.retry_delay))
                 }
@@ -236,6 +259,12 @@ impl<S: CommandSink> Downlink<S> {
             .await
             .map_err(|e| format!("acknowledging command {stream_seq}: {e}"))
     }
+}
+
+fn has_ttl(msg: &jetstream::Message) -> bool {
+    msg.headers
+        .as_ref()
+        .is_some_and(|h| h.get(headers::TTL).is_some())
 }
 
 enum Parsed {

@@ -30,11 +30,11 @@ impl CommandSink for Broker {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
-                return Err(SinkError("session queue full".into()));
+                return Err(SinkError::Refused("session queue full".into()));
             }
             self.tx
                 .send(command)
-                .map_err(|_| SinkError("closed".into()))
+                .map_err(|_| SinkError::Refused("closed".into()))
         })
     }
 }

@@ -20,8 +20,16 @@ pub struct Config {
     pub http_listen: String,
     /// Directory for durable state (the journal of a later issue).
     pub data_dir: Option<PathBuf>,
-    /// Accept clients without credentials (the only mode until auth lands).
+    /// Accept clients without credentials (off by default: every client
+    /// must present a token issued for this site).
     pub allow_anonymous: bool,
+    /// Where the identity service publishes its signing keys (JWKS); the
+    /// last good copy is cached under `<data-dir>/trust`.
+    pub jwks_url: Option<String>,
+    /// A JWKS file, for sites that never reach the identity service.
+    pub jwks_file: Option<PathBuf>,
+    /// Seconds between JWKS refreshes from `jwks_url`.
+    pub jwks_refresh_secs: u64,
     /// Topic filters no client may subscribe to (SUBACK 0x87 / 0x80).
     pub deny_subscribe: Vec<String>,
     /// Seconds between `$SYS/broker/...` statistics updates.
@@ -107,7 +115,10 @@ impl Default for Config {
             mqtt_listen: "127.0.0.1:1883".to_owned(),
             http_listen: "127.0.0.1:9090".to_owned(),
             data_dir: None,
-            allow_anonymous: true,
+            allow_anonymous: false,
+            jwks_url: None,
+            jwks_file: None,
+            jwks_refresh_secs: 300,
             deny_subscribe: Vec::new(),
             sys_interval_secs: 10,
             limits: Limits::default(),

@@ -19,7 +19,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use plantd_bridge::{Uplink, UplinkConfig, UplinkState, UplinkStatus};
+use plantd_bridge::{
+    Downlink, DownlinkConfig, Service, ServiceConfig, Uplink, UplinkConfig, UplinkState,
+    UplinkStatus,
+};
 use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
@@ -28,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::HttpExtras;
+use crate::inject::{EdgeCommands, EdgeServices};
 use crate::server::Broker;
 use crate::uplink::JournalHook;
 
@@ -328,7 +332,7 @@ pub async fn run(
             }
         }));
     }
-    let mut ucfg = UplinkConfig::new(site);
+    let mut ucfg = UplinkConfig::new(site.clone());
     ucfg.window = config.uplink.window.max(1);
     let uplink = Uplink::new(journal.clone(), client.clone(), ucfg);
     let status = uplink.status();
@@ -336,12 +340,55 @@ pub async fn run(
     let stop = uplink_stop.clone();
     let uplink_task = tokio::spawn(async move { uplink.run(stop.cancelled_owned()).await });
 
+    let site = Site::new(config.site.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
     let broker = Broker::bind(config)
         .await?
         .with_publish_hook(Arc::new(JournalHook::new(journal.clone(), rules)))
         .with_http_extras(readiness(journal.clone(), status));
+    let handle = broker.handle();
+
+    // Cloud → devices: commands from PLANTD_COMMANDS, in order.
+    let downlink = Downlink::new(
+        client.clone(),
+        DownlinkConfig::new(site.clone()),
+        Arc::new(EdgeCommands {
+            broker: handle.clone(),
+        }),
+    );
+    let t = token.clone();
+    tasks.push(tokio::spawn(async move {
+        downlink.run(t.cancelled_owned()).await
+    }));
+
+    // Requests to site services: NATS request → MQTT 5 request/response.
+    let services = EdgeServices::start(handle, token.clone());
+    let t = token.clone();
+    let svc_client = client.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        let bound = loop {
+            match Service::bind(svc_client.clone(), ServiceConfig::new(site.clone()), Arc::new(services.clone())).await {
+                Ok(s) => break s,
+                Err(e) => tracing::warn!(error = %e, "site services not reachable over NATS yet; retrying"),
+            }
+            tokio::select! {
+                _ = t.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        bound.run(t.cancelled_owned()).await;
+    }));
+
     on_ready(broker.mqtt_addr(), broker.http_addr());
-    broker.run(shutdown).await;
+    let stop_tasks = token.clone();
+    broker
+        .run(async move {
+            shutdown.await;
+            // Stop feeding the broker before it closes its clients.
+            stop_tasks.cancel();
+        })
+        .await;
 
     token.cancel();
     uplink_stop.cancel();

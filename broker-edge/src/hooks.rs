@@ -1,5 +1,10 @@
-//! Extension points for later issues: the journal ([`PublishHook`]) and
-//! authorisation ([`Authorizer`]).
+//! Extension points: the journal ([`PublishHook`]) and authorisation
+//! ([`Authorizer`]).
+//!
+//! Token permissions are not an `Authorizer`: they belong to the
+//! connection ([`ClientInfo::identity`], compiled at CONNECT by
+//! [`crate::auth`]) and are always enforced first, so replacing the
+//! authoriser can only narrow what a token allows, never widen it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,6 +12,7 @@ use std::sync::Arc;
 
 use plantd_shared::topic::Filter;
 
+use crate::auth::Identity;
 use crate::message::Publication;
 
 /// Who is asking, for authorisation decisions.
@@ -14,8 +20,27 @@ use crate::message::Publication;
 pub struct ClientInfo {
     /// Client identifier of the session.
     pub client_id: Arc<str>,
-    /// User name from CONNECT, if any.
+    /// User name from CONNECT, if any (not a credential).
     pub username: Option<String>,
+    /// The verified token's identity and compiled permissions; `None` for
+    /// an anonymous client (only possible with `--allow-anonymous`).
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl ClientInfo {
+    /// Whether the connection's token (if any) allows a PUBLISH to
+    /// `topic`. Anonymous clients are limited by the [`Authorizer`] only.
+    pub fn token_allows_publish(&self, topic: &str) -> bool {
+        self.identity.as_ref().is_none_or(|i| i.can_publish(topic))
+    }
+
+    /// Whether the connection's token (if any) allows a SUBSCRIBE to
+    /// `filter`.
+    pub fn token_allows_subscribe(&self, filter: &Filter) -> bool {
+        self.identity
+            .as_ref()
+            .is_none_or(|i| i.can_subscribe(filter))
+    }
 }
 
 /// Boxed future returned by [`PublishHook::accept`].

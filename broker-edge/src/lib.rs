@@ -14,7 +14,9 @@
 //! | [`retained`] | retained message store |
 //! | [`message`] | publications, deliveries, wills |
 //! | [`protocol`] | the wire format: framing, [`protocol::v4`], [`protocol::v5`] |
+//! | [`auth`] | tokens at CONNECT, per-connection permissions, closing on expiry and revocation |
 //! | [`hooks`] | extension points: publish hook (journal), authoriser |
+//! | [`inject`] | [`inject::BrokerHandle`]: publications and subscriptions from inside the process — cloud commands and site service requests |
 //! | [`uplink`] | the journal hook: which publications go up, journaled before they are acknowledged |
 //! | [`edge`] | the whole edge: broker + journal + JetStream uplink, downlink and site services |
 //! | [`metrics`] | counters, Prometheus text, `$SYS` values |
@@ -24,10 +26,12 @@
 //! Topic validation and matching come from `plantd_shared::topic`, the one
 //! home of those rules. See `docs/broker.md` for the design and the limits.
 
+pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod hooks;
 pub mod http;
+pub mod inject;
 pub mod link;
 pub mod mailbox;
 pub mod message;

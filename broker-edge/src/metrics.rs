@@ -15,14 +15,18 @@ pub enum DropReason {
     TooLarge,
     /// QoS 0 message for an offline session (not queued by configuration).
     Offline,
+    /// A PUBLISH the client's token or the rules do not allow (v5 clients
+    /// get 0x87; 3.1.1 clients are acknowledged and the message dropped).
+    NotAuthorized,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 5] = [
         DropReason::QueueFull,
         DropReason::Expired,
         DropReason::TooLarge,
         DropReason::Offline,
+        DropReason::NotAuthorized,
     ];
 
     fn label(self) -> &'static str {
@@ -31,6 +35,7 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::TooLarge => "packet_too_large",
             DropReason::Offline => "offline_qos0",
+            DropReason::NotAuthorized => "not_authorized",
         }
     }
 }
@@ -61,7 +66,7 @@ pub struct Metrics {
     /// Bytes written to clients.
     pub bytes_out: AtomicU64,
     /// Messages not delivered, by [`DropReason`].
-    dropped: [AtomicU64; 4],
+    dropped: [AtomicU64; 5],
     /// Connections closed for malformed or protocol-violating packets.
     pub protocol_errors: AtomicU64,
 }

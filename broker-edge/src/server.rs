@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use plantd_bridge::trust::Trust;
+use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hooks::{Authorizer, PublishHook, StaticRules};
 use crate::link::{self, LinkContext, handshake};
@@ -36,6 +39,15 @@ pub enum Error {
         addr: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The site name cannot be used (it is part of token audiences and
+    /// subjects).
+    #[error("invalid site name {site:?}: {detail}")]
+    Site {
+        /// The configured name.
+        site: String,
+        /// Why it is invalid.
+        detail: String,
     },
     /// A configured filter is not a valid MQTT filter.
     #[error("invalid topic filter {filter:?} in configuration: {source}")]
@@ -69,8 +81,15 @@ pub struct Broker {
     auth: Arc<dyn Authorizer>,
     /// Journal hook.
     hook: Option<Arc<dyn PublishHook>>,
+    /// Token authentication at CONNECT, expiry and revocation.
+    authn: Arc<Authenticator>,
     /// Readiness and metrics from the journal and the bridge.
     http_extras: crate::http::HttpExtras,
+    /// The router's command channel, made at bind so that handles exist
+    /// before the broker runs.
+    router_tx: mpsc::Sender<crate::router::RouterCmd>,
+    /// Its receiving end, taken by `run`.
+    router_rx: mpsc::Receiver<crate::router::RouterCmd>,
 }
 
 impl Broker {
@@ -97,6 +116,11 @@ impl Broker {
                 source,
             })?;
         }
+        let site = Site::new(config.site.as_str()).map_err(|e| Error::Site {
+            site: config.site.clone(),
+            detail: e.to_string(),
+        })?;
+        let authn = Arc::new(Authenticator::new(site, None, config.allow_anonymous));
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)
                 .await
@@ -104,6 +128,7 @@ impl Broker {
         };
         let mqtt = bind(config.mqtt_listen.clone()).await?;
         let http = bind(config.http_listen.clone()).await?;
+        let (router_tx, router_rx) = mpsc::channel(4096);
         Ok(Broker {
             config: Arc::new(config),
             mqtt,
@@ -113,8 +138,18 @@ impl Broker {
                 deny_subscribe: deny,
             }),
             hook: None,
+            authn,
             http_extras: crate::http::HttpExtras::default(),
+            router_tx,
+            router_rx,
         })
+    }
+
+    /// A handle for injecting publications and subscribing from inside the
+    /// process (the downlink and the site services). It does not keep the
+    /// broker alive: once the broker stops, its calls fail.
+    pub fn handle(&self) -> crate::inject::BrokerHandle {
+        crate::inject::BrokerHandle::new(self.router_tx.downgrade())
     }
 
     /// Adds readiness checks and metrics from other parts to `/readyz` and
@@ -127,6 +162,18 @@ impl Broker {
     /// Replaces the authorisation rules (default: [`StaticRules`]).
     pub fn with_authorizer(mut self, auth: Arc<dyn Authorizer>) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// Verifies CONNECT passwords as tokens with `trust` (keys and
+    /// revocations for this broker's site); without it only anonymous
+    /// access (when allowed) is possible.
+    pub fn with_trust(mut self, trust: Arc<Trust>) -> Self {
+        self.authn = Arc::new(Authenticator::new(
+            self.authn.site().clone(),
+            Some(trust),
+            self.config.allow_anonymous,
+        ));
         self
     }
 
@@ -169,11 +216,13 @@ impl Broker {
             metrics,
             auth,
             hook,
+            authn,
             http_extras,
+            router_tx,
+            router_rx,
         } = self;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let (router_tx, router_rx) = mpsc::channel(4096);
         let router = tokio::spawn(Router::new(router_rx, config.clone(), metrics.clone()).run());
 
         let http_token = token.clone();
@@ -186,11 +235,22 @@ impl Broker {
             }
         });
 
+        if authn.allows_anonymous() {
+            warn!(
+                "ANONYMOUS ACCESS IS ON (--allow-anonymous): clients without a token may connect, publish and subscribe"
+            );
+        } else if !authn.verifies_tokens() {
+            warn!(
+                "no signing keys configured (--jwks-url or --jwks-file) and anonymous access off: every client will be refused"
+            );
+        }
+        let revocations = tokio::spawn(authn.clone().watch_revocations(token.clone()));
         let ctx = Arc::new(LinkContext {
             router: router_tx,
             config: config.clone(),
             metrics: metrics.clone(),
             auth,
+            authn,
             hook,
             shutdown: token.clone(),
         });
@@ -232,6 +292,7 @@ impl Broker {
         drop(ctx);
         tracker.close();
         tracker.wait().await;
+        let _ = revocations.await;
         let _ = router.await;
         let _ = http_task.await;
         info!("broker stopped");

@@ -142,7 +142,12 @@ async fn config_file_sets_limits_and_flags_override_it() {
     )
     .expect("write config");
     // --mqtt-listen (given by spawn) overrides the file's unusable port 1.
-    let p = spawn(&["--config", file.to_str().expect("utf8 path")]).await;
+    let p = spawn(&[
+        "--config",
+        file.to_str().expect("utf8 path"),
+        "--allow-anonymous",
+    ])
+    .await;
     let b = broker_at(&p);
     let (_c, ack) = v5(&b, "cfg", |_| {}).await;
     assert_eq!(ack.properties.expect("properties").receive_max, Some(3));

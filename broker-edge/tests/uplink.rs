@@ -12,77 +12,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt as _;
 use plantd_shared::headers;
-use plantd_shared::process::ManagedProcess;
 use plantd_shared::streams::{self, Settings};
 use plantd_testkit::{Nats, http};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
-use tokio::process::Command;
 
-const SITE: &str = "plant-1";
+mod edge_proc;
 
-struct Edge {
-    proc: ManagedProcess,
-    mqtt: SocketAddr,
-    http: SocketAddr,
-}
-
-async fn start_edge(nats: &Nats, data: &Path, extra: &[&str]) -> Edge {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd-edge"));
-    cmd.args([
-        "--site",
-        SITE,
-        "--mqtt-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ])
-    .arg("--data-dir")
-    .arg(data)
-    .args(["--nats-url", &nats.url(), "--allow-anonymous"])
-    .args(extra)
-    .env("RUST_LOG", "info");
-    let mut addrs = None;
-    let proc = ManagedProcess::spawn("plantd-edge", cmd, Duration::from_secs(30), |line| {
-        if line.contains("plantd-edge listening") {
-            let field = |name: &str| -> Option<SocketAddr> {
-                let start = line.find(&format!("{name}="))? + name.len() + 1;
-                let rest = &line[start..];
-                rest[..rest.find(' ').unwrap_or(rest.len())].parse().ok()
-            };
-            addrs = field("mqtt").zip(field("http"));
-        }
-        addrs.is_some()
-    })
-    .await
-    .expect("plantd-edge starts");
-    let (mqtt, http) = addrs.expect("addresses");
-    Edge { proc, mqtt, http }
-}
-
-async fn metric(edge: &Edge, name: &str) -> Option<f64> {
-    let text = http::get(edge.http.port(), "/metrics").await.ok()?.text();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Waits until the edge reports no unacknowledged journal records.
-async fn drained(edge: &Edge) {
-    for _ in 0..1200 {
-        if metric(edge, "plantd_journal_records_unacked").await == Some(0.0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the edge did not drain its journal within a minute");
-}
+use edge_proc::{drained, metric, start_edge};
 
 /// Every telemetry message, grouped by publishing client, as (payload id,
 /// topic) in stream order.

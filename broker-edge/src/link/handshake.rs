@@ -33,6 +33,8 @@ pub struct Hello {
     pub will: Option<Will>,
     /// User name.
     pub username: Option<String>,
+    /// Password: the access token (taken by authentication, then dropped).
+    pub password: Option<Password>,
     /// Client's Receive Maximum (how many QoS 1/2 it accepts in flight).
     pub receive_maximum: u16,
     /// Largest packet the client accepts.
@@ -43,6 +45,15 @@ pub struct Hello {
     pub request_problem_info: bool,
     /// Whether the client asked for Response Information.
     pub request_response_info: bool,
+}
+
+/// A CONNECT password (an access token); `Debug` never prints it.
+pub struct Password(pub Bytes);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Password(<{} bytes>)", self.0.len())
+    }
 }
 
 /// Why the handshake failed.
@@ -202,6 +213,7 @@ fn hello_v4(c: v4::Connect) -> Result<Hello, HandshakeError> {
         session_expiry: if c.clean_session { 0 } else { u32::MAX },
         will,
         username: c.username,
+        password: c.password.map(Password),
         receive_maximum: u16::MAX,
         max_packet_size: u32::MAX,
         topic_alias_maximum: 0,
@@ -258,6 +270,7 @@ fn hello_v5(mut c: v5::Connect) -> Result<Hello, HandshakeError> {
         session_expiry: p.session_expiry_interval.unwrap_or(0),
         will,
         username: c.username,
+        password: c.password.map(Password),
         receive_maximum: p.receive_maximum.unwrap_or(u16::MAX),
         max_packet_size: p.maximum_packet_size.unwrap_or(u32::MAX),
         topic_alias_maximum: p.topic_alias_maximum.unwrap_or(0),

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::auth::{Authenticator, REASON_EXPIRED, REASON_REVOKED};
 use crate::config::Config;
 use crate::hooks::{Authorizer, ClientInfo, PublishHook};
 use crate::mailbox::{LinkCtl, Mailbox};
@@ -60,6 +61,9 @@ pub struct LinkContext {
     pub metrics: Arc<Metrics>,
     /// Authorisation of PUBLISH and SUBSCRIBE.
     pub auth: Arc<dyn Authorizer>,
+    /// Authentication at CONNECT; closes connections whose token expires
+    /// or is revoked.
+    pub authn: Arc<Authenticator>,
     /// Called with each accepted publication before it is acknowledged.
     pub hook: Option<Arc<dyn PublishHook>>,
     /// Broker shutdown.
@@ -133,19 +137,22 @@ pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
             return;
         }
     };
-    if !ctx.config.allow_anonymous {
-        // No authentication backend yet: without anonymous access nobody
-        // may connect.
-        ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-        Box::pin(handshake::refuse(
-            &mut stream,
-            Some(hello.wire),
-            0x87,
-            Some("anonymous access is disabled".into()),
-        ))
-        .await;
-        return;
-    }
+    let mut hello = hello;
+    let identity = match authenticate(&ctx, &mut hello) {
+        Ok(identity) => identity,
+        Err(refused) => {
+            warn!(?peer, client_id = %hello.client_id, reason = format_args!("{:#04x}", refused.reason), why = %refused.why, "refusing CONNECT: authentication");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+            Box::pin(handshake::refuse(
+                &mut stream,
+                Some(hello.wire),
+                refused.reason,
+                Some(refused.why),
+            ))
+            .await;
+            return;
+        }
+    };
 
     let (reply_tx, reply_rx) = oneshot::channel();
     let session_expiry = hello.session_expiry.min(limits.max_session_expiry_secs);
@@ -183,6 +190,10 @@ pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
         Err(_) => return,
     };
 
+    // Expiry and revocation close the connection through its mailbox.
+    let _admission = identity
+        .as_ref()
+        .map(|i| Box::new(ctx.authn.admit(i, conn_id, &mailbox)));
     let keep_alive = match (hello.wire, limits.server_keep_alive) {
         (Wire::V5, Some(k)) => k,
         _ => hello.keep_alive,
@@ -193,6 +204,7 @@ pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
         info: ClientInfo {
             client_id: client_id.clone(),
             username: hello.username.clone(),
+            identity,
         },
         wire: hello.wire,
         conn_id,
@@ -244,6 +256,28 @@ pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
     ctx.metrics.connections.fetch_sub(1, Relaxed);
     // Boxed: the goodbye's state is not part of every idle connection's task.
     Box::pin(finish(stream, link, exit, will, peer)).await;
+}
+
+/// Checks the CONNECT's credentials (the password is taken out of
+/// `hello`) and, for a token, that its grants allow the will topic.
+fn authenticate(
+    ctx: &LinkContext,
+    hello: &mut Hello,
+) -> Result<Option<Arc<crate::auth::Identity>>, crate::auth::Refused> {
+    let password = hello.password.take();
+    let identity = ctx.authn.authenticate(
+        hello.username.as_deref(),
+        password.as_ref().map(|p| &p.0[..]),
+    )?;
+    if let (Some(id), Some(will)) = (&identity, &hello.will)
+        && !id.can_publish(&will.topic)
+    {
+        return Err(crate::auth::Refused {
+            reason: 0x87,
+            why: "the token does not allow publishing to the will topic".into(),
+        });
+    }
+    Ok(identity)
 }
 
 /// Ends a connection: DISCONNECT for v5 clients the server closes, then the
@@ -298,6 +332,8 @@ async fn finish(
             session_expiry,
         } => (send_will, session_expiry.unwrap_or(link.session_expiry)),
         Exit::Shutdown => (false, link.session_expiry),
+        // The client's authority ended: it publishes nothing more.
+        Exit::Kicked(REASON_EXPIRED | REASON_REVOKED) => (false, link.session_expiry),
         _ => (true, link.session_expiry),
     };
     let will = if send_will { will } else { None };
@@ -911,8 +947,11 @@ impl Link {
             self.send(&v5::Packet::PubRec(Ack::new(p.pkid, 0)));
             return Step::Done;
         }
-        if !self.ctx.auth.can_publish(&self.info, &p.topic) {
+        if !self.info.token_allows_publish(&p.topic)
+            || !self.ctx.auth.can_publish(&self.info, &p.topic)
+        {
             debug!(client_id = %self.info.client_id, topic = %p.topic, "publish not authorised");
+            self.ctx.metrics.dropped(DropReason::NotAuthorized);
             // v3 has no negative acknowledgement: acknowledge and drop.
             self.refuse_publish(p.qos, p.pkid, if v5 { 0x87 } else { 0 });
             return Step::Done;
@@ -1007,8 +1046,10 @@ impl Link {
                 items.push(Err(0x8f));
                 continue;
             }
-            if !self.ctx.auth.can_subscribe(&self.info, &sf.filter) {
-                info!(client_id = %self.info.client_id, filter = %raw, "subscription refused by rule");
+            if !self.info.token_allows_subscribe(&sf.filter)
+                || !self.ctx.auth.can_subscribe(&self.info, &sf.filter)
+            {
+                info!(client_id = %self.info.client_id, filter = %raw, "subscription not authorised");
                 items.push(Err(0x87));
                 continue;
             }
@@ -1040,6 +1081,11 @@ mod size_tests {
             config: Arc::new(Config::default()),
             metrics: Arc::new(Metrics::default()),
             auth: Arc::new(crate::hooks::StaticRules::default()),
+            authn: Arc::new(Authenticator::new(
+                plantd_shared::subject::Site::new("local").expect("valid site"),
+                None,
+                true,
+            )),
             hook: None,
             shutdown: CancellationToken::new(),
         });

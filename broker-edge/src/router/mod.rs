@@ -115,6 +115,16 @@ pub enum RouterCmd {
         /// The filters, or the reason each was refused.
         filters: Vec<Result<SubscriptionFilter, u8>>,
     },
+    /// A publication from the broker itself (a command from the cloud, a
+    /// service request): routed like a client's, and `reply` hears the v5
+    /// reason — 0 delivered or queued, 0x10 nobody subscribes, 0x97 every
+    /// subscriber's queue was full.
+    Inject {
+        /// The message.
+        publication: Arc<Publication>,
+        /// Where the outcome goes.
+        reply: Option<oneshot::Sender<u8>>,
+    },
     /// A connection ended.
     Disconnected {
         /// Session.
@@ -263,6 +273,12 @@ impl Router {
                             reason,
                         },
                     );
+                }
+            }
+            RouterCmd::Inject { publication, reply } => {
+                let reason = self.publish(publication);
+                if let Some(reply) = reply {
+                    let _ = reply.send(reason);
                 }
             }
             RouterCmd::Subscribe {

@@ -54,6 +54,8 @@ impl TestBroker {
         let mut c = Config {
             mqtt_listen: "127.0.0.1:0".into(),
             http_listen: "127.0.0.1:0".into(),
+            // These tests are about MQTT, not tokens (tests/auth.rs is).
+            allow_anonymous: true,
             ..Config::default()
         };
         f(&mut c);

@@ -1,0 +1,355 @@
+//! Who may connect and what a connection may do.
+//!
+//! * **At CONNECT** the password is an access token (JWT) issued by the
+//!   identity service; [`Authenticator::authenticate`] verifies it with the
+//!   edge's [`Trust`] (signature against the cached JWKS, expiry,
+//!   not-before, audience `plantd:site:<site>`, revocation) and compiles
+//!   its permissions **once** into an [`Identity`]. The user name is not a
+//!   credential: it may be empty, the token's subject, or anything a client
+//!   insists on sending; the identity is the token's `sub`.
+//! * **On every PUBLISH and SUBSCRIBE** the link asks the connection's
+//!   [`Identity`] (compiled filters from `plantd_shared::claims`, no token
+//!   parsing, no shared lock), then the configured
+//!   [`Authorizer`](crate::hooks::Authorizer) (`--deny-subscribe`).
+//! * **While connected** a connection is closed when its token expires
+//!   (v5 DISCONNECT 0xA0, *Maximum connect time*) or when its token id is
+//!   revoked (0x87, *Not authorized*): [`Authenticator::admit`] registers the
+//!   connection; a timer per connection and one revocation watcher push a
+//!   kick into the session's mailbox.
+//!
+//! Reason codes at CONNECT (v5 / 3.1.1):
+//!
+//! | case | v5 | 3.1.1 |
+//! |---|---|---|
+//! | no password and anonymous access off | 0x87 Not authorized | 5 |
+//! | token malformed, bad signature, unknown key, wrong algorithm, wrong audience, expired, not yet valid | 0x86 Bad user name or password | 4 |
+//! | token revoked | 0x87 Not authorized | 5 |
+//! | will topic outside the token's publish grants | 0x87 Not authorized | 5 |
+//! | no signing keys known yet (nothing fetched, cached or configured) | 0x88 Server unavailable | 3 |
+//!
+//! See `docs/decisions/0012-edge-auth.md`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use plantd_bridge::trust::{Refusal, Trust};
+use plantd_shared::claims::{Claims, Permissions};
+use plantd_shared::jwt::{TokenError, now_secs};
+use plantd_shared::subject::Site;
+use plantd_shared::topic::{Filter, Topic};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::mailbox::{LinkCtl, Mailbox};
+
+/// Clock skew tolerated on `exp`, as in `plantd_shared::jwt::VerifyOptions`:
+/// a live connection is closed when its token would no longer be accepted
+/// at CONNECT, not earlier.
+pub const EXPIRY_LEEWAY_SECS: u64 = 30;
+
+/// v5 reason closing a connection whose token expired.
+pub const REASON_EXPIRED: u8 = 0xa0;
+/// v5 reason closing a connection whose token was revoked.
+pub const REASON_REVOKED: u8 = 0x87;
+
+/// A connection's proven identity: who the token names and what it may do
+/// on this site, compiled once at CONNECT.
+#[derive(Debug)]
+pub struct Identity {
+    /// The token's subject (user, service account or device id).
+    pub subject: String,
+    /// The token's organisation.
+    pub org: String,
+    /// The token id, the key of a revocation.
+    pub jti: Arc<str>,
+    /// The token's `exp`, seconds since the Unix epoch.
+    pub expires: u64,
+    /// The site the permissions are checked for.
+    site: Site,
+    /// The token's MQTT grants, parsed.
+    permissions: Permissions,
+}
+
+impl Identity {
+    /// Compiles `claims` for `site`.
+    pub fn new(site: Site, claims: &Claims) -> Self {
+        Self {
+            subject: claims.sub.clone(),
+            org: claims.org.clone(),
+            jti: Arc::from(claims.jti.as_str()),
+            expires: claims.exp,
+            permissions: Permissions::from_claims(claims),
+            site,
+        }
+    }
+
+    /// May this identity PUBLISH to `topic` on the site? An invalid topic
+    /// is never allowed.
+    pub fn can_publish(&self, topic: &str) -> bool {
+        Topic::new(topic).is_ok_and(|t| self.permissions.can_publish(&self.site, &t))
+    }
+
+    /// May this identity SUBSCRIBE to `filter` (without `$share/`) on the
+    /// site?
+    pub fn can_subscribe(&self, filter: &Filter) -> bool {
+        self.permissions.can_subscribe(&self.site, filter)
+    }
+}
+
+/// A refused CONNECT: the v5 reason (the 3.1.1 return code is derived from
+/// it) and why, for the log and the v5 reason string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// v5 CONNACK reason code.
+    pub reason: u8,
+    /// Human-readable cause (kept generic: no key material, no claims).
+    pub why: String,
+}
+
+impl Refused {
+    fn new(reason: u8, why: impl Into<String>) -> Self {
+        Self {
+            reason,
+            why: why.into(),
+        }
+    }
+}
+
+/// Live authenticated connections by token id, for revocation.
+type LiveMap = HashMap<Arc<str>, Vec<(u64, Weak<Mailbox>)>>;
+
+/// Decides who may connect and closes connections whose authority ends.
+/// One per broker, shared by every link.
+#[derive(Debug)]
+pub struct Authenticator {
+    /// The site tokens must be issued for.
+    site: Site,
+    /// Keys and revocations; `None` when no `--jwks-url`/`--jwks-file` is
+    /// configured (then only anonymous access is possible).
+    trust: Option<Arc<Trust>>,
+    /// Whether clients without a password are let in.
+    allow_anonymous: bool,
+    /// Authenticated connections by token id (touched at connect, at
+    /// disconnect and on a revocation; never on the publish path).
+    live: Mutex<LiveMap>,
+}
+
+impl Authenticator {
+    /// An authenticator for `site`.
+    pub fn new(site: Site, trust: Option<Arc<Trust>>, allow_anonymous: bool) -> Self {
+        Self {
+            site,
+            trust,
+            allow_anonymous,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The site tokens must be issued for.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// Whether tokens can be verified (a trust store is configured).
+    pub fn verifies_tokens(&self) -> bool {
+        self.trust.is_some()
+    }
+
+    /// Whether clients without credentials are let in.
+    pub fn allows_anonymous(&self) -> bool {
+        self.allow_anonymous
+    }
+
+    /// Checks the credentials of a CONNECT. `Ok(None)` is an anonymous
+    /// client (only with anonymous access on); `Ok(Some)` a verified token.
+    ///
+    /// # Errors
+    /// [`Refused`] with the CONNACK reason (see the module table).
+    pub fn authenticate(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Option<Arc<Identity>>, Refused> {
+        let password = password.filter(|p| !p.is_empty());
+        let Some(password) = password else {
+            return if self.allow_anonymous {
+                Ok(None)
+            } else {
+                Err(Refused::new(
+                    0x87,
+                    "a token is required (send it as the password)",
+                ))
+            };
+        };
+        let Some(trust) = &self.trust else {
+            if self.allow_anonymous {
+                // Nothing to verify against: the password means nothing.
+                return Ok(None);
+            }
+            return Err(Refused::new(
+                0x87,
+                "this edge has no signing keys configured",
+            ));
+        };
+        let Ok(token) = std::str::from_utf8(password) else {
+            return Err(Refused::new(0x86, "malformed token"));
+        };
+        let claims = trust.verify(token.trim()).map_err(|e| match e {
+            Refusal::Token(TokenError::Expired) => Refused::new(0x86, "token has expired"),
+            Refusal::Token(TokenError::NotYetValid) => Refused::new(0x86, "token is not valid yet"),
+            Refusal::Token(TokenError::WrongAudience(_)) => {
+                Refused::new(0x86, "token is not for this site")
+            }
+            Refusal::Token(TokenError::Malformed(_)) => Refused::new(0x86, "malformed token"),
+            Refusal::Token(_) => Refused::new(0x86, "token signature or key is not accepted"),
+            Refusal::Revoked => Refused::new(0x87, "token has been revoked"),
+            Refusal::NoKeys => Refused::new(0x88, "no signing keys are known yet"),
+        })?;
+        if let Some(u) = username.filter(|u| !u.is_empty() && *u != claims.sub) {
+            debug!(username = %u, subject = %claims.sub, "user name differs from the token subject; the subject is used");
+        }
+        Ok(Some(Arc::new(Identity::new(self.site.clone(), &claims))))
+    }
+
+    /// Registers a connection that authenticated with `identity`, so that
+    /// expiry and revocation close it. Dropping the returned guard (when the
+    /// connection ends) unregisters it.
+    pub fn admit(
+        self: &Arc<Self>,
+        identity: &Arc<Identity>,
+        conn_id: u64,
+        mailbox: &Arc<Mailbox>,
+    ) -> Admission {
+        let jti = identity.jti.clone();
+        if let Ok(mut live) = self.live.lock() {
+            live.entry(jti.clone())
+                .or_default()
+                .push((conn_id, Arc::downgrade(mailbox)));
+        }
+        // The connection may have been revoked between verify and here.
+        if self.trust.as_ref().is_some_and(|t| t.is_revoked(&jti)) {
+            mailbox.push_ctl(
+                conn_id,
+                LinkCtl::Kick {
+                    reason: REASON_REVOKED,
+                },
+            );
+        }
+        let deadline = identity.expires.saturating_add(EXPIRY_LEEWAY_SECS);
+        let wait = Duration::from_secs(deadline.saturating_sub(now_secs()));
+        let weak = Arc::downgrade(mailbox);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(m) = weak.upgrade() {
+                m.push_ctl(
+                    conn_id,
+                    LinkCtl::Kick {
+                        reason: REASON_EXPIRED,
+                    },
+                );
+            }
+        });
+        Admission {
+            auth: self.clone(),
+            jti,
+            conn_id,
+            timer: timer.abort_handle(),
+        }
+    }
+
+    fn remove(&self, jti: &Arc<str>, conn_id: u64) {
+        if let Ok(mut live) = self.live.lock()
+            && let Some(conns) = live.get_mut(jti)
+        {
+            conns.retain(|(c, _)| *c != conn_id);
+            if conns.is_empty() {
+                live.remove(jti);
+            }
+        }
+    }
+
+    /// Closes every live connection using token id `jti`.
+    fn kick(&self, jti: &str) -> usize {
+        let conns = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|live| live.get(jti).cloned())
+            .unwrap_or_default();
+        let mut n = 0;
+        for (conn_id, mailbox) in conns {
+            if let Some(m) = mailbox.upgrade() {
+                m.push_ctl(
+                    conn_id,
+                    LinkCtl::Kick {
+                        reason: REASON_REVOKED,
+                    },
+                );
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes live connections whose token gets revoked, until `stop`.
+    /// Does nothing without a trust store.
+    pub async fn watch_revocations(self: Arc<Self>, stop: CancellationToken) {
+        let Some(trust) = self.trust.clone() else {
+            return;
+        };
+        let mut rx = trust.revocations();
+        loop {
+            let jti = tokio::select! {
+                () = stop.cancelled() => return,
+                r = rx.recv() => r,
+            };
+            match jti {
+                Ok(jti) => {
+                    let n = self.kick(&jti);
+                    if n > 0 {
+                        info!(jti = %jti, connections = n, "token revoked: closing its connections");
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    // Too many at once: check every live token instead.
+                    warn!(
+                        missed,
+                        "revocations arrived faster than handled; rechecking all connections"
+                    );
+                    let jtis: Vec<Arc<str>> = self
+                        .live
+                        .lock()
+                        .map(|l| l.keys().cloned().collect())
+                        .unwrap_or_default();
+                    for jti in jtis.iter().filter(|j| trust.is_revoked(j)) {
+                        self.kick(jti);
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// A registered authenticated connection; unregisters on drop.
+#[derive(Debug)]
+pub struct Admission {
+    /// Where it is registered.
+    auth: Arc<Authenticator>,
+    /// Its token id.
+    jti: Arc<str>,
+    /// Its connection id.
+    conn_id: u64,
+    /// The expiry timer, cancelled when the connection ends first.
+    timer: AbortHandle,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.timer.abort();
+        self.auth.remove(&self.jti, self.conn_id);
+    }
+}

@@ -1,0 +1,225 @@
+//! Cloud → devices through the real `plantd-edge` and nats-server:
+//! commands sent while the edge was down arrive after it starts, in order,
+//! and expired ones do not; NATS requests reach MQTT 5 devices and their
+//! answers come back, with an immediate error when no device serves the
+//! topic and a timeout when it does not answer.
+
+mod edge_proc;
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use edge_proc::start_edge;
+use plantd_shared::headers;
+use plantd_shared::streams::{self, Settings};
+use plantd_testkit::Nats;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+
+async fn command(
+    js: &async_nats::jetstream::Context,
+    topic: &str,
+    payload: &str,
+    extra: &[(&str, &str)],
+) {
+    let mut h = HeaderMap::new();
+    h.insert(headers::QOS, "1");
+    for (k, v) in extra {
+        h.insert(*k, *v);
+    }
+    js.publish_with_headers(
+        format!("plantd.plant-1.down.{topic}"),
+        h,
+        payload.to_owned().into(),
+    )
+    .await
+    .expect("publish command")
+    .await
+    .expect("command stored");
+}
+
+/// A v5 device: its client and a channel of the publications it receives.
+async fn device(
+    mqtt: std::net::SocketAddr,
+    id: &str,
+    subscribe: &str,
+) -> (
+    AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+) {
+    let mut o = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut el) = AsyncClient::new(o, 100);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    tokio::spawn(async move {
+        while let Ok(ev) = el.poll().await {
+            match ev {
+                Event::Incoming(Packet::Publish(p)) => {
+                    let delivered = tx.send(p);
+                    if delivered.is_err() {
+                        return;
+                    }
+                }
+                Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(t) = subscribed_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    client
+        .subscribe(subscribe, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        .await
+        .expect("SUBACK in time")
+        .expect("SUBACK");
+    (client, rx)
+}
+
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+) -> rumqttc::v5::mqttbytes::v5::Publish {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("a message in time")
+        .expect("device connected")
+}
+
+#[tokio::test]
+async fn commands_sent_while_the_edge_was_down_arrive_in_order() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let past = headers::format_time(headers::now_ms() - 120_000);
+    command(&js, "valve.7", "open", &[]).await;
+    command(
+        &js,
+        "valve.7",
+        "stale",
+        &[(headers::TTL, "30"), (headers::SENT, &past)],
+    )
+    .await;
+    command(&js, "valve.7", "close", &[(headers::TTL, "3600")]).await;
+
+    let data = tempfile::tempdir().expect("tmp");
+    let edge = start_edge(&nats, data.path(), &[]).await;
+    let (_client, mut rx) = device(edge.mqtt, "valve-7", "valve/+").await;
+    let first = next(&mut rx).await;
+    assert_eq!(
+        (first.topic.as_ref(), first.payload.as_ref()),
+        (&b"valve/7"[..], &b"open"[..])
+    );
+    let second = next(&mut rx).await;
+    assert_eq!(
+        second.payload.as_ref(),
+        b"close",
+        "in order, and the expired one never arrives"
+    );
+}
+
+#[tokio::test]
+async fn nats_requests_reach_mqtt5_devices_and_come_back() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let data = tempfile::tempdir().expect("tmp");
+    let edge = start_edge(&nats, data.path(), &[]).await;
+
+    // A pump that answers requests on pump/1/status.
+    let (pump, mut requests) = device(edge.mqtt, "pump-1", "pump/1/status").await;
+    tokio::spawn(async move {
+        while let Some(req) = requests.recv().await {
+            let props = req.properties.unwrap_or_default();
+            let (Some(reply_to), corr) = (props.response_topic, props.correlation_data) else {
+                continue;
+            };
+            let answer = PublishProperties {
+                correlation_data: corr,
+                content_type: Some("text/plain".into()),
+                ..PublishProperties::default()
+            };
+            let body = format!("running; asked {}", String::from_utf8_lossy(&req.payload));
+            let _ = pump
+                .publish_with_properties(reply_to, QoS::AtLeastOnce, false, body, answer)
+                .await;
+        }
+    });
+    // A device that subscribes but never answers.
+    let (_slow, _ignored) = device(edge.mqtt, "slow-1", "slow/device").await;
+
+    let client = nats.client().await;
+    let mut answer = None;
+    // The edge's service subscription may still be on its way to the
+    // server: retry on NATS "no responders" (bounded).
+    for _ in 0..100 {
+        match client
+            .request(
+                "plantd.plant-1.svc.pump.1.status",
+                Bytes::from_static(b"status?"),
+            )
+            .await
+        {
+            Ok(m) => {
+                answer = Some(m);
+                break;
+            }
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("request: {e}"),
+        }
+    }
+    let answer = answer.expect("the edge answers");
+    assert_eq!(answer.payload.as_ref(), b"running; asked status?");
+    assert!(
+        answer
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::STATUS))
+            .is_none()
+    );
+
+    let started = Instant::now();
+    let none = client
+        .request("plantd.plant-1.svc.nobody.home", Bytes::new())
+        .await
+        .expect("reply");
+    let status = none
+        .headers
+        .and_then(|h| h.get(headers::STATUS).map(|v| v.as_str().to_owned()));
+    assert!(
+        status.as_deref().is_some_and(|s| s.starts_with("503")),
+        "{status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no device: answered at once"
+    );
+
+    let mut h = HeaderMap::new();
+    h.insert(headers::TIMEOUT_MS, "300");
+    let slow = client
+        .request_with_headers("plantd.plant-1.svc.slow.device", h, Bytes::new())
+        .await
+        .expect("reply");
+    let status = slow
+        .headers
+        .and_then(|h| h.get(headers::STATUS).map(|v| v.as_str().to_owned()));
+    assert!(
+        status.as_deref().is_some_and(|s| s.starts_with("504")),
+        "{status:?}"
+    );
+}
