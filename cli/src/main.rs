@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use plantd_cli::up::{self, HttpOverrides, NatsOverrides, UpOverrides};
+use plantd_cli::up::{self, EdgeOverrides, HttpOverrides, NatsOverrides, UpOverrides};
 
 /// plantd: control and telemetry for industrial sites.
 #[derive(Debug, Parser)]
@@ -47,6 +47,15 @@ enum Command {
         /// Address of the local functions server [default: 127.0.0.1:8080].
         #[arg(long)]
         http_listen: Option<String>,
+        /// The edge broker's MQTT address [default: 127.0.0.1:1883].
+        #[arg(long)]
+        mqtt_listen: Option<String>,
+        /// The edge broker's health/metrics address [default: 127.0.0.1:9090].
+        #[arg(long)]
+        edge_http_listen: Option<String>,
+        /// Let MQTT clients in without a token (development only).
+        #[arg(long)]
+        allow_anonymous: bool,
     },
 }
 
@@ -73,6 +82,9 @@ fn main() -> ExitCode {
                 nats_host,
                 nats_port,
                 http_listen,
+                mqtt_listen,
+                edge_http_listen,
+                allow_anonymous,
             } => {
                 let overrides = UpOverrides {
                     data_dir,
@@ -82,6 +94,11 @@ fn main() -> ExitCode {
                     },
                     http: HttpOverrides {
                         listen: http_listen,
+                    },
+                    edge: EdgeOverrides {
+                        mqtt_listen,
+                        http_listen: edge_http_listen,
+                        allow_anonymous: allow_anonymous.then_some(true),
                     },
                 };
                 let config = up::load_config(config.as_deref(), &overrides)?;

@@ -28,6 +28,33 @@ pub struct UpConfig {
     pub nats: NatsConfig,
     /// The local functions server.
     pub http: HttpConfig,
+    /// The edge broker.
+    pub edge: EdgeConfig,
+}
+
+/// The local edge broker's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Site name of this machine's edge.
+    pub site: String,
+    /// MQTT listener; `127.0.0.1:0` picks a free port.
+    pub mqtt_listen: String,
+    /// Health and metrics listener.
+    pub http_listen: String,
+    /// Let MQTT clients in without a token (loudly logged).
+    pub allow_anonymous: bool,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            site: "local".into(),
+            mqtt_listen: "127.0.0.1:1883".into(),
+            http_listen: "127.0.0.1:9090".into(),
+            allow_anonymous: false,
+        }
+    }
 }
 
 /// The local functions server's settings.
@@ -67,6 +94,7 @@ impl Default for UpConfig {
             data_dir: PathBuf::from(".plantd"),
             nats: NatsConfig::default(),
             http: HttpConfig::default(),
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -94,6 +122,29 @@ pub struct UpOverrides {
     /// `--http-listen`.
     #[serde(skip_serializing_if = "HttpOverrides::is_empty")]
     pub http: HttpOverrides,
+    /// `--mqtt-listen`, `--edge-http-listen`, `--allow-anonymous`.
+    #[serde(skip_serializing_if = "EdgeOverrides::is_empty")]
+    pub edge: EdgeOverrides,
+}
+
+/// Edge flags.
+#[derive(Debug, Default, Serialize)]
+pub struct EdgeOverrides {
+    /// `--mqtt-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_listen: Option<String>,
+    /// `--edge-http-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// `--allow-anonymous`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_anonymous: Option<bool>,
+}
+
+impl EdgeOverrides {
+    fn is_empty(&self) -> bool {
+        self.mqtt_listen.is_none() && self.http_listen.is_none() && self.allow_anonymous.is_none()
+    }
 }
 
 /// `--http-listen`.
@@ -185,16 +236,23 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         "ready",
         format_args!("{functions_url}  (identity: /v1/auth/login, /.well-known/jwks.json)"),
     );
+    let (edge_stop, edge, edge_mqtt) = start_edge(&config, &nats.url(), &functions_url).await?;
 
     println!(
-        "plantd is up. Next: log in as {} with the password in {} (mode 0600):",
+        "plantd is up. Next: get a token as {} (password in {}, mode 0600):",
         config.http.admin_email,
         admin_password_path(&config).display()
     );
     println!(
-        "  curl -s {functions_url}/v1/auth/login -H 'content-type: application/json' -d \"{{\\\"email\\\":\\\"{}\\\",\\\"password\\\":\\\"$(cat {})\\\"}}\"",
+        "  TOKEN=$(curl -s {functions_url}/v1/auth/login -H 'content-type: application/json' -d \"{{\\\"email\\\":\\\"{}\\\",\\\"password\\\":\\\"$(cat {})\\\",\\\"sites\\\":[\\\"{}\\\"]}}\" | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
         config.http.admin_email,
-        admin_password_path(&config).display()
+        admin_password_path(&config).display(),
+        config.edge.site
+    );
+    println!(
+        "  mosquitto_pub -h {} -p {} -u admin -P \"$TOKEN\" -t line1/temp -m 21.5",
+        edge_mqtt.ip(),
+        edge_mqtt.port()
     );
     println!(
         "  NATS is at {} (e.g. subscribe to plantd.>). Ctrl-C stops everything.",
@@ -210,6 +268,12 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     };
 
     println!("plantd up: stopping");
+    let _ = edge_stop.send(());
+    match edge.await {
+        Ok(Ok(())) => status("edge", "stopped", &config.edge.site),
+        Ok(Err(e)) => tracing::warn!(error = %e, "edge"),
+        Err(e) => tracing::warn!(error = %e, "edge task"),
+    }
     let _ = server_stop.send(());
     match server.await {
         Ok(Ok(())) => status("functions", "stopped", &functions_url),
@@ -226,6 +290,68 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         status("nats", "stopped", nats.url());
     }
     outcome
+}
+
+type EdgeTask = tokio::task::JoinHandle<Result<(), plantd_edge::edge::EdgeError>>;
+
+/// Runs the edge broker bridged to the local NATS, trusting the local
+/// identity service's keys.
+async fn start_edge(
+    config: &UpConfig,
+    nats_url: &str,
+    functions_url: &str,
+) -> Result<(
+    tokio::sync::oneshot::Sender<()>,
+    EdgeTask,
+    std::net::SocketAddr,
+)> {
+    let e = &config.edge;
+    let mut edge = plantd_edge::Config {
+        site: e.site.clone(),
+        mqtt_listen: e.mqtt_listen.clone(),
+        http_listen: e.http_listen.clone(),
+        data_dir: Some(config.data_dir.join("edge")),
+        allow_anonymous: e.allow_anonymous,
+        jwks_url: Some(format!("{functions_url}/.well-known/jwks.json")),
+        ..plantd_edge::Config::default()
+    };
+    edge.uplink.nats_url = Some(nats_url.to_owned());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(plantd_edge::edge::run(
+        edge,
+        async move {
+            let _ = stopped.await;
+        },
+        move |mqtt, http| {
+            let _ = ready_tx.send((mqtt, http));
+        },
+    ));
+    let (mqtt, http) = match ready_rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            let why = match task.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "stopped".into(),
+                Err(e) => e.to_string(),
+            };
+            return Err(anyhow::anyhow!("the edge broker did not start: {why}"));
+        }
+    };
+    status(
+        "edge",
+        "ready",
+        format_args!(
+            "mqtt://{mqtt}  (site {}, bridged to NATS; health http://{http}/readyz, metrics /metrics{})",
+            e.site,
+            if e.allow_anonymous {
+                "; ANONYMOUS ACCESS ON"
+            } else {
+                "; clients need a token"
+            }
+        ),
+    );
+    Ok((stop, task, mqtt))
 }
 
 fn admin_password_path(config: &UpConfig) -> PathBuf {
@@ -322,6 +448,7 @@ mod tests {
                     host: None,
                 },
                 http: HttpOverrides::default(),
+                edge: EdgeOverrides::default(),
             },
         )
         .expect("config");

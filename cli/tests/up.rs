@@ -27,6 +27,7 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
     ]);
     let mut url = None;
     let mut functions = None;
+    let mut mqtt = None;
     let mut up = ManagedProcess::spawn("plantd up", cmd, Duration::from_secs(60), |line| {
         let word = |prefix: &str| {
             line.split_whitespace()
@@ -38,6 +39,9 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
         }
         if line.trim_start().starts_with("functions ") {
             functions = word("http://");
+        }
+        if line.trim_start().starts_with("edge ") {
+            mqtt = word("mqtt://");
         }
         line.starts_with("plantd is up")
     })
@@ -82,6 +86,52 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
         .expect("jwks");
     assert_eq!(jwks.status, 200);
 
+    // A device with a token for site "local" publishes to the edge; the
+    // message lands in JetStream. Without a token it is refused.
+    let mqtt = mqtt.expect("plantd up prints the edge's MQTT address");
+    let mqtt_port = mqtt.rsplit(':').next().expect("port").to_owned();
+    let body = serde_json::json!({"email": "admin@plantd.local", "password": password.trim(), "sites": ["local"]}).to_string();
+    let login = http::request(
+        http_port,
+        "POST",
+        "/v1/auth/login",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await
+    .expect("login request");
+    let token: serde_json::Value = serde_json::from_slice(&login.body).expect("json");
+    let token = token["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned();
+    let publish = |password: Option<&str>| {
+        let mut c = std::process::Command::new(plantd_testkit::tool("mosquitto_pub"));
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt_port,
+            "-q",
+            "1",
+            "-t",
+            "line1/temp",
+            "-m",
+            "21.5",
+        ]);
+        if let Some(p) = password {
+            c.args(["-u", "admin", "-P", p]);
+        }
+        c.output().expect("run mosquitto_pub")
+    };
+    assert!(!publish(None).status.success(), "no token, no access");
+    let out = publish(Some(&token));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let client = async_nats::connect(&url)
         .await
         .expect("connect to printed URL");
@@ -106,6 +156,23 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
         dir.path().join("nats").join("jetstream").is_dir(),
         "store under --data-dir"
     );
+    let mut telemetry = js.get_stream(streams::TELEMETRY).await.expect("telemetry");
+    let consumer = telemetry
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let m = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::StreamExt::next(&mut messages),
+    )
+    .await
+    .expect("the device's message reaches JetStream")
+    .expect("stream")
+    .expect("message");
+    assert_eq!(m.subject.as_str(), "plantd.local.up.line1.temp");
+    assert_eq!(&m.payload[..], b"21.5");
+    let _ = telemetry.info().await;
     drop(client);
 
     let status = up
