@@ -156,16 +156,7 @@ impl Journal {
     /// a record over the segment size, [`JournalError::Failed`] if the
     /// writer hit an I/O error.
     pub async fn append(&self, payload: Bytes) -> Result<u64, JournalError> {
-        self.check_size(&payload)?;
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Command::Append {
-                payload,
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        wait.await.map_err(|_| self.failure())?
+        self.enqueue(payload).await?.await
     }
 
     /// Queues `payload` (in order with every other append) and returns a

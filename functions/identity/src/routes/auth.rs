@@ -55,7 +55,8 @@ pub async fn login(
             "too many failed logins; try again later",
         ));
     }
-    let audience = tokens::user_audience(&req.sites)?;
+    // A bad site name is a 400 before any credential is looked at.
+    tokens::user_audience(&req.sites)?;
     let user = match state
         .store
         .get::<EmailIndex>(&format!("email.{email_hash}"))
@@ -81,9 +82,22 @@ pub async fn login(
         }
     };
     let _ = state.store.delete(&lock_key).await;
-    let (perms, mqtt) = tokens::expand_roles(&state, &user.org, &user.roles).await?;
+    let tokens = user_tokens(&state, &user, None, req.sites).await?;
+    tracing::info!(user = %user.id, org = %user.org, "login");
+    Ok(Json(tokens))
+}
+
+/// An access token and a refresh token (in `family`, or a new one) for
+/// `user`, valid for the API and the given sites.
+async fn user_tokens(
+    state: &AppState,
+    user: &User,
+    family: Option<String>,
+    sites: Vec<String>,
+) -> Result<TokenResponse, AppError> {
+    let (perms, mqtt) = tokens::expand_roles(state, &user.org, &user.roles).await?;
     let (access, ttl) = tokens::access_token(
-        &state,
+        state,
         Subject {
             id: user.id.clone(),
             org: user.org.clone(),
@@ -91,17 +105,16 @@ pub async fn login(
             roles: user.roles.clone(),
             perms,
             mqtt,
-            audience,
+            audience: tokens::user_audience(&sites)?,
         },
     )?;
-    let refresh = tokens::new_refresh(&state, &user.id, &user.org, None, req.sites).await?;
-    tracing::info!(user = %user.id, org = %user.org, "login");
-    Ok(Json(TokenResponse {
+    let refresh = tokens::new_refresh(state, &user.id, &user.org, family, sites).await?;
+    Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
         expires_in: ttl,
         refresh_token: Some(refresh),
-    }))
+    })
 }
 
 async fn record_failure(state: &AppState, key: &str) -> Result<(), AppError> {
@@ -179,33 +192,9 @@ pub async fn refresh(
         .map(|(u, _)| u)
         .filter(|u| u.active)
         .ok_or_else(|| AppError::unauthorized("refresh token is not valid"))?;
-    let (perms, mqtt) = tokens::expand_roles(&state, &user.org, &user.roles).await?;
-    let (access, ttl) = tokens::access_token(
-        &state,
-        Subject {
-            id: user.id.clone(),
-            org: user.org.clone(),
-            kind: PrincipalKind::User,
-            roles: user.roles.clone(),
-            perms,
-            mqtt,
-            audience: tokens::user_audience(&record.sites)?,
-        },
-    )?;
-    let next = tokens::new_refresh(
-        &state,
-        &user.id,
-        &user.org,
-        Some(record.family),
-        record.sites,
-    )
-    .await?;
-    Ok(Json(TokenResponse {
-        access_token: access,
-        token_type: "Bearer",
-        expires_in: ttl,
-        refresh_token: Some(next),
-    }))
+    Ok(Json(
+        user_tokens(&state, &user, Some(record.family), record.sites).await?,
+    ))
 }
 
 /// `POST /v1/auth/logout`.
