@@ -29,6 +29,7 @@ use plantd_shared::topic::Filter;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::EdgeTrust;
 use crate::config::Config;
 use crate::http::HttpExtras;
 use crate::inject::{EdgeCommands, EdgeServices};
@@ -272,10 +273,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
 ) -> Result<(), EdgeError> {
+    // Signing keys (and, with NATS, revocations) for token authentication.
+    let mut trust = EdgeTrust::start(&config).map_err(|e| EdgeError::Config(e.to_string()))?;
     let Some(url) = config.uplink.nats_url.clone() else {
-        let broker = Broker::bind(config).await?;
+        let broker = EdgeTrust::install(trust.as_ref(), Broker::bind(config).await?);
         on_ready(broker.mqtt_addr(), broker.http_addr());
         broker.run(shutdown).await;
+        if let Some(t) = trust {
+            t.stop().await;
+        }
         return Ok(());
     };
     let site = Site::new(config.site.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
@@ -307,6 +313,9 @@ pub async fn run(
         "journal ready"
     );
     let client = connect_nats(&config, &url).await?;
+    if let Some(t) = &mut trust {
+        t.mirror_revocations(&client);
+    }
     let token = CancellationToken::new();
     let mut tasks = Vec::new();
     if config.uplink.create_streams {
@@ -345,6 +354,7 @@ pub async fn run(
         .await?
         .with_publish_hook(Arc::new(JournalHook::new(journal.clone(), rules)))
         .with_http_extras(readiness(journal.clone(), status));
+    let broker = EdgeTrust::install(trust.as_ref(), broker);
     let handle = broker.handle();
 
     // Cloud → devices: commands from PLANTD_COMMANDS, in order.
@@ -367,9 +377,15 @@ pub async fn run(
     tasks.push(tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
         let bound = loop {
-            match Service::bind(svc_client.clone(), ServiceConfig::new(site.clone()), Arc::new(services.clone())).await {
-                Ok(s) => break s,
-                Err(e) => tracing::warn!(error = %e, "site services not reachable over NATS yet; retrying"),
+            // The bind waits for the server while NATS is down: it must not
+            // hold up a shutdown.
+            let bind = Service::bind(svc_client.clone(), ServiceConfig::new(site.clone()), Arc::new(services.clone()));
+            tokio::select! {
+                _ = t.cancelled() => return,
+                r = bind => match r {
+                    Ok(s) => break s,
+                    Err(e) => tracing::warn!(error = %e, "site services not reachable over NATS yet; retrying"),
+                },
             }
             tokio::select! {
                 _ = t.cancelled() => return,
@@ -391,6 +407,9 @@ pub async fn run(
         .await;
 
     token.cancel();
+    if let Some(t) = trust {
+        t.stop().await;
+    }
     uplink_stop.cancel();
     let _ = uplink_task.await;
     for t in tasks {

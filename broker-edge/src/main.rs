@@ -32,9 +32,16 @@ struct Args {
     /// Directory for durable state.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Accept clients without credentials.
+    /// Accept clients without credentials (off by default; logged loudly).
     #[arg(long)]
     allow_anonymous: bool,
+    /// URL of the identity service's JWKS (signing keys, cached under
+    /// <data-dir>/trust).
+    #[arg(long, value_name = "URL")]
+    jwks_url: Option<String>,
+    /// JWKS file with the signing keys (sites that never reach identity).
+    #[arg(long, value_name = "FILE")]
+    jwks_file: Option<PathBuf>,
     /// Refuse subscriptions covered by this filter (repeatable).
     #[arg(long, value_name = "FILTER")]
     deny_subscribe: Vec<String>,
@@ -93,6 +100,12 @@ fn load(args: Args) -> anyhow::Result<Config> {
     }
     if args.allow_anonymous {
         config.allow_anonymous = true;
+    }
+    if args.jwks_url.is_some() {
+        config.jwks_url = args.jwks_url;
+    }
+    if args.jwks_file.is_some() {
+        config.jwks_file = args.jwks_file;
     }
     config.deny_subscribe.extend(args.deny_subscribe);
     let u = &mut config.uplink;

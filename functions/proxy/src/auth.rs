@@ -1,0 +1,114 @@
+//! Who is calling: the bearer token, verified against the identity
+//! service's public keys (API audience) and the revocation list in
+//! `plantd_revoked`, with its permissions compiled once per request.
+
+use std::sync::{Arc, RwLock};
+
+use async_nats::jetstream::kv::{self, Operation};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use plantd_shared::claims::{API_AUDIENCE, Claims, Permissions};
+use plantd_shared::jwt::{self, JwkSet, VerifyOptions};
+
+use crate::{AppError, AppState};
+
+/// The keys tokens are verified against, and the revocation list.
+#[derive(Debug)]
+pub struct Trust {
+    /// The identity service's JWKS; replaced whole on a refresh.
+    jwks: RwLock<Arc<JwkSet>>,
+    /// `plantd_revoked`: a `Put` for a token id means it is revoked.
+    revoked: kv::Store,
+}
+
+impl Trust {
+    /// Trusts `jwks`, checking revocations in `revoked`.
+    pub fn new(jwks: JwkSet, revoked: kv::Store) -> Self {
+        Self {
+            jwks: RwLock::new(Arc::new(jwks)),
+            revoked,
+        }
+    }
+
+    /// Replaces the keys (after a refresh of the JWKS URL).
+    pub fn set_jwks(&self, jwks: JwkSet) {
+        let mut slot = self.jwks.write().unwrap_or_else(|p| p.into_inner());
+        *slot = Arc::new(jwks);
+    }
+
+    /// The current keys.
+    pub fn jwks(&self) -> Arc<JwkSet> {
+        self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Verifies an API token: signature, expiry, audience, not revoked.
+    ///
+    /// # Errors
+    /// 401 for an invalid or revoked token; 503 when the revocation list
+    /// cannot be read.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AppError> {
+        let claims = jwt::verify(
+            token,
+            &self.jwks(),
+            &VerifyOptions::for_audience(API_AUDIENCE),
+        )
+        .map_err(|e| AppError::unauthorized(e.to_string()))?;
+        let revoked = match self.revoked.entry(claims.jti.as_str()).await {
+            Ok(Some(e)) => e.operation == Operation::Put,
+            Ok(None) => false,
+            Err(e) => return Err(AppError::unavailable(e)),
+        };
+        if revoked {
+            return Err(AppError::unauthorized("token has been revoked"));
+        }
+        Ok(claims)
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's claims.
+    pub claims: Claims,
+    /// Its permissions, compiled.
+    pub perms: Permissions,
+}
+
+impl Caller {
+    /// 403 unless the caller holds `permission`.
+    ///
+    /// # Errors
+    /// [`AppError::forbidden`] naming the permission.
+    pub fn require(&self, permission: &str) -> Result<(), AppError> {
+        if self.perms.allows(permission) {
+            Ok(())
+        } else {
+            Err(AppError::forbidden(permission))
+        }
+    }
+
+    /// The caller's organisation.
+    pub fn org(&self) -> &str {
+        &self.claims.org
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token =
+            bearer(parts).ok_or_else(|| AppError::unauthorized("a bearer token is required"))?;
+        let claims = state.trust.verify(token).await?;
+        let perms = Permissions::from_claims(&claims);
+        Ok(Caller { claims, perms })
+    }
+}

@@ -1,0 +1,116 @@
+//! `plantd-proxy`: how people and programs reach a plant over HTTP.
+//!
+//! A stateless function: scoped state lives in the JetStream KV bucket
+//! `plantd_state`, telemetry in the `PLANTD_TELEMETRY` stream, commands go
+//! to `PLANTD_COMMANDS`, service calls are NATS requests answered by the
+//! site's edge. Every route is authorised by the caller's JWT (issued by
+//! `plantd-identity`, verified here against its JWKS). The same [`app`]
+//! router runs under `axum::serve` locally, inside `plantd up`, and in
+//! tests with `oneshot`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`auth`] | the keys tokens are verified against, the bearer-token extractor, permission checks |
+//! | [`state_store`] | scoped state on `plantd_state`: keys, values with content types, compare-and-set, history |
+//! | [`scan`] | reading a stream in order with a throw-away ordered consumer |
+//! | [`payload`] | payloads in JSON answers (JSON, text or base64) |
+//! | [`json`] | the JSON body extractor (400 unknown fields, 413 too large) |
+//! | [`error`] | the JSON error every route returns |
+//! | [`routes`] | the HTTP API |
+
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod payload;
+pub mod routes;
+pub mod scan;
+pub mod state_store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use axum::Router;
+use plantd_shared::jwt::JwkSet;
+use plantd_shared::streams::REVOKED_BUCKET;
+
+pub use auth::Trust;
+pub use error::AppError;
+pub use state_store::StateStore;
+
+/// Tunables of the proxy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a service call waits for the device when the caller does
+    /// not say.
+    pub call_timeout: Duration,
+    /// The longest wait a caller may ask for.
+    pub max_call_timeout: Duration,
+    /// Most messages one telemetry history page returns.
+    pub max_page: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(10),
+            max_call_timeout: Duration::from_secs(60),
+            max_page: 1000,
+        }
+    }
+}
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Verifies bearer tokens.
+    pub trust: Arc<Trust>,
+    /// Scoped state.
+    pub state: StateStore,
+    /// NATS, for service calls and live subscriptions.
+    pub client: async_nats::Client,
+    /// JetStream, for commands and telemetry.
+    pub js: jetstream::Context,
+    /// Settings.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Builds the state over a NATS client whose JetStream has the
+    /// `plantd_state` and `plantd_revoked` buckets (see
+    /// `plantd_shared::streams::ensure`), trusting tokens signed by a key
+    /// in `jwks`.
+    ///
+    /// # Errors
+    /// 503 when a bucket is missing or JetStream is unreachable.
+    pub async fn new(
+        client: async_nats::Client,
+        jwks: JwkSet,
+        settings: Settings,
+    ) -> Result<Self, AppError> {
+        let js = jetstream::new(client.clone());
+        let revoked = js
+            .get_key_value(REVOKED_BUCKET)
+            .await
+            .map_err(AppError::unavailable)?;
+        let state = StateStore::open(client.clone(), js.clone()).await?;
+        Ok(Self {
+            trust: Arc::new(Trust::new(jwks, revoked)),
+            state,
+            client,
+            js,
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+/// The proxy HTTP API.
+pub fn app(state: AppState) -> Router {
+    routes::router().with_state(state)
+}
+
+/// The proxy HTTP API without `/healthz`, to merge into a server that
+/// already has one (`plantd up` merges it beside `plantd_identity::app`).
+pub fn mountable(state: AppState) -> Router {
+    routes::api().with_state(state)
+}

@@ -1,0 +1,119 @@
+//! `POST /v1/sites/{site}/call/{topic…}`: a request to a service on a
+//! site. The body goes to the device as an MQTT 5 request (through the
+//! site's edge); the device's answer comes back as the response, with its
+//! content type. 503 when no device serves the topic (or the site is not
+//! connected), 504 when nobody answers in time.
+
+use std::time::Duration;
+
+use crate::json::Params;
+use async_nats::RequestErrorKind;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use plantd_shared::headers;
+use plantd_shared::subject::{Channel, topic_to_subject};
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::routes::site;
+use crate::{AppError, AppState};
+
+/// What NATS may add to the wait the caller asked for, so the edge's own
+/// 504 (sent when the device is late) arrives before ours.
+const MARGIN: Duration = Duration::from_millis(500);
+
+/// The permission to call services on `site`.
+pub fn permission(site: &str) -> String {
+    format!("services:{site}:call")
+}
+
+/// Query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallQuery {
+    /// How long to wait for the device, in milliseconds (default 10 000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// The call.
+///
+/// # Errors
+/// 400, 403, 413, 503 (no responder), 504 (timeout), 502 (a reply the edge
+/// marked as failed for another reason).
+pub async fn call(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((site_name, topic)): Path<(String, String)>,
+    Params(query): Params<CallQuery>,
+    req_headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let site = site::site(&site_name)?;
+    caller.require(&permission(site.as_str()))?;
+    let topic = site::topic(&topic)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::json::too_large()
+        } else {
+            AppError::bad_request(e.body_text())
+        }
+    })?;
+    let wait = query
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(state.settings.call_timeout)
+        .min(state.settings.max_call_timeout);
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::TIMEOUT_MS, wait.as_millis().to_string().as_str());
+    if let Some(ct) = req_headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        h.insert(headers::CONTENT_TYPE, ct);
+    }
+    let subject = topic_to_subject(&site, Channel::Svc, &topic);
+    let request = async_nats::Request::new()
+        .payload(body)
+        .headers(h)
+        .timeout(Some(wait + MARGIN));
+    let reply = match state.client.send_request(subject, request).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            return Err(match e.kind() {
+                RequestErrorKind::NoResponders => AppError::no_responder(format!(
+                    "site {site} is not connected or serves no {topic}"
+                )),
+                RequestErrorKind::TimedOut => {
+                    AppError::timeout(format!("no answer from {topic} on {site} in {wait:?}"))
+                }
+                _ => AppError::unavailable(e),
+            });
+        }
+    };
+    let reply_header = |name: &str| {
+        reply
+            .headers
+            .as_ref()
+            .and_then(|hm| hm.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    if let Some(status) = reply_header(headers::STATUS) {
+        let (code, reason) = status.split_once(' ').unwrap_or((status.as_str(), ""));
+        let reason = if reason.is_empty() {
+            status.as_str()
+        } else {
+            reason
+        };
+        return Err(match code {
+            "503" => AppError::no_responder(reason.to_owned()),
+            "504" => AppError::timeout(reason.to_owned()),
+            "400" => AppError::bad_request(reason.to_owned()),
+            _ => AppError::new(StatusCode::BAD_GATEWAY, "bad_gateway", reason.to_owned()),
+        });
+    }
+    let ct = reply_header(headers::CONTENT_TYPE)
+        .and_then(|ct| HeaderValue::from_str(&ct).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    Ok((StatusCode::OK, [(CONTENT_TYPE, ct)], reply.payload).into_response())
+}

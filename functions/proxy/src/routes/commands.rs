@@ -1,0 +1,111 @@
+//! `POST /v1/sites/{site}/commands`: a command for the devices subscribed
+//! to a topic on a site, stored in `PLANTD_COMMANDS` until the site's edge
+//! takes it (the edge delivers it when the site is reachable, or drops it
+//! once its time to live is over).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use plantd_shared::headers;
+use plantd_shared::subject::{Channel, topic_to_subject};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::json::Body;
+use crate::routes::site;
+use crate::{AppError, AppState};
+
+/// A command.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// The MQTT topic to deliver on.
+    pub topic: String,
+    /// The payload as text ...
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// ... or as base64 (standard alphabet), for bytes.
+    #[serde(default)]
+    pub payload_base64: Option<String>,
+    /// MQTT QoS to deliver with (default 1).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Deliver as a retained message.
+    #[serde(default)]
+    pub retain: bool,
+    /// Drop the command if not delivered within this many seconds.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// MQTT 5 content type to deliver with.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// The permission to send commands to `site`.
+pub fn permission(site: &str) -> String {
+    format!("commands:{site}:send")
+}
+
+/// `POST /v1/sites/{site}/commands` → `202 {stream, sequence}`.
+///
+/// # Errors
+/// 400 for a bad topic, payload or QoS; 403; 503 when JetStream refuses.
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(site_name): Path<String>,
+    Body(cmd): Body<Command>,
+) -> Result<Response, AppError> {
+    let site = site::site(&site_name)?;
+    caller.require(&permission(site.as_str()))?;
+    let topic = site::topic(&cmd.topic)?;
+    if cmd.qos > 2 {
+        return Err(AppError::bad_request("qos must be 0, 1 or 2"));
+    }
+    let payload = match (cmd.payload, cmd.payload_base64) {
+        (Some(_), Some(_)) => {
+            return Err(AppError::bad_request(
+                "send payload or payload_base64, not both",
+            ));
+        }
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => Bytes::from(
+            crate::payload::decode(&b64)
+                .map_err(|e| AppError::bad_request(format!("payload_base64: {e}")))?,
+        ),
+        (None, None) => Bytes::new(),
+    };
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(headers::QOS, cmd.qos.to_string().as_str());
+    h.insert(headers::RETAIN, if cmd.retain { "true" } else { "false" });
+    h.insert(
+        headers::SENT,
+        headers::format_time(headers::now_ms()).as_str(),
+    );
+    h.insert(headers::TOPIC, topic.as_str());
+    if let Some(ttl) = cmd.ttl_secs {
+        h.insert(headers::TTL, ttl.to_string().as_str());
+    }
+    if let Some(ct) = &cmd.content_type {
+        h.insert(headers::CONTENT_TYPE, ct.as_str());
+    }
+    let subject = topic_to_subject(&site, Channel::Down, &topic);
+    let ack = state
+        .js
+        .publish_with_headers(subject, h, payload)
+        .await
+        .map_err(AppError::unavailable)?
+        .await
+        .map_err(AppError::unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "stream": ack.stream, "sequence": ack.sequence })),
+    )
+        .into_response())
+}

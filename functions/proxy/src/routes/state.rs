@@ -1,0 +1,298 @@
+//! `/v1/state`: scoped key/value state with optimistic concurrency.
+//!
+//! Permissions are per scope within the caller's organisation:
+//! `state:scope:<scope>:read|write|delete|admin` (`admin` also grants the
+//! other three, and is what creating or deleting a scope needs).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::json::Body;
+use crate::state_store::{DEFAULT_CONTENT_TYPE, Precondition, check_scope};
+use crate::{AppError, AppState};
+
+/// The permission for `action` on `scope`.
+pub fn permission(scope: &str, action: &str) -> String {
+    format!("state:scope:{scope}:{action}")
+}
+
+/// `"<rev>"`, the `ETag` of a revision.
+pub fn etag(revision: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// Parses an entity tag we issued (`"12"`, also `W/"12"` or bare `12`).
+fn parse_etag(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    t.trim_matches('"').parse().ok()
+}
+
+fn header_text<'a>(
+    headers: &'a HeaderMap,
+    name: &axum::http::HeaderName,
+) -> Result<Option<&'a str>, AppError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| AppError::bad_request(format!("{name} is not text")))
+        })
+        .transpose()
+}
+
+/// The write precondition in `If-Match` / `If-None-Match`.
+fn precondition(headers: &HeaderMap) -> Result<Precondition, AppError> {
+    let if_match = header_text(headers, &IF_MATCH)?;
+    let if_none = header_text(headers, &IF_NONE_MATCH)?;
+    match (if_match, if_none) {
+        (Some(_), Some(_)) => Err(AppError::bad_request(
+            "send either If-Match or If-None-Match, not both",
+        )),
+        (Some(m), None) if m.trim() == "*" => Ok(Precondition::Exists),
+        (Some(m), None) => parse_etag(m).map(Precondition::Revision).ok_or_else(|| {
+            AppError::bad_request("If-Match must be \"*\" or an ETag this API returned")
+        }),
+        (None, Some(n)) if n.trim() == "*" => Ok(Precondition::Absent),
+        (None, Some(_)) => Err(AppError::bad_request(
+            "on writes, If-None-Match can only be \"*\" (create only)",
+        )),
+        (None, None) => Ok(Precondition::None),
+    }
+}
+
+/// `POST /v1/state/scopes` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewScope {
+    /// The scope's name.
+    pub scope: String,
+}
+
+/// `POST /v1/state/scopes`: creates a scope (`admin` on it).
+///
+/// # Errors
+/// 400, 403, 409 when it exists, 503.
+pub async fn create_scope(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(body): Body<NewScope>,
+) -> Result<Response, AppError> {
+    check_scope(&body.scope)?;
+    caller.require(&permission(&body.scope, "admin"))?;
+    let revision = state.state.create_scope(caller.org(), &body.scope).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(ETAG, etag(revision))],
+        axum::Json(json!({ "scope": body.scope, "revision": revision })),
+    )
+        .into_response())
+}
+
+/// `GET /v1/state/scopes`: the scopes of the caller's organisation that it
+/// may read.
+///
+/// # Errors
+/// 401, 503.
+pub async fn list_scopes(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, AppError> {
+    let scopes: Vec<String> = state
+        .state
+        .scopes(caller.org())
+        .await?
+        .into_iter()
+        .filter(|s| caller.perms.allows(&permission(s, "read")))
+        .collect();
+    Ok(axum::Json(json!({ "scopes": scopes })).into_response())
+}
+
+/// `DELETE /v1/state/scopes/{scope}`: deletes a scope and all its keys.
+///
+/// # Errors
+/// 400, 403, 404, 503.
+pub async fn delete_scope(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(scope): Path<String>,
+) -> Result<Response, AppError> {
+    check_scope(&scope)?;
+    caller.require(&permission(&scope, "admin"))?;
+    state.state.delete_scope(caller.org(), &scope).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn require_scope(state: &AppState, org: &str, scope: &str) -> Result<(), AppError> {
+    if state.state.scope_exists(org, scope).await? {
+        Ok(())
+    } else {
+        Err(AppError::not_found(format!(
+            "scope {scope} (create it with POST /v1/state/scopes)"
+        )))
+    }
+}
+
+/// `GET /v1/state/{scope}`: the scope's keys with their revisions.
+///
+/// # Errors
+/// 400, 403, 404, 503.
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(scope): Path<String>,
+) -> Result<Response, AppError> {
+    check_scope(&scope)?;
+    caller.require(&permission(&scope, "read"))?;
+    require_scope(&state, caller.org(), &scope).await?;
+    let keys: Vec<_> = state
+        .state
+        .keys(caller.org(), &scope)
+        .await?
+        .into_iter()
+        .map(|(key, revision)| json!({ "key": key, "revision": revision }))
+        .collect();
+    Ok(axum::Json(json!({ "scope": scope, "keys": keys })).into_response())
+}
+
+/// `GET /v1/state/{scope}/{key}`: the value with its content type and
+/// `ETag`; 304 when `If-None-Match` names the current revision.
+///
+/// # Errors
+/// 400, 403, 404, 503.
+pub async fn get_value(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((scope, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    check_scope(&scope)?;
+    caller.require(&permission(&scope, "read"))?;
+    let value = state
+        .state
+        .get(caller.org(), &scope, &key)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("key {key} in scope {scope}")))?;
+    let tag = etag(value.revision);
+    if let Some(inm) = header_text(&headers, &IF_NONE_MATCH)?
+        && inm
+            .split(',')
+            .any(|t| parse_etag(t) == Some(value.revision))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(ETAG, tag)]).into_response());
+    }
+    let ct = HeaderValue::from_str(&value.content_type)
+        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+    Ok((
+        StatusCode::OK,
+        [(ETAG, tag), (CONTENT_TYPE, ct)],
+        value.bytes,
+    )
+        .into_response())
+}
+
+/// `PUT /v1/state/{scope}/{key}`: stores the body as is, with its content
+/// type. `If-Match: "<rev>"` → only if unchanged (409 otherwise);
+/// `If-None-Match: *` → only if absent (409 otherwise).
+///
+/// # Errors
+/// 400, 403, 404 (no such scope), 409, 413, 503.
+pub async fn put_value(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((scope, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    check_scope(&scope)?;
+    caller.require(&permission(&scope, "write"))?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::json::too_large()
+        } else {
+            AppError::bad_request(e.body_text())
+        }
+    })?;
+    let content_type = header_text(&headers, &CONTENT_TYPE)?
+        .unwrap_or(DEFAULT_CONTENT_TYPE)
+        .to_owned();
+    if crate::payload::is_json(&content_type)
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err()
+    {
+        return Err(AppError::bad_request(
+            "the body is not valid JSON but Content-Type says it is",
+        ));
+    }
+    let pre = precondition(&headers)?;
+    require_scope(&state, caller.org(), &scope).await?;
+    let revision = state
+        .state
+        .put(caller.org(), &scope, &key, &content_type, body, pre)
+        .await?;
+    let status = if pre == Precondition::Absent {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        [(ETAG, etag(revision))],
+        axum::Json(json!({ "scope": scope, "key": key, "revision": revision })),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/state/{scope}/{key}`: deletes the key (history is kept);
+/// `If-Match: "<rev>"` → only if unchanged.
+///
+/// # Errors
+/// 400, 403, 404, 409, 503.
+pub async fn delete_value(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((scope, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    check_scope(&scope)?;
+    caller.require(&permission(&scope, "delete"))?;
+    let revision = match precondition(&headers)? {
+        Precondition::Revision(r) => Some(r),
+        Precondition::None | Precondition::Exists => None,
+        Precondition::Absent => {
+            return Err(AppError::bad_request(
+                "If-None-Match makes no sense on DELETE",
+            ));
+        }
+    };
+    state
+        .state
+        .delete(caller.org(), &scope, &key, revision)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/state/{scope}/{key}/history`: every kept revision, oldest
+/// first.
+///
+/// # Errors
+/// 400, 403, 404, 503.
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((scope, key)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    check_scope(&scope)?;
+    caller.require(&permission(&scope, "read"))?;
+    let entries = state.state.history(caller.org(), &scope, &key).await?;
+    if entries.is_empty() {
+        return Err(AppError::not_found(format!("key {key} in scope {scope}")));
+    }
+    Ok(axum::Json(json!({ "scope": scope, "key": key, "history": entries })).into_response())
+}

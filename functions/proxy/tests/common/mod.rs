@@ -1,0 +1,176 @@
+//! The fixture every proxy test uses: a real nats-server with plantd's
+//! streams and buckets, the proxy router over it, and tokens minted with a
+//! test signing key.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Body as HttpBody;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use plantd_proxy::{AppState, Settings, app};
+use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
+use plantd_shared::jwt::{SigningKey, jwks_of, now_secs};
+use plantd_shared::streams::{self, Settings as StreamSettings};
+use plantd_testkit::Nats;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+/// A running proxy over its own nats-server.
+pub struct Fixture {
+    /// The server (dropped last).
+    pub nats: Nats,
+    /// The router.
+    pub app: Router,
+    /// Its state.
+    pub state: AppState,
+    /// Signs test tokens.
+    pub key: SigningKey,
+}
+
+pub async fn fixture() -> Fixture {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &StreamSettings::default())
+        .await
+        .expect("streams and buckets");
+    let key = SigningKey::generate_ed25519("test-key").expect("key");
+    let jwks = jwks_of([&key]).expect("jwks");
+    let state = AppState::new(nats.client().await, jwks, Settings::default())
+        .await
+        .expect("state");
+    Fixture {
+        app: app(state.clone()),
+        state,
+        nats,
+        key,
+    }
+}
+
+impl Fixture {
+    /// A token for `sub` in `org` with `perms` and MQTT grants.
+    pub fn token_with(
+        &self,
+        org: &str,
+        perms: &[&str],
+        mqtt: &[(&str, &[&str], &[&str])],
+    ) -> String {
+        let now = now_secs();
+        let mqtt: BTreeMap<String, MqttGrant> = mqtt
+            .iter()
+            .map(|(site, p, s)| {
+                (
+                    (*site).to_owned(),
+                    MqttGrant {
+                        publish: p.iter().map(|x| (*x).to_owned()).collect(),
+                        subscribe: s.iter().map(|x| (*x).to_owned()).collect(),
+                    },
+                )
+            })
+            .collect();
+        let claims = Claims {
+            iss: "plantd-identity".into(),
+            sub: format!("user-{org}"),
+            aud: Audience::One(API_AUDIENCE.into()),
+            exp: now + 600,
+            iat: now,
+            nbf: None,
+            jti: format!("jti-{}-{}", org, rand_suffix()),
+            org: org.into(),
+            kind: PrincipalKind::User,
+            roles: Vec::new(),
+            perms: perms.iter().map(|p| (*p).to_owned()).collect(),
+            mqtt,
+        };
+        self.key.sign(&claims).expect("sign")
+    }
+
+    /// A token for `org` with `perms`.
+    pub fn token(&self, org: &str, perms: &[&str]) -> String {
+        self.token_with(org, perms, &[])
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// An answer: status, headers, raw body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` when empty).
+    pub fn json(&self) -> Value {
+        if self.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+        }
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request through the router.
+pub async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<HttpBody>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body.into()).expect("request");
+    let resp = app.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Sends JSON.
+pub async fn send_json(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> Answer {
+    send(
+        app,
+        method,
+        uri,
+        token,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Sends a request without a body.
+pub async fn get(app: &Router, uri: &str, token: Option<&str>) -> Answer {
+    send(app, "GET", uri, token, &[], HttpBody::empty()).await
+}
