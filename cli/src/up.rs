@@ -230,11 +230,13 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status("streams", "ready", streams::STREAMS.join(" "));
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
-    let (functions_url, server_stop, server) = start_functions(&config, &js).await?;
+    let (functions_url, server_stop, server) = start_functions(&config, &js, &nats.url()).await?;
     status(
         "functions",
         "ready",
-        format_args!("{functions_url}  (identity: /v1/auth/login, /.well-known/jwks.json)"),
+        format_args!(
+            "{functions_url}  (identity /v1/auth, /.well-known/jwks.json; proxy /v1/state, /v1/sites)"
+        ),
     );
     let (edge_stop, edge, edge_mqtt) = start_edge(&config, &nats.url(), &functions_url).await?;
 
@@ -365,6 +367,7 @@ type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 async fn start_functions(
     config: &UpConfig,
     js: &async_nats::jetstream::Context,
+    nats_url: &str,
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>, ServerTask)> {
     use plantd_identity::{AppState, Keys, Settings as IdentitySettings, bootstrap, keys};
     let key = Keys::load_or_create(&config.data_dir.join("identity").join("signing-key.pem"))
@@ -393,7 +396,19 @@ async fn start_functions(
         bootstrap::Bootstrap::Created(_) => status("admin", "created", &config.http.admin_email),
         bootstrap::Bootstrap::Exists => status("admin", "ready", &config.http.admin_email),
     }
-    let router = axum::Router::new().merge(plantd_identity::app(state));
+    let client = async_nats::connect(nats_url)
+        .await
+        .with_context(|| format!("cannot connect to {nats_url}"))?;
+    let proxy = plantd_proxy::AppState::new(
+        client,
+        state.keys.jwks().clone(),
+        plantd_proxy::Settings::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;
+    let router = axum::Router::new()
+        .merge(plantd_identity::app(state))
+        .merge(plantd_proxy::mountable(proxy));
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;

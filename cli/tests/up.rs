@@ -124,6 +124,20 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
         }
         c.output().expect("run mosquitto_pub")
     };
+    // The proxy is mounted beside identity: state works with the token.
+    let scope = http::request(
+        http_port,
+        "POST",
+        "/v1/state/scopes",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {token}")),
+        ],
+        br#"{"scope": "line1"}"#,
+    )
+    .await
+    .expect("create scope");
+    assert_eq!(scope.status, 201, "{}", scope.text());
     assert!(!publish(None).status.success(), "no token, no access");
     let out = publish(Some(&token));
     assert!(
