@@ -18,6 +18,16 @@ pub struct Config {
     pub mqtt_listen: String,
     /// HTTP listener for `/healthz` and `/metrics`.
     pub http_listen: String,
+    /// MQTT over TLS listener address (unset: no TLS listener).
+    pub tls_listen: Option<String>,
+    /// The TLS server certificate chain (PEM), required with `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS server private key (PEM), required with `tls_listen`.
+    pub tls_key: Option<PathBuf>,
+    /// CA of client certificates (PEM): clients may then present one, and
+    /// a valid one's common name becomes the connection's certificate
+    /// identity (a token is still required).
+    pub tls_client_ca: Option<PathBuf>,
     /// Directory for durable state (the journal of a later issue).
     pub data_dir: Option<PathBuf>,
     /// Accept clients without credentials (off by default: every client
@@ -114,6 +124,10 @@ impl Default for Config {
             site: "local".to_owned(),
             mqtt_listen: "127.0.0.1:1883".to_owned(),
             http_listen: "127.0.0.1:9090".to_owned(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             data_dir: None,
             allow_anonymous: false,
             jwks_url: None,

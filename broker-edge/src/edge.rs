@@ -264,20 +264,20 @@ fn readiness(journal: Journal, status: watch::Receiver<UplinkStatus>) -> HttpExt
 }
 
 /// Runs the edge until `shutdown` resolves. `on_ready` is called with the
-/// bound MQTT and HTTP addresses once listening.
+/// bound addresses once listening.
 ///
 /// # Errors
 /// [`EdgeError`] when something cannot start.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+    on_ready: impl FnOnce(crate::server::Listening),
 ) -> Result<(), EdgeError> {
     // Signing keys (and, with NATS, revocations) for token authentication.
     let mut trust = EdgeTrust::start(&config).map_err(|e| EdgeError::Config(e.to_string()))?;
     let Some(url) = config.uplink.nats_url.clone() else {
         let broker = EdgeTrust::install(trust.as_ref(), Broker::bind(config).await?);
-        on_ready(broker.mqtt_addr(), broker.http_addr());
+        on_ready(broker.listening());
         broker.run(shutdown).await;
         if let Some(t) = trust {
             t.stop().await;
@@ -396,7 +396,7 @@ pub async fn run(
         bound.run(t.cancelled_owned()).await;
     }));
 
-    on_ready(broker.mqtt_addr(), broker.http_addr());
+    on_ready(broker.listening());
     let stop_tasks = token.clone();
     broker
         .run(async move {

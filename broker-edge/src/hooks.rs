@@ -25,6 +25,10 @@ pub struct ClientInfo {
     /// The verified token's identity and compiled permissions; `None` for
     /// an anonymous client (only possible with `--allow-anonymous`).
     pub identity: Option<Arc<Identity>>,
+    /// The common name of the verified client certificate, on a TLS
+    /// listener with a client CA (`--tls-client-ca`); an identity beside
+    /// the token, never instead of it (see `docs/decisions/0014-edge-tls.md`).
+    pub certificate: Option<Arc<str>>,
 }
 
 impl ClientInfo {

@@ -6,6 +6,8 @@
 //! |---|---|
 //! | [`server`] | binds listeners, accepts sockets (connection limit), runs until shutdown |
 //! | [`link`] | one task per socket: handshake, QoS state machine, batched writes |
+//! | [`link::socket`] | what a link reads and writes: TCP, or the TLS bridge's local socket |
+//! | [`tls`] | TLS listener: certificates, handshake, client-certificate common name, bridge |
 //! | [`link::wire`] | translation between 3.1.1 packets and the 5.0 packets the link works with |
 //! | [`router`] | the single owner of sessions, subscriptions and retained messages |
 //! | [`router::subscriptions`] | subscription index (exact + wildcard, shared groups) |
@@ -41,6 +43,7 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod uplink;
 
 pub use config::{Config, Limits};

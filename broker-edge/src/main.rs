@@ -29,6 +29,19 @@ struct Args {
     /// HTTP listen address for /healthz and /metrics [default: 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
+    /// MQTT over TLS listen address (needs --tls-cert and --tls-key).
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<String>,
+    /// TLS server certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS server private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA of client certificates (PEM); a verified certificate's common
+    /// name identifies the device (a token is still required).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Directory for durable state.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -94,6 +107,18 @@ fn load(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.http_listen {
         config.http_listen = v;
+    }
+    if args.tls_listen.is_some() {
+        config.tls_listen = args.tls_listen;
+    }
+    if args.tls_cert.is_some() {
+        config.tls_cert = args.tls_cert;
+    }
+    if args.tls_key.is_some() {
+        config.tls_key = args.tls_key;
+    }
+    if args.tls_client_ca.is_some() {
+        config.tls_client_ca = args.tls_client_ca;
     }
     if let Some(v) = args.data_dir {
         config.data_dir = Some(v);
@@ -176,9 +201,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let config = load(Args::parse())?;
     tracing::info!(site = %config.site, "starting plantd-edge");
-    plantd_edge::edge::run(config, shutdown_signal(), |mqtt, http| {
-        tracing::info!(%mqtt, %http, "plantd-edge listening");
-    })
-    .await?;
+    plantd_edge::edge::run(config, shutdown_signal(), |listening| listening.log()).await?;
     Ok(())
 }

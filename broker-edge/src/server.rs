@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hooks::{Authorizer, PublishHook, StaticRules};
-use crate::link::{self, LinkContext, handshake};
+use crate::link::{self, LinkContext, Peer, handshake};
 use crate::metrics::Metrics;
 use crate::router::Router;
 
@@ -57,6 +57,10 @@ pub enum Error {
         /// Why it is invalid.
         source: plantd_shared::topic::TopicError,
     },
+    /// The TLS listener is misconfigured (missing or invalid certificate,
+    /// key or client CA).
+    #[error("TLS listener: {0}")]
+    Tls(String),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -75,6 +79,8 @@ pub struct Broker {
     mqtt: TcpListener,
     /// HTTP listener (health, metrics).
     http: TcpListener,
+    /// TLS listener and its acceptor (`--tls-listen`), if configured.
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     /// Counters, shared with the HTTP endpoint.
     metrics: Arc<Metrics>,
     /// Authorisation of PUBLISH and SUBSCRIBE.
@@ -98,7 +104,9 @@ impl Broker {
     /// # Errors
     /// [`Error::Bind`] when an address is taken or invalid,
     /// [`Error::Filter`] for a bad `deny_subscribe` filter,
-    /// [`Error::DataDir`] when the data directory cannot be created.
+    /// [`Error::DataDir`] when the data directory cannot be created,
+    /// [`Error::Tls`] when the TLS certificate, key or client CA is missing
+    /// or invalid.
     pub async fn bind(config: Config) -> Result<Self, Error> {
         let deny = config
             .deny_subscribe
@@ -128,11 +136,29 @@ impl Broker {
         };
         let mqtt = bind(config.mqtt_listen.clone()).await?;
         let http = bind(config.http_listen.clone()).await?;
+        let tls = match &config.tls_listen {
+            Some(addr) => {
+                let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+                    return Err(Error::Tls(
+                        "--tls-listen needs --tls-cert and --tls-key".into(),
+                    ));
+                };
+                let acceptor = crate::tls::acceptor(&crate::tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca: config.tls_client_ca.as_deref(),
+                })
+                .map_err(|e| Error::Tls(e.to_string()))?;
+                Some((bind(addr.clone()).await?, acceptor))
+            }
+            None => None,
+        };
         let (router_tx, router_rx) = mpsc::channel(4096);
         Ok(Broker {
             config: Arc::new(config),
             mqtt,
             http,
+            tls,
             metrics: Arc::new(Metrics::default()),
             auth: Arc::new(StaticRules {
                 deny_subscribe: deny,
@@ -201,6 +227,20 @@ impl Broker {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// The bound TLS address, when a TLS listener is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The bound addresses, for the "listening" log line.
+    pub fn listening(&self) -> Listening {
+        Listening {
+            mqtt: self.mqtt_addr(),
+            http: self.http_addr(),
+            tls: self.tls_addr(),
+        }
+    }
+
     /// The broker's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -213,6 +253,7 @@ impl Broker {
             config,
             mqtt,
             http,
+            tls,
             metrics,
             auth,
             hook,
@@ -256,39 +297,61 @@ impl Broker {
         });
         let limit = Arc::new(Semaphore::new(config.limits.max_connections));
         let conn_ids = AtomicU64::new(1);
+        let (tls_listener, acceptor) = tls.unzip();
+        let acceptor = acceptor.map(Arc::new);
         tokio::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
+            let (accepted, secure) = tokio::select! {
                 _ = &mut shutdown => break,
-                r = mqtt.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                r = mqtt.accept() => (r, false),
+                r = accept_opt(tls_listener.as_ref()) => (r, true),
             };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
             let conn_id = conn_ids.fetch_add(1, Relaxed);
-            match limit.clone().try_acquire_owned() {
-                Ok(permit) => {
+            match (limit.clone().try_acquire_owned(), &acceptor) {
+                (Ok(permit), Some(acceptor)) if secure => {
                     let ctx = ctx.clone();
+                    let acceptor = acceptor.clone();
                     tracker.spawn(async move {
-                        link::serve(stream, conn_id, ctx).await;
+                        serve_tls(stream, peer, &acceptor, conn_id, ctx).await;
                         drop(permit);
                     });
                 }
-                Err(_) => {
+                (Ok(permit), _) => {
+                    let ctx = ctx.clone();
+                    tracker.spawn(async move {
+                        let peer = Peer {
+                            addr: Some(peer),
+                            certificate: None,
+                        };
+                        link::serve(stream, peer, conn_id, ctx).await;
+                        drop(permit);
+                    });
+                }
+                (Err(_), _) => {
                     warn!(%peer, limit = config.limits.max_connections, "connection limit reached; refusing");
                     metrics.connections_refused.fetch_add(1, Relaxed);
-                    tracker.spawn(refuse_over_limit(stream, config.clone()));
+                    // A TLS client over the limit is closed before the
+                    // handshake: no CONNACK without spending a handshake.
+                    if !secure {
+                        tracker.spawn(refuse_over_limit(stream, config.clone()));
+                    }
                 }
             }
         }
         info!("shutting down: closing clients");
         token.cancel();
         drop(mqtt);
+        drop(tls_listener);
         drop(ctx);
         tracker.close();
         tracker.wait().await;
@@ -296,6 +359,81 @@ impl Broker {
         let _ = router.await;
         let _ = http_task.await;
         info!("broker stopped");
+    }
+}
+
+/// Accepts on the TLS listener, or never when there is none.
+async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves a TLS client: the handshake (within the connect timeout, in the
+/// connection's own task), then the link over the bridge's socket pair.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    conn_id: u64,
+    ctx: Arc<LinkContext>,
+) {
+    let timeout = Duration::from_millis(ctx.config.limits.connect_timeout_ms);
+    let (tls, certificate) = match crate::tls::handshake(acceptor, stream, timeout).await {
+        Ok(x) => x,
+        Err(why) => {
+            info!(%peer, %why, "closing TLS connection");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    let (local, remote) = match crate::tls::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(%peer, error = %e, "cannot serve a TLS client: no socket pair");
+            return;
+        }
+    };
+    if let Some(cn) = &certificate {
+        info!(%peer, certificate = %cn, "TLS client certificate verified");
+    }
+    let peer = Peer {
+        addr: Some(peer),
+        certificate,
+    };
+    let link = link::serve(local, peer, conn_id, ctx);
+    let bridge = crate::tls::bridge(tls, remote);
+    tokio::pin!(link, bridge);
+    tokio::select! {
+        () = &mut link => {
+            // The link closed its end: the bridge sends close_notify and
+            // ends when the client closes; a client that does not is cut.
+            let _ = tokio::time::timeout(Duration::from_secs(1), bridge).await;
+        }
+        () = &mut bridge => link.await,
+    }
+}
+
+/// The addresses a broker listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// MQTT over TCP.
+    pub mqtt: SocketAddr,
+    /// Health and metrics.
+    pub http: SocketAddr,
+    /// MQTT over TLS, when configured.
+    pub tls: Option<SocketAddr>,
+}
+
+impl Listening {
+    /// Logs the "plantd-edge listening" line (`tls=` only with a TLS
+    /// listener); tests find port-0 addresses in it.
+    pub fn log(&self) {
+        match self.tls {
+            Some(tls) => info!(mqtt = %self.mqtt, http = %self.http, %tls, "plantd-edge listening"),
+            None => info!(mqtt = %self.mqtt, http = %self.http, "plantd-edge listening"),
+        }
     }
 }
 
@@ -324,7 +462,7 @@ async fn refuse_over_limit(mut stream: TcpStream, config: Arc<Config>) {
 /// As [`Broker::bind`].
 pub async fn run(config: Config, shutdown: impl Future) -> Result<(), Error> {
     let broker = Broker::bind(config).await?;
-    info!(mqtt = %broker.mqtt_addr(), http = %broker.http_addr(), "plantd-edge listening");
+    broker.listening().log();
     broker.run(shutdown).await;
     Ok(())
 }

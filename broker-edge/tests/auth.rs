@@ -539,8 +539,8 @@ impl Edge {
                 async move {
                     let _ = stop_rx.await;
                 },
-                move |mqtt, _http| {
-                    let _ = ready_tx.send(mqtt);
+                move |listening| {
+                    let _ = ready_tx.send(listening.mqtt);
                 },
             )
             .await

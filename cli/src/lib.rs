@@ -2,10 +2,14 @@
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
+//! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
 //! | [`streams`] | `plantd streams`: create or update the streams and buckets on any NATS server |
 //! | [`up`] | `plantd up`: the whole stack on one machine (nats-server with JetStream, streams and buckets; later the edge broker and the functions) |
 //!
 //! `main.rs` only parses arguments and calls into these modules.
 
+pub mod commands;
+pub mod session;
 pub mod streams;
 pub mod up;

@@ -7,16 +7,140 @@ use clap::{Parser, Subcommand};
 use plantd_cli::up::{self, EdgeOverrides, HttpOverrides, NatsOverrides, UpOverrides};
 
 /// plantd: control and telemetry for industrial sites.
+///
+/// Exit codes: 0 ok, 1 failure, 2 usage, 3 not logged in / refused,
+/// 4 forbidden, 5 not found, 6 conflict, 7 unavailable or timed out.
 #[derive(Debug, Parser)]
 #[command(name = "plantd", version, about)]
 struct Cli {
+    /// Profile to use (default: the current one; see `plantd login`).
+    #[arg(long, global = true, env = "PLANTD_PROFILE")]
+    profile: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
     /// What to do.
     #[command(subcommand)]
-    command: Command,
+    command: Verb,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum StateCmd {
+    /// List the scopes you can read (`--create NAME` creates one first).
+    Scopes {
+        /// Create this scope.
+        #[arg(long)]
+        create: Option<String>,
+    },
+    /// List a scope's keys.
+    List {
+        /// The scope.
+        scope: String,
+    },
+    /// Print a value (its revision goes to stderr).
+    Get {
+        /// The scope.
+        scope: String,
+        /// The key.
+        key: String,
+    },
+    /// Store a value.
+    Set {
+        /// The scope.
+        scope: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Only if the stored revision is still this one.
+        #[arg(long)]
+        if_match: Option<String>,
+        /// Content type of the value.
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+    },
+    /// Delete a value.
+    Delete {
+        /// The scope.
+        scope: String,
+        /// The key.
+        key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Log in and remember the deployment as a profile. The password comes
+    /// from `--password-file`, `$PLANTD_PASSWORD`, or the first line of
+    /// standard input — never from the command line.
+    Login {
+        /// The functions' base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Your email.
+        #[arg(long)]
+        email: String,
+        /// A file holding the password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Sites whose edges should accept the token (repeatable).
+        #[arg(long = "site")]
+        sites: Vec<String>,
+    },
+    /// Revoke and forget the current session.
+    Logout,
+    /// Who the current session is.
+    Whoami,
+    /// Print the current access token (for `mosquitto_pub -P`).
+    Token,
+    /// Scoped state.
+    State {
+        /// What to do with state.
+        #[command(subcommand)]
+        cmd: StateCmd,
+    },
+    /// Send a command to devices on a site (delivered when it is reachable).
+    Command {
+        /// The site.
+        site: String,
+        /// The MQTT topic.
+        topic: String,
+        /// The payload.
+        payload: String,
+        /// QoS to deliver with.
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Drop it if not delivered within this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Deliver as retained.
+        #[arg(long)]
+        retain: bool,
+    },
+    /// Call a service on a device (MQTT 5 request/response) and print the answer.
+    Call {
+        /// The site.
+        site: String,
+        /// The MQTT topic the device serves.
+        topic: String,
+        /// The request payload.
+        #[arg(default_value = "")]
+        payload: String,
+        /// How long to wait for the device, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Recent messages of a site matching a topic filter.
+    History {
+        /// The site.
+        site: String,
+        /// MQTT topic filter.
+        #[arg(default_value = "#")]
+        filter: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Create or update plantd's JetStream streams and KV buckets on a NATS
     /// server (idempotent; for clusters that `plantd up` does not run).
     Streams {
@@ -59,6 +183,24 @@ enum Command {
     },
 }
 
+/// The password from a file, `$PLANTD_PASSWORD`, or standard input.
+fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    if let Some(f) = file {
+        return Ok(std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?
+            .trim()
+            .to_owned());
+    }
+    if let Ok(p) = std::env::var("PLANTD_PASSWORD") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| anyhow::anyhow!("cannot read the password from standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
 fn main() -> ExitCode {
     plantd_shared::logging::init("plantd");
     let cli = Cli::parse();
@@ -69,14 +211,120 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.json;
+    let profile = cli.profile.clone();
     let result = runtime.block_on(async {
+        use plantd_cli::commands;
+        use plantd_cli::session::Session;
         match cli.command {
-            Command::Streams {
+            Verb::Login {
+                url,
+                email,
+                password_file,
+                sites,
+            } => {
+                let password = read_password(password_file.as_deref())?;
+                let s = Session::login(profile.as_deref(), &url, &email, &password, &sites).await?;
+                let _ = s;
+                println!("logged in to {url} as {email}");
+                Ok(())
+            }
+            Verb::Logout => {
+                Session::open(profile.as_deref()).await?.logout().await?;
+                println!("logged out");
+                Ok(())
+            }
+            Verb::Whoami => commands::whoami(&Session::open(profile.as_deref()).await?, json).await,
+            Verb::Token => {
+                println!(
+                    "{}",
+                    Session::open(profile.as_deref()).await?.access_token()
+                );
+                Ok(())
+            }
+            Verb::State { cmd } => {
+                let s = Session::open(profile.as_deref()).await?;
+                match cmd {
+                    StateCmd::Scopes { create } => {
+                        commands::scopes(&s, create.as_deref(), json).await
+                    }
+                    StateCmd::List { scope } => commands::list(&s, &scope, json).await,
+                    StateCmd::Get { scope, key } => commands::get(&s, &scope, &key, json).await,
+                    StateCmd::Set {
+                        scope,
+                        key,
+                        value,
+                        if_match,
+                        content_type,
+                    } => {
+                        commands::set(
+                            &s,
+                            &scope,
+                            &key,
+                            &value,
+                            if_match.as_deref(),
+                            &content_type,
+                            json,
+                        )
+                        .await
+                    }
+                    StateCmd::Delete { scope, key } => commands::delete(&s, &scope, &key).await,
+                }
+            }
+            Verb::Command {
+                site,
+                topic,
+                payload,
+                qos,
+                ttl,
+                retain,
+            } => {
+                let s = Session::open(profile.as_deref()).await?;
+                let args = commands::CommandArgs {
+                    site: &site,
+                    topic: &topic,
+                    payload: &payload,
+                    qos,
+                    ttl,
+                    retain,
+                };
+                commands::command(&s, args, json).await
+            }
+            Verb::Call {
+                site,
+                topic,
+                payload,
+                timeout_ms,
+            } => {
+                commands::call(
+                    &Session::open(profile.as_deref()).await?,
+                    &site,
+                    &topic,
+                    &payload,
+                    timeout_ms,
+                )
+                .await
+            }
+            Verb::History {
+                site,
+                filter,
+                limit,
+            } => {
+                commands::history(
+                    &Session::open(profile.as_deref()).await?,
+                    &site,
+                    &filter,
+                    limit,
+                    json,
+                )
+                .await
+            }
+            Verb::Streams {
                 nats_url,
                 creds,
                 replicas,
             } => plantd_cli::streams::ensure(&nats_url, creds.as_deref(), replicas).await,
-            Command::Up {
+            Verb::Up {
                 config,
                 data_dir,
                 nats_host,
@@ -110,7 +358,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("plantd: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<plantd_cli::session::CliError>() {
+                Some(c) => ExitCode::from(c.kind as u8),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

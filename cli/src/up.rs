@@ -325,8 +325,8 @@ async fn start_edge(
         async move {
             let _ = stopped.await;
         },
-        move |mqtt, http| {
-            let _ = ready_tx.send((mqtt, http));
+        move |listening: plantd_edge::server::Listening| {
+            let _ = ready_tx.send((listening.mqtt, listening.http));
         },
     ));
     let (mqtt, http) = match ready_rx.await {

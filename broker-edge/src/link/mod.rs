@@ -12,6 +12,7 @@
 //! holds no read or write buffer.
 
 pub mod handshake;
+pub mod socket;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use plantd_shared::topic::{SubscriptionFilter, validate_topic};
 use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -40,6 +40,7 @@ use crate::router::subscriptions::SubEntry;
 use crate::router::{AckTo, ConnectOutcome, ConnectRequest, Routed, RouterCmd};
 use crate::session::{OutFlight, OutgoingWindow};
 use handshake::{HandshakeError, Hello};
+pub use socket::Socket;
 use wire::Wire;
 
 /// Write buffer size above which the link stops draining and reading.
@@ -109,10 +110,21 @@ enum Step {
     },
 }
 
+/// Who is at the other end of a socket, as far as the listener knows.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The remote address (for logs).
+    pub addr: Option<std::net::SocketAddr>,
+    /// The common name of a verified TLS client certificate.
+    pub certificate: Option<Arc<str>>,
+}
+
 /// Serves one accepted socket until it closes.
-pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
+pub async fn serve<S: Socket>(mut stream: S, peer: Peer, conn_id: u64, ctx: Arc<LinkContext>) {
+    let Peer {
+        addr: peer,
+        certificate,
+    } = peer;
     let limits = &ctx.config.limits;
     let mut rbuf = BytesMut::new();
     let hello = match Box::pin(handshake::read_connect(
@@ -205,6 +217,7 @@ pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
             client_id: client_id.clone(),
             username: hello.username.clone(),
             identity,
+            certificate,
         },
         wire: hello.wire,
         conn_id,
@@ -240,7 +253,7 @@ pub async fn serve(mut stream: TcpStream, conn_id: u64, ctx: Arc<LinkContext>) {
         session_expiry,
         armed: true,
     };
-    info!(client_id = %client_id, ?peer, version = ?hello.wire, session_present, "client connected");
+    info!(client_id = %client_id, ?peer, certificate = link.info.certificate.as_deref(), version = ?hello.wire, session_present, "client connected");
     // Only the will is needed after this point.
     let will: Option<Box<Will>> = {
         let h = hello;
@@ -282,8 +295,8 @@ fn authenticate(
 
 /// Ends a connection: DISCONNECT for v5 clients the server closes, then the
 /// session state and the decided will go back to the router.
-async fn finish(
-    mut stream: TcpStream,
+async fn finish<S: Socket>(
+    mut stream: S,
     mut link: Link,
     exit: Exit,
     will: Option<Box<Will>>,
@@ -501,7 +514,7 @@ impl Link {
     }
 
     /// Writes as much of the write buffer as the socket takes now.
-    fn flush(&mut self, stream: &TcpStream) -> Result<(), Exit> {
+    fn flush<S: Socket>(&mut self, stream: &S) -> Result<(), Exit> {
         while !self.wbuf.is_empty() {
             match stream.try_write(&self.wbuf) {
                 Ok(n) => {
@@ -518,7 +531,7 @@ impl Link {
         Ok(())
     }
 
-    async fn run(&mut self, stream: &TcpStream, mut rbuf: BytesMut, keep_alive: u16) -> Exit {
+    async fn run<S: Socket>(&mut self, stream: &S, mut rbuf: BytesMut, keep_alive: u16) -> Exit {
         let ka = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut last_rx = Instant::now();
         let ka_sleep = tokio::time::sleep(ka.unwrap_or(Duration::from_secs(86_400)));
@@ -1072,7 +1085,7 @@ mod size_tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let s = TcpStream::connect(l.local_addr().expect("addr"))
+        let s = tokio::net::TcpStream::connect(l.local_addr().expect("addr"))
             .await
             .expect("connect");
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
@@ -1089,7 +1102,7 @@ mod size_tests {
             hook: None,
             shutdown: CancellationToken::new(),
         });
-        let f = serve(s, 1, ctx);
+        let f = serve(s, Peer::default(), 1, ctx);
         let size = std::mem::size_of_val(&f);
         eprintln!("serve future: {size} bytes");
         // The idle-connection memory budget (< 4 KB per connection, see

@@ -112,3 +112,36 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller { claims, perms })
     }
 }
+
+/// `?access_token=` on a WebSocket URL.
+#[derive(Debug, serde::Deserialize)]
+struct TokenQuery {
+    /// The token (browsers cannot set headers on a WebSocket handshake).
+    access_token: Option<String>,
+}
+
+/// A caller authenticated for a WebSocket: by the bearer header, or by
+/// `?access_token=` for browsers, which cannot set headers on the
+/// handshake. Only `/v1/ws` accepts the query form (tokens in URLs end up
+/// in access logs; HTTP routes insist on the header).
+#[derive(Debug, Clone)]
+pub struct SocketCaller(pub Caller);
+
+impl FromRequestParts<AppState> for SocketCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let from_query = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.access_token);
+        let token = bearer(parts)
+            .map(str::to_owned)
+            .or(from_query)
+            .ok_or_else(|| {
+                AppError::unauthorized("a bearer token (header or ?access_token=) is required")
+            })?;
+        let claims = state.trust.verify(&token).await?;
+        let perms = Permissions::from_claims(&claims);
+        Ok(SocketCaller(Caller { claims, perms }))
+    }
+}

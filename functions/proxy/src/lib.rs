@@ -16,11 +16,13 @@
 //! | [`payload`] | payloads in JSON answers (JSON, text or base64) |
 //! | [`json`] | the JSON body extractor (400 unknown fields, 413 too large) |
 //! | [`error`] | the JSON error every route returns |
+//! | [`openapi`] | the OpenAPI document at `/openapi.json`, generated from the route annotations |
 //! | [`routes`] | the HTTP API |
 
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod openapi;
 pub mod payload;
 pub mod routes;
 pub mod scan;
@@ -48,6 +50,11 @@ pub struct Settings {
     pub max_call_timeout: Duration,
     /// Most messages one telemetry history page returns.
     pub max_page: usize,
+    /// Messages one WebSocket may have queued for sending; a client that
+    /// falls this far behind is closed (code 1008) rather than buffered.
+    pub ws_send_queue: usize,
+    /// Most live subscriptions one WebSocket may hold.
+    pub ws_max_subscriptions: usize,
 }
 
 impl Default for Settings {
@@ -56,6 +63,8 @@ impl Default for Settings {
             call_timeout: Duration::from_secs(10),
             max_call_timeout: Duration::from_secs(60),
             max_page: 1000,
+            ws_send_queue: 256,
+            ws_max_subscriptions: 100,
         }
     }
 }

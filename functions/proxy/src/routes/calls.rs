@@ -32,7 +32,8 @@ pub fn permission(site: &str) -> String {
 }
 
 /// Query parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CallQuery {
     /// How long to wait for the device, in milliseconds (default 10 000).
@@ -44,6 +45,21 @@ pub struct CallQuery {
 /// # Errors
 /// 400, 403, 413, 503 (no responder), 504 (timeout), 502 (a reply the edge
 /// marked as failed for another reason).
+#[utoipa::path(post, path = "/v1/sites/{site}/call/{*topic}", tag = "sites",
+    params(("site" = String, Path, description = "Site name"),
+        ("topic" = String, Path, description = "The service's MQTT topic (may contain `/`)"),
+        CallQuery),
+    request_body(content = Vec<u8>, description = "Any bytes, sent to the device with the request's `Content-Type`", content_type = "*/*"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The device's answer with its content type"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
+        (status = 502, description = "The edge reported a failure", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody),
+        (status = 504, description = "No answer in time", body = crate::openapi::ErrorBody)))]
 pub async fn call(
     State(state): State<AppState>,
     caller: Caller,

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use plantd_shared::headers;
 use plantd_shared::subject::{Channel, topic_to_subject};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::auth::Caller;
 use crate::json::Body;
@@ -18,7 +17,7 @@ use crate::routes::site;
 use crate::{AppError, AppState};
 
 /// A command.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Command {
     /// The MQTT topic to deliver on.
@@ -31,6 +30,7 @@ pub struct Command {
     pub payload_base64: Option<String>,
     /// MQTT QoS to deliver with (default 1).
     #[serde(default = "default_qos")]
+    #[schema(default = 1, maximum = 2)]
     pub qos: u8,
     /// Deliver as a retained message.
     #[serde(default)]
@@ -52,17 +52,55 @@ pub fn permission(site: &str) -> String {
     format!("commands:{site}:send")
 }
 
+/// Where a command was stored.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Sent {
+    /// The stream (`PLANTD_COMMANDS`).
+    pub stream: String,
+    /// Its sequence there.
+    pub sequence: u64,
+}
+
 /// `POST /v1/sites/{site}/commands` → `202 {stream, sequence}`.
 ///
 /// # Errors
 /// 400 for a bad topic, payload or QoS; 403; 503 when JetStream refuses.
+#[utoipa::path(post, path = "/v1/sites/{site}/commands", tag = "sites",
+    params(("site" = String, Path, description = "Site name")),
+    request_body = Command,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Stored for the site's edge", body = Sent),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
     Path(site_name): Path<String>,
     Body(cmd): Body<Command>,
 ) -> Result<Response, AppError> {
-    let site = site::site(&site_name)?;
+    let sent = publish(&state, &caller, &site_name, cmd).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(sent)).into_response())
+}
+
+/// Checks `commands:<site>:send` and the command, and stores it in
+/// `PLANTD_COMMANDS` for the site's edge. Shared by the HTTP route and the
+/// WebSocket's `command` operation.
+///
+/// # Errors
+/// 400 for a bad site, topic, payload or QoS; 403; 503 when JetStream
+/// refuses.
+pub async fn publish(
+    state: &AppState,
+    caller: &Caller,
+    site_name: &str,
+    cmd: Command,
+) -> Result<Sent, AppError> {
+    let site = site::site(site_name)?;
     caller.require(&permission(site.as_str()))?;
     let topic = site::topic(&cmd.topic)?;
     if cmd.qos > 2 {
@@ -103,9 +141,8 @@ pub async fn send(
         .map_err(AppError::unavailable)?
         .await
         .map_err(AppError::unavailable)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "stream": ack.stream, "sequence": ack.sequence })),
-    )
-        .into_response())
+    Ok(Sent {
+        stream: ack.stream,
+        sequence: ack.sequence,
+    })
 }

@@ -1,5 +1,6 @@
-//! The HTTP API. Every route but `/healthz` needs a bearer token; errors
-//! are `{"error", "message"}` with 400/401/403/404/409/413/503/504 as fits.
+//! The HTTP API. Every route but `/healthz` and `/openapi.json` needs a
+//! bearer token; errors are `{"error", "message"}` with
+//! 400/401/403/404/409/413/503/504 as fits.
 //!
 //! | route | module |
 //! |---|---|
@@ -7,17 +8,22 @@
 //! | `POST /v1/sites/{site}/commands` | [`commands`] |
 //! | `POST /v1/sites/{site}/call/{*topic}` | [`calls`] |
 //! | `GET /v1/sites/{site}/last`, `GET /v1/sites/{site}/history` | [`telemetry`] |
+//! | `GET /v1/ws` (WebSocket: live subscriptions, commands) | [`live`] |
+//! | `GET /openapi.json` | [`crate::openapi`] |
 //! | `GET /healthz` | here |
 
 pub mod calls;
 pub mod commands;
+pub mod live;
 pub mod site;
 pub mod state;
 pub mod telemetry;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
@@ -26,31 +32,68 @@ use crate::AppState;
 /// for headers.
 pub const MAX_BODY: usize = 512 * 1024;
 
+/// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "`ok`", content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// Every route, without state.
 pub fn router() -> Router<AppState> {
-    api().route("/healthz", get(|| async { "ok" }))
+    api().merge(
+        OpenApiRouter::new()
+            .routes(routes!(healthz))
+            .split_for_parts()
+            .0,
+    )
 }
 
 /// Every route but `/healthz`, for mounting beside another function that
 /// serves its own (axum panics on a route merged twice).
 pub fn api() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/state/scopes",
-            get(state::list_scopes).post(state::create_scope),
-        )
-        .route("/v1/state/scopes/{scope}", delete(state::delete_scope))
-        .route("/v1/state/{scope}", get(state::list_keys))
-        .route(
-            "/v1/state/{scope}/{key}",
-            get(state::get_value)
-                .put(state::put_value)
-                .delete(state::delete_value),
-        )
-        .route("/v1/state/{scope}/{key}/history", get(state::history))
-        .route("/v1/sites/{site}/commands", post(commands::send))
-        .route("/v1/sites/{site}/call/{*topic}", post(calls::call))
-        .route("/v1/sites/{site}/last", get(telemetry::last))
-        .route("/v1/sites/{site}/history", get(telemetry::history))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+    let (router, _) = documented_api().split_for_parts();
+    router.layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Every route with its documentation: the one list both the router and
+/// `/openapi.json` are made from.
+pub fn documented() -> OpenApiRouter<AppState> {
+    documented_api().routes(routes!(healthz))
+}
+
+/// [`documented`] without `/healthz`.
+fn documented_api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(state::list_scopes, state::create_scope))
+        .routes(routes!(state::delete_scope))
+        .routes(routes!(state::list_keys))
+        .routes(routes!(
+            state::get_value,
+            state::put_value,
+            state::delete_value
+        ))
+        .routes(routes!(state::history))
+        .routes(routes!(commands::send))
+        .routes(routes!(calls::call))
+        .routes(routes!(telemetry::last))
+        .routes(routes!(telemetry::history))
+        .routes(routes!(live::socket))
+        .routes(routes!(crate::openapi::serve))
+}
+
+#[cfg(test)]
+mod tests {
+    /// No route bypasses the document: everything is registered with
+    /// `routes!` (which documents it), never with axum's plain route
+    /// method.
+    #[test]
+    fn every_route_is_registered_through_the_document() {
+        let source = include_str!("mod.rs");
+        let plain = [".", "route("].concat();
+        assert!(
+            !source.contains(&plain),
+            "register routes with routes!(...) so /openapi.json lists them"
+        );
+    }
 }

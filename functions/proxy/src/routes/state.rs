@@ -69,7 +69,7 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, AppError> {
 }
 
 /// `POST /v1/state/scopes` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewScope {
     /// The scope's name.
@@ -80,6 +80,18 @@ pub struct NewScope {
 ///
 /// # Errors
 /// 400, 403, 409 when it exists, 503.
+#[utoipa::path(post, path = "/v1/state/scopes", tag = "state",
+    request_body = NewScope,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created: `{scope, revision}` with an `ETag`"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Exists already, or a concurrent change won", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn create_scope(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,6 +113,12 @@ pub async fn create_scope(
 ///
 /// # Errors
 /// 401, 503.
+#[utoipa::path(get, path = "/v1/state/scopes", tag = "state",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{scopes: [..]}`, those the caller may read"),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn list_scopes(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,6 +137,16 @@ pub async fn list_scopes(
 ///
 /// # Errors
 /// 400, 403, 404, 503.
+#[utoipa::path(delete, path = "/v1/state/scopes/{scope}", tag = "state",
+    params(("scope" = String, Path, description = "State scope")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted with its keys and their history"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn delete_scope(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,6 +172,16 @@ async fn require_scope(state: &AppState, org: &str, scope: &str) -> Result<(), A
 ///
 /// # Errors
 /// 400, 403, 404, 503.
+#[utoipa::path(get, path = "/v1/state/{scope}", tag = "state",
+    params(("scope" = String, Path, description = "State scope")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{scope, keys: [{key, revision}]}`"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -167,6 +205,18 @@ pub async fn list_keys(
 ///
 /// # Errors
 /// 400, 403, 404, 503.
+#[utoipa::path(get, path = "/v1/state/{scope}/{key}", tag = "state",
+    params(("scope" = String, Path, description = "State scope"), ("key" = String, Path, description = "Key in the scope"),
+        ("If-None-Match" = Option<String>, Header, description = "`\"<revision>\"`: 304 when unchanged")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The value byte for byte, with its `Content-Type` and `ETag: \"<revision>\"`"),
+        (status = 304, description = "Unchanged since the revision in `If-None-Match`"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn get_value(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,6 +254,22 @@ pub async fn get_value(
 ///
 /// # Errors
 /// 400, 403, 404 (no such scope), 409, 413, 503.
+#[utoipa::path(put, path = "/v1/state/{scope}/{key}", tag = "state",
+    params(("scope" = String, Path, description = "State scope"), ("key" = String, Path, description = "Key in the scope"),
+        ("If-Match" = Option<String>, Header, description = "`\"<revision>\"` or `*`: only if unchanged / present"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: only if absent")),
+    request_body(content = Vec<u8>, description = "Any bytes; stored with the request's `Content-Type` (JSON must parse)", content_type = "*/*"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Stored: `{scope, key, revision}` with an `ETag`"),
+        (status = 201, description = "Created (`If-None-Match: *`)"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Exists already, or a concurrent change won", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn put_value(
     State(state): State<AppState>,
     caller: Caller,
@@ -254,6 +320,18 @@ pub async fn put_value(
 ///
 /// # Errors
 /// 400, 403, 404, 409, 503.
+#[utoipa::path(delete, path = "/v1/state/{scope}/{key}", tag = "state",
+    params(("scope" = String, Path, description = "State scope"), ("key" = String, Path, description = "Key in the scope"),
+        ("If-Match" = Option<String>, Header, description = "`\"<revision>\"`: only if unchanged")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted (history is kept)"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Exists already, or a concurrent change won", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn delete_value(
     State(state): State<AppState>,
     caller: Caller,
@@ -283,6 +361,16 @@ pub async fn delete_value(
 ///
 /// # Errors
 /// 400, 403, 404, 503.
+#[utoipa::path(get, path = "/v1/state/{scope}/{key}/history", tag = "state",
+    params(("scope" = String, Path, description = "State scope"), ("key" = String, Path, description = "Key in the scope")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`{scope, key, history: [{revision, operation, time, content_type, value | value_base64}]}`, oldest first"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,

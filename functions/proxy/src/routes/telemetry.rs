@@ -13,7 +13,6 @@ use plantd_shared::streams::TELEMETRY;
 use plantd_shared::subject::{Channel, filter_to_subjects, subject_to_topic, topic_to_subject};
 use plantd_shared::topic::Filter;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::auth::Caller;
 use crate::routes::site;
@@ -26,7 +25,7 @@ pub fn permission(site: &str) -> String {
 }
 
 /// One telemetry message as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Message {
     /// The MQTT topic.
     pub topic: String,
@@ -79,7 +78,8 @@ fn message(m: &Scanned) -> Option<Message> {
 }
 
 /// `GET /v1/sites/{site}/last` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LastQuery {
     /// The topic.
@@ -90,6 +90,16 @@ pub struct LastQuery {
 ///
 /// # Errors
 /// 400, 403, 404 when the stream holds nothing for it, 503.
+#[utoipa::path(get, path = "/v1/sites/{site}/last", tag = "sites",
+    params(("site" = String, Path, description = "Site name"), LastQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The last message of the topic", body = Message),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn last(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,7 +138,7 @@ pub async fn last(
 }
 
 /// Which way a history page runs.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     /// Oldest first.
@@ -139,7 +149,8 @@ pub enum Order {
 }
 
 /// `GET /v1/sites/{site}/history` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// MQTT topic filter (`line1/+/temp`, `#`).
@@ -156,6 +167,16 @@ pub struct HistoryQuery {
     /// `asc` or `desc` (default).
     #[serde(default)]
     pub order: Order,
+}
+
+/// One page of `GET /v1/sites/{site}/history`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    /// The messages, in the order asked for.
+    pub messages: Vec<Message>,
+    /// Pass back as `cursor` for the next page; `null` when there is no
+    /// more.
+    pub next_cursor: Option<String>,
 }
 
 fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, AppError> {
@@ -177,6 +198,15 @@ fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, AppError> {
 ///
 /// # Errors
 /// 400, 403, 503.
+#[utoipa::path(get, path = "/v1/sites/{site}/history", tag = "sites",
+    params(("site" = String, Path, description = "Site name"), HistoryQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page", body = HistoryPage),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -218,10 +248,10 @@ pub async fn history(
         Order::Desc => page.descending(cursor).await?,
     };
     let messages: Vec<Message> = messages.iter().filter_map(message).collect();
-    Ok(axum::Json(json!({
-        "messages": messages,
-        "next_cursor": next.map(|n| n.to_string()),
-    }))
+    Ok(axum::Json(HistoryPage {
+        messages,
+        next_cursor: next.map(|n| n.to_string()),
+    })
     .into_response())
 }
 

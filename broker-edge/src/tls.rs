@@ -1,0 +1,218 @@
+//! The TLS listener's connections: the server configuration (certificate,
+//! key, optional client CA), the handshake within a timeout, the client
+//! certificate's common name, and the bridge that lets an unchanged link
+//! serve the decrypted stream.
+//!
+//! The link works on readiness and non-blocking reads and writes
+//! ([`crate::link::Socket`]), which a TLS stream does not offer. A TLS
+//! connection is therefore served as two halves in one task: the bridge
+//! copies between the TLS stream and one end of a local socket pair, and
+//! the link serves the other end exactly as it serves TCP. The cost (one
+//! extra kernel copy each way, two more file descriptors per TLS client) is
+//! discussed in `docs/decisions/0014-edge-tls.md`; plain TCP does not pay it.
+//!
+//! Client certificates: with a client CA, clients *may* present a
+//! certificate; a valid one puts its common name in
+//! [`ClientInfo::certificate`](crate::hooks::ClientInfo::certificate). The
+//! token is still required (unless anonymous access is on): a certificate
+//! identifies a device, the token says what it may do.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use thiserror::Error;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// Why the TLS listener cannot be set up.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("cannot read {what} from {path}: {detail}")]
+    Pem {
+        /// Certificate, key or client CA.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// rustls refused the certificate, key or CA.
+    #[error("invalid TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Files of the TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles<'a> {
+    /// Server certificate chain (PEM, leaf first).
+    pub cert: &'a Path,
+    /// Server private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: &'a Path,
+    /// CA whose client certificates are verified (PEM); `None`: no client
+    /// certificates are asked for.
+    pub client_ca: Option<&'a Path>,
+}
+
+/// Builds the acceptor for `files` with rustls' ring provider.
+///
+/// # Errors
+/// [`TlsError`] when a file is missing or invalid.
+pub fn acceptor(files: &TlsFiles<'_>) -> Result<TlsAcceptor, TlsError> {
+    let pem = |what: &'static str, path: &Path, e: &dyn std::fmt::Display| TlsError::Pem {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(files.cert)
+        .map_err(|e| pem("certificates", files.cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem("certificates", files.cert, &e))?;
+    if certs.is_empty() {
+        return Err(pem("certificates", files.cert, &"no CERTIFICATE section"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(files.key).map_err(|e| pem("private key", files.key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match files.client_ca {
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in
+                CertificateDer::pem_file_iter(path).map_err(|e| pem("client CA", path, &e))?
+            {
+                let cert = cert.map_err(|e| pem("client CA", path, &e))?;
+                roots.add(cert).map_err(|e| pem("client CA", path, &e))?;
+            }
+            if roots.is_empty() {
+                return Err(pem("client CA", path, &"no CERTIFICATE section"));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the TLS handshake on `tcp` within `timeout`; returns the stream and
+/// the common name of the client's verified certificate, if it sent one.
+///
+/// # Errors
+/// A message for the log when the handshake fails or times out.
+pub async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<(TlsStream<TcpStream>, Option<Arc<str>>), String> {
+    let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+        .await
+        .map_err(|_| "no TLS handshake within the connect timeout".to_owned())?
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let cn = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| common_name(leaf.as_ref()))
+        .map(Arc::from);
+    Ok((tls, cn))
+}
+
+/// A socket pair: the link serves the first, [`bridge`] the second.
+///
+/// # Errors
+/// When the OS cannot make a socket pair (out of descriptors).
+pub fn pair() -> std::io::Result<(UnixStream, UnixStream)> {
+    UnixStream::pair()
+}
+
+/// Copies between the TLS stream and the link's socket until either side
+/// ends; dropping both then ends the other side too.
+pub async fn bridge(mut tls: TlsStream<TcpStream>, mut local: UnixStream) {
+    let _ = tokio::io::copy_bidirectional(&mut tls, &mut local).await;
+}
+
+/// One DER element: tag, contents, what follows.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (bytes, after) = rest.split_at_checked(n)?;
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+    };
+    let (contents, after) = rest.split_at_checked(len)?;
+    Some((tag, contents, after))
+}
+
+/// The subject common name (OID 2.5.4.3) of a DER certificate, if it has
+/// one in a string type. The certificate is already verified by rustls;
+/// this only reads it.
+pub fn common_name(cert: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    const SET: u8 = 0x31;
+    const OID: u8 = 0x06;
+    const CN: [u8; 3] = [0x55, 0x04, 0x03];
+    let (SEQUENCE, cert, _) = der(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der(cert)? else {
+        return None;
+    };
+    // [0] version (optional), serial, signature, issuer, validity, subject.
+    let (tag, _, mut rest) = der(tbs)?;
+    let skip = if tag == 0xa0 { 4 } else { 3 };
+    for _ in 0..skip {
+        rest = der(rest)?.2;
+    }
+    let (SEQUENCE, mut rdns, _) = der(rest)? else {
+        return None;
+    };
+    while !rdns.is_empty() {
+        let (SET, mut set, after) = der(rdns)? else {
+            return None;
+        };
+        rdns = after;
+        while !set.is_empty() {
+            let (SEQUENCE, attribute, after) = der(set)? else {
+                return None;
+            };
+            set = after;
+            let (OID, oid, value) = der(attribute)? else {
+                return None;
+            };
+            if oid == CN {
+                let (tag, text, _) = der(value)?;
+                // UTF8String, PrintableString, IA5String.
+                return matches!(tag, 0x0c | 0x13 | 0x16)
+                    .then(|| String::from_utf8(text.to_vec()).ok())
+                    .flatten();
+            }
+        }
+    }
+    None
+}

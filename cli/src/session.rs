@@ -1,0 +1,388 @@
+//! Talking to a plantd deployment as a person or a script: profiles, login,
+//! tokens refreshed automatically, and the API calls behind `plantd state`,
+//! `plantd command`, `plantd call`, `plantd history`.
+//!
+//! * Profiles live in `<config dir>/config.toml` (`~/.config/plantd`, or
+//!   `$PLANTD_CONFIG_DIR`, or `$XDG_CONFIG_HOME/plantd`):
+//!   `current = "default"` and `[profiles.<name>] url = "…" email = "…"`.
+//! * Tokens live in `<config dir>/tokens/<profile>.json`, mode 0600.
+//! * Exit codes mean something: see [`ExitKind`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+/// What went wrong, as a process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// Anything else (1).
+    Failure = 1,
+    /// Not logged in, or the credentials were refused (3).
+    Unauthorized = 3,
+    /// Logged in but not allowed (4).
+    Forbidden = 4,
+    /// No such thing (5).
+    NotFound = 5,
+    /// A concurrent change won, or it exists already (6).
+    Conflict = 6,
+    /// The service, a device or the site is unavailable or timed out (7).
+    Unavailable = 7,
+}
+
+/// An error with the exit code it should produce.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    /// The exit code.
+    pub kind: ExitKind,
+    /// What to tell the user, including what to do next.
+    pub message: String,
+}
+
+fn fail(kind: ExitKind, message: impl Into<String>) -> anyhow::Error {
+    CliError {
+        kind,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// One named deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Base URL of the functions (identity and proxy).
+    pub url: String,
+    /// The email last used to log in.
+    #[serde(default)]
+    pub email: String,
+}
+
+/// `config.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CliConfig {
+    /// The profile used when `--profile` is not given.
+    #[serde(default)]
+    pub current: String,
+    /// Profiles by name.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// Stored tokens of a profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tokens {
+    /// Access JWT.
+    pub access_token: String,
+    /// Refresh token.
+    pub refresh_token: Option<String>,
+    /// When the access token expires (seconds since the epoch).
+    pub expires_at: u64,
+}
+
+/// The configuration directory.
+pub fn config_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PLANTD_CONFIG_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(x).join("plantd");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".config").join("plantd")
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+impl CliConfig {
+    /// Reads the configuration (empty when there is none yet).
+    ///
+    /// # Errors
+    /// When the file exists but does not parse.
+    pub fn load() -> Result<Self> {
+        let path = config_dir().join("config.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(t) => toml::from_str(&t)
+                .with_context(|| format!("{} is not valid: fix or delete it", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Writes the configuration.
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn save(&self) -> Result<()> {
+        write_private(
+            &config_dir().join("config.toml"),
+            &toml::to_string_pretty(self)?,
+        )
+    }
+
+    /// The profile name to use.
+    pub fn profile_name(&self, requested: Option<&str>) -> String {
+        requested
+            .map(str::to_owned)
+            .or_else(|| (!self.current.is_empty()).then(|| self.current.clone()))
+            .unwrap_or_else(|| "default".into())
+    }
+}
+
+fn tokens_path(profile: &str) -> PathBuf {
+    config_dir().join("tokens").join(format!("{profile}.json"))
+}
+
+fn now() -> u64 {
+    plantd_shared::jwt::now_secs()
+}
+
+/// An authenticated connection to a deployment.
+pub struct Session {
+    /// Profile name.
+    profile: String,
+    /// Base URL.
+    url: String,
+    /// HTTP client.
+    http: reqwest::Client,
+    /// Current tokens.
+    tokens: Tokens,
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(70))
+        .build()
+        .context("cannot build an HTTP client")
+}
+
+/// Maps an error response to an exit code and a message saying what to do.
+async fn error_of(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let msg = body["message"].as_str().unwrap_or("no details").to_owned();
+    match status {
+        401 => fail(
+            ExitKind::Unauthorized,
+            format!("not authorised ({msg}); run `plantd login`"),
+        ),
+        403 => fail(
+            ExitKind::Forbidden,
+            format!("forbidden: {msg}; ask an administrator for the permission"),
+        ),
+        404 => fail(ExitKind::NotFound, format!("not found: {msg}")),
+        409 => fail(
+            ExitKind::Conflict,
+            format!("conflict: {msg}; read the current value and try again"),
+        ),
+        429 => fail(ExitKind::Unauthorized, msg),
+        503 | 504 => fail(
+            ExitKind::Unavailable,
+            format!("unavailable ({status}): {msg}"),
+        ),
+        _ => fail(ExitKind::Failure, format!("HTTP {status}: {msg}")),
+    }
+}
+
+impl Session {
+    /// Logs in and stores the profile and its tokens.
+    ///
+    /// # Errors
+    /// Exit code 3 for refused credentials, 7 when the service is
+    /// unreachable.
+    pub async fn login(
+        profile: Option<&str>,
+        url: &str,
+        email: &str,
+        password: &str,
+        sites: &[String],
+    ) -> Result<Self> {
+        let mut config = CliConfig::load()?;
+        let name = config.profile_name(profile);
+        let http = http_client()?;
+        let url = url.trim_end_matches('/').to_owned();
+        let resp = http
+            .post(format!("{url}/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password, "sites": sites}))
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    ExitKind::Unavailable,
+                    format!("cannot reach {url}: {e}; is `plantd up` running?"),
+                )
+            })?;
+        if !resp.status().is_success() {
+            return Err(error_of(resp).await);
+        }
+        let t: serde_json::Value = resp.json().await.context("login answer")?;
+        let tokens = Tokens {
+            access_token: t["access_token"].as_str().unwrap_or_default().to_owned(),
+            refresh_token: t["refresh_token"].as_str().map(str::to_owned),
+            expires_at: now() + t["expires_in"].as_u64().unwrap_or(0),
+        };
+        write_private(&tokens_path(&name), &serde_json::to_string(&tokens)?)?;
+        config.profiles.insert(
+            name.clone(),
+            Profile {
+                url: url.clone(),
+                email: email.to_owned(),
+            },
+        );
+        config.current.clone_from(&name);
+        config.save()?;
+        Ok(Self {
+            profile: name,
+            url,
+            http,
+            tokens,
+        })
+    }
+
+    /// Opens the stored session of a profile, refreshing its access token
+    /// when it is about to expire.
+    ///
+    /// # Errors
+    /// Exit code 3 when not logged in or the refresh is refused.
+    pub async fn open(profile: Option<&str>) -> Result<Self> {
+        let config = CliConfig::load()?;
+        let name = config.profile_name(profile);
+        let p = config.profiles.get(&name).ok_or_else(|| {
+            fail(
+                ExitKind::Unauthorized,
+                format!("no profile {name:?}; run `plantd login --url URL --email EMAIL`"),
+            )
+        })?;
+        let text = std::fs::read_to_string(tokens_path(&name)).map_err(|_| {
+            fail(
+                ExitKind::Unauthorized,
+                format!("not logged in to {name:?}; run `plantd login`"),
+            )
+        })?;
+        let tokens: Tokens =
+            serde_json::from_str(&text).context("stored tokens are damaged; run `plantd login`")?;
+        let mut s = Self {
+            profile: name,
+            url: p.url.clone(),
+            http: http_client()?,
+            tokens,
+        };
+        if s.tokens.expires_at <= now() + 30 {
+            s.refresh().await?;
+        }
+        Ok(s)
+    }
+
+    async fn refresh(&mut self) -> Result<()> {
+        let rt = self.tokens.refresh_token.clone().ok_or_else(|| {
+            fail(
+                ExitKind::Unauthorized,
+                "session expired; run `plantd login`",
+            )
+        })?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/auth/refresh", self.url))
+            .json(&serde_json::json!({"refresh_token": rt}))
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    ExitKind::Unavailable,
+                    format!("cannot reach {}: {e}", self.url),
+                )
+            })?;
+        if !resp.status().is_success() {
+            return Err(fail(
+                ExitKind::Unauthorized,
+                "session expired or revoked; run `plantd login`",
+            ));
+        }
+        let t: serde_json::Value = resp.json().await?;
+        self.tokens = Tokens {
+            access_token: t["access_token"].as_str().unwrap_or_default().to_owned(),
+            refresh_token: t["refresh_token"].as_str().map(str::to_owned),
+            expires_at: now() + t["expires_in"].as_u64().unwrap_or(0),
+        };
+        write_private(
+            &tokens_path(&self.profile),
+            &serde_json::to_string(&self.tokens)?,
+        )
+    }
+
+    /// The access token (for MQTT passwords and scripts).
+    pub fn access_token(&self) -> &str {
+        &self.tokens.access_token
+    }
+
+    /// Sends a request with the bearer token; error statuses become
+    /// [`CliError`]s.
+    ///
+    /// # Errors
+    /// As described.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req
+            .bearer_auth(&self.tokens.access_token)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    ExitKind::Unavailable,
+                    format!("cannot reach {}: {e}", self.url),
+                )
+            })?;
+        if resp.status().is_success() || resp.status().as_u16() == 304 {
+            Ok(resp)
+        } else {
+            Err(error_of(resp).await)
+        }
+    }
+
+    /// A request builder for `path` under the profile's URL.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// Logs out: revokes the tokens and forgets them.
+    ///
+    /// # Errors
+    /// When the stored tokens cannot be removed.
+    pub async fn logout(self) -> Result<()> {
+        let body = serde_json::json!({"refresh_token": self.tokens.refresh_token});
+        let _ = self
+            .send(
+                self.request(reqwest::Method::POST, "/v1/auth/logout")
+                    .json(&body),
+            )
+            .await;
+        let path = tokens_path(&self.profile);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+}

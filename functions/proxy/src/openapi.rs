@@ -1,0 +1,83 @@
+//! The OpenAPI document at `/openapi.json`, generated from the code.
+//!
+//! Every route is registered through `utoipa_axum`'s `routes!` in
+//! [`crate::routes`], which takes each handler's method and path from its
+//! `#[utoipa::path]` annotation and adds it to the router *and* the
+//! document from that one source; `src/routes/mod.rs` registers nothing
+//! with a plain `.route(...)` (a unit test there checks), and the
+//! `openapi` integration test requests every documented operation through
+//! the router.
+
+use std::sync::LazyLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The JSON body of every error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`bad_request`, `forbidden`, …).
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// Adds the bearer-token scheme the operations name.
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The document's frame: title, schemes, shared schemas. Paths are added
+/// by the router ([`crate::routes::documented`]).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "plantd proxy API",
+        description = "Scoped state, telemetry, commands, service calls and live data. See docs/api.md."
+    ),
+    components(schemas(ErrorBody, crate::routes::telemetry::Order)),
+    modifiers(&Bearer),
+    tags(
+        (name = "state", description = "Scoped state on JetStream KV"),
+        (name = "sites", description = "Telemetry, commands and service calls of a site"),
+        (name = "live", description = "Live data over WebSocket"),
+        (name = "meta", description = "Health and this document")
+    )
+)]
+pub struct ApiDoc;
+
+/// The document. axum's catch-all `{*topic}` is written `{topic}`, as
+/// OpenAPI path templates have no catch-all form.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut api = crate::routes::documented().split_for_parts().1;
+    let paths = std::mem::take(&mut api.paths.paths);
+    api.paths.paths = paths
+        .into_iter()
+        .map(|(path, item)| (path.replace("{*", "{"), item))
+        .collect();
+    api
+}
+
+/// The document as JSON, built once.
+static JSON: LazyLock<String> = LazyLock::new(|| {
+    document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"internal\",\"message\":\"{e}\"}}"))
+});
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document", content_type = "application/json")))]
+pub async fn serve() -> Response {
+    ([(CONTENT_TYPE, "application/json")], JSON.as_str()).into_response()
+}

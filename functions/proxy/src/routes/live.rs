@@ -1,0 +1,386 @@
+//! `GET /v1/ws`: live data over a WebSocket.
+//!
+//! The caller authenticates on the handshake (bearer header, or
+//! `?access_token=` for browsers) and then speaks JSON text frames:
+//!
+//! * `{"op":"subscribe","id","site","filter"}` → `{"op":"subscribed","id"}`,
+//!   then `{"op":"message","id","site","topic","payload"|"payload_base64","headers"}`
+//!   for every message the site's edge publishes on a matching topic (NATS
+//!   core `plantd.<site>.up.…`). The filter must be covered by one of the
+//!   caller's MQTT subscribe grants for the site — the check the edge makes
+//!   on an MQTT SUBSCRIBE ([`Permissions::can_subscribe`]).
+//! * `{"op":"unsubscribe","id"}` → `{"op":"unsubscribed","id"}`; nothing
+//!   more is sent for that id.
+//! * `{"op":"command","id","site","topic","payload",…}` (the body of
+//!   `POST /v1/sites/{site}/commands`) → `{"op":"sent","id","stream","sequence"}`.
+//! * Any failure → `{"op":"error","id","error","message"}` with the codes of
+//!   the HTTP API.
+//!
+//! Every frame to the client goes through one bounded queue; a client that
+//! lets it fill (it reads slower than its subscriptions produce) is closed
+//! with code 1008 rather than buffered without bound. The socket is also
+//! closed (1008) when the token expires.
+//!
+//! Ownership: the connection's future owns a writer task and one forwarding
+//! task per subscription, and awaits all of them before it returns.
+//!
+//! [`Permissions::can_subscribe`]: plantd_shared::claims::Permissions::can_subscribe
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::stream::{SplitSink, select_all};
+use futures::{SinkExt as _, StreamExt as _};
+use plantd_shared::subject::{Channel, Site, filter_to_subjects, subject_to_topic};
+use plantd_shared::topic::{self, Filter};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Caller, SocketCaller};
+use crate::routes::{commands, site};
+use crate::{AppError, AppState};
+
+/// Close code for a client that fell behind, and for an expired token
+/// (RFC 6455 1008, policy violation).
+pub const CLOSE_POLICY: u16 = 1008;
+
+/// Largest frame a client may send: a command with the largest body the
+/// HTTP route accepts, plus its envelope.
+pub const MAX_FRAME: usize = super::MAX_BODY + 4096;
+
+/// How long a closing socket may take to flush its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// `GET /v1/ws`: authenticates, then upgrades.
+///
+/// # Errors
+/// 401 before the upgrade for a missing, invalid or revoked token.
+#[utoipa::path(get, path = "/v1/ws", tag = "live",
+    params(("access_token" = Option<String>, Query, description = "The bearer token, for browsers (which cannot set headers on the handshake)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; JSON text frames as described in docs/api.md"),
+        (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
+        (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
+pub async fn socket(
+    State(state): State<AppState>,
+    SocketCaller(caller): SocketCaller,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |ws| connection(ws, state, caller))
+}
+
+/// `subscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscribe {
+    /// The client's name for this subscription, echoed on every message.
+    id: String,
+    /// The site.
+    site: String,
+    /// An MQTT topic filter.
+    filter: String,
+}
+
+/// `unsubscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unsubscribe {
+    /// The subscription's id.
+    id: String,
+}
+
+/// Why the connection is ending.
+enum End {
+    /// The client closed or went away: nothing more to say.
+    Gone,
+    /// We close it, with this frame.
+    Close(CloseFrame),
+}
+
+fn close(reason: &'static str) -> End {
+    End::Close(CloseFrame {
+        code: CLOSE_POLICY,
+        reason: reason.into(),
+    })
+}
+
+/// One connection, from upgrade to close.
+async fn connection(ws: WebSocket, state: AppState, caller: Caller) {
+    let (sink, mut incoming) = ws.split();
+    let (out, queue) = mpsc::channel::<Frame>(state.settings.ws_send_queue.max(1));
+    let (closing, closed) = oneshot::channel();
+    let writer = tokio::spawn(write(sink, queue, closed));
+    // Cancelled by whoever finds the queue full.
+    let slow = CancellationToken::new();
+    let mut subs: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let left = caller
+        .claims
+        .exp
+        .saturating_sub(plantd_shared::jwt::now_secs());
+    let expiry = tokio::time::sleep(Duration::from_secs(left));
+    tokio::pin!(expiry);
+
+    let end = loop {
+        tokio::select! {
+            () = slow.cancelled() => break close("slow consumer: send queue full"),
+            () = &mut expiry => break close("token expired"),
+            frame = incoming.next() => {
+                let reply = match frame {
+                    Some(Ok(Frame::Text(text))) => {
+                        operation(&state, &caller, &mut subs, &out, &slow, text.as_str()).await
+                    }
+                    Some(Ok(Frame::Binary(_))) => Some(error(
+                        None,
+                        &AppError::bad_request("send JSON operations as text frames"),
+                    )),
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => None,
+                    Some(Ok(Frame::Close(_)) | Err(_)) | None => break End::Gone,
+                };
+                if let Some(reply) = reply
+                    && out.try_send(Frame::Text(reply.to_string().into())).is_err()
+                {
+                    break close("slow consumer: send queue full");
+                }
+            }
+        }
+    };
+    for (_, task) in subs.drain() {
+        task.abort();
+        let _ = task.await;
+    }
+    let _ = closing.send(match end {
+        End::Gone => None,
+        End::Close(frame) => Some(frame),
+    });
+    drop(out);
+    let _ = writer.await;
+}
+
+/// Sends queued frames until told to close (then sends the close frame,
+/// or just closes the sink) or the queue ends.
+async fn write(
+    mut sink: SplitSink<WebSocket, Frame>,
+    mut queue: mpsc::Receiver<Frame>,
+    mut closed: oneshot::Receiver<Option<CloseFrame>>,
+) {
+    let frame = loop {
+        tokio::select! {
+            biased;
+            frame = &mut closed => break frame.ok().flatten(),
+            next = queue.recv() => {
+                let Some(next) = next else { break None };
+                tokio::select! {
+                    sent = sink.send(next) => if sent.is_err() { return },
+                    frame = &mut closed => break frame.ok().flatten(),
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if let Some(frame) = frame {
+            let _ = sink.send(Frame::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// `{"op":"error","id","error","message"}`.
+fn error(id: Option<&str>, e: &AppError) -> Value {
+    json!({ "op": "error", "id": id, "error": e.code, "message": e.message })
+}
+
+/// Runs one client operation; the reply to queue, if any.
+async fn operation(
+    state: &AppState,
+    caller: &Caller,
+    subs: &mut HashMap<String, JoinHandle<()>>,
+    out: &mpsc::Sender<Frame>,
+    slow: &CancellationToken,
+    text: &str,
+) -> Option<Value> {
+    let mut fields = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) | Err(_) => {
+            return Some(error(
+                None,
+                &AppError::bad_request("send a JSON object with an \"op\""),
+            ));
+        }
+    };
+    let id = fields.get("id").and_then(Value::as_str).map(str::to_owned);
+    let op = fields.remove("op");
+    let result = match op.as_ref().and_then(Value::as_str) {
+        Some("subscribe") => match parse::<Subscribe>(fields) {
+            // `subscribe` queues its own answer, ahead of the first message.
+            Ok(s) => match subscribe(state, caller, subs, out, slow, s).await {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        Some("unsubscribe") => match parse::<Unsubscribe>(fields) {
+            Ok(u) => unsubscribe(subs, u).await,
+            Err(e) => Err(e),
+        },
+        Some("command") => command(state, caller, fields).await,
+        _ => Err(AppError::bad_request(
+            "op must be subscribe, unsubscribe or command",
+        )),
+    };
+    Some(result.unwrap_or_else(|e| error(id.as_deref(), &e)))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(fields: Map<String, Value>) -> Result<T, AppError> {
+    serde_json::from_value(Value::Object(fields)).map_err(|e| AppError::bad_request(e.to_string()))
+}
+
+/// Subscribes on NATS, queues `subscribed`, then starts forwarding.
+async fn subscribe(
+    state: &AppState,
+    caller: &Caller,
+    subs: &mut HashMap<String, JoinHandle<()>>,
+    out: &mpsc::Sender<Frame>,
+    slow: &CancellationToken,
+    req: Subscribe,
+) -> Result<(), AppError> {
+    let site = site::site(&req.site)?;
+    let filter = site::filter(&req.filter)?;
+    if !caller.perms.can_subscribe(&site, &filter) {
+        return Err(AppError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("no MQTT subscribe grant on {site} covers {filter}"),
+        ));
+    }
+    if subs.contains_key(&req.id) {
+        return Err(AppError::conflict(format!(
+            "subscription {} exists; unsubscribe first",
+            req.id
+        )));
+    }
+    if subs.len() >= state.settings.ws_max_subscriptions {
+        return Err(AppError::bad_request(format!(
+            "at most {} subscriptions per socket",
+            state.settings.ws_max_subscriptions
+        )));
+    }
+    let mut nats = Vec::new();
+    for subject in filter_to_subjects(&site, Channel::Up, &filter) {
+        nats.push(
+            state
+                .client
+                .subscribe(subject)
+                .await
+                .map_err(AppError::unavailable)?,
+        );
+    }
+    // The SUBs are on the wire before the client hears "subscribed", and
+    // "subscribed" is queued before any message for the id: messages that
+    // arrive meanwhile wait in the NATS subscriptions.
+    state.client.flush().await.map_err(AppError::unavailable)?;
+    let ack = json!({ "op": "subscribed", "id": req.id });
+    if out.try_send(Frame::Text(ack.to_string().into())).is_err() {
+        slow.cancel();
+        return Ok(());
+    }
+    let task = tokio::spawn(forward(
+        req.id.clone(),
+        site,
+        filter,
+        nats,
+        out.clone(),
+        slow.clone(),
+    ));
+    subs.insert(req.id, task);
+    Ok(())
+}
+
+async fn unsubscribe(
+    subs: &mut HashMap<String, JoinHandle<()>>,
+    req: Unsubscribe,
+) -> Result<Value, AppError> {
+    let task = subs
+        .remove(&req.id)
+        .ok_or_else(|| AppError::not_found(format!("subscription {}", req.id)))?;
+    // Awaited, so nothing for this id is queued after the answer.
+    task.abort();
+    let _ = task.await;
+    Ok(json!({ "op": "unsubscribed", "id": req.id }))
+}
+
+async fn command(
+    state: &AppState,
+    caller: &Caller,
+    mut fields: Map<String, Value>,
+) -> Result<Value, AppError> {
+    let id = fields.remove("id");
+    let site = match fields.remove("site") {
+        Some(Value::String(s)) => s,
+        _ => return Err(AppError::bad_request("a command needs a \"site\"")),
+    };
+    let cmd = parse::<commands::Command>(fields)?;
+    let sent = commands::publish(state, caller, &site, cmd).await?;
+    Ok(json!({ "op": "sent", "id": id, "stream": sent.stream, "sequence": sent.sequence }))
+}
+
+/// Forwards one subscription's messages into the send queue until
+/// aborted, the queue closes, or the queue is full (then cancels `slow`).
+async fn forward(
+    id: String,
+    site: Site,
+    filter: Filter,
+    nats: Vec<async_nats::Subscriber>,
+    out: mpsc::Sender<Frame>,
+    slow: CancellationToken,
+) {
+    let mut messages = select_all(nats);
+    while let Some(m) = messages.next().await {
+        let Ok(parsed) = subject_to_topic(&m.subject) else {
+            continue;
+        };
+        // NATS wildcards know nothing of MQTT's `$` rule; apply it here.
+        if parsed.site != site || !topic::matches(filter.as_str(), parsed.topic.as_str()) {
+            continue;
+        }
+        let frame = live_message(&id, &site, parsed.topic.as_str(), &m);
+        match out.try_send(Frame::Text(frame.to_string().into())) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                slow.cancel();
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// `{"op":"message","id","site","topic","payload"|"payload_base64","headers"}`.
+fn live_message(id: &str, site: &Site, topic: &str, m: &async_nats::Message) -> Value {
+    let mut v = json!({ "op": "message", "id": id, "site": site.as_str(), "topic": topic });
+    match std::str::from_utf8(&m.payload) {
+        Ok(text) => v["payload"] = Value::String(text.to_owned()),
+        Err(_) => v["payload_base64"] = Value::String(crate::payload::encode(&m.payload)),
+    }
+    let mut headers = Map::new();
+    if let Some(h) = &m.headers {
+        for (name, values) in h.iter() {
+            if let Some(first) = values.first() {
+                headers.insert(name.to_string(), Value::String(first.as_str().to_owned()));
+            }
+        }
+    }
+    v["headers"] = Value::Object(headers);
+    v
+}
