@@ -88,8 +88,17 @@ impl Identity {
     }
 
     /// May this identity PUBLISH to `topic` on the site? An invalid topic
-    /// is never allowed.
+    /// is never allowed. Answers to site service requests — the Response
+    /// Topic `$plantd/reply/<id>` the broker put in a request this device
+    /// received — are always allowed: the 128-bit id is known only to the
+    /// devices the request went to.
     pub fn can_publish(&self, topic: &str) -> bool {
+        if topic
+            .strip_prefix(crate::inject::REPLY_PREFIX)
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        {
+            return true;
+        }
         Topic::new(topic).is_ok_and(|t| self.permissions.can_publish(&self.site, &t))
     }
 
@@ -459,5 +468,36 @@ impl EdgeTrust {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use plantd_shared::claims::{Audience, Claims, PrincipalKind};
+
+    use super::*;
+
+    #[test]
+    fn devices_may_answer_service_requests_but_nothing_else_under_plantd() {
+        let claims = Claims {
+            iss: "t".into(),
+            sub: "dev".into(),
+            aud: Audience::One("plantd:site:s".into()),
+            exp: u64::MAX,
+            iat: 0,
+            nbf: None,
+            jti: "j".into(),
+            org: "o".into(),
+            kind: PrincipalKind::Device,
+            roles: vec![],
+            perms: vec![],
+            mqtt: Default::default(),
+        };
+        let id = Identity::new(Site::new("s").expect("site"), &claims);
+        assert!(id.can_publish("$plantd/reply/0123456789abcdef0123456789abcdef"));
+        assert!(!id.can_publish("$plantd/reply/"), "an id is needed");
+        assert!(!id.can_publish("$plantd/reply/a/b"), "one level only");
+        assert!(!id.can_publish("$plantd/other"));
+        assert!(!id.can_publish("line1/temp"), "no grants, no publish");
     }
 }
