@@ -50,8 +50,24 @@ async fn device(
     AsyncClient,
     mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
 ) {
+    device_with(mqtt, id, subscribe, None).await
+}
+
+/// [`device`] presenting `token` as its MQTT password.
+async fn device_with(
+    mqtt: std::net::SocketAddr,
+    id: &str,
+    subscribe: &str,
+    token: Option<&str>,
+) -> (
+    AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+) {
     let mut o = MqttOptions::new(id, mqtt.ip().to_string(), mqtt.port());
     o.set_keep_alive(Duration::from_secs(30));
+    if let Some(t) = token {
+        o.set_credentials(id, t);
+    }
     let (client, mut el) = AsyncClient::new(o, 100);
     let (tx, rx) = mpsc::unbounded_channel();
     let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
@@ -222,4 +238,101 @@ async fn nats_requests_reach_mqtt5_devices_and_come_back() {
         status.as_deref().is_some_and(|s| s.starts_with("504")),
         "{status:?}"
     );
+}
+
+#[tokio::test]
+async fn an_authenticated_device_may_answer_without_a_publish_grant() {
+    use plantd_shared::claims::{Audience, Claims, MqttGrant, PrincipalKind};
+    use plantd_shared::jwt::{SigningKey, jwks_of, now_secs};
+
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let data = tempfile::tempdir().expect("tmp");
+    let key = SigningKey::generate_ed25519("k1").expect("key");
+    let jwks = data.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_vec(&jwks_of([&key]).expect("jwks")).expect("json"),
+    )
+    .expect("write jwks");
+    let edge = start_edge(
+        &nats,
+        &data.path().join("edge"),
+        &["--jwks-file", jwks.to_str().expect("utf-8 path")],
+    )
+    .await;
+
+    // A device allowed to subscribe to its request topic and nothing else.
+    let now = now_secs();
+    let claims = Claims {
+        iss: "test".into(),
+        sub: "pump-2".into(),
+        aud: Audience::One("plantd:site:plant-1".into()),
+        exp: now + 600,
+        iat: now,
+        nbf: None,
+        jti: "pump-2-token".into(),
+        org: "acme".into(),
+        kind: PrincipalKind::Device,
+        roles: vec!["device".into()],
+        perms: vec![],
+        mqtt: [(
+            "plant-1".to_owned(),
+            MqttGrant {
+                publish: vec![],
+                subscribe: vec!["pump/2/status".into()],
+            },
+        )]
+        .into_iter()
+        .collect(),
+    };
+    let token = key.sign(&claims).expect("sign");
+    let (pump, mut requests) =
+        device_with(edge.mqtt, "pump-2", "pump/2/status", Some(&token)).await;
+    tokio::spawn(async move {
+        while let Some(req) = requests.recv().await {
+            let props = req.properties.unwrap_or_default();
+            let Some(reply_to) = props.response_topic else {
+                continue;
+            };
+            let answer = PublishProperties {
+                correlation_data: props.correlation_data,
+                ..PublishProperties::default()
+            };
+            let _ = pump
+                .publish_with_properties(reply_to, QoS::AtLeastOnce, false, "ok", answer)
+                .await;
+        }
+    });
+    let client = nats.client().await;
+    let mut answer = None;
+    for _ in 0..100 {
+        match client
+            .request("plantd.plant-1.svc.pump.2.status", Bytes::new())
+            .await
+        {
+            Ok(m) => {
+                answer = Some(m);
+                break;
+            }
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("request: {e}"),
+        }
+    }
+    let answer = answer.expect("the edge answers");
+    assert!(
+        answer
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::STATUS))
+            .is_none(),
+        "{:?}",
+        answer.headers
+    );
+    assert_eq!(answer.payload.as_ref(), b"ok");
 }
