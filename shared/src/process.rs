@@ -64,12 +64,14 @@ pub enum ProcessError {
 
 type Tail = Arc<Mutex<VecDeque<String>>>;
 
-/// A running child program. Dropping it kills the program.
+/// A running child program. Dropping it stops the program: SIGTERM at once
+/// (so a program that runs children of its own, like `plantd up`, can stop
+/// them in order), SIGKILL five seconds later if it is still there.
 #[derive(Debug)]
 pub struct ManagedProcess {
     /// Name used in logs and errors.
     name: String,
-    /// The child; `kill_on_drop` is set.
+    /// The child; stopped on drop (see the type's docs).
     child: Child,
     /// The last lines of its combined output.
     tail: Tail,
@@ -95,6 +97,22 @@ fn push_tail(tail: &Tail, line: String) {
     }
 }
 
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        let Some(pid) = self.child.id() else {
+            return; // already reaped
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = std::thread::Builder::new()
+            .name("reap-child".into())
+            .spawn(move || {
+                std::thread::sleep(Duration::from_secs(5));
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            });
+    }
+}
+
 impl ManagedProcess {
     /// Starts `cmd` and waits until `ready` returns true for a line of its
     /// standard output or error (the closure may also pick values out of
@@ -114,8 +132,7 @@ impl ManagedProcess {
         let name = name.into();
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
             name: name.clone(),
             source,
