@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`topic`] | MQTT topic names and filters, the one matching function, `$share` parsing |
 //! | [`subject`] | the reversible MQTT topic ⇄ NATS subject mapping, site names |
+//! | `http` (feature `http`) | the JSON error type and extractors every HTTP API shares |
 //! | [`headers`] | NATS header names and their meaning |
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
 //! | [`claims`] | JWT claims and permission checks (`can_publish`, `can_subscribe`, `allows`) |
@@ -20,6 +21,8 @@
 pub mod claims;
 pub mod config;
 pub mod headers;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod jwt;
 pub mod local_nats;
 pub mod logging;
