@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use plantd_bridge::{Uplink, UplinkConfig, UplinkMessage};
+use plantd_bridge::{Uplink, UplinkConfig, UplinkConnector, UplinkMessage};
 use plantd_journal::{Journal, Options};
 use plantd_shared::streams::{self, Settings};
 use plantd_shared::subject::Site;
@@ -141,7 +141,11 @@ async fn uplink_drain(nats: &Nats, n: u64, topics: u64) -> f64 {
     };
     let mut cfg = UplinkConfig::new(Site::new("bench").expect("site"));
     cfg.window = 8192;
-    let up = Uplink::new(j.clone(), nats.client().await, cfg);
+    let up = Uplink::new(
+        j.clone(),
+        UplinkConnector::new(&nats.url(), async_nats::ConnectOptions::new()),
+        cfg,
+    );
     let mut status = up.status();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let start = Instant::now();

@@ -24,4 +24,6 @@ pub use service::{
     Service, ServiceConfig, ServiceError, ServiceReply, ServiceRequest, ServiceSink,
 };
 pub use trust::{Refusal, Trust};
-pub use uplink::{Uplink, UplinkConfig, UplinkState, UplinkStatus};
+pub use uplink::{
+    Uplink, UplinkConfig, UplinkConnection, UplinkConnector, UplinkState, UplinkStatus,
+};

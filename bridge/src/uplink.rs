@@ -1,21 +1,29 @@
 //! The uplink: journal → JetStream, exactly once and in order.
 //!
 //! One task reads the journal from just after the acknowledged cursor and
-//! publishes each record with message id `<site>:<seq>`. Up to `window`
-//! records are outstanding, with at most one publish in flight per subject
-//! (see `Window` in the source for why); the journal's cursor advances to just below the
-//! oldest unacknowledged record (which frees disk space). On any
-//! failure — connection lost, ack timeout, stream missing — every
-//! in-flight publish is abandoned, the reader goes back to the cursor, and
-//! after a backoff with jitter the records are sent again; JetStream's
-//! duplicate window drops the ones that had arrived. The same happens after
-//! a crash: the persisted cursor may lag, never lead.
+//! publishes each record with message id `<site>:<seq>`, pipelined: up to
+//! `window` publishes await their acknowledgement; the journal's cursor
+//! advances to just below the oldest unacknowledged record (which frees
+//! disk space).
+//!
+//! Order per topic holds because the uplink owns its connection and never
+//! lets it reconnect by itself ([`UplinkConnector`]): on one connection the
+//! server receives a prefix of what was sent, in order. On any failure —
+//! connection lost, ack timeout, a refused publish — the uplink waits for
+//! what is still in flight, drops the connection (and whatever the client
+//! still queued), backs off with jitter, opens a new connection and resends
+//! from the cursor; JetStream's duplicate window drops the records that had
+//! arrived. The first publish on a new connection goes alone, so a stream
+//! that JetStream has not loaded yet refuses one publish rather than some
+//! of a window. The same resend happens after a crash: the persisted
+//! cursor may lag, never lead.
 //!
 //! Health is honest: [`UplinkStatus`] says `Stalled` when there is a
 //! backlog and no acknowledgement for `stall_after`, whatever the
 //! connection claims.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -121,6 +129,9 @@ pub struct UplinkStatus {
     pub failures: u64,
     /// Records that could not be decoded or mapped (skipped, logged).
     pub undeliverable: u64,
+    /// Publishes stored after an earlier one on the same topic had failed
+    /// (the topic is out of order in the stream; logged as an error).
+    pub reordered: u64,
     /// The last failure, for operators.
     pub last_error: Option<String>,
 }
@@ -138,6 +149,7 @@ impl UplinkStatus {
             duplicates: 0,
             failures: 0,
             undeliverable: 0,
+            reordered: 0,
             last_error: None,
         }
     }
@@ -148,30 +160,127 @@ impl UplinkStatus {
     }
 }
 
+/// Opens the uplink's own NATS connections, one per attempt.
+///
+/// The uplink never shares its connection and never lets it reconnect by
+/// itself: a client that reconnects flushes the publishes it had queued
+/// while disconnected, behind publishes that died with the old connection,
+/// and that would reorder a topic. Instead each connection is used until it
+/// fails and then dropped; the uplink opens a fresh one and resends from the
+/// acknowledged cursor. On one TCP connection the server receives a prefix
+/// of what was sent, in order, so publishes can be pipelined freely.
+#[derive(Clone)]
+pub struct UplinkConnector {
+    /// Server URLs; tried in turn, one per connection attempt.
+    servers: Vec<String>,
+    /// Authentication, TLS and naming, as for the edge's other connection.
+    options: async_nats::ConnectOptions,
+    /// Next server to try.
+    next: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for UplinkConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UplinkConnector")
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One uplink connection and a flag that turns true when it is lost.
+pub struct UplinkConnection {
+    /// The client; it does not reconnect.
+    pub client: async_nats::Client,
+    /// Becomes `true` when the connection is lost or closed.
+    pub lost: watch::Receiver<bool>,
+}
+
+impl UplinkConnector {
+    /// A connector for `urls` (one URL, or several separated by commas) with
+    /// `options` (credentials, TLS, name). Reconnection and the event
+    /// callback of `options` are replaced.
+    pub fn new(urls: &str, options: async_nats::ConnectOptions) -> Self {
+        let servers = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Self {
+            servers,
+            options,
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Opens a connection to the next server. It makes one attempt and
+    /// never reconnects: when it drops, `lost` becomes true and the client
+    /// closes, discarding anything it still had queued.
+    pub async fn connect(&self) -> Result<UplinkConnection, async_nats::ConnectError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let url = self
+            .servers
+            .get(i % self.servers.len().max(1))
+            .cloned()
+            .unwrap_or_default();
+        let (tx, lost) = watch::channel(false);
+        let tx = Arc::new(tx);
+        // One connection attempt in all: the initial connect uses it, so the
+        // first disconnect closes the client instead of reconnecting it.
+        let client = self
+            .options
+            .clone()
+            .max_reconnects(1)
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected
+                        | async_nats::Event::Closed
+                        | async_nats::Event::ClientError(_) => {
+                            tracing::info!(%event, "uplink connection lost");
+                            tx.send_replace(true);
+                        }
+                        other => tracing::debug!(event = %other, "uplink connection event"),
+                    }
+                }
+            })
+            .connect(url.as_str())
+            .await?;
+        Ok(UplinkConnection { client, lost })
+    }
+}
+
 /// The journal → JetStream publisher. See the module documentation.
 #[derive(Debug)]
 pub struct Uplink {
     /// The journal to drain.
     journal: Journal,
-    /// JetStream, with an ack window matching ours.
-    js: async_nats::jetstream::Context,
+    /// Opens the uplink's connections.
+    connector: UplinkConnector,
     /// Settings.
     cfg: UplinkConfig,
     /// Published status.
     status: Arc<watch::Sender<UplinkStatus>>,
 }
 
+/// Why a connection's pumping stopped.
+enum Stop {
+    /// Shutdown was asked for.
+    Shutdown,
+    /// The connection or a publish failed; reconnect and resend.
+    Failed(String),
+    /// The journal was closed.
+    JournalClosed,
+}
+
 impl Uplink {
-    /// An uplink draining `journal` over `client`.
-    pub fn new(journal: Journal, client: async_nats::Client, cfg: UplinkConfig) -> Self {
-        let js = ContextBuilder::new()
-            .timeout(cfg.ack_timeout)
-            .max_ack_inflight(cfg.window.max(1))
-            .build(client);
+    /// An uplink draining `journal` over connections from `connector`.
+    pub fn new(journal: Journal, connector: UplinkConnector, cfg: UplinkConfig) -> Self {
         let (status, _) = watch::channel(UplinkStatus::new(journal.acked()));
         Self {
             journal,
-            js,
+            connector,
             cfg,
             status: Arc::new(status),
         }
@@ -188,166 +297,268 @@ impl Uplink {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self {
             journal,
-            js,
+            connector,
             cfg,
             status,
         } = self;
         let start = cfg.start.unwrap_or_else(|| journal.acked() + 1);
-        let mut w = Window::new(journal.reader(start), start - 1);
-        let mut backoff = cfg.backoff_min;
-        let mut last_progress = Instant::now();
-        let mut stall_check = tokio::time::interval(Duration::from_millis(500));
-        let mut resend_from: Option<u64> = None;
+        let mut p = Pump {
+            journal,
+            cfg,
+            status,
+            w: Window::new(start),
+            last_progress: Instant::now(),
+            stall_check: tokio::time::interval(Duration::from_millis(500)),
+        };
+        let mut reader = p.journal.reader(start);
+        let mut backoff = p.cfg.backoff_min;
         tokio::pin!(shutdown);
         loop {
-            if let Some(from) = resend_from.take() {
-                let abandoned = w.reset(from);
-                status.send_modify(|s| {
-                    s.resends += abandoned;
-                    s.in_flight = 0;
-                });
-                let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-                let wait = backoff + Duration::from_millis(jitter);
-                tracing::debug!(?wait, from, "uplink: retrying after backoff");
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(wait) => {}
+            let conn = tokio::select! {
+                _ = &mut shutdown => break,
+                c = connector.connect() => c,
+            };
+            let stop = match conn {
+                Ok(conn) => {
+                    let stop = p.pump(&conn, &mut reader, &mut shutdown).await;
+                    p.settle().await;
+                    // Dropping the client closes its connection: nothing it
+                    // still queued can reach the server after this.
+                    drop(conn);
+                    stop
                 }
-                backoff = (backoff * 2).min(cfg.backoff_max);
+                Err(e) => Stop::Failed(format!("cannot connect to NATS: {e}")),
+            };
+            match stop {
+                Stop::Shutdown | Stop::JournalClosed => break,
+                Stop::Failed(error) => {
+                    if p.w.progressed {
+                        backoff = p.cfg.backoff_min;
+                    }
+                    let from = p.journal.acked() + 1;
+                    let abandoned = p.w.reset(from);
+                    reader.seek(from);
+                    tracing::warn!(resend_from = from, error = %error, "uplink failed; will resend");
+                    p.status.send_modify(|s| {
+                        s.state = UplinkState::Down;
+                        s.failures += 1;
+                        s.resends += abandoned;
+                        s.in_flight = 0;
+                        s.last_error = Some(error);
+                    });
+                    let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+                    let wait = backoff + Duration::from_millis(jitter);
+                    tracing::debug!(?wait, from, "uplink: reconnecting after backoff");
+                    let sleep = tokio::time::sleep(wait);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = &mut sleep => break,
+                            _ = p.stall_check.tick() => p.check_stall(),
+                        }
+                    }
+                    backoff = (backoff * 2).min(p.cfg.backoff_max);
+                }
             }
-            let window_open = w.outstanding.len() < cfg.window;
+        }
+        let cursor = p.w.cursor();
+        p.journal.ack(cursor);
+        p.status.send_modify(|s| {
+            s.state = UplinkState::Stopped;
+            s.acked_seq = p.journal.acked();
+            s.in_flight = 0;
+        });
+    }
+}
+
+/// The uplink's state across connections.
+struct Pump {
+    journal: Journal,
+    cfg: UplinkConfig,
+    status: Arc<watch::Sender<UplinkStatus>>,
+    w: Window,
+    last_progress: Instant,
+    stall_check: tokio::time::Interval,
+}
+
+impl Pump {
+    /// Publishes over `conn` until it fails, the journal closes or
+    /// `shutdown` resolves. The first publish on a connection is sent alone
+    /// and must be acknowledged before the window opens, so a stream that
+    /// is not there yet (JetStream still starting) refuses one publish, not
+    /// a window of them of which later ones might then be stored first.
+    async fn pump(
+        &mut self,
+        conn: &UplinkConnection,
+        reader: &mut plantd_journal::Reader,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> Stop {
+        let js = ContextBuilder::new()
+            .timeout(self.cfg.ack_timeout)
+            .max_ack_inflight(self.cfg.window.max(1))
+            .build(conn.client.clone());
+        let mut lost = conn.lost.clone();
+        self.w.progressed = false;
+        loop {
+            let limit = if self.w.progressed { self.cfg.window } else { 1 };
+            let window_open = self.w.outstanding.len() < limit;
             tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
-                Some((seq, subject, ack)) = w.inflight.next(), if !w.inflight.is_empty() => {
+                _ = shutdown.as_mut() => return Stop::Shutdown,
+                _ = async { lost.wait_for(|l| *l).await.map(|_| ()) } => {
+                    return Stop::Failed("NATS connection lost".into());
+                }
+                Some((seq, subject, ack)) = self.w.inflight.next(), if !self.w.inflight.is_empty() => {
                     match ack {
-                        Ok(ack) => {
-                            w.outstanding.remove(&seq);
-                            let cursor = w.cursor();
-                            journal.ack(cursor);
-                            last_progress = Instant::now();
-                            backoff = cfg.backoff_min;
-                            // The subject is free: send its next waiting record.
-                            if let Err(e) = w.release(&js, &cfg.site, &subject).await {
-                                resend_from = Some(fail(&status, &journal, &e));
-                            }
-                            status.send_modify(|s| {
-                                if s.state != UplinkState::Up {
-                                    tracing::info!(acked_seq = cursor, "uplink is up");
-                                }
-                                s.state = UplinkState::Up;
-                                s.acked_seq = cursor;
-                                s.acked += 1;
-                                s.duplicates += u64::from(ack.duplicate);
-                                s.in_flight = w.outstanding.len();
-                                s.last_ack = Some(last_progress);
-                            });
-                        }
+                        Ok(ack) => self.acked(seq, &subject, &ack),
                         Err(e) => {
-                            tracing::warn!(seq, "uplink publish not acknowledged");
-                            resend_from = Some(fail(&status, &journal, &e));
+                            tracing::warn!(seq, subject, "uplink publish not acknowledged");
+                            self.w.failed_subjects.insert(subject);
+                            return Stop::Failed(describe(&e));
                         }
                     }
                 }
-                rec = w.reader.next(), if window_open => {
+                rec = reader.next(), if window_open => {
                     let rec = match rec {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::info!(error = %e, "uplink: journal closed");
-                            break;
+                            return Stop::JournalClosed;
                         }
                     };
-                    w.last_read = rec.seq;
+                    self.w.last_read = rec.seq;
                     let decoded = UplinkMessage::decode(rec.payload.clone())
                         .ok()
-                        .and_then(|m| m.subject(&cfg.site).map(|s| (m, s)));
+                        .and_then(|m| m.subject(&self.cfg.site).map(|s| (m, s)));
                     let Some((msg, subject)) = decoded else {
                         tracing::error!(seq = rec.seq, "uplink: undecodable journal record skipped");
-                        status.send_modify(|s| s.undeliverable += 1);
-                        journal.ack(w.cursor());
+                        self.status.send_modify(|s| s.undeliverable += 1);
+                        self.journal.ack(self.w.cursor());
                         continue;
                     };
-                    w.outstanding.insert(rec.seq);
-                    match w.submit(&js, &cfg.site, rec.seq, subject, msg).await {
-                        Ok(sent) => status.send_modify(|s| {
-                            s.published += u64::from(sent);
-                            s.in_flight = w.outstanding.len();
-                        }),
-                        Err(e) => resend_from = Some(fail(&status, &journal, &e)),
+                    self.w.outstanding.insert(rec.seq);
+                    if let Err(e) = self.w.send(&js, &self.cfg.site, rec.seq, subject, msg).await {
+                        return Stop::Failed(describe(&e));
                     }
-                }
-                _ = stall_check.tick() => {
-                    let backlog = journal.durable() > journal.acked();
-                    let stalled = backlog && last_progress.elapsed() >= cfg.stall_after;
-                    status.send_if_modified(|s| {
-                        if stalled && s.state != UplinkState::Stalled {
-                            tracing::warn!(
-                                backlog = journal.durable() - journal.acked(),
-                                since_last_ack = ?last_progress.elapsed(),
-                                "uplink stalled: backlog and no acknowledgement"
-                            );
-                            s.state = UplinkState::Stalled;
-                            true
-                        } else if !backlog && s.state == UplinkState::Stalled {
-                            s.state = UplinkState::Up;
-                            true
-                        } else {
-                            false
-                        }
+                    let in_flight = self.w.outstanding.len();
+                    self.status.send_if_modified(|s| {
+                        s.published += 1;
+                        s.in_flight = in_flight;
+                        // Watchers care about acknowledgements, not every send.
+                        false
                     });
-                    if !backlog {
-                        last_progress = Instant::now();
-                    }
                 }
+                _ = self.stall_check.tick() => self.check_stall(),
             }
         }
-        // Give what is in flight a last chance to be acknowledged.
-        let deadline = tokio::time::Instant::now() + cfg.ack_timeout;
-        while !w.inflight.is_empty() {
-            match tokio::time::timeout_at(deadline, w.inflight.next()).await {
-                Ok(Some((seq, _, Ok(_)))) => {
-                    w.outstanding.remove(&seq);
+    }
+
+    /// Records a successful acknowledgement.
+    fn acked(&mut self, seq: u64, subject: &str, ack: &PublishAck) {
+        self.w.outstanding.remove(&seq);
+        if self.w.failed_subjects.contains(subject) {
+            // An earlier publish on this topic failed and this later one was
+            // stored anyway: the resend will land after it. Only a refusal
+            // by the server that clears within one window can do this.
+            tracing::error!(
+                seq,
+                subject,
+                "uplink: a publish was stored after an earlier one on the same topic failed; \
+                 the topic is out of order in the stream"
+            );
+            self.status.send_modify(|s| s.reordered += 1);
+        }
+        let cursor = self.w.cursor();
+        self.journal.ack(cursor);
+        self.last_progress = Instant::now();
+        self.w.progressed = true;
+        let in_flight = self.w.outstanding.len();
+        let last = self.last_progress;
+        self.status.send_modify(|s| {
+            if s.state != UplinkState::Up {
+                tracing::info!(acked_seq = cursor, "uplink is up");
+            }
+            s.state = UplinkState::Up;
+            s.acked_seq = cursor;
+            s.acked += 1;
+            s.duplicates += u64::from(ack.duplicate);
+            s.in_flight = in_flight;
+            s.last_ack = Some(last);
+        });
+    }
+
+    /// After a failure or at shutdown, waits (up to the ack timeout) for
+    /// the publishes still in flight on the connection, so the cursor reflects
+    /// everything that was stored before the connection is dropped.
+    async fn settle(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
+        while !self.w.inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.w.inflight.next()).await {
+                Ok(Some((seq, subject, Ok(ack)))) => self.acked(seq, &subject, &ack),
+                Ok(Some((_, subject, Err(_)))) => {
+                    self.w.failed_subjects.insert(subject);
                 }
                 _ => break,
             }
         }
-        journal.ack(w.cursor());
-        status.send_modify(|s| {
-            s.state = UplinkState::Stopped;
-            s.acked_seq = journal.acked();
-            s.in_flight = 0;
+        self.w.failed_subjects.clear();
+    }
+
+    /// Reports `Stalled` when there is a backlog and nothing was
+    /// acknowledged for `stall_after`.
+    fn check_stall(&mut self) {
+        let backlog = self.journal.durable() > self.journal.acked();
+        let stalled = backlog && self.last_progress.elapsed() >= self.cfg.stall_after;
+        let journal = &self.journal;
+        let since = self.last_progress.elapsed();
+        self.status.send_if_modified(|s| {
+            if stalled && s.state != UplinkState::Stalled {
+                tracing::warn!(
+                    backlog = journal.durable() - journal.acked(),
+                    since_last_ack = ?since,
+                    "uplink stalled: backlog and no acknowledgement"
+                );
+                s.state = UplinkState::Stalled;
+                true
+            } else if !backlog && s.state == UplinkState::Stalled {
+                s.state = UplinkState::Up;
+                true
+            } else {
+                false
+            }
         });
+        if !backlog {
+            self.last_progress = Instant::now();
+        }
     }
 }
 
 type Acked = (u64, String, Result<PublishAck, PublishError>);
 type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
 
-/// The records between the cursor and the reader: at most one publish in
-/// flight per subject (so a message lost with a dropped connection can
-/// never be overtaken by a later one on the same topic that the client
-/// buffered and flushed after reconnecting), the rest waiting in order.
+/// The records between the cursor and the reader.
 struct Window {
-    /// Reads the journal.
-    reader: plantd_journal::Reader,
-    /// Sequences read and not yet acknowledged (in flight or waiting).
+    /// Sequences read and not yet acknowledged.
     outstanding: BTreeSet<u64>,
     /// Highest sequence read.
     last_read: u64,
-    /// Subjects with a publish in flight, and the records waiting behind it.
-    busy: HashMap<String, VecDeque<(u64, UplinkMessage)>>,
     /// Acknowledgements to come.
     inflight: FuturesUnordered<AckFuture>,
+    /// Subjects with a failed publish on the current connection.
+    failed_subjects: HashSet<String>,
+    /// Whether the current connection has had a publish acknowledged.
+    progressed: bool,
 }
 
 impl Window {
-    fn new(reader: plantd_journal::Reader, last_read: u64) -> Self {
+    fn new(start: u64) -> Self {
         Self {
-            reader,
             outstanding: BTreeSet::new(),
-            last_read,
-            busy: HashMap::new(),
+            last_read: start - 1,
             inflight: FuturesUnordered::new(),
+            failed_subjects: HashSet::new(),
+            progressed: false,
         }
     }
 
@@ -364,47 +575,10 @@ impl Window {
     fn reset(&mut self, from: u64) -> u64 {
         let abandoned = self.outstanding.len() as u64;
         self.outstanding.clear();
-        self.busy.clear();
         self.inflight = FuturesUnordered::new();
-        self.reader.seek(from);
+        self.failed_subjects.clear();
         self.last_read = from - 1;
         abandoned
-    }
-
-    /// Sends `msg` now if its subject is free, else queues it behind the
-    /// one in flight. Returns whether it was sent.
-    async fn submit(
-        &mut self,
-        js: &async_nats::jetstream::Context,
-        site: &Site,
-        seq: u64,
-        subject: String,
-        msg: UplinkMessage,
-    ) -> Result<bool, PublishError> {
-        if let Some(queue) = self.busy.get_mut(&subject) {
-            queue.push_back((seq, msg));
-            return Ok(false);
-        }
-        self.send(js, site, seq, subject.clone(), msg).await?;
-        self.busy.insert(subject, VecDeque::new());
-        Ok(true)
-    }
-
-    /// The publish on `subject` was acknowledged: send the next one waiting.
-    async fn release(
-        &mut self,
-        js: &async_nats::jetstream::Context,
-        site: &Site,
-        subject: &str,
-    ) -> Result<(), PublishError> {
-        let next = self.busy.get_mut(subject).and_then(VecDeque::pop_front);
-        match next {
-            Some((seq, msg)) => self.send(js, site, seq, subject.to_owned(), msg).await,
-            None => {
-                self.busy.remove(subject);
-                Ok(())
-            }
-        }
     }
 
     async fn send(
@@ -425,19 +599,6 @@ impl Window {
         }));
         Ok(())
     }
-}
-
-/// Records a failure and returns where to resend from.
-fn fail(status: &watch::Sender<UplinkStatus>, journal: &Journal, e: &PublishError) -> u64 {
-    let from = journal.acked() + 1;
-    let msg = describe(e);
-    tracing::warn!(resend_from = from, error = %msg, "uplink failed; will resend");
-    status.send_modify(|s| {
-        s.state = UplinkState::Down;
-        s.failures += 1;
-        s.last_error = Some(msg);
-    });
-    from
 }
 
 fn describe(e: &PublishError) -> String {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use plantd_bridge::{Uplink, UplinkConfig, UplinkMessage, UplinkState, UplinkStatus};
+use plantd_bridge::{
+    Uplink, UplinkConfig, UplinkConnector, UplinkMessage, UplinkState, UplinkStatus,
+};
 use plantd_journal::{Journal, Options};
 use plantd_shared::headers;
 use plantd_shared::streams::{self, Settings};
@@ -50,12 +52,8 @@ struct Running {
 }
 
 async fn start(j: &Journal, nats: &Nats, cfg: UplinkConfig) -> Running {
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(nats.url())
-        .await
-        .expect("connect");
-    let uplink = Uplink::new(j.clone(), client, cfg);
+    let connector = UplinkConnector::new(&nats.url(), async_nats::ConnectOptions::new());
+    let uplink = Uplink::new(j.clone(), connector, cfg);
     let status = uplink.status();
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(uplink.run(async move {
@@ -271,4 +269,29 @@ async fn a_missing_stream_is_reported_not_hidden() {
     up.wait_acked(5).await;
     up.stop().await;
     j.close().await.expect("close");
+}
+
+/// The uplink's connection must never reconnect by itself: a reconnecting
+/// client flushes what it queued while disconnected behind publishes lost
+/// with the old connection, which would reorder a topic.
+#[tokio::test]
+async fn the_uplink_connection_closes_instead_of_reconnecting() {
+    let mut nats = Nats::start().await;
+    let connector = UplinkConnector::new(&nats.url(), async_nats::ConnectOptions::new());
+    let conn = connector.connect().await.expect("connect");
+    conn.client.flush().await.expect("flush while connected");
+    let mut lost = conn.lost.clone();
+    nats.restart().await;
+    tokio::time::timeout(Duration::from_secs(30), lost.wait_for(|l| *l))
+        .await
+        .expect("the loss is reported")
+        .expect("lost flag");
+    // The server is back on the same port; a reconnecting client would
+    // flush; this one has closed for good.
+    let _ = nats.client().await;
+    let flushed = tokio::time::timeout(Duration::from_secs(10), conn.client.flush()).await;
+    assert!(
+        !matches!(flushed, Ok(Ok(()))),
+        "the uplink's client reconnected after losing its connection"
+    );
 }

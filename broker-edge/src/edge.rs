@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plantd_bridge::{
-    Downlink, DownlinkConfig, Service, ServiceConfig, Uplink, UplinkConfig, UplinkState,
+    Downlink, DownlinkConfig, Service, ServiceConfig, Uplink, UplinkConfig, UplinkConnector,
+    UplinkState,
     UplinkStatus,
 };
 use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
@@ -71,14 +72,12 @@ pub fn journal_options(config: &Config) -> Result<Options, EdgeError> {
     })
 }
 
-async fn connect_nats(config: &Config, url: &str) -> Result<async_nats::Client, EdgeError> {
+/// Connection options for NATS from the configuration: name, credentials,
+/// CA and client certificate. Shared by the edge's connection and the
+/// uplink's own connections.
+async fn nats_options(config: &Config) -> Result<async_nats::ConnectOptions, EdgeError> {
     let u = &config.uplink;
-    let mut opts = async_nats::ConnectOptions::new()
-        .name(format!("plantd-edge-{}", config.site))
-        .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS connection event");
-        });
+    let mut opts = async_nats::ConnectOptions::new().name(format!("plantd-edge-{}", config.site));
     if let Some(creds) = &u.nats_creds {
         opts = opts
             .credentials_file(creds)
@@ -91,7 +90,18 @@ async fn connect_nats(config: &Config, url: &str) -> Result<async_nats::Client, 
     if let (Some(cert), Some(key)) = (&u.nats_cert, &u.nats_key) {
         opts = opts.add_client_certificate(cert.clone(), key.clone());
     }
-    opts.connect(url)
+    Ok(opts)
+}
+
+async fn connect_nats(
+    opts: async_nats::ConnectOptions,
+    url: &str,
+) -> Result<async_nats::Client, EdgeError> {
+    opts.retry_on_initial_connect()
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection event");
+        })
+        .connect(url)
         .await
         .map_err(|e| EdgeError::Nats(format!("{url}: {e}")))
 }
@@ -312,7 +322,8 @@ pub async fn run(
         unacked = recovery.last_seq.saturating_sub(recovery.acked),
         "journal ready"
     );
-    let client = connect_nats(&config, &url).await?;
+    let nats_opts = nats_options(&config).await?;
+    let client = connect_nats(nats_opts.clone(), &url).await?;
     if let Some(t) = &mut trust {
         t.mirror_revocations(&client);
     }
@@ -343,7 +354,11 @@ pub async fn run(
     }
     let mut ucfg = UplinkConfig::new(site.clone());
     ucfg.window = config.uplink.window.max(1);
-    let uplink = Uplink::new(journal.clone(), client.clone(), ucfg);
+    let uplink = Uplink::new(
+        journal.clone(),
+        UplinkConnector::new(&url, nats_opts),
+        ucfg,
+    );
     let status = uplink.status();
     let uplink_stop = CancellationToken::new();
     let stop = uplink_stop.clone();
