@@ -23,10 +23,10 @@
 //! connection claims.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{ContextBuilder, PublishError, PublishErrorKind};
@@ -309,6 +309,7 @@ impl Uplink {
             w: Window::new(start),
             last_progress: Instant::now(),
             stall_check: tokio::time::interval(Duration::from_millis(500)),
+            unpublished: Unpublished::default(),
         };
         let mut reader = p.journal.reader(start);
         let mut backoff = p.cfg.backoff_min;
@@ -380,7 +381,23 @@ struct Pump {
     w: Window,
     last_progress: Instant,
     stall_check: tokio::time::Interval,
+    /// Acknowledgements counted here and not yet published (to the status
+    /// watch and the journal's cursor), so a burst of acks costs one
+    /// wake-up of watchers and of the journal writer, not one per message.
+    unpublished: Unpublished,
 }
+
+/// Progress not yet published; see [`Pump::publish`].
+#[derive(Default)]
+struct Unpublished {
+    acks: u64,
+    duplicates: u64,
+    reordered: u64,
+    sent: u64,
+}
+
+/// Publish progress at least every this many acknowledgements.
+const PUBLISH_EVERY: u64 = 256;
 
 impl Pump {
     /// Publishes over `conn` until it fails, the journal closes or
@@ -401,7 +418,11 @@ impl Pump {
         let mut lost = conn.lost.clone();
         self.w.progressed = false;
         loop {
-            let limit = if self.w.progressed { self.cfg.window } else { 1 };
+            let limit = if self.w.progressed {
+                self.cfg.window
+            } else {
+                1
+            };
             let window_open = self.w.outstanding.len() < limit;
             tokio::select! {
                 biased;
@@ -441,20 +462,21 @@ impl Pump {
                     if let Err(e) = self.w.send(&js, &self.cfg.site, rec.seq, subject, msg).await {
                         return Stop::Failed(describe(&e));
                     }
-                    let in_flight = self.w.outstanding.len();
-                    self.status.send_if_modified(|s| {
-                        s.published += 1;
-                        s.in_flight = in_flight;
-                        // Watchers care about acknowledgements, not every send.
-                        false
-                    });
+                    self.unpublished.sent += 1;
                 }
-                _ = self.stall_check.tick() => self.check_stall(),
+                _ = self.stall_check.tick() => {
+                    self.publish();
+                    self.check_stall();
+                }
+            }
+            if self.w.inflight.is_empty() || self.unpublished.acks >= PUBLISH_EVERY {
+                self.publish();
             }
         }
     }
 
-    /// Records a successful acknowledgement.
+    /// Records a successful acknowledgement (published in batches by
+    /// [`Pump::publish`]).
     fn acked(&mut self, seq: u64, subject: &str, ack: &PublishAck) {
         self.w.outstanding.remove(&seq);
         if self.w.failed_subjects.contains(subject) {
@@ -467,13 +489,31 @@ impl Pump {
                 "uplink: a publish was stored after an earlier one on the same topic failed; \
                  the topic is out of order in the stream"
             );
-            self.status.send_modify(|s| s.reordered += 1);
+            self.unpublished.reordered += 1;
+        }
+        self.unpublished.acks += 1;
+        self.unpublished.duplicates += u64::from(ack.duplicate);
+        self.w.progressed = true;
+    }
+
+    /// Advances the journal's cursor and publishes the status: what was
+    /// acknowledged since the last call.
+    fn publish(&mut self) {
+        let u = std::mem::take(&mut self.unpublished);
+        let in_flight = self.w.outstanding.len();
+        if u.acks == 0 {
+            if u.sent > 0 {
+                self.status.send_if_modified(|s| {
+                    s.published += u.sent;
+                    s.in_flight = in_flight;
+                    false
+                });
+            }
+            return;
         }
         let cursor = self.w.cursor();
         self.journal.ack(cursor);
         self.last_progress = Instant::now();
-        self.w.progressed = true;
-        let in_flight = self.w.outstanding.len();
         let last = self.last_progress;
         self.status.send_modify(|s| {
             if s.state != UplinkState::Up {
@@ -481,8 +521,10 @@ impl Pump {
             }
             s.state = UplinkState::Up;
             s.acked_seq = cursor;
-            s.acked += 1;
-            s.duplicates += u64::from(ack.duplicate);
+            s.acked += u.acks;
+            s.published += u.sent;
+            s.duplicates += u.duplicates;
+            s.reordered += u.reordered;
             s.in_flight = in_flight;
             s.last_ack = Some(last);
         });
@@ -503,6 +545,7 @@ impl Pump {
             }
         }
         self.w.failed_subjects.clear();
+        self.publish();
     }
 
     /// Reports `Stalled` when there is a backlog and nothing was

@@ -28,7 +28,15 @@ pub struct Config {
     /// a valid one's common name becomes the connection's certificate
     /// identity (a token is still required).
     pub tls_client_ca: Option<PathBuf>,
-    /// Directory for durable state (the journal of a later issue).
+    /// MQTT over WebSocket listener address, path `/mqtt` (unset: none).
+    pub ws_listen: Option<String>,
+    /// MQTT over secure WebSocket listener address, path `/mqtt`, with the
+    /// TLS listener's certificate, key and client CA (unset: none).
+    pub wss_listen: Option<String>,
+    /// Directory for durable state: the journal (`journal/`), the session
+    /// store (`sessions.redb`: persistent sessions, retained messages) and
+    /// the cached signing keys (`trust`). Unset: sessions and retained
+    /// messages live in memory only.
     pub data_dir: Option<PathBuf>,
     /// Accept clients without credentials (off by default: every client
     /// must present a token issued for this site).
@@ -128,6 +136,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            ws_listen: None,
+            wss_listen: None,
             data_dir: None,
             allow_anonymous: false,
             jwks_url: None,

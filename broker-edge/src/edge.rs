@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use plantd_bridge::{
     Downlink, DownlinkConfig, Service, ServiceConfig, Uplink, UplinkConfig, UplinkConnector,
-    UplinkState,
-    UplinkStatus,
+    UplinkState, UplinkStatus,
 };
 use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
 use plantd_shared::subject::Site;
@@ -244,6 +243,12 @@ fn readiness(journal: Journal, status: watch::Receiver<UplinkStatus>) -> HttpExt
             s.duplicates as f64,
         );
         one(
+            "plantd_uplink_reordered_total",
+            "counter",
+            "Publishes stored after an earlier one on the same topic had been refused (topic out of order in the stream).",
+            s.reordered as f64,
+        );
+        one(
             "plantd_uplink_failures_total",
             "counter",
             "Uplink failures.",
@@ -354,11 +359,7 @@ pub async fn run(
     }
     let mut ucfg = UplinkConfig::new(site.clone());
     ucfg.window = config.uplink.window.max(1);
-    let uplink = Uplink::new(
-        journal.clone(),
-        UplinkConnector::new(&url, nats_opts),
-        ucfg,
-    );
+    let uplink = Uplink::new(journal.clone(), UplinkConnector::new(&url, nats_opts), ucfg);
     let status = uplink.status();
     let uplink_stop = CancellationToken::new();
     let stop = uplink_stop.clone();

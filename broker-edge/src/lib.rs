@@ -6,14 +6,16 @@
 //! |---|---|
 //! | [`server`] | binds listeners, accepts sockets (connection limit), runs until shutdown |
 //! | [`link`] | one task per socket: handshake, QoS state machine, batched writes |
-//! | [`link::socket`] | what a link reads and writes: TCP, or the TLS bridge's local socket |
-//! | [`tls`] | TLS listener: certificates, handshake, client-certificate common name, bridge |
+//! | [`link::socket`] | what a link reads and writes: TCP, or the local socket of the TLS and WebSocket bridges |
+//! | [`tls`] | TLS listener: certificates (reloaded on SIGHUP), handshake, client-certificate common name, bridge |
+//! | [`ws`] | WebSocket and secure WebSocket listeners: upgrade (path, subprotocol), message ⇄ byte-stream bridge |
 //! | [`link::wire`] | translation between 3.1.1 packets and the 5.0 packets the link works with |
 //! | [`router`] | the single owner of sessions, subscriptions and retained messages |
 //! | [`router::subscriptions`] | subscription index (exact + wildcard, shared groups) |
 //! | [`mailbox`] | a session's bounded delivery queue and its overflow policy |
 //! | [`session`] | QoS in-flight state carried between connections |
 //! | [`retained`] | retained message store |
+//! | [`store`] | the durable session store (`<data-dir>/sessions.redb`): persistent sessions, offline queues, retained messages, written behind |
 //! | [`message`] | publications, deliveries, wills |
 //! | [`protocol`] | the wire format: framing, [`protocol::v4`], [`protocol::v5`] |
 //! | [`auth`] | tokens at CONNECT, per-connection permissions, closing on expiry and revocation |
@@ -43,8 +45,10 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod tls;
 pub mod uplink;
+pub mod ws;
 
 pub use config::{Config, Limits};
 pub use server::{Broker, Error, run};

@@ -210,6 +210,18 @@ impl Mailbox {
         self.metrics.queued.fetch_sub(n as u64, Relaxed);
     }
 
+    /// Copies of the queued QoS 1/2 deliveries, oldest first (what the
+    /// session store keeps of an offline session's queue; QoS 0 messages
+    /// are not persisted).
+    pub fn persistent_items(&self) -> Vec<Delivery> {
+        let q = self.lock();
+        q.items
+            .iter()
+            .filter(|d| d.qos != QoS::AtMostOnce)
+            .cloned()
+            .collect()
+    }
+
     /// Number of queued deliveries.
     pub fn len(&self) -> usize {
         self.lock().items.len()

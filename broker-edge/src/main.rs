@@ -42,6 +42,13 @@ struct Args {
     /// name identifies the device (a token is still required).
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// MQTT over WebSocket listen address (path /mqtt, subprotocol mqtt).
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Option<String>,
+    /// MQTT over secure WebSocket listen address (path /mqtt; uses
+    /// --tls-cert, --tls-key and --tls-client-ca).
+    #[arg(long, value_name = "ADDR")]
+    wss_listen: Option<String>,
     /// Directory for durable state.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -119,6 +126,12 @@ fn load(args: Args) -> anyhow::Result<Config> {
     }
     if args.tls_client_ca.is_some() {
         config.tls_client_ca = args.tls_client_ca;
+    }
+    if args.ws_listen.is_some() {
+        config.ws_listen = args.ws_listen;
+    }
+    if args.wss_listen.is_some() {
+        config.wss_listen = args.wss_listen;
     }
     if let Some(v) = args.data_dir {
         config.data_dir = Some(v);

@@ -40,6 +40,33 @@ impl DropReason {
     }
 }
 
+/// The listener a socket arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// MQTT over TCP (`--mqtt-listen`).
+    Tcp,
+    /// MQTT over TLS (`--tls-listen`).
+    Tls,
+    /// MQTT over WebSocket (`--ws-listen`).
+    Ws,
+    /// MQTT over secure WebSocket (`--wss-listen`).
+    Wss,
+}
+
+impl Listener {
+    const ALL: [Listener; 4] = [Listener::Tcp, Listener::Tls, Listener::Ws, Listener::Wss];
+
+    /// The `listener` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Tcp => "tcp",
+            Listener::Tls => "tls",
+            Listener::Ws => "ws",
+            Listener::Wss => "wss",
+        }
+    }
+}
+
 /// Every counter and gauge the broker keeps.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -69,9 +96,38 @@ pub struct Metrics {
     dropped: [AtomicU64; 5],
     /// Connections closed for malformed or protocol-violating packets.
     pub protocol_errors: AtomicU64,
+    /// Sessions in the session store (gauge; 0 without `--data-dir`).
+    pub store_sessions: AtomicU64,
+    /// Retained messages in the session store (gauge).
+    pub store_retained: AtomicU64,
+    /// Offline-queued messages in the session store (gauge).
+    pub store_queued: AtomicU64,
+    /// Session store write transactions committed.
+    pub store_flushes: AtomicU64,
+    /// Session store write transactions that failed (their changes are
+    /// lost on restart).
+    pub store_write_errors: AtomicU64,
+    /// Sockets accepted, by [`Listener`].
+    accepted: [AtomicU64; 4],
+    /// Successful reloads of the TLS certificate, key and client CA.
+    pub tls_reloads: AtomicU64,
+    /// Failed reloads (the previous certificate stayed in force).
+    pub tls_reload_failures: AtomicU64,
+    /// 1 when the last reload failed, else 0 (gauge).
+    pub tls_reload_failed: AtomicU64,
 }
 
 impl Metrics {
+    /// Counts one socket accepted on `listener`.
+    pub fn accepted(&self, listener: Listener) {
+        self.accepted[listener as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Sockets accepted so far on `listener`.
+    pub fn accepted_count(&self, listener: Listener) -> u64 {
+        self.accepted[listener as usize].load(Relaxed)
+    }
+
     /// Counts one undelivered message.
     pub fn dropped(&self, reason: DropReason) {
         self.dropped[reason as usize].fetch_add(1, Relaxed);
@@ -148,6 +204,36 @@ impl Metrics {
             "Connections closed for malformed or protocol-violating packets.",
             self.protocol_errors.load(Relaxed),
         );
+        one(
+            "plantd_edge_session_store_sessions",
+            "gauge",
+            "Persistent sessions in the session store.",
+            self.store_sessions.load(Relaxed),
+        );
+        one(
+            "plantd_edge_session_store_retained",
+            "gauge",
+            "Retained messages in the session store.",
+            self.store_retained.load(Relaxed),
+        );
+        one(
+            "plantd_edge_session_store_queued",
+            "gauge",
+            "Offline-queued QoS 1/2 messages in the session store.",
+            self.store_queued.load(Relaxed),
+        );
+        one(
+            "plantd_edge_session_store_flushes_total",
+            "counter",
+            "Session store write transactions committed.",
+            self.store_flushes.load(Relaxed),
+        );
+        one(
+            "plantd_edge_session_store_write_errors_total",
+            "counter",
+            "Session store write transactions that failed.",
+            self.store_write_errors.load(Relaxed),
+        );
         for (name, help, arr) in [
             (
                 "plantd_edge_messages_received_total",
@@ -178,6 +264,32 @@ impl Metrics {
                 self.dropped_count(r)
             );
         }
+        let name = "plantd_edge_sockets_accepted_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Sockets accepted, by listener.\n# TYPE {name} counter"
+        );
+        for l in Listener::ALL {
+            let _ = writeln!(
+                s,
+                "{name}{{listener=\"{}\"}} {}",
+                l.label(),
+                self.accepted_count(l)
+            );
+        }
+        let name = "plantd_edge_tls_reloads_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Reloads of the TLS certificate, key and client CA (SIGHUP).\n# TYPE {name} counter\n{name}{{result=\"ok\"}} {}\n{name}{{result=\"error\"}} {}",
+            self.tls_reloads.load(Relaxed),
+            self.tls_reload_failures.load(Relaxed)
+        );
+        let name = "plantd_edge_tls_reload_failed";
+        let _ = writeln!(
+            s,
+            "# HELP {name} 1 when the last TLS reload failed (the previous certificate is in use).\n# TYPE {name} gauge\n{name} {}",
+            self.tls_reload_failed.load(Relaxed)
+        );
         s
     }
 }

@@ -17,15 +17,25 @@ pub struct RetainedStore {
 
 impl RetainedStore {
     /// Applies a retained PUBLISH: an empty payload deletes, anything else
-    /// replaces.
-    pub fn apply(&mut self, p: &Arc<Publication>) {
+    /// replaces. Returns the message now retained for the topic (`None`
+    /// after a delete), for the session store to persist.
+    pub fn apply(&mut self, p: &Arc<Publication>) -> Option<Arc<Publication>> {
         if p.payload.is_empty() {
             self.by_topic.remove(&p.topic);
+            None
         } else {
             // Retained messages live long: own their bytes (see
             // `Publication::compacted`).
-            self.by_topic
-                .insert(p.topic.clone(), Arc::new(p.compacted()));
+            let kept = Arc::new(p.compacted());
+            self.by_topic.insert(p.topic.clone(), kept.clone());
+            Some(kept)
+        }
+    }
+
+    /// Puts back a retained message loaded from the session store.
+    pub fn restore(&mut self, p: Publication) {
+        if !p.payload.is_empty() && !p.is_expired() {
+            self.by_topic.insert(p.topic.clone(), Arc::new(p));
         }
     }
 

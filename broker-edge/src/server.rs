@@ -1,6 +1,11 @@
 //! The broker as a library: bind the listeners, then [`Broker::run`] until a
 //! shutdown future resolves (the mini-redis shape; `main` only parses flags).
 //!
+//! Listeners: MQTT over TCP (always), TLS (`tls_listen`), WebSocket
+//! (`ws_listen`) and secure WebSocket (`wss_listen`). They share one accept
+//! loop, the connection limit and the shutdown path; TLS and WSS share one
+//! [`Certificates`], re-read on SIGHUP (see [`reload_certificates`]).
+//!
 //! Shutdown: the accept loop stops, every link is told through a
 //! cancellation token and closes its client with v5 reason 0x8B, the task
 //! tracker waits for all of them, then the router (whose command channel
@@ -26,8 +31,9 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hooks::{Authorizer, PublishHook, StaticRules};
 use crate::link::{self, LinkContext, Peer, handshake};
-use crate::metrics::Metrics;
+use crate::metrics::{Listener, Metrics};
 use crate::router::Router;
+use crate::tls::{Certificates, TlsFiles};
 
 /// Why the broker could not start.
 #[derive(Debug, Error)]
@@ -57,8 +63,8 @@ pub enum Error {
         /// Why it is invalid.
         source: plantd_shared::topic::TopicError,
     },
-    /// The TLS listener is misconfigured (missing or invalid certificate,
-    /// key or client CA).
+    /// The TLS or WSS listener is misconfigured (missing or invalid
+    /// certificate, key or client CA).
     #[error("TLS listener: {0}")]
     Tls(String),
     /// The data directory could not be created.
@@ -69,6 +75,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The session store in the data directory cannot be opened or read
+    /// (the message names the file).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A broker with bound listeners, ready to [`run`](Broker::run).
@@ -79,8 +89,19 @@ pub struct Broker {
     mqtt: TcpListener,
     /// HTTP listener (health, metrics).
     http: TcpListener,
-    /// TLS listener and its acceptor (`--tls-listen`), if configured.
-    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// TLS listener (`--tls-listen`), if configured.
+    tls: Option<TcpListener>,
+    /// WebSocket listener (`--ws-listen`), if configured.
+    ws: Option<TcpListener>,
+    /// Secure WebSocket listener (`--wss-listen`), if configured.
+    wss: Option<TcpListener>,
+    /// The TLS configuration of the TLS and WSS listeners (present when
+    /// either is configured), reloaded on SIGHUP.
+    certs: Option<Arc<Certificates>>,
+    /// SIGHUP, registered at bind so that a reload request arriving before
+    /// `run` neither kills the process nor is lost.
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
     /// Counters, shared with the HTTP endpoint.
     metrics: Arc<Metrics>,
     /// Authorisation of PUBLISH and SUBSCRIBE.
@@ -96,17 +117,25 @@ pub struct Broker {
     router_tx: mpsc::Sender<crate::router::RouterCmd>,
     /// Its receiving end, taken by `run`.
     router_rx: mpsc::Receiver<crate::router::RouterCmd>,
+    /// The session store (`<data-dir>/sessions.redb`), loaded, when there
+    /// is a data directory.
+    store: Option<crate::store::OpenedStore>,
 }
 
 impl Broker {
-    /// Binds the MQTT and HTTP listeners of `config`.
+    /// Binds the MQTT and HTTP listeners of `config`, and the TLS,
+    /// WebSocket and secure WebSocket listeners it configures. On Unix,
+    /// SIGHUP is taken over from here on: it reloads the TLS files (and
+    /// never terminates the broker).
     ///
     /// # Errors
     /// [`Error::Bind`] when an address is taken or invalid,
     /// [`Error::Filter`] for a bad `deny_subscribe` filter,
     /// [`Error::DataDir`] when the data directory cannot be created,
+    /// [`Error::Store`] when the session store in it cannot be opened or
+    /// read (corrupt, unreadable, held by another process),
     /// [`Error::Tls`] when the TLS certificate, key or client CA is missing
-    /// or invalid.
+    /// or invalid while `tls_listen` or `wss_listen` is set.
     pub async fn bind(config: Config) -> Result<Self, Error> {
         let deny = config
             .deny_subscribe
@@ -124,6 +153,10 @@ impl Broker {
                 source,
             })?;
         }
+        let store = match &config.data_dir {
+            Some(dir) => Some(crate::store::OpenedStore::open(dir)?),
+            None => None,
+        };
         let site = Site::new(config.site.as_str()).map_err(|e| Error::Site {
             site: config.site.clone(),
             detail: e.to_string(),
@@ -136,22 +169,45 @@ impl Broker {
         };
         let mqtt = bind(config.mqtt_listen.clone()).await?;
         let http = bind(config.http_listen.clone()).await?;
-        let tls = match &config.tls_listen {
-            Some(addr) => {
+        let secure_flag = match (&config.tls_listen, &config.wss_listen) {
+            (Some(_), _) => Some("--tls-listen"),
+            (None, Some(_)) => Some("--wss-listen"),
+            (None, None) => None,
+        };
+        let certs = match secure_flag {
+            Some(flag) => {
                 let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-                    return Err(Error::Tls(
-                        "--tls-listen needs --tls-cert and --tls-key".into(),
-                    ));
+                    return Err(Error::Tls(format!("{flag} needs --tls-cert and --tls-key")));
                 };
-                let acceptor = crate::tls::acceptor(&crate::tls::TlsFiles {
+                let certs = Certificates::load(&TlsFiles {
                     cert,
                     key,
                     client_ca: config.tls_client_ca.as_deref(),
                 })
                 .map_err(|e| Error::Tls(e.to_string()))?;
-                Some((bind(addr.clone()).await?, acceptor))
+                Some(Arc::new(certs))
             }
             None => None,
+        };
+        let tls = match &config.tls_listen {
+            Some(addr) => Some(bind(addr.clone()).await?),
+            None => None,
+        };
+        let ws = match &config.ws_listen {
+            Some(addr) => Some(bind(addr.clone()).await?),
+            None => None,
+        };
+        let wss = match &config.wss_listen {
+            Some(addr) => Some(bind(addr.clone()).await?),
+            None => None,
+        };
+        #[cfg(unix)]
+        let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "cannot watch SIGHUP: TLS certificates will not be reloaded");
+                None
+            }
         };
         let (router_tx, router_rx) = mpsc::channel(4096);
         Ok(Broker {
@@ -159,6 +215,11 @@ impl Broker {
             mqtt,
             http,
             tls,
+            ws,
+            wss,
+            certs,
+            #[cfg(unix)]
+            hangup,
             metrics: Arc::new(Metrics::default()),
             auth: Arc::new(StaticRules {
                 deny_subscribe: deny,
@@ -168,6 +229,7 @@ impl Broker {
             http_extras: crate::http::HttpExtras::default(),
             router_tx,
             router_rx,
+            store,
         })
     }
 
@@ -229,7 +291,24 @@ impl Broker {
 
     /// The bound TLS address, when a TLS listener is configured.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.tls.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound WebSocket address, when a WebSocket listener is configured.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The bound secure WebSocket address, when one is configured.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The TLS configuration of the TLS and WSS listeners, for reloading it
+    /// without a signal (see [`reload_certificates`]); `None` without
+    /// either listener.
+    pub fn certificates(&self) -> Option<Arc<Certificates>> {
+        self.certs.clone()
     }
 
     /// The bound addresses, for the "listening" log line.
@@ -238,6 +317,8 @@ impl Broker {
             mqtt: self.mqtt_addr(),
             http: self.http_addr(),
             tls: self.tls_addr(),
+            ws: self.ws_addr(),
+            wss: self.wss_addr(),
         }
     }
 
@@ -254,6 +335,11 @@ impl Broker {
             mqtt,
             http,
             tls,
+            ws,
+            wss,
+            certs,
+            #[cfg(unix)]
+            hangup,
             metrics,
             auth,
             hook,
@@ -261,10 +347,16 @@ impl Broker {
             http_extras,
             router_tx,
             router_rx,
+            store,
         } = self;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let router = tokio::spawn(Router::new(router_rx, config.clone(), metrics.clone()).run());
+        let router = crate::store::attach(
+            Router::new(router_rx, config.clone(), metrics.clone()),
+            store,
+            &metrics,
+        );
+        let router = tokio::spawn(router.run());
 
         let http_token = token.clone();
         let http_metrics = metrics.clone();
@@ -286,6 +378,15 @@ impl Broker {
             );
         }
         let revocations = tokio::spawn(authn.clone().watch_revocations(token.clone()));
+        #[cfg(unix)]
+        let reloads = hangup.map(|sig| {
+            tokio::spawn(reload_on_hangup(
+                sig,
+                certs.clone(),
+                metrics.clone(),
+                token.clone(),
+            ))
+        });
         let ctx = Arc::new(LinkContext {
             router: router_tx,
             config: config.clone(),
@@ -297,52 +398,42 @@ impl Broker {
         });
         let limit = Arc::new(Semaphore::new(config.limits.max_connections));
         let conn_ids = AtomicU64::new(1);
-        let (tls_listener, acceptor) = tls.unzip();
-        let acceptor = acceptor.map(Arc::new);
         tokio::pin!(shutdown);
         loop {
-            let (accepted, secure) = tokio::select! {
+            let (accepted, kind) = tokio::select! {
                 _ = &mut shutdown => break,
-                r = mqtt.accept() => (r, false),
-                r = accept_opt(tls_listener.as_ref()) => (r, true),
+                r = mqtt.accept() => (r, Listener::Tcp),
+                r = accept_opt(tls.as_ref()) => (r, Listener::Tls),
+                r = accept_opt(ws.as_ref()) => (r, Listener::Ws),
+                r = accept_opt(wss.as_ref()) => (r, Listener::Wss),
             };
             let (stream, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off.
-                    warn!(error = %e, "accept failed");
+                    warn!(error = %e, listener = kind.label(), "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
+            metrics.accepted(kind);
             let _ = stream.set_nodelay(true);
             let conn_id = conn_ids.fetch_add(1, Relaxed);
-            match (limit.clone().try_acquire_owned(), &acceptor) {
-                (Ok(permit), Some(acceptor)) if secure => {
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => {
                     let ctx = ctx.clone();
-                    let acceptor = acceptor.clone();
+                    let certs = certs.clone();
                     tracker.spawn(async move {
-                        serve_tls(stream, peer, &acceptor, conn_id, ctx).await;
+                        serve_socket(kind, stream, peer, certs, conn_id, ctx).await;
                         drop(permit);
                     });
                 }
-                (Ok(permit), _) => {
-                    let ctx = ctx.clone();
-                    tracker.spawn(async move {
-                        let peer = Peer {
-                            addr: Some(peer),
-                            certificate: None,
-                        };
-                        link::serve(stream, peer, conn_id, ctx).await;
-                        drop(permit);
-                    });
-                }
-                (Err(_), _) => {
-                    warn!(%peer, limit = config.limits.max_connections, "connection limit reached; refusing");
+                Err(_) => {
+                    warn!(%peer, listener = kind.label(), limit = config.limits.max_connections, "connection limit reached; refusing");
                     metrics.connections_refused.fetch_add(1, Relaxed);
-                    // A TLS client over the limit is closed before the
-                    // handshake: no CONNACK without spending a handshake.
-                    if !secure {
+                    // Over TLS or WebSocket a CONNACK would cost a
+                    // handshake or an upgrade first: those are closed.
+                    if kind == Listener::Tcp {
                         tracker.spawn(refuse_over_limit(stream, config.clone()));
                     }
                 }
@@ -350,23 +441,65 @@ impl Broker {
         }
         info!("shutting down: closing clients");
         token.cancel();
-        drop(mqtt);
-        drop(tls_listener);
+        drop((mqtt, tls, ws, wss));
         drop(ctx);
         tracker.close();
         tracker.wait().await;
         let _ = revocations.await;
+        #[cfg(unix)]
+        if let Some(r) = reloads {
+            let _ = r.await;
+        }
         let _ = router.await;
         let _ = http_task.await;
         info!("broker stopped");
     }
 }
 
-/// Accepts on the TLS listener, or never when there is none.
+/// Accepts on an optional listener, or never when there is none.
 async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match l {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Serves one accepted socket of listener `kind` until it closes. TLS and
+/// WSS use the certificate current at accept time.
+async fn serve_socket(
+    kind: Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+    certs: Option<Arc<Certificates>>,
+    conn_id: u64,
+    ctx: Arc<LinkContext>,
+) {
+    let secure = matches!(kind, Listener::Tls | Listener::Wss);
+    let acceptor = certs.filter(|_| secure).map(|c| c.acceptor());
+    match (kind, acceptor) {
+        (Listener::Tcp, _) => {
+            let peer = Peer {
+                addr: Some(peer),
+                certificate: None,
+            };
+            link::serve(stream, peer, conn_id, ctx).await;
+        }
+        (Listener::Ws, _) => serve_ws(stream, peer, None, conn_id, ctx).await,
+        (Listener::Tls, Some(acceptor)) => serve_tls(stream, peer, &acceptor, conn_id, ctx).await,
+        (Listener::Wss, Some(acceptor)) => {
+            let timeout = Duration::from_millis(ctx.config.limits.connect_timeout_ms);
+            match crate::tls::handshake(&acceptor, stream, timeout).await {
+                Ok((tls, certificate)) => serve_ws(tls, peer, certificate, conn_id, ctx).await,
+                Err(why) => {
+                    info!(%peer, %why, listener = "wss", "closing TLS connection");
+                    ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        // Not reached: `bind` loads certificates whenever TLS or WSS is on.
+        (Listener::Tls | Listener::Wss, None) => {
+            warn!(%peer, "no TLS configuration for a secure listener; closing");
+        }
     }
 }
 
@@ -415,6 +548,100 @@ async fn serve_tls(
     }
 }
 
+/// Serves a WebSocket client on `stream` (plain TCP, or TLS already
+/// established for WSS, with the client certificate's common name): the
+/// upgrade within the connect timeout, then the link over the bridge's
+/// socket pair. A refused or failed upgrade is logged at info and counted
+/// in `connections_refused`.
+async fn serve_ws<S>(
+    stream: S,
+    peer: SocketAddr,
+    certificate: Option<Arc<str>>,
+    conn_id: u64,
+    ctx: Arc<LinkContext>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let limits = &ctx.config.limits;
+    let timeout = Duration::from_millis(limits.connect_timeout_ms);
+    let ws = match crate::ws::handshake(stream, timeout, limits.max_packet_size).await {
+        Ok(ws) => ws,
+        Err(why) => {
+            info!(%peer, %why, "closing WebSocket connection");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    let (local, remote) = match crate::tls::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(%peer, error = %e, "cannot serve a WebSocket client: no socket pair");
+            return;
+        }
+    };
+    if let Some(cn) = &certificate {
+        info!(%peer, certificate = %cn, "TLS client certificate verified");
+    }
+    let peer = Peer {
+        addr: Some(peer),
+        certificate,
+    };
+    let link = link::serve(local, peer, conn_id, ctx);
+    let bridge = crate::ws::bridge(ws, remote);
+    tokio::pin!(link, bridge);
+    tokio::select! {
+        // The bridge closes the WebSocket (with a grace period of its own)
+        // once it sees the link's end-of-file.
+        () = &mut link => bridge.await,
+        () = &mut bridge => link.await,
+    }
+}
+
+/// Waits for SIGHUP until `stop`, reloading `certs` on each.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut sig: tokio::signal::unix::Signal,
+    certs: Option<Arc<Certificates>>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = sig.recv() => if r.is_none() { return },
+        }
+        match &certs {
+            Some(c) => {
+                reload_certificates(c, &metrics);
+            }
+            None => info!("SIGHUP: no TLS or WSS listener, nothing to reload"),
+        }
+    }
+}
+
+/// Re-reads the TLS certificate, key and client CA into `certs`, logs the
+/// outcome and counts it in `metrics` (`tls_reloads`,
+/// `tls_reload_failures`, `tls_reload_failed`). On error the previous
+/// certificate stays in force; established connections are never touched.
+/// Returns whether the reload succeeded.
+pub fn reload_certificates(certs: &Certificates, metrics: &Metrics) -> bool {
+    let files = certs.files();
+    match certs.reload() {
+        Ok(()) => {
+            metrics.tls_reloads.fetch_add(1, Relaxed);
+            metrics.tls_reload_failed.store(0, Relaxed);
+            info!(cert = %files.cert.display(), key = %files.key.display(), client_ca = ?files.client_ca, "TLS certificate reloaded");
+            true
+        }
+        Err(e) => {
+            metrics.tls_reload_failures.fetch_add(1, Relaxed);
+            metrics.tls_reload_failed.store(1, Relaxed);
+            tracing::error!(error = %e, cert = %files.cert.display(), "TLS certificate reload failed; keeping the previous certificate");
+            false
+        }
+    }
+}
+
 /// The addresses a broker listens on.
 #[derive(Debug, Clone, Copy)]
 pub struct Listening {
@@ -424,16 +651,24 @@ pub struct Listening {
     pub http: SocketAddr,
     /// MQTT over TLS, when configured.
     pub tls: Option<SocketAddr>,
+    /// MQTT over WebSocket, when configured.
+    pub ws: Option<SocketAddr>,
+    /// MQTT over secure WebSocket, when configured.
+    pub wss: Option<SocketAddr>,
 }
 
 impl Listening {
-    /// Logs the "plantd-edge listening" line (`tls=` only with a TLS
-    /// listener); tests find port-0 addresses in it.
+    /// Logs the "plantd-edge listening" line (`tls=`, `ws=`, `wss=` only
+    /// for configured listeners); tests find port-0 addresses in it.
     pub fn log(&self) {
-        match self.tls {
-            Some(tls) => info!(mqtt = %self.mqtt, http = %self.http, %tls, "plantd-edge listening"),
-            None => info!(mqtt = %self.mqtt, http = %self.http, "plantd-edge listening"),
-        }
+        info!(
+            mqtt = %self.mqtt,
+            http = %self.http,
+            tls = self.tls.map(tracing::field::display),
+            ws = self.ws.map(tracing::field::display),
+            wss = self.wss.map(tracing::field::display),
+            "plantd-edge listening"
+        );
     }
 }
 

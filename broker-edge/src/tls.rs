@@ -1,7 +1,8 @@
 //! The TLS listener's connections: the server configuration (certificate,
-//! key, optional client CA), the handshake within a timeout, the client
-//! certificate's common name, and the bridge that lets an unchanged link
-//! serve the decrypted stream.
+//! key, optional client CA) and its reload ([`Certificates`], shared with
+//! the WSS listener and re-read on SIGHUP), the handshake within a timeout,
+//! the client certificate's common name, and the bridge that lets an
+//! unchanged link serve the decrypted stream.
 //!
 //! The link works on readiness and non-blocking reads and writes
 //! ([`crate::link::Socket`]), which a TLS stream does not offer. A TLS
@@ -18,7 +19,7 @@
 //! identifies a device, the token says what it may do.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::RootCertStore;
@@ -66,6 +67,15 @@ pub struct TlsFiles<'a> {
 /// # Errors
 /// [`TlsError`] when a file is missing or invalid.
 pub fn acceptor(files: &TlsFiles<'_>) -> Result<TlsAcceptor, TlsError> {
+    server_config(files).map(TlsAcceptor::from)
+}
+
+/// Builds the rustls server configuration for `files` (ring provider, safe
+/// default protocol versions, optional client certificates).
+///
+/// # Errors
+/// [`TlsError`] when a file is missing or invalid.
+pub fn server_config(files: &TlsFiles<'_>) -> Result<Arc<ServerConfig>, TlsError> {
     let pem = |what: &'static str, path: &Path, e: &dyn std::fmt::Display| TlsError::Pem {
         what,
         path: path.to_path_buf(),
@@ -107,7 +117,78 @@ pub fn acceptor(files: &TlsFiles<'_>) -> Result<TlsAcceptor, TlsError> {
     let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
+}
+
+/// The live TLS configuration shared by the TLS and WSS listeners, and the
+/// files it was read from.
+///
+/// Contract: [`acceptor`](Certificates::acceptor) hands out the
+/// configuration current at that moment, so a handshake uses one
+/// configuration from start to end; [`reload`](Certificates::reload)
+/// re-reads the files and replaces it only when all of them are valid.
+/// Established connections keep the configuration they were accepted with
+/// (rustls holds it by `Arc`), so a reload never drops a client.
+#[derive(Debug)]
+pub struct Certificates {
+    /// Server certificate chain (PEM).
+    cert: PathBuf,
+    /// Server private key (PEM).
+    key: PathBuf,
+    /// Client CA (PEM), if client certificates are asked for.
+    client_ca: Option<PathBuf>,
+    /// The configuration new handshakes use.
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl Certificates {
+    /// Reads `files` once.
+    ///
+    /// # Errors
+    /// [`TlsError`] when a file is missing or invalid.
+    pub fn load(files: &TlsFiles<'_>) -> Result<Self, TlsError> {
+        let config = server_config(files)?;
+        Ok(Certificates {
+            cert: files.cert.to_path_buf(),
+            key: files.key.to_path_buf(),
+            client_ca: files.client_ca.map(Path::to_path_buf),
+            current: RwLock::new(config),
+        })
+    }
+
+    /// The files, as given at load.
+    pub fn files(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            cert: &self.cert,
+            key: &self.key,
+            client_ca: self.client_ca.as_deref(),
+        }
+    }
+
+    /// An acceptor with the configuration current now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = match self.current.read() {
+            Ok(c) => c.clone(),
+            // A panic while swapping an `Arc` leaves a valid `Arc` behind.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        TlsAcceptor::from(config)
+    }
+
+    /// Re-reads the certificate, key and client CA. On success new
+    /// handshakes use them; on error the previous configuration stays in
+    /// force and the error says which file is wrong.
+    ///
+    /// # Errors
+    /// [`TlsError`] when a file is missing or invalid.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.files())?;
+        match self.current.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+        Ok(())
+    }
 }
 
 /// Runs the TLS handshake on `tcp` within `timeout`; returns the stream and

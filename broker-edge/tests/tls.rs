@@ -5,56 +5,23 @@
 //! socket does not hold up the accept loop.
 
 mod common;
+mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use pki::{Ca, client_config};
 use plantd_edge::hooks::{Authorizer, ClientInfo};
 use plantd_edge::{Broker, Config};
 use plantd_shared::topic::Filter;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rumqttc::{QoS, TlsConfiguration, Transport};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// A certificate authority that signs leaf certificates.
-struct Ca {
-    /// The CA certificate, PEM.
-    pem: String,
-    /// Signs leaves.
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().expect("generate CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("self-sign CA");
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf for `names` (subject alternative names) with common name
-    /// `cn`: (certificate PEM, key PEM).
-    fn leaf(&self, cn: &str, names: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().expect("generate leaf key");
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 /// Test certificates on disk.
 struct Pki {
@@ -163,33 +130,6 @@ impl TlsBroker {
                 .expect("broker stops in time")
                 .expect("broker task ends cleanly");
         }
-    }
-}
-
-/// A rustls client configuration (ring) trusting `ca_pem`, with an
-/// optional client certificate.
-fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("CA PEM")).expect("add CA");
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots);
-    match identity {
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("client certificate PEM");
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("client key PEM");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client certificate accepted by rustls")
-        }
-        None => builder.with_no_client_auth(),
     }
 }
 

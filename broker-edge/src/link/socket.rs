@@ -1,9 +1,11 @@
 //! What a link reads and writes. The link is built on readiness and
 //! non-blocking reads and writes (one readiness future for both
 //! directions keeps an idle connection's task small); [`Socket`] names
-//! exactly those operations so the link serves a TCP socket directly and a
-//! TLS connection through the local socket pair its bridge serves
-//! (`crate::tls`).
+//! exactly those operations so the link serves a TCP socket directly, and
+//! TLS, WebSocket and secure WebSocket connections through the local
+//! socket pair their bridge serves (`crate::tls`, `crate::ws`; why a
+//! bridge: `docs/decisions/0014-edge-tls.md` and
+//! `docs/decisions/0016-edge-websocket.md`).
 
 use std::future::Future;
 use std::io;

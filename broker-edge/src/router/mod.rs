@@ -3,7 +3,7 @@
 //! lock is shared with the links.
 //!
 //! Fan-out never waits on a subscriber: each delivery is pushed into the
-//! session's [`Mailbox`](crate::mailbox::Mailbox), whose policy drops or
+//! session's [`Mailbox`], whose policy drops or
 //! refuses when full. Acknowledgements to publishers come back on the
 //! publisher's control channel with the reason the routing produced
 //! (0x10 no matching subscribers, 0x97 quota exceeded).
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use plantd_shared::topic::SubscriptionFilter;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::mailbox::{Mailbox, PushOutcome};
@@ -29,6 +29,8 @@ use crate::protocol::QoS;
 use crate::protocol::v5::RetainHandling;
 use crate::retained::RetainedStore;
 use crate::session::Carry;
+use crate::store::codec::{SessionState, now_unix_ms, raw_filter};
+use crate::store::{Loaded, Op, StoreHandle};
 use subscriptions::{Member, SubEntry, SubscriptionIndex};
 
 pub use crate::mailbox::LinkCtl;
@@ -164,6 +166,29 @@ struct SessionRecord {
     generation: u64,
     /// A will waiting out its delay.
     pending_will: Option<Box<Will>>,
+    /// Whether the session store holds a record of this session.
+    persisted: bool,
+    /// Wall-clock time (ms since the epoch) the session went offline, kept
+    /// only with a session store (its expiry deadline counts from here).
+    offline_since_ms: Option<u64>,
+}
+
+impl SessionRecord {
+    /// What the session store keeps of this session (besides its queue).
+    fn stored_state(&self) -> Box<SessionState> {
+        Box::new(SessionState {
+            expiry: self.expiry,
+            disconnected_at_ms: self.offline_since_ms,
+            next_pkid: self.carry.next_pkid,
+            incoming_qos2: self.carry.incoming_qos2.iter().copied().collect(),
+            outgoing: self.carry.outgoing.clone(),
+            subs: self
+                .subs
+                .iter()
+                .map(|(raw, (_, e))| (raw.clone(), *e))
+                .collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +237,11 @@ pub struct Router {
     scratch: Targets,
     /// Start time, for `$SYS/broker/uptime`.
     started: Instant,
+    /// The durable session store (`--data-dir`), written behind.
+    store: Option<StoreHandle>,
+    /// Offline persisted sessions by mailbox address: client id and the
+    /// sequence number of the next delivery queued on disk.
+    offline: HashMap<usize, (Arc<str>, u64), BuildHasherDefault<PtrHasher>>,
 }
 
 impl Router {
@@ -229,7 +259,89 @@ impl Router {
             timer_seq: 0,
             scratch: HashMap::default(),
             started: Instant::now(),
+            store: None,
+            offline: HashMap::default(),
         }
+    }
+
+    /// Restores what the session store held — retained messages and
+    /// persistent sessions (offline, with their subscriptions, queues and
+    /// QoS state, their expiry counting from when they went offline) — and
+    /// from now on mirrors every change of them into `store`.
+    pub fn with_store(mut self, store: StoreHandle, loaded: Loaded) -> Self {
+        for p in loaded.retained {
+            self.retained.restore(p);
+        }
+        self.metrics
+            .retained
+            .store(self.retained.len() as u64, Relaxed);
+        let now_ms = now_unix_ms();
+        let now = Instant::now();
+        for s in loaded.sessions {
+            let id = s.client_id;
+            let deadline = s.state.deadline_ms();
+            let incoming_qos2 = s.state.incoming_set();
+            let SessionState {
+                expiry,
+                disconnected_at_ms,
+                next_pkid,
+                outgoing,
+                subs: stored_subs,
+                ..
+            } = s.state;
+            let mailbox = Arc::new(Mailbox::new(
+                self.config.limits.max_queued_messages,
+                self.metrics.clone(),
+            ));
+            let mut subs = HashMap::with_capacity(stored_subs.len());
+            for (raw, entry) in stored_subs {
+                match SubscriptionFilter::parse(&raw) {
+                    Ok(sf) => {
+                        let member = Member {
+                            entry,
+                            mailbox: mailbox.clone(),
+                        };
+                        if !self.index.insert(&id, &sf, member) {
+                            self.metrics.subscriptions.fetch_add(1, Relaxed);
+                        }
+                        subs.insert(raw, (sf, entry));
+                    }
+                    Err(e) => {
+                        warn!(client_id = %id, filter = %raw, error = %e, "stored subscription dropped: invalid filter");
+                    }
+                }
+            }
+            for d in s.queue {
+                mailbox.push(d);
+            }
+            if let Some(deadline) = deadline {
+                let left = Duration::from_millis(deadline.saturating_sub(now_ms));
+                self.add_timer(now + left, TimerKind::SessionExpiry, &id, 0);
+            }
+            self.offline
+                .insert(mailbox_key(&mailbox), (id.clone(), s.next_seq));
+            let rec = SessionRecord {
+                mailbox,
+                conn: None,
+                carry: Carry {
+                    outgoing,
+                    incoming_qos2,
+                    next_pkid,
+                },
+                subs,
+                expiry,
+                generation: 0,
+                pending_will: None,
+                persisted: true,
+                offline_since_ms: disconnected_at_ms,
+            };
+            self.sessions.insert(id, Box::new(rec));
+        }
+        self.metrics
+            .sessions
+            .store(self.sessions.len() as u64, Relaxed);
+        self.store = Some(store);
+        self
     }
 
     /// Runs until every sender of the command channel is dropped.
@@ -254,6 +366,12 @@ impl Router {
                 () = sleep_until_opt(next_timer) => self.fire_timers(),
                 _ = sys.tick() => self.publish_sys(),
             }
+        }
+        if let Some(store) = self.store.take() {
+            // Every link has handed its session back: commit the last
+            // changes before the broker reports it has stopped.
+            store.close().await;
+            info!("session store flushed and closed");
         }
         debug!("router stopped");
     }
@@ -343,6 +461,8 @@ impl Router {
                     expiry: 0,
                     generation: 0,
                     pending_will: None,
+                    persisted: false,
+                    offline_since_ms: None,
                 });
                 (rec, false)
             }
@@ -359,6 +479,26 @@ impl Router {
             Ok(()) => {
                 rec.conn = Some(Conn { id: req.conn_id });
                 rec.mailbox.set_online(true);
+                rec.offline_since_ms = None;
+                if let Some(store) = &self.store {
+                    // The client drains the queue now: the store keeps the
+                    // session (and its subscriptions) but no longer its
+                    // queue; both are written again when it goes offline.
+                    self.offline.remove(&mailbox_key(&rec.mailbox));
+                    if rec.expiry > 0 {
+                        if rec.persisted {
+                            store.send(Op::QueueClear(id.clone()));
+                        }
+                        rec.persisted = true;
+                        store.send(Op::SessionPut {
+                            client_id: id.clone(),
+                            state: rec.stored_state(),
+                        });
+                    } else if rec.persisted {
+                        rec.persisted = false;
+                        store.send(Op::SessionDelete(id.clone()));
+                    }
+                }
             }
             Err(ConnectOutcome::Accepted { carry, .. }) => {
                 // The link went away before the answer: keep the state.
@@ -375,6 +515,12 @@ impl Router {
     /// Ends a session: its will (if waiting) is published, its subscriptions
     /// and queue are dropped.
     fn discard(&mut self, id: &Arc<str>, mut rec: SessionRecord) {
+        if let Some(store) = &self.store {
+            self.offline.remove(&mailbox_key(&rec.mailbox));
+            if rec.persisted {
+                store.send(Op::SessionDelete(id.clone()));
+            }
+        }
         for (_, (sf, _)) in rec.subs.drain() {
             if self.index.remove(id, &sf) {
                 self.metrics.subscriptions.fetch_sub(1, Relaxed);
@@ -440,14 +586,57 @@ impl Router {
             self.metrics
                 .sessions
                 .store(self.sessions.len() as u64, Relaxed);
-        } else if expiry != u32::MAX {
-            self.add_timer(
-                now + Duration::from_secs(u64::from(expiry)),
-                TimerKind::SessionExpiry,
-                &id,
-                generation,
-            );
+        } else {
+            self.persist_offline(&id);
+            if expiry != u32::MAX {
+                self.add_timer(
+                    now + Duration::from_secs(u64::from(expiry)),
+                    TimerKind::SessionExpiry,
+                    &id,
+                    generation,
+                );
+            }
         }
+    }
+
+    /// Writes a session that just went offline to the store: its record
+    /// (with the QoS state its link handed back) and its queued QoS 1/2
+    /// messages; later deliveries are appended as they are queued.
+    fn persist_offline(&mut self, id: &Arc<str>) {
+        let Some(store) = &self.store else { return };
+        let Some(rec) = self.sessions.get_mut(id) else {
+            return;
+        };
+        rec.persisted = true;
+        rec.offline_since_ms = Some(now_unix_ms());
+        let items = rec.mailbox.persistent_items();
+        let next_seq = items.len() as u64;
+        store.send(Op::SessionPut {
+            client_id: id.clone(),
+            state: rec.stored_state(),
+        });
+        store.send(Op::QueueReplace {
+            client_id: id.clone(),
+            items,
+        });
+        self.offline
+            .insert(mailbox_key(&rec.mailbox), (id.clone(), next_seq));
+    }
+
+    /// Appends a delivery just queued for an offline session to its queue
+    /// in the store (when the session is persisted).
+    fn queue_offline(&mut self, mailbox: &Arc<Mailbox>, delivery: Delivery) {
+        let (Some(store), Some((id, seq))) =
+            (&self.store, self.offline.get_mut(&mailbox_key(mailbox)))
+        else {
+            return;
+        };
+        store.send(Op::QueueAppend {
+            client_id: id.clone(),
+            seq: *seq,
+            delivery,
+        });
+        *seq += 1;
     }
 
     fn add_timer(&mut self, at: Instant, kind: TimerKind, id: &Arc<str>, generation: u64) {
@@ -498,7 +687,16 @@ impl Router {
     /// reason code for the publisher's acknowledgement.
     fn publish(&mut self, p: Arc<Publication>) -> u8 {
         if p.retain {
-            self.retained.apply(&p);
+            let kept = self.retained.apply(&p);
+            // `$SYS/` statistics are regenerated at start, not stored.
+            if let Some(store) = &self.store
+                && !p.topic.starts_with("$SYS/")
+            {
+                store.send(match kept {
+                    Some(kept) => Op::RetainedPut(kept),
+                    None => Op::RetainedDelete(p.topic.clone()),
+                });
+            }
             self.metrics
                 .retained
                 .store(self.retained.len() as u64, Relaxed);
@@ -546,14 +744,21 @@ impl Router {
                     .get_or_insert_with(|| Arc::new(p.compacted()))
                     .clone()
             };
-            let outcome = mailbox.push(Delivery {
+            let delivery = Delivery {
                 publication,
                 qos,
                 retain: p.retain && t.retain_as_published,
                 subscription_ids: t.subscription_ids,
-            });
+            };
+            // Offline QoS 1/2 deliveries of persisted sessions go to the
+            // store too (QoS 0 ones are not persisted).
+            let keep = (!online && qos != QoS::AtMostOnce && self.store.is_some())
+                .then(|| delivery.clone());
+            let outcome = mailbox.push(delivery);
             if outcome == PushOutcome::Refused {
                 refused += 1;
+            } else if let Some(d) = keep {
+                self.queue_offline(&mailbox, d);
             }
         }
         self.scratch = targets;
@@ -585,10 +790,7 @@ impl Router {
                     continue;
                 }
             };
-            let raw = match &sf.group {
-                Some(g) => format!("$share/{g}/{}", sf.filter),
-                None => sf.filter.as_str().to_owned(),
-            };
+            let raw = raw_filter(&sf);
             if !rec.subs.contains_key(&raw)
                 && rec.subs.len() >= self.config.limits.max_subscriptions_per_client
             {
@@ -622,6 +824,14 @@ impl Router {
             }
             rec.subs.insert(raw, (sf, entry));
         }
+        if rec.persisted
+            && let Some(store) = &self.store
+        {
+            store.send(Op::SessionPut {
+                client_id: id.clone(),
+                state: rec.stored_state(),
+            });
+        }
         if let Some(conn) = &rec.conn {
             rec.mailbox
                 .push_ctl(conn.id, LinkCtl::SubAck { pkid, reasons });
@@ -645,10 +855,7 @@ impl Router {
             match f {
                 Err(code) => reasons.push(code),
                 Ok(sf) => {
-                    let raw = match &sf.group {
-                        Some(g) => format!("$share/{g}/{}", sf.filter),
-                        None => sf.filter.as_str().to_owned(),
-                    };
+                    let raw = raw_filter(&sf);
                     if rec.subs.remove(&raw).is_some() {
                         if self.index.remove(id, &sf) {
                             self.metrics.subscriptions.fetch_sub(1, Relaxed);
@@ -659,6 +866,14 @@ impl Router {
                     }
                 }
             }
+        }
+        if rec.persisted
+            && let Some(store) = &self.store
+        {
+            store.send(Op::SessionPut {
+                client_id: id.clone(),
+                state: rec.stored_state(),
+            });
         }
         if let Some(conn) = &rec.conn {
             rec.mailbox
@@ -709,6 +924,11 @@ impl Router {
 /// Per-message targets keyed by the address of the session's mailbox (one
 /// per session, whichever filters matched).
 type Targets = HashMap<usize, (Arc<Mailbox>, Target), BuildHasherDefault<PtrHasher>>;
+
+/// A session's identity for the offline map: its mailbox's address.
+fn mailbox_key(mailbox: &Arc<Mailbox>) -> usize {
+    Arc::as_ptr(mailbox) as usize
+}
 
 fn merge(targets: &mut Targets, m: &Member) {
     let key = Arc::as_ptr(&m.mailbox) as usize;

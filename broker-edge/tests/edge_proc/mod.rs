@@ -23,6 +23,19 @@ pub struct Edge {
 }
 
 pub async fn start_edge(nats: &Nats, data: &Path, extra: &[&str]) -> Edge {
+    let mut args = vec!["--nats-url".to_owned(), nats.url()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    spawn_edge(data, &args).await
+}
+
+/// The binary without an uplink: the plain broker with its data directory
+/// (session store), no journal.
+pub async fn start_plain(data: &Path, extra: &[&str]) -> Edge {
+    let args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    spawn_edge(data, &args).await
+}
+
+async fn spawn_edge(data: &Path, extra: &[String]) -> Edge {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd-edge"));
     cmd.args([
         "--site",
@@ -34,7 +47,7 @@ pub async fn start_edge(nats: &Nats, data: &Path, extra: &[&str]) -> Edge {
     ])
     .arg("--data-dir")
     .arg(data)
-    .args(["--nats-url", &nats.url(), "--allow-anonymous"])
+    .arg("--allow-anonymous")
     .args(extra)
     .env("RUST_LOG", "info");
     let mut addrs = None;
