@@ -21,7 +21,6 @@
 #[path = "../broker-edge/tests/edge_proc/mod.rs"]
 mod edge_proc;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -31,7 +30,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use edge_proc::{Edge, metric, start_edge};
 use plantd_edge::protocol::{self, PacketType, QoS, v4};
 use plantd_shared::streams::{self, Settings};
-use plantd_testkit::Nats;
+use plantd_testkit::{Nats, load};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -101,28 +100,11 @@ async fn fresh_streams(nats: &Nats) {
 /// async-nats publishing to JetStream directly: the reference rate.
 async fn raw_jetstream(nats: &Nats, n: u64) -> f64 {
     fresh_streams(nats).await;
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .max_ack_inflight(8192)
-        .build(nats.client().await);
-    let payload = Bytes::from(vec![b'x'; 64]);
-    let start = Instant::now();
-    let mut window = VecDeque::new();
-    for i in 0..n {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("raw:{i}").as_str());
-        let f = js
-            .publish_with_headers(format!("plantd.raw.up.t{}", i % 16), h, payload.clone())
-            .await
-            .expect("publish");
-        window.push_back(f);
-        if window.len() >= 4096 {
-            window.pop_front().expect("front").await.expect("ack");
-        }
-    }
-    for f in window {
-        f.await.expect("ack");
-    }
-    rate(n, start.elapsed())
+    let client = nats.client().await;
+    load::jetstream_publish_rate(client, n, "plantd.raw.up", 64, 4096, |i| {
+        load::msg_id_only("raw", i)
+    })
+    .await
 }
 
 /// A QoS 1 MQTT 3.1.1 publisher with up to `window` unacknowledged
@@ -267,6 +249,64 @@ async fn publish_all(addr: SocketAddr, n: u64, publishers: u64, topics: u64, tag
     rate(per * publishers, start.elapsed())
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The pid of this process's child called `name`.
+fn child_named(name: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let comm = stat.split_once('(')?.1.rsplit_once(')')?.0;
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (comm == name && ppid == me).then_some(pid)
+    })
+}
+
+/// CPU used by the load generator, plantd-edge and nats-server between
+/// two points, in cores (CPU seconds per second).
+struct CpuWatch {
+    pids: Vec<(&'static str, u32)>,
+    start: Vec<f64>,
+    at: Instant,
+}
+
+impl CpuWatch {
+    fn start(pids: Vec<(&'static str, u32)>) -> Self {
+        let start = pids.iter().map(|(_, p)| cpu_secs(*p)).collect();
+        Self {
+            pids,
+            start,
+            at: Instant::now(),
+        }
+    }
+
+    fn report(&self) -> String {
+        let secs = self.at.elapsed().as_secs_f64();
+        self.pids
+            .iter()
+            .zip(&self.start)
+            .map(|((name, pid), s)| format!("{name} {:.2}", (cpu_secs(*pid) - s) / secs))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 async fn gauge(edge: &Edge, name: &str) -> u64 {
     metric(edge, name).await.unwrap_or(0.0) as u64
 }
@@ -285,8 +325,14 @@ async fn uplink_caught_up(edge: &Edge) {
 async fn main() {
     let o = opts();
     let mut nats = Nats::start().await;
+    let me = std::process::id();
+    let nats_pid = child_named("nats-server").unwrap_or(me);
+    let cpu = CpuWatch::start(vec![("bench", me), ("nats-server", nats_pid)]);
     let raw = raw_jetstream(&nats, o.n).await;
-    println!("raw async-nats JetStream publish (64 B, msg ids, window 4096): {raw:>10.0} msg/s");
+    println!(
+        "raw async-nats JetStream publish (64 B, msg ids, window 4096): {raw:>10.0} msg/s (cores: {})",
+        cpu.report()
+    );
 
     // End to end: MQTT in, JetStream acknowledged.
     fresh_streams(&nats).await;
@@ -297,15 +343,22 @@ async fn main() {
         &["--fsync", "batch", "--journal-max-bytes", "4000000000"],
     )
     .await;
+    let edge_pid = edge.proc.pid().unwrap_or(me);
+    let cpu = CpuWatch::start(vec![
+        ("load generator", me),
+        ("plantd-edge", edge_pid),
+        ("nats-server", nats_pid),
+    ]);
     let start = Instant::now();
     publish_all(edge.mqtt, o.n, o.publishers, o.topics, "e2e").await;
     uplink_caught_up(&edge).await;
     let e2e = rate(o.n, start.elapsed());
     println!(
-        "end to end, {} QoS 1 publishers, {} topics, fsync batch, until JetStream acked: {e2e:>10.0} msg/s ({:.0}% of raw)",
+        "end to end, {} QoS 1 publishers, {} topics, fsync batch, until JetStream acked: {e2e:>10.0} msg/s ({:.0}% of raw; cores: {})",
         o.publishers,
         o.topics,
-        100.0 * e2e / raw
+        100.0 * e2e / raw,
+        cpu.report()
     );
 
     if o.e2e_only {

@@ -11,16 +11,14 @@
 //! Run: `cargo bench -p plantd-bridge --bench uplink` (release build; needs
 //! `scripts/setup` for nats-server). `PLANTD_BENCH_N` sets the message count.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use plantd_bridge::{Uplink, UplinkConfig, UplinkConnector, UplinkMessage};
 use plantd_journal::{Journal, Options};
 use plantd_shared::streams::{self, Settings};
 use plantd_shared::subject::Site;
-use plantd_testkit::Nats;
+use plantd_testkit::{Nats, load};
 
 fn n() -> u64 {
     std::env::var("PLANTD_BENCH_N")
@@ -45,28 +43,25 @@ async fn fresh_streams(nats: &Nats) -> async_nats::jetstream::Context {
 }
 
 async fn raw_jetstream(nats: &Nats, n: u64) -> f64 {
-    let js = async_nats::jetstream::context::ContextBuilder::new()
-        .max_ack_inflight(8192)
-        .build(nats.client().await);
-    let payload = Bytes::from(vec![b'x'; 64]);
-    let start = Instant::now();
-    let mut window = VecDeque::new();
-    for i in 0..n {
-        let mut h = HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("raw:{i}").as_str());
-        let f = js
-            .publish_with_headers(format!("plantd.bench.up.t{}", i % 16), h, payload.clone())
-            .await
-            .expect("publish");
-        window.push_back(f);
-        if window.len() >= 4096 {
-            window.pop_front().expect("front").await.expect("ack");
-        }
-    }
-    for f in window {
-        f.await.expect("ack");
-    }
-    rate(n, start.elapsed())
+    let client = nats.client().await;
+    load::jetstream_publish_rate(client, n, "plantd.bench.up", 64, 4096, |i| {
+        load::msg_id_only("raw", i)
+    })
+    .await
+}
+
+/// The reference publish with the headers the uplink sends (topic, QoS,
+/// retain, receive time, site, client id): what JetStream itself costs for
+/// plantd's messages.
+async fn raw_with_uplink_headers(nats: &Nats, n: u64) -> f64 {
+    fresh_streams(nats).await;
+    let site = Site::new("bench").expect("site");
+    let m = UplinkMessage::decode(message(0, 16)).expect("decode");
+    let client = nats.client().await;
+    load::jetstream_publish_rate(client, n, "plantd.bench.up", 64, 4096, |i| {
+        m.headers(&site, i + 1)
+    })
+    .await
 }
 
 fn message(i: u64, topics: u64) -> Bytes {
@@ -170,6 +165,11 @@ async fn main() {
     fresh_streams(&nats).await;
     let raw = raw_jetstream(&nats, n).await;
     println!("raw async-nats JetStream publish (64 B, msg ids, window 4096): {raw:>10.0} msg/s");
+    let with_headers = raw_with_uplink_headers(&nats, n).await;
+    println!(
+        "raw publish with the uplink's headers:                          {with_headers:>10.0} msg/s ({:.0}% of raw)",
+        100.0 * with_headers / raw
+    );
     let (appends, fsyncs, amp) = journal_appends(n).await;
     println!(
         "journal appends, fsync batch, 256 publishers awaiting durability: {appends:>10.0} msg/s ({fsyncs:.0} fsyncs/s, write amplification {amp:.2} bytes per payload byte)"

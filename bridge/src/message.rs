@@ -259,7 +259,15 @@ impl UplinkMessage {
         let mut h = HeaderMap::new();
         h.insert(headers::MSG_ID, Self::message_id(site, seq).as_str());
         h.insert(headers::TOPIC, self.topic.as_str());
-        h.insert(headers::QOS, self.qos.to_string().as_str());
+        h.insert(
+            headers::QOS,
+            match self.qos {
+                0 => "0",
+                1 => "1",
+                2 => "2",
+                _ => "3",
+            },
+        );
         h.insert(headers::RETAIN, if self.retain { "true" } else { "false" });
         h.insert(
             headers::RECEIVED,

@@ -88,14 +88,26 @@ pub const ALL: &[&str] = &[
 /// Formats milliseconds since the Unix epoch as the RFC 3339 UTC text used
 /// by [`RECEIVED`] and [`SENT`] (`2026-11-23T03:32:06.123Z`).
 pub fn format_time(ms: u64) -> String {
-    let nanos = i128::from(ms) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
+    // Messages arrive many per millisecond: format each millisecond once
+    // per thread.
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    LAST.with_borrow_mut(|(last_ms, text)| {
+        if *last_ms != ms {
+            let nanos = i128::from(ms) * 1_000_000;
+            *text = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
                 .ok()
-        })
-        .unwrap_or_default()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            *last_ms = ms;
+        }
+        text.clone()
+    })
 }
 
 /// Now, in milliseconds since the Unix epoch.

@@ -30,10 +30,19 @@ fn template_matches_the_binary_and_the_package() {
 #[test]
 fn the_identity_role_reads_only_its_own_secret() {
     let t = template();
+    // One Secrets Manager permission per role that has a secret: identity
+    // on its own; the proxy's two roles (REST, WebSocket) on the proxy's.
     assert_eq!(
         t.matches("secretsmanager:").count(),
-        1,
-        "one Secrets Manager permission"
+        3,
+        "one Secrets Manager permission per role"
+    );
+    assert_eq!(
+        t.matches(
+            "Action: secretsmanager:GetSecretValue\n                Resource: !Ref ProxySecret"
+        )
+        .count(),
+        2
     );
     assert!(t.contains(
         "Action: secretsmanager:GetSecretValue\n                Resource: !Ref IdentitySecret"

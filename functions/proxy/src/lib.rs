@@ -18,8 +18,10 @@
 //! | [`error`] | the JSON error every route returns |
 //! | [`openapi`] | the OpenAPI document at `/openapi.json`, generated from the route annotations |
 //! | [`routes`] | the HTTP API |
+//! | [`aws`] | on AWS: the WebSocket API function, the DynamoDB connection registry, fan-out with `post_to_connection` |
 
 pub mod auth;
+pub mod aws;
 pub mod error;
 pub mod json;
 pub mod openapi;

@@ -1,19 +1,66 @@
-//! `plantd-proxy`: the proxy function as a local HTTP server
-//! (`PLANTD_PROXY_LISTEN`, default `127.0.0.1:8082`). `plantd up` mounts the
-//! same router in its one local server instead; the AWS Lambda path is
-//! described in `docs/decisions/0013-proxy.md`.
+//! `plantd-proxy`: the proxy function as a process, in one of three roles
+//! (`PLANTD_PROXY_MODE`, see `docs/decisions/0017-proxy-aws-websocket.md`):
+//!
+//! * `http` (default): the REST API and the local `/v1/ws` — under the
+//!   Lambda runtime (`lambda_http`, API Gateway HTTP API v2 events) when
+//!   `AWS_LAMBDA_RUNTIME_API` is set, otherwise an HTTP server
+//!   (`PLANTD_PROXY_LISTEN`, default `127.0.0.1:8082`). `plantd up` mounts
+//!   the same router in its one local server instead.
+//! * `websocket`: API Gateway WebSocket API events under the Lambda runtime
+//!   (`$connect`, `$disconnect`, `subscribe`, `unsubscribe`, `$default`;
+//!   [`plantd_proxy::aws::websocket`]), recording connections in DynamoDB.
+//! * `fanout`: a long-lived process next to NATS that posts live messages
+//!   to the API Gateway connections ([`plantd_proxy::aws::fanout`]).
+//!
+//! Everything expensive (the secret, the JWKS, the NATS connection, the KV
+//! handles, the SDK clients) is built once, at start (cold start on Lambda).
 //!
 //! Environment:
-//! * `PLANTD_NATS_URL` (default `nats://127.0.0.1:4222`);
+//! * `PLANTD_PROXY_SECRET_ID` (in AWS): the Secrets Manager secret with
+//!   `nats_url`, optional `nats_creds` and `jwks_url`
+//!   ([`plantd_proxy::aws::secrets`]); otherwise `PLANTD_NATS_URL`
+//!   (default `nats://127.0.0.1:4222`);
 //! * `PLANTD_JWKS_URL` (the identity service's `/.well-known/jwks.json`,
 //!   fetched at start and every `PLANTD_JWKS_REFRESH_SECS`, default 300) or
-//!   `PLANTD_JWKS_FILE` (a JWKS document on disk).
+//!   `PLANTD_JWKS_FILE` (a JWKS document on disk) — not needed by `fanout`;
+//! * `websocket`, `fanout`: `PLANTD_CONNECTIONS_TABLE` (the DynamoDB table);
+//! * `fanout`: `PLANTD_WS_ENDPOINT` (the WebSocket API's
+//!   `https://<api>.execute-api.<region>.amazonaws.com/<stage>`),
+//!   `PLANTD_FANOUT_CACHE_MS` (reuse a site's subscription list this long,
+//!   default 1000) and `PLANTD_FANOUT_WORKERS` (default 8).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use lambda_http::{LambdaEvent, service_fn};
+use plantd_proxy::aws::{self, Fanout, Registry, websocket};
 use plantd_proxy::{AppState, Settings, app};
 use plantd_shared::jwt::JwkSet;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The role this process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Http,
+    Websocket,
+    Fanout,
+}
+
+impl Mode {
+    fn from_env() -> anyhow::Result<Self> {
+        match std::env::var(aws::MODE_ENV).as_deref() {
+            Err(_) | Ok("" | "http") => Ok(Self::Http),
+            Ok("websocket") => Ok(Self::Websocket),
+            Ok("fanout") => Ok(Self::Fanout),
+            Ok(other) => anyhow::bail!(
+                "{} is `{other}`; use http, websocket or fanout",
+                aws::MODE_ENV
+            ),
+        }
+    }
+}
 
 async fn fetch_jwks(client: &reqwest::Client, url: &str) -> anyhow::Result<JwkSet> {
     let resp = client
@@ -28,13 +75,94 @@ async fn fetch_jwks(client: &reqwest::Client, url: &str) -> anyhow::Result<JwkSe
         .with_context(|| format!("{url} is not a JWKS document"))
 }
 
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Where NATS and the keys come from.
+struct Backbone {
+    nats_url: String,
+    nats_options: async_nats::ConnectOptions,
+    jwks_url: Option<String>,
+}
+
+async fn backbone(config: Option<&aws_config::SdkConfig>) -> anyhow::Result<Backbone> {
+    let env_jwks = std::env::var("PLANTD_JWKS_URL").ok();
+    if let Some(config) = config
+        && let Some((id, secret)) = aws::secrets::from_env(config).await?
+    {
+        tracing::info!(secret = %id, "NATS settings from Secrets Manager");
+        return Ok(Backbone {
+            nats_options: secret.nats_options(&id)?,
+            jwks_url: secret.jwks_url.clone().or(env_jwks),
+            nats_url: secret.nats_url,
+        });
+    }
+    Ok(Backbone {
+        nats_url: std::env::var("PLANTD_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        nats_options: async_nats::ConnectOptions::new(),
+        jwks_url: env_jwks,
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     plantd_shared::logging::init("plantd-proxy");
-    let nats_url =
-        std::env::var("PLANTD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let jwks_url = std::env::var("PLANTD_JWKS_URL").ok();
+    let mode = Mode::from_env()?;
+    let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    anyhow::ensure!(
+        mode != Mode::Websocket || on_lambda,
+        "PLANTD_PROXY_MODE=websocket runs under the Lambda runtime (AWS_LAMBDA_RUNTIME_API); locally /v1/ws serves WebSockets"
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // AWS is only configured where it is used: on Lambda, with a secret,
+    // or for the registry.
+    let sdk = if on_lambda
+        || mode != Mode::Http
+        || std::env::var_os(aws::secrets::SECRET_ID_ENV).is_some()
+    {
+        Some(aws::sdk_config().await)
+    } else {
+        None
+    };
+    let Backbone {
+        nats_url,
+        nats_options,
+        jwks_url,
+    } = backbone(sdk.as_ref()).await?;
+    let client = nats_options
+        .name("plantd-proxy")
+        .connect(&nats_url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+
+    if mode == Mode::Fanout {
+        let sdk = sdk.context("the AWS configuration")?;
+        let registry = Registry::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            aws::required_env(aws::TABLE_ENV)?,
+        );
+        let endpoint = aws::required_env(aws::ENDPOINT_ENV)?;
+        let fanout =
+            Fanout::new(registry, aws::fanout::management_client(&sdk, &endpoint)).with_cache(
+                Duration::from_millis(env_number("PLANTD_FANOUT_CACHE_MS", 1000)),
+            );
+        let workers = usize::try_from(env_number("PLANTD_FANOUT_WORKERS", 8)).unwrap_or(8);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        });
+        tracing::info!(endpoint = %endpoint, "proxy fan-out starting");
+        aws::fanout::run(client, Arc::new(fanout), workers, shutdown).await?;
+        return Ok(());
+    }
+
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -47,21 +175,17 @@ async fn main() -> anyhow::Result<()> {
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a JWKS document", path.to_string_lossy()))?
         }
-        (None, None) => anyhow::bail!("set PLANTD_JWKS_URL or PLANTD_JWKS_FILE"),
+        (None, None) => anyhow::bail!(
+            "no JWKS: set jwks_url in the proxy secret, PLANTD_JWKS_URL or PLANTD_JWKS_FILE"
+        ),
     };
-    let client = async_nats::ConnectOptions::new()
-        .name("plantd-proxy")
-        .connect(&nats_url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
-    let state = AppState::new(client, jwks, Settings::default()).await?;
+    let settings = Settings::default();
+    let max_subscriptions = settings.ws_max_subscriptions;
+    let state = AppState::new(client, jwks, settings).await?;
 
     let refresher = jwks_url.map(|url| {
         let trust = state.trust.clone();
-        let every = std::env::var("PLANTD_JWKS_REFRESH_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(300u64);
+        let every = env_number("PLANTD_JWKS_REFRESH_SECS", 300);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
             tick.tick().await;
@@ -74,6 +198,29 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     });
+
+    if mode == Mode::Websocket {
+        let sdk = sdk.context("the AWS configuration")?;
+        let registry = Registry::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            aws::required_env(aws::TABLE_ENV)?,
+        );
+        let handler = websocket::Handler::new(state.trust.clone(), registry, max_subscriptions);
+        tracing::info!("proxy serving WebSocket API events through the Lambda runtime API");
+        return lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+            let handler = handler.clone();
+            async move { Ok::<_, lambda_http::Error>(handler.handle_value(event.payload).await) }
+        }))
+        .await
+        .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
+    }
+
+    if on_lambda {
+        tracing::info!("proxy serving the HTTP API through the Lambda runtime API");
+        return lambda_http::run(app(state))
+            .await
+            .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
+    }
 
     let listen = std::env::var("PLANTD_PROXY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8082".into());
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -15,6 +15,7 @@
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod http;
+pub mod load;
 mod moto;
 mod nats;
 

@@ -1,0 +1,472 @@
+//! The WebSocket connection registry: one DynamoDB table that the
+//! `websocket` function writes and the `fanout` process reads.
+//!
+//! Layout (one table, `PAY_PER_REQUEST`, TTL on [`TTL_ATTRIBUTE`]):
+//!
+//! | `connection` (hash) | `item` (range) | other attributes |
+//! |---|---|---|
+//! | API Gateway connection id | `conn` | `sub`, `org`, `claims` (the token's claims as JSON, never the token), `expires` |
+//! | the same id | `sub#<subscription id>` | `site`, `filter`, `sub_id`, `expires` |
+//!
+//! The global secondary index [`SITE_INDEX`] (hash `site`, range
+//! `connection`, projecting `filter`, `sub_id`, `expires`) holds only the
+//! subscription items (connection items have no `site`: a sparse index).
+//! Fan-out for a message on site `s` is therefore **one `Query` on one
+//! index partition** that returns exactly the subscriptions of that site,
+//! grouped by connection; topic matching happens in memory. Writes are
+//! spread over connections (no hot per-site item to update, no 400 KB item
+//! limit on how many clients watch one site). A connection's own items are
+//! one `Query` on the base table, so `$disconnect` and a 410 Gone remove
+//! them with one query and one batch delete.
+//!
+//! `expires` is the token's `exp` (seconds since the epoch). DynamoDB's TTL
+//! deletes expired items lazily (within days), so readers also skip items
+//! whose `expires` has passed.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TimeToLiveSpecification, WriteRequest,
+};
+use plantd_shared::claims::Claims;
+use plantd_shared::subject::Site;
+use plantd_shared::topic::Filter;
+
+use super::AwsError;
+
+/// The hash key: the API Gateway connection id.
+pub const CONNECTION_KEY: &str = "connection";
+/// The range key: [`CONNECTION_ITEM`] or `sub#<id>`.
+pub const ITEM_KEY: &str = "item";
+/// The range key value of a connection's own item.
+pub const CONNECTION_ITEM: &str = "conn";
+/// The prefix of a subscription item's range key.
+pub const SUBSCRIPTION_PREFIX: &str = "sub#";
+/// The index that finds subscriptions by site.
+pub const SITE_INDEX: &str = "by-site";
+/// The TTL attribute: the token's expiry, seconds since the epoch.
+pub const TTL_ATTRIBUTE: &str = "expires";
+
+/// DynamoDB's limit of requests in one `BatchWriteItem`.
+const BATCH: usize = 25;
+
+/// A connection as `$connect` recorded it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The API Gateway connection id.
+    pub id: String,
+    /// The token's claims (from which permissions are compiled).
+    pub claims: Claims,
+    /// When the token expires, seconds since the epoch.
+    pub expires: u64,
+}
+
+/// One live subscription of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The API Gateway connection id.
+    pub connection: String,
+    /// The client's name for the subscription, echoed on every message.
+    pub id: String,
+    /// The site.
+    pub site: String,
+    /// The MQTT topic filter (validated when it was stored).
+    pub filter: String,
+    /// When the connection's token expires, seconds since the epoch.
+    pub expires: u64,
+}
+
+/// What [`Registry::subscribe`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// Stored.
+    Added,
+    /// The connection already has a subscription with that id.
+    Exists,
+    /// The connection already has the most subscriptions allowed.
+    TooMany,
+}
+
+/// The connection table.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// DynamoDB.
+    client: Client,
+    /// The table name.
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn text<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+impl Registry {
+    /// The registry in `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn dynamo<E>(&self, operation: &'static str) -> impl FnOnce(E) -> AwsError + '_
+    where
+        E: std::error::Error + 'static,
+    {
+        move |e| AwsError::Dynamo {
+            operation,
+            table: self.table.clone(),
+            detail: DisplayErrorContext(&e).to_string(),
+        }
+    }
+
+    /// Creates the table as `infra/template.yaml` declares it (keys, the
+    /// [`SITE_INDEX`], on-demand billing, TTL). For tests and local
+    /// set-ups; in AWS the stack owns the table.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`] when DynamoDB refuses (e.g. the table exists).
+    pub async fn create_table(&self) -> Result<(), AwsError> {
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(self.dynamo("CreateTable"))
+        };
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(self.dynamo("CreateTable"))
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(SITE_INDEX)
+            .key_schema(key("site", KeyType::Hash)?)
+            .key_schema(key(CONNECTION_KEY, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .non_key_attributes("filter")
+                    .non_key_attributes("sub_id")
+                    .non_key_attributes(TTL_ATTRIBUTE)
+                    .build(),
+            )
+            .build()
+            .map_err(self.dynamo("CreateTable"))?;
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(CONNECTION_KEY, KeyType::Hash)?)
+            .key_schema(key(ITEM_KEY, KeyType::Range)?)
+            .attribute_definitions(attr(CONNECTION_KEY)?)
+            .attribute_definitions(attr(ITEM_KEY)?)
+            .attribute_definitions(attr("site")?)
+            .global_secondary_indexes(index)
+            .send()
+            .await
+            .map_err(self.dynamo("CreateTable"))?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build()
+                    .map_err(self.dynamo("UpdateTimeToLive"))?,
+            )
+            .send()
+            .await
+            .map_err(self.dynamo("UpdateTimeToLive"))?;
+        Ok(())
+    }
+
+    /// Records a connection authenticated with `claims` (`$connect`).
+    /// A reconnect with the same id (API Gateway never reuses one)
+    /// overwrites.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`].
+    pub async fn connect(&self, connection: &str, claims: &Claims) -> Result<(), AwsError> {
+        let json = serde_json::to_string(claims).map_err(|e| AwsError::Corrupt {
+            table: self.table.clone(),
+            connection: connection.to_owned(),
+            what: e.to_string(),
+        })?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(CONNECTION_KEY, s(connection))
+            .item(ITEM_KEY, s(CONNECTION_ITEM))
+            .item("sub", s(&claims.sub))
+            .item("org", s(&claims.org))
+            .item("claims", s(json))
+            .item("connected_at", n(plantd_shared::jwt::now_secs()))
+            .item(TTL_ATTRIBUTE, n(claims.exp))
+            .send()
+            .await
+            .map_err(self.dynamo("PutItem"))?;
+        Ok(())
+    }
+
+    /// The connection `connection`, if `$connect` recorded it (expired
+    /// ones included: check [`Connection::expires`]).
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`], or [`AwsError::Corrupt`] for an item this code
+    /// did not write.
+    pub async fn connection(&self, connection: &str) -> Result<Option<Connection>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(CONNECTION_KEY, s(connection))
+            .key(ITEM_KEY, s(CONNECTION_ITEM))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(self.dynamo("GetItem"))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let corrupt = |what: String| AwsError::Corrupt {
+            table: self.table.clone(),
+            connection: connection.to_owned(),
+            what,
+        };
+        let claims = text(&item, "claims").ok_or_else(|| corrupt("no claims".into()))?;
+        let claims: Claims =
+            serde_json::from_str(claims).map_err(|e| corrupt(format!("claims: {e}")))?;
+        Ok(Some(Connection {
+            id: connection.to_owned(),
+            expires: number(&item, TTL_ATTRIBUTE).unwrap_or(claims.exp),
+            claims,
+        }))
+    }
+
+    /// Adds subscription `id` (site, filter) to a connection whose token
+    /// expires at `expires`, unless the id is taken or the connection
+    /// already holds `max` subscriptions. (The count and the write are two
+    /// calls: concurrent subscribes on one socket may pass `max` by a few.)
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`].
+    pub async fn subscribe(
+        &self,
+        connection: &str,
+        id: &str,
+        site: &Site,
+        filter: &Filter,
+        expires: u64,
+        max: usize,
+    ) -> Result<Subscribed, AwsError> {
+        let count = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#c = :c AND begins_with(#i, :p)")
+            .expression_attribute_names("#c", CONNECTION_KEY)
+            .expression_attribute_names("#i", ITEM_KEY)
+            .expression_attribute_values(":c", s(connection))
+            .expression_attribute_values(":p", s(SUBSCRIPTION_PREFIX))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(self.dynamo("Query"))?
+            .count;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max {
+            return Ok(Subscribed::TooMany);
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(CONNECTION_KEY, s(connection))
+            .item(ITEM_KEY, s(format!("{SUBSCRIPTION_PREFIX}{id}")))
+            .item("sub_id", s(id))
+            .item("site", s(site.as_str()))
+            .item("filter", s(filter.as_str()))
+            .item(TTL_ATTRIBUTE, n(expires))
+            .condition_expression("attribute_not_exists(#c)")
+            .expression_attribute_names("#c", CONNECTION_KEY)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Subscribed::Added),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Subscribed::Exists)
+            }
+            Err(e) => Err(self.dynamo("PutItem")(e)),
+        }
+    }
+
+    /// Removes subscription `id` of a connection; `false` when it had none
+    /// by that id.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`].
+    pub async fn unsubscribe(&self, connection: &str, id: &str) -> Result<bool, AwsError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(CONNECTION_KEY, s(connection))
+            .key(ITEM_KEY, s(format!("{SUBSCRIPTION_PREFIX}{id}")))
+            .condition_expression("attribute_exists(#c)")
+            .expression_attribute_names("#c", CONNECTION_KEY)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.dynamo("DeleteItem")(e)),
+        }
+    }
+
+    /// The range keys of every item of a connection.
+    async fn items_of(&self, connection: &str) -> Result<Vec<String>, AwsError> {
+        let items: Vec<_> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#c = :c")
+            .expression_attribute_names("#c", CONNECTION_KEY)
+            .expression_attribute_names("#i", ITEM_KEY)
+            .expression_attribute_values(":c", s(connection))
+            .projection_expression("#i")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(self.dynamo("Query"))?;
+        Ok(items
+            .iter()
+            .filter_map(|i| text(i, ITEM_KEY).map(str::to_owned))
+            .collect())
+    }
+
+    /// Removes a connection and all its subscriptions (`$disconnect`, or
+    /// API Gateway answered 410 Gone). Returns how many items went;
+    /// removing an unknown connection is not an error.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`], also when DynamoDB keeps leaving items
+    /// unprocessed.
+    pub async fn remove(&self, connection: &str) -> Result<usize, AwsError> {
+        let items = self.items_of(connection).await?;
+        for chunk in items.chunks(BATCH) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    let delete = DeleteRequest::builder()
+                        .key(CONNECTION_KEY, s(connection))
+                        .key(ITEM_KEY, s(item))
+                        .build()
+                        .map_err(self.dynamo("BatchWriteItem"))?;
+                    Ok(WriteRequest::builder().delete_request(delete).build())
+                })
+                .collect::<Result<Vec<_>, AwsError>>()?;
+            let mut attempt = 0u32;
+            while !requests.is_empty() {
+                if attempt == 5 {
+                    return Err(AwsError::Dynamo {
+                        operation: "BatchWriteItem",
+                        table: self.table.clone(),
+                        detail: format!("{} deletes left unprocessed", requests.len()),
+                    });
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                attempt += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(self.dynamo("BatchWriteItem"))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        Ok(items.len())
+    }
+
+    /// Every subscription on `site` (expired ones included: check
+    /// [`Subscription::expires`]), ordered by connection: one query on
+    /// [`SITE_INDEX`]. The index is eventually consistent: a subscription
+    /// stored a moment ago may be missing for a moment.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`].
+    pub async fn by_site(&self, site: &Site) -> Result<Vec<Subscription>, AwsError> {
+        let items: Vec<_> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(SITE_INDEX)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", "site")
+            .expression_attribute_values(":s", s(site.as_str()))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(self.dynamo("Query"))?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                Some(Subscription {
+                    connection: text(item, CONNECTION_KEY)?.to_owned(),
+                    id: text(item, "sub_id")?.to_owned(),
+                    site: text(item, "site")?.to_owned(),
+                    filter: text(item, "filter")?.to_owned(),
+                    expires: number(item, TTL_ATTRIBUTE).unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,352 @@
+//! The `websocket` function: API Gateway WebSocket API events, by route key.
+//!
+//! The API's route selection expression is `$request.body.op`, so the JSON
+//! operations of the local `/v1/ws` protocol arrive on routes of the same
+//! name; the function's answer (`body`) is the frame the client receives
+//! (each route has a `$default` route response).
+//!
+//! | route | does | answers |
+//! |---|---|---|
+//! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter for browsers) with the REST routes' [`Trust`], records the connection | 200; 401 for a missing, invalid or revoked token, 403 for a token with no MQTT subscribe grant, 503 when the backbone or the registry is unavailable |
+//! | `$disconnect` | removes the connection and its subscriptions | 200 |
+//! | `subscribe` | `{"op":"subscribe","id","site","filter"}`: checks `Permissions::can_subscribe` (the edge's rule for an MQTT SUBSCRIBE) and stores the subscription | `{"op":"subscribed","id"}` |
+//! | `unsubscribe` | `{"op":"unsubscribe","id"}` | `{"op":"unsubscribed","id"}` |
+//! | `$default` | anything else | `{"op":"error","error":"bad_request",…}` |
+//!
+//! Failures of `subscribe`/`unsubscribe` answer `{"op":"error","id","error","message"}`
+//! with the local codes (`bad_request`, `unauthorized`, `forbidden`,
+//! `conflict`, `not_found`, `unavailable`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use plantd_shared::claims::Permissions;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::registry::{Registry, Subscribed};
+use crate::routes::site;
+use crate::{AppError, Trust};
+
+/// The parts of an API Gateway WebSocket event this function reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsEvent {
+    /// Route key, connection id and the rest of the context.
+    pub request_context: WsContext,
+    /// Handshake headers (`$connect` only).
+    #[serde(default)]
+    pub headers: Option<HashMap<String, String>>,
+    /// Handshake query parameters (`$connect` only).
+    #[serde(default)]
+    pub query_string_parameters: Option<HashMap<String, String>>,
+    /// The frame (`subscribe`, `unsubscribe`, `$default`).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Whether `body` is base64 (a binary frame).
+    #[serde(default)]
+    pub is_base64_encoded: bool,
+}
+
+/// `requestContext` of a WebSocket event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsContext {
+    /// `$connect`, `$disconnect`, `$default` or a custom route (`subscribe`).
+    pub route_key: String,
+    /// The API Gateway connection id.
+    pub connection_id: String,
+    /// API Gateway's request id, for the logs.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// What the function returns to API Gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsResponse {
+    /// For `$connect`, non-2xx refuses the handshake with that status.
+    pub status_code: u16,
+    /// The frame sent back to the client (routes with a route response).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl WsResponse {
+    fn status(status: StatusCode) -> Self {
+        Self {
+            status_code: status.as_u16(),
+            body: None,
+        }
+    }
+
+    fn frame(v: &Value) -> Self {
+        Self {
+            status_code: 200,
+            body: Some(v.to_string()),
+        }
+    }
+}
+
+/// `subscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscribe {
+    /// Always `subscribe` (it selected the route).
+    #[serde(rename = "op")]
+    _op: String,
+    /// The client's name for the subscription.
+    id: String,
+    /// The site.
+    site: String,
+    /// An MQTT topic filter.
+    filter: String,
+}
+
+/// `unsubscribe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unsubscribe {
+    /// Always `unsubscribe`.
+    #[serde(rename = "op")]
+    _op: String,
+    /// The subscription's id.
+    id: String,
+}
+
+/// `{"op":"error","id","error","message"}`.
+fn error(id: Option<&str>, e: &AppError) -> Value {
+    json!({ "op": "error", "id": id, "error": e.code, "message": e.message })
+}
+
+/// Handles WebSocket API events; cheap to share.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    /// Verifies tokens (the REST routes' keys and revocation list).
+    trust: Arc<Trust>,
+    /// The connection registry.
+    registry: Registry,
+    /// Most subscriptions one connection may hold.
+    max_subscriptions: usize,
+}
+
+impl Handler {
+    /// A handler verifying with `trust` and recording in `registry`.
+    pub fn new(trust: Arc<Trust>, registry: Registry, max_subscriptions: usize) -> Self {
+        Self {
+            trust,
+            registry,
+            max_subscriptions,
+        }
+    }
+
+    /// Handles one raw event. Never fails: a malformed event answers 400.
+    pub async fn handle_value(&self, event: Value) -> WsResponse {
+        match serde_json::from_value::<WsEvent>(event) {
+            Ok(event) => self.handle(event).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "not an API Gateway WebSocket event");
+                WsResponse::status(StatusCode::BAD_REQUEST)
+            }
+        }
+    }
+
+    /// Handles one event by its route key.
+    pub async fn handle(&self, event: WsEvent) -> WsResponse {
+        let ctx = &event.request_context;
+        let conn = ctx.connection_id.as_str();
+        let answer = match ctx.route_key.as_str() {
+            "$connect" => self.connect(&event).await,
+            "$disconnect" => {
+                match self.registry.remove(conn).await {
+                    Ok(items) => tracing::info!(connection = conn, items, "disconnected"),
+                    Err(e) => {
+                        tracing::warn!(connection = conn, error = %e, "cannot remove a closed connection (its TTL will)")
+                    }
+                }
+                WsResponse::status(StatusCode::OK)
+            }
+            "subscribe" => {
+                let (id, result) = self.subscribe(conn, event.body.as_deref()).await;
+                WsResponse::frame(&result.unwrap_or_else(|e| error(id.as_deref(), &e)))
+            }
+            "unsubscribe" => {
+                let (id, result) = self.unsubscribe(conn, event.body.as_deref()).await;
+                WsResponse::frame(&result.unwrap_or_else(|e| error(id.as_deref(), &e)))
+            }
+            _ => {
+                let id = event
+                    .body
+                    .as_deref()
+                    .and_then(|b| serde_json::from_str::<Value>(b).ok())
+                    .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
+                let e = if event.is_base64_encoded {
+                    AppError::bad_request("send JSON operations as text frames")
+                } else {
+                    AppError::bad_request(
+                        "op must be subscribe or unsubscribe (commands: POST /v1/sites/{site}/commands)",
+                    )
+                };
+                WsResponse::frame(&error(id.as_deref(), &e))
+            }
+        };
+        tracing::info!(
+            route = %ctx.route_key,
+            connection = conn,
+            request = ctx.request_id.as_deref().unwrap_or(""),
+            status = answer.status_code,
+            "websocket event"
+        );
+        answer
+    }
+
+    /// The token of the handshake: the bearer header, else the query.
+    fn token(event: &WsEvent) -> Option<String> {
+        let header = event.headers.as_ref().and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .and_then(|(_, v)| {
+                    let (scheme, token) = v.split_once(' ')?;
+                    scheme
+                        .eq_ignore_ascii_case("bearer")
+                        .then(|| token.trim().to_owned())
+                })
+        });
+        header.or_else(|| {
+            let q = event.query_string_parameters.as_ref()?;
+            q.get("access_token").or_else(|| q.get("token")).cloned()
+        })
+    }
+
+    async fn connect(&self, event: &WsEvent) -> WsResponse {
+        let conn = event.request_context.connection_id.as_str();
+        let Some(token) = Self::token(event) else {
+            tracing::info!(connection = conn, "refused: no token");
+            return WsResponse::status(StatusCode::UNAUTHORIZED);
+        };
+        let claims = match self.trust.verify(&token).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(connection = conn, error = %e.message, "refused");
+                return WsResponse::status(e.status);
+            }
+        };
+        if claims.mqtt.values().all(|g| g.subscribe.is_empty()) {
+            tracing::info!(connection = conn, sub = %claims.sub, "refused: no MQTT subscribe grant");
+            return WsResponse::status(StatusCode::FORBIDDEN);
+        }
+        match self.registry.connect(conn, &claims).await {
+            Ok(()) => {
+                tracing::info!(connection = conn, sub = %claims.sub, org = %claims.org, "connected");
+                WsResponse::status(StatusCode::OK)
+            }
+            Err(e) => {
+                tracing::error!(connection = conn, error = %e, "cannot record the connection");
+                WsResponse::status(StatusCode::SERVICE_UNAVAILABLE)
+            }
+        }
+    }
+
+    /// Parses the frame; the id (when there is one) for the error frame.
+    fn parse<T: serde::de::DeserializeOwned>(
+        body: Option<&str>,
+    ) -> (Option<String>, Result<T, AppError>) {
+        let Some(value) = body.and_then(|b| serde_json::from_str::<Value>(b).ok()) else {
+            return (
+                None,
+                Err(AppError::bad_request("send a JSON object with an \"op\"")),
+            );
+        };
+        let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+        let parsed =
+            serde_json::from_value(value).map_err(|e| AppError::bad_request(e.to_string()));
+        (id, parsed)
+    }
+
+    /// The registered, unexpired connection.
+    async fn registered(&self, conn: &str) -> Result<super::registry::Connection, AppError> {
+        let found = self
+            .registry
+            .connection(conn)
+            .await
+            .map_err(AppError::unavailable)?
+            .ok_or_else(|| AppError::unauthorized("connection not registered; reconnect"))?;
+        if found.expires <= plantd_shared::jwt::now_secs() {
+            return Err(AppError::unauthorized(
+                "token expired; reconnect with a fresh one",
+            ));
+        }
+        Ok(found)
+    }
+
+    async fn subscribe(
+        &self,
+        conn: &str,
+        body: Option<&str>,
+    ) -> (Option<String>, Result<Value, AppError>) {
+        let (id, req) = Self::parse::<Subscribe>(body);
+        let result = async {
+            let req = req?;
+            let site = site::site(&req.site)?;
+            let filter = site::filter(&req.filter)?;
+            let found = self.registered(conn).await?;
+            if !Permissions::from_claims(&found.claims).can_subscribe(&site, &filter) {
+                return Err(AppError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("no MQTT subscribe grant on {site} covers {filter}"),
+                ));
+            }
+            let stored = self
+                .registry
+                .subscribe(
+                    conn,
+                    &req.id,
+                    &site,
+                    &filter,
+                    found.expires,
+                    self.max_subscriptions,
+                )
+                .await
+                .map_err(AppError::unavailable)?;
+            match stored {
+                Subscribed::Added => Ok(json!({ "op": "subscribed", "id": req.id })),
+                Subscribed::Exists => Err(AppError::conflict(format!(
+                    "subscription {} exists; unsubscribe first",
+                    req.id
+                ))),
+                Subscribed::TooMany => Err(AppError::bad_request(format!(
+                    "at most {} subscriptions per socket",
+                    self.max_subscriptions
+                ))),
+            }
+        }
+        .await;
+        (id, result)
+    }
+
+    async fn unsubscribe(
+        &self,
+        conn: &str,
+        body: Option<&str>,
+    ) -> (Option<String>, Result<Value, AppError>) {
+        let (id, req) = Self::parse::<Unsubscribe>(body);
+        let result = async {
+            let req = req?;
+            self.registered(conn).await?;
+            if self
+                .registry
+                .unsubscribe(conn, &req.id)
+                .await
+                .map_err(AppError::unavailable)?
+            {
+                Ok(json!({ "op": "unsubscribed", "id": req.id }))
+            } else {
+                Err(AppError::not_found(format!("subscription {}", req.id)))
+            }
+        }
+        .await;
+        (id, result)
+    }
+}

@@ -1,0 +1,241 @@
+//! The `websocket` function's handler, in process, over the real parts:
+//! tokens verified by the REST routes' `Trust` (keys and the revocation
+//! list on a real nats-server), connections in DynamoDB (`moto`), events
+//! from the API Gateway fixtures in `tests/fixtures/`.
+
+mod aws_common;
+mod common;
+
+use aws_common::{claims, event, registry, with_body};
+use plantd_proxy::aws::websocket::{Handler, WsResponse};
+use plantd_shared::streams::REVOKED_BUCKET;
+use plantd_shared::subject::Site;
+use plantd_testkit::Moto;
+use serde_json::{Value, json};
+
+/// The frame in a route response.
+fn frame(r: &WsResponse) -> Value {
+    assert_eq!(r.status_code, 200, "{r:?}");
+    serde_json::from_str(r.body.as_deref().expect("a frame")).expect("JSON")
+}
+
+#[tokio::test]
+async fn connect_authenticates_like_the_rest_routes_and_refuses_with_401_or_403() {
+    let f = common::fixture().await;
+    let moto = Moto::start().await;
+    let reg = registry(&moto, "conns").await;
+    let ws = Handler::new(f.state.trust.clone(), reg.clone(), 2);
+    let grants: &[(&str, &[&str])] = &[("plant-1", &["line1/#"])];
+
+    // The token as a query parameter (browsers) and as a bearer header.
+    let token = f.key.sign(&claims("alice", 600, grants)).expect("sign");
+    let r = ws
+        .handle_value(event("connect-query.json", "c-query", &token))
+        .await;
+    assert_eq!(
+        r,
+        WsResponse {
+            status_code: 200,
+            body: None
+        }
+    );
+    let r = ws
+        .handle_value(event("connect-header.json", "c-header", &token))
+        .await;
+    assert_eq!(r.status_code, 200);
+    let stored = reg
+        .connection("c-query")
+        .await
+        .expect("get")
+        .expect("recorded");
+    assert_eq!(stored.claims.sub, "alice");
+    assert!(reg.connection("c-header").await.expect("get").is_some());
+    // `access_token`, the local /v1/ws parameter, works too.
+    let mut e = event("connect-query.json", "c-access", "");
+    e["queryStringParameters"] = json!({"access_token": token});
+    assert_eq!(ws.handle_value(e).await.status_code, 200);
+
+    // No token, a bad one, one signed by another key, an expired one, a
+    // revoked one: 401, nothing recorded.
+    let mut none = event("connect-query.json", "c-none", "");
+    none.as_object_mut()
+        .expect("object")
+        .remove("queryStringParameters");
+    let other = plantd_shared::jwt::SigningKey::generate_ed25519("test-key").expect("key");
+    let revoked_claims = claims("mallory", 600, grants);
+    let revoked = f.key.sign(&revoked_claims).expect("sign");
+    f.nats
+        .jetstream()
+        .await
+        .get_key_value(REVOKED_BUCKET)
+        .await
+        .expect("bucket")
+        .put(&revoked_claims.jti, "".into())
+        .await
+        .expect("revoke");
+    for (conn, e) in [
+        ("c-none", none),
+        ("c-bad", event("connect-query.json", "c-bad", "not.a.token")),
+        (
+            "c-forged",
+            event(
+                "connect-header.json",
+                "c-forged",
+                &other.sign(&claims("eve", 600, grants)).expect("sign"),
+            ),
+        ),
+        (
+            "c-expired",
+            event(
+                "connect-query.json",
+                "c-expired",
+                &f.key.sign(&claims("old", -120, grants)).expect("sign"),
+            ),
+        ),
+        (
+            "c-revoked",
+            event("connect-query.json", "c-revoked", &revoked),
+        ),
+    ] {
+        assert_eq!(ws.handle_value(e).await.status_code, 401, "{conn}");
+        assert!(reg.connection(conn).await.expect("get").is_none(), "{conn}");
+    }
+    // A valid token without any MQTT subscribe grant could receive nothing.
+    let useless = f.key.sign(&claims("bob", 600, &[])).expect("sign");
+    let r = ws
+        .handle_value(event("connect-query.json", "c-useless", &useless))
+        .await;
+    assert_eq!(r.status_code, 403);
+    // Not a WebSocket event at all.
+    assert_eq!(
+        ws.handle_value(json!({"rawPath": "/"})).await.status_code,
+        400
+    );
+}
+
+#[tokio::test]
+async fn subscribe_unsubscribe_default_and_disconnect() {
+    let f = common::fixture().await;
+    let moto = Moto::start().await;
+    let reg = registry(&moto, "conns").await;
+    let ws = Handler::new(f.state.trust.clone(), reg.clone(), 2);
+    let token = f
+        .key
+        .sign(&claims("alice", 600, &[("plant-1", &["line1/#"])]))
+        .expect("sign");
+    assert_eq!(
+        ws.handle_value(event("connect-query.json", "c1", &token))
+            .await
+            .status_code,
+        200
+    );
+    let site = Site::new("plant-1").expect("site");
+
+    // Covered by the grant: stored and acknowledged.
+    let r = ws.handle_value(event("subscribe.json", "c1", "")).await;
+    assert_eq!(frame(&r), json!({"op": "subscribed", "id": "temps"}));
+    let subs = reg.by_site(&site).await.expect("query");
+    assert_eq!(subs.len(), 1);
+    assert_eq!(
+        (subs[0].filter.as_str(), subs[0].expires),
+        (
+            "line1/+/temp",
+            reg.connection("c1")
+                .await
+                .expect("get")
+                .expect("c1")
+                .expires
+        )
+    );
+
+    let sub = |body: Value| with_body(event("subscribe.json", "c1", ""), &body);
+    let error = |r: &WsResponse| {
+        let v = frame(r);
+        assert_eq!(v["op"], "error", "{v}");
+        (
+            v["id"].clone(),
+            v["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    // The same id again: conflict.
+    let r = ws.handle_value(event("subscribe.json", "c1", "")).await;
+    assert_eq!(error(&r), (json!("temps"), "conflict".to_owned()));
+    // Outside the grant (another subtree, another site, a wider filter): forbidden.
+    for (s, filter) in [
+        ("plant-1", "line2/#"),
+        ("plant-2", "line1/#"),
+        ("plant-1", "#"),
+    ] {
+        let r = ws
+            .handle_value(sub(
+                json!({"op": "subscribe", "id": "x", "site": s, "filter": filter}),
+            ))
+            .await;
+        assert_eq!(
+            error(&r),
+            (json!("x"), "forbidden".to_owned()),
+            "{s} {filter}"
+        );
+    }
+    // Bad filter, bad site, unknown field, not JSON: bad_request.
+    for body in [
+        json!({"op": "subscribe", "id": "x", "site": "plant-1", "filter": "line1/#/x"}),
+        json!({"op": "subscribe", "id": "x", "site": "pl ant", "filter": "line1/#"}),
+        json!({"op": "subscribe", "id": "x", "site": "plant-1", "filter": "line1/#", "qos": 1}),
+    ] {
+        let r = ws.handle_value(sub(body.clone())).await;
+        assert_eq!(error(&r), (json!("x"), "bad_request".to_owned()), "{body}");
+    }
+    let mut raw = event("subscribe.json", "c1", "");
+    raw["body"] = json!("not json");
+    assert_eq!(
+        error(&ws.handle_value(raw).await),
+        (Value::Null, "bad_request".to_owned())
+    );
+    // The limit (2 here).
+    let r = ws
+        .handle_value(sub(
+            json!({"op": "subscribe", "id": "press", "site": "plant-1", "filter": "line1/press/#"}),
+        ))
+        .await;
+    assert_eq!(frame(&r), json!({"op": "subscribed", "id": "press"}));
+    let r = ws
+        .handle_value(sub(
+            json!({"op": "subscribe", "id": "third", "site": "plant-1", "filter": "line1/a"}),
+        ))
+        .await;
+    assert_eq!(error(&r), (json!("third"), "bad_request".to_owned()));
+    // A connection that never passed $connect.
+    let r = ws
+        .handle_value(event("subscribe.json", "c-unknown", ""))
+        .await;
+    assert_eq!(error(&r), (json!("temps"), "unauthorized".to_owned()));
+
+    // Unsubscribe: once, then not_found.
+    let r = ws.handle_value(event("unsubscribe.json", "c1", "")).await;
+    assert_eq!(frame(&r), json!({"op": "unsubscribed", "id": "temps"}));
+    let r = ws.handle_value(event("unsubscribe.json", "c1", "")).await;
+    assert_eq!(error(&r), (json!("temps"), "not_found".to_owned()));
+
+    // Anything else: an error frame naming what is accepted.
+    let r = ws.handle_value(event("default.json", "c1", "")).await;
+    let v = frame(&r);
+    assert_eq!(
+        (v["op"].as_str(), v["id"].as_str(), v["error"].as_str()),
+        (Some("error"), Some("c1"), Some("bad_request"))
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("subscribe"),
+        "{v}"
+    );
+
+    // $disconnect removes the connection and what is left of its subscriptions.
+    assert_eq!(reg.by_site(&site).await.expect("query").len(), 1);
+    let r = ws.handle_value(event("disconnect.json", "c1", "")).await;
+    assert_eq!(r.status_code, 200);
+    assert!(reg.connection("c1").await.expect("get").is_none());
+    assert!(reg.by_site(&site).await.expect("query").is_empty());
+}

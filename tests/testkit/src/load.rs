@@ -1,0 +1,53 @@
+//! Reference load for benchmarks: async-nats publishing to JetStream
+//! directly, the ceiling that plantd's own paths are compared with.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use async_nats::HeaderMap;
+
+/// Publishes `n` messages of `payload` bytes to JetStream over `client` —
+/// subjects `<prefix>.t<i % 16>`, headers from `headers(i)` (which should
+/// carry a `Nats-Msg-Id`), at most `window` publishes awaiting their
+/// acknowledgement — and returns the acknowledged rate in messages per
+/// second. A stream must capture `<prefix>.>`.
+///
+/// # Panics
+/// When a publish fails or is not acknowledged: a benchmark has nothing
+/// to report then.
+pub async fn jetstream_publish_rate(
+    client: async_nats::Client,
+    n: u64,
+    prefix: &str,
+    payload: usize,
+    window: usize,
+    headers: impl Fn(u64) -> HeaderMap,
+) -> f64 {
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(window.max(1) * 2)
+        .build(client);
+    let body = bytes::Bytes::from(vec![b'x'; payload]);
+    let start = Instant::now();
+    let mut pending = VecDeque::with_capacity(window);
+    for i in 0..n {
+        let ack = js
+            .publish_with_headers(format!("{prefix}.t{}", i % 16), headers(i), body.clone())
+            .await
+            .expect("publish");
+        pending.push_back(ack);
+        if pending.len() >= window {
+            pending.pop_front().expect("front").await.expect("ack");
+        }
+    }
+    for ack in pending {
+        ack.await.expect("ack");
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Headers with only a message id `<tag>:<i>`: the reference publish.
+pub fn msg_id_only(tag: &str, i: u64) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", format!("{tag}:{i}").as_str());
+    h
+}
