@@ -17,7 +17,7 @@
 //! All integers little endian. Decoding checks every length against what is
 //! left, so a damaged record is an error, never a panic.
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -255,12 +255,43 @@ impl UplinkMessage {
     }
 
     /// The headers the architecture defines, for journal sequence `seq`.
+    ///
+    /// Anything a device sent becomes a valid header: user property keys
+    /// are escaped into the name ([`headers::user_property`]), and when a
+    /// value holds a control character (a CR or LF would end the header
+    /// line) every plantd value of the message is escaped and
+    /// [`headers::ESCAPED`] says so.
     pub fn headers(&self, site: &Site, seq: u64) -> HeaderMap {
+        const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
+        const TOPIC: HeaderName = HeaderName::from_static(headers::TOPIC);
+        const QOS: HeaderName = HeaderName::from_static(headers::QOS);
+        const RETAIN: HeaderName = HeaderName::from_static(headers::RETAIN);
+        const RECEIVED: HeaderName = HeaderName::from_static(headers::RECEIVED);
+        const SITE: HeaderName = HeaderName::from_static(headers::SITE);
+        const CLIENT_ID: HeaderName = HeaderName::from_static(headers::CLIENT_ID);
+        const CONTENT_TYPE: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
+        let escaped = !(headers::is_plain_value(&self.topic)
+            && headers::is_plain_value(&self.client_id)
+            && self
+                .content_type
+                .as_deref()
+                .is_none_or(headers::is_plain_value)
+            && self
+                .user_properties
+                .iter()
+                .all(|(_, v)| headers::is_plain_value(v)));
+        let value = |v: &str| -> HeaderValue {
+            if escaped {
+                HeaderValue::from(headers::escape_value(v))
+            } else {
+                HeaderValue::from(v)
+            }
+        };
         let mut h = HeaderMap::new();
-        h.insert(headers::MSG_ID, Self::message_id(site, seq).as_str());
-        h.insert(headers::TOPIC, self.topic.as_str());
+        h.insert(MSG_ID, Self::message_id(site, seq));
+        h.insert(TOPIC, value(&self.topic));
         h.insert(
-            headers::QOS,
+            QOS,
             match self.qos {
                 0 => "0",
                 1 => "1",
@@ -268,29 +299,29 @@ impl UplinkMessage {
                 _ => "3",
             },
         );
-        h.insert(headers::RETAIN, if self.retain { "true" } else { "false" });
-        h.insert(
-            headers::RECEIVED,
-            headers::format_time(self.received_ms).as_str(),
-        );
-        h.insert(headers::SITE, site.as_str());
+        h.insert(RETAIN, if self.retain { "true" } else { "false" });
+        h.insert(RECEIVED, headers::format_time(self.received_ms));
+        h.insert(SITE, site.as_str());
         if !self.client_id.is_empty() {
-            h.insert(headers::CLIENT_ID, self.client_id.as_str());
+            h.insert(CLIENT_ID, value(&self.client_id));
         }
         if let Some(ct) = &self.content_type {
-            h.insert(headers::CONTENT_TYPE, ct.as_str());
+            h.insert(CONTENT_TYPE, value(ct));
         }
         if let Some(f) = self.payload_format {
-            h.insert(headers::PAYLOAD_FORMAT, f.to_string().as_str());
+            h.insert(headers::PAYLOAD_FORMAT, f.to_string());
         }
         if let Some(e) = self.message_expiry {
-            h.insert(headers::MESSAGE_EXPIRY, e.to_string().as_str());
+            h.insert(headers::MESSAGE_EXPIRY, e.to_string());
         }
         if let Some(c) = &self.correlation_data {
-            h.insert(headers::CORRELATION, BASE64.encode(c).as_str());
+            h.insert(headers::CORRELATION, BASE64.encode(c));
         }
         for (k, v) in &self.user_properties {
-            h.append(headers::user_property(k).as_str(), v.as_str());
+            h.append(headers::user_property(k), value(v));
+        }
+        if escaped {
+            h.insert(headers::ESCAPED, "1");
         }
         h
     }
@@ -375,7 +406,59 @@ mod tests {
         );
     }
 
+    #[test]
+    fn anything_a_device_sends_makes_valid_headers_that_decode_back() {
+        let site = Site::new("plant-1").expect("site");
+        let mut m = full();
+        m.client_id = "plc\r\n7".into();
+        m.content_type = Some("text/plain\nX-Injected: 1".into());
+        m.user_properties = vec![("unit: °C".into(), "50%\r\n".into())];
+        let h = m.headers(&site, 1);
+        // Every value fits on its header line: nothing can be injected.
+        for (name, values) in h.iter() {
+            for v in values {
+                assert!(headers::is_plain_value(v.as_str()), "{name}: {v:?}");
+            }
+        }
+        assert_eq!(h.get(headers::ESCAPED).map(|v| v.as_str()), Some("1"));
+        let get = |k: &str| {
+            h.get(k)
+                .and_then(|v| headers::unescape_value(v.as_str()))
+                .expect(k)
+        };
+        assert_eq!(get(headers::CLIENT_ID), "plc\r\n7");
+        assert_eq!(get(headers::CONTENT_TYPE), "text/plain\nX-Injected: 1");
+        assert_eq!(get(headers::TOPIC), m.topic);
+        let name = headers::user_property("unit: °C");
+        assert_eq!(
+            headers::user_property_key(&name).as_deref(),
+            Some("unit: °C")
+        );
+        assert_eq!(get(&name), "50%\r\n");
+        // A message without control characters is not escaped.
+        assert!(full().headers(&site, 2).get(headers::ESCAPED).is_none());
+    }
+
     proptest! {
+        #[test]
+        fn headers_never_panic(
+            client in ".*",
+            key in ".*",
+            value in ".*",
+            ct in proptest::option::of(".*"),
+        ) {
+            let site = Site::new("plant-1").expect("site");
+            let mut m = full();
+            m.client_id = client;
+            m.content_type = ct;
+            m.user_properties = vec![(key, value)];
+            for (_, values) in m.headers(&site, 1).iter() {
+                for v in values {
+                    prop_assert!(headers::is_plain_value(v.as_str()));
+                }
+            }
+        }
+
         #[test]
         fn decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = UplinkMessage::decode(Bytes::from(bytes));

@@ -121,7 +121,7 @@ impl<S: ServiceSink> Service<S> {
         let subject = format!("{}.>", prefix(&cfg.site, Channel::Svc));
         let group = format!("plantd-edge-{}", cfg.site);
         let requests = client.queue_subscribe(subject.clone(), group).await?;
-        client.flush().await?;
+        round_trip(&client).await?;
         tracing::info!(%subject, "serving site requests");
         Ok(Self {
             client,
@@ -203,11 +203,31 @@ async fn answer<S: ServiceSink>(
     };
     match outcome {
         Ok(reply) => {
+            // What the device sent becomes valid headers whatever it holds
+            // (see `UplinkMessage::headers`).
+            let escaped = !(reply
+                .content_type
+                .as_deref()
+                .is_none_or(headers::is_plain_value)
+                && reply
+                    .user_properties
+                    .iter()
+                    .all(|(_, v)| headers::is_plain_value(v)));
+            let value = |v: &str| {
+                if escaped {
+                    headers::escape_value(v)
+                } else {
+                    v.to_owned()
+                }
+            };
             if let Some(ct) = &reply.content_type {
-                h.insert(headers::CONTENT_TYPE, ct.as_str());
+                h.insert(headers::CONTENT_TYPE, value(ct));
             }
             for (k, v) in &reply.user_properties {
-                h.append(headers::user_property(k).as_str(), v.as_str());
+                h.append(headers::user_property(k), value(v));
+            }
+            if escaped {
+                h.insert(headers::ESCAPED, "1");
             }
             (h, reply.payload)
         }
@@ -219,5 +239,19 @@ async fn answer<S: ServiceSink>(
             h.insert(headers::STATUS, format!("{code} {e}").as_str());
             (h, Bytes::new())
         }
+    }
+}
+
+/// Returns once the server has processed everything this connection sent
+/// before (a message to a fresh inbox comes back after it), so a
+/// subscription made before is in place for every other client.
+async fn round_trip(client: &async_nats::Client) -> Result<(), async_nats::Error> {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, Bytes::new()).await?;
+    match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err("the NATS connection closed during start-up".into()),
+        Err(_) => Err("NATS did not answer a round trip within 10 s".into()),
     }
 }

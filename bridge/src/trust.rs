@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::kv::Operation;
-use futures::StreamExt as _;
 use plantd_shared::claims::{Claims, site_audience};
 use plantd_shared::jwt::{self, JwkSet, TokenError, VerifyOptions};
 use plantd_shared::subject::Site;
@@ -239,48 +237,26 @@ impl Trust {
         }
     }
 
-    /// Mirrors `plantd_revoked` until `shutdown`, re-watching after errors.
+    /// Mirrors `plantd_revoked` until `shutdown`, re-watching after errors
+    /// (the loop is [`plantd_shared::revocations::watch`], from the
+    /// beginning of the bucket so the cached list is complete).
     pub async fn mirror_revocations(
         self: Arc<Self>,
         js: async_nats::jetstream::Context,
         shutdown: impl Future<Output = ()>,
     ) {
-        tokio::pin!(shutdown);
-        loop {
-            let watched = async {
-                let kv = js
-                    .get_key_value(plantd_shared::streams::REVOKED_BUCKET)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut watch = kv
-                    .watch_all_from_revision(1)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                while let Some(entry) = watch.next().await {
-                    let entry = entry.map_err(|e| e.to_string())?;
-                    if entry.operation == Operation::Put {
-                        let exp = std::str::from_utf8(&entry.value)
-                            .ok()
-                            .and_then(|s| s.trim().parse().ok())
-                            .unwrap_or(0);
-                        self.revoke(&entry.key, exp);
-                    }
+        use plantd_shared::revocations::{self, Event, Start};
+        revocations::watch(
+            js,
+            Start::Beginning,
+            |event| {
+                if let Event::Revoked { jti, exp } = event {
+                    self.revoke(jti, exp);
                 }
-                Ok::<(), String>(())
-            };
-            tokio::select! {
-                _ = &mut shutdown => break,
-                r = watched => {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "revocation mirror interrupted; retrying");
-                    }
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
+            },
+            shutdown,
+        )
+        .await;
     }
 }
 

@@ -83,13 +83,37 @@ async fn nats_options(config: &Config) -> Result<async_nats::ConnectOptions, Edg
             .await
             .map_err(|e| EdgeError::Nats(format!("credentials {}: {e}", creds.display())))?;
     }
+    // async-nats reads these files on every connection attempt: check them
+    // now, so that a wrong path stops the edge with its name instead of
+    // leaving the uplink down with a bare "No such file".
     if let Some(ca) = &u.nats_ca {
+        readable(ca, "--nats-ca").await?;
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
-    if let (Some(cert), Some(key)) = (&u.nats_cert, &u.nats_key) {
-        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    match (&u.nats_cert, &u.nats_key) {
+        (Some(cert), Some(key)) => {
+            readable(cert, "--nats-cert").await?;
+            readable(key, "--nats-key").await?;
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        // One without the other would silently connect without a client
+        // certificate.
+        _ => {
+            return Err(EdgeError::Config(
+                "--nats-cert and --nats-key (uplink.nats_cert, uplink.nats_key) go together".into(),
+            ));
+        }
     }
     Ok(opts)
+}
+
+/// Fails with [`EdgeError::Config`] naming `what` when `path` cannot be read.
+async fn readable(path: &std::path::Path, what: &str) -> Result<(), EdgeError> {
+    tokio::fs::File::open(path)
+        .await
+        .map(drop)
+        .map_err(|e| EdgeError::Config(format!("{what} {}: {e}", path.display())))
 }
 
 async fn connect_nats(

@@ -3,6 +3,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
+//! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |
 //! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
 //! | [`streams`] | `plantd streams`: create or update the streams and buckets on any NATS server |
 //! | [`up`] | `plantd up`: the whole stack on one machine (nats-server with JetStream, streams and buckets; later the edge broker and the functions) |
@@ -10,6 +11,7 @@
 //! `main.rs` only parses arguments and calls into these modules.
 
 pub mod commands;
+pub mod live;
 pub mod session;
 pub mod streams;
 pub mod up;

@@ -141,6 +141,55 @@ enum Verb {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Print live messages of a site as its devices publish them.
+    ///
+    /// Over the proxy's WebSocket: `<topic> <payload>` per line (payloads
+    /// that are not UTF-8 as `base64:…`), or one JSON object per line with
+    /// `--json`. Says `subscribed …` on stderr once the server has every
+    /// filter. Exit 4 when a filter is not granted, 3 when the token is
+    /// refused or revoked.
+    Sub {
+        /// The site.
+        #[arg(long, env = "PLANTD_SITE")]
+        site: String,
+        /// MQTT topic filters (`+` one level, `#` the rest).
+        #[arg(default_value = "#")]
+        filters: Vec<String>,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Send a command to a site's devices over the live connection.
+    ///
+    /// Over the proxy's WebSocket; prints the command's sequence in
+    /// PLANTD_COMMANDS. The edge delivers it to the devices subscribed to
+    /// the topic when the site is reachable.
+    Pub {
+        /// The site.
+        #[arg(long, env = "PLANTD_SITE")]
+        site: String,
+        /// The MQTT topic.
+        topic: String,
+        /// The payload (or `--file`).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        payload: Option<String>,
+        /// Read the payload from this file (`-` for standard input); bytes
+        /// that are not UTF-8 are sent as base64.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// QoS to deliver with.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+        qos: u8,
+        /// Deliver as retained.
+        #[arg(long)]
+        retain: bool,
+        /// Drop it if not delivered within this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// MQTT 5 content type to deliver with.
+        #[arg(long)]
+        content_type: Option<String>,
+    },
     /// Create or update plantd's JetStream streams and KV buckets on a NATS
     /// server (idempotent; for clusters that `plantd up` does not run).
     Streams {
@@ -199,6 +248,19 @@ fn read_password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
         .read_line(&mut line)
         .map_err(|e| anyhow::anyhow!("cannot read the password from standard input: {e}"))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// The bytes of `--file` (`-` is standard input).
+fn read_payload(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    if file == std::path::Path::new("-") {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .map_err(|e| anyhow::anyhow!("cannot read the payload from standard input: {e}"))?;
+        return Ok(b);
+    }
+    std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
 }
 
 fn main() -> ExitCode {
@@ -318,6 +380,48 @@ fn main() -> ExitCode {
                     json,
                 )
                 .await
+            }
+            Verb::Sub {
+                site,
+                filters,
+                count,
+            } => {
+                let mut s = Session::open(profile.as_deref()).await?;
+                let args = plantd_cli::live::SubArgs {
+                    site: &site,
+                    filters: &filters,
+                    count,
+                    json,
+                };
+                plantd_cli::live::sub(&mut s, args).await
+            }
+            Verb::Pub {
+                site,
+                topic,
+                payload,
+                file,
+                qos,
+                retain,
+                ttl,
+                content_type,
+            } => {
+                use plantd_cli::live::Payload;
+                let payload = match (payload, file) {
+                    (Some(p), _) => Payload::Text(p),
+                    (None, Some(f)) => Payload::Bytes(read_payload(&f)?),
+                    (None, None) => Payload::Text(String::new()),
+                };
+                let s = Session::open(profile.as_deref()).await?;
+                let args = plantd_cli::live::PubArgs {
+                    site: &site,
+                    topic: &topic,
+                    payload,
+                    qos,
+                    retain,
+                    ttl,
+                    content_type: content_type.as_deref(),
+                };
+                plantd_cli::live::publish(&s, args, json).await
             }
             Verb::Streams {
                 nats_url,

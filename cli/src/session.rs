@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 pub enum ExitKind {
     /// Anything else (1).
     Failure = 1,
+    /// The request itself is wrong: a bad filter, topic or argument (2,
+    /// as for a command-line usage error).
+    Usage = 2,
     /// Not logged in, or the credentials were refused (3).
     Unauthorized = 3,
     /// Logged in but not allowed (4).
@@ -41,7 +44,8 @@ pub struct CliError {
     pub message: String,
 }
 
-fn fail(kind: ExitKind, message: impl Into<String>) -> anyhow::Error {
+/// An error that exits with `kind` and tells the user `message`.
+pub fn fail(kind: ExitKind, message: impl Into<String>) -> anyhow::Error {
     CliError {
         kind,
         message: message.into(),
@@ -184,6 +188,13 @@ async fn error_of(resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status().as_u16();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     let msg = body["message"].as_str().unwrap_or("no details").to_owned();
+    error_for_status(status, msg)
+}
+
+/// Maps an HTTP error status and the server's message to an exit code and
+/// a message saying what to do (shared by the REST calls and the
+/// WebSocket handshake).
+pub fn error_for_status(status: u16, msg: String) -> anyhow::Error {
     match status {
         401 => fail(
             ExitKind::Unauthorized,
@@ -296,7 +307,14 @@ impl Session {
         Ok(s)
     }
 
-    async fn refresh(&mut self) -> Result<()> {
+    /// Exchanges the refresh token for a new access token now and stores
+    /// both (long-running commands such as `plantd sub` call it when the
+    /// server closes their socket because the token expired).
+    ///
+    /// # Errors
+    /// Exit code 3 when there is no refresh token or it is refused, 7 when
+    /// the service is unreachable.
+    pub async fn refresh(&mut self) -> Result<()> {
         let rt = self.tokens.refresh_token.clone().ok_or_else(|| {
             fail(
                 ExitKind::Unauthorized,
@@ -331,6 +349,12 @@ impl Session {
             &tokens_path(&self.profile),
             &serde_json::to_string(&self.tokens)?,
         )
+    }
+
+    /// The deployment's base URL (`http://…` or `https://…`, no trailing
+    /// slash).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The access token (for MQTT passwords and scripts).

@@ -38,8 +38,16 @@ pub const PAYLOAD_FORMAT: &str = "Plantd-Payload-Format";
 
 /// Prefix of MQTT 5 user properties: user property `k = v` travels as
 /// header `Plantd-User-k: v` (repeated keys become repeated header values,
-/// in order).
+/// in order). A key is written with [`user_property`], which escapes what a
+/// header name cannot hold; [`user_property_key`] reverses it.
 pub const USER_PROPERTY_PREFIX: &str = "Plantd-User-";
+
+/// Present (value `1`) when the plantd header values of this message are
+/// escaped with [`escape_value`] because one of them held a control
+/// character (a CR or LF would end the header line). Decode every
+/// `Plantd-` value of such a message with [`unescape_value`]; messages
+/// without it carry their values unchanged.
+pub const ESCAPED: &str = "Plantd-Escaped";
 
 /// MQTT 5 message expiry interval in seconds, as remaining when the edge
 /// forwarded the message.
@@ -83,6 +91,7 @@ pub const ALL: &[&str] = &[
     CORRELATION,
     STATUS,
     TIMEOUT_MS,
+    ESCAPED,
 ];
 
 /// Formats milliseconds since the Unix epoch as the RFC 3339 UTC text used
@@ -126,9 +135,79 @@ pub fn parse_time(text: &str) -> Option<u64> {
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
-/// The header name carrying MQTT 5 user property `key`.
+/// The header name carrying MQTT 5 user property `key`: the prefix and the
+/// key, with every byte a NATS header name cannot hold (anything but
+/// printable ASCII, and `:`) and `%` itself written as `%XX`. Any UTF-8
+/// key a device sends therefore makes a valid name, and
+/// [`user_property_key`] gives the key back.
 pub fn user_property(key: &str) -> String {
-    format!("{USER_PROPERTY_PREFIX}{key}")
+    let mut name = String::with_capacity(USER_PROPERTY_PREFIX.len() + key.len());
+    name.push_str(USER_PROPERTY_PREFIX);
+    for b in key.bytes() {
+        if b.is_ascii_graphic() && b != b':' && b != b'%' {
+            name.push(char::from(b));
+        } else {
+            push_escaped(&mut name, b);
+        }
+    }
+    name
+}
+
+/// The user property key a header name carries, or `None` when the name
+/// is not a user property (or its escapes are not valid UTF-8).
+pub fn user_property_key(name: &str) -> Option<String> {
+    let escaped = name
+        .get(..USER_PROPERTY_PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(USER_PROPERTY_PREFIX))
+        .map(|_| &name[USER_PROPERTY_PREFIX.len()..])?;
+    unescape(escaped)
+}
+
+/// Whether `value` can travel as a header value unchanged: it holds no
+/// control character.
+pub fn is_plain_value(value: &str) -> bool {
+    !value.bytes().any(|b| b.is_ascii_control())
+}
+
+/// `value` with control characters and `%` written as `%XX`, for a message
+/// that carries [`ESCAPED`]. Reversed by [`unescape_value`].
+pub fn escape_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_ascii_control() || c == '%' {
+            push_escaped(&mut out, c as u8);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_value`]; `None` for a malformed escape.
+pub fn unescape_value(value: &str) -> Option<String> {
+    unescape(value)
+}
+
+fn push_escaped(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 15)]));
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut it = s.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let hi = char::from(it.next()?).to_digit(16)?;
+            let lo = char::from(it.next()?).to_digit(16)?;
+            bytes.push(u8::try_from(hi * 16 + lo).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -143,6 +222,31 @@ mod tests {
             assert!(h.bytes().all(|b| b.is_ascii_graphic() && b != b':'));
         }
         assert_eq!(user_property("line"), "Plantd-User-line");
+    }
+
+    #[test]
+    fn any_user_property_key_makes_a_valid_name_and_comes_back() {
+        for key in ["line", "unit: °C", "a%b", "tab\there", "", "ünï cödé\r\n"] {
+            let name = user_property(key);
+            assert!(
+                name.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
+                "{name:?}"
+            );
+            assert_eq!(user_property_key(&name).as_deref(), Some(key));
+        }
+        assert_eq!(user_property_key("Plantd-Topic"), None);
+        assert_eq!(user_property_key("Plantd-User-%4"), None);
+    }
+
+    #[test]
+    fn values_with_control_characters_are_escaped_reversibly() {
+        assert!(is_plain_value("50% of °C"));
+        assert!(!is_plain_value("two\r\nlines"));
+        for v in ["two\r\nlines", "100%\n", "\u{7f}", "ok"] {
+            let e = escape_value(v);
+            assert!(is_plain_value(&e), "{e:?}");
+            assert_eq!(unescape_value(&e).as_deref(), Some(v));
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `http` (feature `http`) | the JSON error type and extractors every HTTP API shares |
 //! | [`headers`] | NATS header names and their meaning |
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
+//! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
 //! | [`claims`] | JWT claims and permission checks (`can_publish`, `can_subscribe`, `allows`) |
 //! | [`jwt`] | signing and verifying tokens (EdDSA, ES256; never HS256) against a JWKS |
 //! | [`config`] | TOML file + `PLANTD_*` environment configuration with one-line errors |
@@ -27,6 +28,7 @@ pub mod jwt;
 pub mod local_nats;
 pub mod logging;
 pub mod process;
+pub mod revocations;
 pub mod streams;
 pub mod subject;
 pub mod tools;

@@ -2,7 +2,7 @@
 //! service's public keys (API audience) and the revocation list in
 //! `plantd_revoked`, with its permissions compiled once per request.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use async_nats::jetstream::kv::{self, Operation};
 use axum::extract::FromRequestParts;
@@ -10,6 +10,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use plantd_shared::claims::{API_AUDIENCE, Claims, Permissions};
 use plantd_shared::jwt::{self, JwkSet, VerifyOptions};
+use tokio::sync::broadcast;
 
 use crate::{AppError, AppState};
 
@@ -20,6 +21,36 @@ pub struct Trust {
     jwks: RwLock<Arc<JwkSet>>,
     /// `plantd_revoked`: a `Put` for a token id means it is revoked.
     revoked: kv::Store,
+    /// The watch of `plantd_revoked` for live sockets, started on first
+    /// use by [`Trust::revocations`].
+    watcher: OnceLock<Watcher>,
+}
+
+/// What live connections hear from [`Trust::revocations`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// This token id was just revoked.
+    Revoked(Arc<str>),
+    /// The watch (re)started, or this receiver fell behind: revocations
+    /// may have been missed, so look your own token id up with
+    /// [`Trust::is_revoked`].
+    Recheck,
+}
+
+/// The task watching `plantd_revoked` and the channel it feeds; the task
+/// ends when the [`Trust`] is dropped.
+#[derive(Debug)]
+struct Watcher {
+    /// New revocations, to every live connection.
+    tx: broadcast::Sender<Revocation>,
+    /// The watching task.
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Trust {
@@ -28,6 +59,58 @@ impl Trust {
         Self {
             jwks: RwLock::new(Arc::new(jwks)),
             revoked,
+            watcher: OnceLock::new(),
+        }
+    }
+
+    /// Revocations as they happen, for connections that outlive a request
+    /// (the WebSocket). The first call starts one watch of
+    /// `plantd_revoked` over `js` (shared by every later receiver; the
+    /// loop is [`plantd_shared::revocations::watch`]). The contract for a
+    /// receiver that must not miss its token's revocation: subscribe with
+    /// this, then look the token id up once with [`Trust::is_revoked`],
+    /// and again on every [`Revocation::Recheck`] (sent whenever the watch
+    /// is established, so a revocation made before it was is still found).
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn revocations(
+        &self,
+        js: &async_nats::jetstream::Context,
+    ) -> broadcast::Receiver<Revocation> {
+        self.watcher
+            .get_or_init(|| {
+                use plantd_shared::revocations::{Event, Start, watch};
+                let (tx, _) = broadcast::channel(1024);
+                let feed = tx.clone();
+                let task = tokio::spawn(watch(
+                    js.clone(),
+                    Start::Now,
+                    move |event| {
+                        let _ = feed.send(match event {
+                            Event::Watching => Revocation::Recheck,
+                            Event::Revoked { jti, .. } => Revocation::Revoked(jti.into()),
+                        });
+                    },
+                    std::future::pending(),
+                ));
+                Watcher {
+                    tx,
+                    task: task.abort_handle(),
+                }
+            })
+            .tx
+            .subscribe()
+    }
+
+    /// Whether token id `jti` is revoked (looked up in `plantd_revoked`).
+    ///
+    /// # Errors
+    /// 503 when the bucket cannot be read.
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool, AppError> {
+        match self.revoked.entry(jti).await {
+            Ok(Some(e)) => Ok(e.operation == Operation::Put),
+            Ok(None) => Ok(false),
+            Err(e) => Err(AppError::unavailable(e)),
         }
     }
 
@@ -54,12 +137,7 @@ impl Trust {
             &VerifyOptions::for_audience(API_AUDIENCE),
         )
         .map_err(|e| AppError::unauthorized(e.to_string()))?;
-        let revoked = match self.revoked.entry(claims.jti.as_str()).await {
-            Ok(Some(e)) => e.operation == Operation::Put,
-            Ok(None) => false,
-            Err(e) => return Err(AppError::unavailable(e)),
-        };
-        if revoked {
+        if self.is_revoked(&claims.jti).await? {
             return Err(AppError::unauthorized("token has been revoked"));
         }
         Ok(claims)

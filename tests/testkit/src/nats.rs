@@ -24,15 +24,38 @@ impl Nats {
     /// When `nats-server` is not installed (run `scripts/setup`) or does not
     /// start.
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts a fresh server with `config` — nats-server configuration
+    /// syntax, e.g. a `tls { ... }` block, `authorization`, or `operator` and
+    /// `resolver` for decentralised JWT authentication — and waits until it
+    /// is ready. JetStream, the port and the store still come from the
+    /// command line (which wins over the file), as for [`Nats::start`]; an
+    /// empty `config` is [`Nats::start`]. Restarts keep the configuration.
+    ///
+    /// Clients of a server that requires TLS or authentication connect with
+    /// [`Nats::client_with`] and the URL from [`Nats::tls_url`] or
+    /// [`Nats::url`].
+    ///
+    /// # Panics
+    /// When `nats-server` is not installed (run `scripts/setup`), the
+    /// configuration cannot be written, or the server does not start (a
+    /// configuration it refuses included).
+    pub async fn start_with(config: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("plantd-nats-")
             .tempdir()
             .expect("create a temporary directory for the JetStream store");
-        let spec = NatsServerSpec::new(dir.path().join("store"));
+        let mut spec = NatsServerSpec::new(dir.path().join("store"));
+        if !config.is_empty() {
+            let file = dir.path().join("nats-server.conf");
+            std::fs::write(&file, config).expect("write the nats-server configuration");
+            spec.extra_args = vec!["--config".to_owned(), file.display().to_string()];
+        }
         let server = NatsServer::start(spec.clone())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut spec = spec;
         spec.port = server.port();
         Self {
             server: Some(server),
@@ -44,6 +67,12 @@ impl Nats {
     /// `nats://127.0.0.1:<port>` — stays the same across restarts.
     pub fn url(&self) -> String {
         format!("nats://{}:{}", self.spec.host, self.spec.port)
+    }
+
+    /// `tls://127.0.0.1:<port>`: the same server, for clients that must
+    /// use TLS (a server started with a `tls` block).
+    pub fn tls_url(&self) -> String {
+        format!("tls://{}:{}", self.spec.host, self.spec.port)
     }
 
     /// The client port.
@@ -64,6 +93,31 @@ impl Nats {
     /// A JetStream context over a new client.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         async_nats::jetstream::new(self.client().await)
+    }
+
+    /// A new client connection to `url` (one of [`Nats::url`] or
+    /// [`Nats::tls_url`]) with `options`: TLS roots, a client certificate,
+    /// credentials.
+    ///
+    /// # Panics
+    /// When the server cannot be reached or refuses the client.
+    pub async fn client_with(
+        &self,
+        url: &str,
+        options: async_nats::ConnectOptions,
+    ) -> async_nats::Client {
+        options
+            .connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+    }
+
+    /// The server's recent output (for failure messages).
+    pub fn tail(&self) -> Vec<String> {
+        self.server
+            .as_ref()
+            .map(NatsServer::tail)
+            .unwrap_or_default()
     }
 
     /// Stops the server gracefully, keeping its store (an uplink outage).

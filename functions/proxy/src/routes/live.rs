@@ -19,7 +19,9 @@
 //! Every frame to the client goes through one bounded queue; a client that
 //! lets it fill (it reads slower than its subscriptions produce) is closed
 //! with code 1008 rather than buffered without bound. The socket is also
-//! closed (1008) when the token expires.
+//! closed (1008) when the token expires, and (1008, `token revoked`) within
+//! moments of its token id appearing in `plantd_revoked` (one shared watch,
+//! [`Trust::revocations`](crate::auth::Trust::revocations)).
 //!
 //! Ownership: the connection's future owns a writer task and one forwarding
 //! task per subscription, and awaits all of them before it returns.
@@ -38,16 +40,16 @@ use plantd_shared::subject::{Channel, Site, filter_to_subjects, subject_to_topic
 use plantd_shared::topic::{self, Filter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Caller, SocketCaller};
+use crate::auth::{Caller, Revocation, SocketCaller};
 use crate::routes::{commands, site};
 use crate::{AppError, AppState};
 
-/// Close code for a client that fell behind, and for an expired token
-/// (RFC 6455 1008, policy violation).
+/// Close code for a client that fell behind, and for an expired or
+/// revoked token (RFC 6455 1008, policy violation).
 pub const CLOSE_POLICY: u16 = 1008;
 
 /// Largest frame a client may send: a command with the largest body the
@@ -130,11 +132,31 @@ async fn connection(ws: WebSocket, state: AppState, caller: Caller) {
         .saturating_sub(plantd_shared::jwt::now_secs());
     let expiry = tokio::time::sleep(Duration::from_secs(left));
     tokio::pin!(expiry);
+    // Subscribed before the first look-up, so a revocation after the
+    // handshake's check is either found by the look-up or heard here.
+    let mut revocations = state.trust.revocations(&state.js);
+    let mut watching = true;
+    let mut recheck = true;
 
     let end = loop {
+        if std::mem::take(&mut recheck) {
+            match state.trust.is_revoked(&caller.claims.jti).await {
+                Ok(true) => break close("token revoked"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "cannot check the socket's token for revocation")
+                }
+            }
+        }
         tokio::select! {
             () = slow.cancelled() => break close("slow consumer: send queue full"),
             () = &mut expiry => break close("token expired"),
+            heard = revocations.recv(), if watching => match heard {
+                Ok(Revocation::Revoked(jti)) if *jti == *caller.claims.jti => break close("token revoked"),
+                Ok(Revocation::Revoked(_)) => {}
+                Ok(Revocation::Recheck) | Err(broadcast::error::RecvError::Lagged(_)) => recheck = true,
+                Err(broadcast::error::RecvError::Closed) => watching = false,
+            },
             frame = incoming.next() => {
                 let reply = match frame {
                     Some(Ok(Frame::Text(text))) => {

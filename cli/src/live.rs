@@ -1,0 +1,513 @@
+//! `plantd sub` and `plantd pub`: live messages and commands over the
+//! proxy's WebSocket `GET /v1/ws` (protocol in `docs/api.md`, "Live data").
+//!
+//! * [`sub`] subscribes to one or more MQTT topic filters on a site and
+//!   prints every message the site's edge publishes on a matching topic, as
+//!   it arrives: one line per message (`<topic> <payload>`, the payload as
+//!   text when it is UTF-8, else `base64:<…>`), or one JSON object per line
+//!   with `--json`. It says `subscribed …` on standard error once the server
+//!   has every subscription, so a script (or a test) can wait for that line
+//!   before making a device publish. Nothing is replayed: use
+//!   `plantd history` for the past.
+//! * [`publish`] sends one command (the WebSocket `command` operation, the
+//!   same body as `POST /v1/sites/{site}/commands`) and prints where it was
+//!   stored (`PLANTD_COMMANDS` and its sequence).
+//!
+//! Both authenticate with the profile's access token (refreshed by
+//! [`Session::open`] when it is about to expire). When the server closes a
+//! subscription because the token expired, [`sub`] refreshes it and
+//! subscribes again (messages published in between are missed, and it says
+//! so on standard error); a revoked token, a refused filter or a lost
+//! connection end it with the exit codes of [`ExitKind`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use crate::session::{ExitKind, Session, error_for_status, fail};
+
+/// A byte stream a WebSocket can run over: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// An open `/v1/ws` socket.
+type Socket = WebSocketStream<Box<dyn Io>>;
+
+/// Largest frame accepted from the server: a message with the largest
+/// payload the API carries (512 KiB, base64-encoded) plus its envelope.
+const MAX_FRAME: usize = 1024 * 1024;
+
+/// `ws://…/v1/ws` for `http://…`, `wss://…/v1/ws` for `https://…`.
+///
+/// # Errors
+/// Exit code 2 for a profile URL that is neither.
+pub fn socket_url(base: &str) -> Result<String> {
+    let base = base.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("http://") {
+        Ok(format!("ws://{rest}/v1/ws"))
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        Ok(format!("wss://{rest}/v1/ws"))
+    } else {
+        Err(fail(
+            ExitKind::Usage,
+            format!(
+                "the profile's URL {base:?} is not http:// or https://; run `plantd login --url …` again"
+            ),
+        ))
+    }
+}
+
+/// Opens `/v1/ws` with the session's token in the `Authorization` header.
+///
+/// # Errors
+/// Exit code 3 when the token is refused (invalid, expired or revoked), 7
+/// when the server cannot be reached.
+async fn connect(s: &Session) -> Result<Socket> {
+    let url = socket_url(s.url())?;
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| fail(ExitKind::Usage, format!("bad URL {url}: {e}")))?;
+    let bearer = format!("Bearer {}", s.access_token())
+        .parse()
+        .map_err(|_| {
+            fail(
+                ExitKind::Unauthorized,
+                "the stored token is damaged; run `plantd login`",
+            )
+        })?;
+    req.headers_mut().insert("authorization", bearer);
+    let tls = req.uri().scheme_str() == Some("wss");
+    let host = req
+        .uri()
+        .host()
+        .unwrap_or("")
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = req.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let unreachable = |e: &dyn std::fmt::Display| {
+        fail(
+            ExitKind::Unavailable,
+            format!("cannot reach {}: {e}; is `plantd up` running?", s.url()),
+        )
+    };
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if tls {
+        Box::new(tls_connect(&host, tcp).await.map_err(|e| unreachable(&e))?)
+    } else {
+        Box::new(tcp)
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME));
+    match client_async_with_config(req, stream, Some(config)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body: Value = resp
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            let msg = body["message"].as_str().unwrap_or("no details").to_owned();
+            Err(error_for_status(status, msg))
+        }
+        Err(e) => Err(unreachable(&e)),
+    }
+}
+
+/// TLS to `host` over `tcp`, checking the certificate like `reqwest` does
+/// (the platform's verifier).
+async fn tls_connect(
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_platform_verifier::ConfigVerifierExt as _;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ClientConfig::with_platform_verifier().context("TLS set-up")?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host} is not a valid TLS server name"))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake")
+}
+
+async fn send(ws: &mut Socket, v: &Value) -> Result<()> {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .map_err(|e| fail(ExitKind::Unavailable, format!("the connection failed: {e}")))
+}
+
+/// An `{"op":"error"}` answer as an exit code and what to do.
+fn refusal(v: &Value, site: &str, what: &str) -> anyhow::Error {
+    let msg = v["message"].as_str().unwrap_or("no details");
+    match v["error"].as_str().unwrap_or("") {
+        "forbidden" => fail(
+            ExitKind::Forbidden,
+            format!(
+                "refused {what} on site {site}: {msg}; ask an administrator for a role that grants it, then run `plantd login` again"
+            ),
+        ),
+        "bad_request" => fail(ExitKind::Usage, format!("refused {what}: {msg}")),
+        "unauthorized" => fail(
+            ExitKind::Unauthorized,
+            format!("not authorised ({msg}); run `plantd login`"),
+        ),
+        "unavailable" | "timeout" | "no_responder" => {
+            fail(ExitKind::Unavailable, format!("unavailable: {msg}"))
+        }
+        code => fail(ExitKind::Failure, format!("refused {what}: {code}: {msg}")),
+    }
+}
+
+/// `plantd sub`: what to subscribe to and when to stop.
+#[derive(Debug, Clone)]
+pub struct SubArgs<'a> {
+    /// The site.
+    pub site: &'a str,
+    /// MQTT topic filters (duplicates are ignored).
+    pub filters: &'a [String],
+    /// Exit (0) after this many messages; `None` runs until interrupted.
+    pub count: Option<u64>,
+    /// One JSON object per line instead of `<topic> <payload>`.
+    pub json: bool,
+}
+
+/// How a socket ended.
+enum Ended {
+    /// `--count` messages were printed.
+    Done,
+    /// The server closed it because the token expired: refresh and resume.
+    Expired,
+}
+
+/// `plantd sub --site SITE FILTER...`: prints live messages until
+/// `--count` of them arrived (exit 0), or forever.
+///
+/// # Errors
+/// Exit code 4 when a filter is not covered by the token's MQTT subscribe
+/// grants for the site, 2 for a malformed filter, 3 when the token is
+/// refused or revoked, 7 when the connection is lost.
+pub async fn sub(s: &mut Session, a: SubArgs<'_>) -> Result<()> {
+    let filters: BTreeSet<&str> = a.filters.iter().map(String::as_str).collect();
+    if filters.is_empty() {
+        return Err(fail(ExitKind::Usage, "give at least one topic filter"));
+    }
+    let mut printed = 0u64;
+    loop {
+        if a.count.is_some_and(|n| printed >= n) {
+            return Ok(());
+        }
+        let mut ws = connect(s).await?;
+        match run_sub(&mut ws, &a, &filters, &mut printed).await? {
+            Ended::Done => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            Ended::Expired => {
+                s.refresh().await?;
+                eprintln!(
+                    "plantd: the access token expired; subscribed again with a fresh one (messages published meanwhile were missed — see `plantd history`)"
+                );
+            }
+        }
+    }
+}
+
+/// Subscribes to every filter on `ws` and prints messages.
+async fn run_sub(
+    ws: &mut Socket,
+    a: &SubArgs<'_>,
+    filters: &BTreeSet<&str>,
+    printed: &mut u64,
+) -> Result<Ended> {
+    for f in filters {
+        send(
+            ws,
+            &json!({"op": "subscribe", "id": f, "site": a.site, "filter": f}),
+        )
+        .await?;
+    }
+    let mut pending: BTreeSet<&str> = filters.clone();
+    loop {
+        let frame = match ws.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                return Err(fail(
+                    ExitKind::Unavailable,
+                    format!("the connection was lost: {e}; run `plantd sub` again"),
+                ));
+            }
+            None => {
+                return Err(fail(
+                    ExitKind::Unavailable,
+                    "the server ended the connection; run `plantd sub` again",
+                ));
+            }
+        };
+        let text = match frame {
+            Message::Text(t) => t,
+            Message::Close(frame) => return closed(frame),
+            _ => continue,
+        };
+        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
+        match v["op"].as_str() {
+            Some("subscribed") => {
+                if let Some(id) = v["id"].as_str() {
+                    pending.remove(id);
+                }
+                if pending.is_empty() {
+                    let list: Vec<&str> = filters.iter().copied().collect();
+                    eprintln!("subscribed to {} on {}", list.join(" "), a.site);
+                }
+            }
+            Some("message") => {
+                print_message(&v, a.json);
+                *printed += 1;
+                if a.count.is_some_and(|n| *printed >= n) {
+                    return Ok(Ended::Done);
+                }
+            }
+            Some("error") => {
+                let what = match v["id"].as_str() {
+                    Some(f) => format!("the filter {f:?}"),
+                    None => "the subscription".to_owned(),
+                };
+                return Err(refusal(&v, a.site, &what));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the server's close frame means for `plantd sub`.
+fn closed(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Result<Ended> {
+    let (code, reason) = frame
+        .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
+        .unwrap_or((1005, String::new()));
+    match reason.as_str() {
+        "token expired" => Ok(Ended::Expired),
+        "token revoked" => Err(fail(
+            ExitKind::Unauthorized,
+            "the server closed the subscription: the token was revoked; run `plantd login`",
+        )),
+        _ => Err(fail(
+            ExitKind::Unavailable,
+            format!("the server closed the subscription ({code} {reason}); run `plantd sub` again"),
+        )),
+    }
+}
+
+/// One live message: `<topic> <payload>` or a JSON line.
+fn print_message(v: &Value, json: bool) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let line = if json {
+        let mut m = json!({
+            "site": v["site"],
+            "filter": v["id"],
+            "topic": v["topic"],
+            "headers": v["headers"],
+        });
+        if let Some(p) = v.get("payload") {
+            m["payload"] = p.clone();
+        }
+        if let Some(p) = v.get("payload_base64") {
+            m["payload_base64"] = p.clone();
+        }
+        m.to_string()
+    } else {
+        let payload = match (v["payload"].as_str(), v["payload_base64"].as_str()) {
+            (Some(text), _) => text.to_owned(),
+            (None, Some(b64)) => format!("base64:{b64}"),
+            (None, None) => String::new(),
+        };
+        format!("{} {payload}", v["topic"].as_str().unwrap_or("?"))
+    };
+    // A closed pipe (`plantd sub | head`) is not worth a panic.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The payload of `plantd pub`.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Text from the command line.
+    Text(String),
+    /// Bytes from `--file` (sent as text when they are UTF-8).
+    Bytes(Vec<u8>),
+}
+
+/// `plantd pub`: one command.
+#[derive(Debug, Clone)]
+pub struct PubArgs<'a> {
+    /// The site.
+    pub site: &'a str,
+    /// The MQTT topic to deliver on.
+    pub topic: &'a str,
+    /// The payload.
+    pub payload: Payload,
+    /// Delivery QoS (0, 1 or 2).
+    pub qos: u8,
+    /// Deliver as retained.
+    pub retain: bool,
+    /// Drop it if not delivered within this many seconds.
+    pub ttl: Option<u64>,
+    /// MQTT 5 content type to deliver with.
+    pub content_type: Option<&'a str>,
+}
+
+/// `plantd pub --site SITE TOPIC PAYLOAD`: sends a command to the
+/// devices subscribed to `TOPIC` on the site and prints its sequence in
+/// `PLANTD_COMMANDS` (the edge delivers it when the site is reachable).
+///
+/// # Errors
+/// Exit code 4 without `commands:<site>:send`, 2 for a bad topic or QoS, 3
+/// when the token is refused, 7 when the server is unreachable.
+pub async fn publish(s: &Session, a: PubArgs<'_>, json: bool) -> Result<()> {
+    let mut body = json!({
+        "op": "command", "id": "pub", "site": a.site, "topic": a.topic,
+        "qos": a.qos, "retain": a.retain,
+    });
+    match a.payload {
+        Payload::Text(t) => body["payload"] = t.into(),
+        Payload::Bytes(b) => match String::from_utf8(b) {
+            Ok(t) => body["payload"] = t.into(),
+            Err(e) => body["payload_base64"] = base64_encode(e.as_bytes()).into(),
+        },
+    }
+    if let Some(t) = a.ttl {
+        body["ttl_secs"] = t.into();
+    }
+    if let Some(ct) = a.content_type {
+        body["content_type"] = ct.into();
+    }
+    let mut ws = connect(s).await?;
+    send(&mut ws, &body).await?;
+    let answer = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                    continue;
+                };
+                if v["id"] == "pub" || v["op"] == "error" {
+                    break v;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                closed(frame)?;
+                return Err(fail(
+                    ExitKind::Unavailable,
+                    "the server closed the connection before answering; the command may not have been sent",
+                ));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                return Err(fail(
+                    ExitKind::Unavailable,
+                    format!("the connection was lost: {e}; the command may not have been sent"),
+                ));
+            }
+            None => {
+                return Err(fail(
+                    ExitKind::Unavailable,
+                    "the server ended the connection; the command may not have been sent",
+                ));
+            }
+        }
+    };
+    let _ = ws.close(None).await;
+    if answer["op"] != "sent" {
+        return Err(refusal(
+            &answer,
+            a.site,
+            &format!("the command on {:?}", a.topic),
+        ));
+    }
+    if json {
+        println!(
+            "{}",
+            json!({"site": a.site, "topic": a.topic, "stream": answer["stream"], "sequence": answer["sequence"]})
+        );
+    } else {
+        println!(
+            "sent to {} {}: {} #{}",
+            a.site,
+            a.topic,
+            answer["stream"].as_str().unwrap_or("?"),
+            answer["sequence"]
+        );
+    }
+    Ok(())
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_urls_follow_the_profile_scheme() {
+        assert_eq!(
+            socket_url("http://127.0.0.1:8080/").expect("http"),
+            "ws://127.0.0.1:8080/v1/ws"
+        );
+        assert_eq!(
+            socket_url("https://api.example.com").expect("https"),
+            "wss://api.example.com/v1/ws"
+        );
+        assert!(socket_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn refusals_map_to_exit_codes() {
+        let kind = |code: &str| {
+            refusal(&json!({"error": code, "message": "m"}), "s", "x")
+                .downcast_ref::<crate::session::CliError>()
+                .map(|e| e.kind)
+        };
+        assert_eq!(kind("forbidden"), Some(ExitKind::Forbidden));
+        assert_eq!(kind("bad_request"), Some(ExitKind::Usage));
+        assert_eq!(kind("unauthorized"), Some(ExitKind::Unauthorized));
+        assert_eq!(kind("unavailable"), Some(ExitKind::Unavailable));
+    }
+
+    #[test]
+    fn close_reasons_decide_what_sub_does() {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        let frame = |reason: &'static str| {
+            Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: reason.into(),
+            })
+        };
+        assert!(matches!(closed(frame("token expired")), Ok(Ended::Expired)));
+        let revoked = closed(frame("token revoked")).err().expect("an error");
+        assert_eq!(
+            revoked
+                .downcast_ref::<crate::session::CliError>()
+                .map(|e| e.kind),
+            Some(ExitKind::Unauthorized)
+        );
+        assert!(closed(None).is_err());
+    }
+}

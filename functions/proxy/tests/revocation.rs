@@ -1,0 +1,158 @@
+//! WebSockets close when their token is revoked: a `Put` of the token id in
+//! `plantd_revoked` (what the identity service's logout writes) closes
+//! every socket of that token with 1008 `token revoked`, and no other; a
+//! revoked token cannot open a new one.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Fixture, fixture};
+use futures::{SinkExt as _, StreamExt as _};
+use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
+use plantd_shared::streams::REVOKED_BUCKET;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn serve(f: &Fixture) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = f.app.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    addr
+}
+
+/// A token with id `jti` that may subscribe to everything on plant-1.
+fn token(f: &Fixture, jti: &str) -> String {
+    let now = plantd_shared::jwt::now_secs();
+    f.key
+        .sign(&Claims {
+            iss: "plantd-identity".into(),
+            sub: format!("user-{jti}"),
+            aud: Audience::One(API_AUDIENCE.into()),
+            exp: now + 600,
+            iat: now,
+            nbf: None,
+            jti: jti.into(),
+            org: "acme".into(),
+            kind: PrincipalKind::User,
+            roles: Vec::new(),
+            perms: Vec::new(),
+            mqtt: [(
+                "plant-1".to_owned(),
+                MqttGrant {
+                    publish: vec![],
+                    subscribe: vec!["#".into()],
+                },
+            )]
+            .into_iter()
+            .collect(),
+        })
+        .expect("sign")
+}
+
+/// Connects and subscribes: once `subscribed` arrives, the connection is
+/// in its loop and listening for revocations.
+async fn connect(addr: SocketAddr, token: &str) -> Ws {
+    let mut req = format!("ws://{addr}/v1/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let mut ws = connect_async(req).await.expect("connect").0;
+    ws.send(Message::Text(
+        json!({"op": "subscribe", "id": "all", "site": "plant-1", "filter": "#"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    let Message::Text(answer) = next(&mut ws).await else {
+        panic!("a text frame");
+    };
+    let answer: Value = serde_json::from_str(answer.as_str()).expect("json");
+    assert_eq!(answer, json!({"op": "subscribed", "id": "all"}));
+    ws
+}
+
+/// The next frame (the timeout only turns a hang into a failure).
+async fn next(ws: &mut Ws) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a frame within 10 s")
+        .expect("socket open")
+        .expect("frame")
+}
+
+async fn revoke(f: &Fixture, jti: &str) {
+    let kv = f
+        .nats
+        .jetstream()
+        .await
+        .get_key_value(REVOKED_BUCKET)
+        .await
+        .expect("bucket");
+    let exp = plantd_shared::jwt::now_secs() + 600;
+    kv.put(jti, exp.to_string().into()).await.expect("revoke");
+}
+
+#[tokio::test]
+async fn sockets_of_a_revoked_token_close_and_others_stay_open() {
+    let f = fixture().await;
+    let addr = serve(&f).await;
+    let doomed = token(&f, "jti-doomed");
+    let mut first = connect(addr, &doomed).await;
+    let mut second = connect(addr, &doomed).await;
+    let mut other = connect(addr, &token(&f, "jti-other")).await;
+
+    revoke(&f, "jti-doomed").await;
+    for ws in [&mut first, &mut second] {
+        match next(ws).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1008);
+                assert_eq!(frame.reason.as_str(), "token revoked");
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    // The other token's socket still works.
+    other
+        .send(Message::Text(
+            json!({"op": "unsubscribe", "id": "all"}).to_string().into(),
+        ))
+        .await
+        .expect("send");
+    let Message::Text(t) = next(&mut other).await else {
+        panic!("a text frame");
+    };
+    let v: Value = serde_json::from_str(t.as_str()).expect("json");
+    assert_eq!(v, json!({"op": "unsubscribed", "id": "all"}));
+
+    // And the revoked token cannot open a new socket.
+    let mut req = format!("ws://{addr}/v1/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {doomed}").parse().expect("header"),
+    );
+    match connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 401);
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
