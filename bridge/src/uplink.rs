@@ -22,17 +22,14 @@
 //! backlog and no acknowledgement for `stall_after`, whatever the
 //! connection claims.
 
-use std::collections::{BTreeSet, HashSet};
-use std::future::{Future, IntoFuture};
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::{ContextBuilder, PublishError, PublishErrorKind};
-use async_nats::jetstream::publish::PublishAck;
 use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 use plantd_journal::Journal;
 use plantd_shared::subject::Site;
 use rand::Rng as _;
@@ -322,7 +319,6 @@ impl Uplink {
             let stop = match conn {
                 Ok(conn) => {
                     let stop = p.pump(&conn, &mut reader, &mut shutdown).await;
-                    p.settle().await;
                     // Dropping the client closes its connection: nothing it
                     // still queued can reach the server after this.
                     drop(conn);
@@ -401,23 +397,31 @@ const PUBLISH_EVERY: u64 = 256;
 
 impl Pump {
     /// Publishes over `conn` until it fails, the journal closes or
-    /// `shutdown` resolves. The first publish on a connection is sent alone
-    /// and must be acknowledged before the window opens, so a stream that
-    /// is not there yet (JetStream still starting) refuses one publish, not
-    /// a window of them of which later ones might then be stored first.
+    /// `shutdown` resolves, then waits (up to the ack timeout) for what is
+    /// still in flight, so the cursor reflects everything stored before the
+    /// connection is dropped.
+    ///
+    /// Acknowledgements come back on one wildcard inbox of this connection
+    /// (`<inbox>.<journal sequence>`), not one request each: the window, not
+    /// a future per message, tracks what is outstanding. The first publish
+    /// on a connection is sent alone and must be acknowledged before the
+    /// window opens, so a stream that is not there yet (JetStream still
+    /// starting) refuses one publish, not a window of them of which later
+    /// ones might then be stored first.
     async fn pump(
         &mut self,
         conn: &UplinkConnection,
         reader: &mut plantd_journal::Reader,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> Stop {
-        let js = ContextBuilder::new()
-            .timeout(self.cfg.ack_timeout)
-            .max_ack_inflight(self.cfg.window.max(1))
-            .build(conn.client.clone());
+        let prefix = conn.client.new_inbox();
+        let mut acks = match conn.client.subscribe(format!("{prefix}.*")).await {
+            Ok(s) => s,
+            Err(e) => return Stop::Failed(format!("cannot subscribe to acknowledgements: {e}")),
+        };
         let mut lost = conn.lost.clone();
         self.w.progressed = false;
-        loop {
+        let stop = loop {
             let limit = if self.w.progressed {
                 self.cfg.window
             } else {
@@ -426,18 +430,13 @@ impl Pump {
             let window_open = self.w.outstanding.len() < limit;
             tokio::select! {
                 biased;
-                _ = shutdown.as_mut() => return Stop::Shutdown,
+                _ = shutdown.as_mut() => break Stop::Shutdown,
                 _ = async { lost.wait_for(|l| *l).await.map(|_| ()) } => {
                     return Stop::Failed("NATS connection lost".into());
                 }
-                Some((seq, subject, ack)) = self.w.inflight.next(), if !self.w.inflight.is_empty() => {
-                    match ack {
-                        Ok(ack) => self.acked(seq, &subject, &ack),
-                        Err(e) => {
-                            tracing::warn!(seq, subject, "uplink publish not acknowledged");
-                            self.w.failed_subjects.insert(subject);
-                            return Stop::Failed(describe(&e));
-                        }
+                Some(msg) = acks.next() => {
+                    if let Err(e) = self.on_ack(&msg) {
+                        break Stop::Failed(e);
                     }
                 }
                 rec = reader.next(), if window_open => {
@@ -445,7 +444,7 @@ impl Pump {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::info!(error = %e, "uplink: journal closed");
-                            return Stop::JournalClosed;
+                            break Stop::JournalClosed;
                         }
                     };
                     self.w.last_read = rec.seq;
@@ -458,41 +457,100 @@ impl Pump {
                         self.journal.ack(self.w.cursor());
                         continue;
                     };
-                    self.w.outstanding.insert(rec.seq);
-                    if let Err(e) = self.w.send(&js, &self.cfg.site, rec.seq, subject, msg).await {
-                        return Stop::Failed(describe(&e));
+                    let subject = async_nats::Subject::from(subject);
+                    let headers = msg.headers(&self.cfg.site, rec.seq);
+                    let sent = conn
+                        .client
+                        .publish_with_reply_and_headers(
+                            subject.clone(),
+                            format!("{prefix}.{}", rec.seq),
+                            headers,
+                            msg.payload,
+                        )
+                        .await;
+                    if let Err(e) = sent {
+                        break Stop::Failed(format!("publish: {e}"));
                     }
+                    self.w.outstanding.insert(
+                        rec.seq,
+                        Pending {
+                            subject,
+                            sent: Instant::now(),
+                        },
+                    );
                     self.unpublished.sent += 1;
                 }
                 _ = self.stall_check.tick() => {
                     self.publish();
                     self.check_stall();
+                    if self.w.oldest_sent().is_some_and(|t| t.elapsed() >= self.cfg.ack_timeout) {
+                        break Stop::Failed("JetStream did not acknowledge in time".into());
+                    }
                 }
             }
-            if self.w.inflight.is_empty() || self.unpublished.acks >= PUBLISH_EVERY {
+            if self.w.outstanding.is_empty() || self.unpublished.acks >= PUBLISH_EVERY {
                 self.publish();
+            }
+        };
+        // Settle: what is in flight is acknowledged, refused or given up.
+        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
+        while !self.w.outstanding.is_empty() {
+            match tokio::time::timeout_at(deadline, acks.next()).await {
+                Ok(Some(msg)) => {
+                    let _ = self.on_ack(&msg);
+                }
+                _ => break,
+            }
+        }
+        self.w.failed_subjects.clear();
+        self.publish();
+        stop
+    }
+
+    /// Handles one message on the acknowledgement inbox: a stored publish
+    /// is counted; a refusal is returned as the error to fail with.
+    fn on_ack(&mut self, msg: &async_nats::Message) -> Result<(), String> {
+        let Some(seq) = msg
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            return Ok(());
+        };
+        let Some(pending) = self.w.outstanding.remove(&seq) else {
+            return Ok(());
+        };
+        match parse_ack(msg) {
+            Ok(duplicate) => {
+                self.acked(seq, &pending.subject, duplicate);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(seq, subject = %pending.subject, error = %e, "uplink publish refused");
+                self.w.failed_subjects.insert(pending.subject.to_string());
+                Err(e)
             }
         }
     }
 
     /// Records a successful acknowledgement (published in batches by
     /// [`Pump::publish`]).
-    fn acked(&mut self, seq: u64, subject: &str, ack: &PublishAck) {
-        self.w.outstanding.remove(&seq);
-        if self.w.failed_subjects.contains(subject) {
+    fn acked(&mut self, seq: u64, subject: &async_nats::Subject, duplicate: bool) {
+        if self.w.failed_subjects.contains(subject.as_str()) {
             // An earlier publish on this topic failed and this later one was
             // stored anyway: the resend will land after it. Only a refusal
             // by the server that clears within one window can do this.
             tracing::error!(
                 seq,
-                subject,
+                subject = %subject,
                 "uplink: a publish was stored after an earlier one on the same topic failed; \
                  the topic is out of order in the stream"
             );
             self.unpublished.reordered += 1;
         }
         self.unpublished.acks += 1;
-        self.unpublished.duplicates += u64::from(ack.duplicate);
+        self.unpublished.duplicates += u64::from(duplicate);
         self.w.progressed = true;
     }
 
@@ -530,24 +588,6 @@ impl Pump {
         });
     }
 
-    /// After a failure or at shutdown, waits (up to the ack timeout) for
-    /// the publishes still in flight on the connection, so the cursor reflects
-    /// everything that was stored before the connection is dropped.
-    async fn settle(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-        while !self.w.inflight.is_empty() {
-            match tokio::time::timeout_at(deadline, self.w.inflight.next()).await {
-                Ok(Some((seq, subject, Ok(ack)))) => self.acked(seq, &subject, &ack),
-                Ok(Some((_, subject, Err(_)))) => {
-                    self.w.failed_subjects.insert(subject);
-                }
-                _ => break,
-            }
-        }
-        self.w.failed_subjects.clear();
-        self.publish();
-    }
-
     /// Reports `Stalled` when there is a backlog and nothing was
     /// acknowledged for `stall_after`.
     fn check_stall(&mut self) {
@@ -577,17 +617,20 @@ impl Pump {
     }
 }
 
-type Acked = (u64, String, Result<PublishAck, PublishError>);
-type AckFuture = Pin<Box<dyn Future<Output = Acked> + Send>>;
+/// A publish awaiting its acknowledgement.
+struct Pending {
+    /// Its subject (for order bookkeeping and logs).
+    subject: async_nats::Subject,
+    /// When it was sent.
+    sent: Instant,
+}
 
 /// The records between the cursor and the reader.
 struct Window {
-    /// Sequences read and not yet acknowledged.
-    outstanding: BTreeSet<u64>,
+    /// Records sent and not yet acknowledged, by journal sequence.
+    outstanding: BTreeMap<u64, Pending>,
     /// Highest sequence read.
     last_read: u64,
-    /// Acknowledgements to come.
-    inflight: FuturesUnordered<AckFuture>,
     /// Subjects with a failed publish on the current connection.
     failed_subjects: HashSet<String>,
     /// Whether the current connection has had a publish acknowledged.
@@ -597,9 +640,8 @@ struct Window {
 impl Window {
     fn new(start: u64) -> Self {
         Self {
-            outstanding: BTreeSet::new(),
+            outstanding: BTreeMap::new(),
             last_read: start - 1,
-            inflight: FuturesUnordered::new(),
             failed_subjects: HashSet::new(),
             progressed: false,
         }
@@ -608,9 +650,14 @@ impl Window {
     /// Everything up to here is acknowledged.
     fn cursor(&self) -> u64 {
         self.outstanding
-            .first()
-            .map(|s| s - 1)
+            .first_key_value()
+            .map(|(s, _)| s - 1)
             .unwrap_or(self.last_read)
+    }
+
+    /// When the oldest unacknowledged publish was sent.
+    fn oldest_sent(&self) -> Option<Instant> {
+        self.outstanding.first_key_value().map(|(_, p)| p.sent)
     }
 
     /// Abandons everything outstanding and rewinds to `from`; returns how
@@ -618,39 +665,51 @@ impl Window {
     fn reset(&mut self, from: u64) -> u64 {
         let abandoned = self.outstanding.len() as u64;
         self.outstanding.clear();
-        self.inflight = FuturesUnordered::new();
         self.failed_subjects.clear();
         self.last_read = from - 1;
         abandoned
     }
-
-    async fn send(
-        &mut self,
-        js: &async_nats::jetstream::Context,
-        site: &Site,
-        seq: u64,
-        subject: String,
-        msg: UplinkMessage,
-    ) -> Result<(), PublishError> {
-        let headers = msg.headers(site, seq);
-        let fut = js
-            .publish_with_headers(subject.clone(), headers, msg.payload)
-            .await?;
-        self.inflight.push(Box::pin(async move {
-            let r = fut.into_future().await;
-            (seq, subject, r)
-        }));
-        Ok(())
-    }
 }
 
-fn describe(e: &PublishError) -> String {
-    match e.kind() {
-        PublishErrorKind::StreamNotFound => {
+/// Reads a JetStream publish acknowledgement: `Ok(duplicate)` when the
+/// message is stored, the reason when it was refused.
+fn parse_ack(msg: &async_nats::Message) -> Result<bool, String> {
+    if let Some(status) = msg.status {
+        return Err(if status == async_nats::StatusCode::NO_RESPONDERS {
             "no JetStream stream for this site's subjects (create it or run with --create-streams)"
                 .into()
-        }
-        PublishErrorKind::TimedOut => "JetStream did not acknowledge in time".into(),
-        _ => e.to_string(),
+        } else {
+            format!(
+                "JetStream answered {status}{}",
+                msg.description
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            )
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        duplicate: bool,
+        #[serde(default)]
+        seq: u64,
+        error: Option<ApiError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        #[serde(default)]
+        code: u16,
+        #[serde(default)]
+        description: String,
+    }
+    match serde_json::from_slice::<Reply>(&msg.payload) {
+        Ok(Reply { error: Some(e), .. }) => Err(format!(
+            "JetStream refused the publish ({}): {}",
+            e.code, e.description
+        )),
+        Ok(Reply { seq: 0, .. }) => Err("JetStream acknowledgement without a sequence".into()),
+        Ok(r) => Ok(r.duplicate),
+        Err(e) => Err(format!("unreadable JetStream acknowledgement: {e}")),
     }
 }
