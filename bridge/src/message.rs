@@ -267,7 +267,6 @@ impl UplinkMessage {
         const QOS: HeaderName = HeaderName::from_static(headers::QOS);
         const RETAIN: HeaderName = HeaderName::from_static(headers::RETAIN);
         const RECEIVED: HeaderName = HeaderName::from_static(headers::RECEIVED);
-        const SITE: HeaderName = HeaderName::from_static(headers::SITE);
         const CLIENT_ID: HeaderName = HeaderName::from_static(headers::CLIENT_ID);
         const CONTENT_TYPE: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
         let escaped = !(headers::is_plain_value(&self.topic)
@@ -301,7 +300,6 @@ impl UplinkMessage {
         );
         h.insert(RETAIN, if self.retain { "true" } else { "false" });
         h.insert(RECEIVED, headers::format_time(self.received_ms));
-        h.insert(SITE, site.as_str());
         if !self.client_id.is_empty() {
             h.insert(CLIENT_ID, value(&self.client_id));
         }

@@ -24,9 +24,6 @@ pub const RETAIN: &str = "Plantd-Retain";
 /// millisecond precision (`2026-11-23T03:32:06.123Z`).
 pub const RECEIVED: &str = "Plantd-Received";
 
-/// The site that produced or must receive the message.
-pub const SITE: &str = "Plantd-Site";
-
 /// The MQTT client id of the publisher.
 pub const CLIENT_ID: &str = "Plantd-Client-Id";
 
@@ -81,7 +78,6 @@ pub const ALL: &[&str] = &[
     QOS,
     RETAIN,
     RECEIVED,
-    SITE,
     CLIENT_ID,
     CONTENT_TYPE,
     PAYLOAD_FORMAT,

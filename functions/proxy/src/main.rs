@@ -7,10 +7,11 @@
 //!   (`PLANTD_PROXY_LISTEN`, default `127.0.0.1:8082`). `plantd up` mounts
 //!   the same router in its one local server instead.
 //! * `websocket`: API Gateway WebSocket API events under the Lambda runtime
-//!   (`$connect`, `$disconnect`, `subscribe`, `unsubscribe`, `$default`;
+//!   (`$connect`, `$disconnect`, `subscribe`, `unsubscribe`, `command`, `$default`;
 //!   [`plantd_proxy::aws::websocket`]), recording connections in DynamoDB.
 //! * `fanout`: a long-lived process next to NATS that posts live messages
-//!   to the API Gateway connections ([`plantd_proxy::aws::fanout`]).
+//!   to the API Gateway connections and closes those of revoked tokens
+//!   (it watches `plantd_revoked`; [`plantd_proxy::aws::fanout`]).
 //!
 //! Everything expensive (the secret, the JWKS, the NATS connection, the KV
 //! handles, the SDK clients) is built once, at start (cold start on Lambda).
@@ -205,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             aws_sdk_dynamodb::Client::new(&sdk),
             aws::required_env(aws::TABLE_ENV)?,
         );
-        let handler = websocket::Handler::new(state.trust.clone(), registry, max_subscriptions);
+        let handler = websocket::Handler::new(state.clone(), registry, max_subscriptions);
         tracing::info!("proxy serving WebSocket API events through the Lambda runtime API");
         return lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
             let handler = handler.clone();

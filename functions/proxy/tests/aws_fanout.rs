@@ -269,3 +269,159 @@ async fn the_fanout_process_posts_what_the_edge_publishes() {
                "payload": "180", "headers": {"Plantd-Qos": "1"}})
     );
 }
+
+/// Polls `done` every 20 ms until it holds; panics with `what` after 10 s
+/// (the deadline only turns a hang into a failure).
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The `fanout` role closes the sockets of revoked tokens: revoked before
+/// it started (found by the re-check when its watch of `plantd_revoked`
+/// is established) and while it runs (heard on the watch).
+#[tokio::test]
+async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
+    use std::time::Duration;
+
+    use plantd_shared::process::ManagedProcess;
+    use plantd_shared::streams::{self, REVOKED_BUCKET, Settings as StreamSettings};
+    use plantd_testkit::Nats;
+
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &StreamSettings::default())
+        .await
+        .expect("streams and buckets");
+    let revoked = js.get_key_value(REVOKED_BUCKET).await.expect("bucket");
+    let moto = Moto::start().await;
+    let reg = registry(&moto, "plantd-connections").await;
+    let early = claims("erin", 600, &[("*", &["#"])]);
+    let late = claims("luke", 600, &[("*", &["#"])]);
+    let kept = claims("kim", 600, &[("*", &["#"])]);
+    for (conn, c) in [
+        ("early", &early),
+        ("late-1", &late),
+        ("late-2", &late),
+        ("kept", &kept),
+    ] {
+        reg.connect(conn, c).await.expect("connect");
+        subscribe(&reg, conn, "all", "plant-1", "#", c.exp).await;
+    }
+    // What identity's logout writes: the token id, its expiry as the value.
+    revoked
+        .put(&early.jti, early.exp.to_string().into())
+        .await
+        .expect("revoke");
+    let stub = Stub::start(&[]).await;
+
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-proxy"));
+    cmd.env_clear()
+        .env(plantd_proxy::aws::MODE_ENV, "fanout")
+        .env("PLANTD_NATS_URL", nats.url())
+        .env(plantd_proxy::aws::TABLE_ENV, "plantd-connections")
+        .env(
+            plantd_proxy::aws::ENDPOINT_ENV,
+            format!("{}/prod", stub.endpoint),
+        )
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("PLANTD_LOG", "info");
+    let _fanout =
+        ManagedProcess::spawn("plantd-proxy (fanout)", cmd, Duration::from_secs(60), |l| {
+            l.contains("fan-out consuming")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let deleted = |stub: &Stub| -> Vec<String> {
+        let mut d: Vec<String> = stub
+            .seen()
+            .into_iter()
+            .filter(|s| s.method == "DELETE")
+            .map(|s| s.path)
+            .collect();
+        d.sort();
+        d
+    };
+    // Revoked before the process started: closed once its watch is up.
+    until("the early revocation closes its socket", async || {
+        !deleted(&stub).is_empty()
+    })
+    .await;
+    assert_eq!(deleted(&stub), ["/prod/@connections/early"]);
+    until("the early socket leaves the registry", async || {
+        reg.connection("early").await.expect("get").is_none()
+    })
+    .await;
+
+    // Revoked while it runs: both sockets of that token close.
+    revoked
+        .put(&late.jti, late.exp.to_string().into())
+        .await
+        .expect("revoke");
+    until("the late revocation closes both sockets", async || {
+        deleted(&stub).len() == 3
+    })
+    .await;
+    assert_eq!(
+        deleted(&stub),
+        [
+            "/prod/@connections/early",
+            "/prod/@connections/late-1",
+            "/prod/@connections/late-2"
+        ]
+    );
+    until("the late sockets leave the registry", async || {
+        reg.connection("late-1").await.expect("get").is_none()
+            && reg.connection("late-2").await.expect("get").is_none()
+    })
+    .await;
+    // Nothing else was touched: the other token's socket and subscription stay.
+    assert!(reg.connection("kept").await.expect("get").is_some());
+    let left: Vec<String> = reg
+        .by_site(&site("plant-1"))
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|s| s.connection)
+        .collect();
+    assert_eq!(left, ["kept"]);
+
+    // Live data now reaches only the remaining socket. Two messages of one
+    // site are fanned out in order, so once the second reached `kept` the
+    // first has been fanned out completely.
+    let client = nats.client().await;
+    for payload in ["1", "2"] {
+        client
+            .publish("plantd.plant-1.up.line1.temp", payload.into())
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let posts = |stub: &Stub| -> Vec<(String, Value)> {
+        stub.seen()
+            .into_iter()
+            .filter(|s| s.method == "POST")
+            .map(|s| (s.path, serde_json::from_slice(&s.body).expect("JSON")))
+            .collect()
+    };
+    until("the second message reaches the kept socket", async || {
+        posts(&stub).iter().any(|(_, f)| f["payload"] == "2")
+    })
+    .await;
+    let posts = posts(&stub);
+    assert!(
+        posts
+            .iter()
+            .all(|(path, _)| path == "/prod/@connections/kept"),
+        "{posts:?}"
+    );
+    assert_eq!(posts.len(), 2, "{posts:?}");
+}

@@ -234,7 +234,10 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     .unwrap_or_else(|e| panic!("{e}"));
     // --- REST through the HTTP API event mapping ---------------------------
     let mut c = claims("alice", 600, &[("plant-1", &["line1/#"])]);
-    c.perms = vec!["state:scope:line1:admin".into()];
+    c.perms = vec![
+        "state:scope:line1:admin".into(),
+        "commands:plant-1:send".into(),
+    ];
     let token = key.sign(&c).expect("sign");
     let json_ct = "application/json";
     let (status, body) = emulator
@@ -315,6 +318,28 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     assert_eq!(frame, json!({"op": "subscribed", "id": "temps"}));
     let site = plantd_shared::subject::Site::new("plant-1").expect("site");
     assert_eq!(reg.by_site(&site).await.expect("query").len(), 1);
+
+    // A command, over the NATS connection the secret names.
+    let r = emulator.invoke(&event("command.json", conn, "")).await;
+    let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");
+    assert_eq!(
+        (frame["op"].as_str(), frame["stream"].as_str()),
+        (Some("sent"), Some(plantd_shared::streams::COMMANDS)),
+        "{frame}"
+    );
+    let stored = nats
+        .jetstream()
+        .await
+        .get_stream(plantd_shared::streams::COMMANDS)
+        .await
+        .expect("stream")
+        .direct_get(frame["sequence"].as_u64().expect("sequence"))
+        .await
+        .expect("stored");
+    assert_eq!(
+        stored.subject.as_str(),
+        "plantd.plant-1.down.line1.valve.set"
+    );
 
     let r = emulator.invoke(&event("default.json", conn, "")).await;
     let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");

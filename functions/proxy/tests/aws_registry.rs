@@ -184,3 +184,36 @@ async fn an_unreachable_table_is_a_clear_error() {
     );
     drop(reg);
 }
+
+#[tokio::test]
+async fn connections_are_found_by_token_id() {
+    let moto = Moto::start().await;
+    let reg = registry(&moto, "plantd-connections").await;
+    let alice = claims("alice", 600, &[("plant-1", &["#"])]);
+    let bob = claims("bob", 600, &[("plant-1", &["#"])]);
+    // Two sockets of one token, one of another; subscriptions are not
+    // connections and do not show up by token id.
+    for (conn, c) in [("a1", &alice), ("a2", &alice), ("b1", &bob)] {
+        reg.connect(conn, c).await.expect("put");
+    }
+    reg.subscribe("a1", "s", &site("plant-1"), &filter("#"), alice.exp, 3)
+        .await
+        .expect("subscribe");
+
+    let mut found = reg.by_jti(&alice.jti).await.expect("query");
+    found.sort();
+    assert_eq!(found, ["a1", "a2"]);
+    assert!(reg.by_jti("jti-nobody").await.expect("query").is_empty());
+    let mut expected = vec![
+        (alice.jti.clone(), "a1".to_owned()),
+        (alice.jti.clone(), "a2".to_owned()),
+        (bob.jti.clone(), "b1".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(reg.tokens().await.expect("scan"), expected);
+
+    // Removing a connection removes it from the index too.
+    reg.remove("a1").await.expect("remove");
+    assert_eq!(reg.by_jti(&alice.jti).await.expect("query"), ["a2"]);
+    assert_eq!(reg.tokens().await.expect("scan").len(), 2);
+}

@@ -4,7 +4,9 @@
 //! least-privilege IAM. (`cfn-lint` checks the template itself in
 //! `scripts/test`.)
 
-use plantd_proxy::aws::registry::{CONNECTION_KEY, ITEM_KEY, SITE_INDEX, TTL_ATTRIBUTE};
+use plantd_proxy::aws::registry::{
+    CONNECTION_KEY, ITEM_KEY, JTI_ATTRIBUTE, JTI_INDEX, SITE_INDEX, TTL_ATTRIBUTE,
+};
 use plantd_proxy::aws::{MODE_ENV, TABLE_ENV, secrets::SECRET_ID_ENV};
 
 fn template() -> String {
@@ -73,6 +75,11 @@ fn the_table_is_the_one_the_registry_uses() {
             "- AttributeName: site\n              KeyType: HASH\n            - AttributeName: {CONNECTION_KEY}\n              KeyType: RANGE"
         ),
         format!("NonKeyAttributes: [filter, sub_id, {TTL_ATTRIBUTE}]"),
+        format!("- AttributeName: {JTI_ATTRIBUTE}\n          AttributeType: S"),
+        format!("- IndexName: {JTI_INDEX}"),
+        format!(
+            "- AttributeName: {JTI_ATTRIBUTE}\n              KeyType: HASH\n            - AttributeName: {CONNECTION_KEY}\n              KeyType: RANGE\n          Projection:\n            ProjectionType: KEYS_ONLY"
+        ),
         format!("AttributeName: {TTL_ATTRIBUTE}\n        Enabled: true"),
     ] {
         assert!(
@@ -93,6 +100,7 @@ fn the_websocket_api_routes_what_the_handler_answers() {
         ("WebSocketDisconnectRoute", "\"$disconnect\"", false),
         ("WebSocketSubscribeRoute", "subscribe", true),
         ("WebSocketUnsubscribeRoute", "unsubscribe", true),
+        ("WebSocketCommandRoute", "command", true),
         ("WebSocketDefaultRoute", "\"$default\"", true),
     ] {
         let r = resource(&t, route);
@@ -109,8 +117,23 @@ fn the_websocket_api_routes_what_the_handler_answers() {
     }
     assert_eq!(
         t.matches("Type: AWS::ApiGatewayV2::RouteResponse").count(),
-        3
+        4
     );
+    // Every route is deployed with the stage.
+    let stage = resource(&t, "WebSocketStage");
+    for route in [
+        "WebSocketConnectRoute",
+        "WebSocketDisconnectRoute",
+        "WebSocketSubscribeRoute",
+        "WebSocketUnsubscribeRoute",
+        "WebSocketCommandRoute",
+        "WebSocketDefaultRoute",
+    ] {
+        assert!(
+            stage.contains(&format!("- {route}\n")),
+            "stage lacks {route}"
+        );
+    }
     let permission = resource(&t, "WebSocketInvokePermission");
     assert!(
         permission.contains("${WebSocketApi}/${Stage}/*"),
@@ -140,6 +163,15 @@ fn iam_is_least_privilege() {
         !fanout.contains("PutItem"),
         "the fan-out never writes subscriptions"
     );
+    // It finds connections by token id, and scans only that keys-only
+    // index (never the table).
+    assert!(fanout.contains(&format!(
+        "- !Sub \"${{ConnectionsTable.Arn}}/index/{JTI_INDEX}\""
+    )));
+    assert_eq!(t.matches("dynamodb:Scan").count(), 1);
+    assert!(fanout.contains(&format!(
+        "Action: dynamodb:Scan\n            Resource: !Sub \"${{ConnectionsTable.Arn}}/index/{JTI_INDEX}\""
+    )));
     // DynamoDB: the table (and its index) only, from two places.
     let ws = resource(&t, "WebSocketRole");
     assert!(ws.contains("Resource: !GetAtt ConnectionsTable.Arn"));

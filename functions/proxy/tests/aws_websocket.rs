@@ -8,7 +8,8 @@ mod common;
 
 use aws_common::{claims, event, registry, with_body};
 use plantd_proxy::aws::websocket::{Handler, WsResponse};
-use plantd_shared::streams::REVOKED_BUCKET;
+use plantd_shared::headers;
+use plantd_shared::streams::{COMMANDS, REVOKED_BUCKET};
 use plantd_shared::subject::Site;
 use plantd_testkit::Moto;
 use serde_json::{Value, json};
@@ -24,7 +25,7 @@ async fn connect_authenticates_like_the_rest_routes_and_refuses_with_401_or_403(
     let f = common::fixture().await;
     let moto = Moto::start().await;
     let reg = registry(&moto, "conns").await;
-    let ws = Handler::new(f.state.trust.clone(), reg.clone(), 2);
+    let ws = Handler::new(f.state.clone(), reg.clone(), 2);
     let grants: &[(&str, &[&str])] = &[("plant-1", &["line1/#"])];
 
     // The token as a query parameter (browsers) and as a bearer header.
@@ -118,7 +119,7 @@ async fn subscribe_unsubscribe_default_and_disconnect() {
     let f = common::fixture().await;
     let moto = Moto::start().await;
     let reg = registry(&moto, "conns").await;
-    let ws = Handler::new(f.state.trust.clone(), reg.clone(), 2);
+    let ws = Handler::new(f.state.clone(), reg.clone(), 2);
     let token = f
         .key
         .sign(&claims("alice", 600, &[("plant-1", &["line1/#"])]))
@@ -238,4 +239,161 @@ async fn subscribe_unsubscribe_default_and_disconnect() {
     assert_eq!(r.status_code, 200);
     assert!(reg.connection("c1").await.expect("get").is_none());
     assert!(reg.by_site(&site).await.expect("query").is_empty());
+}
+
+/// The stored command at `seq`: subject, payload and headers (first value
+/// of each) as the proxy set them: plantd's, without the send time, which
+/// differs between two sends.
+async fn stored_command(
+    f: &common::Fixture,
+    seq: u64,
+) -> (String, Vec<u8>, std::collections::BTreeMap<String, String>) {
+    let m = f
+        .nats
+        .jetstream()
+        .await
+        .get_stream(COMMANDS)
+        .await
+        .expect("stream")
+        .direct_get(seq)
+        .await
+        .expect("stored");
+    let headers = m
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.to_string();
+            name.starts_with("Plantd-") && name != headers::SENT
+        })
+        .filter_map(|(name, values)| Some((name.to_string(), values.first()?.as_str().to_owned())))
+        .collect();
+    assert!(
+        m.headers.get(headers::SENT).is_some(),
+        "a command carries its send time"
+    );
+    (m.subject.to_string(), m.payload.to_vec(), headers)
+}
+
+#[tokio::test]
+async fn command_lands_in_the_commands_stream_like_the_rest_route_and_the_local_socket() {
+    let f = common::fixture().await;
+    let moto = Moto::start().await;
+    let reg = registry(&moto, "conns").await;
+    let ws = Handler::new(f.state.clone(), reg.clone(), 2);
+    // A token that may send commands to plant-1 and subscribe to nothing:
+    // the socket is still worth accepting.
+    let mut c = claims("carol", 600, &[]);
+    c.perms = vec!["commands:plant-1:send".to_owned()];
+    let token = f.key.sign(&c).expect("sign");
+    assert_eq!(
+        ws.handle_value(event("connect-header.json", "c1", &token))
+            .await
+            .status_code,
+        200
+    );
+
+    // The fixture: a command with every option.
+    let r = ws.handle_value(event("command.json", "c1", "")).await;
+    let sent = frame(&r);
+    assert_eq!(
+        (
+            sent["op"].as_str(),
+            sent["id"].as_str(),
+            sent["stream"].as_str()
+        ),
+        (Some("sent"), Some("c1"), Some(COMMANDS)),
+        "{sent}"
+    );
+    let (subject, payload, got) =
+        stored_command(&f, sent["sequence"].as_u64().expect("sequence")).await;
+    assert_eq!(subject, "plantd.plant-1.down.line1.valve.set");
+    assert_eq!(payload, b"open");
+    let expected: std::collections::BTreeMap<String, String> = [
+        (headers::QOS, "2"),
+        (headers::RETAIN, "true"),
+        (headers::TOPIC, "line1/valve/set"),
+        (headers::TTL, "30"),
+        (headers::CONTENT_TYPE, "text/plain"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(got, expected);
+
+    // The same command through POST /v1/sites/{site}/commands is stored
+    // with the same subject, payload and headers.
+    let body = json!({"topic": "line1/valve/set", "payload": "open", "qos": 2,
+                      "retain": true, "ttl_secs": 30, "content_type": "text/plain"});
+    let rest = common::send_json(
+        &f.app,
+        "POST",
+        "/v1/sites/plant-1/commands",
+        Some(&token),
+        &body,
+    )
+    .await;
+    assert_eq!(rest.status.as_u16(), 202, "{:?}", rest.json());
+    let seq = rest.json()["sequence"].as_u64().expect("sequence");
+    assert_eq!(stored_command(&f, seq).await, (subject, payload, expected));
+
+    let command = |body: Value| with_body(event("command.json", "c1", ""), &body);
+    let error = |r: &WsResponse| {
+        let v = frame(r);
+        assert_eq!(v["op"], "error", "{v}");
+        (
+            v["id"].clone(),
+            v["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    // Another site: forbidden, as the REST route answers 403 `forbidden`
+    // (and the local socket the same frame, tests/live.rs).
+    let other = json!({"op": "command", "id": "c2", "site": "plant-2", "topic": "t"});
+    let r = ws.handle_value(command(other)).await;
+    assert_eq!(error(&r), (json!("c2"), "forbidden".to_owned()));
+    let rest = common::send_json(
+        &f.app,
+        "POST",
+        "/v1/sites/plant-2/commands",
+        Some(&token),
+        &json!({"topic": "t"}),
+    )
+    .await;
+    assert_eq!(
+        (rest.status.as_u16(), rest.json()["error"].as_str()),
+        (403, Some("forbidden"))
+    );
+    // An unknown field, no site, QoS 3, not JSON: bad_request.
+    for body in [
+        json!({"op": "command", "id": "c3", "site": "plant-1", "topic": "t", "colour": "red"}),
+        json!({"op": "command", "id": "c3", "topic": "t"}),
+        json!({"op": "command", "id": "c3", "site": "plant-1", "topic": "t", "qos": 3}),
+    ] {
+        let r = ws.handle_value(command(body.clone())).await;
+        assert_eq!(error(&r), (json!("c3"), "bad_request".to_owned()), "{body}");
+    }
+    let mut raw = event("command.json", "c1", "");
+    raw["body"] = json!("not json");
+    assert_eq!(
+        error(&ws.handle_value(raw).await),
+        (Value::Null, "bad_request".to_owned())
+    );
+    // A connection that never passed $connect.
+    let r = ws
+        .handle_value(event("command.json", "c-unknown", ""))
+        .await;
+    assert_eq!(error(&r), (json!("c1"), "unauthorized".to_owned()));
+
+    // Once the token is revoked, the connection can neither command nor
+    // subscribe, even before the fan-out closes it.
+    f.nats
+        .jetstream()
+        .await
+        .get_key_value(REVOKED_BUCKET)
+        .await
+        .expect("bucket")
+        .put(&c.jti, c.exp.to_string().into())
+        .await
+        .expect("revoke");
+    let r = ws.handle_value(event("command.json", "c1", "")).await;
+    assert_eq!(error(&r), (json!("c1"), "unauthorized".to_owned()));
 }

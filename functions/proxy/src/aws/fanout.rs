@@ -11,22 +11,32 @@
 //! token has expired is closed with `delete_connection` and removed, as the
 //! local socket closes at expiry.
 //!
-//! [`run`] is the long-lived `fanout` process around it (a NATS consumer
+//! [`Fanout::revoke`] closes the sockets of a revoked token: every
+//! connection recorded with that token id ([`Registry::by_jti`]) is closed
+//! with `delete_connection` and removed, as the local socket closes with
+//! `token revoked`. [`watch_revocations`] drives it from `plantd_revoked`
+//! with the loop every live session uses
+//! ([`plantd_shared::revocations::watch`]).
+//!
+//! [`run`] is the long-lived `fanout` process around both (a NATS consumer
 //! cannot trigger Lambda; see `docs/decisions/0017-proxy-aws-websocket.md`):
 //! a NATS core queue subscription on `plantd.*.up.>` (replicas in the same
 //! queue group share the load), handed to worker tasks by site so each
-//! site's messages are posted in order.
+//! site's messages are posted in order, and the revocation watch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::{self, kv::Operation};
 use aws_config::SdkConfig;
 use aws_sdk_apigatewaymanagement::Client as ManagementClient;
 use aws_sdk_apigatewaymanagement::error::DisplayErrorContext;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures::StreamExt as _;
+use plantd_shared::revocations::{self, Event, Start};
+use plantd_shared::streams::REVOKED_BUCKET;
 use plantd_shared::subject::{Channel, Site, all_sites, subject_to_topic};
 use plantd_shared::topic::{self, Topic};
 use serde_json::{Map, Value, json};
@@ -38,6 +48,11 @@ use super::registry::{Registry, Subscription};
 
 /// The NATS queue group every `fanout` replica joins.
 pub const QUEUE_GROUP: &str = "plantd-fanout";
+
+/// How long after closing a revoked token's connections they are looked
+/// up once more: a connection recorded just before the revocation may not
+/// have reached [`Registry::by_jti`]'s eventually consistent index yet.
+pub const REVOKE_RECHECK: Duration = Duration::from_secs(5);
 
 /// How many posts of one message are in flight at once.
 const POSTS_IN_FLIGHT: usize = 32;
@@ -152,6 +167,67 @@ impl Fanout {
             cache.insert(site.as_str().to_owned(), (Instant::now(), subs.clone()));
         }
         Ok(subs)
+    }
+
+    /// Closes with `delete_connection` and removes every connection whose
+    /// token id is `jti`, and drops the cached subscription lists (they may
+    /// name those connections). Returns the connections closed, sorted.
+    /// A connection that cannot be closed (other than 410 Gone, which
+    /// means it was gone already) is logged and removed all the same: the
+    /// fan-out posts nothing more to it, and the `websocket` function
+    /// refuses its `subscribe` and `command` once the token id is in
+    /// `plantd_revoked`.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`] when the index cannot be read or a connection
+    /// cannot be removed (the ones before it were).
+    pub async fn revoke(&self, jti: &str) -> Result<Vec<String>, AwsError> {
+        let mut conns = self.registry.by_jti(jti).await?;
+        conns.sort();
+        conns.dedup();
+        for conn in &conns {
+            if let Err(e) = self.close(conn).await {
+                tracing::warn!(connection = %conn, jti, error = %e, "cannot close the connection of a revoked token");
+            }
+            let items = self.registry.remove(conn).await?;
+            tracing::info!(connection = %conn, jti, items, "token revoked; connection closed and removed");
+        }
+        if !conns.is_empty() {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        Ok(conns)
+    }
+
+    /// Looks every open connection's token id up in `revoked`
+    /// (`plantd_revoked`) and [`revoke`](Self::revoke)s the revoked ones:
+    /// one scan of [`Registry::tokens`] and one look-up per distinct token
+    /// id. For when a watch of the bucket (re)starts and revocations made
+    /// meanwhile were not heard. Returns the connections closed, sorted.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`]; [`AwsError::Backbone`] when the bucket cannot
+    /// be read (the revoked tokens found before were handled).
+    pub async fn sweep(&self, revoked: &jetstream::kv::Store) -> Result<Vec<String>, AwsError> {
+        let tokens = self.registry.tokens().await?;
+        let mut jtis: Vec<&str> = tokens.iter().map(|(jti, _)| jti.as_str()).collect();
+        jtis.dedup();
+        let mut closed = Vec::new();
+        for jti in jtis {
+            let entry = revoked.entry(jti).await.map_err(|e| AwsError::Backbone {
+                operation: "KV get on plantd_revoked",
+                detail: e.to_string(),
+            })?;
+            if entry.is_some_and(|e| e.operation == Operation::Put) {
+                closed.extend(self.revoke(jti).await?);
+            }
+        }
+        tracing::info!(
+            connections = tokens.len(),
+            closed = closed.len(),
+            "open connections re-checked against plantd_revoked"
+        );
+        closed.sort();
+        Ok(closed)
     }
 
     fn forget(&self, site: &Site) {
@@ -269,6 +345,91 @@ impl Fanout {
     }
 }
 
+/// Work for the revocation task.
+enum Job {
+    /// The watch is (re)established: re-check every open connection.
+    Sweep,
+    /// Close the connections of this token id; `again`: look once more
+    /// after [`REVOKE_RECHECK`].
+    Revoke { jti: String, again: bool },
+}
+
+/// Closes the sockets of revoked tokens until `shutdown` is cancelled:
+/// watches `plantd_revoked` over `js` with
+/// [`plantd_shared::revocations::watch`] (from now on), calls
+/// [`Fanout::revoke`] for every token id put there (and once more
+/// [`REVOKE_RECHECK`] later), and [`Fanout::sweep`] whenever the watch is
+/// established — at start and after every interruption — so a revocation
+/// made while the process was down or the watch was broken is not missed.
+/// Jobs run one at a time, in order; failures are logged, not retried
+/// (the next sweep, or token expiry, catches what was missed).
+pub async fn watch_revocations(
+    js: jetstream::Context,
+    fanout: Arc<Fanout>,
+    shutdown: CancellationToken,
+) {
+    let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+    let feed = jobs.clone();
+    let watcher = revocations::watch(
+        js.clone(),
+        Start::Now,
+        move |event| {
+            let _ = feed.send(match event {
+                Event::Watching => Job::Sweep,
+                Event::Revoked { jti, .. } => Job::Revoke {
+                    jti: jti.to_owned(),
+                    again: true,
+                },
+            });
+        },
+        shutdown.clone().cancelled_owned(),
+    );
+    let worker = async {
+        while let Some(job) = queue.recv().await {
+            match job {
+                Job::Sweep => {
+                    let swept = match js.get_key_value(REVOKED_BUCKET).await {
+                        Ok(kv) => fanout.sweep(&kv).await,
+                        Err(e) => Err(AwsError::Backbone {
+                            operation: "opening plantd_revoked",
+                            detail: e.to_string(),
+                        }),
+                    };
+                    if let Err(e) = swept {
+                        tracing::warn!(error = %e, "cannot re-check open connections for revoked tokens");
+                    }
+                }
+                Job::Revoke { jti, again } => {
+                    match fanout.revoke(&jti).await {
+                        Ok(closed) => {
+                            tracing::info!(jti = %jti, closed = closed.len(), "revocation handled")
+                        }
+                        Err(e) => {
+                            tracing::warn!(jti = %jti, error = %e, "cannot close the connections of a revoked token")
+                        }
+                    }
+                    if again {
+                        let jobs = jobs.clone();
+                        let stop = shutdown.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                () = stop.cancelled() => {}
+                                () = tokio::time::sleep(REVOKE_RECHECK) => {
+                                    let _ = jobs.send(Job::Revoke { jti, again: false });
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = watcher => {}
+        () = worker => {}
+    }
+}
+
 /// One message for a worker.
 struct Live {
     site: Site,
@@ -278,10 +439,12 @@ struct Live {
 }
 
 /// The `fanout` process: consumes every site's upward messages from NATS
-/// (queue group [`QUEUE_GROUP`]) and fans each out, until `shutdown` is
-/// cancelled or the subscription ends. Messages of one site go to one of
-/// `workers` tasks, so they are posted in order; sites are spread over the
-/// workers.
+/// (queue group [`QUEUE_GROUP`]) and fans each out, and closes the sockets
+/// of revoked tokens ([`watch_revocations`]), until `shutdown` is cancelled
+/// or the subscription ends. Messages of one site go to one of `workers`
+/// tasks, so they are posted in order; sites are spread over the workers.
+/// Every replica watches revocations (closing a connection twice is
+/// harmless: the second `delete_connection` answers 410).
 ///
 /// # Errors
 /// When the NATS subscription cannot be made.
@@ -298,6 +461,12 @@ pub async fn run(
     if let Err(e) = client.flush().await {
         tracing::warn!(error = %e, "NATS flush failed");
     }
+    let stop = shutdown.child_token();
+    let revocations = tokio::spawn(watch_revocations(
+        jetstream::new(client.clone()),
+        fanout.clone(),
+        stop.clone(),
+    ));
     tracing::info!(subject = %all_sites(Channel::Up), queue = QUEUE_GROUP, workers, "fan-out consuming");
     let mut queues = Vec::new();
     let mut tasks = Vec::new();
@@ -347,5 +516,7 @@ pub async fn run(
     for task in tasks {
         let _ = task.await;
     }
+    stop.cancel();
+    let _ = revocations.await;
     Ok(())
 }

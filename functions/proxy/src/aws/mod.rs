@@ -7,8 +7,8 @@
 //! | mode | runs as | module |
 //! |---|---|---|
 //! | `http` | Lambda behind the HTTP API (`lambda_http`) | [`crate::app`] |
-//! | `websocket` | Lambda behind the WebSocket API: `$connect`, `$disconnect`, `subscribe`, `unsubscribe`, `$default` | [`websocket`] |
-//! | `fanout` | a long-lived process next to NATS: live messages → `post_to_connection` | [`fanout`] |
+//! | `websocket` | Lambda behind the WebSocket API: `$connect`, `$disconnect`, `subscribe`, `unsubscribe`, `command`, `$default` | [`websocket`] |
+//! | `fanout` | a long-lived process next to NATS: live messages → `post_to_connection`; revoked tokens → `delete_connection` | [`fanout`] |
 //!
 //! Shared state between them is the connection registry in DynamoDB
 //! ([`registry`]). Tokens are verified with the same [`crate::Trust`] as the
@@ -71,6 +71,14 @@ pub enum AwsError {
         /// The connection id.
         connection: String,
         /// The SDK's error with its causes.
+        detail: String,
+    },
+    /// Reading `plantd_revoked` on NATS JetStream failed.
+    #[error("JetStream {operation} failed: {detail}")]
+    Backbone {
+        /// What was attempted.
+        operation: &'static str,
+        /// The client's error.
         detail: String,
     },
     /// A required setting is missing.

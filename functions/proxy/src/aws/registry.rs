@@ -5,7 +5,7 @@
 //!
 //! | `connection` (hash) | `item` (range) | other attributes |
 //! |---|---|---|
-//! | API Gateway connection id | `conn` | `sub`, `org`, `claims` (the token's claims as JSON, never the token), `expires` |
+//! | API Gateway connection id | `conn` | `sub`, `org`, `jti` (the token id), `claims` (the token's claims as JSON, never the token), `expires` |
 //! | the same id | `sub#<subscription id>` | `site`, `filter`, `sub_id`, `expires` |
 //!
 //! The global secondary index [`SITE_INDEX`] (hash `site`, range
@@ -18,6 +18,16 @@
 //! limit on how many clients watch one site). A connection's own items are
 //! one `Query` on the base table, so `$disconnect` and a 410 Gone remove
 //! them with one query and one batch delete.
+//!
+//! A second sparse index, [`JTI_INDEX`] (hash `jti`, range `connection`,
+//! keys only), holds only connection items: the `fanout` process finds the
+//! connections of a revoked token id with one `Query` of it
+//! ([`Registry::by_jti`]), and after (re)starting its watch of
+//! `plantd_revoked` lists every connection's token id with one `Scan` of
+//! it ([`Registry::tokens`] — as many items as open connections, no
+//! subscriptions). Connections recorded before the index existed have no
+//! `jti` attribute and are not found there (they end when their token
+//! expires).
 //!
 //! `expires` is the token's `exp` (seconds since the epoch). DynamoDB's TTL
 //! deletes expired items lazily (within days), so readers also skip items
@@ -48,6 +58,10 @@ pub const CONNECTION_ITEM: &str = "conn";
 pub const SUBSCRIPTION_PREFIX: &str = "sub#";
 /// The index that finds subscriptions by site.
 pub const SITE_INDEX: &str = "by-site";
+/// The index that finds connections by token id (`jti`).
+pub const JTI_INDEX: &str = "by-jti";
+/// The attribute of a connection item holding its token id.
+pub const JTI_ATTRIBUTE: &str = "jti";
 /// The TTL attribute: the token's expiry, seconds since the epoch.
 pub const TTL_ATTRIBUTE: &str = "expires";
 
@@ -180,6 +194,17 @@ impl Registry {
             )
             .build()
             .map_err(self.dynamo("CreateTable"))?;
+        let by_jti = GlobalSecondaryIndex::builder()
+            .index_name(JTI_INDEX)
+            .key_schema(key(JTI_ATTRIBUTE, KeyType::Hash)?)
+            .key_schema(key(CONNECTION_KEY, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(self.dynamo("CreateTable"))?;
         self.client
             .create_table()
             .table_name(&self.table)
@@ -189,7 +214,9 @@ impl Registry {
             .attribute_definitions(attr(CONNECTION_KEY)?)
             .attribute_definitions(attr(ITEM_KEY)?)
             .attribute_definitions(attr("site")?)
+            .attribute_definitions(attr(JTI_ATTRIBUTE)?)
             .global_secondary_indexes(index)
+            .global_secondary_indexes(by_jti)
             .send()
             .await
             .map_err(self.dynamo("CreateTable"))?;
@@ -209,9 +236,10 @@ impl Registry {
         Ok(())
     }
 
-    /// Records a connection authenticated with `claims` (`$connect`).
-    /// A reconnect with the same id (API Gateway never reuses one)
-    /// overwrites.
+    /// Records a connection authenticated with `claims` (`$connect`),
+    /// findable by its token id through [`JTI_INDEX`] (unless the token has
+    /// none: DynamoDB refuses an empty index key). A reconnect with the
+    /// same id (API Gateway never reuses one) overwrites.
     ///
     /// # Errors
     /// [`AwsError::Dynamo`].
@@ -221,7 +249,8 @@ impl Registry {
             connection: connection.to_owned(),
             what: e.to_string(),
         })?;
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item(CONNECTION_KEY, s(connection))
@@ -230,10 +259,11 @@ impl Registry {
             .item("org", s(&claims.org))
             .item("claims", s(json))
             .item("connected_at", n(plantd_shared::jwt::now_secs()))
-            .item(TTL_ATTRIBUTE, n(claims.exp))
-            .send()
-            .await
-            .map_err(self.dynamo("PutItem"))?;
+            .item(TTL_ATTRIBUTE, n(claims.exp));
+        if !claims.jti.is_empty() {
+            put = put.item(JTI_ATTRIBUTE, s(&claims.jti));
+        }
+        put.send().await.map_err(self.dynamo("PutItem"))?;
         Ok(())
     }
 
@@ -468,5 +498,65 @@ impl Registry {
                 })
             })
             .collect())
+    }
+
+    /// The connections whose token id is `jti`: one `Query` of
+    /// [`JTI_INDEX`]. The index is eventually consistent: a connection
+    /// recorded a moment ago may be missing for a moment.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`].
+    pub async fn by_jti(&self, jti: &str) -> Result<Vec<String>, AwsError> {
+        let items: Vec<_> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(JTI_INDEX)
+            .key_condition_expression("#j = :j")
+            .expression_attribute_names("#j", JTI_ATTRIBUTE)
+            .expression_attribute_values(":j", s(jti))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(self.dynamo("Query"))?;
+        Ok(items
+            .iter()
+            .filter_map(|item| text(item, CONNECTION_KEY).map(str::to_owned))
+            .collect())
+    }
+
+    /// Every recorded connection with its token id, as `(jti, connection)`
+    /// pairs sorted by token id: one paginated `Scan` of [`JTI_INDEX`],
+    /// which holds one small item per open connection (no subscriptions).
+    /// For re-checking every open socket against `plantd_revoked` after a
+    /// watch of it (re)starts; not for anything per message.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`].
+    pub async fn tokens(&self) -> Result<Vec<(String, String)>, AwsError> {
+        let items: Vec<_> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .index_name(JTI_INDEX)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(self.dynamo("Scan"))?;
+        let mut pairs: Vec<(String, String)> = items
+            .iter()
+            .filter_map(|item| {
+                Some((
+                    text(item, JTI_ATTRIBUTE)?.to_owned(),
+                    text(item, CONNECTION_KEY)?.to_owned(),
+                ))
+            })
+            .collect();
+        pairs.sort();
+        Ok(pairs)
     }
 }

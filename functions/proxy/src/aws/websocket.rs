@@ -7,18 +7,24 @@
 //!
 //! | route | does | answers |
 //! |---|---|---|
-//! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter for browsers) with the REST routes' [`Trust`], records the connection | 200; 401 for a missing, invalid or revoked token, 403 for a token with no MQTT subscribe grant, 503 when the backbone or the registry is unavailable |
+//! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter for browsers) with the REST routes' [`Trust`](crate::Trust), records the connection | 200; 401 for a missing, invalid or revoked token, 403 for a token that can neither subscribe (no MQTT subscribe grant) nor send commands (no `commands:…:send`-shaped permission), 503 when the backbone or the registry is unavailable |
 //! | `$disconnect` | removes the connection and its subscriptions | 200 |
 //! | `subscribe` | `{"op":"subscribe","id","site","filter"}`: checks `Permissions::can_subscribe` (the edge's rule for an MQTT SUBSCRIBE) and stores the subscription | `{"op":"subscribed","id"}` |
 //! | `unsubscribe` | `{"op":"unsubscribe","id"}` | `{"op":"unsubscribed","id"}` |
+//! | `command` | `{"op":"command","id","site","topic",…}`: the local socket's `command` operation ([`commands::operation`]: `commands:<site>:send`, then `PLANTD_COMMANDS` with the REST route's headers) | `{"op":"sent","id","stream","sequence"}` |
 //! | `$default` | anything else | `{"op":"error","error":"bad_request",…}` |
 //!
-//! Failures of `subscribe`/`unsubscribe` answer `{"op":"error","id","error","message"}`
+//! Failures of `subscribe`/`unsubscribe`/`command` answer `{"op":"error","id","error","message"}`
 //! with the local codes (`bad_request`, `unauthorized`, `forbidden`,
 //! `conflict`, `not_found`, `unavailable`).
+//!
+//! `subscribe` and `command` act for the claims `$connect` recorded, after
+//! checking that the connection is registered, its token has not expired
+//! and its token id is not in `plantd_revoked` (`unauthorized` otherwise):
+//! the `fanout` process closes the sockets of a revoked token within
+//! moments, and this check covers the moments.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::http::StatusCode;
 use plantd_shared::claims::Permissions;
@@ -26,8 +32,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::registry::{Registry, Subscribed};
-use crate::routes::site;
-use crate::{AppError, Trust};
+use crate::auth::Caller;
+use crate::routes::{commands, site};
+use crate::{AppError, AppState};
 
 /// The parts of an API Gateway WebSocket event this function reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -121,21 +128,33 @@ fn error(id: Option<&str>, e: &AppError) -> Value {
 }
 
 /// Handles WebSocket API events; cheap to share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Handler {
-    /// Verifies tokens (the REST routes' keys and revocation list).
-    trust: Arc<Trust>,
+    /// The REST routes' state: its [`crate::Trust`] verifies tokens (keys
+    /// and the revocation list), its JetStream takes commands.
+    state: AppState,
     /// The connection registry.
     registry: Registry,
     /// Most subscriptions one connection may hold.
     max_subscriptions: usize,
 }
 
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("registry", &self.registry)
+            .field("max_subscriptions", &self.max_subscriptions)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Handler {
-    /// A handler verifying with `trust` and recording in `registry`.
-    pub fn new(trust: Arc<Trust>, registry: Registry, max_subscriptions: usize) -> Self {
+    /// A handler over the REST routes' `state` (token verification,
+    /// commands), recording connections in `registry`, allowing
+    /// `max_subscriptions` per connection.
+    pub fn new(state: AppState, registry: Registry, max_subscriptions: usize) -> Self {
         Self {
-            trust,
+            state,
             registry,
             max_subscriptions,
         }
@@ -175,6 +194,10 @@ impl Handler {
                 let (id, result) = self.unsubscribe(conn, event.body.as_deref()).await;
                 WsResponse::frame(&result.unwrap_or_else(|e| error(id.as_deref(), &e)))
             }
+            "command" => {
+                let (id, result) = self.command(conn, event.body.as_deref()).await;
+                WsResponse::frame(&result.unwrap_or_else(|e| error(id.as_deref(), &e)))
+            }
             _ => {
                 let id = event
                     .body
@@ -184,9 +207,7 @@ impl Handler {
                 let e = if event.is_base64_encoded {
                     AppError::bad_request("send JSON operations as text frames")
                 } else {
-                    AppError::bad_request(
-                        "op must be subscribe or unsubscribe (commands: POST /v1/sites/{site}/commands)",
-                    )
+                    AppError::bad_request("op must be subscribe, unsubscribe or command")
                 };
                 WsResponse::frame(&error(id.as_deref(), &e))
             }
@@ -225,15 +246,17 @@ impl Handler {
             tracing::info!(connection = conn, "refused: no token");
             return WsResponse::status(StatusCode::UNAUTHORIZED);
         };
-        let claims = match self.trust.verify(&token).await {
+        let claims = match self.state.trust.verify(&token).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::info!(connection = conn, error = %e.message, "refused");
                 return WsResponse::status(e.status);
             }
         };
-        if claims.mqtt.values().all(|g| g.subscribe.is_empty()) {
-            tracing::info!(connection = conn, sub = %claims.sub, "refused: no MQTT subscribe grant");
+        if claims.mqtt.values().all(|g| g.subscribe.is_empty())
+            && !commands::may_send_somewhere(&claims)
+        {
+            tracing::info!(connection = conn, sub = %claims.sub, "refused: no MQTT subscribe grant and no command permission");
             return WsResponse::status(StatusCode::FORBIDDEN);
         }
         match self.registry.connect(conn, &claims).await {
@@ -280,6 +303,46 @@ impl Handler {
         Ok(found)
     }
 
+    /// The caller of a registered, unexpired connection whose token is not
+    /// revoked, with its permissions compiled from the recorded claims.
+    async fn caller(&self, conn: &str) -> Result<Caller, AppError> {
+        let found = self.registered(conn).await?;
+        if self.state.trust.is_revoked(&found.claims.jti).await? {
+            return Err(AppError::unauthorized("token has been revoked"));
+        }
+        let perms = Permissions::from_claims(&found.claims);
+        Ok(Caller {
+            claims: found.claims,
+            perms,
+        })
+    }
+
+    /// `command`: the frame without its `op`, through the local socket's
+    /// [`commands::operation`].
+    async fn command(
+        &self,
+        conn: &str,
+        body: Option<&str>,
+    ) -> (Option<String>, Result<Value, AppError>) {
+        let mut fields = match body.and_then(|b| serde_json::from_str::<Value>(b).ok()) {
+            Some(Value::Object(fields)) => fields,
+            _ => {
+                return (
+                    None,
+                    Err(AppError::bad_request("send a JSON object with an \"op\"")),
+                );
+            }
+        };
+        let id = fields.get("id").and_then(Value::as_str).map(str::to_owned);
+        fields.remove("op");
+        let result = async {
+            let caller = self.caller(conn).await?;
+            commands::operation(&self.state, &caller, fields).await
+        }
+        .await;
+        (id, result)
+    }
+
     async fn subscribe(
         &self,
         conn: &str,
@@ -290,8 +353,8 @@ impl Handler {
             let req = req?;
             let site = site::site(&req.site)?;
             let filter = site::filter(&req.filter)?;
-            let found = self.registered(conn).await?;
-            if !Permissions::from_claims(&found.claims).can_subscribe(&site, &filter) {
+            let caller = self.caller(conn).await?;
+            if !caller.perms.can_subscribe(&site, &filter) {
                 return Err(AppError::new(
                     StatusCode::FORBIDDEN,
                     "forbidden",
@@ -305,7 +368,7 @@ impl Handler {
                     &req.id,
                     &site,
                     &filter,
-                    found.expires,
+                    caller.claims.exp,
                     self.max_subscriptions,
                 )
                 .await

@@ -7,9 +7,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use plantd_shared::claims::Claims;
 use plantd_shared::headers;
 use plantd_shared::subject::{Channel, topic_to_subject};
 use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
 use crate::json::Body;
@@ -50,6 +52,25 @@ fn default_qos() -> u8 {
 /// The permission to send commands to `site`.
 pub fn permission(site: &str) -> String {
     format!("commands:{site}:send")
+}
+
+/// Whether `claims` hold a permission that could allow
+/// [`permission`]`(site)` for some site: `*`, or a three-part grant whose
+/// first part is `commands` or `*` and whose last is `send` or `*`. An
+/// over-approximation used only to decide whether a socket is worth
+/// accepting (AWS `$connect`); every command is still checked with
+/// [`Caller::require`] in [`publish`].
+pub fn may_send_somewhere(claims: &Claims) -> bool {
+    claims.perms.iter().any(|p| {
+        let parts: Vec<&str> = p.split(':').collect();
+        match parts.as_slice() {
+            ["*"] => true,
+            [what, _, action] => {
+                matches!(*what, "commands" | "*") && matches!(*action, "send" | "*")
+            }
+            _ => false,
+        }
+    })
 }
 
 /// Where a command was stored.
@@ -145,4 +166,30 @@ pub async fn publish(
         stream: ack.stream,
         sequence: ack.sequence,
     })
+}
+
+/// The `command` operation of a WebSocket — the local `/v1/ws` and the AWS
+/// WebSocket API's `command` route run this one function: `fields` is the
+/// client's frame without its `op` (`id`, `site`, and the body of
+/// `POST /v1/sites/{site}/commands`); the command goes through [`publish`]
+/// (the route's permission check and headers) and the answer is
+/// `{"op":"sent","id","stream","sequence"}`.
+///
+/// # Errors
+/// As [`publish`]; 400 also for a missing `site` or a field the commands
+/// body does not have. The caller turns them into the socket's error frame.
+pub async fn operation(
+    state: &AppState,
+    caller: &Caller,
+    mut fields: Map<String, Value>,
+) -> Result<Value, AppError> {
+    let id = fields.remove("id");
+    let site = match fields.remove("site") {
+        Some(Value::String(s)) => s,
+        _ => return Err(AppError::bad_request("a command needs a \"site\"")),
+    };
+    let cmd = serde_json::from_value::<Command>(Value::Object(fields))
+        .map_err(|e| AppError::bad_request(e.to_string()))?;
+    let sent = publish(state, caller, &site, cmd).await?;
+    Ok(json!({ "op": "sent", "id": id, "stream": sent.stream, "sequence": sent.sequence }))
 }

@@ -256,7 +256,7 @@ async fn operation(
             Ok(u) => unsubscribe(subs, u).await,
             Err(e) => Err(e),
         },
-        Some("command") => command(state, caller, fields).await,
+        Some("command") => commands::operation(state, caller, fields).await,
         _ => Err(AppError::bad_request(
             "op must be subscribe, unsubscribe or command",
         )),
@@ -340,21 +340,6 @@ async fn unsubscribe(
     task.abort();
     let _ = task.await;
     Ok(json!({ "op": "unsubscribed", "id": req.id }))
-}
-
-async fn command(
-    state: &AppState,
-    caller: &Caller,
-    mut fields: Map<String, Value>,
-) -> Result<Value, AppError> {
-    let id = fields.remove("id");
-    let site = match fields.remove("site") {
-        Some(Value::String(s)) => s,
-        _ => return Err(AppError::bad_request("a command needs a \"site\"")),
-    };
-    let cmd = parse::<commands::Command>(fields)?;
-    let sent = commands::publish(state, caller, &site, cmd).await?;
-    Ok(json!({ "op": "sent", "id": id, "stream": sent.stream, "sequence": sent.sequence }))
 }
 
 /// Forwards one subscription's messages into the send queue until
