@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use edge_proc::{Edge, metric, start_edge};
 use plantd_edge::protocol::{self, PacketType, QoS, v4};
-use plantd_shared::streams::{self, Settings};
 use plantd_testkit::{Nats, load};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -88,13 +87,7 @@ fn rate(count: u64, d: Duration) -> f64 {
 }
 
 async fn fresh_streams(nats: &Nats) {
-    let js = nats.jetstream().await;
-    for s in streams::STREAMS {
-        let _ = js.delete_stream(s).await;
-    }
-    streams::ensure(&js, &Settings::default())
-        .await
-        .expect("streams");
+    load::fresh_streams(&nats.jetstream().await).await;
 }
 
 /// async-nats publishing to JetStream directly: the reference rate.

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use plantd_bridge::{Uplink, UplinkConfig, UplinkConnector, UplinkMessage};
 use plantd_journal::{Journal, Options};
-use plantd_shared::streams::{self, Settings};
 use plantd_shared::subject::Site;
 use plantd_testkit::{Nats, load};
 
@@ -33,12 +32,7 @@ fn rate(count: u64, d: Duration) -> f64 {
 
 async fn fresh_streams(nats: &Nats) -> async_nats::jetstream::Context {
     let js = nats.jetstream().await;
-    for s in streams::STREAMS {
-        let _ = js.delete_stream(s).await;
-    }
-    streams::ensure(&js, &Settings::default())
-        .await
-        .expect("streams");
+    load::fresh_streams(&js).await;
     js
 }
 

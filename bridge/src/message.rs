@@ -269,23 +269,13 @@ impl UplinkMessage {
         const RECEIVED: HeaderName = HeaderName::from_static(headers::RECEIVED);
         const CLIENT_ID: HeaderName = HeaderName::from_static(headers::CLIENT_ID);
         const CONTENT_TYPE: HeaderName = HeaderName::from_static(headers::CONTENT_TYPE);
-        let escaped = !(headers::is_plain_value(&self.topic)
-            && headers::is_plain_value(&self.client_id)
-            && self
-                .content_type
-                .as_deref()
-                .is_none_or(headers::is_plain_value)
-            && self
-                .user_properties
-                .iter()
-                .all(|(_, v)| headers::is_plain_value(v)));
-        let value = |v: &str| -> HeaderValue {
-            if escaped {
-                HeaderValue::from(headers::escape_value(v))
-            } else {
-                HeaderValue::from(v)
-            }
-        };
+        let esc = Escaping::for_values(
+            [self.topic.as_str(), self.client_id.as_str()]
+                .into_iter()
+                .chain(self.content_type.as_deref())
+                .chain(self.user_properties.iter().map(|(_, v)| v.as_str())),
+        );
+        let value = |v: &str| esc.value(v);
         let mut h = HeaderMap::new();
         h.insert(MSG_ID, Self::message_id(site, seq));
         h.insert(TOPIC, value(&self.topic));
@@ -318,10 +308,42 @@ impl UplinkMessage {
         for (k, v) in &self.user_properties {
             h.append(headers::user_property(k), value(v));
         }
-        if escaped {
+        esc.mark(&mut h);
+        h
+    }
+}
+
+/// How the strings a device sent go into the header values of one
+/// message: unchanged, or — when any of them holds a control character (a
+/// CR or LF would end the header line) — all escaped with
+/// [`headers::escape_value`] and the message marked [`headers::ESCAPED`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Escaping {
+    escaped: bool,
+}
+
+impl Escaping {
+    /// The escaping for a message whose device strings are `values`.
+    pub(crate) fn for_values<'a>(mut values: impl Iterator<Item = &'a str>) -> Self {
+        Self {
+            escaped: !values.all(headers::is_plain_value),
+        }
+    }
+
+    /// `v` as a header value of this message.
+    pub(crate) fn value(self, v: &str) -> HeaderValue {
+        if self.escaped {
+            HeaderValue::from(headers::escape_value(v))
+        } else {
+            HeaderValue::from(v)
+        }
+    }
+
+    /// Adds the [`headers::ESCAPED`] mark when the values are escaped.
+    pub(crate) fn mark(self, h: &mut HeaderMap) {
+        if self.escaped {
             h.insert(headers::ESCAPED, "1");
         }
-        h
     }
 }
 

@@ -203,32 +203,22 @@ async fn answer<S: ServiceSink>(
     };
     match outcome {
         Ok(reply) => {
-            // What the device sent becomes valid headers whatever it holds
-            // (see `UplinkMessage::headers`).
-            let escaped = !(reply
-                .content_type
-                .as_deref()
-                .is_none_or(headers::is_plain_value)
-                && reply
-                    .user_properties
-                    .iter()
-                    .all(|(_, v)| headers::is_plain_value(v)));
-            let value = |v: &str| {
-                if escaped {
-                    headers::escape_value(v)
-                } else {
-                    v.to_owned()
-                }
-            };
+            // What the device sent becomes valid headers whatever it holds.
+            let esc = crate::message::Escaping::for_values(
+                reply
+                    .content_type
+                    .as_deref()
+                    .into_iter()
+                    .chain(reply.user_properties.iter().map(|(_, v)| v.as_str())),
+            );
+            let value = |v: &str| esc.value(v);
             if let Some(ct) = &reply.content_type {
                 h.insert(headers::CONTENT_TYPE, value(ct));
             }
             for (k, v) in &reply.user_properties {
                 h.append(headers::user_property(k), value(v));
             }
-            if escaped {
-                h.insert(headers::ESCAPED, "1");
-            }
+            esc.mark(&mut h);
             (h, reply.payload)
         }
         Err(e) => {

@@ -51,3 +51,18 @@ pub fn msg_id_only(tag: &str, i: u64) -> HeaderMap {
     h.insert("Nats-Msg-Id", format!("{tag}:{i}").as_str());
     h
 }
+
+/// Deletes plantd's streams and buckets and creates them again empty, so a
+/// benchmark phase starts from nothing.
+///
+/// # Panics
+/// When they cannot be created.
+pub async fn fresh_streams(js: &async_nats::jetstream::Context) {
+    use plantd_shared::streams;
+    for s in streams::STREAMS {
+        let _ = js.delete_stream(s).await;
+    }
+    streams::ensure(js, &streams::Settings::default())
+        .await
+        .expect("streams");
+}
