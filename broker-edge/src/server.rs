@@ -21,7 +21,7 @@ use plantd_bridge::trust::Trust;
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -521,31 +521,11 @@ async fn serve_tls(
             return;
         }
     };
-    let (local, remote) = match crate::tls::pair() {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(%peer, error = %e, "cannot serve a TLS client: no socket pair");
-            return;
-        }
-    };
-    if let Some(cn) = &certificate {
-        info!(%peer, certificate = %cn, "TLS client certificate verified");
-    }
-    let peer = Peer {
-        addr: Some(peer),
-        certificate,
-    };
-    let link = link::serve(local, peer, conn_id, ctx);
-    let bridge = crate::tls::bridge(tls, remote);
-    tokio::pin!(link, bridge);
-    tokio::select! {
-        () = &mut link => {
-            // The link closed its end: the bridge sends close_notify and
-            // ends when the client closes; a client that does not is cut.
-            let _ = tokio::time::timeout(Duration::from_secs(1), bridge).await;
-        }
-        () = &mut bridge => link.await,
-    }
+    let bridge = |remote| crate::tls::bridge(tls, remote);
+    // Once the link closes its end, the bridge sends close_notify and ends
+    // when the client closes; a client that does not is cut after a second.
+    let grace = Some(Duration::from_secs(1));
+    serve_bridged(peer, certificate, conn_id, ctx, "TLS", grace, bridge).await;
 }
 
 /// Serves a WebSocket client on `stream` (plain TCP, or TLS already
@@ -572,10 +552,32 @@ async fn serve_ws<S>(
             return;
         }
     };
+    // The bridge closes the WebSocket (with a grace period of its own) once
+    // it sees the link's end-of-file.
+    let bridge = |remote| crate::ws::bridge(ws, remote);
+    serve_bridged(peer, certificate, conn_id, ctx, "WebSocket", None, bridge).await;
+}
+
+/// Serves the link for a client whose transport (`what`: a TLS stream, a
+/// WebSocket) is already established: the link runs on one end of a fresh
+/// socket pair, and `bridge` copies between the transport and the other
+/// end until either side ends. Once the link closes its end, the bridge
+/// may run for `grace` more (`None`: until it ends by itself).
+async fn serve_bridged<B>(
+    peer: SocketAddr,
+    certificate: Option<Arc<str>>,
+    conn_id: u64,
+    ctx: Arc<LinkContext>,
+    what: &str,
+    grace: Option<Duration>,
+    bridge: impl FnOnce(UnixStream) -> B,
+) where
+    B: Future<Output = ()>,
+{
     let (local, remote) = match crate::tls::pair() {
         Ok(p) => p,
         Err(e) => {
-            warn!(%peer, error = %e, "cannot serve a WebSocket client: no socket pair");
+            warn!(%peer, error = %e, "cannot serve a {what} client: no socket pair");
             return;
         }
     };
@@ -587,12 +589,15 @@ async fn serve_ws<S>(
         certificate,
     };
     let link = link::serve(local, peer, conn_id, ctx);
-    let bridge = crate::ws::bridge(ws, remote);
+    let bridge = bridge(remote);
     tokio::pin!(link, bridge);
     tokio::select! {
-        // The bridge closes the WebSocket (with a grace period of its own)
-        // once it sees the link's end-of-file.
-        () = &mut link => bridge.await,
+        () = &mut link => match grace {
+            Some(grace) => {
+                let _ = tokio::time::timeout(grace, bridge).await;
+            }
+            None => bridge.await,
+        },
         () = &mut bridge => link.await,
     }
 }

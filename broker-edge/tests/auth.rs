@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use common::*;
 use plantd_bridge::trust::Trust;
 use plantd_edge::Config;
 use plantd_edge::metrics::DropReason;
-use plantd_shared::claims::{Audience, Claims, MqttGrant, PrincipalKind, site_audience};
+use plantd_shared::claims::{Audience, Claims, site_audience};
 use plantd_shared::jwt::{SigningKey, jwks_of, now_secs};
 use plantd_shared::streams::{self, Settings};
 use plantd_shared::subject::Site;
@@ -103,29 +102,14 @@ fn jwks_json(key: &SigningKey) -> String {
 
 fn sign(key: &SigningKey, g: &Grant<'_>) -> String {
     let now = now_secs();
-    let mut mqtt = BTreeMap::new();
-    mqtt.insert(
-        SITE.to_owned(),
-        MqttGrant {
-            publish: g.publish.iter().map(|s| (*s).to_owned()).collect(),
-            subscribe: g.subscribe.iter().map(|s| (*s).to_owned()).collect(),
-        },
-    );
     let claims = Claims {
-        iss: "test-identity".into(),
-        sub: g.sub.into(),
         aud: Audience::One(site_audience(
             &Site::new(g.aud_site).expect("audience site"),
         )),
         exp: now.saturating_add_signed(g.exp_in),
         iat: now.saturating_sub(3600),
-        nbf: None,
         jti: g.jti.into(),
-        org: "acme".into(),
-        kind: PrincipalKind::Device,
-        roles: vec!["device".into()],
-        perms: vec![],
-        mqtt,
+        ..device_claims(g.sub, SITE, g.publish, g.subscribe)
     };
     key.sign(&claims).expect("sign token")
 }

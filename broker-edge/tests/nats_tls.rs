@@ -245,6 +245,21 @@ async fn command_reaches_device(js: &async_nats::jetstream::Context, edge: &Edge
     );
 }
 
+/// A device's PUBLISH of `payload` on `topic` goes up through the edge and
+/// is stored in JetStream (read with `js`, the test's own connection), and
+/// a command comes down to a device.
+async fn carries_uplink_and_downlink(
+    edge: &Edge,
+    js: &async_nats::jetstream::Context,
+    topic: &str,
+    payload: &str,
+) {
+    publish_acked(edge.mqtt, "sensor-1", topic, payload).await;
+    uplinked(edge, 1.0).await;
+    assert_eq!(stored(js, topic).await, payload.as_bytes());
+    command_reaches_device(js, edge).await;
+}
+
 #[tokio::test]
 async fn tls_verified_by_ca_carries_uplink_and_downlink() {
     let files = Files::new();
@@ -254,15 +269,11 @@ async fn tls_verified_by_ca_carries_uplink_and_downlink() {
     let data = tempfile::tempdir().expect("tmp");
     let edge = edge(&nats.tls_url(), data.path(), &["--nats-ca", path(&ca_pem)]).await;
 
-    publish_acked(edge.mqtt, "sensor-1", "line/1/temp", "21.5").await;
-    uplinked(&edge, 1.0).await;
-    let client = nats
-        .client_with(&nats.tls_url(), tls_options(&ca_pem, None))
-        .await;
-    let js = async_nats::jetstream::new(client);
-    assert_eq!(stored(&js, "line/1/temp").await, b"21.5");
-
-    command_reaches_device(&js, &edge).await;
+    let js = async_nats::jetstream::new(
+        nats.client_with(&nats.tls_url(), tls_options(&ca_pem, None))
+            .await,
+    );
+    carries_uplink_and_downlink(&edge, &js, "line/1/temp", "21.5").await;
 }
 
 #[tokio::test]
@@ -333,15 +344,11 @@ async fn mutual_tls_with_a_client_certificate_uplinks() {
     )
     .await;
 
-    publish_acked(edge.mqtt, "sensor-1", "line/2/temp", "19.0").await;
-    uplinked(&edge, 1.0).await;
-    let client = nats
-        .client_with(&nats.tls_url(), tls_options(&ca, Some((&cert, &key))))
-        .await;
-    let js = async_nats::jetstream::new(client);
-    assert_eq!(stored(&js, "line/2/temp").await, b"19.0");
-
-    command_reaches_device(&js, &edge).await;
+    let js = async_nats::jetstream::new(
+        nats.client_with(&nats.tls_url(), tls_options(&ca, Some((&cert, &key))))
+            .await,
+    );
+    carries_uplink_and_downlink(&edge, &js, "line/2/temp", "19.0").await;
 }
 
 #[tokio::test]
@@ -540,20 +547,16 @@ async fn a_creds_file_authenticates_the_uplink_in_operator_mode() {
     let data = tempfile::tempdir().expect("tmp");
     let edge = edge(&nats.url(), data.path(), &["--nats-creds", path(&file)]).await;
 
-    publish_acked(edge.mqtt, "sensor-1", "line/3/temp", "18.25").await;
-    uplinked(&edge, 1.0).await;
-    let client = nats
-        .client_with(
+    let js = async_nats::jetstream::new(
+        nats.client_with(
             &nats.url(),
             async_nats::ConnectOptions::with_credentials_file(&file)
                 .await
                 .expect("read creds"),
         )
-        .await;
-    let js = async_nats::jetstream::new(client);
-    assert_eq!(stored(&js, "line/3/temp").await, b"18.25");
-
-    command_reaches_device(&js, &edge).await;
+        .await,
+    );
+    carries_uplink_and_downlink(&edge, &js, "line/3/temp", "18.25").await;
 }
 
 #[tokio::test]

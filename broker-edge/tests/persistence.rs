@@ -16,10 +16,13 @@
 mod common;
 mod edge_proc;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Raw, TestBroker, m5, v4, v4_unchecked, v5, v5_unchecked};
+use common::{
+    Raw, TestBroker, m5, offline_v4_session, resumed_v4_session, v4, v4_unchecked, v5, v5_unchecked,
+};
 use edge_proc::{Edge, metric, start_plain};
 use plantd_edge::protocol::{QoS as Q, v4 as p4};
 use rumqttc::QoS;
@@ -27,6 +30,13 @@ use rumqttc::v5::mqttbytes::QoS as QoS5;
 
 fn broker(edge: &Edge) -> TestBroker {
     TestBroker::external(edge.mqtt, edge.http)
+}
+
+/// The edge binary on `data`, and a handle for the clients of `common`.
+async fn start(data: &Path) -> (Edge, TestBroker) {
+    let edge = start_plain(data, &[]).await;
+    let b = broker(&edge);
+    (edge, b)
 }
 
 /// SIGTERM, and the exit status must say success (everything flushed).
@@ -56,21 +66,12 @@ async fn await_metric(edge: &Edge, name: &str, want: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_set_and_delete_survive_a_restart() {
     let data = tempfile::tempdir().expect("tempdir");
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
+    let (edge, b) = start(data.path()).await;
     let mut p = v4(&b, "setter", |_| {}).await;
     for (topic, payload) in [("cfg/mode", "auto"), ("cfg/gone", "soon deleted")] {
-        p.client
-            .publish(topic, QoS::AtLeastOnce, true, payload)
-            .await
-            .expect("publish");
-        p.puback().await;
+        p.publish1(topic, true, payload).await;
     }
-    p.client
-        .publish("cfg/gone", QoS::AtLeastOnce, true, Vec::<u8>::new())
-        .await
-        .expect("delete");
-    p.puback().await;
+    p.publish1("cfg/gone", true, Vec::<u8>::new()).await;
     // A 5.0 retained message with properties and a message expiry.
     let (p5, _) = v5(&b, "setter5", |_| {}).await;
     let props = m5::PublishProperties {
@@ -120,23 +121,11 @@ async fn retained_set_and_delete_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_session_queue_survives_a_graceful_restart() {
     let data = tempfile::tempdir().expect("tempdir");
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
-    let mut s = v4(&b, "keeper", |o| {
-        o.set_clean_session(false);
-    })
-    .await;
-    s.sub("q/#", QoS::AtLeastOnce).await;
-    s.client.disconnect().await.expect("disconnect");
-    while s.incoming().await.is_ok() {}
-    drop(s);
+    let (edge, b) = start(data.path()).await;
+    offline_v4_session(&b, "keeper", "q/#").await;
     let mut p = v4(&b, "producer", |_| {}).await;
     for i in 0..5 {
-        p.client
-            .publish("q/x", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-        p.puback().await;
+        p.publish1("q/x", false, format!("{i}")).await;
     }
     // A QoS 0 message for the offline session is not queued at all.
     p.client
@@ -152,16 +141,8 @@ async fn persistent_session_queue_survives_a_graceful_restart() {
         Some(1.0)
     );
     let b = broker(&edge);
-    let mut s = v4_unchecked(&b, "keeper", |o| {
-        o.set_clean_session(false);
-    });
-    let ack = s.connack().await.expect("reconnect");
-    assert!(ack.session_present, "the session survived the restart");
-    for i in 0..5 {
-        let m = s.publish().await;
-        assert_eq!(&m.payload[..], format!("{i}").as_bytes(), "queued in order");
-        assert_eq!(m.qos, QoS::AtLeastOnce);
-    }
+    // The session survived the restart, its queue in order.
+    let mut s = resumed_v4_session(&b, "keeper", 5).await;
     s.no_publish().await;
     // The subscription came back too: a new message is delivered.
     let p = v4(&b, "producer", |_| {}).await;
@@ -177,8 +158,7 @@ async fn persistent_session_queue_survives_a_graceful_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inflight_and_incoming_qos2_state_survive_a_graceful_restart() {
     let data = tempfile::tempdir().expect("tempdir");
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
+    let (edge, b) = start(data.path()).await;
     let (mut raw, ack) = Raw::connect4(&b, "dupper", false, 30).await;
     assert_eq!(ack.code, 0);
     raw.send4(p4::Packet::Subscribe(p4::Subscribe {
@@ -201,11 +181,7 @@ async fn inflight_and_incoming_qos2_state_survive_a_graceful_restart() {
     raw.send4(qos2(false)).await;
     assert!(matches!(raw.recv4().await, Some(p4::Packet::PubRec(7))));
     let mut p = v4(&b, "producer", |_| {}).await;
-    p.client
-        .publish("d/1", QoS::AtLeastOnce, false, "once")
-        .await
-        .expect("publish");
-    p.puback().await;
+    p.publish1("d/1", false, "once").await;
     let Some(p4::Packet::Publish(first)) = raw.recv4().await else {
         panic!("expected the PUBLISH");
     };
@@ -216,8 +192,7 @@ async fn inflight_and_incoming_qos2_state_survive_a_graceful_restart() {
     await_metric(&edge, "plantd_edge_connections", 0.0).await;
     stop(edge).await;
 
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
+    let (edge, b) = start(data.path()).await;
     let mut watcher = v4(&b, "watcher", |_| {}).await;
     watcher.sub("d/2", QoS::ExactlyOnce).await;
     let (mut raw, ack) = Raw::connect4(&b, "dupper", false, 30).await;
@@ -243,8 +218,7 @@ async fn inflight_and_incoming_qos2_state_survive_a_graceful_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v5_session_survives_sigkill_once_its_queue_is_committed() {
     let data = tempfile::tempdir().expect("tempdir");
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
+    let (edge, b) = start(data.path()).await;
     let persistent = |o: &mut rumqttc::v5::MqttOptions| {
         o.set_clean_start(false);
         o.set_session_expiry_interval(Some(3600));
@@ -258,16 +232,11 @@ async fn v5_session_survives_sigkill_once_its_queue_is_committed() {
         retain_forward_rule: m5::RetainForwardRule::Never,
     };
     s.sub_filter(filter, Some(7)).await;
-    s.client.disconnect().await.expect("disconnect");
-    while s.incoming().await.is_ok() {}
+    s.disconnect().await;
     drop(s);
     let (mut p, _) = v5(&b, "producer", |_| {}).await;
     for i in 0..5 {
-        p.client
-            .publish("v/x", QoS5::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-        p.puback().await;
+        p.publish1("v/x", false, format!("{i}")).await;
     }
     drop(p);
     // The flush point: the store reports all five committed.
@@ -275,8 +244,7 @@ async fn v5_session_survives_sigkill_once_its_queue_is_committed() {
     let mut edge = edge;
     edge.proc.kill().await.expect("SIGKILL");
 
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
+    let (edge, b) = start(data.path()).await;
     let mut s = v5_unchecked(&b, "sensor-hub", persistent);
     let ack = s.connack().await.expect("reconnect");
     assert!(ack.session_present, "the session survived SIGKILL");
@@ -287,11 +255,7 @@ async fn v5_session_survives_sigkill_once_its_queue_is_committed() {
     }
     // The subscription kept its options: identifier 7, retain as published.
     let (mut p, _) = v5(&b, "producer", |_| {}).await;
-    p.client
-        .publish("v/y", QoS5::AtLeastOnce, true, "kept")
-        .await
-        .expect("publish");
-    p.puback().await;
+    p.publish1("v/y", true, "kept").await;
     let m = s.publish().await;
     assert_eq!(&m.payload[..], b"kept");
     assert!(m.retain, "retain as published");
@@ -307,8 +271,7 @@ async fn v5_session_survives_sigkill_once_its_queue_is_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_expires_while_the_broker_is_down_is_not_restored() {
     let data = tempfile::tempdir().expect("tempdir");
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
+    let (edge, b) = start(data.path()).await;
     for (id, expiry) in [("brief", 1), ("lasting", 3600)] {
         let (mut s, _) = v5(&b, id, |o| {
             o.set_clean_start(false);
@@ -316,8 +279,7 @@ async fn a_session_that_expires_while_the_broker_is_down_is_not_restored() {
         })
         .await;
         s.sub("e/#", QoS5::AtLeastOnce).await;
-        s.client.disconnect().await.expect("disconnect");
-        while s.incoming().await.is_ok() {}
+        s.disconnect().await;
     }
     let gone_at = Instant::now();
     stop(edge).await;
@@ -346,8 +308,7 @@ async fn a_session_that_expires_while_the_broker_is_down_is_not_restored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_sessions_are_not_persisted() {
     let data = tempfile::tempdir().expect("tempdir");
-    let edge = start_plain(data.path(), &[]).await;
-    let b = broker(&edge);
+    let (edge, b) = start(data.path()).await;
     let mut c4 = v4(&b, "clean4", |o| {
         o.set_clean_session(true);
     })

@@ -9,19 +9,16 @@ mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use common::*;
 use pki::{Ca, client_config};
-use plantd_edge::hooks::{Authorizer, ClientInfo};
+use plantd_edge::hooks::Authorizer;
 use plantd_edge::{Broker, Config};
-use plantd_shared::topic::Filter;
 use rumqttc::{QoS, TlsConfiguration, Transport};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::io::AsyncReadExt;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Test certificates on disk.
 struct Pki {
@@ -59,28 +56,10 @@ impl Pki {
     }
 }
 
-/// Records the certificate identity seen on each PUBLISH.
-#[derive(Default)]
-struct SeenCertificates(Mutex<Vec<Option<String>>>);
-
-impl Authorizer for SeenCertificates {
-    fn can_publish(&self, client: &ClientInfo, _topic: &str) -> bool {
-        self.0
-            .lock()
-            .expect("lock")
-            .push(client.certificate.as_deref().map(str::to_owned));
-        true
-    }
-    fn can_subscribe(&self, _client: &ClientInfo, _filter: &Filter) -> bool {
-        true
-    }
-}
-
 struct TlsBroker {
     tls: SocketAddr,
     metrics: Arc<plantd_edge::metrics::Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 impl TlsBroker {
@@ -108,28 +87,15 @@ impl TlsBroker {
         }
         let tls = broker.tls_addr().expect("TLS listener bound");
         let metrics = broker.metrics();
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(broker.run(async move {
-            let _ = rx.await;
-        }));
         TlsBroker {
             tls,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            running: Running::spawn(broker),
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t)
-                .await
-                .expect("broker stops in time")
-                .expect("broker task ends cleanly");
-        }
+    async fn stop(self) {
+        self.running.stop().await;
     }
 }
 
@@ -202,12 +168,7 @@ async fn rumqttc_and_mosquitto_over_tls_deliver_to_a_subscriber() {
         client_config(&pki.server_ca.pem, None),
     ))
     .await;
-    publisher
-        .client
-        .publish("plant/line1/temp", QoS::AtLeastOnce, false, "21.5")
-        .await
-        .expect("queue publish");
-    publisher.puback().await;
+    publisher.publish1("plant/line1/temp", false, "21.5").await;
     let p = sub.publish().await;
     assert_eq!(&p.topic[..], "plant/line1/temp");
     assert_eq!(&p.payload[..], b"21.5");
@@ -271,12 +232,7 @@ async fn a_client_certificate_common_name_becomes_the_certificate_identity() {
         client_config(&pki.server_ca.pem, Some((&cert, &key))),
     ))
     .await;
-    device
-        .client
-        .publish("plant/press", QoS::AtLeastOnce, false, "1")
-        .await
-        .expect("queue publish");
-    device.puback().await;
+    device.publish1("plant/press", false, "1").await;
 
     // Client certificates are optional: a client without one is served,
     // with no certificate identity.
@@ -286,12 +242,7 @@ async fn a_client_certificate_common_name_becomes_the_certificate_identity() {
         client_config(&pki.server_ca.pem, None),
     ))
     .await;
-    plain
-        .client
-        .publish("plant/other", QoS::AtLeastOnce, false, "2")
-        .await
-        .expect("queue publish");
-    plain.puback().await;
+    plain.publish1("plant/other", false, "2").await;
 
     // mosquitto_pub with a client certificate is identified the same way.
     let cert_path = pki.write("device.pem", &cert);

@@ -87,35 +87,14 @@ async fn retained_set_replace_delete_with_mosquitto_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_session_queues_while_offline_and_resumes() {
     let b = TestBroker::start().await;
-    let mut s = v4(&b, "keeper", |o| {
-        o.set_clean_session(false);
-    })
-    .await;
-    s.sub("q/#", QoS::AtLeastOnce).await;
-    s.client.disconnect().await.expect("disconnect");
-    // Wait for the DISCONNECT to be sent (the event loop ends).
-    while s.incoming().await.is_ok() {}
-    drop(s);
+    offline_v4_session(&b, "keeper", "q/#").await;
 
     let mut p = v4(&b, "producer", |_| {}).await;
     for i in 0..3 {
-        p.client
-            .publish("q/x", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-        p.puback().await;
+        p.publish1("q/x", false, format!("{i}")).await;
     }
 
-    let mut s = v4_unchecked(&b, "keeper", |o| {
-        o.set_clean_session(false);
-    });
-    let ack = s.connack().await.expect("reconnect");
-    assert!(ack.session_present, "the session was kept");
-    for i in 0..3 {
-        let m = s.publish().await;
-        assert_eq!(&m.payload[..], format!("{i}").as_bytes(), "queued in order");
-        assert_eq!(m.qos, QoS::AtLeastOnce);
-    }
+    let s = resumed_v4_session(&b, "keeper", 3).await;
 
     // clean session discards it.
     drop(s);

@@ -249,11 +249,7 @@ async fn receive_maximum_limits_unacknowledged_deliveries() {
     s.sub("flow/#", QoS::AtLeastOnce).await;
     let (mut p, _) = v5(&b, "fast-writer", |_| {}).await;
     for i in 0..5 {
-        p.client
-            .publish("flow/x", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-        p.puback().await;
+        p.publish1("flow/x", false, format!("{i}")).await;
     }
     let m0 = s.publish().await;
     let m1 = s.publish().await;
@@ -446,11 +442,7 @@ async fn shared_subscription_balances_across_the_group() {
     plain.sub("jobs/#", QoS::AtLeastOnce).await;
     let (mut p, _) = v5(&b, "dispatcher", |_| {}).await;
     for i in 0..10 {
-        p.client
-            .publish("jobs/new", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-        p.puback().await;
+        p.publish1("jobs/new", false, format!("{i}")).await;
     }
     let mut seen = Vec::new();
     for _ in 0..5 {

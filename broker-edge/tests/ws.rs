@@ -11,26 +11,20 @@ mod common;
 mod pki;
 mod ws_client;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use futures::SinkExt as _;
 use pki::{Ca, Files, client_config};
 use plantd_bridge::trust::Trust;
-use plantd_edge::hooks::{Authorizer, ClientInfo};
 use plantd_edge::metrics::{Listener, Metrics};
 use plantd_edge::protocol::{QoS, v4};
 use plantd_edge::{Broker, Config};
-use plantd_shared::claims::{Audience, Claims, MqttGrant, PrincipalKind, site_audience};
-use plantd_shared::jwt::{SigningKey, jwks_of, now_secs};
+use plantd_shared::jwt::{SigningKey, jwks_of};
 use plantd_shared::subject::Site;
-use plantd_shared::topic::Filter;
 use tokio::io::AsyncReadExt as _;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use ws_client::{WsMqtt, encode, publish, subscribe};
@@ -44,8 +38,7 @@ struct WsBroker {
     ws: SocketAddr,
     wss: Option<SocketAddr>,
     metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 impl WsBroker {
@@ -63,18 +56,13 @@ impl WsBroker {
         let broker = g(Broker::bind(c).await.expect("broker binds"));
         let listening = broker.listening();
         let metrics = broker.metrics();
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(broker.run(async move {
-            let _ = rx.await;
-        }));
         WsBroker {
             mqtt: listening.mqtt,
             http: listening.http,
             ws: listening.ws.expect("ws listener bound"),
             wss: listening.wss,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            running: Running::spawn(broker),
         }
     }
 
@@ -83,16 +71,8 @@ impl WsBroker {
         TestBroker::external(self.mqtt, self.http)
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t)
-                .await
-                .expect("broker stops in time")
-                .expect("broker task ends cleanly");
-        }
+    async fn stop(self) {
+        self.running.stop().await;
     }
 }
 
@@ -335,30 +315,8 @@ async fn text_messages_close_with_1003_and_pings_get_pongs() {
 // ------------------------------------------------------------ tokens
 
 fn sign(key: &SigningKey, sub: &str, publish: &[&str], subscribe: &[&str]) -> String {
-    let now = now_secs();
-    let mut mqtt = BTreeMap::new();
-    mqtt.insert(
-        SITE.to_owned(),
-        MqttGrant {
-            publish: publish.iter().map(|s| (*s).to_owned()).collect(),
-            subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
-        },
-    );
-    let claims = Claims {
-        iss: "test-identity".into(),
-        sub: sub.into(),
-        aud: Audience::One(site_audience(&Site::new(SITE).expect("site"))),
-        exp: now + 600,
-        iat: now.saturating_sub(60),
-        nbf: None,
-        jti: format!("jti-{sub}"),
-        org: "acme".into(),
-        kind: PrincipalKind::Device,
-        roles: vec!["device".into()],
-        perms: vec![],
-        mqtt,
-    };
-    key.sign(&claims).expect("sign token")
+    key.sign(&device_claims(sub, SITE, publish, subscribe))
+        .expect("sign token")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,23 +379,6 @@ async fn websocket_clients_need_a_token_and_get_its_permissions() {
 }
 
 // ------------------------------------------------------------ WSS
-
-/// Records the certificate identity seen on each PUBLISH.
-#[derive(Default)]
-struct SeenCertificates(Mutex<Vec<Option<String>>>);
-
-impl Authorizer for SeenCertificates {
-    fn can_publish(&self, client: &ClientInfo, _topic: &str) -> bool {
-        self.0
-            .lock()
-            .expect("lock")
-            .push(client.certificate.as_deref().map(str::to_owned));
-        true
-    }
-    fn can_subscribe(&self, _client: &ClientInfo, _filter: &Filter) -> bool {
-        true
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_websocket_with_and_without_a_client_certificate() {

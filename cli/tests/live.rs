@@ -5,11 +5,13 @@
 //! codes and say what to do. Synchronisation is on output: the subscriber
 //! says `subscribed …` before the device publishes.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use plantd_shared::process::ManagedProcess;
+use common::{Up, port_of};
 use plantd_testkit::http;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -77,45 +79,23 @@ async fn finished(child: Child) -> Output {
         .expect("wait")
 }
 
+/// POSTs `body` to `path` of the functions on `port` with `headers`; the
+/// answer must be 201 Created.
+async fn create(port: u16, headers: &[(&str, &str)], path: &str, body: &serde_json::Value) {
+    let r = http::request(port, "POST", path, headers, body.to_string().as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 #[tokio::test]
 async fn sub_prints_device_messages_and_pub_reaches_devices() {
     let data = tempfile::tempdir().expect("tmp");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd"));
-    cmd.arg("up")
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--nats-port", "0", "--http-listen", "127.0.0.1:0"])
-        .args([
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--edge-http-listen",
-            "127.0.0.1:0",
-        ]);
-    let (mut url, mut mqtt) = (None, None);
-    let _up = ManagedProcess::spawn("plantd up", cmd, Duration::from_secs(60), |line| {
-        let word = |prefix: &str| {
-            line.split_whitespace()
-                .find(|w| w.starts_with(prefix))
-                .map(str::to_owned)
-        };
-        if line.trim_start().starts_with("functions ") {
-            url = word("http://");
-        }
-        if line.trim_start().starts_with("edge ") {
-            mqtt = word("mqtt://");
-        }
-        line.starts_with("plantd is up")
-    })
-    .await
-    .expect("plantd up");
-    let url = url.expect("functions URL");
-    let http_port: u16 = url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let mqtt = mqtt.expect("edge MQTT address");
-    let mqtt_port = mqtt.rsplit(':').next().expect("port").to_owned();
+    let up = Up::on_free_ports(data.path()).await;
+    let url = up.functions_url();
+    let http_port = port_of(&url);
+    let mqtt = up.mqtt.clone().expect("edge MQTT address");
+    let mqtt_port = port_of(&mqtt).to_string();
     let config = tempfile::tempdir().expect("config dir");
     let pw = data.path().join("admin-password");
 
@@ -242,28 +222,10 @@ async fn sub_prints_device_messages_and_pub_reaches_devices() {
         ("content-type", "application/json"),
         ("authorization", auth.as_str()),
     ];
-    let r = http::request(
-        http_port,
-        "POST",
-        "/v1/roles",
-        &headers,
-        role.to_string().as_bytes(),
-    )
-    .await
-    .expect("create role");
-    assert_eq!(r.status, 201, "{}", r.text());
+    create(http_port, &headers, "/v1/roles", &role).await;
     let user = serde_json::json!({"email": "watcher@plantd.local",
         "password": "a long enough password for tests", "roles": ["line2-watcher"]});
-    let r = http::request(
-        http_port,
-        "POST",
-        "/v1/users",
-        &headers,
-        user.to_string().as_bytes(),
-    )
-    .await
-    .expect("create user");
-    assert_eq!(r.status, 201, "{}", r.text());
+    create(http_port, &headers, "/v1/users", &user).await;
     let watcher = tempfile::tempdir().expect("config dir");
     let out = run(plantd(watcher.path())
         .args(["login", "--url", &url, "--email", "watcher@plantd.local"])

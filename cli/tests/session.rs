@@ -2,13 +2,13 @@
 //! whoami, state set/get with optimistic concurrency, commands, logout —
 //! with exit codes scripts can rely on.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
-use plantd_shared::process::ManagedProcess;
-use tokio::process::Command;
+use common::Up;
 
 fn plantd(config_dir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_plantd"));
@@ -28,30 +28,8 @@ fn stdout(o: &Output) -> String {
 #[tokio::test]
 async fn login_state_command_logout_from_the_command_line() {
     let data = tempfile::tempdir().expect("tmp");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd"));
-    cmd.arg("up")
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--nats-port", "0", "--http-listen", "127.0.0.1:0"])
-        .args([
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--edge-http-listen",
-            "127.0.0.1:0",
-        ]);
-    let mut url = None;
-    let _up = ManagedProcess::spawn("plantd up", cmd, Duration::from_secs(60), |line| {
-        if line.trim_start().starts_with("functions ") {
-            url = line
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .map(str::to_owned);
-        }
-        line.starts_with("plantd is up")
-    })
-    .await
-    .expect("plantd up");
-    let url = url.expect("functions URL");
+    let up = Up::on_free_ports(data.path()).await;
+    let url = up.functions_url();
     let config = tempfile::tempdir().expect("config dir");
     let pw = data.path().join("admin-password");
 

@@ -2,9 +2,11 @@
 //! up with plantd's streams and buckets, prints where it is, and stops
 //! everything cleanly on SIGTERM.
 
+mod common;
+
 use std::time::Duration;
 
-use plantd_shared::process::ManagedProcess;
+use common::{Up, port_of};
 use std::os::unix::fs::PermissionsExt as _;
 
 use plantd_shared::streams;
@@ -18,42 +20,13 @@ fn plantd() -> Command {
 #[tokio::test]
 async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cmd = plantd();
-    cmd.arg("up").arg("--data-dir").arg(dir.path()).args([
-        "--nats-port",
-        "0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ]);
-    let mut url = None;
-    let mut functions = None;
-    let mut mqtt = None;
-    let mut up = ManagedProcess::spawn("plantd up", cmd, Duration::from_secs(60), |line| {
-        let word = |prefix: &str| {
-            line.split_whitespace()
-                .find(|w| w.starts_with(prefix))
-                .map(str::to_owned)
-        };
-        if line.trim_start().starts_with("nats ") {
-            url = word("nats://");
-        }
-        if line.trim_start().starts_with("functions ") {
-            functions = word("http://");
-        }
-        if line.trim_start().starts_with("edge ") {
-            mqtt = word("mqtt://");
-        }
-        line.starts_with("plantd is up")
-    })
-    .await
-    .expect("plantd up becomes ready");
-    let url = url.expect("plantd up prints the NATS URL");
-    let functions = functions.expect("plantd up prints the functions URL");
-    let http_port: u16 = functions
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("port");
+    let mut up = Up::start(
+        dir.path(),
+        &["--nats-port", "0", "--http-listen", "127.0.0.1:0"],
+    )
+    .await;
+    let url = up.nats.clone().expect("plantd up prints the NATS URL");
+    let http_port = port_of(&up.functions_url());
 
     // The local administrator's generated password is private and works.
     let pw_file = dir.path().join("admin-password");
@@ -88,7 +61,10 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
 
     // A device with a token for site "local" publishes to the edge; the
     // message lands in JetStream. Without a token it is refused.
-    let mqtt = mqtt.expect("plantd up prints the edge's MQTT address");
+    let mqtt = up
+        .mqtt
+        .clone()
+        .expect("plantd up prints the edge's MQTT address");
     let mqtt_port = mqtt.rsplit(':').next().expect("port").to_owned();
     let body = serde_json::json!({"email": "admin@plantd.local", "password": password.trim(), "sites": ["local"]}).to_string();
     let login = http::request(
@@ -190,6 +166,7 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
     drop(client);
 
     let status = up
+        .process
         .terminate(Duration::from_secs(30))
         .await
         .expect("plantd up exits");
@@ -206,9 +183,9 @@ async fn up_starts_nats_with_streams_and_stops_on_sigterm() {
         "nats-server must be stopped with plantd up"
     );
     assert!(
-        up.tail().iter().any(|l| l.contains("stopped")),
+        up.process.tail().iter().any(|l| l.contains("stopped")),
         "{:?}",
-        up.tail()
+        up.process.tail()
     );
 }
 

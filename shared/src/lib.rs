@@ -5,6 +5,7 @@
 //! | [`topic`] | MQTT topic names and filters, the one matching function, `$share` parsing |
 //! | [`subject`] | the reversible MQTT topic ⇄ NATS subject mapping, site names |
 //! | `http` (feature `http`) | the JSON error type and extractors every HTTP API shares |
+//! | `aws` (feature `aws`) | the AWS SDK configuration the functions share (rustls with ring) |
 //! | [`headers`] | NATS header names and their meaning |
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
 //! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
@@ -19,6 +20,8 @@
 //! If you are about to write a topic mapping, a filter match or a permission
 //! check anywhere else, call the one here instead.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod claims;
 pub mod config;
 pub mod headers;

@@ -26,8 +26,71 @@ pub struct TestBroker {
     pub mqtt: SocketAddr,
     pub http: SocketAddr,
     pub metrics: std::sync::Arc<plantd_edge::metrics::Metrics>,
+    running: Running,
+}
+
+/// An in-process broker's task and the switch that stops it. Dropping it
+/// stops the broker too, without waiting.
+pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Runs `broker` in a task until [`Running::stop`] (or drop).
+    pub fn spawn(broker: Broker) -> Self {
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(broker.run(async move {
+            let _ = rx.await;
+        }));
+        Running {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Nothing to stop: a broker running elsewhere.
+    pub fn none() -> Self {
+        Running {
+            stop: None,
+            task: None,
+        }
+    }
+
+    /// Graceful shutdown; waits until the broker has stopped.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(WAIT, t)
+                .await
+                .expect("broker stops in time")
+                .expect("broker task ends cleanly");
+        }
+    }
+}
+
+/// An authorizer that allows everything and records the certificate
+/// identity seen on each PUBLISH.
+#[derive(Default)]
+pub struct SeenCertificates(pub std::sync::Mutex<Vec<Option<String>>>);
+
+impl plantd_edge::hooks::Authorizer for SeenCertificates {
+    fn can_publish(&self, client: &plantd_edge::hooks::ClientInfo, _topic: &str) -> bool {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(client.certificate.as_deref().map(str::to_owned));
+        true
+    }
+    fn can_subscribe(
+        &self,
+        _client: &plantd_edge::hooks::ClientInfo,
+        _filter: &plantd_shared::topic::Filter,
+    ) -> bool {
+        true
+    }
 }
 
 pub fn init_tracing() {
@@ -60,19 +123,14 @@ impl TestBroker {
         };
         f(&mut c);
         let broker = g(Broker::bind(c).await.expect("broker binds to port 0"));
-        let (stop, rx) = oneshot::channel::<()>();
         let mqtt = broker.mqtt_addr();
         let http = broker.http_addr();
         let metrics = broker.metrics();
-        let task = tokio::spawn(broker.run(async move {
-            let _ = rx.await;
-        }));
         TestBroker {
             mqtt,
             http,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            running: Running::spawn(broker),
         }
     }
 
@@ -82,8 +140,7 @@ impl TestBroker {
             mqtt,
             http,
             metrics: Default::default(),
-            stop: None,
-            task: None,
+            running: Running::none(),
         }
     }
 
@@ -92,16 +149,46 @@ impl TestBroker {
     }
 
     /// Graceful shutdown; waits until the broker has stopped.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(WAIT, t)
-                .await
-                .expect("broker stops in time")
-                .expect("broker task ends cleanly");
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+}
+
+/// Claims of device `sub` at `site` as the identity service issues them:
+/// the site's audience, MQTT `publish` and `subscribe` grants there, valid
+/// from a minute ago for ten minutes, token id `jti-<sub>`. Tests change
+/// fields with struct update syntax.
+pub fn device_claims(
+    sub: &str,
+    site: &str,
+    publish: &[&str],
+    subscribe: &[&str],
+) -> plantd_shared::claims::Claims {
+    use plantd_shared::claims::{Audience, Claims, MqttGrant, PrincipalKind, site_audience};
+    let now = plantd_shared::jwt::now_secs();
+    let mqtt = [(
+        site.to_owned(),
+        MqttGrant {
+            publish: publish.iter().map(|s| (*s).to_owned()).collect(),
+            subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
+        },
+    )]
+    .into_iter()
+    .collect();
+    let site = plantd_shared::subject::Site::new(site).expect("site");
+    Claims {
+        iss: "test-identity".into(),
+        sub: sub.into(),
+        aud: Audience::One(site_audience(&site)),
+        exp: now + 600,
+        iat: now.saturating_sub(60),
+        nbf: None,
+        jti: format!("jti-{sub}"),
+        org: "acme".into(),
+        kind: PrincipalKind::Device,
+        roles: vec!["device".into()],
+        perms: vec![],
+        mqtt,
     }
 }
 
@@ -209,6 +296,28 @@ impl V4 {
         }
     }
 
+    /// Publishes `payload` to `topic` at QoS 1 and waits for the PUBACK;
+    /// its packet id.
+    pub async fn publish1(
+        &mut self,
+        topic: &str,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) -> u16 {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+            .await
+            .expect("publish");
+        self.puback().await
+    }
+
+    /// Disconnects cleanly and waits until the DISCONNECT is sent (the
+    /// event loop ends).
+    pub async fn disconnect(&mut self) {
+        self.client.disconnect().await.expect("disconnect");
+        while self.incoming().await.is_ok() {}
+    }
+
     /// Subscribes and waits for the SUBACK.
     pub async fn sub(&mut self, filter: &str, qos: rumqttc::QoS) -> rumqttc::SubAck {
         self.client
@@ -232,6 +341,35 @@ impl V4 {
             }
         }
     }
+}
+
+/// Leaves a persistent 3.1.1 session `id` (clean session off) on the
+/// broker, subscribed to `filter` at QoS 1 and offline after a clean
+/// DISCONNECT.
+pub async fn offline_v4_session(b: &TestBroker, id: &str, filter: &str) {
+    let mut s = v4(b, id, |o| {
+        o.set_clean_session(false);
+    })
+    .await;
+    s.sub(filter, rumqttc::QoS::AtLeastOnce).await;
+    s.disconnect().await;
+}
+
+/// Reconnects persistent 3.1.1 session `id`, which the broker must still
+/// hold, and checks that the `n` messages queued for it meanwhile (`0`,
+/// `1`, …) arrive in order at QoS 1.
+pub async fn resumed_v4_session(b: &TestBroker, id: &str, n: usize) -> V4 {
+    let mut s = v4_unchecked(b, id, |o| {
+        o.set_clean_session(false);
+    });
+    let ack = s.connack().await.expect("reconnect");
+    assert!(ack.session_present, "the session was kept");
+    for i in 0..n {
+        let m = s.publish().await;
+        assert_eq!(&m.payload[..], format!("{i}").as_bytes(), "queued in order");
+        assert_eq!(m.qos, rumqttc::QoS::AtLeastOnce);
+    }
+    s
 }
 
 // ---------------------------------------------------------------- rumqttc v5
@@ -339,6 +477,32 @@ impl V5 {
                 Err(e) => panic!("expected a PUBACK, got {e}"),
             }
         }
+    }
+
+    /// Publishes `payload` to `topic` at QoS 1 and waits for the PUBACK.
+    pub async fn publish1(
+        &mut self,
+        topic: &str,
+        retain: bool,
+        payload: impl Into<bytes::Bytes>,
+    ) -> m5::PubAck {
+        self.client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                retain,
+                payload,
+            )
+            .await
+            .expect("publish");
+        self.puback().await
+    }
+
+    /// Disconnects cleanly and waits until the DISCONNECT is sent (the
+    /// event loop ends).
+    pub async fn disconnect(&mut self) {
+        self.client.disconnect().await.expect("disconnect");
+        while self.incoming().await.is_ok() {}
     }
 
     /// How the connection ended: rumqttc reports a server DISCONNECT as an

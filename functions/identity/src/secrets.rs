@@ -13,15 +13,13 @@
 //! is configured the standard way (region, credentials, and
 //! `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_SECRETS_MANAGER`, which is how the
 //! tests point it at the `moto` emulator); its HTTPS client is rustls with
-//! ring. Locally (no secret id) the keys come from the environment or a
+//! ring ([`plantd_shared::aws`]). Locally (no secret id) the keys come from the environment or a
 //! file instead, see [`crate::keys`].
 
 use std::fmt;
 
-use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use plantd_shared::jwt::SigningKey;
 use serde::Deserialize;
 use thiserror::Error;
@@ -150,23 +148,6 @@ impl FunctionSecrets {
     }
 }
 
-/// The SDK's HTTPS client: rustls with ring (no aws-lc C build, and the
-/// same crypto provider as the rest of the workspace).
-pub fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
-/// The AWS configuration from the environment (region, credentials,
-/// `AWS_ENDPOINT_URL*`), with [`http_client`].
-pub async fn aws_config_from_env() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client())
-        .load()
-        .await
-}
-
 /// Reads and parses secret `id`.
 ///
 /// # Errors
@@ -207,7 +188,7 @@ pub async fn from_env() -> Result<Option<(String, FunctionSecrets)>, SecretsErro
     let Ok(id) = std::env::var(SECRET_ID_ENV) else {
         return Ok(None);
     };
-    let config = aws_config_from_env().await;
+    let config = plantd_shared::aws::sdk_config().await;
     let client = Client::new(&config);
     let secrets = fetch(&client, &id).await?;
     Ok(Some((id, secrets)))

@@ -3,7 +3,7 @@
 //! tokens that verify against the JWKS built from it, and a missing or
 //! malformed secret is a clear error that never shows the secret.
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::Credentials;
 use plantd_identity::Keys;
@@ -15,8 +15,7 @@ use serde_json::json;
 
 /// A Secrets Manager client for the emulator (moto accepts any keys).
 async fn client(moto: &Moto) -> Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(secrets::http_client())
+    let config = plantd_shared::aws::config_loader()
         .endpoint_url(moto.endpoint())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))

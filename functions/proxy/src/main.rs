@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
         || mode != Mode::Http
         || std::env::var_os(aws::secrets::SECRET_ID_ENV).is_some()
     {
-        Some(aws::sdk_config().await)
+        Some(plantd_shared::aws::sdk_config().await)
     } else {
         None
     };

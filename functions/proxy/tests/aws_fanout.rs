@@ -201,22 +201,14 @@ async fn an_unreadable_registry_fails_the_fan_out_and_posts_nothing() {
     assert!(stub.seen().is_empty());
 }
 
-/// The `fanout` role of the binary: NATS messages in, posts out.
-#[tokio::test]
-async fn the_fanout_process_posts_what_the_edge_publishes() {
-    use std::time::Duration;
-
-    use plantd_shared::process::ManagedProcess;
-    use plantd_testkit::Nats;
-
-    let nats = Nats::start().await;
-    let moto = Moto::start().await;
-    let reg = registry(&moto, "plantd-connections").await;
-    let c = claims("dora", 600, &[("*", &["#"])]);
-    reg.connect("viewer", &c).await.expect("connect");
-    subscribe(&reg, "viewer", "temps", "plant-1", "line1/+/temp", c.exp).await;
-    let stub = Stub::start(&[]).await;
-
+/// The real `plantd-proxy` binary in the `fanout` role, over `nats`, with
+/// the registry table `plantd-connections` in `moto` and `stub` as the
+/// management endpoint; started once it consumes. Killed on drop.
+async fn start_fanout(
+    nats: &plantd_testkit::Nats,
+    moto: &Moto,
+    stub: &Stub,
+) -> plantd_shared::process::ManagedProcess {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-proxy"));
     cmd.env_clear()
         .env(plantd_proxy::aws::MODE_ENV, "fanout")
@@ -232,12 +224,32 @@ async fn the_fanout_process_posts_what_the_edge_publishes() {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("PLANTD_LOG", "info");
-    let _fanout =
-        ManagedProcess::spawn("plantd-proxy (fanout)", cmd, Duration::from_secs(60), |l| {
-            l.contains("fan-out consuming")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    plantd_shared::process::ManagedProcess::spawn(
+        "plantd-proxy (fanout)",
+        cmd,
+        std::time::Duration::from_secs(60),
+        |l| l.contains("fan-out consuming"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `fanout` role of the binary: NATS messages in, posts out.
+#[tokio::test]
+async fn the_fanout_process_posts_what_the_edge_publishes() {
+    use std::time::Duration;
+
+    use plantd_testkit::Nats;
+
+    let nats = Nats::start().await;
+    let moto = Moto::start().await;
+    let reg = registry(&moto, "plantd-connections").await;
+    let c = claims("dora", 600, &[("*", &["#"])]);
+    reg.connect("viewer", &c).await.expect("connect");
+    subscribe(&reg, "viewer", "temps", "plant-1", "line1/+/temp", c.exp).await;
+    let stub = Stub::start(&[]).await;
+
+    let _fanout = start_fanout(&nats, &moto, &stub).await;
 
     // What the edge publishes for a device's PUBLISH (a topic nobody
     // watches, then one that matches).
@@ -285,17 +297,11 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 /// is established) and while it runs (heard on the watch).
 #[tokio::test]
 async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
-    use std::time::Duration;
-
-    use plantd_shared::process::ManagedProcess;
-    use plantd_shared::streams::{self, REVOKED_BUCKET, Settings as StreamSettings};
+    use plantd_shared::streams::REVOKED_BUCKET;
     use plantd_testkit::Nats;
 
-    let nats = Nats::start().await;
+    let nats = Nats::start_with_streams().await;
     let js = nats.jetstream().await;
-    streams::ensure(&js, &StreamSettings::default())
-        .await
-        .expect("streams and buckets");
     let revoked = js.get_key_value(REVOKED_BUCKET).await.expect("bucket");
     let moto = Moto::start().await;
     let reg = registry(&moto, "plantd-connections").await;
@@ -318,27 +324,7 @@ async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
         .expect("revoke");
     let stub = Stub::start(&[]).await;
 
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-proxy"));
-    cmd.env_clear()
-        .env(plantd_proxy::aws::MODE_ENV, "fanout")
-        .env("PLANTD_NATS_URL", nats.url())
-        .env(plantd_proxy::aws::TABLE_ENV, "plantd-connections")
-        .env(
-            plantd_proxy::aws::ENDPOINT_ENV,
-            format!("{}/prod", stub.endpoint),
-        )
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("PLANTD_LOG", "info");
-    let _fanout =
-        ManagedProcess::spawn("plantd-proxy (fanout)", cmd, Duration::from_secs(60), |l| {
-            l.contains("fan-out consuming")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let _fanout = start_fanout(&nats, &moto, &stub).await;
 
     let deleted = |stub: &Stub| -> Vec<String> {
         let mut d: Vec<String> = stub

@@ -18,8 +18,7 @@ use aws_common::{claims, event, registry, sdk};
 use plantd_proxy::aws;
 use plantd_shared::jwt::{SigningKey, jwks_of};
 use plantd_shared::process::ManagedProcess;
-use plantd_shared::streams::{self, Settings as StreamSettings};
-use plantd_testkit::{Moto, Nats, http, tool};
+use plantd_testkit::{LambdaWatch, Moto, Nats};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -29,156 +28,19 @@ use tokio::process::Command;
 const FUNCTION: &str = "plantd-proxy";
 const TABLE: &str = "plantd-test-connections";
 
-/// `cargo lambda watch --only-lambda-apis` on a loopback port.
-struct Emulator {
-    /// The emulator; killed on drop.
-    process: ManagedProcess,
-    /// Where it serves the runtime API (`/.rt`), function URLs and invokes.
-    port: u16,
-}
-
-/// A port that was free a moment ago (`cargo lambda` cannot bind port 0:
-/// it takes 0 as "unset" and uses 9000); a lost race is detected by
-/// [`Emulator::answers`] and another port tried.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-impl Emulator {
-    async fn start() -> Self {
-        let bin = tool("cargo-lambda");
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "--ignore-changes",
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-                &port.to_string(),
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-            let process =
-                ManagedProcess::spawn("cargo lambda watch", cmd, Duration::from_secs(60), |line| {
-                    line.contains("starting Runtime server")
-                })
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            let this = Self { process, port };
-            match this.answers().await {
-                Ok(()) => return this,
-                Err(why) => failures.push(why),
-            }
-        }
-        panic!("cargo lambda watch never served: {failures:#?}");
-    }
-
-    /// Waits until the port answers as a Lambda runtime API (only it has
-    /// `/2018-06-01/runtime/init/error`, POST only); gives the port up when
-    /// the emulator terminates or something else answers.
-    async fn answers(&self) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if self
-                .process
-                .tail()
-                .iter()
-                .any(|l| l.contains("terminating"))
-            {
-                return Err(format!(
-                    "port {} lost: {:?}",
-                    self.port,
-                    self.process.tail()
-                ));
-            }
-            match http::get(self.port, "/.rt/2018-06-01/runtime/init/error").await {
-                Ok(r) if r.status == 405 && r.header("allow") == Some("POST") => return Ok(()),
-                Ok(r) => return Err(format!("port {} is someone else's: {r:?}", self.port)),
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    return Err(format!("port {} never answered: {e}", self.port));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-
-    /// `AWS_LAMBDA_RUNTIME_API` for `function`.
-    fn runtime_api(&self, function: &str) -> String {
-        format!("http://127.0.0.1:{}/.rt/{function}", self.port)
-    }
-
-    /// An HTTP API call through the HTTP function's URL: status and body.
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        content_type: &str,
-        body: &[u8],
-    ) -> (u16, Vec<u8>) {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("content-type", content_type)];
-        if let Some(a) = &auth {
-            headers.push(("authorization", a));
-        }
-        let url = format!("/lambda-url/{FUNCTION}{path}");
-        let resp = http::request(self.port, method, &url, &headers, body)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        (resp.status, resp.body.to_vec())
-    }
-
-    /// Invokes the WebSocket function with a raw event; its JSON result.
-    async fn invoke(&self, event: &Value) -> Value {
-        let url = format!("/2015-03-31/functions/{FUNCTION}/invocations");
-        let body = event.to_string();
-        let call = http::request(
-            self.port,
-            "POST",
-            &url,
-            &[("content-type", "application/json")],
-            body.as_bytes(),
-        );
-        let resp = tokio::time::timeout(Duration::from_secs(30), call)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "POST {url}: no answer in 30 s; emulator: {:?}",
-                    self.process.tail()
-                )
-            })
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        assert_eq!(resp.status, 200, "{}", resp.text());
-        serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.text()))
-    }
+/// Invokes the WebSocket function with a raw event; its JSON result.
+async fn invoke(emulator: &LambdaWatch, event: &Value) -> Value {
+    let resp = emulator.invoke(FUNCTION, &event.to_string()).await;
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.text()))
 }
 
 /// The environment Lambda gives a function, plus the test's AWS endpoint.
-fn lambda_command(emulator: &Emulator, function: &str, moto: &Moto) -> Command {
+fn lambda_command(emulator: &LambdaWatch, moto: &Moto) -> Command {
     // The binary this test run built — or, to check a package by hand, the
     // `bootstrap` unzipped from it (`PLANTD_PROXY_BOOTSTRAP`, docs/deploy.md).
     let bin = std::env::var_os("PLANTD_PROXY_BOOTSTRAP")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_plantd-proxy").into());
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api(function))
-        .env("AWS_LAMBDA_FUNCTION_NAME", function)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("PLANTD_LOG", "info");
-    cmd
+    emulator.function_command(bin, FUNCTION, &moto.endpoint())
 }
 
 /// Removes a file on drop.
@@ -193,10 +55,7 @@ impl Drop for TempFile {
 #[tokio::test]
 async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     plantd_testkit::init_tracing();
-    let nats = Nats::start().await;
-    streams::ensure(&nats.jetstream().await, &StreamSettings::default())
-        .await
-        .expect("streams and buckets");
+    let nats = Nats::start_with_streams().await;
     let moto = Moto::start().await;
     let reg = registry(&moto, TABLE).await;
     // The WebSocket function's secret, as the template's secret holds it.
@@ -218,8 +77,8 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     )
     .expect("write the JWKS");
 
-    let emulator = Emulator::start().await;
-    let mut http_cmd = lambda_command(&emulator, FUNCTION, &moto);
+    let emulator = LambdaWatch::start(env!("CARGO_MANIFEST_DIR")).await;
+    let mut http_cmd = lambda_command(&emulator, &moto);
     http_cmd
         .env(aws::MODE_ENV, "http")
         .env("PLANTD_NATS_URL", nats.url())
@@ -240,8 +99,9 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     ];
     let token = key.sign(&c).expect("sign");
     let json_ct = "application/json";
-    let (status, body) = emulator
+    let r = emulator
         .call(
+            FUNCTION,
             "POST",
             "/v1/state/scopes",
             Some(&token),
@@ -249,9 +109,10 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
             br#"{"scope":"line1"}"#,
         )
         .await;
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-    let (status, body) = emulator
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = emulator
         .call(
+            FUNCTION,
             "PUT",
             "/v1/state/line1/setpoint",
             Some(&token),
@@ -260,12 +121,14 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
         )
         .await;
     assert!(
-        status == 200 || status == 201,
-        "{status} {}",
-        String::from_utf8_lossy(&body)
+        r.status == 200 || r.status == 201,
+        "{} {}",
+        r.status,
+        r.text()
     );
-    let (status, body) = emulator
+    let r = emulator
         .call(
+            FUNCTION,
             "GET",
             "/v1/state/line1/setpoint",
             Some(&token),
@@ -273,17 +136,24 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
             b"",
         )
         .await;
-    assert_eq!((status, body.as_slice()), (200, b"21.5".as_slice()));
-    let (status, _) = emulator
-        .call("GET", "/v1/state/line1/setpoint", None, json_ct, b"")
+    assert_eq!((r.status, r.body.as_slice()), (200, b"21.5".as_slice()));
+    let r = emulator
+        .call(
+            FUNCTION,
+            "GET",
+            "/v1/state/line1/setpoint",
+            None,
+            json_ct,
+            b"",
+        )
         .await;
-    assert_eq!(status, 401);
+    assert_eq!(r.status, 401);
 
     // The HTTP role steps down; the WebSocket role takes the name.
     drop(http_fn);
 
     // --- WebSocket API events by route key ---------------------------------
-    let mut ws_cmd = lambda_command(&emulator, FUNCTION, &moto);
+    let mut ws_cmd = lambda_command(&emulator, &moto);
     ws_cmd
         .env(aws::MODE_ENV, "websocket")
         .env(aws::secrets::SECRET_ID_ENV, "plantd/proxy")
@@ -299,20 +169,20 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     .unwrap_or_else(|e| panic!("{e}"));
 
     let conn = "Uq1LbcpEIAMCK0A=";
-    let r = emulator
-        .invoke(&event("connect-query.json", conn, &token))
-        .await;
+    let r = invoke(&emulator, &event("connect-query.json", conn, &token)).await;
     assert_eq!(r, json!({"statusCode": 200}));
     assert!(
         reg.connection(conn).await.expect("get").is_some(),
         "recorded in DynamoDB"
     );
-    let r = emulator
-        .invoke(&event("connect-header.json", "other", "forged.token.value"))
-        .await;
+    let r = invoke(
+        &emulator,
+        &event("connect-header.json", "other", "forged.token.value"),
+    )
+    .await;
     assert_eq!(r, json!({"statusCode": 401}));
 
-    let r = emulator.invoke(&event("subscribe.json", conn, "")).await;
+    let r = invoke(&emulator, &event("subscribe.json", conn, "")).await;
     assert_eq!(r["statusCode"], 200);
     let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");
     assert_eq!(frame, json!({"op": "subscribed", "id": "temps"}));
@@ -320,7 +190,7 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     assert_eq!(reg.by_site(&site).await.expect("query").len(), 1);
 
     // A command, over the NATS connection the secret names.
-    let r = emulator.invoke(&event("command.json", conn, "")).await;
+    let r = invoke(&emulator, &event("command.json", conn, "")).await;
     let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");
     assert_eq!(
         (frame["op"].as_str(), frame["stream"].as_str()),
@@ -341,11 +211,11 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
         "plantd.plant-1.down.line1.valve.set"
     );
 
-    let r = emulator.invoke(&event("default.json", conn, "")).await;
+    let r = invoke(&emulator, &event("default.json", conn, "")).await;
     let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");
     assert_eq!(frame["error"], "bad_request");
 
-    let r = emulator.invoke(&event("disconnect.json", conn, "")).await;
+    let r = invoke(&emulator, &event("disconnect.json", conn, "")).await;
     assert_eq!(r, json!({"statusCode": 200}));
     assert!(reg.connection(conn).await.expect("get").is_none());
     assert!(reg.by_site(&site).await.expect("query").is_empty());

@@ -7,12 +7,23 @@ mod aws_common;
 mod common;
 
 use aws_common::{claims, event, registry, with_body};
+use plantd_proxy::aws::Registry;
 use plantd_proxy::aws::websocket::{Handler, WsResponse};
 use plantd_shared::headers;
-use plantd_shared::streams::{COMMANDS, REVOKED_BUCKET};
+use plantd_shared::streams::COMMANDS;
 use plantd_shared::subject::Site;
 use plantd_testkit::Moto;
 use serde_json::{Value, json};
+
+/// The proxy fixture, moto with a registry table `conns`, the registry,
+/// and a route handler over them that allows two subscriptions a socket.
+async fn setup() -> (common::Fixture, Moto, Registry, Handler) {
+    let f = common::fixture().await;
+    let moto = Moto::start().await;
+    let reg = registry(&moto, "conns").await;
+    let ws = Handler::new(f.state.clone(), reg.clone(), 2);
+    (f, moto, reg, ws)
+}
 
 /// The frame in a route response.
 fn frame(r: &WsResponse) -> Value {
@@ -20,12 +31,37 @@ fn frame(r: &WsResponse) -> Value {
     serde_json::from_str(r.body.as_deref().expect("a frame")).expect("JSON")
 }
 
+/// The id and error code of an error frame in a route response.
+fn error(r: &WsResponse) -> (Value, String) {
+    let v = frame(r);
+    assert_eq!(v["op"], "error", "{v}");
+    (
+        v["id"].clone(),
+        v["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Each of `bodies`, sent as the body of event fixture `fixture` on
+/// connection `c1`, is refused as `bad_request` with `id` echoed; a body
+/// that is not JSON is refused with no id.
+async fn assert_bad_requests(ws: &Handler, fixture: &str, id: &str, bodies: &[Value]) {
+    for body in bodies {
+        let r = ws
+            .handle_value(with_body(event(fixture, "c1", ""), body))
+            .await;
+        assert_eq!(error(&r), (json!(id), "bad_request".to_owned()), "{body}");
+    }
+    let mut raw = event(fixture, "c1", "");
+    raw["body"] = json!("not json");
+    assert_eq!(
+        error(&ws.handle_value(raw).await),
+        (Value::Null, "bad_request".to_owned())
+    );
+}
+
 #[tokio::test]
 async fn connect_authenticates_like_the_rest_routes_and_refuses_with_401_or_403() {
-    let f = common::fixture().await;
-    let moto = Moto::start().await;
-    let reg = registry(&moto, "conns").await;
-    let ws = Handler::new(f.state.clone(), reg.clone(), 2);
+    let (f, _moto, reg, ws) = setup().await;
     let grants: &[(&str, &[&str])] = &[("plant-1", &["line1/#"])];
 
     // The token as a query parameter (browsers) and as a bearer header.
@@ -65,15 +101,7 @@ async fn connect_authenticates_like_the_rest_routes_and_refuses_with_401_or_403(
     let other = plantd_shared::jwt::SigningKey::generate_ed25519("test-key").expect("key");
     let revoked_claims = claims("mallory", 600, grants);
     let revoked = f.key.sign(&revoked_claims).expect("sign");
-    f.nats
-        .jetstream()
-        .await
-        .get_key_value(REVOKED_BUCKET)
-        .await
-        .expect("bucket")
-        .put(&revoked_claims.jti, "".into())
-        .await
-        .expect("revoke");
+    f.revoke(&revoked_claims.jti, "").await;
     for (conn, e) in [
         ("c-none", none),
         ("c-bad", event("connect-query.json", "c-bad", "not.a.token")),
@@ -116,10 +144,7 @@ async fn connect_authenticates_like_the_rest_routes_and_refuses_with_401_or_403(
 
 #[tokio::test]
 async fn subscribe_unsubscribe_default_and_disconnect() {
-    let f = common::fixture().await;
-    let moto = Moto::start().await;
-    let reg = registry(&moto, "conns").await;
-    let ws = Handler::new(f.state.clone(), reg.clone(), 2);
+    let (f, _moto, reg, ws) = setup().await;
     let token = f
         .key
         .sign(&claims("alice", 600, &[("plant-1", &["line1/#"])]))
@@ -150,14 +175,6 @@ async fn subscribe_unsubscribe_default_and_disconnect() {
     );
 
     let sub = |body: Value| with_body(event("subscribe.json", "c1", ""), &body);
-    let error = |r: &WsResponse| {
-        let v = frame(r);
-        assert_eq!(v["op"], "error", "{v}");
-        (
-            v["id"].clone(),
-            v["error"].as_str().unwrap_or_default().to_owned(),
-        )
-    };
     // The same id again: conflict.
     let r = ws.handle_value(event("subscribe.json", "c1", "")).await;
     assert_eq!(error(&r), (json!("temps"), "conflict".to_owned()));
@@ -179,20 +196,17 @@ async fn subscribe_unsubscribe_default_and_disconnect() {
         );
     }
     // Bad filter, bad site, unknown field, not JSON: bad_request.
-    for body in [
-        json!({"op": "subscribe", "id": "x", "site": "plant-1", "filter": "line1/#/x"}),
-        json!({"op": "subscribe", "id": "x", "site": "pl ant", "filter": "line1/#"}),
-        json!({"op": "subscribe", "id": "x", "site": "plant-1", "filter": "line1/#", "qos": 1}),
-    ] {
-        let r = ws.handle_value(sub(body.clone())).await;
-        assert_eq!(error(&r), (json!("x"), "bad_request".to_owned()), "{body}");
-    }
-    let mut raw = event("subscribe.json", "c1", "");
-    raw["body"] = json!("not json");
-    assert_eq!(
-        error(&ws.handle_value(raw).await),
-        (Value::Null, "bad_request".to_owned())
-    );
+    assert_bad_requests(
+        &ws,
+        "subscribe.json",
+        "x",
+        &[
+            json!({"op": "subscribe", "id": "x", "site": "plant-1", "filter": "line1/#/x"}),
+            json!({"op": "subscribe", "id": "x", "site": "pl ant", "filter": "line1/#"}),
+            json!({"op": "subscribe", "id": "x", "site": "plant-1", "filter": "line1/#", "qos": 1}),
+        ],
+    )
+    .await;
     // The limit (2 here).
     let r = ws
         .handle_value(sub(
@@ -248,16 +262,7 @@ async fn stored_command(
     f: &common::Fixture,
     seq: u64,
 ) -> (String, Vec<u8>, std::collections::BTreeMap<String, String>) {
-    let m = f
-        .nats
-        .jetstream()
-        .await
-        .get_stream(COMMANDS)
-        .await
-        .expect("stream")
-        .direct_get(seq)
-        .await
-        .expect("stored");
+    let m = f.stored_command(seq).await;
     let headers = m
         .headers
         .iter()
@@ -276,10 +281,7 @@ async fn stored_command(
 
 #[tokio::test]
 async fn command_lands_in_the_commands_stream_like_the_rest_route_and_the_local_socket() {
-    let f = common::fixture().await;
-    let moto = Moto::start().await;
-    let reg = registry(&moto, "conns").await;
-    let ws = Handler::new(f.state.clone(), reg.clone(), 2);
+    let (f, _moto, _reg, ws) = setup().await;
     // A token that may send commands to plant-1 and subscribe to nothing:
     // the socket is still worth accepting.
     let mut c = claims("carol", 600, &[]);
@@ -337,14 +339,6 @@ async fn command_lands_in_the_commands_stream_like_the_rest_route_and_the_local_
     assert_eq!(stored_command(&f, seq).await, (subject, payload, expected));
 
     let command = |body: Value| with_body(event("command.json", "c1", ""), &body);
-    let error = |r: &WsResponse| {
-        let v = frame(r);
-        assert_eq!(v["op"], "error", "{v}");
-        (
-            v["id"].clone(),
-            v["error"].as_str().unwrap_or_default().to_owned(),
-        )
-    };
     // Another site: forbidden, as the REST route answers 403 `forbidden`
     // (and the local socket the same frame, tests/live.rs).
     let other = json!({"op": "command", "id": "c2", "site": "plant-2", "topic": "t"});
@@ -363,20 +357,17 @@ async fn command_lands_in_the_commands_stream_like_the_rest_route_and_the_local_
         (403, Some("forbidden"))
     );
     // An unknown field, no site, QoS 3, not JSON: bad_request.
-    for body in [
-        json!({"op": "command", "id": "c3", "site": "plant-1", "topic": "t", "colour": "red"}),
-        json!({"op": "command", "id": "c3", "topic": "t"}),
-        json!({"op": "command", "id": "c3", "site": "plant-1", "topic": "t", "qos": 3}),
-    ] {
-        let r = ws.handle_value(command(body.clone())).await;
-        assert_eq!(error(&r), (json!("c3"), "bad_request".to_owned()), "{body}");
-    }
-    let mut raw = event("command.json", "c1", "");
-    raw["body"] = json!("not json");
-    assert_eq!(
-        error(&ws.handle_value(raw).await),
-        (Value::Null, "bad_request".to_owned())
-    );
+    assert_bad_requests(
+        &ws,
+        "command.json",
+        "c3",
+        &[
+            json!({"op": "command", "id": "c3", "site": "plant-1", "topic": "t", "colour": "red"}),
+            json!({"op": "command", "id": "c3", "topic": "t"}),
+            json!({"op": "command", "id": "c3", "site": "plant-1", "topic": "t", "qos": 3}),
+        ],
+    )
+    .await;
     // A connection that never passed $connect.
     let r = ws
         .handle_value(event("command.json", "c-unknown", ""))
@@ -385,15 +376,7 @@ async fn command_lands_in_the_commands_stream_like_the_rest_route_and_the_local_
 
     // Once the token is revoked, the connection can neither command nor
     // subscribe, even before the fan-out closes it.
-    f.nats
-        .jetstream()
-        .await
-        .get_key_value(REVOKED_BUCKET)
-        .await
-        .expect("bucket")
-        .put(&c.jti, c.exp.to_string().into())
-        .await
-        .expect("revoke");
+    f.revoke(&c.jti, &c.exp.to_string()).await;
     let r = ws.handle_value(event("command.json", "c1", "")).await;
     assert_eq!(error(&r), (json!("c1"), "unauthorized".to_owned()));
 }

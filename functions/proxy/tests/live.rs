@@ -6,45 +6,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Fixture, fixture};
+use common::{Fixture, Ws, connect_ws, fixture, serve};
 use futures::{SinkExt as _, StreamExt as _};
 use plantd_shared::headers;
 use plantd_shared::streams::COMMANDS;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Serves the fixture's router on 127.0.0.1:0.
-async fn serve(f: &Fixture) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = f.app.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    (addr, task)
-}
-
-/// Connects with the token in the `Authorization` header.
-async fn connect(addr: SocketAddr, token: &str) -> Ws {
-    let mut req = format!("ws://{addr}/v1/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    connect_async(req).await.expect("connect").0
-}
 
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into()))
@@ -81,7 +51,7 @@ async fn a_subscriber_receives_live_messages_for_its_filter_only() {
     let f = fixture().await;
     let (addr, _server) = serve(&f).await;
     let token = f.token_with("acme", &[], &[("plant-1", &[], &["line1/#"])]);
-    let mut ws = connect(addr, &token).await;
+    let mut ws = connect_ws(addr, &token).await;
 
     send(
         &mut ws,
@@ -114,7 +84,7 @@ async fn a_forbidden_filter_is_refused() {
     let f = fixture().await;
     let (addr, _server) = serve(&f).await;
     let token = f.token_with("acme", &[], &[("plant-1", &[], &["line1/#"])]);
-    let mut ws = connect(addr, &token).await;
+    let mut ws = connect_ws(addr, &token).await;
 
     for (id, site, filter) in [
         ("wide", "plant-1", "#"),
@@ -185,7 +155,7 @@ async fn unsubscribe_stops_delivery() {
     let f = fixture().await;
     let (addr, _server) = serve(&f).await;
     let token = f.token_with("acme", &[], &[("plant-1", &[], &["line1/#"])]);
-    let mut ws = connect(addr, &token).await;
+    let mut ws = connect_ws(addr, &token).await;
     for id in ["a", "b"] {
         send(
             &mut ws,
@@ -226,7 +196,7 @@ async fn a_command_over_the_socket_lands_in_the_commands_stream() {
     let f = fixture().await;
     let (addr, _server) = serve(&f).await;
     let token = f.token("acme", &["commands:plant-1:send"]);
-    let mut ws = connect(addr, &token).await;
+    let mut ws = connect_ws(addr, &token).await;
     send(
         &mut ws,
         json!({"op": "command", "id": "c1", "site": "plant-1", "topic": "line1/valve/set", "payload": "open", "qos": 2}),
@@ -237,14 +207,7 @@ async fn a_command_over_the_socket_lands_in_the_commands_stream() {
     assert_eq!(sent["id"], "c1");
     assert_eq!(sent["stream"], COMMANDS);
     let seq = sent["sequence"].as_u64().expect("sequence");
-    let js = f.nats.jetstream().await;
-    let m = js
-        .get_stream(COMMANDS)
-        .await
-        .expect("stream")
-        .direct_get(seq)
-        .await
-        .expect("stored");
+    let m = f.stored_command(seq).await;
     assert_eq!(m.subject.as_str(), "plantd.plant-1.down.line1.valve.set");
     assert_eq!(m.payload.as_ref(), b"open");
     assert_eq!(m.headers.get(headers::QOS).map(|v| v.as_str()), Some("2"));
@@ -272,7 +235,7 @@ async fn a_client_that_stops_reading_is_closed_not_buffered() {
     let f = fixture().await;
     let (addr, _server) = serve(&f).await;
     let token = f.token_with("acme", &[], &[("plant-1", &[], &["#"])]);
-    let mut ws = connect(addr, &token).await;
+    let mut ws = connect_ws(addr, &token).await;
     send(
         &mut ws,
         json!({"op": "subscribe", "id": "all", "site": "plant-1", "filter": "#"}),
@@ -332,7 +295,7 @@ async fn the_socket_closes_when_the_token_expires() {
             mqtt: Default::default(),
         })
         .expect("sign");
-    let mut ws = connect(addr, &token).await;
+    let mut ws = connect_ws(addr, &token).await;
     let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
         .expect("closed within 10 s")

@@ -8,29 +8,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Fixture, fixture};
+use common::{Fixture, Ws, connect_ws, fixture, serve};
 use futures::{SinkExt as _, StreamExt as _};
 use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
-use plantd_shared::streams::REVOKED_BUCKET;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn serve(f: &Fixture) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = f.app.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    addr
-}
 
 /// A token with id `jti` that may subscribe to everything on plant-1.
 fn token(f: &Fixture, jti: &str) -> String {
@@ -64,14 +48,7 @@ fn token(f: &Fixture, jti: &str) -> String {
 /// Connects and subscribes: once `subscribed` arrives, the connection is
 /// in its loop and listening for revocations.
 async fn connect(addr: SocketAddr, token: &str) -> Ws {
-    let mut req = format!("ws://{addr}/v1/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    let mut ws = connect_async(req).await.expect("connect").0;
+    let mut ws = connect_ws(addr, token).await;
     ws.send(Message::Text(
         json!({"op": "subscribe", "id": "all", "site": "plant-1", "filter": "#"})
             .to_string()
@@ -96,28 +73,17 @@ async fn next(ws: &mut Ws) -> Message {
         .expect("frame")
 }
 
-async fn revoke(f: &Fixture, jti: &str) {
-    let kv = f
-        .nats
-        .jetstream()
-        .await
-        .get_key_value(REVOKED_BUCKET)
-        .await
-        .expect("bucket");
-    let exp = plantd_shared::jwt::now_secs() + 600;
-    kv.put(jti, exp.to_string().into()).await.expect("revoke");
-}
-
 #[tokio::test]
 async fn sockets_of_a_revoked_token_close_and_others_stay_open() {
     let f = fixture().await;
-    let addr = serve(&f).await;
+    let (addr, _server) = serve(&f).await;
     let doomed = token(&f, "jti-doomed");
     let mut first = connect(addr, &doomed).await;
     let mut second = connect(addr, &doomed).await;
     let mut other = connect(addr, &token(&f, "jti-other")).await;
 
-    revoke(&f, "jti-doomed").await;
+    let exp = plantd_shared::jwt::now_secs() + 600;
+    f.revoke("jti-doomed", &exp.to_string()).await;
     for ws in [&mut first, &mut second] {
         match next(ws).await {
             Message::Close(Some(frame)) => {

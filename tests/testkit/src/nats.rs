@@ -27,6 +27,20 @@ impl Nats {
         Self::start_with("").await
     }
 
+    /// [`Nats::start`], then plantd's streams and buckets with their
+    /// default settings, as `plantd up` or the operator makes them.
+    ///
+    /// # Panics
+    /// As [`Nats::start`], or when they cannot be created.
+    pub async fn start_with_streams() -> Self {
+        let nats = Self::start().await;
+        let settings = plantd_shared::streams::Settings::default();
+        plantd_shared::streams::ensure(&nats.jetstream().await, &settings)
+            .await
+            .expect("streams and buckets");
+        nats
+    }
+
     /// Starts a fresh server with `config` — nats-server configuration
     /// syntax, e.g. a `tls { ... }` block, `authorization`, or `operator` and
     /// `resolver` for decentralised JWT authentication — and waits until it

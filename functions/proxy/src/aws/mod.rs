@@ -18,15 +18,14 @@
 //! The AWS SDK clients are configured the standard way (region,
 //! credentials, `AWS_ENDPOINT_URL*`, which is how the tests point them at
 //! the `moto` emulator) with an HTTPS client of rustls with ring, like
-//! every other AWS client in the workspace (no aws-lc build).
+//! every other AWS client in the workspace (no aws-lc build):
+//! [`plantd_shared::aws::sdk_config`].
 
 pub mod fanout;
 pub mod registry;
 pub mod secrets;
 pub mod websocket;
 
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use thiserror::Error;
 
 pub use fanout::Fanout;
@@ -84,22 +83,6 @@ pub enum AwsError {
     /// A required setting is missing.
     #[error("{0} is not set")]
     Missing(&'static str),
-}
-
-/// The SDK's HTTPS client: rustls with ring.
-pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
-/// The AWS configuration from the environment (region, credentials,
-/// `AWS_ENDPOINT_URL*`), with [`http_client`].
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client())
-        .load()
-        .await
 }
 
 /// The value of a required environment variable.

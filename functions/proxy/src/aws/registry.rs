@@ -472,20 +472,7 @@ impl Registry {
     /// # Errors
     /// [`AwsError::Dynamo`].
     pub async fn by_site(&self, site: &Site) -> Result<Vec<Subscription>, AwsError> {
-        let items: Vec<_> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(SITE_INDEX)
-            .key_condition_expression("#s = :s")
-            .expression_attribute_names("#s", "site")
-            .expression_attribute_values(":s", s(site.as_str()))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(self.dynamo("Query"))?;
+        let items = self.query_index(SITE_INDEX, "site", site.as_str()).await?;
         Ok(items
             .iter()
             .filter_map(|item| {
@@ -507,24 +494,34 @@ impl Registry {
     /// # Errors
     /// [`AwsError::Dynamo`].
     pub async fn by_jti(&self, jti: &str) -> Result<Vec<String>, AwsError> {
-        let items: Vec<_> = self
-            .client
+        let items = self.query_index(JTI_INDEX, JTI_ATTRIBUTE, jti).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| text(item, CONNECTION_KEY).map(str::to_owned))
+            .collect())
+    }
+
+    /// Every item of global secondary index `index` whose partition key
+    /// `attribute` is `value`: one paginated, eventually consistent `Query`.
+    async fn query_index(
+        &self,
+        index: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, AwsError> {
+        self.client
             .query()
             .table_name(&self.table)
-            .index_name(JTI_INDEX)
-            .key_condition_expression("#j = :j")
-            .expression_attribute_names("#j", JTI_ATTRIBUTE)
-            .expression_attribute_values(":j", s(jti))
+            .index_name(index)
+            .key_condition_expression("#k = :k")
+            .expression_attribute_names("#k", attribute)
+            .expression_attribute_values(":k", s(value))
             .into_paginator()
             .items()
             .send()
             .try_collect()
             .await
-            .map_err(self.dynamo("Query"))?;
-        Ok(items
-            .iter()
-            .filter_map(|item| text(item, CONNECTION_KEY).map(str::to_owned))
-            .collect())
+            .map_err(self.dynamo("Query"))
     }
 
     /// Every recorded connection with its token id, as `(jti, connection)`

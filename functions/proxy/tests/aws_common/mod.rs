@@ -5,17 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
-use plantd_proxy::aws::{self, Registry};
+use plantd_proxy::aws::Registry;
 use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
 use plantd_shared::jwt::now_secs;
 use plantd_testkit::Moto;
 
 /// The SDK configuration for `endpoint` (moto accepts any keys).
 pub async fn sdk(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(aws::http_client())
+    plantd_shared::aws::config_loader()
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))

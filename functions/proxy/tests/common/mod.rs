@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use async_nats::jetstream::message::StreamMessage;
 
 use axum::Router;
 use axum::body::Body as HttpBody;
@@ -13,9 +16,12 @@ use http_body_util::BodyExt as _;
 use plantd_proxy::{AppState, Settings, app};
 use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
 use plantd_shared::jwt::{SigningKey, jwks_of, now_secs};
-use plantd_shared::streams::{self, Settings as StreamSettings};
+use plantd_shared::streams::{self, COMMANDS, REVOKED_BUCKET, Settings as StreamSettings};
 use plantd_testkit::Nats;
 use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use tower::ServiceExt as _;
 
 /// A running proxy over its own nats-server.
@@ -91,6 +97,63 @@ impl Fixture {
     pub fn token(&self, org: &str, perms: &[&str]) -> String {
         self.token_with(org, perms, &[])
     }
+
+    /// Revokes token id `jti` as identity's logout does: a put in
+    /// `plantd_revoked` with `value` (there, the token's expiry).
+    pub async fn revoke(&self, jti: &str, value: &str) {
+        self.nats
+            .jetstream()
+            .await
+            .get_key_value(REVOKED_BUCKET)
+            .await
+            .expect("bucket")
+            .put(jti, value.to_owned().into())
+            .await
+            .expect("revoke");
+    }
+
+    /// The message stored at `seq` in the commands stream.
+    pub async fn stored_command(&self, seq: u64) -> StreamMessage {
+        self.nats
+            .jetstream()
+            .await
+            .get_stream(COMMANDS)
+            .await
+            .expect("stream")
+            .direct_get(seq)
+            .await
+            .expect("stored")
+    }
+}
+
+/// A WebSocket client connection.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Serves the fixture's router on 127.0.0.1:0 under `axum::serve`: the
+/// address and the server's task.
+pub async fn serve(f: &Fixture) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = f.app.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    (addr, task)
+}
+
+/// Opens the WebSocket at `/v1/ws` of the server at `addr` with `token`
+/// in the `Authorization` header.
+pub async fn connect_ws(addr: SocketAddr, token: &str) -> Ws {
+    let mut req = format!("ws://{addr}/v1/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    connect_async(req).await.expect("connect").0
 }
 
 fn rand_suffix() -> u64 {
