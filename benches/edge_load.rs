@@ -10,8 +10,11 @@
 //! ```
 //!
 //! Every broker is started by this program on free ports with its data in a
-//! temporary directory, measured, and stopped. Figures go to stdout as a
-//! Markdown table for `docs/performance.md`.
+//! temporary directory, measured, and stopped. The latency scenarios
+//! (`pingpong`, `paced`) run every broker at once and measure them in turns
+//! of one-second slices, so a busy moment on the shared machine hits all of
+//! them alike. Figures go to stdout as a Markdown table for
+//! `docs/performance.md`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -456,18 +459,36 @@ impl<F: std::future::Future> NowOrNever for F {
     }
 }
 
-/// One message in flight, or paced at `rate` msg/s; latency histogram in µs.
-async fn latency(addr: SocketAddr, payload: usize, secs: u64, rate: Option<u64>) -> Histogram<u64> {
+/// A subscriber and a publisher on `lat/t`, kept across latency slices.
+struct LatPair {
+    sub: Conn,
+    publ: Conn,
+}
+
+async fn lat_pair(addr: SocketAddr) -> LatPair {
     let mut sub = Conn::connect(addr, "lat-sub", None).await.expect("connect");
     sub.subscribe("lat/t", QoS::AtMostOnce)
         .await
         .expect("subscribe");
-    let mut publ = Conn::connect(addr, "lat-pub", None).await.expect("connect");
-    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let publ = Conn::connect(addr, "lat-pub", None).await.expect("connect");
+    LatPair { sub, publ }
+}
+
+/// One slice of `dur` with one message in flight (`rate` None), or paced
+/// at `rate` msg/s; latencies in µs go to `h`. A paced slice waits for
+/// every message it sent (up to 2 s), so none is left for the next slice.
+async fn latency_slice(
+    p: &mut LatPair,
+    payload: usize,
+    dur: Duration,
+    rate: Option<u64>,
+    h: &mut Histogram<u64>,
+) {
     let origin = Instant::now();
-    let end = origin + Duration::from_secs(secs);
+    let end = origin + dur;
     let mut body = vec![b'x'; payload.max(8)];
     let mut out = BytesMut::new();
+    let LatPair { sub, publ } = p;
     match rate {
         None => {
             while Instant::now() < end {
@@ -481,9 +502,11 @@ async fn latency(addr: SocketAddr, payload: usize, secs: u64, rate: Option<u64>)
         }
         Some(rate) => {
             let interval = Duration::from_nanos(1_000_000_000 / rate);
-            let writer = tokio::spawn(async move {
+            let sent = std::cell::Cell::new(0u64);
+            let done = std::cell::Cell::new(false);
+            let writer_done = tokio::sync::Notify::new();
+            let writer = async {
                 let mut next = Instant::now();
-                let mut out = BytesMut::new();
                 while next < end {
                     // Send everything that is due (tokio's timer has 1 ms
                     // resolution, so 10 messages go per millisecond), each
@@ -493,6 +516,7 @@ async fn latency(addr: SocketAddr, payload: usize, secs: u64, rate: Option<u64>)
                     while next <= Instant::now() {
                         body[..8].copy_from_slice(&stamp.to_be_bytes());
                         publish(&mut out, "lat/t", QoS::AtMostOnce, 0, &body);
+                        sent.set(sent.get() + 1);
                         next += interval;
                     }
                     if !out.is_empty() {
@@ -500,21 +524,93 @@ async fn latency(addr: SocketAddr, payload: usize, secs: u64, rate: Option<u64>)
                     }
                     tokio::time::sleep_until(next.into()).await;
                 }
-            });
-            while let Ok(Ok((_, p))) =
-                tokio::time::timeout(Duration::from_secs(2), sub.next_publish()).await
-            {
-                let stamp = u64::from_be_bytes(p[..8].try_into().expect("stamp"));
-                let now = origin.elapsed().as_nanos() as u64;
-                let _ = h.record(now.saturating_sub(stamp) / 1000);
-                if Instant::now() > end {
-                    break;
+                done.set(true);
+                writer_done.notify_one();
+            };
+            let reader = async {
+                let mut got = 0u64;
+                while !(done.get() && got >= sent.get()) {
+                    // Until the writer is done, its end interrupts the
+                    // wait; after, wait up to 2 s for what is on its way.
+                    let r = tokio::select! {
+                        r = tokio::time::timeout(Duration::from_secs(2), sub.next_publish()) => Some(r),
+                        () = writer_done.notified(), if !done.get() => None,
+                    };
+                    match r {
+                        None => {}
+                        Some(Ok(Ok((_, p)))) => {
+                            let stamp = u64::from_be_bytes(p[..8].try_into().expect("stamp"));
+                            let now = origin.elapsed().as_nanos() as u64;
+                            let _ = h.record(now.saturating_sub(stamp) / 1000);
+                            got += 1;
+                        }
+                        Some(Ok(Err(_)) | Err(_)) => break,
+                    }
                 }
-            }
-            writer.abort();
+            };
+            tokio::join!(writer, reader);
         }
     }
-    h
+}
+
+/// Latency of every broker in `names`, measured in turns of one-second
+/// slices (`secs` slices each), so that all brokers see the same machine
+/// load — the development machine is shared, and consecutive runs of ten
+/// seconds each can differ more than the brokers do. The client runs on a
+/// thread of its own with a single-threaded runtime: a multi-threaded one
+/// hands the socket's wake-up between its workers, which adds its own
+/// cross-thread wake-ups to every round trip and hides the brokers'.
+async fn latency_interleaved(
+    names: &[String],
+    payload: usize,
+    secs: u64,
+    rate: Option<u64>,
+) -> Vec<(String, Histogram<u64>)> {
+    let mut running = Vec::new();
+    for name in names {
+        running.push(start(name).await);
+    }
+    let addrs: Vec<SocketAddr> = running.iter().map(|b| b.addr).collect();
+    let client = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        rt.block_on(async move {
+            let mut pairs = Vec::new();
+            for addr in addrs {
+                let h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                pairs.push((lat_pair(addr).await, h));
+            }
+            // Warm-up, not recorded.
+            for (pair, _) in &mut pairs {
+                let mut scratch =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                latency_slice(
+                    pair,
+                    payload,
+                    Duration::from_millis(200),
+                    rate,
+                    &mut scratch,
+                )
+                .await;
+            }
+            for _ in 0..secs {
+                for (pair, h) in &mut pairs {
+                    latency_slice(pair, payload, Duration::from_secs(1), rate, h).await;
+                }
+            }
+            pairs.into_iter().map(|(_, h)| h).collect::<Vec<_>>()
+        })
+    });
+    let hists = tokio::task::spawn_blocking(move || client.join().expect("latency client"))
+        .await
+        .expect("join");
+    running
+        .into_iter()
+        .zip(hists)
+        .map(|(b, h)| (b.name.clone(), h))
+        .collect()
 }
 
 /// Opens `n` idle connections from addresses spread over 127.0.0.0/8;
@@ -552,6 +648,9 @@ async fn main() {
     println!("| broker | scenario | result |\n|---|---|---|");
     for name in &o.brokers {
         for sc in &o.scenarios {
+            if matches!(sc.as_str(), "pingpong" | "paced") {
+                continue; // below, all brokers in turns
+            }
             let b = start(name).await;
             let result = match sc.as_str() {
                 "qos0" => format!(
@@ -569,26 +668,6 @@ async fn main() {
                     throughput(b.addr, 4, QoS::AtLeastOnce, o.payload, o.seconds, None).await,
                     o.payload
                 ),
-                "pingpong" => {
-                    let h = latency(b.addr, o.payload, o.seconds, None).await;
-                    format!(
-                        "p50 {} µs, p99 {} µs, p99.9 {} µs ({} round trips)",
-                        h.value_at_quantile(0.5),
-                        h.value_at_quantile(0.99),
-                        h.value_at_quantile(0.999),
-                        h.len()
-                    )
-                }
-                "paced" => {
-                    let h = latency(b.addr, o.payload, o.seconds, Some(10_000)).await;
-                    format!(
-                        "10k msg/s: p50 {} µs, p99 {} µs, p99.9 {} µs ({} msgs)",
-                        h.value_at_quantile(0.5),
-                        h.value_at_quantile(0.99),
-                        h.value_at_quantile(0.999),
-                        h.len()
-                    )
-                }
                 "idle" => {
                     let (held, per) = idle(&b, o.idle).await;
                     format!("{held} idle connections held, {per:.0} B RSS each")
@@ -597,6 +676,24 @@ async fn main() {
             };
             println!("| {} | {} | {} |", b.name, sc, result);
             drop(b);
+        }
+    }
+    for sc in &o.scenarios {
+        let (rate, what) = match sc.as_str() {
+            "pingpong" => (None, "round trips"),
+            "paced" => (Some(10_000), "msgs"),
+            _ => continue,
+        };
+        for (name, h) in latency_interleaved(&o.brokers, o.payload, o.seconds, rate).await {
+            println!(
+                "| {name} | {sc} | {}p50 {} µs, p99 {} µs, p99.9 {} µs ({} {what}, {} × 1 s slices in turn with the other brokers) |",
+                if rate.is_some() { "10k msg/s: " } else { "" },
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.len(),
+                o.seconds,
+            );
         }
     }
 }

@@ -49,6 +49,8 @@ const HIGH_WATER: usize = 64 * 1024;
 const DRAIN_BATCH: usize = 256;
 /// Deliveries taken from the mailbox per lock.
 const DRAIN_CHUNK: usize = 16;
+/// Publishes in one read from which the link yields to other tasks.
+const YIELD_AFTER: u64 = 8;
 /// An empty write buffer larger than this is released.
 const KEEP_WBUF: usize = 16 * 1024;
 
@@ -557,8 +559,19 @@ impl Link {
                 }
                 // A publisher that always has input would otherwise keep
                 // its worker thread and starve the links that deliver: give
-                // them a turn after every read that carried publishes.
-                if self.received != before {
+                // them a turn after a read that carried a burst (the coop
+                // budget, spent by each send to the router, bounds the rest).
+                // A read of a few publishes on a TCP socket does not yield:
+                // a yield queues this task behind the others and wakes the
+                // other worker thread to steal it — a futex wake and a
+                // context switch for every lone message, which doubled the
+                // broker's CPU per ping-pong round trip. Bridged sockets
+                // (TLS, WebSocket) still yield after every such read: their
+                // task also runs the bridge, and without that yield a
+                // message was seen to stall in `tests/reload.rs` (cause not
+                // found yet; see docs/performance.md).
+                let publishes = self.received - before;
+                if publishes > 0 && (S::BRIDGED || publishes >= YIELD_AFTER) {
                     tokio::task::yield_now().await;
                 }
             }

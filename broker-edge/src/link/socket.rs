@@ -16,9 +16,21 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A non-blocking byte stream a link can serve.
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// True for the local end of a TLS or WebSocket bridge, whose task also
+    /// runs the bridge (the link then yields after every read that carried
+    /// publishes, see `Link::run`).
+    const BRIDGED: bool;
     /// Waits until the socket is ready for one of `interest`.
     fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send;
     /// Reads what is available now into `buf` (`WouldBlock` when nothing is).
+    ///
+    /// A read that did not fill `buf`'s spare capacity drained the socket,
+    /// so it also clears the socket's read readiness (as tokio's `AsyncRead`
+    /// does on epoll/kqueue): the next [`Socket::ready`] waits for new data
+    /// instead of costing a read that only finds `WouldBlock`. Data that
+    /// arrives meanwhile is not missed — readiness is only cleared if no
+    /// event came in since the read began — and a closed read side stays
+    /// ready.
     ///
     /// # Errors
     /// As the OS read.
@@ -31,13 +43,30 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
 }
 
 macro_rules! socket_by_inherent_methods {
-    ($t:ty) => {
+    ($t:ty, $bridged:expr) => {
         impl Socket for $t {
+            const BRIDGED: bool = $bridged;
             fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
                 <$t>::ready(self, interest)
             }
             fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-                <$t>::try_read_buf(self, buf)
+                let spare = buf.capacity() - buf.len();
+                let mut short = 0;
+                // `try_io` clears readiness when the closure says
+                // `WouldBlock`, and only if no readiness event arrived
+                // since it began; a short read reports itself that way.
+                let r = self.try_io(Interest::READABLE, || {
+                    let n = <$t>::try_read_buf(self, buf)?;
+                    if n > 0 && n < spare {
+                        short = n;
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match r {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+                    r => r,
+                }
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
@@ -46,5 +75,6 @@ macro_rules! socket_by_inherent_methods {
     };
 }
 
-socket_by_inherent_methods!(TcpStream);
-socket_by_inherent_methods!(UnixStream);
+socket_by_inherent_methods!(TcpStream, false);
+// Unix sockets are only used as the local end of a bridge's socket pair.
+socket_by_inherent_methods!(UnixStream, true);
