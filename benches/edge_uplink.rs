@@ -204,6 +204,12 @@ impl Publisher {
                     }
                 }
             }
+            // Keep the write half open until the publisher is dropped:
+            // dropping it would half-close the socket, and the broker ends
+            // a session whose client has gone before it sends the last
+            // PUBACKs.
+            std::future::pending::<()>().await;
+            drop(wr);
         });
         Publisher {
             acked,
@@ -359,7 +365,9 @@ async fn main() {
     }
 
     // The journal alone: NATS unreachable.
+    eprintln!("stopping nats-server");
     nats.stop().await;
+    eprintln!("publishing with the uplink down");
     let puback = publish_all(edge.mqtt, o.n, o.publishers, o.topics, "down").await;
     let fsyncs = gauge(&edge, "plantd_journal_fsyncs_total").await;
     println!(
@@ -368,6 +376,7 @@ async fn main() {
 
     // Backlog: the rest of `backlog` while still down, then drain while
     // live publishers keep sending.
+    eprintln!("building the backlog");
     let more = o.backlog.saturating_sub(o.n);
     publish_all(edge.mqtt, more, o.publishers, o.topics, "backlog").await;
     let backlog = gauge(&edge, "plantd_journal_records_unacked").await;
@@ -383,6 +392,7 @@ async fn main() {
     .await;
     let acked_at_start = gauge(&edge, "plantd_uplink_acked_total").await;
     let back = Instant::now();
+    eprintln!("starting nats-server again");
     nats.start_again().await;
     // Draining starts with the uplink's first acknowledgement (after its
     // reconnect backoff, reported separately).
