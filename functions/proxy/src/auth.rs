@@ -6,9 +6,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use async_nats::jetstream::kv::{self, Operation};
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use plantd_shared::claims::{API_AUDIENCE, Claims, Permissions};
+use plantd_shared::claims::{API_AUDIENCE, Claims};
 use plantd_shared::jwt::{self, JwkSet, VerifyOptions};
 use tokio::sync::broadcast;
 
@@ -144,50 +143,15 @@ impl Trust {
     }
 }
 
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The token's claims.
-    pub claims: Claims,
-    /// Its permissions, compiled.
-    pub perms: Permissions,
-}
-
-impl Caller {
-    /// 403 unless the caller holds `permission`.
-    ///
-    /// # Errors
-    /// [`AppError::forbidden`] naming the permission.
-    pub fn require(&self, permission: &str) -> Result<(), AppError> {
-        if self.perms.allows(permission) {
-            Ok(())
-        } else {
-            Err(AppError::forbidden(permission))
-        }
-    }
-
-    /// The caller's organisation.
-    pub fn org(&self) -> &str {
-        &self.claims.org
-    }
-}
-
-/// The bearer token of a request, if any.
-pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
+pub use plantd_shared::http::{Caller, bearer};
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token =
-            bearer(parts).ok_or_else(|| AppError::unauthorized("a bearer token is required"))?;
+        let token = plantd_shared::http::required_bearer(parts)?;
         let claims = state.trust.verify(token).await?;
-        let perms = Permissions::from_claims(&claims);
-        Ok(Caller { claims, perms })
+        Ok(Caller::new(claims))
     }
 }
 
@@ -219,7 +183,6 @@ impl FromRequestParts<AppState> for SocketCaller {
                 AppError::unauthorized("a bearer token (header or ?access_token=) is required")
             })?;
         let claims = state.trust.verify(&token).await?;
-        let perms = Permissions::from_claims(&claims);
-        Ok(SocketCaller(Caller { claims, perms }))
+        Ok(SocketCaller(Caller::new(claims)))
     }
 }

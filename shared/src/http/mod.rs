@@ -1,8 +1,10 @@
 //! What every plantd HTTP API shares (feature `http`): the JSON error
-//! type and the extractors that answer with it.
+//! type, the extractors that answer with it, and the authenticated caller.
 
+pub mod caller;
 pub mod error;
 pub mod extract;
 
+pub use caller::{Caller, bearer, required_bearer};
 pub use error::AppError;
 pub use extract::{Body, Params, too_large};

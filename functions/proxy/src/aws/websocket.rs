@@ -27,7 +27,6 @@
 use std::collections::HashMap;
 
 use axum::http::StatusCode;
-use plantd_shared::claims::Permissions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -310,11 +309,7 @@ impl Handler {
         if self.state.trust.is_revoked(&found.claims.jti).await? {
             return Err(AppError::unauthorized("token has been revoked"));
         }
-        let perms = Permissions::from_claims(&found.claims);
-        Ok(Caller {
-            claims: found.claims,
-            perms,
-        })
+        Ok(Caller::new(found.claims))
     }
 
     /// `command`: the frame without its `op`, through the local socket's
