@@ -335,7 +335,11 @@ async fn main() {
 
     // End to end: MQTT in, JetStream acknowledged.
     fresh_streams(&nats).await;
-    let data = tempfile::tempdir_in(".").expect("tmp on the project's disk");
+    // Scratch data goes under the workspace's target/ (the project's disk,
+    // never a crate folder that git would see).
+    let scratch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-scratch");
+    std::fs::create_dir_all(&scratch).expect("target/bench-scratch");
+    let data = tempfile::tempdir_in(&scratch).expect("tmp on the project's disk");
     let edge = start_edge(
         &nats,
         data.path(),
