@@ -128,6 +128,13 @@ impl NatsServer {
         format!("nats://{}:{}", self.spec.host, self.spec.port)
     }
 
+    /// What it runs with; after the first start the port is the one it
+    /// listens on, so starting this spec again comes back on the same
+    /// address and store.
+    pub fn spec(&self) -> &NatsServerSpec {
+        &self.spec
+    }
+
     /// The client port.
     pub fn port(&self) -> u16 {
         self.spec.port

@@ -113,6 +113,39 @@ impl Drop for ManagedProcess {
     }
 }
 
+/// Makes the child receive SIGTERM when the thread that started it ends —
+/// in practice when this process dies, even by SIGKILL, which runs no
+/// destructor: `plantd up` killed must not leave its nats-server running
+/// (docs/decisions/0018-child-processes-die-with-plantd.md).
+///
+/// Linux's parent-death signal is tied to the *thread* that forked the
+/// child, so children must be started from a thread that lives as long as
+/// they should (a runtime's main or worker thread, not a
+/// `spawn_blocking` thread, which ends when idle).
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe calls are allowed; it makes two system calls
+    // (prctl, getppid), allocates nothing and takes no locks.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The parent may have died before the signal was armed.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "parent exited before the child started",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
+
 impl ManagedProcess {
     /// Starts `cmd` and waits until `ready` returns true for a line of its
     /// standard output or error (the closure may also pick values out of
@@ -133,6 +166,7 @@ impl ManagedProcess {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
             name: name.clone(),
             source,

@@ -8,6 +8,7 @@
 //! | [`LambdaWatch`] | the Lambda runtime API emulator of `cargo lambda watch`, for running a function binary |
 //! | [`tool`] | paths of `mosquitto_pub`, `mosquitto_sub`, `mosquitto`, `cargo-lambda`, `cfn-lint` |
 //! | [`http`] | a minimal HTTP/1.1 client for poking fixtures |
+//! | [`wait`] | [`eventually`] (wait for a condition, never a bare sleep) and [`wait::procs`] (children and liveness of processes) |
 //! | `docker` (feature) | the same fixtures as containers, for machines with a Docker engine |
 //!
 //! A missing program fails the test with a message naming `scripts/setup`;
@@ -20,12 +21,14 @@ mod lambda;
 pub mod load;
 mod moto;
 mod nats;
+pub mod wait;
 
 use std::path::PathBuf;
 
 pub use lambda::LambdaWatch;
 pub use moto::Moto;
 pub use nats::Nats;
+pub use wait::eventually;
 
 /// The path of external program `name`, or a panic that says which set-up
 /// command installs it.

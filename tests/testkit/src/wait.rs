@@ -1,0 +1,65 @@
+//! Waiting for something to become true — an event observed by polling
+//! when the thing has no notification of its own (a process exiting, a
+//! stream reaching a count, a log line appearing). One helper, so tests do
+//! not grow their own sleep loops.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How often [`eventually`] looks again.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Calls `probe` until it returns `Some`, and returns that value.
+///
+/// # Panics
+/// When `within` passes without a `Some`, naming `what` — the test states
+/// what it waited for.
+pub async fn eventually<T, Fut>(within: Duration, what: &str, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Processes on this machine: who runs what, read from `/proc`.
+pub mod procs {
+    /// The ids and command names of the live children of `parent`.
+    pub fn children_of(parent: u32) -> Vec<(u32, String)> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let (comm, state, ppid) = stat(pid)?;
+                (ppid == parent && state != 'Z').then_some((pid, comm))
+            })
+            .collect()
+    }
+
+    /// Whether process `pid` exists and is not a zombie.
+    pub fn is_alive(pid: u32) -> bool {
+        stat(pid).is_some_and(|(_, state, _)| state != 'Z' && state != 'X')
+    }
+
+    /// `(comm, state, ppid)` of a process, from `/proc/<pid>/stat`.
+    fn stat(pid: u32) -> Option<(String, char, u32)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ..." — comm may contain spaces and ')'.
+        let open = text.find('(')?;
+        let close = text.rfind(')')?;
+        let comm = text.get(open + 1..close)?.to_owned();
+        let mut rest = text.get(close + 1..)?.split_whitespace();
+        let state = rest.next()?.chars().next()?;
+        let ppid = rest.next()?.parse().ok()?;
+        Some((comm, state, ppid))
+    }
+}
