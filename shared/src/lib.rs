@@ -9,6 +9,7 @@
 //! | [`headers`] | NATS header names and their meaning |
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
 //! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
+//! | [`sites`] | site records in `plantd_sites`, and the one rule for who may act on a site (its organisation, or the bootstrap superadmin) |
 //! | [`claims`] | JWT claims and permission checks (`can_publish`, `can_subscribe`, `allows`) |
 //! | [`jwt`] | signing and verifying tokens (EdDSA, ES256; never HS256) against a JWKS |
 //! | [`config`] | TOML file + `PLANTD_*` environment configuration with one-line errors |
@@ -32,6 +33,7 @@ pub mod local_nats;
 pub mod logging;
 pub mod process;
 pub mod revocations;
+pub mod sites;
 pub mod streams;
 pub mod subject;
 pub mod tools;

@@ -10,6 +10,7 @@
 //! | `plantd_state` (KV) | scoped state | `<scope>.<key>` |
 //! | `plantd_identity` (KV) | users, orgs, roles, service accounts, devices | |
 //! | `plantd_revoked` (KV) | revoked token ids, mirrored by every edge | `<jti>` |
+//! | `plantd_sites` (KV) | site records: which organisation owns each site ([`crate::sites`]) | `<site>` |
 
 use std::time::Duration;
 
@@ -33,11 +34,14 @@ pub const STATE_BUCKET: &str = "plantd_state";
 pub const IDENTITY_BUCKET: &str = "plantd_identity";
 /// Revoked token ids.
 pub const REVOKED_BUCKET: &str = "plantd_revoked";
+/// Site records (`<site>` → [`crate::sites::SiteRecord`]): which
+/// organisation owns each site.
+pub const SITES_BUCKET: &str = "plantd_sites";
 
 /// Every stream name, in creation order.
 pub const STREAMS: [&str; 4] = [TELEMETRY, LOGS, ALERTS, COMMANDS];
 /// Every bucket name, in creation order.
-pub const BUCKETS: [&str; 3] = [STATE_BUCKET, IDENTITY_BUCKET, REVOKED_BUCKET];
+pub const BUCKETS: [&str; 4] = [STATE_BUCKET, IDENTITY_BUCKET, REVOKED_BUCKET, SITES_BUCKET];
 
 /// Tunables for [`ensure`]. `Default` is what `plantd up` uses.
 #[derive(Debug, Clone)]
@@ -109,6 +113,7 @@ pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
         STATE_BUCKET => (16, Duration::ZERO, "plantd scoped state"),
         IDENTITY_BUCKET => (8, Duration::ZERO, "plantd identity"),
         REVOKED_BUCKET => (1, settings.revoked_ttl, "plantd revoked token ids"),
+        SITES_BUCKET => (8, Duration::ZERO, "plantd sites and their organisations"),
         _ => return None,
     };
     Some(kv::Config {
