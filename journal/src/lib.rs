@@ -12,6 +12,7 @@
 //! | [`frame`] | the on-disk record format: length, CRC32C, sequence, time, payload |
 //! | [`segment`] | segment files: naming, scanning and torn-tail recovery |
 //! | [`cursor`] | the persisted "acknowledged up to" sequence |
+//! | [`identity`] | journal identities: a fresh random [`JournalId`] per open, kept per record |
 //! | [`options`] | fsync and overflow policies, size limits |
 //! | [`writer`] | the writer thread: group commit, rotation, retention |
 //! | [`reader`] | tailing readers that see only durable records |
@@ -19,6 +20,10 @@
 //! # Guarantees
 //! * Sequence numbers are contiguous from 1 and never reused, across
 //!   restarts (dropped records leave a counted gap).
+//! * Every record carries the [`JournalId`] of the life that wrote it
+//!   ([`Journal::identity`]): `(identity, sequence)` is unique across wiped,
+//!   restored and copied journals, while a record resent after a crash
+//!   keeps its identity.
 //! * A record [`Journal::append`] reported durable survives a crash of the
 //!   process (any policy but `never` also a power loss).
 //! * Recovery validates every record's checksum, truncates a torn tail and
@@ -30,6 +35,7 @@
 
 pub mod cursor;
 pub mod frame;
+pub mod identity;
 pub mod options;
 pub mod reader;
 pub mod segment;
@@ -44,6 +50,7 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+pub use identity::{Identity, JournalId, Located};
 pub use options::{FsyncPolicy, Options, OverflowPolicy};
 pub use reader::{Reader, Record};
 pub use segment::Recovery;
@@ -129,21 +136,46 @@ pub struct Journal {
     tx: mpsc::Sender<Command>,
     /// State shared with the writer and readers.
     shared: Arc<Shared>,
+    /// The identities of the records (fixed while open).
+    identity: Arc<Identity>,
 }
 
 impl Journal {
     /// Opens (or creates) the journal in `dir`, recovering what is there,
-    /// and starts its writer thread.
+    /// takes a fresh identity for the records appended from now on
+    /// (persisted before anything is appended, see [`identity`]), and
+    /// starts its writer thread.
     ///
     /// # Errors
-    /// [`JournalError::Io`] if the directory or a segment cannot be read or
-    /// repaired.
+    /// [`JournalError::Io`] if the directory, a segment or the identity
+    /// file cannot be read, repaired or written.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<(Self, Recovery), JournalError> {
         let dir = dir.as_ref().to_owned();
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
         let (shared, recovery, state) = writer::recover(&dir, options)?;
+        let identity = Arc::new(Identity::open(&dir, recovery.acked, recovery.last_seq + 1)?);
+        tracing::info!(
+            journal_id = %identity.current(),
+            first_seq = identity.current_first_seq(),
+            lives = identity.lives().len(),
+            "journal identity"
+        );
         writer::spawn(state, shared.clone(), rx)?;
-        Ok((Self { tx, shared }, recovery))
+        Ok((
+            Self {
+                tx,
+                shared,
+                identity,
+            },
+            recovery,
+        ))
+    }
+
+    /// The identities of this journal's records: the current one (records
+    /// appended from now on) and those of earlier lives that may still have
+    /// unacknowledged records.
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
     }
 
     /// Appends `payload` and resolves with its sequence number once it is
