@@ -8,6 +8,7 @@
 //! | `aws` (feature `aws`) | the AWS SDK configuration the functions share (rustls with ring) |
 //! | [`headers`] | NATS header names and their meaning |
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
+//! | [`audit`] | the audit trail: records, the hash chain per organisation in `PLANTD_AUDIT`, the `Auditor`, reading and verifying |
 //! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
 //! | [`sites`] | site records in `plantd_sites`, and the one rule for who may act on a site (its organisation, or the bootstrap superadmin) |
 //! | [`claims`] | JWT claims and permission checks (`can_publish`, `can_subscribe`, `allows`) |
@@ -23,6 +24,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod audit;
 pub mod claims;
 pub mod config;
 pub mod headers;

@@ -7,6 +7,7 @@
 //! | `PLANTD_LOGS` | log records | `plantd.*.log.>` |
 //! | `PLANTD_ALERTS` | alerts | `plantd.*.alert.>` |
 //! | `PLANTD_COMMANDS` | cloud → device commands, kept until the edge takes them | `plantd.*.down.>` |
+//! | `PLANTD_AUDIT` | the audit trail, hash-chained per organisation, kept forever, no deletes or purges ([`crate::audit`]) | `plantd.audit.<org>` |
 //! | `plantd_state` (KV) | scoped state | `<scope>.<key>` |
 //! | `plantd_identity` (KV) | users, orgs, roles, service accounts, devices | |
 //! | `plantd_revoked` (KV) | revoked token ids, mirrored by every edge | `<jti>` |
@@ -27,6 +28,8 @@ pub const LOGS: &str = "PLANTD_LOGS";
 pub const ALERTS: &str = "PLANTD_ALERTS";
 /// Cloud → device commands.
 pub const COMMANDS: &str = "PLANTD_COMMANDS";
+/// The audit trail ([`crate::audit`]).
+pub const AUDIT: &str = "PLANTD_AUDIT";
 
 /// Scoped key/value state (`<scope>.<key>`).
 pub const STATE_BUCKET: &str = "plantd_state";
@@ -39,7 +42,7 @@ pub const REVOKED_BUCKET: &str = "plantd_revoked";
 pub const SITES_BUCKET: &str = "plantd_sites";
 
 /// Every stream name, in creation order.
-pub const STREAMS: [&str; 4] = [TELEMETRY, LOGS, ALERTS, COMMANDS];
+pub const STREAMS: [&str; 5] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT];
 /// Every bucket name, in creation order.
 pub const BUCKETS: [&str; 4] = [STATE_BUCKET, IDENTITY_BUCKET, REVOKED_BUCKET, SITES_BUCKET];
 
@@ -60,6 +63,10 @@ pub struct Settings {
     pub command_retention: Duration,
     /// How long a revoked token id is remembered (≥ refresh token life).
     pub revoked_ttl: Duration,
+    /// Create `PLANTD_AUDIT` denying message deletes and purges (JetStream
+    /// cannot take that back once set). Off only in tests that tamper with
+    /// the trail on purpose.
+    pub audit_deny_delete: bool,
 }
 
 impl Default for Settings {
@@ -71,12 +78,16 @@ impl Default for Settings {
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             command_retention: Duration::from_secs(7 * 24 * 60 * 60),
             revoked_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            audit_deny_delete: true,
         }
     }
 }
 
 /// The subject set of a stream.
 pub fn stream_subjects(name: &str) -> Option<String> {
+    if name == AUDIT {
+        return Some(crate::audit::ALL_SUBJECTS.to_owned());
+    }
     let channel = match name {
         TELEMETRY => Channel::Up,
         LOGS => Channel::Log,
@@ -90,6 +101,20 @@ pub fn stream_subjects(name: &str) -> Option<String> {
 /// The configuration plantd wants for stream `name` under `settings`.
 pub fn stream_config(name: &str, settings: &Settings) -> Option<stream::Config> {
     let subjects = stream_subjects(name)?;
+    if name == AUDIT {
+        // Kept forever: the chain is verified from its first record.
+        return Some(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![subjects],
+            storage: settings.storage,
+            num_replicas: settings.replicas,
+            duplicate_window: Duration::from_secs(120),
+            deny_delete: settings.audit_deny_delete,
+            deny_purge: settings.audit_deny_delete,
+            allow_direct: true,
+            ..Default::default()
+        });
+    }
     let max_age = if name == COMMANDS {
         settings.command_retention
     } else {
@@ -222,6 +247,7 @@ mod tests {
             stream_subjects(COMMANDS).as_deref(),
             Some("plantd.*.down.>")
         );
+        assert_eq!(stream_subjects(AUDIT).as_deref(), Some("plantd.audit.*"));
         assert_eq!(stream_subjects("NOPE"), None);
     }
 
