@@ -11,6 +11,7 @@
 //! | [`audit`] | the audit trail: records, the hash chain per organisation in `PLANTD_AUDIT`, the `Auditor`, reading and verifying |
 //! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
 //! | [`sites`] | site records in `plantd_sites`, and the one rule for who may act on a site (its organisation, or the bootstrap superadmin) |
+//! | [`commands`] | held commands: records in `plantd_commands` the edge writes and the proxy lists and cancels |
 //! | [`claims`] | JWT claims and permission checks (`can_publish`, `can_subscribe`, `allows`) |
 //! | [`jwt`] | signing and verifying tokens (EdDSA, ES256; never HS256) against a JWKS |
 //! | [`config`] | TOML file + `PLANTD_*` environment configuration with one-line errors |
@@ -26,6 +27,7 @@
 pub mod aws;
 pub mod audit;
 pub mod claims;
+pub mod commands;
 pub mod config;
 pub mod headers;
 #[cfg(feature = "http")]
