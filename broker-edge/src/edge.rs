@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plantd_bridge::{
-    Downlink, DownlinkConfig, Service, ServiceConfig, Uplink, UplinkConfig, UplinkConnector,
-    UplinkState, UplinkStatus,
+    Downlink, DownlinkConfig, DownlinkStatus, Service, ServiceConfig, Uplink, UplinkConfig,
+    UplinkConnector, UplinkState, UplinkStatus,
 };
 use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
 use plantd_shared::subject::Site;
@@ -129,7 +129,11 @@ async fn connect_nats(
         .map_err(|e| EdgeError::Nats(format!("{url}: {e}")))
 }
 
-fn readiness(journal: Journal, status: watch::Receiver<UplinkStatus>) -> HttpExtras {
+fn readiness(
+    journal: Journal,
+    status: watch::Receiver<UplinkStatus>,
+    downlink: watch::Receiver<DownlinkStatus>,
+) -> HttpExtras {
     let ready_journal = journal.clone();
     let ready_status = status.clone();
     let ready = Arc::new(move || {
@@ -294,12 +298,73 @@ fn readiness(journal: Journal, status: watch::Receiver<UplinkStatus>) -> HttpExt
             "Seconds since the last acknowledgement (-1: none yet).",
             since,
         );
+        downlink_metrics(&mut out, &downlink.borrow());
         out
     });
     HttpExtras {
         ready: Some(ready),
         metrics: Some(metrics),
     }
+}
+
+/// The downlink's figures in the Prometheus text format: held commands
+/// (a gauge) and what became of commands (counters).
+fn downlink_metrics(out: &mut String, d: &DownlinkStatus) {
+    use std::fmt::Write as _;
+    let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    one(
+        "plantd_downlink_attached",
+        "gauge",
+        "1 while the command consumer is attached.",
+        u64::from(d.attached),
+    );
+    one(
+        "plantd_downlink_pending",
+        "gauge",
+        "Commands held: nobody subscribes to their topic yet, or they wait behind one on the same topic.",
+        d.pending,
+    );
+    one(
+        "plantd_downlink_delivered_total",
+        "counter",
+        "Commands the broker accepted.",
+        d.delivered,
+    );
+    one(
+        "plantd_downlink_expired_total",
+        "counter",
+        "Commands dropped because their time to live ran out.",
+        d.expired,
+    );
+    one(
+        "plantd_downlink_undelivered_total",
+        "counter",
+        "Commands without a time to live dropped because nobody subscribed within the hold.",
+        d.undelivered,
+    );
+    one(
+        "plantd_downlink_cancelled_total",
+        "counter",
+        "Held commands cancelled on request.",
+        d.cancelled,
+    );
+    one(
+        "plantd_downlink_invalid_total",
+        "counter",
+        "Commands dropped because their subject or headers were malformed.",
+        d.invalid,
+    );
+    one(
+        "plantd_downlink_refused_total",
+        "counter",
+        "Offers of a command the broker refused (every subscriber's queue full).",
+        d.refused,
+    );
 }
 
 /// Runs the edge until `shutdown` resolves. `on_ready` is called with the
@@ -390,21 +455,27 @@ pub async fn run(
     let uplink_task = tokio::spawn(async move { uplink.run(stop.cancelled_owned()).await });
 
     let site = Site::new(config.site.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
+    let downlink_status = watch::channel(DownlinkStatus::default()).0;
     let broker = Broker::bind(config)
         .await?
         .with_publish_hook(Arc::new(JournalHook::new(journal.clone(), rules)))
-        .with_http_extras(readiness(journal.clone(), status));
+        .with_http_extras(readiness(
+            journal.clone(),
+            status,
+            downlink_status.subscribe(),
+        ));
     let broker = EdgeTrust::install(trust.as_ref(), broker);
     let handle = broker.handle();
 
-    // Cloud → devices: commands from PLANTD_COMMANDS, in order.
+    // Cloud → devices: commands from PLANTD_COMMANDS, in order per topic.
     let downlink = Downlink::new(
         client.clone(),
         DownlinkConfig::new(site.clone()),
         Arc::new(EdgeCommands {
             broker: handle.clone(),
         }),
-    );
+    )
+    .with_status(downlink_status);
     let t = token.clone();
     tasks.push(tokio::spawn(async move {
         downlink.run(t.cancelled_owned()).await

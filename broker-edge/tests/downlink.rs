@@ -336,3 +336,150 @@ async fn an_authenticated_device_may_answer_without_a_publish_grant() {
     );
     assert_eq!(answer.payload.as_ref(), b"ok");
 }
+
+/// The held-command record of command `id`, once its state is `want`.
+async fn record_in_state(
+    kv: &async_nats::jetstream::kv::Store,
+    id: u64,
+    want: plantd_shared::commands::CommandState,
+) -> (plantd_shared::commands::HeldCommand, u64) {
+    use futures::StreamExt as _;
+    let key = format!("plant-1.{id}");
+    let mut changes = kv.watch_with_history(&key).await.expect("watch");
+    let wait = async {
+        while let Some(e) = changes.next().await {
+            let e = e.expect("entry");
+            if let Ok(r) = plantd_shared::commands::HeldCommand::from_bytes(&e.value)
+                && r.state == want
+            {
+                return (r, e.revision);
+            }
+        }
+        panic!("watch ended");
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("record {key} never {want:?}"))
+}
+
+#[tokio::test]
+async fn a_command_nobody_takes_waits_alone_while_a_thousand_others_arrive_in_order_per_topic() {
+    use plantd_shared::commands::CommandState;
+
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let kv = js
+        .get_key_value(streams::COMMANDS_BUCKET)
+        .await
+        .expect("bucket");
+    let data = tempfile::tempdir().expect("tmp");
+    let edge = start_edge(&nats, data.path(), &[]).await;
+    let (_valves, mut rx) = device(edge.mqtt, "valves", "valve/+/set").await;
+
+    // A mistyped topic nobody subscribes to.
+    let stuck = js
+        .publish_with_headers(
+            "plantd.plant-1.down.nobody.listens",
+            HeaderMap::new(),
+            "stuck".into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence;
+    let (held, _) = record_in_state(&kv, stuck, CommandState::Held).await;
+    assert_eq!(held.topic, "nobody/listens");
+
+    // 1,000 commands to five live topics, sent without waiting for each.
+    const TOPICS: usize = 5;
+    const COUNT: usize = 1000;
+    let mut acks = Vec::with_capacity(COUNT);
+    for i in 0..COUNT {
+        let topic = i % TOPICS;
+        acks.push(
+            js.publish(
+                format!("plantd.plant-1.down.valve.{topic}.set"),
+                format!("{topic}:{i}").into(),
+            )
+            .await
+            .expect("publish"),
+        );
+    }
+    for a in acks {
+        a.await.expect("stored");
+    }
+    let mut last = [None::<usize>; TOPICS];
+    for _ in 0..COUNT {
+        let p = next(&mut rx).await;
+        let text = String::from_utf8(p.payload.to_vec()).expect("utf-8");
+        let (topic, i) = text.split_once(':').expect("topic:i");
+        let (topic, i): (usize, usize) = (topic.parse().expect("n"), i.parse().expect("n"));
+        assert_eq!(
+            p.topic.as_ref(),
+            format!("valve/{topic}/set").as_bytes(),
+            "{text}"
+        );
+        assert!(
+            last[topic].is_none_or(|l| l < i),
+            "topic {topic}: {i} after {:?}",
+            last[topic]
+        );
+        last[topic] = Some(i);
+    }
+    assert!(
+        last.iter().all(|l| l.is_some_and(|l| l + TOPICS >= COUNT)),
+        "every topic's last command arrived: {last:?}"
+    );
+    // All arrived while the stuck one was still waiting.
+    let still = kv
+        .entry(format!("plant-1.{stuck}"))
+        .await
+        .expect("read")
+        .expect("still there");
+    let still = plantd_shared::commands::HeldCommand::from_bytes(&still.value).expect("record");
+    assert_eq!(still.state, CommandState::Held);
+    assert_eq!(
+        edge_proc::metric(&edge, "plantd_downlink_pending").await,
+        Some(1.0)
+    );
+
+    // A second command to the stuck topic waits behind the first.
+    let behind = js
+        .publish("plantd.plant-1.down.nobody.listens", "behind".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence;
+    let (r, _) = record_in_state(&kv, behind, CommandState::Held).await;
+    assert_eq!(r.reason, plantd_shared::commands::HoldReason::Behind);
+
+    // Cancel the first (as the proxy does): the edge answers `cancelled`.
+    let (record, revision) = record_in_state(&kv, stuck, CommandState::Held).await;
+    let request = plantd_shared::commands::HeldCommand {
+        state: CommandState::CancelRequested,
+        ..record
+    };
+    kv.update(
+        format!("plant-1.{stuck}"),
+        request.to_bytes().into(),
+        revision,
+    )
+    .await
+    .expect("cancel request");
+    record_in_state(&kv, stuck, CommandState::Cancelled).await;
+
+    // A device comes for the topic: it gets the second command, never the
+    // cancelled one (which would have come first: order per topic).
+    let (_late, mut late) = device(edge.mqtt, "late", "nobody/listens").await;
+    let p = next(&mut late).await;
+    assert_eq!(p.payload.as_ref(), b"behind");
+    assert_eq!(
+        edge_proc::metric(&edge, "plantd_downlink_cancelled_total").await,
+        Some(1.0)
+    );
+}
