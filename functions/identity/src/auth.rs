@@ -27,3 +27,19 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller::new(claims))
     }
 }
+
+/// Where the request came from, under [`plantd_shared::http::source`]'s
+/// rules with this service's trusted proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSource(pub plantd_shared::http::source::Source);
+
+impl FromRequestParts<AppState> for ClientSource {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        Ok(Self(plantd_shared::http::source::source(
+            parts,
+            &state.settings.trusted_proxies,
+        )))
+    }
+}

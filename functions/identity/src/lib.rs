@@ -11,14 +11,17 @@
 //! | [`model`] | organisations, users, roles (with the built-in ones), service accounts, devices, refresh tokens |
 //! | [`store`] | typed KV access with compare-and-set and retry |
 //! | [`password`] | argon2id hashing and constant-time verification |
+//! | [`throttle`] | login throttling by (email, source) and by source |
 //! | [`tokens`] | access JWT issuance, opaque refresh tokens, revocation |
 //! | [`keys`] | the signing keys and the JWKS document |
+//! | [`audit`] | where a request came from, and recording refused requests in the audit trail |
 //! | [`auth`] | the bearer-token extractor and permission checks |
 //! | [`error`] | the JSON error every route returns |
-//! | [`routes`] | the HTTP API |
+//! | [`routes`] | the HTTP API (sites: [`routes::sites`]) |
 //! | [`bootstrap`] | the first admin, from `PLANTD_BOOTSTRAP_ADMIN_*` |
 //! | [`secrets`] | the signing key and NATS credentials from AWS Secrets Manager, at cold start |
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod error;
@@ -28,6 +31,7 @@ pub mod password;
 pub mod routes;
 pub mod secrets;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -48,13 +52,12 @@ pub struct Settings {
     pub access_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_ttl: Duration,
-    /// Failed logins for one email within `lockout_window` before it is
-    /// locked.
-    pub max_failures: u32,
-    /// Window in which failures are counted.
-    pub lockout_window: Duration,
-    /// How long a locked email stays locked.
-    pub lockout: Duration,
+    /// Login throttling by (email, source) and by source
+    /// ([`throttle`]).
+    pub throttle: throttle::ThrottleSettings,
+    /// Proxies whose `X-Forwarded-For` names the client
+    /// (`PLANTD_TRUSTED_PROXIES`); none by default.
+    pub trusted_proxies: plantd_shared::http::source::TrustedProxies,
     /// Shortest password accepted.
     pub min_password_len: usize,
 }
@@ -65,9 +68,8 @@ impl Default for Settings {
             issuer: "plantd-identity".into(),
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 60 * 60),
-            max_failures: 5,
-            lockout_window: Duration::from_secs(15 * 60),
-            lockout: Duration::from_secs(15 * 60),
+            throttle: throttle::ThrottleSettings::default(),
+            trusted_proxies: Default::default(),
             min_password_len: 12,
         }
     }
@@ -84,11 +86,16 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// A hash verified for unknown users, so they take as long as known ones.
     pub dummy_hash: Arc<str>,
+    /// The site registry (`plantd_sites`): which organisation owns each
+    /// site, for `/v1/sites` and for the site audiences of tokens.
+    pub sites: plantd_shared::sites::Sites,
+    /// Appends to the audit trail (`PLANTD_AUDIT`).
+    pub audit: plantd_shared::audit::Auditor,
 }
 
 impl AppState {
-    /// Builds the state over a JetStream context whose `plantd_identity`
-    /// and `plantd_revoked` buckets exist.
+    /// Builds the state over a JetStream context whose `plantd_identity`,
+    /// `plantd_revoked` and `plantd_sites` buckets exist.
     ///
     /// # Errors
     /// When a bucket is missing or the dummy hash cannot be made.
@@ -98,17 +105,29 @@ impl AppState {
         settings: Settings,
     ) -> Result<Self, AppError> {
         let store = Store::open(js).await?;
+        let sites = plantd_shared::sites::Sites::open(js).await?;
         let dummy_hash = password::hash("plantd-dummy-password-for-timing")?;
         Ok(Self {
             store,
             keys: Arc::new(keys),
             settings: Arc::new(settings),
             dummy_hash: dummy_hash.into(),
+            sites,
+            audit: plantd_shared::audit::Auditor::new(js.clone()),
         })
     }
 }
 
-/// The identity HTTP API.
+/// The identity HTTP API: the routes, every `403` recorded in the audit
+/// trail, and a request id on every request (echoed in `x-request-id`).
 pub fn app(state: AppState) -> Router {
-    routes::router().with_state(state)
+    routes::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_denials,
+        ))
+        .layer(axum::middleware::from_fn(
+            plantd_shared::http::request_id::layer,
+        ))
+        .with_state(state)
 }

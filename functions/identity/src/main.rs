@@ -15,11 +15,15 @@
 //!   `PLANTD_IDENTITY_SIGNING_KEY` (PEM) or `PLANTD_IDENTITY_SIGNING_KEY_FILE`
 //!   (created with mode 0600 if missing; default `.plantd/identity/signing-key.pem`).
 //! * `PLANTD_BOOTSTRAP_ADMIN_EMAIL` + `PLANTD_BOOTSTRAP_ADMIN_PASSWORD`.
+//! * `PLANTD_TRUSTED_PROXIES`: comma-separated proxy addresses whose
+//!   `X-Forwarded-For` names the client for login throttling (default
+//!   none; on Lambda the client is API Gateway's `sourceIp`).
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use plantd_identity::{AppState, Keys, Settings, app, bootstrap, secrets};
+use plantd_shared::http::source::{PeerAddr, TrustedProxies};
 use plantd_shared::jwt::SigningKey;
 
 /// Where the signing key and NATS come from.
@@ -75,7 +79,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
     let js = async_nats::jetstream::new(client);
-    let state = AppState::new(&js, Keys::new(signing, Vec::new())?, Settings::default()).await?;
+    let settings = Settings {
+        trusted_proxies: TrustedProxies::from_env().map_err(anyhow::Error::msg)?,
+        ..Settings::default()
+    };
+    let state = AppState::new(&js, Keys::new(signing, Vec::new())?, settings).await?;
     if let (Ok(email), Ok(pw)) = (
         std::env::var("PLANTD_BOOTSTRAP_ADMIN_EMAIL"),
         std::env::var("PLANTD_BOOTSTRAP_ADMIN_PASSWORD"),
@@ -85,7 +93,22 @@ async fn main() -> anyhow::Result<()> {
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("identity serving through the Lambda runtime API");
-        return lambda_http::run(app(state))
+        // API Gateway's view of the client address is the peer.
+        let app = app(state).layer(axum::middleware::map_request(
+            |mut req: axum::extract::Request| async move {
+                use lambda_http::RequestExt as _;
+                use lambda_http::request::RequestContext;
+                let ip = match req.request_context_ref() {
+                    Some(RequestContext::ApiGatewayV2(c)) => c.http.source_ip.clone(),
+                    _ => None,
+                };
+                if let Some(ip) = ip.and_then(|s| s.parse().ok()) {
+                    req.extensions_mut().insert(PeerAddr(ip));
+                }
+                req
+            },
+        ));
+        return lambda_http::run(app)
             .await
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
     }
@@ -96,10 +119,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "identity listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! | `client.<client id>` | [`ClientIndex`]: which organisation a client id belongs to |
 //! | `refresh.<sha256(token)>` | [`RefreshToken`] |
 //! | `family.<id>` | [`Family`]: a chain of rotated refresh tokens |
-//! | `lockout.<sha256(email)>` | [`Lockout`] |
+//! | `throttle.…` | [`crate::throttle::Throttle`]: failed logins by (email, source) and by source |
 
 use std::collections::BTreeMap;
 
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The organisation the bootstrap administrator belongs to.
-pub const SYSTEM_ORG: &str = "plantd";
+pub const SYSTEM_ORG: &str = plantd_shared::sites::BOOTSTRAP_ORG;
 
 /// Lower-case hex SHA-256, for keys derived from secrets or free text.
 pub fn sha256_hex(s: &str) -> String {
@@ -158,7 +158,9 @@ pub fn builtin_role(name: &str) -> Option<Role> {
                 "identity:role:*",
                 "identity:service-account:*",
                 "identity:device:*",
+                "identity:site:*",
                 "identity:org:read",
+                "identity:audit:read",
                 "state:scope:*:admin",
                 "telemetry:*:read",
                 "commands:*:send",
@@ -170,6 +172,7 @@ pub fn builtin_role(name: &str) -> Option<Role> {
         "operator" => (
             strings(&[
                 "identity:org:read",
+                "identity:site:read",
                 "state:scope:*:read",
                 "state:scope:*:write",
                 "telemetry:*:read",
@@ -182,6 +185,7 @@ pub fn builtin_role(name: &str) -> Option<Role> {
         "viewer" => (
             strings(&[
                 "identity:org:read",
+                "identity:site:read",
                 "state:scope:*:read",
                 "telemetry:*:read",
             ]),
@@ -280,15 +284,4 @@ pub struct Family {
     /// Why, for audits.
     #[serde(default)]
     pub reason: String,
-}
-
-/// Failed logins for one email.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Lockout {
-    /// Failures in the current window.
-    pub failures: u32,
-    /// When the window started.
-    pub window_start_ms: u64,
-    /// Locked until (0 = not locked).
-    pub locked_until_ms: u64,
 }

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::AppError;
 
 /// How often a compare-and-set is retried before giving up with 409.
-const CAS_ATTEMPTS: usize = 32;
+pub const CAS_ATTEMPTS: usize = 32;
 
 /// The identity and revocation buckets.
 #[derive(Clone, Debug)]
@@ -147,18 +147,26 @@ impl Store {
     /// # Errors
     /// 503 on storage errors.
     pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, AppError> {
-        use futures::TryStreamExt as _;
-        let keys: Vec<String> = match self.kv.keys().await {
-            Ok(k) => k.try_collect().await.map_err(AppError::unavailable)?,
-            Err(e) => return Err(AppError::unavailable(e)),
-        };
         let mut out = Vec::new();
-        for k in keys.iter().filter(|k| k.starts_with(prefix)) {
+        for k in &self.keys(prefix).await? {
             if let Some((v, _)) = self.get::<T>(k).await? {
                 out.push(v);
             }
         }
         Ok(out)
+    }
+
+    /// Every live key that starts with `prefix`.
+    ///
+    /// # Errors
+    /// 503 on storage errors.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, AppError> {
+        use futures::TryStreamExt as _;
+        let keys: Vec<String> = match self.kv.keys().await {
+            Ok(k) => k.try_collect().await.map_err(AppError::unavailable)?,
+            Err(e) => return Err(AppError::unavailable(e)),
+        };
+        Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
     }
 
     /// Records access token `jti` as revoked (mirrored by every edge).

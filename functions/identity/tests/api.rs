@@ -1,116 +1,18 @@
 //! The identity API through its router (`oneshot`, no port) over a real
 //! nats-server with JetStream: login and tokens, rotation and reuse
-//! detection, lockout, compare-and-set, and tenant isolation.
+//! detection, compare-and-set, and tenant isolation. Login throttling is
+//! in `throttle.rs`, the other routes in `routes.rs`.
 
-use axum::Router;
-use axum::body::Body as HttpBody;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt as _;
-use plantd_identity::{AppState, Keys, Settings, app, bootstrap};
+mod common;
+
+use axum::http::StatusCode;
+use common::{ADMIN, ADMIN_PW, call, fixture, login, org_with_admin, token};
+use plantd_identity::bootstrap;
 use plantd_shared::claims::{Permissions, site_audience};
 use plantd_shared::jwt::{self, JwkSet, SigningKey, VerifyOptions};
-use plantd_shared::streams::{self, Settings as StreamSettings};
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Topic;
-use plantd_testkit::Nats;
-use serde_json::{Value, json};
-use tower::ServiceExt as _;
-
-const ADMIN: &str = "root@plantd.example";
-const ADMIN_PW: &str = "a long bootstrap password";
-
-struct Fixture {
-    _nats: Nats,
-    app: Router,
-    state: AppState,
-}
-
-async fn fixture() -> Fixture {
-    let nats = Nats::start().await;
-    let js = nats.jetstream().await;
-    streams::ensure(&js, &StreamSettings::default())
-        .await
-        .expect("buckets");
-    let key = SigningKey::generate_ed25519("k1").expect("key");
-    let state = AppState::new(
-        &js,
-        Keys::new(key, Vec::new()).expect("keys"),
-        Settings::default(),
-    )
-    .await
-    .expect("state");
-    bootstrap::ensure_admin(&state, ADMIN, ADMIN_PW)
-        .await
-        .expect("bootstrap");
-    Fixture {
-        app: app(state.clone()),
-        state,
-        _nats: nats,
-    }
-}
-
-async fn call(
-    app: &Router,
-    method: &str,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(HttpBody::from(b.to_string())),
-        None => req.body(HttpBody::empty()),
-    }
-    .expect("request");
-    let resp = app.clone().oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-    };
-    (status, value)
-}
-
-async fn login(app: &Router, email: &str, password: &str) -> (StatusCode, Value) {
-    call(
-        app,
-        "POST",
-        "/v1/auth/login",
-        None,
-        Some(json!({"email": email, "password": password})),
-    )
-    .await
-}
-
-fn token(v: &Value) -> String {
-    v["access_token"].as_str().expect("access_token").to_owned()
-}
-
-/// Creates org `id` with admin `admin@<id>.example` and returns the admin's
-/// access token.
-async fn org_with_admin(f: &Fixture, root: &str, id: &str) -> String {
-    let email = format!("admin@{id}.example");
-    let (s, v) = call(
-        &f.app,
-        "POST",
-        "/v1/orgs",
-        Some(root),
-        Some(json!({"id": id, "name": id, "admin_email": email, "admin_password": "org admin password"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = login(&f.app, &email, "org admin password").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    token(&v)
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn login_issues_tokens_that_verify_against_the_jwks() {
@@ -149,31 +51,6 @@ async fn unknown_user_and_wrong_password_look_the_same() {
     let (s2, v2) = login(&f.app, ADMIN, "wrong password!!").await;
     assert_eq!(s1, StatusCode::UNAUTHORIZED);
     assert_eq!((s1, &v1), (s2, &v2), "no hint which one was wrong");
-}
-
-#[tokio::test]
-async fn repeated_failures_lock_the_login() {
-    let f = fixture().await;
-    for _ in 0..5 {
-        assert_eq!(
-            login(&f.app, ADMIN, "wrong password!!").await.0,
-            StatusCode::UNAUTHORIZED
-        );
-    }
-    let (s, v) = login(&f.app, ADMIN, ADMIN_PW).await;
-    assert_eq!(
-        s,
-        StatusCode::TOO_MANY_REQUESTS,
-        "locked even with the right password: {v}"
-    );
-    // Unknown emails lock the same way, so a lockout reveals nothing.
-    for _ in 0..5 {
-        login(&f.app, "ghost@plantd.example", "wrong password!!").await;
-    }
-    assert_eq!(
-        login(&f.app, "ghost@plantd.example", "x").await.0,
-        StatusCode::TOO_MANY_REQUESTS
-    );
 }
 
 #[tokio::test]

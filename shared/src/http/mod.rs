@@ -4,6 +4,8 @@
 pub mod caller;
 pub mod error;
 pub mod extract;
+pub mod request_id;
+pub mod source;
 
 pub use caller::{Caller, bearer, required_bearer};
 pub use error::AppError;

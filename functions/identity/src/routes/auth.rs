@@ -4,17 +4,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use plantd_shared::claims::{Claims, MqttGrant, PrincipalKind, site_audience};
-use plantd_shared::subject::Site;
 use serde::Deserialize;
 
 use super::json::Body;
-use crate::auth::Caller;
-use crate::model::{
-    self, ClientIndex, Device, EmailIndex, Lockout, RefreshToken, ServiceAccount, User,
-};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::{Caller, ClientSource};
+use crate::model::{self, ClientIndex, Device, EmailIndex, RefreshToken, ServiceAccount, User};
 use crate::store::Change;
 use crate::tokens::{self, Subject, TokenResponse};
-use crate::{AppError, AppState, password};
+use crate::{AppError, AppState, password, throttle};
 
 /// `POST /v1/auth/login`.
 #[derive(Debug, Deserialize)]
@@ -35,37 +34,42 @@ fn invalid_login() -> AppError {
 
 /// Logs a user in. Unknown email, wrong password and inactive user give
 /// the same answer and take the same time (a dummy hash is verified for
-/// unknown users). After `max_failures` failures in the window the email is
-/// locked (429) — for unknown emails too, so a lockout reveals nothing.
+/// unknown users). Every attempt is counted by [`throttle`] *before* the
+/// password is checked: repeated failures for one email from one source
+/// are delayed (429 with `Retry-After`), and so is a source failing across
+/// many accounts; the same email from another source is unaffected.
 ///
 /// # Errors
-/// 401 on bad credentials, 429 while locked.
+/// 400 for a bad site, 401 on bad credentials, 429 while throttled.
 pub async fn login(
     State(state): State<AppState>,
+    ClientSource(source): ClientSource,
     Body(req): Body<LoginRequest>,
-) -> Result<Json<TokenResponse>, AppError> {
+) -> Result<Json<TokenResponse>, Response> {
     let email = model::normalise_email(&req.email);
     let email_hash = model::sha256_hex(&email);
-    let lock_key = format!("lockout.{email_hash}");
-    let now = plantd_shared::headers::now_ms();
-    if let Some((l, _)) = state.store.get::<Lockout>(&lock_key).await?
-        && l.locked_until_ms > now
-    {
-        return Err(AppError::too_many(
-            "too many failed logins; try again later",
-        ));
-    }
     // A bad site name is a 400 before any credential is looked at.
-    tokens::user_audience(&req.sites)?;
-    let user = match state
+    tokens::user_audience(&req.sites).map_err(IntoResponse::into_response)?;
+    let index = state
         .store
         .get::<EmailIndex>(&format!("email.{email_hash}"))
-        .await?
-    {
-        Some((idx, _)) => state
+        .await
+        .map_err(IntoResponse::into_response)?
+        .map(|(i, _)| i);
+    let attempt = throttle::begin(
+        &state,
+        &email,
+        index.as_ref().map(|i| i.org.as_str()),
+        &source,
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
+    let user = match &index {
+        Some(idx) => state
             .store
             .get::<User>(&format!("user.{}.{}", idx.org, idx.user))
-            .await?
+            .await
+            .map_err(IntoResponse::into_response)?
             .map(|(u, _)| u),
         None => None,
     };
@@ -77,13 +81,18 @@ pub async fn login(
     let user = match (ok, user) {
         (true, Some(u)) if u.active => u,
         _ => {
-            record_failure(&state, &lock_key).await?;
-            return Err(invalid_login());
+            tracing::info!(%source, "login failed");
+            return Err(invalid_login().into_response());
         }
     };
-    let _ = state.store.delete(&lock_key).await;
-    let tokens = user_tokens(&state, &user, None, req.sites).await?;
-    tracing::info!(user = %user.id, org = %user.org, "login");
+    attempt
+        .succeeded(&state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let tokens = user_tokens(&state, &user, None, req.sites)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    tracing::info!(user = %user.id, org = %user.org, %source, "login");
     Ok(Json(tokens))
 }
 
@@ -105,7 +114,7 @@ async fn user_tokens(
             roles: user.roles.clone(),
             perms,
             mqtt,
-            audience: tokens::user_audience(&sites)?,
+            audience: tokens::site_audiences(state, &user.org, &user.roles, &sites).await?,
         },
     )?;
     let refresh = tokens::new_refresh(state, &user.id, &user.org, family, sites).await?;
@@ -115,54 +124,6 @@ async fn user_tokens(
         expires_in: ttl,
         refresh_token: Some(refresh),
     })
-}
-
-async fn record_failure(state: &AppState, key: &str) -> Result<(), AppError> {
-    let s = &state.settings;
-    let now = plantd_shared::headers::now_ms();
-    let window = s.lockout_window.as_millis() as u64;
-    let lock = s.lockout.as_millis() as u64;
-    let max = s.max_failures;
-    let step = |l: &mut Lockout| {
-        if now.saturating_sub(l.window_start_ms) > window {
-            l.failures = 0;
-            l.window_start_ms = now;
-        }
-        l.failures += 1;
-        if l.failures >= max {
-            l.locked_until_ms = now + lock;
-            l.failures = 0;
-            l.window_start_ms = now;
-            tracing::warn!(key, "login locked after repeated failures");
-        }
-    };
-    for _ in 0..8 {
-        match state.store.get::<Lockout>(key).await? {
-            None => {
-                let mut l = Lockout {
-                    window_start_ms: now,
-                    ..Lockout::default()
-                };
-                step(&mut l);
-                match state.store.create(key, &l).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) if e.status == StatusCode::CONFLICT => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Some(_) => {
-                state
-                    .store
-                    .modify::<Lockout, _>(key, |l| {
-                        step(l);
-                        Ok(Change::Put(()))
-                    })
-                    .await?;
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `POST /v1/auth/refresh`.
@@ -291,6 +252,7 @@ pub async fn token(
                 return Err(invalid());
             }
             let (perms, mqtt) = tokens::expand_roles(&state, &org, &sa.roles).await?;
+            let audience = tokens::site_audiences(&state, &org, &sa.roles, &req.sites).await?;
             Subject {
                 id: sa.client_id,
                 org,
@@ -298,7 +260,7 @@ pub async fn token(
                 roles: sa.roles,
                 perms,
                 mqtt,
-                audience: tokens::user_audience(&req.sites)?,
+                audience,
             }
         }
         Some(ClientIndex { org, .. }) => {
@@ -311,7 +273,7 @@ pub async fn token(
             if !dev.active || !password::verify(&req.client_secret, &dev.secret_hash) {
                 return Err(invalid());
             }
-            let site = Site::new(dev.site.as_str()).map_err(AppError::internal)?;
+            let site = tokens::device_site(&state, &org, &dev.site).await?;
             Subject {
                 id: dev.id,
                 org,

@@ -5,16 +5,22 @@
 //! |---|---|
 //! | `POST /v1/auth/login`, `/refresh`, `/logout`, `/token`, `/password`; `GET /v1/auth/whoami` | [`auth`] |
 //! | `/v1/orgs` | [`orgs`] |
+//! | `GET /v1/audit`, `GET /v1/audit/verify` | [`audit`] |
 //! | `/v1/users`, `/v1/users/{id}/roles` | [`users`] |
 //! | `/v1/roles` | [`roles`] |
+//! | `GET /v1/lockouts`, `DELETE /v1/lockouts/{id}` | [`lockouts`] |
 //! | `/v1/service-accounts`, `/v1/devices` | [`clients`] |
+//! | `/v1/sites`, `/v1/sites/{id}` | [`sites`] |
 //! | `GET /.well-known/jwks.json`, `GET /healthz` | here |
 
+pub mod audit;
 pub mod auth;
 pub mod clients;
 pub mod json;
+pub mod lockouts;
 pub mod orgs;
 pub mod roles;
+pub mod sites;
 pub mod users;
 
 use axum::Json;
@@ -39,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/token", post(auth::token))
         .route("/v1/auth/password", post(auth::password))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/orgs/{id}", get(orgs::get_one))
         .route("/v1/users", get(users::list).post(users::create))
         .route(
@@ -70,6 +78,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v1/devices/{id}",
             axum::routing::delete(clients::delete_device),
+        )
+        .route("/v1/lockouts", get(lockouts::list))
+        .route("/v1/lockouts/{id}", axum::routing::delete(lockouts::clear))
+        .route("/v1/sites", get(sites::list).post(sites::create))
+        .route(
+            "/v1/sites/{id}",
+            get(sites::get_one)
+                .patch(sites::update)
+                .delete(sites::delete),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
