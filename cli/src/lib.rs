@@ -6,7 +6,8 @@
 //! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |
 //! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
 //! | [`streams`] | `plantd streams`: create or update the streams and buckets on any NATS server |
-//! | [`up`] | `plantd up`: the whole stack on one machine (nats-server with JetStream, streams and buckets; later the edge broker and the functions) |
+//! | [`supervise`] | the restart policy `plantd up` keeps its components running with (growing delays, crash-loop detection) |
+//! | [`up`] | `plantd up`: the whole stack on one machine — nats-server with JetStream, streams and buckets, the functions, the edge broker — supervised |
 //!
 //! `main.rs` only parses arguments and calls into these modules.
 
@@ -14,4 +15,5 @@ pub mod commands;
 pub mod live;
 pub mod session;
 pub mod streams;
+pub mod supervise;
 pub mod up;

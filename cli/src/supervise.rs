@@ -88,7 +88,9 @@ impl Restarts {
                 window: self.policy.window,
             });
         }
-        let exp = u32::try_from(n.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+        let exp = u32::try_from(n.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(16);
         Ok(self
             .policy
             .first_delay
@@ -126,7 +128,9 @@ mod tests {
             delays,
             [100, 200, 400, 800].map(Duration::from_millis).to_vec()
         );
-        let err = r.failed(t + Duration::from_secs(5)).expect_err("crash loop");
+        let err = r
+            .failed(t + Duration::from_secs(5))
+            .expect_err("crash loop");
         assert_eq!(err.failures, 5);
     }
 

@@ -11,12 +11,14 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use plantd_shared::local_nats::{NatsServer, NatsServerSpec};
 use plantd_shared::streams::{self, Settings};
 use serde::{Deserialize, Serialize};
+
+use crate::supervise::{RestartPolicy, Restarts};
 
 /// Configuration of `plantd up` (file `--config`, `PLANTD_*` env, flags).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -261,11 +263,94 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         nats.url()
     );
 
-    let outcome = tokio::select! {
-        _ = shutdown => Ok(()),
-        exit = nats.exited() => {
-            let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            Err(anyhow::anyhow!("nats-server stopped unexpectedly ({how}); last output:\n{}", nats.tail().join("\n")))
+    // Supervise until asked to stop: a component that stops by itself is
+    // started again (nats-server on the same port and store); only a crash
+    // loop ends `plantd up`. Meanwhile the edge keeps accepting and
+    // journaling, and every NATS client reconnects by itself.
+    tokio::pin!(shutdown);
+    let policy = RestartPolicy::default();
+    let mut nats_restarts = Restarts::new(policy);
+    let mut edge_restarts = Restarts::new(policy);
+    let mut functions_restarts = Restarts::new(policy);
+    let (mut edge_stop, mut edge) = (edge_stop, edge);
+    let (mut server_stop, mut server) = (server_stop, server);
+    let outcome: Result<()> = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            exit = nats.exited() => {
+                let how = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::error!(exit = %how, "nats-server stopped unexpectedly; restarting it on the same store");
+                status("nats", "down", format_args!("stopped unexpectedly ({how}); restarting"));
+                let tail = nats.tail().join("\n");
+                let spec = nats.spec().clone();
+                let back = retry("nats-server", &mut nats_restarts, &mut shutdown, &tail, || {
+                    let spec = spec.clone();
+                    async move { NatsServer::start(spec).await.map_err(anyhow::Error::from) }
+                })
+                .await;
+                match back {
+                    Ok(Some(server)) => {
+                        nats = server;
+                        status(
+                            "nats",
+                            "ready",
+                            format_args!("{}  (restarted, store {})", nats.url(), nats.store_dir().display()),
+                        );
+                        ensure_after_restart(&js).await;
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            ended = &mut edge => {
+                let why = describe_end(ended);
+                tracing::error!(reason = %why, "the edge broker stopped unexpectedly; restarting it");
+                status("edge", "down", format_args!("stopped unexpectedly ({why}); restarting"));
+                let nats_url = nats.url();
+                let back = retry("the edge broker", &mut edge_restarts, &mut shutdown, &why, || {
+                    start_edge(&config, &nats_url, &functions_url)
+                })
+                .await;
+                match back {
+                    Ok(Some((stop, task, _))) => (edge_stop, edge) = (stop, task),
+                    Ok(None) => {
+                        edge = tokio::spawn(async { Ok(()) });
+                        break Ok(());
+                    }
+                    Err(e) => {
+                        edge = tokio::spawn(async { Ok(()) });
+                        break Err(e);
+                    }
+                }
+            }
+            ended = &mut server => {
+                let why = match ended {
+                    Ok(Ok(())) => "stopped".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(reason = %why, "the functions server stopped unexpectedly; restarting it");
+                status("functions", "down", format_args!("stopped unexpectedly ({why}); restarting"));
+                let nats_url = nats.url();
+                let back = retry("the functions server", &mut functions_restarts, &mut shutdown, &why, || {
+                    start_functions(&config, &js, &nats_url)
+                })
+                .await;
+                match back {
+                    Ok(Some((url, stop, task))) => {
+                        status("functions", "ready", format_args!("{url}  (restarted)"));
+                        (server_stop, server) = (stop, task);
+                    }
+                    Ok(None) => {
+                        server = tokio::spawn(async { Ok(()) });
+                        break Ok(());
+                    }
+                    Err(e) => {
+                        server = tokio::spawn(async { Ok(()) });
+                        break Err(e);
+                    }
+                }
+            }
         }
     };
 
@@ -285,13 +370,91 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     if let Err(e) = client.drain().await {
         tracing::debug!(error = %e, "draining the NATS client");
     }
-    if outcome.is_ok() {
-        nats.stop(Duration::from_secs(15))
-            .await
-            .context("stopping nats-server")?;
-        status("nats", "stopped", nats.url());
-    }
+    nats.stop(Duration::from_secs(15))
+        .await
+        .context("stopping nats-server")?;
+    status("nats", "stopped", nats.url());
     outcome
+}
+
+/// Starts a component again with `attempt`, waiting the policy's growing
+/// delay before each try, until it comes up (`Some`), shutdown is
+/// requested (`None`), or it is crash-looping.
+///
+/// # Errors
+/// When `restarts` says the component is crash-looping; the error names
+/// it and carries `last` (its last output or failure) and the last
+/// attempt's error.
+async fn retry<T, Fut>(
+    what: &str,
+    restarts: &mut Restarts,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    last: &str,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<Option<T>>
+where
+    Fut: Future<Output = Result<T>>,
+{
+    let mut last_error = String::new();
+    loop {
+        let delay = restarts.failed(Instant::now()).map_err(|e| {
+            anyhow::anyhow!("{what} keeps stopping ({e}); last attempt: {last_error}\n{last}")
+        })?;
+        tracing::info!(
+            component = what,
+            ?delay,
+            recent_failures = restarts.recent(),
+            "restarting"
+        );
+        if wait_or_shutdown(delay, shutdown).await {
+            return Ok(None);
+        }
+        match attempt().await {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) => {
+                tracing::error!(component = what, error = %e, "restart failed");
+                last_error = format!("{e:#}");
+            }
+        }
+    }
+}
+
+/// Re-applies the streams and buckets after nats-server came back (a
+/// wiped store comes back whole), once the client has reconnected;
+/// bounded, so a slow reconnect is logged rather than fatal.
+async fn ensure_after_restart(js: &async_nats::jetstream::Context) {
+    let settings = Settings::default();
+    let ensure = tokio::time::timeout(Duration::from_secs(30), streams::ensure(js, &settings));
+    match ensure.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "streams and buckets after restart"),
+        Err(_) => tracing::warn!(
+            "streams and buckets not re-checked: the NATS client did not reconnect within 30 s"
+        ),
+    }
+}
+
+/// Sleeps `delay` unless `shutdown` completes first; true when it did.
+async fn wait_or_shutdown(
+    delay: Duration,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.as_mut() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// What a finished edge task says about why it ended.
+fn describe_end(
+    ended: Result<Result<(), plantd_edge::edge::EdgeError>, tokio::task::JoinError>,
+) -> String {
+    match ended {
+        Ok(Ok(())) => "stopped".to_owned(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) if e.is_panic() => format!("panicked: {e}"),
+        Err(e) => e.to_string(),
+    }
 }
 
 type EdgeTask = tokio::task::JoinHandle<Result<(), plantd_edge::edge::EdgeError>>;
@@ -415,11 +578,14 @@ async fn start_functions(
     let url = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
     });
     Ok((url, stop, task))
 }
