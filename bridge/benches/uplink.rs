@@ -53,7 +53,7 @@ async fn raw_with_uplink_headers(nats: &Nats, n: u64) -> f64 {
     let m = UplinkMessage::decode(message(0, 16)).expect("decode");
     let client = nats.client().await;
     load::jetstream_publish_rate(client, n, "plantd.bench.up", 64, 4096, |i| {
-        m.headers(&site, i + 1)
+        m.headers(&site, "4f1c0a9e7b2d3c58", i + 1)
     })
     .await
 }

@@ -242,9 +242,10 @@ impl UplinkMessage {
         })
     }
 
-    /// The JetStream message id for journal sequence `seq` on `site`.
-    pub fn message_id(site: &Site, seq: u64) -> String {
-        format!("{site}:{seq}")
+    /// The JetStream message id of journal record `seq`, written by the
+    /// journal life `journal`, on `site` ([`headers::message_id`]).
+    pub fn message_id(site: &Site, journal: &str, seq: u64) -> String {
+        headers::message_id(site.as_str(), journal, seq)
     }
 
     /// The subject: `plantd.<site>.up.<escaped topic>`, or `None` when the
@@ -254,14 +255,15 @@ impl UplinkMessage {
         Some(topic_to_subject(site, Channel::Up, &topic))
     }
 
-    /// The headers the architecture defines, for journal sequence `seq`.
+    /// The headers the architecture defines, for journal record `seq`
+    /// written by the journal life `journal`.
     ///
     /// Anything a device sent becomes a valid header: user property keys
     /// are escaped into the name ([`headers::user_property`]), and when a
     /// value holds a control character (a CR or LF would end the header
     /// line) every plantd value of the message is escaped and
     /// [`headers::ESCAPED`] says so.
-    pub fn headers(&self, site: &Site, seq: u64) -> HeaderMap {
+    pub fn headers(&self, site: &Site, journal: &str, seq: u64) -> HeaderMap {
         const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
         const TOPIC: HeaderName = HeaderName::from_static(headers::TOPIC);
         const QOS: HeaderName = HeaderName::from_static(headers::QOS);
@@ -277,7 +279,7 @@ impl UplinkMessage {
         );
         let value = |v: &str| esc.value(v);
         let mut h = HeaderMap::new();
-        h.insert(MSG_ID, Self::message_id(site, seq));
+        h.insert(MSG_ID, Self::message_id(site, journal, seq));
         h.insert(TOPIC, value(&self.topic));
         h.insert(
             QOS,
@@ -353,6 +355,8 @@ mod tests {
 
     use super::*;
 
+    const JOURNAL: &str = "4f1c0a9e7b2d3c58";
+
     fn full() -> UplinkMessage {
         UplinkMessage {
             topic: "line1/press.2/temp".into(),
@@ -404,9 +408,12 @@ mod tests {
     fn headers_follow_the_contract() {
         let site = Site::new("plant-1").expect("site");
         let m = full();
-        let h = m.headers(&site, 42);
+        let h = m.headers(&site, JOURNAL, 42);
         let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned());
-        assert_eq!(get(headers::MSG_ID).as_deref(), Some("plant-1:42"));
+        assert_eq!(
+            get(headers::MSG_ID).as_deref(),
+            Some("plant-1:4f1c0a9e7b2d3c58:42")
+        );
         assert_eq!(get(headers::TOPIC).as_deref(), Some("line1/press.2/temp"));
         assert_eq!(get(headers::QOS).as_deref(), Some("2"));
         assert_eq!(get(headers::RETAIN).as_deref(), Some("true"));
@@ -433,7 +440,7 @@ mod tests {
         m.client_id = "plc\r\n7".into();
         m.content_type = Some("text/plain\nX-Injected: 1".into());
         m.user_properties = vec![("unit: °C".into(), "50%\r\n".into())];
-        let h = m.headers(&site, 1);
+        let h = m.headers(&site, JOURNAL, 1);
         // Every value fits on its header line: nothing can be injected.
         for (name, values) in h.iter() {
             for v in values {
@@ -456,7 +463,12 @@ mod tests {
         );
         assert_eq!(get(&name), "50%\r\n");
         // A message without control characters is not escaped.
-        assert!(full().headers(&site, 2).get(headers::ESCAPED).is_none());
+        assert!(
+            full()
+                .headers(&site, JOURNAL, 2)
+                .get(headers::ESCAPED)
+                .is_none()
+        );
     }
 
     proptest! {
@@ -472,7 +484,7 @@ mod tests {
             m.client_id = client;
             m.content_type = ct;
             m.user_properties = vec![(key, value)];
-            for (_, values) in m.headers(&site, 1).iter() {
+            for (_, values) in m.headers(&site, JOURNAL, 1).iter() {
                 for v in values {
                     prop_assert!(headers::is_plain_value(v.as_str()));
                 }

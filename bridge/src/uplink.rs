@@ -1,7 +1,9 @@
 //! The uplink: journal → JetStream, exactly once and in order.
 //!
 //! One task reads the journal from just after the acknowledged cursor and
-//! publishes each record with message id `<site>:<seq>`, pipelined: up to
+//! publishes each record with message id `<site>:<journal id>:<seq>`
+//! ([`plantd_shared::headers::message_id`]; the journal id is the one of the
+//! journal life that wrote the record), pipelined: up to
 //! `window` publishes await their acknowledgement; the journal's cursor
 //! advances to just below the oldest unacknowledged record (which frees
 //! disk space).
@@ -13,7 +15,17 @@
 //! what is still in flight, drops the connection (and whatever the client
 //! still queued), backs off with jitter, opens a new connection and resends
 //! from the cursor; JetStream's duplicate window drops the records that had
-//! arrived. The first publish on a new connection goes alone, so a stream
+//! arrived.
+//!
+//! Exactly once does not depend on the outage being shorter than that
+//! window: before the first publish of every connection the uplink asks
+//! JetStream for the last message stored on its site's subjects
+//! (`plantd.<site>.up.>`) and, when its message id is one of this
+//! journal's, skips everything up to it (see [`resume_point`]): on one
+//! connection the server stores a prefix of what was sent, in order, so
+//! everything before it is stored too. With a [`SiteLease`] the uplink also
+//! confirms the site's lease first and publishes only while it holds it.
+//! The first publish on a new connection goes alone, so a stream
 //! that JetStream has not loaded yet refuses one publish rather than some
 //! of a window. The same resend happens after a crash: the persisted
 //! cursor may lag, never lead.
@@ -30,11 +42,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use plantd_journal::Journal;
-use plantd_shared::subject::Site;
+use plantd_journal::{Identity, Journal, Located};
+use plantd_shared::headers::{self, MessageId};
+use plantd_shared::subject::{Channel, Site};
 use rand::Rng as _;
 use tokio::sync::watch;
 
+use crate::lease::{LeaseState, SiteLease};
 use crate::message::UplinkMessage;
 
 /// Uplink settings.
@@ -57,6 +71,10 @@ pub struct UplinkConfig {
     /// Start from this sequence instead of just after the cursor (recovery
     /// tooling and tests; resent records are de-duplicated by JetStream).
     pub start: Option<u64>,
+    /// Ask JetStream what it last stored for this site on every new
+    /// connection and skip what it holds (on by default; off, resends rely
+    /// on the duplicate window alone).
+    pub resume: bool,
 }
 
 impl UplinkConfig {
@@ -71,6 +89,7 @@ impl UplinkConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             start: None,
+            resume: true,
         }
     }
 }
@@ -86,6 +105,9 @@ pub enum UplinkState {
     Down,
     /// A backlog exists and nothing was acknowledged for `stall_after`.
     Stalled,
+    /// Another live edge journal holds the site's lease: not publishing
+    /// (`last_error` says who); retried until it is gone.
+    Refused,
     /// Stopped by shutdown.
     Stopped,
 }
@@ -98,6 +120,7 @@ impl UplinkState {
             UplinkState::Up => "up",
             UplinkState::Down => "down",
             UplinkState::Stalled => "stalled",
+            UplinkState::Refused => "refused",
             UplinkState::Stopped => "stopped",
         }
     }
@@ -120,6 +143,9 @@ pub struct UplinkStatus {
     pub acked: u64,
     /// Records sent again after a failure.
     pub resends: u64,
+    /// Records not sent again because JetStream proved it already had them
+    /// when a connection started.
+    pub already_stored: u64,
     /// Acknowledgements that JetStream flagged as duplicates.
     pub duplicates: u64,
     /// Failures that forced a resend.
@@ -143,6 +169,7 @@ impl UplinkStatus {
             published: 0,
             acked: 0,
             resends: 0,
+            already_stored: 0,
             duplicates: 0,
             failures: 0,
             undeliverable: 0,
@@ -259,6 +286,8 @@ pub struct Uplink {
     cfg: UplinkConfig,
     /// Published status.
     status: Arc<watch::Sender<UplinkStatus>>,
+    /// The site lease to hold while publishing, if any.
+    lease: Option<Arc<SiteLease>>,
 }
 
 /// Why a connection's pumping stopped.
@@ -267,6 +296,8 @@ enum Stop {
     Shutdown,
     /// The connection or a publish failed; reconnect and resend.
     Failed(String),
+    /// Another live journal holds the site's lease; the reason says which.
+    Refused(String),
     /// The journal was closed.
     JournalClosed,
 }
@@ -280,7 +311,15 @@ impl Uplink {
             connector,
             cfg,
             status: Arc::new(status),
+            lease: None,
         }
+    }
+
+    /// Publishes only while `lease` is held: confirmed before the first
+    /// publish of every connection, followed while connected.
+    pub fn with_lease(mut self, lease: Arc<SiteLease>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Follows the uplink's status.
@@ -297,16 +336,20 @@ impl Uplink {
             connector,
             cfg,
             status,
+            lease,
         } = self;
         let start = cfg.start.unwrap_or_else(|| journal.acked() + 1);
         let mut p = Pump {
+            identity: journal.identity().clone(),
             journal,
             cfg,
             status,
+            lease,
             w: Window::new(start),
             last_progress: Instant::now(),
             stall_check: tokio::time::interval(Duration::from_millis(500)),
             unpublished: Unpublished::default(),
+            refused_floor: None,
         };
         let mut reader = p.journal.reader(start);
         let mut backoff = p.cfg.backoff_min;
@@ -318,7 +361,10 @@ impl Uplink {
             };
             let stop = match conn {
                 Ok(conn) => {
-                    let stop = p.pump(&conn, &mut reader, &mut shutdown).await;
+                    let stop = match p.prepare(&conn, &mut reader).await {
+                        Ok(()) => p.pump(&conn, &mut reader, &mut shutdown).await,
+                        Err(stop) => stop,
+                    };
                     // Dropping the client closes its connection: nothing it
                     // still queued can reach the server after this.
                     drop(conn);
@@ -326,38 +372,51 @@ impl Uplink {
                 }
                 Err(e) => Stop::Failed(format!("cannot connect to NATS: {e}")),
             };
-            match stop {
+            let (error, refused) = match stop {
                 Stop::Shutdown | Stop::JournalClosed => break,
-                Stop::Failed(error) => {
-                    if p.w.progressed {
-                        backoff = p.cfg.backoff_min;
-                    }
-                    let from = p.journal.acked() + 1;
-                    let abandoned = p.w.reset(from);
-                    reader.seek(from);
-                    tracing::warn!(resend_from = from, error = %error, "uplink failed; will resend");
-                    p.status.send_modify(|s| {
-                        s.state = UplinkState::Down;
-                        s.failures += 1;
-                        s.resends += abandoned;
-                        s.in_flight = 0;
-                        s.last_error = Some(error);
-                    });
-                    let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-                    let wait = backoff + Duration::from_millis(jitter);
-                    tracing::debug!(?wait, from, "uplink: reconnecting after backoff");
-                    let sleep = tokio::time::sleep(wait);
-                    tokio::pin!(sleep);
-                    loop {
-                        tokio::select! {
-                            _ = &mut shutdown => break,
-                            _ = &mut sleep => break,
-                            _ = p.stall_check.tick() => p.check_stall(),
-                        }
-                    }
-                    backoff = (backoff * 2).min(p.cfg.backoff_max);
+                Stop::Failed(error) => (error, false),
+                Stop::Refused(why) => (why, true),
+            };
+            if p.w.progressed {
+                backoff = p.cfg.backoff_min;
+            }
+            let from = p.journal.acked() + 1;
+            let abandoned = p.w.reset(from);
+            reader.seek(from);
+            if refused {
+                tracing::error!(resend_from = from, reason = %error, "uplink refused: another edge holds this site");
+            } else {
+                tracing::warn!(resend_from = from, error = %error, "uplink failed; will resend");
+            }
+            p.status.send_modify(|s| {
+                s.state = if refused {
+                    UplinkState::Refused
+                } else {
+                    UplinkState::Down
+                };
+                s.failures += u64::from(!refused);
+                s.resends += abandoned;
+                s.in_flight = 0;
+                s.last_error = Some(error);
+            });
+            let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+            let wait = if refused {
+                // Try again about when the holder would have renewed.
+                plantd_shared::lease::RENEW_EVERY
+            } else {
+                backoff + Duration::from_millis(jitter)
+            };
+            tracing::debug!(?wait, from, "uplink: reconnecting after backoff");
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = &mut sleep => break,
+                    _ = p.stall_check.tick() => p.check_stall(),
                 }
             }
+            backoff = (backoff * 2).min(p.cfg.backoff_max);
         }
         let cursor = p.w.cursor();
         p.journal.ack(cursor);
@@ -372,8 +431,12 @@ impl Uplink {
 /// The uplink's state across connections.
 struct Pump {
     journal: Journal,
+    /// The identities of the journal's records (for their message ids).
+    identity: Arc<Identity>,
     cfg: UplinkConfig,
     status: Arc<watch::Sender<UplinkStatus>>,
+    /// The site lease to hold, if any.
+    lease: Option<Arc<SiteLease>>,
     w: Window,
     last_progress: Instant,
     stall_check: tokio::time::Interval,
@@ -381,6 +444,10 @@ struct Pump {
     /// watch and the journal's cursor), so a burst of acks costs one
     /// wake-up of watchers and of the journal writer, not one per message.
     unpublished: Unpublished,
+    /// The lowest record JetStream refused and that is not acknowledged
+    /// since: a resume never skips past it (later records may have been
+    /// stored while it was not).
+    refused_floor: Option<u64>,
 }
 
 /// Progress not yet published; see [`Pump::publish`].
@@ -396,6 +463,61 @@ struct Unpublished {
 const PUBLISH_EVERY: u64 = 256;
 
 impl Pump {
+    /// Gets a new connection ready before its first publish: confirms the
+    /// site lease (when there is one) and learns what JetStream already
+    /// stored for this journal, skipping it (when `resume` is on).
+    async fn prepare(
+        &mut self,
+        conn: &UplinkConnection,
+        reader: &mut plantd_journal::Reader,
+    ) -> Result<(), Stop> {
+        if let Some(lease) = &self.lease {
+            match lease.confirm().await {
+                Ok(LeaseState::Held) => {}
+                Ok(LeaseState::Refused(why)) => return Err(Stop::Refused(why)),
+                Ok(LeaseState::Unknown) => {
+                    return Err(Stop::Failed("site lease not confirmed".into()));
+                }
+                Err(e) => return Err(Stop::Failed(e.to_string())),
+            }
+        }
+        if !self.cfg.resume {
+            return Ok(());
+        }
+        let stored = last_stored(&conn.client, &self.cfg.site)
+            .await
+            .map_err(Stop::Failed)?;
+        let acked = self.journal.acked();
+        if self.refused_floor.is_some_and(|r| r <= acked) {
+            self.refused_floor = None;
+        }
+        let mut upto = resume_point(
+            &self.identity,
+            stored.as_ref().map(|(id, seq)| (id.as_str(), *seq)),
+            acked,
+        );
+        if let Some(r) = self.refused_floor {
+            upto = upto.min(r - 1);
+        }
+        let position = self.w.cursor();
+        if upto > position {
+            let skipped = upto - position;
+            tracing::info!(
+                from = position + 1,
+                to = upto,
+                "uplink: JetStream already holds these records; not sending them again"
+            );
+            self.journal.ack(upto);
+            self.w.reset(upto + 1);
+            reader.seek(upto + 1);
+            self.status.send_modify(|s| {
+                s.already_stored += skipped;
+                s.acked_seq = upto;
+            });
+        }
+        Ok(())
+    }
+
     /// Publishes over `conn` until it fails, the journal closes or
     /// `shutdown` resolves, then waits (up to the ack timeout) for what is
     /// still in flight, so the cursor reflects everything stored before the
@@ -420,6 +542,7 @@ impl Pump {
             Err(e) => return Stop::Failed(format!("cannot subscribe to acknowledgements: {e}")),
         };
         let mut lost = conn.lost.clone();
+        let mut lease = self.lease.as_ref().map(|l| l.state());
         self.w.progressed = false;
         let stop = loop {
             let limit = if self.w.progressed {
@@ -433,6 +556,16 @@ impl Pump {
                 _ = shutdown.as_mut() => break Stop::Shutdown,
                 _ = async { lost.wait_for(|l| *l).await.map(|_| ()) } => {
                     return Stop::Failed("NATS connection lost".into());
+                }
+                Ok(state) = async {
+                    match lease.as_mut() {
+                        Some(l) => l.wait_for(|s| matches!(s, LeaseState::Refused(_))).await.map(|s| s.clone()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let LeaseState::Refused(why) = state {
+                        break Stop::Refused(why);
+                    }
                 }
                 Some(msg) = acks.next() => {
                     if let Err(e) = self.on_ack(&msg) {
@@ -458,7 +591,8 @@ impl Pump {
                         continue;
                     };
                     let subject = async_nats::Subject::from(subject);
-                    let headers = msg.headers(&self.cfg.site, rec.seq);
+                    let journal_id = self.identity.id_for(rec.seq);
+                    let headers = msg.headers(&self.cfg.site, journal_id.as_str(), rec.seq);
                     let sent = conn
                         .client
                         .publish_with_reply_and_headers(
@@ -529,6 +663,8 @@ impl Pump {
             Err(e) => {
                 tracing::warn!(seq, subject = %pending.subject, error = %e, "uplink publish refused");
                 self.w.failed_subjects.insert(pending.subject.to_string());
+                self.w.refused = Some(self.w.refused.map_or(seq, |r| r.min(seq)));
+                self.refused_floor = Some(self.refused_floor.map_or(seq, |r| r.min(seq)));
                 Err(e)
             }
         }
@@ -596,7 +732,7 @@ impl Pump {
         let journal = &self.journal;
         let since = self.last_progress.elapsed();
         self.status.send_if_modified(|s| {
-            if stalled && s.state != UplinkState::Stalled {
+            if stalled && !matches!(s.state, UplinkState::Stalled | UplinkState::Refused) {
                 tracing::warn!(
                     backlog = journal.durable() - journal.acked(),
                     since_last_ack = ?since,
@@ -635,6 +771,9 @@ struct Window {
     failed_subjects: HashSet<String>,
     /// Whether the current connection has had a publish acknowledged.
     progressed: bool,
+    /// The lowest sequence refused on the current connection: the cursor
+    /// stays below it, whatever was acknowledged after it.
+    refused: Option<u64>,
 }
 
 impl Window {
@@ -644,15 +783,21 @@ impl Window {
             last_read: start - 1,
             failed_subjects: HashSet::new(),
             progressed: false,
+            refused: None,
         }
     }
 
     /// Everything up to here is acknowledged.
     fn cursor(&self) -> u64 {
-        self.outstanding
+        let cursor = self
+            .outstanding
             .first_key_value()
             .map(|(s, _)| s - 1)
-            .unwrap_or(self.last_read)
+            .unwrap_or(self.last_read);
+        match self.refused {
+            Some(r) => cursor.min(r - 1),
+            None => cursor,
+        }
     }
 
     /// When the oldest unacknowledged publish was sent.
@@ -666,8 +811,71 @@ impl Window {
         let abandoned = self.outstanding.len() as u64;
         self.outstanding.clear();
         self.failed_subjects.clear();
+        self.refused = None;
         self.last_read = from - 1;
         abandoned
+    }
+}
+
+/// The last message JetStream stored on `site`'s uplink subjects
+/// (`plantd.<site>.up.>`), as (journal id, sequence) from its message id;
+/// `None` when there is none, it is not an uplinked message of this site,
+/// or no stream holds the subjects (the first publish then says so).
+///
+/// # Errors
+/// The reason, when JetStream could not be asked.
+async fn last_stored(
+    client: &async_nats::Client,
+    site: &Site,
+) -> Result<Option<(String, u64)>, String> {
+    use async_nats::jetstream::context::GetStreamByNameErrorKind;
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let js = async_nats::jetstream::new(client.clone());
+    let filter = format!("{}.>", plantd_shared::subject::prefix(site, Channel::Up));
+    let name = match js.stream_by_subject(filter.as_str()).await {
+        Ok(name) => name,
+        Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot find the stream of {filter}: {e}")),
+    };
+    let stream = js
+        .get_stream_no_info(&name)
+        .await
+        .map_err(|e| format!("stream {name}: {e}"))?;
+    let last = match stream.get_last_raw_message_by_subject(&filter).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "cannot read what stream {name} last stored for {filter}: {e}"
+            ));
+        }
+    };
+    Ok(last
+        .headers
+        .get(headers::MSG_ID)
+        .and_then(|v| MessageId::parse(v.as_str()))
+        .filter(|id| id.site == site.as_str())
+        .map(|id| (id.journal.to_owned(), id.seq)))
+}
+
+/// The highest journal sequence JetStream is known to hold, given the last
+/// message it stored for this site (`stored`: journal id and sequence) and
+/// the acknowledged cursor.
+///
+/// * No message, or another journal's: only the cursor is known.
+/// * One of this journal's records: it and everything before it (one
+///   connection stores a prefix of what was sent, in order).
+/// * A later record of one of this journal's earlier lives than this
+///   journal holds (it is a restored backup or a copy, and the original
+///   went on): every record of that life held here.
+pub fn resume_point(identity: &Identity, stored: Option<(&str, u64)>, acked: u64) -> u64 {
+    let Some((id, seq)) = stored else {
+        return acked;
+    };
+    match identity.locate(id, seq) {
+        Located::Foreign => acked,
+        Located::Within => acked.max(seq),
+        Located::Beyond { last } => acked.max(last),
     }
 }
 

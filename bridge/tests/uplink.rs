@@ -91,10 +91,9 @@ async fn stream_contents(js: &jetstream::Context) -> Vec<(u64, String)> {
             .get(headers::MSG_ID)
             .map(|v| v.as_str().to_owned())
             .expect("message id");
-        let journal_seq: u64 = id
-            .strip_prefix("plant-1:")
-            .and_then(|s| s.parse().ok())
-            .expect("id is site:seq");
+        let parsed = headers::MessageId::parse(&id).expect("id is site:journal:seq");
+        assert_eq!(parsed.site, "plant-1");
+        let journal_seq = parsed.seq;
         out.push((
             journal_seq,
             String::from_utf8_lossy(&m.payload).into_owned(),
@@ -225,9 +224,11 @@ async fn a_resend_after_restart_is_deduplicated_by_jetstream() {
     up.wait_acked(300).await;
     up.stop().await;
 
-    // As after a crash whose cursor lagged: everything is sent again.
+    // As after a crash whose cursor lagged: everything is sent again (with
+    // the resume off, the duplicate window alone catches it).
     let mut cfg = UplinkConfig::new(site());
     cfg.start = Some(1);
+    cfg.resume = false;
     journal_n(&j, 300, 10).await;
     let mut again = start(&j, &nats, cfg).await;
     let s = again.wait_acked(310).await;
@@ -294,4 +295,66 @@ async fn the_uplink_connection_closes_instead_of_reconnecting() {
         !matches!(flushed, Ok(Ok(()))),
         "the uplink's client reconnected after losing its connection"
     );
+}
+
+#[tokio::test]
+async fn a_new_connection_skips_what_jetstream_already_holds() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    journal_n(&j, 0, 300).await;
+    let mut up = start(&j, &nats, UplinkConfig::new(site())).await;
+    up.wait_acked(300).await;
+    up.stop().await;
+
+    // As after a crash whose cursor lagged far behind: told to start at 1,
+    // the uplink learns that JetStream holds 1..=300 and sends none again.
+    let mut cfg = UplinkConfig::new(site());
+    cfg.start = Some(1);
+    journal_n(&j, 300, 10).await;
+    let mut again = start(&j, &nats, cfg).await;
+    let s = again.wait_acked(310).await;
+    assert_eq!(s.already_stored, 300, "{s:?}");
+    assert_eq!(s.duplicates, 0, "nothing was sent twice: {s:?}");
+    assert_eq!(s.published, 10, "{s:?}");
+    assert_exactly_once_in_order(&stream_contents(&js).await, 310);
+    again.stop().await;
+    j.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_wiped_journal_never_collides_with_its_predecessor() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    for run in 0..2u64 {
+        // A new directory each time: the journal starts again at 1.
+        let dir = tempfile::tempdir().expect("tmp");
+        let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+        journal_n(&j, 0, 200).await;
+        let mut up = start(&j, &nats, UplinkConfig::new(site())).await;
+        let s = up.wait_acked(200).await;
+        assert_eq!(s.duplicates, 0, "run {run}: {s:?}");
+        up.stop().await;
+        j.close().await.expect("close");
+    }
+    let stream = js.get_stream(streams::TELEMETRY).await.expect("stream");
+    let mut ids = std::collections::HashSet::new();
+    for seq in 1..=400 {
+        let m = stream.get_raw_message(seq).await.expect("stored");
+        let id = m
+            .headers
+            .get(headers::MSG_ID)
+            .expect("id")
+            .as_str()
+            .to_owned();
+        assert!(ids.insert(id), "message id repeated");
+    }
+    assert!(stream.get_raw_message(401).await.is_err(), "400 stored");
 }

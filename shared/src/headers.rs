@@ -3,9 +3,14 @@
 //! The payload stays byte-for-byte what the device sent; everything plantd
 //! knows about it goes in headers. Values are UTF-8 text.
 
-/// JetStream de-duplication id. The edge sets `<site>:<journal sequence>`,
-/// so a resend after an outage or crash is dropped by the stream's duplicate
-/// window instead of being stored twice.
+/// JetStream de-duplication id of an uplinked message:
+/// `<site>:<journal id>:<journal sequence>`, made by [`message_id`] and read
+/// back by [`MessageId::parse`]. The journal id changes every time an
+/// edge's journal is opened and stays with each record, so a resend after
+/// an outage or a crash carries the same id (and is dropped by the stream's
+/// duplicate window, or not resent at all when the edge learns what the
+/// stream holds), while a wiped, restored or copied journal never reuses
+/// its predecessor's ids.
 pub const MSG_ID: &str = "Nats-Msg-Id";
 
 /// The original MQTT topic, exactly as published (the subject holds the
@@ -89,6 +94,45 @@ pub const ALL: &[&str] = &[
     TIMEOUT_MS,
     ESCAPED,
 ];
+
+/// The [`MSG_ID`] of the record `seq` written by journal `journal` on
+/// `site`: `<site>:<journal>:<seq>` (a journal id is 16 lowercase hex
+/// digits; the site is one subject token, so it holds no `:`).
+pub fn message_id(site: &str, journal: &str, seq: u64) -> String {
+    format!("{site}:{journal}:{seq}")
+}
+
+/// An uplinked message's id, read back from its [`MSG_ID`] header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageId<'a> {
+    /// The site whose edge sent it.
+    pub site: &'a str,
+    /// The journal id of the life that wrote it.
+    pub journal: &'a str,
+    /// Its journal sequence.
+    pub seq: u64,
+}
+
+impl<'a> MessageId<'a> {
+    /// Parses [`message_id`]'s text; `None` for anything else (including
+    /// the `<site>:<seq>` ids of plantd before journal ids).
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let (site, rest) = text.split_once(':')?;
+        let (journal, seq) = rest.split_once(':')?;
+        let hex = journal.len() == 16
+            && journal
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if site.is_empty() || !hex {
+            return None;
+        }
+        Some(Self {
+            site,
+            journal,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
 
 /// Formats milliseconds since the Unix epoch as the RFC 3339 UTC text used
 /// by [`RECEIVED`] and [`SENT`] (`2026-11-23T03:32:06.123Z`).
@@ -242,6 +286,30 @@ mod tests {
             let e = escape_value(v);
             assert!(is_plain_value(&e), "{e:?}");
             assert_eq!(unescape_value(&e).as_deref(), Some(v));
+        }
+    }
+
+    #[test]
+    fn message_ids_round_trip_and_reject_other_shapes() {
+        let text = message_id("plant-1", "4f1c0a9e7b2d3c58", 42);
+        assert_eq!(text, "plant-1:4f1c0a9e7b2d3c58:42");
+        assert_eq!(
+            MessageId::parse(&text),
+            Some(MessageId {
+                site: "plant-1",
+                journal: "4f1c0a9e7b2d3c58",
+                seq: 42
+            })
+        );
+        for other in [
+            "plant-1:42",
+            "plant-1:4F1C0A9E7B2D3C58:42",
+            "plant-1:4f1c:42",
+            ":4f1c0a9e7b2d3c58:42",
+            "plant-1:4f1c0a9e7b2d3c58:x",
+            "plant-1:4f1c0a9e7b2d3c58:",
+        ] {
+            assert_eq!(MessageId::parse(other), None, "{other}");
         }
     }
 

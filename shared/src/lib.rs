@@ -6,7 +6,8 @@
 //! | [`subject`] | the reversible MQTT topic ⇄ NATS subject mapping, site names |
 //! | `http` (feature `http`) | the JSON error type and extractors every HTTP API shares |
 //! | `aws` (feature `aws`) | the AWS SDK configuration the functions share (rustls with ring) |
-//! | [`headers`] | NATS header names and their meaning |
+//! | [`headers`] | NATS header names and their meaning, uplink message ids |
+//! | [`lease`] | the site lease: one live edge journal per site (`plantd_edge_leases`) |
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
 //! | [`audit`] | the audit trail: records, the hash chain per organisation in `PLANTD_AUDIT`, the `Auditor`, reading and verifying |
 //! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
@@ -33,6 +34,7 @@ pub mod headers;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod jwt;
+pub mod lease;
 pub mod local_nats;
 pub mod logging;
 pub mod process;

@@ -11,6 +11,7 @@
 //! | `plantd_state` (KV) | scoped state | `<scope>.<key>` |
 //! | `plantd_identity` (KV) | users, orgs, roles, service accounts, devices | |
 //! | `plantd_revoked` (KV) | revoked token ids, mirrored by every edge | `<jti>` |
+//! | `plantd_edge_leases` (KV) | which live edge journal serves each site ([`crate::lease`]) | `<site>` |
 //! | `plantd_commands` (KV) | commands the edge holds (no subscriber yet), listed and cancelled by the proxy ([`crate::commands`]) | `<site>.<id>` |
 //! | `plantd_sites` (KV) | site records: which organisation owns each site ([`crate::sites`]) | `<site>` |
 
@@ -38,6 +39,9 @@ pub const STATE_BUCKET: &str = "plantd_state";
 pub const IDENTITY_BUCKET: &str = "plantd_identity";
 /// Revoked token ids.
 pub const REVOKED_BUCKET: &str = "plantd_revoked";
+/// Site leases (`<site>` → [`crate::lease::LeaseRecord`]): which live edge
+/// journal serves each site; entries expire after [`crate::lease::TTL`].
+pub const EDGE_LEASES_BUCKET: &str = "plantd_edge_leases";
 /// Held commands (`<site>.<id>` → [`crate::commands::HeldCommand`]).
 pub const COMMANDS_BUCKET: &str = "plantd_commands";
 /// Site records (`<site>` → [`crate::sites::SiteRecord`]): which
@@ -47,12 +51,13 @@ pub const SITES_BUCKET: &str = "plantd_sites";
 /// Every stream name, in creation order.
 pub const STREAMS: [&str; 5] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT];
 /// Every bucket name, in creation order.
-pub const BUCKETS: [&str; 5] = [
+pub const BUCKETS: [&str; 6] = [
     STATE_BUCKET,
     IDENTITY_BUCKET,
     REVOKED_BUCKET,
     SITES_BUCKET,
     COMMANDS_BUCKET,
+    EDGE_LEASES_BUCKET,
 ];
 
 /// Tunables for [`ensure`]. `Default` is what `plantd up` uses.
@@ -147,6 +152,7 @@ pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
         STATE_BUCKET => (16, Duration::ZERO, "plantd scoped state"),
         IDENTITY_BUCKET => (8, Duration::ZERO, "plantd identity"),
         REVOKED_BUCKET => (1, settings.revoked_ttl, "plantd revoked token ids"),
+        EDGE_LEASES_BUCKET => (1, crate::lease::TTL, "plantd site leases of edge journals"),
         SITES_BUCKET => (8, Duration::ZERO, "plantd sites and their organisations"),
         COMMANDS_BUCKET => (1, Duration::ZERO, "plantd commands held by edges"),
         _ => return None,
