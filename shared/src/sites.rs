@@ -152,7 +152,12 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), String> 
 /// [`BOOTSTRAP_ORG`] and role [`SUPERADMIN_ROLE`] (a built-in role, which no
 /// custom role can shadow and only a superadmin can assign).
 pub fn is_superadmin(claims: &Claims) -> bool {
-    claims.org == BOOTSTRAP_ORG && claims.roles.iter().any(|r| r == SUPERADMIN_ROLE)
+    is_superadmin_principal(&claims.org, &claims.roles)
+}
+
+/// [`is_superadmin`] for a principal that has no token yet (at issuance).
+pub fn is_superadmin_principal(org: &str, roles: &[String]) -> bool {
+    org == BOOTSTRAP_ORG && roles.iter().any(|r| r == SUPERADMIN_ROLE)
 }
 
 /// How a caller may act on a site.
@@ -176,19 +181,16 @@ pub enum Denied {
     OtherOrg,
 }
 
-/// **The** rule: may `claims` act on the site whose record is `record`
-/// (`None`: not registered)? Permission strings and MQTT grants are checked
-/// separately; this decides the organisation.
+/// May `claims` act on the site whose record is `record` (`None`: not
+/// registered)? Permission strings and MQTT grants are checked separately;
+/// this decides the organisation, by [`authorize_principal`].
 ///
 /// # Errors
 /// [`Denied::Unknown`] for an unregistered site (even for the superadmin:
 /// nothing can be done on a site nobody owns), [`Denied::OtherOrg`] for
 /// another organisation's site.
 pub fn authorize(claims: &Claims, record: Option<&SiteRecord>) -> Result<Access, Denied> {
-    match record {
-        None => Err(Denied::Unknown),
-        Some(r) => authorize_org(claims, &r.org),
-    }
+    authorize_principal(&claims.org, &claims.roles, record.map(|r| r.org.as_str()))
 }
 
 /// [`authorize`] when only the owning organisation is known (the edge,
@@ -198,12 +200,29 @@ pub fn authorize(claims: &Claims, record: Option<&SiteRecord>) -> Result<Access,
 /// [`Denied::OtherOrg`] unless `claims` belong to `owner` or are the
 /// superadmin's.
 pub fn authorize_org(claims: &Claims, owner: &str) -> Result<Access, Denied> {
-    if claims.org == owner {
-        Ok(Access::Own)
-    } else if is_superadmin(claims) {
-        Ok(Access::AsSuperadmin)
-    } else {
-        Err(Denied::OtherOrg)
+    authorize_principal(&claims.org, &claims.roles, Some(owner))
+}
+
+/// **The** rule, for a principal of organisation `org` with `roles`, on a
+/// site owned by `owner` (`None`: not registered): the same organisation,
+/// or the bootstrap superadmin acting for another. [`authorize`] and
+/// [`authorize_org`] apply it to a token's claims; token issuance applies
+/// it to a user, service account or device before a token exists.
+///
+/// # Errors
+/// [`Denied::Unknown`] when `owner` is `None`, [`Denied::OtherOrg`] when
+/// another organisation owns the site and the principal is not the
+/// superadmin.
+pub fn authorize_principal(
+    org: &str,
+    roles: &[String],
+    owner: Option<&str>,
+) -> Result<Access, Denied> {
+    match owner {
+        None => Err(Denied::Unknown),
+        Some(owner) if owner == org => Ok(Access::Own),
+        Some(_) if is_superadmin_principal(org, roles) => Ok(Access::AsSuperadmin),
+        Some(_) => Err(Denied::OtherOrg),
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
 use plantd_shared::jwt::now_secs;
+use plantd_shared::subject::Site;
 use serde::Serialize;
 
 use crate::model::{self, Family, RefreshToken, Role};
@@ -128,6 +129,50 @@ pub fn user_audience(sites: &[String]) -> Result<Vec<String>, AppError> {
         aud.push(plantd_shared::claims::site_audience(&site));
     }
     Ok(aud)
+}
+
+/// Audiences for a token of a principal of `org` with `roles`: the API
+/// plus each requested site, every one of which must be registered to
+/// `org` ([`plantd_shared::sites::authorize_principal`]: the bootstrap
+/// superadmin may name any organisation's site, and that is logged for the
+/// audit). Login, refresh and service-account tokens go through here, so a
+/// token never carries another organisation's site.
+///
+/// # Errors
+/// 400 for a malformed site name, 404 for a site nobody registered, 403
+/// for another organisation's site, 503 when the registry is unreachable.
+pub async fn site_audiences(
+    state: &AppState,
+    org: &str,
+    roles: &[String],
+    sites: &[String],
+) -> Result<Vec<String>, AppError> {
+    let audience = user_audience(sites)?;
+    for name in sites {
+        let owner = state.sites.get(name).await?.map(|(r, _)| r.org);
+        let access = plantd_shared::sites::authorize_principal(org, roles, owner.as_deref())
+            .map_err(|d| d.to_app_error(name))?;
+        if access == plantd_shared::sites::Access::AsSuperadmin {
+            tracing::warn!(site = %name, org = ?owner, actor_org = %org, cross_org = true, "superadmin token for another organisation's site");
+        }
+    }
+    Ok(audience)
+}
+
+/// The site of a device of `org`: valid, and registered to `org` — checked
+/// when the device is registered and again whenever it asks for a token
+/// (the site may have been deleted since).
+///
+/// # Errors
+/// 400 for a malformed site name, 404 for an unregistered site, 403 for
+/// another organisation's, 503 when the registry is unreachable.
+pub async fn device_site(state: &AppState, org: &str, site: &str) -> Result<Site, AppError> {
+    let site = Site::new(site).map_err(|e| AppError::bad_request(e.to_string()))?;
+    let owner = state.sites.get(site.as_str()).await?.map(|(r, _)| r.org);
+    // A device has no roles that cross organisations: only its own counts.
+    plantd_shared::sites::authorize_principal(org, &[], owner.as_deref())
+        .map_err(|d| d.to_app_error(site.as_str()))?;
+    Ok(site)
 }
 
 fn new_refresh_value() -> String {

@@ -262,6 +262,7 @@ async fn devices_get_site_tokens_with_their_own_topics() {
     let (_, v) = login(&f.app, ADMIN, ADMIN_PW).await;
     let root = token(&v);
     let a = org_with_admin(&f, &root, "acme").await;
+    common::register_site(&f, "acme", "plant-1").await;
     let (s, creds) = call(
         &f.app,
         "POST",

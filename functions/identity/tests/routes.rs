@@ -396,6 +396,7 @@ async fn devices_are_listed_and_deleted() {
     let root = root_token(&f).await;
     let acme = org_with_admin(&f, &root, "acme").await;
     let globex = org_with_admin(&f, &root, "globex").await;
+    common::register_site(&f, "acme", "plant-1").await;
     let (s, creds) = call(
         &f.app,
         "POST",

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
 use serde::{Deserialize, Serialize};
 
@@ -173,14 +172,17 @@ pub struct CreateDevice {
 /// Registers a device with its own MQTT permissions on its site.
 ///
 /// # Errors
-/// 400 for a bad site or filter, 403 without `identity:device:create`.
+/// 400 for a bad site or filter, 403 without `identity:device:create` or
+/// for another organisation's site, 404 for an unregistered site.
 pub async fn create_device(
     State(state): State<AppState>,
     caller: Caller,
     Body(req): Body<CreateDevice>,
 ) -> Result<(StatusCode, Json<Credentials>), AppError> {
     caller.require("identity:device:create")?;
-    Site::new(req.site.as_str()).map_err(|e| AppError::bad_request(e.to_string()))?;
+    // The site must be one of the caller's organisation (checked again
+    // whenever the device asks for a token).
+    crate::tokens::device_site(&state, caller.org(), &req.site).await?;
     for f in req.publish.iter().chain(&req.subscribe) {
         Filter::new(f.as_str()).map_err(|e| AppError::bad_request(format!("filter {f:?}: {e}")))?;
     }

@@ -182,3 +182,14 @@ pub async fn create_user(
     assert_eq!(s, StatusCode::CREATED, "{u}");
     u["id"].as_str().expect("id").to_owned()
 }
+
+/// Registers site `id` to organisation `org` (as `POST /v1/sites` would):
+/// devices and site tokens need a site of their organisation.
+pub async fn register_site(f: &Fixture, org: &str, id: &str) {
+    let site = plantd_shared::subject::Site::new(id).expect("a site id");
+    f.state
+        .sites
+        .register(&site, org, id)
+        .await
+        .expect("register the site");
+}
