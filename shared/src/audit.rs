@@ -217,6 +217,12 @@ impl Auditor {
         }
     }
 
+    /// The JetStream context it appends through (for [`read`] and
+    /// [`verify`]).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
     /// How long [`Auditor::record`] waits.
     pub fn timeout(&self) -> Duration {
         self.inner.timeout

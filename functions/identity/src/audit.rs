@@ -1,0 +1,97 @@
+//! The audit trail in identity: where a request came from ([`Origin`]),
+//! and the middleware that records every refused request
+//! ([`record_denials`]). Handlers record what they did themselves, with
+//! `state.audit.record(origin.event(Action::…, org).by(&caller.claims)…)`;
+//! the records go to `PLANTD_AUDIT` through [`plantd_shared::audit`].
+//!
+//! | what | recorded by | org chain |
+//! |---|---|---|
+//! | logins (success, failure, throttled), refresh, logout, client-credential tokens | `routes::auth` | the account's organisation; the bootstrap organisation for unknown accounts |
+//! | creating, changing, deleting organisations, sites, users, roles, devices, service accounts; revocations; lockout clearing; key rotation | the route | the organisation acted on |
+//! | any `403` | [`record_denials`] (`access.denied`, target `<METHOD> <path>`) | the caller's organisation |
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use plantd_shared::audit::{Action, Event, Outcome};
+use plantd_shared::http::request_id::{self, RequestId};
+use plantd_shared::http::source::{self, Source};
+
+use crate::auth::Caller;
+use crate::{AppError, AppState};
+
+/// Where a request came from: the client's address (under
+/// [`plantd_shared::http::source`]'s rules) and the request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's address.
+    pub source: Source,
+    /// The request id (`x-request-id`).
+    pub request_id: RequestId,
+}
+
+impl Origin {
+    /// The origin of a request.
+    pub fn of(parts: &Parts, state: &AppState) -> Self {
+        Self {
+            source: source::source(parts, &state.settings.trusted_proxies),
+            request_id: request_id::of(parts),
+        }
+    }
+
+    /// An audit event for `action` in `org`'s chain, from here.
+    pub fn event(&self, action: Action, org: &str) -> Event {
+        let source = match self.source {
+            Source::Addr(ip) => Some(ip.to_string()),
+            Source::Unknown => None,
+        };
+        Event::new(action, org).origin(source, Some(self.request_id.0.clone()))
+    }
+}
+
+impl FromRequestParts<AppState> for Origin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        Ok(Self::of(parts, state))
+    }
+}
+
+/// Middleware: after a `403`, records `access.denied` by the caller (when
+/// its token is valid) with target `<METHOD> <path>`, outcome `denied`.
+/// Handlers need not record their own refusals.
+pub async fn record_denials(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let origin = Origin::of(&parts, &state);
+    let target = format!("{} {}", parts.method, parts.uri.path());
+    let auth = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .cloned();
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if response.status() != StatusCode::FORBIDDEN {
+        return response;
+    }
+    let Some(auth) = auth else { return response };
+    // Who it was, by the same check the handler made.
+    let mut probe = Request::new(());
+    probe
+        .headers_mut()
+        .insert(axum::http::header::AUTHORIZATION, auth);
+    let (mut parts, ()) = probe.into_parts();
+    if let Ok(caller) = Caller::from_request_parts(&mut parts, &state).await {
+        state
+            .audit
+            .record(
+                origin
+                    .event(Action::AccessDenied, caller.org())
+                    .by(&caller.claims)
+                    .target(target)
+                    .outcome(Outcome::Denied),
+            )
+            .await;
+    }
+    response
+}
