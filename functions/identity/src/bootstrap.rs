@@ -60,6 +60,7 @@ pub async fn ensure_admin(
         created_ms: plantd_shared::headers::now_ms(),
         version: 0,
         attributes: Default::default(),
+        revoked_before_ms: 0,
     };
     crate::routes::users::insert_user(state, &user).await?;
     tracing::info!(%email, "created the bootstrap administrator");

@@ -12,6 +12,7 @@
 //! | [`store`] | typed KV access with compare-and-set and retry |
 //! | [`password`] | argon2id hashing and constant-time verification |
 //! | [`throttle`] | login throttling by (email, source) and by source |
+//! | [`revocation`] | the live access tokens of each principal, revoked at once on deactivation, deletion, role removal or request |
 //! | [`tokens`] | access JWT issuance, opaque refresh tokens, revocation |
 //! | [`keys`] | the signing keys and the JWKS document |
 //! | [`audit`] | where a request came from, and recording refused requests in the audit trail |
@@ -28,6 +29,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod password;
+pub mod revocation;
 pub mod routes;
 pub mod secrets;
 pub mod store;

@@ -11,6 +11,7 @@
 //! | `client.<client id>` | [`ClientIndex`]: which organisation a client id belongs to |
 //! | `refresh.<sha256(token)>` | [`RefreshToken`] |
 //! | `family.<id>` | [`Family`]: a chain of rotated refresh tokens |
+//! | `issued.<org>.<subject>` | [`crate::revocation::Issued`]: the live access token ids of a principal |
 //! | `throttle.…` | [`crate::throttle::Throttle`]: failed logins by (email, source) and by source |
 
 use std::collections::BTreeMap;
@@ -67,6 +68,11 @@ pub struct User {
     /// Free-form attributes set by administrators.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Refresh tokens issued before this time (ms; 0: none) no longer
+    /// work: set when the user is logged out everywhere
+    /// ([`crate::revocation`]).
+    #[serde(default)]
+    pub revoked_before_ms: u64,
 }
 
 /// What a user looks like to API callers (no hash).
@@ -274,6 +280,9 @@ pub struct RefreshToken {
     /// Site audiences requested at login, kept across refreshes.
     #[serde(default)]
     pub sites: Vec<String>,
+    /// When it was issued, ms (0 for tokens from before this field).
+    #[serde(default)]
+    pub issued_ms: u64,
 }
 
 /// A chain of refresh tokens from one login.

@@ -88,11 +88,12 @@ pub struct Subject {
     pub audience: Vec<String>,
 }
 
-/// Signs an access token for `subject`.
+/// Signs an access token for `subject` and remembers its id for
+/// [`crate::revocation`].
 ///
 /// # Errors
-/// 500 if signing fails.
-pub fn access_token(state: &AppState, subject: Subject) -> Result<(String, u64), AppError> {
+/// 500 if signing fails, 503 on storage errors.
+pub async fn access_token(state: &AppState, subject: Subject) -> Result<(String, u64), AppError> {
     let now = now_secs();
     let ttl = state.settings.access_ttl.as_secs();
     let claims = Claims {
@@ -114,6 +115,8 @@ pub fn access_token(state: &AppState, subject: Subject) -> Result<(String, u64),
         .signing()
         .sign(&claims)
         .map_err(AppError::internal)?;
+    // Remembered so that revoking the principal revokes this token.
+    crate::revocation::remember(state, &claims.org, &claims.sub, &claims.jti, claims.exp).await?;
     Ok((token, ttl))
 }
 
@@ -221,6 +224,7 @@ pub async fn new_refresh(
                 expires_ms,
                 used: false,
                 sites,
+                issued_ms: plantd_shared::headers::now_ms(),
             },
         )
         .await?;

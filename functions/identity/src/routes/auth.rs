@@ -116,7 +116,8 @@ async fn user_tokens(
             mqtt,
             audience: tokens::site_audiences(state, &user.org, &user.roles, &sites).await?,
         },
-    )?;
+    )
+    .await?;
     let refresh = tokens::new_refresh(state, &user.id, &user.org, family, sites).await?;
     Ok(TokenResponse {
         access_token: access,
@@ -153,6 +154,11 @@ pub async fn refresh(
         .map(|(u, _)| u)
         .filter(|u| u.active)
         .ok_or_else(|| AppError::unauthorized("refresh token is not valid"))?;
+    if record.issued_ms < user.revoked_before_ms {
+        // Logged out everywhere since this login: the whole chain ends.
+        tokens::revoke_family(&state, &record.family, "user revoked").await?;
+        return Err(AppError::unauthorized("refresh token is not valid"));
+    }
     Ok(Json(
         user_tokens(&state, &user, Some(record.family), record.sites).await?,
     ))
@@ -298,7 +304,7 @@ pub async fn token(
             return Err(invalid());
         }
     };
-    let (access, ttl) = tokens::access_token(&state, subject)?;
+    let (access, ttl) = tokens::access_token(&state, subject).await?;
     Ok(Json(TokenResponse {
         access_token: access,
         token_type: "Bearer",

@@ -8,8 +8,11 @@ use plantd_shared::topic::Filter;
 use serde::{Deserialize, Serialize};
 
 use super::json::Body;
+use super::users::Revoked;
 use crate::auth::Caller;
 use crate::model::{ClientIndex, Device, ServiceAccount};
+use crate::revocation::{self, Reason};
+use crate::store::Change;
 use crate::{AppError, AppState, password};
 
 /// Credentials, returned once.
@@ -144,13 +147,118 @@ pub async fn delete_service_account(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:service-account:delete")?;
-    let key = format!("sa.{}.{id}", caller.org());
+    let key = client_key("sa", &caller, &id)?;
     if state.store.get::<ServiceAccount>(&key).await?.is_none() {
         return Err(AppError::not_found("service account"));
     }
     state.store.delete(&key).await?;
     state.store.delete(&format!("client.{id}")).await?;
+    revocation::revoke_all(&state, caller.org(), &id, Reason::Deleted).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH /v1/service-accounts/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateServiceAccount {
+    /// Activate or deactivate (deactivating revokes its tokens).
+    #[serde(default)]
+    pub active: Option<bool>,
+    /// New roles (removing one revokes its tokens).
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+}
+
+/// Updates a service account: deactivating it, or taking a role away,
+/// revokes every live token it holds.
+///
+/// # Errors
+/// 403 without `identity:service-account:update` or for roles granting
+/// more than the caller holds, 404 if unknown.
+pub async fn update_service_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<UpdateServiceAccount>,
+) -> Result<Json<ServiceAccountView>, AppError> {
+    caller.require("identity:service-account:update")?;
+    if let Some(roles) = &req.roles {
+        super::users::check_assignable(&state, &caller, roles).await?;
+    }
+    let mut revoke = None;
+    let sa = state
+        .store
+        .modify::<ServiceAccount, _>(&client_key("sa", &caller, &id)?, |sa| {
+            revoke = None;
+            if let Some(a) = req.active {
+                if sa.active && !a {
+                    revoke = Some(Reason::Deactivated);
+                }
+                sa.active = a;
+            }
+            if let Some(roles) = &req.roles {
+                if sa.roles.iter().any(|r| !roles.contains(r)) {
+                    revoke = revoke.or(Some(Reason::RoleRemoved));
+                }
+                sa.roles.clone_from(roles);
+            }
+            Ok(Change::Put(()))
+        })
+        .await
+        .map_err(|e| not_found_as(e, "service account"))?;
+    if let Some(reason) = revoke {
+        revocation::revoke_all(&state, caller.org(), &id, reason).await?;
+    }
+    Ok(Json(ServiceAccountView {
+        client_id: sa.client_id,
+        name: sa.name,
+        roles: sa.roles,
+        active: sa.active,
+    }))
+}
+
+/// `POST /v1/service-accounts/{id}/revoke`: revokes every live token of
+/// the service account (it can ask for new ones).
+///
+/// # Errors
+/// 403 without `identity:service-account:update`, 404 if unknown.
+pub async fn revoke_service_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Revoked>, AppError> {
+    caller.require("identity:service-account:update")?;
+    if state
+        .store
+        .get::<ServiceAccount>(&client_key("sa", &caller, &id)?)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::not_found("service account"));
+    }
+    let revoked = revocation::revoke_all(&state, caller.org(), &id, Reason::Requested).await?;
+    Ok(Json(Revoked { revoked }))
+}
+
+/// The key of client `id` of `kind` (`sa` or `device`) in the caller's
+/// organisation; 404 for an id that cannot be one.
+fn client_key(kind: &str, caller: &Caller, id: &str) -> Result<String, AppError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(AppError::not_found(if kind == "sa" {
+            "service account"
+        } else {
+            "device"
+        }));
+    }
+    Ok(format!("{kind}.{}.{id}", caller.org()))
+}
+
+fn not_found_as(e: AppError, what: &str) -> AppError {
+    if e.status == StatusCode::NOT_FOUND {
+        AppError::not_found(what)
+    } else {
+        e
+    }
 }
 
 /// `POST /v1/devices`.
@@ -249,11 +357,83 @@ pub async fn delete_device(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:device:delete")?;
-    let key = format!("device.{}.{id}", caller.org());
+    let key = client_key("device", &caller, &id)?;
     if state.store.get::<Device>(&key).await?.is_none() {
         return Err(AppError::not_found("device"));
     }
     state.store.delete(&key).await?;
     state.store.delete(&format!("client.{id}")).await?;
+    revocation::revoke_all(&state, caller.org(), &id, Reason::Deleted).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH /v1/devices/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDevice {
+    /// Activate or deactivate (deactivating revokes its tokens: its MQTT
+    /// connections close).
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// Activates or deactivates a device; deactivating revokes every live
+/// token it holds.
+///
+/// # Errors
+/// 403 without `identity:device:update`, 404 if unknown.
+pub async fn update_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<UpdateDevice>,
+) -> Result<Json<DeviceView>, AppError> {
+    caller.require("identity:device:update")?;
+    let mut deactivated = false;
+    let d = state
+        .store
+        .modify::<Device, _>(&client_key("device", &caller, &id)?, |d| {
+            deactivated = false;
+            if let Some(a) = req.active {
+                deactivated = d.active && !a;
+                d.active = a;
+            }
+            Ok(Change::Put(()))
+        })
+        .await
+        .map_err(|e| not_found_as(e, "device"))?;
+    if deactivated {
+        revocation::revoke_all(&state, caller.org(), &id, Reason::Deactivated).await?;
+    }
+    Ok(Json(DeviceView {
+        client_id: d.id,
+        name: d.name,
+        site: d.site,
+        publish: d.publish,
+        subscribe: d.subscribe,
+        active: d.active,
+    }))
+}
+
+/// `POST /v1/devices/{id}/revoke`: revokes every live token of the device
+/// (its MQTT connections close; it can ask for a new token).
+///
+/// # Errors
+/// 403 without `identity:device:update`, 404 if unknown.
+pub async fn revoke_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Revoked>, AppError> {
+    caller.require("identity:device:update")?;
+    if state
+        .store
+        .get::<Device>(&client_key("device", &caller, &id)?)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::not_found("device"));
+    }
+    let revoked = revocation::revoke_all(&state, caller.org(), &id, Reason::Requested).await?;
+    Ok(Json(Revoked { revoked }))
 }

@@ -6,10 +6,10 @@
 //! | `POST /v1/auth/login`, `/refresh`, `/logout`, `/token`, `/password`; `GET /v1/auth/whoami` | [`auth`] |
 //! | `/v1/orgs` | [`orgs`] |
 //! | `GET /v1/audit`, `GET /v1/audit/verify` | [`audit`] |
-//! | `/v1/users`, `/v1/users/{id}/roles` | [`users`] |
+//! | `/v1/users`, `/v1/users/{id}/roles`, `/v1/users/{id}/revoke` | [`users`] |
 //! | `/v1/roles` | [`roles`] |
 //! | `GET /v1/lockouts`, `DELETE /v1/lockouts/{id}` | [`lockouts`] |
-//! | `/v1/service-accounts`, `/v1/devices` | [`clients`] |
+//! | `/v1/service-accounts`, `/v1/devices` (and `/{id}/revoke`) | [`clients`] |
 //! | `/v1/sites`, `/v1/sites/{id}` | [`sites`] |
 //! | `GET /.well-known/jwks.json`, `GET /healthz` | here |
 
@@ -56,6 +56,7 @@ pub fn router() -> Router<AppState> {
                 .delete(users::delete),
         )
         .route("/v1/users/{id}/roles", put(users::set_roles))
+        .route("/v1/users/{id}/revoke", post(users::revoke))
         .route("/v1/roles", get(roles::list).post(roles::create))
         .route(
             "/v1/roles/{name}",
@@ -69,7 +70,12 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/service-accounts/{id}",
-            axum::routing::delete(clients::delete_service_account),
+            axum::routing::delete(clients::delete_service_account)
+                .patch(clients::update_service_account),
+        )
+        .route(
+            "/v1/service-accounts/{id}/revoke",
+            post(clients::revoke_service_account),
         )
         .route(
             "/v1/devices",
@@ -77,8 +83,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/devices/{id}",
-            axum::routing::delete(clients::delete_device),
+            axum::routing::delete(clients::delete_device).patch(clients::update_device),
         )
+        .route("/v1/devices/{id}/revoke", post(clients::revoke_device))
         .route("/v1/lockouts", get(lockouts::list))
         .route("/v1/lockouts/{id}", axum::routing::delete(lockouts::clear))
         .route("/v1/sites", get(sites::list).post(sites::create))

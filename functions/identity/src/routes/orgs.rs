@@ -7,9 +7,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::json::Body;
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::{self, Org, User};
 use crate::{AppError, AppState, password};
+use plantd_shared::audit::Action;
 
 /// `POST /v1/orgs`.
 #[derive(Debug, Deserialize)]
@@ -43,6 +45,7 @@ pub struct Created {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(req): Body<CreateOrg>,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
     caller.require("identity:org:create")?;
@@ -79,6 +82,7 @@ pub async fn create(
                 created_ms: org.created_ms,
                 version: 0,
                 attributes: Default::default(),
+                revoked_before_ms: 0,
             };
             super::users::insert_user(&state, &user).await?;
             Some(user.id)
@@ -90,6 +94,16 @@ pub async fn create(
             ));
         }
     };
+    state
+        .audit
+        .record(
+            origin
+                .event(Action::OrgCreate, &org.id)
+                .by(&caller.claims)
+                .target(format!("org:{}", org.id))
+                .detail(serde_json::json!({ "admin_id": admin_id })),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(Created { org, admin_id })))
 }
 

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::json::Body;
 use crate::auth::Caller;
 use crate::model::{self, EmailIndex, Role, User, UserView};
+use crate::revocation::{self, Reason};
 use crate::store::Change;
 use crate::{AppError, AppState, password};
 
@@ -132,6 +133,7 @@ pub async fn create(
         created_ms: plantd_shared::headers::now_ms(),
         version: 0,
         attributes: req.attributes,
+        revoked_before_ms: 0,
     };
     insert_user(&state, &user).await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
@@ -213,10 +215,13 @@ pub async fn update(
         Some(p) => Some(password::hash(p)?),
         None => None,
     };
+    let mut deactivated = false;
     let u = state
         .store
         .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+            deactivated = false;
             if let Some(a) = req.active {
+                deactivated = u.active && !a;
                 u.active = a;
             }
             for (k, v) in &req.attributes {
@@ -243,6 +248,9 @@ pub async fn update(
                 e
             }
         })?;
+    if deactivated {
+        revocation::revoke_all(&state, &u.org, &u.id, Reason::Deactivated).await?;
+    }
     Ok(Json(UserView::from(&u)))
 }
 
@@ -267,9 +275,11 @@ pub async fn set_roles(
 ) -> Result<Json<UserView>, AppError> {
     caller.require("identity:user:update")?;
     check_assignable(&state, &caller, &req.roles).await?;
+    let mut removed = false;
     let u = state
         .store
         .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+            removed = u.roles.iter().any(|r| !req.roles.contains(r));
             u.roles.clone_from(&req.roles);
             u.version += 1;
             Ok(Change::Put(()))
@@ -282,6 +292,10 @@ pub async fn set_roles(
                 e
             }
         })?;
+    if removed {
+        // Tokens carry the roles' permissions: the old ones must go.
+        revocation::revoke_all(&state, &u.org, &u.id, Reason::RoleRemoved).await?;
+    }
     Ok(Json(UserView::from(&u)))
 }
 
@@ -306,5 +320,46 @@ pub async fn delete(
         .store
         .delete(&format!("email.{}", model::sha256_hex(&u.email)))
         .await?;
+    revocation::revoke_all(&state, &u.org, &u.id, Reason::Deleted).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What `POST …/{id}/revoke` answers.
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    /// Live access tokens revoked.
+    pub revoked: usize,
+}
+
+/// `POST /v1/users/{id}/revoke`: logs the user out everywhere — every live
+/// access token is revoked (MQTT connections and WebSockets using them
+/// close) and every refresh token issued so far stops working. The user
+/// can log in again.
+///
+/// # Errors
+/// 403 without `identity:user:update`, 404 if not found.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Revoked>, AppError> {
+    caller.require("identity:user:update")?;
+    let now = plantd_shared::headers::now_ms();
+    let u = state
+        .store
+        .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+            u.revoked_before_ms = now;
+            u.version += 1;
+            Ok(Change::Put(()))
+        })
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::NOT_FOUND {
+                AppError::not_found("user")
+            } else {
+                e
+            }
+        })?;
+    let revoked = revocation::revoke_all(&state, &u.org, &u.id, Reason::Requested).await?;
+    Ok(Json(Revoked { revoked }))
 }
