@@ -6,9 +6,13 @@
 //!    reporting what it repaired);
 //! 2. every publication selected by the uplink rules is journaled before it
 //!    is acknowledged ([`crate::uplink::JournalHook`]);
-//! 3. the uplink publishes the journal to JetStream with message ids
-//!    `<site>:<seq>`, resending after outages and restarts;
-//! 4. `/readyz` says whether the journal is writable and the uplink making
+//! 3. the edge takes its site's lease ([`plantd_bridge::SiteLease`]): when
+//!    another live edge already serves the site, it refuses to start (or,
+//!    when NATS was out of reach at start, its uplink refuses to publish);
+//! 4. the uplink publishes the journal to JetStream with message ids
+//!    `<site>:<journal id>:<seq>`, skipping what JetStream already holds
+//!    and resending the rest after outages and restarts;
+//! 5. `/readyz` says whether the journal is writable and the uplink making
 //!    progress; `/metrics` adds the journal's and the uplink's figures.
 //!
 //! On shutdown the broker closes its clients first, then the uplink gets a
@@ -23,6 +27,7 @@ use plantd_bridge::{
     Downlink, DownlinkConfig, DownlinkStatus, Service, ServiceConfig, Uplink, UplinkConfig,
     UplinkConnector, UplinkState, UplinkStatus,
 };
+use plantd_bridge::{LeaseState, SiteLease};
 use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
@@ -51,6 +56,28 @@ pub enum EdgeError {
     /// The NATS connection could not be set up.
     #[error("NATS: {0}")]
     Nats(String),
+    /// Another live edge holds this site's lease.
+    #[error("refusing to start: {0}")]
+    SiteTaken(String),
+}
+
+/// How long start-up waits for NATS to confirm the site lease before
+/// going on without (the uplink confirms it before it publishes).
+const LEASE_CHECK: Duration = Duration::from_secs(3);
+
+/// Who this edge is, for the lease's holder field.
+fn holder(data_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".into());
+    format!(
+        "host {host}, pid {}, data dir {}",
+        std::process::id(),
+        data_dir.display()
+    )
 }
 
 /// Journal options from the configuration.
@@ -231,6 +258,7 @@ fn readiness(
             UplinkState::Up,
             UplinkState::Down,
             UplinkState::Stalled,
+            UplinkState::Refused,
             UplinkState::Stopped,
         ] {
             let _ = writeln!(
@@ -263,6 +291,12 @@ fn readiness(
             "counter",
             "Records sent again after a failure.",
             s.resends as f64,
+        );
+        one(
+            "plantd_uplink_already_stored_total",
+            "counter",
+            "Records not sent again because JetStream already held them when a connection started.",
+            s.already_stored as f64,
         );
         one(
             "plantd_uplink_duplicates_total",
@@ -418,6 +452,40 @@ pub async fn run(
     );
     let nats_opts = nats_options(&config).await?;
     let client = connect_nats(nats_opts.clone(), &url).await?;
+    // One live journal per site: take the lease before anything goes up.
+    let lease = SiteLease::new(
+        client.clone(),
+        site.clone(),
+        journal.identity().current().to_string(),
+        holder(&data_dir),
+    );
+    let pings = lease
+        .listen()
+        .await
+        .map_err(|e| EdgeError::Nats(e.to_string()))?;
+    let checked = tokio::time::timeout(LEASE_CHECK, async {
+        let _ = client.flush().await;
+        lease.confirm().await
+    })
+    .await;
+    match checked {
+        Ok(Ok(LeaseState::Refused(why))) => {
+            tracing::error!(reason = %why, "another edge serves this site");
+            journal.close().await?;
+            if let Some(t) = trust {
+                t.stop().await;
+            }
+            return Err(EdgeError::SiteTaken(why));
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            "cannot check the site lease yet; the uplink will before it publishes"
+        ),
+        Err(_) => tracing::warn!(
+            "NATS not reachable yet: the site lease is checked before the uplink publishes"
+        ),
+    }
     if let Some(t) = &mut trust {
         t.mirror_revocations(&client);
     }
@@ -448,7 +516,10 @@ pub async fn run(
     }
     let mut ucfg = UplinkConfig::new(site.clone());
     ucfg.window = config.uplink.window.max(1);
-    let uplink = Uplink::new(journal.clone(), UplinkConnector::new(&url, nats_opts), ucfg);
+    let uplink = Uplink::new(journal.clone(), UplinkConnector::new(&url, nats_opts), ucfg)
+        .with_lease(lease.clone());
+    let t = token.clone();
+    tasks.push(tokio::spawn(lease.run(pings, t.cancelled_owned())));
     let status = uplink.status();
     let uplink_stop = CancellationToken::new();
     let stop = uplink_stop.clone();

@@ -9,6 +9,9 @@
 //! * **Outage**: nats-server is stopped while devices keep publishing and
 //!   started again on the same port and store; nothing acknowledged is lost
 //!   or duplicated and the backlog drains in order.
+//! * **Journal identity**: a wiped data directory, an old backup restored,
+//!   and an outage longer than the stream's duplicate window store every
+//!   message once; a second live edge for the same site is refused.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -157,10 +160,12 @@ async fn qos1_messages_reach_jetstream_with_the_contract_headers() {
     let first = stream.get_raw_message(1).await.expect("first message");
     assert_eq!(first.subject.as_str(), "plantd.plant-1.up.line.0.value");
     let h = &first.headers;
-    assert_eq!(
-        h.get(headers::MSG_ID).map(|v| v.as_str()),
-        Some("plant-1:1")
-    );
+    let id = h
+        .get(headers::MSG_ID)
+        .map(|v| v.as_str())
+        .unwrap_or_default();
+    let id = headers::MessageId::parse(id).expect("<site>:<journal id>:<seq>");
+    assert_eq!((id.site, id.seq), ("plant-1", 1));
     assert_eq!(h.get(headers::QOS).map(|v| v.as_str()), Some("1"));
     assert_eq!(h.get(headers::CLIENT_ID).map(|v| v.as_str()), Some("plc-1"));
     assert_eq!(&first.payload[..], b"0", "payload byte for byte");
@@ -255,4 +260,238 @@ async fn an_uplink_outage_loses_and_duplicates_nothing() {
     check(of(&all, "plc-1"), &acked);
     check(of(&all, "plc-2"), &during);
     check(of(&all, "plc-3"), &after);
+}
+
+/// Every message of the site's uplink subjects in the stream, with its
+/// message id, and a check that no message id repeats.
+async fn message_ids_are_unique(js: &jetstream::Context) {
+    let stream = js.get_stream(streams::TELEMETRY).await.expect("stream");
+    let mut ids = HashSet::new();
+    let mut seq = 1;
+    while let Ok(m) = stream.get_raw_message(seq).await {
+        let id = m
+            .headers
+            .get(headers::MSG_ID)
+            .map(|v| v.as_str().to_owned())
+            .expect("message id");
+        assert!(
+            headers::MessageId::parse(&id).is_some(),
+            "message id {id:?} is <site>:<journal id>:<seq>"
+        );
+        assert!(ids.insert(id.clone()), "message id {id} stored twice");
+        seq += 1;
+    }
+}
+
+/// Copies a data directory (a backup, taken while the edge is stopped).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+async fn stop_edge(edge: &mut edge_proc::Edge) {
+    edge.proc
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("the edge stops");
+}
+
+#[tokio::test]
+async fn a_wiped_data_directory_stores_every_message_of_both_runs_once() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let first_disk = tempfile::tempdir().expect("tmp");
+    let mut edge = start_edge(&nats, first_disk.path(), &[]).await;
+    let mut first = HashSet::new();
+    publish(edge.mqtt, "plc-1", 0..500, &mut first, |_| false).await;
+    assert_eq!(first.len(), 500);
+    drained(&edge).await;
+    stop_edge(&mut edge).await;
+    drop(first_disk); // the disk is replaced
+
+    let second_disk = tempfile::tempdir().expect("tmp");
+    let edge = start_edge(&nats, second_disk.path(), &[]).await;
+    let mut second = HashSet::new();
+    publish(edge.mqtt, "plc-2", 0..500, &mut second, |_| false).await;
+    assert_eq!(second.len(), 500);
+    drained(&edge).await;
+    let all = stream_by_client(&js).await;
+    check(of(&all, "plc-1"), &first);
+    check(of(&all, "plc-2"), &second);
+    assert_eq!(of(&all, "plc-1").len(), 500);
+    assert_eq!(
+        of(&all, "plc-2").len(),
+        500,
+        "the new journal's readings are stored"
+    );
+    message_ids_are_unique(&js).await;
+}
+
+#[tokio::test]
+async fn an_old_backup_restored_loses_and_duplicates_nothing() {
+    let mut nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let disk = tempfile::tempdir().expect("tmp");
+    let backup = tempfile::tempdir().expect("tmp");
+    let mut edge = start_edge(&nats, disk.path(), &[]).await;
+    let mut before = HashSet::new();
+    publish(edge.mqtt, "plc-1", 0..200, &mut before, |_| false).await;
+    drained(&edge).await;
+    // The backup holds records JetStream has not acknowledged yet.
+    nats.stop().await;
+    let mut unsent = HashSet::new();
+    publish(edge.mqtt, "plc-1", 200..300, &mut unsent, |_| false).await;
+    before.extend(unsent);
+    assert_eq!(before.len(), 300);
+    stop_edge(&mut edge).await;
+    copy_dir(disk.path(), backup.path());
+
+    // The original goes on: sends its backlog and newer readings.
+    nats.start_again().await;
+    let js = nats.jetstream().await;
+    let mut edge = start_edge(&nats, disk.path(), &[]).await;
+    let mut newer = HashSet::new();
+    publish(edge.mqtt, "plc-2", 0..300, &mut newer, |_| false).await;
+    assert_eq!(newer.len(), 300);
+    drained(&edge).await;
+    stop_edge(&mut edge).await;
+
+    // Its disk dies; the old backup is restored and carries on.
+    let edge = start_edge(&nats, backup.path(), &[]).await;
+    let mut after = HashSet::new();
+    publish(edge.mqtt, "plc-3", 0..300, &mut after, |_| false).await;
+    assert_eq!(after.len(), 300);
+    drained(&edge).await;
+    let all = stream_by_client(&js).await;
+    check(of(&all, "plc-1"), &before);
+    check(of(&all, "plc-2"), &newer);
+    check(of(&all, "plc-3"), &after);
+    assert_eq!(of(&all, "plc-1").len(), 300);
+    assert_eq!(of(&all, "plc-2").len(), 300, "newer messages are kept");
+    assert_eq!(
+        of(&all, "plc-3").len(),
+        300,
+        "the restored edge's new readings are stored"
+    );
+    message_ids_are_unique(&js).await;
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_duplicate_window_loses_and_duplicates_nothing() {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let mut nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    let settings = Settings {
+        duplicate_window: WINDOW,
+        ..Settings::default()
+    };
+    streams::ensure(&js, &settings).await.expect("streams");
+    let data = tempfile::tempdir().expect("tmp");
+    let mut edge = start_edge(&nats, data.path(), &[]).await;
+    // Killed while the uplink is busy: JetStream holds records whose
+    // acknowledgement the journal's cursor never recorded.
+    let mut acked = HashSet::new();
+    publish(edge.mqtt, "plc-1", 0..50_000, &mut acked, |n| n >= 20_000).await;
+    edge.proc.kill().await.expect("SIGKILL the edge");
+    let stored = js
+        .get_stream(streams::TELEMETRY)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .messages;
+
+    // The uplink's outage: the edge comes back while nats-server is down,
+    // devices keep publishing, and the outage outlasts the window.
+    nats.stop().await;
+    let outage = tokio::time::Instant::now();
+    let edge = start_edge(&nats, data.path(), &[]).await;
+    let mut during = HashSet::new();
+    publish(edge.mqtt, "plc-2", 0..1_000, &mut during, |_| false).await;
+    assert_eq!(during.len(), 1_000);
+    let rest = (WINDOW * 2).saturating_sub(outage.elapsed());
+    tokio::time::sleep(rest).await; // the outage itself, not synchronisation
+    nats.start_again().await;
+    let js = nats.jetstream().await;
+    drained(&edge).await;
+
+    let all = stream_by_client(&js).await;
+    check(of(&all, "plc-1"), &acked);
+    check(of(&all, "plc-2"), &during);
+    message_ids_are_unique(&js).await;
+    let skipped = metric(&edge, "plantd_uplink_already_stored_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        skipped > 0.0,
+        "the restarted uplink must have found records JetStream already held \
+         ({stored} stored at the kill)"
+    );
+}
+
+#[tokio::test]
+async fn a_second_live_edge_for_the_same_site_is_refused() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let first_dir = tempfile::tempdir().expect("tmp");
+    let first = start_edge(&nats, first_dir.path(), &[]).await;
+    let mut acked = HashSet::new();
+    publish(first.mqtt, "plc-1", 0..10, &mut acked, |_| false).await;
+    drained(&first).await;
+
+    // A spare configured with the same site (its own, empty data directory).
+    let spare_dir = tempfile::tempdir().expect("tmp");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-edge"))
+            .args(["--site", edge_proc::SITE, "--mqtt-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0", "--allow-anonymous"])
+            .arg("--data-dir")
+            .arg(spare_dir.path())
+            .args(["--nats-url", nats.url().as_str()])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the second edge exits by itself")
+    .expect("run plantd-edge");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "the second edge must not run: {text}"
+    );
+    assert!(
+        text.contains("refusing to start")
+            && text.contains("already served by another live edge")
+            && text.contains(&first_dir.path().display().to_string()),
+        "the refusal says why and names the holder: {text}"
+    );
+    // The first edge was not disturbed.
+    let ready = http::get(first.http.port(), "/readyz")
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status, 200, "{}", ready.text());
 }
