@@ -53,6 +53,18 @@ pub enum LinkCtl {
         /// One reason code per filter.
         reasons: Vec<u8>,
     },
+    /// Send PUBREL for an outgoing QoS 2 message, now that its release is
+    /// recorded in the session store.
+    PubRel {
+        /// Packet id.
+        pkid: u16,
+    },
+    /// Send PUBCOMP for an incoming QoS 2 message, now that the session
+    /// store no longer holds its packet id (the client may reuse it).
+    PubComp {
+        /// Packet id.
+        pkid: u16,
+    },
     /// Close the connection with this v5 reason (0x8E session taken over).
     Kick {
         /// DISCONNECT reason code.
@@ -82,6 +94,9 @@ struct Queue {
     qos0: usize,
     /// Control messages, tagged with the connection id they are for.
     ctl: VecDeque<(u64, LinkCtl)>,
+    /// Slots promised to QoS 1/2 deliveries on their way through the
+    /// session store ([`Mailbox::reserve`]); they count against the limit.
+    reserved: usize,
 }
 
 /// A bounded, lock-per-session delivery queue with a wake-up signal.
@@ -135,7 +150,7 @@ impl Mailbox {
             let mut q = self.lock();
             let was_empty = q.items.is_empty();
             let mut outcome = PushOutcome::Queued;
-            if q.items.len() >= self.limit {
+            if q.items.len() + q.reserved >= self.limit {
                 if q.qos0 > 0 {
                     if let Some(pos) = q.items.iter().position(|x| x.qos == QoS::AtMostOnce) {
                         q.items.remove(pos);
@@ -165,6 +180,54 @@ impl Mailbox {
             self.notify.notify_one();
         }
         outcome
+    }
+
+    /// Holds a slot for a QoS 1/2 delivery that is being written to the
+    /// session store first; the same policy as [`push`](Self::push): a full
+    /// queue drops its oldest QoS 0 message to make room, or refuses.
+    /// [`push_reserved`](Self::push_reserved) fills the slot,
+    /// [`unreserve`](Self::unreserve) gives it back.
+    pub fn reserve(&self) -> PushOutcome {
+        let mut q = self.lock();
+        let mut outcome = PushOutcome::Queued;
+        if q.items.len() + q.reserved >= self.limit {
+            let pos = (q.qos0 > 0)
+                .then(|| q.items.iter().position(|x| x.qos == QoS::AtMostOnce))
+                .flatten();
+            let Some(pos) = pos else {
+                self.metrics.dropped(DropReason::QueueFull);
+                return PushOutcome::Refused;
+            };
+            q.items.remove(pos);
+            q.qos0 -= 1;
+            self.metrics.queued.fetch_sub(1, Relaxed);
+            self.metrics.dropped(DropReason::QueueFull);
+            outcome = PushOutcome::QueuedDroppedOldest;
+        }
+        q.reserved += 1;
+        outcome
+    }
+
+    /// Queues a delivery into a slot held by [`reserve`](Self::reserve)
+    /// (never refused).
+    pub fn push_reserved(&self, d: Delivery) {
+        let was_empty = {
+            let mut q = self.lock();
+            q.reserved = q.reserved.saturating_sub(1);
+            let was_empty = q.items.is_empty();
+            q.items.push_back(d);
+            self.metrics.queued.fetch_add(1, Relaxed);
+            was_empty
+        };
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Gives back a slot held by [`reserve`](Self::reserve).
+    pub fn unreserve(&self) {
+        let mut q = self.lock();
+        q.reserved = q.reserved.saturating_sub(1);
     }
 
     /// Queues a control message for connection `conn` and wakes the link.
@@ -208,18 +271,6 @@ impl Mailbox {
             }
         }
         self.metrics.queued.fetch_sub(n as u64, Relaxed);
-    }
-
-    /// Copies of the queued QoS 1/2 deliveries, oldest first (what the
-    /// session store keeps of an offline session's queue; QoS 0 messages
-    /// are not persisted).
-    pub fn persistent_items(&self) -> Vec<Delivery> {
-        let q = self.lock();
-        q.items
-            .iter()
-            .filter(|d| d.qos != QoS::AtMostOnce)
-            .cloned()
-            .collect()
     }
 
     /// Number of queued deliveries.

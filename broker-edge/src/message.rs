@@ -125,6 +125,10 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of every matching subscription that had one (v5).
     pub subscription_ids: Vec<u32>,
+    /// Its sequence number in the session's queue in the session store,
+    /// when it is stored there (QoS 1/2 for a persistent session with
+    /// `--data-dir`): the link reports its progress under this number.
+    pub stored: Option<u64>,
 }
 
 /// A will registered at CONNECT, published when the connection ends

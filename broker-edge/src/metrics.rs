@@ -100,8 +100,13 @@ pub struct Metrics {
     pub store_sessions: AtomicU64,
     /// Retained messages in the session store (gauge).
     pub store_retained: AtomicU64,
-    /// Offline-queued messages in the session store (gauge).
+    /// QoS 1/2 messages of persistent sessions in the session store,
+    /// queued or in flight (gauge).
     pub store_queued: AtomicU64,
+    /// Of those, the ones sent and not yet acknowledged (gauge).
+    pub store_inflight: AtomicU64,
+    /// Wills waiting out their delay in the session store (gauge).
+    pub store_wills: AtomicU64,
     /// Session store write transactions committed.
     pub store_flushes: AtomicU64,
     /// Session store write transactions that failed (their changes are
@@ -219,8 +224,20 @@ impl Metrics {
         one(
             "plantd_edge_session_store_queued",
             "gauge",
-            "Offline-queued QoS 1/2 messages in the session store.",
+            "QoS 1/2 messages of persistent sessions in the session store (queued or in flight).",
             self.store_queued.load(Relaxed),
+        );
+        one(
+            "plantd_edge_session_store_inflight",
+            "gauge",
+            "Stored QoS 1/2 messages sent to their client and not yet acknowledged.",
+            self.store_inflight.load(Relaxed),
+        );
+        one(
+            "plantd_edge_session_store_wills",
+            "gauge",
+            "Wills waiting out their delay in the session store.",
+            self.store_wills.load(Relaxed),
         );
         one(
             "plantd_edge_session_store_flushes_total",

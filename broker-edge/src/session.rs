@@ -12,8 +12,23 @@ use crate::message::Delivery;
 pub enum OutFlight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Publish(Delivery),
-    /// PUBREL sent, waiting for PUBCOMP.
-    Released,
+    /// PUBREL sent, waiting for PUBCOMP; the delivery's sequence number
+    /// in the session store, when it was stored.
+    Released(Option<u64>),
+}
+
+/// What a PUBREC did to the outgoing window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecOutcome {
+    /// The message moved on to the release step: send PUBREL. Carries the
+    /// delivery's sequence number in the session store, if stored.
+    Released(Option<u64>),
+    /// The message was already released (a repeated PUBREC): PUBREL again.
+    Again,
+    /// A failure reason ended the exchange; the message is gone.
+    Ended(Option<u64>),
+    /// No such packet id in flight.
+    Unknown,
 }
 
 /// Session QoS state handed from a closing link to the router and on to the
@@ -90,38 +105,59 @@ impl OutgoingWindow {
         self.inflight.insert(id, (self.seq, OutFlight::Publish(d)));
     }
 
-    /// PUBACK: frees the slot. False when `id` was not a QoS 1 in flight.
-    pub fn puback(&mut self, id: u16) -> bool {
+    /// PUBACK: frees the slot. `None` when `id` was not a QoS 1 in flight,
+    /// else the delivery's sequence number in the session store (if stored).
+    pub fn puback(&mut self, id: u16) -> Option<Option<u64>> {
         match self.inflight.get(&id) {
             Some((_, OutFlight::Publish(d))) if d.qos == crate::protocol::QoS::AtLeastOnce => {
+                let stored = d.stored;
                 self.inflight.remove(&id);
-                true
+                Some(stored)
             }
-            _ => false,
+            _ => None,
         }
     }
 
     /// PUBREC: the message moves on to the release step. A failure reason
-    /// (>= 0x80) ends the exchange instead. Returns whether to send PUBREL.
-    pub fn pubrec(&mut self, id: u16, reason: u8) -> Option<bool> {
+    /// (>= 0x80) ends the exchange instead.
+    pub fn pubrec(&mut self, id: u16, reason: u8) -> RecOutcome {
         match self.inflight.get_mut(&id) {
             Some((_, state @ OutFlight::Publish(_))) => {
+                let stored = match state {
+                    OutFlight::Publish(d) => d.stored,
+                    OutFlight::Released(s) => *s,
+                };
                 if reason >= 0x80 {
                     self.inflight.remove(&id);
-                    Some(false)
+                    RecOutcome::Ended(stored)
                 } else {
-                    *state = OutFlight::Released;
-                    Some(true)
+                    *state = OutFlight::Released(stored);
+                    RecOutcome::Released(stored)
                 }
             }
-            Some((_, OutFlight::Released)) => Some(true),
+            Some((_, OutFlight::Released(_))) => RecOutcome::Again,
+            None => RecOutcome::Unknown,
+        }
+    }
+
+    /// PUBCOMP: frees the slot. `None` when `id` was not released, else the
+    /// delivery's sequence number in the session store (if stored).
+    pub fn pubcomp(&mut self, id: u16) -> Option<Option<u64>> {
+        match self.inflight.remove(&id) {
+            Some((_, OutFlight::Released(stored))) => Some(stored),
+            Some(other) => {
+                // Not released yet: a protocol error of the client; keep it.
+                self.inflight.insert(id, other);
+                None
+            }
             None => None,
         }
     }
 
-    /// PUBCOMP: frees the slot.
-    pub fn pubcomp(&mut self, id: u16) -> bool {
-        matches!(self.inflight.remove(&id), Some((_, OutFlight::Released)))
+    /// Removes `id` from the window whatever its state (a redelivery that
+    /// could not be written: expired or too large).
+    pub fn forget(&mut self, id: u16) -> Option<OutFlight> {
+        self.inflight.remove(&id).map(|(_, f)| f)
     }
 
     /// Everything in flight, in the order first sent (for redelivery).

@@ -38,7 +38,8 @@ use crate::protocol::v5::{self, Ack, ConnAck, Disconnect, Properties, SubAck, Un
 use crate::protocol::{self, QoS, v4};
 use crate::router::subscriptions::SubEntry;
 use crate::router::{AckTo, ConnectOutcome, ConnectRequest, Routed, RouterCmd};
-use crate::session::{OutFlight, OutgoingWindow};
+use crate::session::{OutFlight, OutgoingWindow, RecOutcome};
+use crate::store::SessionLog;
 use handshake::{HandshakeError, Hello};
 pub use socket::Socket;
 use wire::Wire;
@@ -185,12 +186,13 @@ pub async fn serve<S: Socket>(mut stream: S, peer: Peer, conn_id: u64, ctx: Arc<
         o = reply_rx => o,
         () = ctx.shutdown.cancelled() => return,
     };
-    let (mailbox, mut carry, session_present) = match outcome {
+    let (mailbox, mut carry, session_present, log) = match outcome {
         Ok(ConnectOutcome::Accepted {
             mailbox,
             carry,
             session_present,
-        }) => (mailbox, carry, session_present),
+            log,
+        }) => (mailbox, carry, session_present, log),
         Ok(ConnectOutcome::Refused(reason)) => {
             Box::pin(handshake::refuse(
                 &mut stream,
@@ -243,6 +245,7 @@ pub async fn serve<S: Socket>(mut stream: S, peer: Peer, conn_id: u64, ctx: Arc<
         sent_by_qos: [0; 3],
         routed: Vec::new(),
         pending: Vec::new(),
+        log: log.map(Box::new),
     };
     link.send_connack(&hello, session_present, keep_alive, session_expiry);
     link.redeliver();
@@ -352,6 +355,9 @@ async fn finish<S: Socket>(
         _ => (true, link.session_expiry),
     };
     let will = if send_will { will } else { None };
+    // The last turn's progress reaches the store before the router hears
+    // that the connection ended (and may write or delete the session).
+    link.flush_log();
     let carry = link.window.into_carry(link.incoming_qos2);
     let _ = ctx
         .router
@@ -456,6 +462,9 @@ struct Link {
     /// What the publish hook asked to wait for before `routed` may go to
     /// the router (the journal making the batch durable).
     pending: Vec<crate::hooks::Pending>,
+    /// Where a persistent session's QoS progress goes (with a session
+    /// store): sent once per turn.
+    log: Option<Box<SessionLog>>,
 }
 
 impl Link {
@@ -495,10 +504,29 @@ impl Link {
         for (id, f) in self.window.in_order() {
             match f {
                 OutFlight::Publish(d) => {
-                    self.write_delivery(&d, id, true);
+                    if !self.write_delivery(&d, id, true) {
+                        // Expired or too large: it will never be
+                        // acknowledged, so it leaves the window.
+                        self.window.forget(id);
+                        self.stored_done(d.stored);
+                    }
                 }
-                OutFlight::Released => self.send(&v5::Packet::PubRel(Ack::new(id, 0))),
+                OutFlight::Released(_) => self.send(&v5::Packet::PubRel(Ack::new(id, 0))),
             }
+        }
+    }
+
+    /// A stored delivery is finished (acknowledged or dropped).
+    fn stored_done(&mut self, stored: Option<u64>) {
+        if let (Some(log), Some(seq)) = (self.log.as_mut(), stored) {
+            log.done(seq);
+        }
+    }
+
+    /// Hands this turn's QoS progress to the session store.
+    fn flush_log(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            log.flush();
         }
     }
 
@@ -586,6 +614,7 @@ impl Link {
             }
             self.ctl = ctl;
             let more = self.drain_mailbox();
+            self.flush_log();
             self.publish_counts();
             if let Err(exit) = self.flush(stream) {
                 return exit;
@@ -722,6 +751,8 @@ impl Link {
                 properties: Properties::default(),
                 reasons,
             })),
+            LinkCtl::PubRel { pkid } => self.send(&v5::Packet::PubRel(Ack::new(pkid, 0))),
+            LinkCtl::PubComp { pkid } => self.send(&v5::Packet::PubComp(Ack::new(pkid, 0))),
             LinkCtl::Kick { reason } => return Some(Exit::Kicked(reason)),
         }
         None
@@ -750,7 +781,12 @@ impl Link {
                 } else {
                     let id = self.window.next_id();
                     if self.write_delivery(&d, id, false) {
+                        if let (Some(log), Some(seq)) = (self.log.as_mut(), d.stored) {
+                            log.sent(seq, id);
+                        }
                         self.window.sent(id, d);
+                    } else {
+                        self.stored_done(d.stored);
                     }
                 }
             }
@@ -844,23 +880,41 @@ impl Link {
         match packet {
             v5::Packet::Publish(p) => return self.on_publish(p),
             v5::Packet::PubAck(a) => {
-                self.window.puback(a.pkid);
+                if let Some(stored) = self.window.puback(a.pkid) {
+                    self.stored_done(stored);
+                }
             }
             v5::Packet::PubRec(a) => match self.window.pubrec(a.pkid, a.reason) {
-                Some(true) => self.send(&v5::Packet::PubRel(Ack::new(a.pkid, 0))),
-                Some(false) => {}
-                None => self.send(&v5::Packet::PubRel(Ack::new(a.pkid, 0x92))),
+                RecOutcome::Released(stored) => {
+                    // With a store, PUBREL waits until the release is
+                    // recorded: after a crash the broker then repeats the
+                    // PUBREL, never the PUBLISH the client completed.
+                    match (self.log.as_mut(), stored) {
+                        (Some(log), Some(seq)) => log.released(seq, a.pkid),
+                        _ => self.send(&v5::Packet::PubRel(Ack::new(a.pkid, 0))),
+                    }
+                }
+                RecOutcome::Again => self.send(&v5::Packet::PubRel(Ack::new(a.pkid, 0))),
+                RecOutcome::Ended(stored) => self.stored_done(stored),
+                RecOutcome::Unknown => self.send(&v5::Packet::PubRel(Ack::new(a.pkid, 0x92))),
             },
             v5::Packet::PubRel(a) => {
-                let reason = if self.incoming_qos2.remove(&a.pkid) {
-                    0
+                if self.incoming_qos2.remove(&a.pkid) {
+                    // With a store, PUBCOMP waits until the packet id is
+                    // forgotten there: the client may reuse it after
+                    // PUBCOMP, and a stale id would swallow its next message.
+                    match self.log.as_mut() {
+                        Some(log) => log.incoming_done(a.pkid),
+                        None => self.send(&v5::Packet::PubComp(Ack::new(a.pkid, 0))),
+                    }
                 } else {
-                    0x92
-                };
-                self.send(&v5::Packet::PubComp(Ack::new(a.pkid, reason)));
+                    self.send(&v5::Packet::PubComp(Ack::new(a.pkid, 0x92)));
+                }
             }
             v5::Packet::PubComp(a) => {
-                self.window.pubcomp(a.pkid);
+                if let Some(stored) = self.window.pubcomp(a.pkid) {
+                    self.stored_done(stored);
+                }
             }
             v5::Packet::Subscribe(s) => return self.on_subscribe(s),
             v5::Packet::Unsubscribe(u) => {

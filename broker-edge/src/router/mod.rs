@@ -28,9 +28,9 @@ use crate::metrics::{DropReason, Metrics};
 use crate::protocol::QoS;
 use crate::protocol::v5::RetainHandling;
 use crate::retained::RetainedStore;
-use crate::session::Carry;
+use crate::session::{Carry, OutFlight};
 use crate::store::codec::{SessionState, now_unix_ms, raw_filter};
-use crate::store::{Loaded, Op, StoreHandle};
+use crate::store::{Loaded, Op, Release, RouteBatch, SessionLog, StoreHandle, StoredDelivery};
 use subscriptions::{Member, SubEntry, SubscriptionIndex};
 
 pub use crate::mailbox::LinkCtl;
@@ -61,6 +61,9 @@ pub enum ConnectOutcome {
         carry: Carry,
         /// True when an existing session was resumed.
         session_present: bool,
+        /// Where the link records its QoS progress, for a persistent
+        /// session with a session store.
+        log: Option<SessionLog>,
     },
     /// Refused with a v5 CONNACK reason code.
     Refused(u8),
@@ -180,8 +183,20 @@ impl SessionRecord {
             expiry: self.expiry,
             disconnected_at_ms: self.offline_since_ms,
             next_pkid: self.carry.next_pkid,
-            incoming_qos2: self.carry.incoming_qos2.iter().copied().collect(),
-            outgoing: self.carry.outgoing.clone(),
+            // Incoming QoS 2 ids and stored in-flight messages have tables
+            // of their own, kept up to date as they change; the record
+            // keeps only in-flight state that is not stored there.
+            incoming_qos2: Vec::new(),
+            outgoing: self
+                .carry
+                .outgoing
+                .iter()
+                .filter(|(_, f)| match f {
+                    OutFlight::Publish(d) => d.stored.is_none(),
+                    OutFlight::Released(stored) => stored.is_none(),
+                })
+                .cloned()
+                .collect(),
             subs: self
                 .subs
                 .iter()
@@ -237,11 +252,14 @@ pub struct Router {
     scratch: Targets,
     /// Start time, for `$SYS/broker/uptime`.
     started: Instant,
-    /// The durable session store (`--data-dir`), written behind.
+    /// The durable session store (`--data-dir`).
     store: Option<StoreHandle>,
-    /// Offline persisted sessions by mailbox address: client id and the
-    /// sequence number of the next delivery queued on disk.
-    offline: HashMap<usize, (Arc<str>, u64), BuildHasherDefault<PtrHasher>>,
+    /// Persisted sessions (connected or not) by mailbox address: client id
+    /// and the sequence number of the next delivery stored for it.
+    persisted: HashMap<usize, (Arc<str>, u64), BuildHasherDefault<PtrHasher>>,
+    /// What this turn stores before it may deliver and answer (sent to the
+    /// store at the end of the turn, see [`Router::flush_route`]).
+    route: RouteBatch,
 }
 
 impl Router {
@@ -260,8 +278,14 @@ impl Router {
             scratch: HashMap::default(),
             started: Instant::now(),
             store: None,
-            offline: HashMap::default(),
+            persisted: HashMap::default(),
+            route: RouteBatch::default(),
         }
+    }
+
+    /// The broker's settings.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 
     /// Restores what the session store held — retained messages and
@@ -281,6 +305,7 @@ impl Router {
             let id = s.client_id;
             let deadline = s.state.deadline_ms();
             let incoming_qos2 = s.state.incoming_set();
+            let will = s.will;
             let SessionState {
                 expiry,
                 disconnected_at_ms,
@@ -318,8 +343,13 @@ impl Router {
                 let left = Duration::from_millis(deadline.saturating_sub(now_ms));
                 self.add_timer(now + left, TimerKind::SessionExpiry, &id, 0);
             }
-            self.offline
+            self.persisted
                 .insert(mailbox_key(&mailbox), (id.clone(), s.next_seq));
+            let pending_will = will.map(|(w, fire_at_ms)| {
+                let left = Duration::from_millis(fire_at_ms.saturating_sub(now_ms));
+                self.add_timer(now + left, TimerKind::WillDelay, &id, 0);
+                Box::new(w)
+            });
             let rec = SessionRecord {
                 mailbox,
                 conn: None,
@@ -331,7 +361,7 @@ impl Router {
                 subs,
                 expiry,
                 generation: 0,
-                pending_will: None,
+                pending_will,
                 persisted: true,
                 offline_since_ms: disconnected_at_ms,
             };
@@ -341,6 +371,9 @@ impl Router {
             .sessions
             .store(self.sessions.len() as u64, Relaxed);
         self.store = Some(store);
+        for (id, will) in loaded.expired_wills {
+            self.publish(Arc::new(will.into_publication(Some(id))));
+        }
         self
     }
 
@@ -350,6 +383,7 @@ impl Router {
         let sys_every = Duration::from_secs(self.config.sys_interval_secs.max(1));
         // Statistics exist (retained) from the start, then refresh.
         self.publish_sys();
+        self.flush_route();
         let mut sys = tokio::time::interval_at(tokio::time::Instant::now() + sys_every, sys_every);
         sys.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -366,6 +400,7 @@ impl Router {
                 () = sleep_until_opt(next_timer) => self.fire_timers(),
                 _ = sys.tick() => self.publish_sys(),
             }
+            self.flush_route();
         }
         if let Some(store) = self.store.take() {
             // Every link has handed its session back: commit the last
@@ -381,22 +416,27 @@ impl Router {
             RouterCmd::Connect(req) => self.connect(req),
             RouterCmd::Publish(batch) => {
                 for Routed { publication, ack } in batch {
+                    let before = self.route.changes();
                     let reason = self.publish(publication);
                     let Some(ack) = ack else { continue };
-                    ack.mailbox.push_ctl(
-                        ack.conn_id,
-                        LinkCtl::PubAck {
-                            pkid: ack.pkid,
-                            qos: ack.qos,
-                            reason,
-                        },
-                    );
+                    // A persistent publisher's QoS 2 packet id is stored
+                    // with the message, so that a PUBLISH resent after a
+                    // crash is recognised as the same one.
+                    if ack.qos == QoS::ExactlyOnce
+                        && reason < 0x80
+                        && self.store.is_some()
+                        && let Some((id, _)) = self.persisted.get(&mailbox_key(&ack.mailbox))
+                    {
+                        self.route.incoming.push((id.clone(), ack.pkid));
+                    }
+                    self.answer(before, Release::Ack { ack, reason });
                 }
             }
             RouterCmd::Inject { publication, reply } => {
+                let before = self.route.changes();
                 let reason = self.publish(publication);
                 if let Some(reply) = reply {
-                    let _ = reply.send(reason);
+                    self.answer(before, Release::Reply { reply, reason });
                 }
             }
             RouterCmd::Subscribe {
@@ -442,7 +482,12 @@ impl Router {
         let (mut rec, session_present) = match existing {
             Some((key, mut old)) if !req.clean_start => {
                 // Resumed before its will delay ran out: the will is not sent.
-                old.pending_will = None;
+                if old.pending_will.take().is_some()
+                    && old.persisted
+                    && let Some(store) = &self.store
+                {
+                    store.send(Op::WillDelete(key.clone()));
+                }
                 id = key;
                 (old, true)
             }
@@ -470,10 +515,17 @@ impl Router {
         rec.generation += 1;
         rec.expiry = req.session_expiry;
         let carry = std::mem::take(&mut rec.carry);
+        let log = match &self.store {
+            Some(store) if rec.expiry > 0 => {
+                store.session_log(id.clone(), rec.mailbox.clone(), req.conn_id)
+            }
+            _ => None,
+        };
         let outcome = ConnectOutcome::Accepted {
             mailbox: rec.mailbox.clone(),
             carry,
             session_present,
+            log,
         };
         match req.reply.send(outcome) {
             Ok(()) => {
@@ -481,22 +533,23 @@ impl Router {
                 rec.mailbox.set_online(true);
                 rec.offline_since_ms = None;
                 if let Some(store) = &self.store {
-                    // The client drains the queue now: the store keeps the
-                    // session (and its subscriptions) but no longer its
-                    // queue; both are written again when it goes offline.
-                    self.offline.remove(&mailbox_key(&rec.mailbox));
+                    // A persistent session stays in the store while it is
+                    // connected: its messages (queued and in flight) stay
+                    // there until the client acknowledges them.
+                    let key = mailbox_key(&rec.mailbox);
                     if rec.expiry > 0 {
-                        if rec.persisted {
-                            store.send(Op::QueueClear(id.clone()));
-                        }
                         rec.persisted = true;
+                        self.persisted.entry(key).or_insert_with(|| (id.clone(), 0));
                         store.send(Op::SessionPut {
                             client_id: id.clone(),
                             state: rec.stored_state(),
                         });
-                    } else if rec.persisted {
-                        rec.persisted = false;
-                        store.send(Op::SessionDelete(id.clone()));
+                    } else {
+                        self.persisted.remove(&key);
+                        if rec.persisted {
+                            rec.persisted = false;
+                            store.send(Op::SessionDelete(id.clone()));
+                        }
                     }
                 }
             }
@@ -516,7 +569,7 @@ impl Router {
     /// and queue are dropped.
     fn discard(&mut self, id: &Arc<str>, mut rec: SessionRecord) {
         if let Some(store) = &self.store {
-            self.offline.remove(&mailbox_key(&rec.mailbox));
+            self.persisted.remove(&mailbox_key(&rec.mailbox));
             if rec.persisted {
                 store.send(Op::SessionDelete(id.clone()));
             }
@@ -599,9 +652,9 @@ impl Router {
         }
     }
 
-    /// Writes a session that just went offline to the store: its record
-    /// (with the QoS state its link handed back) and its queued QoS 1/2
-    /// messages; later deliveries are appended as they are queued.
+    /// Records in the store that a session went offline: its record (the
+    /// offline time its expiry counts from, the next packet id) and a will
+    /// waiting out its delay. Its messages are in the store already.
     fn persist_offline(&mut self, id: &Arc<str>) {
         let Some(store) = &self.store else { return };
         let Some(rec) = self.sessions.get_mut(id) else {
@@ -609,34 +662,83 @@ impl Router {
         };
         rec.persisted = true;
         rec.offline_since_ms = Some(now_unix_ms());
-        let items = rec.mailbox.persistent_items();
-        let next_seq = items.len() as u64;
+        self.persisted
+            .entry(mailbox_key(&rec.mailbox))
+            .or_insert_with(|| (id.clone(), 0));
         store.send(Op::SessionPut {
             client_id: id.clone(),
             state: rec.stored_state(),
         });
-        store.send(Op::QueueReplace {
-            client_id: id.clone(),
-            items,
-        });
-        self.offline
-            .insert(mailbox_key(&rec.mailbox), (id.clone(), next_seq));
+        if let Some(w) = &rec.pending_will {
+            let delay = u64::from(w.delay_secs.min(rec.expiry));
+            store.send(Op::WillPut {
+                client_id: id.clone(),
+                will: w.clone(),
+                fire_at_ms: now_unix_ms().saturating_add(delay * 1000),
+            });
+        }
     }
 
-    /// Appends a delivery just queued for an offline session to its queue
-    /// in the store (when the session is persisted).
-    fn queue_offline(&mut self, mailbox: &Arc<Mailbox>, delivery: Delivery) {
-        let (Some(store), Some((id, seq))) =
-            (&self.store, self.offline.get_mut(&mailbox_key(mailbox)))
-        else {
+    /// Queues `d` for the session whose mailbox this is. A QoS 1/2
+    /// delivery for a persisted session takes a slot in the mailbox now and
+    /// goes through the store: it reaches the mailbox once committed
+    /// (see [`Router::flush_route`]).
+    fn deliver(&mut self, mailbox: &Arc<Mailbox>, mut d: Delivery) -> PushOutcome {
+        if d.qos != QoS::AtMostOnce
+            && self.store.is_some()
+            && let Some((id, seq)) = self.persisted.get_mut(&mailbox_key(mailbox))
+        {
+            let outcome = mailbox.reserve();
+            if outcome != PushOutcome::Refused {
+                d.stored = Some(*seq);
+                *seq += 1;
+                self.route.deliveries.push(StoredDelivery {
+                    client_id: id.clone(),
+                    mailbox: mailbox.clone(),
+                    delivery: d,
+                });
+            }
+            return outcome;
+        }
+        mailbox.push(d)
+    }
+
+    /// Sends an answer (PUBACK/PUBREC, an injection's outcome) now, or holds
+    /// it until this turn's changes are committed: when the message it
+    /// answers stored something (`before` is the number of changes before
+    /// it was routed), or when an earlier answer is held (answers keep
+    /// their order).
+    fn answer(&mut self, before: usize, r: Release) {
+        let hold = self.route.changes() > before
+            || !self.route.releases.is_empty()
+            || self.store.as_ref().is_some_and(StoreHandle::holding);
+        if hold {
+            self.route.releases.push(r);
+        } else {
+            r.send();
+        }
+    }
+
+    /// Hands this turn's stored deliveries, QoS 2 ids and held answers to
+    /// the store, which commits them, then delivers and answers.
+    fn flush_route(&mut self) {
+        if self.route.is_empty() {
             return;
-        };
-        store.send(Op::QueueAppend {
-            client_id: id.clone(),
-            seq: *seq,
-            delivery,
-        });
-        *seq += 1;
+        }
+        let batch = std::mem::take(&mut self.route);
+        match &self.store {
+            Some(store) => store.route(batch),
+            // Without a store nothing is ever held (`deliver` and `answer`
+            // only hold with one); release whatever is there.
+            None => {
+                for d in batch.deliveries {
+                    d.mailbox.push_reserved(d.delivery);
+                }
+                for r in batch.releases {
+                    r.send();
+                }
+            }
+        }
     }
 
     fn add_timer(&mut self, at: Instant, kind: TimerKind, id: &Arc<str>, generation: u64) {
@@ -667,6 +769,11 @@ impl Router {
             match t.kind {
                 TimerKind::WillDelay => {
                     if let Some(w) = rec.pending_will.take() {
+                        if rec.persisted
+                            && let Some(store) = &self.store
+                        {
+                            store.send(Op::WillDelete(t.client_id.clone()));
+                        }
                         self.publish(Arc::new((*w).into_publication(Some(t.client_id.clone()))));
                     }
                 }
@@ -749,16 +856,12 @@ impl Router {
                 qos,
                 retain: p.retain && t.retain_as_published,
                 subscription_ids: t.subscription_ids,
+                stored: None,
             };
-            // Offline QoS 1/2 deliveries of persisted sessions go to the
-            // store too (QoS 0 ones are not persisted).
-            let keep = (!online && qos != QoS::AtMostOnce && self.store.is_some())
-                .then(|| delivery.clone());
-            let outcome = mailbox.push(delivery);
-            if outcome == PushOutcome::Refused {
+            // QoS 1/2 deliveries of persisted sessions go through the
+            // store (QoS 0 ones are not persisted).
+            if self.deliver(&mailbox, delivery) == PushOutcome::Refused {
                 refused += 1;
-            } else if let Some(d) = keep {
-                self.queue_offline(&mailbox, d);
             }
         }
         self.scratch = targets;
@@ -819,6 +922,7 @@ impl Router {
                         publication: p,
                         retain: true,
                         subscription_ids: entry.id.into_iter().collect(),
+                        stored: None,
                     });
                 }
             }
@@ -836,8 +940,9 @@ impl Router {
             rec.mailbox
                 .push_ctl(conn.id, LinkCtl::SubAck { pkid, reasons });
         }
+        let mailbox = rec.mailbox.clone();
         for d in retained {
-            rec.mailbox.push(d);
+            self.deliver(&mailbox, d);
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use plantd_shared::topic::SubscriptionFilter;
 
-use crate::message::{Delivery, MessageProperties, Publication};
+use crate::message::{Delivery, MessageProperties, Publication, Will};
 use crate::protocol::QoS;
 use crate::protocol::v5::{RetainHandling, SubscriptionOptions};
 use crate::router::subscriptions::SubEntry;
@@ -290,6 +290,7 @@ fn get_delivery(r: &mut Reader<'_>, now_ms: u64) -> Result<Option<Delivery>, Dec
         qos,
         retain,
         subscription_ids,
+        stored: None,
     }))
 }
 
@@ -331,6 +332,98 @@ pub fn decode_queued(b: &[u8], now_ms: u64) -> Result<Option<Delivery>, DecodeEr
     let d = get_delivery(&mut r, now_ms)?;
     r.end()?;
     Ok(d)
+}
+
+/// Where a stored delivery stands with the connected client (the
+/// `inflight` table): absent while it is only queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// PUBLISH sent with this packet id, not yet acknowledged: redelivered
+    /// with DUP and the same packet id after a restart.
+    Sent(u16),
+    /// QoS 2: PUBREC received and PUBREL sent with this packet id; only the
+    /// PUBREL is repeated after a restart (the message itself is gone).
+    Released(u16),
+}
+
+const MARK_SENT: u8 = 0;
+const MARK_RELEASED: u8 = 1;
+
+/// Encodes an in-flight mark.
+pub fn encode_mark(m: Mark) -> [u8; 4] {
+    let (state, pkid) = match m {
+        Mark::Sent(p) => (MARK_SENT, p),
+        Mark::Released(p) => (MARK_RELEASED, p),
+    };
+    let [lo, hi] = pkid.to_le_bytes();
+    [FORMAT, state, lo, hi]
+}
+
+/// Decodes an in-flight mark.
+///
+/// # Errors
+/// [`DecodeError`] for a malformed record.
+pub fn decode_mark(b: &[u8]) -> Result<Mark, DecodeError> {
+    let mut r = Reader(b);
+    r.format()?;
+    let state = r.u8("mark state")?;
+    let pkid = r.u16("mark packet id")?;
+    r.end()?;
+    if pkid == 0 {
+        return Err(err("mark packet id 0"));
+    }
+    match state {
+        MARK_SENT => Ok(Mark::Sent(pkid)),
+        MARK_RELEASED => Ok(Mark::Released(pkid)),
+        v => Err(err(format!("mark state {v}"))),
+    }
+}
+
+/// Encodes a will waiting out its delay: when it fires (wall clock, ms
+/// since the epoch) and the will message.
+pub fn encode_will(w: &Will, fire_at_ms: u64, now_ms: u64) -> Vec<u8> {
+    let mut out = Writer::default();
+    out.u8(FORMAT);
+    out.u64(fire_at_ms);
+    out.u32(w.delay_secs);
+    let p = Publication {
+        topic: w.topic.clone(),
+        payload: w.payload.clone(),
+        qos: w.qos,
+        retain: w.retain,
+        properties: w.properties.clone(),
+        origin: None,
+        received: Publication::stamp(&w.properties),
+    };
+    put_publication(&mut out, &p, now_ms);
+    out.0
+}
+
+/// Decodes a waiting will and when it fires; `None` when its message
+/// expired.
+///
+/// # Errors
+/// [`DecodeError`] for a malformed record.
+pub fn decode_will(b: &[u8], now_ms: u64) -> Result<Option<(Will, u64)>, DecodeError> {
+    let mut r = Reader(b);
+    r.format()?;
+    let fire_at_ms = r.u64("will fires at")?;
+    let delay_secs = r.u32("will delay")?;
+    let p = get_publication(&mut r, now_ms)?;
+    r.end()?;
+    Ok(p.map(|p| {
+        (
+            Will {
+                topic: p.topic,
+                payload: p.payload,
+                qos: p.qos,
+                retain: p.retain,
+                properties: p.properties,
+                delay_secs,
+            },
+            fire_at_ms,
+        )
+    }))
 }
 
 /// What is persisted of one session besides its queue.
@@ -397,7 +490,7 @@ pub fn encode_session(s: &SessionState, now_ms: u64) -> Vec<u8> {
                 w.u8(OUT_PUBLISH);
                 put_delivery(&mut w, d, now_ms);
             }
-            OutFlight::Released => w.u8(OUT_RELEASED),
+            OutFlight::Released(_) => w.u8(OUT_RELEASED),
         }
     }
     w.len(s.subs.len());
@@ -449,7 +542,7 @@ pub fn decode_session(b: &[u8], now_ms: u64) -> Result<SessionState, DecodeError
                     outgoing.push((id, OutFlight::Publish(d)));
                 }
             }
-            OUT_RELEASED => outgoing.push((id, OutFlight::Released)),
+            OUT_RELEASED => outgoing.push((id, OutFlight::Released(None))),
             v => return Err(err(format!("in-flight state {v}"))),
         }
     }
@@ -592,6 +685,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: vec![1, 268_435_455],
+            stored: None,
         };
         let back = decode_queued(&encode_queued(&d, now), now)
             .expect("decodes")
@@ -611,13 +705,14 @@ mod tests {
             qos: QoS::ExactlyOnce,
             retain: true,
             subscription_ids: vec![9],
+            stored: None,
         };
         SessionState {
             expiry: 300,
             disconnected_at_ms: Some(5_000),
             next_pkid: 42,
             incoming_qos2: vec![7, 65535],
-            outgoing: vec![(3, OutFlight::Publish(d)), (4, OutFlight::Released)],
+            outgoing: vec![(3, OutFlight::Publish(d)), (4, OutFlight::Released(None))],
             subs: vec![
                 (
                     "plant/+/temp".into(),
@@ -667,7 +762,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(back.outgoing[1], (4, OutFlight::Released)));
+        assert!(matches!(back.outgoing[1], (4, OutFlight::Released(_))));
 
         let never = SessionState {
             expiry: u32::MAX,
@@ -691,6 +786,7 @@ mod tests {
                     qos: QoS::AtLeastOnce,
                     retain: false,
                     subscription_ids: vec![],
+                    stored: None,
                 },
                 now,
             ),

@@ -1,64 +1,86 @@
-//! The durable session store: persistent sessions, their offline queues and
-//! retained messages in one [redb](https://docs.rs/redb) file,
-//! `<data-dir>/sessions.redb` (see `docs/decisions/0015-edge-session-store.md`).
+//! The durable session store: persistent sessions, the QoS 1/2 messages
+//! waiting for them (queued or in flight), their QoS 2 state, wills waiting
+//! out their delay, and retained messages, in one
+//! [redb](https://docs.rs/redb) file, `<data-dir>/sessions.redb` (see
+//! `docs/decisions/0015-edge-session-store.md`).
 //!
-//! The router's in-memory state stays the primary copy; the store is a
-//! write-behind mirror of it. The router sends [`Op`]s on an unbounded
-//! channel (a send never waits) to one dedicated thread, which applies
+//! The router's in-memory state stays the primary copy; the store mirrors
+//! it. The router and the links send [`Op`]s on an unbounded channel (a
+//! send never waits) to one dedicated thread ([`writer`]), which applies
 //! everything waiting in **one write transaction per batch** and commits it
-//! with `fsync` (redb's `Durability::Immediate`). Under load batches grow by
-//! themselves while a commit is in progress (group commit), so the cost per
-//! change falls as the rate rises.
+//! (fsync, unless `--fsync never`). Under load batches grow by themselves
+//! while a commit is in progress (group commit).
 //!
-//! Durability contract: a change is on disk once the commit of the batch it
-//! joined returns — normally within one fsync (milliseconds) of the change.
-//! `plantd_edge_session_store_flushes_total` counts commits. On graceful
-//! shutdown the router hands its last changes over and [`StoreHandle::close`]
-//! waits for the final commit. A crash (SIGKILL, power loss) loses at most
-//! the changes of the batch not yet committed. A failed commit is logged,
-//! counted in `plantd_edge_session_store_write_errors_total`, and the broker
-//! carries on from memory.
+//! Durability contract:
+//! * **Before acknowledging.** A QoS 1/2 message for a persistent session
+//!   travels in an [`Op::Route`]: the writer commits it, *then* puts it in
+//!   the session's mailbox and sends the publisher its PUBACK/PUBREC (and
+//!   every acknowledgement the router held back behind it, to keep their
+//!   order). A message is never handed to a subscriber or acknowledged to
+//!   its publisher before it is on disk. The same commit records the
+//!   publisher's incoming QoS 2 packet id, so a resent PUBLISH after a
+//!   crash is recognised.
+//! * **Progress of a connected session** ([`SessionLog`], one
+//!   [`Op::Progress`] per link turn): PUBLISH sent (packet id), PUBREC
+//!   received, PUBACK/PUBCOMP received, PUBREL received. PUBREL and
+//!   PUBCOMP go to the client only after that commit; removals of
+//!   acknowledged messages are write-behind (a crash may redeliver an
+//!   acknowledged QoS 1 message with DUP, never lose one).
+//! * **Everything else** (subscriptions, retained messages, session
+//!   records, waiting wills) is write-behind: durable one commit after the
+//!   change, normally milliseconds.
 //!
 //! What is stored (tables):
-//! * `retained`: topic → retained message (`$SYS/` topics are not stored:
-//!   the broker regenerates them);
-//! * `sessions`: client id → session record ([`codec::SessionState`]):
-//!   expiry, when it went offline, subscriptions with their options, the
-//!   unacknowledged outgoing QoS 1/2 messages and the incoming QoS 2 ids
-//!   awaiting PUBREL;
-//! * `queue`: (client id, sequence) → a QoS 1/2 delivery queued for the
-//!   session while its client is offline;
+//! * `retained`: topic → retained message (`$SYS/` topics are not stored);
+//! * `sessions`: client id → session record ([`codec::SessionState`]:
+//!   expiry, when it went offline, subscriptions, next packet id);
+//! * `queue`: (client id, sequence) → a QoS 1/2 delivery for the session,
+//!   queued or in flight;
+//! * `inflight`: (client id, sequence) → [`codec::Mark`]: sent with this
+//!   packet id, or released (QoS 2, PUBREL sent);
+//! * `incoming`: (client id, packet id) → incoming QoS 2 awaiting PUBREL;
+//! * `wills`: client id → a will waiting out its delay and when it fires;
 //! * `meta`: the format version.
 
 pub mod codec;
+mod load;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use redb::{Database, ReadableTable as _, ReadableTableMetadata as _};
-use redb::{Table, TableDefinition};
+#[cfg(test)]
+use redb::ReadableDatabase as _;
+use redb::{Database, TableDefinition};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::message::{Delivery, Publication};
+use crate::mailbox::{LinkCtl, Mailbox};
+use crate::message::{Delivery, Publication, Will};
 use crate::metrics::Metrics;
+use crate::router::AckTo;
 use codec::{DecodeError, SessionState};
 
 /// File name of the store inside the data directory.
 pub const FILE_NAME: &str = "sessions.redb";
 
 /// Format of the store's contents (the `meta` table's `format` entry).
-const STORE_FORMAT: u64 = 1;
+/// Format 1 kept in-flight messages and incoming QoS 2 ids inside the
+/// session record; it is migrated to the tables of format 2 at load.
+const STORE_FORMAT: u64 = 2;
 
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+const INFLIGHT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inflight");
+const INCOMING: TableDefinition<(&str, u16), u8> = TableDefinition::new("incoming");
+const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-/// Most changes applied in one write transaction.
-const MAX_BATCH: usize = 8192;
 
 /// Why the store could not be opened or loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +115,7 @@ pub enum StoreError {
         source: DecodeError,
     },
     /// The file was written by a newer, incompatible version.
-    #[error("session store {}: format {found} is not supported (this build reads {STORE_FORMAT})", path.display())]
+    #[error("session store {}: format {found} is not supported (this build reads 1 and {STORE_FORMAT})", path.display())]
     Format {
         /// The store file.
         path: PathBuf,
@@ -107,12 +129,18 @@ pub enum StoreError {
 pub struct LoadedSession {
     /// Client identifier.
     pub client_id: Arc<str>,
-    /// Expiry, subscriptions and QoS state.
+    /// Expiry, subscriptions and QoS state: `outgoing` holds the messages
+    /// that were in flight (in send order, each with its stored sequence
+    /// number), `incoming_qos2` the packet ids awaiting PUBREL.
     pub state: SessionState,
-    /// Queued deliveries, oldest first (expired ones left out).
+    /// Queued deliveries not yet sent, oldest first (expired ones left
+    /// out), each with its stored sequence number.
     pub queue: Vec<Delivery>,
-    /// Sequence number for the next queued delivery.
+    /// Sequence number for the next stored delivery.
     pub next_seq: u64,
+    /// A will waiting out its delay, and when it fires (wall clock, ms
+    /// since the epoch; possibly already past).
+    pub will: Option<(Will, u64)>,
 }
 
 /// Everything loaded from the store at start.
@@ -122,14 +150,37 @@ pub struct Loaded {
     pub retained: Vec<Publication>,
     /// Persistent sessions that had not expired.
     pub sessions: Vec<LoadedSession>,
+    /// Wills of sessions that expired while the broker was down, to
+    /// publish at start.
+    pub expired_wills: Vec<(Arc<str>, Will)>,
+}
+
+/// What the committed file holds, for the gauges.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    sessions: u64,
+    retained: u64,
+    queued: u64,
+    inflight: u64,
+    wills: u64,
+}
+
+impl Counts {
+    fn publish(self, m: &Metrics) {
+        m.store_sessions.store(self.sessions, Relaxed);
+        m.store_retained.store(self.retained, Relaxed);
+        m.store_queued.store(self.queued, Relaxed);
+        m.store_inflight.store(self.inflight, Relaxed);
+        m.store_wills.store(self.wills, Relaxed);
+    }
 }
 
 /// An opened store and its contents, before its writer thread starts.
 pub struct OpenedStore {
     db: Database,
     path: PathBuf,
-    /// Sessions, retained messages and queued messages on disk after load.
-    counts: [u64; 3],
+    /// What is on disk after load.
+    counts: Counts,
     /// What was in it.
     pub loaded: Loaded,
 }
@@ -141,6 +192,114 @@ impl std::fmt::Debug for OpenedStore {
             .field("retained", &self.loaded.retained.len())
             .field("sessions", &self.loaded.sessions.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// One QoS 1/2 delivery for a persistent session, on its way through the
+/// store to the session's mailbox (which holds a slot for it, see
+/// [`Mailbox::reserve`]). `delivery.stored` is its sequence number.
+#[derive(Debug)]
+pub struct StoredDelivery {
+    /// The session.
+    pub client_id: Arc<str>,
+    /// Where it goes once committed.
+    pub mailbox: Arc<Mailbox>,
+    /// The delivery.
+    pub delivery: Delivery,
+}
+
+/// Something the router answered and held back until the messages routed
+/// before it are committed.
+#[derive(Debug)]
+pub enum Release {
+    /// PUBACK/PUBREC to a publisher.
+    Ack {
+        /// Where it goes.
+        ack: AckTo,
+        /// v5 reason code.
+        reason: u8,
+    },
+    /// The outcome of an injected publication (a command from the cloud).
+    Reply {
+        /// Where it goes.
+        reply: oneshot::Sender<u8>,
+        /// v5 reason code.
+        reason: u8,
+    },
+}
+
+impl Release {
+    /// Sends the answer now.
+    pub fn send(self) {
+        match self {
+            Release::Ack { ack, reason } => ack.mailbox.push_ctl(
+                ack.conn_id,
+                LinkCtl::PubAck {
+                    pkid: ack.pkid,
+                    qos: ack.qos,
+                    reason,
+                },
+            ),
+            Release::Reply { reply, reason } => {
+                let _ = reply.send(reason);
+            }
+        }
+    }
+}
+
+/// What one turn of the router stores before it may answer.
+#[derive(Debug, Default)]
+pub struct RouteBatch {
+    /// Deliveries to persistent sessions.
+    pub deliveries: Vec<StoredDelivery>,
+    /// Incoming QoS 2 packet ids of persistent publishers, now awaiting
+    /// PUBREL.
+    pub incoming: Vec<(Arc<str>, u16)>,
+    /// Answers to release after the commit, in order.
+    pub releases: Vec<Release>,
+}
+
+impl RouteBatch {
+    /// True when there is nothing to store or release.
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.incoming.is_empty() && self.releases.is_empty()
+    }
+
+    /// How many changes it stores (deliveries and packet ids).
+    pub fn changes(&self) -> usize {
+        self.deliveries.len() + self.incoming.len()
+    }
+}
+
+/// What a connected session's link did in one turn (see [`SessionLog`]).
+#[derive(Debug)]
+pub struct Progress {
+    /// The session.
+    pub client_id: Arc<str>,
+    /// Its mailbox, for `replies`.
+    pub mailbox: Arc<Mailbox>,
+    /// The connection `replies` are for.
+    pub conn_id: u64,
+    /// Stored deliveries sent: (sequence, packet id).
+    pub sent: Vec<(u64, u16)>,
+    /// Outgoing QoS 2 released (PUBREC received): (sequence, packet id).
+    pub released: Vec<(u64, u16)>,
+    /// Stored deliveries finished (PUBACK, PUBCOMP, a failed PUBREC, or
+    /// dropped unsent because they expired).
+    pub done: Vec<u64>,
+    /// Incoming QoS 2 packet ids whose PUBREL arrived.
+    pub incoming_done: Vec<u16>,
+    /// Packets to send once the above is committed (PUBREL, PUBCOMP).
+    pub replies: Vec<LinkCtl>,
+}
+
+impl Progress {
+    fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+            && self.released.is_empty()
+            && self.done.is_empty()
+            && self.incoming_done.is_empty()
+            && self.replies.is_empty()
     }
 }
 
@@ -158,37 +317,58 @@ pub enum Op {
         /// The record.
         state: Box<SessionState>,
     },
-    /// Delete a session record and its queue.
+    /// Delete a session with everything stored for it.
     SessionDelete(Arc<str>),
-    /// Replace a session's queue by these deliveries (sequence 0, 1, ...).
-    QueueReplace {
+    /// Store deliveries and incoming QoS 2 ids, then deliver and answer.
+    Route(Box<RouteBatch>),
+    /// A connected session's progress.
+    Progress(Box<Progress>),
+    /// A will waiting out its delay.
+    WillPut {
         /// Client id.
         client_id: Arc<str>,
-        /// The deliveries, oldest first.
-        items: Vec<Delivery>,
+        /// The will.
+        will: Box<Will>,
+        /// When it fires (wall clock, ms since the epoch).
+        fire_at_ms: u64,
     },
-    /// Append one delivery to a session's queue.
-    QueueAppend {
-        /// Client id.
-        client_id: Arc<str>,
-        /// Its sequence number (increasing per session).
-        seq: u64,
-        /// The delivery.
-        delivery: Delivery,
-    },
-    /// Empty a session's queue (its client is back and drains it).
-    QueueClear(Arc<str>),
+    /// The session's will fired or was cancelled.
+    WillDelete(Arc<str>),
     /// Answer once every earlier change is committed.
-    Flush(tokio::sync::oneshot::Sender<()>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// How often the store syncs to disk (from `--fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Every commit is fsynced (`always`, `batch`): what was committed
+    /// survives a crash or power loss.
+    EveryCommit,
+    /// Commits are written without fsync; one fsync at most this often and
+    /// at shutdown (`never`): a process crash loses nothing committed, a
+    /// power loss the last interval.
+    Periodic(Duration),
+}
+
+impl SyncPolicy {
+    /// The store's policy for the journal's `--fsync` setting.
+    pub fn for_fsync(policy: &str) -> Self {
+        if policy.eq_ignore_ascii_case("never") {
+            SyncPolicy::Periodic(Duration::from_secs(1))
+        } else {
+            SyncPolicy::EveryCommit
+        }
+    }
 }
 
 impl OpenedStore {
     /// Opens (or creates) `<dir>/sessions.redb` and loads its contents,
     /// dropping what expired while the broker was down: sessions past their
-    /// expiry (with their queues), retained and queued messages past their
-    /// message expiry, and queue entries of sessions that no longer exist.
-    /// Sessions whose client was connected when the broker stopped start
-    /// their expiry countdown now.
+    /// expiry (with everything stored for them), retained and queued
+    /// messages past their message expiry, and records of sessions that no
+    /// longer exist. Sessions whose client was connected when the broker
+    /// stopped start their expiry countdown now. A format 1 file is
+    /// migrated.
     ///
     /// # Errors
     /// [`StoreError`] naming the file when it cannot be opened, read or
@@ -199,11 +379,13 @@ impl OpenedStore {
             path: path.clone(),
             source: e.into(),
         })?;
-        let (loaded, counts) = load(&db, &path)?;
+        let (loaded, counts) = load::load(&db, &path)?;
         info!(
             path = %path.display(),
             sessions = loaded.sessions.len(),
             queued = loaded.sessions.iter().map(|s| s.queue.len()).sum::<usize>(),
+            inflight = loaded.sessions.iter().map(|s| s.state.outgoing.len()).sum::<usize>(),
+            wills = loaded.sessions.iter().filter(|s| s.will.is_some()).count(),
             retained = loaded.retained.len(),
             "session store loaded"
         );
@@ -224,20 +406,21 @@ impl OpenedStore {
     ///
     /// # Errors
     /// The OS error when the thread cannot be spawned.
-    pub fn start(self, metrics: Arc<Metrics>) -> std::io::Result<StoreHandle> {
+    pub fn start(self, metrics: Arc<Metrics>, sync: SyncPolicy) -> std::io::Result<StoreHandle> {
         let (tx, rx) = mpsc::channel();
         let OpenedStore {
             db, path, counts, ..
         } = self;
-        metrics.store_sessions.store(counts[0], Relaxed);
-        metrics.store_retained.store(counts[1], Relaxed);
-        metrics.store_queued.store(counts[2], Relaxed);
+        counts.publish(&metrics);
+        let held = Arc::new(AtomicUsize::new(0));
+        let writer_held = held.clone();
         let thread = std::thread::Builder::new()
             .name("session-store".into())
-            .spawn(move || writer(&db, &path, &rx, &metrics))?;
+            .spawn(move || writer::run(&db, &path, &rx, &metrics, &writer_held, sync))?;
         Ok(StoreHandle {
             tx: Some(tx),
             thread: Some(thread),
+            held,
         })
     }
 }
@@ -255,7 +438,8 @@ pub fn attach(
     };
     let path = opened.path.clone();
     let loaded = opened.take_loaded();
-    match opened.start(metrics.clone()) {
+    let sync = SyncPolicy::for_fsync(&router.config().journal.fsync);
+    match opened.start(metrics.clone(), sync) {
         Ok(handle) => router.with_store(handle, loaded),
         Err(e) => {
             warn!(path = %path.display(), error = %e, "cannot start the session store writer; sessions and retained messages are kept in memory only");
@@ -269,6 +453,9 @@ pub fn attach(
 pub struct StoreHandle {
     tx: Option<mpsc::Sender<Op>>,
     thread: Option<JoinHandle<()>>,
+    /// [`Op::Route`]s with answers the writer has not released yet: while
+    /// there are any, the router holds back every answer behind them.
+    held: Arc<AtomicUsize>,
 }
 
 impl StoreHandle {
@@ -277,13 +464,63 @@ impl StoreHandle {
         if let Some(tx) = &self.tx {
             // Fails only when the writer thread is gone (it panicked): the
             // broker keeps running from memory; the error was logged there.
-            let _ = tx.send(op);
+            if let Err(mpsc::SendError(op)) = tx.send(op) {
+                writer::release_unstored(op);
+            }
         }
+    }
+
+    /// Sends a route batch (when it holds anything); its answers are
+    /// released after its commit.
+    pub fn route(&self, batch: RouteBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        if batch.changes() == 0 && !self.holding() {
+            // Nothing to store and nothing ahead of these answers.
+            for r in batch.releases {
+                r.send();
+            }
+            return;
+        }
+        if !batch.releases.is_empty() {
+            self.held.fetch_add(1, Relaxed);
+        }
+        self.send(Op::Route(Box::new(batch)));
+    }
+
+    /// True while answers are held back in the store's pipeline (a later
+    /// answer must wait behind them to keep acknowledgements in order).
+    pub fn holding(&self) -> bool {
+        self.held.load(Acquire) > 0
+    }
+
+    /// A progress log for a connected persistent session.
+    pub fn session_log(
+        &self,
+        client_id: Arc<str>,
+        mailbox: Arc<Mailbox>,
+        conn_id: u64,
+    ) -> Option<SessionLog> {
+        let tx = self.tx.clone()?;
+        Some(SessionLog {
+            tx,
+            progress: Box::new(Progress {
+                client_id,
+                mailbox,
+                conn_id,
+                sent: Vec::new(),
+                released: Vec::new(),
+                done: Vec::new(),
+                incoming_done: Vec::new(),
+                replies: Vec::new(),
+            }),
+        })
     }
 
     /// Waits until every change sent so far is committed.
     pub async fn flush(&self) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = oneshot::channel();
         self.send(Op::Flush(tx));
         let _ = rx.await;
     }
@@ -301,399 +538,61 @@ impl StoreHandle {
     }
 }
 
-/// Deletes every queue entry of `client_id`.
-fn clear_queue(queue: &mut Table<'_, (&str, u64), &[u8]>, client_id: &str) -> redb::Result<()> {
-    queue.retain_in((client_id, 0u64)..=(client_id, u64::MAX), |_, _| false)
+/// A connected persistent session's link records its QoS progress here
+/// and hands it to the store once per turn ([`flush`](Self::flush)):
+/// one channel send per turn, whatever the number of packets.
+#[derive(Debug)]
+pub struct SessionLog {
+    tx: mpsc::Sender<Op>,
+    progress: Box<Progress>,
 }
 
-/// The writer thread: one write transaction per batch of changes.
-fn writer(db: &Database, path: &Path, rx: &mpsc::Receiver<Op>, metrics: &Metrics) {
-    let mut batch = Vec::with_capacity(256);
-    let mut waiters = Vec::new();
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
+impl SessionLog {
+    /// A stored delivery went out with packet id `pkid`.
+    pub fn sent(&mut self, seq: u64, pkid: u16) {
+        self.progress.sent.push((seq, pkid));
+    }
+
+    /// An outgoing QoS 2 delivery was released (PUBREC received): PUBREL
+    /// `pkid` goes out once that is committed.
+    pub fn released(&mut self, seq: u64, pkid: u16) {
+        self.progress.released.push((seq, pkid));
+        self.progress.replies.push(LinkCtl::PubRel { pkid });
+    }
+
+    /// A stored delivery is finished.
+    pub fn done(&mut self, seq: u64) {
+        self.progress.done.push(seq);
+    }
+
+    /// An incoming QoS 2 message's PUBREL arrived: PUBCOMP goes out once
+    /// the store no longer holds its packet id.
+    pub fn incoming_done(&mut self, pkid: u16) {
+        self.progress.incoming_done.push(pkid);
+        self.progress.replies.push(LinkCtl::PubComp { pkid });
+    }
+
+    /// Hands this turn's progress to the writer (nothing when idle).
+    pub fn flush(&mut self) {
+        if self.progress.is_empty() {
+            return;
         }
-        let changes = batch.len();
-        if let Err(e) = apply(db, &mut batch, &mut waiters, metrics) {
-            metrics.store_write_errors.fetch_add(1, Relaxed);
-            warn!(path = %path.display(), error = %e, changes, "session store commit failed; these changes are lost on restart");
-        } else {
-            metrics.store_flushes.fetch_add(1, Relaxed);
-        }
-        batch.clear();
-        for w in waiters.drain(..) {
-            let _ = w.send(());
+        let next = Box::new(Progress {
+            client_id: self.progress.client_id.clone(),
+            mailbox: self.progress.mailbox.clone(),
+            conn_id: self.progress.conn_id,
+            sent: Vec::new(),
+            released: Vec::new(),
+            done: Vec::new(),
+            incoming_done: Vec::new(),
+            replies: Vec::new(),
+        });
+        let progress = std::mem::replace(&mut self.progress, next);
+        if let Err(mpsc::SendError(op)) = self.tx.send(Op::Progress(progress)) {
+            writer::release_unstored(op);
         }
     }
-}
-
-fn apply(
-    db: &Database,
-    batch: &mut Vec<Op>,
-    waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>,
-    metrics: &Metrics,
-) -> Result<(), redb::Error> {
-    // A session record written several times in one batch (a client
-    // subscribing filter by filter) is encoded and stored once: only its
-    // last put or delete counts.
-    let mut last: std::collections::HashMap<Arc<str>, usize> = std::collections::HashMap::new();
-    for (i, op) in batch.iter().enumerate() {
-        if let Op::SessionPut { client_id, .. } | Op::SessionDelete(client_id) = op {
-            last.insert(client_id.clone(), i);
-        }
-    }
-    let txn = db.begin_write()?;
-    {
-        let mut retained = txn.open_table(RETAINED)?;
-        let mut sessions = txn.open_table(SESSIONS)?;
-        let mut queue = txn.open_table(QUEUE)?;
-        let now = codec::now_unix_ms();
-        for (i, op) in batch.drain(..).enumerate() {
-            match op {
-                Op::RetainedPut(p) => {
-                    let v = codec::encode_retained(&p, now);
-                    retained.insert(&*p.topic, v.as_slice())?;
-                }
-                Op::RetainedDelete(topic) => {
-                    retained.remove(&*topic)?;
-                }
-                Op::SessionPut { client_id, state } => {
-                    if last.get(&client_id) == Some(&i) {
-                        let v = codec::encode_session(&state, now);
-                        sessions.insert(&*client_id, v.as_slice())?;
-                    }
-                }
-                Op::SessionDelete(client_id) => {
-                    sessions.remove(&*client_id)?;
-                    clear_queue(&mut queue, &client_id)?;
-                }
-                Op::QueueReplace { client_id, items } => {
-                    clear_queue(&mut queue, &client_id)?;
-                    for (seq, d) in (0u64..).zip(&items) {
-                        let v = codec::encode_queued(d, now);
-                        queue.insert((&*client_id, seq), v.as_slice())?;
-                    }
-                }
-                Op::QueueAppend {
-                    client_id,
-                    seq,
-                    delivery,
-                } => {
-                    let v = codec::encode_queued(&delivery, now);
-                    queue.insert((&*client_id, seq), v.as_slice())?;
-                }
-                Op::QueueClear(client_id) => clear_queue(&mut queue, &client_id)?,
-                Op::Flush(w) => waiters.push(w),
-            }
-        }
-        metrics.store_sessions.store(sessions.len()?, Relaxed);
-        metrics.store_retained.store(retained.len()?, Relaxed);
-        metrics.store_queued.store(queue.len()?, Relaxed);
-    }
-    txn.commit()?;
-    Ok(())
-}
-
-/// Reads the whole store and removes what expired, in one transaction.
-fn load(db: &Database, path: &Path) -> Result<(Loaded, [u64; 3]), StoreError> {
-    let read_err = |e: redb::Error| StoreError::Read {
-        path: path.to_owned(),
-        source: e,
-    };
-    let record_err = |table: &'static str, key: String, source: DecodeError| StoreError::Record {
-        path: path.to_owned(),
-        table,
-        key,
-        source,
-    };
-    let now = codec::now_unix_ms();
-    let txn = db.begin_write().map_err(|e| read_err(e.into()))?;
-    let mut loaded = Loaded::default();
-    let counts;
-    {
-        let mut meta = txn.open_table(META).map_err(|e| read_err(e.into()))?;
-        let format = meta
-            .get("format")
-            .map_err(|e| read_err(e.into()))?
-            .map(|v| v.value());
-        match format {
-            None => {
-                meta.insert("format", STORE_FORMAT)
-                    .map_err(|e| read_err(e.into()))?;
-            }
-            Some(STORE_FORMAT) => {}
-            Some(found) => {
-                return Err(StoreError::Format {
-                    path: path.to_owned(),
-                    found,
-                });
-            }
-        }
-
-        let mut retained = txn.open_table(RETAINED).map_err(|e| read_err(e.into()))?;
-        let mut expired_retained = Vec::new();
-        for entry in retained.iter().map_err(|e| read_err(e.into()))? {
-            let (k, v) = entry.map_err(|e| read_err(e.into()))?;
-            let topic = k.value().to_owned();
-            match codec::decode_retained(v.value(), now) {
-                Ok(Some(p)) => loaded.retained.push(p),
-                Ok(None) => expired_retained.push(topic),
-                Err(e) => return Err(record_err("retained", topic, e)),
-            }
-        }
-        for topic in expired_retained {
-            retained
-                .remove(topic.as_str())
-                .map_err(|e| read_err(e.into()))?;
-        }
-
-        let mut sessions = txn.open_table(SESSIONS).map_err(|e| read_err(e.into()))?;
-        let mut expired = Vec::new();
-        let mut restarted = Vec::new();
-        for entry in sessions.iter().map_err(|e| read_err(e.into()))? {
-            let (k, v) = entry.map_err(|e| read_err(e.into()))?;
-            let client_id = k.value().to_owned();
-            let mut state = codec::decode_session(v.value(), now)
-                .map_err(|e| record_err("sessions", client_id.clone(), e))?;
-            if state.disconnected_at_ms.is_none() {
-                // Its client was connected when the broker stopped: the
-                // session went offline now.
-                state.disconnected_at_ms = Some(now);
-                restarted.push((client_id.clone(), state.clone()));
-            }
-            if state.deadline_ms().is_some_and(|d| d <= now) {
-                expired.push(client_id);
-                continue;
-            }
-            loaded.sessions.push(LoadedSession {
-                client_id: Arc::from(client_id),
-                state,
-                queue: Vec::new(),
-                next_seq: 0,
-            });
-        }
-        for (client_id, state) in restarted {
-            if !expired.contains(&client_id) {
-                let v = codec::encode_session(&state, now);
-                sessions
-                    .insert(client_id.as_str(), v.as_slice())
-                    .map_err(|e| read_err(e.into()))?;
-            }
-        }
-        for client_id in &expired {
-            sessions
-                .remove(client_id.as_str())
-                .map_err(|e| read_err(e.into()))?;
-        }
-
-        let mut queue = txn.open_table(QUEUE).map_err(|e| read_err(e.into()))?;
-        let mut orphans = Vec::new();
-        let by_id: std::collections::HashMap<&str, usize> = loaded
-            .sessions
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (&*s.client_id, i))
-            .collect();
-        let mut queues: Vec<(Vec<Delivery>, u64)> = vec![(Vec::new(), 0); loaded.sessions.len()];
-        for entry in queue.iter().map_err(|e| read_err(e.into()))? {
-            let (k, v) = entry.map_err(|e| read_err(e.into()))?;
-            let (client_id, seq) = k.value();
-            let Some(&i) = by_id.get(client_id) else {
-                if orphans.last().map(String::as_str) != Some(client_id) {
-                    orphans.push(client_id.to_owned());
-                }
-                continue;
-            };
-            let d = codec::decode_queued(v.value(), now)
-                .map_err(|e| record_err("queue", format!("{client_id}#{seq}"), e))?;
-            let q = &mut queues[i];
-            q.1 = seq.saturating_add(1);
-            if let Some(d) = d {
-                q.0.push(d);
-            }
-        }
-        drop(by_id);
-        for (s, (q, next)) in loaded.sessions.iter_mut().zip(queues) {
-            s.queue = q;
-            s.next_seq = next;
-        }
-        for client_id in orphans {
-            clear_queue(&mut queue, &client_id).map_err(|e| read_err(e.into()))?;
-        }
-        if !expired.is_empty() {
-            info!(path = %path.display(), sessions = expired.len(), "dropped sessions that expired while the broker was down");
-        }
-        counts = [
-            sessions.len().map_err(|e| read_err(e.into()))?,
-            retained.len().map_err(|e| read_err(e.into()))?,
-            queue.len().map_err(|e| read_err(e.into()))?,
-        ];
-    }
-    txn.commit().map_err(|e| read_err(e.into()))?;
-    Ok((loaded, counts))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::message::MessageProperties;
-    use crate::protocol::QoS;
-    use bytes::Bytes;
-
-    fn publication(topic: &str, payload: &'static [u8]) -> Arc<Publication> {
-        Arc::new(Publication {
-            topic: Arc::from(topic),
-            payload: Bytes::from_static(payload),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: MessageProperties::default(),
-            origin: None,
-            received: None,
-        })
-    }
-
-    fn delivery(payload: &'static [u8]) -> Delivery {
-        Delivery {
-            publication: publication("q", payload),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: vec![],
-        }
-    }
-
-    #[tokio::test]
-    async fn changes_survive_reopening_and_expired_sessions_are_dropped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let metrics = Arc::new(Metrics::default());
-        let store = OpenedStore::open(dir.path()).expect("open");
-        let h = store.start(metrics.clone()).expect("start");
-        h.send(Op::RetainedPut(publication("a", b"1")));
-        h.send(Op::RetainedPut(publication("b", b"2")));
-        h.send(Op::RetainedDelete(Arc::from("a")));
-        let live = SessionState {
-            expiry: u32::MAX,
-            disconnected_at_ms: Some(codec::now_unix_ms()),
-            ..SessionState::default()
-        };
-        let gone = SessionState {
-            expiry: 1,
-            disconnected_at_ms: Some(1_000),
-            ..SessionState::default()
-        };
-        h.send(Op::SessionPut {
-            client_id: Arc::from("live"),
-            state: Box::new(live),
-        });
-        h.send(Op::SessionPut {
-            client_id: Arc::from("gone"),
-            state: Box::new(gone),
-        });
-        h.send(Op::QueueReplace {
-            client_id: Arc::from("live"),
-            items: vec![delivery(b"x"), delivery(b"y")],
-        });
-        h.send(Op::QueueAppend {
-            client_id: Arc::from("live"),
-            seq: 2,
-            delivery: delivery(b"z"),
-        });
-        h.send(Op::QueueAppend {
-            client_id: Arc::from("gone"),
-            seq: 0,
-            delivery: delivery(b"lost"),
-        });
-        h.flush().await;
-        assert_eq!(metrics.store_sessions.load(Relaxed), 2);
-        assert_eq!(metrics.store_retained.load(Relaxed), 1);
-        assert_eq!(metrics.store_queued.load(Relaxed), 4);
-        assert!(metrics.store_flushes.load(Relaxed) >= 1);
-        h.close().await;
-
-        let mut store = OpenedStore::open(dir.path()).expect("reopen");
-        let loaded = store.take_loaded();
-        let topics: Vec<_> = loaded.retained.iter().map(|p| &*p.topic).collect();
-        assert_eq!(topics, ["b"]);
-        assert_eq!(loaded.sessions.len(), 1, "the expired session is dropped");
-        let s = &loaded.sessions[0];
-        assert_eq!(&*s.client_id, "live");
-        let payloads: Vec<_> = s.queue.iter().map(|d| &d.publication.payload[..]).collect();
-        assert_eq!(payloads, [b"x", b"y", b"z"]);
-        assert_eq!(s.next_seq, 3);
-
-        // The expired session's queue went with it; clearing works.
-        let h = store.start(metrics.clone()).expect("start");
-        h.send(Op::QueueClear(Arc::from("live")));
-        h.flush().await;
-        assert_eq!(metrics.store_queued.load(Relaxed), 0);
-        h.send(Op::SessionDelete(Arc::from("live")));
-        h.flush().await;
-        assert_eq!(metrics.store_sessions.load(Relaxed), 0);
-        h.close().await;
-    }
-
-    #[tokio::test]
-    async fn the_last_write_of_a_session_wins_within_and_across_batches() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let metrics = Arc::new(Metrics::default());
-        let h = OpenedStore::open(dir.path())
-            .expect("open")
-            .start(metrics.clone())
-            .expect("start");
-        let put = |expiry| Op::SessionPut {
-            client_id: Arc::from("s"),
-            state: Box::new(SessionState {
-                expiry,
-                disconnected_at_ms: Some(codec::now_unix_ms()),
-                ..SessionState::default()
-            }),
-        };
-        for expiry in 1..=50 {
-            h.send(put(expiry * 100));
-        }
-        h.send(Op::SessionDelete(Arc::from("s")));
-        h.send(put(7777));
-        h.close().await;
-        let mut store = OpenedStore::open(dir.path()).expect("reopen");
-        let loaded = store.take_loaded();
-        assert_eq!(loaded.sessions.len(), 1);
-        assert_eq!(loaded.sessions[0].state.expiry, 7777);
-    }
-
-    #[test]
-    fn a_corrupt_file_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(FILE_NAME);
-        std::fs::write(&path, vec![0xa5u8; 64 * 1024]).expect("write garbage");
-        let e = OpenedStore::open(dir.path()).expect_err("refused");
-        let msg = e.to_string();
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
-    }
-
-    #[test]
-    fn a_bad_record_is_an_error_naming_file_table_and_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(FILE_NAME);
-        {
-            let db = Database::create(&path).expect("create");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut t = txn.open_table(SESSIONS).expect("table");
-                t.insert("dev-1", [7u8, 1, 2].as_slice()).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
-        let e = OpenedStore::open(dir.path()).expect_err("refused");
-        let msg = e.to_string();
-        assert!(
-            msg.contains(&path.display().to_string())
-                && msg.contains("sessions")
-                && msg.contains("dev-1"),
-            "{msg}"
-        );
-    }
-}
+mod tests;
