@@ -51,6 +51,24 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// Records a successful `action` by `caller` on `target` in `org`'s
+    /// chain (see [`Origin::event`] for anything more).
+    pub async fn record(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        action: Action,
+        org: &str,
+        target: impl Into<String>,
+    ) {
+        state
+            .audit
+            .record(self.event(action, org).by(&caller.claims).target(target))
+            .await;
+    }
+}
+
 impl FromRequestParts<AppState> for Origin {
     type Rejection = AppError;
 

@@ -9,11 +9,14 @@ use serde::Deserialize;
 use super::json::Body;
 use axum::response::{IntoResponse, Response};
 
+use crate::audit::Origin;
 use crate::auth::{Caller, ClientSource};
 use crate::model::{self, ClientIndex, Device, EmailIndex, RefreshToken, ServiceAccount, User};
 use crate::store::Change;
 use crate::tokens::{self, Subject, TokenResponse};
 use crate::{AppError, AppState, password, throttle};
+use plantd_shared::audit::{Action, ActorKind, Event, Outcome};
+use serde_json::json;
 
 /// `POST /v1/auth/login`.
 #[derive(Debug, Deserialize)]
@@ -44,6 +47,7 @@ fn invalid_login() -> AppError {
 pub async fn login(
     State(state): State<AppState>,
     ClientSource(source): ClientSource,
+    origin: Origin,
     Body(req): Body<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Response> {
     let email = model::normalise_email(&req.email);
@@ -56,14 +60,31 @@ pub async fn login(
         .await
         .map_err(IntoResponse::into_response)?
         .map(|(i, _)| i);
-    let attempt = throttle::begin(
+    let attempt = match throttle::begin(
         &state,
         &email,
         index.as_ref().map(|i| i.org.as_str()),
         &source,
     )
     .await
-    .map_err(IntoResponse::into_response)?;
+    {
+        Ok(a) => a,
+        Err(refusal) => {
+            if let throttle::Refusal::Throttled(t) = &refusal {
+                let detail = json!({
+                    "reason": "throttled",
+                    "limit": format!("{:?}", t.kind).to_lowercase(),
+                    "retry_after_secs": t.retry_after_secs,
+                });
+                let e = login_event(&origin, index.as_ref(), &email);
+                state
+                    .audit
+                    .record(e.outcome(Outcome::Denied).detail(detail))
+                    .await;
+            }
+            return Err(refusal.into_response());
+        }
+    };
     let user = match &index {
         Some(idx) => state
             .store
@@ -80,7 +101,20 @@ pub async fn login(
     let ok = password::verify(&req.password, hash);
     let user = match (ok, user) {
         (true, Some(u)) if u.active => u,
-        _ => {
+        (ok, user) => {
+            let reason = match (ok, user) {
+                (_, None) => "unknown account",
+                (true, Some(_)) => "inactive user",
+                (false, Some(_)) => "wrong password",
+            };
+            let e = login_event(&origin, index.as_ref(), &email);
+            state
+                .audit
+                .record(
+                    e.outcome(Outcome::Failure)
+                        .detail(json!({ "reason": reason })),
+                )
+                .await;
             tracing::info!(%source, "login failed");
             return Err(invalid_login().into_response());
         }
@@ -89,11 +123,31 @@ pub async fn login(
         .succeeded(&state)
         .await
         .map_err(IntoResponse::into_response)?;
+    let sites = req.sites.clone();
     let tokens = user_tokens(&state, &user, None, req.sites)
         .await
         .map_err(IntoResponse::into_response)?;
+    let e = login_event(&origin, index.as_ref(), &email);
+    state
+        .audit
+        .record(e.detail(json!({ "sites": sites })))
+        .await;
     tracing::info!(user = %user.id, org = %user.org, %source, "login");
     Ok(Json(tokens))
+}
+
+/// The audit event of a login for `email`: by and on the user when the
+/// email is known, else anonymous in the bootstrap organisation's chain.
+fn login_event(origin: &Origin, index: Option<&EmailIndex>, email: &str) -> Event {
+    match index {
+        Some(i) => origin
+            .event(Action::Login, &i.org)
+            .actor(ActorKind::User, i.user.clone())
+            .target(format!("user:{}", i.user)),
+        None => origin
+            .event(Action::Login, model::SYSTEM_ORG)
+            .target(format!("email:{}", clip(email))),
+    }
 }
 
 /// An access token and a refresh token (in `family`, or a new one) for
@@ -144,6 +198,7 @@ pub struct RefreshRequest {
 /// user.
 pub async fn refresh(
     State(state): State<AppState>,
+    origin: Origin,
     Body(req): Body<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, AppError> {
     let record: RefreshToken = tokens::consume_refresh(&state, &req.refresh_token).await?;
@@ -159,9 +214,17 @@ pub async fn refresh(
         tokens::revoke_family(&state, &record.family, "user revoked").await?;
         return Err(AppError::unauthorized("refresh token is not valid"));
     }
-    Ok(Json(
-        user_tokens(&state, &user, Some(record.family), record.sites).await?,
-    ))
+    let tokens = user_tokens(&state, &user, Some(record.family), record.sites).await?;
+    state
+        .audit
+        .record(
+            origin
+                .event(Action::Refresh, &user.org)
+                .actor(ActorKind::User, user.id.clone())
+                .target(format!("user:{}", user.id)),
+        )
+        .await;
+    Ok(Json(tokens))
 }
 
 /// `POST /v1/auth/logout`.
@@ -181,6 +244,7 @@ pub struct LogoutRequest {
 pub async fn logout(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     body: bytes::Bytes,
 ) -> Result<StatusCode, AppError> {
     let req: LogoutRequest = if body.is_empty() {
@@ -192,14 +256,30 @@ pub async fn logout(
         .store
         .revoke_token(&caller.claims.jti, caller.claims.exp)
         .await?;
+    let mut family_revoked = false;
     if let Some(rt) = req.refresh_token {
         let key = format!("refresh.{}", model::sha256_hex(&rt));
         if let Some((r, _)) = state.store.get::<RefreshToken>(&key).await?
             && r.user == caller.claims.sub
         {
             tokens::revoke_family(&state, &r.family, "logout").await?;
+            family_revoked = true;
         }
     }
+    state
+        .audit
+        .record(
+            origin
+                .event(Action::Logout, caller.org())
+                .by(&caller.claims)
+                .target(format!(
+                    "{}:{}",
+                    target_kind(caller.claims.kind),
+                    caller.claims.sub
+                ))
+                .detail(json!({ "refresh_family_revoked": family_revoked })),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -233,8 +313,66 @@ pub struct TokenRequest {
 /// 400 for another grant type, 401 for bad credentials.
 pub async fn token(
     State(state): State<AppState>,
+    origin: Origin,
     Body(req): Body<TokenRequest>,
 ) -> Result<Json<TokenResponse>, AppError> {
+    let client_id = clip(&req.client_id).to_owned();
+    let result = issue_token(state.clone(), req).await;
+    if result
+        .as_ref()
+        .is_err_and(|e| e.status == StatusCode::BAD_REQUEST)
+    {
+        // Not an authentication attempt (a malformed request).
+        return result;
+    }
+    let index = state
+        .store
+        .get::<ClientIndex>(&format!("client.{client_id}"))
+        .await
+        .ok()
+        .flatten()
+        .map(|(i, _)| i);
+    let (org, kind, actor_kind) = match &index {
+        Some(i) if i.kind == "service" => (i.org.as_str(), "service_account", ActorKind::Service),
+        Some(i) => (i.org.as_str(), "device", ActorKind::Device),
+        None => (model::SYSTEM_ORG, "client", ActorKind::Anonymous),
+    };
+    let event = origin
+        .event(Action::TokenIssue, org)
+        .actor(actor_kind, client_id.clone())
+        .target(format!("{kind}:{client_id}"));
+    let event = match &result {
+        Ok(_) => event,
+        Err(e) => event
+            .actor(ActorKind::Anonymous, client_id.clone())
+            .outcome(Outcome::Failure)
+            .detail(json!({ "reason": e.message })),
+    };
+    state.audit.record(event).await;
+    result
+}
+
+/// At most the first 256 bytes of `s` (on a character boundary), for
+/// caller-chosen text in audit records.
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(256);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The audit target kind of a principal.
+fn target_kind(kind: PrincipalKind) -> &'static str {
+    match kind {
+        PrincipalKind::User => "user",
+        PrincipalKind::Service => "service_account",
+        PrincipalKind::Device => "device",
+    }
+}
+
+/// [`token`] without the audit record.
+async fn issue_token(state: AppState, req: TokenRequest) -> Result<Json<TokenResponse>, AppError> {
     if req.grant_type != "client_credentials" {
         return Err(AppError::bad_request(
             "grant_type must be client_credentials",
@@ -330,6 +468,7 @@ pub struct PasswordRequest {
 pub async fn password(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(req): Body<PasswordRequest>,
 ) -> Result<StatusCode, AppError> {
     if caller.claims.kind != PrincipalKind::User {
@@ -348,6 +487,17 @@ pub async fn password(
         .await?
         .ok_or_else(|| AppError::unauthorized("user no longer exists"))?;
     if !password::verify(&req.current_password, &user.password_hash) {
+        state
+            .audit
+            .record(
+                origin
+                    .event(Action::PasswordChange, caller.org())
+                    .by(&caller.claims)
+                    .target(format!("user:{}", caller.claims.sub))
+                    .outcome(Outcome::Failure)
+                    .detail(json!({ "reason": "wrong current password" })),
+            )
+            .await;
         return Err(AppError::unauthorized("current password is wrong"));
     }
     let new_hash = password::hash(&req.new_password)?;
@@ -359,5 +509,14 @@ pub async fn password(
             Ok(Change::Put(()))
         })
         .await?;
+    origin
+        .record(
+            &state,
+            &caller,
+            Action::PasswordChange,
+            caller.org(),
+            format!("user:{}", caller.claims.sub),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,9 +11,11 @@ use plantd_shared::topic::Filter;
 use serde::Deserialize;
 
 use super::json::Body;
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::{self, BUILTIN_ROLES, Role};
 use crate::{AppError, AppState};
+use plantd_shared::audit::Action;
 
 /// `POST /v1/roles`, `PUT /v1/roles/{name}`.
 #[derive(Debug, Deserialize)]
@@ -101,6 +103,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(body): Body<RoleBody>,
 ) -> Result<(StatusCode, Json<Role>), AppError> {
     caller.require("identity:role:create")?;
@@ -109,6 +112,15 @@ pub async fn create(
         .store
         .create(&format!("role.{}.{}", caller.org(), role.name), &role)
         .await?;
+    origin
+        .record(
+            &state,
+            &caller,
+            Action::RoleCreate,
+            caller.org(),
+            format!("role:{}", role.name),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(role)))
 }
 
@@ -140,6 +152,7 @@ pub async fn get_one(
 pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(name): Path<String>,
     Body(body): Body<RoleBody>,
 ) -> Result<Json<Role>, AppError> {
@@ -152,6 +165,15 @@ pub async fn replace(
         .await?
         .ok_or_else(|| AppError::not_found("role"))?;
     state.store.update(&key, &role, rev).await?;
+    origin
+        .record(
+            &state,
+            &caller,
+            Action::RoleUpdate,
+            caller.org(),
+            format!("role:{name}"),
+        )
+        .await;
     Ok(Json(role))
 }
 
@@ -162,6 +184,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(name): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:role:delete")?;
@@ -172,5 +195,14 @@ pub async fn delete(
         .store
         .delete(&format!("role.{}.{name}", caller.org()))
         .await?;
+    origin
+        .record(
+            &state,
+            &caller,
+            Action::RoleDelete,
+            caller.org(),
+            format!("role:{name}"),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

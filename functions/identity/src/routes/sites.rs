@@ -24,9 +24,11 @@ use plantd_shared::subject::Site;
 use serde::Deserialize;
 
 use super::json::Body;
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::Org;
 use crate::{AppError, AppState};
+use plantd_shared::audit::Action;
 
 /// How many times an update is retried when a concurrent write wins.
 const CAS_ATTEMPTS: usize = 8;
@@ -135,6 +137,7 @@ async fn visible(
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(req): Body<CreateSite>,
 ) -> Result<(StatusCode, Json<SiteRecord>), AppError> {
     caller.require("identity:site:create")?;
@@ -156,6 +159,15 @@ pub async fn create(
     record.validate().map_err(AppError::bad_request)?;
     state.sites.create(&record).await?;
     note_cross_org(&caller, access, "site.create", &record);
+    origin
+        .record(
+            &state,
+            &caller,
+            Action::SiteCreate,
+            &record.org,
+            format!("site:{}", record.id),
+        )
+        .await;
     tracing::info!(site = %record.id, org = %record.org, actor = %caller.claims.sub, "site registered");
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -210,6 +222,7 @@ pub async fn get_one(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
     Body(req): Body<UpdateSite>,
 ) -> Result<Json<SiteRecord>, AppError> {
@@ -229,6 +242,15 @@ pub async fn update(
         match state.sites.update(&record, revision).await {
             Ok(_) => {
                 note_cross_org(&caller, access, "site.update", &record);
+                origin
+                    .record(
+                        &state,
+                        &caller,
+                        Action::SiteUpdate,
+                        &record.org,
+                        format!("site:{}", record.id),
+                    )
+                    .await;
                 return Ok(Json(record));
             }
             Err(SitesError::Conflict(_)) => continue,
@@ -249,12 +271,22 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:site:delete")?;
     let (record, _, access) = visible(&state, &caller, &id).await?;
     state.sites.delete(&record.id).await?;
     note_cross_org(&caller, access, "site.delete", &record);
+    origin
+        .record(
+            &state,
+            &caller,
+            Action::SiteDelete,
+            &record.org,
+            format!("site:{}", record.id),
+        )
+        .await;
     tracing::info!(site = %record.id, org = %record.org, actor = %caller.claims.sub, "site deleted");
     Ok(StatusCode::NO_CONTENT)
 }
