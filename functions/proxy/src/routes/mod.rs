@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `/v1/state/scopes`, `/v1/state/{scope}`, `/v1/state/{scope}/{key}`, `…/history` | [`state`] |
 //! | `POST /v1/sites/{site}/commands` | [`commands`] |
+//! | `GET /v1/sites/{site}/commands?state=pending`, `DELETE /v1/sites/{site}/commands/{id}` | [`pending`] |
 //! | `POST /v1/sites/{site}/call/{*topic}` | [`calls`] |
 //! | `GET /v1/sites/{site}/last`, `GET /v1/sites/{site}/history` | [`telemetry`] |
 //! | `GET /v1/ws` (WebSocket: live subscriptions, commands) | [`live`] |
@@ -15,6 +16,7 @@
 pub mod calls;
 pub mod commands;
 pub mod live;
+pub mod pending;
 pub mod site;
 pub mod state;
 pub mod telemetry;
@@ -74,7 +76,8 @@ fn documented_api() -> OpenApiRouter<AppState> {
             state::delete_value
         ))
         .routes(routes!(state::history))
-        .routes(routes!(commands::send))
+        .routes(routes!(commands::send, pending::list))
+        .routes(routes!(pending::cancel))
         .routes(routes!(calls::call))
         .routes(routes!(telemetry::last))
         .routes(routes!(telemetry::history))
