@@ -8,6 +8,7 @@
 //! | `PLANTD_ALERTS` | alerts | `plantd.*.alert.>` |
 //! | `PLANTD_COMMANDS` | cloud → device commands, kept until the edge takes them | `plantd.*.down.>` |
 //! | `PLANTD_AUDIT` | the audit trail, hash-chained per organisation, kept forever, no deletes or purges ([`crate::audit`]) | `plantd.audit.<org>` |
+//! | `PLANTD_DLQ` | items a function failed on N times, parked by the trigger (`plantd-trigger`) with their error | `plantd.dlq.<consumer>` |
 //! | `plantd_state` (KV) | scoped state | `<scope>.<key>` |
 //! | `plantd_identity` (KV) | users, orgs, roles, service accounts, devices | |
 //! | `plantd_revoked` (KV) | revoked token ids, mirrored by every edge | `<jti>` |
@@ -32,6 +33,13 @@ pub const ALERTS: &str = "PLANTD_ALERTS";
 pub const COMMANDS: &str = "PLANTD_COMMANDS";
 /// The audit trail ([`crate::audit`]).
 pub const AUDIT: &str = "PLANTD_AUDIT";
+/// The dead-letter stream: items a function handler failed on too often,
+/// parked by the trigger on `plantd.dlq.<consumer>` ([`DLQ_SUBJECTS`]).
+pub const DLQ: &str = "PLANTD_DLQ";
+/// The subjects of [`DLQ`]: one token after `plantd.dlq`, the trigger's
+/// durable consumer name (`<function>_<stream>`). Three tokens, so it never
+/// overlaps a site channel (`plantd.<site>.<channel>.>` has four or more).
+pub const DLQ_SUBJECTS: &str = "plantd.dlq.*";
 
 /// Scoped key/value state (`<scope>.<key>`).
 pub const STATE_BUCKET: &str = "plantd_state";
@@ -40,7 +48,8 @@ pub const IDENTITY_BUCKET: &str = "plantd_identity";
 /// Revoked token ids.
 pub const REVOKED_BUCKET: &str = "plantd_revoked";
 /// Site leases (`<site>` → [`crate::lease::LeaseRecord`]): which live edge
-/// journal serves each site; entries expire after [`crate::lease::TTL`].
+/// journal serves each site (a lease not renewed for
+/// [`crate::lease::TTL`] has expired).
 pub const EDGE_LEASES_BUCKET: &str = "plantd_edge_leases";
 /// Held commands (`<site>.<id>` → [`crate::commands::HeldCommand`]).
 pub const COMMANDS_BUCKET: &str = "plantd_commands";
@@ -49,7 +58,7 @@ pub const COMMANDS_BUCKET: &str = "plantd_commands";
 pub const SITES_BUCKET: &str = "plantd_sites";
 
 /// Every stream name, in creation order.
-pub const STREAMS: [&str; 5] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT];
+pub const STREAMS: [&str; 6] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT, DLQ];
 /// Every bucket name, in creation order.
 pub const BUCKETS: [&str; 6] = [
     STATE_BUCKET,
@@ -102,6 +111,9 @@ pub fn stream_subjects(name: &str) -> Option<String> {
     if name == AUDIT {
         return Some(crate::audit::ALL_SUBJECTS.to_owned());
     }
+    if name == DLQ {
+        return Some(DLQ_SUBJECTS.to_owned());
+    }
     let channel = match name {
         TELEMETRY => Channel::Up,
         LOGS => Channel::Log,
@@ -152,7 +164,7 @@ pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
         STATE_BUCKET => (16, Duration::ZERO, "plantd scoped state"),
         IDENTITY_BUCKET => (8, Duration::ZERO, "plantd identity"),
         REVOKED_BUCKET => (1, settings.revoked_ttl, "plantd revoked token ids"),
-        EDGE_LEASES_BUCKET => (1, crate::lease::TTL, "plantd site leases of edge journals"),
+        EDGE_LEASES_BUCKET => (1, Duration::ZERO, "plantd site leases of edge journals"),
         SITES_BUCKET => (8, Duration::ZERO, "plantd sites and their organisations"),
         COMMANDS_BUCKET => (1, Duration::ZERO, "plantd commands held by edges"),
         _ => return None,
@@ -264,6 +276,7 @@ mod tests {
             Some("plantd.*.down.>")
         );
         assert_eq!(stream_subjects(AUDIT).as_deref(), Some("plantd.audit.*"));
+        assert_eq!(stream_subjects(DLQ).as_deref(), Some("plantd.dlq.*"));
         assert_eq!(stream_subjects("NOPE"), None);
     }
 

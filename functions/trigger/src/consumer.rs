@@ -1,0 +1,383 @@
+//! The three tasks of one (function, stream) binding: the delivery loop
+//! (pull a batch, call the handler, acknowledge, retry or park each item),
+//! the watcher (lag, DLQ depth, rate), and the replay responder.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures::{FutureExt as _, StreamExt as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::dlq::{self, ReplayReply};
+use crate::item::{BatchOutcome, Handler, Item};
+use crate::metrics::{ConsumerMetrics, Snapshot};
+use crate::settings::ConsumerSettings;
+
+/// Everything a binding's tasks share.
+pub(crate) struct Binding<H> {
+    /// The function's name.
+    pub function: String,
+    /// The durable consumer name.
+    pub durable: String,
+    /// The function's handler.
+    pub handler: Arc<H>,
+    /// Its settings.
+    pub settings: ConsumerSettings,
+    /// For parking and reading `PLANTD_DLQ`.
+    pub js: jetstream::Context,
+    /// Its counters.
+    pub metrics: Arc<ConsumerMetrics>,
+}
+
+/// Waits `delay`, or less when `cancel` fires; true when cancelled.
+async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// Converts a delivery into an [`Item`]; `None` when it carries no
+/// JetStream metadata (it cannot be acknowledged either).
+fn to_item(m: &jetstream::Message) -> Option<Item> {
+    let info = m.info().ok()?;
+    Some(Item {
+        stream: info.stream.to_owned(),
+        sequence: info.stream_sequence,
+        subject: m.subject.to_string(),
+        headers: m.headers.clone().unwrap_or_default(),
+        payload: m.payload.clone(),
+        published: info.published,
+        delivered: u64::try_from(info.delivered).unwrap_or(1).max(1),
+        replay: None,
+    })
+}
+
+/// The delivery loop: until `cancel` fires, pull up to `batch_size` items
+/// (waiting at most `max_wait`), hand them to the handler and settle each.
+/// A batch being handled when `cancel` fires is finished first; items
+/// pulled but not yet handed over are NAKed so they come back at once.
+pub(crate) async fn deliver<H: Handler>(
+    b: Arc<Binding<H>>,
+    consumer: PullConsumer,
+    cancel: CancellationToken,
+) {
+    let s = &b.settings;
+    let mut errors_in_a_row: u32 = 0;
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let pull = consumer
+            .batch()
+            .max_messages(s.batch_size)
+            .expires(s.max_wait)
+            .messages();
+        let pulled = tokio::select! {
+            () = cancel.cancelled() => return,
+            p = pull => p,
+        };
+        let mut batch = match pulled {
+            Ok(batch) => batch,
+            Err(e) => {
+                errors_in_a_row = errors_in_a_row.saturating_add(1);
+                let delay = Duration::from_millis(100 * u64::from(errors_in_a_row.min(50)));
+                tracing::warn!(consumer = %b.durable, error = %e, ?delay, "cannot pull a batch; retrying");
+                if pause(delay, &cancel).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        errors_in_a_row = 0;
+        let mut messages = Vec::with_capacity(s.batch_size);
+        let mut cancelled = false;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => { cancelled = true; break; }
+                next = batch.next() => match next {
+                    None => break,
+                    Some(Ok(m)) => messages.push(m),
+                    Some(Err(e)) => {
+                        tracing::debug!(consumer = %b.durable, error = %e, "batch ended early");
+                        break;
+                    }
+                },
+            }
+        }
+        if cancelled {
+            for m in &messages {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+            }
+            return;
+        }
+        if !messages.is_empty() {
+            settle_batch(&b, messages).await;
+        }
+    }
+}
+
+/// Hands one batch to the handler and acknowledges, retries or parks each
+/// item according to the outcome.
+async fn settle_batch<H: Handler>(b: &Binding<H>, messages: Vec<jetstream::Message>) {
+    let s = &b.settings;
+    let mut handed = Vec::with_capacity(messages.len());
+    let mut items = Vec::with_capacity(messages.len());
+    for m in messages {
+        let Some(item) = to_item(&m) else {
+            tracing::error!(consumer = %b.durable, subject = %m.subject, "a delivery without JetStream metadata; ignored");
+            continue;
+        };
+        if item.delivered > u64::from(s.max_deliver) {
+            // Delivered max_deliver times already without an outcome: the
+            // handler crashed the process or outlived ack_wait each time.
+            // Park it without another try, or it would do so for ever.
+            let error = format!(
+                "delivered {} times without an outcome (the handler crashed or timed out)",
+                item.delivered - 1
+            );
+            park_or_retry(b, &m, &item, &error).await;
+            continue;
+        }
+        handed.push(m);
+        items.push(item);
+    }
+    if items.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let outcome = run_handler(b, &items, &handed).await;
+    b.metrics.observe_latency(started.elapsed());
+    for (i, (m, item)) in handed.iter().zip(&items).enumerate() {
+        match outcome.failure(i) {
+            None => {
+                if let Err(e) = m.ack().await {
+                    b.metrics.ack_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(consumer = %b.durable, stream_seq = item.sequence, error = %e, "cannot acknowledge; it will be redelivered");
+                    continue;
+                }
+                b.metrics.done.fetch_add(1, Ordering::Relaxed);
+                b.metrics.progressed();
+            }
+            Some(error) => {
+                b.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                if item.delivered >= u64::from(s.max_deliver) {
+                    park_or_retry(b, m, item, error).await;
+                } else {
+                    let delay = s.backoff_after(item.delivered);
+                    tracing::info!(consumer = %b.durable, stream = %item.stream, stream_seq = item.sequence, delivered = item.delivered, ?delay, error, "handler failed on an item; retrying later");
+                    if let Err(e) = m.ack_with(AckKind::Nak(Some(delay))).await {
+                        b.metrics.ack_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(consumer = %b.durable, error = %e, "cannot NAK; it will be redelivered after ack_wait");
+                    }
+                }
+            }
+        }
+    }
+    for (i, _) in outcome.failures().filter(|(i, _)| *i >= items.len()) {
+        tracing::warn!(consumer = %b.durable, index = i, batch = items.len(), "handler reported a failure outside the batch; ignored");
+    }
+}
+
+/// Calls the handler, extending the items' ack deadline while it runs; a
+/// panic is every item failing.
+async fn run_handler<H: Handler>(
+    b: &Binding<H>,
+    items: &[Item],
+    messages: &[jetstream::Message],
+) -> BatchOutcome {
+    let call = AssertUnwindSafe(b.handler.handle(items)).catch_unwind();
+    tokio::pin!(call);
+    let period = b.settings.ack_wait / 2;
+    let mut extend = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            r = &mut call => {
+                return r.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned());
+                    tracing::error!(consumer = %b.durable, panic = %what, "handler panicked; the batch failed");
+                    BatchOutcome::all_failed(items.len(), format!("handler panicked: {what}"))
+                });
+            }
+            _ = extend.tick() => {
+                for m in messages {
+                    let _ = m.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+}
+
+/// Parks a failed item in `PLANTD_DLQ` and terminates its delivery; when
+/// the DLQ refuses it, the item is retried later instead (never dropped).
+async fn park_or_retry<H: Handler>(
+    b: &Binding<H>,
+    m: &jetstream::Message,
+    item: &Item,
+    error: &str,
+) {
+    match dlq::park(&b.js, &b.durable, &b.function, item, error, item.delivered).await {
+        Ok(dlq_seq) => {
+            tracing::warn!(consumer = %b.durable, stream = %item.stream, stream_seq = item.sequence, dlq_seq, delivered = item.delivered, error, "item parked in the dead-letter stream");
+            if let Err(e) = m.ack_with(AckKind::Term).await {
+                b.metrics.ack_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(consumer = %b.durable, error = %e, "cannot terminate a parked item; its redelivery will be parked once more (de-duplicated)");
+            }
+            b.metrics.parked.fetch_add(1, Ordering::Relaxed);
+            b.metrics.progressed();
+        }
+        Err(e) => {
+            let delay = b.settings.backoff_after(item.delivered);
+            tracing::error!(consumer = %b.durable, stream_seq = item.sequence, error = %e, ?delay, "cannot park an item in the dead-letter stream; retrying it later");
+            let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+    }
+}
+
+/// The watcher: every `watch_interval`, reads the consumer's lag and the
+/// DLQ depth and computes the rate.
+pub(crate) async fn watch<H: Handler>(
+    b: Arc<Binding<H>>,
+    consumer: PullConsumer,
+    cancel: CancellationToken,
+) {
+    let mut last = (Instant::now(), b.metrics.completed());
+    loop {
+        match consumer.get_info().await {
+            Ok(info) => {
+                let dlq_depth = match dlq::depth(&b.js, &b.durable).await {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::debug!(consumer = %b.durable, error = %e, "cannot read the DLQ depth");
+                        None
+                    }
+                };
+                let now = Instant::now();
+                let completed = b.metrics.completed();
+                let secs = now.duration_since(last.0).as_secs_f64();
+                let items_per_second = if secs > 0.0 {
+                    completed.saturating_sub(last.1) as f64 / secs
+                } else {
+                    0.0
+                };
+                last = (now, completed);
+                b.metrics.set_snapshot(Snapshot {
+                    at: now,
+                    pending: info.num_pending,
+                    ack_pending: info.num_ack_pending as u64,
+                    dlq_depth,
+                    items_per_second,
+                });
+            }
+            Err(e) => {
+                tracing::debug!(consumer = %b.durable, error = %e, "cannot read the consumer's state");
+            }
+        }
+        if pause(b.settings.watch_interval, &cancel).await {
+            return;
+        }
+    }
+}
+
+/// The replay responder: answers requests on
+/// `plantd.trigger.replay.<consumer>` (body: a DLQ sequence) by handing the
+/// parked item to the handler and deleting the record once it succeeded.
+pub(crate) async fn serve_replays<H: Handler>(
+    b: Arc<Binding<H>>,
+    mut requests: async_nats::Subscriber,
+    cancel: CancellationToken,
+) {
+    let client = b.js.client();
+    loop {
+        let request = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = requests.next() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let Some(reply_to) = request.reply.clone() else {
+            continue;
+        };
+        let reply = match std::str::from_utf8(&request.payload)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            Some(seq) => replay(&b, seq).await,
+            None => ReplayReply {
+                dlq_sequence: 0,
+                ok: false,
+                stream: None,
+                sequence: None,
+                error: Some("the request body must be a DLQ sequence number".into()),
+            },
+        };
+        match serde_json::to_vec(&reply) {
+            Ok(body) => {
+                if let Err(e) = client.publish(reply_to, body.into()).await {
+                    tracing::warn!(consumer = %b.durable, error = %e, "cannot answer a replay request");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a replay answer"),
+        }
+    }
+    let _ = requests.unsubscribe().await;
+}
+
+/// Replays DLQ record `seq` through the handler.
+async fn replay<H: Handler>(b: &Binding<H>, seq: u64) -> ReplayReply {
+    let mut reply = ReplayReply {
+        dlq_sequence: seq,
+        ok: false,
+        stream: None,
+        sequence: None,
+        error: None,
+    };
+    let parked = match dlq::get(&b.js, seq).await {
+        Ok(p) => p,
+        Err(e) => {
+            reply.error = Some(e.to_string());
+            return reply;
+        }
+    };
+    reply.stream = Some(parked.stream.clone());
+    reply.sequence = Some(parked.sequence);
+    if parked.consumer != b.durable {
+        reply.error = Some(format!(
+            "record {seq} belongs to consumer {}, not {}",
+            parked.consumer, b.durable
+        ));
+        return reply;
+    }
+    let items = [parked.to_item()];
+    let started = Instant::now();
+    let outcome = run_handler(b, &items, &[]).await;
+    b.metrics.observe_latency(started.elapsed());
+    if let Some(error) = outcome.failure(0) {
+        b.metrics.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(consumer = %b.durable, dlq_seq = seq, error, "replay failed; the record stays");
+        reply.error = Some(error.to_owned());
+        return reply;
+    }
+    b.metrics.replayed.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(consumer = %b.durable, dlq_seq = seq, stream = %parked.stream, stream_seq = parked.sequence, "parked item replayed");
+    match b.js.get_stream(plantd_shared::streams::DLQ).await {
+        Ok(stream) => {
+            if let Err(e) = stream.delete_message(seq).await {
+                tracing::warn!(consumer = %b.durable, dlq_seq = seq, error = %e, "replayed, but the record could not be removed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "replayed, but PLANTD_DLQ is unreachable to remove the record")
+        }
+    }
+    reply.ok = true;
+    reply
+}
