@@ -69,6 +69,46 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// Records a successful `action` by `caller` on `target` in `org`'s
+    /// chain, with `detail`.
+    pub async fn record_detail(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        action: Action,
+        org: &str,
+        target: impl Into<String>,
+        detail: serde_json::Value,
+    ) {
+        state
+            .audit
+            .record(
+                self.event(action, org)
+                    .by(&caller.claims)
+                    .target(target)
+                    .detail(detail),
+            )
+            .await;
+    }
+
+    /// Records `auth.revoke` by `caller` of `count` live tokens of `target`
+    /// in `org`, for `reason`.
+    pub async fn revoked(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        org: &str,
+        target: impl Into<String>,
+        reason: crate::revocation::Reason,
+        count: usize,
+    ) {
+        let detail = serde_json::json!({ "reason": reason.as_str(), "tokens": count });
+        self.record_detail(state, caller, Action::Revoke, org, target, detail)
+            .await;
+    }
+}
+
 impl FromRequestParts<AppState> for Origin {
     type Rejection = AppError;
 

@@ -240,7 +240,7 @@ pub async fn begin(
             }));
         }
         Ok(t) if t.blocked_until_ms > now => {
-            note(&t, "source over its login limit: refusing it");
+            note(state, &t, "source over its login limit: refusing it").await;
             return Err(Refusal::Throttled(Throttled {
                 kind: ThrottleKind::Source,
                 retry_after_secs: retry_secs(t.blocked_until_ms, now),
@@ -278,7 +278,7 @@ pub async fn begin(
         Ok(t) => {
             if t.blocked_until_ms > now {
                 // This attempt still goes ahead; the next one waits.
-                note(&t, "repeated failed logins: delaying this address");
+                note(state, &t, "repeated failed logins: delaying this address").await;
             }
             Ok(Attempt {
                 account_key,
@@ -316,7 +316,8 @@ impl Attempt {
 
 /// Where a throttle starts refusing (or delays an address): logged here.
 /// This is the one place to add an audit record for lockouts.
-fn note(t: &Throttle, what: &str) {
+async fn note(state: &AppState, t: &Throttle, what: &str) {
+    state.audit.record(lockout_event(t)).await;
     tracing::warn!(
         kind = ?t.kind,
         email = t.email.as_deref().unwrap_or(""),
@@ -325,6 +326,27 @@ fn note(t: &Throttle, what: &str) {
         blocked_until_ms = t.blocked_until_ms,
         "{what}"
     );
+}
+
+/// The audit event of throttle `t` starting to refuse: `auth.lockout` in
+/// the email's organisation (the bootstrap organisation for unknown emails
+/// and per-source throttles), target `email:<email>` or `source:<address>`.
+pub fn lockout_event(t: &Throttle) -> plantd_shared::audit::Event {
+    use plantd_shared::audit::{Action, Event};
+    let org = t.org.as_deref().unwrap_or(crate::model::SYSTEM_ORG);
+    let target = match (&t.kind, &t.email) {
+        (ThrottleKind::Account, Some(email)) => format!("email:{email}"),
+        _ => format!("source:{}", t.source),
+    };
+    let source = (t.source != Source::Unknown.to_string()).then(|| t.source.clone());
+    Event::new(Action::Lockout, org)
+        .target(target)
+        .origin(source, None)
+        .detail(serde_json::json!({
+            "kind": t.kind,
+            "failures": t.failures,
+            "blocked_until": plantd_shared::headers::format_time(t.blocked_until_ms),
+        }))
 }
 
 /// Creates `key` with `fresh` or updates it, applying `step` with

@@ -343,3 +343,229 @@ async fn verify_reports_an_intact_chain_and_then_a_forged_record() {
     assert_eq!(v["broken"]["record"]["target"], "role:innocent");
     assert_eq!(v["last_n"].as_u64(), Some(intact));
 }
+
+/// The actions of the records of `GET /v1/audit?<query>`, in order.
+async fn actions(f: &common::Fixture, token: &str, query: &str) -> Vec<(String, String, String)> {
+    records(f, token, query)
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or_default().to_owned(),
+                r["target"].as_str().unwrap_or_default().to_owned(),
+                r["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn users_devices_service_accounts_tokens_and_revocations_are_recorded() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let admin = org_with_admin(&f, &root, "initech").await;
+    common::register_site(&f, "initech", "plant1").await;
+    let user = common::create_user(
+        &f,
+        &admin,
+        "op@initech.example",
+        "operator password",
+        &["operator"],
+    )
+    .await;
+    let (s, _) = call(
+        &f.app,
+        "PUT",
+        &format!("/v1/users/{user}/roles"),
+        Some(&admin),
+        Some(json!({"roles": ["viewer"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &f.app,
+        "PATCH",
+        &format!("/v1/users/{user}"),
+        Some(&admin),
+        Some(json!({"active": false})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &f.app,
+        "POST",
+        &format!("/v1/users/{user}/revoke"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &f.app,
+        "DELETE",
+        &format!("/v1/users/{user}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    let (s, sa) = call(
+        &f.app,
+        "POST",
+        "/v1/service-accounts",
+        Some(&admin),
+        Some(json!({"name": "etl", "roles": ["viewer"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{sa}");
+    let sa_id = sa["client_id"].as_str().expect("client_id").to_owned();
+    let (s, v) = call(&f.app, "POST", "/v1/auth/token", None, Some(json!({
+        "grant_type": "client_credentials", "client_id": sa_id, "client_secret": sa["client_secret"]}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = call(
+        &f.app,
+        "POST",
+        "/v1/auth/token",
+        None,
+        Some(json!({
+        "grant_type": "client_credentials", "client_id": sa_id, "client_secret": "wrong"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(
+        &f.app,
+        "POST",
+        &format!("/v1/service-accounts/{sa_id}/revoke"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &f.app,
+        "DELETE",
+        &format!("/v1/service-accounts/{sa_id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    let (s, dev) = call(
+        &f.app,
+        "POST",
+        "/v1/devices",
+        Some(&admin),
+        Some(json!({"name": "valve", "site": "plant1", "publish": ["valve/#"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{dev}");
+    let dev_id = dev["client_id"].as_str().expect("client_id").to_owned();
+    let (s, _) = call(
+        &f.app,
+        "PATCH",
+        &format!("/v1/devices/{dev_id}"),
+        Some(&admin),
+        Some(json!({"active": false})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &f.app,
+        "DELETE",
+        &format!("/v1/devices/{dev_id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    let u = format!("user:{user}");
+    let sa_t = format!("service_account:{sa_id}");
+    let d = format!("device:{dev_id}");
+    let got = actions(&f, &admin, "").await;
+    let want: Vec<(String, String, String)> = [
+        ("user.create", &u, "success"),
+        ("user.update", &u, "success"),
+        ("auth.revoke", &u, "success"),
+        ("user.update", &u, "success"),
+        ("auth.revoke", &u, "success"),
+        ("auth.revoke", &u, "success"),
+        ("user.delete", &u, "success"),
+        ("auth.revoke", &u, "success"),
+        ("service_account.create", &sa_t, "success"),
+        ("auth.token", &sa_t, "success"),
+        ("auth.token", &sa_t, "failure"),
+        ("auth.revoke", &sa_t, "success"),
+        ("service_account.delete", &sa_t, "success"),
+        ("auth.revoke", &sa_t, "success"),
+        ("device.create", &d, "success"),
+        ("device.update", &d, "success"),
+        ("auth.revoke", &d, "success"),
+        ("device.delete", &d, "success"),
+        ("auth.revoke", &d, "success"),
+    ]
+    .iter()
+    .map(|(a, t, o)| ((*a).to_owned(), (*t).clone(), (*o).to_owned()))
+    .collect();
+    // The org's own earlier records (its admin's login) come first.
+    let tail = &got[got.len() - want.len()..];
+    assert_eq!(tail, want.as_slice(), "{got:#?}");
+    let revokes = records(&f, &admin, &format!("action=auth.revoke&target={u}")).await;
+    assert_eq!(revokes[0]["detail"]["reason"], "role removed");
+    assert_eq!(revokes[1]["detail"]["reason"], "deactivated");
+    let (s, v) = call(&f.app, "GET", "/v1/audit/verify", Some(&admin), None).await;
+    assert_eq!((s, &v["ok"]), (StatusCode::OK, &json!(true)), "{v}");
+}
+
+#[tokio::test]
+async fn a_lockout_and_its_clearing_are_recorded() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let admin = org_with_admin(&f, &root, "initech").await;
+    let email = "admin@initech.example";
+    let mut refused = false;
+    for _ in 0..10 {
+        let (s, _, _) = send(
+            &f.app,
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": "wrong wrong wrong"})),
+            Some("192.0.2.66"),
+            &[],
+        )
+        .await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the attacker's address is throttled");
+    let lockouts = records(&f, &admin, "action=auth.lockout").await;
+    assert_eq!(lockouts.len(), 1, "{lockouts:#?}");
+    assert_eq!(lockouts[0]["target"], format!("email:{email}"));
+    assert_eq!(lockouts[0]["source"], "192.0.2.66");
+    let throttled = records(&f, &admin, "action=auth.login&actor=*").await;
+    let last = throttled.last().expect("a login record");
+    assert_eq!(last["outcome"], "denied");
+    assert_eq!(last["detail"]["reason"], "throttled");
+
+    let (s, list) = call(&f.app, "GET", "/v1/lockouts", Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let id = list[0]["id"].as_str().expect("id").to_owned();
+    let (s, _) = call(
+        &f.app,
+        "DELETE",
+        &format!("/v1/lockouts/{id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let cleared = records(&f, &admin, "action=auth.lockout_clear").await;
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0]["target"], format!("lockout:{id}"));
+    assert_eq!(cleared[0]["actor"], sub_of(&admin));
+}

@@ -9,11 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::json::Body;
 use super::users::Revoked;
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::{ClientIndex, Device, ServiceAccount};
 use crate::revocation::{self, Reason};
 use crate::store::Change;
 use crate::{AppError, AppState, password};
+use plantd_shared::audit::Action;
+use serde_json::json;
 
 /// Credentials, returned once.
 #[derive(Debug, Serialize)]
@@ -87,6 +90,7 @@ async fn index(state: &AppState, client_id: &str, org: &str, kind: &str) -> Resu
 pub async fn create_service_account(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(req): Body<CreateServiceAccount>,
 ) -> Result<(StatusCode, Json<Credentials>), AppError> {
     caller.require("identity:service-account:create")?;
@@ -106,6 +110,12 @@ pub async fn create_service_account(
         .store
         .create(&format!("sa.{}.{client_id}", caller.org()), &sa)
         .await?;
+    let detail = json!({ "name": sa.name, "roles": sa.roles });
+    let target = format!("service_account:{client_id}");
+    let action = Action::ServiceAccountCreate;
+    origin
+        .record_detail(&state, &caller, action, caller.org(), target, detail)
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(Credentials {
@@ -144,6 +154,7 @@ pub async fn list_service_accounts(
 pub async fn delete_service_account(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:service-account:delete")?;
@@ -153,7 +164,20 @@ pub async fn delete_service_account(
     }
     state.store.delete(&key).await?;
     state.store.delete(&format!("client.{id}")).await?;
-    revocation::revoke_all(&state, caller.org(), &id, Reason::Deleted).await?;
+    let target = format!("service_account:{id}");
+    origin
+        .record(
+            &state,
+            &caller,
+            Action::ServiceAccountDelete,
+            caller.org(),
+            &target,
+        )
+        .await;
+    let n = revocation::revoke_all(&state, caller.org(), &id, Reason::Deleted).await?;
+    origin
+        .revoked(&state, &caller, caller.org(), target, Reason::Deleted, n)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -178,6 +202,7 @@ pub struct UpdateServiceAccount {
 pub async fn update_service_account(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
     Body(req): Body<UpdateServiceAccount>,
 ) -> Result<Json<ServiceAccountView>, AppError> {
@@ -206,8 +231,17 @@ pub async fn update_service_account(
         })
         .await
         .map_err(|e| not_found_as(e, "service account"))?;
+    let target = format!("service_account:{id}");
+    let detail = json!({ "active": req.active, "roles": req.roles });
+    let action = Action::ServiceAccountUpdate;
+    origin
+        .record_detail(&state, &caller, action, caller.org(), &target, detail)
+        .await;
     if let Some(reason) = revoke {
-        revocation::revoke_all(&state, caller.org(), &id, reason).await?;
+        let n = revocation::revoke_all(&state, caller.org(), &id, reason).await?;
+        origin
+            .revoked(&state, &caller, caller.org(), target, reason, n)
+            .await;
     }
     Ok(Json(ServiceAccountView {
         client_id: sa.client_id,
@@ -225,6 +259,7 @@ pub async fn update_service_account(
 pub async fn revoke_service_account(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
     caller.require("identity:service-account:update")?;
@@ -237,6 +272,17 @@ pub async fn revoke_service_account(
         return Err(AppError::not_found("service account"));
     }
     let revoked = revocation::revoke_all(&state, caller.org(), &id, Reason::Requested).await?;
+    let target = format!("service_account:{id}");
+    origin
+        .revoked(
+            &state,
+            &caller,
+            caller.org(),
+            target,
+            Reason::Requested,
+            revoked,
+        )
+        .await;
     Ok(Json(Revoked { revoked }))
 }
 
@@ -285,6 +331,7 @@ pub struct CreateDevice {
 pub async fn create_device(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(req): Body<CreateDevice>,
 ) -> Result<(StatusCode, Json<Credentials>), AppError> {
     caller.require("identity:device:create")?;
@@ -311,6 +358,23 @@ pub async fn create_device(
         .store
         .create(&format!("device.{}.{client_id}", caller.org()), &dev)
         .await?;
+    let detail = json!({
+        "name": dev.name,
+        "site": dev.site,
+        "publish": dev.publish,
+        "subscribe": dev.subscribe,
+    });
+    let target = format!("device:{client_id}");
+    origin
+        .record_detail(
+            &state,
+            &caller,
+            Action::DeviceCreate,
+            caller.org(),
+            target,
+            detail,
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(Credentials {
@@ -354,6 +418,7 @@ pub async fn list_devices(
 pub async fn delete_device(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:device:delete")?;
@@ -363,7 +428,14 @@ pub async fn delete_device(
     }
     state.store.delete(&key).await?;
     state.store.delete(&format!("client.{id}")).await?;
-    revocation::revoke_all(&state, caller.org(), &id, Reason::Deleted).await?;
+    let target = format!("device:{id}");
+    origin
+        .record(&state, &caller, Action::DeviceDelete, caller.org(), &target)
+        .await;
+    let n = revocation::revoke_all(&state, caller.org(), &id, Reason::Deleted).await?;
+    origin
+        .revoked(&state, &caller, caller.org(), target, Reason::Deleted, n)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,6 +457,7 @@ pub struct UpdateDevice {
 pub async fn update_device(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
     Body(req): Body<UpdateDevice>,
 ) -> Result<Json<DeviceView>, AppError> {
@@ -402,8 +475,30 @@ pub async fn update_device(
         })
         .await
         .map_err(|e| not_found_as(e, "device"))?;
+    let target = format!("device:{id}");
+    let detail = json!({ "active": req.active });
+    origin
+        .record_detail(
+            &state,
+            &caller,
+            Action::DeviceUpdate,
+            caller.org(),
+            &target,
+            detail,
+        )
+        .await;
     if deactivated {
-        revocation::revoke_all(&state, caller.org(), &id, Reason::Deactivated).await?;
+        let n = revocation::revoke_all(&state, caller.org(), &id, Reason::Deactivated).await?;
+        origin
+            .revoked(
+                &state,
+                &caller,
+                caller.org(),
+                target,
+                Reason::Deactivated,
+                n,
+            )
+            .await;
     }
     Ok(Json(DeviceView {
         client_id: d.id,
@@ -423,6 +518,7 @@ pub async fn update_device(
 pub async fn revoke_device(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
     caller.require("identity:device:update")?;
@@ -435,5 +531,16 @@ pub async fn revoke_device(
         return Err(AppError::not_found("device"));
     }
     let revoked = revocation::revoke_all(&state, caller.org(), &id, Reason::Requested).await?;
+    let target = format!("device:{id}");
+    origin
+        .revoked(
+            &state,
+            &caller,
+            caller.org(),
+            target,
+            Reason::Requested,
+            revoked,
+        )
+        .await;
     Ok(Json(Revoked { revoked }))
 }

@@ -71,6 +71,7 @@ pub async fn list(
 pub async fn clear(
     State(state): State<AppState>,
     caller: Caller,
+    origin: crate::audit::Origin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:user:update")?;
@@ -88,6 +89,23 @@ pub async fn clear(
     }
     state.store.delete(&key).await?;
     cleared(&caller, &t);
+    let org = t.org.as_deref().unwrap_or(caller.org());
+    let detail = serde_json::json!({
+        "kind": t.kind,
+        "email": t.email,
+        "source": t.source,
+    });
+    let action = plantd_shared::audit::Action::LockoutClear;
+    origin
+        .record_detail(
+            &state,
+            &caller,
+            action,
+            org,
+            format!("lockout:{id}"),
+            detail,
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

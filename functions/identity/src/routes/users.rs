@@ -10,11 +10,14 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::json::Body;
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::{self, EmailIndex, Role, User, UserView};
 use crate::revocation::{self, Reason};
 use crate::store::Change;
 use crate::{AppError, AppState, password};
+use plantd_shared::audit::Action;
+use serde_json::json;
 
 /// Creates the email index and the user record (409 if the email is taken).
 ///
@@ -108,6 +111,7 @@ fn valid_email(email: &str) -> bool {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(req): Body<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), AppError> {
     caller.require("identity:user:create")?;
@@ -136,6 +140,18 @@ pub async fn create(
         revoked_before_ms: 0,
     };
     insert_user(&state, &user).await?;
+    let detail = json!({ "email": user.email, "roles": user.roles });
+    let target = format!("user:{}", user.id);
+    origin
+        .record_detail(
+            &state,
+            &caller,
+            Action::UserCreate,
+            caller.org(),
+            target,
+            detail,
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
@@ -201,6 +217,7 @@ pub struct UpdateUser {
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
     Body(req): Body<UpdateUser>,
 ) -> Result<Json<UserView>, AppError> {
@@ -248,8 +265,20 @@ pub async fn update(
                 e
             }
         })?;
+    let target = format!("user:{}", u.id);
+    let detail = json!({
+        "active": req.active,
+        "attributes": req.attributes.keys().collect::<Vec<_>>(),
+        "password_reset": new_hash.is_some(),
+    });
+    origin
+        .record_detail(&state, &caller, Action::UserUpdate, &u.org, &target, detail)
+        .await;
     if deactivated {
-        revocation::revoke_all(&state, &u.org, &u.id, Reason::Deactivated).await?;
+        let n = revocation::revoke_all(&state, &u.org, &u.id, Reason::Deactivated).await?;
+        origin
+            .revoked(&state, &caller, &u.org, target, Reason::Deactivated, n)
+            .await;
     }
     Ok(Json(UserView::from(&u)))
 }
@@ -270,6 +299,7 @@ pub struct SetRoles {
 pub async fn set_roles(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
     Body(req): Body<SetRoles>,
 ) -> Result<Json<UserView>, AppError> {
@@ -292,9 +322,17 @@ pub async fn set_roles(
                 e
             }
         })?;
+    let target = format!("user:{}", u.id);
+    let detail = json!({ "roles": u.roles });
+    origin
+        .record_detail(&state, &caller, Action::UserUpdate, &u.org, &target, detail)
+        .await;
     if removed {
         // Tokens carry the roles' permissions: the old ones must go.
-        revocation::revoke_all(&state, &u.org, &u.id, Reason::RoleRemoved).await?;
+        let n = revocation::revoke_all(&state, &u.org, &u.id, Reason::RoleRemoved).await?;
+        origin
+            .revoked(&state, &caller, &u.org, target, Reason::RoleRemoved, n)
+            .await;
     }
     Ok(Json(UserView::from(&u)))
 }
@@ -306,6 +344,7 @@ pub async fn set_roles(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:user:delete")?;
@@ -320,7 +359,15 @@ pub async fn delete(
         .store
         .delete(&format!("email.{}", model::sha256_hex(&u.email)))
         .await?;
-    revocation::revoke_all(&state, &u.org, &u.id, Reason::Deleted).await?;
+    let target = format!("user:{}", u.id);
+    let detail = json!({ "email": u.email });
+    origin
+        .record_detail(&state, &caller, Action::UserDelete, &u.org, &target, detail)
+        .await;
+    let n = revocation::revoke_all(&state, &u.org, &u.id, Reason::Deleted).await?;
+    origin
+        .revoked(&state, &caller, &u.org, target, Reason::Deleted, n)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -341,6 +388,7 @@ pub struct Revoked {
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
     caller.require("identity:user:update")?;
@@ -361,5 +409,9 @@ pub async fn revoke(
             }
         })?;
     let revoked = revocation::revoke_all(&state, &u.org, &u.id, Reason::Requested).await?;
+    let target = format!("user:{}", u.id);
+    origin
+        .revoked(&state, &caller, &u.org, target, Reason::Requested, revoked)
+        .await;
     Ok(Json(Revoked { revoked }))
 }
