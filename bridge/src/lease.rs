@@ -14,7 +14,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use plantd_shared::headers::now_ms;
-use plantd_shared::lease::{self, Decision, LeaseRecord, Liveness};
+use plantd_shared::lease::{self, Decision, LeaseLife, LeaseRecord, Liveness};
 use plantd_shared::streams::EDGE_LEASES_BUCKET;
 use plantd_shared::subject::Site;
 use std::future::Future;
@@ -59,6 +59,12 @@ pub struct SiteLease {
     holder: String,
     /// When this journal took the lease (kept across renewals).
     since_ms: std::sync::atomic::AtomicU64,
+    /// This journal's lives, oldest first (written into the record).
+    lives: Vec<LeaseLife>,
+    /// The lives of the journal we took the site over from, when it shares
+    /// a life with ours (we are its restored backup or copy): the uplink
+    /// needs them once, to know which of our records it went on to store.
+    predecessor: std::sync::Mutex<Vec<LeaseLife>>,
     /// The bucket, once opened.
     bucket: Mutex<Option<kv::Store>>,
     /// The latest verdict.
@@ -66,12 +72,14 @@ pub struct SiteLease {
 }
 
 impl SiteLease {
-    /// The lease of journal `journal` on `site`, over `client`.
+    /// The lease of journal `journal` (whose lives are `lives`, oldest
+    /// first, the current one last) on `site`, over `client`.
     pub fn new(
         client: async_nats::Client,
         site: Site,
         journal: String,
         holder: String,
+        lives: Vec<LeaseLife>,
     ) -> Arc<Self> {
         Arc::new(Self {
             client,
@@ -79,6 +87,8 @@ impl SiteLease {
             journal,
             holder,
             since_ms: std::sync::atomic::AtomicU64::new(0),
+            lives,
+            predecessor: std::sync::Mutex::new(Vec::new()),
             bucket: Mutex::new(None),
             state: watch::channel(LeaseState::Unknown).0,
         })
@@ -92,6 +102,31 @@ impl SiteLease {
     /// This journal's id (the one in the lease when held).
     pub fn journal(&self) -> &str {
         &self.journal
+    }
+
+    /// The lives of the journal this one took the site over from, when
+    /// they share a life with ours (see [`LeaseRecord::predecessor_lives`]);
+    /// empty otherwise.
+    pub fn predecessor_lives(&self) -> Vec<LeaseLife> {
+        self.predecessor
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
+    /// The uplink has resumed with [`predecessor_lives`](Self::predecessor_lives):
+    /// they are dropped from the record at the next renewal.
+    pub fn resumed(&self) {
+        if let Ok(mut p) = self.predecessor.lock() {
+            p.clear();
+        }
+    }
+
+    /// Whether `lives` has a life of this journal.
+    fn shares(&self, lives: &[LeaseLife]) -> bool {
+        lives
+            .iter()
+            .any(|l| self.lives.iter().any(|mine| mine.id == l.id))
     }
 
     async fn store(&self) -> Result<kv::Store, LeaseError> {
@@ -135,6 +170,8 @@ impl SiteLease {
             holder: self.holder.clone(),
             since_ms: since,
             renewed_ms: now,
+            lives: self.lives.clone(),
+            predecessor_lives: self.predecessor_lives(),
         };
         Bytes::from(serde_json::to_vec(&rec).unwrap_or_default())
     }
@@ -164,6 +201,8 @@ impl SiteLease {
                                 holder: "unknown".into(),
                                 since_ms: 0,
                                 renewed_ms: 0,
+                                lives: Vec::new(),
+                                predecessor_lives: Vec::new(),
                             }
                         }),
                     ),
@@ -176,7 +215,31 @@ impl SiteLease {
                 Some(c) if c.journal != self.journal => self.ping(&c.journal).await,
                 _ => Liveness::Unknown,
             };
-            let decision = lease::decide(&self.site, &self.journal, current.as_ref(), liveness);
+            let decision = lease::decide(
+                &self.site,
+                &self.journal,
+                current.as_ref(),
+                liveness,
+                now_ms(),
+            );
+            if let (Decision::TakeOver, Some(prev)) = (&decision, &current) {
+                // Our own earlier run (its journal id is one of our lives)
+                // may still carry its predecessor's lives, if it stopped
+                // before its uplink resumed: keep those. Another journal
+                // that shares a life with ours is the one we are a backup
+                // or copy of: its lives tell what it went on to store.
+                let own_earlier_run = self.lives.iter().any(|l| l.id == prev.journal);
+                let lineage = if own_earlier_run {
+                    prev.predecessor_lives.clone()
+                } else if self.shares(&prev.lives) {
+                    prev.lives.clone()
+                } else {
+                    Vec::new()
+                };
+                if let Ok(mut p) = self.predecessor.lock() {
+                    *p = lineage;
+                }
+            }
             let written = match &decision {
                 Decision::Refuse(why) => {
                     let state = LeaseState::Refused(why.clone());

@@ -2,6 +2,7 @@
 //! and a dead holder's lease taken over at once.
 
 use plantd_bridge::{LeaseState, SiteLease};
+use plantd_shared::lease::LeaseLife;
 use plantd_shared::streams::{self, Settings};
 use plantd_shared::subject::Site;
 use plantd_testkit::Nats;
@@ -18,7 +19,16 @@ struct Holder {
 }
 
 async fn hold(nats: &Nats, journal: &str, who: &str) -> (Holder, LeaseState) {
-    let lease = SiteLease::new(nats.client().await, site(), journal.into(), who.into());
+    let lease = SiteLease::new(
+        nats.client().await,
+        site(),
+        journal.into(),
+        who.into(),
+        vec![LeaseLife {
+            id: journal.into(),
+            first_seq: 1,
+        }],
+    );
     let pings = lease.listen().await.expect("listen");
     let state = lease.confirm().await.expect("confirm");
     let (stop, rx) = oneshot::channel::<()>();

@@ -29,6 +29,7 @@ use plantd_bridge::{
 };
 use plantd_bridge::{LeaseState, SiteLease};
 use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
+use plantd_shared::lease::LeaseLife;
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
 use tokio::sync::watch;
@@ -458,6 +459,15 @@ pub async fn run(
         site.clone(),
         journal.identity().current().to_string(),
         holder(&data_dir),
+        journal
+            .identity()
+            .lives()
+            .iter()
+            .map(|l| LeaseLife {
+                id: l.id.to_string(),
+                first_seq: l.first_seq,
+            })
+            .collect(),
     );
     let pings = lease
         .listen()

@@ -340,11 +340,16 @@ async fn a_wiped_data_directory_stores_every_message_of_both_runs_once() {
 
 #[tokio::test]
 async fn an_old_backup_restored_loses_and_duplicates_nothing() {
+    // A short duplicate window, passed before the backup comes back: the
+    // stream cannot recognise a resend by its id any more.
+    const WINDOW: Duration = Duration::from_secs(2);
     let mut nats = Nats::start().await;
     let js = nats.jetstream().await;
-    streams::ensure(&js, &Settings::default())
-        .await
-        .expect("streams");
+    let settings = Settings {
+        duplicate_window: WINDOW,
+        ..Settings::default()
+    };
+    streams::ensure(&js, &settings).await.expect("streams");
     let disk = tempfile::tempdir().expect("tmp");
     let backup = tempfile::tempdir().expect("tmp");
     let mut edge = start_edge(&nats, disk.path(), &[]).await;
@@ -368,9 +373,12 @@ async fn an_old_backup_restored_loses_and_duplicates_nothing() {
     publish(edge.mqtt, "plc-2", 0..300, &mut newer, |_| false).await;
     assert_eq!(newer.len(), 300);
     drained(&edge).await;
+    let stored_at = tokio::time::Instant::now();
     stop_edge(&mut edge).await;
 
-    // Its disk dies; the old backup is restored and carries on.
+    // Its disk dies; later the old backup is restored and carries on.
+    let later = (WINDOW * 2).saturating_sub(stored_at.elapsed());
+    tokio::time::sleep(later).await; // time passing, not synchronisation
     let edge = start_edge(&nats, backup.path(), &[]).await;
     let mut after = HashSet::new();
     publish(edge.mqtt, "plc-3", 0..300, &mut after, |_| false).await;
@@ -388,6 +396,11 @@ async fn an_old_backup_restored_loses_and_duplicates_nothing() {
         "the restored edge's new readings are stored"
     );
     message_ids_are_unique(&js).await;
+    assert_eq!(
+        metric(&edge, "plantd_uplink_already_stored_total").await,
+        Some(100.0),
+        "the backup's unacknowledged records were known stored, not sent again"
+    );
 }
 
 #[tokio::test]

@@ -111,6 +111,13 @@ pub enum Located {
 }
 
 impl Identity {
+    /// An identity made of `lives` (oldest first, the current one last),
+    /// for tools and tests; `None` when empty or out of order.
+    pub fn from_lives(lives: Vec<Life>) -> Option<Self> {
+        let ordered = lives.windows(2).all(|w| w[0].first_seq <= w[1].first_seq);
+        (!lives.is_empty() && ordered).then_some(Self { lives })
+    }
+
     /// The identity of the records appended from now on.
     pub fn current(&self) -> &JournalId {
         // Never empty by construction.
@@ -132,6 +139,15 @@ impl Identity {
     pub fn id_for(&self, seq: u64) -> &JournalId {
         let i = self.lives.partition_point(|l| l.first_seq <= seq);
         &self.lives[i.saturating_sub(1)].id
+    }
+
+    /// The sequences life `id` covers here: its first, and its last
+    /// (`None` for the current life, which is still writing); `None` when
+    /// `id` is not one of this journal's lives.
+    pub fn range_of(&self, id: &str) -> Option<(u64, Option<u64>)> {
+        let i = self.lives.iter().position(|l| l.id.as_str() == id)?;
+        let last = self.lives.get(i + 1).map(|next| next.first_seq - 1);
+        Some((self.lives[i].first_seq, last))
     }
 
     /// Where record `seq` of identity `id` (as read back from JetStream)
@@ -312,6 +328,9 @@ mod tests {
         );
         assert_eq!(ident.locate(id('b').as_str(), 5000), Located::Within);
         assert_eq!(ident.locate(id('c').as_str(), 1), Located::Foreign);
+        assert_eq!(ident.range_of(id('a').as_str()), Some((1, Some(100))));
+        assert_eq!(ident.range_of(id('b').as_str()), Some((101, None)));
+        assert_eq!(ident.range_of(id('c').as_str()), None);
         assert_eq!(ident.id_for(0), &id('a'));
         assert_eq!(ident.id_for(100), &id('a'));
         assert_eq!(ident.id_for(101), &id('b'));

@@ -7,15 +7,20 @@
 //!
 //! * KV bucket [`crate::streams::EDGE_LEASES_BUCKET`] holds one key per site
 //!   (`<site>`), whose value is a [`LeaseRecord`]: the holder's current
-//!   journal id, who it is (host, process, data directory) and when it took
-//!   and last renewed the lease. The bucket's `max_age` is [`TTL`]: a lease
-//!   nobody renews disappears.
+//!   journal id, who it is (host, process, data directory), when it took
+//!   and last renewed the lease, and its journal's lives. A lease nobody
+//!   renewed for [`TTL`] has expired (the record stays: a successor still
+//!   learns its predecessor's journal lives from it).
 //! * The holder renews it every [`RENEW_EVERY`] and answers requests on
 //!   [`liveness_subject`] (its site and journal id) for as long as its
 //!   process runs.
 //! * An edge may publish its site's messages only while it holds the lease;
 //!   it checks before the first publish of every uplink connection, and at
 //!   start-up. [`decide`] is the rule.
+//! * The lives a successor read from its predecessor's record tell it, when
+//!   its own journal is an older copy of the predecessor's (a restored
+//!   backup), which of its records the predecessor went on to store: see
+//!   [`LeaseRecord::predecessor_lives`].
 //!
 //! A lease held by another journal is taken over when its holder does not
 //! answer on its liveness subject (NATS reports no responders: that
@@ -31,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::subject::{ROOT, Site};
 
-/// A lease nobody renews expires after this long (the bucket's `max_age`).
+/// A lease nobody renewed for this long has expired.
 pub const TTL: Duration = Duration::from_secs(30);
 
 /// How often the holder renews its lease.
@@ -63,6 +68,32 @@ pub struct LeaseRecord {
     pub since_ms: u64,
     /// When it was last renewed (ms since the Unix epoch).
     pub renewed_ms: u64,
+    /// The holder's journal lives (journal id and first sequence of each,
+    /// oldest first; see `plantd_journal::identity`).
+    #[serde(default)]
+    pub lives: Vec<LeaseLife>,
+    /// The lives of the journal this holder took the site over from, when
+    /// it shares a life with this holder's journal (this one is a restored
+    /// backup or copy of it), kept until this holder's uplink has resumed
+    /// with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predecessor_lives: Vec<LeaseLife>,
+}
+
+/// One journal life in a [`LeaseRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseLife {
+    /// Its journal id.
+    pub id: String,
+    /// Its first sequence (it ends where the next life starts).
+    pub first_seq: u64,
+}
+
+impl LeaseRecord {
+    /// Whether this record has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.renewed_ms) > u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// What a challenger learnt from the holder's liveness subject.
@@ -91,14 +122,15 @@ pub enum Decision {
 }
 
 /// The rule: no lease → create; ours → renew; another journal's → take
-/// over only if its holder is [`Liveness::Gone`], otherwise refuse (an
-/// unknown holder's lease expires by itself after [`TTL`], and then it is
-/// created anew).
+/// over if its holder is [`Liveness::Gone`], or if it did not answer
+/// clearly and its lease has expired (not renewed for [`TTL`]); otherwise
+/// refuse.
 pub fn decide(
     site: &Site,
     mine: &str,
     current: Option<&LeaseRecord>,
     holder: Liveness,
+    now_ms: u64,
 ) -> Decision {
     let Some(current) = current else {
         return Decision::Create;
@@ -108,6 +140,7 @@ pub fn decide(
     }
     match holder {
         Liveness::Gone => Decision::TakeOver,
+        Liveness::Unknown if current.expired(now_ms) => Decision::TakeOver,
         Liveness::Live => Decision::Refuse(format!(
             "site {site} is already served by another live edge (journal {}, {}); two edges \
              must not share a site: stop one, or give this one its own --site",
@@ -133,6 +166,8 @@ mod tests {
             holder: "host edge-1, pid 7, data dir /var/lib/plantd".into(),
             since_ms: 1,
             renewed_ms: 2,
+            lives: Vec::new(),
+            predecessor_lives: Vec::new(),
         }
     }
 
@@ -140,17 +175,22 @@ mod tests {
     fn the_rule() {
         let site = Site::new("plant-1").expect("site");
         let mine = "aaaaaaaaaaaaaaaa";
-        assert_eq!(decide(&site, mine, None, Liveness::Live), Decision::Create);
+        let now = 100_000;
         assert_eq!(
-            decide(&site, mine, Some(&rec(mine)), Liveness::Unknown),
+            decide(&site, mine, None, Liveness::Live, now),
+            Decision::Create
+        );
+        assert_eq!(
+            decide(&site, mine, Some(&rec(mine)), Liveness::Unknown, now),
             Decision::Renew
         );
-        let other = rec("bbbbbbbbbbbbbbbb");
+        let mut other = rec("bbbbbbbbbbbbbbbb");
+        other.renewed_ms = now - 1_000;
         assert_eq!(
-            decide(&site, mine, Some(&other), Liveness::Gone),
+            decide(&site, mine, Some(&other), Liveness::Gone, now),
             Decision::TakeOver
         );
-        let Decision::Refuse(why) = decide(&site, mine, Some(&other), Liveness::Live) else {
+        let Decision::Refuse(why) = decide(&site, mine, Some(&other), Liveness::Live, now) else {
             panic!("a live holder keeps its lease");
         };
         assert!(
@@ -158,7 +198,17 @@ mod tests {
             "{why}"
         );
         assert!(matches!(
-            decide(&site, mine, Some(&other), Liveness::Unknown),
+            decide(&site, mine, Some(&other), Liveness::Unknown, now),
+            Decision::Refuse(_)
+        ));
+        // Not renewed for longer than the TTL: expired.
+        let later = other.renewed_ms + TTL.as_millis() as u64 + 1;
+        assert_eq!(
+            decide(&site, mine, Some(&other), Liveness::Unknown, later),
+            Decision::TakeOver
+        );
+        assert!(matches!(
+            decide(&site, mine, Some(&other), Liveness::Live, later),
             Decision::Refuse(_)
         ));
         assert_eq!(
