@@ -84,11 +84,15 @@ pub struct AppState {
     pub js: jetstream::Context,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// The site registry (`plantd_sites`): every site-scoped door checks
+    /// that the caller's organisation owns the site
+    /// ([`routes::site::owned`]).
+    pub sites: plantd_shared::sites::Sites,
 }
 
 impl AppState {
     /// Builds the state over a NATS client whose JetStream has the
-    /// `plantd_state` and `plantd_revoked` buckets (see
+    /// `plantd_state`, `plantd_revoked` and `plantd_sites` buckets (see
     /// `plantd_shared::streams::ensure`), trusting tokens signed by a key
     /// in `jwks`.
     ///
@@ -105,12 +109,14 @@ impl AppState {
             .await
             .map_err(AppError::unavailable)?;
         let state = StateStore::open(client.clone(), js.clone()).await?;
+        let sites = plantd_shared::sites::Sites::open(&js).await?;
         Ok(Self {
             trust: Arc::new(Trust::new(jwks, revoked)),
             state,
             client,
             js,
             settings: Arc::new(settings),
+            sites,
         })
     }
 }

@@ -148,10 +148,15 @@ async fn main() -> anyhow::Result<()> {
             aws::required_env(aws::TABLE_ENV)?,
         );
         let endpoint = aws::required_env(aws::ENDPOINT_ENV)?;
-        let fanout =
-            Fanout::new(registry, aws::fanout::management_client(&sdk, &endpoint)).with_cache(
-                Duration::from_millis(env_number("PLANTD_FANOUT_CACHE_MS", 1000)),
-            );
+        let cache = Duration::from_millis(env_number("PLANTD_FANOUT_CACHE_MS", 1000));
+        // Which organisation owns each site: a subscription is delivered
+        // only while its site's owner is the one it was authorised for.
+        let sites = plantd_shared::sites::Sites::open(&async_nats::jetstream::new(client.clone()))
+            .await
+            .context("the site registry (KV bucket plantd_sites)")?;
+        let fanout = Fanout::new(registry, aws::fanout::management_client(&sdk, &endpoint))
+            .with_cache(cache)
+            .with_sites(plantd_shared::sites::SiteCache::new(sites, cache));
         let workers = usize::try_from(env_number("PLANTD_FANOUT_WORKERS", 8)).unwrap_or(8);
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();

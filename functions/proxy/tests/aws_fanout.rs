@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use aws_common::{Stub, claims, registry, sdk};
 use plantd_proxy::aws::fanout::{Fanout, management_client};
-use plantd_proxy::aws::registry::Subscribed;
+use plantd_proxy::aws::registry::{Interest, Subscribed};
 use plantd_shared::subject::Site;
 use plantd_shared::topic::{Filter, Topic};
 use plantd_testkit::Moto;
@@ -32,8 +32,11 @@ async fn subscribe(
         .subscribe(
             conn,
             id,
-            &site(s),
-            &Filter::new(f).expect("filter"),
+            &Interest {
+                site: &site(s),
+                site_org: "acme",
+                filter: &Filter::new(f).expect("filter"),
+            },
             exp,
             100,
         )
@@ -201,6 +204,19 @@ async fn an_unreadable_registry_fails_the_fan_out_and_posts_nothing() {
     assert!(stub.seen().is_empty());
 }
 
+/// Registers `site` to `org` in `plantd_sites` on `nats`, as identity's
+/// `POST /v1/sites` does: the fan-out posts only for a site owned by the
+/// organisation a subscription was authorised for.
+async fn register_site(nats: &plantd_testkit::Nats, site_id: &str, org: &str) {
+    let sites = plantd_shared::sites::Sites::open(&nats.jetstream().await)
+        .await
+        .expect("plantd_sites");
+    sites
+        .register(&site(site_id), org, site_id)
+        .await
+        .expect("register");
+}
+
 /// The real `plantd-proxy` binary in the `fanout` role, over `nats`, with
 /// the registry table `plantd-connections` in `moto` and `stub` as the
 /// management endpoint; started once it consumes. Killed on drop.
@@ -241,7 +257,8 @@ async fn the_fanout_process_posts_what_the_edge_publishes() {
 
     use plantd_testkit::Nats;
 
-    let nats = Nats::start().await;
+    let nats = Nats::start_with_streams().await;
+    register_site(&nats, "plant-1", "acme").await;
     let moto = Moto::start().await;
     let reg = registry(&moto, "plantd-connections").await;
     let c = claims("dora", 600, &[("*", &["#"])]);
@@ -301,6 +318,7 @@ async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
     use plantd_testkit::Nats;
 
     let nats = Nats::start_with_streams().await;
+    register_site(&nats, "plant-1", "acme").await;
     let js = nats.jetstream().await;
     let revoked = js.get_key_value(REVOKED_BUCKET).await.expect("bucket");
     let moto = Moto::start().await;

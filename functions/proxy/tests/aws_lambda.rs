@@ -56,6 +56,17 @@ impl Drop for TempFile {
 async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     plantd_testkit::init_tracing();
     let nats = Nats::start_with_streams().await;
+    // The site the token's claims act on, owned by their organisation.
+    plantd_shared::sites::Sites::open(&nats.jetstream().await)
+        .await
+        .expect("plantd_sites")
+        .register(
+            &plantd_shared::subject::Site::new("plant-1").expect("site"),
+            "acme",
+            "plant-1",
+        )
+        .await
+        .expect("register the site");
     let moto = Moto::start().await;
     let reg = registry(&moto, TABLE).await;
     // The WebSocket function's secret, as the template's secret holds it.

@@ -5,7 +5,7 @@
 mod aws_common;
 
 use aws_common::{claims, registry};
-use plantd_proxy::aws::registry::{Subscribed, Subscription};
+use plantd_proxy::aws::registry::{Interest, Subscribed, Subscription};
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
 use plantd_testkit::Moto;
@@ -41,9 +41,19 @@ async fn connections_and_subscriptions_are_stored_found_by_site_and_removed() {
     let sub = |conn: &'static str, id: &'static str, s: &'static str, f: &'static str, exp| {
         let reg = reg.clone();
         async move {
-            reg.subscribe(conn, id, &site(s), &filter(f), exp, 3)
-                .await
-                .expect("subscribe")
+            reg.subscribe(
+                conn,
+                id,
+                &Interest {
+                    site: &site(s),
+                    site_org: "acme",
+                    filter: &filter(f),
+                },
+                exp,
+                3,
+            )
+            .await
+            .expect("subscribe")
         }
     };
     assert_eq!(
@@ -84,6 +94,7 @@ async fn connections_and_subscriptions_are_stored_found_by_site_and_removed() {
         connection: c.into(),
         id: id.into(),
         site: "plant-1".into(),
+        site_org: Some("acme".into()),
         filter: f.into(),
         expires: exp,
     };
@@ -141,8 +152,11 @@ async fn removing_a_connection_with_many_subscriptions_deletes_in_batches() {
             .subscribe(
                 "conn-c",
                 &format!("s{i}"),
-                &site("plant-1"),
-                &filter("#"),
+                &Interest {
+                    site: &site("plant-1"),
+                    site_org: "acme",
+                    filter: &filter("#"),
+                },
                 c.exp,
                 100,
             )
@@ -196,9 +210,19 @@ async fn connections_are_found_by_token_id() {
     for (conn, c) in [("a1", &alice), ("a2", &alice), ("b1", &bob)] {
         reg.connect(conn, c).await.expect("put");
     }
-    reg.subscribe("a1", "s", &site("plant-1"), &filter("#"), alice.exp, 3)
-        .await
-        .expect("subscribe");
+    reg.subscribe(
+        "a1",
+        "s",
+        &Interest {
+            site: &site("plant-1"),
+            site_org: "acme",
+            filter: &filter("#"),
+        },
+        alice.exp,
+        3,
+    )
+    .await
+    .expect("subscribe");
 
     let mut found = reg.by_jti(&alice.jti).await.expect("query");
     found.sort();

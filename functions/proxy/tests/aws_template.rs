@@ -5,7 +5,8 @@
 //! `scripts/test`.)
 
 use plantd_proxy::aws::registry::{
-    CONNECTION_KEY, ITEM_KEY, JTI_ATTRIBUTE, JTI_INDEX, SITE_INDEX, TTL_ATTRIBUTE,
+    CONNECTION_KEY, ITEM_KEY, JTI_ATTRIBUTE, JTI_INDEX, SITE_INDEX, SITE_ORG_ATTRIBUTE,
+    TTL_ATTRIBUTE,
 };
 use plantd_proxy::aws::{MODE_ENV, TABLE_ENV, secrets::SECRET_ID_ENV};
 
@@ -74,7 +75,7 @@ fn the_table_is_the_one_the_registry_uses() {
         format!(
             "- AttributeName: site\n              KeyType: HASH\n            - AttributeName: {CONNECTION_KEY}\n              KeyType: RANGE"
         ),
-        format!("NonKeyAttributes: [filter, sub_id, {TTL_ATTRIBUTE}]"),
+        format!("NonKeyAttributes: [filter, sub_id, {SITE_ORG_ATTRIBUTE}, {TTL_ATTRIBUTE}]"),
         format!("- AttributeName: {JTI_ATTRIBUTE}\n          AttributeType: S"),
         format!("- IndexName: {JTI_INDEX}"),
         format!(

@@ -11,6 +11,15 @@
 //! token has expired is closed with `delete_connection` and removed, as the
 //! local socket closes at expiry.
 //!
+//! Organisations: a subscription is posted to only while its site is owned
+//! by the organisation recorded with it when the `websocket` function
+//! authorised it (`site_org`, [`Subscription::site_org`]) — the owner is
+//! read from `plantd_sites` through a short-lived [`SiteCache`]
+//! ([`Fanout::with_sites`], always set by the `fanout` process) — and never
+//! when nothing was recorded. A site deleted or registered anew to another
+//! organisation therefore stops reaching the old subscribers within the
+//! cache time.
+//!
 //! [`Fanout::revoke`] closes the sockets of a revoked token: every
 //! connection recorded with that token id ([`Registry::by_jti`]) is closed
 //! with `delete_connection` and removed, as the local socket closes with
@@ -36,6 +45,7 @@ use aws_sdk_apigatewaymanagement::error::DisplayErrorContext;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures::StreamExt as _;
 use plantd_shared::revocations::{self, Event, Start};
+use plantd_shared::sites::SiteCache;
 use plantd_shared::streams::REVOKED_BUCKET;
 use plantd_shared::subject::{Channel, Site, all_sites, subject_to_topic};
 use plantd_shared::topic::{self, Topic};
@@ -68,6 +78,9 @@ pub struct Report {
     pub expired: Vec<String>,
     /// Posts that failed otherwise (logged; the connection is kept).
     pub failed: usize,
+    /// Matching subscriptions not posted to because their site is not (or
+    /// no longer) owned by the organisation they were authorised for.
+    pub not_owned: usize,
 }
 
 /// A site's subscriptions and when they were read.
@@ -84,6 +97,9 @@ pub struct Fanout {
     cache_ttl: Duration,
     /// Site → (when read, its subscriptions).
     cache: Mutex<HashMap<String, Cached>>,
+    /// Who owns each site now (`None`: only the owner recorded with each
+    /// subscription is required).
+    sites: Option<SiteCache>,
 }
 
 /// A management API client for `endpoint`
@@ -135,7 +151,17 @@ impl Fanout {
             api,
             cache_ttl: Duration::ZERO,
             cache: Mutex::new(HashMap::new()),
+            sites: None,
         }
+    }
+
+    /// Checks each message's site against its current owner in
+    /// `plantd_sites` (through `sites`): a subscription is posted to only
+    /// while that owner is the organisation it was authorised for.
+    #[must_use]
+    pub fn with_sites(mut self, sites: SiteCache) -> Self {
+        self.sites = Some(sites);
+        self
     }
 
     /// Reuses a site's subscription list for `ttl`: one registry query per
@@ -284,7 +310,9 @@ impl Fanout {
     ///
     /// # Errors
     /// [`AwsError::Dynamo`] when the registry cannot be read (nothing was
-    /// posted) or a gone connection cannot be removed.
+    /// posted) or a gone connection cannot be removed;
+    /// [`AwsError::Backbone`] when `plantd_sites` cannot be read (nothing
+    /// was posted).
     pub async fn fan_out(
         &self,
         site: &Site,
@@ -293,6 +321,19 @@ impl Fanout {
         headers: &BTreeMap<String, String>,
     ) -> Result<Report, AwsError> {
         let subs = self.subscriptions(site).await?;
+        let owner = match &self.sites {
+            Some(sites) => Some(
+                sites
+                    .get(site.as_str())
+                    .await
+                    .map_err(|e| AwsError::Backbone {
+                        operation: "KV get on plantd_sites",
+                        detail: e.to_string(),
+                    })?
+                    .map(|r| r.org),
+            ),
+            None => None,
+        };
         let now = plantd_shared::jwt::now_secs();
         let mut report = Report::default();
         let mut expired = HashSet::new();
@@ -301,6 +342,12 @@ impl Fanout {
             if sub.expires <= now {
                 expired.insert(sub.connection.as_str());
             } else if topic::matches(&sub.filter, topic.as_str()) {
+                let owned =
+                    sub.site_org.is_some() && owner.as_ref().is_none_or(|now| *now == sub.site_org);
+                if !owned {
+                    report.not_owned += 1;
+                    continue;
+                }
                 let data = frame(&sub.id, site, topic, payload, headers).to_string();
                 posts.push((sub.connection.clone(), data.into_bytes()));
             }

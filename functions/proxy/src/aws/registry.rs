@@ -6,10 +6,15 @@
 //! | `connection` (hash) | `item` (range) | other attributes |
 //! |---|---|---|
 //! | API Gateway connection id | `conn` | `sub`, `org`, `jti` (the token id), `claims` (the token's claims as JSON, never the token), `expires` |
-//! | the same id | `sub#<subscription id>` | `site`, `filter`, `sub_id`, `expires` |
+//! | the same id | `sub#<subscription id>` | `site`, `site_org`, `filter`, `sub_id`, `expires` |
+//!
+//! `site_org` is the organisation that owned the site when the
+//! subscription was authorised; the fan-out delivers only while the site's
+//! owner in `plantd_sites` is still that organisation (and never for an
+//! item without it).
 //!
 //! The global secondary index [`SITE_INDEX`] (hash `site`, range
-//! `connection`, projecting `filter`, `sub_id`, `expires`) holds only the
+//! `connection`, projecting `filter`, `sub_id`, `site_org`, `expires`) holds only the
 //! subscription items (connection items have no `site`: a sparse index).
 //! Fan-out for a message on site `s` is therefore **one `Query` on one
 //! index partition** that returns exactly the subscriptions of that site,
@@ -64,6 +69,9 @@ pub const JTI_INDEX: &str = "by-jti";
 pub const JTI_ATTRIBUTE: &str = "jti";
 /// The TTL attribute: the token's expiry, seconds since the epoch.
 pub const TTL_ATTRIBUTE: &str = "expires";
+/// The attribute of a subscription item holding the organisation that
+/// owned its site when it was authorised.
+pub const SITE_ORG_ATTRIBUTE: &str = "site_org";
 
 /// DynamoDB's limit of requests in one `BatchWriteItem`.
 const BATCH: usize = 25;
@@ -88,10 +96,26 @@ pub struct Subscription {
     pub id: String,
     /// The site.
     pub site: String,
+    /// The organisation that owned the site when the subscription was
+    /// authorised (`None` for items written before it was recorded: never
+    /// delivered to).
+    pub site_org: Option<String>,
     /// The MQTT topic filter (validated when it was stored).
     pub filter: String,
     /// When the connection's token expires, seconds since the epoch.
     pub expires: u64,
+}
+
+/// What a subscription listens to, as [`Registry::subscribe`] stores it.
+#[derive(Debug, Clone, Copy)]
+pub struct Interest<'a> {
+    /// The site.
+    pub site: &'a Site,
+    /// The organisation that owns the site now (the caller checked that
+    /// the subscriber may act on it).
+    pub site_org: &'a str,
+    /// The MQTT topic filter.
+    pub filter: &'a Filter,
 }
 
 /// What [`Registry::subscribe`] did.
@@ -189,6 +213,7 @@ impl Registry {
                     .projection_type(ProjectionType::Include)
                     .non_key_attributes("filter")
                     .non_key_attributes("sub_id")
+                    .non_key_attributes(SITE_ORG_ATTRIBUTE)
                     .non_key_attributes(TTL_ATTRIBUTE)
                     .build(),
             )
@@ -302,8 +327,9 @@ impl Registry {
         }))
     }
 
-    /// Adds subscription `id` (site, filter) to a connection whose token
-    /// expires at `expires`, unless the id is taken or the connection
+    /// Adds subscription `id` ([`Interest`]: site, its owner, filter) to a
+    /// connection whose token expires at `expires`, unless the id is taken
+    /// or the connection
     /// already holds `max` subscriptions. (The count and the write are two
     /// calls: concurrent subscribes on one socket may pass `max` by a few.)
     ///
@@ -313,8 +339,7 @@ impl Registry {
         &self,
         connection: &str,
         id: &str,
-        site: &Site,
-        filter: &Filter,
+        interest: &Interest<'_>,
         expires: u64,
         max: usize,
     ) -> Result<Subscribed, AwsError> {
@@ -343,8 +368,9 @@ impl Registry {
             .item(CONNECTION_KEY, s(connection))
             .item(ITEM_KEY, s(format!("{SUBSCRIPTION_PREFIX}{id}")))
             .item("sub_id", s(id))
-            .item("site", s(site.as_str()))
-            .item("filter", s(filter.as_str()))
+            .item("site", s(interest.site.as_str()))
+            .item(SITE_ORG_ATTRIBUTE, s(interest.site_org))
+            .item("filter", s(interest.filter.as_str()))
             .item(TTL_ATTRIBUTE, n(expires))
             .condition_expression("attribute_not_exists(#c)")
             .expression_attribute_names("#c", CONNECTION_KEY)
@@ -480,6 +506,7 @@ impl Registry {
                     connection: text(item, CONNECTION_KEY)?.to_owned(),
                     id: text(item, "sub_id")?.to_owned(),
                     site: text(item, "site")?.to_owned(),
+                    site_org: text(item, SITE_ORG_ATTRIBUTE).map(str::to_owned),
                     filter: text(item, "filter")?.to_owned(),
                     expires: number(item, TTL_ATTRIBUTE).unwrap_or(0),
                 })

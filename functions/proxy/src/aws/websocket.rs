@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter for browsers) with the REST routes' [`Trust`](crate::Trust), records the connection | 200; 401 for a missing, invalid or revoked token, 403 for a token that can neither subscribe (no MQTT subscribe grant) nor send commands (no `commands:…:send`-shaped permission), 503 when the backbone or the registry is unavailable |
 //! | `$disconnect` | removes the connection and its subscriptions | 200 |
-//! | `subscribe` | `{"op":"subscribe","id","site","filter"}`: checks `Permissions::can_subscribe` (the edge's rule for an MQTT SUBSCRIBE) and stores the subscription | `{"op":"subscribed","id"}` |
+//! | `subscribe` | `{"op":"subscribe","id","site","filter"}`: checks `Permissions::can_subscribe` (the edge's rule for an MQTT SUBSCRIBE) and that the caller's organisation owns the site ([`site::owned`], as every site door), and stores the subscription with the owner (the fan-out posts only while the site still has that owner) | `{"op":"subscribed","id"}` |
 //! | `unsubscribe` | `{"op":"unsubscribe","id"}` | `{"op":"unsubscribed","id"}` |
 //! | `command` | `{"op":"command","id","site","topic",…}`: the local socket's `command` operation ([`commands::operation`]: `commands:<site>:send`, then `PLANTD_COMMANDS` with the REST route's headers) | `{"op":"sent","id","stream","sequence"}` |
 //! | `$default` | anything else | `{"op":"error","error":"bad_request",…}` |
@@ -30,7 +30,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::registry::{Registry, Subscribed};
+use super::registry::{Interest, Registry, Subscribed};
 use crate::auth::Caller;
 use crate::routes::{commands, site};
 use crate::{AppError, AppState};
@@ -356,13 +356,17 @@ impl Handler {
                     format!("no MQTT subscribe grant on {site} covers {filter}"),
                 ));
             }
+            let site_org = site::owned(&self.state, &caller, &site).await?.org;
             let stored = self
                 .registry
                 .subscribe(
                     conn,
                     &req.id,
-                    &site,
-                    &filter,
+                    &Interest {
+                        site: &site,
+                        site_org: &site_org,
+                        filter: &filter,
+                    },
                     caller.claims.exp,
                     self.max_subscriptions,
                 )

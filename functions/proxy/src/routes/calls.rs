@@ -43,7 +43,8 @@ pub struct CallQuery {
 /// The call.
 ///
 /// # Errors
-/// 400, 403, 413, 503 (no responder), 504 (timeout), 502 (a reply the edge
+/// 400, 403 (permission, or another organisation's site), 404 (site not
+/// registered), 413, 503 (no responder), 504 (timeout), 502 (a reply the edge
 /// marked as failed for another reason).
 #[utoipa::path(post, path = "/v1/sites/{site}/call/{*topic}", tag = "sites",
     params(("site" = String, Path, description = "Site name"),
@@ -55,7 +56,8 @@ pub struct CallQuery {
         (status = 200, description = "The device's answer with its content type"),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing, or the site belongs to another organisation", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The site is not registered", body = crate::openapi::ErrorBody),
         (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
         (status = 502, description = "The edge reported a failure", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody),
@@ -70,6 +72,7 @@ pub async fn call(
 ) -> Result<Response, AppError> {
     let site = site::site(&site_name)?;
     caller.require(&permission(site.as_str()))?;
+    site::owned(&state, &caller, &site).await?;
     let topic = site::topic(&topic)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

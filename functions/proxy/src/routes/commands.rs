@@ -85,7 +85,8 @@ pub struct Sent {
 /// `POST /v1/sites/{site}/commands` → `202 {stream, sequence}`.
 ///
 /// # Errors
-/// 400 for a bad topic, payload or QoS; 403; 503 when JetStream refuses.
+/// 400 for a bad topic, payload or QoS; 403 (permission, or another
+/// organisation's site); 404 for an unregistered site; 503 when JetStream refuses.
 #[utoipa::path(post, path = "/v1/sites/{site}/commands", tag = "sites",
     params(("site" = String, Path, description = "Site name")),
     request_body = Command,
@@ -94,7 +95,8 @@ pub struct Sent {
         (status = 202, description = "Stored for the site's edge", body = Sent),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing, or the site belongs to another organisation", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The site is not registered", body = crate::openapi::ErrorBody),
         (status = 413, description = "Body too large", body = crate::openapi::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
@@ -108,7 +110,8 @@ pub async fn send(
     Ok((StatusCode::ACCEPTED, axum::Json(sent)).into_response())
 }
 
-/// Checks `commands:<site>:send` and the command, and stores it in
+/// Checks `commands:<site>:send`, that the caller's organisation owns the
+/// site ([`site::owned`]) and the command, and stores it in
 /// `PLANTD_COMMANDS` for the site's edge. Shared by the HTTP route and the
 /// WebSocket's `command` operation.
 ///
@@ -123,6 +126,7 @@ pub async fn publish(
 ) -> Result<Sent, AppError> {
     let site = site::site(site_name)?;
     caller.require(&permission(site.as_str()))?;
+    site::owned(state, caller, &site).await?;
     let topic = site::topic(&cmd.topic)?;
     if cmd.qos > 2 {
         return Err(AppError::bad_request("qos must be 0, 1 or 2"));

@@ -8,7 +8,10 @@
 //!   for every message the site's edge publishes on a matching topic (NATS
 //!   core `plantd.<site>.up.…`). The filter must be covered by one of the
 //!   caller's MQTT subscribe grants for the site — the check the edge makes
-//!   on an MQTT SUBSCRIBE ([`Permissions::can_subscribe`]).
+//!   on an MQTT SUBSCRIBE ([`Permissions::can_subscribe`]) — and the site
+//!   must belong to the caller's organisation
+//!   ([`site::owned`](crate::routes::site::owned): 403 another
+//!   organisation's, 404 unregistered).
 //! * `{"op":"unsubscribe","id"}` → `{"op":"unsubscribed","id"}`; nothing
 //!   more is sent for that id.
 //! * `{"op":"command","id","site","topic","payload",…}` (the body of
@@ -286,6 +289,7 @@ async fn subscribe(
             format!("no MQTT subscribe grant on {site} covers {filter}"),
         ));
     }
+    site::owned(state, caller, &site).await?;
     if subs.contains_key(&req.id) {
         return Err(AppError::conflict(format!(
             "subscription {} exists; unsubscribe first",

@@ -97,8 +97,8 @@ pub struct LastQuery {
         (status = 200, description = "The last message of the topic", body = Message),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Not found", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing, or the site belongs to another organisation", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The site is not registered, or the stream holds nothing for the topic", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn last(
     State(state): State<AppState>,
@@ -108,6 +108,7 @@ pub async fn last(
 ) -> Result<Response, AppError> {
     let site = site::site(&site_name)?;
     caller.require(&permission(site.as_str()))?;
+    site::owned(&state, &caller, &site).await?;
     let topic = site::topic(&q.topic)?;
     let stream = state
         .js
@@ -197,7 +198,8 @@ fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, AppError> {
 /// cursor of the next (`null` when there is no more).
 ///
 /// # Errors
-/// 400, 403, 503.
+/// 400, 403 (permission or another organisation's site), 404 (site not
+/// registered), 503.
 #[utoipa::path(get, path = "/v1/sites/{site}/history", tag = "sites",
     params(("site" = String, Path, description = "Site name"), HistoryQuery),
     security(("bearer" = [])),
@@ -205,7 +207,8 @@ fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, AppError> {
         (status = 200, description = "One page", body = HistoryPage),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 403, description = "A permission is missing, or the site belongs to another organisation", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The site is not registered", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
@@ -215,6 +218,7 @@ pub async fn history(
 ) -> Result<Response, AppError> {
     let site = site::site(&site_name)?;
     caller.require(&permission(site.as_str()))?;
+    site::owned(&state, &caller, &site).await?;
     let filter = site::filter(&q.filter)?;
     let from = parse_time("from", q.from.as_deref())?;
     let to = parse_time("to", q.to.as_deref())?;

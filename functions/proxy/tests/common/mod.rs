@@ -24,6 +24,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use tower::ServiceExt as _;
 
+/// The organisation the fixture registers [`SITES`] to (most tests act
+/// as it).
+pub const ORG: &str = "acme";
+
+/// The sites the fixture registers to [`ORG`] in `plantd_sites`.
+pub const SITES: [&str; 2] = ["plant-1", "plant-2"];
+
 /// A running proxy over its own nats-server.
 pub struct Fixture {
     /// The server (dropped last).
@@ -47,15 +54,30 @@ pub async fn fixture() -> Fixture {
     let state = AppState::new(nats.client().await, jwks, Settings::default())
         .await
         .expect("state");
-    Fixture {
+    let f = Fixture {
         app: app(state.clone()),
         state,
         nats,
         key,
+    };
+    for site in SITES {
+        f.register_site(ORG, site).await;
     }
+    f
 }
 
 impl Fixture {
+    /// Registers `site` to `org` in `plantd_sites`, as identity's
+    /// `POST /v1/sites` does.
+    pub async fn register_site(&self, org: &str, site: &str) {
+        let id = plantd_shared::subject::Site::new(site).expect("a site id");
+        self.state
+            .sites
+            .register(&id, org, site)
+            .await
+            .expect("register the site");
+    }
+
     /// A token for `sub` in `org` with `perms` and MQTT grants.
     pub fn token_with(
         &self,
