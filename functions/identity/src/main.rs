@@ -13,7 +13,8 @@
 //!   those three.
 //! * otherwise `PLANTD_NATS_URL` (default `nats://127.0.0.1:4222`),
 //!   `PLANTD_IDENTITY_SIGNING_KEY` (PEM) or `PLANTD_IDENTITY_SIGNING_KEY_FILE`
-//!   (created with mode 0600 if missing; default `.plantd/identity/signing-key.pem`).
+//!   (created with mode 0600 if missing; default `.plantd/identity/signing-key.pem`;
+//!   rotations are saved beside it in `signing-key.ring.json`).
 //! * `PLANTD_BOOTSTRAP_ADMIN_EMAIL` + `PLANTD_BOOTSTRAP_ADMIN_PASSWORD`.
 //! * `PLANTD_TRUSTED_PROXIES`: comma-separated proxy addresses whose
 //!   `X-Forwarded-For` names the client for login throttling (default
@@ -24,12 +25,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use plantd_identity::{AppState, Keys, Settings, app, bootstrap, secrets};
 use plantd_shared::http::source::{PeerAddr, TrustedProxies};
-use plantd_shared::jwt::SigningKey;
 
-/// Where the signing key and NATS come from.
+/// Where the signing keys and NATS come from.
 struct Backbone {
-    /// Signs tokens.
-    signing: SigningKey,
+    /// Signs tokens (and where rotations are saved).
+    keys: Keys,
     /// The NATS server URL.
     nats_url: String,
     /// Connection options (credentials, when the secret carries them).
@@ -40,26 +40,29 @@ struct Backbone {
 /// environment and key file.
 async fn backbone() -> anyhow::Result<Backbone> {
     if let Some((id, secret)) = secrets::from_env().await? {
-        tracing::info!(secret = %id, "signing key and NATS credentials from Secrets Manager");
+        tracing::info!(secret = %id, "signing keys and NATS credentials from Secrets Manager");
+        // The PEM is checked here for a clear error naming the secret.
+        secret.signing_key(&id)?;
+        let keys = Keys::from_secret(&secret.ring(), secrets::client().await, id.clone())?;
         return Ok(Backbone {
-            signing: secret.signing_key(&id)?,
+            keys,
             nats_options: secret.nats_options(&id)?,
             nats_url: secret.nats_url,
         });
     }
     let nats_url =
         std::env::var("PLANTD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let signing = match std::env::var("PLANTD_IDENTITY_SIGNING_KEY") {
-        Ok(pem) => Keys::from_pem(&pem)?,
+    let keys = match std::env::var("PLANTD_IDENTITY_SIGNING_KEY") {
+        Ok(pem) => Keys::new(Keys::from_pem(&pem)?, Vec::new())?,
         Err(_) => {
             let path = std::env::var_os("PLANTD_IDENTITY_SIGNING_KEY_FILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(".plantd/identity/signing-key.pem"));
-            Keys::load_or_create(&path)?
+            Keys::open_file(&path)?
         }
     };
     Ok(Backbone {
-        signing,
+        keys,
         nats_url,
         nats_options: async_nats::ConnectOptions::new(),
     })
@@ -69,7 +72,7 @@ async fn backbone() -> anyhow::Result<Backbone> {
 async fn main() -> anyhow::Result<()> {
     plantd_shared::logging::init("plantd-identity");
     let Backbone {
-        signing,
+        keys,
         nats_url,
         nats_options,
     } = backbone().await?;
@@ -83,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
         trusted_proxies: TrustedProxies::from_env().map_err(anyhow::Error::msg)?,
         ..Settings::default()
     };
-    let state = AppState::new(&js, Keys::new(signing, Vec::new())?, settings).await?;
+    let state = AppState::new(&js, keys, settings).await?;
     if let (Ok(email), Ok(pw)) = (
         std::env::var("PLANTD_BOOTSTRAP_ADMIN_EMAIL"),
         std::env::var("PLANTD_BOOTSTRAP_ADMIN_PASSWORD"),

@@ -40,6 +40,13 @@ pub struct FunctionSecrets {
     /// requires them.
     #[serde(default)]
     pub nats_creds: Option<String>,
+    /// The key published ahead for the next rotation (written by
+    /// `POST /v1/keys/rotate`; see [`crate::keys`]).
+    #[serde(default)]
+    pub next_key_pem: Option<String>,
+    /// Keys that signed before the last rotations, until they retire.
+    #[serde(default)]
+    pub previous_keys: Vec<crate::keys::SavedKey>,
 }
 
 impl fmt::Debug for FunctionSecrets {
@@ -51,6 +58,7 @@ impl fmt::Debug for FunctionSecrets {
                 "nats_creds",
                 &self.nats_creds.as_ref().map(|_| "<redacted>"),
             )
+            .field("previous_keys", &self.previous_keys.len())
             .finish()
     }
 }
@@ -131,6 +139,15 @@ impl FunctionSecrets {
             .map_err(|_| SecretsError::BadKey { id: id.to_owned() })
     }
 
+    /// The key ring the secret holds (signing, next, previous keys).
+    pub fn ring(&self) -> crate::keys::Ring {
+        crate::keys::Ring {
+            signing_key_pem: self.signing_key_pem.clone(),
+            next_key_pem: self.next_key_pem.clone(),
+            previous_keys: self.previous_keys.clone(),
+        }
+    }
+
     /// NATS connection options carrying the credentials, if any.
     ///
     /// # Errors
@@ -177,6 +194,57 @@ pub async fn fetch(client: &Client, id: &str) -> Result<FunctionSecrets, Secrets
         .secret_string()
         .ok_or_else(|| SecretsError::NotText { id: id.to_owned() })?;
     FunctionSecrets::parse(id, text)
+}
+
+/// Writes `ring` into secret `id` (a new version of the secret): the
+/// other fields (NATS URL and credentials, anything else) are kept as
+/// they are. Needs `secretsmanager:PutSecretValue` on the secret.
+///
+/// # Errors
+/// As [`fetch`] for the read; [`SecretsError::Unavailable`] when the write
+/// is refused.
+pub async fn save_ring(
+    client: &Client,
+    id: &str,
+    ring: &crate::keys::Ring,
+) -> Result<(), SecretsError> {
+    let unavailable = |detail: String| SecretsError::Unavailable {
+        id: id.to_owned(),
+        detail,
+    };
+    let out = client
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| unavailable(DisplayErrorContext(&e).to_string()))?;
+    let text = out
+        .secret_string()
+        .ok_or_else(|| SecretsError::NotText { id: id.to_owned() })?;
+    let mut doc: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|source| SecretsError::Malformed {
+            id: id.to_owned(),
+            source,
+        })?;
+    let ring = serde_json::to_value(ring).map_err(|e| unavailable(e.to_string()))?;
+    if let serde_json::Value::Object(fields) = ring {
+        doc.extend(fields);
+    }
+    let text = serde_json::Value::Object(doc).to_string();
+    client
+        .put_secret_value()
+        .secret_id(id)
+        .secret_string(text)
+        .send()
+        .await
+        .map_err(|e| unavailable(DisplayErrorContext(&e).to_string()))?;
+    Ok(())
+}
+
+/// A Secrets Manager client configured the standard way
+/// ([`plantd_shared::aws::sdk_config`]).
+pub async fn client() -> Client {
+    Client::new(&plantd_shared::aws::sdk_config().await)
 }
 
 /// The secrets named by `PLANTD_IDENTITY_SECRET_ID`, or `None` when it is

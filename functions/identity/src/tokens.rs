@@ -110,6 +110,7 @@ pub async fn access_token(state: &AppState, subject: Subject) -> Result<(String,
         perms: subject.perms,
         mqtt: subject.mqtt,
     };
+    state.keys.refresh().await;
     let token = state
         .keys
         .signing()

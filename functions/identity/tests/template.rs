@@ -28,14 +28,14 @@ fn template_matches_the_binary_and_the_package() {
 }
 
 #[test]
-fn the_identity_role_reads_only_its_own_secret() {
+fn the_identity_role_reads_and_writes_only_its_own_secret() {
     let t = template();
     // One Secrets Manager permission per role that has a secret: identity
     // on its own; the proxy's two roles (REST, WebSocket) on the proxy's.
     assert_eq!(
         t.matches("secretsmanager:").count(),
-        3,
-        "one Secrets Manager permission per role"
+        4,
+        "Secrets Manager permissions: identity reads and (key rotation) writes its own, the proxy's two roles read the proxy's"
     );
     assert_eq!(
         t.matches(
@@ -45,7 +45,7 @@ fn the_identity_role_reads_only_its_own_secret() {
         2
     );
     assert!(t.contains(
-        "Action: secretsmanager:GetSecretValue\n                Resource: !Ref IdentitySecret"
+        "Action:\n                  - secretsmanager:GetSecretValue\n                  - secretsmanager:PutSecretValue\n                Resource: !Ref IdentitySecret"
     ));
     assert!(
         !t.contains("Resource: \"*\"") && !t.contains("Resource: '*'"),

@@ -9,6 +9,7 @@
 //! | `/v1/users`, `/v1/users/{id}/roles`, `/v1/users/{id}/revoke` | [`users`] |
 //! | `/v1/roles` | [`roles`] |
 //! | `GET /v1/lockouts`, `DELETE /v1/lockouts/{id}` | [`lockouts`] |
+//! | `GET /v1/keys`, `POST /v1/keys/rotate` | [`keys`] |
 //! | `/v1/service-accounts`, `/v1/devices` (and `/{id}/revoke`) | [`clients`] |
 //! | `/v1/sites`, `/v1/sites/{id}` | [`sites`] |
 //! | `GET /.well-known/jwks.json`, `GET /healthz` | here |
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod auth;
 pub mod clients;
 pub mod json;
+pub mod keys;
 pub mod lockouts;
 pub mod orgs;
 pub mod roles;
@@ -86,6 +88,8 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(clients::delete_device).patch(clients::update_device),
         )
         .route("/v1/devices/{id}/revoke", post(clients::revoke_device))
+        .route("/v1/keys", get(keys::list))
+        .route("/v1/keys/rotate", post(keys::rotate))
         .route("/v1/lockouts", get(lockouts::list))
         .route("/v1/lockouts/{id}", axum::routing::delete(lockouts::clear))
         .route("/v1/sites", get(sites::list).post(sites::create))
@@ -99,5 +103,6 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn jwks(State(state): State<AppState>) -> Json<plantd_shared::jwt::JwkSet> {
+    state.keys.refresh().await;
     Json(state.keys.jwks().clone())
 }
