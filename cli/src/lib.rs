@@ -2,6 +2,7 @@
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`audit`] | `plantd audit [filters]` and `plantd audit verify` over the identity API |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
 //! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |
 //! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
@@ -11,6 +12,7 @@
 //!
 //! `main.rs` only parses arguments and calls into these modules.
 
+pub mod audit;
 pub mod commands;
 pub mod live;
 pub mod session;

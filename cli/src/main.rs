@@ -69,6 +69,14 @@ enum StateCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Check the organisation's hash chain: exit 0 when it is intact, 1
+    /// with the first broken record when a record was altered, removed,
+    /// inserted or forged.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
 enum Verb {
     /// Log in and remember the deployment as a profile. The password comes
     /// from `--password-file`, `$PLANTD_PASSWORD`, or the first line of
@@ -202,6 +210,35 @@ enum Verb {
         /// Replicas per stream and bucket (3 in a cluster).
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+    },
+    /// The audit trail of your organisation, oldest first: who did what,
+    /// to what, from where, with what outcome (`plantd audit verify`
+    /// checks its hash chain). Needs `identity:audit:read` (role admin).
+    Audit {
+        /// `verify`: check the chain instead of listing.
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
+        /// Another organisation's trail (superadmin only).
+        #[arg(long, global = true)]
+        org: Option<String>,
+        /// Only this actor id (`*` at the end: a prefix).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, e.g. `auth.login`, or a prefix `auth.*`.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this target, e.g. `user:<id>`, `site:local` (`*` at the end: a prefix).
+        #[arg(long)]
+        target: Option<String>,
+        /// From this time: RFC 3339 or a duration ago (`30m`, `2h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time: RFC 3339 or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print at most this many records.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// Run the whole stack on this machine until Ctrl-C.
     Up {
@@ -428,6 +465,35 @@ fn main() -> ExitCode {
                 creds,
                 replicas,
             } => plantd_cli::streams::ensure(&nats_url, creds.as_deref(), replicas).await,
+            Verb::Audit {
+                cmd,
+                org,
+                actor,
+                action,
+                target,
+                since,
+                until,
+                limit,
+            } => {
+                let s = Session::open(profile.as_deref()).await?;
+                match cmd {
+                    Some(AuditCmd::Verify) => {
+                        plantd_cli::audit::verify(&s, org.as_deref(), json).await
+                    }
+                    None => {
+                        let filters = plantd_cli::audit::Filters {
+                            org: org.as_deref(),
+                            actor: actor.as_deref(),
+                            action: action.as_deref(),
+                            target: target.as_deref(),
+                            since: since.as_deref(),
+                            until: until.as_deref(),
+                            limit,
+                        };
+                        plantd_cli::audit::list(&s, filters, json).await
+                    }
+                }
+            }
             Verb::Up {
                 config,
                 data_dir,
