@@ -4,13 +4,17 @@
 //! ```sh
 //! ulimit -n 200000   # for the idle-connection scenario
 //! cargo bench -p plantd-edge --bench edge_load -- \
-//!     [--brokers plantd,mosquitto,nats,addr=IP:PORT] \
-//!     [--scenarios qos0,qos0-flood,qos1,pingpong,paced,idle] \
+//!     [--brokers plantd,plantd-durable,mosquitto,nats,addr=IP:PORT] \
+//!     [--scenarios qos0,qos0-flood,qos1,qos1-fanout,pingpong,paced,idle] \
 //!     [--seconds 5] [--payload 64] [--idle 10000]
 //! ```
 //!
 //! Every broker is started by this program on free ports with its data in a
-//! temporary directory, measured, and stopped. The latency scenarios
+//! temporary directory, measured, and stopped. `plantd-durable` is
+//! `plantd-edge` with `--data-dir` (the session store) whose throughput
+//! subscribers keep persistent sessions (clean session 0): every QoS 1
+//! message for them is committed to the store before it is delivered and
+//! acknowledged (`docs/decisions/0015-edge-session-store.md`). The latency scenarios
 //! (`pingpong`, `paced`) run every broker at once and measure them in turns
 //! of one-second slices, so a busy moment on the shared machine hits all of
 //! them alike. Figures go to stdout as a Markdown table for
@@ -73,6 +77,8 @@ fn opts() -> Opts {
 
 struct Running {
     name: String,
+    /// Throughput subscribers keep persistent sessions.
+    persistent: bool,
     addr: SocketAddr,
     child: Child,
     _dir: tempfile::TempDir,
@@ -92,6 +98,7 @@ async fn start(name: &str) -> Running {
         // A broker started by hand (for profiling): measure only.
         return Running {
             name: name.into(),
+            persistent: false,
             addr: addr.parse().expect("--brokers addr=IP:PORT"),
             child: Command::new("sleep")
                 .arg("100000")
@@ -102,12 +109,15 @@ async fn start(name: &str) -> Running {
         };
     }
     let mut cmd = match name {
-        "plantd" => {
+        "plantd" | "plantd-durable" => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_plantd-edge"));
             c.args(["--mqtt-listen", &format!("127.0.0.1:{port}")])
                 .args(["--http-listen", "127.0.0.1:0"])
                 .arg("--allow-anonymous")
                 .env("RUST_LOG", "warn");
+            if name == "plantd-durable" {
+                c.arg("--data-dir").arg(dir.path().join("data"));
+            }
             c
         }
         "mosquitto" => {
@@ -150,7 +160,7 @@ async fn start(name: &str) -> Running {
     // Ready when a CONNECT is answered.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(c) = Conn::connect(addr, "probe", None).await {
+        if let Ok(c) = Conn::connect(addr, "probe", None, true).await {
             drop(c);
             break;
         }
@@ -159,6 +169,7 @@ async fn start(name: &str) -> Running {
     }
     Running {
         name: name.into(),
+        persistent: name == "plantd-durable",
         addr,
         child,
         _dir: dir,
@@ -190,6 +201,7 @@ impl Conn {
         addr: SocketAddr,
         id: &str,
         bind: Option<std::net::IpAddr>,
+        clean_session: bool,
     ) -> std::io::Result<Conn> {
         let sock = TcpSocket::new_v4()?;
         if let Some(ip) = bind {
@@ -207,7 +219,7 @@ impl Conn {
         v4::Packet::Connect(v4::Connect {
             level: 4,
             client_id: id.into(),
-            clean_session: true,
+            clean_session,
             keep_alive: 0,
             will: None,
             username: None,
@@ -301,6 +313,16 @@ fn publish(out: &mut BytesMut, topic: &str, qos: QoS, pkid: u16, payload: &[u8])
 
 // ---------------------------------------------------------------- scenarios
 
+/// The subscribers of each publisher in [`throughput`].
+#[derive(Clone, Copy)]
+struct Subscribers {
+    /// How many, all on the publisher's topic (the QoS 0 window counts the
+    /// deliveries of all of them: use 1 with a window).
+    per_publisher: usize,
+    /// Persistent sessions (clean session 0).
+    persistent: bool,
+}
+
 /// Pairs of publisher → own subscriber; returns delivered messages/s. With
 /// `window`, a QoS 0 publisher keeps at most that many messages between
 /// itself and its subscriber (the sustainable, loss-free rate); without, it
@@ -312,72 +334,83 @@ async fn throughput(
     payload: usize,
     secs: u64,
     window: Option<u64>,
+    subs: Subscribers,
 ) -> f64 {
+    let Subscribers {
+        per_publisher: fanout,
+        persistent,
+    } = subs;
     let delivered = Arc::new(AtomicU64::new(0));
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..pairs {
         let topic = format!("bench/{i}");
-        let mut sub = Conn::connect(addr, &format!("sub-{i}"), None)
-            .await
-            .expect("sub connects");
-        sub.subscribe(&topic, qos).await.expect("subscribe");
-        let mut publ = Conn::connect(addr, &format!("pub-{i}"), None)
-            .await
-            .expect("pub connects");
-        let (d, c, s) = (delivered.clone(), counting.clone(), stop.clone());
         let got = Arc::new(AtomicU64::new(0));
         let wake = Arc::new(tokio::sync::Notify::new());
-        let (got_sub, wake_sub) = (got.clone(), wake.clone());
-        tasks.push(tokio::spawn(async move {
-            // Count whole frames per read; acknowledge QoS 1 in one write.
-            let mut acks = BytesMut::new();
-            while !s.load(Relaxed) {
-                match tokio::time::timeout(
-                    Duration::from_millis(200),
-                    sub.rd.read_buf(&mut sub.buf),
-                )
+        // `fanout` subscribers per publisher (the QoS 0 window counts the
+        // deliveries of all of them: use 1 with a window).
+        for j in 0..fanout.max(1) {
+            let mut sub = Conn::connect(addr, &format!("sub-{i}-{j}"), None, !persistent)
                 .await
-                {
-                    Err(_) => continue,
-                    Ok(Ok(0) | Err(_)) => return,
-                    Ok(Ok(_)) => {}
-                }
-                let mut n = 0;
-                while let Ok(Some(h)) = protocol::check(&sub.buf, usize::MAX) {
-                    if sub.buf.len() < h.frame_len() {
-                        break;
+                .expect("sub connects");
+            sub.subscribe(&topic, qos).await.expect("subscribe");
+            let (d, c, s) = (delivered.clone(), counting.clone(), stop.clone());
+            let (got_sub, wake_sub) = (got.clone(), wake.clone());
+            tasks.push(tokio::spawn(async move {
+                // Count whole frames per read; acknowledge QoS 1 in one write.
+                let mut acks = BytesMut::new();
+                while !s.load(Relaxed) {
+                    match tokio::time::timeout(
+                        Duration::from_millis(200),
+                        sub.rd.read_buf(&mut sub.buf),
+                    )
+                    .await
+                    {
+                        Err(_) => continue,
+                        Ok(Ok(0) | Err(_)) => return,
+                        Ok(Ok(_)) => {}
                     }
-                    if h.kind == PacketType::Publish {
-                        n += 1;
-                        if qos == QoS::AtLeastOnce {
-                            let at = h.header_len;
-                            let tl =
-                                usize::from(u16::from_be_bytes([sub.buf[at], sub.buf[at + 1]]));
-                            let id =
-                                u16::from_be_bytes([sub.buf[at + 2 + tl], sub.buf[at + 3 + tl]]);
-                            v4::Packet::PubAck(id).write(&mut acks);
+                    let mut n = 0;
+                    while let Ok(Some(h)) = protocol::check(&sub.buf, usize::MAX) {
+                        if sub.buf.len() < h.frame_len() {
+                            break;
                         }
+                        if h.kind == PacketType::Publish {
+                            n += 1;
+                            if qos == QoS::AtLeastOnce {
+                                let at = h.header_len;
+                                let tl =
+                                    usize::from(u16::from_be_bytes([sub.buf[at], sub.buf[at + 1]]));
+                                let id = u16::from_be_bytes([
+                                    sub.buf[at + 2 + tl],
+                                    sub.buf[at + 3 + tl],
+                                ]);
+                                v4::Packet::PubAck(id).write(&mut acks);
+                            }
+                        }
+                        sub.buf.advance(h.frame_len());
                     }
-                    sub.buf.advance(h.frame_len());
-                }
-                if c.load(Relaxed) {
-                    d.fetch_add(n, Relaxed);
-                }
-                got_sub.fetch_add(n, Relaxed);
-                wake_sub.notify_one();
-                if !acks.is_empty() {
-                    if sub.wr.write_all(&acks).await.is_err() {
-                        return;
+                    if c.load(Relaxed) {
+                        d.fetch_add(n, Relaxed);
                     }
-                    acks.clear();
+                    got_sub.fetch_add(n, Relaxed);
+                    wake_sub.notify_one();
+                    if !acks.is_empty() {
+                        if sub.wr.write_all(&acks).await.is_err() {
+                            return;
+                        }
+                        acks.clear();
+                    }
+                    if sub.buf.capacity() - sub.buf.len() < 16 * 1024 {
+                        sub.buf.reserve(64 * 1024);
+                    }
                 }
-                if sub.buf.capacity() - sub.buf.len() < 16 * 1024 {
-                    sub.buf.reserve(64 * 1024);
-                }
-            }
-        }));
+            }));
+        }
+        let mut publ = Conn::connect(addr, &format!("pub-{i}"), None, true)
+            .await
+            .expect("pub connects");
         let s = stop.clone();
         let body = vec![b'x'; payload];
         tasks.push(tokio::spawn(async move {
@@ -466,11 +499,15 @@ struct LatPair {
 }
 
 async fn lat_pair(addr: SocketAddr) -> LatPair {
-    let mut sub = Conn::connect(addr, "lat-sub", None).await.expect("connect");
+    let mut sub = Conn::connect(addr, "lat-sub", None, true)
+        .await
+        .expect("connect");
     sub.subscribe("lat/t", QoS::AtMostOnce)
         .await
         .expect("subscribe");
-    let publ = Conn::connect(addr, "lat-pub", None).await.expect("connect");
+    let publ = Conn::connect(addr, "lat-pub", None, true)
+        .await
+        .expect("connect");
     LatPair { sub, publ }
 }
 
@@ -626,7 +663,7 @@ async fn idle(b: &Running, n: usize) -> (usize, f64) {
             ((i / 250) % 240) as u8,
             (i % 250 + 1) as u8,
         );
-        match Conn::connect(b.addr, &format!("idle-{i}"), Some(ip.into())).await {
+        match Conn::connect(b.addr, &format!("idle-{i}"), Some(ip.into()), true).await {
             Ok(c) => conns.push(c),
             Err(e) => {
                 eprintln!("{}: connection {i} failed: {e}", b.name);
@@ -655,17 +692,70 @@ async fn main() {
             let result = match sc.as_str() {
                 "qos0" => format!(
                     "{:.0} msg/s delivered (2 pairs, {} B, ≤ 1,000 in flight per pair)",
-                    throughput(b.addr, 2, QoS::AtMostOnce, o.payload, o.seconds, Some(1000)).await,
+                    throughput(
+                        b.addr,
+                        2,
+                        QoS::AtMostOnce,
+                        o.payload,
+                        o.seconds,
+                        Some(1000),
+                        Subscribers {
+                            per_publisher: 1,
+                            persistent: b.persistent,
+                        },
+                    )
+                    .await,
                     o.payload
                 ),
                 "qos0-flood" => format!(
                     "{:.0} msg/s delivered (2 pairs, {} B, publishers unthrottled)",
-                    throughput(b.addr, 2, QoS::AtMostOnce, o.payload, o.seconds, None).await,
+                    throughput(
+                        b.addr,
+                        2,
+                        QoS::AtMostOnce,
+                        o.payload,
+                        o.seconds,
+                        None,
+                        Subscribers {
+                            per_publisher: 1,
+                            persistent: b.persistent,
+                        },
+                    )
+                    .await,
                     o.payload
                 ),
                 "qos1" => format!(
                     "{:.0} msg/s delivered (4 pairs, {} B)",
-                    throughput(b.addr, 4, QoS::AtLeastOnce, o.payload, o.seconds, None).await,
+                    throughput(
+                        b.addr,
+                        4,
+                        QoS::AtLeastOnce,
+                        o.payload,
+                        o.seconds,
+                        None,
+                        Subscribers {
+                            per_publisher: 1,
+                            persistent: b.persistent,
+                        },
+                    )
+                    .await,
+                    o.payload
+                ),
+                "qos1-fanout" => format!(
+                    "{:.0} msg/s delivered (1 publisher → 8 subscribers, {} B)",
+                    throughput(
+                        b.addr,
+                        1,
+                        QoS::AtLeastOnce,
+                        o.payload,
+                        o.seconds,
+                        None,
+                        Subscribers {
+                            per_publisher: 8,
+                            persistent: b.persistent,
+                        },
+                    )
+                    .await,
                     o.payload
                 ),
                 "idle" => {

@@ -774,6 +774,44 @@ mod tests {
         assert!(back.subs.is_empty() && back.outgoing.is_empty());
     }
 
+    fn will() -> Will {
+        Will {
+            topic: Arc::from("status/dev-1"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            properties: MessageProperties {
+                message_expiry_interval: Some(60),
+                content_type: Some("text/plain".into()),
+                ..MessageProperties::default()
+            },
+            delay_secs: 30,
+        }
+    }
+
+    #[test]
+    fn wills_and_marks_round_trip() {
+        let now = now_unix_ms();
+        let (w, at) = decode_will(&encode_will(&will(), now + 5_000, now), now)
+            .expect("decodes")
+            .expect("not expired");
+        let orig = will();
+        assert_eq!(at, now + 5_000);
+        assert_eq!(
+            (&*w.topic, &w.payload, w.qos, w.retain, w.delay_secs),
+            (&*orig.topic, &orig.payload, orig.qos, orig.retain, 30)
+        );
+        assert_eq!(w.properties, orig.properties);
+        // A will message whose expiry passed while the broker was down.
+        let old = encode_will(&will(), now, now - 61_000);
+        assert!(decode_will(&old, now).expect("decodes").is_none());
+        for m in [Mark::Sent(1), Mark::Released(u16::MAX)] {
+            assert_eq!(decode_mark(&encode_mark(m)), Ok(m));
+        }
+        assert!(decode_mark(&[FORMAT, 0, 0, 0]).is_err(), "packet id 0");
+        assert!(decode_mark(&[FORMAT, 2, 1, 0]).is_err(), "state 2");
+    }
+
     #[test]
     fn truncated_or_garbled_records_are_errors_not_panics() {
         let now = now_unix_ms();
@@ -790,12 +828,16 @@ mod tests {
                 },
                 now,
             ),
+            encode_will(&will(), now + 5_000, now),
+            encode_mark(Mark::Released(513)).to_vec(),
         ];
         for (i, rec) in records.iter().enumerate() {
             let decode = |b: &[u8]| match i {
                 0 => decode_session(b, now).map(|_| ()),
                 1 => decode_retained(b, now).map(|_| ()),
-                _ => decode_queued(b, now).map(|_| ()),
+                2 => decode_queued(b, now).map(|_| ()),
+                3 => decode_will(b, now).map(|_| ()),
+                _ => decode_mark(b).map(|_| ()),
             };
             decode(rec).expect("the intact record decodes");
             for cut in 0..rec.len() {

@@ -17,6 +17,10 @@ use super::{
 use crate::message::Delivery;
 use crate::session::OutFlight;
 
+/// Format 1 state of one session (by index): in-flight messages and
+/// incoming QoS 2 ids, to move into their tables.
+type Legacy = (usize, Vec<(u16, OutFlight)>, Vec<u16>);
+
 /// What is read of one session's messages before they are sorted into
 /// in-flight and queued.
 #[derive(Default)]
@@ -90,7 +94,7 @@ pub(super) fn load(db: &Database, path: &Path) -> Result<(Loaded, Counts), Store
         let mut rewrite = Vec::new();
         // Format 1 kept in-flight messages and incoming QoS 2 ids in the
         // session record: they move to their tables.
-        let mut legacy: Vec<(usize, Vec<(u16, OutFlight)>, Vec<u16>)> = Vec::new();
+        let mut legacy: Vec<Legacy> = Vec::new();
         for entry in sessions.iter().map_err(rd)? {
             let (k, v) = entry.map_err(rd)?;
             let client_id = k.value().to_owned();
@@ -222,8 +226,8 @@ pub(super) fn load(db: &Database, path: &Path) -> Result<(Loaded, Counts), Store
         for (i, outgoing, ids) in legacy {
             let id = loaded.sessions[i].client_id.clone();
             let m = &mut msgs[i];
-            let mut seq = m.max_seq.map_or(0, |s| s + 1);
-            for (pkid, f) in outgoing {
+            let first = m.max_seq.map_or(0, |s| s + 1);
+            for (seq, (pkid, f)) in (first..).zip(outgoing) {
                 match f {
                     OutFlight::Publish(mut d) => {
                         let v = codec::encode_queued(&d, now);
@@ -241,7 +245,6 @@ pub(super) fn load(db: &Database, path: &Path) -> Result<(Loaded, Counts), Store
                     }
                 }
                 m.saw(seq);
-                seq += 1;
             }
             for pkid in ids {
                 incoming.insert((&*id, pkid), 0u8).map_err(rd)?;

@@ -3,7 +3,7 @@
 //! acknowledgements to publishers, PUBREL/PUBCOMP to subscribers and
 //! publishers, flush waiters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -186,6 +186,16 @@ fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<Option<Counts>, r
             last.insert(client_id, i);
         }
     }
+    // A message sent and acknowledged within one batch (a fast client)
+    // never gets its in-flight mark written.
+    let finished: HashSet<(&str, u64)> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Progress(p) => Some(p.done.iter().map(|&seq| (&*p.client_id, seq))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     let mut txn = db.begin_write()?;
     if !durable {
         txn.set_durability(Durability::None)?;
@@ -235,6 +245,9 @@ fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<Option<Counts>, r
                 Op::Progress(p) => {
                     let id = &*p.client_id;
                     for &(seq, pkid) in &p.sent {
+                        if finished.contains(&(id, seq)) {
+                            continue;
+                        }
                         let m = codec::encode_mark(Mark::Sent(pkid));
                         inflight.insert((id, seq), m.as_slice())?;
                     }
@@ -242,6 +255,9 @@ fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<Option<Counts>, r
                         // The message itself is no longer needed: only the
                         // PUBREL is repeated after a restart.
                         queue.remove((id, seq))?;
+                        if finished.contains(&(id, seq)) {
+                            continue;
+                        }
                         let m = codec::encode_mark(Mark::Released(pkid));
                         inflight.insert((id, seq), m.as_slice())?;
                     }
