@@ -24,6 +24,8 @@
 //! | no password and anonymous access off | 0x87 Not authorized | 5 |
 //! | token malformed, bad signature, unknown key, wrong algorithm, wrong audience, expired, not yet valid | 0x86 Bad user name or password | 4 |
 //! | token revoked | 0x87 Not authorized | 5 |
+//! | token of another organisation than the site's owner (`--org`, [`crate::owner`]; the bootstrap superadmin excepted) | 0x87 Not authorized | 5 |
+//! | the edge does not know its site's owner (only when embedded without [`crate::owner::resolve`]) | 0x87 Not authorized | 5 |
 //! | will topic outside the token's publish grants | 0x87 Not authorized | 5 |
 //! | no signing keys known yet (nothing fetched, cached or configured) | 0x88 Server unavailable | 3 |
 //!
@@ -37,6 +39,7 @@ use std::time::Duration;
 use plantd_bridge::trust::{Refusal, Trust};
 use plantd_shared::claims::{Claims, Permissions};
 use plantd_shared::jwt::{TokenError, now_secs};
+use plantd_shared::sites::{self, Access};
 use plantd_shared::subject::Site;
 use plantd_shared::topic::{Filter, Topic};
 use tokio::sync::broadcast::error::RecvError;
@@ -137,6 +140,10 @@ type LiveMap = HashMap<Arc<str>, Vec<(u64, Weak<Mailbox>)>>;
 pub struct Authenticator {
     /// The site tokens must be issued for.
     site: Site,
+    /// The organisation that owns the site: tokens of any other (but the
+    /// bootstrap superadmin's) are refused. `None`: unknown, and every
+    /// token is refused.
+    org: Option<String>,
     /// Keys and revocations; `None` when no `--jwks-url`/`--jwks-file` is
     /// configured (then only anonymous access is possible).
     trust: Option<Arc<Trust>>,
@@ -149,18 +156,32 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// An authenticator for `site`.
+    /// Its site's owner is unknown until [`with_org`](Self::with_org).
     pub fn new(site: Site, trust: Option<Arc<Trust>>, allow_anonymous: bool) -> Self {
         Self {
             site,
+            org: None,
             trust,
             allow_anonymous,
             live: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Sets the organisation that owns the site (see [`crate::owner`]).
+    #[must_use]
+    pub fn with_org(mut self, org: Option<String>) -> Self {
+        self.org = org;
+        self
+    }
+
     /// The site tokens must be issued for.
     pub fn site(&self) -> &Site {
         &self.site
+    }
+
+    /// The organisation that owns the site, if known.
+    pub fn org(&self) -> Option<&str> {
+        self.org.as_deref()
     }
 
     /// Whether tokens can be verified (a trust store is configured).
@@ -218,6 +239,27 @@ impl Authenticator {
             Refusal::Revoked => Refused::new(0x87, "token has been revoked"),
             Refusal::NoKeys => Refused::new(0x88, "no signing keys are known yet"),
         })?;
+        // Whatever the audience and grants say, the site's organisation
+        // decides (plantd_shared::sites, the rule every door applies).
+        let Some(owner) = &self.org else {
+            return Err(Refused::new(
+                0x87,
+                "this edge does not know which organisation owns its site",
+            ));
+        };
+        match sites::authorize_org(&claims, owner) {
+            Ok(Access::Own) => {}
+            Ok(Access::AsSuperadmin) => {
+                warn!(subject = %claims.sub, org = %owner, actor_org = %claims.org, cross_org = true, "superadmin connected to another organisation's site");
+            }
+            Err(_) => {
+                info!(subject = %claims.sub, token_org = %claims.org, org = %owner, "refused: token of another organisation");
+                return Err(Refused::new(
+                    0x87,
+                    "token belongs to another organisation than this site's",
+                ));
+            }
+        }
         if let Some(u) = username.filter(|u| !u.is_empty() && *u != claims.sub) {
             debug!(username = %u, subject = %claims.sub, "user name differs from the token subject; the subject is used");
         }

@@ -14,6 +14,14 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Site name; later the bridge's subject prefix (`plantd.<site>.`).
     pub site: String,
+    /// The organisation that owns the site. A CONNECT whose token belongs
+    /// to another organisation is refused (v5 0x87, 3.1.1 return code 5)
+    /// whatever its audience and grants say (the bootstrap superadmin
+    /// excepted). Unset: read from the site's record in `plantd_sites`
+    /// over the uplink's NATS at start, else from the copy cached in
+    /// `<data-dir>/site.json`; with token authentication on and no way to
+    /// tell, the edge does not start. See [`crate::owner`].
+    pub org: Option<String>,
     /// MQTT TCP listener address (port 0 picks a free port).
     pub mqtt_listen: String,
     /// HTTP listener for `/healthz` and `/metrics`.
@@ -130,6 +138,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             site: "local".to_owned(),
+            org: None,
             mqtt_listen: "127.0.0.1:1883".to_owned(),
             http_listen: "127.0.0.1:9090".to_owned(),
             tls_listen: None,

@@ -408,10 +408,20 @@ fn downlink_metrics(out: &mut String, d: &DownlinkStatus) {
 /// # Errors
 /// [`EdgeError`] when something cannot start.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(crate::server::Listening),
 ) -> Result<(), EdgeError> {
+    // Which organisation owns the site: tokens of others are refused at
+    // CONNECT (`crate::owner`; no start without it when tokens are verified).
+    let registry = match &config.uplink.nats_url {
+        Some(url) => Some((url.clone(), nats_options(&config).await?)),
+        None => None,
+    };
+    let verifies_tokens = config.jwks_url.is_some() || config.jwks_file.is_some();
+    config.org = crate::owner::resolve(&config, registry, verifies_tokens)
+        .await
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
     // Signing keys (and, with NATS, revocations) for token authentication.
     let mut trust = EdgeTrust::start(&config).map_err(|e| EdgeError::Config(e.to_string()))?;
     let Some(url) = config.uplink.nats_url.clone() else {

@@ -19,6 +19,7 @@
 //! | [`message`] | publications, deliveries, wills |
 //! | [`protocol`] | the wire format: framing, [`protocol::v4`], [`protocol::v5`] |
 //! | [`auth`] | tokens at CONNECT, per-connection permissions, closing on expiry and revocation |
+//! | [`owner`] | which organisation owns the site: `--org`, the site record in `plantd_sites`, its cached copy |
 //! | [`hooks`] | extension points: publish hook (journal), authoriser |
 //! | [`inject`] | [`inject::BrokerHandle`]: publications and subscriptions from inside the process — cloud commands and site service requests |
 //! | [`uplink`] | the journal hook: which publications go up, journaled before they are acknowledged |
@@ -40,6 +41,7 @@ pub mod link;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
+pub mod owner;
 pub mod protocol;
 pub mod retained;
 pub mod router;

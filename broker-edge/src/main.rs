@@ -23,6 +23,11 @@ struct Args {
     /// Site name.
     #[arg(long, value_name = "NAME")]
     site: Option<String>,
+    /// The organisation that owns the site: tokens of other organisations
+    /// are refused at CONNECT [default: the site's record in plantd_sites,
+    /// or its copy cached in <data-dir>/site.json].
+    #[arg(long, value_name = "ORG")]
+    org: Option<String>,
     /// MQTT listen address [default: 127.0.0.1:1883].
     #[arg(long, value_name = "ADDR")]
     mqtt_listen: Option<String>,
@@ -108,6 +113,9 @@ fn load(args: Args) -> anyhow::Result<Config> {
     };
     if let Some(v) = args.site {
         config.site = v;
+    }
+    if args.org.is_some() {
+        config.org = args.org;
     }
     if let Some(v) = args.mqtt_listen {
         config.mqtt_listen = v;

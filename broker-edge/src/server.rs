@@ -161,7 +161,9 @@ impl Broker {
             site: config.site.clone(),
             detail: e.to_string(),
         })?;
-        let authn = Arc::new(Authenticator::new(site, None, config.allow_anonymous));
+        let authn = Arc::new(
+            Authenticator::new(site, None, config.allow_anonymous).with_org(config.org.clone()),
+        );
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)
                 .await
@@ -257,11 +259,14 @@ impl Broker {
     /// revocations for this broker's site); without it only anonymous
     /// access (when allowed) is possible.
     pub fn with_trust(mut self, trust: Arc<Trust>) -> Self {
-        self.authn = Arc::new(Authenticator::new(
-            self.authn.site().clone(),
-            Some(trust),
-            self.config.allow_anonymous,
-        ));
+        self.authn = Arc::new(
+            Authenticator::new(
+                self.authn.site().clone(),
+                Some(trust),
+                self.config.allow_anonymous,
+            )
+            .with_org(self.authn.org().map(str::to_owned)),
+        );
         self
     }
 

@@ -119,6 +119,8 @@ async fn broker(trust: Arc<Trust>, f: impl FnOnce(&mut Config)) -> TestBroker {
     TestBroker::custom(
         |c| {
             c.site = SITE.into();
+            // The organisation of `device_claims`: the site's owner.
+            c.org = Some("acme".into());
             c.allow_anonymous = false;
             f(c);
         },
@@ -559,6 +561,7 @@ impl Edge {
 fn edge_config(data: &std::path::Path) -> Config {
     Config {
         site: SITE.into(),
+        org: Some("acme".into()),
         mqtt_listen: "127.0.0.1:0".into(),
         http_listen: "127.0.0.1:0".into(),
         data_dir: Some(data.to_owned()),

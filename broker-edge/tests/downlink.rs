@@ -261,7 +261,12 @@ async fn an_authenticated_device_may_answer_without_a_publish_grant() {
     let edge = start_edge(
         &nats,
         &data.path().join("edge"),
-        &["--jwks-file", jwks.to_str().expect("utf-8 path")],
+        &[
+            "--jwks-file",
+            jwks.to_str().expect("utf-8 path"),
+            "--org",
+            "acme",
+        ],
     )
     .await;
 

@@ -331,7 +331,14 @@ async fn websocket_clients_need_a_token_and_get_its_permissions() {
     .expect("write JWKS");
     let trust = Trust::new(Site::new(SITE).expect("site"), dir.path().join("cache"));
     trust.load_file(&jwks).expect("load JWKS");
-    let b = WsBroker::start(|c| c.allow_anonymous = false, move |b| b.with_trust(trust)).await;
+    let b = WsBroker::start(
+        |c| {
+            c.allow_anonymous = false;
+            c.org = Some("acme".into());
+        },
+        move |b| b.with_trust(trust),
+    )
+    .await;
 
     // No token: CONNACK 5 (not authorised), then closed.
     let mut anon = WsMqtt::open(b.ws).await;
