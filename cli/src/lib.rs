@@ -3,6 +3,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`audit`] | `plantd audit [filters]` and `plantd audit verify` over the identity API |
+//! | [`dlq`] | `plantd dlq list\|replay`: items parked by the trigger in `PLANTD_DLQ`, over NATS directly |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
 //! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |
 //! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
@@ -14,6 +15,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod dlq;
 pub mod live;
 pub mod session;
 pub mod streams;

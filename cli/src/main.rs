@@ -69,6 +69,28 @@ enum StateCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum DlqCmd {
+    /// List parked items, oldest first.
+    List {
+        /// Only this consumer's (`<function>_<stream>`, e.g. logger_PLANTD_LOGS).
+        #[arg(long)]
+        consumer: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Hand parked item SEQ back to the function that failed on it (the
+    /// trigger must be running); removed from PLANTD_DLQ once handled.
+    Replay {
+        /// Its sequence in PLANTD_DLQ (first column of `plantd dlq list`).
+        seq: u64,
+        /// Seconds to wait for the function.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCmd {
     /// Check the organisation's hash chain: exit 0 when it is intact, 1
     /// with the first broken record when a record was altered, removed,
@@ -210,6 +232,24 @@ enum Verb {
         /// Replicas per stream and bucket (3 in a cluster).
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+    },
+    /// Items the functions gave up on, parked by the trigger in PLANTD_DLQ:
+    /// list them, or hand one back to its function once it is fixed.
+    Dlq {
+        /// The NATS server.
+        #[arg(
+            long,
+            env = "PLANTD_NATS_URL",
+            default_value = "nats://127.0.0.1:4222",
+            global = true
+        )]
+        nats_url: String,
+        /// NATS credentials file (JWT + seed).
+        #[arg(long, env = "PLANTD_NATS_CREDS", global = true)]
+        creds: Option<PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        cmd: DlqCmd,
     },
     /// The audit trail of your organisation, oldest first: who did what,
     /// to what, from where, with what outcome (`plantd audit verify`
@@ -465,6 +505,20 @@ fn main() -> ExitCode {
                 creds,
                 replicas,
             } => plantd_cli::streams::ensure(&nats_url, creds.as_deref(), replicas).await,
+            Verb::Dlq {
+                nats_url,
+                creds,
+                cmd,
+            } => match cmd {
+                DlqCmd::List { consumer, limit } => {
+                    let consumer = consumer.as_deref();
+                    plantd_cli::dlq::list(&nats_url, creds.as_deref(), consumer, limit, json).await
+                }
+                DlqCmd::Replay { seq, timeout } => {
+                    let timeout = std::time::Duration::from_secs(timeout);
+                    plantd_cli::dlq::replay(&nats_url, creds.as_deref(), seq, timeout, json).await
+                }
+            },
             Verb::Audit {
                 cmd,
                 org,
