@@ -477,6 +477,9 @@ async fn start_edge(
         http_listen: e.http_listen.clone(),
         data_dir: Some(config.data_dir.join("edge")),
         allow_anonymous: e.allow_anonymous,
+        // The site is registered to the bootstrap organisation at start
+        // (`register_site`): only its tokens are let in.
+        org: Some(plantd_shared::sites::BOOTSTRAP_ORG.to_owned()),
         jwks_url: Some(format!("{functions_url}/.well-known/jwks.json")),
         ..plantd_edge::Config::default()
     };
@@ -519,6 +522,41 @@ async fn start_edge(
     Ok((stop, task, mqtt))
 }
 
+/// Registers the edge's site to the bootstrap organisation (idempotent: a
+/// restart finds it registered).
+///
+/// # Errors
+/// When the site name is invalid, the registry unreachable, or another
+/// organisation owns the site.
+async fn register_site(state: &plantd_identity::AppState, site: &str) -> Result<()> {
+    use plantd_shared::sites::{BOOTSTRAP_ORG, Registered, SitesError};
+    let id =
+        plantd_shared::subject::Site::new(site).map_err(|e| anyhow::anyhow!("edge site: {e}"))?;
+    match state
+        .sites
+        .register(&id, BOOTSTRAP_ORG, "local site (plantd up)")
+        .await
+    {
+        Ok(Registered::Created) => status(
+            "site",
+            "registered",
+            format_args!("{site} (organisation {BOOTSTRAP_ORG})"),
+        ),
+        Ok(Registered::Existed) => status(
+            "site",
+            "ready",
+            format_args!("{site} (organisation {BOOTSTRAP_ORG})"),
+        ),
+        Err(SitesError::OwnedByOther { org, .. }) => {
+            return Err(anyhow::anyhow!(
+                "site {site} is registered to organisation {org}; plantd up runs its edge for organisation {BOOTSTRAP_ORG}: choose another site or delete it (plantd sites delete {site})"
+            ));
+        }
+        Err(e) => return Err(anyhow::anyhow!("site registry: {e}")),
+    }
+    Ok(())
+}
+
 fn admin_password_path(config: &UpConfig) -> PathBuf {
     config.data_dir.join("admin-password")
 }
@@ -559,6 +597,7 @@ async fn start_functions(
         bootstrap::Bootstrap::Created(_) => status("admin", "created", &config.http.admin_email),
         bootstrap::Bootstrap::Exists => status("admin", "ready", &config.http.admin_email),
     }
+    register_site(&state, &config.edge.site).await?;
     let client = async_nats::connect(nats_url)
         .await
         .with_context(|| format!("cannot connect to {nats_url}"))?;
