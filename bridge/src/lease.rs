@@ -341,15 +341,22 @@ impl SiteLease {
                     }
                 }
                 _ = renew.tick() => {
-                    if let Err(e) = self.confirm().await {
-                        tracing::warn!(error = %e, "site lease: cannot renew now");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        r = self.confirm() => if let Err(e) = r {
+                            tracing::warn!(error = %e, "site lease: cannot renew now");
+                        },
                     }
                 }
             }
         }
-        let _ = pings.unsubscribe().await;
-        // Make sure the server has seen it: a successor asking right after
-        // must find nobody answering.
-        let _ = self.client.flush().await;
+        // Make sure the server has seen the unsubscription, so a successor
+        // asking right after finds nobody answering — but never hold up a
+        // shutdown while NATS is out of reach.
+        let _ = tokio::time::timeout(lease::PING_TIMEOUT, async {
+            let _ = pings.unsubscribe().await;
+            let _ = self.client.flush().await;
+        })
+        .await;
     }
 }

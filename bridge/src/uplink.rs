@@ -362,7 +362,13 @@ impl Uplink {
             };
             let stop = match conn {
                 Ok(conn) => {
-                    let stop = match p.prepare(&conn, &mut reader).await {
+                    // Asking NATS may take a while when it is slow: never
+                    // hold up a shutdown for it.
+                    let prepared = tokio::select! {
+                        _ = &mut shutdown => Err(Stop::Shutdown),
+                        r = p.prepare(&conn, &mut reader) => r,
+                    };
+                    let stop = match prepared {
                         Ok(()) => p.pump(&conn, &mut reader, &mut shutdown).await,
                         Err(stop) => stop,
                     };
