@@ -10,6 +10,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`audit`] | where a request came from, and recording refused requests in the audit trail |
 //! | [`auth`] | the keys tokens are verified against, the bearer-token extractor, permission checks |
 //! | [`state_store`] | scoped state on `plantd_state`: keys, values with content types, compare-and-set, history |
 //! | [`scan`] | reading a stream in order with a throw-away ordered consumer |
@@ -20,6 +21,7 @@
 //! | [`routes`] | the HTTP API |
 //! | [`aws`] | on AWS: the WebSocket API function, the DynamoDB connection registry, fan-out with `post_to_connection` |
 
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod error;
@@ -57,6 +59,10 @@ pub struct Settings {
     pub ws_send_queue: usize,
     /// Most live subscriptions one WebSocket may hold.
     pub ws_max_subscriptions: usize,
+    /// Proxies whose `X-Forwarded-For` names the client, for the audit
+    /// trail's source addresses (`PLANTD_TRUSTED_PROXIES`); none by
+    /// default.
+    pub trusted_proxies: plantd_shared::http::source::TrustedProxies,
 }
 
 impl Default for Settings {
@@ -67,6 +73,7 @@ impl Default for Settings {
             max_page: 1000,
             ws_send_queue: 256,
             ws_max_subscriptions: 100,
+            trusted_proxies: Default::default(),
         }
     }
 }
@@ -88,6 +95,8 @@ pub struct AppState {
     /// that the caller's organisation owns the site
     /// ([`routes::site::owned`]).
     pub sites: plantd_shared::sites::Sites,
+    /// Appends to the audit trail (`PLANTD_AUDIT`).
+    pub audit: plantd_shared::audit::Auditor,
 }
 
 impl AppState {
@@ -110,6 +119,7 @@ impl AppState {
             .map_err(AppError::unavailable)?;
         let state = StateStore::open(client.clone(), js.clone()).await?;
         let sites = plantd_shared::sites::Sites::open(&js).await?;
+        let audit = plantd_shared::audit::Auditor::new(js.clone());
         Ok(Self {
             trust: Arc::new(Trust::new(jwks, revoked)),
             state,
@@ -117,17 +127,32 @@ impl AppState {
             js,
             settings: Arc::new(settings),
             sites,
+            audit,
         })
     }
 }
 
-/// The proxy HTTP API.
+/// The proxy HTTP API: the routes, every `403` recorded in the audit
+/// trail, and a request id on every request (echoed in `x-request-id`).
 pub fn app(state: AppState) -> Router {
-    routes::router().with_state(state)
+    audited(routes::router(), state)
 }
 
 /// The proxy HTTP API without `/healthz`, to merge into a server that
 /// already has one (`plantd up` merges it beside `plantd_identity::app`).
 pub fn mountable(state: AppState) -> Router {
-    routes::api().with_state(state)
+    audited(routes::api(), state)
+}
+
+/// `routes` with the audit middleware and the request id, and `state`.
+fn audited(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_denials,
+        ))
+        .layer(axum::middleware::from_fn(
+            plantd_shared::http::request_id::layer,
+        ))
+        .with_state(state)
 }

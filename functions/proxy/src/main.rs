@@ -28,7 +28,10 @@
 //! * `fanout`: `PLANTD_WS_ENDPOINT` (the WebSocket API's
 //!   `https://<api>.execute-api.<region>.amazonaws.com/<stage>`),
 //!   `PLANTD_FANOUT_CACHE_MS` (reuse a site's subscription list this long,
-//!   default 1000) and `PLANTD_FANOUT_WORKERS` (default 8).
+//!   default 1000) and `PLANTD_FANOUT_WORKERS` (default 8);
+//! * `PLANTD_TRUSTED_PROXIES`: comma-separated proxy addresses whose
+//!   `X-Forwarded-For` names the client in audit records (default none; on
+//!   Lambda the client is API Gateway's `sourceIp`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,7 +188,11 @@ async fn main() -> anyhow::Result<()> {
             "no JWKS: set jwks_url in the proxy secret, PLANTD_JWKS_URL or PLANTD_JWKS_FILE"
         ),
     };
-    let settings = Settings::default();
+    let settings = Settings {
+        trusted_proxies: plantd_shared::http::source::TrustedProxies::from_env()
+            .map_err(anyhow::Error::msg)?,
+        ..Settings::default()
+    };
     let max_subscriptions = settings.ws_max_subscriptions;
     let state = AppState::new(client, jwks, settings).await?;
 
@@ -223,7 +230,24 @@ async fn main() -> anyhow::Result<()> {
 
     if on_lambda {
         tracing::info!("proxy serving the HTTP API through the Lambda runtime API");
-        return lambda_http::run(app(state))
+        // API Gateway's view of the client address is the peer (for the
+        // audit trail's source addresses).
+        let app = app(state).layer(axum::middleware::map_request(
+            |mut req: axum::extract::Request| async move {
+                use lambda_http::RequestExt as _;
+                use lambda_http::request::RequestContext;
+                let ip = match req.request_context_ref() {
+                    Some(RequestContext::ApiGatewayV2(c)) => c.http.source_ip.clone(),
+                    _ => None,
+                };
+                if let Some(ip) = ip.and_then(|s| s.parse().ok()) {
+                    req.extensions_mut()
+                        .insert(plantd_shared::http::source::PeerAddr(ip));
+                }
+                req
+            },
+        ));
+        return lambda_http::run(app)
             .await
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
     }
@@ -233,11 +257,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "proxy listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     if let Some(task) = refresher {
         task.abort();
         let _ = task.await;

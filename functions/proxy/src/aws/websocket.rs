@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::registry::{Interest, Registry, Subscribed};
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::routes::{commands, site};
 use crate::{AppError, AppState};
@@ -63,9 +64,31 @@ pub struct WsContext {
     pub route_key: String,
     /// The API Gateway connection id.
     pub connection_id: String,
-    /// API Gateway's request id, for the logs.
+    /// API Gateway's request id, for the logs and the audit trail.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Who is calling, as API Gateway saw it.
+    #[serde(default)]
+    pub identity: Option<WsIdentity>,
+}
+
+/// `requestContext.identity` of a WebSocket event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsIdentity {
+    /// The client's address.
+    #[serde(default)]
+    pub source_ip: Option<String>,
+}
+
+impl WsContext {
+    /// Where the event came from, for the audit trail.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            source: self.identity.as_ref().and_then(|i| i.source_ip.clone()),
+            request_id: self.request_id.clone(),
+        }
+    }
 }
 
 /// What the function returns to API Gateway.
@@ -194,7 +217,9 @@ impl Handler {
                 WsResponse::frame(&result.unwrap_or_else(|e| error(id.as_deref(), &e)))
             }
             "command" => {
-                let (id, result) = self.command(conn, event.body.as_deref()).await;
+                let (id, result) = self
+                    .command(conn, &event.request_context, event.body.as_deref())
+                    .await;
                 WsResponse::frame(&result.unwrap_or_else(|e| error(id.as_deref(), &e)))
             }
             _ => {
@@ -317,6 +342,7 @@ impl Handler {
     async fn command(
         &self,
         conn: &str,
+        context: &WsContext,
         body: Option<&str>,
     ) -> (Option<String>, Result<Value, AppError>) {
         let mut fields = match body.and_then(|b| serde_json::from_str::<Value>(b).ok()) {
@@ -332,7 +358,8 @@ impl Handler {
         fields.remove("op");
         let result = async {
             let caller = self.caller(conn).await?;
-            commands::operation(&self.state, &caller, fields).await
+            let origin = context.origin();
+            commands::operation(&self.state, &caller, &origin, fields).await
         }
         .await;
         (id, result)

@@ -18,9 +18,12 @@ use plantd_shared::headers;
 use plantd_shared::subject::{Channel, topic_to_subject};
 use serde::Deserialize;
 
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::routes::site;
 use crate::{AppError, AppState};
+use plantd_shared::audit::{Action, Outcome};
+use serde_json::json;
 
 /// What NATS may add to the wait the caller asked for, so the edge's own
 /// 504 (sent when the device is late) arrives before ours.
@@ -65,6 +68,7 @@ pub struct CallQuery {
 pub async fn call(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path((site_name, topic)): Path<(String, String)>,
     Params(query): Params<CallQuery>,
     req_headers: HeaderMap,
@@ -72,7 +76,7 @@ pub async fn call(
 ) -> Result<Response, AppError> {
     let site = site::site(&site_name)?;
     caller.require(&permission(site.as_str()))?;
-    site::owned(&state, &caller, &site).await?;
+    let owner = site::owned(&state, &caller, &site).await?.org;
     let topic = site::topic(&topic)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -96,9 +100,24 @@ pub async fn call(
         .payload(body)
         .headers(h)
         .timeout(Some(wait + MARGIN));
+    let target = format!("call:{site}/{}", topic.as_str());
+    let record = |outcome, detail| {
+        let action = Action::ServiceCall;
+        origin.record(
+            &state,
+            &caller,
+            action,
+            &owner,
+            target.clone(),
+            outcome,
+            detail,
+        )
+    };
     let reply = match state.client.send_request(subject, request).await {
         Ok(reply) => reply,
         Err(e) => {
+            let reason = Some(json!({ "reason": e.to_string() }));
+            record(Outcome::Failure, reason).await;
             return Err(match e.kind() {
                 RequestErrorKind::NoResponders => AppError::no_responder(format!(
                     "site {site} is not connected or serves no {topic}"
@@ -118,6 +137,7 @@ pub async fn call(
             .map(|v| v.as_str().to_owned())
     };
     if let Some(status) = reply_header(headers::STATUS) {
+        record(Outcome::Failure, Some(json!({ "status": status }))).await;
         let (code, reason) = status.split_once(' ').unwrap_or((status.as_str(), ""));
         let reason = if reason.is_empty() {
             status.as_str()
@@ -131,6 +151,11 @@ pub async fn call(
             _ => AppError::new(StatusCode::BAD_GATEWAY, "bad_gateway", reason.to_owned()),
         });
     }
+    record(
+        Outcome::Success,
+        Some(json!({ "reply_bytes": reply.payload.len() })),
+    )
+    .await;
     let ct = reply_header(headers::CONTENT_TYPE)
         .and_then(|ct| HeaderValue::from_str(&ct).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));

@@ -13,10 +13,12 @@ use plantd_shared::subject::{Channel, topic_to_subject};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::json::Body;
 use crate::routes::site;
 use crate::{AppError, AppState};
+use plantd_shared::audit::{Action, Outcome};
 
 /// A command.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -103,17 +105,19 @@ pub struct Sent {
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(site_name): Path<String>,
     Body(cmd): Body<Command>,
 ) -> Result<Response, AppError> {
-    let sent = publish(&state, &caller, &site_name, cmd).await?;
+    let sent = publish(&state, &caller, &origin, &site_name, cmd).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(sent)).into_response())
 }
 
 /// Checks `commands:<site>:send`, that the caller's organisation owns the
 /// site ([`site::owned`]) and the command, and stores it in
 /// `PLANTD_COMMANDS` for the site's edge. Shared by the HTTP route and the
-/// WebSocket's `command` operation.
+/// WebSocket's `command` operation. A stored command is recorded in the
+/// audit trail of the site's organisation (`command.send`, from `origin`).
 ///
 /// # Errors
 /// 400 for a bad site, topic, payload or QoS; 403; 503 when JetStream
@@ -121,16 +125,18 @@ pub async fn send(
 pub async fn publish(
     state: &AppState,
     caller: &Caller,
+    origin: &Origin,
     site_name: &str,
     cmd: Command,
 ) -> Result<Sent, AppError> {
     let site = site::site(site_name)?;
     caller.require(&permission(site.as_str()))?;
-    site::owned(state, caller, &site).await?;
+    let owner = site::owned(state, caller, &site).await?.org;
     let topic = site::topic(&cmd.topic)?;
     if cmd.qos > 2 {
         return Err(AppError::bad_request("qos must be 0, 1 or 2"));
     }
+    let mut detail = json!({ "qos": cmd.qos, "retain": cmd.retain, "ttl_secs": cmd.ttl_secs });
     let payload = match (cmd.payload, cmd.payload_base64) {
         (Some(_), Some(_)) => {
             return Err(AppError::bad_request(
@@ -144,6 +150,7 @@ pub async fn publish(
         ),
         (None, None) => Bytes::new(),
     };
+    let payload_len = payload.len();
     let mut h = async_nats::HeaderMap::new();
     h.insert(headers::QOS, cmd.qos.to_string().as_str());
     h.insert(headers::RETAIN, if cmd.retain { "true" } else { "false" });
@@ -166,6 +173,13 @@ pub async fn publish(
         .map_err(AppError::unavailable)?
         .await
         .map_err(AppError::unavailable)?;
+    detail["sequence"] = json!(ack.sequence);
+    detail["payload_bytes"] = json!(payload_len);
+    let target = format!("command:{site}/{}", topic.as_str());
+    let (action, ok) = (Action::CommandSend, Outcome::Success);
+    origin
+        .record(state, caller, action, &owner, target, ok, Some(detail))
+        .await;
     Ok(Sent {
         stream: ack.stream,
         sequence: ack.sequence,
@@ -179,12 +193,17 @@ pub async fn publish(
 /// (the route's permission check and headers) and the answer is
 /// `{"op":"sent","id","stream","sequence"}`.
 ///
+/// A refused command (403) is recorded as `command.send` with outcome
+/// `denied` (the REST route's refusals are recorded by the audit
+/// middleware).
+///
 /// # Errors
 /// As [`publish`]; 400 also for a missing `site` or a field the commands
 /// body does not have. The caller turns them into the socket's error frame.
 pub async fn operation(
     state: &AppState,
     caller: &Caller,
+    origin: &Origin,
     mut fields: Map<String, Value>,
 ) -> Result<Value, AppError> {
     let id = fields.remove("id");
@@ -194,6 +213,19 @@ pub async fn operation(
     };
     let cmd = serde_json::from_value::<Command>(Value::Object(fields))
         .map_err(|e| AppError::bad_request(e.to_string()))?;
-    let sent = publish(state, caller, &site, cmd).await?;
+    let topic = cmd.topic.clone();
+    let sent = match publish(state, caller, origin, &site, cmd).await {
+        Ok(sent) => sent,
+        Err(e) if e.status == StatusCode::FORBIDDEN => {
+            let target = format!("command:{site}/{topic}");
+            let detail = Some(json!({ "reason": e.message }));
+            let (action, denied) = (Action::CommandSend, Outcome::Denied);
+            origin
+                .record(state, caller, action, "", target, denied, detail)
+                .await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     Ok(json!({ "op": "sent", "id": id, "stream": sent.stream, "sequence": sent.sequence }))
 }

@@ -47,6 +47,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Origin;
 use crate::auth::{Caller, Revocation, SocketCaller};
 use crate::routes::{commands, site};
 use crate::{AppError, AppState};
@@ -77,12 +78,13 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub async fn socket(
     State(state): State<AppState>,
     SocketCaller(caller): SocketCaller,
+    origin: Origin,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     upgrade
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |ws| connection(ws, state, caller))
+        .on_upgrade(move |ws| connection(ws, state, caller, origin))
 }
 
 /// `subscribe`.
@@ -121,7 +123,9 @@ fn close(reason: &'static str) -> End {
 }
 
 /// One connection, from upgrade to close.
-async fn connection(ws: WebSocket, state: AppState, caller: Caller) {
+/// `origin` is the handshake's: audit records of the connection's commands
+/// carry its source address and request id.
+async fn connection(ws: WebSocket, state: AppState, caller: Caller, origin: Origin) {
     let (sink, mut incoming) = ws.split();
     let (out, queue) = mpsc::channel::<Frame>(state.settings.ws_send_queue.max(1));
     let (closing, closed) = oneshot::channel();
@@ -163,7 +167,8 @@ async fn connection(ws: WebSocket, state: AppState, caller: Caller) {
             frame = incoming.next() => {
                 let reply = match frame {
                     Some(Ok(Frame::Text(text))) => {
-                        operation(&state, &caller, &mut subs, &out, &slow, text.as_str()).await
+                        let ctx = (&state, &caller, &origin);
+                        operation(ctx, &mut subs, &out, &slow, text.as_str()).await
                     }
                     Some(Ok(Frame::Binary(_))) => Some(error(
                         None,
@@ -228,8 +233,7 @@ fn error(id: Option<&str>, e: &AppError) -> Value {
 
 /// Runs one client operation; the reply to queue, if any.
 async fn operation(
-    state: &AppState,
-    caller: &Caller,
+    (state, caller, origin): (&AppState, &Caller, &Origin),
     subs: &mut HashMap<String, JoinHandle<()>>,
     out: &mpsc::Sender<Frame>,
     slow: &CancellationToken,
@@ -259,7 +263,7 @@ async fn operation(
             Ok(u) => unsubscribe(subs, u).await,
             Err(e) => Err(e),
         },
-        Some("command") => commands::operation(state, caller, fields).await,
+        Some("command") => commands::operation(state, caller, origin, fields).await,
         _ => Err(AppError::bad_request(
             "op must be subscribe, unsubscribe or command",
         )),

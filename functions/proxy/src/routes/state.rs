@@ -13,10 +13,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::json::Body;
 use crate::state_store::{DEFAULT_CONTENT_TYPE, Precondition, check_scope};
 use crate::{AppError, AppState};
+use plantd_shared::audit::{Action, Outcome};
 
 /// The permission for `action` on `scope`.
 pub fn permission(scope: &str, action: &str) -> String {
@@ -95,11 +97,17 @@ pub struct NewScope {
 pub async fn create_scope(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Body(body): Body<NewScope>,
 ) -> Result<Response, AppError> {
     check_scope(&body.scope)?;
     caller.require(&permission(&body.scope, "admin"))?;
     let revision = state.state.create_scope(caller.org(), &body.scope).await?;
+    let target = format!("scope:{}", body.scope);
+    let (action, ok) = (Action::ScopeCreate, Outcome::Success);
+    origin
+        .record(&state, &caller, action, "", target, ok, None)
+        .await;
     Ok((
         StatusCode::CREATED,
         [(ETAG, etag(revision))],
@@ -150,11 +158,17 @@ pub async fn list_scopes(
 pub async fn delete_scope(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path(scope): Path<String>,
 ) -> Result<Response, AppError> {
     check_scope(&scope)?;
     caller.require(&permission(&scope, "admin"))?;
     state.state.delete_scope(caller.org(), &scope).await?;
+    let target = format!("scope:{scope}");
+    let (action, ok) = (Action::ScopeDelete, Outcome::Success);
+    origin
+        .record(&state, &caller, action, "", target, ok, None)
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
