@@ -4,7 +4,7 @@
 //! |---|---|
 //! | [`message`] | [`UplinkMessage`]: what the edge journals for each uplinked MQTT message, its compact binary encoding, and its NATS subject and headers |
 //! | [`lease`] | [`SiteLease`]: holding the site's lease, so that two live edges never publish one site's messages |
-//! | [`downlink`] | [`Downlink`]: commands from `PLANTD_COMMANDS` to the broker, in order, acknowledged after the broker accepted them, expired ones dropped |
+//! | [`downlink`] | [`Downlink`]: commands from `PLANTD_COMMANDS` to the broker, pipelined, in order per topic; a command nobody subscribes to is held (a record in `plantd_commands`) without holding up other topics, and can be cancelled; expired ones dropped |
 //! | [`service`] | request/reply to site services: NATS request → MQTT 5 request → the device's answer as the reply |
 //! | [`trust`] | [`Trust`]: the identity service's keys (URL or file, cached on disk) and the mirrored revocation list, for verifying MQTT passwords offline |
 //! | [`uplink`] | [`Uplink`]: reads the journal from the acknowledged cursor and publishes to JetStream, pipelined with a bounded window, resending after failures |

@@ -1,6 +1,7 @@
 //! Commands from the cloud against a real nats-server: sent while the edge
 //! is away, they arrive when it attaches, in order; expired ones do not;
-//! acknowledged ones are not delivered twice.
+//! acknowledged ones are not delivered twice; held ones (nobody subscribed)
+//! come back after a restart, still before later ones to their topic.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +17,11 @@ use plantd_testkit::Nats;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// The broker stand-in: records what it accepted; refuses the first
-/// `refuse` deliveries.
+/// `refuse` deliveries; nobody subscribes to the topics in `absent`.
 struct Broker {
     tx: mpsc::UnboundedSender<Command>,
     refuse: AtomicUsize,
+    absent: Vec<String>,
 }
 
 impl CommandSink for Broker {
@@ -31,6 +33,9 @@ impl CommandSink for Broker {
                 .is_ok()
             {
                 return Err(SinkError::Refused("session queue full".into()));
+            }
+            if self.absent.iter().any(|t| t == command.topic.as_str()) {
+                return Err(SinkError::NoSubscribers);
             }
             self.tx
                 .send(command)
@@ -68,10 +73,16 @@ struct Running {
 }
 
 async fn start(nats: &Nats, refuse: usize) -> Running {
+    start_with(nats, refuse, &[]).await
+}
+
+/// [`start`] with nobody subscribed to the topics in `absent`.
+async fn start_with(nats: &Nats, refuse: usize, absent: &[&str]) -> Running {
     let (tx, rx) = mpsc::unbounded_channel();
     let broker = Arc::new(Broker {
         tx,
         refuse: AtomicUsize::new(refuse),
+        absent: absent.iter().map(|t| (*t).to_owned()).collect(),
     });
     let mut cfg = DownlinkConfig::new(site());
     cfg.retry_delay = Duration::from_millis(50);
@@ -213,5 +224,85 @@ async fn acknowledged_commands_are_not_delivered_again_after_a_restart() {
         "3",
         "only what was not acknowledged before"
     );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn held_commands_come_back_after_a_restart_before_later_ones_to_their_topic() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    send(&js, "plantd.plant-1.down.door", "a", &[]).await;
+    send(&js, "plantd.plant-1.down.door", "b", &[]).await;
+    send(&js, "plantd.plant-1.down.lamp", "c", &[]).await;
+    // Nobody subscribes to `door`: its two commands are held, `lamp` does
+    // not wait for them.
+    let mut d = start_with(&nats, 0, &["door"]).await;
+    assert_eq!(&d.next().await.payload[..], b"c");
+    d.status.wait_for(|s| s.pending == 2).await.expect("status");
+    d.stop().await;
+
+    send(&js, "plantd.plant-1.down.door", "d", &[]).await;
+    send(&js, "plantd.plant-1.down.lamp", "e", &[]).await;
+    // Someone subscribes now: the held ones first, in order, then the rest.
+    let mut d = start(&nats, 0).await;
+    let mut door = Vec::new();
+    let mut lamp = Vec::new();
+    for _ in 0..4 {
+        let c = d.next().await;
+        let into = if c.topic.as_str() == "door" {
+            &mut door
+        } else {
+            &mut lamp
+        };
+        into.push(String::from_utf8(c.payload.to_vec()).expect("utf-8"));
+    }
+    assert_eq!(door, ["a", "b", "d"], "order per topic across the restart");
+    assert_eq!(lamp, ["e"], "delivered once");
+    d.status
+        .wait_for(|s| s.pending == 0 && s.delivered == 4)
+        .await
+        .expect("status");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn commands_in_flight_at_a_crash_come_again_first_and_in_order() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    use futures::StreamExt as _;
+
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    for step in ["1", "2", "3"] {
+        send(&js, "plantd.plant-1.down.step", step, &[]).await;
+    }
+    // An earlier edge (with the one-at-a-time consumer of old) took "1"
+    // and "2" and died before acknowledging them.
+    let stream = js.get_stream(streams::COMMANDS).await.expect("stream");
+    let old = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("plantd-edge-plant-1".into()),
+            filter_subject: "plantd.plant-1.down.>".into(),
+            ack_policy: AckPolicy::Explicit,
+            max_ack_pending: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut taken = old.fetch().max_messages(2).messages().await.expect("fetch");
+    for _ in 0..2 {
+        taken.next().await.expect("a message").expect("message");
+    }
+
+    // They come again at once (not after the acknowledgement wait), first.
+    let mut d = start(&nats, 0).await;
+    for want in ["1", "2", "3"] {
+        assert_eq!(d.next().await.payload, want);
+    }
     d.stop().await;
 }

@@ -200,10 +200,26 @@ impl<S: CommandSink> Downlink<S> {
     /// errors (the stream missing, the connection lost).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Tells an attached session to stop taking commands and finish
+        // what it holds in hand (records being written, acknowledgements).
+        let (stop, stopping) = watch::channel(false);
         loop {
+            let attached = session::run(
+                &self.js,
+                &self.cfg,
+                self.sink.as_ref(),
+                &self.status,
+                stopping.clone(),
+            );
+            tokio::pin!(attached);
             tokio::select! {
-                _ = &mut shutdown => break,
-                r = session::run(&self.js, &self.cfg, self.sink.as_ref(), &self.status) => {
+                _ = &mut shutdown => {
+                    let _ = stop.send(true);
+                    // Bounded: with NATS down the last writes would wait.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), &mut attached).await;
+                    break;
+                }
+                r = &mut attached => {
                     let msg = match r {
                         Ok(()) => "command consumer ended".to_owned(),
                         Err(e) => e,

@@ -40,18 +40,23 @@ struct Slot {
 
 /// What woke the session up.
 enum Event {
-    Message(Option<Result<jetstream::Message, String>>),
+    Message(Option<Result<Box<jetstream::Message>, String>>),
     Written((u64, Result<u64, String>)),
     Record(Option<Result<kv::Entry, String>>),
     Tick,
+    Stop,
 }
 
-/// Runs one attachment. See the module documentation.
+/// Runs one attachment (see the module documentation) until an error, or
+/// until `stop` turns true: then it takes no more commands, finishes the
+/// records being written and acknowledges what is done, so that a restart
+/// delivers nothing twice.
 pub(super) async fn run<S: CommandSink>(
     js: &jetstream::Context,
     cfg: &DownlinkConfig,
     sink: &S,
     status: &watch::Sender<DownlinkStatus>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let stream = js
         .get_stream(streams::COMMANDS)
@@ -94,14 +99,15 @@ pub(super) async fn run<S: CommandSink>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
-            m = messages.next() => Event::Message(m.map(|r| r.map_err(|e| format!("receiving commands: {e}")))),
+            m = messages.next() => Event::Message(m.map(|r| r.map(Box::new).map_err(|e| format!("receiving commands: {e}")))),
             Some(w) = s.writes.next(), if !s.writes.is_empty() => Event::Written(w),
             e = watch.next() => Event::Record(e.map(|r| r.map_err(|e| format!("watching held commands: {e}")))),
             _ = tick.tick() => Event::Tick,
+            _ = stop.wait_for(|s| *s) => Event::Stop,
         };
         match event {
             Event::Message(None) => return Ok(()),
-            Event::Message(Some(m)) => s.arrive(m?).await?,
+            Event::Message(Some(m)) => s.arrive(*m?).await?,
             Event::Written((seq, revision)) => {
                 s.held.set_revision(seq, revision?);
                 s.done(seq);
@@ -109,6 +115,13 @@ pub(super) async fn run<S: CommandSink>(
             Event::Record(None) => return Err("the held-command watch ended".into()),
             Event::Record(Some(e)) => s.changed(e?).await,
             Event::Tick => s.retry().await?,
+            Event::Stop => {
+                while let Some((seq, revision)) = s.writes.next().await {
+                    s.held.set_revision(seq, revision?);
+                    s.done(seq);
+                }
+                return s.acknowledge().await;
+            }
         }
         s.acknowledge().await?;
         s.publish_pending();
