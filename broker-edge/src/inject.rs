@@ -115,7 +115,14 @@ impl BrokerHandle {
     }
 }
 
-/// Cloud commands into the broker (the downlink's sink).
+/// Cloud commands into the broker (the downlink's sink). A command is
+/// routed like a client's PUBLISH: accepted when at least one subscription
+/// matches — a persistent session that is offline included, whose queue
+/// keeps it like any MQTT message until the device returns;
+/// [`SinkError::NoSubscribers`] when none matches (the downlink then holds
+/// it, and later commands to its topic, without holding up other topics);
+/// [`SinkError::Refused`] when every subscriber's queue is full. A retained
+/// command is always accepted: the broker keeps it for whoever subscribes.
 #[derive(Debug, Clone)]
 pub struct EdgeCommands {
     /// The broker.
