@@ -17,8 +17,8 @@
 //! outstanding.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -112,6 +112,10 @@ pub struct Mailbox {
     online: AtomicBool,
     /// Queue depth gauge and drop counters.
     metrics: Arc<Metrics>,
+    /// Acknowledgements to this session's publisher held in the session
+    /// store's pipeline; while there are any, later ones wait behind them
+    /// (PUBACKs go out in the order of the PUBLISHes).
+    held_acks: AtomicUsize,
 }
 
 impl Mailbox {
@@ -123,6 +127,7 @@ impl Mailbox {
             limit: limit.max(1),
             online: AtomicBool::new(false),
             metrics,
+            held_acks: AtomicUsize::new(0),
         }
     }
 
@@ -228,6 +233,25 @@ impl Mailbox {
     pub fn unreserve(&self) {
         let mut q = self.lock();
         q.reserved = q.reserved.saturating_sub(1);
+    }
+
+    /// Counts an acknowledgement held back until the session store commits
+    /// (see [`holds_acks`](Self::holds_acks)).
+    pub fn hold_ack(&self) {
+        self.held_acks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queues a held acknowledgement for connection `conn`, then stops
+    /// counting it.
+    pub fn release_ack(&self, conn: u64, ctl: LinkCtl) {
+        self.push_ctl(conn, ctl);
+        self.held_acks.fetch_sub(1, Ordering::Release);
+    }
+
+    /// True while acknowledgements for this session are held back: a later
+    /// one must wait behind them.
+    pub fn holds_acks(&self) -> bool {
+        self.held_acks.load(Ordering::Acquire) > 0
     }
 
     /// Queues a control message for connection `conn` and wakes the link.

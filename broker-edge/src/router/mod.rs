@@ -429,14 +429,19 @@ impl Router {
                     {
                         self.route.incoming.push((id.clone(), ack.pkid));
                     }
-                    self.answer(before, Release::Ack { ack, reason });
+                    self.answer_publisher(before, ack, reason);
                 }
             }
             RouterCmd::Inject { publication, reply } => {
                 let before = self.route.changes();
                 let reason = self.publish(publication);
                 if let Some(reply) = reply {
-                    self.answer(before, Release::Reply { reply, reason });
+                    let r = Release::Reply { reply, reason };
+                    if self.route.changes() > before {
+                        self.route.releases.push(r);
+                    } else {
+                        r.send();
+                    }
                 }
             }
             RouterCmd::Subscribe {
@@ -703,19 +708,26 @@ impl Router {
         mailbox.push(d)
     }
 
-    /// Sends an answer (PUBACK/PUBREC, an injection's outcome) now, or holds
-    /// it until this turn's changes are committed: when the message it
-    /// answers stored something (`before` is the number of changes before
-    /// it was routed), or when an earlier answer is held (answers keep
-    /// their order).
-    fn answer(&mut self, before: usize, r: Release) {
-        let hold = self.route.changes() > before
-            || !self.route.releases.is_empty()
-            || self.store.as_ref().is_some_and(StoreHandle::holding);
-        if hold {
-            self.route.releases.push(r);
+    /// Sends a publisher its PUBACK/PUBREC now, or holds it until this
+    /// turn's changes are committed: when its message stored something
+    /// (`before` is the number of changes before it was routed), or when an
+    /// earlier answer to the same publisher is held (PUBACKs keep the order
+    /// of the PUBLISHes; other publishers are not held up).
+    fn answer_publisher(&mut self, before: usize, ack: AckTo, reason: u8) {
+        if self.route.changes() > before || ack.mailbox.holds_acks() {
+            ack.mailbox.hold_ack();
+            self.route.releases.push(Release::Ack {
+                ack,
+                reason,
+                held: true,
+            });
         } else {
-            r.send();
+            Release::Ack {
+                ack,
+                reason,
+                held: false,
+            }
+            .send();
         }
     }
 

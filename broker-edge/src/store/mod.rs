@@ -15,8 +15,8 @@
 //! * **Before acknowledging.** A QoS 1/2 message for a persistent session
 //!   travels in an [`Op::Route`]: the writer commits it, *then* puts it in
 //!   the session's mailbox and sends the publisher its PUBACK/PUBREC (and
-//!   every acknowledgement the router held back behind it, to keep their
-//!   order). A message is never handed to a subscriber or acknowledged to
+//!   every later acknowledgement to the same publisher, which the router
+//!   held back behind it to keep their order). A message is never handed to a subscriber or acknowledged to
 //!   its publisher before it is on disk. The same commit records the
 //!   publisher's incoming QoS 2 packet id, so a resent PUBLISH after a
 //!   crash is recognised.
@@ -48,8 +48,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -218,6 +217,9 @@ pub enum Release {
         ack: AckTo,
         /// v5 reason code.
         reason: u8,
+        /// Counted in the publisher's mailbox as held
+        /// ([`Mailbox::hold_ack`]).
+        held: bool,
     },
     /// The outcome of an injected publication (a command from the cloud).
     Reply {
@@ -232,14 +234,18 @@ impl Release {
     /// Sends the answer now.
     pub fn send(self) {
         match self {
-            Release::Ack { ack, reason } => ack.mailbox.push_ctl(
-                ack.conn_id,
-                LinkCtl::PubAck {
+            Release::Ack { ack, reason, held } => {
+                let ctl = LinkCtl::PubAck {
                     pkid: ack.pkid,
                     qos: ack.qos,
                     reason,
-                },
-            ),
+                };
+                if held {
+                    ack.mailbox.release_ack(ack.conn_id, ctl);
+                } else {
+                    ack.mailbox.push_ctl(ack.conn_id, ctl);
+                }
+            }
             Release::Reply { reply, reason } => {
                 let _ = reply.send(reason);
             }
@@ -412,15 +418,12 @@ impl OpenedStore {
             db, path, counts, ..
         } = self;
         counts.publish(&metrics);
-        let held = Arc::new(AtomicUsize::new(0));
-        let writer_held = held.clone();
         let thread = std::thread::Builder::new()
             .name("session-store".into())
-            .spawn(move || writer::run(&db, &path, &rx, &metrics, &writer_held, sync))?;
+            .spawn(move || writer::run(&db, &path, &rx, &metrics, sync))?;
         Ok(StoreHandle {
             tx: Some(tx),
             thread: Some(thread),
-            held,
         })
     }
 }
@@ -453,9 +456,6 @@ pub fn attach(
 pub struct StoreHandle {
     tx: Option<mpsc::Sender<Op>>,
     thread: Option<JoinHandle<()>>,
-    /// [`Op::Route`]s with answers the writer has not released yet: while
-    /// there are any, the router holds back every answer behind them.
-    held: Arc<AtomicUsize>,
 }
 
 impl StoreHandle {
@@ -471,28 +471,11 @@ impl StoreHandle {
     }
 
     /// Sends a route batch (when it holds anything); its answers are
-    /// released after its commit.
+    /// released after its commit, in order behind every earlier one.
     pub fn route(&self, batch: RouteBatch) {
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.send(Op::Route(Box::new(batch)));
         }
-        if batch.changes() == 0 && !self.holding() {
-            // Nothing to store and nothing ahead of these answers.
-            for r in batch.releases {
-                r.send();
-            }
-            return;
-        }
-        if !batch.releases.is_empty() {
-            self.held.fetch_add(1, Relaxed);
-        }
-        self.send(Op::Route(Box::new(batch)));
-    }
-
-    /// True while answers are held back in the store's pipeline (a later
-    /// answer must wait behind them to keep acknowledgements in order).
-    pub fn holding(&self) -> bool {
-        self.held.load(Acquire) > 0
     }
 
     /// A progress log for a connected persistent session.

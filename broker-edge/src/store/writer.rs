@@ -6,8 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{Relaxed, Release as ReleaseOrd};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Instant;
 
@@ -27,7 +26,6 @@ pub(super) fn run(
     path: &Path,
     rx: &mpsc::Receiver<Op>,
     metrics: &Metrics,
-    held: &AtomicUsize,
     sync: SyncPolicy,
 ) {
     let mut batch = Vec::with_capacity(256);
@@ -83,7 +81,7 @@ pub(super) fn run(
         // Whether the commit succeeded or not, the broker carries on from
         // memory: what waited on it is delivered and answered now.
         for op in batch.drain(..) {
-            after_commit(op, Some(held));
+            after_commit(op);
         }
     }
     if unsynced {
@@ -105,18 +103,14 @@ fn sync_now(db: &Database, path: &Path, metrics: &Metrics) {
 
 /// Does what waited on the commit of `op` (also used when the writer is
 /// gone: then nothing is stored, but nothing is held back forever).
-pub(super) fn after_commit(op: Op, held: Option<&AtomicUsize>) {
+pub(super) fn after_commit(op: Op) {
     match op {
         Op::Route(b) => {
             for d in b.deliveries {
                 d.mailbox.push_reserved(d.delivery);
             }
-            let had_releases = !b.releases.is_empty();
             for r in b.releases {
                 r.send();
-            }
-            if had_releases && let Some(held) = held {
-                held.fetch_sub(1, ReleaseOrd);
             }
         }
         Op::Progress(p) => {
@@ -138,7 +132,7 @@ pub(super) fn after_commit(op: Op, held: Option<&AtomicUsize>) {
 
 /// Releases what `op` carried without storing it (the writer is gone).
 pub(super) fn release_unstored(op: Op) {
-    after_commit(op, None);
+    after_commit(op);
 }
 
 /// Deletes every record of `client_id` in the `queue` or `inflight` table.
