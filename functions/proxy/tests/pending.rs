@@ -3,7 +3,7 @@
 //! own tests): commands the edge has not taken are listed as queued and
 //! cancelled by deleting them from the stream; a command an (offline)
 //! edge holds is listed from its record and a cancel is requested (202);
-//! bad input gets clear 4xx.
+//! bad input, another organisation's site or an unknown one get clear 4xx.
 
 mod common;
 
@@ -233,4 +233,17 @@ async fn bad_pending_requests_get_clear_4xx() {
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     let a = get(&f.app, "/v1/sites/plant-1/commands", None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+
+    // Another organisation's site, and a site nobody registered.
+    let id = post(&f, &token, json!({"topic": "t", "payload": "x"})).await;
+    let stranger = f.token("initech", &["commands:*:send"]);
+    let a = get(&f.app, "/v1/sites/plant-1/commands", Some(&stranger)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.json());
+    let a = delete(&f, &stranger, &format!("/v1/sites/plant-1/commands/{id}")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.json());
+    let list = get(&f.app, "/v1/sites/plant-1/commands", Some(&token)).await;
+    assert_eq!(ids(&list.json()), vec![id], "still pending");
+    let nowhere = f.token("acme", &["commands:plant-9:send"]);
+    let a = get(&f.app, "/v1/sites/plant-9/commands", Some(&nowhere)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.json());
 }

@@ -127,10 +127,13 @@ pub struct Cancelled {
     pub state: String,
 }
 
-/// The site in the path, once the caller may send commands to it.
-fn authorized(caller: &Caller, site_name: &str) -> Result<Site, AppError> {
+/// The site in the path, once the caller may send commands to it: the
+/// permission, and the site belongs to the caller's organisation
+/// ([`site::owned`]).
+async fn authorized(state: &AppState, caller: &Caller, site_name: &str) -> Result<Site, AppError> {
     let site = site::site(site_name)?;
     caller.require(&commands::permission(site.as_str()))?;
+    site::owned(state, caller, &site).await?;
     Ok(site)
 }
 
@@ -139,7 +142,8 @@ fn authorized(caller: &Caller, site_name: &str) -> Result<Site, AppError> {
 ///
 /// # Errors
 /// 400 for a bad site, state or limit; 403 without
-/// `commands:<site>:send`; 503 when JetStream is unreachable.
+/// `commands:<site>:send` or for another organisation's site; 404 for a
+/// site nobody registered; 503 when JetStream is unreachable.
 #[utoipa::path(get, path = "/v1/sites/{site}/commands", tag = "sites",
     params(("site" = String, Path, description = "Site name"), ListQuery),
     security(("bearer" = [])),
@@ -155,7 +159,7 @@ pub async fn list(
     Path(site_name): Path<String>,
     Params(q): Params<ListQuery>,
 ) -> Result<Response, AppError> {
-    let site = authorized(&caller, &site_name)?;
+    let site = authorized(&state, &caller, &site_name).await?;
     let StateFilter::Pending = q.state.unwrap_or(StateFilter::Pending);
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -236,9 +240,10 @@ pub async fn list(
 /// the edge holding it is offline (it drops it when it returns).
 ///
 /// # Errors
-/// 400 for a bad site or id; 403 without `commands:<site>:send`; 404 for
-/// an unknown command; 409 when it was already delivered or expired, or
-/// the edge is handing it over at this moment; 503.
+/// 400 for a bad site or id; 403 without `commands:<site>:send` or for
+/// another organisation's site; 404 for an unknown site or command; 409
+/// when it was already delivered or expired, or the edge is handing it
+/// over at this moment; 503.
 #[utoipa::path(delete, path = "/v1/sites/{site}/commands/{id}", tag = "sites",
     params(("site" = String, Path, description = "Site name"),
         ("id" = u64, Path, description = "The command's id (its sequence in PLANTD_COMMANDS)")),
@@ -257,7 +262,7 @@ pub async fn cancel(
     caller: Caller,
     Path((site_name, id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    let site = authorized(&caller, &site_name)?;
+    let site = authorized(&state, &caller, &site_name).await?;
     let id: u64 = id
         .parse()
         .ok()
