@@ -569,3 +569,41 @@ async fn a_lockout_and_its_clearing_are_recorded() {
     assert_eq!(cleared[0]["target"], format!("lockout:{id}"));
     assert_eq!(cleared[0]["actor"], sub_of(&admin));
 }
+
+#[tokio::test]
+async fn a_key_rotation_is_recorded() {
+    let nats = plantd_testkit::Nats::start().await;
+    let js = nats.jetstream().await;
+    plantd_shared::streams::ensure(&js, &plantd_shared::streams::Settings::default())
+        .await
+        .expect("streams");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = plantd_identity::Keys::open_file(&dir.path().join("signing-key.pem")).expect("keys");
+    let state = plantd_identity::AppState::new(&js, keys, plantd_identity::Settings::default())
+        .await
+        .expect("state");
+    plantd_identity::bootstrap::ensure_admin(&state, ADMIN, ADMIN_PW)
+        .await
+        .expect("bootstrap");
+    let app = plantd_identity::app(state);
+    let (_, v) = common::login(&app, ADMIN, ADMIN_PW).await;
+    let root = token(&v);
+    let (s, r) = call(&app, "POST", "/v1/keys/rotate", Some(&root), None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/v1/audit?action=auth.key_rotate",
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got = v["records"].as_array().expect("records");
+    assert_eq!(got.len(), 1, "{v}");
+    assert_eq!(
+        got[0]["target"],
+        format!("key:{}", r["signing_kid"].as_str().expect("kid"))
+    );
+    assert_eq!(got[0]["detail"]["retired_kid"], r["retired_kid"]);
+}

@@ -96,11 +96,29 @@ async fn commands_calls_and_scopes_are_recorded() {
     assert_eq!(created[0].record.target, "scope:line1");
     assert_eq!(deleted[0].record.target, "scope:line1");
 
+    // The command was never taken: cancelling it is recorded too.
+    let a = send(
+        &f.app,
+        "DELETE",
+        &format!("/v1/sites/plant-1/commands/{sequence}"),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert!(a.status.is_success(), "{:?}", a.json());
+    let cancels = recorded(&f, ORG, "command.cancel").await;
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(
+        cancels[0].record.target,
+        format!("command:plant-1/{sequence}")
+    );
+
     let v = audit::verify(&f.nats.jetstream().await, ORG)
         .await
         .expect("verify");
     assert!(v.ok(), "{v:?}");
-    assert_eq!(v.records, 4);
+    assert_eq!(v.records, 5);
 }
 
 #[tokio::test]

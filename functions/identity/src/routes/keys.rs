@@ -36,10 +36,20 @@ pub async fn list(
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
+    origin: crate::audit::Origin,
 ) -> Result<Json<Rotated>, AppError> {
     caller.require("identity:keys:rotate")?;
     let rotated = state.keys.rotate(state.settings.access_ttl).await?;
     rotated_by(&caller, &rotated);
+    let detail = serde_json::json!({
+        "signing_kid": rotated.signing_kid,
+        "retired_kid": rotated.retired_kid,
+    });
+    let target = format!("key:{}", rotated.signing_kid);
+    let action = plantd_shared::audit::Action::KeyRotate;
+    origin
+        .record_detail(&state, &caller, action, caller.org(), target, detail)
+        .await;
     Ok(Json(rotated))
 }
 

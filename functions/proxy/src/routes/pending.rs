@@ -38,9 +38,11 @@ use plantd_shared::streams::{COMMANDS, COMMANDS_BUCKET};
 use plantd_shared::subject::{Channel, Site, prefix};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::routes::{commands, site};
 use crate::{AppError, AppState};
+use plantd_shared::audit::{Action, Outcome};
 
 /// How long a cancel waits for the edge's answer before it says 202.
 pub const VERDICT_WAIT: Duration = Duration::from_secs(3);
@@ -260,9 +262,36 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     Path((site_name, id)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    let site = authorized(&state, &caller, &site_name).await?;
+    let result = cancel_command(&state, &caller, &site_name, &id).await;
+    // (The status, not the response, is kept across the awaits below: a
+    // response is not `Sync`.)
+    if let Some(status) = result.as_ref().ok().map(|r| r.status().as_u16()) {
+        // In the chain of the site's owner (the caller's when unknown).
+        let owner = match state.sites.get(&site_name).await {
+            Ok(Some((record, _))) => record.org,
+            _ => String::new(),
+        };
+        let target = format!("command:{site_name}/{id}");
+        let detail = Some(serde_json::json!({ "status": status }));
+        let (action, ok) = (Action::CommandCancel, Outcome::Success);
+        origin
+            .record(&state, &caller, action, &owner, target, ok, detail)
+            .await;
+    }
+    result
+}
+
+/// [`cancel`] without its audit record.
+async fn cancel_command(
+    state: &AppState,
+    caller: &Caller,
+    site_name: &str,
+    id: &str,
+) -> Result<Response, AppError> {
+    let site = authorized(state, caller, site_name).await?;
     let id: u64 = id
         .parse()
         .ok()
