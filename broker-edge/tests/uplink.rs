@@ -508,3 +508,57 @@ async fn a_second_live_edge_for_the_same_site_is_refused() {
         .expect("readyz");
     assert_eq!(ready.status, 200, "{}", ready.text());
 }
+
+/// Whether `edge`'s uplink reports the `refused` state.
+async fn refused(edge: &edge_proc::Edge) -> bool {
+    metric(edge, "plantd_uplink_state{state=\"refused\"}").await == Some(1.0)
+}
+
+#[tokio::test]
+async fn an_edge_that_started_without_nats_never_publishes_beside_a_live_one() {
+    let mut nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let first_dir = tempfile::tempdir().expect("tmp");
+    let first = start_edge(&nats, first_dir.path(), &[]).await;
+    let mut acked = HashSet::new();
+    publish(first.mqtt, "plc-1", 0..10, &mut acked, |_| false).await;
+    drained(&first).await;
+
+    // The second edge for the site starts while NATS is out of reach: it
+    // cannot be refused at start-up, so it runs and journals.
+    nats.stop().await;
+    let second_dir = tempfile::tempdir().expect("tmp");
+    let second = start_edge(&nats, second_dir.path(), &[]).await;
+    let mut journaled = HashSet::new();
+    publish(second.mqtt, "plc-2", 0..10, &mut journaled, |_| false).await;
+    nats.start_again().await;
+
+    // Whichever confirms the lease first keeps it; the other one's uplink
+    // is refused and says why. Never both publishing.
+    let (loser, winner) = plantd_testkit::eventually(
+        Duration::from_secs(60),
+        "one of the two edges to be refused",
+        || async {
+            match (refused(&first).await, refused(&second).await) {
+                (true, false) => Some((&first, &second)),
+                (false, true) => Some((&second, &first)),
+                (true, true) => panic!("both edges refused"),
+                (false, false) => None,
+            }
+        },
+    )
+    .await;
+    let why = http::get(loser.http.port(), "/readyz")
+        .await
+        .expect("readyz");
+    assert_eq!(why.status, 503);
+    assert!(
+        why.text().contains("uplink refused") && why.text().contains("another live edge"),
+        "{}",
+        why.text()
+    );
+    assert!(!refused(winner).await, "the lease holder keeps publishing");
+}
