@@ -255,6 +255,16 @@ pub async fn revoke_family(state: &AppState, family: &str, reason: &str) -> Resu
     }
 }
 
+/// Records `auth.revoke` of a refresh family revoked because one of its
+/// tokens was used twice (someone holds a stolen copy).
+async fn audit_reuse(state: &AppState, record: &RefreshToken, reason: &str) {
+    use plantd_shared::audit::{Action, Event};
+    let event = Event::new(Action::Revoke, &record.org)
+        .target(format!("user:{}", record.user))
+        .detail(serde_json::json!({ "reason": reason, "family": record.family }));
+    state.audit.record(event).await;
+}
+
 /// Exchanges a refresh token: marks it used (compare-and-set, so of two
 /// concurrent exchanges only one wins) and returns its record. A token
 /// already used revokes its family and fails.
@@ -277,6 +287,7 @@ pub async fn consume_refresh(state: &AppState, value: &str) -> Result<RefreshTok
     if record.used {
         tracing::warn!(family = %record.family, user = %record.user, "refresh token reused: revoking its family");
         revoke_family(state, &record.family, "refresh token reused").await?;
+        audit_reuse(state, &record, "refresh token reused").await;
         return Err(denied());
     }
     if record.expires_ms < plantd_shared::headers::now_ms() {
@@ -289,6 +300,7 @@ pub async fn consume_refresh(state: &AppState, value: &str) -> Result<RefreshTok
         Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
             // Someone exchanged it at the same moment: that is a reuse.
             revoke_family(state, &record.family, "refresh token reused concurrently").await?;
+            audit_reuse(state, &record, "refresh token reused concurrently").await;
             Err(denied())
         }
         Err(e) => Err(e),

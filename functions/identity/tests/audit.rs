@@ -607,3 +607,63 @@ async fn a_key_rotation_is_recorded() {
     );
     assert_eq!(got[0]["detail"]["retired_kid"], r["retired_kid"]);
 }
+
+#[tokio::test]
+async fn refresh_reuse_and_logout_are_recorded() {
+    let f = fixture().await;
+    let (_, v) = common::login(&f.app, ADMIN, ADMIN_PW).await;
+    let root = token(&v);
+    let first = v["refresh_token"].as_str().expect("rt").to_owned();
+    let refresh = |rt: &str| json!({ "refresh_token": rt });
+    let (s, v) = call(
+        &f.app,
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(refresh(&first)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The first refresh token again: a stolen copy; its family is revoked.
+    let (s, _) = call(
+        &f.app,
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(refresh(&first)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(&f.app, "POST", "/v1/auth/logout", Some(&root), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    let (_, v) = common::login(&f.app, ADMIN, ADMIN_PW).await;
+    let root = token(&v);
+    let me = format!("user:{}", sub_of(&root));
+    let got: Vec<(String, String)> = records(&f, &root, "action=auth.*")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or_default().to_owned(),
+                r["detail"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("auth.login", ""),
+        ("auth.refresh", ""),
+        ("auth.revoke", "refresh token reused"),
+        ("auth.logout", ""),
+        ("auth.login", ""),
+    ]
+    .iter()
+    .map(|(a, r)| ((*a).to_owned(), (*r).to_owned()))
+    .collect();
+    assert_eq!(got, want);
+    let revoke = records(&f, &root, "action=auth.revoke").await;
+    assert_eq!(revoke[0]["target"], me);
+}
