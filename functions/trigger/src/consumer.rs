@@ -22,6 +22,10 @@ pub(crate) struct Binding<H> {
     pub function: String,
     /// The durable consumer name.
     pub durable: String,
+    /// The source stream.
+    pub stream: String,
+    /// The consumer's configuration, to create it again when it is gone.
+    pub config: jetstream::consumer::pull::Config,
     /// The function's handler.
     pub handler: Arc<H>,
     /// Its settings.
@@ -84,17 +88,15 @@ pub(crate) async fn deliver<H: Handler>(
             Ok(batch) => batch,
             Err(e) => {
                 errors_in_a_row = errors_in_a_row.saturating_add(1);
-                let delay = Duration::from_millis(100 * u64::from(errors_in_a_row.min(50)));
-                tracing::warn!(consumer = %b.durable, error = %e, ?delay, "cannot pull a batch; retrying");
-                if pause(delay, &cancel).await {
+                if failed_pull(&b, &e.to_string(), errors_in_a_row, &cancel).await {
                     return;
                 }
                 continue;
             }
         };
-        errors_in_a_row = 0;
         let mut messages = Vec::with_capacity(s.batch_size);
         let mut cancelled = false;
+        let mut pull_error = None;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => { cancelled = true; break; }
@@ -102,12 +104,24 @@ pub(crate) async fn deliver<H: Handler>(
                     None => break,
                     Some(Ok(m)) => messages.push(m),
                     Some(Err(e)) => {
-                        tracing::debug!(consumer = %b.durable, error = %e, "batch ended early");
+                        pull_error = Some(e.to_string());
                         break;
                     }
                 },
             }
         }
+        match pull_error {
+            Some(e) if messages.is_empty() && !cancelled => {
+                errors_in_a_row = errors_in_a_row.saturating_add(1);
+                if failed_pull(&b, &e, errors_in_a_row, &cancel).await {
+                    return;
+                }
+                continue;
+            }
+            Some(e) => tracing::debug!(consumer = %b.durable, error = %e, "batch ended early"),
+            None => {}
+        }
+        errors_in_a_row = 0;
         if cancelled {
             for m in &messages {
                 let _ = m.ack_with(AckKind::Nak(None)).await;
@@ -118,6 +132,35 @@ pub(crate) async fn deliver<H: Handler>(
             settle_batch(&b, messages).await;
         }
     }
+}
+
+/// After a pull failed `errors_in_a_row` times: waits a growing delay and,
+/// every fifth failure, creates the durable consumer again — it is gone
+/// when nats-server came back with a wiped store or someone deleted it
+/// (a new consumer starts at the stream's first item: handlers are
+/// idempotent). True when cancelled meanwhile.
+async fn failed_pull<H: Handler>(
+    b: &Binding<H>,
+    error: &str,
+    errors_in_a_row: u32,
+    cancel: &CancellationToken,
+) -> bool {
+    let delay = Duration::from_millis(100 * u64::from(errors_in_a_row.min(50)));
+    tracing::warn!(consumer = %b.durable, error, ?delay, "cannot pull a batch; retrying");
+    if errors_in_a_row.is_multiple_of(5) {
+        match b.js.get_stream(&b.stream).await {
+            Ok(stream) => match stream.create_consumer(b.config.clone()).await {
+                Ok(_) => tracing::info!(consumer = %b.durable, "durable consumer created again"),
+                Err(e) => {
+                    tracing::warn!(consumer = %b.durable, error = %e, "cannot create the consumer again")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(consumer = %b.durable, stream = %b.stream, error = %e, "cannot read the stream")
+            }
+        }
+    }
+    pause(delay, cancel).await
 }
 
 /// Hands one batch to the handler and acknowledges, retries or parks each

@@ -128,7 +128,7 @@ impl Trigger {
         };
         let consumer =
             source
-                .create_consumer(config)
+                .create_consumer(config.clone())
                 .await
                 .map_err(|e| TriggerError::Consumer {
                     durable: durable.clone(),
@@ -157,6 +157,8 @@ impl Trigger {
         let binding = Arc::new(Binding {
             function: function.to_owned(),
             durable: durable.clone(),
+            stream: stream.to_owned(),
+            config,
             handler,
             settings,
             js: self.js.clone(),

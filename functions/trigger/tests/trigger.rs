@@ -512,3 +512,44 @@ async fn get(app: &axum::Router, path: &str) -> (u16, String) {
         .to_bytes();
     (code, String::from_utf8_lossy(&body).into_owned())
 }
+
+#[tokio::test]
+async fn a_deleted_consumer_is_created_again_and_nothing_is_lost() {
+    plantd_testkit::init_tracing();
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    for i in 1..=5u64 {
+        publish(&js, &format!("line {i}")).await;
+    }
+    let handler = Arc::new(Recorder::default());
+    let mut trigger = Trigger::new(js.clone());
+    let durable = trigger
+        .bind("recorder", streams::LOGS, handler.clone(), fast())
+        .await
+        .expect("bind");
+    drained(&js, &durable).await;
+    assert_eq!(handler.seen().len(), 5);
+    // Gone, as after nats-server came back with a wiped store.
+    let stream = js.get_stream(streams::LOGS).await.expect("stream");
+    assert!(
+        stream
+            .delete_consumer(&durable)
+            .await
+            .expect("delete")
+            .success
+    );
+    for i in 6..=10u64 {
+        publish(&js, &format!("line {i}")).await;
+    }
+    eventually(
+        WAIT,
+        "items 6..=10 handled by a re-created consumer",
+        || async {
+            let got: Vec<u64> = handler.seen().iter().map(|s| s.sequence).collect();
+            (6..=10).all(|s| got.contains(&s)).then_some(())
+        },
+    )
+    .await;
+    drained(&js, &durable).await;
+    trigger.shutdown().await;
+}
