@@ -7,6 +7,7 @@
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
 //! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |
 //! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
+//! | [`sites`] | `plantd sites list\|create\|get\|delete` over the identity API |
 //! | [`streams`] | `plantd streams`: create or update the streams and buckets on any NATS server |
 //! | [`supervise`] | the restart policy `plantd up` keeps its components running with (growing delays, crash-loop detection) |
 //! | [`up`] | `plantd up`: the whole stack on one machine — nats-server with JetStream, streams and buckets, the functions, the edge broker — supervised |
@@ -18,6 +19,7 @@ pub mod commands;
 pub mod dlq;
 pub mod live;
 pub mod session;
+pub mod sites;
 pub mod streams;
 pub mod supervise;
 pub mod up;

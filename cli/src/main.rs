@@ -91,6 +91,45 @@ enum DlqCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum SitesCmd {
+    /// Your organisation's sites (the superadmin: every site, or `--org`'s).
+    List {
+        /// Only this organisation's (another than yours: superadmin only).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Register a site to your organisation (ids are global: exit 6 when
+    /// taken).
+    Create {
+        /// The site id: 1-64 of A-Z a-z 0-9 _ - (the `<site>` of its subjects).
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// What and where it is.
+        #[arg(long)]
+        description: Option<String>,
+        /// A label `key=value` (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Register it to another organisation (superadmin only).
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Show one site.
+    Get {
+        /// The site id.
+        id: String,
+    },
+    /// Delete a site: its devices get no more tokens, its edge admits
+    /// nobody new after a restart.
+    Delete {
+        /// The site id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCmd {
     /// Check the organisation's hash chain: exit 0 when it is intact, 1
     /// with the first broken record when a record was altered, removed,
@@ -232,6 +271,12 @@ enum Verb {
         /// Replicas per stream and bucket (3 in a cluster).
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+    },
+    /// The sites of your organisation: list, create, get, delete.
+    Sites {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: SitesCmd,
     },
     /// Items the functions gave up on, parked by the trigger in PLANTD_DLQ:
     /// list them, or hand one back to its function once it is fixed.
@@ -505,6 +550,31 @@ fn main() -> ExitCode {
                 creds,
                 replicas,
             } => plantd_cli::streams::ensure(&nats_url, creds.as_deref(), replicas).await,
+            Verb::Sites { cmd } => {
+                use plantd_cli::sites;
+                let s = Session::open(profile.as_deref()).await?;
+                match cmd {
+                    SitesCmd::List { org } => sites::list(&s, org.as_deref(), json).await,
+                    SitesCmd::Create {
+                        id,
+                        name,
+                        description,
+                        labels,
+                        org,
+                    } => {
+                        let site = sites::NewSite {
+                            id: &id,
+                            name: name.as_deref(),
+                            description: description.as_deref(),
+                            labels: &labels,
+                            org: org.as_deref(),
+                        };
+                        sites::create(&s, site, json).await
+                    }
+                    SitesCmd::Get { id } => sites::get(&s, &id, json).await,
+                    SitesCmd::Delete { id } => sites::delete(&s, &id).await,
+                }
+            }
             Verb::Dlq {
                 nats_url,
                 creds,
