@@ -5,7 +5,11 @@
 //!
 //! * Keys come from `--jwks-url` (fetched at start and refreshed
 //!   periodically; the last good copy is cached) or `--jwks-file` (sites
-//!   that never connect).
+//!   that never connect). A token naming a key id the edge does not know
+//!   is refused, and makes the refresh task fetch the JWKS at once (at most
+//!   once per [`UNKNOWN_KEY_REFRESH`]), so a key identity rotated to is
+//!   picked up by the client's next attempt at the latest — usually it is
+//!   known already: identity publishes the next key ahead of a rotation.
 //! * Revocations are mirrored from the `plantd_revoked` KV bucket by a
 //!   watch; each new one is broadcast at once so live connections using the
 //!   token are closed within a second.
@@ -20,6 +24,10 @@ use plantd_shared::claims::{Claims, site_audience};
 use plantd_shared::jwt::{self, JwkSet, TokenError, VerifyOptions};
 use plantd_shared::subject::Site;
 use tokio::sync::broadcast;
+
+/// The shortest time between two JWKS fetches caused by unknown key ids
+/// (forged `kid`s cost identity at most one fetch per this, per edge).
+pub const UNKNOWN_KEY_REFRESH: Duration = Duration::from_secs(2);
 
 const JWKS_CACHE: &str = "jwks.json";
 const REVOKED_CACHE: &str = "revoked.json";
@@ -72,6 +80,8 @@ pub struct Trust {
     revoked: RwLock<HashMap<String, u64>>,
     /// New revocations, for live connections.
     revocations: broadcast::Sender<String>,
+    /// Raised when a token names an unknown key: the refresh task fetches.
+    key_wanted: tokio::sync::Notify,
 }
 
 impl Trust {
@@ -100,6 +110,7 @@ impl Trust {
             jwks: RwLock::new(jwks),
             revoked: RwLock::new(revoked),
             revocations,
+            key_wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -131,7 +142,11 @@ impl Trust {
             .and_then(|j| j.clone())
             .ok_or(Refusal::NoKeys)?;
         let opts = VerifyOptions::for_audience(site_audience(&self.site));
-        let claims = jwt::verify(token, &jwks, &opts)?;
+        let claims = jwt::verify(token, &jwks, &opts).inspect_err(|e| {
+            if matches!(e, TokenError::UnknownKey(Some(_))) {
+                self.key_wanted.notify_one();
+            }
+        })?;
         if self.is_revoked(&claims.jti) {
             return Err(Refusal::Revoked);
         }
@@ -207,8 +222,10 @@ impl Trust {
         Ok(())
     }
 
-    /// Fetches keys from `url` now and every `interval` until `shutdown`;
-    /// failures are logged and the last good keys kept.
+    /// Fetches keys from `url` now, every `interval`, and soon after a
+    /// token names an unknown key (at most once per
+    /// [`UNKNOWN_KEY_REFRESH`]), until `shutdown`; failures are logged and
+    /// the last good keys kept.
     pub async fn refresh_keys(
         self: Arc<Self>,
         url: String,
@@ -224,14 +241,28 @@ impl Trust {
         };
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(interval);
+        let mut last_fetch: Option<tokio::time::Instant> = None;
         loop {
-            tokio::select! {
+            let wanted = tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tick.tick() => {
-                    match self.fetch(&client, &url).await {
-                        Ok(()) => tracing::debug!(%url, "signing keys refreshed"),
-                        Err(e) => tracing::warn!(error = %e, cached = self.has_keys(), "cannot refresh signing keys"),
-                    }
+                _ = tick.tick() => false,
+                () = self.key_wanted.notified() => true,
+            };
+            if wanted && let Some(last) = last_fetch {
+                // Rate-limited: wait out the rest of the interval.
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    () = tokio::time::sleep_until(last + UNKNOWN_KEY_REFRESH) => {}
+                }
+            }
+            last_fetch = Some(tokio::time::Instant::now());
+            match self.fetch(&client, &url).await {
+                Ok(()) if wanted => {
+                    tracing::info!(%url, "signing keys fetched for a token with an unknown key id")
+                }
+                Ok(()) => tracing::debug!(%url, "signing keys refreshed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, cached = self.has_keys(), "cannot refresh signing keys")
                 }
             }
         }

@@ -1,17 +1,75 @@
 //! Who is calling: the bearer token, verified against the identity
 //! service's public keys (API audience) and the revocation list in
 //! `plantd_revoked`, with its permissions compiled once per request.
+//!
+//! The keys follow identity's rotations without a restart: with a
+//! [`KeySource`] set, [`Trust::refresh_every`] fetches the JWKS
+//! periodically, and a token whose `kid` is not known makes one fetch at
+//! once (at most one per [`UNKNOWN_KEY_REFRESH`]; concurrent callers wait
+//! for the same fetch) before it is refused.
 
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Operation};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use plantd_shared::claims::{API_AUDIENCE, Claims};
-use plantd_shared::jwt::{self, JwkSet, VerifyOptions};
+use plantd_shared::jwt::{self, JwkSet, TokenError, VerifyOptions};
 use tokio::sync::broadcast;
 
 use crate::{AppError, AppState};
+
+/// The shortest time between two fetches caused by unknown key ids (a
+/// stream of forged `kid`s costs identity at most one fetch per this).
+pub const UNKNOWN_KEY_REFRESH: Duration = Duration::from_secs(2);
+
+/// Where fresh keys come from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// The identity service's `/.well-known/jwks.json`.
+    Url {
+        /// The HTTP client.
+        client: reqwest::Client,
+        /// The JWKS URL.
+        url: String,
+    },
+    /// The identity service in the same process (`plantd up`): its
+    /// current JWKS.
+    Local(Arc<dyn Fn() -> JwkSet + Send + Sync>),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Url { url, .. } => f.debug_struct("Url").field("url", url).finish(),
+            Self::Local(_) => f.write_str("Local"),
+        }
+    }
+}
+
+impl KeySource {
+    /// Fetches the current keys.
+    ///
+    /// # Errors
+    /// What went wrong, for the log.
+    pub async fn fetch(&self) -> Result<JwkSet, String> {
+        match self {
+            Self::Local(f) => Ok(f()),
+            Self::Url { client, url } => {
+                let resp = client
+                    .get(url)
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+                resp.json::<JwkSet>()
+                    .await
+                    .map_err(|e| format!("{url} is not a JWKS document: {e}"))
+            }
+        }
+    }
+}
 
 /// The keys tokens are verified against, and the revocation list.
 #[derive(Debug)]
@@ -23,6 +81,11 @@ pub struct Trust {
     /// The watch of `plantd_revoked` for live sockets, started on first
     /// use by [`Trust::revocations`].
     watcher: OnceLock<Watcher>,
+    /// Where fresh keys come from (none: the keys given at start only).
+    source: RwLock<Option<KeySource>>,
+    /// When keys were last fetched because of an unknown key id; held
+    /// while fetching, so concurrent callers share one fetch.
+    unknown_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// What live connections hear from [`Trust::revocations`].
@@ -59,6 +122,73 @@ impl Trust {
             jwks: RwLock::new(Arc::new(jwks)),
             revoked,
             watcher: OnceLock::new(),
+            source: RwLock::new(None),
+            unknown_fetch: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Follows key rotations from `source` (see the module docs).
+    pub fn set_key_source(&self, source: KeySource) {
+        *self.source.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    fn key_source(&self) -> Option<KeySource> {
+        self.source
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Fetches the keys from the source now; the old keys stay on failure.
+    ///
+    /// # Errors
+    /// Without a source, or when the fetch fails.
+    pub async fn refresh_keys(&self) -> Result<(), String> {
+        let source = self.key_source().ok_or("no key source is configured")?;
+        let jwks = source.fetch().await?;
+        self.set_jwks(jwks);
+        Ok(())
+    }
+
+    /// Refreshes the keys every `interval` (failures logged, old keys
+    /// kept), forever: spawn it and abort the task to stop.
+    pub async fn refresh_every(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.refresh_keys().await {
+                Ok(()) => tracing::debug!("signing keys refreshed"),
+                Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the old keys"),
+            }
+        }
+    }
+
+    /// A token named a key we do not know: fetch once (rate-limited,
+    /// shared by concurrent callers). True when the caller should verify
+    /// again.
+    async fn refresh_for_unknown_key(&self, seen: &Arc<JwkSet>) -> bool {
+        if self.key_source().is_none() {
+            return false;
+        }
+        let mut last = self.unknown_fetch.lock().await;
+        if !Arc::ptr_eq(seen, &self.jwks()) {
+            // Someone refreshed while we waited.
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KEY_REFRESH) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match self.refresh_keys().await {
+            Ok(()) => {
+                tracing::info!("fetched the signing keys for a token with an unknown key id");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the signing keys");
+                false
+            }
         }
     }
 
@@ -130,11 +260,14 @@ impl Trust {
     /// 401 for an invalid or revoked token; 503 when the revocation list
     /// cannot be read.
     pub async fn verify(&self, token: &str) -> Result<Claims, AppError> {
-        let claims = jwt::verify(
-            token,
-            &self.jwks(),
-            &VerifyOptions::for_audience(API_AUDIENCE),
-        )
+        let opts = VerifyOptions::for_audience(API_AUDIENCE);
+        let keys = self.jwks();
+        let claims = match jwt::verify(token, &keys, &opts) {
+            Err(TokenError::UnknownKey(Some(_))) if self.refresh_for_unknown_key(&keys).await => {
+                jwt::verify(token, &self.jwks(), &opts)
+            }
+            other => other,
+        }
         .map_err(|e| AppError::unauthorized(e.to_string()))?;
         if self.is_revoked(&claims.jti).await? {
             return Err(AppError::unauthorized("token has been revoked"));

@@ -196,20 +196,13 @@ async fn main() -> anyhow::Result<()> {
     let max_subscriptions = settings.ws_max_subscriptions;
     let state = AppState::new(client, jwks, settings).await?;
 
+    // Keys follow identity's rotations: periodically, and at once for a
+    // token signed by a key not seen yet.
     let refresher = jwks_url.map(|url| {
         let trust = state.trust.clone();
+        trust.set_key_source(plantd_proxy::auth::KeySource::Url { client: http, url });
         let every = env_number("PLANTD_JWKS_REFRESH_SECS", 300);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match fetch_jwks(&http, &url).await {
-                    Ok(jwks) => trust.set_jwks(jwks),
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "JWKS refresh failed; keeping the old keys"),
-                }
-            }
-        })
+        tokio::spawn(trust.refresh_every(Duration::from_secs(every)))
     });
 
     if mode == Mode::Websocket {

@@ -12,7 +12,8 @@
 //!   `plantd-edge` binary runs) for site [`SITE`], bridged to that NATS and
 //!   trusting the identity service's keys.
 //!
-//! Devices are registered through the identity API and get their MQTT
+//! Site [`SITE`] is registered to the bootstrap administrator's
+//! organisation. Devices are registered through the identity API and get their MQTT
 //! passwords from `POST /v1/auth/token` ([`Stack::device`]); people log in
 //! with `POST /v1/auth/login` ([`Stack::login`]). Everything stops when the
 //! [`Stack`] is stopped or dropped.
@@ -69,6 +70,20 @@ impl Stack {
     /// # Errors
     /// When a part does not start.
     pub async fn start(opts: Options) -> Result<Self> {
+        Self::start_with(opts, false).await
+    }
+
+    /// Starts the stack with an edge that fetches its keys from identity's
+    /// JWKS URL (refreshing only hourly, and when a token names an unknown
+    /// key) instead of reading a file: for the key rotation tests.
+    ///
+    /// # Errors
+    /// When a part does not start.
+    pub async fn start_following_keys() -> Result<Self> {
+        Self::start_with(Options { edge: true }, true).await
+    }
+
+    async fn start_with(opts: Options, edge_follows_url: bool) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new().prefix("plantd-e2e-").tempdir()?;
         let nats = Nats::start().await;
@@ -78,15 +93,11 @@ impl Stack {
             .context("streams and buckets")?;
 
         use plantd_identity::{AppState, Keys, Settings, bootstrap};
-        let key = Keys::load_or_create(&dir.path().join("signing-key.pem"))
-            .map_err(|e| anyhow!("signing key: {e}"))?;
-        let identity = AppState::new(
-            &js,
-            Keys::new(key, Vec::new()).map_err(|e| anyhow!("{e}"))?,
-            Settings::default(),
-        )
-        .await
-        .map_err(|e| anyhow!("identity: {e}"))?;
+        let keys = Keys::open_file(&dir.path().join("signing-key.pem"))
+            .map_err(|e| anyhow!("signing keys: {e}"))?;
+        let identity = AppState::new(&js, keys, Settings::default())
+            .await
+            .map_err(|e| anyhow!("identity: {e}"))?;
         bootstrap::ensure_admin(&identity, ADMIN, ADMIN_PASSWORD)
             .await
             .map_err(|e| anyhow!("admin: {e}"))?;
@@ -100,6 +111,13 @@ impl Stack {
         )
         .await
         .map_err(|e| anyhow!("proxy: {e}"))?;
+        // The proxy follows identity's key rotations, as under `plantd up`.
+        let keys = identity.keys.clone();
+        proxy
+            .trust
+            .set_key_source(plantd_proxy::auth::KeySource::Local(std::sync::Arc::new(
+                move || keys.jwks().clone(),
+            )));
         let router = axum::Router::new()
             .merge(plantd_identity::app(identity))
             .merge(plantd_proxy::mountable(proxy));
@@ -125,23 +143,44 @@ impl Stack {
             nats,
             _dir: dir,
         };
+        // The edge's site belongs to the administrator's organisation (as
+        // `plantd up` registers `local`).
+        let root = stack.login(&[]).await?;
+        let (status, v) = stack
+            .call(
+                reqwest::Method::POST,
+                "/v1/sites",
+                Some(&root),
+                Some(&json!({"id": SITE, "name": SITE})),
+            )
+            .await?;
+        if status != 201 && status != 409 {
+            bail!("register site {SITE}: {status} {v}");
+        }
         if opts.edge {
-            stack.start_edge(&jwks_file).await?;
+            stack.start_edge(&jwks_file, edge_follows_url).await?;
         }
         Ok(stack)
     }
 
     /// Runs the edge for [`SITE`], with keys from `jwks_file` (loaded before
     /// it listens, so the first device is checked against them).
-    async fn start_edge(&mut self, jwks_file: &std::path::Path) -> Result<()> {
+    async fn start_edge(&mut self, jwks_file: &std::path::Path, follow_url: bool) -> Result<()> {
         let mut config = plantd_edge::Config {
             site: SITE.into(),
             mqtt_listen: "127.0.0.1:0".into(),
             http_listen: "127.0.0.1:0".into(),
             data_dir: Some(self._dir.path().join("edge")),
-            jwks_file: Some(jwks_file.to_owned()),
+            // The bootstrap administrator's organisation owns the site.
+            org: Some(plantd_shared::sites::BOOTSTRAP_ORG.into()),
             ..plantd_edge::Config::default()
         };
+        if follow_url {
+            config.jwks_url = Some(format!("{}/.well-known/jwks.json", self.url()));
+            config.jwks_refresh_secs = 3600;
+        } else {
+            config.jwks_file = Some(jwks_file.to_owned());
+        }
         config.uplink.nats_url = Some(self.nats.url());
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use plantd_e2e::{Options, SITE, Stack};
+use plantd_e2e::{Options, Stack};
 use reqwest::Method;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -19,21 +19,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 /// How long any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Registers the edge's site for the administrator's organisation (it may
-/// be registered already).
-async fn register_site(stack: &Stack, root: &str) {
-    let (s, v) = stack
-        .call(
-            Method::POST,
-            "/v1/sites",
-            Some(root),
-            Some(&json!({"id": SITE, "name": SITE})),
-        )
-        .await
-        .expect("request");
-    assert!(s == 201 || s == 409, "register {SITE}: {s} {v}");
-}
 
 /// Connects a v5 device; returns a receiver that resolves with how the
 /// connection ended.
@@ -78,7 +63,6 @@ async fn connect(stack: &Stack, id: &str, token: &str) -> tokio::sync::oneshot::
 async fn deactivating_a_device_closes_its_mqtt_connection_within_a_second() {
     let stack = Stack::start(Options { edge: true }).await.expect("stack");
     let root = stack.login(&[]).await.expect("admin");
-    register_site(&stack, &root).await;
     let (id, token) = stack
         .device(&root, "press 7", &["line1/#"], &["line1/#"])
         .await
