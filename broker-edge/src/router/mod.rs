@@ -7,6 +7,11 @@
 //! refuses when full. Acknowledgements to publishers come back on the
 //! publisher's control channel with the reason the routing produced
 //! (0x10 no matching subscribers, 0x97 quota exceeded).
+//!
+//! With a session store, a QoS 1/2 delivery to a persistent session and the
+//! acknowledgement of its message wait for the store's next commit: the
+//! router collects them per turn ([`RouteBatch`]) and the store's writer
+//! delivers and answers once they are on disk (see [`crate::store`]).
 
 pub mod subscriptions;
 
@@ -740,8 +745,8 @@ impl Router {
         let batch = std::mem::take(&mut self.route);
         match &self.store {
             Some(store) => store.route(batch),
-            // Without a store nothing is ever held (`deliver` and `answer`
-            // only hold with one); release whatever is there.
+            // Without a store nothing is ever held (`deliver` and
+            // `answer_publisher` only hold with one); release what is there.
             None => {
                 for d in batch.deliveries {
                     d.mailbox.push_reserved(d.delivery);
