@@ -56,25 +56,61 @@ impl Origin {
             .origin(self.source.clone(), self.request_id.clone())
     }
 
-    /// Records `action` by `caller` on `target` in `org`'s chain (the
-    /// caller's own when `org` is empty), with `outcome` and `detail`.
-    pub async fn record(
-        &self,
-        state: &AppState,
-        caller: &Caller,
-        action: Action,
-        org: &str,
-        target: impl Into<String>,
-        outcome: Outcome,
-        detail: Option<serde_json::Value>,
-    ) {
-        let org = if org.is_empty() { caller.org() } else { org };
+    /// Records what `caller` did ([`Act`]), from here.
+    pub async fn record(&self, state: &AppState, caller: &Caller, act: Act<'_>) {
+        let org = if act.org.is_empty() {
+            caller.org()
+        } else {
+            act.org
+        };
         let mut event = self
-            .event(action, org, caller)
-            .target(target)
-            .outcome(outcome);
-        event.detail = detail;
+            .event(act.action, org, caller)
+            .target(act.target)
+            .outcome(act.outcome);
+        event.detail = act.detail;
         state.audit.record(event).await;
+    }
+}
+
+/// What a caller did, for [`Origin::record`].
+#[derive(Debug, Clone)]
+pub struct Act<'a> {
+    /// What.
+    pub action: Action,
+    /// The organisation whose chain records it; empty: the caller's.
+    pub org: &'a str,
+    /// On what (`<kind>:<id>`).
+    pub target: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Anything else.
+    pub detail: Option<serde_json::Value>,
+}
+
+impl<'a> Act<'a> {
+    /// A successful `action` on `target`, in `org`'s chain.
+    pub fn new(action: Action, org: &'a str, target: String) -> Self {
+        Self {
+            action,
+            org,
+            target,
+            outcome: Outcome::Success,
+            detail: None,
+        }
+    }
+
+    /// Ended with `outcome`.
+    #[must_use]
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// With `detail`.
+    #[must_use]
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
     }
 }
 
@@ -108,10 +144,8 @@ pub async fn record_denials(State(state): State<AppState>, req: Request, next: N
         .insert(axum::http::header::AUTHORIZATION, auth);
     let (mut parts, ()) = probe.into_parts();
     if let Ok(caller) = Caller::from_request_parts(&mut parts, &state).await {
-        let action = Action::AccessDenied;
-        origin
-            .record(&state, &caller, action, "", target, Outcome::Denied, None)
-            .await;
+        let act = Act::new(Action::AccessDenied, "", target).outcome(Outcome::Denied);
+        origin.record(&state, &caller, act).await;
     }
     response
 }

@@ -18,7 +18,7 @@ use plantd_shared::headers;
 use plantd_shared::subject::{Channel, topic_to_subject};
 use serde::Deserialize;
 
-use crate::audit::Origin;
+use crate::audit::{Act, Origin};
 use crate::auth::Caller;
 use crate::routes::site;
 use crate::{AppError, AppState};
@@ -102,21 +102,15 @@ pub async fn call(
         .timeout(Some(wait + MARGIN));
     let target = format!("call:{site}/{}", topic.as_str());
     let record = |outcome, detail| {
-        let action = Action::ServiceCall;
-        origin.record(
-            &state,
-            &caller,
-            action,
-            &owner,
-            target.clone(),
-            outcome,
-            detail,
-        )
+        let act = Act::new(Action::ServiceCall, &owner, target.clone())
+            .outcome(outcome)
+            .detail(detail);
+        origin.record(&state, &caller, act)
     };
     let reply = match state.client.send_request(subject, request).await {
         Ok(reply) => reply,
         Err(e) => {
-            let reason = Some(json!({ "reason": e.to_string() }));
+            let reason = json!({ "reason": e.to_string() });
             record(Outcome::Failure, reason).await;
             return Err(match e.kind() {
                 RequestErrorKind::NoResponders => AppError::no_responder(format!(
@@ -137,7 +131,7 @@ pub async fn call(
             .map(|v| v.as_str().to_owned())
     };
     if let Some(status) = reply_header(headers::STATUS) {
-        record(Outcome::Failure, Some(json!({ "status": status }))).await;
+        record(Outcome::Failure, json!({ "status": status })).await;
         let (code, reason) = status.split_once(' ').unwrap_or((status.as_str(), ""));
         let reason = if reason.is_empty() {
             status.as_str()
@@ -151,11 +145,8 @@ pub async fn call(
             _ => AppError::new(StatusCode::BAD_GATEWAY, "bad_gateway", reason.to_owned()),
         });
     }
-    record(
-        Outcome::Success,
-        Some(json!({ "reply_bytes": reply.payload.len() })),
-    )
-    .await;
+    let size = json!({ "reply_bytes": reply.payload.len() });
+    record(Outcome::Success, size).await;
     let ct = reply_header(headers::CONTENT_TYPE)
         .and_then(|ct| HeaderValue::from_str(&ct).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));

@@ -13,7 +13,7 @@ use plantd_shared::subject::{Channel, topic_to_subject};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::audit::Origin;
+use crate::audit::{Act, Origin};
 use crate::auth::Caller;
 use crate::json::Body;
 use crate::routes::site;
@@ -176,10 +176,8 @@ pub async fn publish(
     detail["sequence"] = json!(ack.sequence);
     detail["payload_bytes"] = json!(payload_len);
     let target = format!("command:{site}/{}", topic.as_str());
-    let (action, ok) = (Action::CommandSend, Outcome::Success);
-    origin
-        .record(state, caller, action, &owner, target, ok, Some(detail))
-        .await;
+    let act = Act::new(Action::CommandSend, &owner, target).detail(detail);
+    origin.record(state, caller, act).await;
     Ok(Sent {
         stream: ack.stream,
         sequence: ack.sequence,
@@ -218,11 +216,10 @@ pub async fn operation(
         Ok(sent) => sent,
         Err(e) if e.status == StatusCode::FORBIDDEN => {
             let target = format!("command:{site}/{topic}");
-            let detail = Some(json!({ "reason": e.message }));
-            let (action, denied) = (Action::CommandSend, Outcome::Denied);
-            origin
-                .record(state, caller, action, "", target, denied, detail)
-                .await;
+            let act = Act::new(Action::CommandSend, "", target)
+                .outcome(Outcome::Denied)
+                .detail(json!({ "reason": e.message }));
+            origin.record(state, caller, act).await;
             return Err(e);
         }
         Err(e) => return Err(e),

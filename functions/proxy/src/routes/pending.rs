@@ -38,11 +38,11 @@ use plantd_shared::streams::{COMMANDS, COMMANDS_BUCKET};
 use plantd_shared::subject::{Channel, Site, prefix};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Origin;
+use crate::audit::{Act, Origin};
 use crate::auth::Caller;
 use crate::routes::{commands, site};
 use crate::{AppError, AppState};
-use plantd_shared::audit::{Action, Outcome};
+use plantd_shared::audit::Action;
 
 /// How long a cancel waits for the edge's answer before it says 202.
 pub const VERDICT_WAIT: Duration = Duration::from_secs(3);
@@ -275,11 +275,9 @@ pub async fn cancel(
             _ => String::new(),
         };
         let target = format!("command:{site_name}/{id}");
-        let detail = Some(serde_json::json!({ "status": status }));
-        let (action, ok) = (Action::CommandCancel, Outcome::Success);
-        origin
-            .record(&state, &caller, action, &owner, target, ok, detail)
-            .await;
+        let act = Act::new(Action::CommandCancel, &owner, target)
+            .detail(serde_json::json!({ "status": status }));
+        origin.record(&state, &caller, act).await;
     }
     result
 }

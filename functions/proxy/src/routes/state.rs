@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::Origin;
+use crate::audit::{Act, Origin};
 use crate::auth::Caller;
 use crate::json::Body;
 use crate::state_store::{DEFAULT_CONTENT_TYPE, Precondition, check_scope};
 use crate::{AppError, AppState};
-use plantd_shared::audit::{Action, Outcome};
+use plantd_shared::audit::Action;
 
 /// The permission for `action` on `scope`.
 pub fn permission(scope: &str, action: &str) -> String {
@@ -104,10 +104,8 @@ pub async fn create_scope(
     caller.require(&permission(&body.scope, "admin"))?;
     let revision = state.state.create_scope(caller.org(), &body.scope).await?;
     let target = format!("scope:{}", body.scope);
-    let (action, ok) = (Action::ScopeCreate, Outcome::Success);
-    origin
-        .record(&state, &caller, action, "", target, ok, None)
-        .await;
+    let act = Act::new(Action::ScopeCreate, "", target);
+    origin.record(&state, &caller, act).await;
     Ok((
         StatusCode::CREATED,
         [(ETAG, etag(revision))],
@@ -165,10 +163,8 @@ pub async fn delete_scope(
     caller.require(&permission(&scope, "admin"))?;
     state.state.delete_scope(caller.org(), &scope).await?;
     let target = format!("scope:{scope}");
-    let (action, ok) = (Action::ScopeDelete, Outcome::Success);
-    origin
-        .record(&state, &caller, action, "", target, ok, None)
-        .await;
+    let act = Act::new(Action::ScopeDelete, "", target);
+    origin.record(&state, &caller, act).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
