@@ -40,14 +40,13 @@ async fn device(
         while let Ok(ev) = el.poll().await {
             match ev {
                 Event::Incoming(Packet::Publish(p)) => {
-                    if tx.send(p).is_err() {
+                    let delivered = tx.send(p);
+                    if delivered.is_err() {
                         return;
                     }
                 }
                 Event::Incoming(Packet::SubAck(_)) => {
-                    if let Some(s) = subscribed.take() {
-                        let _ = s.send(());
-                    }
+                    let _ = subscribed.take().map(|s| s.send(()));
                 }
                 _ => {}
             }
