@@ -12,7 +12,8 @@
 //! issued before the revocation stop working too
 //! ([`crate::model::User::revoked_before_ms`]).
 //!
-//! Revocation happens on deactivation, deletion, removal of a role, and
+//! Revocation happens on deactivation, deletion, removal of a role (and
+//! for every holder, when a role is narrowed or deleted), and
 //! on `POST /v1/{users,service-accounts,devices}/{id}/revoke` ("log this
 //! one out everywhere").
 //!
@@ -83,6 +84,8 @@ pub enum Reason {
     Deleted,
     /// A role was taken away.
     RoleRemoved,
+    /// A role it holds lost permissions or was deleted.
+    RoleChanged,
     /// An administrator asked (`POST …/revoke`).
     Requested,
 }
@@ -94,6 +97,7 @@ impl Reason {
             Self::Deactivated => "deactivated",
             Self::Deleted => "deleted",
             Self::RoleRemoved => "role removed",
+            Self::RoleChanged => "role narrowed or deleted",
             Self::Requested => "revoked by an administrator",
         }
     }
@@ -137,6 +141,42 @@ pub async fn revoke_all(
     Err(AppError::conflict(format!(
         "{key}: too many concurrent changes"
     )))
+}
+
+/// Revokes the live tokens of every user and service account of `org`
+/// holding role `role` (the role was narrowed or deleted: tokens carry its
+/// old permissions). Returns how many tokens were live.
+///
+/// # Errors
+/// 503 on storage errors.
+pub async fn revoke_role_holders(
+    state: &AppState,
+    org: &str,
+    role: &str,
+) -> Result<usize, AppError> {
+    let role = role.to_owned();
+    let mut holders: Vec<String> = state
+        .store
+        .list::<crate::model::User>(&format!("user.{org}."))
+        .await?
+        .into_iter()
+        .filter(|u| u.roles.contains(&role))
+        .map(|u| u.id)
+        .collect();
+    holders.extend(
+        state
+            .store
+            .list::<crate::model::ServiceAccount>(&format!("sa.{org}."))
+            .await?
+            .into_iter()
+            .filter(|s| s.roles.contains(&role))
+            .map(|s| s.client_id),
+    );
+    let mut total = 0;
+    for subject in holders {
+        total += revoke_all(state, org, &subject, Reason::RoleChanged).await?;
+    }
+    Ok(total)
 }
 
 /// A principal's tokens were revoked: logged here; the one place to add

@@ -457,3 +457,81 @@ async fn devices_are_revoked_and_deactivated() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn narrowing_or_deleting_a_role_revokes_its_holders_tokens() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let acme = org_with_admin(&f, &root, "acme").await;
+    let (s, _) = call(
+        &f.app,
+        "POST",
+        "/v1/roles",
+        Some(&acme),
+        Some(json!({"name": "reader", "perms": ["telemetry:*:read"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    create_user(&f, &acme, "r@acme.example", "reader password", &["reader"]).await;
+    create_user(&f, &acme, "o@acme.example", "other password", &["viewer"]).await;
+    let (_, v) = login(&f.app, "r@acme.example", "reader password").await;
+    let (_, o) = login(&f.app, "o@acme.example", "other password").await;
+    let (holder, other) = (token(&v), token(&o));
+
+    let (s, _) = call(
+        &f.app,
+        "PUT",
+        "/v1/roles/reader",
+        Some(&acme),
+        Some(json!({"perms": ["telemetry:*:read", "state:scope:*:read"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        whoami(&f, &holder).await,
+        StatusCode::OK,
+        "widening revokes nothing"
+    );
+    let (s, _) = call(
+        &f.app,
+        "PUT",
+        "/v1/roles/reader",
+        Some(&acme),
+        Some(json!({"perms": ["state:scope:*:read"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        whoami(&f, &holder).await,
+        StatusCode::UNAUTHORIZED,
+        "narrowed"
+    );
+    assert_eq!(whoami(&f, &other).await, StatusCode::OK, "not a holder");
+
+    let (_, v) = login(&f.app, "r@acme.example", "reader password").await;
+    let holder = token(&v);
+    assert_eq!(
+        call(&f.app, "DELETE", "/v1/roles/reader", Some(&acme), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        whoami(&f, &holder).await,
+        StatusCode::UNAUTHORIZED,
+        "deleted"
+    );
+    assert_eq!(whoami(&f, &other).await, StatusCode::OK);
+    for uri in ["/v1/roles/a.b*", "/v1/roles/%3E"] {
+        assert_eq!(
+            call(&f.app, "GET", uri, Some(&acme), None).await.0,
+            StatusCode::NOT_FOUND,
+            "{uri}"
+        );
+        assert_eq!(
+            call(&f.app, "DELETE", uri, Some(&acme), None).await.0,
+            StatusCode::NOT_FOUND,
+            "{uri}"
+        );
+    }
+}

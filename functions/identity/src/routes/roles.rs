@@ -14,6 +14,7 @@ use super::json::Body;
 use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::{self, BUILTIN_ROLES, Role};
+use crate::revocation;
 use crate::{AppError, AppState};
 use plantd_shared::audit::Action;
 
@@ -35,13 +36,17 @@ pub struct RoleBody {
     pub mqtt: BTreeMap<String, MqttGrant>,
 }
 
-fn validate(caller: &Caller, name: &str, body: &RoleBody) -> Result<Role, AppError> {
-    let ok = !name.is_empty()
+/// Whether `name` can be a role name (1-64 of `a-z 0-9 - _`).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !ok {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn validate(caller: &Caller, name: &str, body: &RoleBody) -> Result<Role, AppError> {
+    if !valid_name(name) {
         return Err(AppError::bad_request(
             "role name must be 1-64 of a-z, 0-9, -, _",
         ));
@@ -137,6 +142,9 @@ pub async fn get_one(
     if let Some(r) = model::builtin_role(&name) {
         return Ok(Json(r));
     }
+    if !valid_name(&name) {
+        return Err(AppError::not_found("role"));
+    }
     state
         .store
         .get::<Role>(&format!("role.{}.{name}", caller.org()))
@@ -159,12 +167,17 @@ pub async fn replace(
     caller.require("identity:role:update")?;
     let role = validate(&caller, &name, &body)?;
     let key = format!("role.{}.{name}", caller.org());
-    let (_, rev) = state
+    let (old, rev) = state
         .store
         .get::<Role>(&key)
         .await?
         .ok_or_else(|| AppError::not_found("role"))?;
     state.store.update(&key, &role, rev).await?;
+    let narrowed = old.perms.iter().any(|p| !role.perms.contains(p)) || old.mqtt != role.mqtt;
+    if narrowed {
+        // Tokens issued under the old definition carry its permissions.
+        revocation::revoke_role_holders(&state, caller.org(), &name).await?;
+    }
     origin
         .record(
             &state,
@@ -191,10 +204,14 @@ pub async fn delete(
     if BUILTIN_ROLES.contains(&name.as_str()) {
         return Err(AppError::conflict(format!("{name} is a built-in role")));
     }
+    if !valid_name(&name) {
+        return Err(AppError::not_found("role"));
+    }
     state
         .store
         .delete(&format!("role.{}.{name}", caller.org()))
         .await?;
+    revocation::revoke_role_holders(&state, caller.org(), &name).await?;
     origin
         .record(
             &state,
