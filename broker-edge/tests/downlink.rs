@@ -488,3 +488,69 @@ async fn a_command_nobody_takes_waits_alone_while_a_thousand_others_arrive_in_or
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_command_for_an_offline_persistent_session_is_queued_there_not_held() {
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let data = tempfile::tempdir().expect("tmp");
+    let edge = start_edge(&nats, data.path(), &[]).await;
+
+    // A device with a persistent session subscribes, then goes away.
+    let persistent = || {
+        let mut o = MqttOptions::new("valve-9", edge.mqtt.ip().to_string(), edge.mqtt.port());
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(3600));
+        o
+    };
+    let (client, mut el) = AsyncClient::new(persistent(), 10);
+    client
+        .subscribe("valve/9/set", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(el.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {}
+    })
+    .await
+    .expect("SUBACK");
+    client.disconnect().await.expect("disconnect");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while el.poll().await.is_ok() {}
+    })
+    .await
+    .expect("disconnected");
+
+    command(&js, "valve.9.set", "close", &[]).await;
+    // The broker took it for the session (a bounded poll: the edge offers
+    // no event for it)...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while edge_proc::metric(&edge, "plantd_downlink_delivered_total").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "never delivered to the session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... without holding it: nothing was ever written to the held-command
+    // bucket.
+    let mut records = js
+        .get_stream(format!("KV_{}", streams::COMMANDS_BUCKET))
+        .await
+        .expect("bucket stream");
+    let info = records.info().await.expect("info");
+    assert_eq!(info.state.last_sequence, 0, "no command was held");
+
+    // The device returns to its session and gets the command.
+    let (_client, mut el) = AsyncClient::new(persistent(), 10);
+    let p = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(p))) = el.poll().await {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("the queued command");
+    assert_eq!(p.payload.as_ref(), b"close");
+}
