@@ -241,6 +241,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         ),
     );
     let (edge_stop, edge, edge_mqtt) = start_edge(&config, &nats.url(), &functions_url).await?;
+    let trigger = start_trigger(&js).await?;
 
     println!(
         "plantd is up. Next: get a token as {} (password in {}, mode 0600):",
@@ -367,6 +368,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         Ok(Err(e)) => tracing::warn!(error = %e, "functions server"),
         Err(e) => tracing::warn!(error = %e, "functions server task"),
     }
+    stop_trigger(trigger).await;
     if let Err(e) = client.drain().await {
         tracing::debug!(error = %e, "draining the NATS client");
     }
@@ -627,6 +629,44 @@ async fn start_functions(
         .await
     });
     Ok((url, stop, task))
+}
+
+// ── The trigger (issue 13): stream events → functions, in this process ──
+
+/// Starts the trigger with the logger function bound to `PLANTD_LOGS`
+/// (durable consumer `logger_PLANTD_LOGS`). Its NATS client is the stack's,
+/// so it reconnects by itself when nats-server is restarted.
+///
+/// # Errors
+/// When the consumer cannot be created.
+async fn start_trigger(js: &async_nats::jetstream::Context) -> Result<plantd_trigger::Trigger> {
+    let mut trigger = plantd_trigger::Trigger::new(js.clone());
+    let logger = std::sync::Arc::new(plantd_logger::Logger::new(10_000));
+    let durable = trigger
+        .bind(
+            plantd_logger::FUNCTION,
+            streams::LOGS,
+            logger,
+            plantd_trigger::ConsumerSettings::default(),
+        )
+        .await
+        .context("the trigger did not start")?;
+    status(
+        "trigger",
+        "ready",
+        format_args!(
+            "{durable}  (logger <- {}; dead letters in {}: plantd dlq list)",
+            streams::LOGS,
+            streams::DLQ
+        ),
+    );
+    Ok(trigger)
+}
+
+/// Stops the trigger after the batches in hand are settled.
+async fn stop_trigger(trigger: plantd_trigger::Trigger) {
+    trigger.shutdown().await;
+    status("trigger", "stopped", "");
 }
 
 /// Resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
