@@ -145,4 +145,24 @@ async fn identity_serves_jwks_and_login_under_the_lambda_runtime() {
     assert!(v["error"].is_string(), "{v}");
     let (status, _) = call(&emulator, "GET", "/v1/auth/whoami", None, None).await;
     assert_eq!(status, 401);
+
+    // The function records both logins in the audit trail, on NATS, as the
+    // local server does — with API Gateway's view of the client address.
+    let (status, v) = call(
+        &emulator,
+        "GET",
+        "/v1/audit?action=auth.login",
+        Some(access),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let logins = v["records"].as_array().expect("records");
+    let outcomes: Vec<_> = logins.iter().map(|r| r["outcome"].clone()).collect();
+    assert_eq!(outcomes, [json!("success"), json!("failure")], "{v}");
+    assert!(logins[0]["source"].is_string(), "{v}");
+    let chain = plantd_shared::audit::verify(&nats.jetstream().await, "plantd")
+        .await
+        .expect("verify");
+    assert!(chain.ok() && chain.records >= 2, "{chain:?}");
 }

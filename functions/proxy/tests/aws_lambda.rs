@@ -221,6 +221,30 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
         stored.subject.as_str(),
         "plantd.plant-1.down.line1.valve.set"
     );
+    // Both Lambda roles recorded what alice did in the audit trail of the
+    // site's organisation: the scope (HTTP) and the command (WebSocket,
+    // with API Gateway's source address and request id).
+    let trail = plantd_shared::audit::read(
+        &nats.jetstream().await,
+        &plantd_shared::audit::Query {
+            org: "acme".into(),
+            actor: Some("alice".into()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("the audit trail");
+    let actions: Vec<_> = trail
+        .records
+        .iter()
+        .map(|s| s.record.action.as_str())
+        .collect();
+    assert_eq!(actions, ["state.scope_create", "command.send"], "{trail:?}");
+    assert_eq!(
+        trail.records[1].record.source.as_deref(),
+        Some("203.0.113.7")
+    );
 
     let r = invoke(&emulator, &event("default.json", conn, "")).await;
     let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");
