@@ -225,13 +225,43 @@ async fn settle_batch<H: Handler>(b: &Binding<H>, messages: Vec<jetstream::Messa
     }
 }
 
-/// Calls the handler, extending the items' ack deadline while it runs; a
-/// panic is every item failing.
+/// Calls the handler, extending the items' ack deadline while it runs. A
+/// panic fails the batch; when the batch has more than one item, each is
+/// then handed over alone, so one item that panics does not fail (and in
+/// the end park) the items that happened to share its batch.
 async fn run_handler<H: Handler>(
     b: &Binding<H>,
     items: &[Item],
     messages: &[jetstream::Message],
 ) -> BatchOutcome {
+    match call_handler(b, items, messages).await {
+        Ok(outcome) => outcome,
+        Err(panic) if items.len() == 1 => BatchOutcome::all_failed(1, panic),
+        Err(_) => {
+            let mut outcome = BatchOutcome::success();
+            for (i, item) in items.iter().enumerate() {
+                let alone = std::slice::from_ref(item);
+                let message = messages.get(i).map(std::slice::from_ref).unwrap_or(&[]);
+                match call_handler(b, alone, message).await {
+                    Ok(o) => {
+                        if let Some(e) = o.failure(0) {
+                            outcome.record_failure(i, e);
+                        }
+                    }
+                    Err(panic) => outcome.record_failure(i, panic),
+                }
+            }
+            outcome
+        }
+    }
+}
+
+/// One handler call; `Err` with the panic's message when it panicked.
+async fn call_handler<H: Handler>(
+    b: &Binding<H>,
+    items: &[Item],
+    messages: &[jetstream::Message],
+) -> Result<BatchOutcome, String> {
     let call = AssertUnwindSafe(b.handler.handle(items)).catch_unwind();
     tokio::pin!(call);
     let period = b.settings.ack_wait / 2;
@@ -239,14 +269,14 @@ async fn run_handler<H: Handler>(
     loop {
         tokio::select! {
             r = &mut call => {
-                return r.unwrap_or_else(|panic| {
+                return r.map_err(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic".to_owned());
-                    tracing::error!(consumer = %b.durable, panic = %what, "handler panicked; the batch failed");
-                    BatchOutcome::all_failed(items.len(), format!("handler panicked: {what}"))
+                    tracing::error!(consumer = %b.durable, panic = %what, items = items.len(), "handler panicked");
+                    format!("handler panicked: {what}")
                 });
             }
             _ = extend.tick() => {

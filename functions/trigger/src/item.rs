@@ -103,7 +103,8 @@ impl BatchOutcome {
 /// ones with backoff; after `max_deliver` deliveries an item is parked in
 /// `PLANTD_DLQ`. Delivery is at least once: an item may be handed over
 /// again after a crash or a lost acknowledgement, so the handler must be
-/// idempotent on [`Item::key`]. A panic counts as every item failing.
+/// idempotent on [`Item::key`]. When a call panics, each of its items is
+/// handed over again alone, so only the item that panics fails.
 ///
 /// Implement it with `async fn handle(&self, batch: &[Item]) -> BatchOutcome`.
 pub trait Handler: Send + Sync + 'static {

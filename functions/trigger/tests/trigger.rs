@@ -553,3 +553,57 @@ async fn a_deleted_consumer_is_created_again_and_nothing_is_lost() {
     drained(&js, &durable).await;
     trigger.shutdown().await;
 }
+
+/// Panics on `boom`, records everything else.
+#[derive(Default)]
+struct Panicky {
+    done: Mutex<Vec<u64>>,
+}
+
+impl Handler for Panicky {
+    async fn handle(&self, batch: &[Item]) -> BatchOutcome {
+        if batch.iter().any(|i| i.payload.as_ref() == b"boom") {
+            panic!("boom in item");
+        }
+        let mut done = self.done.lock().expect("lock");
+        done.extend(batch.iter().map(|i| i.sequence));
+        BatchOutcome::success()
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_item_is_parked_alone_and_its_batch_mates_proceed() {
+    plantd_testkit::init_tracing();
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    for i in 1..=6u64 {
+        let payload = if i == 3 {
+            "boom".to_owned()
+        } else {
+            format!("ok {i}")
+        };
+        publish(&js, &payload).await;
+    }
+    let handler = Arc::new(Panicky::default());
+    let mut trigger = Trigger::new(js.clone());
+    let durable = trigger
+        .bind("panicky", streams::LOGS, handler.clone(), fast())
+        .await
+        .expect("bind");
+    let parked = eventually(WAIT, "the panicking item parked", || async {
+        dlq::list(&js, Some(&durable), 10)
+            .await
+            .expect("list")
+            .into_iter()
+            .next()
+    })
+    .await;
+    drained(&js, &durable).await;
+    assert_eq!(parked.sequence, 3);
+    assert_eq!(parked.error, "handler panicked: boom in item");
+    let mut done = handler.done.lock().expect("lock").clone();
+    done.sort_unstable();
+    assert_eq!(done, vec![1, 2, 4, 5, 6], "batch-mates handled once each");
+    assert_eq!(dlq::list(&js, None, 10).await.expect("list").len(), 1);
+    trigger.shutdown().await;
+}
