@@ -47,6 +47,10 @@ use plantd_shared::audit::Action;
 /// How long a cancel waits for the edge's answer before it says 202.
 pub const VERDICT_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a cancel waits for the record of a command the edge is taking
+/// at that moment.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
+
 /// Most commands one list returns.
 pub const MAX_LIMIT: usize = 1000;
 
@@ -341,7 +345,7 @@ async fn cancel_command(
                 finished => return answer(finished, id),
             },
             None => {
-                if let Some(r) = cancel_queued(&stream, &site, id).await? {
+                if let Some(r) = cancel_queued(&stream, &kv, &site, id).await? {
                     return Ok(r);
                 }
             }
@@ -353,9 +357,11 @@ async fn cancel_command(
 }
 
 /// Cancels a command the edge has not taken, by deleting it from the
-/// stream. `None` when a record appeared meanwhile (look again).
+/// stream. `None` when the edge is taking it at this moment (look again:
+/// it has waited up to [`IN_FLIGHT_WAIT`] for the edge's record).
 async fn cancel_queued(
     stream: &jetstream::stream::Stream<()>,
+    kv: &kv::Store,
     site: &Site,
     id: u64,
 ) -> Result<Option<Response>, AppError> {
@@ -382,8 +388,19 @@ async fn cancel_queued(
                 "command {id} was already delivered"
             )));
         }
-        // The edge is handing it over now: look again (a record appears
-        // if it holds it).
+        // The edge is handing it over now: a record appears if it holds
+        // it, the floor passes it if it delivered it. Wait for the record
+        // (briefly), then look again.
+        let key = record_key(site, id);
+        let mut changes = kv.watch(&key).await.map_err(AppError::unavailable)?;
+        if kv
+            .entry(&key)
+            .await
+            .map_err(AppError::unavailable)?
+            .is_none()
+        {
+            let _ = tokio::time::timeout(IN_FLIGHT_WAIT, changes.next()).await;
+        }
         return Ok(None);
     }
     stream
