@@ -1024,6 +1024,18 @@ impl Link {
         }
         if p.qos == QoS::ExactlyOnce && self.incoming_qos2.contains(&p.pkid) {
             // A resent QoS 2 publish we already took: acknowledge again only.
+            if self.log.is_some() {
+                // The first copy's PUBREC may still wait for the session
+                // store (a resend right after a reconnect): this one waits
+                // behind it, through the router.
+                self.pending_acks += 1;
+                return Step::Route(RouterCmd::Ack(AckTo {
+                    mailbox: self.mailbox.clone(),
+                    conn_id: self.conn_id,
+                    pkid: p.pkid,
+                    qos: QoS::ExactlyOnce,
+                }));
+            }
             self.send(&v5::Packet::PubRec(Ack::new(p.pkid, 0)));
             return Step::Done;
         }

@@ -135,6 +135,10 @@ pub enum RouterCmd {
         /// Where the outcome goes.
         reply: Option<oneshot::Sender<u8>>,
     },
+    /// Acknowledge a QoS 2 PUBLISH resent by a persistent session (its
+    /// packet id is known): PUBREC 0, after any earlier acknowledgement of
+    /// the session still waiting for the store.
+    Ack(AckTo),
     /// A connection ended.
     Disconnected {
         /// Session.
@@ -436,6 +440,10 @@ impl Router {
                     }
                     self.answer_publisher(before, ack, reason);
                 }
+            }
+            RouterCmd::Ack(ack) => {
+                let before = self.route.changes();
+                self.answer_publisher(before, ack, 0);
             }
             RouterCmd::Inject { publication, reply } => {
                 let before = self.route.changes();
