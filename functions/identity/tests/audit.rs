@@ -667,3 +667,26 @@ async fn refresh_reuse_and_logout_are_recorded() {
     let revoke = records(&f, &root, "action=auth.revoke").await;
     assert_eq!(revoke[0]["target"], me);
 }
+
+#[tokio::test]
+async fn narrowing_a_role_records_the_change_and_the_revocation() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let role = json!({"name": "ops", "perms": ["telemetry:*:read", "commands:*:send"]});
+    let (s, _) = call(&f.app, "POST", "/v1/roles", Some(&root), Some(role)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let narrower = json!({"name": "ops", "perms": ["telemetry:*:read"]});
+    let (s, v) = call(&f.app, "PUT", "/v1/roles/ops", Some(&root), Some(narrower)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got = actions(&f, &root, "target=role:ops").await;
+    let want = [
+        ("role.create", "role:ops", "success"),
+        ("role.update", "role:ops", "success"),
+        ("auth.revoke", "role:ops", "success"),
+    ];
+    let want: Vec<_> = want
+        .iter()
+        .map(|(a, t, o)| ((*a).to_owned(), (*t).to_owned(), (*o).to_owned()))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -174,19 +174,18 @@ pub async fn replace(
         .ok_or_else(|| AppError::not_found("role"))?;
     state.store.update(&key, &role, rev).await?;
     let narrowed = old.perms.iter().any(|p| !role.perms.contains(p)) || old.mqtt != role.mqtt;
+    let target = format!("role:{name}");
+    origin
+        .record(&state, &caller, Action::RoleUpdate, caller.org(), &target)
+        .await;
     if narrowed {
         // Tokens issued under the old definition carry its permissions.
-        revocation::revoke_role_holders(&state, caller.org(), &name).await?;
+        let n = revocation::revoke_role_holders(&state, caller.org(), &name).await?;
+        let reason = revocation::Reason::RoleChanged;
+        origin
+            .revoked(&state, &caller, caller.org(), target, reason, n)
+            .await;
     }
-    origin
-        .record(
-            &state,
-            &caller,
-            Action::RoleUpdate,
-            caller.org(),
-            format!("role:{name}"),
-        )
-        .await;
     Ok(Json(role))
 }
 
@@ -211,15 +210,14 @@ pub async fn delete(
         .store
         .delete(&format!("role.{}.{name}", caller.org()))
         .await?;
-    revocation::revoke_role_holders(&state, caller.org(), &name).await?;
+    let target = format!("role:{name}");
     origin
-        .record(
-            &state,
-            &caller,
-            Action::RoleDelete,
-            caller.org(),
-            format!("role:{name}"),
-        )
+        .record(&state, &caller, Action::RoleDelete, caller.org(), &target)
+        .await;
+    let n = revocation::revoke_role_holders(&state, caller.org(), &name).await?;
+    let reason = revocation::Reason::RoleChanged;
+    origin
+        .revoked(&state, &caller, caller.org(), target, reason, n)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
