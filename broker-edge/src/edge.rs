@@ -510,6 +510,11 @@ pub async fn run(
         t.mirror_revocations(&client);
     }
     let token = CancellationToken::new();
+    // Whatever way `run` ends — an error below, or the caller dropping it
+    // (`plantd up` restarting the edge in-process) — the tasks it spawned
+    // stop with it: an orphaned lease task would keep answering for this
+    // journal and the restarted edge would be refused its own site.
+    let _stop_tasks_on_exit = token.clone().drop_guard();
     let mut tasks = Vec::new();
     if config.uplink.create_streams {
         let js = async_nats::jetstream::new(client.clone());
@@ -542,6 +547,7 @@ pub async fn run(
     tasks.push(tokio::spawn(lease.run(pings, t.cancelled_owned())));
     let status = uplink.status();
     let uplink_stop = CancellationToken::new();
+    let _stop_uplink_on_exit = uplink_stop.clone().drop_guard();
     let stop = uplink_stop.clone();
     let uplink_task = tokio::spawn(async move { uplink.run(stop.cancelled_owned()).await });
 
