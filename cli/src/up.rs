@@ -573,13 +573,11 @@ async fn start_functions(
     nats_url: &str,
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>, ServerTask)> {
     use plantd_identity::{AppState, Keys, Settings as IdentitySettings, bootstrap, keys};
-    let key = Keys::load_or_create(&config.data_dir.join("identity").join("signing-key.pem"))
-        .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
-    let state = AppState::new(
-        js,
-        Keys::new(key, Vec::new()).map_err(|e| anyhow::anyhow!("{e}"))?,
-        IdentitySettings::default(),
-    )
+    // The key ring (signing, next, previous keys) lives beside the key
+    // file, so `POST /v1/keys/rotate` survives a restart.
+    let keys = Keys::open_file(&config.data_dir.join("identity").join("signing-key.pem"))
+        .map_err(|e| anyhow::anyhow!("signing keys: {e}"))?;
+    let state = AppState::new(js, keys, IdentitySettings::default())
     .await
     .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
     let pw_path = admin_password_path(config);
@@ -610,6 +608,13 @@ async fn start_functions(
     )
     .await
     .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;
+    // The proxy follows identity's key rotations in this process.
+    let keys = state.keys.clone();
+    proxy
+        .trust
+        .set_key_source(plantd_proxy::auth::KeySource::Local(std::sync::Arc::new(
+            move || keys.jwks().clone(),
+        )));
     let router = axum::Router::new()
         .merge(plantd_identity::app(state))
         .merge(plantd_proxy::mountable(proxy));
