@@ -10,7 +10,9 @@
 //!   completed; a subscriber that had sent PUBREC gets the PUBREL again
 //!   (not the message), one that had not gets the PUBLISH again (DUP, same
 //!   packet id);
-//! * a will waiting out its Will Delay Interval fires after the restart.
+//! * a will waiting out its Will Delay Interval fires after the restart;
+//! * PUBACKs keep the order of the PUBLISHes when only some of them wait
+//!   for the store.
 //!
 //! Real clients: rumqttc 3.1.1 and 5.0, and the crate's raw socket client
 //! for the QoS 2 steps.
@@ -303,5 +305,45 @@ async fn a_will_waiting_out_its_delay_fires_after_sigkill() {
     await_metric(&edge, "plantd_edge_session_store_wills", 0.0).await;
     watcher.no_publish().await;
     drop(watcher);
+    sigkill(edge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubacks_keep_the_order_of_the_publishes_when_some_wait_for_the_store() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (edge, b) = start(data.path()).await;
+    // A persistent subscriber on `kept/#` (its messages wait for a commit),
+    // nobody on `free/#` (acknowledged at once unless an earlier PUBACK of
+    // the same publisher is still waiting).
+    let mut keeper = v4(&b, "keeper", |o| {
+        o.set_clean_session(false);
+    })
+    .await;
+    keeper.sub("kept/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) = Raw::connect4(&b, "mixed", true, 30).await;
+    let n = 60u16;
+    for pkid in 1..=n {
+        let topic = if pkid % 3 == 0 { "free/x" } else { "kept/x" };
+        publisher
+            .send4(p4::Packet::Publish(p4::Publish {
+                dup: false,
+                qos: Q::AtLeastOnce,
+                retain: false,
+                topic: topic.into(),
+                pkid,
+                payload: Bytes::from(pkid.to_string()),
+            }))
+            .await;
+    }
+    for want in 1..=n {
+        match publisher.recv4().await {
+            Some(p4::Packet::PubAck(got)) => assert_eq!(got, want, "PUBACKs in order"),
+            other => panic!("expected PUBACK {want}, got {other:?}"),
+        }
+    }
+    for _ in 0..(n - n / 3) {
+        keeper.publish().await;
+    }
+    drop((keeper, publisher));
     sigkill(edge).await;
 }
