@@ -1,5 +1,5 @@
-//! The API commands: `plantd whoami`, `state`, `command`, `call`,
-//! `history`, `token`. Tables (plain lines) for people, `--json` for
+//! The API commands: `plantd whoami`, `state`, `command`, `commands`
+//! (pending, cancel), `call`, `history`, `token`. Tables (plain lines) for people, `--json` for
 //! scripts.
 
 use anyhow::Result;
@@ -218,6 +218,72 @@ pub async fn command(s: &Session, c: CommandArgs<'_>, json: bool) -> Result<()> 
             "queued for {site} as {} #{}",
             v["stream"].as_str().unwrap_or("?"),
             v["sequence"]
+        );
+    }
+    Ok(())
+}
+
+/// `plantd commands pending SITE`: the commands not delivered yet, oldest
+/// first — queued for the site's edge, or held by it (nobody subscribes to
+/// their topic, or they wait behind such a command).
+///
+/// # Errors
+/// As the API answers (403, another organisation's site, unknown site).
+pub async fn pending(s: &Session, site: &str, limit: u32, json: bool) -> Result<()> {
+    let v: serde_json::Value = s
+        .send(s.request(
+            Method::GET,
+            &format!("/v1/sites/{site}/commands?state=pending&limit={limit}"),
+        ))
+        .await?
+        .json()
+        .await?;
+    if json {
+        print_json(&v);
+        return Ok(());
+    }
+    for c in v["commands"].as_array().into_iter().flatten() {
+        let text = |f: &str| c[f].as_str().unwrap_or("-").to_owned();
+        let reason = c["reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let expires = c["expires"]
+            .as_str()
+            .map(|e| format!("  expires {e}"))
+            .unwrap_or_default();
+        println!(
+            "#{}  {}{reason}  {}{expires}",
+            c["id"],
+            text("state"),
+            text("topic")
+        );
+    }
+    if v["truncated"] == true {
+        eprintln!("more are pending; raise --limit");
+    }
+    Ok(())
+}
+
+/// `plantd commands cancel SITE ID`: cancels a pending command (never
+/// delivered afterwards).
+///
+/// # Errors
+/// Exit code 5 for an unknown command, 6 when it was already delivered or
+/// expired.
+pub async fn cancel(s: &Session, site: &str, id: u64, json: bool) -> Result<()> {
+    let v: serde_json::Value = s
+        .send(s.request(Method::DELETE, &format!("/v1/sites/{site}/commands/{id}")))
+        .await?
+        .json()
+        .await?;
+    if json {
+        print_json(&v);
+    } else if v["state"] == "cancelled" {
+        println!("command #{id} cancelled: it will never be delivered");
+    } else {
+        println!(
+            "cancel of command #{id} requested: the site's edge is offline and drops it when it returns"
         );
     }
     Ok(())

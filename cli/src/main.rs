@@ -130,6 +130,26 @@ enum SitesCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum CommandsCmd {
+    /// The site's pending commands, oldest first: queued for its edge, or
+    /// held (nobody subscribes to the topic, or behind such a command).
+    Pending {
+        /// The site.
+        site: String,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Cancel a pending command: it is never delivered afterwards.
+    Cancel {
+        /// The site.
+        site: String,
+        /// The command's id (the sequence `plantd command` printed).
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCmd {
     /// Check the organisation's hash chain: exit 0 when it is intact, 1
     /// with the first broken record when a record was altered, removed,
@@ -185,6 +205,12 @@ enum Verb {
         /// Deliver as retained.
         #[arg(long)]
         retain: bool,
+    },
+    /// Commands not delivered yet: list them, cancel one.
+    Commands {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: CommandsCmd,
     },
     /// Call a service on a device (MQTT 5 request/response) and print the answer.
     Call {
@@ -473,6 +499,15 @@ fn main() -> ExitCode {
                     retain,
                 };
                 commands::command(&s, args, json).await
+            }
+            Verb::Commands { cmd } => {
+                let s = Session::open(profile.as_deref()).await?;
+                match cmd {
+                    CommandsCmd::Pending { site, limit } => {
+                        commands::pending(&s, &site, limit, json).await
+                    }
+                    CommandsCmd::Cancel { site, id } => commands::cancel(&s, &site, id, json).await,
+                }
             }
             Verb::Call {
                 site,
