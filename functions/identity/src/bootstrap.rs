@@ -4,6 +4,8 @@
 //! variables never reset a password). There is no default password: without
 //! both variables no administrator is created.
 
+use plantd_shared::audit::{Action, ActorKind, Event};
+
 use crate::model::{self, EmailIndex, Org, SYSTEM_ORG, User};
 use crate::{AppError, AppState, password};
 
@@ -17,7 +19,8 @@ pub enum Bootstrap {
 }
 
 /// Creates the system organisation and the first administrator unless the
-/// email is taken.
+/// email is taken (recorded in the audit trail as `user.create` by the
+/// `system` actor `bootstrap`).
 ///
 /// # Errors
 /// 400 for a password shorter than the minimum, 503 on storage errors.
@@ -64,5 +67,10 @@ pub async fn ensure_admin(
     };
     crate::routes::users::insert_user(state, &user).await?;
     tracing::info!(%email, "created the bootstrap administrator");
+    let event = Event::new(Action::UserCreate, SYSTEM_ORG)
+        .actor(ActorKind::System, "bootstrap")
+        .target(format!("user:{}", user.id))
+        .detail(serde_json::json!({ "email": email, "roles": user.roles }));
+    state.audit.record(event).await;
     Ok(Bootstrap::Created(user.id))
 }

@@ -98,6 +98,11 @@ async fn logins_are_recorded_with_outcome_source_and_request_id() {
     );
     // Every record carries its place in the chain.
     assert_eq!(ok["prev"], failed["hash"]);
+    // The chain starts with the bootstrap administrator, created by plantd.
+    let boot = records(&f, &root, "action=user.create").await;
+    assert_eq!(boot[0]["actor_kind"], "system");
+    assert_eq!(boot[0]["n"], 1);
+    assert_eq!(boot[0]["prev"], audit::GENESIS);
 }
 
 #[tokio::test]
