@@ -232,7 +232,10 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status("streams", "ready", streams::STREAMS.join(" "));
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
-    let (functions_url, server_stop, server) = start_functions(&config, &js, &nats.url()).await?;
+    let trigger = start_trigger(&js).await?;
+    let trigger_status = trigger.status();
+    let (functions_url, server_stop, server) =
+        start_functions(&config, &js, &nats.url(), &trigger_status).await?;
     status(
         "functions",
         "ready",
@@ -241,7 +244,6 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         ),
     );
     let (edge_stop, edge, edge_mqtt) = start_edge(&config, &nats.url(), &functions_url).await?;
-    let trigger = start_trigger(&js).await?;
 
     println!(
         "plantd is up. Next: get a token as {} (password in {}, mode 0600):",
@@ -334,7 +336,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
                 status("functions", "down", format_args!("stopped unexpectedly ({why}); restarting"));
                 let nats_url = nats.url();
                 let back = retry("the functions server", &mut functions_restarts, &mut shutdown, &why, || {
-                    start_functions(&config, &js, &nats_url)
+                    start_functions(&config, &js, &nats_url, &trigger_status)
                 })
                 .await;
                 match back {
@@ -565,12 +567,14 @@ fn admin_password_path(config: &UpConfig) -> PathBuf {
 
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
-/// Starts every function's router behind one HTTP server, creating the
-/// signing key and the local administrator on first start.
+/// Starts every function's router behind one HTTP server (with the
+/// trigger's `/metrics` and `/healthz/trigger`), creating the signing key
+/// and the local administrator on first start.
 async fn start_functions(
     config: &UpConfig,
     js: &async_nats::jetstream::Context,
     nats_url: &str,
+    trigger: &plantd_trigger::Status,
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>, ServerTask)> {
     use plantd_identity::{AppState, Keys, Settings as IdentitySettings, bootstrap, keys};
     // The key ring (signing, next, previous keys) lives beside the key
@@ -578,8 +582,8 @@ async fn start_functions(
     let keys = Keys::open_file(&config.data_dir.join("identity").join("signing-key.pem"))
         .map_err(|e| anyhow::anyhow!("signing keys: {e}"))?;
     let state = AppState::new(js, keys, IdentitySettings::default())
-    .await
-    .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
+        .await
+        .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
     let pw_path = admin_password_path(config);
     let password = match std::fs::read_to_string(&pw_path) {
         Ok(p) => p.trim().to_owned(),
@@ -617,7 +621,10 @@ async fn start_functions(
         )));
     let router = axum::Router::new()
         .merge(plantd_identity::app(state))
-        .merge(plantd_proxy::mountable(proxy));
+        .merge(plantd_proxy::mountable(proxy))
+        // The trigger's Prometheus `/metrics` and `/healthz/trigger` (503
+        // naming a stuck consumer).
+        .merge(plantd_trigger::http::routes(trigger.clone()));
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;

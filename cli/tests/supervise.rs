@@ -185,6 +185,21 @@ async fn nats_server_killed_under_plantd_up_comes_back_and_nothing_acknowledged_
         .await
         .expect("healthz");
     assert_eq!(health.status, 200);
+    // The trigger's health and metrics are served beside the functions.
+    let trigger = http::get(port_of(&up.functions_url()), "/healthz/trigger")
+        .await
+        .expect("trigger health");
+    assert_eq!(trigger.status, 200, "{}", trigger.text());
+    let metrics = http::get(port_of(&up.functions_url()), "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .text()
+            .contains("plantd_trigger_items_total{function=\"logger\",stream=\"PLANTD_LOGS\""),
+        "{}",
+        metrics.text()
+    );
 }
 
 #[tokio::test]
