@@ -51,6 +51,9 @@ pub const VERDICT_WAIT: Duration = Duration::from_secs(3);
 /// at that moment.
 pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 
+/// Most stored commands one list reads.
+pub const MAX_SCAN: usize = 10_000;
+
 /// Most commands one list returns.
 pub const MAX_LIMIT: usize = 1000;
 
@@ -119,7 +122,8 @@ pub struct PendingCommand {
 pub struct PendingList {
     /// Oldest first.
     pub commands: Vec<PendingCommand>,
-    /// Whether there are more than `limit`.
+    /// Whether there may be more than listed (more than `limit`, or more
+    /// stored commands than one list reads).
     pub truncated: bool,
 }
 
@@ -206,8 +210,17 @@ pub async fn list(
     let filter = format!("{}.>", prefix(&site, Channel::Down));
     let now = headers::now_ms();
     let mut next = taken.delivered + 1;
-    // One more than asked, to tell whether the list is truncated.
+    // One more than asked, to tell whether the list is truncated; at most
+    // MAX_SCAN stored commands read (expired ones are skipped, and a site
+    // offline for days may have many).
+    let mut scanned = 0;
+    let mut scan_cut = false;
     while found.len() <= limit {
+        scanned += 1;
+        if scanned > MAX_SCAN {
+            scan_cut = true;
+            break;
+        }
         let m = match stream
             .direct_get_next_for_subject(&filter, Some(next))
             .await
@@ -233,7 +246,7 @@ pub async fn list(
             expires: None,
         });
     }
-    let truncated = found.len() > limit;
+    let truncated = scan_cut || found.len() > limit;
     let commands = found.into_values().take(limit).collect();
     Ok(axum::Json(PendingList {
         commands,
