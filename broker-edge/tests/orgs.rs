@@ -221,7 +221,13 @@ async fn the_owner_comes_from_the_site_registry_and_survives_an_offline_restart(
     }
     let acme = token(&key, "press-1", "acme", PrincipalKind::Device, &["device"]);
     admitted(&b, "acme", &acme).await;
-    drop(edge);
+    // Wait for the exit: the next edge opens the same data directory (its
+    // file locks are released only when this process has gone).
+    let mut edge = edge;
+    edge.proc
+        .terminate(std::time::Duration::from_secs(30))
+        .await
+        .expect("the edge stops");
     assert!(
         data.join(plantd_edge::owner::CACHE_FILE).exists(),
         "the record is cached"
