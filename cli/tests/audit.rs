@@ -54,7 +54,9 @@ async fn audit_lists_verifies_and_catches_a_doctored_record() {
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     assert!(
-        table.lines().any(|l| l.contains("success") && l.contains("auth.login")),
+        table
+            .lines()
+            .any(|l| l.contains("success") && l.contains("auth.login")),
         "{table}"
     );
     let out = run(plantd(config.path()).args(["audit", "--json", "--since", "1h"]));
@@ -107,10 +109,19 @@ async fn audit_lists_verifies_and_catches_a_doctored_record() {
     .expect("stored");
 
     let out = run(plantd(config.path()).args(["audit", "verify"]));
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(err.contains("BROKEN"), "{err}");
-    assert!(err.contains(&doctored.id), "names the doctored record: {err}");
+    assert!(
+        err.contains(&doctored.id),
+        "names the doctored record: {err}"
+    );
     let out = run(plantd(config.path()).args(["audit", "verify", "--json"]));
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");

@@ -24,9 +24,9 @@
 //! If you are about to write a topic mapping, a filter match or a permission
 //! check anywhere else, call the one here instead.
 
+pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
-pub mod audit;
 pub mod claims;
 pub mod commands;
 pub mod config;

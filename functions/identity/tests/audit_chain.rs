@@ -116,7 +116,11 @@ async fn concurrent_writers_on_separate_connections_never_fork_the_chain() {
     )
     .await
     .expect("read");
-    let ids: HashSet<_> = page.records.iter().map(|s| s.record.target.clone()).collect();
+    let ids: HashSet<_> = page
+        .records
+        .iter()
+        .map(|s| s.record.target.clone())
+        .collect();
     assert_eq!(ids.len(), WRITERS * EACH);
 }
 

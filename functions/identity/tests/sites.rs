@@ -107,7 +107,14 @@ async fn org_admins_manage_their_own_sites_only() {
     assert_eq!(v["org"], "acme");
 
     // Viewers read their organisation's sites but manage none.
-    create_user(&f, &acme, "vic@acme.example", "viewer password", &["viewer"]).await;
+    create_user(
+        &f,
+        &acme,
+        "vic@acme.example",
+        "viewer password",
+        &["viewer"],
+    )
+    .await;
     let (_, v) = login(&f.app, "vic@acme.example", "viewer password").await;
     let viewer = token(&v);
     assert_eq!(
@@ -115,7 +122,9 @@ async fn org_admins_manage_their_own_sites_only() {
         StatusCode::OK
     );
     assert_eq!(
-        ids(&call(&f.app, "GET", "/v1/sites", Some(&viewer), None).await.1),
+        ids(&call(&f.app, "GET", "/v1/sites", Some(&viewer), None)
+            .await
+            .1),
         vec!["plant-1"]
     );
     assert_eq!(
@@ -190,7 +199,11 @@ async fn bad_site_requests_get_clear_4xx() {
         Some(json!({"org": "initech"})),
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "the owner cannot be patched: {v}");
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "the owner cannot be patched: {v}"
+    );
     let (s, _) = call(&f.app, "GET", "/v1/sites", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
@@ -214,7 +227,11 @@ async fn the_superadmin_manages_any_organisations_sites() {
     let (_, only) = call(&f.app, "GET", "/v1/sites?org=acme", Some(&root), None).await;
     assert_eq!(ids(&only), vec!["acme-hq"]);
     let (_, mine) = call(&f.app, "GET", "/v1/sites", Some(&acme), None).await;
-    assert_eq!(ids(&mine), vec!["acme-hq"], "acme owns what root made for it");
+    assert_eq!(
+        ids(&mine),
+        vec!["acme-hq"],
+        "acme owns what root made for it"
+    );
 
     let (s, v) = call(
         &f.app,
@@ -341,9 +358,15 @@ async fn tokens_carry_only_sites_of_the_callers_organisation() {
     assert_eq!(s, StatusCode::OK, "{v}");
     // ... and again at token time: a deleted site issues no more tokens.
     assert_eq!(
-        call(&f.app, "DELETE", "/v1/sites/initech-1", Some(&initech), None)
-            .await
-            .0,
+        call(
+            &f.app,
+            "DELETE",
+            "/v1/sites/initech-1",
+            Some(&initech),
+            None
+        )
+        .await
+        .0,
         StatusCode::NO_CONTENT
     );
     let (s, v) = call(&f.app, "POST", "/v1/auth/token", None, Some(dev_body)).await;
