@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use plantd_shared::audit::{Action, ActorKind, Event};
 use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, MqttGrant, PrincipalKind};
 use plantd_shared::jwt::now_secs;
 use plantd_shared::subject::Site;
@@ -139,7 +140,8 @@ pub fn user_audience(sites: &[String]) -> Result<Vec<String>, AppError> {
 /// plus each requested site, every one of which must be registered to
 /// `org` ([`plantd_shared::sites::authorize_principal`]: the bootstrap
 /// superadmin may name any organisation's site, and that is logged for the
-/// audit). Login, refresh and service-account tokens go through here, so a
+/// audit, as `site.cross_org` in the owner's chain, by `principal`). Login,
+/// refresh and service-account tokens go through here, so a
 /// token never carries another organisation's site.
 ///
 /// # Errors
@@ -147,6 +149,7 @@ pub fn user_audience(sites: &[String]) -> Result<Vec<String>, AppError> {
 /// for another organisation's site, 503 when the registry is unreachable.
 pub async fn site_audiences(
     state: &AppState,
+    principal: (ActorKind, &str),
     org: &str,
     roles: &[String],
     sites: &[String],
@@ -158,6 +161,12 @@ pub async fn site_audiences(
             .map_err(|d| d.to_app_error(name))?;
         if access == plantd_shared::sites::Access::AsSuperadmin {
             tracing::warn!(site = %name, org = ?owner, actor_org = %org, cross_org = true, "superadmin token for another organisation's site");
+            let mut event = Event::new(Action::SiteCrossOrg, owner.unwrap_or_default())
+                .actor(principal.0, principal.1)
+                .target(format!("site:{name}"))
+                .detail(serde_json::json!({"via": "token"}));
+            event.actor_org = Some(org.to_owned());
+            state.audit.record(event).await;
         }
     }
     Ok(audience)

@@ -5,7 +5,9 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{Fixture, call, create_user, fixture, login, org_with_admin, root_token, token};
+use common::{
+    ADMIN, ADMIN_PW, Fixture, call, create_user, fixture, login, org_with_admin, root_token, token,
+};
 use plantd_shared::claims::site_audience;
 use plantd_shared::jwt::{self, VerifyOptions};
 use plantd_shared::subject::Site;
@@ -398,4 +400,70 @@ async fn tokens_carry_only_sites_of_the_callers_organisation() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+}
+
+#[tokio::test]
+async fn a_superadmin_token_for_another_organisations_site_is_audited_in_the_owners_chain() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let _acme = org_with_admin(&f, &root, "acme").await;
+    let (s, _) = create_site(&f, &root, json!({"id": "plant-1", "org": "acme"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let (s, v) = call(
+        &f.app,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(login_body(ADMIN, ADMIN_PW, &["plant-1"])),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "the superadmin may: {v}");
+
+    let page = plantd_shared::audit::read(
+        &f.nats.jetstream().await,
+        &plantd_shared::audit::Query {
+            org: "acme".into(),
+            action: Some("site.cross_org".into()),
+            limit: 10,
+            ..plantd_shared::audit::Query::default()
+        },
+    )
+    .await
+    .expect("read acme's trail");
+    assert_eq!(page.records.len(), 1, "one record in acme's chain");
+    let r = &page.records[0].record;
+    assert_eq!(r.target, "site:plant-1");
+    assert_eq!(r.actor_org.as_deref(), Some("plantd"));
+    assert_eq!(
+        r.detail.as_ref().and_then(|d| d["via"].as_str()),
+        Some("token")
+    );
+    // An organisation's own admin reaching its own site records nothing of
+    // the kind.
+    let (s, _) = call(
+        &f.app,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(login_body(
+            "admin@acme.example",
+            "org admin password",
+            &["plant-1"],
+        )),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let again = plantd_shared::audit::read(
+        &f.nats.jetstream().await,
+        &plantd_shared::audit::Query {
+            org: "acme".into(),
+            action: Some("site.cross_org".into()),
+            limit: 10,
+            ..plantd_shared::audit::Query::default()
+        },
+    )
+    .await
+    .expect("read again");
+    assert_eq!(again.records.len(), 1);
 }

@@ -182,6 +182,21 @@ async fn the_superadmin_acting_on_a_site_is_recorded_in_the_owners_chain() {
         cmds[0].record.actor_org.as_deref(),
         Some(plantd_shared::sites::BOOTSTRAP_ORG)
     );
+    // Reading another organisation's telemetry is recorded too: every
+    // cross-organisation door passed, in the owner's chain.
+    let read = common::get(&f.app, "/v1/sites/plant-2/last?topic=lights", Some(&root)).await;
+    assert!(
+        read.status.is_success() || read.status.as_u16() == 404,
+        "{:?}",
+        read.json()
+    );
+    let crossings = recorded(&f, ORG, "site.cross_org").await;
+    assert_eq!(crossings.len(), 2, "the command and the read");
+    assert!(
+        crossings
+            .iter()
+            .all(|c| c.record.actor == "root" && c.record.target == "site:plant-2")
+    );
 }
 
 #[tokio::test]

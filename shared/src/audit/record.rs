@@ -113,6 +113,11 @@ actions! {
     SiteUpdate = "site.update",
     /// A site was deleted.
     SiteDelete = "site.delete",
+    /// The bootstrap superadmin reached another organisation's site: a
+    /// token carrying its audience, or a read or act through the API (the
+    /// door in `detail.via`). Recorded in the owner's chain, whatever the
+    /// request then did.
+    SiteCrossOrg = "site.cross_org",
     /// A user was created.
     UserCreate = "user.create",
     /// A user was updated (active flag, attributes, roles).

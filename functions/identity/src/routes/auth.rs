@@ -168,7 +168,14 @@ async fn user_tokens(
             roles: user.roles.clone(),
             perms,
             mqtt,
-            audience: tokens::site_audiences(state, &user.org, &user.roles, &sites).await?,
+            audience: tokens::site_audiences(
+                state,
+                (plantd_shared::audit::ActorKind::User, &user.id),
+                &user.org,
+                &user.roles,
+                &sites,
+            )
+            .await?,
         },
     )
     .await?;
@@ -396,7 +403,14 @@ async fn issue_token(state: AppState, req: TokenRequest) -> Result<Json<TokenRes
                 return Err(invalid());
             }
             let (perms, mqtt) = tokens::expand_roles(&state, &org, &sa.roles).await?;
-            let audience = tokens::site_audiences(&state, &org, &sa.roles, &req.sites).await?;
+            let audience = tokens::site_audiences(
+                &state,
+                (plantd_shared::audit::ActorKind::Service, &sa.client_id),
+                &org,
+                &sa.roles,
+                &req.sites,
+            )
+            .await?;
             Subject {
                 id: sa.client_id,
                 org,

@@ -2,6 +2,7 @@
 //! organisation check every site-scoped door makes ([`owned`]), and the
 //! parsing of topics and filters, with 4xx answers that say what is wrong.
 
+use plantd_shared::audit;
 use plantd_shared::http::Caller;
 use plantd_shared::sites::{self, Access};
 use plantd_shared::subject::Site;
@@ -44,6 +45,15 @@ pub async fn owned(state: &AppState, caller: &Caller, site: &Site) -> Result<Own
             cross_org = true,
             "superadmin acting on another organisation's site"
         );
+        state
+            .audit
+            .record(
+                audit::Event::new(audit::Action::SiteCrossOrg, org.clone())
+                    .by(&caller.claims)
+                    .target(format!("site:{site}"))
+                    .detail(serde_json::json!({"via": "api"})),
+            )
+            .await;
     }
     Ok(Owned { access, org })
 }
