@@ -6,30 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
-use common::Up;
+use common::{Up, plantd, run, stderr, stdout};
 use plantd_shared::audit::{self, Outcome, Query};
-
-fn plantd(config_dir: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_plantd"));
-    c.env("PLANTD_CONFIG_DIR", config_dir)
-        .env_remove("PLANTD_PASSWORD");
-    c
-}
-
-fn run(c: &mut std::process::Command) -> Output {
-    c.output().expect("run plantd")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[tokio::test]
 async fn audit_lists_verifies_and_catches_a_doctored_record() {

@@ -5,29 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
-use common::Up;
-
-fn plantd(config_dir: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_plantd"));
-    c.env("PLANTD_CONFIG_DIR", config_dir)
-        .env_remove("PLANTD_PASSWORD");
-    c
-}
-
-fn run(c: &mut std::process::Command) -> Output {
-    c.output().expect("run plantd")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{Up, plantd, run, stderr, stdout};
 
 #[tokio::test]
 async fn pending_commands_are_listed_and_cancelled() {

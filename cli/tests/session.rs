@@ -5,25 +5,8 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
-use std::process::Output;
 
-use common::Up;
-
-fn plantd(config_dir: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_plantd"));
-    c.env("PLANTD_CONFIG_DIR", config_dir)
-        .env_remove("PLANTD_PASSWORD");
-    c
-}
-
-fn run(c: &mut std::process::Command) -> Output {
-    c.output().expect("run plantd")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{Up, plantd, run, stdout};
 
 #[tokio::test]
 async fn login_state_command_logout_from_the_command_line() {

@@ -5,36 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Output;
-
-use common::Up;
-
-fn plantd(config_dir: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_plantd"));
-    c.env("PLANTD_CONFIG_DIR", config_dir)
-        .env_remove("PLANTD_PASSWORD");
-    c
-}
-
-fn run(c: &mut std::process::Command) -> Output {
-    c.output().expect("run plantd")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn login(config: &Path, url: &str, email: &str, password_file: &Path) {
-    let out = run(plantd(config)
-        .args(["login", "--url", url, "--email", email, "--password-file"])
-        .arg(password_file));
-    assert!(out.status.success(), "{}", stderr(&out));
-}
+use common::{Up, login, plantd, run, stderr, stdout};
 
 #[tokio::test]
 async fn sites_are_listed_created_shown_and_deleted() {

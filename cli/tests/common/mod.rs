@@ -96,3 +96,36 @@ impl Up {
             .expect("plantd up prints the functions URL")
     }
 }
+
+/// The `plantd` binary with its own configuration directory (profiles and
+/// tokens) and no password from the environment.
+pub fn plantd(config_dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_plantd"));
+    c.env("PLANTD_CONFIG_DIR", config_dir)
+        .env_remove("PLANTD_PASSWORD");
+    c
+}
+
+/// Runs a `plantd` command to completion.
+pub fn run(c: &mut std::process::Command) -> std::process::Output {
+    c.output().expect("run plantd")
+}
+
+/// Its standard output, as text.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Its standard error, as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `plantd login` as `email` with the password in `password_file`,
+/// asserting success.
+pub fn login(config: &Path, url: &str, email: &str, password_file: &Path) {
+    let out = run(plantd(config)
+        .args(["login", "--url", url, "--email", email, "--password-file"])
+        .arg(password_file));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
