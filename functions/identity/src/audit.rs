@@ -1,6 +1,6 @@
 //! The audit trail in identity: where a request came from ([`Origin`]),
 //! and the middleware that records every refused request
-//! ([`record_denials`]). Handlers record what they did themselves, with
+//! ([`plantd_shared::http::denials::record_denials`], through [`AuditedApi`](plantd_shared::http::denials::AuditedApi)). Handlers record what they did themselves, with
 //! `state.audit.record(origin.event(Action::…, org).by(&caller.claims)…)`;
 //! the records go to `PLANTD_AUDIT` through [`plantd_shared::audit`].
 //!
@@ -8,14 +8,11 @@
 //! |---|---|---|
 //! | logins (success, failure, throttled), refresh, logout, client-credential tokens | `routes::auth` | the account's organisation; the bootstrap organisation for unknown accounts |
 //! | creating, changing, deleting organisations, sites, users, roles, devices, service accounts; revocations; lockout clearing; key rotation | the route | the organisation acted on |
-//! | any `403` | [`record_denials`] (`access.denied`, target `<METHOD> <path>`) | the caller's organisation |
+//! | any `403` | `plantd_shared::http::denials::record_denials` (`access.denied`, target `<METHOD> <path>`) | the caller's organisation |
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
-use plantd_shared::audit::{Action, Event, Outcome};
+use plantd_shared::audit::{Action, Event};
 use plantd_shared::http::request_id::{self, RequestId};
 use plantd_shared::http::source::{self, Source};
 
@@ -117,39 +114,12 @@ impl FromRequestParts<AppState> for Origin {
     }
 }
 
-/// Middleware: after a `403`, records `access.denied` by the caller (when
-/// its token is valid) with target `<METHOD> <path>`, outcome `denied`.
-/// Handlers need not record their own refusals.
-pub async fn record_denials(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let origin = Origin::of(&parts, &state);
-    let target = format!("{} {}", parts.method, parts.uri.path());
-    let auth = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .cloned();
-    let response = next.run(Request::from_parts(parts, body)).await;
-    if response.status() != StatusCode::FORBIDDEN {
-        return response;
+impl plantd_shared::http::denials::AuditedApi for AppState {
+    fn auditor(&self) -> &plantd_shared::audit::Auditor {
+        &self.audit
     }
-    let Some(auth) = auth else { return response };
-    // Who it was, by the same check the handler made.
-    let mut probe = Request::new(());
-    probe
-        .headers_mut()
-        .insert(axum::http::header::AUTHORIZATION, auth);
-    let (mut parts, ()) = probe.into_parts();
-    if let Ok(caller) = Caller::from_request_parts(&mut parts, &state).await {
-        state
-            .audit
-            .record(
-                origin
-                    .event(Action::AccessDenied, caller.org())
-                    .by(&caller.claims)
-                    .target(target)
-                    .outcome(Outcome::Denied),
-            )
-            .await;
+
+    fn trusted_proxies(&self) -> &plantd_shared::http::source::TrustedProxies {
+        &self.settings.trusted_proxies
     }
-    response
 }

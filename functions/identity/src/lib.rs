@@ -126,7 +126,7 @@ pub fn app(state: AppState) -> Router {
     routes::router()
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            audit::record_denials,
+            plantd_shared::http::denials::record_denials::<AppState>,
         ))
         .layer(axum::middleware::from_fn(
             plantd_shared::http::request_id::layer,

@@ -1,6 +1,6 @@
 //! The audit trail in the proxy: where a request came from ([`Origin`]),
 //! and the middleware that records every refused request
-//! ([`record_denials`]). The records go to `PLANTD_AUDIT` through
+//! ([`plantd_shared::http::denials::record_denials`], through [`AuditedApi`](plantd_shared::http::denials::AuditedApi)). The records go to `PLANTD_AUDIT` through
 //! [`plantd_shared::audit`], from local servers and Lambda alike.
 //!
 //! | what | recorded by | org chain |
@@ -9,13 +9,10 @@
 //! | `service.call` | `routes::calls` | the site's owner |
 //! | `state.scope_create`, `state.scope_delete` | `routes::state` | the caller's organisation |
 //! | `command.cancel` | `routes::pending` | the site's owner |
-//! | any `403` | [`record_denials`] (`access.denied`, target `<METHOD> <path>`) | the caller's organisation |
+//! | any `403` | `plantd_shared::http::denials::record_denials` (`access.denied`, target `<METHOD> <path>`) | the caller's organisation |
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
 use plantd_shared::audit::{Action, Event, Outcome};
 use plantd_shared::http::request_id;
 use plantd_shared::http::source::{self, Source};
@@ -122,30 +119,12 @@ impl FromRequestParts<AppState> for Origin {
     }
 }
 
-/// Middleware: after a `403`, records `access.denied` by the caller (when
-/// its token is valid) with target `<METHOD> <path>`, outcome `denied`.
-pub async fn record_denials(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let origin = Origin::of(&parts, &state);
-    let target = format!("{} {}", parts.method, parts.uri.path());
-    let auth = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .cloned();
-    let response = next.run(Request::from_parts(parts, body)).await;
-    if response.status() != StatusCode::FORBIDDEN {
-        return response;
+impl plantd_shared::http::denials::AuditedApi for AppState {
+    fn auditor(&self) -> &plantd_shared::audit::Auditor {
+        &self.audit
     }
-    let Some(auth) = auth else { return response };
-    // Who it was, by the same check the handler made.
-    let mut probe = Request::new(());
-    probe
-        .headers_mut()
-        .insert(axum::http::header::AUTHORIZATION, auth);
-    let (mut parts, ()) = probe.into_parts();
-    if let Ok(caller) = Caller::from_request_parts(&mut parts, &state).await {
-        let act = Act::new(Action::AccessDenied, "", target).outcome(Outcome::Denied);
-        origin.record(&state, &caller, act).await;
+
+    fn trusted_proxies(&self) -> &plantd_shared::http::source::TrustedProxies {
+        &self.settings.trusted_proxies
     }
-    response
 }

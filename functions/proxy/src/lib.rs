@@ -149,7 +149,7 @@ fn audited(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            audit::record_denials,
+            plantd_shared::http::denials::record_denials::<AppState>,
         ))
         .layer(axum::middleware::from_fn(
             plantd_shared::http::request_id::layer,

@@ -2,6 +2,7 @@
 //! type, the extractors that answer with it, and the authenticated caller.
 
 pub mod caller;
+pub mod denials;
 pub mod error;
 pub mod extract;
 pub mod request_id;
