@@ -262,28 +262,8 @@ pub async fn revoke_service_account(
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
-    caller.require("identity:service-account:update")?;
-    if state
-        .store
-        .get::<ServiceAccount>(&client_key("sa", &caller, &id)?)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::not_found("service account"));
-    }
-    let revoked = revocation::revoke_all(&state, caller.org(), &id, Reason::Requested).await?;
-    let target = format!("service_account:{id}");
-    origin
-        .revoked(
-            &state,
-            &caller,
-            caller.org(),
-            target,
-            Reason::Requested,
-            revoked,
-        )
-        .await;
-    Ok(Json(Revoked { revoked }))
+    revoke_client::<ServiceAccount>(&state, &caller, &origin, &id, ClientKind::SERVICE_ACCOUNT)
+        .await
 }
 
 /// The key of client `id` of `kind` (`sa` or `device`) in the caller's
@@ -521,21 +501,65 @@ pub async fn revoke_device(
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
-    caller.require("identity:device:update")?;
+    revoke_client::<Device>(&state, &caller, &origin, &id, ClientKind::DEVICE).await
+}
+
+/// What differs between revoking a service account's and a device's
+/// tokens.
+struct ClientKind {
+    /// Key prefix in `plantd_identity` (`sa`, `device`).
+    key: &'static str,
+    /// The permission required.
+    permission: &'static str,
+    /// The noun of the 404.
+    noun: &'static str,
+    /// The audit target's kind.
+    target: &'static str,
+}
+
+impl ClientKind {
+    const SERVICE_ACCOUNT: Self = Self {
+        key: "sa",
+        permission: "identity:service-account:update",
+        noun: "service account",
+        target: "service_account",
+    };
+    const DEVICE: Self = Self {
+        key: "device",
+        permission: "identity:device:update",
+        noun: "device",
+        target: "device",
+    };
+}
+
+/// Revokes every live token of client `id` (a record of type `T`) of the
+/// caller's organisation, and records it.
+///
+/// # Errors
+/// 403 without the kind's permission, 404 if unknown, 503 on storage
+/// errors.
+async fn revoke_client<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    caller: &Caller,
+    origin: &Origin,
+    id: &str,
+    kind: ClientKind,
+) -> Result<Json<Revoked>, AppError> {
+    caller.require(kind.permission)?;
     if state
         .store
-        .get::<Device>(&client_key("device", &caller, &id)?)
+        .get::<T>(&client_key(kind.key, caller, id)?)
         .await?
         .is_none()
     {
-        return Err(AppError::not_found("device"));
+        return Err(AppError::not_found(kind.noun));
     }
-    let revoked = revocation::revoke_all(&state, caller.org(), &id, Reason::Requested).await?;
-    let target = format!("device:{id}");
+    let revoked = revocation::revoke_all(state, caller.org(), id, Reason::Requested).await?;
+    let target = format!("{}:{id}", kind.target);
     origin
         .revoked(
-            &state,
-            &caller,
+            state,
+            caller,
             caller.org(),
             target,
             Reason::Requested,
