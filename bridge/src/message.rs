@@ -242,12 +242,6 @@ impl UplinkMessage {
         })
     }
 
-    /// The JetStream message id of journal record `seq`, written by the
-    /// journal life `journal`, on `site` ([`headers::message_id`]).
-    pub fn message_id(site: &Site, journal: &str, seq: u64) -> String {
-        headers::message_id(site.as_str(), journal, seq)
-    }
-
     /// The subject: `plantd.<site>.up.<escaped topic>`, or `None` when the
     /// topic is not a valid MQTT topic name (the edge never journals one).
     pub fn subject(&self, site: &Site) -> Option<String> {
@@ -279,7 +273,7 @@ impl UplinkMessage {
         );
         let value = |v: &str| esc.value(v);
         let mut h = HeaderMap::new();
-        h.insert(MSG_ID, Self::message_id(site, journal, seq));
+        h.insert(MSG_ID, headers::message_id(site.as_str(), journal, seq));
         h.insert(TOPIC, value(&self.topic));
         h.insert(
             QOS,

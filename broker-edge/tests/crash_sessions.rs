@@ -41,16 +41,12 @@ async fn start(data: &Path) -> (Edge, TestBroker) {
 
 /// Polls `/metrics` until `name` has the value `want`.
 async fn await_metric(edge: &Edge, name: &str, want: f64) {
-    let start = Instant::now();
-    let mut last = None;
-    while start.elapsed() < Duration::from_secs(10) {
-        last = metric(edge, name).await;
-        if last == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} stayed {last:?}, expected {want}");
+    plantd_testkit::eventually(
+        Duration::from_secs(10),
+        &format!("{name} to reach {want}"),
+        || async { (metric(edge, name).await == Some(want)).then_some(()) },
+    )
+    .await;
 }
 
 async fn sigkill(mut edge: Edge) {

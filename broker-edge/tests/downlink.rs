@@ -527,11 +527,15 @@ async fn a_command_for_an_offline_persistent_session_is_queued_there_not_held() 
     command(&js, "valve.9.set", "close", &[]).await;
     // The broker took it for the session (a bounded poll: the edge offers
     // no event for it)...
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while edge_proc::metric(&edge, "plantd_downlink_delivered_total").await != Some(1.0) {
-        assert!(Instant::now() < deadline, "never delivered to the session");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    plantd_testkit::eventually(
+        Duration::from_secs(30),
+        "the command delivered to the offline session",
+        || async {
+            (edge_proc::metric(&edge, "plantd_downlink_delivered_total").await == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
     // ... without holding it: nothing was ever written to the held-command
     // bucket.
     let mut records = js

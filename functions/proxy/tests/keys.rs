@@ -151,18 +151,16 @@ async fn the_periodic_refresh_picks_up_new_keys() {
     let refresher = tokio::spawn(f.state.trust.clone().refresh_every(Duration::from_secs(1)));
     // Wait for the refresh itself (the event: a request reaching the JWKS
     // endpoint), then for the new keys to be in place.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f
-        .state
-        .trust
-        .jwks()
-        .keys
-        .iter()
-        .any(|k| k.common.key_id.as_deref() == Some("next"))
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never refreshed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    plantd_testkit::eventually(Duration::from_secs(10), "the refreshed keys", || async {
+        f.state
+            .trust
+            .jwks()
+            .keys
+            .iter()
+            .any(|k| k.common.key_id.as_deref() == Some("next"))
+            .then_some(())
+    })
+    .await;
     refresher.abort();
     assert!(server.hits.load(Ordering::SeqCst) >= 1);
 }

@@ -8,7 +8,7 @@
 //! The edge writes its held-command record a moment after it took the
 //! command, with no event the API offers: that wait is a bounded poll.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plantd_e2e::{Options, SITE, Stack};
 use reqwest::Method;
@@ -110,18 +110,14 @@ async fn a_stuck_command_waits_alone_is_listed_and_cancelled_and_never_delivered
 
     // A mistyped topic: nobody subscribes to it.
     let stuck = send(&stack, &admin, "nobody/listens", "stuck").await;
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let list = plantd_testkit::eventually(WAIT, "the stuck command listed as held", || async {
         let list = pending(&stack, &admin).await;
-        if list["commands"][0]["state"] == "held" {
-            assert_eq!(list["commands"][0]["id"], stuck, "{list}");
-            assert_eq!(list["commands"][0]["topic"], "nobody/listens");
-            assert_eq!(list["commands"][0]["reason"], "no_subscriber");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never held: {list}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (list["commands"][0]["state"] == "held").then_some(list)
+    })
+    .await;
+    assert_eq!(list["commands"][0]["id"], stuck, "{list}");
+    assert_eq!(list["commands"][0]["topic"], "nobody/listens");
+    assert_eq!(list["commands"][0]["reason"], "no_subscriber");
 
     // Commands to live topics do not wait for it, and keep their order.
     const TOPICS: usize = 4;
