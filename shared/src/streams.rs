@@ -15,6 +15,12 @@
 //! | `plantd_edge_leases` (KV) | which live edge journal serves each site ([`crate::lease`]) | `<site>` |
 //! | `plantd_commands` (KV) | commands the edge holds (no subscriber yet), listed and cancelled by the proxy ([`crate::commands`]) | `<site>.<id>` |
 //! | `plantd_sites` (KV) | site records: which organisation owns each site ([`crate::sites`]) | `<site>` |
+//! | `plantd_log_aggregates` (KV) | the logger's per-minute counts, each with the stream sequences it has applied | `<site>.<minute>` |
+//! | `plantd_alert_rules` (KV) | alert rules, per organisation (`plantd-alerts`) | `<org>.<rule>` |
+//! | `plantd_alert_state` (KV) | each alert's lifecycle state and the outbox of its transitions | `<rule>.<key>` |
+//! | `plantd_alert_silences` (KV) | silences: matchers and a time window | `<org>.<id>` |
+//! | `plantd_alert_channels` (KV) | notification channels (webhook, SNS), per organisation | `<org>.<name>` |
+//! | `plantd_notifications` (KV) | which alert record each channel has been notified of | `<channel>.<record>` |
 
 use std::time::Duration;
 
@@ -56,17 +62,36 @@ pub const COMMANDS_BUCKET: &str = "plantd_commands";
 /// Site records (`<site>` → [`crate::sites::SiteRecord`]): which
 /// organisation owns each site.
 pub const SITES_BUCKET: &str = "plantd_sites";
+/// The logger's per-minute aggregates (`<site>.<minute>`).
+pub const LOG_AGGREGATES_BUCKET: &str = "plantd_log_aggregates";
+/// Alert rules (`<org>.<rule>`).
+pub const ALERT_RULES_BUCKET: &str = "plantd_alert_rules";
+/// Alert lifecycle state and transition outbox (`<rule>.<key>`).
+pub const ALERT_STATE_BUCKET: &str = "plantd_alert_state";
+/// Silences (`<org>.<id>`).
+pub const ALERT_SILENCES_BUCKET: &str = "plantd_alert_silences";
+/// Notification channels (`<org>.<name>`).
+pub const ALERT_CHANNELS_BUCKET: &str = "plantd_alert_channels";
+/// Notification delivery markers (`<channel>.<record>`): what each channel
+/// has been sent, so a redelivered alert record is not notified twice.
+pub const NOTIFICATIONS_BUCKET: &str = "plantd_notifications";
 
 /// Every stream name, in creation order.
 pub const STREAMS: [&str; 6] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT, DLQ];
 /// Every bucket name, in creation order.
-pub const BUCKETS: [&str; 6] = [
+pub const BUCKETS: [&str; 12] = [
     STATE_BUCKET,
     IDENTITY_BUCKET,
     REVOKED_BUCKET,
     SITES_BUCKET,
     COMMANDS_BUCKET,
     EDGE_LEASES_BUCKET,
+    LOG_AGGREGATES_BUCKET,
+    ALERT_RULES_BUCKET,
+    ALERT_STATE_BUCKET,
+    ALERT_SILENCES_BUCKET,
+    ALERT_CHANNELS_BUCKET,
+    NOTIFICATIONS_BUCKET,
 ];
 
 /// Tunables for [`ensure`]. `Default` is what `plantd up` uses.
@@ -167,6 +192,12 @@ pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
         EDGE_LEASES_BUCKET => (1, Duration::ZERO, "plantd site leases of edge journals"),
         SITES_BUCKET => (8, Duration::ZERO, "plantd sites and their organisations"),
         COMMANDS_BUCKET => (1, Duration::ZERO, "plantd commands held by edges"),
+        LOG_AGGREGATES_BUCKET => (1, Duration::ZERO, "plantd per-minute log aggregates"),
+        ALERT_RULES_BUCKET => (8, Duration::ZERO, "plantd alert rules"),
+        ALERT_STATE_BUCKET => (1, Duration::ZERO, "plantd alert state and outbox"),
+        ALERT_SILENCES_BUCKET => (4, Duration::ZERO, "plantd alert silences"),
+        ALERT_CHANNELS_BUCKET => (4, Duration::ZERO, "plantd notification channels"),
+        NOTIFICATIONS_BUCKET => (1, Duration::ZERO, "plantd notification markers"),
         _ => return None,
     };
     Some(kv::Config {
