@@ -41,6 +41,13 @@ pub const BOOTSTRAP_ORG: &str = "plantd";
 /// The built-in role of the bootstrap administrator: every permission, in
 /// every organisation.
 pub const SUPERADMIN_ROLE: &str = "superadmin";
+/// The pseudo-site of plantd's own site-less components (identity, proxy,
+/// trigger, logger, alert manager): their warnings and errors go to
+/// `plantd._plantd.log.plantd.<component>`. Owned by [`BOOTSTRAP_ORG`]
+/// (so only its members and the superadmin read it); never registered in
+/// `plantd_sites` and never a valid name for a real site (ids cannot
+/// start with `_`).
+pub const PLATFORM_SITE: &str = "_plantd";
 
 /// Longest display name of a site, in bytes.
 pub const MAX_NAME: usize = 128;
