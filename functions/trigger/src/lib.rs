@@ -13,6 +13,8 @@
 //! | [`dlq`] | the `PLANTD_DLQ` record format, park, list, depth, replay requests |
 //! | [`metrics`] | counters and gauges, Prometheus text, health ([`Status`]) |
 //! | [`http`] | `GET /metrics` and `GET /healthz/trigger` for the host's HTTP server |
+//! | [`sqs`] | the AWS path's Lambda side: the SQS message envelope, an SQS event → [`Item`]s → any [`Handler`] → a partial batch response |
+//! | `forward` | (feature `aws`) the forwarder: the same consumers, each batch sent to the function's SQS queue, acked after SQS accepted it; `plantd-forwarder` |
 //!
 //! ## Contract
 //! - One durable consumer per (function, stream): `<function>_<stream>`,
@@ -26,15 +28,21 @@
 //!   handler with its original `(stream, sequence)` (see [`dlq`] for why
 //!   not a republish).
 //!
-//! In AWS the same consumers will forward batches to SQS instead of
-//! calling handlers in-process (issue 13, not built yet).
+//! In AWS the same consumers forward batches to SQS instead of calling
+//! handlers in-process (`forward`, feature `aws`), and the Lambda
+//! functions the queues invoke hand them to the same handlers through
+//! [`sqs`] (docs/decisions/0026-trigger-on-aws.md).
 
 pub mod dlq;
 pub mod http;
 pub mod item;
 pub mod metrics;
 pub mod settings;
+pub mod sqs;
 pub mod trigger;
+
+#[cfg(feature = "aws")]
+pub mod forward;
 
 mod consumer;
 
