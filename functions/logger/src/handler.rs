@@ -1,33 +1,47 @@
-//! [`Logger`]: the trigger handler that parses every line of `PLANTD_LOGS`
-//! and keeps the newest records (the query API and aggregates will read
-//! them from a store; issue 13).
+//! [`Logger`]: the trigger handler that parses every line of `PLANTD_LOGS`,
+//! counts it in the per-minute aggregates exactly once
+//! ([`crate::aggregate`]) and optionally keeps the newest records in memory.
+//! (Queries read the [`crate::index::LogIndex`], which follows the stream
+//! on its own.)
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use plantd_trigger::{BatchOutcome, Handler, Item};
 
+use crate::aggregate::{Aggregates, Applying};
 use crate::parse::parse;
 use crate::record::LogRecord;
 
-/// Parses log items and keeps the newest `capacity` records, keyed by
-/// `(stream, sequence)`: a redelivered or replayed item replaces its own
-/// record instead of adding a second one (idempotent).
+/// Parses log items, applies them to the per-minute aggregates when given
+/// some ([`Logger::with_aggregates`]), and keeps the newest `capacity`
+/// records keyed by `(stream, sequence)`: a redelivered or replayed item
+/// replaces its own record instead of adding a second one (idempotent).
 #[derive(Debug)]
 pub struct Logger {
     /// Records by `(stream, sequence)`, oldest first.
     records: Mutex<BTreeMap<(String, u64), LogRecord>>,
-    /// Most records kept; the oldest go first.
+    /// Most records kept; the oldest go first (0: none).
     capacity: usize,
+    /// Where the per-minute aggregates go.
+    aggregates: Option<Aggregates>,
 }
 
 impl Logger {
-    /// A logger keeping at most `capacity` records (at least 1).
+    /// A logger keeping at most `capacity` records (0 keeps none).
     pub fn new(capacity: usize) -> Self {
         Self {
             records: Mutex::new(BTreeMap::new()),
-            capacity: capacity.max(1),
+            capacity,
+            aggregates: None,
         }
+    }
+
+    /// Also counts every item in the per-minute aggregates, exactly once;
+    /// the items of a key that cannot be written fail (and come again).
+    pub fn with_aggregates(mut self, aggregates: Aggregates) -> Self {
+        self.aggregates = Some(aggregates);
+        self
     }
 
     /// The records kept, in stream order.
@@ -43,7 +57,8 @@ impl Logger {
 
 impl Handler for Logger {
     /// Parsing never fails — a malformed line becomes a text record with
-    /// `parse_error` — so every item succeeds.
+    /// `parse_error` — so an item fails only when its aggregate cannot be
+    /// written.
     async fn handle(&self, batch: &[Item]) -> BatchOutcome {
         let parsed: Vec<LogRecord> = batch
             .iter()
@@ -63,13 +78,26 @@ impl Handler for Logger {
                 tracing::debug!(stream = %r.stream, stream_seq = r.sequence, site = %r.site, source = %r.source, error = %why, "log line kept as text");
             }
         }
-        let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        for r in parsed {
-            records.insert((r.stream.clone(), r.sequence), r);
+        let mut outcome = BatchOutcome::success();
+        if let Some(aggregates) = &self.aggregates {
+            let applying: Vec<Applying<'_>> = parsed
+                .iter()
+                .enumerate()
+                .map(|(index, record)| Applying { index, record })
+                .collect();
+            for (index, why) in aggregates.apply(&applying).await {
+                outcome.record_failure(index, why);
+            }
         }
-        while records.len() > self.capacity {
-            records.pop_first();
+        if self.capacity > 0 {
+            let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+            for r in parsed {
+                records.insert((r.stream.clone(), r.sequence), r);
+            }
+            while records.len() > self.capacity {
+                records.pop_first();
+            }
         }
-        BatchOutcome::success()
+        outcome
     }
 }

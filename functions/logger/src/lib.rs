@@ -10,21 +10,32 @@
 //! | [`parse`] | subject, headers and payload → [`LogRecord`] (format detection, JSON, plain text) |
 //! | `logfmt` | the logfmt tokenizer (`key=value key2="quoted value"`) |
 //! | [`query`] | the filter language: [`parse_filter`] → [`Filter`], [`Filter::matches`] |
-//! | [`handler`] | [`Logger`], the [`plantd_trigger::Handler`] keeping the newest records, idempotent on `(stream, sequence)` |
-//!
-//! Not built yet (issue 13): per-minute aggregates, the `/v1/logs` query API,
-//! live tail, CloudWatch forwarding.
+//! | [`handler`] | [`Logger`], the [`plantd_trigger::Handler`]: parse, then per-minute aggregates exactly once |
+//! | [`pattern`] | message → pattern (numbers, hex, UUIDs, quoted strings as placeholders) |
+//! | [`aggregate`] | per-minute counts by (source, level) and top patterns in KV `plantd_log_aggregates`, with CAS and applied-sequence ranges |
+//! | [`index`] | [`LogIndex`]: the newest records in memory, bounded, per site; paged queries |
+//! | [`stats`] | `count_over_time` / `rate` by labels over the index |
+//! | [`follow`] | fills a [`LogIndex`] from `PLANTD_LOGS` (hydration, then live) |
 
+pub mod aggregate;
+pub mod follow;
 pub mod handler;
+pub mod index;
 mod logfmt;
 pub mod parse;
+pub mod pattern;
 pub mod query;
 pub mod record;
+pub mod stats;
 
+pub use aggregate::{AggregateSettings, Aggregates, MinuteAggregate};
+pub use follow::follow;
 pub use handler::Logger;
+pub use index::{Cursor, Direction, IndexSettings, LogIndex, LogPage, LogQuery};
 pub use parse::parse;
 pub use query::{Filter, FilterError, parse_filter};
 pub use record::{Format, Level, LogRecord};
+pub use stats::{GroupLabel, Series, StatsFunction, StatsQuery};
 
 /// The function name the logger binds to the trigger with.
 pub const FUNCTION: &str = "logger";

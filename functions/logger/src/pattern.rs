@@ -1,0 +1,124 @@
+//! Message patterns: a message with its variable parts replaced by
+//! placeholders, so "pump 2 tripped at 81.5C" and "pump 7 tripped at 90C"
+//! count as one pattern, `pump <num> tripped at <num>C`.
+//!
+//! Replaced, in this order: quoted strings (`"…"`, `'…'`) → `<str>`, UUIDs
+//! → `<uuid>`, `0x…` and hex words of 8+ characters with a digit →
+//! `<hex>`, and every other run of digits (with the `.`, `:`, `,`, `-`
+//! between them, so times and decimals are one) → `<num>`. A pattern is at
+//! most [`MAX_PATTERN_CHARS`] characters.
+
+/// Longest pattern kept, in characters (longer ones are cut, with `…`).
+pub const MAX_PATTERN_CHARS: usize = 200;
+
+/// The pattern of a message.
+pub fn pattern(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_PATTERN_CHARS + 8));
+    let chars: Vec<char> = message.chars().collect();
+    let mut i = 0;
+    let mut written = 0;
+    while i < chars.len() {
+        if written >= MAX_PATTERN_CHARS {
+            out.push('…');
+            break;
+        }
+        let c = chars[i];
+        let word_start = i == 0 || !chars[i - 1].is_alphanumeric();
+        if matches!(c, '"' | '\'')
+            && let Some(close) = chars[i + 1..].iter().position(|&x| x == c)
+        {
+            out.push_str("<str>");
+            written += 5;
+            i += close + 2;
+            continue;
+        }
+        if word_start && c.is_ascii_hexdigit() {
+            let end = chars[i..]
+                .iter()
+                .position(|x| !(x.is_ascii_alphanumeric() || *x == '-'))
+                .map_or(chars.len(), |p| i + p);
+            let word: String = chars[i..end].iter().collect();
+            if is_uuid(&word) {
+                out.push_str("<uuid>");
+                written += 6;
+                i = end;
+                continue;
+            }
+            if is_hex(&word) {
+                out.push_str("<hex>");
+                written += 5;
+                i = end;
+                continue;
+            }
+        }
+        if c.is_ascii_digit() {
+            let mut j = i + 1;
+            while j < chars.len()
+                && (chars[j].is_ascii_digit()
+                    || (matches!(chars[j], '.' | ':' | ',' | '-')
+                        && chars.get(j + 1).is_some_and(char::is_ascii_digit)))
+            {
+                j += 1;
+            }
+            out.push_str("<num>");
+            written += 5;
+            i = j;
+            continue;
+        }
+        out.push(c);
+        written += 1;
+        i += 1;
+    }
+    out
+}
+
+fn is_uuid(w: &str) -> bool {
+    let parts: Vec<&str> = w.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn is_hex(w: &str) -> bool {
+    if let Some(rest) = w.strip_prefix("0x").or_else(|| w.strip_prefix("0X")) {
+        return !rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit());
+    }
+    w.len() >= 8
+        && w.chars().all(|c| c.is_ascii_hexdigit())
+        && w.chars().any(|c| c.is_ascii_digit())
+        && w.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern;
+
+    #[test]
+    fn variable_parts_become_placeholders() {
+        assert_eq!(
+            pattern("pump 2 tripped at 81.5C"),
+            "pump <num> tripped at <num>C"
+        );
+        assert_eq!(
+            pattern("pump 17 tripped at 90C"),
+            "pump <num> tripped at <num>C"
+        );
+        assert_eq!(
+            pattern("request 3f2b8c1e-9d4a-4f6b-8e2a-1c3d5e7f9a0b failed"),
+            "request <uuid> failed"
+        );
+        assert_eq!(pattern("wrote 0x1F at deadbeef42"), "wrote <hex> at <hex>");
+        assert_eq!(
+            pattern(r#"user "bob" denied 'x y'"#),
+            "user <str> denied <str>"
+        );
+        assert_eq!(pattern("at 12:30:01 on 2026-12-06"), "at <num> on <num>");
+        assert_eq!(pattern("line1/plc ok"), "line<num>/plc ok");
+        assert_eq!(pattern("deadline reached"), "deadline reached");
+        assert_eq!(pattern("unclosed \"quote"), "unclosed \"quote");
+        assert_eq!(pattern(""), "");
+        assert!(pattern(&"x".repeat(1000)).chars().count() <= super::MAX_PATTERN_CHARS + 1);
+    }
+}
