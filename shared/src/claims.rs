@@ -21,6 +21,13 @@ use serde::{Deserialize, Serialize};
 use crate::subject::Site;
 use crate::topic::{Filter, Topic};
 
+/// Reading alert rules, alerts, their history and silences of the
+/// caller's organisation (built-in roles: admin, operator, viewer).
+pub const ALERTS_READ: &str = "alerts:read";
+/// Creating, replacing and deleting alert rules and silences, and
+/// acknowledging alerts (built-in roles: admin, operator).
+pub const ALERTS_WRITE: &str = "alerts:write";
+
 /// The key in [`Claims::mqtt`] that applies to every site.
 pub const ANY_SITE: &str = "*";
 

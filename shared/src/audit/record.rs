@@ -152,6 +152,25 @@ actions! {
     CommandCancel = "command.cancel",
     /// A service call was made to a site.
     ServiceCall = "service.call",
+    /// An alert rule was created.
+    AlertRuleCreate = "alert.rule_create",
+    /// An alert rule was replaced.
+    AlertRuleUpdate = "alert.rule_update",
+    /// An alert rule was deleted.
+    AlertRuleDelete = "alert.rule_delete",
+    /// A silence was created.
+    SilenceCreate = "alert.silence_create",
+    /// A silence was deleted.
+    SilenceDelete = "alert.silence_delete",
+    /// A firing alert was acknowledged.
+    AlertAck = "alert.ack",
+    /// A notification channel was created or replaced (`detail.created`).
+    AlertChannelPut = "alert.channel_put",
+    /// A notification channel was deleted.
+    AlertChannelDelete = "alert.channel_delete",
+    /// A test notification was sent on a channel (failure: the channel
+    /// refused it, `detail.error`).
+    AlertChannelTest = "alert.channel_test",
     /// A request was refused for lack of a permission or organisation
     /// (any route; the route in `target`).
     AccessDenied = "access.denied",
