@@ -22,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use plantd_shared::headers;
-use plantd_shared::subject::{Channel, Site, topic_to_subject};
+use plantd_shared::subject::{Channel, Site, uplink_subject};
 use plantd_shared::topic::Topic;
 use thiserror::Error;
 
@@ -242,11 +242,18 @@ impl UplinkMessage {
         })
     }
 
-    /// The subject: `plantd.<site>.up.<escaped topic>`, or `None` when the
-    /// topic is not a valid MQTT topic name (the edge never journals one).
+    /// The subject: `plantd.<site>.up.<escaped topic>`, or for a log line
+    /// on `$plantd/log/<source>` `plantd.<site>.log.<escaped source>`
+    /// ([`uplink_subject`]); `None` when the topic is not a valid MQTT topic
+    /// name (the edge never journals one).
     pub fn subject(&self, site: &Site) -> Option<String> {
+        self.channel_and_subject(site).map(|(_, s)| s)
+    }
+
+    /// The channel (up or log) and the subject; see [`Self::subject`].
+    pub fn channel_and_subject(&self, site: &Site) -> Option<(Channel, String)> {
         let topic = Topic::new(self.topic.as_str()).ok()?;
-        Some(topic_to_subject(site, Channel::Up, &topic))
+        Some(uplink_subject(site, &topic))
     }
 
     /// The headers the architecture defines, for journal record `seq`
@@ -424,6 +431,34 @@ mod tests {
         assert_eq!(
             m.subject(&site).as_deref(),
             Some("plantd.plant-1.up.line1.press%2E2.temp")
+        );
+    }
+
+    #[test]
+    fn log_lines_go_to_the_log_channel_with_the_same_headers() {
+        let site = Site::new("plant-1").expect("site");
+        let m = UplinkMessage {
+            topic: "$plantd/log/line1/plc".into(),
+            payload: Bytes::from_static(b"level=error msg=\"pump stalled\""),
+            user_properties: vec![("level".into(), "error".into())],
+            ..full()
+        };
+        assert_eq!(
+            m.channel_and_subject(&site),
+            Some((Channel::Log, "plantd.plant-1.log.line1.plc".to_owned()))
+        );
+        let h = m.headers(&site, JOURNAL, 9);
+        assert_eq!(
+            h.get(headers::TOPIC).map(|v| v.as_str()),
+            Some("$plantd/log/line1/plc")
+        );
+        assert_eq!(
+            h.get("Plantd-User-level").map(|v| v.as_str()),
+            Some("error")
+        );
+        assert_eq!(
+            h.get(headers::MSG_ID).map(|v| v.as_str()),
+            Some("plant-1:4f1c0a9e7b2d3c58:9")
         );
     }
 

@@ -358,3 +358,185 @@ async fn a_wiped_journal_never_collides_with_its_predecessor() {
     }
     assert!(stream.get_raw_message(401).await.is_err(), "400 stored");
 }
+
+/// Record `i` of a journal interleaving log lines and telemetry: every
+/// third is a log line on `$plantd/log/pump<i % 2>`.
+fn mixed(i: u64) -> UplinkMessage {
+    if i % 3 == 2 {
+        UplinkMessage {
+            topic: format!("$plantd/log/pump{}", i % 2),
+            payload: Bytes::from(format!("{i}")),
+            user_properties: vec![("level".into(), "warn".into())],
+            ..msg(i)
+        }
+    } else {
+        msg(i)
+    }
+}
+
+/// Every message of `stream`, in stream order, as (journal sequence,
+/// subject, payload).
+async fn contents_of(js: &jetstream::Context, name: &str) -> Vec<(u64, String, String)> {
+    let stream = js.get_stream(name).await.expect("stream");
+    let last = stream.get_info().await.expect("info").state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue; // deleted
+        };
+        let id = m.headers.get(headers::MSG_ID).expect("message id").as_str();
+        let parsed = headers::MessageId::parse(id).expect("id is site:journal:seq");
+        out.push((
+            parsed.seq,
+            m.subject.to_string(),
+            String::from_utf8_lossy(&m.payload).into_owned(),
+        ));
+    }
+    out
+}
+
+/// Each journal record `1..=n` in its own stream exactly once, log lines in
+/// `PLANTD_LOGS` on `plantd.plant-1.log.pump<k>`, the rest in
+/// `PLANTD_TELEMETRY`, in journal order per subject.
+async fn assert_mixed_exactly_once(js: &jetstream::Context, n: u64) {
+    let logs = contents_of(js, streams::LOGS).await;
+    let telemetry = contents_of(js, streams::TELEMETRY).await;
+    for (name, contents, is_log) in [("logs", &logs, true), ("telemetry", &telemetry, false)] {
+        let mut seen: Vec<u64> = contents.iter().map(|(seq, _, _)| *seq).collect();
+        seen.sort_unstable();
+        let expected: Vec<u64> = (1..=n).filter(|s| ((s - 1) % 3 == 2) == is_log).collect();
+        assert_eq!(seen, expected, "{name}: every record exactly once");
+        let mut last: std::collections::HashMap<&str, u64> = Default::default();
+        for (seq, subject, payload) in contents {
+            assert_eq!(payload, &(seq - 1).to_string());
+            if is_log {
+                assert_eq!(
+                    subject,
+                    &format!("plantd.plant-1.log.pump{}", (seq - 1) % 2)
+                );
+            }
+            if let Some(prev) = last.insert(subject, *seq) {
+                assert!(prev < *seq, "{subject}: {seq} after {prev}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn interleaved_log_lines_and_telemetry_survive_an_outage_once_each() {
+    let mut nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    streams::ensure(&js, &Settings::default())
+        .await
+        .expect("streams");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    let append = |from: u64, n: u64| {
+        let j = j.clone();
+        async move {
+            for i in from..from + n {
+                j.append(mixed(i).encode().expect("encode"))
+                    .await
+                    .expect("append");
+            }
+        }
+    };
+    let mut cfg = UplinkConfig::new(site());
+    cfg.ack_timeout = Duration::from_secs(1);
+    cfg.backoff_max = Duration::from_millis(500);
+    let mut up = start(&j, &nats, cfg).await;
+    append(0, 600).await;
+    up.wait_acked(200).await;
+    nats.stop().await;
+    append(600, 600).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        up.status
+            .wait_for(|s| matches!(s.state, UplinkState::Down | UplinkState::Stalled)),
+    )
+    .await
+    .expect("the uplink must notice the outage")
+    .expect("status");
+    nats.start_again().await;
+    append(1200, 300).await;
+    up.wait_acked(1500).await;
+    assert_mixed_exactly_once(&nats.jetstream().await, 1500).await;
+    up.stop().await;
+    j.close().await.expect("close");
+}
+
+/// The two streams store independently: after a reconnection with a
+/// lagging cursor (a crash: here the journal's copy taken before its
+/// records went up) and past the duplicate window (no help from message
+/// ids), the log lines one stream lacks are sent again, and the telemetry
+/// it holds is not — and the other way round.
+#[tokio::test]
+async fn a_resume_skips_each_record_only_when_its_own_stream_holds_it() {
+    const WINDOW: Duration = Duration::from_secs(1);
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    let settings = Settings {
+        duplicate_window: WINDOW,
+        ..Settings::default()
+    };
+    streams::ensure(&js, &settings).await.expect("streams");
+    let dir = tempfile::tempdir().expect("tmp");
+    let crashed = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    for i in 0..300 {
+        j.append(mixed(i).encode().expect("encode"))
+            .await
+            .expect("append");
+    }
+    j.close().await.expect("close");
+    // The journal as a crash leaves it: every record, cursor at 0.
+    copy_dir(dir.path(), crashed.path());
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    let mut up = start(&j, &nats, UplinkConfig::new(site())).await;
+    up.wait_acked(300).await;
+    up.stop().await;
+    j.close().await.expect("close");
+    // As if the last 5 log lines and the last 4 readings never reached
+    // their streams while later records of the other stream did.
+    for (name, n) in [(streams::LOGS, 5), (streams::TELEMETRY, 4)] {
+        let stream = js.get_stream(name).await.expect("stream");
+        let last = stream.get_info().await.expect("info").state.last_sequence;
+        for seq in last + 1 - n..=last {
+            stream.delete_message(seq).await.expect("delete");
+        }
+    }
+    tokio::time::sleep(WINDOW * 2).await; // time passing, not synchronisation
+
+    let (j, _) = Journal::open(crashed.path(), Options::default()).expect("journal");
+    assert_eq!(j.acked(), 0);
+    for i in 300..303 {
+        j.append(mixed(i).encode().expect("encode"))
+            .await
+            .expect("append");
+    }
+    let mut again = start(&j, &nats, UplinkConfig::new(site())).await;
+    let s = again.wait_acked(303).await;
+    assert_eq!(
+        s.published,
+        9 + 3,
+        "exactly the missing records and the new ones are sent: {s:?}"
+    );
+    assert_eq!(s.already_stored, 291, "{s:?}");
+    assert_eq!(s.duplicates, 0, "{s:?}");
+    assert_mixed_exactly_once(&js, 303).await;
+    again.stop().await;
+    j.close().await.expect("close");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}

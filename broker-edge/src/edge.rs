@@ -246,8 +246,11 @@ fn readiness(
         );
         let _ = writeln!(
             out,
-            "# HELP plantd_dropped_total Messages dropped, by reason.\n# TYPE plantd_dropped_total counter\nplantd_dropped_total{{reason=\"journal_overflow\"}} {}\nplantd_dropped_total{{reason=\"journal_age\"}} {}\nplantd_dropped_total{{reason=\"undeliverable\"}} {}",
-            st.dropped_overflow, st.dropped_age, s.undeliverable
+            "# HELP plantd_dropped_total Messages dropped, by reason.\n# TYPE plantd_dropped_total counter\nplantd_dropped_total{{reason=\"journal_overflow\"}} {}\nplantd_dropped_total{{reason=\"journal_age\"}} {}\nplantd_dropped_total{{reason=\"undeliverable\"}} {}\nplantd_dropped_total{{reason=\"log_ship\"}} {}",
+            st.dropped_overflow,
+            st.dropped_age,
+            s.undeliverable,
+            plantd_shared::log_ship::dropped()
         );
         let up = |state: UplinkState| f64::from(u8::from(s.state == state));
         let _ = writeln!(
@@ -539,6 +542,8 @@ pub async fn run(
             }
         }));
     }
+    // The edge's own warnings and errors, journaled like a device's logs.
+    tasks.extend(crate::own_logs::spawn(journal.clone(), token.clone()));
     let mut ucfg = UplinkConfig::new(site.clone());
     ucfg.window = config.uplink.window.max(1);
     let uplink = Uplink::new(journal.clone(), UplinkConnector::new(&url, nats_opts), ucfg)

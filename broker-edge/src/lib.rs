@@ -23,6 +23,7 @@
 //! | [`hooks`] | extension points: publish hook (journal), authoriser |
 //! | [`inject`] | [`inject::BrokerHandle`]: publications and subscriptions from inside the process — cloud commands and site service requests |
 //! | [`uplink`] | the journal hook: which publications go up, journaled before they are acknowledged |
+//! | [`own_logs`] | the edge's own warnings and errors, journaled as log lines on `$plantd/log/plantd/edge` |
 //! | [`edge`] | the whole edge: broker + journal + JetStream uplink, downlink and site services |
 //! | [`metrics`] | counters, Prometheus text, `$SYS` values |
 //! | [`http`] | `/healthz` and `/metrics` |
@@ -41,6 +42,7 @@ pub mod link;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
+pub mod own_logs;
 pub mod owner;
 pub mod protocol;
 pub mod retained;

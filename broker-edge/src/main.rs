@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use plantd_edge::Config;
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc: the broker allocates small objects at a high rate on several
 /// threads (see `docs/performance.md`).
@@ -214,12 +213,10 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    // PLANTD_LOG (or RUST_LOG) chooses what is printed; PLANTD_LOG_SHIP
+    // (default warn) what is journaled as `$plantd/log/plantd/edge`.
+    plantd_shared::logging::init("plantd-edge");
+    plantd_shared::log_ship::start(plantd_shared::log_ship::EDGE);
     let config = load(Args::parse())?;
     tracing::info!(site = %config.site, "starting plantd-edge");
     plantd_edge::edge::run(config, shutdown_signal(), |listening| listening.log()).await?;

@@ -2,9 +2,12 @@
 //! up, and journaling them before they are acknowledged.
 //!
 //! [`JournalHook`] is the broker's [`PublishHook`]: a publication whose
-//! topic matches an uplink rule (default: everything except `$`-topics) is
-//! encoded as a [`plantd_bridge::UplinkMessage`] and appended to the
-//! journal. QoS 0 is queued without waiting; QoS 1 and 2 are acknowledged
+//! topic matches an uplink rule (default: everything except `$`-topics),
+//! or is a log line on `$plantd/log/<source>` (always, whatever the rules:
+//! the uplink sends it to `plantd.<site>.log.<source>`), is encoded as a
+//! [`plantd_bridge::UplinkMessage`] and appended to the journal. A publish
+//! on `$plantd/log` or `$plantd/log/` names no source and is refused
+//! (v5 0x80; a 3.1.1 client at QoS 1/2 is disconnected). QoS 0 is queued without waiting; QoS 1 and 2 are acknowledged
 //! only once durable under the journal's fsync policy (the link queues a
 //! whole read's worth before waiting, so one fsync covers many). When the
 //! journal is full under the `block` policy, appending waits — the
@@ -15,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use plantd_bridge::UplinkMessage;
 use plantd_journal::Journal;
-use plantd_shared::topic::{Filter, matches};
+use plantd_shared::topic::{Filter, LOG_PREFIX, is_log_topic_without_source, log_source, matches};
 
 use crate::hooks::{BeginFuture, ClientInfo, HookError, HookFuture, PublishHook};
 use crate::message::Publication;
@@ -39,10 +42,11 @@ impl JournalHook {
         }
     }
 
-    /// Whether `topic` goes up (`$`-topics only when a rule names them:
-    /// the matching function's `$` rule applies).
+    /// Whether `topic` goes up: log lines (`$plantd/log/<source>`) always,
+    /// other topics when a rule matches (`$`-topics only when a rule names
+    /// them: the matching function's `$` rule applies).
     pub fn selects(&self, topic: &str) -> bool {
-        self.rules.iter().any(|f| matches(f.as_str(), topic))
+        log_source(topic).is_some() || self.rules.iter().any(|f| matches(f.as_str(), topic))
     }
 
     fn encode(client: &ClientInfo, p: &Publication) -> Result<bytes::Bytes, HookError> {
@@ -90,6 +94,12 @@ impl PublishHook for JournalHook {
         publication: &'a Publication,
     ) -> BeginFuture<'a> {
         Box::pin(async move {
+            if is_log_topic_without_source(&publication.topic) {
+                return Err(HookError(format!(
+                    "{:?} names no log source: publish log lines on {LOG_PREFIX}<source>",
+                    &*publication.topic
+                )));
+            }
             if !self.selects(&publication.topic) {
                 return Ok(None);
             }

@@ -27,18 +27,19 @@ async fn spawn(args: &[&str]) -> Proc {
         ])
         .args(args)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn plantd-edge");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = BufReader::new(stdout).lines();
+    // Logs go to standard error (`plantd_shared::logging`).
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = BufReader::new(stderr).lines();
     let (mqtt, http) = loop {
         let line = tokio::time::timeout(WAIT, lines.next_line())
             .await
             .expect("listening line in time")
-            .expect("read stdout")
+            .expect("read stderr")
             .expect("plantd-edge exited before listening");
         if line.contains("plantd-edge listening") {
             let field = |name: &str| -> SocketAddr {

@@ -375,18 +375,19 @@ async fn the_binary_takes_the_tls_flags_and_logs_the_tls_address() {
         .arg("--tls-client-ca")
         .arg(&ca)
         .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn plantd-edge");
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    // Logs go to standard error (`plantd_shared::logging`).
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
     let tls: SocketAddr = loop {
         let line = tokio::time::timeout(WAIT, lines.next_line())
             .await
             .expect("listening line in time")
-            .expect("read stdout")
+            .expect("read stderr")
             .expect("plantd-edge exited before listening");
         if line.contains("plantd-edge listening") {
             let start = line.find("tls=").expect("tls= in the listening line") + 4;

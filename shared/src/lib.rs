@@ -17,6 +17,7 @@
 //! | [`jwt`] | signing and verifying tokens (EdDSA, ES256; never HS256) against a JWKS |
 //! | [`config`] | TOML file + `PLANTD_*` environment configuration with one-line errors |
 //! | [`logging`] | tracing set-up (text or JSON) |
+//! | [`log_ship`] | shipping plantd's own warnings and errors to `PLANTD_LOGS` |
 //! | [`tools`] | locating the real external programs (`nats-server`, `mosquitto_pub`, ...) |
 //! | [`process`] | supervising child programs: start, await readiness, stop |
 //! | [`local_nats`] | a local nats-server with JetStream, for `plantd up` and tests |
@@ -36,6 +37,7 @@ pub mod http;
 pub mod jwt;
 pub mod lease;
 pub mod local_nats;
+pub mod log_ship;
 pub mod logging;
 pub mod process;
 pub mod revocations;

@@ -8,6 +8,11 @@
 //!
 //! Logs go to standard error so standard output stays free for what a
 //! command prints for people or scripts.
+//!
+//! Every subscriber also carries the [`crate::log_ship::ShipLayer`] (with
+//! its own level, `PLANTD_LOG_SHIP`, default `warn`, whatever `PLANTD_LOG`
+//! says): idle until the process calls [`crate::log_ship::start`], then its
+//! warnings and errors also go to `PLANTD_LOGS`.
 
 use std::io::IsTerminal;
 
@@ -36,24 +41,35 @@ impl LogFormat {
 /// Installs the global subscriber for `service` (recorded as a field on
 /// JSON lines). Calling it twice is harmless: the second call does nothing.
 pub fn init(service: &'static str) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = std::env::var("PLANTD_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let ship = crate::log_ship::ShipLayer.with_filter(crate::log_ship::level());
+    let registry = tracing_subscriber::registry().with(ship);
     let result = match LogFormat::from_env() {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_span_events(FmtSpan::NONE)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_span_events(FmtSpan::NONE)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
     if result.is_ok() {

@@ -243,6 +243,18 @@ pub fn topic_to_subject(site: &Site, channel: Channel, topic: &Topic) -> String 
     s
 }
 
+/// The subject a publication on `topic` goes up to from `site`: a log
+/// topic `$plantd/log/<source>` ([`crate::topic::LOG_PREFIX`]) goes to
+/// `plantd.<site>.log.<source>` (stream `PLANTD_LOGS`), every other topic to
+/// `plantd.<site>.up.<topic>` (`PLANTD_TELEMETRY`). Returns the channel with
+/// the subject.
+pub fn uplink_subject(site: &Site, topic: &Topic) -> (Channel, String) {
+    match crate::topic::log_source(topic.as_str()).map(Topic::new) {
+        Some(Ok(source)) => (Channel::Log, topic_to_subject(site, Channel::Log, &source)),
+        _ => (Channel::Up, topic_to_subject(site, Channel::Up, topic)),
+    }
+}
+
 /// A subject taken apart: which site, which channel, which MQTT topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedSubject {
@@ -443,5 +455,29 @@ mod tests {
         assert!(subject_matches("a.>", "a.b.c"));
         assert!(!subject_matches("a.>", "a"));
         assert!(subject_matches("a.b", "a.b"));
+    }
+
+    #[test]
+    fn log_topics_go_up_on_the_log_channel() {
+        let t = |s: &str| Topic::new(s).expect("topic");
+        assert_eq!(
+            uplink_subject(&site(), &t("$plantd/log/pump1")),
+            (Channel::Log, "plantd.plant-1.log.pump1".to_owned())
+        );
+        assert_eq!(
+            uplink_subject(&site(), &t("$plantd/log/line1/p.l c")),
+            (
+                Channel::Log,
+                "plantd.plant-1.log.line1.p%2El%20c".to_owned()
+            )
+        );
+        assert_eq!(
+            uplink_subject(&site(), &t("line1/temp")),
+            (Channel::Up, "plantd.plant-1.up.line1.temp".to_owned())
+        );
+        // The logger reads the source back from the subject.
+        let parsed = subject_to_topic("plantd.plant-1.log.line1.plc").expect("parses");
+        assert_eq!(parsed.channel, Channel::Log);
+        assert_eq!(parsed.topic.as_str(), "line1/plc");
     }
 }

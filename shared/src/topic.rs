@@ -109,6 +109,29 @@ impl Topic {
     }
 }
 
+/// The prefix of log topics: a device or program on a site publishes one
+/// log line per message on `$plantd/log/<source>` (`<source>` one or more
+/// levels, e.g. `$plantd/log/line1/plc`), and the edge sends it up to
+/// `plantd.<site>.log.<source>` instead of `plantd.<site>.up.…`.
+///
+/// A `$`-topic, so MQTT's rule applies: `#` and `+/…` never match it: only
+/// a grant or subscription that names `$plantd/log/…` does.
+pub const LOG_PREFIX: &str = "$plantd/log/";
+
+/// The source of a log topic (`line1/plc` for `$plantd/log/line1/plc`):
+/// `None` when `topic` is not under [`LOG_PREFIX`], or names no source
+/// (`$plantd/log/` — see [`is_log_topic_without_source`]).
+pub fn log_source(topic: &str) -> Option<&str> {
+    topic.strip_prefix(LOG_PREFIX).filter(|s| !s.is_empty())
+}
+
+/// Whether `topic` is in the log namespace but names no source
+/// (`$plantd/log` or `$plantd/log/`): such a publish cannot be sent up and
+/// is refused.
+pub fn is_log_topic_without_source(topic: &str) -> bool {
+    topic == "$plantd/log" || topic == LOG_PREFIX
+}
+
 /// Checks `s` as an MQTT topic name without allocating.
 ///
 /// # Errors
@@ -441,5 +464,21 @@ mod tests {
         assert!(c("a/b/c", "#"));
         assert!(!c("$SYS/#", "#"));
         assert!(c("$SYS/x", "$SYS/#"));
+    }
+
+    #[test]
+    fn log_topics_name_their_source() {
+        assert_eq!(log_source("$plantd/log/pump1"), Some("pump1"));
+        assert_eq!(log_source("$plantd/log/line1/plc"), Some("line1/plc"));
+        assert_eq!(log_source("$plantd/log/"), None);
+        assert_eq!(log_source("$plantd/log"), None);
+        assert_eq!(log_source("plantd/log/pump1"), None);
+        assert!(is_log_topic_without_source("$plantd/log"));
+        assert!(is_log_topic_without_source("$plantd/log/"));
+        assert!(!is_log_topic_without_source("$plantd/log/a"));
+        // MQTT's $-rule: a leading wildcard never selects a log topic.
+        assert!(!matches("#", "$plantd/log/pump1"));
+        assert!(!matches("+/log/pump1", "$plantd/log/pump1"));
+        assert!(matches("$plantd/log/#", "$plantd/log/pump1"));
     }
 }

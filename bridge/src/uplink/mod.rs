@@ -19,11 +19,16 @@
 //!
 //! Exactly once does not depend on the outage being shorter than that
 //! window: before the first publish of every connection the uplink asks
-//! JetStream for the last message stored on its site's subjects
-//! (`plantd.<site>.up.>`) and, when its message id is one of this
-//! journal's, skips everything up to it (see [`resume_point`]): on one
-//! connection the server stores a prefix of what was sent, in order, so
-//! everything before it is stored too. With a [`SiteLease`] the uplink also
+//! JetStream for the last message stored on its site's subjects of each
+//! channel (`plantd.<site>.up.>` in `PLANTD_TELEMETRY`,
+//! `plantd.<site>.log.>` in `PLANTD_LOGS`) and, when its message id is one
+//! of this journal's, skips the records of that channel up to it (see
+//! [`resume_point`]): on one connection a stream stores a prefix of what
+//! was sent to it, in order, so its records before that one are stored
+//! too. Two streams store independently, so one stream's last message
+//! says nothing about the other's records: the cursor jumps to the lower
+//! of the two, and past it each record is skipped only when its own
+//! stream holds it (journal records interleave log lines and telemetry). With a [`SiteLease`] the uplink also
 //! confirms the site's lease first and publishes only while it holds it.
 //! The first publish on a new connection goes alone, so a stream
 //! that JetStream has not loaded yet refuses one publish rather than some
@@ -140,6 +145,7 @@ impl Uplink {
             stall_check: tokio::time::interval(Duration::from_millis(500)),
             unpublished: Unpublished::default(),
             refused_floor: None,
+            stored_upto: resume::StoredUpTo::default(),
         };
         let mut reader = p.journal.reader(start);
         let mut backoff = p.cfg.backoff_min;
@@ -244,12 +250,17 @@ struct Pump {
     /// since: a resume never skips past it (later records may have been
     /// stored while it was not).
     refused_floor: Option<u64>,
+    /// What each stream held when the connection started: records it
+    /// holds are not sent again.
+    stored_upto: resume::StoredUpTo,
 }
 
 /// Progress not yet published; see [`Pump::publish`].
 #[derive(Default)]
 struct Unpublished {
     acks: u64,
+    /// Records not sent because their stream already held them.
+    already_stored: u64,
     duplicates: u64,
     reordered: u64,
     sent: u64,
@@ -324,13 +335,21 @@ impl Pump {
                     self.w.last_read = rec.seq;
                     let decoded = UplinkMessage::decode(rec.payload.clone())
                         .ok()
-                        .and_then(|m| m.subject(&self.cfg.site).map(|s| (m, s)));
-                    let Some((msg, subject)) = decoded else {
+                        .and_then(|m| m.channel_and_subject(&self.cfg.site).map(|s| (m, s)));
+                    let Some((msg, (channel, subject))) = decoded else {
                         tracing::error!(seq = rec.seq, "uplink: undecodable journal record skipped");
                         self.status.send_modify(|s| s.undeliverable += 1);
                         self.journal.ack(self.w.cursor());
                         continue;
                     };
+                    if self.stored_upto.holds(channel, rec.seq) {
+                        // Its stream held it when this connection started.
+                        self.unpublished.already_stored += 1;
+                        if self.w.outstanding.is_empty() {
+                            self.publish();
+                        }
+                        continue;
+                    }
                     let subject = async_nats::Subject::from(subject);
                     let journal_id = self.identity.id_for(rec.seq);
                     let headers = msg.headers(&self.cfg.site, journal_id.as_str(), rec.seq);
@@ -436,7 +455,7 @@ impl Pump {
     fn publish(&mut self) {
         let u = std::mem::take(&mut self.unpublished);
         let in_flight = self.w.outstanding.len();
-        if u.acks == 0 {
+        if u.acks == 0 && u.already_stored == 0 {
             if u.sent > 0 {
                 self.status.send_if_modified(|s| {
                     s.published += u.sent;
@@ -457,6 +476,7 @@ impl Pump {
             s.state = UplinkState::Up;
             s.acked_seq = cursor;
             s.acked += u.acks;
+            s.already_stored += u.already_stored;
             s.published += u.sent;
             s.duplicates += u.duplicates;
             s.reordered += u.reordered;

@@ -32,9 +32,6 @@ impl Pump {
         if !self.cfg.resume {
             return Ok(());
         }
-        let stored = last_stored(&conn.client, &self.cfg.site)
-            .await
-            .map_err(Stop::Failed)?;
         let acked = self.journal.acked();
         if self.refused_floor.is_some_and(|r| r <= acked) {
             self.refused_floor = None;
@@ -44,17 +41,30 @@ impl Pump {
             .as_ref()
             .map(|l| l.predecessor_lives())
             .unwrap_or_default();
-        let mut upto = resume_point(
-            &self.identity,
-            stored.as_ref().map(|(id, seq)| (id.as_str(), *seq)),
-            acked,
-            &predecessor,
-        );
-        if let Some(r) = self.refused_floor {
-            upto = upto.min(r - 1);
+        // Telemetry and log lines share the journal but go to two streams:
+        // each stream proves only its own records stored.
+        let mut stored_upto = StoredUpTo::default();
+        for channel in StoredUpTo::CHANNELS {
+            let stored = last_stored(&conn.client, &self.cfg.site, channel)
+                .await
+                .map_err(Stop::Failed)?;
+            let mut upto = resume_point(
+                &self.identity,
+                stored.as_ref().map(|(id, seq)| (id.as_str(), *seq)),
+                acked,
+                &predecessor,
+            );
+            if let Some(r) = self.refused_floor {
+                upto = upto.min(r - 1);
+            }
+            // Only records already written can have been stored.
+            upto = upto.min(self.journal.durable());
+            stored_upto.set(channel, upto);
         }
-        // Only records already written can have been stored.
-        upto = upto.min(self.journal.durable());
+        // Every record up to the lower of the two is stored; past it, the
+        // pump skips each record its own stream holds.
+        let upto = stored_upto.both();
+        self.stored_upto = stored_upto;
         if let Some(lease) = &self.lease {
             lease.resumed();
         }
@@ -78,8 +88,43 @@ impl Pump {
     }
 }
 
-/// The last message JetStream stored on `site`'s uplink subjects
-/// (`plantd.<site>.up.>`), as (journal id, sequence) from its message id;
+/// What each stream is known to hold of this journal after a connection
+/// started: every record of channel `up` up to `up`, of channel `log` up to
+/// `log` (journal sequences). The pump does not send those again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct StoredUpTo {
+    up: u64,
+    log: u64,
+}
+
+impl StoredUpTo {
+    /// The channels the uplink publishes on.
+    const CHANNELS: [Channel; 2] = [Channel::Up, Channel::Log];
+
+    fn set(&mut self, channel: Channel, upto: u64) {
+        match channel {
+            Channel::Log => self.log = upto,
+            _ => self.up = upto,
+        }
+    }
+
+    /// Whether record `seq` on `channel` is already stored.
+    pub(super) fn holds(&self, channel: Channel, seq: u64) -> bool {
+        seq <= match channel {
+            Channel::Log => self.log,
+            _ => self.up,
+        }
+    }
+
+    /// Every record up to here is stored, whatever its channel.
+    fn both(&self) -> u64 {
+        self.up.min(self.log)
+    }
+}
+
+/// The last message JetStream stored on `site`'s subjects of `channel`
+/// (`plantd.<site>.up.>` or `plantd.<site>.log.>`), as (journal id,
+/// sequence) from its message id;
 /// `None` when there is none, it is not an uplinked message of this site,
 /// or no stream holds the subjects (the first publish then says so).
 ///
@@ -88,11 +133,12 @@ impl Pump {
 async fn last_stored(
     client: &async_nats::Client,
     site: &Site,
+    channel: Channel,
 ) -> Result<Option<(String, u64)>, String> {
     use async_nats::jetstream::context::GetStreamByNameErrorKind;
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let js = async_nats::jetstream::new(client.clone());
-    let filter = format!("{}.>", plantd_shared::subject::prefix(site, Channel::Up));
+    let filter = format!("{}.>", plantd_shared::subject::prefix(site, channel));
     let name = match js.stream_by_subject(filter.as_str()).await {
         Ok(name) => name,
         Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => return Ok(None),

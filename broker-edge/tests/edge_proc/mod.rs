@@ -22,20 +22,31 @@ pub struct Edge {
     pub http: SocketAddr,
 }
 
+/// The edge with its uplink. Its own warnings are not journaled
+/// (`PLANTD_LOG_SHIP=off`): the tests that count uplinked records count
+/// devices' messages; [`start_edge_shipping`] turns shipping on.
 pub async fn start_edge(nats: &Nats, data: &Path, extra: &[&str]) -> Edge {
     let mut args = vec!["--nats-url".to_owned(), nats.url()];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    spawn_edge(data, &args).await
+    spawn_edge(data, &args, "off").await
+}
+
+/// The edge with its uplink, journaling its own events at `level` and
+/// above as log lines (`PLANTD_LOG_SHIP`).
+pub async fn start_edge_shipping(nats: &Nats, data: &Path, extra: &[&str], level: &str) -> Edge {
+    let mut args = vec!["--nats-url".to_owned(), nats.url()];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    spawn_edge(data, &args, level).await
 }
 
 /// The binary without an uplink: the plain broker with its data directory
 /// (session store), no journal.
 pub async fn start_plain(data: &Path, extra: &[&str]) -> Edge {
     let args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-    spawn_edge(data, &args).await
+    spawn_edge(data, &args, "off").await
 }
 
-async fn spawn_edge(data: &Path, extra: &[String]) -> Edge {
+async fn spawn_edge(data: &Path, extra: &[String], ship: &str) -> Edge {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd-edge"));
     cmd.args([
         "--site",
@@ -49,7 +60,8 @@ async fn spawn_edge(data: &Path, extra: &[String]) -> Edge {
     .arg(data)
     .arg("--allow-anonymous")
     .args(extra)
-    .env("RUST_LOG", "info");
+    .env("RUST_LOG", "info")
+    .env("PLANTD_LOG_SHIP", ship);
     let mut addrs = None;
     let proc = ManagedProcess::spawn("plantd-edge", cmd, Duration::from_secs(30), |line| {
         if line.contains("plantd-edge listening") {
