@@ -10,9 +10,11 @@
 //! | `POST /v1/sites/{site}/call/{*topic}` | [`calls`] |
 //! | `GET /v1/sites/{site}/last`, `GET /v1/sites/{site}/history` | [`telemetry`] |
 //! | `GET /v1/ws` (WebSocket: live subscriptions, commands) | [`live`] |
+//! | `/v1/alert-rules`, `/v1/alerts`, `/v1/alerts/{id}/history`, `/v1/alerts/{id}/ack`, `/v1/silences` | [`alerts`] |
 //! | `GET /openapi.json` | [`crate::openapi`] |
 //! | `GET /healthz` | here |
 
+pub mod alerts;
 pub mod calls;
 pub mod commands;
 pub mod live;
@@ -82,6 +84,13 @@ fn documented_api() -> OpenApiRouter<AppState> {
         .routes(routes!(telemetry::last))
         .routes(routes!(telemetry::history))
         .routes(routes!(live::socket))
+        .routes(routes!(alerts::list_rules, alerts::create_rule))
+        .routes(routes!(alerts::get_rule, alerts::put_rule, alerts::delete_rule))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::history))
+        .routes(routes!(alerts::ack))
+        .routes(routes!(alerts::list_silences, alerts::create_silence))
+        .routes(routes!(alerts::get_silence, alerts::delete_silence))
         .routes(routes!(crate::openapi::serve))
 }
 
