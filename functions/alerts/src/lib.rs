@@ -18,6 +18,7 @@
 //! | [`engine`] | [`Engine`]: the trigger handler and the clock step |
 //! | [`clock`] | [`Clock`], [`SystemClock`], [`ManualClock`] |
 //! | `logs` | log conditions' matching through `plantd_logger::query` |
+//! | [`notify`] | the notifier on `PLANTD_ALERTS`: channels (webhook signed with HMAC-SHA256, SNS), delivery markers, retries |
 //!
 //! Stores: `plantd_alert_rules`, `plantd_alert_state`,
 //! `plantd_alert_silences`, `plantd_alert_channels`, `plantd_notifications`
@@ -28,6 +29,7 @@ pub mod duration;
 pub mod engine;
 pub mod instance;
 mod logs;
+pub mod notify;
 pub mod record;
 pub mod rule;
 pub mod silence;
@@ -84,6 +86,12 @@ impl Running {
     /// The engine (for diagnostics and tests).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Lets the clock and the watcher run for the rest of the process
+    /// (`plantd up`, whose trigger lives as long as it does).
+    pub fn detach(mut self) {
+        self.tasks.clear();
     }
 }
 

@@ -8,6 +8,7 @@
 //! | [`LambdaWatch`] | the Lambda runtime API emulator of `cargo lambda watch`, for running a function binary |
 //! | [`tool`] | paths of `mosquitto_pub`, `mosquitto_sub`, `mosquitto`, `cargo-lambda`, `cfn-lint` |
 //! | [`http`] | a minimal HTTP/1.1 client for poking fixtures |
+//! | [`webhook`] | [`webhook::Receiver`]: a recording webhook receiver that can be told to fail, and the `Plantd-Signature` check |
 //! | [`wait`] | [`eventually`] (wait for a condition, never a bare sleep) and [`wait::procs`] (children and liveness of processes) |
 //! | `docker` (feature) | the same fixtures as containers, for machines with a Docker engine |
 //!
@@ -22,6 +23,7 @@ pub mod load;
 mod moto;
 mod nats;
 pub mod wait;
+pub mod webhook;
 
 use std::path::PathBuf;
 
