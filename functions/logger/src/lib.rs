@@ -18,6 +18,8 @@
 //! | [`follow`] | fills a [`LogIndex`] from `PLANTD_LOGS` (hydration, then live) |
 
 pub mod aggregate;
+#[cfg(feature = "aws")]
+pub mod cloudwatch;
 pub mod follow;
 pub mod handler;
 pub mod index;
