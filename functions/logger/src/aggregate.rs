@@ -448,7 +448,7 @@ impl Aggregates {
         })
     }
 
-    /// A site's aggregates for the minutes in `[from, to)`, oldest first
+    /// A site's aggregates for the minutes that overlap `[from, to)`, oldest first
     /// (minutes without lines are left out). At most
     /// [`MAX_RANGE_MINUTES`] minutes.
     pub async fn read_range(
@@ -458,7 +458,10 @@ impl Aggregates {
         to: OffsetDateTime,
     ) -> Result<Vec<MinuteAggregate>, AggregateError> {
         let first = minute_of(from);
-        let minutes = (to - first).whole_minutes();
+        // Every minute that starts before `to` (the one `to` falls in too).
+        let span = to - first;
+        let minutes = span.whole_minutes()
+            + i64::from(span.whole_seconds() % 60 != 0 || span.subsec_nanoseconds() != 0);
         if minutes > MAX_RANGE_MINUTES {
             return Err(AggregateError::Range(format!(
                 "at most {MAX_RANGE_MINUTES} minutes at once (asked {minutes})"

@@ -97,6 +97,9 @@ pub struct AppState {
     pub sites: plantd_shared::sites::Sites,
     /// Appends to the audit trail (`PLANTD_AUDIT`).
     pub audit: plantd_shared::audit::Auditor,
+    /// The log index `/v1/logs` reads, when this process runs one
+    /// (`plantd up`); `None` → 503 "log index not running here".
+    pub logs: Option<Arc<plantd_logger::LogIndex>>,
 }
 
 impl AppState {
@@ -128,6 +131,7 @@ impl AppState {
             settings: Arc::new(settings),
             sites,
             audit,
+            logs: None,
         })
     }
 }

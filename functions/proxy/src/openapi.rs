@@ -51,6 +51,7 @@ impl Modify for Bearer {
         (name = "state", description = "Scoped state on JetStream KV"),
         (name = "sites", description = "Telemetry, commands and service calls of a site"),
         (name = "live", description = "Live data over WebSocket"),
+        (name = "logs", description = "Log records, counts over time and per-minute aggregates"),
         (name = "alerts", description = "Alert rules, alerts, acknowledgements and silences"),
         (name = "meta", description = "Health and this document")
     )

@@ -16,6 +16,10 @@
 //!   more is sent for that id.
 //! * `{"op":"command","id","site","topic","payload",…}` (the body of
 //!   `POST /v1/sites/{site}/commands`) → `{"op":"sent","id","stream","sequence"}`.
+//! * `{"op":"tail","id","site","filter"?,"source"?,"level"?}` → `{"op":"tailing","id"}`,
+//!   then `{"op":"log","id","record":{…}}` for every line of the site's
+//!   logs that passes (parsed as `GET /v1/logs` shows them; the filter in
+//!   the log query language), until `unsubscribe` ([`logs::tail`]).
 //! * Any failure → `{"op":"error","id","error","message"}` with the codes of
 //!   the HTTP API.
 //!
@@ -49,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Origin;
 use crate::auth::{Caller, Revocation, SocketCaller};
-use crate::routes::{commands, site};
+use crate::routes::{commands, logs, site};
 use crate::{AppError, AppState};
 
 /// Close code for a client that fell behind, and for an expired or
@@ -264,8 +268,15 @@ async fn operation(
             Err(e) => Err(e),
         },
         Some("command") => commands::operation(state, caller, origin, fields).await,
+        Some("tail") => match parse::<logs::Tail>(fields) {
+            Ok(t) => match tail(state, caller, subs, out, slow, t).await {
+                Ok(()) => return None,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
         _ => Err(AppError::bad_request(
-            "op must be subscribe, unsubscribe or command",
+            "op must be subscribe, unsubscribe, command or tail",
         )),
     };
     Some(result.unwrap_or_else(|e| error(id.as_deref(), &e)))
@@ -334,6 +345,42 @@ async fn subscribe(
         slow.clone(),
     ));
     subs.insert(req.id, task);
+    Ok(())
+}
+
+/// `tail` ([`logs::tail`]): like `subscribe`, for a site's log lines,
+/// parsed; ended with `unsubscribe`.
+async fn tail(
+    state: &AppState,
+    caller: &Caller,
+    subs: &mut HashMap<String, JoinHandle<()>>,
+    out: &mpsc::Sender<Frame>,
+    slow: &CancellationToken,
+    req: logs::Tail,
+) -> Result<(), AppError> {
+    if subs.contains_key(&req.id) {
+        return Err(AppError::conflict(format!(
+            "subscription {} exists; unsubscribe first",
+            req.id
+        )));
+    }
+    if subs.len() >= state.settings.ws_max_subscriptions {
+        return Err(AppError::bad_request(format!(
+            "at most {} subscriptions per socket",
+            state.settings.ws_max_subscriptions
+        )));
+    }
+    let id = req.id.clone();
+    // The task starts after the answer is queued, so "tailing" comes first.
+    let (gate, opened) = oneshot::channel::<()>();
+    let (ack, task) = logs::tail(state, caller, req, out.clone(), slow.clone(), opened).await?;
+    if out.try_send(Frame::Text(ack.to_string().into())).is_err() {
+        task.abort();
+        slow.cancel();
+        return Ok(());
+    }
+    let _ = gate.send(());
+    subs.insert(id, task);
     Ok(())
 }
 

@@ -9,7 +9,8 @@
 //! | `GET /v1/sites/{site}/commands?state=pending`, `DELETE /v1/sites/{site}/commands/{id}` | [`pending`] |
 //! | `POST /v1/sites/{site}/call/{*topic}` | [`calls`] |
 //! | `GET /v1/sites/{site}/last`, `GET /v1/sites/{site}/history` | [`telemetry`] |
-//! | `GET /v1/ws` (WebSocket: live subscriptions, commands) | [`live`] |
+//! | `GET /v1/ws` (WebSocket: live subscriptions, commands, log tails) | [`live`] |
+//! | `GET /v1/logs`, `GET /v1/logs/stats`, `GET /v1/logs/aggregates` | [`logs`] |
 //! | `/v1/alert-rules`, `/v1/alerts`, `/v1/alerts/{id}/history`, `/v1/alerts/{id}/ack`, `/v1/silences` | [`alerts`] |
 //! | `GET /openapi.json` | [`crate::openapi`] |
 //! | `GET /healthz` | here |
@@ -18,6 +19,7 @@ pub mod alerts;
 pub mod calls;
 pub mod commands;
 pub mod live;
+pub mod logs;
 pub mod pending;
 pub mod site;
 pub mod state;
@@ -84,6 +86,9 @@ fn documented_api() -> OpenApiRouter<AppState> {
         .routes(routes!(telemetry::last))
         .routes(routes!(telemetry::history))
         .routes(routes!(live::socket))
+        .routes(routes!(logs::logs))
+        .routes(routes!(logs::stats))
+        .routes(routes!(logs::aggregates))
         .routes(routes!(alerts::list_rules, alerts::create_rule))
         .routes(routes!(alerts::get_rule, alerts::put_rule, alerts::delete_rule))
         .routes(routes!(alerts::list_alerts))
