@@ -283,3 +283,33 @@ async fn channels_are_kept_per_organisation() {
     assert!(!channels.delete(ORG, "ops").await.expect("delete again"));
     assert_eq!(channels.list("initech").await.expect("list").len(), 1);
 }
+
+#[tokio::test]
+async fn records_of_one_alert_go_out_in_order_within_a_batch() {
+    init_tracing();
+    let (_nats, js) = nats().await;
+    let receiver = Receiver::start().await;
+    channel(&js, ORG, "ops", webhook(&receiver.url())).await;
+    // Stored before the notifier starts: one batch, several instances.
+    let mut expected = Vec::new();
+    for rule in ["a", "b", "c", "d"] {
+        let fired = firing(rule, 1, &["ops"]);
+        let ack_like = firing(rule, 2, &["ops"]);
+        let gone = resolved(firing(rule, 1, &["ops"]), 3);
+        for r in [&fired, &ack_like, &gone] {
+            publish(&js, r).await;
+        }
+        expected.push(vec![fired.id, ack_like.id, gone.id]);
+    }
+    let (trigger, _) = bound(&js, notifier(&js).await).await;
+    let got = receiver.wait_for(12, WAIT).await;
+    for ids in expected {
+        let seen: Vec<String> = got
+            .iter()
+            .map(|r| r.json()["record"]["id"].as_str().unwrap_or("?").to_owned())
+            .filter(|id| ids.contains(id))
+            .collect();
+        assert_eq!(seen, ids, "one instance's records in stream order");
+    }
+    trigger.shutdown().await;
+}

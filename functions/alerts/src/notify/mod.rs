@@ -15,6 +15,9 @@
 //!    (webhook: signed POST with retries; SNS: Publish) and writes the
 //!    marker after the channel accepted it.
 //!
+//! Records of one alert instance (org, rule, key) in a batch are notified
+//! in stream order, one after the other; different instances concurrently.
+//!
 //! A record whose delivery failed on some channel fails as a trigger item:
 //! the trigger retries it with backoff (channels already notified are
 //! skipped by their markers) and after `max_deliver` deliveries parks it in
@@ -39,6 +42,7 @@ pub mod sns;
 pub mod store;
 pub mod webhook;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_nats::jetstream;
@@ -328,20 +332,37 @@ impl Notifier {
 }
 
 impl Handler for Notifier {
+    /// Records of one alert instance (org, rule, key) are notified in
+    /// stream order, one after the other, so a receiver never gets a
+    /// resolution before the firing it resolves from one batch; different
+    /// instances go out concurrently (`concurrency` at a time).
     async fn handle(&self, batch: &[Item]) -> BatchOutcome {
+        let mut outcome = BatchOutcome::success();
+        let mut instances: BTreeMap<(String, String, String), Vec<(usize, AlertRecord)>> =
+            BTreeMap::new();
+        for (i, item) in batch.iter().enumerate() {
+            match serde_json::from_slice::<AlertRecord>(&item.payload) {
+                Ok(r) => instances
+                    .entry((r.org.clone(), r.rule.clone(), r.key.clone()))
+                    .or_default()
+                    .push((i, r)),
+                Err(e) => {
+                    tracing::error!(stream = %item.stream, sequence = item.sequence, error = %e, "not an alert record");
+                    outcome.record_failure(i, format!("not an alert record: {e}"));
+                }
+            }
+        }
         // The futures are made first: a stream of closures over borrowed
-        // items trips the compiler's higher-ranked Send check.
-        let calls: Vec<_> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, item)| self.handle_indexed(i, item))
+        // data trips the compiler's higher-ranked Send check.
+        let calls: Vec<_> = instances
+            .into_values()
+            .map(|records| self.notify_in_order(records))
             .collect();
-        let results: Vec<(usize, Option<String>)> = futures::stream::iter(calls)
+        let results: Vec<Vec<(usize, Option<String>)>> = futures::stream::iter(calls)
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
-        let mut outcome = BatchOutcome::success();
-        for (i, error) in results {
+        for (i, error) in results.into_iter().flatten() {
             if let Some(e) = error {
                 outcome.record_failure(i, e);
             }
@@ -351,23 +372,23 @@ impl Handler for Notifier {
 }
 
 impl Notifier {
-    /// [`Notifier::handle_item`] with the item's index in its batch.
-    async fn handle_indexed(&self, index: usize, item: &Item) -> (usize, Option<String>) {
-        (index, self.handle_item(item).await.err())
-    }
-
-    /// One item: its record notified on every channel, or why not.
-    async fn handle_item(&self, item: &Item) -> Result<(), String> {
-        let record: AlertRecord = serde_json::from_slice(&item.payload).map_err(|e| {
-            tracing::error!(stream = %item.stream, sequence = item.sequence, error = %e, "not an alert record");
-            format!("not an alert record: {e}")
-        })?;
-        self.notify(&record).await.map(|_| ()).map_err(|failed| {
-            failed
-                .iter()
-                .map(|(name, e)| format!("channel {name}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+    /// Notifies `records` (batch index, record) one after the other; each
+    /// one's error, if any.
+    async fn notify_in_order(
+        &self,
+        records: Vec<(usize, AlertRecord)>,
+    ) -> Vec<(usize, Option<String>)> {
+        let mut out = Vec::with_capacity(records.len());
+        for (i, record) in records {
+            let error = self.notify(&record).await.err().map(|failed| {
+                failed
+                    .iter()
+                    .map(|(name, e)| format!("channel {name}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            out.push((i, error));
+        }
+        out
     }
 }
