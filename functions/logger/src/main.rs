@@ -4,14 +4,27 @@
 //! `PLANTD_LOGS` — invokes it with batches of stream items
 //! ([`plantd_trigger::sqs`]: envelopes back into items, a partial batch
 //! response for the items that failed, a record that is not an envelope
-//! failing alone). Each item is parsed (`plantd_logger::parse`) and
-//! written to CloudWatch Logs ([`plantd_logger::cloudwatch`]).
+//! failing alone). Each batch goes to two handlers at once:
+//!
+//! * CloudWatch Logs ([`plantd_logger::cloudwatch`]): every item parsed
+//!   and written to the site's log group, the source's stream;
+//! * the logger's own handler ([`plantd_logger::Logger`]) with the
+//!   per-minute aggregates in KV `plantd_log_aggregates`, exactly once —
+//!   when `PLANTD_NATS_URL` says where NATS is (without it the function
+//!   only forwards to CloudWatch, and aggregates come from wherever the
+//!   in-process logger runs).
+//!
+//! An item fails (and SQS redelivers it) when either handler failed it;
+//! both are idempotent on `(stream, sequence)` (CloudWatch as far as it
+//! allows: see the module).
 //!
 //! Environment:
 //! * `PLANTD_CLOUDWATCH_PREFIX`: the log group prefix, one group per site
 //!   (default `/plantd/sites`);
 //! * `PLANTD_CLOUDWATCH_RETENTION_DAYS`: retention of the groups this
 //!   function creates (default: CloudWatch's, never expire);
+//! * `PLANTD_NATS_URL` (optional) and `PLANTD_NATS_CREDS` (a `.creds`
+//!   file, optional): NATS for the aggregates;
 //! * the standard AWS variables Lambda sets (region, credentials;
 //!   `AWS_ENDPOINT_URL` in tests).
 //!
@@ -22,7 +35,61 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 use plantd_logger::cloudwatch::{self, CloudWatch};
+use plantd_logger::{AggregateSettings, Aggregates, Logger};
 use plantd_trigger::sqs::{self, SqsBatchResponse, SqsEvent};
+use plantd_trigger::{BatchOutcome, Handler, Item};
+
+/// The function's handlers, run together on each batch.
+struct LoggerFunction {
+    /// Forwarding to CloudWatch Logs.
+    cloudwatch: CloudWatch,
+    /// The logger's aggregates, when NATS is configured.
+    logger: Option<Logger>,
+}
+
+impl Handler for LoggerFunction {
+    /// Both handlers on the whole batch; an item fails if either failed it.
+    async fn handle(&self, batch: &[Item]) -> BatchOutcome {
+        let aggregate = async {
+            match &self.logger {
+                Some(l) => l.handle(batch).await,
+                None => BatchOutcome::success(),
+            }
+        };
+        let (mut outcome, aggregated) = tokio::join!(self.cloudwatch.handle(batch), aggregate);
+        for (i, why) in aggregated.failures() {
+            outcome.record_failure(i, format!("aggregates: {why}"));
+        }
+        outcome
+    }
+}
+
+/// The logger with aggregates, when `PLANTD_NATS_URL` is set.
+async fn logger_from_env() -> anyhow::Result<Option<Logger>> {
+    let Ok(url) = std::env::var("PLANTD_NATS_URL") else {
+        tracing::info!("PLANTD_NATS_URL not set: forwarding to CloudWatch only, no aggregates");
+        return Ok(None);
+    };
+    let mut options = async_nats::ConnectOptions::new().name("plantd-logger");
+    if let Some(creds) = std::env::var_os("PLANTD_NATS_CREDS") {
+        options = options
+            .credentials_file(&creds)
+            .await
+            .with_context(|| format!("cannot read NATS credentials {}", creds.to_string_lossy()))?;
+    }
+    let client = options
+        .connect(&url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    let aggregates = Aggregates::open(
+        &async_nats::jetstream::new(client),
+        AggregateSettings::default(),
+    )
+    .await
+    .context("the KV bucket plantd_log_aggregates (plantd streams creates it)")?;
+    // Nothing kept in memory: a Lambda instance answers no queries.
+    Ok(Some(Logger::new(0).with_aggregates(aggregates)))
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -40,11 +107,12 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let sdk = plantd_shared::aws::sdk_config().await;
-    let handler = Arc::new(
-        CloudWatch::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), prefix.clone())
+    let handler = Arc::new(LoggerFunction {
+        cloudwatch: CloudWatch::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), prefix.clone())
             .with_retention_days(retention),
-    );
-    tracing::info!(prefix = %prefix, "logger serving SQS events through the Lambda runtime API");
+        logger: logger_from_env().await?,
+    });
+    tracing::info!(prefix = %prefix, aggregates = handler.logger.is_some(), "logger serving SQS events through the Lambda runtime API");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let handler = handler.clone();
         async move {

@@ -6,15 +6,18 @@
 //! --data-file` does). A record that is not an envelope is the only one
 //! listed in `batchItemFailures`; the parsed records are in CloudWatch Logs
 //! (moto: `GetLogEvents`), in the site's group and the source's stream,
-//! created on first use; a redelivered batch is not written twice.
+//! created on first use; the logger's per-minute aggregates (a real
+//! nats-server) count each line once; a redelivered batch is not written
+//! or counted twice.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use aws_sdk_cloudwatchlogs::config::{Credentials, Region};
 use bytes::Bytes;
+use plantd_logger::{AggregateSettings, Aggregates};
 use plantd_shared::process::ManagedProcess;
-use plantd_testkit::{LambdaWatch, Moto};
+use plantd_testkit::{LambdaWatch, Moto, Nats};
 use plantd_trigger::Item;
 use plantd_trigger::sqs::{Envelope, SqsBatchResponse};
 use serde_json::{Value, json};
@@ -99,12 +102,14 @@ async fn events(logs: &aws_sdk_cloudwatchlogs::Client, group: &str, stream: &str
 async fn an_sqs_batch_is_parsed_into_cloudwatch_and_only_the_bad_record_fails() {
     plantd_testkit::init_tracing();
     let moto = Moto::start().await;
+    let nats = Nats::start_with_streams().await;
     let emulator = LambdaWatch::start(env!("CARGO_MANIFEST_DIR")).await;
     let bin = std::env::var_os("PLANTD_LOGGER_BOOTSTRAP")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_plantd-logger").into());
     let mut cmd = emulator.function_command(bin, FUNCTION, &moto.endpoint());
     cmd.env("PLANTD_CLOUDWATCH_PREFIX", PREFIX)
-        .env("PLANTD_CLOUDWATCH_RETENTION_DAYS", "30");
+        .env("PLANTD_CLOUDWATCH_RETENTION_DAYS", "30")
+        .env("PLANTD_NATS_URL", nats.url());
     let _function = ManagedProcess::spawn(
         "plantd-logger (Lambda)",
         cmd,
@@ -181,6 +186,25 @@ async fn an_sqs_batch_is_parsed_into_cloudwatch_and_only_the_bad_record_fails() 
     assert_eq!(created.log_group_name(), Some(group.as_str()));
     assert_eq!(created.retention_in_days(), Some(30));
 
+    let aggregates = Aggregates::open(&nats.jetstream().await, AggregateSettings::default())
+        .await
+        .expect("plantd_log_aggregates");
+    let counted = || async {
+        let now = OffsetDateTime::now_utc();
+        aggregates
+            .read_range(
+                "plant-1",
+                now - time::Duration::minutes(30),
+                now + time::Duration::minutes(2),
+            )
+            .await
+            .expect("read the aggregates")
+            .iter()
+            .map(|m| m.total)
+            .sum::<u64>()
+    };
+    assert_eq!(counted().await, 3, "each good line counted once");
+
     // SQS redelivers the good records (say the response was lost): they
     // are handled again without error and not written twice.
     let again = json!({"Records": [record("msg-11", &plain, 2), record("msg-12", &structured, 2)]});
@@ -188,4 +212,5 @@ async fn an_sqs_batch_is_parsed_into_cloudwatch_and_only_the_bad_record_fails() 
     let answer: SqsBatchResponse = serde_json::from_slice(&resp.body).expect("JSON");
     assert!(answer.batch_item_failures.is_empty(), "{}", resp.text());
     assert_eq!(events(&logs, &group, "line1/plc").await.len(), 2);
+    assert_eq!(counted().await, 3, "and not counted twice");
 }
