@@ -2,6 +2,8 @@
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`rules`] | `plantd rules list\|get\|apply\|delete`: alert rules over the proxy, checked locally first |
+//! | [`alerts`] | `plantd alerts list\|ack\|history\|silence\|silences\|unsilence` over the proxy |
 //! | [`audit`] | `plantd audit [filters]` and `plantd audit verify` over the identity API |
 //! | [`dlq`] | `plantd dlq list\|replay`: items parked by the trigger in `PLANTD_DLQ`, over NATS directly |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
@@ -14,10 +16,12 @@
 //!
 //! `main.rs` only parses arguments and calls into these modules.
 
+pub mod alerts;
 pub mod audit;
 pub mod commands;
 pub mod dlq;
 pub mod live;
+pub mod rules;
 pub mod session;
 pub mod sites;
 pub mod streams;

@@ -130,6 +130,80 @@ enum SitesCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum RulesCmd {
+    /// Your organisation's alert rules.
+    List,
+    /// Show one rule as JSON (what `apply` takes).
+    Get {
+        /// The rule's id.
+        id: String,
+    },
+    /// Create or replace the rules in a JSON file: one rule or a list
+    /// (docs/api.md#alerts); checked here first, naming the field.
+    Apply {
+        /// The file (`-`: standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Delete a rule (its alerts go with it).
+    Delete {
+        /// The rule's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCmd {
+    /// Alert instances: one line each (id, state, severity, site, rule,
+    /// key, value, ack).
+    List {
+        /// Only this state: inactive, pending, firing, no_data.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Only this severity: info, warning, critical.
+        #[arg(long)]
+        severity: Option<String>,
+    },
+    /// Acknowledge a firing alert (repeats stop until it fires again).
+    Ack {
+        /// The alert's id (from `plantd alerts list`).
+        id: String,
+        /// What you are doing about it.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// An alert's records (transitions, acks, repeats), oldest first.
+    History {
+        /// The alert's id.
+        id: String,
+    },
+    /// Silence alerts matching labels for a while: their records are
+    /// kept, marked silenced, and not notified.
+    Silence {
+        /// `label=value`, `label!=value` or `label=~regex` (repeat for
+        /// more; all must match).
+        #[arg(long = "match", required = true)]
+        matchers: Vec<String>,
+        /// How long: 30m, 2h, 1d.
+        #[arg(long = "for")]
+        duration: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Your organisation's silences.
+    Silences,
+    /// End a silence now.
+    Unsilence {
+        /// The silence's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CommandsCmd {
     /// The site's pending commands, oldest first: queued for its edge, or
     /// held (nobody subscribes to the topic, or behind such a command).
@@ -297,6 +371,18 @@ enum Verb {
         /// Replicas per stream and bucket (3 in a cluster).
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+    },
+    /// Alert rules (needs alerts:read; changes alerts:write).
+    Rules {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
+    /// Alerts: list, acknowledge, history, silences.
+    Alerts {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: AlertsCmd,
     },
     /// The sites of your organisation: list, create, get, delete.
     Sites {
@@ -585,6 +671,43 @@ fn main() -> ExitCode {
                 creds,
                 replicas,
             } => plantd_cli::streams::ensure(&nats_url, creds.as_deref(), replicas).await,
+            Verb::Rules { cmd } => {
+                use plantd_cli::rules;
+                let s = Session::open(profile.as_deref()).await?;
+                match cmd {
+                    RulesCmd::List => rules::list(&s, json).await,
+                    RulesCmd::Get { id } => rules::get(&s, &id).await,
+                    RulesCmd::Apply { file } => rules::apply(&s, &file, json).await,
+                    RulesCmd::Delete { id } => rules::delete(&s, &id).await,
+                }
+            }
+            Verb::Alerts { cmd } => {
+                use plantd_cli::alerts;
+                let s = Session::open(profile.as_deref()).await?;
+                match cmd {
+                    AlertsCmd::List {
+                        state,
+                        site,
+                        severity,
+                    } => {
+                        let filter = alerts::ListFilter {
+                            state: state.as_deref(),
+                            site: site.as_deref(),
+                            severity: severity.as_deref(),
+                        };
+                        alerts::list(&s, &filter, json).await
+                    }
+                    AlertsCmd::Ack { id, note } => alerts::ack(&s, &id, &note, json).await,
+                    AlertsCmd::History { id } => alerts::history(&s, &id, json).await,
+                    AlertsCmd::Silence {
+                        matchers,
+                        duration,
+                        comment,
+                    } => alerts::silence(&s, &matchers, &duration, &comment, json).await,
+                    AlertsCmd::Silences => alerts::silences(&s, json).await,
+                    AlertsCmd::Unsilence { id } => alerts::unsilence(&s, &id).await,
+                }
+            }
             Verb::Sites { cmd } => {
                 use plantd_cli::sites;
                 let s = Session::open(profile.as_deref()).await?;

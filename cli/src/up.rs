@@ -663,6 +663,24 @@ async fn start_trigger(js: &async_nats::jetstream::Context) -> Result<plantd_tri
         )
         .await
         .context("the trigger did not start")?;
+    let alerts = plantd_alerts::start(
+        js,
+        &mut trigger,
+        std::sync::Arc::new(plantd_alerts::SystemClock),
+        plantd_alerts::TICK,
+        plantd_trigger::ConsumerSettings::default(),
+    )
+    .await
+    .context("the alert engine did not start")?;
+    status(
+        "alerts",
+        "ready",
+        format_args!(
+            "{}  (rules: plantd rules; alerts: plantd alerts)",
+            alerts.consumers.join(", ")
+        ),
+    );
+    alerts.detach();
     status(
         "trigger",
         "ready",

@@ -1,0 +1,195 @@
+//! `plantd rules list|get|apply|delete`: the organisation's alert rules,
+//! over the proxy's `/v1/alert-rules` (reads need `alerts:read`, changes
+//! `alerts:write`).
+//!
+//! `apply -f FILE` takes one rule or a list of them and creates or
+//! replaces each (`-` reads standard input). Every rule is checked here
+//! first with the engine's own validation, so a mistake is reported with
+//! its field (`rules[1].for: must be ≥ 0s`, exit 2) before anything is
+//! sent.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use plantd_alerts::Rule;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::session::{ExitKind, Session, fail};
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// One line per rule: id, severity, `for`, condition kind, what it
+/// watches, name.
+fn print_line(r: &Value) {
+    let c = &r["condition"];
+    let watches = c["topic"]
+        .as_str()
+        .or_else(|| c["match"].as_str())
+        .unwrap_or("?");
+    println!(
+        "{:<24} {:<9} for {:<6} {:<11} {:<32} {}",
+        r["id"].as_str().unwrap_or("?"),
+        r["severity"].as_str().unwrap_or("warning"),
+        r["for"].as_str().unwrap_or("0s"),
+        c["kind"].as_str().unwrap_or("?"),
+        watches,
+        r["name"].as_str().unwrap_or("")
+    );
+}
+
+/// A rule id as one path segment, or a usage error.
+fn path_id(id: &str) -> Result<&str> {
+    if plantd_alerts::rule::valid_id(id) {
+        Ok(id)
+    } else {
+        Err(fail(
+            ExitKind::Usage,
+            format!("{id:?} is not a rule id (lowercase letters, digits, '-', '_')"),
+        ))
+    }
+}
+
+/// The rules in `text` (one object or a list), each validated; errors
+/// name the field, prefixed `rules[i].` for a list.
+///
+/// # Errors
+/// A usage error (2) naming the rule and the field.
+pub fn parse_rules(text: &str) -> Result<Vec<Rule>> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| fail(ExitKind::Usage, format!("not JSON: {e}")))?;
+    let (items, list) = match v {
+        Value::Array(items) => (items, true),
+        Value::Object(_) => (vec![v], false),
+        _ => {
+            return Err(fail(
+                ExitKind::Usage,
+                "expected a rule object or a list of them",
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let bytes = serde_json::to_vec(item)?;
+            Rule::from_json(&bytes).map_err(|e| {
+                let at = if list {
+                    format!("rules[{i}].")
+                } else {
+                    String::new()
+                };
+                fail(ExitKind::Usage, format!("{at}{e}"))
+            })
+        })
+        .collect()
+}
+
+/// `plantd rules list`.
+///
+/// # Errors
+/// As [`Session::send`].
+pub async fn list(s: &Session, json: bool) -> Result<()> {
+    let v: Value = s
+        .send(s.request(Method::GET, "/v1/alert-rules"))
+        .await?
+        .json()
+        .await?;
+    if json {
+        print_json(&v);
+    } else {
+        for r in v["rules"].as_array().into_iter().flatten() {
+            print_line(r);
+        }
+    }
+    Ok(())
+}
+
+/// `plantd rules get ID`: the rule as JSON (what `apply` takes).
+///
+/// # Errors
+/// Usage (2) for a malformed id; as [`Session::send`] (5 unknown).
+pub async fn get(s: &Session, id: &str) -> Result<()> {
+    let id = path_id(id)?;
+    let v: Value = s
+        .send(s.request(Method::GET, &format!("/v1/alert-rules/{id}")))
+        .await?
+        .json()
+        .await?;
+    print_json(&v);
+    Ok(())
+}
+
+/// `plantd rules apply -f FILE`: creates or replaces every rule in the
+/// file (`-`: standard input), in order, after checking them all.
+///
+/// # Errors
+/// Usage (2) for an invalid rule (the field named); as [`Session::send`].
+pub async fn apply(s: &Session, file: &Path, json: bool) -> Result<()> {
+    let text = if file.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::stdin()
+            .read_to_string(&mut t)
+            .context("cannot read standard input")?;
+        t
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let mut applied = Vec::new();
+    for rule in parse_rules(&text)? {
+        let resp = s
+            .send(
+                s.request(Method::PUT, &format!("/v1/alert-rules/{}", rule.id))
+                    .json(&rule),
+            )
+            .await
+            .map_err(|e| e.context(format!("rule {}", rule.id)))?;
+        let created = resp.status().as_u16() == 201;
+        let v: Value = resp.json().await?;
+        if !json {
+            println!(
+                "rule {} {}",
+                rule.id,
+                if created { "created" } else { "updated" }
+            );
+        }
+        applied.push(v);
+    }
+    if json {
+        print_json(&Value::Array(applied));
+    }
+    Ok(())
+}
+
+/// `plantd rules delete ID`.
+///
+/// # Errors
+/// As [`Session::send`] (5 unknown).
+pub async fn delete(s: &Session, id: &str) -> Result<()> {
+    let id = path_id(id)?;
+    s.send(s.request(Method::DELETE, &format!("/v1/alert-rules/{id}")))
+        .await?;
+    println!("rule {id} deleted");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_files_are_checked_naming_the_field() {
+        let ok = r#"{"id":"hot","condition":{"kind":"threshold","topic":"t","op":">","value":1}}"#;
+        assert_eq!(parse_rules(ok).expect("one").len(), 1);
+        let list = format!(
+            "[{ok}, {}]",
+            ok.replace("\"hot\"", "\"hot2\",\"for\":\"-1s\"")
+        );
+        let err = parse_rules(&list).expect_err("invalid").to_string();
+        assert_eq!(err, "rules[1].for: must be ≥ 0s");
+        assert!(parse_rules("3").is_err());
+    }
+}

@@ -1,0 +1,157 @@
+//! `plantd rules` and `plantd alerts` against `plantd up`: a rule applied
+//! from a file fires on a reading published to the site, is listed,
+//! acknowledged with a note and shown in its history; silences are
+//! created, listed and removed; an invalid rule file is refused naming
+//! the field before anything is sent; an unknown rule exits 5.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Up, login, plantd, run, stderr, stdout};
+use plantd_testkit::eventually;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn json_of(o: &std::process::Output) -> Value {
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("JSON ({e}): {}", stdout(o)))
+}
+
+#[tokio::test]
+async fn rules_fire_alerts_that_are_acked_silenced_and_listed() {
+    let data = tempfile::tempdir().expect("tmp");
+    let up = Up::on_free_ports(data.path()).await;
+    let root = tempfile::tempdir().expect("config dir");
+    login(
+        root.path(),
+        &up.functions_url(),
+        "admin@plantd.local",
+        &data.path().join("admin-password"),
+    );
+
+    // An invalid file is refused here, naming the field; nothing is sent.
+    let bad = root.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"[{"id":"ok","condition":{"kind":"absence","topic":"a","after":"1m"}},
+            {"id":"hot","for":"-1s","condition":{"kind":"threshold","topic":"line1/temp","op":">","value":80}}]"#,
+    )
+    .expect("write");
+    let out = run(plantd(root.path()).args(["rules", "apply", "-f"]).arg(&bad));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rules[1].for: must be ≥ 0s"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(plantd(root.path()).args(["rules", "list", "--json"]));
+    assert_eq!(json_of(&out)["rules"], serde_json::json!([]));
+
+    let file = root.path().join("hot.json");
+    std::fs::write(
+        &file,
+        r#"{"id":"hot","name":"Line 1 too hot","severity":"critical",
+            "condition":{"kind":"threshold","topic":"line1/temp","op":">","value":80}}"#,
+    )
+    .expect("write");
+    let out = run(plantd(root.path())
+        .args(["rules", "apply", "-f"])
+        .arg(&file));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("rule hot created"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(plantd(root.path()).args(["rules", "list"]));
+    assert!(
+        stdout(&out).contains("hot") && stdout(&out).contains("critical"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(plantd(root.path()).args(["rules", "get", "nope"]));
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+
+    // A reading above the threshold on the local site fires it (the
+    // engine picks the new rule up from its watch).
+    let nats = async_nats::connect(up.nats.clone().expect("nats url"))
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let alert = eventually(WAIT, "the alert firing", || {
+        let js = js.clone();
+        let root = root.path().to_owned();
+        async move {
+            js.publish("plantd.local.up.line1.temp", "93".into())
+                .await
+                .ok()?
+                .await
+                .ok()?;
+            let out = run(plantd(&root).args(["alerts", "list", "--state", "firing", "--json"]));
+            let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
+            v["alerts"].as_array()?.first().cloned()
+        }
+    })
+    .await;
+    let id = alert["id"].as_str().expect("id").to_owned();
+    assert_eq!(alert["severity"], "critical");
+    let out = run(plantd(root.path()).args(["alerts", "list", "--severity", "critical"]));
+    assert!(
+        stdout(&out).contains(&id) && stdout(&out).contains("firing"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(plantd(root.path()).args(["alerts", "ack", &id, "--note", "opening the vent"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(plantd(root.path()).args(["alerts", "ack", &id]));
+    assert!(!out.status.success(), "acknowledged already");
+    let history = eventually(WAIT, "the ack in the history", || {
+        let root = root.path().to_owned();
+        let id = id.clone();
+        async move {
+            let out = run(plantd(&root).args(["alerts", "history", &id]));
+            stdout(&out).contains("ack").then(|| stdout(&out))
+        }
+    })
+    .await;
+    assert!(history.contains("inactive -> firing"), "{history}");
+    assert!(history.contains("opening the vent"), "{history}");
+
+    let out = run(plantd(root.path()).args([
+        "alerts",
+        "silence",
+        "--match",
+        "rule=hot",
+        "--match",
+        "site=~loc.*",
+        "--for",
+        "2h",
+        "--comment",
+        "maintenance",
+        "--json",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let silence = json_of(&out)["id"].as_str().expect("id").to_owned();
+    let out = run(plantd(root.path()).args(["alerts", "silences"]));
+    assert!(
+        stdout(&out).contains(&silence) && stdout(&out).contains("active"),
+        "{}",
+        stdout(&out)
+    );
+    let out =
+        run(plantd(root.path()).args(["alerts", "silence", "--match", "rule", "--for", "2h"]));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a matcher without = is a usage error"
+    );
+    let out = run(plantd(root.path()).args(["alerts", "unsilence", &silence]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run(plantd(root.path()).args(["rules", "delete", "hot"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(plantd(root.path()).args(["rules", "delete", "hot"]));
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+}
