@@ -45,7 +45,9 @@ pub enum RecordKind {
 }
 
 /// How bad it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// For information.
@@ -124,7 +126,11 @@ pub struct AlertRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// When the instance started firing, while it fires.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub firing_since: Option<OffsetDateTime>,
     /// The value the condition was evaluated on (count, rate, reading).
     #[serde(default, skip_serializing_if = "Option::is_none")]
