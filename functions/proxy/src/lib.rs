@@ -97,6 +97,9 @@ pub struct AppState {
     pub sites: plantd_shared::sites::Sites,
     /// Appends to the audit trail (`PLANTD_AUDIT`).
     pub audit: plantd_shared::audit::Auditor,
+    /// Notification channels (`plantd_alert_channels`) and test sends
+    /// (`/v1/alert-channels`; one attempt, no retries).
+    pub notifier: Arc<plantd_alerts::notify::Notifier>,
     /// The log index `/v1/logs` reads, when this process runs one
     /// (`plantd up`); `None` → 503 "log index not running here".
     pub logs: Option<Arc<plantd_logger::LogIndex>>,
@@ -123,6 +126,7 @@ impl AppState {
         let state = StateStore::open(client.clone(), js.clone()).await?;
         let sites = plantd_shared::sites::Sites::open(&js).await?;
         let audit = plantd_shared::audit::Auditor::new(js.clone());
+        let notifier = notifier(&js).await?;
         Ok(Self {
             trust: Arc::new(Trust::new(jwks, revoked)),
             state,
@@ -131,9 +135,28 @@ impl AppState {
             settings: Arc::new(settings),
             sites,
             audit,
+            notifier,
             logs: None,
         })
     }
+}
+
+/// The notifier the channel routes use: test sends make one attempt, so
+/// `POST /v1/alert-channels/{name}/test` answers at once.
+async fn notifier(
+    js: &jetstream::Context,
+) -> Result<Arc<plantd_alerts::notify::Notifier>, AppError> {
+    let settings = plantd_alerts::notify::Settings {
+        retry: plantd_alerts::notify::Retry {
+            attempts: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    plantd_alerts::notify::notifier(js, settings)
+        .await
+        .map(Arc::new)
+        .map_err(AppError::unavailable)
 }
 
 /// The proxy HTTP API: the routes, every `403` recorded in the audit

@@ -52,7 +52,7 @@ impl Modify for Bearer {
         (name = "sites", description = "Telemetry, commands and service calls of a site"),
         (name = "live", description = "Live data over WebSocket"),
         (name = "logs", description = "Log records, counts over time and per-minute aggregates"),
-        (name = "alerts", description = "Alert rules, alerts, acknowledgements and silences"),
+        (name = "alerts", description = "Alert rules, alerts, acknowledgements, silences and notification channels"),
         (name = "meta", description = "Health and this document")
     )
 )]

@@ -12,11 +12,13 @@
 //! | `GET /v1/ws` (WebSocket: live subscriptions, commands, log tails) | [`live`] |
 //! | `GET /v1/logs`, `GET /v1/logs/stats`, `GET /v1/logs/aggregates` | [`logs`] |
 //! | `/v1/alert-rules`, `/v1/alerts`, `/v1/alerts/{id}/history`, `/v1/alerts/{id}/ack`, `/v1/silences` | [`alerts`] |
+//! | `/v1/alert-channels`, `/v1/alert-channels/{name}`, `POST /v1/alert-channels/{name}/test` | [`channels`] |
 //! | `GET /openapi.json` | [`crate::openapi`] |
 //! | `GET /healthz` | here |
 
 pub mod alerts;
 pub mod calls;
+pub mod channels;
 pub mod commands;
 pub mod live;
 pub mod logs;
@@ -96,6 +98,13 @@ fn documented_api() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::ack))
         .routes(routes!(alerts::list_silences, alerts::create_silence))
         .routes(routes!(alerts::get_silence, alerts::delete_silence))
+        .routes(routes!(channels::list_channels))
+        .routes(routes!(
+            channels::get_channel,
+            channels::put_channel,
+            channels::delete_channel
+        ))
+        .routes(routes!(channels::test_channel))
         .routes(routes!(crate::openapi::serve))
 }
 
