@@ -16,6 +16,9 @@
 //!   (created with mode 0600 if missing; default `.plantd/identity/signing-key.pem`;
 //!   rotations are saved beside it in `signing-key.ring.json`).
 //! * `PLANTD_BOOTSTRAP_ADMIN_EMAIL` + `PLANTD_BOOTSTRAP_ADMIN_PASSWORD`.
+//! * `PLANTD_LOG_SHIP` (default `warn`; `off` to stop): the level from
+//!   which its events also go to `plantd._plantd.log.plantd.identity`
+//!   ([`plantd_shared::log_ship`]).
 //! * `PLANTD_TRUSTED_PROXIES`: comma-separated proxy addresses whose
 //!   `X-Forwarded-For` names the client for login throttling (default
 //!   none; on Lambda the client is API Gateway's `sourceIp`).
@@ -71,6 +74,8 @@ async fn backbone() -> anyhow::Result<Backbone> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     plantd_shared::logging::init("plantd-identity");
+    // Warnings and errors also go to plantd._plantd.log.plantd.identity.
+    plantd_shared::log_ship::start("identity");
     let Backbone {
         keys,
         nats_url,
@@ -81,6 +86,13 @@ async fn main() -> anyhow::Result<()> {
         .connect(&nats_url)
         .await
         .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+    if let Some(queue) = plantd_shared::log_ship::take(plantd_shared::log_ship::Route::Platform) {
+        tokio::spawn(plantd_shared::log_ship::publish_to_jetstream(
+            queue,
+            client.clone(),
+            plantd_shared::sites::PLATFORM_SITE,
+        ));
+    }
     let js = async_nats::jetstream::new(client);
     let settings = Settings {
         trusted_proxies: TrustedProxies::from_env().map_err(anyhow::Error::msg)?,

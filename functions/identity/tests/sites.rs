@@ -210,6 +210,31 @@ async fn bad_site_requests_get_clear_4xx() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
+/// `_plantd` carries plantd's own components' logs
+/// (`plantd._plantd.log.plantd.<component>`): no organisation, not even
+/// the superadmin, may register it or any id starting with `_`.
+#[tokio::test]
+async fn site_ids_starting_with_an_underscore_are_reserved() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let acme = org_with_admin(&f, &root, "acme").await;
+    for (token, id) in [(&acme, "_plantd"), (&root, "_plantd"), (&acme, "_x")] {
+        let (s, v) = create_site(&f, token, json!({ "id": id })).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{id}: {v}");
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("id") && message.contains("reserved"),
+            "the error names the field and why: {v}"
+        );
+    }
+    let (s, v) = create_site(&f, &acme, json!({"id": "plant_1"})).await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "an underscore inside an id is fine: {v}"
+    );
+}
+
 #[tokio::test]
 async fn the_superadmin_manages_any_organisations_sites() {
     let f = fixture().await;

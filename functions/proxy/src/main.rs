@@ -29,6 +29,9 @@
 //!   `https://<api>.execute-api.<region>.amazonaws.com/<stage>`),
 //!   `PLANTD_FANOUT_CACHE_MS` (reuse a site's subscription list this long,
 //!   default 1000) and `PLANTD_FANOUT_WORKERS` (default 8);
+//! * `PLANTD_LOG_SHIP` (default `warn`; `off` to stop): the level from
+//!   which its events also go to `plantd._plantd.log.plantd.proxy`
+//!   ([`plantd_shared::log_ship`]);
 //! * `PLANTD_TRUSTED_PROXIES`: comma-separated proxy addresses whose
 //!   `X-Forwarded-For` names the client in audit records (default none; on
 //!   Lambda the client is API Gateway's `sourceIp`).
@@ -116,6 +119,8 @@ async fn backbone(config: Option<&aws_config::SdkConfig>) -> anyhow::Result<Back
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     plantd_shared::logging::init("plantd-proxy");
+    // Warnings and errors also go to plantd._plantd.log.plantd.proxy.
+    plantd_shared::log_ship::start("proxy");
     let mode = Mode::from_env()?;
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     anyhow::ensure!(
@@ -143,6 +148,13 @@ async fn main() -> anyhow::Result<()> {
         .connect(&nats_url)
         .await
         .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+    if let Some(queue) = plantd_shared::log_ship::take(plantd_shared::log_ship::Route::Platform) {
+        tokio::spawn(plantd_shared::log_ship::publish_to_jetstream(
+            queue,
+            client.clone(),
+            plantd_shared::sites::PLATFORM_SITE,
+        ));
+    }
 
     if mode == Mode::Fanout {
         let sdk = sdk.context("the AWS configuration")?;

@@ -11,7 +11,8 @@
 //! logged with `cross_org = true` for the audit.
 //!
 //! Site ids are global (subjects are `plantd.<site>.…`): creating an id
-//! that any organisation registered answers 409.
+//! that any organisation registered answers 409. Ids starting with `_` are
+//! reserved (400): `_plantd` is the pseudo-site of plantd's own logs.
 
 use std::collections::BTreeMap;
 
@@ -142,6 +143,14 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<SiteRecord>), AppError> {
     caller.require("identity:site:create")?;
     let site = site_id(&req.id)?;
+    if site.as_str().starts_with('_') {
+        // `_plantd` (sites::PLATFORM_SITE) carries plantd's own logs.
+        return Err(AppError::bad_request(format!(
+            "id {:?}: site ids starting with '_' are reserved for plantd ({} holds its own components' logs)",
+            site.as_str(),
+            sites::PLATFORM_SITE
+        )));
+    }
     let org = req.org.unwrap_or_else(|| caller.org().to_owned());
     let access = acting_for(&caller, &org)?;
     if state
