@@ -197,6 +197,10 @@ fn status(component: &str, state: &str, detail: impl std::fmt::Display) {
 /// # Errors
 /// When a component cannot start, or stops by itself while running.
 pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    // Warnings and errors (PLANTD_LOG_SHIP, default warn) go to PLANTD_LOGS:
+    // the edge's through its journal, the others' to
+    // plantd._plantd.log.plantd.<component> once NATS is up.
+    plantd_shared::log_ship::start("up");
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -229,6 +233,13 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     streams::ensure(&js, &Settings::default())
         .await
         .context("cannot create plantd's streams and buckets")?;
+    if let Some(queue) = plantd_shared::log_ship::take(plantd_shared::log_ship::Route::Platform) {
+        tokio::spawn(plantd_shared::log_ship::publish_to_jetstream(
+            queue,
+            client.clone(),
+            plantd_shared::sites::PLATFORM_SITE,
+        ));
+    }
     status("streams", "ready", streams::STREAMS.join(" "));
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
