@@ -34,9 +34,12 @@
 //! records to retry (the event source mapping needs
 //! `FunctionResponseTypes: [ReportBatchItemFailures]`); an empty list
 //! deletes the whole batch from the queue. A record whose body is not an
-//! envelope fails alone: the rest of the batch is handled.
+//! envelope fails alone: the rest of the batch is handled. A handler that
+//! panics on a batch is given each item alone, so only the item that
+//! panics fails (as in the trigger's own loop), not the invocation.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 
 use std::str::FromStr as _;
 
@@ -45,11 +48,12 @@ use async_nats::header::{HeaderName, HeaderValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use crate::item::{Handler, Item};
+use crate::item::{BatchOutcome, Handler, Item};
 
 /// The envelope format version written in `v`.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -243,6 +247,34 @@ pub fn decode(message: &SqsMessage) -> Result<Item, EnvelopeError> {
     envelope.into_item(delivered)
 }
 
+/// One handler call on `items`; when it panics, each item is handed over
+/// again alone, so only the item that panics fails (as in the trigger's
+/// consumer loop) instead of the whole invocation.
+async fn run_handler<H: Handler>(handler: &H, items: &[Item]) -> BatchOutcome {
+    match AssertUnwindSafe(handler.handle(items)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::error!(
+                items = items.len(),
+                "handler panicked on a batch; handing each item over alone"
+            );
+            let mut outcome = BatchOutcome::success();
+            for (i, item) in items.iter().enumerate() {
+                let alone = std::slice::from_ref(item);
+                match AssertUnwindSafe(handler.handle(alone)).catch_unwind().await {
+                    Ok(o) => {
+                        if let Some(e) = o.failure(0) {
+                            outcome.record_failure(i, e);
+                        }
+                    }
+                    Err(_) => outcome.record_failure(i, "handler panicked"),
+                }
+            }
+            outcome
+        }
+    }
+}
+
 /// Hands the items of `event` to `handler` in one call and answers which
 /// records failed: those whose body is not an envelope (logged, never
 /// handed over) and those the handler's outcome lists. The handler is
@@ -264,7 +296,7 @@ pub async fn handle<H: Handler>(handler: &H, event: SqsEvent) -> SqsBatchRespons
         }
     }
     if !items.is_empty() {
-        let outcome = handler.handle(&items).await;
+        let outcome = run_handler(handler, &items).await;
         for (i, error) in outcome.failures() {
             let (Some(id), Some(item)) = (ids.get(i), items.get(i)) else {
                 tracing::error!(
@@ -299,7 +331,6 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::item::BatchOutcome;
 
     fn item(seq: u64, payload: &[u8]) -> Item {
         let mut headers = HeaderMap::new();
@@ -410,6 +441,31 @@ mod tests {
             json,
             serde_json::json!({"batchItemFailures":[{"itemIdentifier":"m2"},{"itemIdentifier":"m3"}]})
         );
+    }
+
+    /// Panics on a batch holding the payload `panic`.
+    struct Panicky;
+
+    impl Handler for Panicky {
+        async fn handle(&self, batch: &[Item]) -> BatchOutcome {
+            assert!(
+                batch.iter().all(|i| i.payload.as_ref() != b"panic"),
+                "cannot handle this"
+            );
+            BatchOutcome::success()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_item_fails_alone() {
+        let event = SqsEvent {
+            records: vec![
+                message("m1", &Envelope::of(&item(1, b"ok")).to_json(), 1),
+                message("m2", &Envelope::of(&item(2, b"panic")).to_json(), 1),
+                message("m3", &Envelope::of(&item(3, b"ok")).to_json(), 1),
+            ],
+        };
+        assert_eq!(handle(&Panicky, event).await.failed_ids(), ["m2"]);
     }
 
     #[tokio::test]
