@@ -71,7 +71,7 @@ pub fn time_arg(flag: &str, text: &str) -> Result<String> {
 }
 
 /// `path?k=v&…` with the values percent-encoded.
-fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
+pub(crate) fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return path.to_owned();
     }

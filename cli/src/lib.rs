@@ -7,6 +7,7 @@
 //! | [`audit`] | `plantd audit [filters]` and `plantd audit verify` over the identity API |
 //! | [`dlq`] | `plantd dlq list\|replay`: items parked by the trigger in `PLANTD_DLQ`, over NATS directly |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
+//! | [`logs`] | `plantd logs [--filter …] [-f]`: log lines from `/v1/logs`, or live over `/v1/ws` |
 //! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |
 //! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
 //! | [`sites`] | `plantd sites list\|create\|get\|delete` over the identity API |
@@ -21,6 +22,7 @@ pub mod audit;
 pub mod commands;
 pub mod dlq;
 pub mod live;
+pub mod logs;
 pub mod rules;
 pub mod session;
 pub mod sites;

@@ -35,11 +35,11 @@ use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use crate::session::{ExitKind, Session, error_for_status, fail};
 
 /// A byte stream a WebSocket can run over: plain TCP or TLS.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// An open `/v1/ws` socket.
-type Socket = WebSocketStream<Box<dyn Io>>;
+pub(crate) type Socket = WebSocketStream<Box<dyn Io>>;
 
 /// Largest frame accepted from the server: a message with the largest
 /// payload the API carries (512 KiB, base64-encoded) plus its envelope.
@@ -70,7 +70,7 @@ pub fn socket_url(base: &str) -> Result<String> {
 /// # Errors
 /// Exit code 3 when the token is refused (invalid, expired or revoked), 7
 /// when the server cannot be reached.
-async fn connect(s: &Session) -> Result<Socket> {
+pub(crate) async fn connect(s: &Session) -> Result<Socket> {
     let url = socket_url(s.url())?;
     let mut req = url
         .as_str()
@@ -144,14 +144,14 @@ async fn tls_connect(
         .context("TLS handshake")
 }
 
-async fn send(ws: &mut Socket, v: &Value) -> Result<()> {
+pub(crate) async fn send(ws: &mut Socket, v: &Value) -> Result<()> {
     ws.send(Message::Text(v.to_string().into()))
         .await
         .map_err(|e| fail(ExitKind::Unavailable, format!("the connection failed: {e}")))
 }
 
 /// An `{"op":"error"}` answer as an exit code and what to do.
-fn refusal(v: &Value, site: &str, what: &str) -> anyhow::Error {
+pub(crate) fn refusal(v: &Value, site: &str, what: &str) -> anyhow::Error {
     let msg = v["message"].as_str().unwrap_or("no details");
     match v["error"].as_str().unwrap_or("") {
         "forbidden" => fail(

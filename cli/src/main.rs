@@ -310,6 +310,39 @@ enum Verb {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// A site's log lines: the past from the log index, or live with -f.
+    ///
+    /// `<time> <LEVEL> <site> <source> <message> key=value…` per line,
+    /// oldest first (or JSON records with `--json`). `--filter` takes the
+    /// log query language: `|= "text"`, `!= "text"`, `|~ "regex"`,
+    /// `| temp > 80 and unit = "C"` (docs/api.md, "Logs").
+    Logs {
+        /// The site (only the superadmin may leave it out, without -f).
+        #[arg(long, env = "PLANTD_SITE")]
+        site: Option<String>,
+        /// Only this source (`line1/plc`, or a glob: `line1/*`).
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this level and above (trace, debug, info, warn, error, fatal).
+        #[arg(long)]
+        level: Option<String>,
+        /// From this time: RFC 3339 or a duration ago (30m, 1h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// A filter in the log query language.
+        #[arg(long)]
+        filter: Option<String>,
+        /// At most this many lines (the newest; default 100); with -f, exit
+        /// after this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Follow: print lines as they are logged (over /v1/ws).
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Print live messages of a site as its devices publish them.
     ///
     /// Over the proxy's WebSocket: `<topic> <payload>` per line (payloads
@@ -637,6 +670,30 @@ fn main() -> ExitCode {
                     json,
                 };
                 plantd_cli::live::sub(&mut s, args).await
+            }
+            Verb::Logs {
+                site,
+                source,
+                level,
+                since,
+                until,
+                filter,
+                limit,
+                follow,
+            } => {
+                let mut s = Session::open(profile.as_deref()).await?;
+                let args = plantd_cli::logs::LogsArgs {
+                    site: site.as_deref(),
+                    source: source.as_deref(),
+                    level: level.as_deref(),
+                    since: since.as_deref(),
+                    until: until.as_deref(),
+                    filter: filter.as_deref(),
+                    limit,
+                    follow,
+                    json,
+                };
+                plantd_cli::logs::logs(&mut s, args).await
             }
             Verb::Pub {
                 site,

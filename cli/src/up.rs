@@ -243,10 +243,11 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status("streams", "ready", streams::STREAMS.join(" "));
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
+    let (log_index, log_follow) = start_log_index(&js);
     let trigger = start_trigger(&js).await?;
     let trigger_status = trigger.status();
     let (functions_url, server_stop, server) =
-        start_functions(&config, &js, &nats.url(), &trigger_status).await?;
+        start_functions(&config, &js, &nats.url(), &trigger_status, &log_index).await?;
     status(
         "functions",
         "ready",
@@ -347,7 +348,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
                 status("functions", "down", format_args!("stopped unexpectedly ({why}); restarting"));
                 let nats_url = nats.url();
                 let back = retry("the functions server", &mut functions_restarts, &mut shutdown, &why, || {
-                    start_functions(&config, &js, &nats_url, &trigger_status)
+                    start_functions(&config, &js, &nats_url, &trigger_status, &log_index)
                 })
                 .await;
                 match back {
@@ -382,6 +383,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
         Err(e) => tracing::warn!(error = %e, "functions server task"),
     }
     stop_trigger(trigger).await;
+    log_follow.abort();
     if let Err(e) = client.drain().await {
         tracing::debug!(error = %e, "draining the NATS client");
     }
@@ -586,6 +588,7 @@ async fn start_functions(
     js: &async_nats::jetstream::Context,
     nats_url: &str,
     trigger: &plantd_trigger::Status,
+    logs: &std::sync::Arc<plantd_logger::LogIndex>,
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>, ServerTask)> {
     use plantd_identity::{AppState, Keys, Settings as IdentitySettings, bootstrap, keys};
     // The key ring (signing, next, previous keys) lives beside the key
@@ -616,13 +619,15 @@ async fn start_functions(
     let client = async_nats::connect(nats_url)
         .await
         .with_context(|| format!("cannot connect to {nats_url}"))?;
-    let proxy = plantd_proxy::AppState::new(
+    let mut proxy = plantd_proxy::AppState::new(
         client,
         state.keys.jwks().clone(),
         plantd_proxy::Settings::default(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;
+    // `/v1/logs` reads the log index this process keeps.
+    proxy.logs = Some(logs.clone());
     // The proxy follows identity's key rotations in this process.
     let keys = state.keys.clone();
     proxy
@@ -664,7 +669,13 @@ async fn start_functions(
 /// When the consumer cannot be created.
 async fn start_trigger(js: &async_nats::jetstream::Context) -> Result<plantd_trigger::Trigger> {
     let mut trigger = plantd_trigger::Trigger::new(js.clone());
-    let logger = std::sync::Arc::new(plantd_logger::Logger::new(10_000));
+    // The logger counts every line in the per-minute aggregates exactly
+    // once; queries read the log index, which follows the stream itself.
+    let aggregates =
+        plantd_logger::Aggregates::open(js, plantd_logger::AggregateSettings::default())
+            .await
+            .context("the log aggregates bucket is missing")?;
+    let logger = std::sync::Arc::new(plantd_logger::Logger::new(0).with_aggregates(aggregates));
     let durable = trigger
         .bind(
             plantd_logger::FUNCTION,
@@ -702,6 +713,33 @@ async fn start_trigger(js: &async_nats::jetstream::Context) -> Result<plantd_tri
         ),
     );
     Ok(trigger)
+}
+
+/// The log index `/v1/logs` reads: hydrated from `PLANTD_LOGS` (the last
+/// day), then following it live (docs/decisions/0023-log-index.md). The
+/// task restarts its consumer by itself when nats-server comes back.
+fn start_log_index(
+    js: &async_nats::jetstream::Context,
+) -> (
+    std::sync::Arc<plantd_logger::LogIndex>,
+    tokio::task::JoinHandle<()>,
+) {
+    let index = std::sync::Arc::new(plantd_logger::LogIndex::new(
+        plantd_logger::IndexSettings::default(),
+    ));
+    let task = plantd_logger::follow(index.clone(), js.clone());
+    let s = index.settings();
+    status(
+        "log index",
+        "ready",
+        format_args!(
+            "following {}  (at most {} lines / {} MiB; plantd logs)",
+            streams::LOGS,
+            s.max_lines,
+            s.max_bytes >> 20
+        ),
+    );
+    (index, task)
 }
 
 /// Stops the trigger after the batches in hand are settled.
