@@ -1,0 +1,94 @@
+//! The lifecycle without NATS: transitions, no-data, applied sequences.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+use crate::record::{AlertRecord, AlertState, RecordKind};
+use crate::rule::Rule;
+
+fn rule(json: &str) -> Rule {
+    Rule::from_json(json.as_bytes()).expect("rule")
+}
+
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")
+}
+
+fn states(s: &InstanceState) -> Vec<(AlertState, AlertState)> {
+    s.outbox
+        .iter()
+        .filter(|r| r.kind == RecordKind::Transition)
+        .map(|r| (r.from, r.to))
+        .collect()
+}
+
+#[test]
+fn threshold_goes_pending_then_firing_after_for_then_resolves() {
+    let r = rule(
+        r#"{"id":"hot","for":"10s","condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#,
+    );
+    let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
+    let hot = Observation::Reading {
+        value: Some(90.0),
+        holds: true,
+    };
+    assert!(s.observe(&r, 1, &hot, None, t0()));
+    assert!(!s.observe(&r, 1, &hot, None, t0()), "applied once");
+    s.evaluate(&r, &[], t0());
+    assert_eq!(s.state, AlertState::Pending);
+    s.evaluate(&r, &[], t0() + Duration::from_secs(9));
+    assert_eq!(s.state, AlertState::Pending);
+    s.evaluate(&r, &[], t0() + Duration::from_secs(10));
+    assert_eq!(s.state, AlertState::Firing);
+    let cool = Observation::Reading {
+        value: Some(20.0),
+        holds: false,
+    };
+    s.observe(&r, 2, &cool, None, t0() + Duration::from_secs(11));
+    s.evaluate(&r, &[], t0() + Duration::from_secs(11));
+    assert_eq!(
+        states(&s),
+        vec![
+            (AlertState::Inactive, AlertState::Pending),
+            (AlertState::Pending, AlertState::Firing),
+            (AlertState::Firing, AlertState::Inactive)
+        ]
+    );
+    assert!(s.outbox[2].is_resolution());
+    let ids: Vec<_> = s.outbox.iter().map(|r| r.id.clone()).collect();
+    assert!(ids[0].ends_with(":1") && ids[2].ends_with(":3"), "{ids:?}");
+}
+
+#[test]
+fn no_data_is_its_own_state() {
+    let r = rule(
+        r#"{"id":"hot","no_data":{"after":"30s"},"condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#,
+    );
+    let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
+    s.observe(
+        &r,
+        1,
+        &Observation::Reading {
+            value: Some(90.0),
+            holds: true,
+        },
+        None,
+        t0(),
+    );
+    s.evaluate(&r, &[], t0());
+    assert_eq!(s.state, AlertState::Firing);
+    s.evaluate(&r, &[], t0() + Duration::from_secs(30));
+    assert_eq!(s.state, AlertState::NoData);
+    assert!(!s.outbox.iter().any(AlertRecord::is_resolution));
+}
+
+#[test]
+fn applied_folds_into_its_floor() {
+    let mut a = Applied::default();
+    for seq in 1..=(MAX_APPLIED as u64 + 10) {
+        a.insert(seq);
+    }
+    assert_eq!(a.above.len(), MAX_APPLIED);
+    assert!(a.contains(1) && a.contains(10) && !a.contains(MAX_APPLIED as u64 + 11));
+}
