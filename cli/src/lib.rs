@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`rules`] | `plantd rules list\|get\|apply\|delete`: alert rules over the proxy, checked locally first |
 //! | [`alerts`] | `plantd alerts list\|ack\|history\|silence\|silences\|unsilence` over the proxy |
+//! | [`channels`] | `plantd channels list\|get\|apply\|delete\|test`: alert notification channels over the proxy |
 //! | [`audit`] | `plantd audit [filters]` and `plantd audit verify` over the identity API |
 //! | [`dlq`] | `plantd dlq list\|replay`: items parked by the trigger in `PLANTD_DLQ`, over NATS directly |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
@@ -19,6 +20,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod channels;
 pub mod commands;
 pub mod dlq;
 pub mod live;

@@ -204,6 +204,36 @@ enum AlertsCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum ChannelsCmd {
+    /// Your organisation's notification channels (secrets never shown).
+    List,
+    /// Show one channel.
+    Get {
+        /// The channel's name.
+        name: String,
+    },
+    /// Create or replace the channels in a JSON file: one
+    /// `{"name", "webhook": {url, secret, ...} | "sns": {topic_arn}, ...}`
+    /// or a list of them (docs/api.md#notification-channels).
+    Apply {
+        /// The file (`-`: standard input).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Delete a channel (rules naming it skip it from then on).
+    Delete {
+        /// The channel's name.
+        name: String,
+    },
+    /// Send a test notification on a channel, once, and say what it
+    /// answered.
+    Test {
+        /// The channel's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CommandsCmd {
     /// The site's pending commands, oldest first: queued for its edge, or
     /// held (nobody subscribes to the topic, or behind such a command).
@@ -416,6 +446,13 @@ enum Verb {
         /// What to do.
         #[command(subcommand)]
         cmd: AlertsCmd,
+    },
+    /// Where alert notifications go: webhooks (signed) and SNS topics,
+    /// per organisation (needs alerts:admin).
+    Channels {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ChannelsCmd,
     },
     /// The sites of your organisation: list, create, get, delete.
     Sites {
@@ -763,6 +800,17 @@ fn main() -> ExitCode {
                     } => alerts::silence(&s, &matchers, &duration, &comment, json).await,
                     AlertsCmd::Silences => alerts::silences(&s, json).await,
                     AlertsCmd::Unsilence { id } => alerts::unsilence(&s, &id).await,
+                }
+            }
+            Verb::Channels { cmd } => {
+                use plantd_cli::channels;
+                let s = Session::open(profile.as_deref()).await?;
+                match cmd {
+                    ChannelsCmd::List => channels::list(&s, json).await,
+                    ChannelsCmd::Get { name } => channels::get(&s, &name, json).await,
+                    ChannelsCmd::Apply { file } => channels::apply(&s, &file, json).await,
+                    ChannelsCmd::Delete { name } => channels::delete(&s, &name).await,
+                    ChannelsCmd::Test { name } => channels::test(&s, &name, json).await,
                 }
             }
             Verb::Sites { cmd } => {

@@ -685,6 +685,22 @@ async fn start_trigger(js: &async_nats::jetstream::Context) -> Result<plantd_tri
         )
         .await
         .context("the trigger did not start")?;
+    let notifier =
+        plantd_alerts::notify::notifier(js, plantd_alerts::notify::Settings::default())
+            .await
+            .context("the notifier did not start")?;
+    let notified = plantd_alerts::notify::bind(
+        &mut trigger,
+        std::sync::Arc::new(notifier),
+        plantd_trigger::ConsumerSettings::default(),
+    )
+    .await
+    .context("the notifier did not start")?;
+    status(
+        "notifier",
+        "ready",
+        format_args!("{notified}  (alert records -> webhooks and SNS: plantd channels)"),
+    );
     let alerts = plantd_alerts::start(
         js,
         &mut trigger,
