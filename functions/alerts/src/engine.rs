@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt as _;
-use plantd_shared::sites::{SiteCache, Sites};
+use plantd_shared::sites::{BOOTSTRAP_ORG, PLATFORM_SITE, SiteCache, Sites};
 use plantd_shared::streams;
 use plantd_shared::subject::subject_to_topic;
 use plantd_trigger::{BatchOutcome, Handler, Item};
@@ -198,16 +198,23 @@ impl Engine {
                 }
             }
         };
-        let Some(owner) = self
-            .inner
-            .sites
-            .get(&site)
-            .await
-            .map_err(|e| format!("site registry: {e}"))?
-        else {
-            return Ok(());
+        // plantd's own components' log lines (`_plantd`) belong to the
+        // bootstrap organisation, as in `/v1/logs`.
+        let org = if site == PLATFORM_SITE {
+            BOOTSTRAP_ORG.to_owned()
+        } else {
+            match self
+                .inner
+                .sites
+                .get(&site)
+                .await
+                .map_err(|e| format!("site registry: {e}"))?
+            {
+                Some(owner) => owner.org,
+                None => return Ok(()),
+            }
         };
-        for rule in self.rules_of(&owner.org) {
+        for rule in self.rules_of(&org) {
             if rule.rule.condition.on_logs() != logs || !rule.rule.covers(&site) {
                 continue;
             }

@@ -565,3 +565,30 @@ async fn rules_apply_to_their_organisations_sites_only() {
         "another org's site and an unregistered one"
     );
 }
+
+#[tokio::test]
+async fn plantd_own_log_lines_alert_the_bootstrap_organisation() {
+    let s = setup().await;
+    let rule = Rule::from_json(
+        br#"{"id":"plantd-errors","group_by":["source"],
+            "condition":{"kind":"log_count","match":"{level>=\"error\"}","window":"5m","threshold":0}}"#,
+    )
+    .expect("rule");
+    s.stores
+        .put_rule(plantd_shared::sites::BOOTSTRAP_ORG, &rule)
+        .await
+        .expect("put");
+    let engine = Engine::new(&s.js, s.clock.clone()).await.expect("engine");
+    let line = r#"{"level":"error","msg":"KV unavailable"}"#;
+    let subject = "plantd._plantd.log.plantd.proxy";
+    assert!(
+        engine
+            .handle(&[item(streams::LOGS, 1, subject, line)])
+            .await
+            .is_success()
+    );
+    let records = s.wait_records(1).await;
+    assert_eq!(records[0].site, "_plantd");
+    assert_eq!(records[0].org, plantd_shared::sites::BOOTSTRAP_ORG);
+    assert_eq!(records[0].key, "source=plantd/proxy");
+}

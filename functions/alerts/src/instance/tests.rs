@@ -92,3 +92,45 @@ fn applied_folds_into_its_floor() {
     assert_eq!(a.above.len(), MAX_APPLIED);
     assert!(a.contains(1) && a.contains(10) && !a.contains(MAX_APPLIED as u64 + 11));
 }
+
+fn seen(s: &mut InstanceState, r: &Rule, seq: u64, at: OffsetDateTime) {
+    s.observe(r, seq, &Observation::Seen { matched: true }, None, at);
+}
+
+#[test]
+fn m_of_n_windows_and_rates() {
+    // At least 2 of the last 3 one-minute windows with more than 1 line.
+    let r = rule(
+        r#"{"id":"flaky","condition":{"kind":"log_count","match":"","window":"1m","threshold":1,"windows":{"m":2,"n":3}}}"#,
+    );
+    let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
+    seen(&mut s, &r, 1, t0());
+    seen(&mut s, &r, 2, t0() + Duration::from_secs(1));
+    s.evaluate(&r, &[], t0() + Duration::from_secs(2));
+    assert_eq!(s.state, AlertState::Inactive, "one window of three");
+    let later = t0() + Duration::from_secs(70);
+    seen(&mut s, &r, 3, later);
+    seen(&mut s, &r, 4, later);
+    s.evaluate(&r, &[], later);
+    assert_eq!(s.state, AlertState::Firing, "two windows of three");
+    // Both busy windows slide out after three minutes.
+    s.evaluate(&r, &[], t0() + Duration::from_secs(200));
+    assert_eq!(s.state, AlertState::Inactive);
+
+    // A rate: more than 0.1 lines/s over 10 s.
+    let r = rule(
+        r#"{"id":"rate","condition":{"kind":"log_count","match":"","window":"10s","measure":"rate","threshold":0.1}}"#,
+    );
+    let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
+    seen(&mut s, &r, 1, t0());
+    s.evaluate(&r, &[], t0());
+    assert_eq!(
+        s.state,
+        AlertState::Inactive,
+        "0.1/s is not more than 0.1/s"
+    );
+    seen(&mut s, &r, 2, t0());
+    s.evaluate(&r, &[], t0());
+    assert_eq!(s.state, AlertState::Firing);
+    assert_eq!(s.outbox[0].value, Some(0.2));
+}
