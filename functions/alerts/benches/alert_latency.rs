@@ -68,7 +68,11 @@ fn edge_bin() -> PathBuf {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
@@ -90,16 +94,27 @@ async fn main() {
             "condition":{"kind":"threshold","topic":"bench/+/temp","op":">","value":50}}"#,
     )
     .expect("rule");
-    Stores::open(&js).await.expect("stores").put_rule(ORG, &rule).await.expect("rule");
+    Stores::open(&js)
+        .await
+        .expect("stores")
+        .put_rule(ORG, &rule)
+        .await
+        .expect("rule");
 
     let mut trigger = Trigger::new(js.clone());
     let settings = ConsumerSettings {
         max_wait,
         ..ConsumerSettings::default()
     };
-    let _running = plantd_alerts::start(&js, &mut trigger, Arc::new(SystemClock), plantd_alerts::TICK, settings)
-        .await
-        .expect("engine");
+    let _running = plantd_alerts::start(
+        &js,
+        &mut trigger,
+        Arc::new(SystemClock),
+        plantd_alerts::TICK,
+        settings,
+    )
+    .await
+    .expect("engine");
 
     // Records as they arrive, by instance key.
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -126,12 +141,21 @@ async fn main() {
 
     let data = tempfile::tempdir().expect("tmp");
     let mut cmd = tokio::process::Command::new(edge_bin());
-    cmd.args(["--site", SITE, "--org", ORG, "--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--allow-anonymous", "--nats-url", &nats.url()])
-        .env("RUST_LOG", "warn,plantd_edge=info")
-        .env("PLANTD_LOG_SHIP", "off");
+    cmd.args([
+        "--site",
+        SITE,
+        "--org",
+        ORG,
+        "--mqtt-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(data.path())
+    .args(["--allow-anonymous", "--nats-url", &nats.url()])
+    .env("RUST_LOG", "warn,plantd_edge=info")
+    .env("PLANTD_LOG_SHIP", "off");
     let mut mqtt_port = None;
     let _edge = ManagedProcess::spawn("plantd-edge", cmd, Duration::from_secs(30), |line| {
         if line.contains("plantd-edge listening")
@@ -149,7 +173,8 @@ async fn main() {
     .expect("plantd-edge starts");
     let port = mqtt_port.expect("mqtt port");
 
-    let (client, mut events) = AsyncClient::new(MqttOptions::new("bench-sensor", "127.0.0.1", port), 64);
+    let (client, mut events) =
+        AsyncClient::new(MqttOptions::new("bench-sensor", "127.0.0.1", port), 64);
     tokio::spawn(async move { while events.poll().await.is_ok() {} });
 
     let mut samples = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
@@ -167,7 +192,10 @@ async fn main() {
             if let Some(at) = seen.lock().await.get(&key) {
                 break *at;
             }
-            if tokio::time::timeout_at(deadline.into(), wait).await.is_err() {
+            if tokio::time::timeout_at(deadline.into(), wait)
+                .await
+                .is_err()
+            {
                 panic!("no alert record for {key} within 10 s");
             }
         };
