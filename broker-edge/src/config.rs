@@ -83,7 +83,8 @@ pub struct UplinkSettings {
     /// Client key for mutual TLS (PEM).
     pub nats_key: Option<PathBuf>,
     /// Topic filters whose messages go up (default: everything but
-    /// `$`-topics).
+    /// `$`-topics). Log lines on `$plantd/log/<source>` go up whatever the
+    /// filters (to `plantd.<site>.log.<source>`).
     pub topics: Vec<String>,
     /// Create or update plantd's streams at start.
     pub create_streams: bool,

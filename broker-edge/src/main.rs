@@ -84,7 +84,8 @@ struct Args {
     /// Client key for mutual TLS to NATS.
     #[arg(long, value_name = "FILE")]
     nats_key: Option<PathBuf>,
-    /// Topic filter whose messages go up (repeatable) [default: #].
+    /// Topic filter whose messages go up (repeatable) [default: #]; log
+    /// lines on $plantd/log/<source> always go up.
     #[arg(long = "uplink", value_name = "FILTER")]
     uplink: Vec<String>,
     /// Create or update plantd's streams at start.
