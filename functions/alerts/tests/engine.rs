@@ -438,6 +438,30 @@ async fn a_restart_midway_writes_each_transition_once() {
         .expect("read")
         .expect("instance");
     assert!(stored.outbox.is_empty(), "outbox cleared");
+
+    // A crash after the record was published and before the outbox was
+    // cleared: the next engine publishes it again, the stream drops it.
+    let (mut st, rev) = s
+        .stores
+        .instance(&st.id)
+        .await
+        .expect("read")
+        .expect("instance");
+    st.outbox.push(records[2].clone());
+    s.stores
+        .cas(&st, Some(rev))
+        .await
+        .expect("crash after the publish");
+    let again = Engine::new(&s.js, s.clock.clone()).await.expect("engine");
+    again.tick().await;
+    let (stored, _) = s
+        .stores
+        .instance(&st.id)
+        .await
+        .expect("read")
+        .expect("instance");
+    assert!(stored.outbox.is_empty(), "outbox cleared");
+    assert_eq!(s.records().await.len(), 3, "stored once");
 }
 
 #[tokio::test]
