@@ -388,6 +388,12 @@ fn webhook(w: WebhookSpec, kept_secret: Option<String>) -> Result<Webhook, Chann
             "must be an http:// or https:// URL with a host",
         ));
     }
+    if link_local(&url) {
+        return Err(ChannelError::new(
+            "webhook.url",
+            "link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata services) are refused",
+        ));
+    }
     let secret = match (w.secret, kept_secret) {
         (Some(s), _) => s,
         (None, Some(kept)) => kept,
@@ -429,6 +435,23 @@ fn webhook(w: WebhookSpec, kept_secret: Option<String>) -> Result<Webhook, Chann
         headers: w.headers,
         timeout_ms,
     })
+}
+
+/// True when `url`'s host is a link-local IP literal, where cloud
+/// metadata services answer (169.254.169.254, fd00:ec2::254 is not
+/// link-local but is refused too). Names resolving there are not caught:
+/// docs/security.md says so.
+fn link_local(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+        Err(_) => false,
+    }
 }
 
 fn sns(s: Sns) -> Result<Sns, ChannelError> {
@@ -500,6 +523,17 @@ mod tests {
             field(json!({"webhook": {"url": "ftp://x", "secret": "0123456789abcdef"}})),
             "webhook.url"
         );
+        for metadata in [
+            "http://169.254.169.254/latest/",
+            "http://[fe80::1]/",
+            "http://[fd00:ec2::254]/",
+        ] {
+            assert_eq!(
+                field(json!({"webhook": {"url": metadata, "secret": "0123456789abcdef"}})),
+                "webhook.url",
+                "{metadata}"
+            );
+        }
         assert_eq!(
             field(json!({"webhook": {"url": "http://x"}})),
             "webhook.secret"

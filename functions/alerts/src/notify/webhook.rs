@@ -61,14 +61,15 @@ impl Retry {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum WebhookError {
     /// The receiver refused it for good (a 3xx or 4xx other than 408/429).
-    #[error("{url} refused the notification: HTTP {status} {body}")]
+    /// The answer's body is logged, never put in the error: the error
+    /// reaches API callers (`/test`) and the DLQ, and a URL pointing at an
+    /// internal service must not turn plantd into a way to read it.
+    #[error("{url} refused the notification: HTTP {status}")]
     Refused {
         /// The URL.
         url: String,
         /// Its status.
         status: u16,
-        /// The start of its answer.
-        body: String,
     },
     /// Every attempt failed transiently.
     #[error("{url}: {attempts} attempts failed, the last: {last}")]
@@ -107,7 +108,7 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
 /// One attempt's failure.
 enum Attempt {
     Transient(String),
-    Permanent(StatusCode, String),
+    Permanent(StatusCode),
 }
 
 /// POSTs `notification` to `webhook`, retrying transient failures by
@@ -132,11 +133,10 @@ pub async fn deliver(
                     attempts: n,
                 });
             }
-            Err(Attempt::Permanent(status, text)) => {
+            Err(Attempt::Permanent(status)) => {
                 return Err(WebhookError::Refused {
                     url: webhook.url.clone(),
                     status: status.as_u16(),
-                    body: text,
                 });
             }
             Err(Attempt::Transient(why)) => {
@@ -191,13 +191,14 @@ async fn attempt(
         .chars()
         .take(200)
         .collect();
+    tracing::warn!(notification = %id, url = %webhook.url, status = status.as_u16(), answer = %text, "webhook answered an error");
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
     {
-        Err(Attempt::Transient(format!("HTTP {status} {text}")))
+        Err(Attempt::Transient(format!("HTTP {status}")))
     } else {
-        Err(Attempt::Permanent(status, text))
+        Err(Attempt::Permanent(status))
     }
 }
 
