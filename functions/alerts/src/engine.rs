@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::clock::Clock;
-use crate::instance::{InstanceState, Observation, evidence, instance_id};
+use crate::instance::{InstanceState, Observation, evidence, group_key, instance_id, key_fits};
 use crate::logs::{self, LogMatcher};
 use crate::record::Evidence;
 use crate::rule::{Condition, GroupBy, Rule};
@@ -281,11 +281,7 @@ impl Engine {
                     }
                 }
             }
-            let key = group
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let key = group_key(&group);
             let index = work.len();
             let slot = work
                 .iter()
@@ -370,7 +366,9 @@ impl Engine {
 
     /// One clock step: every instance evaluated at the clock's now
     /// (pending → firing after `for`, windows sliding out, absence,
-    /// no-data, repeats); instances whose rule is gone are removed.
+    /// no-data, repeats); instances whose rule is gone, no longer covers
+    /// their site, or groups differently now are removed (without a
+    /// record).
     pub async fn tick(&self) {
         let now = self.inner.clock.now();
         let mut cache = self.inner.instances.lock().await;
@@ -383,8 +381,13 @@ impl Engine {
                 .rules_of(&org)
                 .into_iter()
                 .find(|r| r.rule.id == rule_id && r.rule.covers(&site));
-            let Some(rule) = rule else {
-                tracing::info!(instance = %id, rule = %rule_id, "rule gone: removing its alert instance");
+            let fits = rule.as_ref().is_some_and(|r| {
+                cache
+                    .get(&id)
+                    .is_some_and(|(s, _)| key_fits(&r.rule, &s.key))
+            });
+            let (Some(rule), true) = (rule, fits) else {
+                tracing::info!(instance = %id, rule = %rule_id, "rule gone, or no longer covers this site or grouping: removing its alert instance");
                 if self.inner.stores.delete_instance(&id).await.is_ok() {
                     cache.remove(&id);
                 }

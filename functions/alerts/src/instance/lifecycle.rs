@@ -25,7 +25,10 @@ impl InstanceState {
                     Some(r) => format!("{what} = {r} ({op} {value})"),
                     None => format!("{what}: no reading yet"),
                 };
-                (self.reading_holds, reading, summary)
+                // Judged on the stored reading with the rule as it is now,
+                // so a changed threshold applies at the next tick.
+                let holds = reading.is_some_and(|r| op.holds(r, *value));
+                (holds, reading, summary)
             }
             Condition::Absence { topic, after }
             | Condition::LogAbsence {

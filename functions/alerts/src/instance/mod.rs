@@ -115,7 +115,8 @@ pub struct InstanceState {
     /// The newest reading (threshold), or the last count/rate evaluated.
     #[serde(default)]
     pub value: Option<f64>,
-    /// Whether the newest reading met the threshold.
+    /// Whether the newest reading met the threshold when it arrived (the
+    /// lifecycle judges the stored `value` with the current rule).
     #[serde(default)]
     pub reading_holds: bool,
     /// Log counts: bucket number (ms since the epoch / bucket size) →
@@ -159,6 +160,37 @@ fn fnv1a(parts: &[&str]) -> u64 {
 /// `key`: `<rule>.<16 hex digits>`.
 pub fn instance_id(org: &str, rule: &str, site: &str, key: &str) -> String {
     format!("{rule}.{:016x}", fnv1a(&[org, site, key]))
+}
+
+/// The group key of `group` labels: `k=v` joined by `,`, in label order
+/// (empty when the rule groups by site only).
+pub fn group_key(group: &BTreeMap<String, String>) -> String {
+    group
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether an instance key was made by `rule`'s current `group_by` (a
+/// rule whose grouping changed leaves instances no item reaches any more).
+pub fn key_fits(rule: &Rule, key: &str) -> bool {
+    let mut want: Vec<&str> = rule
+        .group_by
+        .iter()
+        .filter(|g| **g != crate::rule::GroupBy::Site)
+        .map(|g| g.label())
+        .collect();
+    want.sort_unstable();
+    want.dedup();
+    let have: Vec<&str> = if key.is_empty() {
+        Vec::new()
+    } else {
+        key.split(',')
+            .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
+            .collect()
+    };
+    want == have
 }
 
 /// The `<key hash>` part of an instance id.

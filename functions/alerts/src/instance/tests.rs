@@ -134,3 +134,39 @@ fn m_of_n_windows_and_rates() {
     assert_eq!(s.state, AlertState::Firing);
     assert_eq!(s.outbox[0].value, Some(0.2));
 }
+
+#[test]
+fn keys_fit_the_grouping_they_were_made_by() {
+    let by_topic = rule(
+        r#"{"id":"a","group_by":["site","topic"],"condition":{"kind":"threshold","topic":"t","op":">","value":1}}"#,
+    );
+    let per_site =
+        rule(r#"{"id":"a","condition":{"kind":"threshold","topic":"t","op":">","value":1}}"#);
+    assert!(key_fits(&by_topic, "topic=line1/temp"));
+    assert!(!key_fits(&by_topic, ""));
+    assert!(key_fits(&per_site, ""));
+    assert!(!key_fits(&per_site, "topic=x"));
+}
+
+#[test]
+fn a_changed_threshold_applies_to_the_stored_reading() {
+    let r =
+        rule(r#"{"id":"hot","condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#);
+    let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
+    s.observe(
+        &r,
+        1,
+        &Observation::Reading {
+            value: Some(70.0),
+            holds: false,
+        },
+        None,
+        t0(),
+    );
+    s.evaluate(&r, &[], t0());
+    assert_eq!(s.state, AlertState::Inactive);
+    let lower =
+        rule(r#"{"id":"hot","condition":{"kind":"threshold","topic":"t","op":">","value":60}}"#);
+    s.evaluate(&lower, &[], t0() + Duration::from_secs(1));
+    assert_eq!(s.state, AlertState::Firing);
+}
