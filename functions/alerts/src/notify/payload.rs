@@ -200,6 +200,51 @@ mod tests {
     }
 
     #[test]
+    fn records_map_to_events_and_pending_is_never_sent() {
+        use AlertState::{Firing, Inactive, NoData, Pending};
+        let record = |kind, from, to| {
+            let mut r: AlertRecord = serde_json::from_value(serde_json::json!({
+                "id": "r:k:1", "kind": "transition", "org": "o", "site": "s", "rule": "r",
+                "rule_name": "R", "key": "", "labels": {}, "severity": "warning",
+                "from": "inactive", "to": "firing", "n": 1, "at": "2026-01-01T00:00:00Z",
+                "summary": ""
+            }))
+            .expect("a record");
+            r.kind = kind;
+            r.from = from;
+            r.to = to;
+            r
+        };
+        let t = RecordKind::Transition;
+        assert_eq!(Event::of(&record(t, Pending, Firing)), Some(Event::Firing));
+        assert_eq!(
+            Event::of(&record(t, Firing, Inactive)),
+            Some(Event::Resolved)
+        );
+        assert_eq!(Event::of(&record(t, Firing, NoData)), Some(Event::NoData));
+        assert_eq!(
+            Event::of(&record(t, NoData, Inactive)),
+            Some(Event::DataBack)
+        );
+        assert_eq!(Event::of(&record(t, Inactive, Pending)), None);
+        assert_eq!(Event::of(&record(t, Pending, Inactive)), None);
+        assert_eq!(
+            Event::of(&record(RecordKind::Ack, Firing, Firing)),
+            Some(Event::Ack)
+        );
+        assert_eq!(
+            Event::of(&record(RecordKind::Repeat, Firing, Firing)),
+            Some(Event::Repeat)
+        );
+        assert!(Event::Resolved.is_resolution() && Event::DataBack.is_resolution());
+        assert!(!Event::Firing.is_resolution());
+        assert_eq!(
+            serde_json::to_value(Event::NoData).expect("json"),
+            Event::NoData.as_str()
+        );
+    }
+
+    #[test]
     fn a_known_vector() {
         // python3 -c 'import hmac,hashlib;print(hmac.new(b"secret",b"1.body",hashlib.sha256).hexdigest())'
         assert_eq!(
