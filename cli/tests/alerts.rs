@@ -2,14 +2,18 @@
 //! from a file fires on a reading published to the site, is listed,
 //! acknowledged with a note and shown in its history; silences are
 //! created, listed and removed; an invalid rule file is refused naming
-//! the field before anything is sent; an unknown rule exits 5.
+//! the field before anything is sent; an unknown rule exits 5. And the
+//! whole path: a device's log lines over MQTT become an alert, notified
+//! once to a signed webhook, resolved when the lines stop.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Up, login, plantd, run, stderr, stdout};
-use plantd_testkit::eventually;
+use common::{Up, login, plantd, port_of, run, stderr, stdout};
+use plantd_testkit::webhook::Receiver;
+use plantd_testkit::{eventually, http};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -154,4 +158,185 @@ async fn rules_fire_alerts_that_are_acked_silenced_and_listed() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(plantd(root.path()).args(["rules", "delete", "hot"]));
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+}
+
+const SECRET: &str = "alerts test secret, long enough..";
+
+/// POSTs `body` as JSON to the functions, with `token` if any: (status,
+/// JSON answer).
+async fn post(up: &Up, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("authorization", a));
+    }
+    let answer = http::request(
+        port_of(&up.functions_url()),
+        "POST",
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+    )
+    .await
+    .expect("request");
+    let v = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    (answer.status, v)
+}
+
+/// Registers device `plc` on site `local`, allowed to publish its log
+/// lines (`$plantd/log/plc`: `#` does not cover `$` topics), and gets
+/// its token: `(client id, token)`.
+async fn log_device(up: &Up, data_dir: &std::path::Path) -> (String, String) {
+    let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
+    let (status, login) = post(
+        up,
+        "/v1/auth/login",
+        None,
+        &serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    let admin = login["access_token"].as_str().expect("token");
+    let (status, creds) = post(
+        up,
+        "/v1/devices",
+        Some(admin),
+        &serde_json::json!({"name": "plc", "site": "local", "publish": ["$plantd/log/plc"], "subscribe": []}),
+    )
+    .await;
+    assert_eq!(status, 201, "{creds}");
+    let id = creds["client_id"].as_str().expect("client id").to_owned();
+    let (status, token) = post(
+        up,
+        "/v1/auth/token",
+        None,
+        &serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": creds["client_secret"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    (
+        id,
+        token["access_token"].as_str().expect("token").to_owned(),
+    )
+}
+
+// Multi-threaded: the `plantd` runs block one worker while the MQTT event
+// loop and the webhook receiver run on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_log_lines_become_an_alert_notified_once_that_resolves() {
+    let data = tempfile::tempdir().expect("tmp");
+    let up = Up::on_free_ports(data.path()).await;
+    let root = tempfile::tempdir().expect("config dir");
+    login(
+        root.path(),
+        &up.functions_url(),
+        "admin@plantd.local",
+        &data.path().join("admin-password"),
+    );
+    let receiver = Receiver::start().await;
+    let channel = root.path().join("ch.json");
+    std::fs::write(
+        &channel,
+        serde_json::json!({"name": "ops", "webhook": {"url": receiver.url(), "secret": SECRET}})
+            .to_string(),
+    )
+    .expect("write");
+    let out = run(plantd(root.path())
+        .args(["channels", "apply", "-f"])
+        .arg(&channel));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rule = root.path().join("overheat.json");
+    std::fs::write(
+        &rule,
+        r#"{"id":"overheat","severity":"critical","group_by":["source"],"notify":["ops"],
+            "condition":{"kind":"log_count","match":"{level>=\"error\"} |= \"overheat\"","window":"2s","threshold":0}}"#,
+    )
+    .expect("write");
+    let out = run(plantd(root.path())
+        .args(["rules", "apply", "-f"])
+        .arg(&rule));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A device on the edge sends error lines on $plantd/log/plc until the
+    // alert fires (the engine picks the rule up from its watch).
+    let (device, token) = log_device(&up, data.path()).await;
+    let mut opts = MqttOptions::new(
+        device.clone(),
+        "127.0.0.1",
+        port_of(&up.mqtt.clone().expect("mqtt")),
+    );
+    opts.set_credentials(device, token);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    loop {
+        if let Event::Incoming(Packet::ConnAck(ack)) = events.poll().await.expect("connects") {
+            assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+            break;
+        }
+    }
+    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let firing = eventually(WAIT, "the log rule firing", || {
+        let client = client.clone();
+        let root = root.path().to_owned();
+        async move {
+            client
+                .publish(
+                    "$plantd/log/plc",
+                    QoS::AtLeastOnce,
+                    false,
+                    "level=error msg=\"overheat in zone 2\"",
+                )
+                .await
+                .ok()?;
+            client
+                .publish(
+                    "$plantd/log/plc",
+                    QoS::AtLeastOnce,
+                    false,
+                    "level=info msg=\"all good\"",
+                )
+                .await
+                .ok()?;
+            let out = run(plantd(&root).args(["alerts", "list", "--state", "firing", "--json"]));
+            let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
+            v["alerts"].as_array()?.first().cloned()
+        }
+    })
+    .await;
+    assert_eq!(firing["key"], "source=plc");
+    let id = firing["id"].as_str().expect("id").to_owned();
+
+    // The lines stop: the window slides out and the alert resolves.
+    let history = eventually(WAIT, "the alert resolved", || {
+        let root = root.path().to_owned();
+        let id = id.clone();
+        async move {
+            let out = run(plantd(&root).args(["alerts", "history", &id, "--json"]));
+            let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
+            let records = v["records"].as_array()?.clone();
+            records
+                .iter()
+                .any(|r| r["from"] == "firing" && r["to"] == "inactive")
+                .then_some(records)
+        }
+    })
+    .await;
+    let firings = history.iter().filter(|r| r["to"] == "firing").count();
+    assert_eq!(firings, 1, "{history:#?}");
+    let evidence = history[0]["evidence"].as_array().expect("evidence");
+    assert!(
+        evidence
+            .iter()
+            .all(|e| e["text"].as_str().is_some_and(|t| t.contains("overheat"))),
+        "only the matching lines: {evidence:?}"
+    );
+
+    // One signed POST for the firing, one for the resolution.
+    let got = receiver.wait_for(2, WAIT).await;
+    assert!(got.iter().all(|r| r.verify(SECRET)));
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert_eq!(kinds, ["firing", "resolved"], "{kinds:?}");
+    pump.abort();
 }
