@@ -616,3 +616,80 @@ async fn plantd_own_log_lines_alert_the_bootstrap_organisation() {
     assert_eq!(records[0].org, plantd_shared::sites::BOOTSTRAP_ORG);
     assert_eq!(records[0].key, "source=plantd/proxy");
 }
+
+/// Engine and trigger, crashed by dropping them (their tasks are aborted
+/// wherever they are: before the CAS, between it and the publish, or
+/// before the outbox is cleared) and started again on the same stores.
+#[tokio::test]
+async fn crashes_at_random_points_write_each_transition_exactly_once() {
+    let s = setup().await;
+    s.rule(
+        r#"{"id":"hot","condition":{"kind":"threshold","topic":"line1/temp","op":">","value":50}}"#,
+    )
+    .await;
+    let settings = ConsumerSettings {
+        max_wait: Duration::from_millis(5),
+        ack_wait: Duration::from_millis(500),
+        backoff: vec![Duration::from_millis(50)],
+        ..ConsumerSettings::default()
+    };
+    let start = || async {
+        let mut trigger = Trigger::new(s.js.clone());
+        let running = plantd_alerts::start(
+            &s.js,
+            &mut trigger,
+            s.clock.clone(),
+            Duration::from_secs(3600),
+            settings.clone(),
+        )
+        .await
+        .expect("engine starts");
+        (trigger, running)
+    };
+    let mut engine = Some(start().await);
+    // A fixed pseudo-random run: values, and after which ones to crash
+    // and how long into the handling.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut state, mut expected) = (false, Vec::new());
+    let id = plantd_alerts::instance::instance_id(ORG, "hot", SITE, "");
+    for _ in 0..40 {
+        let hot = next() % 3 == 0;
+        let seq = s
+            .publish("plantd.plant1.up.line1.temp", if hot { "90" } else { "10" })
+            .await;
+        if hot != state {
+            expected.push(if hot {
+                (AlertState::Inactive, AlertState::Firing)
+            } else {
+                (AlertState::Firing, AlertState::Inactive)
+            });
+            state = hot;
+        }
+        if next() % 4 == 0 {
+            // Crash-point injection (not synchronisation): let the
+            // handler get 0-15 ms into the item, then kill everything.
+            tokio::time::sleep(Duration::from_millis(next() % 16)).await;
+            drop(engine.take());
+            engine = Some(start().await);
+        }
+        // The item applied and its records confirmed before the next one,
+        // so each value is its own evaluation.
+        eventually(WAIT, &format!("item {seq} applied"), || async {
+            let (st, _) = s.stores.instance(&id).await.ok()??;
+            (st.applied.contains(seq) && st.outbox.is_empty()).then_some(())
+        })
+        .await;
+    }
+    let records = s.records().await;
+    assert_eq!(transitions(&records), expected, "{records:#?}");
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), records.len(), "no record twice");
+    assert!(records.iter().enumerate().all(|(i, r)| r.n == i as u64 + 1));
+    drop(engine);
+}
