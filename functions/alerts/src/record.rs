@@ -121,8 +121,9 @@ pub struct AlertRecord {
     pub to: AlertState,
     /// This instance's transition count (1 for its first transition).
     pub n: u64,
-    /// When it happened (the engine's clock; event time when the
-    /// transition was caused by an item).
+    /// When it happened: the engine's clock when it applied the item or
+    /// ticked (decision 0024: lifecycle times are the engine's, not the
+    /// items'; an item's own time is in its [`Evidence::time`]).
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// When the instance started firing, while it fires.
