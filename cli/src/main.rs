@@ -507,6 +507,20 @@ enum Verb {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Run the event functions (logger, alert engine, notifier) alone
+    /// against a NATS server until Ctrl-C or SIGTERM: a second host beside
+    /// `plantd up`, or the long-running half of a cloud deployment.
+    Functions {
+        /// TOML configuration file (values can also come from PLANTD_* env).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// The NATS server [default: nats://127.0.0.1:4222].
+        #[arg(long)]
+        nats_url: Option<String>,
+        /// Health and metrics address [default: 127.0.0.1:9096].
+        #[arg(long)]
+        http_listen: Option<String>,
+    },
     /// Run the whole stack on this machine until Ctrl-C.
     Up {
         /// TOML configuration file (values can also come from PLANTD_* env).
@@ -880,6 +894,18 @@ fn main() -> ExitCode {
                         plantd_cli::audit::list(&s, filters, json).await
                     }
                 }
+            }
+            Verb::Functions {
+                config,
+                nats_url,
+                http_listen,
+            } => {
+                let overrides = plantd_cli::functions::FunctionsOverrides {
+                    nats_url,
+                    http_listen,
+                };
+                let config = plantd_cli::functions::load_config(config.as_deref(), &overrides)?;
+                plantd_cli::functions::run(config, up::shutdown_signal()).await
             }
             Verb::Up {
                 config,

@@ -661,74 +661,18 @@ async fn start_functions(
 
 // ── The trigger (issue 13): stream events → functions, in this process ──
 
-/// Starts the trigger with the logger function bound to `PLANTD_LOGS`
-/// (durable consumer `logger_PLANTD_LOGS`). Its NATS client is the stack's,
-/// so it reconnects by itself when nats-server is restarted.
-///
-/// # Errors
-/// When the consumer cannot be created.
-async fn start_trigger(js: &async_nats::jetstream::Context) -> Result<plantd_trigger::Trigger> {
-    let mut trigger = plantd_trigger::Trigger::new(js.clone());
-    // The logger counts every line in the per-minute aggregates exactly
-    // once; queries read the log index, which follows the stream itself.
-    let aggregates =
-        plantd_logger::Aggregates::open(js, plantd_logger::AggregateSettings::default())
-            .await
-            .context("the log aggregates bucket is missing")?;
-    let logger = std::sync::Arc::new(plantd_logger::Logger::new(0).with_aggregates(aggregates));
-    let durable = trigger
-        .bind(
-            plantd_logger::FUNCTION,
-            streams::LOGS,
-            logger,
-            plantd_trigger::ConsumerSettings::default(),
-        )
-        .await
-        .context("the trigger did not start")?;
-    let notifier =
-        plantd_alerts::notify::notifier(js, plantd_alerts::notify::Settings::default())
-            .await
-            .context("the notifier did not start")?;
-    let notified = plantd_alerts::notify::bind(
-        &mut trigger,
-        std::sync::Arc::new(notifier),
-        plantd_trigger::ConsumerSettings::default(),
-    )
-    .await
-    .context("the notifier did not start")?;
-    status(
-        "notifier",
-        "ready",
-        format_args!("{notified}  (alert records -> webhooks and SNS: plantd channels)"),
-    );
-    let alerts = plantd_alerts::start(
-        js,
-        &mut trigger,
-        std::sync::Arc::new(plantd_alerts::SystemClock),
-        plantd_alerts::TICK,
-        plantd_trigger::ConsumerSettings::default(),
-    )
-    .await
-    .context("the alert engine did not start")?;
-    status(
-        "alerts",
-        "ready",
-        format_args!(
-            "{}  (rules: plantd rules; alerts: plantd alerts)",
-            alerts.consumers.join(", ")
-        ),
-    );
-    alerts.detach();
-    status(
-        "trigger",
-        "ready",
-        format_args!(
-            "{durable}  (logger <- {}; dead letters in {}: plantd dlq list)",
-            streams::LOGS,
-            streams::DLQ
-        ),
-    );
-    Ok(trigger)
+/// Starts the event functions (logger, alert engine, notifier) on one
+/// trigger in this process (`crate::functions`), printing a line each.
+async fn start_trigger(
+    js: &async_nats::jetstream::Context,
+) -> Result<crate::functions::EventFunctions> {
+    let functions =
+        crate::functions::EventFunctions::start(js, plantd_trigger::ConsumerSettings::default())
+            .await?;
+    for (name, detail) in functions.lines() {
+        status(name, "ready", detail);
+    }
+    Ok(functions)
 }
 
 /// The log index `/v1/logs` reads: hydrated from `PLANTD_LOGS` (the last
@@ -758,9 +702,9 @@ fn start_log_index(
     (index, task)
 }
 
-/// Stops the trigger after the batches in hand are settled.
-async fn stop_trigger(trigger: plantd_trigger::Trigger) {
-    trigger.shutdown().await;
+/// Stops the event functions after the batches in hand are settled.
+async fn stop_trigger(functions: crate::functions::EventFunctions) {
+    functions.stop().await;
     status("trigger", "stopped", "");
 }
 

@@ -1,0 +1,225 @@
+//! The event functions on one trigger — the logger (per-minute aggregates,
+//! exactly once), the alert engine (log and telemetry rules, with its
+//! clock) and the notifier (webhooks, SNS) — and `plantd functions`, which
+//! runs them alone against any NATS.
+//!
+//! `plantd up` runs [`EventFunctions`] in its own process. `plantd
+//! functions` is the same set as a process of its own: a second host
+//! beside `plantd up`, the long-running half of a cloud deployment, or the
+//! process the crash test kills at random points. Every binding is a
+//! durable consumer (`logger_PLANTD_LOGS`, `alerts_PLANTD_LOGS`,
+//! `alerts_PLANTD_TELEMETRY`, `notifier_PLANTD_ALERTS`), so any number of
+//! hosts share the work and a restarted one resumes where the stream's
+//! acknowledgements say — every handler is idempotent on (stream,
+//! sequence), so what a killed host had half done is done once.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use async_nats::jetstream;
+use plantd_shared::streams;
+use plantd_trigger::{ConsumerSettings, Trigger};
+use serde::{Deserialize, Serialize};
+
+/// The event functions bound to one trigger.
+pub struct EventFunctions {
+    trigger: Trigger,
+    alerts: plantd_alerts::Running,
+    lines: Vec<(&'static str, String)>,
+}
+
+impl EventFunctions {
+    /// Binds the logger, the alert engine and the notifier to a new trigger
+    /// on `js` (the streams and buckets must exist: `streams::ensure`),
+    /// every consumer with `settings`.
+    ///
+    /// # Errors
+    /// When a bucket is missing or the trigger refuses a binding; the error
+    /// names the function.
+    pub async fn start(js: &jetstream::Context, settings: ConsumerSettings) -> Result<Self> {
+        let mut trigger = Trigger::new(js.clone());
+        let mut lines = Vec::new();
+        // The logger counts every line in the per-minute aggregates exactly
+        // once; queries read the log index, which follows the stream itself.
+        let aggregates =
+            plantd_logger::Aggregates::open(js, plantd_logger::AggregateSettings::default())
+                .await
+                .context("the log aggregates bucket is missing")?;
+        let logger = Arc::new(plantd_logger::Logger::new(0).with_aggregates(aggregates));
+        let logged = trigger
+            .bind(
+                plantd_logger::FUNCTION,
+                streams::LOGS,
+                logger,
+                settings.clone(),
+            )
+            .await
+            .context("the logger did not start")?;
+        lines.push((
+            "logger",
+            format!(
+                "{logged}  (per-minute aggregates of {}; dead letters in {}: plantd dlq list)",
+                streams::LOGS,
+                streams::DLQ
+            ),
+        ));
+        let notifier =
+            plantd_alerts::notify::notifier(js, plantd_alerts::notify::Settings::default())
+                .await
+                .context("the notifier did not start")?;
+        let notified =
+            plantd_alerts::notify::bind(&mut trigger, Arc::new(notifier), settings.clone())
+                .await
+                .context("the notifier did not start")?;
+        lines.push((
+            "notifier",
+            format!("{notified}  (alert records -> webhooks and SNS: plantd channels)"),
+        ));
+        let alerts = plantd_alerts::start(
+            js,
+            &mut trigger,
+            Arc::new(plantd_alerts::SystemClock),
+            plantd_alerts::TICK,
+            settings,
+        )
+        .await
+        .context("the alert engine did not start")?;
+        lines.push((
+            "alerts",
+            format!(
+                "{}  (rules: plantd rules; alerts: plantd alerts)",
+                alerts.consumers.join(", ")
+            ),
+        ));
+        Ok(Self {
+            trigger,
+            alerts,
+            lines,
+        })
+    }
+
+    /// One status line per function: (name, what it consumes).
+    pub fn lines(&self) -> &[(&'static str, String)] {
+        &self.lines
+    }
+
+    /// The trigger's metrics and health, for `/metrics` and
+    /// `/healthz/trigger`.
+    pub fn status(&self) -> plantd_trigger::Status {
+        self.trigger.status()
+    }
+
+    /// Stops the alert engine's clock, then the trigger once the batches in
+    /// hand are settled.
+    pub async fn stop(self) {
+        drop(self.alerts);
+        self.trigger.shutdown().await;
+    }
+}
+
+/// Configuration of `plantd functions` (file `--config`, `PLANTD_*` env,
+/// flags).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionsConfig {
+    /// The NATS server (JetStream) to consume from.
+    pub nats_url: String,
+    /// Health and metrics listener (`/healthz`, `/healthz/trigger`,
+    /// `/metrics`); port 0 picks a free one.
+    pub http_listen: String,
+    /// How long a delivered item may stay unacknowledged before JetStream
+    /// hands it out again (a host that died holding it), in milliseconds.
+    pub ack_wait_ms: u64,
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            http_listen: "127.0.0.1:9096".into(),
+            ack_wait_ms: 30_000,
+        }
+    }
+}
+
+/// Flags of `plantd functions` (unset ones are skipped).
+#[derive(Debug, Default, Serialize)]
+pub struct FunctionsOverrides {
+    /// `--nats-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// `--http-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+}
+
+/// Loads the configuration: defaults, then `file`, then `PLANTD_*`, then
+/// flags.
+///
+/// # Errors
+/// A one-line error naming the key and where its bad value came from.
+pub fn load_config(
+    file: Option<&std::path::Path>,
+    overrides: &FunctionsOverrides,
+) -> Result<FunctionsConfig> {
+    Ok(plantd_shared::config::load(file, overrides)?)
+}
+
+/// Runs the event functions against `config.nats_url` until `shutdown`
+/// completes: creates or updates the streams and buckets, binds every
+/// function, serves `/healthz` (200 while running), `/healthz/trigger`
+/// (503 naming a stuck consumer) and `/metrics`, and prints one status
+/// line per function plus `functions ready http://<addr>` on standard
+/// output. On shutdown the batches in hand are settled before exit.
+///
+/// # Errors
+/// When NATS is unreachable, a stream or bucket cannot be created, a
+/// function cannot bind, or the listener cannot bind.
+pub async fn run(
+    config: FunctionsConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    plantd_shared::log_ship::start("functions");
+    let client = async_nats::connect(&config.nats_url)
+        .await
+        .with_context(|| format!("cannot connect to {}", config.nats_url))?;
+    let js = jetstream::new(client.clone());
+    streams::ensure(&js, &streams::Settings::default())
+        .await
+        .context("cannot create plantd's streams and buckets")?;
+    if let Some(queue) = plantd_shared::log_ship::take(plantd_shared::log_ship::Route::Platform) {
+        tokio::spawn(plantd_shared::log_ship::publish_to_jetstream(
+            queue,
+            client.clone(),
+            plantd_shared::sites::PLATFORM_SITE,
+        ));
+    }
+    let settings = ConsumerSettings {
+        ack_wait: std::time::Duration::from_millis(config.ack_wait_ms),
+        ..ConsumerSettings::default()
+    };
+    settings
+        .validate()
+        .map_err(|e| anyhow::anyhow!("ack_wait_ms: {e}"))?;
+    let functions = EventFunctions::start(&js, settings).await?;
+    for (name, detail) in functions.lines() {
+        println!("  {name:<9} ready   {detail}");
+    }
+    let router = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(plantd_trigger::http::routes(functions.status()));
+    let listener = tokio::net::TcpListener::bind(&config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+    let addr = listener.local_addr()?;
+    println!("functions ready http://{addr}");
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    functions.stop().await;
+    if let Err(e) = client.drain().await {
+        tracing::debug!(error = %e, "draining the NATS client");
+    }
+    served.context("the health and metrics server failed")
+}
