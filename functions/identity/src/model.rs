@@ -155,7 +155,9 @@ pub fn builtin_role(name: &str) -> Option<Role> {
     let (perms, mqtt, description) = match name {
         "superadmin" => (
             strings(&["*"]),
-            grant(&["#"], &["#"]),
+            // `#` never covers `$` topics (MQTT): log lines are granted
+            // on their own.
+            grant(&["#", "$plantd/log/#"], &["#"]),
             "everything, including creating organisations",
         ),
         "admin" => (
@@ -173,7 +175,7 @@ pub fn builtin_role(name: &str) -> Option<Role> {
                 "services:*:call",
                 "alerts:admin",
             ]),
-            grant(&["#"], &["#"]),
+            grant(&["#", "$plantd/log/#"], &["#"]),
             "manages an organisation's identities and everything on its sites",
         ),
         "operator" => (
