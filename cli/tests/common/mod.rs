@@ -129,3 +129,101 @@ pub fn login(config: &Path, url: &str, email: &str, password_file: &Path) {
         .arg(password_file));
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// POSTs `body` as JSON to `up`'s functions, with bearer `token` if any:
+/// (status, the JSON answer or `Null`).
+pub async fn post_json(
+    up: &Up,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("authorization", a));
+    }
+    let answer = plantd_testkit::http::request(
+        port_of(&up.functions_url()),
+        "POST",
+        path,
+        &headers,
+        body.to_string().as_bytes(),
+    )
+    .await
+    .expect("request");
+    let v = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+    (answer.status, v)
+}
+
+/// Registers device `name` on site `local` as the bootstrap admin (its
+/// password in `<data_dir>/admin-password`), allowed to publish on the
+/// filters `publish`, and gets its token: `(client id, access token)`.
+///
+/// # Panics
+/// When a step is refused.
+pub async fn register_device(
+    up: &Up,
+    data_dir: &Path,
+    name: &str,
+    publish: &[&str],
+) -> (String, String) {
+    let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
+    let (status, login) = post_json(
+        up,
+        "/v1/auth/login",
+        None,
+        &serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    let admin = login["access_token"].as_str().expect("token");
+    let (status, creds) = post_json(
+        up,
+        "/v1/devices",
+        Some(admin),
+        &serde_json::json!({"name": name, "site": "local", "publish": publish, "subscribe": []}),
+    )
+    .await;
+    assert_eq!(status, 201, "{creds}");
+    let id = creds["client_id"].as_str().expect("client id").to_owned();
+    let (status, token) = post_json(
+        up,
+        "/v1/auth/token",
+        None,
+        &serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": creds["client_secret"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let token = token["access_token"].as_str().expect("token").to_owned();
+    (id, token)
+}
+
+/// Connects device `id` to `up`'s edge over MQTT with its `token` and
+/// waits for the CONNACK: the client, and the task polling its event loop
+/// (it ends when the connection does).
+///
+/// # Panics
+/// When the edge refuses the connection.
+pub async fn connect_device(
+    up: &Up,
+    id: &str,
+    token: &str,
+) -> (rumqttc::AsyncClient, tokio::task::JoinHandle<()>) {
+    use rumqttc::{Event, Packet};
+    let address = up
+        .mqtt
+        .clone()
+        .expect("plantd up prints the edge's address");
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port_of(&address));
+    opts.set_credentials(id, token);
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+    loop {
+        if let Event::Incoming(Packet::ConnAck(ack)) = events.poll().await.expect("connects") {
+            assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+            break;
+        }
+    }
+    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    (client, pump)
+}
