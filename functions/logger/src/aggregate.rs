@@ -27,6 +27,7 @@
 //! takes that many later batches of the same site and minute to happen).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
@@ -283,7 +284,15 @@ pub fn key(site: &str, minute: OffsetDateTime) -> String {
 pub struct Aggregates {
     kv: kv::Store,
     settings: AggregateSettings,
+    /// What this process last wrote per key, with its revision: the next
+    /// batch's compare-and-set starts from it without reading (a
+    /// conflict — another writer — falls back to a read).
+    written: Arc<Mutex<HashMap<String, (u64, MinuteAggregate)>>>,
 }
+
+/// Most keys [`Aggregates`] remembers its last write of (a minute per
+/// site; beyond, it forgets them all and reads again).
+const WRITTEN_KEYS: usize = 4096;
 
 /// One record of a batch with its identity.
 #[derive(Debug, Clone, Copy)]
@@ -297,7 +306,34 @@ pub struct Applying<'a> {
 impl Aggregates {
     /// Aggregates in `kv` (the [`LOG_AGGREGATES_BUCKET`] store).
     pub fn new(kv: kv::Store, settings: AggregateSettings) -> Self {
-        Self { kv, settings }
+        Self {
+            kv,
+            settings,
+            written: Arc::default(),
+        }
+    }
+
+    fn remembered(&self, k: &str) -> Option<(u64, MinuteAggregate)> {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(k)
+            .cloned()
+    }
+
+    fn remember(&self, k: &str, revision: Option<(u64, MinuteAggregate)>) {
+        let mut w = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        match revision {
+            Some(r) => {
+                if w.len() >= WRITTEN_KEYS && !w.contains_key(k) {
+                    w.clear();
+                }
+                w.insert(k.to_owned(), r);
+            }
+            None => {
+                w.remove(k);
+            }
+        }
     }
 
     /// Opens [`LOG_AGGREGATES_BUCKET`] (created by `streams::ensure`).
@@ -366,33 +402,41 @@ impl Aggregates {
         let Some(first) = items.first() else {
             return Ok(());
         };
+        let mut cached = self.remembered(k);
         for _ in 0..self.settings.cas_attempts.max(1) {
-            let entry = self
-                .kv
-                .entry(k)
-                .await
-                .map_err(|source| AggregateError::Read {
-                    key: k.to_owned(),
-                    source,
-                })?;
-            let (mut agg, revision) = match entry {
-                Some(e) if e.operation == kv::Operation::Put => (
-                    serde_json::from_slice::<MinuteAggregate>(&e.value).map_err(|source| {
-                        AggregateError::Decode {
-                            key: k.to_owned(),
-                            source,
-                        }
+            let entry = match cached.take() {
+                Some((revision, agg)) => Ok((agg, Some(revision))),
+                None => self
+                    .kv
+                    .entry(k)
+                    .await
+                    .map(Err)
+                    .map_err(|source| AggregateError::Read {
+                        key: k.to_owned(),
+                        source,
                     })?,
-                    Some(e.revision),
-                ),
-                Some(e) => (
-                    MinuteAggregate::new(&first.record.site, minute_of(first.record.time)),
-                    Some(e.revision),
-                ),
-                None => (
-                    MinuteAggregate::new(&first.record.site, minute_of(first.record.time)),
-                    None,
-                ),
+            };
+            let (mut agg, revision) = match entry {
+                Ok(known) => known,
+                Err(entry) => match entry {
+                    Some(e) if e.operation == kv::Operation::Put => (
+                        serde_json::from_slice::<MinuteAggregate>(&e.value).map_err(|source| {
+                            AggregateError::Decode {
+                                key: k.to_owned(),
+                                source,
+                            }
+                        })?,
+                        Some(e.revision),
+                    ),
+                    Some(e) => (
+                        MinuteAggregate::new(&first.record.site, minute_of(first.record.time)),
+                        Some(e.revision),
+                    ),
+                    None => (
+                        MinuteAggregate::new(&first.record.site, minute_of(first.record.time)),
+                        None,
+                    ),
+                },
             };
             let fresh: Vec<&LogRecord> = items
                 .iter()
@@ -416,12 +460,11 @@ impl Aggregates {
                 }
             };
             let written = match revision {
-                Some(rev) => self.kv.update(k, value.into(), rev).await.map(|_| ()),
+                Some(rev) => self.kv.update(k, value.into(), rev).await,
                 None => self
                     .kv
                     .create(k, value.into())
                     .await
-                    .map(|_| ())
                     .map_err(|e| match e.kind() {
                         kv::CreateErrorKind::AlreadyExists => {
                             kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision)
@@ -430,11 +473,15 @@ impl Aggregates {
                     }),
             };
             match written {
-                Ok(()) => return Ok(()),
+                Ok(revision) => {
+                    self.remember(k, Some((revision, agg)));
+                    return Ok(());
+                }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::debug!(key = %k, "log aggregate changed under us; reading again");
                 }
                 Err(source) => {
+                    self.remember(k, None);
                     return Err(AggregateError::Write {
                         key: k.to_owned(),
                         source,

@@ -1,7 +1,8 @@
 //! Keeps a [`LogIndex`] filled from `PLANTD_LOGS`: an ordered consumer that
 //! starts at `now − retention` (hydration), then stays live; when the
-//! consumer breaks (nats-server restarted, stream recreated) it starts
-//! again after the last sequence held.
+//! consumer breaks (nats-server restarted) it starts again after the last
+//! sequence held, and from scratch when the stream was recreated (its last
+//! sequence is below the index's).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +21,18 @@ const CHUNK: usize = 1024;
 /// Wait before recreating a broken consumer (doubles up to [`MAX_BACKOFF`]).
 const BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often the follower checks that the stream was not recreated.
+const RECREATED_CHECK: Duration = Duration::from_secs(5);
 
 /// Starts following `PLANTD_LOGS` into `index`. The task runs until
 /// aborted (drop the handle does not stop it; call `abort`).
 pub fn follow(index: Arc<LogIndex>, js: jetstream::Context) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = BACKOFF;
+        // When the stream the index was filled from was created.
+        let mut created = None;
         loop {
-            match run(&index, &js).await {
+            match run(&index, &js, &mut created).await {
                 Ok(()) => backoff = BACKOFF,
                 Err(e) => {
                     tracing::warn!(error = %e, last_sequence = index.stats().last_sequence, retry_in_ms = backoff.as_millis() as u64, "log index: following PLANTD_LOGS broke; starting again");
@@ -39,10 +44,44 @@ pub fn follow(index: Arc<LogIndex>, js: jetstream::Context) -> tokio::task::Join
     })
 }
 
+/// When `PLANTD_LOGS` was created (a recreated stream starts its
+/// sequences again).
+async fn created_at(js: &jetstream::Context) -> Result<OffsetDateTime, String> {
+    let mut stream = js
+        .get_stream(LOGS)
+        .await
+        .map_err(|e| format!("stream {LOGS}: {e}"))?;
+    Ok(stream
+        .info()
+        .await
+        .map_err(|e| format!("stream {LOGS}: {e}"))?
+        .created)
+}
+
 /// One consumer's life: from after the last sequence held (or
-/// `now − retention`) until it breaks.
-async fn run(index: &LogIndex, js: &jetstream::Context) -> Result<(), String> {
-    let last = index.stats().last_sequence;
+/// `now − retention`) until it breaks or the stream is found recreated.
+async fn run(
+    index: &LogIndex,
+    js: &jetstream::Context,
+    known: &mut Option<OffsetDateTime>,
+) -> Result<(), String> {
+    let created = created_at(js).await?;
+    let mut last = index.stats().last_sequence;
+    if known.is_some_and(|k| k != created) {
+        // A wiped store or a deleted stream: its sequences start again, so
+        // what the index holds no longer names its lines.
+        tracing::warn!(
+            held = last,
+            "log index: PLANTD_LOGS was recreated; reading it again"
+        );
+        index.clear();
+        last = 0;
+    }
+    *known = Some(created);
+    let stream = js
+        .get_stream_no_info(LOGS)
+        .await
+        .map_err(|e| format!("stream {LOGS}: {e}"))?;
     let policy = if last > 0 {
         consumer::DeliverPolicy::ByStartSequence {
             start_sequence: last + 1,
@@ -54,10 +93,6 @@ async fn run(index: &LogIndex, js: &jetstream::Context) -> Result<(), String> {
                     .unwrap_or(time::Duration::DAY),
         }
     };
-    let stream = js
-        .get_stream_no_info(LOGS)
-        .await
-        .map_err(|e| format!("stream {LOGS}: {e}"))?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: policy,
@@ -74,7 +109,23 @@ async fn run(index: &LogIndex, js: &jetstream::Context) -> Result<(), String> {
         .await
         .map_err(|e| format!("messages of {LOGS}: {e}"))?;
     let mut chunks = messages.ready_chunks(CHUNK);
-    while let Some(chunk) = chunks.next().await {
+    let mut check = tokio::time::interval(RECREATED_CHECK);
+    check.tick().await;
+    loop {
+        let chunk = tokio::select! {
+            chunk = chunks.next() => match chunk {
+                Some(chunk) => chunk,
+                None => return Ok(()),
+            },
+            _ = check.tick() => {
+                // The ordered consumer follows a recreated stream silently
+                // from its old position: look.
+                if created_at(js).await? != created {
+                    return Err(format!("{LOGS} was recreated"));
+                }
+                continue;
+            }
+        };
         let mut records: Vec<LogRecord> = Vec::with_capacity(chunk.len());
         let mut caught_up = false;
         let mut broke = None;
@@ -108,5 +159,4 @@ async fn run(index: &LogIndex, js: &jetstream::Context) -> Result<(), String> {
             return Err(e);
         }
     }
-    Ok(())
 }

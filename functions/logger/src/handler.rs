@@ -27,6 +27,21 @@ pub struct Logger {
     aggregates: Option<Aggregates>,
 }
 
+/// The logger's consumer settings: the trigger's defaults with batches of
+/// [`BATCH_SIZE`] — the per-minute aggregates cost one compare-and-set per
+/// key per batch, so bigger batches mean fewer writes per line (measured
+/// in docs/performance.md, "Logs").
+pub fn consumer_settings() -> plantd_trigger::ConsumerSettings {
+    plantd_trigger::ConsumerSettings {
+        batch_size: BATCH_SIZE,
+        max_ack_pending: 10 * BATCH_SIZE as i64,
+        ..plantd_trigger::ConsumerSettings::default()
+    }
+}
+
+/// Items per batch the logger takes ([`consumer_settings`]).
+pub const BATCH_SIZE: usize = 1000;
+
 impl Logger {
     /// A logger keeping at most `capacity` records (0 keeps none).
     pub fn new(capacity: usize) -> Self {

@@ -308,6 +308,20 @@ impl LogIndex {
         }
     }
 
+    /// Forgets every record (the stream was recreated: its sequences
+    /// start again).
+    pub fn clear(&self) {
+        let mut g = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let evicted = g.evicted + g.order.len() as u64;
+        *g = Inner {
+            evicted,
+            ..Inner::default()
+        };
+    }
+
     /// Marks hydration done (the follower reached the end of the stream).
     pub fn set_hydrated(&self) {
         self.hydrated

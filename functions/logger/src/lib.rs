@@ -32,7 +32,7 @@ pub mod stats;
 
 pub use aggregate::{AggregateSettings, Aggregates, MinuteAggregate};
 pub use follow::follow;
-pub use handler::Logger;
+pub use handler::{Logger, consumer_settings};
 pub use index::{Cursor, Direction, IndexSettings, LogIndex, LogPage, LogQuery};
 pub use parse::parse;
 pub use query::{Filter, FilterError, parse_filter};

@@ -116,11 +116,12 @@ async fn a_batch_handled_twice_is_counted_once() {
 async fn two_loggers_racing_on_one_key_count_each_item_once() {
     let nats = Nats::start_with_streams().await;
     let js = nats.jetstream().await;
-    let agg = Aggregates::open(&js, AggregateSettings::default())
-        .await
-        .expect("bucket");
-    let a = Logger::new(0).with_aggregates(agg.clone());
-    let b = Logger::new(0).with_aggregates(agg.clone());
+    // Two stores, as two processes would have (each remembers its own
+    // last writes).
+    let open = || Aggregates::open(&js, AggregateSettings::default());
+    let agg = open().await.expect("bucket");
+    let a = Logger::new(0).with_aggregates(open().await.expect("bucket"));
+    let b = Logger::new(0).with_aggregates(open().await.expect("bucket"));
     let items = batch();
     let (first, second) = (&items[..7], &items[4..]);
     let mut runs = Vec::new();

@@ -128,3 +128,35 @@ async fn hydrates_from_the_stream_then_follows_it_live() {
     assert!(forward.next_cursor.is_some());
     task.abort();
 }
+
+#[tokio::test]
+async fn a_recreated_stream_is_read_again_from_its_start() {
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    for i in 0..5 {
+        publish(&js, "plantd.plant1.log.a", &format!("INFO old {i}")).await;
+    }
+    let index = Arc::new(LogIndex::new(IndexSettings::default()));
+    let task = follow(index.clone(), js.clone());
+    eventually(Duration::from_secs(20), "5 old lines", || async {
+        (index.len() == 5).then_some(())
+    })
+    .await;
+    js.delete_stream(plantd_shared::streams::LOGS)
+        .await
+        .expect("delete");
+    plantd_shared::streams::ensure(&js, &plantd_shared::streams::Settings::default())
+        .await
+        .expect("recreate");
+    publish(&js, "plantd.plant1.log.a", "INFO new 0").await;
+    let page = eventually(Duration::from_secs(30), "only the new line", || async {
+        let p = index.query(&LogQuery {
+            limit: 10,
+            ..LogQuery::default()
+        });
+        (p.records.len() == 1 && p.records[0].message == "new 0").then_some(p)
+    })
+    .await;
+    assert_eq!(page.records[0].sequence, 1);
+    task.abort();
+}
