@@ -174,3 +174,39 @@ fn the_example_forwarder_config_loads_and_names_declared_queues() {
         )
     );
 }
+
+#[test]
+fn the_alerts_package_runs_the_engine_with_a_clock_and_the_notifier_both_on_nats() {
+    let t = template();
+    for (function, role) in [
+        ("AlertsFunction", "alerts"),
+        ("NotifierFunction", "notifier"),
+    ] {
+        let f = resource(&t, function);
+        for needle in [
+            "Condition: WithAlerting".to_owned(),
+            "CodeUri: ../target/lambda/plantd-alerts/bootstrap.zip".to_owned(),
+            format!("PLANTD_FUNCTION: {role}\n"),
+            "PLANTD_NATS_URL: !Ref NatsUrl\n".to_owned(),
+            "PLANTD_NATS_CREDS: !If [WithNatsCredsFile, !Ref NatsCredsFile, !Ref AWS::NoValue]"
+                .to_owned(),
+            "Layers: !If [WithNatsCredsLayer, [!Ref NatsCredsLayerArn], !Ref AWS::NoValue]"
+                .to_owned(),
+        ] {
+            assert!(f.contains(&needle), "{function} lacks `{needle}`:\n{f}");
+        }
+    }
+    // The engine's clock: a scheduled event every minute, the only event
+    // besides its queues' mappings.
+    let alerts = resource(&t, "AlertsFunction");
+    assert!(alerts.contains("Type: Schedule\n"), "{alerts}");
+    assert!(alerts.contains("Schedule: rate(1 minute)\n"), "{alerts}");
+    assert_eq!(alerts.matches("Type: ").count(), 2, "one event: {alerts}");
+    assert!(!resource(&t, "NotifierFunction").contains("Events:"));
+    // The notifier may publish to the account's plantd-* topics, nothing
+    // else on SNS; the engine not at all.
+    let role = resource(&t, "NotifierRole");
+    assert!(role.contains("Action: sns:Publish\n"), "{role}");
+    assert!(role.contains(":${AWS::AccountId}:plantd-*\""), "{role}");
+    assert!(!resource(&t, "AlertsRole").contains("sns:"));
+}

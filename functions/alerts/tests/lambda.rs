@@ -1,0 +1,322 @@
+//! The alerts package's AWS path, proven rather than assumed: the real
+//! `plantd-alerts` binary, as built by this test run, runs under the
+//! Lambda runtime API emulator of `cargo lambda watch --only-lambda-apis`
+//! and is invoked through the emulator's invoke endpoint (what `cargo
+//! lambda invoke --data-file` does) with SQS events — envelopes as
+//! `plantd-forwarder` writes them ([`Envelope::of`]) — and EventBridge
+//! scheduled events, against a real nats-server.
+//!
+//! * `notifier`: one alert record and one undecodable body → one signed
+//!   POST to the channel's webhook; only the bad record is listed in
+//!   `batchItemFailures`; the same batch again sends nothing more.
+//! * `alerts`: a telemetry reading above a rule's threshold → the
+//!   inactive → pending record in `PLANTD_ALERTS`; a scheduled event is a
+//!   tick, and once the rule's `for` has passed a tick writes pending →
+//!   firing (and not before).
+//! * An unknown `PLANTD_FUNCTION` stops the binary at start-up, naming the
+//!   choices.
+
+mod notify_common;
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use bytes::Bytes;
+use notify_common::{ORG, SECRET};
+use plantd_alerts::{AlertRecord, AlertState, RecordKind, Rule, Stores};
+use plantd_shared::process::ManagedProcess;
+use plantd_shared::sites::Sites;
+use plantd_shared::streams;
+use plantd_shared::subject::Site;
+use plantd_testkit::webhook::Receiver;
+use plantd_testkit::{LambdaWatch, Nats, eventually};
+use plantd_trigger::Item;
+use plantd_trigger::sqs::{Envelope, SqsBatchResponse, SqsEvent, SqsMessage};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+/// The binary's name: the emulator's invoke endpoint accepts only names of
+/// the workspace's binaries, so both functions are registered under it,
+/// each test with an emulator of its own.
+const FUNCTION: &str = "plantd-alerts";
+const WAIT: Duration = Duration::from_secs(30);
+/// The site the alerts test publishes for (owned by [`ORG`]).
+const SITE: &str = "plant1";
+
+/// An item of `stream` as the trigger hands it over.
+fn item(stream: &str, sequence: u64, subject: &str, payload: Vec<u8>) -> Item {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("lambda-test:{sequence}").as_str());
+    Item {
+        stream: stream.to_owned(),
+        sequence,
+        subject: subject.to_owned(),
+        headers,
+        payload: Bytes::from(payload),
+        published: OffsetDateTime::now_utc(),
+        delivered: 1,
+        replay: None,
+    }
+}
+
+/// An SQS event record with `body`, as the event source mapping delivers
+/// it (the fields the function reads).
+fn message(id: &str, body: &str, queue: &str) -> SqsMessage {
+    SqsMessage {
+        message_id: id.to_owned(),
+        body: Some(body.to_owned()),
+        attributes: [("ApproximateReceiveCount".to_owned(), "1".to_owned())].into(),
+        event_source_arn: Some(format!("arn:aws:sqs:us-east-1:123456789012:{queue}")),
+    }
+}
+
+/// What EventBridge sends for a `rate(1 minute)` schedule.
+fn scheduled_event() -> String {
+    json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("a time"),
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/plantd-test-alerts-tick"],
+        "detail": {}
+    })
+    .to_string()
+}
+
+/// `plantd-alerts` as function `function` (`PLANTD_FUNCTION`) under a
+/// fresh emulator, connected to `nats`; the process stops when dropped.
+async fn spawn(function: &str, nats: &Nats, ready: &'static str) -> (LambdaWatch, ManagedProcess) {
+    let emulator = LambdaWatch::start(env!("CARGO_MANIFEST_DIR")).await;
+    // SNS is not used here: nothing answers at this endpoint.
+    // PLANTD_ALERTS_BOOTSTRAP: the packaged binary instead (docs/deploy.md).
+    let bin = std::env::var_os("PLANTD_ALERTS_BOOTSTRAP")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_plantd-alerts").into());
+    let mut cmd = emulator.function_command(bin, FUNCTION, "http://127.0.0.1:9");
+    cmd.env("PLANTD_FUNCTION", function)
+        .env("PLANTD_NATS_URL", nats.url());
+    let process = ManagedProcess::spawn(
+        &format!("plantd-alerts {function} (Lambda)"),
+        cmd,
+        WAIT,
+        move |l| l.contains(ready),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    (emulator, process)
+}
+
+/// Every record in `PLANTD_ALERTS`, in order.
+async fn records(js: &jetstream::Context) -> Vec<AlertRecord> {
+    let mut stream = js.get_stream(streams::ALERTS).await.expect("PLANTD_ALERTS");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(msg) = stream.get_raw_message(seq).await {
+            out.push(serde_json::from_slice(&msg.payload).expect("an alert record"));
+        }
+    }
+    out
+}
+
+fn transitions(records: &[AlertRecord]) -> Vec<(AlertState, AlertState)> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Transition)
+        .map(|r| (r.from, r.to))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_notifier_posts_one_signed_webhook_and_fails_only_the_bad_record() {
+    plantd_testkit::init_tracing();
+    let (nats, js) = notify_common::nats().await;
+    let receiver = Receiver::start().await;
+    notify_common::channel(&js, ORG, "ops", notify_common::webhook(&receiver.url())).await;
+    let (emulator, _function) = spawn(
+        "notifier",
+        &nats,
+        "notifier serving SQS events through the Lambda runtime API",
+    )
+    .await;
+
+    let record = notify_common::firing("hot", 1, &["ops"]);
+    let alert = item(
+        streams::ALERTS,
+        7,
+        &record.subject(),
+        serde_json::to_vec(&record).expect("JSON"),
+    );
+    let queue = "plantd-test-notifier_PLANTD_ALERTS";
+    let event = SqsEvent {
+        records: vec![
+            message("msg-alert", &Envelope::of(&alert).to_json(), queue),
+            message("msg-bad", "{\"not\": \"an envelope\"}", queue),
+        ],
+    };
+    let event = serde_json::to_string(&event).expect("JSON");
+    let resp = emulator.invoke(FUNCTION, &event).await;
+    let answer: SqsBatchResponse =
+        serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.text()));
+    assert_eq!(answer.failed_ids(), ["msg-bad"], "{}", resp.text());
+
+    // The delivery is over when the invocation answers.
+    let posts = receiver.requests();
+    assert_eq!(posts.len(), 1, "one POST: {posts:#?}");
+    let post = &posts[0];
+    assert!(post.verify(SECRET), "signed with the channel's secret");
+    let body = post.json();
+    assert_eq!(
+        (&body["channel"], &body["event"], &body["id"]),
+        (&json!("ops"), &json!("firing"), &json!("ops:hot:k1:1")),
+        "{body:#}"
+    );
+    assert_eq!(body["record"], serde_json::to_value(&record).expect("JSON"));
+
+    // SQS redelivers the batch (say the answer was lost): the marker in
+    // plantd_notifications keeps the receiver from hearing it twice.
+    let resp = emulator.invoke(FUNCTION, &event).await;
+    let answer: SqsBatchResponse = serde_json::from_slice(&resp.body).expect("JSON");
+    assert_eq!(answer.failed_ids(), ["msg-bad"]);
+    assert_eq!(receiver.requests().len(), 1, "not notified twice");
+}
+
+#[tokio::test]
+async fn the_engine_alerts_on_sqs_items_and_ticks_on_the_schedule() {
+    plantd_testkit::init_tracing();
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    Sites::open(&js)
+        .await
+        .expect("sites")
+        .register(&Site::new(SITE).expect("a site"), ORG, "")
+        .await
+        .expect("register");
+    let rule = Rule::from_json(
+        br#"{"id":"hot","name":"Line 1 too hot","severity":"critical","for":"3s",
+            "condition":{"kind":"threshold","topic":"line1/+/temp","op":">","value":80}}"#,
+    )
+    .expect("a valid rule");
+    let stores = Stores::open(&js).await.expect("stores");
+    stores.put_rule(ORG, &rule).await.expect("put the rule");
+    let (emulator, _function) = spawn(
+        "alerts",
+        &nats,
+        "alerts serving SQS and scheduled events through the Lambda runtime API",
+    )
+    .await;
+
+    // A reading above the threshold, from the telemetry queue.
+    let reading = item(
+        streams::TELEMETRY,
+        1,
+        &format!("plantd.{SITE}.up.line1.oven.temp"),
+        b"91.5".to_vec(),
+    );
+    let event = SqsEvent {
+        records: vec![message(
+            "msg-1",
+            &Envelope::of(&reading).to_json(),
+            "plantd-test-alerts_PLANTD_TELEMETRY",
+        )],
+    };
+    let sent = Instant::now();
+    let resp = emulator
+        .invoke(FUNCTION, &serde_json::to_string(&event).expect("JSON"))
+        .await;
+    let answer: SqsBatchResponse =
+        serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.text()));
+    assert!(answer.batch_item_failures.is_empty(), "{}", resp.text());
+    let written = records(&js).await;
+    assert_eq!(
+        transitions(&written),
+        [(AlertState::Inactive, AlertState::Pending)],
+        "{written:#?}"
+    );
+    assert_eq!(written[0].org, ORG);
+    assert_eq!(written[0].site, SITE);
+    assert_eq!(written[0].evidence.last().and_then(|e| e.value), Some(91.5));
+
+    // The schedule's first tick, before `for` has passed: still pending.
+    let resp = emulator.invoke(FUNCTION, &scheduled_event()).await;
+    let tick: Value = serde_json::from_slice(&resp.body).expect("JSON");
+    assert_eq!(tick["ticked"], true, "{tick}");
+    assert_eq!(tick["instances"], 1, "{tick}");
+    if sent.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            transitions(&records(&js).await).len(),
+            1,
+            "no firing before `for`"
+        );
+    }
+
+    // The instance in KV is pending since the reading; once `for` has
+    // passed, the next tick fires it.
+    let stored = stores.instances().await.expect("read the states");
+    assert_eq!(stored.len(), 1, "one instance: {stored:#?}");
+    assert_eq!(stored[0].0.state, AlertState::Pending);
+    let fired = eventually(WAIT, "a tick to move the rule pending -> firing", || {
+        let (emulator, js) = (&emulator, &js);
+        async move {
+            emulator.invoke(FUNCTION, &scheduled_event()).await;
+            let r = records(js).await;
+            (r.len() >= 2).then_some(r)
+        }
+    })
+    .await;
+    assert!(
+        sent.elapsed() >= Duration::from_secs(3),
+        "fired after `for`"
+    );
+    assert_eq!(
+        transitions(&fired),
+        [
+            (AlertState::Inactive, AlertState::Pending),
+            (AlertState::Pending, AlertState::Firing)
+        ],
+        "each transition once: {fired:#?}"
+    );
+    assert_eq!(fired[1].rule_name, "Line 1 too hot");
+
+    // Anything else is refused, naming what the function takes.
+    let url = format!("/2015-03-31/functions/{FUNCTION}/invocations");
+    let resp = plantd_testkit::http::request(
+        emulator.port(),
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        br#"{"source":"aws.s3","detail-type":"Object Created"}"#,
+    )
+    .await
+    .expect("the emulator answers");
+    assert!(
+        resp.text().contains("scheduled events"),
+        "{}: {}",
+        resp.status,
+        resp.text()
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_function_is_a_start_up_error_naming_the_choices() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-alerts"))
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .env("PLANTD_FUNCTION", "alerter")
+        .env("PLANTD_NATS_URL", "nats://127.0.0.1:9")
+        .output()
+        .await
+        .expect("run plantd-alerts");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PLANTD_FUNCTION=\"alerter\" is not a function of plantd-alerts")
+            && stderr.contains("`alerts` or `notifier`"),
+        "{stderr}"
+    );
+}
