@@ -302,21 +302,53 @@ async fn the_engine_alerts_on_sqs_items_and_ticks_on_the_schedule() {
     );
 }
 
-#[tokio::test]
-async fn an_unknown_function_is_a_start_up_error_naming_the_choices() {
+/// `plantd-alerts` run with `env` (and a runtime API address): its exit
+/// status and standard error.
+async fn start_with(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-alerts"))
         .env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
-        .env("PLANTD_FUNCTION", "alerter")
-        .env("PLANTD_NATS_URL", "nats://127.0.0.1:9")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("run plantd-alerts");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_unknown_function_is_a_start_up_error_naming_the_choices() {
+    let (status, stderr) = start_with(&[
+        ("PLANTD_FUNCTION", "alerter"),
+        ("PLANTD_NATS_URL", "nats://127.0.0.1:9"),
+    ])
+    .await;
+    assert!(!status.success());
     assert!(
         stderr.contains("PLANTD_FUNCTION=\"alerter\" is not a function of plantd-alerts")
             && stderr.contains("`alerts` or `notifier`"),
         "{stderr}"
     );
+    // The other start-up errors name their variable too.
+    for (env, says) in [
+        (vec![], "PLANTD_FUNCTION is not set"),
+        (
+            vec![("PLANTD_FUNCTION", "notifier")],
+            "PLANTD_NATS_URL is not set",
+        ),
+        (
+            vec![
+                ("PLANTD_FUNCTION", "alerts"),
+                ("PLANTD_NATS_URL", "nats://127.0.0.1:9"),
+                ("PLANTD_NATS_CREDS", "/nonexistent/plantd.creds"),
+            ],
+            "cannot read NATS credentials /nonexistent/plantd.creds",
+        ),
+    ] {
+        let (status, stderr) = start_with(&env).await;
+        assert!(!status.success(), "{env:?}");
+        assert!(stderr.contains(says), "{env:?}: {stderr}");
+    }
 }

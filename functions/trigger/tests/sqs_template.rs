@@ -144,6 +144,11 @@ fn the_logger_writes_only_under_its_site_prefix() {
     assert!(role.contains(":log-group:/plantd/${Stage}/sites/*\""));
     assert!(role.contains(":log-group:/plantd/${Stage}/sites/*:log-stream:*\""));
     assert!(role.contains("logs:CreateLogGroup"));
+    // NATS (the aggregates) only when asked for.
+    assert!(
+        f.contains("PLANTD_NATS_URL: !If [WithLoggerAggregates, !Ref NatsUrl, !Ref AWS::NoValue]")
+    );
+    assert!(t.contains("  LoggerAggregates:\n    Type: String\n    Default: disabled\n"));
 }
 
 #[test]
