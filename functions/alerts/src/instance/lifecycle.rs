@@ -160,10 +160,15 @@ impl InstanceState {
                 self.transition(rule, AlertState::Inactive, value, s, silences, now);
             }
         }
-        if self.state == AlertState::Firing
-            && self.ack.is_none()
-            && let Some(every) = rule.repeat_interval
-            && self.last_notice.is_some_and(|t| now - t >= every.to_time())
+        let repeat_due = rule.repeat_interval.is_some_and(|every| {
+            self.last_notice
+                .is_some_and(|t| now - t >= every.to_time())
+        });
+        // A firing announced under a silence that has ended since: say it
+        // again now rather than only at the next repeat (or never).
+        let silence_ended = self.announced_silenced
+            && !silences.iter().any(|s| s.silences(&self.labels, now));
+        if self.state == AlertState::Firing && self.ack.is_none() && (repeat_due || silence_ended)
         {
             self.repeats += 1;
             let id = format!(
@@ -173,7 +178,11 @@ impl InstanceState {
                 self.n,
                 self.repeats
             );
-            let s = format!("still firing: {}", self.condition(rule, now).2);
+            let s = if silence_ended {
+                format!("silence ended, still firing: {}", self.condition(rule, now).2)
+            } else {
+                format!("still firing: {}", self.condition(rule, now).2)
+            };
             let record = self.record(
                 rule,
                 id,
@@ -184,6 +193,7 @@ impl InstanceState {
                 silences,
                 now,
             );
+            self.announced_silenced = record.silenced;
             self.outbox.push(record);
             self.last_notice = Some(now);
         }
@@ -227,6 +237,7 @@ impl InstanceState {
             now,
         );
         record.to = to;
+        self.announced_silenced = to == AlertState::Firing && record.silenced;
         self.outbox.push(record);
         if to != AlertState::Firing {
             self.firing_since = None;

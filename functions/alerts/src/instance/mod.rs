@@ -139,6 +139,11 @@ pub struct InstanceState {
     /// repeats).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_notice: Option<OffsetDateTime>,
+    /// True when the current firing was last announced under a silence (its
+    /// firing or repeat record was `silenced`): when the silence ends while
+    /// it still fires, a `Repeat` announces it, as Alertmanager does.
+    #[serde(default)]
+    pub announced_silenced: bool,
     /// Records made and not yet confirmed stored in `PLANTD_ALERTS`.
     #[serde(default)]
     pub outbox: Vec<AlertRecord>,
@@ -270,6 +275,7 @@ impl InstanceState {
             applied: Applied::default(),
             ack: None,
             repeats: 0,
+            announced_silenced: false,
             last_notice: None,
             outbox: Vec::new(),
         }

@@ -170,3 +170,40 @@ fn a_changed_threshold_applies_to_the_stored_reading() {
     s.evaluate(&lower, &[], t0() + Duration::from_secs(1));
     assert_eq!(s.state, AlertState::Firing);
 }
+
+#[test]
+fn a_firing_announced_under_a_silence_is_announced_again_when_the_silence_ends() {
+    let r = rule(
+        r#"{"id":"hot","condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#,
+    );
+    let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
+    let silence = crate::silence::Silence {
+        id: "m1".into(),
+        matchers: vec!["site=a".parse().expect("matcher")],
+        starts: t0(),
+        ends: t0() + Duration::from_secs(60),
+        comment: "maintenance".into(),
+        created_by: "op".into(),
+    };
+    let silences = [silence];
+    let hot = Observation::Reading {
+        value: Some(90.0),
+        holds: true,
+    };
+    s.observe(&r, 1, &hot, None, t0());
+    s.evaluate(&r, &silences, t0());
+    assert_eq!(s.state, AlertState::Firing);
+    assert!(s.outbox.last().expect("firing record").silenced);
+    // Still silenced: nothing new.
+    s.evaluate(&r, &silences, t0() + Duration::from_secs(30));
+    assert_eq!(s.outbox.len(), 1);
+    // The silence ended, the alert still fires: one repeat, not silenced.
+    s.evaluate(&r, &silences, t0() + Duration::from_secs(61));
+    assert_eq!(s.outbox.len(), 2);
+    let again = s.outbox.last().expect("repeat");
+    assert_eq!(again.kind, RecordKind::Repeat);
+    assert!(!again.silenced);
+    // Only once (the rule has no repeat interval).
+    s.evaluate(&r, &silences, t0() + Duration::from_secs(120));
+    assert_eq!(s.outbox.len(), 2);
+}
