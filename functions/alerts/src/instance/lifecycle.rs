@@ -160,16 +160,14 @@ impl InstanceState {
                 self.transition(rule, AlertState::Inactive, value, s, silences, now);
             }
         }
-        let repeat_due = rule.repeat_interval.is_some_and(|every| {
-            self.last_notice
-                .is_some_and(|t| now - t >= every.to_time())
-        });
+        let repeat_due = rule
+            .repeat_interval
+            .is_some_and(|every| self.last_notice.is_some_and(|t| now - t >= every.to_time()));
         // A firing announced under a silence that has ended since: say it
         // again now rather than only at the next repeat (or never).
-        let silence_ended = self.announced_silenced
-            && !silences.iter().any(|s| s.silences(&self.labels, now));
-        if self.state == AlertState::Firing && self.ack.is_none() && (repeat_due || silence_ended)
-        {
+        let silence_ended =
+            self.announced_silenced && !silences.iter().any(|s| s.silences(&self.labels, now));
+        if self.state == AlertState::Firing && self.ack.is_none() && (repeat_due || silence_ended) {
             self.repeats += 1;
             let id = format!(
                 "{}:{}:{}:r{}",
@@ -179,7 +177,10 @@ impl InstanceState {
                 self.repeats
             );
             let s = if silence_ended {
-                format!("silence ended, still firing: {}", self.condition(rule, now).2)
+                format!(
+                    "silence ended, still firing: {}",
+                    self.condition(rule, now).2
+                )
             } else {
                 format!("still firing: {}", self.condition(rule, now).2)
             };

@@ -173,9 +173,8 @@ fn a_changed_threshold_applies_to_the_stored_reading() {
 
 #[test]
 fn a_firing_announced_under_a_silence_is_announced_again_when_the_silence_ends() {
-    let r = rule(
-        r#"{"id":"hot","condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#,
-    );
+    let r =
+        rule(r#"{"id":"hot","condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#);
     let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
     let silence = crate::silence::Silence {
         id: "m1".into(),
