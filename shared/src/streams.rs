@@ -8,6 +8,7 @@
 //! | `PLANTD_ALERTS` | alerts | `plantd.*.alert.>` |
 //! | `PLANTD_COMMANDS` | cloud → device commands, kept until the edge takes them | `plantd.*.down.>` |
 //! | `PLANTD_AUDIT` | the audit trail, hash-chained per organisation, kept forever, no deletes or purges ([`crate::audit`]) | `plantd.audit.<org>` |
+//! | `PLANTD_AGGREGATES` | analytics results, one message per (rule, key, window, revision) | `plantd.<site>.agg.<rule>.<key>` |
 //! | `PLANTD_DLQ` | items a function failed on N times, parked by the trigger (`plantd-trigger`) with their error | `plantd.dlq.<consumer>` |
 //! | `plantd_state` (KV) | scoped state | `<scope>.<key>` |
 //! | `plantd_identity` (KV) | users, orgs, roles, service accounts, devices | |
@@ -46,6 +47,13 @@ pub const DLQ: &str = "PLANTD_DLQ";
 /// durable consumer name (`<function>_<stream>`). Three tokens, so it never
 /// overlaps a site channel (`plantd.<site>.<channel>.>` has four or more).
 pub const DLQ_SUBJECTS: &str = "plantd.dlq.*";
+/// Analytics results: one JSON document per rule, key, window and
+/// revision on `plantd.<site>.agg.<rule>.<key>`, message id
+/// `<rule>:<key>:<window_start>:<revision>` (a later revision of a window
+/// supersedes the earlier ones; read by `GET /v1/sites/{site}/aggregates`).
+pub const AGGREGATES: &str = "PLANTD_AGGREGATES";
+/// The subjects of [`AGGREGATES`].
+pub const AGGREGATES_SUBJECTS: &str = "plantd.*.agg.>";
 
 /// Scoped key/value state (`<scope>.<key>`).
 pub const STATE_BUCKET: &str = "plantd_state";
@@ -77,7 +85,7 @@ pub const ALERT_CHANNELS_BUCKET: &str = "plantd_alert_channels";
 pub const NOTIFICATIONS_BUCKET: &str = "plantd_notifications";
 
 /// Every stream name, in creation order.
-pub const STREAMS: [&str; 6] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT, DLQ];
+pub const STREAMS: [&str; 7] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT, DLQ, AGGREGATES];
 /// Every bucket name, in creation order.
 pub const BUCKETS: [&str; 12] = [
     STATE_BUCKET,
@@ -138,6 +146,9 @@ pub fn stream_subjects(name: &str) -> Option<String> {
     }
     if name == DLQ {
         return Some(DLQ_SUBJECTS.to_owned());
+    }
+    if name == AGGREGATES {
+        return Some(AGGREGATES_SUBJECTS.to_owned());
     }
     let channel = match name {
         TELEMETRY => Channel::Up,
@@ -308,6 +319,10 @@ mod tests {
         );
         assert_eq!(stream_subjects(AUDIT).as_deref(), Some("plantd.audit.*"));
         assert_eq!(stream_subjects(DLQ).as_deref(), Some("plantd.dlq.*"));
+        assert_eq!(
+            stream_subjects(AGGREGATES).as_deref(),
+            Some("plantd.*.agg.>")
+        );
         assert_eq!(stream_subjects("NOPE"), None);
     }
 

@@ -13,6 +13,8 @@
 //! | [`audit`] | where a request came from, and recording refused requests in the audit trail |
 //! | [`auth`] | the keys tokens are verified against, the bearer-token extractor, permission checks |
 //! | [`state_store`] | scoped state on `plantd_state`: keys, values with content types, compare-and-set, history |
+//! | [`downsample`] | min/max/avg buckets and LTTB over a time range, in one pass |
+//! | [`reading`] | a number out of a payload, whole or at a JSON field path |
 //! | [`scan`] | reading a stream in order with a throw-away ordered consumer |
 //! | [`payload`] | payloads in JSON answers (JSON, text or base64) |
 //! | [`json`] | the JSON body extractor (400 unknown fields, 413 too large) |
@@ -24,10 +26,12 @@
 pub mod audit;
 pub mod auth;
 pub mod aws;
+pub mod downsample;
 pub mod error;
 pub mod json;
 pub mod openapi;
 pub mod payload;
+pub mod reading;
 pub mod routes;
 pub mod scan;
 pub mod state_store;

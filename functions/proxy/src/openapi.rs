@@ -45,7 +45,7 @@ impl Modify for Bearer {
         title = "plantd proxy API",
         description = "Scoped state, telemetry, commands, service calls and live data. See docs/api.md."
     ),
-    components(schemas(ErrorBody, crate::routes::telemetry::Order)),
+    components(schemas(ErrorBody, crate::routes::telemetry::Order, crate::routes::series::Agg)),
     modifiers(&Bearer),
     tags(
         (name = "state", description = "Scoped state on JetStream KV"),

@@ -9,6 +9,8 @@
 //! | `GET /v1/sites/{site}/commands?state=pending`, `DELETE /v1/sites/{site}/commands/{id}` | [`pending`] |
 //! | `POST /v1/sites/{site}/call/{*topic}` | [`calls`] |
 //! | `GET /v1/sites/{site}/last`, `GET /v1/sites/{site}/history` | [`telemetry`] |
+//! | `GET /v1/sites/{site}/series` (downsampled for charts) | [`series`] |
+//! | `GET /v1/sites/{site}/aggregates` (analytics results) | [`aggregates`] |
 //! | `GET /v1/ws` (WebSocket: live subscriptions, commands, log tails) | [`live`] |
 //! | `GET /v1/logs`, `GET /v1/logs/stats`, `GET /v1/logs/aggregates` | [`logs`] |
 //! | `/v1/alert-rules`, `/v1/alerts`, `/v1/alerts/{id}/history`, `/v1/alerts/{id}/ack`, `/v1/silences` | [`alerts`] |
@@ -16,6 +18,7 @@
 //! | `GET /openapi.json` | [`crate::openapi`] |
 //! | `GET /healthz` | here |
 
+pub mod aggregates;
 pub mod alerts;
 pub mod calls;
 pub mod channels;
@@ -23,6 +26,7 @@ pub mod commands;
 pub mod live;
 pub mod logs;
 pub mod pending;
+pub mod series;
 pub mod site;
 pub mod state;
 pub mod telemetry;
@@ -87,6 +91,8 @@ fn documented_api() -> OpenApiRouter<AppState> {
         .routes(routes!(calls::call))
         .routes(routes!(telemetry::last))
         .routes(routes!(telemetry::history))
+        .routes(routes!(series::series))
+        .routes(routes!(aggregates::aggregates))
         .routes(routes!(live::socket))
         .routes(routes!(logs::logs))
         .routes(routes!(logs::stats))

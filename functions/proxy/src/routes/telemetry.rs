@@ -180,7 +180,12 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
-fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, AppError> {
+/// Parses the `from`/`to` parameter `name`: RFC 3339 or milliseconds
+/// since the epoch.
+///
+/// # Errors
+/// 400 naming the parameter.
+pub(crate) fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, AppError> {
     text.map(|t| {
         t.parse::<u64>()
             .ok()
