@@ -39,7 +39,7 @@ use time::OffsetDateTime;
 use crate::pattern::pattern;
 use crate::record::{Level, LogRecord};
 
-/// Most minutes one [`read_range`] reads (a day).
+/// Most minutes one [`Aggregates::read_range`] reads (a day).
 pub const MAX_RANGE_MINUTES: i64 = 24 * 60;
 
 /// Limits of one aggregate.

@@ -3,7 +3,7 @@
 //! Bounded by lines and bytes ([`IndexSettings`]); the oldest record of any
 //! site goes first. Records are kept per site in stream order, so a query
 //! for one site never looks at another's lines. It is filled by
-//! [`crate::follow`] (an ordered consumer on `PLANTD_LOGS`: hydrated from
+//! [`crate::follow()`] (an ordered consumer on `PLANTD_LOGS`: hydrated from
 //! `now − retention` at start, then live) — see
 //! `docs/decisions/0023-log-index.md` for why not a scan of the stream per
 //! query.
@@ -36,7 +36,7 @@ pub struct IndexSettings {
     /// Most bytes kept (an estimate: message, labels, fields and a fixed
     /// per-record overhead).
     pub max_bytes: usize,
-    /// How far back [`crate::follow`] hydrates at start.
+    /// How far back [`crate::follow()`] hydrates at start.
     pub retention: std::time::Duration,
 }
 

@@ -7,7 +7,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`record`] | [`LogRecord`], [`Level`], [`Format`] — the normalised shape |
-//! | [`parse`] | subject, headers and payload → [`LogRecord`] (format detection, JSON, plain text) |
+//! | [`parse`](mod@parse) | subject, headers and payload → [`LogRecord`] (format detection, JSON, plain text) |
 //! | `logfmt` | the logfmt tokenizer (`key=value key2="quoted value"`) |
 //! | [`query`] | the filter language: [`parse_filter`] → [`Filter`], [`Filter::matches`] |
 //! | [`handler`] | [`Logger`], the [`plantd_trigger::Handler`]: parse, then per-minute aggregates exactly once |
@@ -15,7 +15,7 @@
 //! | [`aggregate`] | per-minute counts by (source, level) and top patterns in KV `plantd_log_aggregates`, with CAS and applied-sequence ranges |
 //! | [`index`] | [`LogIndex`]: the newest records in memory, bounded, per site; paged queries |
 //! | [`stats`] | `count_over_time` / `rate` by labels over the index |
-//! | [`follow`] | fills a [`LogIndex`] from `PLANTD_LOGS` (hydration, then live) |
+//! | [`follow`](mod@follow) | fills a [`LogIndex`] from `PLANTD_LOGS` (hydration, then live) |
 
 pub mod aggregate;
 #[cfg(feature = "aws")]
