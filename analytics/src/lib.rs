@@ -1,0 +1,57 @@
+//! `plantd-analytics`: the rule engine behind plantd's analytics — windows,
+//! watermarks and aggregates on live telemetry, exactly once. A pure
+//! library (no I/O, no async, deterministic): the cloud's analytics
+//! function and the edge both drive it with events and store its
+//! checkpoints. Decision record: `docs/decisions/0027-analytics-engine.md`.
+//!
+//! ```
+//! use plantd_analytics::{Engine, Event, Rule};
+//!
+//! let rule = Rule::from_sql(
+//!     "line1_temp",
+//!     r#"SELECT avg(value), max(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(1m)"#,
+//! ).expect("ok");
+//! let mut engine = Engine::new(vec![rule]).expect("ok");
+//! let ev = |seq, at, v: &'static str| Event {
+//!     topic: "line1/m3/temp", payload: v.as_bytes(), received_at: at, stream_seq: seq,
+//! };
+//! assert!(engine.process(&ev(1, 1_000, "20")).is_empty());
+//! assert!(engine.process(&ev(2, 2_000, "22")).is_empty());
+//! let out = engine.process(&ev(3, 61_000, "30")); // the watermark passes 60 s
+//! assert_eq!(out[0].values["avg_value"], 21.0);
+//! assert_eq!(out[0].id(), "line1_temp:line1/m3/temp:0:0");
+//! ```
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`rule`] | [`Rule`]: the JSON form of a rule, validated with errors naming the field; [`Operator`], the extension point |
+//! | [`sql`] | [`Rule::from_sql`]: the SQL form (sqlparser), errors at line:column |
+//! | [`engine`] | [`Engine`], [`Event`], [`Output`], [`State`]: the API and its contract, checkpoints |
+//! | `window` | per rule: interned keys, tumbling/hopping/session windows, the watermark and its timers |
+//! | `accumulate` | per window and field: moments, min/max, first/last, DDSketch, HyperLogLog++ |
+//! | [`field`] | [`FieldPath`] (`value`, `payload.a.b`) and lazy payload parsing |
+//! | [`topic`] | [`TopicFilter`]: MQTT filters |
+//! | [`duration`] | [`Millis`]: `500ms`, `10s`, `1m`, `1h30m` |
+//!
+//! Patterns (CEP) and anomaly detectors are not here yet: they come as new
+//! [`Operator`] variants (rule JSON `"operator": {"pattern": …}`), run by
+//! the same engine with the same keys, watermark, timers and checkpoints.
+
+mod accumulate;
+pub mod duration;
+pub mod engine;
+pub mod field;
+pub mod rule;
+pub mod sql;
+pub mod topic;
+mod window;
+
+pub use duration::Millis;
+pub use engine::{Engine, EngineError, Event, KeyCheckpoint, Output, RuleState, State};
+pub use field::FieldPath;
+pub use rule::{
+    AggFn, Aggregate, Condition, GroupBy, Operator, Rule, RuleError, Select, TimePolicy, Window,
+};
+pub use sql::SqlError;
+pub use topic::TopicFilter;
+pub use window::RuleMetrics;

@@ -1,0 +1,674 @@
+//! The SQL form of a rule, compiled to the JSON form ([`Rule`]) — one
+//! source of truth: the JSON is what is stored and run. Parsed with the
+//! maintained `sqlparser` crate (a generic dialect that also reads `1m` as
+//! one word); every error names the line and column.
+//!
+//! ```sql
+//! SELECT avg(value) AS mean, max(payload.temp.c), percentile(value, 0.95),
+//!        count(*), count(DISTINCT payload.device)
+//! FROM "line1/+/temp" WITH (event_time = payload.ts, delay = '2s', lateness = '30s')
+//! WHERE value > 0 AND payload.unit = 'C'
+//! GROUP BY topic, TUMBLE(1m)            -- or HOP(1m, 10s), SESSION(30s)
+//! ```
+//!
+//! - `FROM` takes the MQTT filter, quoted; `WITH (...)` the event-time
+//!   field (a [`FieldPath`], bare or quoted), the watermark `delay` and the
+//!   allowed `lateness`.
+//! - `GROUP BY` takes exactly one window and at most one key: `topic` (the
+//!   default), a payload field (`payload.device`), or `'*'` (one key for
+//!   everything the filter matches).
+//! - Functions: `count(*)`, `count(x)`, `sum`, `avg`, `min`, `max`,
+//!   `stddev`, `first`, `last`, `rate` (per second), `percentile(x, q)`,
+//!   `median(x)`, `count(DISTINCT x)` or `distinct_count(x)`. Output names
+//!   are the alias, else `<fn>_<field>` (`avg_value`, `p95_value`,
+//!   `count`).
+
+use std::collections::HashSet;
+
+use sqlparser::ast::{
+    BinaryOperator, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, ObjectNamePart, SelectItem, SetExpr, Spanned, Statement, TableFactor,
+    UnaryOperator, Value,
+};
+use sqlparser::dialect::{Dialect, GenericDialect};
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Span};
+use thiserror::Error;
+
+use crate::duration::Millis;
+use crate::field::FieldPath;
+use crate::rule::{
+    AggFn, Aggregate, CmpOp, Condition, GroupBy, Literal, Operator, Rule, Select, TimePolicy,
+    Window,
+};
+use crate::topic::TopicFilter;
+
+/// A rule's SQL refused, at a position in its text.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("line {line}, column {column}: {message}")]
+pub struct SqlError {
+    /// Line, from 1.
+    pub line: u64,
+    /// Column, from 1.
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SqlError {
+    fn at(span: Span, message: impl Into<String>) -> Self {
+        let Location { line, column } = span.start;
+        Self {
+            line: line.max(1),
+            column: column.max(1),
+            message: message.into(),
+        }
+    }
+
+    fn from_parser(e: ParserError) -> Self {
+        let text = match e {
+            ParserError::TokenizerError(t) | ParserError::ParserError(t) => t,
+            ParserError::RecursionLimitExceeded => "the rule is nested too deeply".to_owned(),
+        };
+        // sqlparser ends its messages with " at Line: L, Column: C".
+        if let Some(i) = text.rfind(" at Line: ") {
+            let tail = &text[i + " at Line: ".len()..];
+            let mut parts = tail.split(", Column: ");
+            let line = parts.next().and_then(|l| l.trim().parse().ok());
+            let column = parts.next().and_then(|c| c.trim().parse().ok());
+            if let (Some(line), Some(column)) = (line, column) {
+                return Self {
+                    line,
+                    column,
+                    message: text[..i].to_owned(),
+                };
+            }
+        }
+        Self {
+            line: 1,
+            column: 1,
+            message: text,
+        }
+    }
+}
+
+/// The generic dialect, plus words that start with digits (`1m`, `10s`),
+/// so durations are written bare.
+#[derive(Debug)]
+struct RuleDialect(GenericDialect);
+
+impl Dialect for RuleDialect {
+    fn is_identifier_start(&self, ch: char) -> bool {
+        self.0.is_identifier_start(ch)
+    }
+    fn is_identifier_part(&self, ch: char) -> bool {
+        self.0.is_identifier_part(ch)
+    }
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        self.0.is_delimited_identifier_start(ch)
+    }
+    fn supports_numeric_prefix(&self) -> bool {
+        true
+    }
+}
+
+type Result<T> = std::result::Result<T, SqlError>;
+
+impl Rule {
+    /// Compiles a rule's SQL to its JSON form, named `name`.
+    ///
+    /// # Errors
+    /// [`SqlError`] with the line and column of what is wrong.
+    pub fn from_sql(name: &str, sql: &str) -> Result<Rule> {
+        let dialect = RuleDialect(GenericDialect {});
+        let mut statements = Parser::parse_sql(&dialect, sql).map_err(SqlError::from_parser)?;
+        let whole = Span::new(Location::new(1, 1), Location::new(1, 1));
+        if statements.len() != 1 {
+            return Err(SqlError::at(whole, "one SELECT statement"));
+        }
+        let Statement::Query(query) = statements.remove(0) else {
+            return Err(SqlError::at(whole, "a rule is a SELECT statement"));
+        };
+        let span = query.span();
+        let SetExpr::Select(select) = *query.body else {
+            return Err(SqlError::at(span, "a rule is a single SELECT"));
+        };
+        if query.order_by.is_some() || query.limit_clause.is_some() {
+            return Err(SqlError::at(
+                span,
+                "ORDER BY and LIMIT have no meaning on a stream",
+            ));
+        }
+        if let Some(having) = &select.having {
+            return Err(SqlError::at(having.span(), "HAVING is not supported"));
+        }
+
+        // FROM "filter" [WITH (...)]
+        let [from] = select.from.as_slice() else {
+            return Err(SqlError::at(select.span(), "FROM names one topic filter"));
+        };
+        if let Some(join) = from.joins.first() {
+            return Err(SqlError::at(
+                join.relation.span(),
+                "joins are not supported",
+            ));
+        }
+        let TableFactor::Table {
+            name: table,
+            with_hints,
+            ..
+        } = &from.relation
+        else {
+            return Err(SqlError::at(
+                from.relation.span(),
+                "FROM takes a quoted topic filter",
+            ));
+        };
+        let filter_text = match table.0.as_slice() {
+            [ObjectNamePart::Identifier(ident)] => ident,
+            _ => {
+                return Err(SqlError::at(
+                    table.span(),
+                    "FROM takes one quoted topic filter, e.g. \"line1/+/temp\"",
+                ));
+            }
+        };
+        let from_filter = TopicFilter::new(&filter_text.value)
+            .map_err(|e| SqlError::at(filter_text.span, e.to_string()))?;
+        let time = time_policy(with_hints)?;
+
+        let filter = select.selection.as_ref().map(condition).transpose()?;
+
+        // GROUP BY key, window
+        let GroupByExpr::Expressions(groups, _) = &select.group_by else {
+            return Err(SqlError::at(select.span(), "GROUP BY ALL is not supported"));
+        };
+        let mut window = None;
+        let mut group_by = None;
+        for g in groups {
+            if let Expr::Function(f) = g {
+                let fname = function_name(f)?;
+                if window.is_some() {
+                    return Err(SqlError::at(g.span(), "one window per rule"));
+                }
+                window = Some(window_of(&fname, f, g.span())?);
+                continue;
+            }
+            if group_by.is_some() {
+                return Err(SqlError::at(
+                    g.span(),
+                    "one key per rule: topic, a payload field, or '*'",
+                ));
+            }
+            group_by = Some(match g {
+                Expr::Identifier(i) if i.value.eq_ignore_ascii_case("topic") => GroupBy::Topic,
+                Expr::Value(v) if matches!(&v.value, Value::SingleQuotedString(s) if s == "*") => {
+                    GroupBy::None
+                }
+                other => GroupBy::Field(field_path(other)?),
+            });
+        }
+        let Some(window) = window else {
+            return Err(SqlError::at(
+                select.span(),
+                "GROUP BY needs a window: TUMBLE(1m), HOP(1m, 10s) or SESSION(30s)",
+            ));
+        };
+
+        // SELECT list
+        let mut selects = Vec::new();
+        let mut names = HashSet::new();
+        for item in &select.projection {
+            let (expr, alias) = match item {
+                SelectItem::UnnamedExpr(e) => (e, None),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
+                other => {
+                    return Err(SqlError::at(
+                        other.span(),
+                        "select aggregates such as avg(value), not columns or *",
+                    ));
+                }
+            };
+            let Expr::Function(f) = expr else {
+                // The key may be listed; it is in every result anyway.
+                if matches!(expr, Expr::Identifier(i) if i.value.eq_ignore_ascii_case("topic")) {
+                    continue;
+                }
+                return Err(SqlError::at(expr.span(), "an aggregate such as avg(value)"));
+            };
+            let (func, field) = aggregate_of(f, expr.span())?;
+            let name = match alias {
+                Some(a) => a.value.clone(),
+                None if matches!(func, AggFn::CountAll) => "count".to_owned(),
+                None => format!("{}_{}", func.prefix(), field.slug()),
+            };
+            if !names.insert(name.clone()) {
+                return Err(SqlError::at(
+                    expr.span(),
+                    format!("{name:?} is selected twice: give one an alias (AS ...)"),
+                ));
+            }
+            selects.push(Select { name, func, field });
+        }
+        if selects.is_empty() {
+            return Err(SqlError::at(select.span(), "select at least one aggregate"));
+        }
+
+        let rule = Rule {
+            name: name.to_owned(),
+            from: from_filter,
+            filter,
+            group_by: group_by.unwrap_or_default(),
+            time,
+            operator: Operator::Aggregate(Aggregate {
+                window,
+                select: selects,
+            }),
+        };
+        rule.validate()
+            .map_err(|e| SqlError::at(whole, e.to_string()))?;
+        Ok(rule)
+    }
+}
+
+fn function_name(f: &sqlparser::ast::Function) -> Result<String> {
+    match f.name.0.as_slice() {
+        [ObjectNamePart::Identifier(i)] => Ok(i.value.to_ascii_lowercase()),
+        _ => Err(SqlError::at(f.name.span(), "an unknown function")),
+    }
+}
+
+/// The plain argument list of a function call.
+fn args(f: &sqlparser::ast::Function, span: Span) -> Result<(Vec<&FunctionArgExpr>, bool)> {
+    match &f.args {
+        FunctionArguments::None => Ok((Vec::new(), false)),
+        FunctionArguments::List(list) => {
+            let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
+            let mut out = Vec::new();
+            for a in &list.args {
+                match a {
+                    FunctionArg::Unnamed(e) => out.push(e),
+                    other => return Err(SqlError::at(other.span(), "plain arguments only")),
+                }
+            }
+            Ok((out, distinct))
+        }
+        FunctionArguments::Subquery(_) => Err(SqlError::at(span, "subqueries are not supported")),
+    }
+}
+
+fn expr_arg(a: &FunctionArgExpr, span: Span) -> Result<&Expr> {
+    match a {
+        FunctionArgExpr::Expr(e) => Ok(e),
+        _ => Err(SqlError::at(span, "a field such as value or payload.temp")),
+    }
+}
+
+fn aggregate_of(f: &sqlparser::ast::Function, span: Span) -> Result<(AggFn, FieldPath)> {
+    let fname = function_name(f)?;
+    let (list, distinct) = args(f, span)?;
+    if fname == "count" {
+        return match list.as_slice() {
+            [FunctionArgExpr::Wildcard] => Ok((AggFn::CountAll, FieldPath::Value)),
+            [FunctionArgExpr::Expr(e)] => Ok((
+                if distinct {
+                    AggFn::DistinctCount
+                } else {
+                    AggFn::Count
+                },
+                field_path(e)?,
+            )),
+            _ => Err(SqlError::at(
+                span,
+                "count(*), count(field) or count(DISTINCT field)",
+            )),
+        };
+    }
+    if distinct {
+        return Err(SqlError::at(span, "DISTINCT only in count(DISTINCT field)"));
+    }
+    let func = match fname.as_str() {
+        "sum" => AggFn::Sum,
+        "avg" | "mean" => AggFn::Avg,
+        "min" => AggFn::Min,
+        "max" => AggFn::Max,
+        "stddev" => AggFn::Stddev,
+        "first" => AggFn::First,
+        "last" => AggFn::Last,
+        "rate" | "deriv" => AggFn::Rate,
+        "distinct_count" => AggFn::DistinctCount,
+        "median" => AggFn::Percentile(0.5),
+        "percentile" => {
+            let [field, q] = list.as_slice() else {
+                return Err(SqlError::at(
+                    span,
+                    "percentile(field, q) with q between 0 and 1",
+                ));
+            };
+            let q_expr = expr_arg(q, span)?;
+            let q = number(q_expr)
+                .filter(|q| (0.0..=1.0).contains(q))
+                .ok_or_else(|| {
+                    SqlError::at(q_expr.span(), "a quantile between 0 and 1, e.g. 0.95")
+                })?;
+            return Ok((AggFn::Percentile(q), field_path(expr_arg(field, span)?)?));
+        }
+        other => {
+            return Err(SqlError::at(
+                f.name.span(),
+                format!(
+                    "unknown aggregate {other:?}: count, sum, avg, min, max, stddev, first, last, rate, percentile, median, distinct_count"
+                ),
+            ));
+        }
+    };
+    let [field] = list.as_slice() else {
+        return Err(SqlError::at(
+            span,
+            format!("{fname}(field) takes one field"),
+        ));
+    };
+    Ok((func, field_path(expr_arg(field, span)?)?))
+}
+
+fn window_of(fname: &str, f: &sqlparser::ast::Function, span: Span) -> Result<Window> {
+    let (list, _) = args(f, span)?;
+    let durations = list
+        .iter()
+        .map(|a| duration(expr_arg(a, span)?, false))
+        .collect::<Result<Vec<_>>>()?;
+    match (fname, durations.as_slice()) {
+        ("tumble" | "tumbling", [size]) => Ok(Window::Tumbling { size: *size }),
+        ("hop" | "hopping", [size, slide]) => Ok(Window::Hopping {
+            size: *size,
+            slide: *slide,
+        }),
+        ("session", [gap]) => Ok(Window::Session { gap: *gap }),
+        _ => Err(SqlError::at(
+            span,
+            "a window is TUMBLE(size), HOP(size, slide) or SESSION(gap), e.g. TUMBLE(1m)",
+        )),
+    }
+}
+
+/// `1m` (a word thanks to the dialect) or `'1m'`; positive unless
+/// `zero_ok` (a delay or lateness may be `0s`).
+fn duration(e: &Expr, zero_ok: bool) -> Result<Millis> {
+    let text = match e {
+        Expr::Identifier(i) => Some(i.value.as_str()),
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.as_str()),
+            Value::Number(n, _) if n == "0" => Some("0s"),
+            _ => None,
+        },
+        _ => None,
+    };
+    let ms: Millis = text.and_then(|t| t.parse().ok()).ok_or_else(|| {
+        SqlError::at(
+            e.span(),
+            format!("a duration such as 10s, 1m or 1h30m (got `{e}`)"),
+        )
+    })?;
+    if ms.0 < 0 || (ms.0 == 0 && !zero_ok) {
+        return Err(SqlError::at(e.span(), "a duration must be positive"));
+    }
+    Ok(ms)
+}
+
+/// `value`, `payload.a.b`, `payload."a.b"`.
+fn field_path(e: &Expr) -> Result<FieldPath> {
+    let bad = || {
+        SqlError::at(
+            e.span(),
+            format!("a field is `value` or `payload.<name>[.<name>...]` (got `{e}`)"),
+        )
+    };
+    match e {
+        Expr::Identifier(i) if i.value.eq_ignore_ascii_case("value") && i.quote_style.is_none() => {
+            Ok(FieldPath::Value)
+        }
+        Expr::CompoundIdentifier(parts)
+            if parts.len() >= 2 && parts[0].value.eq_ignore_ascii_case("payload") =>
+        {
+            Ok(FieldPath::Json(
+                parts[1..].iter().map(|p| p.value.clone()).collect(),
+            ))
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn number(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => number(expr).map(|n| -n),
+        Expr::Nested(inner) => number(inner),
+        _ => None,
+    }
+}
+
+fn literal(e: &Expr) -> Result<Literal> {
+    if let Some(n) = number(e) {
+        return Ok(Literal::Num(n));
+    }
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Ok(Literal::Str(s.clone())),
+            Value::Boolean(b) => Ok(Literal::Num(if *b { 1.0 } else { 0.0 })),
+            _ => Err(SqlError::at(e.span(), "a number, 'text', true or false")),
+        },
+        _ => Err(SqlError::at(e.span(), "a number, 'text', true or false")),
+    }
+}
+
+/// `WHERE`: comparisons of a field with a constant, `AND`, `OR`, `NOT`.
+fn condition(e: &Expr) -> Result<Condition> {
+    match e {
+        Expr::Nested(inner) => condition(inner),
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => Ok(Condition::Not {
+            not: Box::new(condition(expr)?),
+        }),
+        Expr::BinaryOp { left, op, right } => {
+            let cmp = match op {
+                BinaryOperator::And => {
+                    return Ok(Condition::All {
+                        all: vec![condition(left)?, condition(right)?],
+                    });
+                }
+                BinaryOperator::Or => {
+                    return Ok(Condition::Any {
+                        any: vec![condition(left)?, condition(right)?],
+                    });
+                }
+                BinaryOperator::Eq => CmpOp::Eq,
+                BinaryOperator::NotEq => CmpOp::Ne,
+                BinaryOperator::Gt => CmpOp::Gt,
+                BinaryOperator::GtEq => CmpOp::Ge,
+                BinaryOperator::Lt => CmpOp::Lt,
+                BinaryOperator::LtEq => CmpOp::Le,
+                _ => {
+                    return Err(SqlError::at(
+                        e.span(),
+                        format!("`{op}` is not supported here"),
+                    ));
+                }
+            };
+            Ok(Condition::Compare {
+                field: field_path(left)?,
+                op: cmp,
+                value: literal(right)?,
+            })
+        }
+        _ => Err(SqlError::at(
+            e.span(),
+            "a condition such as value > 0 AND payload.unit = 'C'",
+        )),
+    }
+}
+
+/// `WITH (event_time = payload.ts, delay = '2s', lateness = '30s')`.
+fn time_policy(hints: &[Expr]) -> Result<TimePolicy> {
+    let mut time = TimePolicy::default();
+    for h in hints {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = h
+        else {
+            return Err(SqlError::at(h.span(), "WITH (name = value, ...)"));
+        };
+        let Expr::Identifier(name) = left.as_ref() else {
+            return Err(SqlError::at(left.span(), "event_time, delay or lateness"));
+        };
+        match name.value.to_ascii_lowercase().as_str() {
+            "event_time" => {
+                time.event_time = Some(match right.as_ref() {
+                    Expr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(s) => {
+                            let dialect = RuleDialect(GenericDialect {});
+                            let parsed = Parser::new(&dialect)
+                                .try_with_sql(s)
+                                .and_then(|mut p| p.parse_expr())
+                                .map_err(|_| {
+                                    SqlError::at(right.span(), "a field such as payload.ts")
+                                })?;
+                            field_path(&parsed)
+                                .map_err(|e| SqlError::at(right.span(), e.message))?
+                        }
+                        _ => return Err(SqlError::at(right.span(), "a field such as payload.ts")),
+                    },
+                    other => field_path(other)?,
+                });
+            }
+            "delay" => time.delay = duration(right, true)?,
+            "lateness" => time.lateness = duration(right, true)?,
+            other => {
+                return Err(SqlError::at(
+                    name.span,
+                    format!("unknown option {other:?}: event_time, delay or lateness"),
+                ));
+            }
+        }
+    }
+    Ok(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tumble_avg_max_by_topic() {
+        let r = Rule::from_sql(
+            "t",
+            r#"SELECT avg(value), max(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(1m)"#,
+        )
+        .expect("ok");
+        assert_eq!(r.from.as_str(), "line1/+/temp");
+        assert_eq!(r.group_by, GroupBy::Topic);
+        let a = r.aggregate();
+        assert_eq!(
+            a.window,
+            Window::Tumbling {
+                size: Millis(60_000)
+            }
+        );
+        let names: Vec<&str> = a.select.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["avg_value", "max_value"]);
+    }
+
+    #[test]
+    fn hop_session_where_with_fields() {
+        let r = Rule::from_sql(
+            "t",
+            "SELECT percentile(payload.temp.c, 0.95) AS p95, count(*), count(DISTINCT payload.dev)\n\
+             FROM \"a/#\" WITH (event_time = payload.ts, delay = '2s', lateness = '30s')\n\
+             WHERE value > 0 AND NOT payload.unit = 'F'\n\
+             GROUP BY payload.dev, HOP(1m, 10s)",
+        )
+        .expect("ok");
+        assert_eq!(
+            r.time,
+            TimePolicy {
+                event_time: Some(FieldPath::Json(vec!["ts".into()])),
+                delay: Millis(2_000),
+                lateness: Millis(30_000)
+            }
+        );
+        assert_eq!(
+            r.group_by,
+            GroupBy::Field(FieldPath::Json(vec!["dev".into()]))
+        );
+        let a = r.aggregate();
+        assert_eq!(
+            a.window,
+            Window::Hopping {
+                size: Millis(60_000),
+                slide: Millis(10_000)
+            }
+        );
+        assert_eq!(a.select[0].func, AggFn::Percentile(0.95));
+        assert_eq!(a.select[1].name, "count");
+        assert_eq!(a.select[2].func, AggFn::DistinctCount);
+        assert!(matches!(r.filter, Some(Condition::All { .. })));
+        let s = Rule::from_sql(
+            "s",
+            "SELECT last(payload.\"t.c\") FROM \"x\" GROUP BY '*', SESSION(30s)",
+        )
+        .expect("ok");
+        assert_eq!(s.group_by, GroupBy::None);
+        assert_eq!(
+            s.aggregate().select[0].field,
+            FieldPath::Json(vec!["t.c".into()])
+        );
+        assert_eq!(
+            s.aggregate().window,
+            Window::Session {
+                gap: Millis(30_000)
+            }
+        );
+        // The JSON form is the source of truth: it round-trips.
+        assert_eq!(Rule::from_json(r.to_json().as_bytes()).expect("ok"), r);
+    }
+
+    #[test]
+    fn errors_point_at_line_and_column() {
+        let e = Rule::from_sql(
+            "t",
+            "SELECT avg(value)\nFROM \"a\" GROUP BY TUMBLE(1 minute)",
+        )
+        .expect_err("refused");
+        assert_eq!(e.line, 2, "{e}");
+        let e = Rule::from_sql("t", "SELECT mean2(value) FROM \"a\" GROUP BY TUMBLE(1m)")
+            .expect_err("refused");
+        assert_eq!((e.line, e.column), (1, 8), "{e}");
+        let e = Rule::from_sql("t", "SELECT avg(value) FROM \"a\"\n  GROUP BY TUMBLE(1y)")
+            .expect_err("refused");
+        assert_eq!((e.line, e.column), (2, 19), "{e}");
+        let e = Rule::from_sql("t", "SELECT avg(temp) FROM \"a\" GROUP BY TUMBLE(1m)")
+            .expect_err("refused");
+        assert_eq!((e.line, e.column), (1, 12), "{e}");
+        let e = Rule::from_sql("t", "SELECT avg(value) FROM \"a\"").expect_err("refused");
+        assert!(e.message.contains("window"), "{e}");
+        let e = Rule::from_sql("t", "SELECT avg(value) FROM \"a/#/b\" GROUP BY TUMBLE(1m)")
+            .expect_err("refused");
+        assert_eq!((e.line, e.column), (1, 24), "{e}");
+        let e = Rule::from_sql(
+            "t",
+            "SELECT avg(value) FROM \"a\" WHERE value > GROUP BY TUMBLE(1m)",
+        )
+        .expect_err("refused");
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.column > 30, "{e}");
+    }
+}
