@@ -10,10 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Up, login, plantd, port_of, run, stderr, stdout};
+use common::{Up, connect_device, login, plantd, register_device, run, stderr, stdout};
+use plantd_testkit::eventually;
 use plantd_testkit::webhook::Receiver;
-use plantd_testkit::{eventually, http};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -162,64 +162,6 @@ async fn rules_fire_alerts_that_are_acked_silenced_and_listed() {
 
 const SECRET: &str = "alerts test secret, long enough..";
 
-/// POSTs `body` as JSON to the functions, with `token` if any: (status,
-/// JSON answer).
-async fn post(up: &Up, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("content-type", "application/json")];
-    if let Some(a) = auth.as_deref() {
-        headers.push(("authorization", a));
-    }
-    let answer = http::request(
-        port_of(&up.functions_url()),
-        "POST",
-        path,
-        &headers,
-        body.to_string().as_bytes(),
-    )
-    .await
-    .expect("request");
-    let v = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    (answer.status, v)
-}
-
-/// Registers device `plc` on site `local`, allowed to publish its log
-/// lines (`$plantd/log/plc`: `#` does not cover `$` topics), and gets
-/// its token: `(client id, token)`.
-async fn log_device(up: &Up, data_dir: &std::path::Path) -> (String, String) {
-    let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
-    let (status, login) = post(
-        up,
-        "/v1/auth/login",
-        None,
-        &serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}),
-    )
-    .await;
-    assert_eq!(status, 200, "{login}");
-    let admin = login["access_token"].as_str().expect("token");
-    let (status, creds) = post(
-        up,
-        "/v1/devices",
-        Some(admin),
-        &serde_json::json!({"name": "plc", "site": "local", "publish": ["$plantd/log/plc"], "subscribe": []}),
-    )
-    .await;
-    assert_eq!(status, 201, "{creds}");
-    let id = creds["client_id"].as_str().expect("client id").to_owned();
-    let (status, token) = post(
-        up,
-        "/v1/auth/token",
-        None,
-        &serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": creds["client_secret"]}),
-    )
-    .await;
-    assert_eq!(status, 200, "{token}");
-    (
-        id,
-        token["access_token"].as_str().expect("token").to_owned(),
-    )
-}
-
 // Multi-threaded: the `plantd` runs block one worker while the MQTT event
 // loop and the webhook receiver run on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,21 +201,9 @@ async fn device_log_lines_become_an_alert_notified_once_that_resolves() {
 
     // A device on the edge sends error lines on $plantd/log/plc until the
     // alert fires (the engine picks the rule up from its watch).
-    let (device, token) = log_device(&up, data.path()).await;
-    let mut opts = MqttOptions::new(
-        device.clone(),
-        "127.0.0.1",
-        port_of(&up.mqtt.clone().expect("mqtt")),
-    );
-    opts.set_credentials(device, token);
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    loop {
-        if let Event::Incoming(Packet::ConnAck(ack)) = events.poll().await.expect("connects") {
-            assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
-            break;
-        }
-    }
-    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    // `$plantd/log/plc`: `#` does not cover `$` topics.
+    let (device, token) = register_device(&up, data.path(), "plc", &["$plantd/log/plc"]).await;
+    let (client, pump) = connect_device(&up, &device, &token).await;
     let firing = eventually(WAIT, "the log rule firing", || {
         let client = client.clone();
         let root = root.path().to_owned();
