@@ -32,7 +32,8 @@ pub struct EventFunctions {
 impl EventFunctions {
     /// Binds the logger, the alert engine and the notifier to a new trigger
     /// on `js` (the streams and buckets must exist: `streams::ensure`),
-    /// every consumer with `settings`.
+    /// every consumer with `settings` (the logger's with its own batch
+    /// size and `settings`' `ack_wait`).
     ///
     /// # Errors
     /// When a bucket is missing or the trigger refuses a binding; the error
@@ -52,7 +53,11 @@ impl EventFunctions {
                 plantd_logger::FUNCTION,
                 streams::LOGS,
                 logger,
-                settings.clone(),
+                // Batches of 1000 (one CAS per minute key per batch).
+                plantd_trigger::ConsumerSettings {
+                    ack_wait: settings.ack_wait,
+                    ..plantd_logger::consumer_settings()
+                },
             )
             .await
             .context("the logger did not start")?;
