@@ -1,5 +1,10 @@
 //! [`TopicFilter`]: the MQTT filter a rule reads (`line1/+/temp`,
 //! `site/#`), matched against each event's topic without allocating.
+//!
+//! The rule is `plantd_shared::topic::matches` (MQTT §4.7, a leading
+//! wildcard never matches a `$` topic), restated here because this crate
+//! stays free of `plantd-shared`'s async and NATS dependencies (the edge
+//! and the cloud embed it); the tests pin the same cases.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -58,6 +63,10 @@ impl TopicFilter {
         if self.exact {
             return self.text == topic;
         }
+        // A wildcard first level never matches a $-topic (MQTT 4.7.2).
+        if topic.starts_with('$') && self.text.starts_with(['+', '#']) {
+            return false;
+        }
         let mut filter = self.text.split('/');
         let mut levels = topic.split('/');
         loop {
@@ -98,6 +107,12 @@ mod tests {
         let all = TopicFilter::new("line1/#").expect("ok");
         assert!(all.matches("line1"));
         assert!(all.matches("line1/a/b"));
+        assert!(!TopicFilter::new("#").expect("ok").matches("$plantd/log"));
+        assert!(
+            TopicFilter::new("$plantd/#")
+                .expect("ok")
+                .matches("$plantd/log")
+        );
         assert!(TopicFilter::new("a/#/b").is_err());
         assert!(TopicFilter::new("a/b+").is_err());
     }
