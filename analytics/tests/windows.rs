@@ -214,3 +214,77 @@ fn where_json_fields_keys_percentiles_distinct_and_rate() {
         "{v:?}"
     );
 }
+
+#[test]
+fn without_lateness_a_reading_for_a_closed_window_is_dropped_and_counted() {
+    let mut f = Feed::new(r#"SELECT count(*) FROM "t" GROUP BY topic, HOP(20s, 10s)"#);
+    f.send("t", 1_000, "1");
+    let out = f.send("t", 25_000, "1");
+    assert_eq!(
+        out.iter().map(|o| o.window_start).collect::<Vec<_>>(),
+        [-10_000, 0]
+    );
+    // 15 s: window [0, 20 s) is closed (dropped there), [10 s, 30 s) is open.
+    assert!(f.send("t", 15_000, "1").is_empty());
+    assert!(
+        f.send("t", 5_000, "1").is_empty(),
+        "both its windows are closed"
+    );
+    let m = f.engine.metrics("r").expect("rule");
+    assert_eq!(m.dropped_late, 1);
+    let out = f.engine.advance(60_000);
+    let got: Vec<(i64, f64, u64)> = out
+        .iter()
+        .map(|o| (o.window_start, o.values["count"], o.dropped_late))
+        .collect();
+    assert_eq!(got, [(10_000, 2.0, 1), (20_000, 1.0, 1)]);
+    // Event time never goes back: advancing to the past emits nothing.
+    assert!(f.engine.advance(0).is_empty());
+}
+
+#[test]
+fn rules_are_independent_and_names_unique() {
+    let a = Rule::from_sql(
+        "a",
+        r#"SELECT max(value) FROM "x/#" GROUP BY topic, TUMBLE(1s)"#,
+    )
+    .expect("a");
+    let b = Rule::from_sql(
+        "b",
+        r#"SELECT min(value) FROM "x/1" GROUP BY '*', TUMBLE(2s)"#,
+    )
+    .expect("b");
+    assert!(Engine::new(vec![a.clone(), a.clone()]).is_err());
+    let mut e = Engine::new(vec![a, b]).expect("engine");
+    e.process(&Event {
+        topic: "x/1",
+        payload: b"5",
+        received_at: 0,
+        stream_seq: 1,
+    });
+    e.process(&Event {
+        topic: "x/2",
+        payload: b"7",
+        received_at: 500,
+        stream_seq: 2,
+    });
+    let out = e.advance(2_000);
+    let got: Vec<(String, String, f64)> = out
+        .iter()
+        .map(|o| {
+            (
+                o.rule.clone(),
+                o.key.clone(),
+                *o.values.values().next().expect("value"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a".into(), "x/1".into(), 5.0),
+            ("a".into(), "x/2".into(), 7.0),
+            ("b".into(), "*".into(), 5.0)
+        ]
+    );
+}
