@@ -25,7 +25,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`rule`] | [`Rule`]: the JSON form of a rule, validated with errors naming the field; [`Operator`], the extension point |
-//! | [`sql`] | [`Rule::from_sql`]: the SQL form (sqlparser), errors at line:column |
+//! | [`sql`] | [`Rule::from_sql`]: the SQL form (sqlparser), errors at line:column; `sql::expr` its durations, fields and conditions |
 //! | [`engine`] | [`Engine`], [`Event`], [`Output`], [`State`]: the API and its contract, checkpoints |
 //! | `window` | per rule: interned keys, tumbling/hopping/session windows, the watermark and its timers |
 //! | `accumulate` | per window and field: moments, min/max, first/last, DDSketch, HyperLogLog++ |

@@ -27,20 +27,15 @@ use std::collections::HashSet;
 
 use sqlparser::ast::{
     BinaryOperator, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, ObjectNamePart, SelectItem, SetExpr, Spanned, Statement, TableFactor,
-    UnaryOperator, Value,
+    GroupByExpr, ObjectNamePart, SelectItem, SetExpr, Spanned, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::{Dialect, GenericDialect};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Span};
 use thiserror::Error;
 
-use crate::duration::Millis;
 use crate::field::FieldPath;
-use crate::rule::{
-    AggFn, Aggregate, CmpOp, Condition, GroupBy, Literal, Operator, Rule, Select, TimePolicy,
-    Window,
-};
+use crate::rule::{AggFn, Aggregate, GroupBy, Operator, Rule, Select, TimePolicy, Window};
 use crate::topic::TopicFilter;
 
 /// A rule's SQL refused, at a position in its text.
@@ -111,6 +106,12 @@ impl Dialect for RuleDialect {
         true
     }
 }
+
+mod expr;
+#[cfg(test)]
+mod tests;
+
+use expr::{condition, duration, field_path, number};
 
 type Result<T> = std::result::Result<T, SqlError>;
 
@@ -391,130 +392,6 @@ fn window_of(fname: &str, f: &sqlparser::ast::Function, span: Span) -> Result<Wi
     }
 }
 
-/// `1m` (a word thanks to the dialect) or `'1m'`; positive unless
-/// `zero_ok` (a delay or lateness may be `0s`).
-fn duration(e: &Expr, zero_ok: bool) -> Result<Millis> {
-    let text = match e {
-        Expr::Identifier(i) => Some(i.value.as_str()),
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) => Some(s.as_str()),
-            Value::Number(n, _) if n == "0" => Some("0s"),
-            _ => None,
-        },
-        _ => None,
-    };
-    let ms: Millis = text.and_then(|t| t.parse().ok()).ok_or_else(|| {
-        SqlError::at(
-            e.span(),
-            format!("a duration such as 10s, 1m or 1h30m (got `{e}`)"),
-        )
-    })?;
-    if ms.0 < 0 || (ms.0 == 0 && !zero_ok) {
-        return Err(SqlError::at(e.span(), "a duration must be positive"));
-    }
-    Ok(ms)
-}
-
-/// `value`, `payload.a.b`, `payload."a.b"`.
-fn field_path(e: &Expr) -> Result<FieldPath> {
-    let bad = || {
-        SqlError::at(
-            e.span(),
-            format!("a field is `value` or `payload.<name>[.<name>...]` (got `{e}`)"),
-        )
-    };
-    match e {
-        Expr::Identifier(i) if i.value.eq_ignore_ascii_case("value") && i.quote_style.is_none() => {
-            Ok(FieldPath::Value)
-        }
-        Expr::CompoundIdentifier(parts)
-            if parts.len() >= 2 && parts[0].value.eq_ignore_ascii_case("payload") =>
-        {
-            Ok(FieldPath::Json(
-                parts[1..].iter().map(|p| p.value.clone()).collect(),
-            ))
-        }
-        _ => Err(bad()),
-    }
-}
-
-fn number(e: &Expr) -> Option<f64> {
-    match e {
-        Expr::Value(v) => match &v.value {
-            Value::Number(n, _) => n.parse().ok(),
-            _ => None,
-        },
-        Expr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => number(expr).map(|n| -n),
-        Expr::Nested(inner) => number(inner),
-        _ => None,
-    }
-}
-
-fn literal(e: &Expr) -> Result<Literal> {
-    if let Some(n) = number(e) {
-        return Ok(Literal::Num(n));
-    }
-    match e {
-        Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) => Ok(Literal::Str(s.clone())),
-            Value::Boolean(b) => Ok(Literal::Num(if *b { 1.0 } else { 0.0 })),
-            _ => Err(SqlError::at(e.span(), "a number, 'text', true or false")),
-        },
-        _ => Err(SqlError::at(e.span(), "a number, 'text', true or false")),
-    }
-}
-
-/// `WHERE`: comparisons of a field with a constant, `AND`, `OR`, `NOT`.
-fn condition(e: &Expr) -> Result<Condition> {
-    match e {
-        Expr::Nested(inner) => condition(inner),
-        Expr::UnaryOp {
-            op: UnaryOperator::Not,
-            expr,
-        } => Ok(Condition::Not {
-            not: Box::new(condition(expr)?),
-        }),
-        Expr::BinaryOp { left, op, right } => {
-            let cmp = match op {
-                BinaryOperator::And => {
-                    return Ok(Condition::All {
-                        all: vec![condition(left)?, condition(right)?],
-                    });
-                }
-                BinaryOperator::Or => {
-                    return Ok(Condition::Any {
-                        any: vec![condition(left)?, condition(right)?],
-                    });
-                }
-                BinaryOperator::Eq => CmpOp::Eq,
-                BinaryOperator::NotEq => CmpOp::Ne,
-                BinaryOperator::Gt => CmpOp::Gt,
-                BinaryOperator::GtEq => CmpOp::Ge,
-                BinaryOperator::Lt => CmpOp::Lt,
-                BinaryOperator::LtEq => CmpOp::Le,
-                _ => {
-                    return Err(SqlError::at(
-                        e.span(),
-                        format!("`{op}` is not supported here"),
-                    ));
-                }
-            };
-            Ok(Condition::Compare {
-                field: field_path(left)?,
-                op: cmp,
-                value: literal(right)?,
-            })
-        }
-        _ => Err(SqlError::at(
-            e.span(),
-            "a condition such as value > 0 AND payload.unit = 'C'",
-        )),
-    }
-}
-
 /// `WITH (event_time = payload.ts, delay = '2s', lateness = '30s')`.
 fn time_policy(hints: &[Expr]) -> Result<TimePolicy> {
     let mut time = TimePolicy::default();
@@ -561,114 +438,4 @@ fn time_policy(hints: &[Expr]) -> Result<TimePolicy> {
         }
     }
     Ok(time)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tumble_avg_max_by_topic() {
-        let r = Rule::from_sql(
-            "t",
-            r#"SELECT avg(value), max(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(1m)"#,
-        )
-        .expect("ok");
-        assert_eq!(r.from.as_str(), "line1/+/temp");
-        assert_eq!(r.group_by, GroupBy::Topic);
-        let a = r.aggregate();
-        assert_eq!(
-            a.window,
-            Window::Tumbling {
-                size: Millis(60_000)
-            }
-        );
-        let names: Vec<&str> = a.select.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["avg_value", "max_value"]);
-    }
-
-    #[test]
-    fn hop_session_where_with_fields() {
-        let r = Rule::from_sql(
-            "t",
-            "SELECT percentile(payload.temp.c, 0.95) AS p95, count(*), count(DISTINCT payload.dev)\n\
-             FROM \"a/#\" WITH (event_time = payload.ts, delay = '2s', lateness = '30s')\n\
-             WHERE value > 0 AND NOT payload.unit = 'F'\n\
-             GROUP BY payload.dev, HOP(1m, 10s)",
-        )
-        .expect("ok");
-        assert_eq!(
-            r.time,
-            TimePolicy {
-                event_time: Some(FieldPath::Json(vec!["ts".into()])),
-                delay: Millis(2_000),
-                lateness: Millis(30_000)
-            }
-        );
-        assert_eq!(
-            r.group_by,
-            GroupBy::Field(FieldPath::Json(vec!["dev".into()]))
-        );
-        let a = r.aggregate();
-        assert_eq!(
-            a.window,
-            Window::Hopping {
-                size: Millis(60_000),
-                slide: Millis(10_000)
-            }
-        );
-        assert_eq!(a.select[0].func, AggFn::Percentile(0.95));
-        assert_eq!(a.select[1].name, "count");
-        assert_eq!(a.select[2].func, AggFn::DistinctCount);
-        assert!(matches!(r.filter, Some(Condition::All { .. })));
-        let s = Rule::from_sql(
-            "s",
-            "SELECT last(payload.\"t.c\") FROM \"x\" GROUP BY '*', SESSION(30s)",
-        )
-        .expect("ok");
-        assert_eq!(s.group_by, GroupBy::None);
-        assert_eq!(
-            s.aggregate().select[0].field,
-            FieldPath::Json(vec!["t.c".into()])
-        );
-        assert_eq!(
-            s.aggregate().window,
-            Window::Session {
-                gap: Millis(30_000)
-            }
-        );
-        // The JSON form is the source of truth: it round-trips.
-        assert_eq!(Rule::from_json(r.to_json().as_bytes()).expect("ok"), r);
-    }
-
-    #[test]
-    fn errors_point_at_line_and_column() {
-        let e = Rule::from_sql(
-            "t",
-            "SELECT avg(value)\nFROM \"a\" GROUP BY TUMBLE(1 minute)",
-        )
-        .expect_err("refused");
-        assert_eq!(e.line, 2, "{e}");
-        let e = Rule::from_sql("t", "SELECT mean2(value) FROM \"a\" GROUP BY TUMBLE(1m)")
-            .expect_err("refused");
-        assert_eq!((e.line, e.column), (1, 8), "{e}");
-        let e = Rule::from_sql("t", "SELECT avg(value) FROM \"a\"\n  GROUP BY TUMBLE(1y)")
-            .expect_err("refused");
-        assert_eq!((e.line, e.column), (2, 19), "{e}");
-        let e = Rule::from_sql("t", "SELECT avg(temp) FROM \"a\" GROUP BY TUMBLE(1m)")
-            .expect_err("refused");
-        assert_eq!((e.line, e.column), (1, 12), "{e}");
-        let e = Rule::from_sql("t", "SELECT avg(value) FROM \"a\"").expect_err("refused");
-        assert!(e.message.contains("window"), "{e}");
-        let e = Rule::from_sql("t", "SELECT avg(value) FROM \"a/#/b\" GROUP BY TUMBLE(1m)")
-            .expect_err("refused");
-        assert_eq!((e.line, e.column), (1, 24), "{e}");
-        let e = Rule::from_sql(
-            "t",
-            "SELECT avg(value) FROM \"a\" WHERE value > GROUP BY TUMBLE(1m)",
-        )
-        .expect_err("refused");
-        assert_eq!(e.line, 1, "{e}");
-        assert!(e.column > 30, "{e}");
-    }
 }
