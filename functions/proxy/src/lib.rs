@@ -15,6 +15,7 @@
 //! | [`state_store`] | scoped state on `plantd_state`: keys, values with content types, compare-and-set, history |
 //! | [`downsample`] | min/max/avg buckets and LTTB over a time range, in one pass |
 //! | [`reading`] | a number out of a payload, whole or at a JSON field path |
+//! | [`series_cache`] | recently charted topics' readings as columns, appended from the stream |
 //! | [`scan`] | reading a stream in order with a throw-away ordered consumer |
 //! | [`payload`] | payloads in JSON answers (JSON, text or base64) |
 //! | [`json`] | the JSON body extractor (400 unknown fields, 413 too large) |
@@ -34,6 +35,7 @@ pub mod payload;
 pub mod reading;
 pub mod routes;
 pub mod scan;
+pub mod series_cache;
 pub mod state_store;
 
 use std::sync::Arc;
@@ -107,6 +109,8 @@ pub struct AppState {
     /// The log index `/v1/logs` reads, when this process runs one
     /// (`plantd up`); `None` → 503 "log index not running here".
     pub logs: Option<Arc<plantd_logger::LogIndex>>,
+    /// Readings of recently charted topics (`/v1/sites/{site}/series`).
+    pub series: Arc<series_cache::SeriesCache>,
 }
 
 impl AppState {
@@ -141,6 +145,7 @@ impl AppState {
             audit,
             notifier,
             logs: None,
+            series: Arc::default(),
         })
     }
 }

@@ -155,6 +155,35 @@ async fn buckets_over_known_data_count_and_skip_non_numbers() {
     assert_eq!(sub["read"], inside);
     same_buckets(&sub["buckets"], &reference(&times, &values, lo, hi, 3));
 
+    // Readings stored after a request are in the next one (the proxy
+    // keeps the topic's readings and reads only what is new).
+    let more = publish_all(&js, "plantd.plant-1.up.line1.temp", &["1e3".to_owned()]).await;
+    let after = get(
+        &f.app,
+        "/v1/sites/plant-1/series?topic=line1/temp&agg=lttb",
+        Some(&token),
+    )
+    .await
+    .json();
+    assert_eq!(after["read"], 1501);
+    let points = after["points"].as_array().expect("points");
+    assert_eq!(
+        points.last(),
+        Some(&serde_json::json!({"t": more[0], "v": 1000.0}))
+    );
+    // An earlier start than any request before: read from there again.
+    let earlier = get(
+        &f.app,
+        &format!(
+            "/v1/sites/plant-1/series?topic=line1/temp&from={}",
+            from - 60_000
+        ),
+        Some(&token),
+    )
+    .await
+    .json();
+    assert_eq!(earlier["read"], 1501);
+
     // A topic with nothing stored: an empty series, not an error.
     let none = get(
         &f.app,

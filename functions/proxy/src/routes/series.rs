@@ -9,10 +9,12 @@
 //! messages of a filter, a series folds one topic's numbers into a fixed
 //! number of values and has no pages.
 //!
-//! The stream is read once, oldest first, with a throw-away ordered
-//! consumer filtered on the topic's subject and started at `from` (the
-//! server skips to it by time); each message is folded into the
-//! downsampler as it arrives, nothing is kept per reading.
+//! The topic's readings are kept in the process as two columns (time,
+//! number) by [`crate::series_cache`]: the first request reads the stream
+//! from `from` with a throw-away ordered consumer filtered on the topic's
+//! subject (the server skips to `from` by time); later ones read only what
+//! was stored since, then fold the slice of their range in one pass with
+//! nothing allocated per reading.
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ use crate::reading::{self, FieldPath};
 use crate::routes::site;
 use crate::routes::telemetry::{parse_time, permission};
 use crate::scan::millis;
+use crate::series_cache::Column;
 use crate::{AppError, AppState};
 
 /// Buckets when the caller does not say.
@@ -198,15 +201,7 @@ pub async fn series(
         Agg::Minmaxavg => Sink::Buckets(Buckets::new(grid)),
         Agg::Lttb => Sink::Lttb(Lttb::new(grid)),
     };
-    let counts = fold(
-        &state.client,
-        &stream,
-        &subject,
-        grid,
-        field.as_ref(),
-        &mut sink,
-    )
-    .await?;
+    let counts = fold(&state, &stream, &subject, grid, field.as_ref(), &mut sink).await?;
     tracing::debug!(site = %site, topic = %topic, read = counts.read, skipped = counts.skipped, "series read");
     Ok(axum::Json(answer(q.topic, field, q.agg, grid, Some((sink, counts)))).into_response())
 }
@@ -259,32 +254,81 @@ struct Counts {
     skipped: u64,
 }
 
-/// Reads `subject` from `grid.from` to `grid.to` (stored time), oldest
-/// first, folding each payload's number into `sink`.
+/// Brings the column of `subject` up to date with the stream (from
+/// `grid.from` when it starts later or is empty, else from the sequence
+/// after the last read) and folds its readings in `grid` into `sink`.
 async fn fold(
-    client: &async_nats::Client,
+    state: &AppState,
     stream: &Stream<()>,
     subject: &str,
     grid: Grid,
     field: Option<&FieldPath>,
     sink: &mut Sink,
 ) -> Result<Counts, AppError> {
-    let start_time =
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(grid.from) * 1_000_000)
-            .map_err(|_| AppError::bad_request("from is out of range"))?;
+    let field_key = field.map_or("", FieldPath::as_str);
+    let column = state.series.column(subject, field_key);
+    let mut column = column.lock().await;
+    let deliver_policy = if column.start_ms.is_none_or(|s| grid.from < s) {
+        column.reset();
+        column.start_ms = Some(grid.from);
+        DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(grid.from) * 1_000_000,
+            )
+            .map_err(|_| AppError::bad_request("from is out of range"))?,
+        }
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: column.next_sequence,
+        }
+    };
+    append(
+        &state.client,
+        stream,
+        subject,
+        deliver_policy,
+        field,
+        &mut column,
+    )
+    .await?;
+    let mut counts = Counts::default();
+    for i in column.range(grid.from, grid.to) {
+        counts.read += 1;
+        let v = column.values[i];
+        if v.is_nan() {
+            counts.skipped += 1;
+        } else {
+            sink.push(column.times[i], v);
+        }
+    }
+    let points = column.times.len();
+    drop(column);
+    state.series.resized(subject, field_key, points);
+    Ok(counts)
+}
+
+/// Reads `subject` from `deliver_policy` to the end of the stream into
+/// `column` (NaN for a payload with no number).
+async fn append(
+    client: &async_nats::Client,
+    stream: &Stream<()>,
+    subject: &str,
+    deliver_policy: DeliverPolicy,
+    field: Option<&FieldPath>,
+    column: &mut Column,
+) -> Result<(), AppError> {
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_subject: client.new_inbox(),
             filter_subject: subject.to_owned(),
-            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            deliver_policy,
             replay_policy: ReplayPolicy::Instant,
             ..Default::default()
         })
         .await
         .map_err(AppError::unavailable)?;
-    let mut counts = Counts::default();
     if consumer.cached_info().num_pending == 0 {
-        return Ok(counts);
+        return Ok(());
     }
     let mut messages = consumer.messages().await.map_err(AppError::unavailable)?;
     loop {
@@ -294,18 +338,14 @@ async fn fold(
         let Some(message) = next else { break };
         let message = message.map_err(AppError::unavailable)?;
         let info = message.info().map_err(AppError::internal)?;
-        let t = millis(info.published);
-        if t > grid.to {
-            break;
-        }
-        counts.read += 1;
-        match reading::number(&message.payload, field) {
-            Some(v) => sink.push(t, v),
-            None => counts.skipped += 1,
-        }
+        column.times.push(millis(info.published));
+        column
+            .values
+            .push(reading::number(&message.payload, field).unwrap_or(f64::NAN));
+        column.next_sequence = info.stream_sequence + 1;
         if info.pending == 0 {
             break;
         }
     }
-    Ok(counts)
+    Ok(())
 }
