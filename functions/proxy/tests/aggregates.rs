@@ -29,6 +29,7 @@ async fn store(
         "window_start": start, "window_end": start + 60_000,
         "revision": revision,
         "values": {"avg_value": avg, "count": revision + 1},
+        "dropped_late": revision,
     });
     let mut h = async_nats::HeaderMap::new();
     h.insert(
@@ -107,6 +108,7 @@ async fn the_latest_revision_of_each_window_paged() {
     let revised = &page["aggregates"][1];
     assert_eq!(revised["values"]["avg_value"], 22.0);
     assert_eq!(revised["superseded"], 2);
+    assert_eq!(revised["dropped_late"], 2);
     assert_eq!(revised["window_end"], 120_000);
     assert_eq!(
         page["aggregates"][0]["values"]["avg_value"], 20.0,

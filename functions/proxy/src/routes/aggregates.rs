@@ -43,6 +43,8 @@ struct Stored {
     revision: u64,
     #[serde(default)]
     values: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    dropped_late: u64,
 }
 
 /// One window's result, its latest revision.
@@ -67,6 +69,10 @@ pub struct Aggregate {
     /// The aggregates by name (`avg_value`, `max_value`, …).
     #[schema(value_type = Object)]
     pub values: serde_json::Map<String, serde_json::Value>,
+    /// Readings of the key the engine had dropped as later than the rule's
+    /// allowed lateness when it computed this (cumulative; non-zero means
+    /// the window may miss readings).
+    pub dropped_late: u64,
     /// When it was stored (RFC 3339 UTC).
     pub stored: String,
     /// Its stream sequence.
@@ -257,6 +263,7 @@ fn aggregate(doc: Stored, stored: String, sequence: u64) -> Aggregate {
         revision: doc.revision,
         superseded: 0,
         values: doc.values,
+        dropped_late: doc.dropped_late,
         stored,
         sequence,
     }
