@@ -98,7 +98,11 @@ fn documented_api() -> OpenApiRouter<AppState> {
         .routes(routes!(logs::stats))
         .routes(routes!(logs::aggregates))
         .routes(routes!(alerts::list_rules, alerts::create_rule))
-        .routes(routes!(alerts::get_rule, alerts::put_rule, alerts::delete_rule))
+        .routes(routes!(
+            alerts::get_rule,
+            alerts::put_rule,
+            alerts::delete_rule
+        ))
         .routes(routes!(alerts::list_alerts))
         .routes(routes!(alerts::history))
         .routes(routes!(alerts::ack))
