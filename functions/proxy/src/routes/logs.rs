@@ -162,7 +162,7 @@ fn index(state: &AppState) -> Result<&std::sync::Arc<plantd_logger::LogIndex>, A
         AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "log index not running here (it runs in plantd up, and beside the forwarder on AWS)",
+            "log index not running here (it runs with plantd up; on AWS query CloudWatch Logs Insights, or /v1/logs/aggregates)",
         )
     })
 }
