@@ -111,6 +111,13 @@ pub struct AppState {
     pub logs: Option<Arc<plantd_logger::LogIndex>>,
     /// Readings of recently charted topics (`/v1/sites/{site}/series`).
     pub series: Arc<series_cache::SeriesCache>,
+    /// The alert stores (rules, state, silences), opened by the first
+    /// alert request that finds their buckets and kept: one lookup per
+    /// process, not three per request.
+    pub alert_stores: Arc<tokio::sync::OnceCell<plantd_alerts::Stores>>,
+    /// The log aggregates bucket, opened the same way
+    /// (`/v1/logs/aggregates`).
+    pub log_aggregates: Arc<tokio::sync::OnceCell<plantd_logger::Aggregates>>,
 }
 
 impl AppState {
@@ -146,6 +153,8 @@ impl AppState {
             notifier,
             logs: None,
             series: Arc::default(),
+            alert_stores: Arc::default(),
+            log_aggregates: Arc::default(),
         })
     }
 }

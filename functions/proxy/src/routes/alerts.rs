@@ -37,8 +37,15 @@ fn store_error(e: StoreError) -> AppError {
     }
 }
 
+/// The alert stores, opened once per process (a missing bucket is not
+/// remembered: the next request tries again).
 async fn stores(state: &AppState) -> Result<Stores, AppError> {
-    Stores::open(&state.js).await.map_err(store_error)
+    state
+        .alert_stores
+        .get_or_try_init(|| Stores::open(&state.js))
+        .await
+        .cloned()
+        .map_err(store_error)
 }
 
 fn audit_target(kind: &str, id: &str) -> String {

@@ -514,7 +514,9 @@ pub async fn aggregates(
     let site = site::site(&q.site)?;
     caller.require(&telemetry::permission(site.as_str()))?;
     check_site(&state, &caller, &site).await?;
-    let store = Aggregates::open(&state.js, AggregateSettings::default())
+    let store = state
+        .log_aggregates
+        .get_or_try_init(|| Aggregates::open(&state.js, AggregateSettings::default()))
         .await
         .map_err(AppError::unavailable)?;
     let minutes = store
