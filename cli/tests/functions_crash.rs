@@ -23,6 +23,7 @@ use plantd_shared::process::ManagedProcess;
 use plantd_shared::sites::Sites;
 use plantd_shared::streams;
 use plantd_shared::subject::Site;
+use plantd_testkit::wait::consumer_backlog;
 use plantd_testkit::webhook::Receiver;
 use plantd_testkit::{Nats, eventually};
 use time::OffsetDateTime;
@@ -105,10 +106,7 @@ async fn backlog(js: &jetstream::Context) -> Option<u64> {
         (streams::TELEMETRY, "alerts_PLANTD_TELEMETRY"),
         (streams::ALERTS, "notifier_PLANTD_ALERTS"),
     ] {
-        let s = js.get_stream(stream).await.ok()?;
-        let mut c: jetstream::consumer::PullConsumer = s.get_consumer(durable).await.ok()?;
-        let info = c.info().await.ok()?;
-        total += info.num_pending + info.num_ack_pending as u64;
+        total += consumer_backlog(js, stream, durable).await?;
     }
     Some(total)
 }

@@ -20,6 +20,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use plantd_shared::process::ManagedProcess;
 use plantd_shared::streams;
+use plantd_testkit::wait::drained;
 use plantd_testkit::{Moto, Nats, eventually};
 use plantd_trigger::forward::{Forwarder, MAX_BATCH_BYTES};
 use plantd_trigger::sqs::{self, Envelope};
@@ -154,19 +155,6 @@ async fn consumer_info(js: &jetstream::Context, durable: &str) -> jetstream::con
     c.get_info().await.expect("info")
 }
 
-/// Waits until the consumer has nothing pending or unacknowledged.
-async fn drained(js: &jetstream::Context, durable: &str) {
-    eventually(
-        WAIT,
-        "the consumer to have acknowledged everything",
-        || async {
-            let i = consumer_info(js, durable).await;
-            (i.num_pending == 0 && i.num_ack_pending == 0).then_some(())
-        },
-    )
-    .await;
-}
-
 /// `plantd_trigger_items_total{…,outcome="<outcome>"}` of the only consumer.
 fn items(status: &Status, outcome: &str) -> u64 {
     let needle = format!("outcome=\"{outcome}\"}} ");
@@ -249,7 +237,7 @@ async fn items_reach_the_queue_exactly_as_enveloped_in_calls_of_ten() {
         "the same consumer as plantd up"
     );
     let status = trigger.status();
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     let got = receive(&sqs, &url, 25).await;
     let mut by_seq = BTreeMap::new();
     for m in got {
@@ -315,7 +303,7 @@ async fn items_reach_the_queue_exactly_as_enveloped_in_calls_of_ten() {
     let b = publish(&js, 101, big(b'b', 120_000)).await;
     let too_big = publish(&js, 102, big(b'c', 200_000)).await;
     let c = publish(&js, 103, big(b'd', 120_000)).await;
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     let got = receive(&sqs, &url, 3).await;
     let mut seqs: Vec<u64> = got
         .iter()
@@ -402,7 +390,7 @@ async fn nothing_is_acked_until_sqs_accepts_and_items_come_back_when_it_does() {
     // 3. The queue appears: the items are redelivered and forwarded, once.
     let created = create_queue(&sqs, "plantd-test-alerts").await;
     assert_eq!(created, url, "the URL the forwarder was given");
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     let got = receive(&sqs, &url, 5).await;
     let mut seqs = Vec::new();
     for m in &got {

@@ -12,6 +12,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
 use plantd_shared::streams;
+use plantd_testkit::wait::drained;
 use plantd_testkit::{Nats, eventually};
 use plantd_trigger::{BatchOutcome, ConsumerSettings, ConsumerState, Handler, Item, Trigger, dlq};
 use tokio::sync::Semaphore;
@@ -116,26 +117,6 @@ fn fast() -> ConsumerSettings {
     }
 }
 
-async fn consumer_info(js: &jetstream::Context, durable: &str) -> jetstream::consumer::Info {
-    let stream = js.get_stream(streams::LOGS).await.expect("stream");
-    let c: jetstream::consumer::PullConsumer =
-        stream.get_consumer(durable).await.expect("consumer");
-    c.get_info().await.expect("info")
-}
-
-/// Waits until the consumer has nothing pending or unacknowledged.
-async fn drained(js: &jetstream::Context, durable: &str) {
-    eventually(
-        WAIT,
-        "the consumer to have acknowledged everything",
-        || async {
-            let i = consumer_info(js, durable).await;
-            (i.num_pending == 0 && i.num_ack_pending == 0).then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn batches_arrive_once_in_order_with_stream_and_sequence() {
     plantd_testkit::init_tracing();
@@ -155,7 +136,7 @@ async fn batches_arrive_once_in_order_with_stream_and_sequence() {
         (handler.seen().len() >= 250).then_some(())
     })
     .await;
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     // Items published after the first pull arrive too, in the same order.
     for i in 251..=260u64 {
         publish(&js, &format!("line {i}")).await;
@@ -164,7 +145,7 @@ async fn batches_arrive_once_in_order_with_stream_and_sequence() {
         (handler.seen().len() >= 260).then_some(())
     })
     .await;
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
 
     let seen = handler.seen();
     assert_eq!(seen.len(), 260, "every item exactly once");
@@ -223,7 +204,7 @@ async fn park_one_poison(nats: &Nats) -> (Trigger, Arc<Recorder>, String, dlq::P
             .next()
     })
     .await;
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     (trigger, handler, durable, parked)
 }
 
@@ -416,7 +397,7 @@ async fn a_crashed_consumer_restarts_and_redelivers_what_was_unacknowledged() {
         (21..=150).all(|s| got.contains(&s)).then_some(())
     })
     .await;
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     let seen = second.seen();
     assert!(
         seen.iter().all(|s| s.sequence > 20),
@@ -527,7 +508,7 @@ async fn a_deleted_consumer_is_created_again_and_nothing_is_lost() {
         .bind("recorder", streams::LOGS, handler.clone(), fast())
         .await
         .expect("bind");
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     assert_eq!(handler.seen().len(), 5);
     // Gone, as after nats-server came back with a wiped store.
     let stream = js.get_stream(streams::LOGS).await.expect("stream");
@@ -550,7 +531,7 @@ async fn a_deleted_consumer_is_created_again_and_nothing_is_lost() {
         },
     )
     .await;
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     trigger.shutdown().await;
 }
 
@@ -598,7 +579,7 @@ async fn a_panicking_item_is_parked_alone_and_its_batch_mates_proceed() {
             .next()
     })
     .await;
-    drained(&js, &durable).await;
+    drained(&js, streams::LOGS, &durable, WAIT).await;
     assert_eq!(parked.sequence, 3);
     assert_eq!(parked.error, "handler panicked: boom in item");
     let mut done = handler.done.lock().expect("lock").clone();

@@ -9,7 +9,7 @@
 //! | [`tool`] | paths of `mosquitto_pub`, `mosquitto_sub`, `mosquitto`, `cargo-lambda`, `cfn-lint` |
 //! | [`http`] | a minimal HTTP/1.1 client for poking fixtures |
 //! | [`webhook`] | [`webhook::Receiver`]: a recording webhook receiver that can be told to fail, and the `Plantd-Signature` check |
-//! | [`wait`] | [`eventually`] (wait for a condition, never a bare sleep) and [`wait::procs`] (children and liveness of processes) |
+//! | [`wait`] | [`eventually`] (wait for a condition, never a bare sleep) and [`wait::procs`] (children and liveness of processes), [`wait::drained`] / [`wait::consumer_backlog`] (a JetStream consumer has acknowledged everything) |
 //! | `docker` (feature) | the same fixtures as containers, for machines with a Docker engine |
 //!
 //! A missing program fails the test with a message naming `scripts/setup`;

@@ -63,3 +63,38 @@ pub mod procs {
         Some((comm, state, ppid))
     }
 }
+
+/// Items a durable JetStream consumer still has to finish: pending plus
+/// delivered and not yet acknowledged; `None` while its stream or the
+/// consumer cannot be read (nats-server restarting, consumer not created
+/// yet).
+pub async fn consumer_backlog(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> Option<u64> {
+    let s = js.get_stream(stream).await.ok()?;
+    let mut c: async_nats::jetstream::consumer::PullConsumer =
+        s.get_consumer(durable).await.ok()?;
+    let info = c.info().await.ok()?;
+    Some(info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX))
+}
+
+/// Waits until durable consumer `durable` on `stream` has acknowledged
+/// everything ([`consumer_backlog`] is zero).
+///
+/// # Panics
+/// When it has not within `within`.
+pub async fn drained(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+    within: Duration,
+) {
+    eventually(
+        within,
+        &format!("consumer {durable} to have acknowledged everything"),
+        || async { (consumer_backlog(js, stream, durable).await == Some(0)).then_some(()) },
+    )
+    .await;
+}
