@@ -61,6 +61,25 @@ pub struct Output {
     /// Readings of this key dropped so far as later than the allowed
     /// lateness (cumulative): non-zero means a window may miss readings.
     pub dropped_late: u64,
+    /// Set by pattern and anomaly operators: this result raises or clears an
+    /// alert for (rule, key). The alert manager turns it into an alert
+    /// instance's transitions (an alert rule with an `analytics` condition);
+    /// at the edge it is also published on `$plantd/alert/<rule>/<key>`.
+    /// Absent for windowed aggregates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<Signal>,
+}
+
+/// What a pattern or anomaly result says about its (rule, key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// The pattern matched or the detector flagged an anomaly: the alert
+    /// fires (`window_start` when the condition began, `window_end` when it
+    /// was detected; `values` carries the evidence, e.g. `score`).
+    Fire,
+    /// The condition no longer holds: the alert resolves.
+    Clear,
 }
 
 impl Output {

@@ -30,6 +30,7 @@
 //! | `window` | per rule: interned keys, tumbling/hopping/session windows, the watermark and its timers |
 //! | `accumulate` | per window and field: moments, min/max, first/last, DDSketch, HyperLogLog++ |
 //! | [`field`] | [`FieldPath`] (`value`, `payload.a.b`) and lazy payload parsing |
+//! | [`stored`] | [`StoredRule`]: a rule as stored in `plantd_analytics_rules` (`<org>.<name>`), with its [`Placement`] and sites |
 //! | [`topic`] | [`TopicFilter`]: MQTT filters |
 //! | [`duration`] | [`Millis`]: `500ms`, `10s`, `1m`, `1h30m` |
 //!
@@ -43,15 +44,17 @@ pub mod engine;
 pub mod field;
 pub mod rule;
 pub mod sql;
+pub mod stored;
 pub mod topic;
 mod window;
 
 pub use duration::Millis;
-pub use engine::{Engine, EngineError, Event, KeyCheckpoint, Output, RuleState, State};
+pub use engine::{Engine, EngineError, Event, KeyCheckpoint, Output, RuleState, Signal, State};
 pub use field::FieldPath;
 pub use rule::{
     AggFn, Aggregate, Condition, GroupBy, Operator, Rule, RuleError, Select, TimePolicy, Window,
 };
 pub use sql::SqlError;
+pub use stored::{Placement, Source, StoredRule, StoredRuleError};
 pub use topic::TopicFilter;
 pub use window::RuleMetrics;

@@ -478,6 +478,7 @@ impl RuleRun {
             revision,
             values,
             dropped_late: key.dropped_late,
+            signal: None,
         });
     }
 }

@@ -16,6 +16,8 @@
 //! | `plantd_edge_leases` (KV) | which live edge journal serves each site ([`crate::lease`]) | `<site>` |
 //! | `plantd_commands` (KV) | commands the edge holds (no subscriber yet), listed and cancelled by the proxy ([`crate::commands`]) | `<site>.<id>` |
 //! | `plantd_sites` (KV) | site records: which organisation owns each site ([`crate::sites`]) | `<site>` |
+//! | `plantd_analytics_rules` (KV) | analytics rules (`plantd_analytics::StoredRule`) | `<org>.<rule>` |
+//! | `plantd_analytics_state` (KV) | the analytics function's checkpoints | `<site>.<rule>.…` |
 //! | `plantd_log_aggregates` (KV) | the logger's per-minute counts, each with the stream sequences it has applied | `<site>.<minute>` |
 //! | `plantd_alert_rules` (KV) | alert rules, per organisation (`plantd-alerts`) | `<org>.<rule>` |
 //! | `plantd_alert_state` (KV) | each alert's lifecycle state and the outbox of its transitions | `<rule>.<key>` |
@@ -84,10 +86,19 @@ pub const ALERT_CHANNELS_BUCKET: &str = "plantd_alert_channels";
 /// has been sent, so a redelivered alert record is not notified twice.
 pub const NOTIFICATIONS_BUCKET: &str = "plantd_notifications";
 
+/// Analytics rules, per organisation (`<org>.<rule>`): what
+/// `/v1/analytics/rules` stores, the analytics function runs and edges
+/// watch (rules placed `at = "edge"`). JSON `plantd_analytics::StoredRule`.
+pub const ANALYTICS_RULES_BUCKET: &str = "plantd_analytics_rules";
+/// The analytics function's checkpoints: per (site, rule, key) the engine
+/// state with the last stream sequence applied, per (site, rule) the
+/// watermark.
+pub const ANALYTICS_STATE_BUCKET: &str = "plantd_analytics_state";
+
 /// Every stream name, in creation order.
 pub const STREAMS: [&str; 7] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT, DLQ, AGGREGATES];
 /// Every bucket name, in creation order.
-pub const BUCKETS: [&str; 12] = [
+pub const BUCKETS: [&str; 14] = [
     STATE_BUCKET,
     IDENTITY_BUCKET,
     REVOKED_BUCKET,
@@ -100,6 +111,8 @@ pub const BUCKETS: [&str; 12] = [
     ALERT_SILENCES_BUCKET,
     ALERT_CHANNELS_BUCKET,
     NOTIFICATIONS_BUCKET,
+    ANALYTICS_RULES_BUCKET,
+    ANALYTICS_STATE_BUCKET,
 ];
 
 /// Tunables for [`ensure`]. `Default` is what `plantd up` uses.
@@ -209,6 +222,8 @@ pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
         ALERT_SILENCES_BUCKET => (4, Duration::ZERO, "plantd alert silences"),
         ALERT_CHANNELS_BUCKET => (4, Duration::ZERO, "plantd notification channels"),
         NOTIFICATIONS_BUCKET => (1, Duration::ZERO, "plantd notification markers"),
+        ANALYTICS_RULES_BUCKET => (8, Duration::ZERO, "plantd analytics rules"),
+        ANALYTICS_STATE_BUCKET => (1, Duration::ZERO, "plantd analytics checkpoints"),
         _ => return None,
     };
     Some(kv::Config {

@@ -120,16 +120,21 @@ pub enum Channel {
     Log,
     /// Alerts (`plantd.<site>.alert.<topic>`).
     Alert,
+    /// Analytics results (`plantd.<site>.agg.<rule>.<key>`, stream
+    /// `PLANTD_AGGREGATES`): from the cloud's analytics function, or from an
+    /// edge's rules through its journal (`$plantd/agg/<rule>/<key>`).
+    Agg,
 }
 
 impl Channel {
     /// Every channel, in a stable order.
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 6] = [
         Channel::Up,
         Channel::Down,
         Channel::Svc,
         Channel::Log,
         Channel::Alert,
+        Channel::Agg,
     ];
 
     /// The subject token for this channel.
@@ -140,6 +145,7 @@ impl Channel {
             Channel::Svc => "svc",
             Channel::Log => "log",
             Channel::Alert => "alert",
+            Channel::Agg => "agg",
         }
     }
 
@@ -248,11 +254,32 @@ pub fn topic_to_subject(site: &Site, channel: Channel, topic: &Topic) -> String 
 /// `plantd.<site>.log.<source>` (stream `PLANTD_LOGS`), every other topic to
 /// `plantd.<site>.up.<topic>` (`PLANTD_TELEMETRY`). Returns the channel with
 /// the subject.
+///
+/// An edge's analytics result `$plantd/agg/<rule>/<key>`
+/// ([`crate::topic::AGG_PREFIX`]) goes to `plantd.<site>.agg.<rule>.<key>`
+/// (`PLANTD_AGGREGATES`).
 pub fn uplink_subject(site: &Site, topic: &Topic) -> (Channel, String) {
-    match crate::topic::log_source(topic.as_str()).map(Topic::new) {
-        Some(Ok(source)) => (Channel::Log, topic_to_subject(site, Channel::Log, &source)),
-        _ => (Channel::Up, topic_to_subject(site, Channel::Up, topic)),
+    if let Some(Ok(source)) = crate::topic::log_source(topic.as_str()).map(Topic::new) {
+        return (Channel::Log, topic_to_subject(site, Channel::Log, &source));
     }
+    if let Some(Ok(rest)) = crate::topic::agg_rest(topic.as_str()).map(Topic::new) {
+        return (Channel::Agg, topic_to_subject(site, Channel::Agg, &rest));
+    }
+    (Channel::Up, topic_to_subject(site, Channel::Up, topic))
+}
+
+/// The subject of an analytics result: `plantd.<site>.agg.<rule>.<key>`,
+/// the rule one token and the key's MQTT levels one token each (a key that
+/// is a topic keeps its levels).
+pub fn aggregate_subject(site: &Site, rule: &str, key: &str) -> String {
+    let mut s = prefix(site, Channel::Agg);
+    s.push('.');
+    encode_level(rule, &mut s);
+    for level in key.split('/') {
+        s.push('.');
+        encode_level(level, &mut s);
+    }
+    s
 }
 
 /// A subject taken apart: which site, which channel, which MQTT topic.

@@ -132,6 +132,25 @@ pub fn is_log_topic_without_source(topic: &str) -> bool {
     topic == "$plantd/log" || topic == LOG_PREFIX
 }
 
+/// The prefix of an edge's analytics results: the edge publishes each
+/// result of a rule placed at the edge on `$plantd/agg/<rule>/<key>` (local
+/// subscribers see it; the journal sends it up to
+/// `plantd.<site>.agg.<rule>.<key>`, stream `PLANTD_AGGREGATES`).
+pub const AGG_PREFIX: &str = "$plantd/agg/";
+
+/// The prefix of alert signals an edge raises itself: a pattern or anomaly
+/// rule placed at the edge publishes each match on
+/// `$plantd/alert/<rule>/<key>` for local subscribers (sirens, HMIs) at
+/// once, uplink or not. What reaches `PLANTD_ALERTS` comes from the alert
+/// manager, from the result the journal carries up.
+pub const ALERT_PREFIX: &str = "$plantd/alert/";
+
+/// `<rule>/<key>` of an analytics result topic `$plantd/agg/<rule>/<key>`;
+/// `None` for any other topic or an empty rest.
+pub fn agg_rest(topic: &str) -> Option<&str> {
+    topic.strip_prefix(AGG_PREFIX).filter(|s| !s.is_empty())
+}
+
 /// Checks `s` as an MQTT topic name without allocating.
 ///
 /// # Errors
