@@ -540,3 +540,96 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Record `i` of a journal interleaving telemetry, log lines and an edge's
+/// analytics results: `i % 4 == 2` a log line, `i % 4 == 3` a result on
+/// `$plantd/agg/avg_temp/line<i % 2>`.
+fn three_streams(i: u64) -> UplinkMessage {
+    match i % 4 {
+        2 => UplinkMessage {
+            topic: format!("$plantd/log/pump{}", i % 2),
+            ..msg(i)
+        },
+        3 => UplinkMessage {
+            topic: format!("$plantd/agg/avg_temp/line{}", i % 2),
+            ..msg(i)
+        },
+        _ => msg(i),
+    }
+}
+
+/// Analytics results resume like the other streams: after a reconnection
+/// with a lagging cursor and past the duplicate window, exactly the results
+/// `PLANTD_AGGREGATES` lacks are sent again (on
+/// `plantd.<site>.agg.<rule>.<key>`), and nothing another stream holds.
+#[tokio::test]
+async fn a_resume_knows_what_the_aggregates_stream_holds() {
+    const WINDOW: Duration = Duration::from_secs(1);
+    let nats = Nats::start().await;
+    let js = nats.jetstream().await;
+    let settings = Settings {
+        duplicate_window: WINDOW,
+        ..Settings::default()
+    };
+    streams::ensure(&js, &settings).await.expect("streams");
+    let dir = tempfile::tempdir().expect("tmp");
+    let crashed = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    for i in 0..400 {
+        j.append(three_streams(i).encode().expect("encode"))
+            .await
+            .expect("append");
+    }
+    j.close().await.expect("close");
+    copy_dir(dir.path(), crashed.path());
+    let (j, _) = Journal::open(dir.path(), Options::default()).expect("journal");
+    let mut up = start(&j, &nats, UplinkConfig::new(site())).await;
+    up.wait_acked(400).await;
+    up.stop().await;
+    j.close().await.expect("close");
+    // The last 6 results never reached PLANTD_AGGREGATES, while later
+    // telemetry and log lines reached theirs.
+    let aggregates = js.get_stream(streams::AGGREGATES).await.expect("stream");
+    let last = aggregates
+        .get_info()
+        .await
+        .expect("info")
+        .state
+        .last_sequence;
+    assert_eq!(last, 100, "every fourth record is a result");
+    for seq in last - 5..=last {
+        aggregates.delete_message(seq).await.expect("delete");
+    }
+    tokio::time::sleep(WINDOW * 2).await; // time passing, not synchronisation
+
+    let (j, _) = Journal::open(crashed.path(), Options::default()).expect("journal");
+    let mut again = start(&j, &nats, UplinkConfig::new(site())).await;
+    let s = again.wait_acked(400).await;
+    assert_eq!(s.published, 6, "exactly the missing results: {s:?}");
+    assert_eq!(s.already_stored, 394, "{s:?}");
+    again.stop().await;
+    j.close().await.expect("close");
+    let results = contents_of(&js, streams::AGGREGATES).await;
+    let mut seen: Vec<u64> = results.iter().map(|(seq, _, _)| *seq).collect();
+    seen.sort_unstable();
+    let expected: Vec<u64> = (1..=400).filter(|s| (s - 1) % 4 == 3).collect();
+    assert_eq!(seen, expected, "every result exactly once");
+    for (seq, subject, _) in &results {
+        assert_eq!(
+            subject,
+            &format!("plantd.plant-1.agg.avg_temp.line{}", (seq - 1) % 2)
+        );
+    }
+    for (name, expected) in [(streams::TELEMETRY, 200), (streams::LOGS, 100)] {
+        let n = js
+            .get_stream(name)
+            .await
+            .expect("stream")
+            .get_info()
+            .await
+            .expect("info")
+            .state
+            .messages;
+        assert_eq!(n, expected, "{name}: nothing sent twice");
+    }
+}

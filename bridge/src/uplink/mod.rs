@@ -21,14 +21,16 @@
 //! window: before the first publish of every connection the uplink asks
 //! JetStream for the last message stored on its site's subjects of each
 //! channel (`plantd.<site>.up.>` in `PLANTD_TELEMETRY`,
-//! `plantd.<site>.log.>` in `PLANTD_LOGS`) and, when its message id is one
-//! of this journal's, skips the records of that channel up to it (see
-//! [`resume_point`]): on one connection a stream stores a prefix of what
-//! was sent to it, in order, so its records before that one are stored
-//! too. Two streams store independently, so one stream's last message
-//! says nothing about the other's records: the cursor jumps to the lower
-//! of the two, and past it each record is skipped only when its own
-//! stream holds it (journal records interleave log lines and telemetry). With a [`SiteLease`] the uplink also
+//! `plantd.<site>.log.>` in `PLANTD_LOGS`, `plantd.<site>.agg.>` in
+//! `PLANTD_AGGREGATES` for the edge's analytics results) and, when its
+//! message id is one of this journal's, skips the records of that channel
+//! up to it (see [`resume_point`]): on one connection a stream stores a
+//! prefix of what was sent to it, in order, so its records before that one
+//! are stored too. The streams store independently, so one stream's last
+//! message says nothing about another's records: the cursor jumps to the
+//! lowest of them, and past it each record is skipped only when its own
+//! stream holds it (journal records interleave log lines, telemetry and
+//! results). With a [`SiteLease`] the uplink also
 //! confirms the site's lease first and publishes only while it holds it.
 //! The first publish on a new connection goes alone, so a stream
 //! that JetStream has not loaded yet refuses one publish rather than some

@@ -41,8 +41,9 @@ impl Pump {
             .as_ref()
             .map(|l| l.predecessor_lives())
             .unwrap_or_default();
-        // Telemetry and log lines share the journal but go to two streams:
-        // each stream proves only its own records stored.
+        // Telemetry, log lines and an edge's analytics results share the
+        // journal but go to three streams: each stream proves only its own
+        // records stored.
         let mut stored_upto = StoredUpTo::default();
         for channel in StoredUpTo::CHANNELS {
             let stored = last_stored(&conn.client, &self.cfg.site, channel)
@@ -61,9 +62,9 @@ impl Pump {
             upto = upto.min(self.journal.durable());
             stored_upto.set(channel, upto);
         }
-        // Every record up to the lower of the two is stored; past it, the
+        // Every record up to the lowest of them is stored; past it, the
         // pump skips each record its own stream holds.
-        let upto = stored_upto.both();
+        let upto = stored_upto.all();
         self.stored_upto = stored_upto;
         if let Some(lease) = &self.lease {
             lease.resumed();
@@ -90,21 +91,30 @@ impl Pump {
 
 /// What each stream is known to hold of this journal after a connection
 /// started: every record of channel `up` up to `up`, of channel `log` up to
-/// `log` (journal sequences). The pump does not send those again.
+/// `log`, of channel `agg` (an edge's analytics results,
+/// `PLANTD_AGGREGATES`) up to `agg` (journal sequences). The pump does not
+/// send those again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct StoredUpTo {
     up: u64,
     log: u64,
+    agg: u64,
 }
 
 impl StoredUpTo {
-    /// The channels the uplink publishes on.
-    const CHANNELS: [Channel; 2] = [Channel::Up, Channel::Log];
+    /// The channels the uplink publishes on
+    /// ([`plantd_shared::subject::uplink_subject`]).
+    const CHANNELS: [Channel; 3] = [Channel::Up, Channel::Log, Channel::Agg];
 
     fn set(&mut self, channel: Channel, upto: u64) {
+        *self.slot(channel) = upto;
+    }
+
+    fn slot(&mut self, channel: Channel) -> &mut u64 {
         match channel {
-            Channel::Log => self.log = upto,
-            _ => self.up = upto,
+            Channel::Log => &mut self.log,
+            Channel::Agg => &mut self.agg,
+            _ => &mut self.up,
         }
     }
 
@@ -112,13 +122,14 @@ impl StoredUpTo {
     pub(super) fn holds(&self, channel: Channel, seq: u64) -> bool {
         seq <= match channel {
             Channel::Log => self.log,
+            Channel::Agg => self.agg,
             _ => self.up,
         }
     }
 
     /// Every record up to here is stored, whatever its channel.
-    fn both(&self) -> u64 {
-        self.up.min(self.log)
+    fn all(&self) -> u64 {
+        self.up.min(self.log).min(self.agg)
     }
 }
 
@@ -240,6 +251,18 @@ mod tests {
                 first_seq: *first_seq,
             })
             .collect()
+    }
+
+    #[test]
+    fn each_channel_proves_only_its_own_records_stored() {
+        let mut s = StoredUpTo::default();
+        s.set(Channel::Up, 90);
+        s.set(Channel::Log, 70);
+        s.set(Channel::Agg, 40);
+        assert_eq!(s.all(), 40, "the lowest: beyond it, per record");
+        assert!(s.holds(Channel::Up, 90) && !s.holds(Channel::Up, 91));
+        assert!(s.holds(Channel::Log, 70) && !s.holds(Channel::Log, 71));
+        assert!(s.holds(Channel::Agg, 40) && !s.holds(Channel::Agg, 41));
     }
 
     #[test]
