@@ -1,5 +1,6 @@
-//! The engine: a [`plantd_trigger::Handler`] on `PLANTD_LOGS` and
-//! `PLANTD_TELEMETRY` that turns items into observations of alert
+//! The engine: a [`plantd_trigger::Handler`] on `PLANTD_LOGS`,
+//! `PLANTD_TELEMETRY` and `PLANTD_AGGREGATES` (analytics results with a
+//! signal, [`crate::analytics`]) that turns items into observations of alert
 //! instances, and a clock ([`Engine::tick`]) for `for` durations, windows
 //! sliding out, absence, no-data and repeats.
 //!
@@ -25,11 +26,12 @@ use plantd_trigger::{BatchOutcome, Handler, Item};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use crate::analytics;
 use crate::clock::Clock;
 use crate::instance::{InstanceState, Observation, evidence, group_key, instance_id, key_fits};
 use crate::logs::{self, LogMatcher};
 use crate::record::Evidence;
-use crate::rule::{Condition, GroupBy, Rule};
+use crate::rule::{Condition, GroupBy, Input, Rule};
 use crate::silence::Silence;
 use crate::store::{StoreError, Stores};
 
@@ -181,8 +183,25 @@ impl Engine {
 
     /// What `item` tells each instance it concerns.
     async fn observe(&self, item: &Item, work: &mut Vec<Work>) -> Result<(), String> {
-        let logs = item.stream == streams::LOGS;
-        let (site, topic, record) = if logs {
+        let input = if item.stream == streams::LOGS {
+            Input::Logs
+        } else if item.stream == streams::AGGREGATES {
+            Input::Aggregates
+        } else {
+            Input::Telemetry
+        };
+        let logs = input == Input::Logs;
+        let result = if input == Input::Aggregates {
+            match analytics::read(item) {
+                Some(r) => Some(r),
+                None => return Ok(()),
+            }
+        } else {
+            None
+        };
+        let (site, topic, record) = if let Some(r) = &result {
+            (r.site.clone(), r.output.key.clone(), None)
+        } else if logs {
             let record = logs::record(item);
             (record.site.clone(), record.source.clone(), Some(record))
         } else {
@@ -215,7 +234,7 @@ impl Engine {
             }
         };
         for rule in self.rules_of(&org) {
-            if rule.rule.condition.on_logs() != logs || !rule.rule.covers(&site) {
+            if rule.rule.condition.input() != input || !rule.rule.covers(&site) {
                 continue;
             }
             let text = || String::from_utf8_lossy(&item.payload).into_owned();
@@ -270,9 +289,19 @@ impl Engine {
                     });
                     (Observation::Seen { matched }, ev)
                 }
+                (Condition::Analytics { rule: name }, None) => match &result {
+                    Some(r) if r.output.rule == *name => {
+                        let (obs, ev) = analytics::observe(item, r);
+                        (obs, Some(ev))
+                    }
+                    _ => continue,
+                },
                 _ => continue,
             };
             let mut group = BTreeMap::new();
+            if input == Input::Aggregates {
+                group.insert(analytics::KEY_LABEL.to_owned(), topic.clone());
+            }
             for g in &rule.rule.group_by {
                 match g {
                     GroupBy::Site => {}

@@ -1,6 +1,7 @@
-//! `plantd-alerts`: the one alert manager, used by log rules now and by
-//! analytics next. Rules are data (org-scoped, in KV); the engine follows
-//! `PLANTD_LOGS` and `PLANTD_TELEMETRY` through the trigger and a clock
+//! `plantd-alerts`: the one alert manager, for log, telemetry and
+//! analytics rules. Rules are data (org-scoped, in KV); the engine follows
+//! `PLANTD_LOGS`, `PLANTD_TELEMETRY` and `PLANTD_AGGREGATES` (the signals
+//! of analytics patterns and anomalies) through the trigger and a clock
 //! for durations and absence; every alert instance — one per (rule, key) —
 //! moves pending → firing → resolved, or into no-data (never "resolved"),
 //! with its state in KV; each transition is written once to
@@ -18,12 +19,14 @@
 //! | [`engine`] | [`Engine`]: the trigger handler and the clock step |
 //! | [`clock`] | [`Clock`], [`SystemClock`], [`ManualClock`] |
 //! | `logs` | log conditions' matching through `plantd_logger::query` |
+//! | [`analytics`] | analytics conditions: signalled results in `PLANTD_AGGREGATES` as observations |
 //! | [`notify`] | the notifier on `PLANTD_ALERTS`: channels (webhook signed with HMAC-SHA256, SNS), delivery markers, retries |
 //!
 //! Stores: `plantd_alert_rules`, `plantd_alert_state`,
 //! `plantd_alert_silences`, `plantd_alert_channels`, `plantd_notifications`
 //! (names in `plantd_shared::streams`).
 
+pub mod analytics;
 pub mod clock;
 pub mod duration;
 pub mod engine;
@@ -57,6 +60,9 @@ pub const FUNCTION: &str = "alerts";
 /// The function name the notifier binds to the trigger with (on
 /// `PLANTD_ALERTS`).
 pub const NOTIFIER: &str = "notifier";
+/// The streams the engine consumes (one durable consumer
+/// `alerts_<stream>` each; on AWS one SQS queue each, decision 0026).
+pub const STREAMS: [&str; 3] = [streams::TELEMETRY, streams::LOGS, streams::AGGREGATES];
 /// How often the clock steps the engine by default.
 pub const TICK: Duration = Duration::from_secs(1);
 
@@ -78,7 +84,7 @@ pub struct Running {
     engine: Engine,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The durable consumers bound (`alerts_PLANTD_LOGS`,
-    /// `alerts_PLANTD_TELEMETRY`).
+    /// `alerts_PLANTD_TELEMETRY`, `alerts_PLANTD_AGGREGATES`).
     pub consumers: Vec<String>,
 }
 
@@ -103,8 +109,9 @@ impl Drop for Running {
     }
 }
 
-/// Starts the alert engine: binds it as [`FUNCTION`] to `PLANTD_LOGS` and
-/// `PLANTD_TELEMETRY` on `trigger` with `settings`, and starts its clock
+/// Starts the alert engine: binds it as [`FUNCTION`] to `PLANTD_LOGS`,
+/// `PLANTD_TELEMETRY` and `PLANTD_AGGREGATES` ([`STREAMS`]) on `trigger`
+/// with `settings`, and starts its clock
 /// (every `tick`, reading the time from `clock`) and the watcher that
 /// reloads rules and silences when they change.
 ///
@@ -128,7 +135,7 @@ pub async fn start(
         consumers: Vec::new(),
     };
     let handler = Arc::new(engine);
-    for stream in [streams::TELEMETRY, streams::LOGS] {
+    for stream in STREAMS {
         let durable = trigger
             .bind(FUNCTION, stream, handler.clone(), settings.clone())
             .await?;

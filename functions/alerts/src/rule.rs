@@ -81,6 +81,17 @@ pub enum GroupBy {
     Topic,
 }
 
+/// The stream a condition reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// `PLANTD_TELEMETRY`: threshold and absence conditions.
+    Telemetry,
+    /// `PLANTD_LOGS`: log count and log absence conditions.
+    Logs,
+    /// `PLANTD_AGGREGATES`: analytics conditions.
+    Aggregates,
+}
+
 impl GroupBy {
     /// The label name.
     pub fn label(self) -> &'static str {
@@ -244,6 +255,15 @@ pub enum Condition {
         /// Silence that counts as absence.
         after: Dur,
     },
+    /// Analytics: the pattern and anomaly results of the organisation's
+    /// analytics rule `rule` in `PLANTD_AGGREGATES` — a result with
+    /// `signal: fire` makes its (site, key) instance's condition hold,
+    /// `clear` ends it ([`crate::analytics`]). Instances are always split
+    /// by the result's key (label `key`).
+    Analytics {
+        /// The analytics rule's name (`plantd_analytics::Rule::name`).
+        rule: String,
+    },
 }
 
 fn default_op() -> Op {
@@ -251,9 +271,18 @@ fn default_op() -> Op {
 }
 
 impl Condition {
-    /// True for conditions on `PLANTD_LOGS`, false for telemetry.
+    /// True for conditions on `PLANTD_LOGS`.
     pub fn on_logs(&self) -> bool {
-        matches!(self, Self::LogCount { .. } | Self::LogAbsence { .. })
+        self.input() == Input::Logs
+    }
+
+    /// The stream the condition reads.
+    pub fn input(&self) -> Input {
+        match self {
+            Self::Threshold { .. } | Self::Absence { .. } => Input::Telemetry,
+            Self::LogCount { .. } | Self::LogAbsence { .. } => Input::Logs,
+            Self::Analytics { .. } => Input::Aggregates,
+        }
     }
 
     /// True for the absence conditions.
@@ -372,14 +401,14 @@ impl Rule {
         for (i, g) in self.group_by.iter().enumerate() {
             let fits = match g {
                 GroupBy::Site => true,
-                GroupBy::Source => self.condition.on_logs(),
-                GroupBy::Topic => !self.condition.on_logs(),
+                GroupBy::Source => self.condition.input() == Input::Logs,
+                GroupBy::Topic => self.condition.input() == Input::Telemetry,
             };
             if !fits {
                 return Err(RuleError::new(
                     format!("group_by[{i}]"),
                     format!(
-                        "{} does not apply to this condition (logs group by site/source, telemetry by site/topic)",
+                        "{} does not apply to this condition (logs group by site/source, telemetry by site/topic, analytics by site and always by the result's key)",
                         g.label()
                     ),
                 ));
@@ -452,6 +481,14 @@ impl Rule {
             Condition::LogAbsence { filter, after } => {
                 log_filter("condition.match", filter)?;
                 at_least("condition.after", *after, MIN_WINDOW)?;
+            }
+            Condition::Analytics { rule } => {
+                if !crate::analytics::valid_rule_name(rule) {
+                    return Err(RuleError::new(
+                        "condition.rule",
+                        "an analytics rule name: 1-64 letters, digits, '_' or '-'",
+                    ));
+                }
             }
         }
         Ok(())
@@ -526,6 +563,17 @@ mod tests {
         assert!(err(&group).starts_with("group_by[0]: "), "{}", err(&group));
         let site = OK.replace("\"for\"", "\"sites\":[\"ok\",\"a.b\"],\"for\"");
         assert!(err(&site).starts_with("sites[1]: "), "{}", err(&site));
+    }
+
+    #[test]
+    fn analytics_conditions_name_a_rule_and_group_by_key_only() {
+        let ok = r#"{"id":"analytics-press","condition":{"kind":"analytics","rule":"press_held"}}"#;
+        let rule = Rule::from_json(ok.as_bytes()).expect("valid");
+        assert_eq!(rule.condition.input(), Input::Aggregates);
+        let bad = ok.replace("press_held", "press.held");
+        assert!(err(&bad).starts_with("condition.rule: "), "{}", err(&bad));
+        let topic = ok.replace("\"condition\"", "\"group_by\":[\"topic\"],\"condition\"");
+        assert!(err(&topic).starts_with("group_by[0]: "), "{}", err(&topic));
     }
 
     #[test]

@@ -44,6 +44,21 @@ impl InstanceState {
                     format!("nothing matching {topic:?} for {secs}s (absence after {after})"),
                 )
             }
+            Condition::Analytics { rule: name } => {
+                let key = self
+                    .labels
+                    .get(crate::analytics::KEY_LABEL)
+                    .map_or("*", String::as_str);
+                let value = self.value.map(|v| format!(" ({v})")).unwrap_or_default();
+                let summary = if self.reading_holds {
+                    format!("analytics rule {name} signalled fire for {key}{value}")
+                } else if self.signal_at.is_some() {
+                    format!("analytics rule {name} signalled clear for {key}")
+                } else {
+                    format!("analytics rule {name}: no signal for {key} yet")
+                };
+                (self.reading_holds, self.value, summary)
+            }
             Condition::LogCount {
                 filter,
                 window,

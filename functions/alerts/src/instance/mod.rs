@@ -76,6 +76,19 @@ pub enum Observation {
         /// Whether it is a matching line (log rules) or message (absence).
         matched: bool,
     },
+    /// An analytics result with a signal (analytics conditions): `fire`
+    /// makes the condition hold, `clear` ends it.
+    Signal {
+        /// True for `fire`, false for `clear`.
+        fire: bool,
+        /// The result's main value (`score` when it has one, else its
+        /// first), for the records.
+        value: Option<f64>,
+        /// When the result was detected (its `window_end`, ms since the
+        /// epoch): a signal older than the newest applied (a retried item
+        /// arriving late) does not overturn it.
+        at: i64,
+    },
 }
 
 /// One alert instance as stored in `plantd_alert_state`.
@@ -147,6 +160,10 @@ pub struct InstanceState {
     /// Records made and not yet confirmed stored in `PLANTD_ALERTS`.
     #[serde(default)]
     pub outbox: Vec<AlertRecord>,
+    /// Analytics conditions: the detection time (ms) of the newest signal
+    /// applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_at: Option<i64>,
 }
 
 /// FNV-1a, 64 bits: a stable hash across processes and versions.
@@ -186,6 +203,9 @@ pub fn key_fits(rule: &Rule, key: &str) -> bool {
         .filter(|g| **g != crate::rule::GroupBy::Site)
         .map(|g| g.label())
         .collect();
+    if let Condition::Analytics { .. } = rule.condition {
+        want.push(crate::analytics::KEY_LABEL);
+    }
     want.sort_unstable();
     want.dedup();
     let have: Vec<&str> = if key.is_empty() {
@@ -278,6 +298,7 @@ impl InstanceState {
             announced_silenced: false,
             last_notice: None,
             outbox: Vec::new(),
+            signal_at: None,
         }
     }
 
@@ -316,6 +337,19 @@ impl InstanceState {
                         *self.buckets.entry(now_ms(now) / b).or_default() += 1;
                         self.push_evidence(ev);
                     }
+                }
+            }
+            Observation::Signal { fire, value, at } => {
+                if self.signal_at.is_some_and(|newest| *at < newest) {
+                    return true;
+                }
+                self.signal_at = Some(*at);
+                self.value = *value;
+                self.reading_holds = *fire;
+                if *fire {
+                    self.push_evidence(ev);
+                } else if self.state == AlertState::Inactive {
+                    self.evidence.clear();
                 }
             }
         }
