@@ -66,6 +66,41 @@ pub struct Config {
     pub uplink: UplinkSettings,
     /// The durable journal (used when the uplink is configured).
     pub journal: JournalSettings,
+    /// Analytics rules placed at the edge ([`crate::analytics`]; with the
+    /// uplink only: results go up through the journal).
+    pub analytics: AnalyticsSettings,
+}
+
+/// The edge's analytics: rules placed `at = "edge"` for this site, run on
+/// the publications it accepts (see `docs/broker.md`, "Analytics at the
+/// edge").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsSettings {
+    /// Run the rules (on by default; they come from the cloud's
+    /// `plantd_analytics_rules` and the cached copy on disk).
+    pub enabled: bool,
+    /// Readings waiting for the engine at most; when full, further ones
+    /// are not analysed, and counted (`plantd_analytics_dropped_total`),
+    /// rather than holding a device back (they still go up).
+    pub queue: usize,
+    /// Milliseconds between moves of the engine's time to the wall clock,
+    /// which close windows and fire timers without new readings.
+    pub tick_ms: u64,
+    /// Seconds between checkpoints of the engine's state (also written
+    /// after results are journaled, and at shutdown).
+    pub checkpoint_secs: u64,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue: 16_384,
+            tick_ms: 1_000,
+            checkpoint_secs: 30,
+        }
+    }
 }
 
 /// The connection to JetStream and what goes up.
@@ -158,6 +193,7 @@ impl Default for Config {
             limits: Limits::default(),
             uplink: UplinkSettings::default(),
             journal: JournalSettings::default(),
+            analytics: AnalyticsSettings::default(),
         }
     }
 }

@@ -161,6 +161,7 @@ fn readiness(
     journal: Journal,
     status: watch::Receiver<UplinkStatus>,
     downlink: watch::Receiver<DownlinkStatus>,
+    analytics: Option<Arc<crate::analytics::Stats>>,
 ) -> HttpExtras {
     let ready_journal = journal.clone();
     let ready_status = status.clone();
@@ -337,6 +338,9 @@ fn readiness(
             since,
         );
         downlink_metrics(&mut out, &downlink.borrow());
+        if let Some(a) = &analytics {
+            a.prometheus(&mut out);
+        }
         out
     });
     HttpExtras {
@@ -558,16 +562,42 @@ pub async fn run(
 
     let site = Site::new(config.site.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
     let downlink_status = watch::channel(DownlinkStatus::default()).0;
+    // Rules placed at the edge: fed what the journal hook accepts.
+    let analytics = config
+        .analytics
+        .enabled
+        .then(|| crate::analytics::prepare(&config.analytics));
+    let mut hook = JournalHook::new(journal.clone(), rules);
+    if let Some(a) = &analytics {
+        hook = hook.with_analytics(a.feed.clone());
+    }
+    let analytics_settings = config.analytics.clone();
+    let org = config.org.clone();
     let broker = Broker::bind(config)
         .await?
-        .with_publish_hook(Arc::new(JournalHook::new(journal.clone(), rules)))
+        .with_publish_hook(Arc::new(hook))
         .with_http_extras(readiness(
             journal.clone(),
             status,
             downlink_status.subscribe(),
+            analytics.as_ref().map(|a| a.stats.clone()),
         ));
     let broker = EdgeTrust::install(trust.as_ref(), broker);
     let handle = broker.handle();
+    if let Some(a) = analytics {
+        tasks.extend(a.start(
+            &analytics_settings,
+            &crate::analytics::Site {
+                site: site.as_str(),
+                org: org.as_deref(),
+                data_dir: &data_dir,
+            },
+            client.clone(),
+            journal.clone(),
+            handle.clone(),
+            token.clone(),
+        ));
+    }
 
     // Cloud → devices: commands from PLANTD_COMMANDS, in order per topic.
     let downlink = Downlink::new(

@@ -24,6 +24,7 @@
 //! | [`inject`] | [`inject::BrokerHandle`]: publications and subscriptions from inside the process — cloud commands and site service requests |
 //! | [`uplink`] | the journal hook: which publications go up, journaled before they are acknowledged |
 //! | [`own_logs`] | the edge's own warnings and errors, journaled as log lines on `$plantd/log/plantd/edge` |
+//! | [`analytics`] | analytics rules placed at the edge: followed from KV and cached, run on accepted publications, results through the journal and on `$plantd/agg|alert/…` |
 //! | [`edge`] | the whole edge: broker + journal + JetStream uplink, downlink and site services |
 //! | [`metrics`] | counters, Prometheus text, `$SYS` values |
 //! | [`http`] | `/healthz` and `/metrics` |
@@ -32,6 +33,7 @@
 //! Topic validation and matching come from `plantd_shared::topic`, the one
 //! home of those rules. See `docs/broker.md` for the design and the limits.
 
+pub mod analytics;
 pub mod auth;
 pub mod config;
 pub mod edge;

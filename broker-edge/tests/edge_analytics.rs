@@ -1,0 +1,307 @@
+//! Analytics at the edge, with the real `plantd-edge` binary, a real
+//! nats-server and rumqttc 5.0 clients:
+//!
+//! * a rule placed at the edge runs while the uplink is down: a local
+//!   subscriber of `$plantd/agg/#` sees each result at once, and when the
+//!   link returns each result is in `PLANTD_AGGREGATES` exactly once, on
+//!   `plantd.<site>.agg.<rule>.<key>`;
+//! * rules follow the bucket without a restart (added, changed, removed),
+//!   only the owner's rules placed at this site's edge run (not a cloud
+//!   rule, not another site's, not another organisation's);
+//! * the rules are kept on disk: an edge restarted without its uplink runs
+//!   them.
+
+mod common;
+mod edge_proc;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::{TestBroker, V5, v5};
+use edge_proc::{Edge, SITE, drained, metric, start_edge};
+use plantd_analytics::{Output, Placement, Rule, Source, StoredRule};
+use plantd_shared::streams::{self, ANALYTICS_RULES_BUCKET};
+use plantd_testkit::{Nats, eventually};
+use rumqttc::v5::mqttbytes::QoS;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// A rule of `org` written as SQL.
+fn stored(org: &str, name: &str, at: Placement, sites: &[&str], sql: &str) -> StoredRule {
+    StoredRule {
+        org: org.into(),
+        sites: sites.iter().map(|s| (*s).to_owned()).collect(),
+        at,
+        enabled: true,
+        rule: Rule::from_sql(name, sql).expect("rule compiles"),
+        source: Source::Sql(sql.to_owned()),
+        updated_by: "u-test".into(),
+        updated_at: "2026-12-06T18:00:00Z".into(),
+    }
+}
+
+/// The average of each `line1/<machine>/temp` per second.
+const AVG: &str =
+    r#"SELECT avg(value), count(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(1s)"#;
+
+/// Writes `rule` under `<org>.<name>` as `/v1/analytics/rules` does.
+async fn put(js: &jetstream::Context, rule: &StoredRule) {
+    let kv = js
+        .get_key_value(ANALYTICS_RULES_BUCKET)
+        .await
+        .expect("rules bucket");
+    kv.put(rule.key(), serde_json::to_vec(rule).expect("json").into())
+        .await
+        .expect("put rule");
+}
+
+async fn delete(js: &jetstream::Context, key: &str) {
+    let kv = js
+        .get_key_value(ANALYTICS_RULES_BUCKET)
+        .await
+        .expect("rules bucket");
+    kv.delete(key).await.expect("delete rule");
+}
+
+/// Waits until the edge runs `n` rules.
+async fn runs(edge: &Edge, n: usize) {
+    eventually(WITHIN, &format!("the edge running {n} rules"), || async {
+        (metric(edge, "plantd_analytics_rules").await == Some(n as f64)).then_some(())
+    })
+    .await;
+}
+
+/// The edge of site `plant-1`, owned by `acme`, anonymous clients allowed.
+async fn edge(nats: &Nats, data: &Path) -> (Edge, TestBroker) {
+    let edge = start_edge(nats, data, &["--org", "acme"]).await;
+    let broker = TestBroker::external(edge.mqtt, edge.http);
+    (edge, broker)
+}
+
+async fn client(b: &TestBroker, id: &str) -> V5 {
+    v5(b, id, |_| {}).await.0
+}
+
+/// Publishes `value` at QoS 1 and waits for the PUBACK.
+async fn reading(device: &mut V5, topic: &str, value: &str) {
+    device
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, value.to_owned())
+        .await
+        .expect("publish queued");
+    device.puback().await;
+}
+
+/// The next result a subscriber of `$plantd/agg/#` receives: its topic
+/// and the `Output` it carries.
+async fn result(hmi: &mut V5) -> (String, Output) {
+    let p = hmi.publish().await;
+    let topic = String::from_utf8(p.topic.to_vec()).expect("utf-8 topic");
+    let out = serde_json::from_slice(&p.payload).expect("an Output as JSON");
+    (topic, out)
+}
+
+/// Asserts that no result arrives for longer than a window and a tick.
+async fn no_result(hmi: &mut V5) {
+    if let Ok(p) = tokio::time::timeout(Duration::from_millis(2_500), hmi.publish()).await {
+        panic!("unexpected result on {:?}", p.topic);
+    }
+}
+
+/// Every result stored in `PLANTD_AGGREGATES` for the site: subject and
+/// `Output`.
+async fn aggregates(js: &jetstream::Context) -> Vec<(String, Output)> {
+    let stream = js.get_stream(streams::AGGREGATES).await.expect("stream");
+    let last = stream.get_info().await.expect("info").state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("stored result");
+        out.push((
+            m.subject.to_string(),
+            serde_json::from_slice(&m.payload).expect("an Output as JSON"),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_edge_rule_runs_while_the_uplink_is_down_and_each_result_goes_up_once() {
+    let mut nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    put(
+        &js,
+        &stored("acme", "avg_temp", Placement::Edge, &[SITE], AVG),
+    )
+    .await;
+    // Not for this edge: a cloud rule, another site's, another owner's.
+    put(
+        &js,
+        &stored("acme", "cloud_avg", Placement::Cloud, &[SITE], AVG),
+    )
+    .await;
+    put(
+        &js,
+        &stored("acme", "other_site", Placement::Edge, &["plant-2"], AVG),
+    )
+    .await;
+    put(
+        &js,
+        &stored("initech", "theirs", Placement::Edge, &[SITE], AVG),
+    )
+    .await;
+    let data = tempfile::tempdir().expect("tmp");
+    let (edge, b) = edge(&nats, data.path()).await;
+    runs(&edge, 1).await;
+    let mut hmi = client(&b, "hmi").await;
+    hmi.sub("$plantd/agg/#", QoS::AtLeastOnce).await;
+    let mut plc = client(&b, "plc-1").await;
+
+    nats.stop().await;
+    let mut seen = Vec::new();
+    for (machine, value) in [("m1", "20"), ("m2", "30.5"), ("m1", "22")] {
+        reading(&mut plc, &format!("line1/{machine}/temp"), value).await;
+        let (topic, out) = result(&mut hmi).await;
+        assert_eq!(topic, format!("$plantd/agg/avg_temp/line1/{machine}/temp"));
+        assert_eq!(out.rule, "avg_temp");
+        assert_eq!(out.key, format!("line1/{machine}/temp"));
+        assert_eq!(
+            out.values["avg_value"],
+            value.parse::<f64>().expect("number")
+        );
+        assert_eq!(out.values["count_value"], 1.0);
+        assert_eq!(out.window_end - out.window_start, 1_000);
+        seen.push(out);
+    }
+
+    nats.start_again().await;
+    drained(&edge).await;
+    let js = nats.jetstream().await;
+    let stored = aggregates(&js).await;
+    assert_eq!(
+        stored.len(),
+        seen.len(),
+        "each result exactly once, and only this edge rule's: {stored:?}"
+    );
+    for ((subject, out), local) in stored.iter().zip(&seen) {
+        assert_eq!(out, local, "the result as seen locally");
+        assert_eq!(
+            subject,
+            &plantd_shared::subject::aggregate_subject(
+                &plantd_shared::subject::Site::new(SITE).expect("site"),
+                &out.rule,
+                &out.key
+            )
+        );
+    }
+    // The readings went up too, and nothing else came of them locally.
+    let telemetry = js.get_stream(streams::TELEMETRY).await.expect("stream");
+    assert_eq!(telemetry.get_info().await.expect("info").state.messages, 3);
+    no_result(&mut hmi).await;
+}
+
+#[tokio::test]
+async fn rules_follow_the_bucket_without_a_restart() {
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    let data = tempfile::tempdir().expect("tmp");
+    let (edge, b) = edge(&nats, data.path()).await;
+    runs(&edge, 0).await;
+    let mut hmi = client(&b, "hmi").await;
+    hmi.sub("$plantd/agg/#", QoS::AtLeastOnce).await;
+    let mut plc = client(&b, "plc-1").await;
+
+    put(
+        &js,
+        &stored("acme", "avg_temp", Placement::Edge, &[SITE], AVG),
+    )
+    .await;
+    runs(&edge, 1).await;
+    reading(&mut plc, "line1/m1/temp", "20").await;
+    let (_, out) = result(&mut hmi).await;
+    assert_eq!(out.values["avg_value"], 20.0);
+
+    // Changed: the maximum instead; the new definition answers.
+    let max = r#"SELECT max(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(1s)"#;
+    put(
+        &js,
+        &stored("acme", "avg_temp", Placement::Edge, &[SITE], max),
+    )
+    .await;
+    let cache = data.path().join(plantd_edge::analytics::RULES_FILE);
+    eventually(WITHIN, "the changed rule cached", || async {
+        let text = std::fs::read_to_string(&cache).ok()?;
+        text.contains("max_value").then_some(())
+    })
+    .await;
+    reading(&mut plc, "line1/m1/temp", "25").await;
+    let (_, out) = result(&mut hmi).await;
+    assert_eq!(out.values.get("max_value"), Some(&25.0), "{out:?}");
+    assert!(!out.values.contains_key("avg_value"));
+
+    // Moved to the cloud: no longer run here.
+    put(
+        &js,
+        &stored("acme", "avg_temp", Placement::Cloud, &[SITE], max),
+    )
+    .await;
+    runs(&edge, 0).await;
+    reading(&mut plc, "line1/m1/temp", "26").await;
+    no_result(&mut hmi).await;
+
+    // Back at the edge, then deleted.
+    put(
+        &js,
+        &stored("acme", "avg_temp", Placement::Edge, &[SITE], AVG),
+    )
+    .await;
+    runs(&edge, 1).await;
+    delete(&js, "acme.avg_temp").await;
+    runs(&edge, 0).await;
+    reading(&mut plc, "line1/m1/temp", "27").await;
+    no_result(&mut hmi).await;
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).expect("cache")).expect("json");
+    assert_eq!(cached["rules"], serde_json::json!({}), "the cache follows");
+}
+
+#[tokio::test]
+async fn rules_survive_a_restart_without_the_uplink() {
+    let mut nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    put(
+        &js,
+        &stored("acme", "avg_temp", Placement::Edge, &[SITE], AVG),
+    )
+    .await;
+    put(
+        &js,
+        &stored("acme", "cloud_avg", Placement::Cloud, &[SITE], AVG),
+    )
+    .await;
+    let data = tempfile::tempdir().expect("tmp");
+    let (mut edge, _) = edge(&nats, data.path()).await;
+    runs(&edge, 1).await;
+    edge.proc
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("the edge stops");
+
+    nats.stop().await;
+    let (edge, b) = self::edge(&nats, data.path()).await;
+    runs(&edge, 1).await;
+    let mut hmi = client(&b, "hmi").await;
+    hmi.sub("$plantd/agg/#", QoS::AtLeastOnce).await;
+    let mut plc = client(&b, "plc-1").await;
+    reading(&mut plc, "line1/m1/temp", "21.5").await;
+    let (topic, out) = result(&mut hmi).await;
+    assert_eq!(topic, "$plantd/agg/avg_temp/line1/m1/temp");
+    assert_eq!(out.values["avg_value"], 21.5);
+    no_result(&mut hmi).await;
+
+    nats.start_again().await;
+    drained(&edge).await;
+    let stored = aggregates(&nats.jetstream().await).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].1, out);
+}
