@@ -155,9 +155,13 @@ pub fn builtin_role(name: &str) -> Option<Role> {
     let (perms, mqtt, description) = match name {
         "superadmin" => (
             strings(&["*"]),
-            // `#` never covers `$` topics (MQTT): log lines are granted
-            // on their own.
-            grant(&["#", "$plantd/log/#"], &["#"]),
+            // `#` never covers `$` topics (MQTT): log lines, the edge's
+            // analytics results and its alert signals are granted on
+            // their own.
+            grant(
+                &["#", "$plantd/log/#"],
+                &["#", "$plantd/agg/#", "$plantd/alert/#"],
+            ),
             "everything, including creating organisations",
         ),
         "admin" => (
@@ -175,7 +179,10 @@ pub fn builtin_role(name: &str) -> Option<Role> {
                 "services:*:call",
                 "alerts:admin",
             ]),
-            grant(&["#", "$plantd/log/#"], &["#"]),
+            grant(
+                &["#", "$plantd/log/#"],
+                &["#", "$plantd/agg/#", "$plantd/alert/#"],
+            ),
             "manages an organisation's identities and everything on its sites",
         ),
         "operator" => (
