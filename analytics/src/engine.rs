@@ -26,6 +26,7 @@ use thiserror::Error;
 
 use crate::field::Payload;
 use crate::rule::{Rule, RuleError};
+use crate::track::Track;
 use crate::window::{KeyState, RuleMetrics, RuleRun, Win};
 
 /// One reading as it arrives.
@@ -203,6 +204,8 @@ impl Engine {
                             last_seq: k.last_seq,
                             dropped_late: k.dropped_late,
                             windows: k.windows.clone(),
+                            last_at: k.last_at,
+                            track: k.track.as_deref().cloned(),
                         })
                         .collect(),
                 })
@@ -238,6 +241,8 @@ impl Engine {
                     last_seq: k.last_seq,
                     dropped_late: k.dropped_late,
                     windows: k.windows,
+                    last_at: k.last_at,
+                    track: k.track.map(Box::new),
                 })
                 .collect();
             run.restore(keys, saved.max_event, saved.metrics);
@@ -291,4 +296,10 @@ pub struct KeyCheckpoint {
     pub dropped_late: u64,
     /// Open and retained windows.
     windows: Vec<Win>,
+    /// With an aggregate's `stale_after`: the latest event time applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_at: Option<i64>,
+    /// A pattern's or detector's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    track: Option<Track>,
 }

@@ -13,8 +13,10 @@
 //!       "select": [ { "name": "avg_value", "fn": "avg", "field": "value" } ] } } }
 //! ```
 //!
-//! `operator` is the extension point: windowed aggregates now; patterns
-//! (CEP) and anomaly detectors are added as further [`Operator`] variants.
+//! `operator` is the extension point: windowed aggregates
+//! (`"aggregate"`), patterns (`"pattern"`: threshold held, sequence and
+//! absence, rate of change, stale source) and anomaly detectors
+//! (`"anomaly"`: z-score, CUSUM) — the last two in [`crate::pattern`].
 
 use std::collections::HashSet;
 
@@ -23,6 +25,7 @@ use thiserror::Error;
 
 use crate::duration::Millis;
 use crate::field::FieldPath;
+use crate::pattern::{Anomaly, Pattern};
 use crate::topic::TopicFilter;
 
 /// The most windows one reading may fall into (a hopping window's
@@ -62,6 +65,11 @@ pub enum GroupBy {
     Field(FieldPath),
     /// One key, `*`, for everything the filter matches.
     None,
+    /// One key per value of a topic level, counted from 0: `{"level": 1}`
+    /// keys `cmd/m3/start` and `status/m3` both as `m3` — so a pattern can
+    /// follow one device across two topics. A topic with fewer levels is
+    /// not read.
+    Level(u32),
 }
 
 /// Event time and watermark (decision 0027).
@@ -88,12 +96,20 @@ pub struct TimePolicy {
     pub lateness: Millis,
 }
 
-/// What a rule computes. The extension point for patterns and anomalies.
+/// What a rule computes.
+///
+/// Aggregates emit one [`crate::Output`] per key and window; patterns and
+/// anomaly detectors emit `signal: fire` when their condition starts and
+/// `signal: clear` when it ends (decision 0028).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operator {
     /// Aggregates over windows.
     Aggregate(Aggregate),
+    /// A pattern (CEP) per key.
+    Pattern(Pattern),
+    /// A streaming anomaly detector per key.
+    Anomaly(Anomaly),
 }
 
 /// Windowed aggregates.
@@ -104,6 +120,14 @@ pub struct Aggregate {
     pub window: Window,
     /// The values computed per key and window.
     pub select: Vec<Select>,
+    /// A key silent longer than this (event time between two of its
+    /// readings) makes the windows the silence reaches into *stale*: their
+    /// results carry `stale: 1` and `gap_ms` (the longest such silence),
+    /// so a mean over a disconnected device's last and first readings is
+    /// not taken for a full window's (tumbling and hopping windows; a
+    /// session window already ends at its gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<Millis>,
 }
 
 /// A window kind.
@@ -268,7 +292,7 @@ pub struct RuleError {
 }
 
 impl RuleError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -297,10 +321,11 @@ impl Rule {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The windowed aggregate this rule computes.
-    pub fn aggregate(&self) -> &Aggregate {
+    /// The windowed aggregate this rule computes, if it is one.
+    pub fn aggregate(&self) -> Option<&Aggregate> {
         match &self.operator {
-            Operator::Aggregate(a) => a,
+            Operator::Aggregate(a) => Some(a),
+            Operator::Pattern(_) | Operator::Anomaly(_) => None,
         }
     }
 
@@ -329,7 +354,19 @@ impl Rule {
                 return Err(RuleError::new(label, "must not be negative"));
             }
         }
-        let Operator::Aggregate(agg) = &self.operator;
+        if let GroupBy::Level(n) = self.group_by
+            && n > 64
+        {
+            return Err(RuleError::new(
+                "group_by.level",
+                "a topic level from 0 to 64",
+            ));
+        }
+        let agg = match &self.operator {
+            Operator::Aggregate(agg) => agg,
+            Operator::Pattern(p) => return self.validate_signals(|| p.validate()),
+            Operator::Anomaly(a) => return self.validate_signals(|| a.validate()),
+        };
         let w = "operator.aggregate.window";
         match agg.window {
             Window::Tumbling { size } if size.0 <= 0 => {
@@ -366,6 +403,21 @@ impl Rule {
             }
             _ => {}
         }
+        match (agg.stale_after, agg.window) {
+            (Some(_), Window::Session { .. }) => {
+                return Err(RuleError::new(
+                    "operator.aggregate.stale_after",
+                    "a session window already ends at its gap: use the gap",
+                ));
+            }
+            (Some(d), _) if d.0 <= 0 => {
+                return Err(RuleError::new(
+                    "operator.aggregate.stale_after",
+                    "must be positive",
+                ));
+            }
+            _ => {}
+        }
         if agg.select.is_empty() {
             return Err(RuleError::new(
                 "operator.aggregate.select",
@@ -391,6 +443,21 @@ impl Rule {
             }
         }
         Ok(())
+    }
+
+    /// Patterns and detectors: no allowed lateness (a signal is not
+    /// revised; `time.delay` waits for out-of-order readings instead).
+    fn validate_signals(
+        &self,
+        operator: impl FnOnce() -> Result<(), RuleError>,
+    ) -> Result<(), RuleError> {
+        if self.time.lateness.0 != 0 {
+            return Err(RuleError::new(
+                "time.lateness",
+                "patterns and detectors do not revise a signal: use time.delay to wait for out-of-order readings",
+            ));
+        }
+        operator()
     }
 }
 

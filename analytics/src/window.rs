@@ -1,5 +1,7 @@
 //! The per-rule machinery: keys (interned), per-key windows, the rule's
 //! watermark and its timers. [`crate::Engine`] holds one [`RuleRun`] per rule.
+//! Patterns and detectors keep a [`Track`] per key instead of windows; their
+//! part of the run is in `track/run.rs`.
 //!
 //! Invariants (decision 0027):
 //! - a key's `last_seq` is the stream sequence of the last event applied to
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::accumulate::{Acc, Needs, Values};
 use crate::field::{FieldPath, Payload, Scalar};
 use crate::rule::{AggFn, CmpOp, Condition, GroupBy, Literal, Rule, Window};
+use crate::track::Track;
 use crate::{Event, Output};
 
 /// One window of one key.
@@ -35,6 +38,17 @@ pub(crate) struct Win {
     pub pending: bool,
     /// One accumulator per distinct field of the rule.
     pub accs: Vec<Acc>,
+    /// With `stale_after`: the latest event time applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_t: Option<i64>,
+    /// With `stale_after`: the longest silence inside the window longer
+    /// than `stale_after` (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gap_ms: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// One key of one rule.
@@ -48,6 +62,10 @@ pub(crate) struct KeyState {
     pub dropped_late: u64,
     /// Open and retained windows, by start.
     pub windows: Vec<Win>,
+    /// With an aggregate's `stale_after`: the latest event time applied.
+    pub last_at: Option<i64>,
+    /// A pattern's or detector's state (`None` for aggregates).
+    pub track: Option<Box<Track>>,
 }
 
 /// Counters per rule; kept in checkpoints.
@@ -65,9 +83,14 @@ pub struct RuleMetrics {
     pub outputs: u64,
 }
 
-/// The compiled form of a rule's aggregate.
+/// The compiled form of a rule's aggregate (empty, with no window, for a
+/// pattern or detector).
 #[derive(Debug)]
-struct Plan {
+pub(crate) struct Plan {
+    /// The windows; `None` for a pattern or detector.
+    pub window: Option<Window>,
+    /// The aggregate's `stale_after`.
+    stale_after: Option<i64>,
     /// Distinct fields read, each with one accumulator per window.
     fields: Vec<FieldPath>,
     /// What each field's accumulator keeps.
@@ -81,7 +104,8 @@ impl Plan {
         let mut fields: Vec<FieldPath> = Vec::new();
         let mut needs: Vec<Needs> = Vec::new();
         let mut select = Vec::new();
-        for s in &rule.aggregate().select {
+        let agg = rule.aggregate();
+        for s in agg.iter().flat_map(|a| &a.select) {
             let i = match fields.iter().position(|f| *f == s.field) {
                 Some(i) => i,
                 None => {
@@ -98,6 +122,8 @@ impl Plan {
             select.push((s.name.clone(), s.func, i));
         }
         Self {
+            window: agg.map(|a| a.window),
+            stale_after: agg.and_then(|a| a.stale_after).map(|d| d.0),
             fields,
             needs,
             select,
@@ -111,7 +137,7 @@ pub(crate) struct RuleRun {
     /// The rule.
     pub rule: Arc<Rule>,
     /// Its compiled aggregate.
-    plan: Plan,
+    pub plan: Plan,
     /// Key name → index in `keys` (interning: one allocation per key, ever).
     index: HashMap<Arc<str>, u32>,
     /// Per-key state.
@@ -120,7 +146,7 @@ pub(crate) struct RuleRun {
     /// minus the rule's delay.
     pub max_event: Option<i64>,
     /// Due time → keys to look at then.
-    timers: BTreeMap<i64, Vec<u32>>,
+    pub timers: BTreeMap<i64, Vec<u32>>,
     /// Counters.
     pub metrics: RuleMetrics,
 }
@@ -144,8 +170,14 @@ impl RuleRun {
         self.max_event = max_event;
         self.metrics = metrics;
         let lateness = self.rule.time.lateness.0;
-        for (id, key) in keys.into_iter().enumerate() {
+        for (id, mut key) in keys.into_iter().enumerate() {
             let id = id as u32;
+            if let Some(track) = &mut key.track {
+                for due in track.wakes(&self.rule.operator) {
+                    self.timers.entry(due).or_default().push(id);
+                }
+                track.armed = track.due(&self.rule.operator);
+            }
             for w in &key.windows {
                 let due = if w.pending { w.end } else { w.end + lateness };
                 self.timers.entry(due).or_default().push(id);
@@ -155,7 +187,7 @@ impl RuleRun {
         }
     }
 
-    fn watermark(&self) -> Option<i64> {
+    pub(crate) fn watermark(&self) -> Option<i64> {
         self.max_event
             .map(|m| m.saturating_sub(self.rule.time.delay.0))
     }
@@ -174,6 +206,10 @@ impl RuleRun {
         let id = match &self.rule.group_by {
             GroupBy::Topic => self.intern(event.topic),
             GroupBy::None => self.intern("*"),
+            GroupBy::Level(n) => match event.topic.split('/').nth(*n as usize) {
+                Some(level) => self.intern(level),
+                None => return,
+            },
             GroupBy::Field(path) => match payload.get(path) {
                 Some(Scalar::Str(s)) => self.intern(s),
                 Some(Scalar::Num(n)) => self.intern(&n.to_string()),
@@ -188,6 +224,10 @@ impl RuleRun {
         key.last_seq = Some(event.stream_seq);
         self.metrics.applied += 1;
         let t = self.event_time(event, payload);
+        if self.plan.window.is_none() {
+            self.process_signal(id, t, event, payload, out);
+            return;
+        }
         self.apply(id, t, payload, event, out);
         if self.max_event.is_none_or(|m| t > m) {
             self.max_event = Some(t);
@@ -196,7 +236,7 @@ impl RuleRun {
     }
 
     /// Moves event time forward to `now` (never back) and fires what is due.
-    pub fn advance(&mut self, now: i64, out: &mut Vec<Output>) {
+    pub(crate) fn advance(&mut self, now: i64, out: &mut Vec<Output>) {
         if self.max_event.is_none_or(|m| now > m) {
             self.max_event = Some(now);
             self.fire(out);
@@ -215,6 +255,8 @@ impl RuleRun {
             last_seq: None,
             dropped_late: 0,
             windows: Vec::new(),
+            last_at: None,
+            track: None,
         });
         id
     }
@@ -257,12 +299,24 @@ impl RuleRun {
             }
         }
         let field = |i: usize| if i < 4 { values[i] } else { more[i - 4] };
+        // With stale_after: the silence since the key's latest reading.
+        let silence = self.plan.stale_after.and_then(|after| {
+            let key = &mut self.keys[id as usize];
+            let last = key.last_at;
+            if last.is_none_or(|l| t > l) {
+                key.last_at = Some(t);
+            }
+            last.filter(|l| t - l > after)
+        });
         let mut accepted = false;
-        match self.rule.aggregate().window {
+        let Some(window) = self.plan.window else {
+            return;
+        };
+        match window {
             Window::Tumbling { size } => {
                 let start = t.div_euclid(size.0) * size.0;
                 if !too_late(start + size.0) {
-                    self.apply_fixed(id, start, start + size.0, t, &field, out);
+                    self.apply_fixed(id, start, start + size.0, t, silence, &field, out);
                     accepted = true;
                 }
             }
@@ -274,7 +328,7 @@ impl RuleRun {
                 }
                 while start <= t {
                     if !too_late(start + size.0) {
-                        self.apply_fixed(id, start, start + size.0, t, &field, out);
+                        self.apply_fixed(id, start, start + size.0, t, silence, &field, out);
                         accepted = true;
                     }
                     start += slide.0;
@@ -304,17 +358,23 @@ impl RuleRun {
             emitted: None,
             pending: true,
             accs: self.plan.needs.iter().map(|n| Acc::new(*n)).collect(),
+            last_t: None,
+            gap_ms: 0,
         }
     }
 
     /// A tumbling or hopping window: find or make it, add the reading,
     /// and emit a new revision at once if it was already emitted.
+    /// `silence`: with `stale_after`, the key's latest reading before a
+    /// silence longer than it that this reading ends.
+    #[allow(clippy::too_many_arguments)]
     fn apply_fixed<'p>(
         &mut self,
         id: u32,
         start: i64,
         end: i64,
         t: i64,
+        silence: Option<i64>,
         field: &impl Fn(usize) -> Option<Scalar<'p>>,
         out: &mut Vec<Output>,
     ) {
@@ -333,6 +393,16 @@ impl RuleRun {
         };
         let win = &mut self.keys[id as usize].windows[at];
         add(win, t, field);
+        if self.plan.stale_after.is_some() {
+            win.last_t = win.last_t.max(Some(t));
+            if let Some(last) = silence {
+                // The part of the silence inside this window.
+                let inside = t - last.max(start);
+                if self.plan.stale_after.is_some_and(|a| inside > a) {
+                    win.gap_ms = win.gap_ms.max(inside);
+                }
+            }
+        }
         if !win.pending {
             self.metrics.late_updates += 1;
             self.emit(id, at, out);
@@ -425,7 +495,7 @@ impl RuleRun {
     }
 
     /// Fires every timer at or below the watermark, in time then key order.
-    fn fire(&mut self, out: &mut Vec<Output>) {
+    pub(crate) fn fire(&mut self, out: &mut Vec<Output>) {
         let Some(wm) = self.watermark() else { return };
         let lateness = self.rule.time.lateness.0;
         while let Some(entry) = self.timers.first_entry() {
@@ -437,6 +507,10 @@ impl RuleRun {
             ids.sort_unstable();
             ids.dedup();
             for id in ids {
+                if self.plan.window.is_none() {
+                    self.wake(id, due, out);
+                    continue;
+                }
                 let mut at = 0;
                 while at < self.keys[id as usize].windows.len() {
                     let w = &self.keys[id as usize].windows[at];
@@ -469,6 +543,19 @@ impl RuleRun {
                 values.insert(name.clone(), v);
             }
         }
+        if let (Some(after), Some(last)) = (self.plan.stale_after, win.last_t) {
+            // A silence from the last reading to the window's end.
+            let trailing = win.end - last;
+            let gap = if trailing > after {
+                win.gap_ms.max(trailing)
+            } else {
+                win.gap_ms
+            };
+            if gap > 0 {
+                values.insert("stale".to_owned(), 1.0);
+                values.insert("gap_ms".to_owned(), gap as f64);
+            }
+        }
         self.metrics.outputs += 1;
         out.push(Output {
             rule: self.rule.name.clone(),
@@ -495,7 +582,7 @@ fn add<'p>(win: &mut Win, t: i64, field: &impl Fn(usize) -> Option<Scalar<'p>>) 
 
 /// Whether a `WHERE` condition holds for a payload. A missing field or a
 /// comparison between a number and text is false (so `NOT` of it is true).
-fn holds(cond: &Condition, payload: &Payload<'_>) -> bool {
+pub(crate) fn holds(cond: &Condition, payload: &Payload<'_>) -> bool {
     match cond {
         Condition::All { all } => all.iter().all(|c| holds(c, payload)),
         Condition::Any { any } => any.iter().any(|c| holds(c, payload)),

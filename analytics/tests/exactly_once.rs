@@ -23,6 +23,41 @@ fn rules() -> Vec<Rule> {
             r#"SELECT sum(value), count(*) FROM "plant/+/v" WITH (delay = '2s', lateness = '4s')
                GROUP BY topic, SESSION(3s)"#,
         ),
+        (
+            "stale_windows",
+            r#"SELECT avg(value) FROM "plant/+/v" WITH (delay = '1s', lateness = '5s', stale_after = '2s')
+               GROUP BY topic, TUMBLE(10s)"#,
+        ),
+        (
+            "threshold",
+            r#"SELECT threshold(value >= 4, 3s) FROM "plant/+/v" WITH (delay = '4s') GROUP BY topic"#,
+        ),
+        (
+            "stale",
+            r#"SELECT stale(5s) FROM "plant/+/v" WITH (delay = '2s') GROUP BY topic"#,
+        ),
+        (
+            "absence",
+            r#"SELECT not_followed_by(value = 1, value >= 8, 6s) FROM "plant/+/v" WITH (delay = '3s')
+               GROUP BY topic"#,
+        ),
+        (
+            "followed",
+            r#"SELECT followed_by(topic = 'plant/+/v' AND value < 2, value > 6, 4s) FROM "plant/#"
+               GROUP BY topic_level(1)"#,
+        ),
+        (
+            "rate",
+            r#"SELECT rate_of_change(value, 5, 1s) FROM "plant/+/v" WITH (delay = '5s') GROUP BY topic"#,
+        ),
+        (
+            "zscore",
+            r#"SELECT zscore(value, 0.2, 1.5, 3) FROM "plant/+/v" WITH (delay = '1s') GROUP BY topic"#,
+        ),
+        (
+            "cusum",
+            r#"SELECT cusum(value, 0.25, 2, 4) FROM "plant/+/v" WITH (delay = '1s') GROUP BY '*'"#,
+        ),
     ];
     sql.iter()
         .map(|(name, text)| Rule::from_sql(name, text).expect("rule"))
@@ -69,11 +104,22 @@ fn stream() -> impl Strategy<Value = Vec<Reading>> {
     })
 }
 
+/// Feeds one reading; every 25th, the caller's clock also moves event
+/// time on (`advance`), as an idle stream's driver does: patterns fire on
+/// it. Re-fed after a restore, an `advance` at or before the restored
+/// event time changes nothing.
+fn feed(engine: &mut Engine, i: usize, r: &Reading, out: &mut Vec<Output>) {
+    out.extend(engine.process(&r.event()));
+    if i % 25 == 24 {
+        out.extend(engine.advance(r.at + 7_000));
+    }
+}
+
 fn run(stream: &[Reading], end: i64) -> Vec<Output> {
     let mut engine = Engine::new(rules()).expect("engine");
     let mut out = Vec::new();
-    for r in stream {
-        out.extend(engine.process(&r.event()));
+    for (i, r) in stream.iter().enumerate() {
+        feed(&mut engine, i, r, &mut out);
     }
     out.extend(engine.advance(end));
     out
@@ -106,16 +152,16 @@ proptest! {
         let mut out = Vec::new();
         let mut next = 0;
         for (cut, back) in cuts {
-            for r in &stream[next.min(cut)..cut] {
-                out.extend(engine.process(&r.event()));
+            for (i, r) in stream.iter().enumerate().take(cut).skip(next.min(cut)) {
+                feed(&mut engine, i, r, &mut out);
             }
             next = next.max(cut);
             let state = round_trip(&engine.checkpoint());
             engine = Engine::restore(rules(), state).expect("restore");
             next = next.saturating_sub(back);
         }
-        for r in &stream[next..] {
-            out.extend(engine.process(&r.event()));
+        for (i, r) in stream.iter().enumerate().skip(next) {
+            feed(&mut engine, i, r, &mut out);
         }
         out.extend(engine.advance(end));
 
@@ -168,8 +214,17 @@ fn the_generated_streams_revise_drop_and_redeliver() {
 
     let mut runner = TestRunner::deterministic();
     let (mut revised, mut dropped, mut duplicates) = (0, 0, 0);
+    let mut signals: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
     for _ in 0..16 {
         let stream = stream().new_tree(&mut runner).expect("stream").current();
+        for o in run(&stream, stream.len() as i64 * 700 + 60_000) {
+            let e = signals.entry(o.rule.clone()).or_default();
+            match o.signal {
+                Some(plantd_analytics::Signal::Fire) => e.0 += 1,
+                Some(plantd_analytics::Signal::Clear) => e.1 += 1,
+                None => {}
+            }
+        }
         let mut engine = Engine::new(rules()).expect("engine");
         let half = stream.len() / 2;
         for r in &stream[..half] {
@@ -180,7 +235,7 @@ fn the_generated_streams_revise_drop_and_redeliver() {
         for r in &stream[half.saturating_sub(10)..] {
             engine.process(&r.event());
         }
-        for rule in ["tumble", "hop", "session"] {
+        for rule in ["tumble", "hop", "session", "threshold", "absence"] {
             let m = engine.metrics(rule).expect("rule");
             revised += m.late_updates;
             dropped += m.dropped_late;
@@ -191,4 +246,20 @@ fn the_generated_streams_revise_drop_and_redeliver() {
         revised > 0 && dropped > 0 && duplicates > 0,
         "{revised} {dropped} {duplicates}"
     );
+    // Every pattern and detector fires and clears in these streams.
+    for rule in [
+        "threshold",
+        "stale",
+        "absence",
+        "followed",
+        "rate",
+        "zscore",
+        "cusum",
+    ] {
+        let (fire, clear) = signals.get(rule).copied().unwrap_or_default();
+        assert!(
+            fire > 0 && clear > 0,
+            "{rule}: {fire} fires, {clear} clears"
+        );
+    }
 }

@@ -21,7 +21,14 @@
 //!   `stddev`, `first`, `last`, `rate` (per second), `percentile(x, q)`,
 //!   `median(x)`, `count(DISTINCT x)` or `distinct_count(x)`. Output names
 //!   are the alias, else `<fn>_<field>` (`avg_value`, `p95_value`,
-//!   `count`).
+//!   `count`). `WITH (stale_after = '30s')` marks windows a silence longer
+//!   than that reaches into (`stale: 1`, `gap_ms`).
+//! - Patterns and detectors (`signal.rs`): one function alone in the
+//!   `SELECT` list and no window — `threshold(value > 8, 30s)`,
+//!   `stale(5m)`, `rate_of_change(value, 2, 1s)`, `zscore(value, 0.1, 3)`,
+//!   `cusum(value, 0.5, 5)`, `followed_by(a, b, 10s)`,
+//!   `not_followed_by(a, b, 10s)`; `GROUP BY topic_level(n)` keys on one
+//!   level of the topic.
 
 use std::collections::HashSet;
 
@@ -34,6 +41,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Location, Span};
 use thiserror::Error;
 
+use crate::duration::Millis;
 use crate::field::FieldPath;
 use crate::rule::{AggFn, Aggregate, GroupBy, Operator, Rule, Select, TimePolicy, Window};
 use crate::topic::TopicFilter;
@@ -108,6 +116,7 @@ impl Dialect for RuleDialect {
 }
 
 mod expr;
+mod signal;
 #[cfg(test)]
 mod tests;
 
@@ -176,7 +185,7 @@ impl Rule {
         };
         let from_filter = TopicFilter::new(&filter_text.value)
             .map_err(|e| SqlError::at(filter_text.span, e.to_string()))?;
-        let time = time_policy(with_hints)?;
+        let (time, stale_after) = time_policy(with_hints)?;
 
         let filter = select.selection.as_ref().map(condition).transpose()?;
 
@@ -189,10 +198,20 @@ impl Rule {
         for g in groups {
             if let Expr::Function(f) = g {
                 let fname = function_name(f)?;
+                if fname == "topic_level" {
+                    if group_by.is_some() {
+                        return Err(SqlError::at(
+                            g.span(),
+                            "one key per rule: topic, topic_level(n), a payload field, or '*'",
+                        ));
+                    }
+                    group_by = Some(signal::topic_level(f, g.span())?);
+                    continue;
+                }
                 if window.is_some() {
                     return Err(SqlError::at(g.span(), "one window per rule"));
                 }
-                window = Some(window_of(&fname, f, g.span())?);
+                window = Some((window_of(&fname, f, g.span())?, g.span()));
                 continue;
             }
             if group_by.is_some() {
@@ -209,7 +228,33 @@ impl Rule {
                 other => GroupBy::Field(field_path(other)?),
             });
         }
-        let Some(window) = window else {
+        // A pattern or detector: one function, no window.
+        if let Some(operator) = signal::operator(&select.projection)? {
+            if let Some((_, span)) = window {
+                return Err(SqlError::at(
+                    span,
+                    "a pattern or detector runs per key, without a window",
+                ));
+            }
+            if stale_after.is_some() {
+                return Err(SqlError::at(
+                    select.span(),
+                    "stale_after is for aggregates; a pattern uses stale(after)",
+                ));
+            }
+            let rule = Rule {
+                name: name.to_owned(),
+                from: from_filter,
+                filter,
+                group_by: group_by.unwrap_or_default(),
+                time,
+                operator,
+            };
+            rule.validate()
+                .map_err(|e| SqlError::at(whole, e.to_string()))?;
+            return Ok(rule);
+        }
+        let Some((window, _)) = window else {
             return Err(SqlError::at(
                 select.span(),
                 "GROUP BY needs a window: TUMBLE(1m), HOP(1m, 10s) or SESSION(30s)",
@@ -264,6 +309,7 @@ impl Rule {
             operator: Operator::Aggregate(Aggregate {
                 window,
                 select: selects,
+                stale_after,
             }),
         };
         rule.validate()
@@ -392,9 +438,11 @@ fn window_of(fname: &str, f: &sqlparser::ast::Function, span: Span) -> Result<Wi
     }
 }
 
-/// `WITH (event_time = payload.ts, delay = '2s', lateness = '30s')`.
-fn time_policy(hints: &[Expr]) -> Result<TimePolicy> {
+/// `WITH (event_time = payload.ts, delay = '2s', lateness = '30s',
+/// stale_after = '1m')`.
+fn time_policy(hints: &[Expr]) -> Result<(TimePolicy, Option<Millis>)> {
     let mut time = TimePolicy::default();
+    let mut stale_after = None;
     for h in hints {
         let Expr::BinaryOp {
             left,
@@ -429,13 +477,14 @@ fn time_policy(hints: &[Expr]) -> Result<TimePolicy> {
             }
             "delay" => time.delay = duration(right, true)?,
             "lateness" => time.lateness = duration(right, true)?,
+            "stale_after" => stale_after = Some(duration(right, false)?),
             other => {
                 return Err(SqlError::at(
                     name.span,
-                    format!("unknown option {other:?}: event_time, delay or lateness"),
+                    format!("unknown option {other:?}: event_time, delay, lateness or stale_after"),
                 ));
             }
         }
     }
-    Ok(time)
+    Ok((time, stale_after))
 }

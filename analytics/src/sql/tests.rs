@@ -13,7 +13,7 @@ fn tumble_avg_max_by_topic() {
     .expect("ok");
     assert_eq!(r.from.as_str(), "line1/+/temp");
     assert_eq!(r.group_by, GroupBy::Topic);
-    let a = r.aggregate();
+    let a = r.aggregate().expect("aggregate");
     assert_eq!(
         a.window,
         Window::Tumbling {
@@ -46,7 +46,7 @@ fn hop_session_where_with_fields() {
         r.group_by,
         GroupBy::Field(FieldPath::Json(vec!["dev".into()]))
     );
-    let a = r.aggregate();
+    let a = r.aggregate().expect("aggregate");
     assert_eq!(
         a.window,
         Window::Hopping {
@@ -65,11 +65,11 @@ fn hop_session_where_with_fields() {
     .expect("ok");
     assert_eq!(s.group_by, GroupBy::None);
     assert_eq!(
-        s.aggregate().select[0].field,
+        s.aggregate().expect("aggregate").select[0].field,
         FieldPath::Json(vec!["t.c".into()])
     );
     assert_eq!(
-        s.aggregate().window,
+        s.aggregate().expect("aggregate").window,
         Window::Session {
             gap: Millis(30_000)
         }
