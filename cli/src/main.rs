@@ -538,6 +538,9 @@ enum Verb {
         /// Address of the local functions server [default: 127.0.0.1:8080].
         #[arg(long)]
         http_listen: Option<String>,
+        /// The built web app to serve at / [default: app/dist].
+        #[arg(long)]
+        app_dir: Option<PathBuf>,
         /// The edge broker's MQTT address [default: 127.0.0.1:1883].
         #[arg(long)]
         mqtt_listen: Option<String>,
@@ -913,6 +916,7 @@ fn main() -> ExitCode {
                 nats_host,
                 nats_port,
                 http_listen,
+                app_dir,
                 mqtt_listen,
                 edge_http_listen,
                 allow_anonymous,
@@ -925,6 +929,7 @@ fn main() -> ExitCode {
                     },
                     http: HttpOverrides {
                         listen: http_listen,
+                        app_dir,
                     },
                     edge: EdgeOverrides {
                         mqtt_listen,

@@ -67,6 +67,10 @@ pub struct HttpConfig {
     pub listen: String,
     /// Email of the local administrator created on first start.
     pub admin_email: String,
+    /// The built web app served at `/` (`app/dist`); unset: `app/dist`
+    /// under the working directory, else the repository's this binary was
+    /// built from, when either has an `index.html` (docs/app.md).
+    pub app_dir: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -74,6 +78,7 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:8080".into(),
             admin_email: "admin@plantd.local".into(),
+            app_dir: None,
         }
     }
 }
@@ -155,11 +160,14 @@ pub struct HttpOverrides {
     /// `--http-listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// `--app-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_dir: Option<PathBuf>,
 }
 
 impl HttpOverrides {
     fn is_empty(&self) -> bool {
-        self.listen.is_none()
+        self.listen.is_none() && self.app_dir.is_none()
     }
 }
 
@@ -640,7 +648,9 @@ async fn start_functions(
         .merge(plantd_proxy::mountable(proxy))
         // The trigger's Prometheus `/metrics` and `/healthz/trigger` (503
         // naming a stuck consumer).
-        .merge(plantd_trigger::http::routes(trigger.clone()));
+        .merge(plantd_trigger::http::routes(trigger.clone()))
+        // The web app at `/` (every path no route above claims).
+        .merge(app_files(config)?);
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
@@ -657,6 +667,37 @@ async fn start_functions(
         .await
     });
     Ok((url, stop, task))
+}
+
+/// The web app's files as a fallback router: the configured `app_dir`
+/// (an error when it holds no built app), else the first default that
+/// does; without one, `/` answers 404 and a status line says how to build
+/// it.
+fn app_files(config: &UpConfig) -> Result<axum::Router> {
+    use plantd_proxy::static_files::{self, AppDir};
+    let found = match &config.http.app_dir {
+        Some(dir) => Some(AppDir::open(dir).map_err(|e| anyhow::anyhow!("app_dir: {e}"))?),
+        None => [
+            PathBuf::from("app/dist"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../app/dist"),
+        ]
+        .iter()
+        .find_map(|dir| AppDir::open(dir).ok()),
+    };
+    match found {
+        Some(app) => {
+            status("app", "ready", app.root().display());
+            Ok(static_files::router(app))
+        }
+        None => {
+            status(
+                "app",
+                "missing",
+                "no built web app (cd app && npm ci && npm run build, or --app-dir)",
+            );
+            Ok(axum::Router::new())
+        }
+    }
 }
 
 // ── The trigger (issue 13): stream events → functions, in this process ──

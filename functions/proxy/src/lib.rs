@@ -22,6 +22,7 @@
 //! | [`error`] | the JSON error every route returns |
 //! | [`openapi`] | the OpenAPI document at `/openapi.json`, generated from the route annotations |
 //! | [`routes`] | the HTTP API |
+//! | [`static_files`] | the web app's built files (`app/dist`), with the SPA fallback and cache headers |
 //! | [`aws`] | on AWS: the WebSocket API function, the DynamoDB connection registry, fan-out with `post_to_connection` |
 
 pub mod audit;
@@ -37,6 +38,7 @@ pub mod routes;
 pub mod scan;
 pub mod series_cache;
 pub mod state_store;
+pub mod static_files;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -35,6 +35,9 @@
 //! * `PLANTD_TRUSTED_PROXIES`: comma-separated proxy addresses whose
 //!   `X-Forwarded-For` names the client in audit records (default none; on
 //!   Lambda the client is API Gateway's `sourceIp`).
+//!
+//! `plantd-proxy --print-openapi` prints the `/openapi.json` document and
+//! exits (the web app's API client is generated from it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +121,12 @@ async fn backbone(config: Option<&aws_config::SdkConfig>) -> anyhow::Result<Back
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `plantd-proxy --print-openapi`: the document `/openapi.json` serves,
+    // without NATS or keys (the app's client is generated from it).
+    if std::env::args().nth(1).as_deref() == Some("--print-openapi") {
+        println!("{}", plantd_proxy::openapi::pretty_json());
+        return Ok(());
+    }
     plantd_shared::logging::init("plantd-proxy");
     // Warnings and errors also go to plantd._plantd.log.plantd.proxy.
     plantd_shared::log_ship::start("proxy");

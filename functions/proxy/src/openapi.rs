@@ -77,6 +77,12 @@ static JSON: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_else(|e| format!("{{\"error\":\"internal\",\"message\":\"{e}\"}}"))
 });
 
+/// The document as pretty-printed JSON, exactly what `/openapi.json`
+/// serves (`plantd-proxy --print-openapi` prints it).
+pub fn pretty_json() -> &'static str {
+    JSON.as_str()
+}
+
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", content_type = "application/json")))]

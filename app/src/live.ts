@@ -1,0 +1,158 @@
+// Live data over the proxy's WebSocket `/v1/ws` (docs/api.md, "Live
+// data"): one socket per session, subscriptions by id, commands answered
+// with `sent`. The token goes in `?access_token=` (browsers cannot set
+// headers on a WebSocket). When the socket closes (token expired, network)
+// it reconnects with the current token and subscribes again.
+import { token } from './session';
+
+/** A live message: `{"op":"message",…}`. */
+export interface LiveMessage {
+  id: string;
+  site: string;
+  topic: string;
+  payload?: string;
+  payload_base64?: string;
+  headers?: Record<string, string>;
+}
+
+/** The connection's state, for the status indicator. */
+export enum LinkState {
+  Connecting = 'connecting',
+  Open = 'open',
+  Closed = 'closed',
+}
+
+interface Subscription {
+  site: string;
+  filter: string;
+  onMessage: (m: LiveMessage) => void;
+  onError: (message: string) => void;
+  onSubscribed: () => void;
+}
+
+interface Pending {
+  resolve: (v: Record<string, unknown>) => void;
+  reject: (e: Error) => void;
+}
+
+let socket: WebSocket | null = null;
+let state: LinkState = LinkState.Closed;
+let nextId = 1;
+let retry: ReturnType<typeof setTimeout> | undefined;
+let wanted = false;
+const subs = new Map<string, Subscription>();
+const pending = new Map<string, Pending>();
+const stateListeners = new Set<(s: LinkState) => void>();
+
+function setState(s: LinkState) {
+  state = s;
+  for (const l of stateListeners) l(s);
+}
+
+/** Calls `f` with the link state now and on every change. */
+export function onLinkState(f: (s: LinkState) => void): () => void {
+  stateListeners.add(f);
+  f(state);
+  return () => stateListeners.delete(f);
+}
+
+function send(frame: Record<string, unknown>) {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
+}
+
+function connect() {
+  const t = token();
+  if (!t || !wanted) return;
+  const url = new URL('/v1/ws', location.href);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  url.searchParams.set('access_token', t);
+  setState(LinkState.Connecting);
+  const ws = new WebSocket(url);
+  socket = ws;
+  ws.onopen = () => {
+    setState(LinkState.Open);
+    for (const [id, s] of subs) send({ op: 'subscribe', id, site: s.site, filter: s.filter });
+  };
+  ws.onmessage = (ev) => {
+    let frame: Record<string, unknown>;
+    try {
+      frame = JSON.parse(String(ev.data));
+    } catch {
+      return;
+    }
+    const id = String(frame.id ?? '');
+    switch (frame.op) {
+      case 'message':
+        subs.get(id)?.onMessage(frame as unknown as LiveMessage);
+        break;
+      case 'subscribed':
+        subs.get(id)?.onSubscribed();
+        break;
+      case 'sent': {
+        const p = pending.get(id);
+        pending.delete(id);
+        p?.resolve(frame);
+        break;
+      }
+      case 'error': {
+        const message = String(frame.message ?? frame.error ?? 'error');
+        const p = pending.get(id);
+        if (p) {
+          pending.delete(id);
+          p.reject(new Error(message));
+        } else subs.get(id)?.onError(message);
+        break;
+      }
+    }
+  };
+  ws.onclose = () => {
+    if (socket !== ws) return;
+    socket = null;
+    setState(LinkState.Closed);
+    for (const p of pending.values()) p.reject(new Error('connection closed'));
+    pending.clear();
+    if (wanted) retry = setTimeout(connect, 1000);
+  };
+}
+
+/** Opens the socket (idempotent). */
+export function start() {
+  wanted = true;
+  if (!socket) connect();
+}
+
+/** Closes the socket and forgets every subscription (logout). */
+export function stop() {
+  wanted = false;
+  clearTimeout(retry);
+  subs.clear();
+  const ws = socket;
+  socket = null;
+  ws?.close();
+  setState(LinkState.Closed);
+}
+
+/** Subscribes to `filter` on `site`; returns the unsubscribe function. */
+export function subscribe(
+  site: string,
+  filter: string,
+  onMessage: (m: LiveMessage) => void,
+  onError: (message: string) => void = () => undefined,
+  onSubscribed: () => void = () => undefined,
+): () => void {
+  const id = `s${nextId++}`;
+  subs.set(id, { site, filter, onMessage, onError, onSubscribed });
+  start();
+  send({ op: 'subscribe', id, site, filter });
+  return () => {
+    subs.delete(id);
+    send({ op: 'unsubscribe', id });
+  };
+}
+
+/** The body of a live message as text (base64 payloads decoded when they are UTF-8). */
+export function payloadText(m: LiveMessage): string {
+  if (m.payload !== undefined) return m.payload;
+  if (m.payload_base64 !== undefined) return `(binary, ${atob(m.payload_base64).length} bytes)`;
+  return '';
+}
