@@ -27,6 +27,13 @@ pub const ALERTS_READ: &str = "alerts:read";
 /// Creating, replacing and deleting alert rules and silences, and
 /// acknowledging alerts (built-in roles: admin, operator).
 pub const ALERTS_WRITE: &str = "alerts:write";
+/// Reading the analytics rules of the caller's organisation (built-in
+/// roles: admin, operator, viewer).
+pub const ANALYTICS_READ: &str = "analytics:read";
+/// Creating, replacing and deleting analytics rules (built-in roles:
+/// admin, operator). A rule with an `alert` section also needs
+/// [`ALERTS_WRITE`]: it writes its companion alert rule.
+pub const ANALYTICS_WRITE: &str = "analytics:write";
 
 /// The key in [`Claims::mqtt`] that applies to every site.
 pub const ANY_SITE: &str = "*";

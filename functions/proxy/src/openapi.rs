@@ -53,6 +53,7 @@ impl Modify for Bearer {
         (name = "live", description = "Live data over WebSocket"),
         (name = "logs", description = "Log records, counts over time and per-minute aggregates"),
         (name = "alerts", description = "Alert rules, alerts, acknowledgements, silences and notification channels"),
+        (name = "analytics", description = "Analytics rules (SQL or JSON; in the cloud or at the edge) and their companion alerts"),
         (name = "meta", description = "Health and this document")
     )
 )]

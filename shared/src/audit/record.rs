@@ -171,6 +171,12 @@ actions! {
     /// A test notification was sent on a channel (failure: the channel
     /// refused it, `detail.error`).
     AlertChannelTest = "alert.channel_test",
+    /// An analytics rule was created.
+    AnalyticsRuleCreate = "analytics.rule_create",
+    /// An analytics rule was replaced.
+    AnalyticsRuleUpdate = "analytics.rule_update",
+    /// An analytics rule was deleted.
+    AnalyticsRuleDelete = "analytics.rule_delete",
     /// A request was refused for lack of a permission or organisation
     /// (any route; the route in `target`).
     AccessDenied = "access.denied",

@@ -27,7 +27,7 @@ use crate::{AppError, AppState};
 /// Most history records one answer carries (the newest).
 pub const MAX_HISTORY: usize = 500;
 
-fn store_error(e: StoreError) -> AppError {
+pub(crate) fn store_error(e: StoreError) -> AppError {
     match e {
         StoreError::NotFound(what) => AppError::not_found(what),
         StoreError::Refused(why) => AppError::conflict(why),
@@ -39,7 +39,7 @@ fn store_error(e: StoreError) -> AppError {
 
 /// The alert stores, opened once per process (a missing bucket is not
 /// remembered: the next request tries again).
-async fn stores(state: &AppState) -> Result<Stores, AppError> {
+pub(crate) async fn stores(state: &AppState) -> Result<Stores, AppError> {
     state
         .alert_stores
         .get_or_try_init(|| Stores::open(&state.js))

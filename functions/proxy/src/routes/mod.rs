@@ -15,11 +15,13 @@
 //! | `GET /v1/logs`, `GET /v1/logs/stats`, `GET /v1/logs/aggregates` | [`logs`] |
 //! | `/v1/alert-rules`, `/v1/alerts`, `/v1/alerts/{id}/history`, `/v1/alerts/{id}/ack`, `/v1/silences` | [`alerts`] |
 //! | `/v1/alert-channels`, `/v1/alert-channels/{name}`, `POST /v1/alert-channels/{name}/test` | [`channels`] |
+//! | `/v1/analytics/rules`, `/v1/analytics/rules/{name}` | [`analytics`] |
 //! | `GET /openapi.json` | [`crate::openapi`] |
 //! | `GET /healthz` | here |
 
 pub mod aggregates;
 pub mod alerts;
+pub mod analytics;
 pub mod calls;
 pub mod channels;
 pub mod commands;
@@ -115,6 +117,12 @@ fn documented_api() -> OpenApiRouter<AppState> {
             channels::delete_channel
         ))
         .routes(routes!(channels::test_channel))
+        .routes(routes!(analytics::list_rules))
+        .routes(routes!(
+            analytics::get_rule,
+            analytics::put_rule,
+            analytics::delete_rule
+        ))
         .routes(routes!(crate::openapi::serve))
 }
 

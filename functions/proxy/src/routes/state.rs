@@ -51,7 +51,7 @@ fn header_text<'a>(
 }
 
 /// The write precondition in `If-Match` / `If-None-Match`.
-fn precondition(headers: &HeaderMap) -> Result<Precondition, AppError> {
+pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, AppError> {
     let if_match = header_text(headers, &IF_MATCH)?;
     let if_none = header_text(headers, &IF_NONE_MATCH)?;
     match (if_match, if_none) {
