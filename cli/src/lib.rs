@@ -2,6 +2,7 @@
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`analytics`] | `plantd analytics rules list\|get\|put\|delete` and `plantd analytics results` over the proxy |
 //! | [`rules`] | `plantd rules list\|get\|apply\|delete`: alert rules over the proxy, checked locally first |
 //! | [`alerts`] | `plantd alerts list\|ack\|history\|silence\|silences\|unsilence` over the proxy |
 //! | [`channels`] | `plantd channels list\|get\|apply\|delete\|test`: alert notification channels over the proxy |
@@ -20,6 +21,7 @@
 //! `main.rs` only parses arguments and calls into these modules.
 
 pub mod alerts;
+pub mod analytics;
 pub mod audit;
 pub mod channels;
 pub mod commands;
