@@ -1,8 +1,13 @@
 //! The analytics engine alone, on one core: events per second for a
 //! tumbling average over 1,000 keys (numbers as text, the sensors' usual
-//! payload) and over JSON payloads, the memory one key costs, and 100,000
-//! keys held at once. Run: `cargo bench -p plantd-analytics`
+//! payload) and over JSON payloads, a pattern (threshold held) and a
+//! detector (EWMA z-score) over 1,000 keys, the memory one key costs, and
+//! 100,000 keys held at once. Run: `cargo bench -p plantd-analytics`
 //! (figures in docs/performance.md, "Analytics engine").
+//!
+//! The pattern's and the detector's 100,000 keys are measured each in a
+//! child process of this bench (`--held <case>`), so memory one case freed
+//! does not hide the next one's growth.
 //!
 //! Knobs: `PLANTD_BENCH_EVENTS` (default 5,000,000).
 
@@ -50,6 +55,48 @@ fn run(
     (n as f64 / secs, emitted)
 }
 
+/// The pattern and detector cases: (name, SQL).
+const SIGNALS: [(&str, &str); 2] = [
+    (
+        "threshold",
+        r#"SELECT threshold(value > 23, 30s) FROM "line1/+/temp" GROUP BY topic"#,
+    ),
+    (
+        "zscore",
+        r#"SELECT zscore(value, 0.1, 3) FROM "line1/+/temp" GROUP BY topic"#,
+    ),
+];
+
+/// In a child process: 100,000 keys of one pattern or detector held, the
+/// memory per key, the rate at that size.
+fn held(case: &str, numbers: &[Vec<u8>], n: usize) {
+    let Some((_, sql)) = SIGNALS.iter().find(|(name, _)| *name == case) else {
+        eprintln!("unknown case {case:?}");
+        std::process::exit(2);
+    };
+    let topics: Vec<String> = (0..100_000).map(|k| format!("line1/m{k}/temp")).collect();
+    let before = rss_kib();
+    let mut engine = rule(sql);
+    // Two readings per key: its state is made and in use.
+    let (first, _) = run(&mut engine, &topics, numbers, 2 * topics.len(), 0);
+    let after = rss_kib();
+    let keys = engine.keys("bench");
+    let (rate, emitted) = run(&mut engine, &topics, numbers, n, 2 * topics.len() as u64);
+    println!(
+        "{case}, 100,000 keys held ({keys}): {rate:>12.0} events/s ({emitted} signals); first readings {first:.0} events/s"
+    );
+    if let (Some(b), Some(a)) = (before, after) {
+        let per_key = (a.saturating_sub(b) * 1024) as f64 / keys as f64;
+        println!("{case}: memory per key (RSS): {per_key:>8.0} bytes");
+    }
+    let state = serde_json::to_vec(&engine.checkpoint()).expect("checkpoint");
+    println!(
+        "{case}: checkpoint (JSON), 100,000 keys: {} bytes, {:.0} bytes per key",
+        state.len(),
+        state.len() as f64 / keys as f64
+    );
+}
+
 fn main() {
     let n: usize = std::env::var("PLANTD_BENCH_EVENTS")
         .ok()
@@ -61,6 +108,12 @@ fn main() {
     let json: Vec<Vec<u8>> = (0..97)
         .map(|i| format!(r#"{{"temp": {}.{}, "unit": "C"}}"#, 20 + i % 7, i).into_bytes())
         .collect();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--held") {
+        let case = args.get(at + 1).map_or("", String::as_str);
+        held(case, &numbers, n);
+        return;
+    }
 
     // 1. Tumbling avg over 1,000 keys, numbers as text.
     let topics: Vec<String> = (0..1_000).map(|k| format!("line1/m{k}/temp")).collect();
@@ -85,7 +138,15 @@ fn main() {
     let (rate, _) = run(&mut engine, &topics, &numbers, n / 5, 0);
     println!("6 aggregates incl. p95 + distinct, 1,000 keys: {rate:>8.0} events/s");
 
-    // 4. 100,000 keys held: memory per key, and the rate at that size.
+    // 4. A pattern and a detector over 1,000 keys.
+    for (case, sql) in SIGNALS {
+        let mut engine = rule(sql);
+        run(&mut engine, &topics, &numbers, n / 10, 0); // warm up
+        let (rate, emitted) = run(&mut engine, &topics, &numbers, n, n as u64 / 10);
+        println!("{case}, 1,000 keys, number payloads: {rate:>12.0} events/s ({emitted} signals)");
+    }
+
+    // 5. 100,000 keys held: memory per key, and the rate at that size.
     let before = rss_kib();
     let topics: Vec<String> = (0..100_000).map(|k| format!("line1/m{k}/temp")).collect();
     let topics_kib = rss_kib();
@@ -107,4 +168,21 @@ fn main() {
         state.len(),
         state.len() as f64 / keys as f64
     );
+    drop(engine);
+
+    // 6. The pattern and the detector with 100,000 keys, each in a fresh
+    // process.
+    let Ok(me) = std::env::current_exe() else {
+        return;
+    };
+    for (case, _) in SIGNALS {
+        match std::process::Command::new(&me)
+            .args(["--held", case])
+            .env("PLANTD_BENCH_EVENTS", n.to_string())
+            .output()
+        {
+            Ok(o) => print!("{}", String::from_utf8_lossy(&o.stdout)),
+            Err(e) => println!("{case}: could not run the 100,000-key case: {e}"),
+        }
+    }
 }

@@ -453,7 +453,10 @@ fn time_policy(hints: &[Expr]) -> Result<(TimePolicy, Option<Millis>)> {
             return Err(SqlError::at(h.span(), "WITH (name = value, ...)"));
         };
         let Expr::Identifier(name) = left.as_ref() else {
-            return Err(SqlError::at(left.span(), "event_time, delay or lateness"));
+            return Err(SqlError::at(
+                left.span(),
+                "event_time, delay, lateness or stale_after",
+            ));
         };
         match name.value.to_ascii_lowercase().as_str() {
             "event_time" => {
