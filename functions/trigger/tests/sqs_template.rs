@@ -14,13 +14,19 @@ const INFRA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra");
 
 /// The bindings the template declares: (resource prefix, function, stream,
 /// function resource).
-const BINDINGS: [(&str, &str, &str, &str); 4] = [
+const BINDINGS: [(&str, &str, &str, &str); 5] = [
     ("LoggerLogs", "logger", "PLANTD_LOGS", "LoggerFunction"),
     ("AlertsLogs", "alerts", "PLANTD_LOGS", "AlertsFunction"),
     (
         "AlertsTelemetry",
         "alerts",
         "PLANTD_TELEMETRY",
+        "AlertsFunction",
+    ),
+    (
+        "AlertsAggregates",
+        "alerts",
+        "PLANTD_AGGREGATES",
         "AlertsFunction",
     ),
     (
