@@ -23,9 +23,10 @@ export enum LinkState {
 }
 
 interface Subscription {
-  site: string;
-  filter: string;
+  /** The frame that starts it (sent again after a reconnect). */
+  frame: Record<string, unknown>;
   onMessage: (m: LiveMessage) => void;
+  onLog: (record: Record<string, unknown>) => void;
   onError: (message: string) => void;
   onSubscribed: () => void;
 }
@@ -71,7 +72,7 @@ function connect() {
   socket = ws;
   ws.onopen = () => {
     setState(LinkState.Open);
-    for (const [id, s] of subs) send({ op: 'subscribe', id, site: s.site, filter: s.filter });
+    for (const s of subs.values()) send(s.frame);
   };
   ws.onmessage = (ev) => {
     let frame: Record<string, unknown>;
@@ -86,7 +87,11 @@ function connect() {
         subs.get(id)?.onMessage(frame as unknown as LiveMessage);
         break;
       case 'subscribed':
+      case 'tailing':
         subs.get(id)?.onSubscribed();
+        break;
+      case 'log':
+        subs.get(id)?.onLog((frame.record ?? {}) as Record<string, unknown>);
         break;
       case 'sent': {
         const p = pending.get(id);
@@ -141,13 +146,41 @@ export function subscribe(
   onSubscribed: () => void = () => undefined,
 ): () => void {
   const id = `s${nextId++}`;
-  subs.set(id, { site, filter, onMessage, onError, onSubscribed });
+  const frame = { op: 'subscribe', id, site, filter };
+  return open(id, { frame, onMessage, onLog: () => undefined, onError, onSubscribed });
+}
+
+function open(id: string, sub: Subscription): () => void {
+  subs.set(id, sub);
   start();
-  send({ op: 'subscribe', id, site, filter });
+  send(sub.frame);
   return () => {
     subs.delete(id);
     send({ op: 'unsubscribe', id });
   };
+}
+
+/** What a live log tail matches (docs/api.md, the `tail` operation). */
+export interface TailQuery {
+  site: string;
+  filter?: string;
+  source?: string;
+  level?: string;
+}
+
+/** Follows the log lines of `q` as they arrive; returns the stop function. */
+export function tail(
+  q: TailQuery,
+  onRecord: (record: Record<string, unknown>) => void,
+  onError: (message: string) => void,
+  onTailing: () => void,
+): () => void {
+  const id = `t${nextId++}`;
+  const frame: Record<string, unknown> = { op: 'tail', id, site: q.site };
+  if (q.filter) frame.filter = q.filter;
+  if (q.source) frame.source = q.source;
+  if (q.level) frame.level = q.level;
+  return open(id, { frame, onMessage: () => undefined, onLog: onRecord, onError, onSubscribed: onTailing });
 }
 
 /** The body of a live message as text (base64 payloads decoded when they are UTF-8). */

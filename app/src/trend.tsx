@@ -94,10 +94,32 @@ export function Trend(props: { site: string; topic: string; live: Point[] }) {
     setCount(xs.length);
   }, [props.live.length]);
 
+  /** Downloads the points on the chart (the zoomed range, if zoomed) as CSV. */
+  function exportCsv() {
+    const [xs, ys] = data.current;
+    const scale = plot.current?.scales.x;
+    const lo = scale?.min ?? -Infinity;
+    const hi = scale?.max ?? Infinity;
+    const rows = ['time,value'];
+    xs.forEach((x, i) => {
+      if (x >= lo && x <= hi) rows.push(`${new Date(x * 1000).toISOString()},${ys[i]}`);
+    });
+    const url = URL.createObjectURL(new Blob([rows.join('\n') + '\n'], { type: 'text/csv' }));
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `${props.site}-${props.topic.replaceAll('/', '_')}.csv`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(url), 0);
+  }
+
   return (
     <figure class="trend">
       <figcaption>
-        Trend of <code>{props.topic}</code> (last hour, <span data-testid="trend-points">{count}</span> points)
+        Trend of <code>{props.topic}</code> (last hour, <span data-testid="trend-points">{count}</span> points; drag to zoom, double-click to
+        reset){' '}
+        <button type="button" onClick={exportCsv}>
+          Export CSV
+        </button>
       </figcaption>
       <ErrorNote error={error} />
       <div ref={box} class="chart" data-testid="trend" />

@@ -14,7 +14,7 @@
 // and the exit code is 1 when anything failed. Screenshots of each page go
 // to the screenshots directory (under target/, never committed).
 import { spawn } from 'node:child_process';
-import { mkdirSync, existsSync } from 'node:fs';
+import { mkdirSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -208,9 +208,32 @@ await scenario('a command sent from the page, after confirmation, reaches a devi
     await dialog.getByRole('button', { name: 'Send command' }).click();
     await admin.getByTestId('command-result').waitFor();
     await sub.next(`open-${tag}`);
+    await admin.locator('[data-testid=command-delivery][data-state=delivered]').waitFor();
   } finally {
     sub.stop();
   }
+});
+
+await scenario('a command nobody subscribes to is shown held, and cancelling it says so', async () => {
+  const form = admin.getByTestId('command-form');
+  await form.getByLabel('Topic').fill(`line1/nobody-${tag}/set`);
+  await form.getByLabel('Payload').fill('stop');
+  await form.getByRole('button', { name: 'Send…' }).click();
+  await admin.getByRole('dialog', { name: 'Send this command?' }).getByRole('button', { name: 'Send command' }).click();
+  const delivery = admin.getByTestId('command-delivery');
+  await delivery.getByText('no device subscribes').waitFor();
+  await shot(admin, 'command-held');
+  await delivery.getByRole('button', { name: 'Cancel it' }).click();
+  await admin.locator('[data-testid=command-delivery][data-state=cancelled]').waitFor();
+});
+
+await scenario('the trend exports its points as CSV', async () => {
+  const [download] = await Promise.all([admin.waitForEvent('download'), admin.getByRole('button', { name: 'Export CSV' }).click()]);
+  const path = join(cfg.screenshots, 'trend.csv');
+  await download.saveAs(path);
+  const csv = readFileSync(path, 'utf8');
+  assert(csv.startsWith('time,value\n'), csv);
+  assert(csv.includes(`,22.${tag}`), `the live point is missing:\n${csv}`);
 });
 
 await scenario('an alert fires and is acknowledged with a note', async () => {
@@ -264,10 +287,21 @@ await scenario('a state edit over someone else\'s change shows the conflict, and
   assert(now.speed === 5, `stored ${JSON.stringify(now)}`);
 });
 
-await scenario('the logs page queries the log index', async () => {
+await scenario('the logs page follows a device\'s log lines live and queries them', async () => {
   await admin.getByRole('link', { name: 'Logs' }).click();
+  await admin.getByRole('button', { name: 'Follow live' }).click();
+  await admin.getByTestId('tailing').waitFor();
+  // A text line with its level first: stored as level error, message the rest.
+  const line = `pump ${tag} overheated`;
+  await publish('$plantd/log/pump1', `ERROR ${line}`);
+  const row = admin.getByTestId('logs').locator('tr', { hasText: line });
+  await row.waitFor({ timeout: 5000 });
+  assert((await row.textContent()).includes('error'), `level not parsed: ${await row.textContent()}`);
+  await shot(admin, 'logs-live');
+  await admin.getByRole('button', { name: 'Stop following' }).click();
+  await admin.getByLabel('Filter').fill(`|= "${tag}"`);
   await admin.getByRole('button', { name: 'Query' }).click();
-  await admin.locator('[data-testid=logs], p:has-text("No matching lines")').first().waitFor();
+  await admin.getByTestId('logs').locator('tr', { hasText: line }).waitFor({ timeout: 5000 });
   await shot(admin, 'logs');
 });
 

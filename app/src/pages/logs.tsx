@@ -1,11 +1,16 @@
 // Logs: query the log index (GET /v1/logs) by site, source, level and the
-// filter language of docs/api.md; newest first.
-import { useState } from 'preact/hooks';
+// filter language of docs/api.md, newest first; or follow the lines live
+// (the `tail` operation of /v1/ws).
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { tail } from '../live';
 import { api, type Schemas } from '../api/client';
 import { ApiError } from '../session';
 import { ErrorNote, when } from '../util';
 
 type LogLine = Schemas['LogLine'];
+
+/** Most lines the live tail keeps on screen. */
+const TAIL_KEEP = 500;
 
 const LEVELS = ['', 'trace', 'debug', 'info', 'warn', 'error'];
 
@@ -17,6 +22,35 @@ export function LogsPage() {
   const [records, setRecords] = useState<LogLine[] | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  const [following, setFollowing] = useState(false);
+  const [tailing, setTailing] = useState(false);
+  // Tail records have no stream sequence: rows are keyed by arrival.
+  const keys = useRef(new WeakMap<object, number>());
+  const nextKey = useRef(0);
+  const keyOf = (l: LogLine) => {
+    let k = keys.current.get(l);
+    if (k === undefined) keys.current.set(l, (k = nextKey.current++));
+    return k;
+  };
+
+  useEffect(() => {
+    if (!following) return;
+    setError(null);
+    setRecords([]);
+    const stop = tail(
+      { site: site.trim(), filter: filter.trim(), source: source.trim(), level },
+      (record) => setRecords((r) => [record as unknown as LogLine, ...(r ?? [])].slice(0, TAIL_KEEP)),
+      (message) => {
+        setError(new Error(`Live tail: ${message}`));
+        setFollowing(false);
+      },
+      () => setTailing(true),
+    );
+    return () => {
+      stop();
+      setTailing(false);
+    };
+  }, [following]);
 
   async function query(e: Event) {
     e.preventDefault();
@@ -65,12 +99,20 @@ export function LogsPage() {
         <label class="grow">
           Filter <input value={filter} onInput={(e) => setFilter(e.currentTarget.value)} placeholder='|= "overheat"' />
         </label>
-        <button type="submit" disabled={busy}>
+        <button type="submit" disabled={busy || following}>
           Query
         </button>
+        <button type="button" aria-pressed={following} onClick={() => setFollowing((f) => !f)}>
+          {following ? 'Stop following' : 'Follow live'}
+        </button>
+        {tailing && (
+          <span class="ok" role="status" data-testid="tailing">
+            following new lines…
+          </span>
+        )}
       </form>
       <ErrorNote error={error} />
-      {records?.length === 0 && <p>No matching lines.</p>}
+      {records?.length === 0 && !following && <p>No matching lines.</p>}
       {!!records?.length && (
         <div class="scroll">
           <table class="grid logs" data-testid="logs">
@@ -84,7 +126,7 @@ export function LogsPage() {
             </thead>
             <tbody>
               {records.map((l) => (
-                <tr key={`${l.stream}:${l.sequence}`} class={`lvl-${l.level}`}>
+                <tr key={keyOf(l)} class={`lvl-${l.level}`}>
                   <td>{when(l.time)}</td>
                   <td>{l.level}</td>
                   <td>

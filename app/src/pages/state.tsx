@@ -137,7 +137,7 @@ export function StatePage() {
         {loaded && (
           <div class="editor">
             <h2>
-              <code>{loaded.key}</code> <span class="muted">{loaded.etag ? `revision ${loaded.etag}` : 'new'}</span>
+              <code>{loaded.key}</code> <span class="muted">{loaded.etag ? `revision ${loaded.etag.replaceAll('"', '')}` : 'new'}</span>
             </h2>
             <textarea aria-label="value" data-testid="state-value" rows={14} value={text} readOnly={!canWrite} onInput={(e) => setText(e.currentTarget.value)} />
             {conflict && (
