@@ -59,11 +59,11 @@ fn run(
 const SIGNALS: [(&str, &str); 2] = [
     (
         "threshold",
-        r#"SELECT threshold(value > 23, 30s) FROM "line1/+/temp" GROUP BY topic"#,
+        r#"SELECT threshold(value > 20, 5s) FROM "line1/+/temp" GROUP BY topic"#,
     ),
     (
         "zscore",
-        r#"SELECT zscore(value, 0.1, 3) FROM "line1/+/temp" GROUP BY topic"#,
+        r#"SELECT zscore(value, 0.1, 2) FROM "line1/+/temp" GROUP BY topic"#,
     ),
 ];
 

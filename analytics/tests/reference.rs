@@ -1,4 +1,5 @@
-//! Patterns and detectors against reference models the test computes
+//! Patterns and detectors (threshold, stale, absence, z-score, rate of
+//! change, CUSUM) against reference models the test computes
 //! itself, over random in-order streams of several keys: the engine's
 //! watermark timers (fired by other keys' readings and by `advance`) give
 //! exactly the signals a batch computation over each key's readings gives.
@@ -30,6 +31,14 @@ fn rules() -> Vec<Rule> {
             "zscore",
             r#"SELECT zscore(value, 0.3, 1.5, 3) FROM "k/+" GROUP BY topic"#,
         ),
+        (
+            "rate",
+            r#"SELECT rate_of_change(value, 3, 1s) FROM "k/+" GROUP BY topic"#,
+        ),
+        (
+            "cusum",
+            r#"SELECT cusum(value, 0.25, 2, 4) FROM "k/+" GROUP BY topic"#,
+        ),
     ]
     .iter()
     .map(|(name, sql)| Rule::from_sql(name, sql).expect("rule"))
@@ -46,10 +55,11 @@ fn put(
     (signal, start, end, rev): (Signal, i64, i64, u32),
     evidence: &[(&str, f64)],
 ) {
-    let ev = evidence
+    let mut ev: Vec<(String, f64)> = evidence
         .iter()
         .map(|(k, v)| ((*k).to_owned(), *v))
         .collect();
+    ev.sort_by(|a, b| a.0.cmp(&b.0));
     let old = into.insert((rule.into(), key.into(), start, rev), (signal, end, ev));
     assert!(old.is_none(), "one signal per id");
 }
@@ -217,6 +227,93 @@ fn zscore(key: &str, readings: &[(i64, f64)], into: &mut Signals) {
     }
 }
 
+/// Rate of change between consecutive readings, beyond 3 per second
+/// either way.
+fn rate(key: &str, readings: &[(i64, f64)], into: &mut Signals) {
+    let mut since: Option<i64> = None;
+    for pair in readings.windows(2) {
+        let ((tp, vp), (t, v)) = (pair[0], pair[1]);
+        let r = (v - vp) / ((t - tp) as f64 / 1_000.0);
+        match since {
+            None if r.abs() > 3.0 => {
+                since = Some(tp);
+                put(
+                    into,
+                    "rate",
+                    key,
+                    (Signal::Fire, tp, t, 0),
+                    &[("value", v), ("rate", r)],
+                );
+            }
+            Some(s) if r.abs() <= 3.0 => {
+                since = None;
+                put(
+                    into,
+                    "rate",
+                    key,
+                    (Signal::Clear, s, t, 1),
+                    &[("value", v), ("rate", r)],
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// CUSUM from its definition: the baseline of the first 4 readings, then
+/// the two sums with drift 0.25 against 2; a fire dates from when its sum
+/// last left 0.
+fn cusum(key: &str, readings: &[(i64, f64)], into: &mut Signals) {
+    let (mut n, mut mean, mut m2) = (0u64, 0.0f64, 0.0f64);
+    let (mut hi, mut lo) = (0.0f64, 0.0f64);
+    let (mut hi_from, mut lo_from): (Option<i64>, Option<i64>) = (None, None);
+    let mut since: Option<(i64, bool)> = None;
+    for (t, x) in readings {
+        if n < 4 {
+            n += 1;
+            let d = x - mean;
+            mean += d / n as f64;
+            m2 += d * (x - mean);
+            continue;
+        }
+        let sd = (m2 / n as f64).sqrt().max(1e-9 * mean.abs().max(1.0));
+        let z = (x - mean) / sd;
+        hi = (hi + z - 0.25).max(0.0);
+        lo = (lo - z - 0.25).max(0.0);
+        hi_from = if hi > 0.0 { hi_from.or(Some(*t)) } else { None };
+        lo_from = if lo > 0.0 { lo_from.or(Some(*t)) } else { None };
+        match since {
+            None if hi > 2.0 || lo > 2.0 => {
+                let up = hi > 2.0;
+                let (score, from) = if up { (hi, hi_from) } else { (lo, lo_from) };
+                let start = from.unwrap_or(*t);
+                since = Some((start, up));
+                put(
+                    into,
+                    "cusum",
+                    key,
+                    (Signal::Fire, start, *t, 0),
+                    &[("value", *x), ("score", score)],
+                );
+            }
+            Some((start, up)) => {
+                let score = if up { hi } else { lo };
+                if score <= 0.0 {
+                    since = None;
+                    put(
+                        into,
+                        "cusum",
+                        key,
+                        (Signal::Clear, start, *t, 1),
+                        &[("value", *x), ("score", score)],
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -249,8 +346,10 @@ proptest! {
             stale(key, readings, end, &mut want);
             absence(key, readings, end, &mut want);
             zscore(key, readings, &mut want);
+            rate(key, readings, &mut want);
+            cusum(key, readings, &mut want);
         }
-        let mut got = from_engine(&out, &["value", "score"]);
+        let mut got = from_engine(&out, &["rate", "score", "value"]);
         // Stale and absence carry no value; their other evidence is fixed.
         for ((rule, ..), (_, _, ev)) in got.iter_mut() {
             if rule == "stale" || rule == "absence" {
@@ -262,6 +361,7 @@ proptest! {
             prop_assert_eq!(g.0, w.0);
             prop_assert_eq!(g.1.0, w.1.0, "{:?}", g.0);
             prop_assert_eq!(g.1.1, w.1.1, "{:?}", g.0);
+            prop_assert_eq!(g.1.2.len(), w.1.2.len(), "{:?}", g.0);
             for ((gk, gv), (wk, wv)) in g.1.2.iter().zip(&w.1.2) {
                 prop_assert_eq!(gk, wk);
                 prop_assert!((gv - wv).abs() <= 1e-9 * wv.abs().max(1.0), "{:?} {} {} {}", g.0, gk, gv, wv);
