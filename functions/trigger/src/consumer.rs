@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dlq::{self, ReplayReply};
 use crate::item::{BatchOutcome, Handler, Item};
 use crate::metrics::{ConsumerMetrics, Snapshot};
+use crate::pull::{Pull, Pulled, pull, ready};
 use crate::settings::ConsumerSettings;
 
 /// Everything a binding's tasks share.
@@ -62,58 +63,72 @@ fn to_item(m: &jetstream::Message) -> Option<Item> {
 
 /// The delivery loop: until `cancel` fires, pull up to `batch_size` items
 /// (waiting at most `max_wait`), hand them to the handler and settle each.
-/// A batch being handled when `cancel` fires is finished first; items
-/// pulled but not yet handed over are NAKed so they come back at once.
+/// While a batch is being handled and settled, the next pull is already
+/// running (prefetch, when `max_ack_pending` leaves room for two batches):
+/// its items wait in this process, their ack deadline extended like the
+/// handled ones', and are handed over in stream order once the handler is
+/// done. A batch being handled when `cancel` fires is finished first;
+/// items pulled but not yet handed over are NAKed so they come back at
+/// once.
 pub(crate) async fn deliver<H: Handler>(
     b: Arc<Binding<H>>,
     consumer: PullConsumer,
     cancel: CancellationToken,
 ) {
+    let mut finishing = Finishing(None);
+    deliver_until_cancelled(&b, &consumer, &cancel, &mut finishing).await;
+    finishing.wait().await;
+}
+
+/// The acknowledgements of the previous batch, sent by a task of their own
+/// while the handler works on the next one; aborted with the delivery
+/// loop (a crash: what was not acknowledged comes again).
+struct Finishing(Option<tokio::task::JoinHandle<()>>);
+
+impl Finishing {
+    /// Waits until the previous batch is settled.
+    async fn wait(&mut self) {
+        if let Some(task) = self.0.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "settling a batch failed");
+        }
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// [`deliver`]'s loop.
+async fn deliver_until_cancelled<H: Handler>(
+    b: &Arc<Binding<H>>,
+    consumer: &PullConsumer,
+    cancel: &CancellationToken,
+    finishing: &mut Finishing,
+) {
     let s = &b.settings;
+    let prefetch = s.max_ack_pending >= 2 * i64::try_from(s.batch_size).unwrap_or(i64::MAX);
+    let new_pull = || pull(consumer.clone(), s.batch_size, s.max_wait, cancel.clone());
     let mut errors_in_a_row: u32 = 0;
+    let mut next: Option<Pull> = None;
     loop {
-        if cancel.is_cancelled() {
+        let pulled = next.take().unwrap_or_else(new_pull).await;
+        if pulled.cancelled || cancel.is_cancelled() {
+            pulled.give_back().await;
             return;
         }
-        let pull = consumer
-            .batch()
-            .max_messages(s.batch_size)
-            .expires(s.max_wait)
-            .messages();
-        let pulled = tokio::select! {
-            () = cancel.cancelled() => return,
-            p = pull => p,
-        };
-        let mut batch = match pulled {
-            Ok(batch) => batch,
-            Err(e) => {
+        let Pulled {
+            messages, error, ..
+        } = pulled;
+        match error {
+            Some(e) if messages.is_empty() => {
                 errors_in_a_row = errors_in_a_row.saturating_add(1);
-                if failed_pull(&b, &e.to_string(), errors_in_a_row, &cancel).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let mut messages = Vec::with_capacity(s.batch_size);
-        let mut cancelled = false;
-        let mut pull_error = None;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => { cancelled = true; break; }
-                next = batch.next() => match next {
-                    None => break,
-                    Some(Ok(m)) => messages.push(m),
-                    Some(Err(e)) => {
-                        pull_error = Some(e.to_string());
-                        break;
-                    }
-                },
-            }
-        }
-        match pull_error {
-            Some(e) if messages.is_empty() && !cancelled => {
-                errors_in_a_row = errors_in_a_row.saturating_add(1);
-                if failed_pull(&b, &e, errors_in_a_row, &cancel).await {
+                if failed_pull(b, &e, errors_in_a_row, cancel).await {
                     return;
                 }
                 continue;
@@ -122,15 +137,55 @@ pub(crate) async fn deliver<H: Handler>(
             None => {}
         }
         errors_in_a_row = 0;
-        if cancelled {
-            for m in &messages {
-                let _ = m.ack_with(AckKind::Nak(None)).await;
+        if messages.is_empty() {
+            continue;
+        }
+        if !prefetch {
+            settle_batch(b, messages).await;
+            continue;
+        }
+        next = Some(settle_while_pulling(b, messages, new_pull(), finishing).await);
+    }
+}
+
+/// Hands `messages` to the handler while `pulling` runs, then leaves
+/// their acknowledgements to a task of their own (after those of the
+/// previous batch are sent); returns the pull, done or still in flight.
+/// Items the pull brought before the handler is done get their ack
+/// deadline extended every half `ack_wait` meanwhile.
+async fn settle_while_pulling<H: Handler>(
+    b: &Arc<Binding<H>>,
+    messages: Vec<jetstream::Message>,
+    mut pulling: Pull,
+    finishing: &mut Finishing,
+) -> Pull {
+    let settle = async {
+        if let Some(handled) = handle_batch(b, messages).await {
+            finishing.wait().await;
+            let b = b.clone();
+            finishing.0 = Some(tokio::spawn(async move {
+                finish_batch(&b, handled).await;
+            }));
+        }
+    };
+    tokio::pin!(settle);
+    let period = b.settings.ack_wait / 2;
+    let mut extend = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut pulled: Option<Pulled> = None;
+    loop {
+        tokio::select! {
+            () = &mut settle => break,
+            p = &mut pulling, if pulled.is_none() => pulled = Some(p),
+            _ = extend.tick() => {
+                if let Some(p) = &pulled {
+                    p.extend().await;
+                }
             }
-            return;
         }
-        if !messages.is_empty() {
-            settle_batch(&b, messages).await;
-        }
+    }
+    match pulled {
+        Some(p) => ready(p),
+        None => pulling,
     }
 }
 
@@ -166,6 +221,25 @@ async fn failed_pull<H: Handler>(
 /// Hands one batch to the handler and acknowledges, retries or parks each
 /// item according to the outcome.
 async fn settle_batch<H: Handler>(b: &Binding<H>, messages: Vec<jetstream::Message>) {
+    if let Some(handled) = handle_batch(b, messages).await {
+        finish_batch(b, handled).await;
+    }
+}
+
+/// A batch the handler is done with; each item still to be acknowledged,
+/// retried or parked ([`finish_batch`]).
+pub(crate) struct Handled {
+    messages: Vec<jetstream::Message>,
+    items: Vec<Item>,
+    outcome: BatchOutcome,
+}
+
+/// The first half of [`settle_batch`]: parks the items delivered too
+/// often already and hands the others to the handler.
+async fn handle_batch<H: Handler>(
+    b: &Binding<H>,
+    messages: Vec<jetstream::Message>,
+) -> Option<Handled> {
     let s = &b.settings;
     let mut handed = Vec::with_capacity(messages.len());
     let mut items = Vec::with_capacity(messages.len());
@@ -189,11 +263,28 @@ async fn settle_batch<H: Handler>(b: &Binding<H>, messages: Vec<jetstream::Messa
         items.push(item);
     }
     if items.is_empty() {
-        return;
+        return None;
     }
     let started = Instant::now();
     let outcome = run_handler(b, &items, &handed).await;
     b.metrics.observe_latency(started.elapsed());
+    Some(Handled {
+        messages: handed,
+        items,
+        outcome,
+    })
+}
+
+/// The second half of [`settle_batch`]: acknowledges each item the handler
+/// succeeded on, NAKs the failed ones with their backoff, parks those out
+/// of deliveries.
+async fn finish_batch<H: Handler>(b: &Binding<H>, handled: Handled) {
+    let s = &b.settings;
+    let Handled {
+        messages: handed,
+        items,
+        outcome,
+    } = handled;
     for (i, (m, item)) in handed.iter().zip(&items).enumerate() {
         match outcome.failure(i) {
             None => {
