@@ -9,7 +9,11 @@
 //!   only the owner's rules placed at this site's edge run (not a cloud
 //!   rule, not another site's, not another organisation's);
 //! * the rules are kept on disk: an edge restarted without its uplink runs
-//!   them.
+//!   them;
+//! * a threshold rule fires at the edge with the uplink down: a local
+//!   subscriber of `$plantd/alert/#` sees it at once, and when the link
+//!   returns the alert manager records it in `PLANTD_ALERTS` exactly once
+//!   (and its clearing once).
 
 mod common;
 mod edge_proc;
@@ -304,4 +308,159 @@ async fn rules_survive_a_restart_without_the_uplink() {
     let stored = aggregates(&nats.jetstream().await).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0].1, out);
+}
+
+/// Pressure above 8 for a second, per gauge, as JSON (a pattern).
+const HELD: &str = r#"{"name": "press_held", "from": "line1/+/pressure",
+    "operator": {"pattern": {"threshold":
+        {"when": {"field": "value", "op": "gt", "value": 8}, "for": "1s"}}}}"#;
+
+/// The alert manager's rule for `press_held`, as the analytics CRUD
+/// creates it for a rule with an `alert` section.
+const ALERT: &str = r#"{"id": "analytics-press_held", "severity": "critical",
+    "condition": {"kind": "analytics", "rule": "press_held"}}"#;
+
+/// Every record in `PLANTD_ALERTS`.
+async fn alert_records(js: &jetstream::Context) -> Vec<plantd_alerts::AlertRecord> {
+    let stream = js.get_stream(streams::ALERTS).await.expect("stream");
+    let last = stream.get_info().await.expect("info").state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("record");
+        out.push(serde_json::from_slice(&m.payload).expect("an alert record"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_threshold_fires_at_the_edge_offline_and_is_one_alert_when_the_link_returns() {
+    let mut nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    plantd_shared::sites::Sites::open(&js)
+        .await
+        .expect("sites")
+        .register(
+            &plantd_shared::subject::Site::new(SITE).expect("site"),
+            "acme",
+            "",
+        )
+        .await
+        .expect("register the site");
+    let alerts = plantd_alerts::Stores::open(&js)
+        .await
+        .expect("alert stores");
+    alerts
+        .put_rule(
+            "acme",
+            &plantd_alerts::Rule::from_json(ALERT.as_bytes()).expect("alert rule"),
+        )
+        .await
+        .expect("put alert rule");
+    let rule: Rule = serde_json::from_str(HELD).expect("a threshold rule");
+    put(
+        &js,
+        &StoredRule {
+            org: "acme".into(),
+            sites: vec![SITE.into()],
+            at: Placement::Edge,
+            enabled: true,
+            rule,
+            source: Source::Json,
+            updated_by: "u-test".into(),
+            updated_at: "2026-12-06T18:00:00Z".into(),
+        },
+    )
+    .await;
+    let data = tempfile::tempdir().expect("tmp");
+    let (edge, b) = edge(&nats, data.path()).await;
+    runs(&edge, 1).await;
+    let mut siren = client(&b, "siren").await;
+    siren.sub("$plantd/alert/#", QoS::AtLeastOnce).await;
+    let mut gauge = client(&b, "gauge-1").await;
+
+    nats.stop().await;
+    reading(&mut gauge, "line1/p1/pressure", "8.6").await;
+    let fired = siren.publish().await;
+    assert_eq!(
+        &fired.topic[..],
+        b"$plantd/alert/press_held/line1/p1/pressure"
+    );
+    let fire: Output = serde_json::from_slice(&fired.payload).expect("an Output");
+    assert_eq!(
+        fire.signal,
+        Some(plantd_analytics::Signal::Fire),
+        "{fire:?}"
+    );
+    assert_eq!(fire.key, "line1/p1/pressure");
+    siren.no_publish().await;
+
+    // The cloud comes back (this test's NATS is the site's link and the
+    // cloud at once), and the alert manager with it.
+    nats.start_again().await;
+    let js = nats.jetstream().await;
+    let mut trigger = plantd_trigger::Trigger::new(js.clone());
+    let _alert_manager = plantd_alerts::start(
+        &js,
+        &mut trigger,
+        std::sync::Arc::new(plantd_alerts::SystemClock),
+        Duration::from_secs(1),
+        plantd_trigger::ConsumerSettings {
+            max_wait: Duration::from_millis(10),
+            ..plantd_trigger::ConsumerSettings::default()
+        },
+    )
+    .await
+    .expect("the alert manager starts");
+    drained(&edge).await;
+    let firing = eventually(WITHIN, "the alert firing", || {
+        let js = js.clone();
+        async move {
+            let r = alert_records(&js).await;
+            (!r.is_empty()).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(
+        (firing[0].from, firing[0].to),
+        (
+            plantd_alerts::AlertState::Inactive,
+            plantd_alerts::AlertState::Firing
+        )
+    );
+    assert_eq!(firing[0].rule, "analytics-press_held");
+    assert_eq!(firing[0].site, SITE);
+    assert_eq!(
+        firing[0].labels.get("key").map(String::as_str),
+        Some("line1/p1/pressure")
+    );
+
+    // Back under the bound: cleared at the edge at once, resolved once.
+    reading(&mut gauge, "line1/p1/pressure", "7.9").await;
+    let cleared = siren.publish().await;
+    let clear: Output = serde_json::from_slice(&cleared.payload).expect("an Output");
+    assert_eq!(
+        clear.signal,
+        Some(plantd_analytics::Signal::Clear),
+        "{clear:?}"
+    );
+    drained(&edge).await;
+    let records = eventually(WITHIN, "the resolution", || {
+        let js = js.clone();
+        async move {
+            let r = alert_records(&js).await;
+            (r.len() >= 2).then_some(r)
+        }
+    })
+    .await;
+    plantd_testkit::wait::drained(&js, streams::AGGREGATES, "alerts_PLANTD_AGGREGATES", WITHIN)
+        .await;
+    let records = if records.len() == 2 {
+        alert_records(&js).await
+    } else {
+        records
+    };
+    assert_eq!(records.len(), 2, "one firing, one resolution: {records:?}");
+    assert!(records[1].is_resolution(), "{:?}", records[1]);
+    let results = aggregates(&js).await;
+    assert_eq!(results.len(), 2, "fire and clear stored once: {results:?}");
 }
