@@ -108,3 +108,53 @@ fn errors_point_at_line_and_column() {
     assert_eq!(e.line, 1, "{e}");
     assert!(e.column > 30, "{e}");
 }
+
+#[test]
+fn patterns_compile_to_their_json_form() {
+    let cases = [
+        (
+            r#"SELECT threshold(value > 8 AND payload.ok = true, 30s) FROM "a/+" GROUP BY topic"#,
+            r#"{"pattern":{"threshold":{"when":{"all":[{"field":"value","op":"gt","value":8.0},{"field":["ok"],"op":"eq","value":1.0}]},"for":"30s"}}}"#,
+        ),
+        (
+            r#"SELECT stale(5m) FROM "a/+""#,
+            r#"{"pattern":{"stale":{"after":"5m"}}}"#,
+        ),
+        (
+            r#"SELECT rate_of_change(payload.t, 2.5) FROM "a/+""#,
+            r#"{"pattern":{"rate_of_change":{"field":["t"],"above":2.5,"per":"1s","direction":"both"}}}"#,
+        ),
+        (
+            "SELECT followed_by(topic = 'cmd/+' AND value = 1, value > 2, 1m) FROM \"#\" GROUP BY topic_level(1)",
+            r#"{"pattern":{"sequence":{"mode":"followed_by","first":{"from":"cmd/+","when":{"field":"value","op":"eq","value":1.0}},"then":{"when":{"field":"value","op":"gt","value":2.0}},"within":"1m"}}}"#,
+        ),
+        (
+            r#"SELECT zscore(value, 0.1, 3) FROM "a/+""#,
+            r#"{"anomaly":{"zscore":{"field":"value","alpha":0.1,"threshold":3.0,"min_samples":10,"direction":"both"}}}"#,
+        ),
+        (
+            r#"SELECT cusum(value, 0.5, 5, 30, down) FROM "a/+""#,
+            r#"{"anomaly":{"cusum":{"field":"value","drift":0.5,"threshold":5.0,"min_samples":30,"direction":"down"}}}"#,
+        ),
+    ];
+    for (sql, json) in cases {
+        let rule = Rule::from_sql("p", sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(
+            serde_json::to_string(&rule.operator).expect("json"),
+            json,
+            "{sql}"
+        );
+        assert!(rule.aggregate().is_none());
+    }
+    let r = Rule::from_sql("p", "SELECT stale(1m) FROM \"#\" GROUP BY topic_level(2)").expect("ok");
+    assert_eq!(r.group_by, GroupBy::Level(2));
+    let r = Rule::from_sql(
+        "p",
+        r#"SELECT avg(value) FROM "a" WITH (stale_after = '30s') GROUP BY topic, TUMBLE(1m)"#,
+    )
+    .expect("ok");
+    assert_eq!(
+        r.aggregate().expect("aggregate").stale_after,
+        Some(Millis(30_000))
+    );
+}
