@@ -3,7 +3,8 @@
 //! `PLANTD_FUNCTION` — as the proxy's package serves three roles:
 //!
 //! * `alerts` — the engine ([`plantd_alerts::Engine`]). Its SQS queues,
-//!   fed by `plantd-forwarder` from `PLANTD_LOGS` and `PLANTD_TELEMETRY`,
+//!   fed by `plantd-forwarder` from `PLANTD_LOGS`, `PLANTD_TELEMETRY` and
+//!   `PLANTD_AGGREGATES` (analytics signals, decision 0030),
 //!   invoke it with batches of stream items ([`plantd_trigger::sqs`]:
 //!   envelopes back into items, a partial batch response for the items
 //!   that failed). An EventBridge scheduled event
@@ -57,8 +58,8 @@ use serde_json::{Value, json};
 /// Which handler of the package a function runs (`PLANTD_FUNCTION`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Function {
-    /// The alert engine on `PLANTD_LOGS` and `PLANTD_TELEMETRY`, and its
-    /// clock.
+    /// The alert engine on `PLANTD_LOGS`, `PLANTD_TELEMETRY` and
+    /// `PLANTD_AGGREGATES`, and its clock.
     Alerts,
     /// The notifier on `PLANTD_ALERTS`.
     Notifier,
