@@ -670,23 +670,27 @@ async fn start_functions(
 }
 
 /// The web app's files as a fallback router: the configured `app_dir`
-/// (an error when it holds no built app), else the first default that
-/// does; without one, `/` answers 404 and a status line says how to build
+/// (an error when it holds no built app), else the app embedded in the
+/// binary (release builds), else the first default directory that holds
+/// one; without one, `/` answers 404 and a status line says how to build
 /// it.
 fn app_files(config: &UpConfig) -> Result<axum::Router> {
     use plantd_proxy::static_files::{self, AppDir};
     let found = match &config.http.app_dir {
         Some(dir) => Some(AppDir::open(dir).map_err(|e| anyhow::anyhow!("app_dir: {e}"))?),
-        None => [
-            PathBuf::from("app/dist"),
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../app/dist"),
-        ]
-        .iter()
-        .find_map(|dir| AppDir::open(dir).ok()),
+        // A release build with the app inside (feature plantd-proxy/embed-app).
+        None => static_files::embedded().or_else(|| {
+            [
+                PathBuf::from("app/dist"),
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../app/dist"),
+            ]
+            .iter()
+            .find_map(|dir| AppDir::open(dir).ok())
+        }),
     };
     match found {
         Some(app) => {
-            status("app", "ready", app.root().display());
+            status("app", "ready", app.describe());
             Ok(static_files::router(app))
         }
         None => {

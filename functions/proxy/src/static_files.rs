@@ -22,8 +22,11 @@
 //!   of the directory (the resolved path must stay under it).
 //! * Other methods → 405 with `Allow: GET, HEAD`.
 //!
-//! Mounted as the fallback of the `plantd up` server with [`router`]; the
-//! API routes keep precedence because axum tries them first.
+//! The files come from a directory ([`AppDir::open`]) or, in a binary
+//! built with the `embed-app` feature, from the binary itself
+//! ([`embedded`]; `build.rs` includes `app/dist`). Mounted as the fallback
+//! of the `plantd up` server with [`router`]; the API routes keep
+//! precedence because axum tries them first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,13 +72,43 @@ pub enum StaticError {
     },
 }
 
-/// A built app on disk.
+/// The built app: on disk, or embedded in the binary.
 #[derive(Debug, Clone)]
 pub struct AppDir {
-    root: PathBuf,
+    source: Source,
+}
+
+/// Where the files are.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A directory (canonical path).
+    Dir(PathBuf),
+    /// A table of (path, bytes).
+    Memory(&'static [(&'static str, &'static [u8])]),
+}
+
+mod embedded_files {
+    include!(concat!(env!("OUT_DIR"), "/app_files.rs"));
+}
+
+/// The app embedded in this binary (built with the `embed-app` feature
+/// from `app/dist`), or `None` when it was built without.
+pub fn embedded() -> Option<AppDir> {
+    AppDir::from_memory(embedded_files::FILES)
 }
 
 impl AppDir {
+    /// An app held in memory: `(path relative to the app root, bytes)`;
+    /// `None` without an `index.html`.
+    pub fn from_memory(files: &'static [(&'static str, &'static [u8])]) -> Option<Self> {
+        files
+            .iter()
+            .any(|(name, _)| *name == "index.html")
+            .then_some(Self {
+                source: Source::Memory(files),
+            })
+    }
+
     /// The app in `dir` (canonicalised).
     ///
     /// # Errors
@@ -89,12 +122,18 @@ impl AppDir {
         if !root.join("index.html").is_file() {
             return Err(StaticError::NoIndex { dir: root });
         }
-        Ok(Self { root })
+        Ok(Self {
+            source: Source::Dir(root),
+        })
     }
 
-    /// The directory served.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the files come from, for status lines: the directory, or
+    /// `embedded in the binary`.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::Dir(root) => root.display().to_string(),
+            Source::Memory(files) => format!("embedded in the binary ({} files)", files.len()),
+        }
     }
 }
 
@@ -167,10 +206,20 @@ fn empty(status: StatusCode) -> Response {
     status.into_response()
 }
 
-/// Reads `rel` under the root, refusing anything that resolves outside it.
+/// Reads `rel`: from memory, or under the root, refusing anything that
+/// resolves outside it.
 async fn read(app: &AppDir, rel: &str) -> Option<Vec<u8>> {
-    let path = tokio::fs::canonicalize(app.root.join(rel)).await.ok()?;
-    if !path.starts_with(&app.root) {
+    let root = match &app.source {
+        Source::Memory(files) => {
+            return files
+                .iter()
+                .find(|(name, _)| *name == rel)
+                .map(|(_, bytes)| bytes.to_vec());
+        }
+        Source::Dir(root) => root,
+    };
+    let path = tokio::fs::canonicalize(root.join(rel)).await.ok()?;
+    if !path.starts_with(root) {
         return None;
     }
     let meta = tokio::fs::metadata(&path).await.ok()?;
@@ -247,6 +296,87 @@ async fn serve(State(app): State<Arc<AppDir>>, request: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::to_bytes;
+    use tower::ServiceExt as _;
+
+    static FILES: &[(&str, &[u8])] = &[
+        ("index.html", b"<html>app</html>"),
+        ("assets/index-abc123.js", b"console.log(1)"),
+        ("robots.txt", b"no"),
+    ];
+
+    async fn get(
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, Option<String>, Option<String>, Vec<u8>) {
+        let app = AppDir::from_memory(FILES).expect("has index.html");
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = router(app).oneshot(request).await.expect("answer");
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (ct, cc) = (header(header::CONTENT_TYPE), header(header::CACHE_CONTROL));
+        let status = response.status();
+        let body = to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, ct, cc, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn serves_files_routes_and_refusals_from_memory() {
+        let (s, ct, cc, body) = get("GET", "/").await;
+        assert_eq!(
+            (s, body.as_slice()),
+            (StatusCode::OK, &b"<html>app</html>"[..])
+        );
+        assert_eq!(ct.as_deref(), Some("text/html; charset=utf-8"));
+        assert_eq!(cc.as_deref(), Some(NO_CACHE));
+        let (s, ct, cc, _) = get("GET", "/assets/index-abc123.js").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(ct.as_deref(), Some("text/javascript; charset=utf-8"));
+        assert_eq!(cc.as_deref(), Some(IMMUTABLE));
+        let (s, _, cc, _) = get("GET", "/robots.txt").await;
+        assert_eq!((s, cc.as_deref()), (StatusCode::OK, Some(NO_CACHE)));
+        // App routes get the page; missing files, API paths and traversal do not.
+        let (s, _, _, body) = get("GET", "/sites/local").await;
+        assert_eq!(
+            (s, body.as_slice()),
+            (StatusCode::OK, &b"<html>app</html>"[..])
+        );
+        for path in [
+            "/assets/gone.js",
+            "/v1/nope",
+            "/healthz/x",
+            "/../index.html",
+            "/.env",
+        ] {
+            let (s, _, _, body) = get("GET", path).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+            assert!(body.is_empty(), "{path}");
+        }
+        let (s, _, _, body) = get("HEAD", "/").await;
+        assert_eq!((s, body.len()), (StatusCode::OK, 0));
+        assert_eq!(
+            get("POST", "/sites").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(get("POST", "/v1/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn an_app_without_index_html_is_refused() {
+        static NO_INDEX: &[(&str, &[u8])] = &[("app.js", b"")];
+        assert!(AppDir::from_memory(NO_INDEX).is_none());
+    }
 
     #[test]
     fn api_paths_never_reach_the_app() {

@@ -1,0 +1,267 @@
+//! Analytics end to end — `PLANTD_TELEMETRY` → trigger → analytics
+//! function (engine, results published and acknowledged, checkpoints
+//! written) → results stored in `PLANTD_AGGREGATES` — against a raw
+//! async-nats pull consumer on the same stream, in one run (issue 14's
+//! speed line: target ≥ 80 % of raw).
+//!
+//! 1. `n` readings (1,000 machines on one site, 1 Hz each in event time,
+//!    `Plantd-Received` set) are published to `PLANTD_TELEMETRY`;
+//! 2. **raw**: a durable pull consumer (batches of 1000 like the analytics
+//!    binding, explicit ack of every message, like the trigger) reads them
+//!    all;
+//! 3. **plantd**: the trigger hands them to the analytics function running
+//!    `SELECT avg(value), max(value), count(*) … GROUP BY topic,
+//!    TUMBLE(10s)` (1,000 keys) — timed until every item is acknowledged,
+//!    i.e. its results are stored and its checkpoint written. The state
+//!    bucket and the results are emptied before each round.
+//!
+//! ```sh
+//! scripts/setup
+//! cargo bench -p plantd-analytics-function --bench analytics_e2e -- [--n 200000] [--rounds 3]
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt as _;
+use plantd_analytics::{Placement, Rule, Source, StoredRule};
+use plantd_analytics_function::{Analytics, RuleBook, consumer_settings, results};
+use plantd_shared::headers;
+use plantd_shared::sites::{SiteCache, Sites};
+use plantd_shared::streams;
+use plantd_shared::subject::Site;
+use plantd_testkit::Nats;
+use plantd_trigger::{BatchOutcome, ConsumerSettings, Handler, Item, Trigger};
+
+const SITE: &str = "bench";
+const KEYS: u64 = 1_000;
+/// 2026-12-06T10:00:00Z.
+const T0: i64 = 1_796_551_200_000;
+
+struct Opts {
+    n: u64,
+    rounds: u32,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        n: 200_000,
+        rounds: 3,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match (args[i].as_str(), value) {
+            ("--n", Some(v)) => o.n = v,
+            ("--rounds", Some(v)) => o.rounds = v as u32,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+async fn publish(js: &jetstream::Context, n: u64) {
+    let mut pending = Vec::with_capacity(4096);
+    for i in 0..n {
+        let key = i % KEYS;
+        let at = T0 + (i / KEYS) as i64 * 1_000 + key as i64;
+        let mut h = HeaderMap::new();
+        h.insert(headers::RECEIVED, headers::format_time(at as u64).as_str());
+        let subject = format!("plantd.{SITE}.up.line{}.m{key}.temp", key % 10);
+        let body = format!("{}.{}", 20 + i % 17, i % 10);
+        pending.push(
+            js.publish_with_headers(subject, h, body.into())
+                .await
+                .expect("publish"),
+        );
+        if pending.len() == 4096 {
+            for ack in pending.drain(..) {
+                ack.await.expect("stored");
+            }
+        }
+    }
+    for ack in pending.drain(..) {
+        ack.await.expect("stored");
+    }
+}
+
+/// The raw consumer: every message fetched and acknowledged.
+async fn raw(js: &jetstream::Context, name: &str, n: u64) -> Duration {
+    let stream = js.get_stream(streams::TELEMETRY).await.expect("stream");
+    let settings = consumer_settings(&ConsumerSettings::default());
+    let c = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.to_owned()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: settings.max_ack_pending,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let start = Instant::now();
+    let mut messages = c
+        .stream()
+        .max_messages_per_batch(settings.batch_size)
+        .messages()
+        .await
+        .expect("messages");
+    let mut got = 0;
+    while got < n {
+        let m = messages.next().await.expect("open").expect("message");
+        m.ack().await.expect("ack");
+        got += 1;
+    }
+    start.elapsed()
+}
+
+/// Counts the items the function finished and the time it spent.
+struct Counting {
+    inner: Analytics,
+    handled: Arc<AtomicU64>,
+    busy_us: Arc<AtomicU64>,
+}
+
+impl Handler for Counting {
+    async fn handle(&self, batch: &[Item]) -> BatchOutcome {
+        let started = Instant::now();
+        let outcome = self.inner.handle(batch).await;
+        self.busy_us
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+        let failed = outcome.failures().count() as u64;
+        self.handled.fetch_add(batch.len() as u64 - failed, Relaxed);
+        outcome
+    }
+}
+
+/// The trigger with the analytics function until it finished `n` items.
+async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> (Duration, usize) {
+    for (stream, filter) in [
+        (format!("KV_{}", streams::ANALYTICS_STATE_BUCKET), None),
+        (streams::AGGREGATES.to_owned(), None::<String>),
+    ] {
+        let s = js.get_stream(stream).await.expect("stream");
+        match filter {
+            Some(f) => s.purge().filter(f).await.expect("purge"),
+            None => s.purge().await.expect("purge"),
+        };
+    }
+    let (book, watch) = RuleBook::open(js).await.expect("rules");
+    let state = js
+        .get_key_value(streams::ANALYTICS_STATE_BUCKET)
+        .await
+        .expect("state bucket");
+    let sites = SiteCache::new(
+        Sites::open(js).await.expect("sites"),
+        Duration::from_secs(60),
+    );
+    let handled = Arc::new(AtomicU64::new(0));
+    let busy_us = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut trigger = Trigger::new(js.clone());
+    trigger
+        .bind(
+            function,
+            streams::TELEMETRY,
+            Arc::new(Counting {
+                inner: Analytics::new(
+                    js.clone(),
+                    state,
+                    book,
+                    sites,
+                    plantd_trigger::durable_name(function, streams::TELEMETRY).expect("name"),
+                ),
+                handled: handled.clone(),
+                busy_us: busy_us.clone(),
+            }),
+            consumer_settings(&ConsumerSettings::default()),
+        )
+        .await
+        .expect("bind");
+    while handled.load(Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = start.elapsed();
+    println!(
+        "    (the function's handler busy {:.2?})",
+        Duration::from_micros(busy_us.load(Relaxed))
+    );
+    trigger.shutdown().await;
+    watch.abort();
+    let stored = results::read(js, &format!("plantd.{SITE}.agg.>"))
+        .await
+        .expect("results")
+        .len();
+    (took, stored)
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    Sites::open(&js)
+        .await
+        .expect("sites")
+        .register(&Site::new(SITE).expect("site"), "acme", "")
+        .await
+        .expect("register");
+    let rule = Rule::from_sql(
+        "temp_10s",
+        r#"SELECT avg(value), max(value), count(*) FROM "+/+/temp" GROUP BY topic, TUMBLE(10s)"#,
+    )
+    .expect("rule");
+    let stored = StoredRule {
+        org: "acme".into(),
+        sites: Vec::new(),
+        at: Placement::Cloud,
+        enabled: true,
+        source: Source::Json,
+        rule,
+        updated_by: "bench".into(),
+        updated_at: String::new(),
+    };
+    js.get_key_value(streams::ANALYTICS_RULES_BUCKET)
+        .await
+        .expect("bucket")
+        .put(
+            stored.key(),
+            serde_json::to_vec(&stored).expect("json").into(),
+        )
+        .await
+        .expect("rule");
+    let t = Instant::now();
+    publish(&js, o.n).await;
+    println!(
+        "published {} readings ({} keys) in {:.2?} ({:.0}/s)",
+        o.n,
+        KEYS,
+        t.elapsed(),
+        o.n as f64 / t.elapsed().as_secs_f64()
+    );
+    let mut ratios = Vec::new();
+    for r in 1..=o.rounds {
+        let raw_took = raw(&js, &format!("raw{r}"), o.n).await;
+        let raw_rate = o.n as f64 / raw_took.as_secs_f64();
+        let (took, results) = plantd(&js, &format!("analytics-r{r}"), o.n).await;
+        let rate = o.n as f64 / took.as_secs_f64();
+        let ratio = rate / raw_rate;
+        ratios.push(ratio);
+        println!(
+            "round {r}: raw {raw_rate:.0}/s ({raw_took:.2?}); analytics {rate:.0}/s ({took:.2?}, {results} results stored) = {:.0} % of raw",
+            ratio * 100.0
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "median: analytics end to end at {:.0} % of the raw consume rate (target >= 80 %)",
+        ratios[ratios.len() / 2] * 100.0
+    );
+}
