@@ -464,3 +464,108 @@ async fn a_threshold_fires_at_the_edge_offline_and_is_one_alert_when_the_link_re
     let results = aggregates(&js).await;
     assert_eq!(results.len(), 2, "fire and clear stored once: {results:?}");
 }
+
+/// The engine's state survives a restart: a window open when the edge
+/// stopped (checkpointed at shutdown) closes after it with the reading it
+/// had, and its result is stored once.
+#[tokio::test]
+async fn an_open_window_survives_a_restart() {
+    const TEN_S: &str =
+        r#"SELECT avg(value), count(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(10s)"#;
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    put(
+        &js,
+        &stored("acme", "avg10", Placement::Edge, &[SITE], TEN_S),
+    )
+    .await;
+    let data = tempfile::tempdir().expect("tmp");
+    let (mut edge, b) = edge(&nats, data.path()).await;
+    runs(&edge, 1).await;
+    let mut plc = client(&b, "plc-1").await;
+    // Early in a window, so it is still open when the edge has stopped.
+    eventually(WITHIN, "the start of a 10 s window", || async {
+        let into = plantd_edge::analytics::feed::now_ms().rem_euclid(10_000);
+        (200..4_000).contains(&into).then_some(())
+    })
+    .await;
+    reading(&mut plc, "line1/m1/temp", "20").await;
+    drop(plc);
+    edge.proc
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("the edge stops");
+    assert!(
+        data.path()
+            .join(plantd_edge::analytics::STATE_FILE)
+            .exists(),
+        "checkpointed at shutdown"
+    );
+
+    let (edge, b) = self::edge(&nats, data.path()).await;
+    let mut hmi = client(&b, "hmi").await;
+    hmi.sub("$plantd/agg/#", QoS::AtLeastOnce).await;
+    let (_, out) = result(&mut hmi).await;
+    assert_eq!(out.values["avg_value"], 20.0, "{out:?}");
+    assert_eq!(out.values["count_value"], 1.0);
+    drained(&edge).await;
+    let stored = aggregates(&nats.jetstream().await).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+}
+
+/// `#` never covers `$` topics: a device subscribing to the edge's alert
+/// signals needs a grant naming them.
+#[tokio::test]
+async fn alert_signals_need_a_grant_naming_them() {
+    use plantd_shared::jwt::{SigningKey, jwks_of};
+    let nats = Nats::start_with_streams().await;
+    let key = SigningKey::generate_ed25519("k1").expect("key");
+    let dir = tempfile::tempdir().expect("tmp");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_string(&jwks_of([&key]).expect("jwks")).expect("json"),
+    )
+    .expect("write JWKS");
+    let data = tempfile::tempdir().expect("tmp");
+    let edge = start_edge(
+        &nats,
+        data.path(),
+        &[
+            "--org",
+            "acme",
+            "--jwks-file",
+            jwks.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    let b = TestBroker::external(edge.mqtt, edge.http);
+    let device = |id: &'static str, subscribe: &'static [&'static str]| {
+        let token = key
+            .sign(&common::device_claims(id, SITE, &[], subscribe))
+            .expect("sign");
+        let b = &b;
+        async move {
+            v5(b, id, move |o| {
+                o.set_credentials(id, token);
+            })
+            .await
+            .0
+        }
+    };
+    let mut everything = device("hmi-1", &["#"]).await;
+    let refused = everything.sub("$plantd/alert/#", QoS::AtLeastOnce).await;
+    assert_eq!(
+        refused.return_codes,
+        vec![rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::NotAuthorized]
+    );
+    let mut siren = device("siren-1", &["$plantd/alert/#"]).await;
+    let granted = siren.sub("$plantd/alert/#", QoS::AtLeastOnce).await;
+    assert!(
+        matches!(
+            granted.return_codes[..],
+            [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)]
+        ),
+        "{granted:?}"
+    );
+}
