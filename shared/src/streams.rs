@@ -51,8 +51,11 @@ pub const DLQ: &str = "PLANTD_DLQ";
 pub const DLQ_SUBJECTS: &str = "plantd.dlq.*";
 /// Analytics results: one JSON document per rule, key, window and
 /// revision on `plantd.<site>.agg.<rule>.<key>`, message id
-/// `<rule>:<key>:<window_start>:<revision>` (a later revision of a window
-/// supersedes the earlier ones; read by `GET /v1/sites/{site}/aggregates`).
+/// `<site>:<rule>:<key>:<window_start>:<revision>` when the cloud's
+/// analytics function computed it (`plantd-analytics-function`; rule names
+/// are per organisation, so the site comes first), the edge journal's id
+/// when an edge did (a later revision of a window supersedes the earlier
+/// ones; read by `GET /v1/sites/{site}/aggregates`).
 pub const AGGREGATES: &str = "PLANTD_AGGREGATES";
 /// The subjects of [`AGGREGATES`].
 pub const AGGREGATES_SUBJECTS: &str = "plantd.*.agg.>";

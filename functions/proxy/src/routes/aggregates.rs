@@ -5,7 +5,8 @@
 //!
 //! A result is a JSON document `{rule, key, window_start, window_end,
 //! revision, values: {name: number}}` stored once per (rule, key, window,
-//! revision) (message id `<rule>:<key>:<window_start>:<revision>`); a late
+//! revision) (message id `<site>:<rule>:<key>:<window_start>:<revision>`
+//! from the cloud's analytics function, the journal's id from an edge); a late
 //! reading makes the engine store the window again with a higher revision,
 //! which supersedes the earlier ones here. Window times are milliseconds
 //! since the epoch or RFC 3339 text.
