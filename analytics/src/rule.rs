@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::duration::Millis;
-use crate::field::FieldPath;
+use crate::field::{FieldPath, Payload, Scalar};
 use crate::pattern::{Anomaly, Pattern};
 use crate::topic::TopicFilter;
 
@@ -250,6 +250,37 @@ pub enum Condition {
         /// The constant: a number, a string or a boolean.
         value: Literal,
     },
+}
+
+impl Condition {
+    /// Whether it holds for a payload. A missing field or a comparison
+    /// between a number and text is false (so `NOT` of it is true).
+    pub(crate) fn holds(&self, payload: &Payload<'_>) -> bool {
+        match self {
+            Condition::All { all } => all.iter().all(|c| c.holds(payload)),
+            Condition::Any { any } => any.iter().any(|c| c.holds(payload)),
+            Condition::Not { not } => !not.holds(payload),
+            Condition::Compare { field, op, value } => {
+                let Some(found) = payload.get(field) else {
+                    return false;
+                };
+                let ord = match (found, value) {
+                    (Scalar::Num(a), Literal::Num(b)) => a.partial_cmp(b),
+                    (Scalar::Str(a), Literal::Str(b)) => Some(a.cmp(b.as_str())),
+                    _ => None,
+                };
+                let Some(ord) = ord else { return false };
+                match op {
+                    CmpOp::Eq => ord.is_eq(),
+                    CmpOp::Ne => ord.is_ne(),
+                    CmpOp::Gt => ord.is_gt(),
+                    CmpOp::Ge => ord.is_ge(),
+                    CmpOp::Lt => ord.is_lt(),
+                    CmpOp::Le => ord.is_le(),
+                }
+            }
+        }
+    }
 }
 
 /// Comparison operators.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accumulate::{Acc, Needs, Values};
 use crate::field::{FieldPath, Payload, Scalar};
-use crate::rule::{AggFn, CmpOp, Condition, GroupBy, Literal, Rule, Window};
+use crate::rule::{AggFn, GroupBy, Rule, Window};
 use crate::track::Track;
 use crate::{Event, Output};
 
@@ -199,7 +199,7 @@ impl RuleRun {
             return;
         }
         if let Some(cond) = &self.rule.filter
-            && !holds(cond, payload)
+            && !cond.holds(payload)
         {
             return;
         }
@@ -576,35 +576,6 @@ fn add<'p>(win: &mut Win, t: i64, field: &impl Fn(usize) -> Option<Scalar<'p>>) 
     for (i, acc) in win.accs.iter_mut().enumerate() {
         if let Some(v) = field(i) {
             acc.add(t, v);
-        }
-    }
-}
-
-/// Whether a `WHERE` condition holds for a payload. A missing field or a
-/// comparison between a number and text is false (so `NOT` of it is true).
-pub(crate) fn holds(cond: &Condition, payload: &Payload<'_>) -> bool {
-    match cond {
-        Condition::All { all } => all.iter().all(|c| holds(c, payload)),
-        Condition::Any { any } => any.iter().any(|c| holds(c, payload)),
-        Condition::Not { not } => !holds(not, payload),
-        Condition::Compare { field, op, value } => {
-            let Some(found) = payload.get(field) else {
-                return false;
-            };
-            let ord = match (found, value) {
-                (Scalar::Num(a), Literal::Num(b)) => a.partial_cmp(b),
-                (Scalar::Str(a), Literal::Str(b)) => Some(a.cmp(b.as_str())),
-                _ => None,
-            };
-            let Some(ord) = ord else { return false };
-            match op {
-                CmpOp::Eq => ord.is_eq(),
-                CmpOp::Ne => ord.is_ne(),
-                CmpOp::Gt => ord.is_gt(),
-                CmpOp::Ge => ord.is_ge(),
-                CmpOp::Lt => ord.is_lt(),
-                CmpOp::Le => ord.is_le(),
-            }
         }
     }
 }

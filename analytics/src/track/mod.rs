@@ -25,7 +25,6 @@ use crate::engine::{Output, Signal};
 use crate::field::{FieldPath, Payload, Scalar};
 use crate::pattern::{Anomaly, Pattern};
 use crate::rule::{Condition, Operator};
-use crate::window::holds;
 
 pub(crate) use anomaly::{CusumState, Ewma};
 
@@ -170,13 +169,13 @@ impl Track {
         let (v, m) = match op {
             Operator::Aggregate(_) => return None,
             Operator::Pattern(Pattern::Threshold(th)) => {
-                let m = if holds(&th.when, payload) { FIRST } else { 0 };
+                let m = if th.when.holds(payload) { FIRST } else { 0 };
                 (first_field(&th.when).and_then(num), m)
             }
             Operator::Pattern(Pattern::Sequence(s)) => {
                 let step = |st: &crate::pattern::Step| {
                     st.from.as_ref().is_none_or(|f| f.matches(topic))
-                        && st.when.as_ref().is_none_or(|c| holds(c, payload))
+                        && st.when.as_ref().is_none_or(|c| c.holds(payload))
                 };
                 let m =
                     if step(&s.first) { FIRST } else { 0 } | if step(&s.then) { THEN } else { 0 };
