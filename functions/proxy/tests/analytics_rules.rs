@@ -446,3 +446,86 @@ async fn the_companion_alert_rule_comes_and_goes_with_its_rule() {
         "threshold"
     );
 }
+
+#[tokio::test]
+async fn a_companion_that_cannot_be_written_leaves_nothing_behind() {
+    let f = fixture().await;
+    let admin = f.token(ORG, ADMIN);
+    let js = f.nats.jetstream().await;
+    let kv = js
+        .get_key_value(ANALYTICS_RULES_BUCKET)
+        .await
+        .expect("bucket");
+    // A rule without an alert; then the alert rules' bucket sealed: it
+    // still reads, but takes no write.
+    let plain = json!({"sql": SQL});
+    let put = send_json(
+        &f.app,
+        "PUT",
+        "/v1/analytics/rules/hot",
+        Some(&admin),
+        &plain,
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.json());
+    let before = kv.entry("acme.hot").await.expect("read").expect("stored");
+    let bucket = format!("KV_{}", plantd_shared::streams::ALERT_RULES_BUCKET);
+    let mut config = js
+        .get_stream(&bucket)
+        .await
+        .expect("the alert rules' stream")
+        .info()
+        .await
+        .expect("info")
+        .config
+        .clone();
+    config.sealed = true;
+    js.update_stream(config).await.expect("sealed");
+
+    // A new rule with an alert: 503, and no rule stays behind.
+    let with_alert = json!({"sql": SQL, "alert": {"severity": "critical"}});
+    let put = send_json(
+        &f.app,
+        "PUT",
+        "/v1/analytics/rules/cold",
+        Some(&admin),
+        &with_alert,
+    )
+    .await;
+    assert_eq!(
+        put.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        put.json()
+    );
+    assert!(kv.get("acme.cold").await.expect("read").is_none());
+    // (It was written, then taken back: its last entry is a delete.)
+    let undone = kv
+        .entry("acme.cold")
+        .await
+        .expect("read")
+        .expect("an entry");
+    assert_ne!(undone.operation, async_nats::jetstream::kv::Operation::Put);
+    // A replacement with an alert: 503, and the rule is as it was.
+    let put = send_json(
+        &f.app,
+        "PUT",
+        "/v1/analytics/rules/hot",
+        Some(&admin),
+        &with_alert,
+    )
+    .await;
+    assert_eq!(
+        put.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        put.json()
+    );
+    let after = kv
+        .entry("acme.hot")
+        .await
+        .expect("read")
+        .expect("still stored");
+    assert_eq!(after.value, before.value);
+    assert!(after.revision > before.revision, "written, then put back");
+}
