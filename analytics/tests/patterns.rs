@@ -354,3 +354,26 @@ fn pattern_json_errors_name_the_field() {
     .expect_err("refused");
     assert_eq!(e.field, "operator.aggregate.stale_after", "{e}");
 }
+
+#[test]
+fn a_reading_is_late_only_for_what_its_own_key_has_done() {
+    let mut f = Feed::sql(r#"SELECT threshold(value > 8, 10s) FROM "p/+/bar" GROUP BY topic"#);
+    assert!(f.send("p/a/bar", 10_000, "9").is_empty());
+    // b's clock runs behind a's: its reading is older than a's, and on
+    // time for b.
+    assert!(f.send("p/b/bar", 5_000, "9").is_empty());
+    assert!(f.engine.advance(14_999).is_empty());
+    let out = f.engine.advance(15_000);
+    assert_eq!(brief(&out), [("p/b/bar", Signal::Fire, 5_000, 15_000, 0)]);
+    // A runner's clock moved event time on; a reading received just before
+    // it still counts for a key that has not acted since…
+    assert!(f.send("p/a/bar", 14_000, "9.5").is_empty());
+    // …not for a key whose deadline has passed after it: b fired at 15 s
+    // on the strength of having held; a reading of 14 s would rewrite that.
+    assert!(f.send("p/b/bar", 14_000, "1").is_empty());
+    let m = f.engine.metrics("r").expect("rule");
+    assert_eq!(m.dropped_late, 1);
+    let out = f.engine.advance(20_000);
+    assert_eq!(brief(&out), [("p/a/bar", Signal::Fire, 10_000, 20_000, 0)]);
+    assert_eq!(out[0].values["value"], 9.5);
+}

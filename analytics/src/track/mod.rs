@@ -4,7 +4,8 @@
 //!
 //! A key's readings are applied in event-time order: a reading is *held*
 //! until the rule's watermark reaches its time (at once when `delay` is 0
-//! and it is the newest), then applied. A machine's own deadline (a
+//! and it is the newest), then applied. A reading earlier than what its key
+//! has already acted on (a reading applied, a deadline passed) is late. A machine's own deadline (a
 //! threshold's `start + for`, an absence's `A + within`, a stale key's
 //! `last + after`) is a *due* time; [`Track::run_to`] interleaves held
 //! readings and due times in time order, a due time first when both fall
@@ -65,6 +66,10 @@ pub(crate) struct Track {
     /// starting at the same instant as the previous continues the count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     episode: Option<(i64, u32)>,
+    /// The time of the last reading applied or deadline passed: a reading
+    /// earlier than it is late for this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upto: Option<i64>,
     /// The due time a rule timer is set for (rebuilt on restore).
     #[serde(skip)]
     pub armed: Option<i64>,
@@ -157,6 +162,7 @@ impl Track {
             held: Vec::new(),
             machine,
             episode: None,
+            upto: None,
             armed: None,
         })
     }
@@ -196,6 +202,12 @@ impl Track {
     /// Whether readings are held, waiting for the watermark.
     pub fn holding(&self) -> bool {
         !self.held.is_empty()
+    }
+
+    /// Whether a reading at `t` comes too late for this key: earlier than
+    /// a reading it applied or a deadline it passed.
+    pub fn too_late(&self, t: i64) -> bool {
+        self.upto.is_some_and(|u| t < u)
     }
 
     /// Holds a reading until the watermark reaches it.
@@ -265,6 +277,7 @@ impl Track {
 
     /// A deadline passed.
     fn on_due(&mut self, op: &Operator, d: i64, emit: &mut Emit<'_>) {
+        self.upto = self.upto.max(Some(d));
         match op {
             Operator::Pattern(Pattern::Threshold(_)) => {
                 patterns::threshold_due(self, d, emit);
@@ -277,6 +290,7 @@ impl Track {
 
     /// One reading, in time order.
     fn step(&mut self, op: &Operator, h: Held, emit: &mut Emit<'_>) {
+        self.upto = self.upto.max(Some(h.t));
         match op {
             Operator::Aggregate(_) => {}
             Operator::Pattern(Pattern::Threshold(_)) => patterns::threshold_step(self, h, emit),

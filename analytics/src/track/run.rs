@@ -10,11 +10,12 @@ use crate::{Event, Output};
 impl RuleRun {
     /// One reading of key `id` at event time `t` for a pattern or detector.
     ///
-    /// A reading earlier than the watermark is late: a signal is never
-    /// revised, so it is dropped and counted (as an aggregate's reading
-    /// beyond its lateness). Otherwise it is applied now when the
-    /// watermark has reached it and the key holds nothing older, else held
-    /// until the watermark reaches it.
+    /// A reading earlier than what its key has already acted on (a reading
+    /// applied, a deadline passed) is late: a signal is never revised, so
+    /// it is dropped and counted (as an aggregate's reading beyond its
+    /// lateness). Otherwise it is applied now when the watermark has
+    /// reached it and the key holds nothing, else held until the watermark
+    /// reaches it.
     pub(crate) fn process_signal(
         &mut self,
         id: u32,
@@ -23,20 +24,7 @@ impl RuleRun {
         payload: &Payload<'_>,
         out: &mut Vec<Output>,
     ) {
-        let before = self.watermark();
-        if before.is_some_and(|wm| t < wm) {
-            let key = &mut self.keys[id as usize];
-            key.dropped_late += 1;
-            self.metrics.dropped_late += 1;
-            tracing::warn!(
-                rule = %self.rule.name, key = %key.name, event_time = t,
-                watermark = before, stream_seq = event.stream_seq,
-                "analytics: reading earlier than the watermark dropped (patterns wait `delay`, not `lateness`)"
-            );
-            return;
-        }
-        let advanced = self.max_event.is_none_or(|m| t > m);
-        if advanced {
+        if self.max_event.is_none_or(|m| t > m) {
             self.max_event = Some(t);
         }
         if let Some(held) = Track::observe(&self.rule.operator, event.topic, payload, t) {
@@ -53,7 +41,15 @@ impl RuleRun {
                 key.track = Track::new(&rule.operator).map(Box::new);
             }
             if let Some(track) = &mut key.track {
-                if !track.holding() && wm.is_some_and(|wm| t <= wm) {
+                if track.too_late(t) {
+                    key.dropped_late += 1;
+                    metrics.dropped_late += 1;
+                    tracing::warn!(
+                        rule = %rule.name, key = %key.name, event_time = t,
+                        watermark = wm, stream_seq = event.stream_seq,
+                        "analytics: reading earlier than its key's last signal step dropped (patterns wait `delay`, not `lateness`)"
+                    );
+                } else if !track.holding() && wm.is_some_and(|wm| t <= wm) {
                     let mut emit = Emit {
                         rule: &rule.name,
                         key: &key.name,
@@ -69,9 +65,9 @@ impl RuleRun {
             }
             self.arm(id);
         }
-        if advanced {
-            self.fire(out);
-        }
+        // Deadlines the new watermark passed, and a reading just held at
+        // or before it.
+        self.fire(out);
     }
 
     /// A rule timer at `due` for key `id`: the watermark has passed it.
