@@ -194,6 +194,21 @@ await scenario('a value a device publishes shows in the grid within a second, an
   await shot(admin, 'site');
 });
 
+await scenario('the topic tree and the search narrow the grid', async () => {
+  await publish('line2/flow', '3.5');
+  const rows = admin.locator('tr[data-topic]');
+  await admin.locator('tr[data-topic="line2/flow"]').waitFor({ timeout: 1000 });
+  const tree = admin.getByRole('navigation', { name: 'topic tree' });
+  await tree.getByRole('button', { name: /^line1/ }).click();
+  await admin.locator('tr[data-topic="line2/flow"]').waitFor({ state: 'detached' });
+  assert((await rows.count()) === 1, `line1 shows ${await rows.count()} rows`);
+  await tree.getByRole('button', { name: /^All/ }).click();
+  await admin.getByLabel('Search').fill('flow');
+  await admin.locator('tr[data-topic="line1/temp"]').waitFor({ state: 'detached' });
+  assert((await rows.count()) === 1 && (await rows.first().getAttribute('data-topic')) === 'line2/flow', 'search shows only line2/flow');
+  await admin.getByLabel('Search').fill('');
+});
+
 await scenario('a command sent from the page, after confirmation, reaches a device subscribed over MQTT', async () => {
   const sub = subscriber('line1/valve/set');
   try {

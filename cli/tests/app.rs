@@ -245,7 +245,14 @@ async fn app_in_a_browser() {
     )
     .await;
     assert_eq!(status, 201, "{v}");
-    let sensor = device(&up, &admin, "sensor", &["line1/#", "$plantd/log/#"], &[]).await;
+    let sensor = device(
+        &up,
+        &admin,
+        "sensor",
+        &["line1/#", "line2/#", "$plantd/log/#"],
+        &[],
+    )
+    .await;
     let valve = device(&up, &admin, "valve", &[], &["line1/valve/#"]).await;
     let (status, s) = post_json(
         &up,

@@ -25,10 +25,16 @@ function Tree(props: { node: TopicNode; selected: string; onSelect: (p: string) 
   const kids = [...props.node.children.values()].sort((a, b) => a.name.localeCompare(b.name));
   if (!kids.length) return null;
   return (
-    <ul role="group">
+    <ul>
       {kids.map((k) => (
-        <li key={k.path} role="treeitem" aria-selected={props.selected === k.path} aria-expanded={k.children.size ? true : undefined}>
-          <button type="button" class={props.selected === k.path ? 'sel' : ''} onClick={() => props.onSelect(props.selected === k.path ? '' : k.path)}>
+        <li key={k.path}>
+          <button
+            type="button"
+            class={props.selected === k.path ? 'sel' : ''}
+            aria-pressed={props.selected === k.path}
+            title={`only topics under ${k.path}`}
+            onClick={() => props.onSelect(props.selected === k.path ? '' : k.path)}
+          >
             {k.name || '(empty)'} <span class="muted">{k.count}</span>
           </button>
           <Tree node={k} selected={props.selected} onSelect={props.onSelect} />
@@ -144,10 +150,10 @@ export function SitePage({ site }: { site: string }) {
       <div class="site-grid">
         <nav class="tree" aria-label="topic tree">
           <h2>Topics</h2>
-          <button type="button" class={prefix === '' ? 'sel' : ''} onClick={() => setPrefix('')}>
+          <button type="button" class={prefix === '' ? 'sel' : ''} aria-pressed={prefix === ''} onClick={() => setPrefix('')}>
             All <span class="muted">{topics.length}</span>
           </button>
-          <div role="tree">
+          <div>
             <Tree node={tree} selected={prefix} onSelect={setPrefix} />
           </div>
         </nav>
