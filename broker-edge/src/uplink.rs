@@ -132,9 +132,15 @@ impl PublishHook for JournalHook {
                 .map_err(|e| HookError(e.to_string()))?;
             let analysed = self
                 .analytics
-                .clone()
-                .filter(|_| Feed::reads(&publication.topic))
-                .map(|feed| (feed, publication.topic.clone(), publication.payload.clone()));
+                .as_ref()
+                .filter(|feed| feed.wants(&publication.topic))
+                .map(|feed| {
+                    (
+                        feed.clone(),
+                        publication.topic.clone(),
+                        publication.payload.clone(),
+                    )
+                });
             Ok(Some(Box::pin(async move {
                 durable.await.map_err(|e| HookError(e.to_string()))?;
                 if let Some((feed, topic, payload)) = analysed {

@@ -139,11 +139,16 @@ impl Feed {
         !topic.starts_with('$')
     }
 
-    /// Offers one accepted publication to the engine; never waits. A
-    /// `$`-topic is ignored ([`Feed::reads`]), and so is everything while
-    /// no rule runs.
+    /// Whether a publication on `topic` would be analysed now: not a
+    /// `$`-topic ([`Feed::reads`]), and some rule runs.
+    pub fn wants(&self, topic: &str) -> bool {
+        Self::reads(topic) && self.stats.rules.load(Ordering::Relaxed) > 0
+    }
+
+    /// Offers one accepted publication to the engine; never waits. Ignored
+    /// unless [`Feed::wants`] it.
     pub fn offer(&self, topic: &Arc<str>, payload: &Bytes) {
-        if !Self::reads(topic) || self.stats.rules.load(Ordering::Relaxed) == 0 {
+        if !self.wants(topic) {
             return;
         }
         let reading = Reading {
