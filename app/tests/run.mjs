@@ -327,6 +327,7 @@ await scenario('a viewer sees the values but no command or acknowledge controls'
   await viewer.locator('tr[data-topic="line1/temp"]').waitFor();
   assert((await viewer.getByTestId('command-form').count()) === 0, 'a viewer sees the command form');
   assert((await viewer.getByRole('heading', { name: 'Send a command' }).count()) === 0, 'a viewer sees the command panel');
+  await viewer.getByTestId('no-commands').getByText('cannot send commands').waitFor();
   await shot(viewer, 'viewer-site');
   await viewer.getByRole('link', { name: 'Alarms' }).click();
   await viewer.locator('tr[data-alert]').first().waitFor();

@@ -197,7 +197,13 @@ export function SitePage({ site }: { site: string }) {
         </div>
       </div>
       {chosen && <Trend site={site} topic={chosen} live={points} />}
-      {allows(`commands:${site}:send`) && <CommandPanel site={site} topic={chosen ?? ''} />}
+      {allows(`commands:${site}:send`) ? (
+        <CommandPanel site={site} topic={chosen ?? ''} />
+      ) : (
+        <p class="muted" data-testid="no-commands">
+          Your roles cannot send commands to this site (that takes <code>commands:{site}:send</code>).
+        </p>
+      )}
     </section>
   );
 }
