@@ -7,15 +7,22 @@
 //! 2. **raw**: a durable pull consumer (batches of 1000 like the logger's
 //!    binding, explicit ack of every message, like the trigger) reads them
 //!    all;
-//! 3. **plantd**: the trigger hands them to the logger (parse, per-minute
-//!    aggregates written exactly once with one CAS per key per batch), and
-//!    the log index follows the stream (parse, insert) — timed until both
-//!    have every line.
+//! 3. **plantd**, as `plantd up` runs it: the trigger hands them to the
+//!    logger (parse, per-minute aggregates written exactly once with one CAS
+//!    per key per batch — the bucket emptied first, so every round writes),
+//!    which feeds the log index the records it parsed; the index's follower
+//!    runs too (it hydrates and fills gaps) — timed until both the logger
+//!    and the index have every line.
 //!
 //! ```sh
 //! scripts/setup
 //! cargo bench -p plantd-logger --bench logger_ingest -- [--n 200000] [--rounds 3]
 //! ```
+//!
+//! `BENCH_NO_AGGREGATES=1`: the logger parses only. `BENCH_FOLLOWER_ONLY=1`:
+//! the logger does not feed the index, its follower reads and parses every
+//! line itself (how it was before decision 0019's addendum).
+//! `BENCH_NO_INDEX=1`: no index at all.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -134,15 +141,19 @@ async fn raw(js: &jetstream::Context, name: &str, n: u64) -> Duration {
     start.elapsed()
 }
 
-/// Counts the items the logger handled.
+/// Counts the items the logger handled and the time it spent on them.
 struct Counting {
     inner: Logger,
     handled: Arc<AtomicU64>,
+    busy_us: Arc<AtomicU64>,
 }
 
 impl Handler for Counting {
     async fn handle(&self, batch: &[Item]) -> BatchOutcome {
+        let started = Instant::now();
         let outcome = self.inner.handle(batch).await;
+        self.busy_us
+            .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         let failed = outcome.failures().count() as u64;
         self.handled.fetch_add(batch.len() as u64 - failed, Relaxed);
         outcome
@@ -153,6 +164,15 @@ impl Handler for Counting {
 /// stream, until both have `n` lines.
 async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> Duration {
     let handled = Arc::new(AtomicU64::new(0));
+    let busy_us = Arc::new(AtomicU64::new(0));
+    // Every round counts every line again: an earlier round's aggregates
+    // already hold these sequences and would make the writes no-ops.
+    js.get_stream(format!("KV_{}", streams::LOG_AGGREGATES_BUCKET))
+        .await
+        .expect("aggregates bucket")
+        .purge()
+        .await
+        .expect("purge");
     let aggregates = Aggregates::open(js, AggregateSettings::default())
         .await
         .expect("bucket");
@@ -168,33 +188,50 @@ async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> Duration {
             function,
             streams::LOGS,
             Arc::new(Counting {
-                inner: if std::env::var_os("BENCH_NO_AGGREGATES").is_some() {
-                    Logger::new(0)
-                } else {
-                    Logger::new(0).with_aggregates(aggregates)
+                inner: {
+                    let logger = if std::env::var_os("BENCH_NO_AGGREGATES").is_some() {
+                        Logger::new(0)
+                    } else {
+                        Logger::new(0).with_aggregates(aggregates)
+                    };
+                    // As in `plantd up`: the logger feeds the index it
+                    // parsed the lines for; the follower hydrates and
+                    // fills gaps.
+                    if std::env::var_os("BENCH_FOLLOWER_ONLY").is_some() {
+                        logger
+                    } else {
+                        logger.with_index(index.clone())
+                    }
                 },
                 handled: handled.clone(),
+                busy_us: busy_us.clone(),
             }),
             plantd_logger::consumer_settings(),
         )
         .await
         .expect("bind");
+    let no_index = std::env::var_os("BENCH_NO_INDEX").is_some();
     let follower = follow(index.clone(), js.clone());
+    if no_index {
+        follower.abort();
+    }
     let (mut logger_done, mut index_done) = (None, None);
     while logger_done.is_none() || index_done.is_none() {
         tokio::time::sleep(Duration::from_millis(2)).await;
         if logger_done.is_none() && handled.load(Relaxed) >= n {
             logger_done = Some(start.elapsed());
         }
-        if index_done.is_none() && index.len() as u64 >= n {
+        if index_done.is_none() && (no_index || index.len() as u64 >= n) {
             index_done = Some(start.elapsed());
         }
     }
     let took = start.elapsed();
     println!(
-        "    (trigger+logger done in {:.2?}, index in {:.2?})",
+        "    (trigger+logger done in {:.2?}, index in {:.2?}; the logger's handler busy {:.2?}; {} lines fed to the index by the logger)",
         logger_done.unwrap_or_default(),
-        index_done.unwrap_or_default()
+        index_done.unwrap_or_default(),
+        Duration::from_micros(busy_us.load(Relaxed)),
+        index.stats().fed
     );
     follower.abort();
     trigger.shutdown().await;

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use crate::pattern::pattern;
+use crate::pattern::pattern_into;
 use crate::record::{Level, LogRecord};
 
 /// Most minutes one [`Aggregates::read_range`] reads (a day).
@@ -206,36 +206,67 @@ impl MinuteAggregate {
 
     /// Counts records (not checking `applied`), keeping the limits.
     fn add<'a>(&mut self, records: impl Iterator<Item = &'a LogRecord>, s: &AggregateSettings) {
-        let mut counts: BTreeMap<(String, Level), u64> = self
-            .counts
-            .drain(..)
-            .map(|c| ((c.source, c.level), c.count))
-            .collect();
+        // Looked up by `&str` (no allocation per line); (source, level)
+        // pairs counted in `pairs` for the limit.
+        let mut counts: BTreeMap<String, BTreeMap<Level, u64>> = BTreeMap::new();
+        let mut pairs = 0usize;
+        for c in self.counts.drain(..) {
+            if counts
+                .entry(c.source)
+                .or_default()
+                .insert(c.level, c.count)
+                .is_none()
+            {
+                pairs += 1;
+            }
+        }
         let mut patterns: HashMap<String, (u64, Level)> = self
             .patterns
             .drain(..)
             .map(|p| (p.pattern, (p.count, p.level)))
             .collect();
+        let mut p = String::new();
         for r in records {
             self.total += 1;
-            let k = (r.source.clone(), r.level);
-            if counts.contains_key(&k) || counts.len() < s.max_counts {
-                *counts.entry(k).or_default() += 1;
+            let known = counts
+                .get(r.source.as_str())
+                .is_some_and(|levels| levels.contains_key(&r.level));
+            let source = if known || pairs < s.max_counts {
+                r.source.as_str()
             } else {
-                *counts
-                    .entry((OTHER_SOURCE.to_owned(), r.level))
-                    .or_default() += 1;
+                OTHER_SOURCE
+            };
+            match counts.get_mut(source) {
+                Some(levels) => {
+                    *levels.entry(r.level).or_insert_with(|| {
+                        pairs += 1;
+                        0
+                    }) += 1;
+                }
+                None => {
+                    counts.insert(source.to_owned(), BTreeMap::from([(r.level, 1)]));
+                    pairs += 1;
+                }
             }
-            let p = patterns.entry(pattern(&r.message)).or_insert((0, r.level));
-            p.0 += 1;
-            p.1 = p.1.max(r.level);
+            pattern_into(&r.message, &mut p);
+            match patterns.get_mut(p.as_str()) {
+                Some(known) => {
+                    known.0 += 1;
+                    known.1 = known.1.max(r.level);
+                }
+                None => {
+                    patterns.insert(p.clone(), (1, r.level));
+                }
+            }
         }
         self.counts = counts
             .into_iter()
-            .map(|((source, level), count)| LevelCount {
-                source,
-                level,
-                count,
+            .flat_map(|(source, levels)| {
+                levels.into_iter().map(move |(level, count)| LevelCount {
+                    source: source.clone(),
+                    level,
+                    count,
+                })
             })
             .collect();
         let mut patterns: Vec<PatternCount> = patterns
@@ -351,7 +382,9 @@ impl Aggregates {
     /// key. Records without a site are not aggregated. Returns the indices
     /// of the records whose key could not be written, with why.
     pub async fn apply(&self, batch: &[Applying<'_>]) -> Vec<(usize, String)> {
-        let mut by_key: BTreeMap<String, Vec<Applying<'_>>> = BTreeMap::new();
+        // By (site, UTC minute number): the key text is made once per key,
+        // not once per line.
+        let mut by_minute: HashMap<(&str, i64), Vec<Applying<'_>>> = HashMap::new();
         let mut sequences: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for a in batch {
             sequences
@@ -361,11 +394,21 @@ impl Aggregates {
             if a.record.site.is_empty() {
                 continue;
             }
-            by_key
-                .entry(key(&a.record.site, a.record.time))
+            by_minute
+                .entry((
+                    a.record.site.as_str(),
+                    a.record.time.unix_timestamp().div_euclid(60),
+                ))
                 .or_default()
                 .push(*a);
         }
+        let by_key: Vec<(String, Vec<Applying<'_>>)> = by_minute
+            .into_values()
+            .filter_map(|items| {
+                let first = items.first()?.record;
+                Some((key(&first.site, first.time), items))
+            })
+            .collect();
         let mut writes = Vec::with_capacity(by_key.len());
         for (k, items) in &by_key {
             writes.push(self.write_key(k, items, &sequences));

@@ -3,6 +3,13 @@
 //! consumer breaks (nats-server restarted) it starts again after the last
 //! sequence held, and from scratch when the stream was recreated (its last
 //! sequence is below the index's).
+//!
+//! When a logger in this process feeds the index ([`crate::feed`]), the
+//! follower stops once it has reached the logger's position (or the end of
+//! the stream) and only watches: every [`WATCH`] it looks whether lines the
+//! stream held a check ago are still missing while the index did not
+//! advance (a gap the logger will not fill), and then reads again from
+//! after the last sequence held.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +30,16 @@ const BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often the follower checks that the stream was not recreated.
 const RECREATED_CHECK: Duration = Duration::from_secs(5);
+/// How often a follower that left the lines to the logger checks for gaps.
+pub const WATCH: Duration = Duration::from_secs(1);
+
+/// Why one consumer's life ended without an error.
+enum Stop {
+    /// The message stream ended: start again.
+    Ended,
+    /// A logger feeds the index from here on: watch for gaps.
+    LeftToFeeder,
+}
 
 /// Starts following `PLANTD_LOGS` into `index`. The task runs until
 /// aborted (drop the handle does not stop it; call `abort`).
@@ -33,7 +50,16 @@ pub fn follow(index: Arc<LogIndex>, js: jetstream::Context) -> tokio::task::Join
         let mut created = None;
         loop {
             match run(&index, &js, &mut created).await {
-                Ok(()) => backoff = BACKOFF,
+                Ok(Stop::Ended) => backoff = BACKOFF,
+                Ok(Stop::LeftToFeeder) => {
+                    backoff = BACKOFF;
+                    match watch(&index, &js, created).await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "log index: cannot watch PLANTD_LOGS for gaps; reading it again");
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, last_sequence = index.stats().last_sequence, retry_in_ms = backoff.as_millis() as u64, "log index: following PLANTD_LOGS broke; starting again");
                 }
@@ -58,13 +84,50 @@ async fn created_at(js: &jetstream::Context) -> Result<OffsetDateTime, String> {
         .created)
 }
 
+/// While a logger feeds the index: returns when lines the stream held one
+/// [`WATCH`] ago are still missing and the index did not advance since, or
+/// when the stream was recreated.
+async fn watch(
+    index: &LogIndex,
+    js: &jetstream::Context,
+    known: Option<OffsetDateTime>,
+) -> Result<(), String> {
+    let mut check = tokio::time::interval(WATCH);
+    check.tick().await;
+    let mut held_before = index.stats().last_sequence;
+    let mut stream_before = 0;
+    loop {
+        check.tick().await;
+        let stream = js
+            .get_stream(LOGS)
+            .await
+            .map_err(|e| format!("stream {LOGS}: {e}"))?;
+        let info = stream.cached_info();
+        if known.is_some_and(|k| k != info.created) {
+            return Ok(());
+        }
+        let held = index.stats().last_sequence;
+        if held == held_before && held < stream_before {
+            tracing::debug!(
+                held,
+                stream_last = info.state.last_sequence,
+                "log index: lines the logger did not bring; reading them"
+            );
+            return Ok(());
+        }
+        held_before = held;
+        stream_before = info.state.last_sequence;
+    }
+}
+
 /// One consumer's life: from after the last sequence held (or
-/// `now − retention`) until it breaks or the stream is found recreated.
+/// `now − retention`) until it breaks, the stream is found recreated, or a
+/// feeding logger takes over.
 async fn run(
     index: &LogIndex,
     js: &jetstream::Context,
     known: &mut Option<OffsetDateTime>,
-) -> Result<(), String> {
+) -> Result<Stop, String> {
     let created = created_at(js).await?;
     let mut last = index.stats().last_sequence;
     if known.is_some_and(|k| k != created) {
@@ -103,6 +166,9 @@ async fn run(
         .map_err(|e| format!("ordered consumer on {LOGS}: {e}"))?;
     if consumer.cached_info().num_pending == 0 {
         index.set_hydrated();
+        if index.has_feeder() {
+            return Ok(Stop::LeftToFeeder);
+        }
     }
     let messages = consumer
         .messages()
@@ -115,7 +181,7 @@ async fn run(
         let chunk = tokio::select! {
             chunk = chunks.next() => match chunk {
                 Some(chunk) => chunk,
-                None => return Ok(()),
+                None => return Ok(Stop::Ended),
             },
             _ = check.tick() => {
                 // The ordered consumer follows a recreated stream silently
@@ -157,6 +223,9 @@ async fn run(
         }
         if let Some(e) = broke {
             return Err(e);
+        }
+        if (caught_up && index.has_feeder()) || index.feeder_is_close() {
+            return Ok(Stop::LeftToFeeder);
         }
     }
 }

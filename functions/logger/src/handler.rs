@@ -1,15 +1,18 @@
 //! [`Logger`]: the trigger handler that parses every line of `PLANTD_LOGS`,
 //! counts it in the per-minute aggregates exactly once
 //! ([`crate::aggregate`]) and optionally keeps the newest records in memory.
-//! (Queries read the [`crate::index::LogIndex`], which follows the stream
-//! on its own.)
+//! Queries read the [`crate::index::LogIndex`], which follows the stream on
+//! its own — or, in a process that runs both, is fed the records the
+//! logger parsed ([`Logger::with_index`], [`crate::feed`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use plantd_shared::streams::LOGS;
 use plantd_trigger::{BatchOutcome, Handler, Item};
 
 use crate::aggregate::{Aggregates, Applying};
+use crate::index::LogIndex;
 use crate::parse::parse;
 use crate::record::LogRecord;
 
@@ -25,6 +28,8 @@ pub struct Logger {
     capacity: usize,
     /// Where the per-minute aggregates go.
     aggregates: Option<Aggregates>,
+    /// The index this process's queries read, fed every parsed batch.
+    index: Option<Arc<LogIndex>>,
 }
 
 /// The logger's consumer settings: the trigger's defaults with batches of
@@ -40,7 +45,7 @@ pub fn consumer_settings() -> plantd_trigger::ConsumerSettings {
 }
 
 /// Items per batch the logger takes ([`consumer_settings`]).
-pub const BATCH_SIZE: usize = 1000;
+pub const BATCH_SIZE: usize = 5000;
 
 impl Logger {
     /// A logger keeping at most `capacity` records (0 keeps none).
@@ -49,7 +54,17 @@ impl Logger {
             records: Mutex::new(BTreeMap::new()),
             capacity,
             aggregates: None,
+            index: None,
         }
+    }
+
+    /// Also offers every parsed batch to `index` (the one this process's
+    /// `/v1/logs` reads), so its follower does not read and parse the same
+    /// lines again: it only hydrates and fills gaps ([`crate::feed`]).
+    pub fn with_index(mut self, index: Arc<LogIndex>) -> Self {
+        index.attach_feeder();
+        self.index = Some(index);
+        self
     }
 
     /// Also counts every item in the per-minute aggregates, exactly once;
@@ -106,11 +121,18 @@ impl Handler for Logger {
         }
         if self.capacity > 0 {
             let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-            for r in parsed {
-                records.insert((r.stream.clone(), r.sequence), r);
+            for r in &parsed {
+                records.insert((r.stream.clone(), r.sequence), r.clone());
             }
             while records.len() > self.capacity {
                 records.pop_first();
+            }
+        }
+        if let Some(index) = &self.index {
+            // Replays are not in stream order; the index already has them
+            // (or its follower brings them).
+            if batch.iter().all(|i| i.replay.is_none()) {
+                index.offer(parsed.into_iter().filter(|r| r.stream == LOGS).collect());
             }
         }
         outcome

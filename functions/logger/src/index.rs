@@ -230,6 +230,8 @@ pub struct LogIndex {
     inner: RwLock<Inner>,
     settings: IndexSettings,
     hydrated: std::sync::atomic::AtomicBool,
+    /// The logger feeding it in this process, if any ([`crate::feed`]).
+    pub(crate) feed: crate::feed::Feed,
 }
 
 /// Sizes of the index, for metrics and health.
@@ -245,6 +247,9 @@ pub struct IndexStats {
     pub last_sequence: u64,
     /// Whether hydration reached the end of the stream once.
     pub hydrated: bool,
+    /// Records the logger of this process fed (parsed once, not read by
+    /// the follower: [`crate::feed`]).
+    pub fed: u64,
 }
 
 impl LogIndex {
@@ -254,6 +259,7 @@ impl LogIndex {
             inner: RwLock::new(Inner::default()),
             settings,
             hydrated: std::sync::atomic::AtomicBool::new(false),
+            feed: crate::feed::Feed::default(),
         }
     }
 
@@ -272,23 +278,42 @@ impl LogIndex {
     /// the last one held is ignored (already there). Evicts the oldest
     /// while over a bound.
     pub fn insert(&self, records: impl IntoIterator<Item = LogRecord>) {
+        self.insert_where(records, false);
+    }
+
+    /// [`Self::insert`]; with `contiguous`, stops at the first record that
+    /// is not the sequence right after the last one held (a gap). Returns
+    /// how many records were added.
+    pub(crate) fn insert_where(
+        &self,
+        records: impl IntoIterator<Item = LogRecord>,
+        contiguous: bool,
+    ) -> usize {
         let mut g = self
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let inner = &mut *g;
+        let mut added = 0;
         for r in records {
             if r.sequence <= inner.last_sequence {
                 continue;
             }
+            if contiguous && r.sequence != inner.last_sequence + 1 {
+                break;
+            }
+            added += 1;
             inner.last_sequence = r.sequence;
             inner.bytes += record_bytes(&r);
             inner.order.push_back((r.sequence, r.site.clone()));
-            inner
-                .sites
-                .entry(r.site.clone())
-                .or_default()
-                .push_back(Arc::new(r));
+            match inner.sites.get_mut(&r.site) {
+                Some(q) => q.push_back(Arc::new(r)),
+                None => {
+                    inner
+                        .sites
+                        .insert(r.site.clone(), VecDeque::from([Arc::new(r)]));
+                }
+            }
         }
         while inner.order.len() > self.settings.max_lines
             || (inner.bytes > self.settings.max_bytes && !inner.order.is_empty())
@@ -306,6 +331,7 @@ impl LogIndex {
                 }
             }
         }
+        added
     }
 
     /// Forgets every record (the stream was recreated: its sequences
@@ -337,6 +363,10 @@ impl LogIndex {
             evicted: g.evicted,
             last_sequence: g.last_sequence,
             hydrated: self.hydrated.load(std::sync::atomic::Ordering::Relaxed),
+            fed: self
+                .feed
+                .inserted
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -16,10 +16,12 @@
 //! | [`index`] | [`LogIndex`]: the newest records in memory, bounded, per site; paged queries |
 //! | [`stats`] | `count_over_time` / `rate` by labels over the index |
 //! | [`follow`](mod@follow) | fills a [`LogIndex`] from `PLANTD_LOGS` (hydration, then live) |
+//! | [`feed`] | the logger feeding the [`LogIndex`] of its process (one parse per line); the follower then only hydrates and fills gaps |
 
 pub mod aggregate;
 #[cfg(feature = "aws")]
 pub mod cloudwatch;
+pub mod feed;
 pub mod follow;
 pub mod handler;
 pub mod index;

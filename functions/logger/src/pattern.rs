@@ -14,49 +14,62 @@ pub const MAX_PATTERN_CHARS: usize = 200;
 /// The pattern of a message.
 pub fn pattern(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(MAX_PATTERN_CHARS + 8));
-    let chars: Vec<char> = message.chars().collect();
+    pattern_into(message, &mut out);
+    out
+}
+
+/// [`pattern`] written into `out` (cleared first), so a caller counting
+/// many messages reuses one buffer.
+pub fn pattern_into(message: &str, out: &mut String) {
+    out.clear();
+    // Every character the rules look at is ASCII, so the scan walks bytes;
+    // other characters are copied whole.
+    let bytes = message.as_bytes();
     let mut i = 0;
     let mut written = 0;
-    while i < chars.len() {
+    while i < bytes.len() {
         if written >= MAX_PATTERN_CHARS {
             out.push('…');
             break;
         }
-        let c = chars[i];
-        let word_start = i == 0 || !chars[i - 1].is_alphanumeric();
-        if matches!(c, '"' | '\'')
-            && let Some(close) = chars[i + 1..].iter().position(|&x| x == c)
+        let b = bytes[i];
+        let word_start = message[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|p| !p.is_alphanumeric());
+        if matches!(b, b'"' | b'\'')
+            && let Some(close) = bytes[i + 1..].iter().position(|&x| x == b)
         {
             out.push_str("<str>");
             written += 5;
             i += close + 2;
             continue;
         }
-        if word_start && c.is_ascii_hexdigit() {
-            let end = chars[i..]
+        if word_start && b.is_ascii_hexdigit() {
+            let end = bytes[i..]
                 .iter()
-                .position(|x| !(x.is_ascii_alphanumeric() || *x == '-'))
-                .map_or(chars.len(), |p| i + p);
-            let word: String = chars[i..end].iter().collect();
-            if is_uuid(&word) {
+                .position(|x| !(x.is_ascii_alphanumeric() || *x == b'-'))
+                .map_or(bytes.len(), |p| i + p);
+            let word = &message[i..end];
+            if is_uuid(word) {
                 out.push_str("<uuid>");
                 written += 6;
                 i = end;
                 continue;
             }
-            if is_hex(&word) {
+            if is_hex(word) {
                 out.push_str("<hex>");
                 written += 5;
                 i = end;
                 continue;
             }
         }
-        if c.is_ascii_digit() {
+        if b.is_ascii_digit() {
             let mut j = i + 1;
-            while j < chars.len()
-                && (chars[j].is_ascii_digit()
-                    || (matches!(chars[j], '.' | ':' | ',' | '-')
-                        && chars.get(j + 1).is_some_and(char::is_ascii_digit)))
+            while j < bytes.len()
+                && (bytes[j].is_ascii_digit()
+                    || (matches!(bytes[j], b'.' | b':' | b',' | b'-')
+                        && bytes.get(j + 1).is_some_and(u8::is_ascii_digit)))
             {
                 j += 1;
             }
@@ -65,30 +78,28 @@ pub fn pattern(message: &str) -> String {
             i = j;
             continue;
         }
+        // A whole character (1–4 bytes).
+        let c = message[i..].chars().next().unwrap_or('\u{fffd}');
         out.push(c);
         written += 1;
-        i += 1;
+        i += c.len_utf8();
     }
-    out
 }
 
 fn is_uuid(w: &str) -> bool {
-    let parts: Vec<&str> = w.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+    w.len() == 36
+        && w.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+        && w.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit())
 }
 
 fn is_hex(w: &str) -> bool {
     if let Some(rest) = w.strip_prefix("0x").or_else(|| w.strip_prefix("0X")) {
-        return !rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit());
+        return !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_hexdigit());
     }
     w.len() >= 8
-        && w.chars().all(|c| c.is_ascii_hexdigit())
-        && w.chars().any(|c| c.is_ascii_digit())
-        && w.chars().any(|c| c.is_ascii_alphabetic())
+        && w.bytes().all(|c| c.is_ascii_hexdigit())
+        && w.bytes().any(|c| c.is_ascii_digit())
+        && w.bytes().any(|c| c.is_ascii_alphabetic())
 }
 
 #[cfg(test)]
@@ -120,5 +131,14 @@ mod tests {
         assert_eq!(pattern("unclosed \"quote"), "unclosed \"quote");
         assert_eq!(pattern(""), "");
         assert!(pattern(&"x".repeat(1000)).chars().count() <= super::MAX_PATTERN_CHARS + 1);
+        // Characters beyond ASCII are copied whole and count as one; a
+        // letter beyond ASCII ends no word.
+        assert_eq!(pattern("température 81°C über"), "température <num>°C über");
+        assert_eq!(pattern("éabc12345678 x"), "éabc<num> x");
+        assert_eq!(pattern("é abc12345678"), "é <hex>");
+        assert_eq!(
+            pattern(&"ü".repeat(300)).chars().count(),
+            super::MAX_PATTERN_CHARS + 1
+        );
     }
 }

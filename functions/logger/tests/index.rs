@@ -160,3 +160,87 @@ async fn a_recreated_stream_is_read_again_from_its_start() {
     assert_eq!(page.records[0].sequence, 1);
     task.abort();
 }
+
+/// A logger bound to the trigger that feeds the index: every line is in the
+/// index once, in stream order — the old ones hydrated by the follower,
+/// the new ones brought by the logger — and when a second host's logger
+/// takes some batches, the follower fills the gaps they leave.
+#[tokio::test]
+async fn a_feeding_logger_and_the_follower_leave_no_gap() {
+    use plantd_logger::Logger;
+    use plantd_trigger::{ConsumerSettings, Trigger};
+
+    plantd_testkit::init_tracing();
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    let subject = "plantd.plant1.log.line1.plc";
+    for i in 1..=20 {
+        publish(&js, subject, &format!("INFO old {i}")).await;
+    }
+    let settings = ConsumerSettings {
+        batch_size: 5,
+        max_wait: Duration::from_millis(20),
+        ..plantd_logger::consumer_settings()
+    };
+    let index = Arc::new(LogIndex::new(IndexSettings::default()));
+    let task = follow(index.clone(), js.clone());
+    let mut here = Trigger::new(js.clone());
+    here.bind(
+        plantd_logger::FUNCTION,
+        plantd_shared::streams::LOGS,
+        Arc::new(Logger::new(0).with_index(index.clone())),
+        settings.clone(),
+    )
+    .await
+    .expect("bind");
+    let in_order = |n: u64| {
+        let page = index.query(&LogQuery {
+            direction: Direction::Forward,
+            limit: 1000,
+            ..LogQuery::default()
+        });
+        page.records.iter().map(|r| r.sequence).collect::<Vec<_>>() == (1..=n).collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(20), "20 old lines", || async {
+        (in_order(20) && index.stats().hydrated).then_some(())
+    })
+    .await;
+
+    // New lines: the logger brings them.
+    let fed_before = index.stats().fed;
+    for i in 21..=40 {
+        publish(&js, subject, &format!("INFO new {i}")).await;
+    }
+    eventually(Duration::from_secs(20), "40 lines in order", || async {
+        in_order(40).then_some(())
+    })
+    .await;
+    assert!(
+        index.stats().fed > fed_before,
+        "the logger fed new lines: {:?}",
+        index.stats()
+    );
+
+    // A second host shares the logger's consumer: the batches it takes
+    // never reach this index through the logger; the follower reads them.
+    let mut there = Trigger::new(js.clone());
+    there
+        .bind(
+            plantd_logger::FUNCTION,
+            plantd_shared::streams::LOGS,
+            Arc::new(Logger::new(0)),
+            settings,
+        )
+        .await
+        .expect("bind the second host");
+    for i in 41..=140 {
+        publish(&js, subject, &format!("INFO shared {i}")).await;
+    }
+    eventually(Duration::from_secs(30), "140 lines in order", || async {
+        in_order(140).then_some(())
+    })
+    .await;
+    there.shutdown().await;
+    here.shutdown().await;
+    task.abort();
+}
