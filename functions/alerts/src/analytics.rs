@@ -177,6 +177,21 @@ mod tests {
     }
 
     #[test]
+    fn an_analytics_instance_key_fits_whatever_the_result_key_holds() {
+        let rule = crate::Rule::from_json(
+            br#"{"id":"a","condition":{"kind":"analytics","rule":"press_held"}}"#,
+        )
+        .expect("valid");
+        let group = BTreeMap::from([(KEY_LABEL.to_owned(), "dev=3,line=1".to_owned())]);
+        assert!(crate::instance::key_fits(
+            &rule,
+            &crate::instance::group_key(&group)
+        ));
+        assert!(!crate::instance::key_fits(&rule, ""));
+        assert!(!crate::instance::key_fits(&rule, "topic=a/b"));
+    }
+
+    #[test]
     fn rule_names_follow_the_analytics_rules() {
         assert!(valid_rule_name("Line1_temp-avg"));
         assert!(!valid_rule_name(""));

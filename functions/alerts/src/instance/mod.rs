@@ -204,7 +204,11 @@ pub fn key_fits(rule: &Rule, key: &str) -> bool {
         .map(|g| g.label())
         .collect();
     if let Condition::Analytics { .. } = rule.condition {
-        want.push(crate::analytics::KEY_LABEL);
+        // One label, `key`, whose value (a topic or any field value) may
+        // itself hold ',' or '='.
+        return key
+            .strip_prefix(crate::analytics::KEY_LABEL)
+            .is_some_and(|rest| rest.starts_with('='));
     }
     want.sort_unstable();
     want.dedup();
