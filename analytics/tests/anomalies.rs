@@ -162,3 +162,29 @@ fn anomaly_json_form() {
         cusum
     );
 }
+
+#[test]
+fn absurd_readings_leave_detectors_checkpointable() {
+    let mut readings = steady(0, 30);
+    readings.push((30_000, 1e300));
+    readings.push((31_000, -1e300));
+    readings.extend(steady(32, 5));
+    for sql in [
+        r#"SELECT zscore(value, 0.1, 3) FROM "line1/+/temp" GROUP BY topic"#,
+        r#"SELECT cusum(value, 0.5, 5) FROM "line1/+/temp" GROUP BY topic"#,
+    ] {
+        let rule = Rule::from_sql("r", sql).expect("rule");
+        let mut engine = Engine::new(vec![rule.clone()]).expect("engine");
+        for (i, (at, v)) in readings.iter().enumerate() {
+            engine.process(&Event {
+                topic: "line1/m1/temp",
+                payload: v.to_string().as_bytes(),
+                received_at: *at,
+                stream_seq: i as u64 + 1,
+            });
+        }
+        let json = serde_json::to_string(&engine.checkpoint()).expect("encode");
+        let state = serde_json::from_str(&json).expect("decode: no infinities");
+        Engine::restore(vec![rule], state).expect("restore");
+    }
+}

@@ -47,8 +47,13 @@ pub(super) fn zscore_step(track: &mut Track, z: &Zscore, h: Held, emit: &mut Emi
     let score = d / floor_sd(sd, s.mean);
     let scored = s.n >= u64::from(z.min_samples);
     let incr = z.alpha * d;
-    s.mean += incr;
-    s.var = (1.0 - z.alpha) * (s.var + d * incr);
+    let (new_mean, new_var) = (s.mean + incr, (1.0 - z.alpha) * (s.var + d * incr));
+    if !(new_mean.is_finite() && new_var.is_finite() && score.is_finite()) {
+        // Beyond what f64 holds (|x| near 1e154 and up): not a reading a
+        // sensor sends; ignored so the state stays checkpointable.
+        return;
+    }
+    (s.mean, s.var) = (new_mean, new_var);
     s.n += 1;
     if !scored {
         return;
@@ -103,14 +108,21 @@ pub(super) fn cusum_step(track: &mut Track, c: &Cusum, h: Held, emit: &mut Emit<
     };
     let Some(x) = h.v else { return };
     if s.n < u64::from(c.min_samples) {
-        s.n += 1;
+        let n = s.n + 1;
         let d = x - s.mean;
-        s.mean += d / s.n as f64;
-        s.m2 += d * (x - s.mean);
+        let mean = s.mean + d / n as f64;
+        let m2 = s.m2 + d * (x - mean);
+        // Beyond what f64 holds: ignored, the state stays checkpointable.
+        if mean.is_finite() && m2.is_finite() {
+            (s.n, s.mean, s.m2) = (n, mean, m2);
+        }
         return;
     }
     let sd = (s.m2 / s.n as f64).sqrt();
     let z = (x - s.mean) / floor_sd(sd, s.mean);
+    if !z.is_finite() || !(s.hi + z.abs()).is_finite() || !(s.lo + z.abs()).is_finite() {
+        return;
+    }
     let up = c.direction != Direction::Down;
     let down = c.direction != Direction::Up;
     if up {
