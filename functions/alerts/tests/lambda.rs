@@ -13,6 +13,8 @@
 //!   inactive → pending record in `PLANTD_ALERTS`; a scheduled event is a
 //!   tick, and once the rule's `for` has passed a tick writes pending →
 //!   firing (and not before).
+//! * `alerts`: an analytics result with `signal: fire` from the
+//!   `alerts_PLANTD_AGGREGATES` queue, delivered twice → one firing record.
 //! * An unknown `PLANTD_FUNCTION` stops the binary at start-up, naming the
 //!   choices.
 
@@ -299,6 +301,70 @@ async fn the_engine_alerts_on_sqs_items_and_ticks_on_the_schedule() {
         "{}: {}",
         resp.status,
         resp.text()
+    );
+}
+
+#[tokio::test]
+async fn an_analytics_signal_from_its_queue_fires_the_companion_alert_once() {
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    Sites::open(&js)
+        .await
+        .expect("sites")
+        .register(&Site::new(SITE).expect("a site"), ORG, "")
+        .await
+        .expect("register");
+    let rule = Rule::from_json(
+        br#"{"id":"analytics-press_held","severity":"critical",
+            "condition":{"kind":"analytics","rule":"press_held"}}"#,
+    )
+    .expect("a valid rule");
+    Stores::open(&js)
+        .await
+        .expect("stores")
+        .put_rule(ORG, &rule)
+        .await
+        .expect("put the rule");
+    let (emulator, _function) = spawn(
+        "alerts",
+        &nats,
+        "alerts serving SQS and scheduled events through the Lambda runtime API",
+    )
+    .await;
+    // A result with `signal: fire`, from the aggregates queue, twice (SQS
+    // delivers at least once).
+    let result = json!({"rule": "press_held", "key": "line1/press", "window_start": 0,
+        "window_end": 30_000, "revision": 0, "values": {"max_value": 8.6},
+        "dropped_late": 0, "signal": "fire"});
+    let fire = item(
+        streams::AGGREGATES,
+        1,
+        &format!("plantd.{SITE}.agg.press_held.line1.press"),
+        result.to_string().into_bytes(),
+    );
+    let event = SqsEvent {
+        records: vec![message(
+            "msg-1",
+            &Envelope::of(&fire).to_json(),
+            "plantd-test-alerts_PLANTD_AGGREGATES",
+        )],
+    };
+    let event = serde_json::to_string(&event).expect("JSON");
+    for _ in 0..2 {
+        let resp = emulator.invoke(FUNCTION, &event).await;
+        let answer: SqsBatchResponse =
+            serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.text()));
+        assert!(answer.batch_item_failures.is_empty(), "{}", resp.text());
+    }
+    let written = records(&js).await;
+    assert_eq!(
+        transitions(&written),
+        [(AlertState::Inactive, AlertState::Firing)],
+        "{written:#?}"
+    );
+    assert_eq!(
+        written[0].labels.get("key").map(String::as_str),
+        Some("line1/press")
     );
 }
 
