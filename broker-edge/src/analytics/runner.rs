@@ -29,6 +29,9 @@ use super::rules::Rules;
 /// The checkpoint under `--data-dir`.
 pub const STATE_FILE: &str = "analytics-state.json";
 
+/// How long a shutdown waits for the last results and checkpoint.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// Readings applied per turn at most (one batch of results, one
 /// checkpoint).
 const BATCH: usize = 1024;
@@ -186,7 +189,19 @@ impl Runner {
                 },
             }
             if !out.is_empty() {
-                self.emit(&mut out).await;
+                // A full journal (policy `block`) holds the results back;
+                // a shutdown waits for it [`SHUTDOWN_WAIT`] at most.
+                let gone = async {
+                    stop.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_WAIT).await;
+                };
+                tokio::select! {
+                    () = self.emit(&mut out) => {}
+                    () = gone => {
+                        warn!("shutdown while the journal is full: the last analytics results are not journaled and the state is not checkpointed (the previous checkpoint stands)");
+                        return;
+                    }
+                }
             }
         }
         // Accepted before the shutdown: applied, not lost.
@@ -194,10 +209,15 @@ impl Runner {
             batch.push(r);
         }
         self.apply(&mut batch, &mut out);
-        if !out.is_empty() {
-            self.emit(&mut out).await;
+        let last = async {
+            if !out.is_empty() {
+                self.emit(&mut out).await;
+            }
+            self.checkpoint().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_WAIT, last).await.is_err() {
+            warn!(wait = ?SHUTDOWN_WAIT, "the journal did not take the last analytics results at shutdown (full?); the previous checkpoint stands");
         }
-        self.checkpoint().await;
     }
 
     fn apply(&mut self, batch: &mut Vec<Reading>, out: &mut Vec<Output>) {
