@@ -225,6 +225,8 @@ async fn run(
             return Err(e);
         }
         if (caught_up && index.has_feeder()) || index.feeder_is_close() {
+            // What comes next, the logger brings: hydration is done.
+            index.set_hydrated();
             return Ok(Stop::LeftToFeeder);
         }
     }

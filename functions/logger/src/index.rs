@@ -245,7 +245,8 @@ pub struct IndexStats {
     pub evicted: u64,
     /// The highest stream sequence held.
     pub last_sequence: u64,
-    /// Whether hydration reached the end of the stream once.
+    /// Whether hydration is done: the follower reached the end of the
+    /// stream once, or the position of the logger feeding the index.
     pub hydrated: bool,
     /// Records the logger of this process fed (parsed once, not read by
     /// the follower: [`crate::feed`]).
