@@ -280,3 +280,34 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, window: &str) -> Rule {
+        Rule::from_sql(
+            name,
+            &format!(r#"SELECT avg(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE({window})"#),
+        )
+        .expect("rule")
+    }
+
+    #[test]
+    fn a_changed_rule_starts_afresh_and_the_others_keep_their_windows() {
+        let mut engine = Engine::new(vec![rule("a", "1m"), rule("b", "1m")]).expect("engine");
+        engine.process(&Event {
+            topic: "line1/m1/temp",
+            payload: b"20",
+            received_at: 1_000,
+            stream_seq: 1,
+        });
+        let state = engine.checkpoint();
+        let rebuilt = build(vec![rule("a", "5m"), rule("b", "1m")], state.clone());
+        assert_eq!(rebuilt.keys("a"), 0, "a changed: its windows are gone");
+        assert_eq!(rebuilt.keys("b"), 1, "b kept its window");
+        let dropped = build(vec![rule("b", "1m")], state);
+        assert_eq!(dropped.keys("b"), 1);
+        assert_eq!(dropped.keys("a"), 0, "a removed");
+    }
+}
