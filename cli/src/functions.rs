@@ -8,7 +8,8 @@
 //! beside `plantd up`, the long-running half of a cloud deployment, or the
 //! process the crash test kills at random points. Every binding is a
 //! durable consumer (`logger_PLANTD_LOGS`, `alerts_PLANTD_LOGS`,
-//! `alerts_PLANTD_TELEMETRY`, `notifier_PLANTD_ALERTS`), so any number of
+//! `alerts_PLANTD_TELEMETRY`, `notifier_PLANTD_ALERTS`,
+//! `analytics_PLANTD_TELEMETRY`), so any number of
 //! hosts share the work and a restarted one resumes where the stream's
 //! acknowledgements say — every handler is idempotent on (stream,
 //! sequence), so what a killed host had half done is done once.
@@ -26,6 +27,8 @@ use serde::{Deserialize, Serialize};
 pub struct EventFunctions {
     trigger: Trigger,
     alerts: plantd_alerts::Running,
+    /// The analytics function (its rule watch and idle clock).
+    analytics: plantd_analytics_function::Running,
     lines: Vec<(&'static str, String)>,
 }
 
@@ -39,6 +42,40 @@ impl EventFunctions {
     /// When a bucket is missing or the trigger refuses a binding; the error
     /// names the function.
     pub async fn start(js: &jetstream::Context, settings: ConsumerSettings) -> Result<Self> {
+        Self::start_feeding(js, settings, None).await
+    }
+
+    /// [`Self::start`], the logger also feeding `index` — the log index
+    /// this process's `/v1/logs` reads — with the lines it parsed, so they
+    /// are read and parsed once (`plantd_logger::feed`).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_feeding(
+        js: &jetstream::Context,
+        settings: ConsumerSettings,
+        index: Option<Arc<plantd_logger::LogIndex>>,
+    ) -> Result<Self> {
+        Self::start_with(
+            js,
+            settings,
+            index,
+            plantd_analytics_function::Settings::default(),
+        )
+        .await
+    }
+
+    /// [`Self::start_feeding`] with the analytics function's `analytics`
+    /// settings (its idle clock).
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_with(
+        js: &jetstream::Context,
+        settings: ConsumerSettings,
+        index: Option<Arc<plantd_logger::LogIndex>>,
+        analytics: plantd_analytics_function::Settings,
+    ) -> Result<Self> {
         let mut trigger = Trigger::new(js.clone());
         let mut lines = Vec::new();
         // The logger counts every line in the per-minute aggregates exactly
@@ -47,13 +84,17 @@ impl EventFunctions {
             plantd_logger::Aggregates::open(js, plantd_logger::AggregateSettings::default())
                 .await
                 .context("the log aggregates bucket is missing")?;
-        let logger = Arc::new(plantd_logger::Logger::new(0).with_aggregates(aggregates));
+        let mut logger = plantd_logger::Logger::new(0).with_aggregates(aggregates);
+        if let Some(index) = index {
+            logger = logger.with_index(index);
+        }
+        let logger = Arc::new(logger);
         let logged = trigger
             .bind(
                 plantd_logger::FUNCTION,
                 streams::LOGS,
                 logger,
-                // Batches of 1000 (one CAS per minute key per batch).
+                // Big batches (one CAS per minute key per batch).
                 plantd_trigger::ConsumerSettings {
                     ack_wait: settings.ack_wait,
                     ..plantd_logger::consumer_settings()
@@ -81,6 +122,20 @@ impl EventFunctions {
             "notifier",
             format!("{notified}  (alert records -> webhooks and SNS: plantd channels)"),
         ));
+        // Analytics: the cloud-placed rules on telemetry, results to
+        // PLANTD_AGGREGATES exactly once (decision 0029).
+        let analytics = plantd_analytics_function::start(js, &mut trigger, analytics, &settings)
+            .await
+            .context("the analytics function did not start")?;
+        lines.push((
+            "analytics",
+            format!(
+                "{}  (rules: {}; results in {})",
+                analytics.consumer,
+                streams::ANALYTICS_RULES_BUCKET,
+                streams::AGGREGATES
+            ),
+        ));
         let alerts = plantd_alerts::start(
             js,
             &mut trigger,
@@ -100,6 +155,7 @@ impl EventFunctions {
         Ok(Self {
             trigger,
             alerts,
+            analytics,
             lines,
         })
     }
@@ -119,6 +175,7 @@ impl EventFunctions {
     /// hand are settled.
     pub async fn stop(self) {
         drop(self.alerts);
+        drop(self.analytics);
         self.trigger.shutdown().await;
     }
 }
@@ -136,6 +193,11 @@ pub struct FunctionsConfig {
     /// How long a delivered item may stay unacknowledged before JetStream
     /// hands it out again (a host that died holding it), in milliseconds.
     pub ack_wait_ms: u64,
+    /// The analytics function's idle clock: a (site, rule) with no reading
+    /// for this long has its event time moved on by the wall time since
+    /// (windows close, absence fires), in milliseconds; 0 turns it off
+    /// (results then depend on the readings alone).
+    pub analytics_idle_close_ms: u64,
 }
 
 impl Default for FunctionsConfig {
@@ -144,6 +206,7 @@ impl Default for FunctionsConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
             http_listen: "127.0.0.1:9096".into(),
             ack_wait_ms: 30_000,
+            analytics_idle_close_ms: 10_000,
         }
     }
 }
@@ -207,13 +270,19 @@ pub async fn run(
     settings
         .validate()
         .map_err(|e| anyhow::anyhow!("ack_wait_ms: {e}"))?;
-    let functions = EventFunctions::start(&js, settings).await?;
+    let analytics = plantd_analytics_function::Settings {
+        idle_close: (config.analytics_idle_close_ms > 0)
+            .then(|| std::time::Duration::from_millis(config.analytics_idle_close_ms)),
+        ..plantd_analytics_function::Settings::default()
+    };
+    let functions = EventFunctions::start_with(&js, settings, None, analytics).await?;
     for (name, detail) in functions.lines() {
         println!("  {name:<9} ready   {detail}");
     }
     let router = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(plantd_trigger::http::routes(functions.status()));
+    let router = with_analytics_metrics(router, &functions);
     let listener = tokio::net::TcpListener::bind(&config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_listen))?;
@@ -227,4 +296,25 @@ pub async fn run(
         tracing::debug!(error = %e, "draining the NATS client");
     }
     served.context("the health and metrics server failed")
+}
+
+/// Adds `GET /metrics/analytics` (the analytics function's counters per
+/// site and rule) to `router`.
+fn with_analytics_metrics(router: axum::Router, functions: &EventFunctions) -> axum::Router {
+    let metrics = functions.analytics.analytics.clone();
+    router.route(
+        "/metrics/analytics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        plantd_trigger::http::PROMETHEUS_CONTENT_TYPE,
+                    )],
+                    metrics.metrics().prometheus(),
+                )
+            }
+        }),
+    )
 }

@@ -143,16 +143,20 @@ impl Handler for Counting {
 
 /// The trigger with the analytics function until it finished `n` items.
 async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> (Duration, usize) {
-    for (stream, filter) in [
-        (format!("KV_{}", streams::ANALYTICS_STATE_BUCKET), None),
-        (streams::AGGREGATES.to_owned(), None::<String>),
-    ] {
-        let s = js.get_stream(stream).await.expect("stream");
-        match filter {
-            Some(f) => s.purge().filter(f).await.expect("purge"),
-            None => s.purge().await.expect("purge"),
-        };
-    }
+    // Every round from nothing: no checkpoints, and a new results stream
+    // (a purge would keep the de-duplication window's ids).
+    js.get_stream(format!("KV_{}", streams::ANALYTICS_STATE_BUCKET))
+        .await
+        .expect("state bucket")
+        .purge()
+        .await
+        .expect("purge");
+    js.delete_stream(streams::AGGREGATES)
+        .await
+        .expect("delete the results");
+    streams::ensure(js, &streams::Settings::default())
+        .await
+        .expect("streams");
     let (book, watch) = RuleBook::open(js).await.expect("rules");
     let state = js
         .get_key_value(streams::ANALYTICS_STATE_BUCKET)
