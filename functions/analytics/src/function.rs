@@ -155,12 +155,22 @@ impl Analytics {
                 run.fence(&inner.state).await?;
             }
         }
-        let published = publish(&inner.js, site, &outputs).await?;
-        let now = Instant::now();
-        for run in site_runs.iter_mut() {
+        // The results and the keys' uncommitted slots at once; the commit
+        // records only once every result is stored (decision 0029).
+        let staging = futures::future::try_join_all(site_runs.iter_mut().map(|run| {
             let force = redo.iter().any(|n| n == run.name());
+            run.stage(&inner.js, force)
+        }));
+        let (published, staged) =
+            futures::future::try_join(publish(&inner.js, site, &outputs), staging).await?;
+        let now = Instant::now();
+        for (run, staged) in site_runs.iter_mut().zip(staged) {
+            let Some(staged) = staged else {
+                self.record(site, run, 0, &outputs, published.duplicates);
+                continue;
+            };
             let before = run.committed_metrics();
-            let writes = run.commit(&inner.js, force).await?;
+            let writes = run.finish(&inner.js, staged).await?;
             if run.committed_metrics().applied != before.applied {
                 run.last_active = now;
             }

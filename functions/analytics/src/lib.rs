@@ -22,8 +22,10 @@
 //!
 //! ## Contract
 //! - A batch is applied in stream order; its results are published and
-//!   acknowledged by JetStream **before** its checkpoint is written, and
-//!   the trigger acknowledges the items only after both.
+//!   acknowledged by JetStream **before** its checkpoint is committed (the
+//!   keys' new slots are written meanwhile, uncommitted until the commit
+//!   record names their generation), and the trigger acknowledges the
+//!   items only after both.
 //! - Items reach the engine in stream order, also after a crash: an item
 //!   beyond a gap in the sequence (a killed host's batch not yet handed out
 //!   again) fails and comes back shortly, until the gap is filled.

@@ -22,6 +22,23 @@ struct KeySlots {
     rev: [u64; 2],
 }
 
+/// Key writes of a commit, not yet committed ([`SiteRule::stage`]).
+#[derive(Debug)]
+pub(crate) struct Staged {
+    /// The generation they were written at.
+    generation: u64,
+    /// Highest sequence applied.
+    through: u64,
+    /// The watermark's event time.
+    max_event: Option<i64>,
+    /// The counters.
+    metrics: RuleMetrics,
+    /// Keys written and their slot.
+    dirty: Vec<(String, usize)>,
+    /// How many writes.
+    writes: usize,
+}
+
 /// One rule on one site.
 #[derive(Debug)]
 pub(crate) struct SiteRule {
@@ -254,21 +271,39 @@ impl SiteRule {
         Ok(())
     }
 
-    /// Checkpoints what changed since the last commit: the keys an event
-    /// changed (each into its other slot), then the commit record. Nothing
-    /// is written when nothing happened, unless `force` (after an advance).
-    /// Returns the number of writes.
+    /// [`SiteRule::stage`] then [`SiteRule::finish`]. Returns the number
+    /// of writes.
     ///
     /// # Errors
     /// [`Error`] when a write fails or conflicts; the run must then be
     /// dropped and restored.
     pub async fn commit(&mut self, js: &jetstream::Context, force: bool) -> Result<usize, Error> {
+        match self.stage(js, force).await? {
+            Some(staged) => self.finish(js, staged).await,
+            None => Ok(0),
+        }
+    }
+
+    /// The first half of a commit: writes the keys an event changed since
+    /// the last commit, each into its other slot, at the next generation.
+    /// Until [`SiteRule::finish`] writes the commit record they are not
+    /// committed (a restore blanks them), so this may run while the
+    /// batch's results are still being stored. `None` when nothing
+    /// happened, unless `force` (after an advance).
+    ///
+    /// # Errors
+    /// As [`SiteRule::commit`].
+    pub async fn stage(
+        &mut self,
+        js: &jetstream::Context,
+        force: bool,
+    ) -> Result<Option<Staged>, Error> {
         let metrics = self.engine.metrics(&self.rule.name).unwrap_or_default();
         if !force && metrics == self.metrics {
-            return Ok(0);
+            return Ok(None);
         }
         let Some(rs) = self.engine.checkpoint().rules.into_iter().next() else {
-            return Ok(0);
+            return Ok(None);
         };
         let generation = self.generation + 1;
         let mut writes = Writes::default();
@@ -294,18 +329,47 @@ impl SiteRule {
             );
             dirty.push((name, target));
         }
-        let count = writes.len() + 1;
+        let count = writes.len();
         let revs = writes.send(js).await?;
         for ((name, target), rev) in dirty.iter().zip(revs) {
             if let Some(ks) = self.slots.get_mut(name) {
                 ks.rev[*target] = rev;
             }
         }
+        Ok(Some(Staged {
+            generation,
+            through,
+            max_event: rs.max_event,
+            metrics: rs.metrics,
+            dirty,
+            writes: count,
+        }))
+    }
+
+    /// The second half of a commit, once the batch's results are stored:
+    /// the commit record, which makes the staged keys the committed ones.
+    /// Returns the number of writes of the whole commit.
+    ///
+    /// # Errors
+    /// As [`SiteRule::commit`].
+    pub async fn finish(
+        &mut self,
+        js: &jetstream::Context,
+        staged: Staged,
+    ) -> Result<usize, Error> {
+        let Staged {
+            generation,
+            through,
+            max_event,
+            metrics,
+            dirty,
+            writes: count,
+        } = staged;
         let head = Head {
             generation,
             rule: self.rule.clone(),
-            max_event: rs.max_event,
-            metrics: rs.metrics,
+            max_event,
+            metrics,
             through,
             advance_to: None,
         };
@@ -324,8 +388,8 @@ impl SiteRule {
         }
         self.generation = generation;
         self.through = through;
-        self.max_event = rs.max_event;
-        self.metrics = rs.metrics;
-        Ok(count)
+        self.max_event = max_event;
+        self.metrics = metrics;
+        Ok(count + 1)
     }
 }
