@@ -252,7 +252,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
     let (log_index, log_follow) = start_log_index(&js);
-    let trigger = start_trigger(&js).await?;
+    let trigger = start_trigger(&js, &log_index).await?;
     let trigger_status = trigger.status();
     let (functions_url, server_stop, server) =
         start_functions(&config, &js, &nats.url(), &trigger_status, &log_index).await?;
@@ -710,10 +710,15 @@ fn app_files(config: &UpConfig) -> Result<axum::Router> {
 /// trigger in this process (`crate::functions`), printing a line each.
 async fn start_trigger(
     js: &async_nats::jetstream::Context,
+    log_index: &std::sync::Arc<plantd_logger::LogIndex>,
 ) -> Result<crate::functions::EventFunctions> {
-    let functions =
-        crate::functions::EventFunctions::start(js, plantd_trigger::ConsumerSettings::default())
-            .await?;
+    // The logger feeds the log index the lines it parsed (one parse each).
+    let functions = crate::functions::EventFunctions::start_feeding(
+        js,
+        plantd_trigger::ConsumerSettings::default(),
+        Some(log_index.clone()),
+    )
+    .await?;
     for (name, detail) in functions.lines() {
         status(name, "ready", detail);
     }
