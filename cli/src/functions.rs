@@ -8,7 +8,8 @@
 //! beside `plantd up`, the long-running half of a cloud deployment, or the
 //! process the crash test kills at random points. Every binding is a
 //! durable consumer (`logger_PLANTD_LOGS`, `alerts_PLANTD_LOGS`,
-//! `alerts_PLANTD_TELEMETRY`, `notifier_PLANTD_ALERTS`,
+//! `alerts_PLANTD_TELEMETRY`, `alerts_PLANTD_AGGREGATES` — the analytics
+//! signals the alert engine turns into alerts —, `notifier_PLANTD_ALERTS`,
 //! `analytics_PLANTD_TELEMETRY`), so any number of
 //! hosts share the work and a restarted one resumes where the stream's
 //! acknowledgements say — every handler is idempotent on (stream,
