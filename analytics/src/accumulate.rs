@@ -42,16 +42,59 @@ pub(crate) struct Needs {
     pub distinct: bool,
 }
 
+/// Serde for an `f64` that may have overflowed to ±infinity (a sum of
+/// readings near `f64::MAX`): JSON has no infinities and serde_json would
+/// write `null`, which reads back as an error — the checkpoint would be
+/// lost. Finite values stay JSON numbers; the others are the strings
+/// `"inf"`, `"-inf"`, `"nan"`.
+mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("nan")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(v),
+            Repr::Text(t) => match t.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "nan" => Ok(f64::NAN),
+                other => Err(D::Error::custom(format!("not a number: {other:?}"))),
+            },
+        }
+    }
+}
+
 /// One field's state in one window.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Acc {
     /// Numeric readings.
     count: u64,
     /// Their sum.
+    #[serde(with = "any_f64")]
     sum: f64,
     /// Running mean (Welford).
+    #[serde(with = "any_f64")]
     mean: f64,
     /// Sum of squared deviations from the mean (Welford).
+    #[serde(with = "any_f64")]
     m2: f64,
     /// Minimum (meaningful when `count > 0`).
     min: f64,

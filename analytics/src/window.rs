@@ -539,7 +539,12 @@ impl RuleRun {
         win.emitted = Some(revision);
         let mut values = Values::new();
         for (name, func, i) in &self.plan.select {
-            if let Some(v) = win.accs[*i].value(*func, win.readings) {
+            // A value that overflowed (e.g. the sum of readings near
+            // f64::MAX) is undefined, like avg of text: absent, never `null`.
+            if let Some(v) = win.accs[*i]
+                .value(*func, win.readings)
+                .filter(|v| v.is_finite())
+            {
                 values.insert(name.clone(), v);
             }
         }
