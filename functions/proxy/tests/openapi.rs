@@ -54,6 +54,19 @@ async fn every_route_is_in_the_document_and_every_documented_operation_is_routed
         assert!(schemas.contains_key(name), "dangling $ref to {name}");
     }
     let mut operations = 0;
+    // Operation ids are unique (OpenAPI requires it; the SDKs and the app's
+    // client are generated from them).
+    let mut ids = std::collections::HashMap::new();
+    for (template, item) in paths {
+        for method in METHODS {
+            if let Some(id) = item.get(method).and_then(|o| o["operationId"].as_str()) {
+                let here = format!("{method} {template}");
+                if let Some(first) = ids.insert(id.to_owned(), here.clone()) {
+                    panic!("operationId {id:?} is used by {first} and {here}");
+                }
+            }
+        }
+    }
     for (template, item) in paths {
         let uri = concrete(template);
         for method in METHODS {

@@ -141,7 +141,7 @@ fn window_ms(v: &serde_json::Value) -> Option<u64> {
 /// # Errors
 /// 400 naming the parameter, 403 (permission or another organisation's
 /// site), 404 (site not registered), 503.
-#[utoipa::path(get, path = "/v1/sites/{site}/aggregates", tag = "sites",
+#[utoipa::path(get, path = "/v1/sites/{site}/aggregates", operation_id = "site_aggregates", tag = "sites",
     params(("site" = String, Path, description = "Site name"), AggregatesQuery),
     security(("bearer" = [])),
     responses(

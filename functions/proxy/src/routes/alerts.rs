@@ -56,7 +56,7 @@ fn audit_target(kind: &str, id: &str) -> String {
 ///
 /// # Errors
 /// 401, 403, 503.
-#[utoipa::path(get, path = "/v1/alert-rules", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alert-rules", operation_id = "list_alert_rules", tag = "alerts",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "`{rules: [rule, ..]}`"),
@@ -127,7 +127,7 @@ pub async fn create_rule(
 ///
 /// # Errors
 /// 401, 403, 404 (also another organisation's), 503.
-#[utoipa::path(get, path = "/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alert-rules/{id}", operation_id = "get_alert_rule", tag = "alerts",
     params(("id" = String, Path, description = "Rule id")),
     security(("bearer" = [])),
     responses(
@@ -156,7 +156,7 @@ pub async fn get_rule(
 ///
 /// # Errors
 /// 400 naming the field, 401, 403, 503.
-#[utoipa::path(put, path = "/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(put, path = "/v1/alert-rules/{id}", operation_id = "put_alert_rule", tag = "alerts",
     params(("id" = String, Path, description = "Rule id")),
     request_body(content = Object, description = "The rule (docs/api.md#alerts)", content_type = "application/json"),
     security(("bearer" = [])),
@@ -217,7 +217,7 @@ pub async fn put_rule(
 ///
 /// # Errors
 /// 401, 403, 404, 503.
-#[utoipa::path(delete, path = "/v1/alert-rules/{id}", tag = "alerts",
+#[utoipa::path(delete, path = "/v1/alert-rules/{id}", operation_id = "delete_alert_rule", tag = "alerts",
     params(("id" = String, Path, description = "Rule id")),
     security(("bearer" = [])),
     responses(
@@ -370,7 +370,7 @@ async fn own_instance(
 ///
 /// # Errors
 /// 401, 403, 404, 503.
-#[utoipa::path(get, path = "/v1/alerts/{id}/history", tag = "alerts",
+#[utoipa::path(get, path = "/v1/alerts/{id}/history", operation_id = "alert_history", tag = "alerts",
     params(("id" = String, Path, description = "Alert id (`<rule>.<key hash>`)")),
     security(("bearer" = [])),
     responses(

@@ -489,7 +489,7 @@ fn minute_view(a: MinuteAggregate, top: usize) -> MinuteView {
 ///
 /// # Errors
 /// 400 (a range over a day), 401, 403, 404, 503.
-#[utoipa::path(get, path = "/v1/logs/aggregates", tag = "logs",
+#[utoipa::path(get, path = "/v1/logs/aggregates", operation_id = "log_aggregates", tag = "logs",
     params(AggregatesParams),
     security(("bearer" = [])),
     responses(

@@ -371,7 +371,7 @@ pub async fn delete_value(
 ///
 /// # Errors
 /// 400, 403, 404, 503.
-#[utoipa::path(get, path = "/v1/state/{scope}/{key}/history", tag = "state",
+#[utoipa::path(get, path = "/v1/state/{scope}/{key}/history", operation_id = "state_history", tag = "state",
     params(("scope" = String, Path, description = "State scope"), ("key" = String, Path, description = "Key in the scope")),
     security(("bearer" = [])),
     responses(

@@ -205,7 +205,7 @@ pub(crate) fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, 
 /// # Errors
 /// 400, 403 (permission or another organisation's site), 404 (site not
 /// registered), 503.
-#[utoipa::path(get, path = "/v1/sites/{site}/history", tag = "sites",
+#[utoipa::path(get, path = "/v1/sites/{site}/history", operation_id = "telemetry_history", tag = "sites",
     params(("site" = String, Path, description = "Site name"), HistoryQuery),
     security(("bearer" = [])),
     responses(

@@ -74,7 +74,7 @@ fn path_name(name: &str) -> Result<&str, AppError> {
 ///
 /// # Errors
 /// 401, 403, 503.
-#[utoipa::path(get, path = "/v1/analytics/rules", tag = "analytics",
+#[utoipa::path(get, path = "/v1/analytics/rules", operation_id = "list_analytics_rules", tag = "analytics",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "`{rules: [{name, sql | rule, compiled?, sites, at, enabled, alert?, revision, updated_by, updated_at}, ..]}`"),
@@ -107,7 +107,7 @@ pub async fn list_rules(
 ///
 /// # Errors
 /// 401, 403, 404 (also another organisation's), 503.
-#[utoipa::path(get, path = "/v1/analytics/rules/{name}", tag = "analytics",
+#[utoipa::path(get, path = "/v1/analytics/rules/{name}", operation_id = "get_analytics_rule", tag = "analytics",
     params(("name" = String, Path, description = "Rule name")),
     security(("bearer" = [])),
     responses(
@@ -195,7 +195,7 @@ async fn audit_companion(
 /// (`If-Match` on a rule that is not there), 409 (a precondition failed,
 /// a concurrent write won, or an alert rule `analytics-<name>` exists
 /// that is not this rule's companion), 503.
-#[utoipa::path(put, path = "/v1/analytics/rules/{name}", tag = "analytics",
+#[utoipa::path(put, path = "/v1/analytics/rules/{name}", operation_id = "put_analytics_rule", tag = "analytics",
     params(
         ("name" = String, Path, description = "Rule name (1-64 letters, digits, '_', '-'; lowercase for a rule with an alert)"),
         ("If-Match" = Option<String>, Header, description = "`\"<revision>\"` or `*`: only if unchanged / present"),
@@ -317,7 +317,7 @@ pub async fn put_rule(
 /// # Errors
 /// 401, 403, 404 (also another organisation's), 409 (`If-Match` names
 /// another revision, or a concurrent write won), 503.
-#[utoipa::path(delete, path = "/v1/analytics/rules/{name}", tag = "analytics",
+#[utoipa::path(delete, path = "/v1/analytics/rules/{name}", operation_id = "delete_analytics_rule", tag = "analytics",
     params(
         ("name" = String, Path, description = "Rule name"),
         ("If-Match" = Option<String>, Header, description = "`\"<revision>\"`: only if unchanged")),
