@@ -105,6 +105,7 @@ pub fn observe(item: &Item, result: &SignalResult) -> (Observation, Evidence) {
             fire: result.fire,
             value,
             at: o.window_end,
+            episode: (o.window_start, o.revision),
         },
         ev,
     )
@@ -154,7 +155,8 @@ mod tests {
             Observation::Signal {
                 fire: true,
                 value: Some(3.5),
-                at: 31_000
+                at: 31_000,
+                episode: (1_000, 0),
             }
         );
         assert_eq!(ev.topic, "line1/press");

@@ -359,11 +359,9 @@ impl Engine {
                     },
                 },
             };
-            let mut changed = rev.is_none();
-            for (seq, obs, ev) in observations {
-                changed |= state.observe(&rule.rule, *seq, obs, ev.clone(), now);
-            }
-            changed |= state.evaluate(&rule.rule, &silences, now);
+            // Each item a step of its own (a fire and its clear in one
+            // batch are a firing and a resolution, not nothing).
+            let changed = rev.is_none() | state.apply(&rule.rule, observations, &silences, now);
             let rev = if changed {
                 match stores.cas(&state, rev).await {
                     Ok(r) => r,

@@ -5,7 +5,12 @@
 //! one firing record in `PLANTD_ALERTS`, `clear` → resolved — through the
 //! engine bound to the trigger; a redelivered or re-published result is
 //! still one record; another organisation's site and results without a
-//! signal count for nothing.
+//! signal count for nothing; a fire and its clear reaching the engine in
+//! one batch (a `followed_by` match, an edge's results after an outage)
+//! are a firing and a resolved record and one notification each, across
+//! redelivery and a restart.
+
+mod notify_common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use plantd_analytics::{Output, Signal};
 use plantd_shared::sites::Sites;
 use plantd_shared::streams;
 use plantd_shared::subject::{Site, aggregate_subject};
+use plantd_testkit::webhook::Receiver;
 use plantd_testkit::{Nats, eventually};
 use plantd_trigger::{ConsumerSettings, Handler as _, Item, Trigger};
 use time::OffsetDateTime;
@@ -109,6 +115,20 @@ impl Setup {
             .await
             .expect("stored")
             .sequence
+    }
+
+    /// The stored item `out` (sequence `seq`) as the trigger hands it over.
+    fn item(&self, seq: u64, out: &Output) -> Item {
+        Item {
+            stream: streams::AGGREGATES.to_owned(),
+            sequence: seq,
+            subject: aggregate_subject(&Site::new(SITE).expect("site"), &out.rule, &out.key),
+            headers: HeaderMap::new(),
+            payload: serde_json::to_vec(out).expect("json").into(),
+            published: OffsetDateTime::now_utc(),
+            delivered: 2,
+            replay: None,
+        }
     }
 
     async fn records(&self) -> Vec<AlertRecord> {
@@ -242,4 +262,115 @@ async fn only_signals_of_the_rules_org_sites_and_of_the_named_rule_count() {
     let states: Vec<AlertState> = engine.instances().await.iter().map(|i| i.state).collect();
     assert_eq!(states, vec![AlertState::Firing]);
     assert_eq!(s.records().await.len(), 1);
+}
+
+/// A `followed_by` match as the analytics engine emits it: the fire and the
+/// clear of one episode, detected at the same instant (revisions 0 and 1).
+fn followed_by(key: &str, start: i64) -> (Output, Output) {
+    let mut fire = output(key, start, Some(Signal::Fire));
+    fire.window_end = start + 4_000;
+    let mut clear = fire.clone();
+    clear.revision = 1;
+    clear.signal = Some(Signal::Clear);
+    (fire, clear)
+}
+
+#[tokio::test]
+async fn a_fire_and_its_clear_in_one_batch_fire_resolve_and_notify_once_each() {
+    let s = setup().await;
+    let receiver = Receiver::start().await;
+    notify_common::channel(&s.js, ORG, "ops", notify_common::webhook(&receiver.url())).await;
+    let (notifier, _) = notify_common::bound(&s.js, notify_common::notifier(&s.js).await).await;
+
+    // Both stored before the engine starts, so its first fetch holds both.
+    let (fire, clear) = followed_by(KEY, 0);
+    let seqs = [s.publish(SITE, &fire).await, s.publish(SITE, &clear).await];
+    let (_trigger, running) = s.running().await;
+    let engine = running.engine();
+    let records = s.wait_records(2).await;
+    s.drained().await;
+    let moves: Vec<(AlertState, AlertState)> = records.iter().map(|r| (r.from, r.to)).collect();
+    assert_eq!(
+        moves,
+        vec![
+            (AlertState::Inactive, AlertState::Firing),
+            (AlertState::Firing, AlertState::Inactive)
+        ]
+    );
+    assert!(records[1].is_resolution());
+
+    // The same batch handed over again, to this engine and to one started
+    // afresh over the same buckets (a restart): nothing more.
+    let batch = [s.item(seqs[0], &fire), s.item(seqs[1], &clear)];
+    assert_eq!(engine.handle(&batch).await.failures().count(), 0);
+    let restarted = plantd_alerts::Engine::new(&s.js, s.clock.clone())
+        .await
+        .expect("a restarted engine");
+    assert_eq!(restarted.handle(&batch).await.failures().count(), 0);
+    restarted.tick().await;
+    engine.tick().await;
+
+    // Another key's pair handed to the engine directly as one batch (no
+    // doubt it is one): a firing and a resolution as well.
+    let (fire2, clear2) = followed_by("line2/press", 60_000);
+    let seqs2 = [
+        s.publish(SITE, &fire2).await,
+        s.publish(SITE, &clear2).await,
+    ];
+    let batch2 = [s.item(seqs2[0], &fire2), s.item(seqs2[1], &clear2)];
+    assert_eq!(restarted.handle(&batch2).await.failures().count(), 0);
+    let records = s.wait_records(4).await;
+    s.drained().await;
+    engine.tick().await;
+    let records_now = s.records().await;
+    assert_eq!(records_now.len(), 4, "{records_now:?}");
+    let line2: Vec<(AlertState, AlertState)> = records
+        .iter()
+        .filter(|r| r.labels.get("key").map(String::as_str) == Some("line2/press"))
+        .map(|r| (r.from, r.to))
+        .collect();
+    assert_eq!(
+        line2,
+        vec![
+            (AlertState::Inactive, AlertState::Firing),
+            (AlertState::Firing, AlertState::Inactive)
+        ]
+    );
+    let states: Vec<AlertState> = engine.instances().await.iter().map(|i| i.state).collect();
+    assert_eq!(states, vec![AlertState::Inactive, AlertState::Inactive]);
+
+    // One POST per record: a firing and a resolution per key, once each
+    // (every record handled by the notifier by the time its consumer's
+    // ack floor passes the last of them).
+    let last =
+        s.js.get_stream(streams::ALERTS)
+            .await
+            .expect("stream")
+            .info()
+            .await
+            .expect("info")
+            .state
+            .last_sequence;
+    let durable = format!("{}_{}", plantd_alerts::NOTIFIER, streams::ALERTS);
+    eventually(WAIT, "the notifier to handle every record", || async {
+        let stream = s.js.get_stream(streams::ALERTS).await.ok()?;
+        let info = stream.consumer_info(&durable).await.ok()?;
+        (info.ack_floor.stream_sequence >= last).then_some(())
+    })
+    .await;
+    let posts = receiver.delivered();
+    for r in &records_now {
+        let n = posts
+            .iter()
+            .filter(|p| p.json()["record"]["id"] == r.id.as_str())
+            .count();
+        assert_eq!(n, 1, "one POST for {}", r.id);
+    }
+    let mut events: Vec<String> = posts
+        .iter()
+        .map(|p| p.json()["event"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    events.sort();
+    assert_eq!(events, ["firing", "firing", "resolved", "resolved"]);
+    notifier.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! The alert engine against a real nats-server: the lifecycle of threshold,
 //! absence and log rules, no-data, redelivery, restarts, silences and
-//! acknowledgements — each transition written once to `PLANTD_ALERTS`.
+//! acknowledgements — each transition written once to `PLANTD_ALERTS`;
+//! a reading that trips and one that clears in one batch are a firing and
+//! a resolution, not nothing.
 //! Time is a [`ManualClock`] stepped with [`Engine::tick`], so durations
 //! are tested without sleeping.
 
@@ -15,7 +17,8 @@ use plantd_alerts::{
 };
 use plantd_shared::sites::Sites;
 use plantd_shared::streams;
-use plantd_shared::subject::Site;
+use plantd_shared::subject::{Channel, Site, topic_to_subject};
+use plantd_shared::topic::Topic;
 use plantd_testkit::{Nats, eventually};
 use plantd_trigger::{ConsumerSettings, Handler as _, Item, Trigger};
 use time::OffsetDateTime;
@@ -299,6 +302,56 @@ async fn a_log_count_rule_fires_and_resolves() {
     engine.tick().await;
     wait_state(engine, "overheat", AlertState::Inactive).await;
     assert!(s.wait_records(2).await[1].is_resolution());
+}
+
+#[tokio::test]
+async fn a_trip_and_a_clear_in_one_batch_fire_and_resolve_on_an_odd_topic() {
+    let s = setup().await;
+    s.rule(
+        r#"{"id":"spike","group_by":["topic"],
+        "condition":{"kind":"threshold","topic":"line1/#","op":">","value":80}}"#,
+    )
+    .await;
+    // A topic holding ',' and '=' (its instance key is
+    // `topic=line1/a=b,c`): stored before the engine starts, so one batch
+    // holds the reading that trips and the one that clears.
+    let topic = Topic::new("line1/a=b,c").expect("topic");
+    let subject = topic_to_subject(&Site::new(SITE).expect("site"), Channel::Up, &topic);
+    let trip = s.publish(&subject, "91").await;
+    let clear = s.publish(&subject, "20").await;
+    let (_trigger, running) = s.running().await;
+    let engine = running.engine();
+    let records = s.wait_records(2).await;
+    assert_eq!(
+        transitions(&records),
+        vec![
+            (AlertState::Inactive, AlertState::Firing),
+            (AlertState::Firing, AlertState::Inactive)
+        ]
+    );
+    assert_eq!(records[0].value, Some(91.0));
+    assert_eq!(records[0].key, "topic=line1/a=b,c");
+    assert!(records[1].is_resolution());
+    // Redelivered, and a tick: nothing more, and the instance is kept (its
+    // key still fits the rule's grouping).
+    let batch = [
+        item(streams::TELEMETRY, trip, &subject, "91"),
+        item(streams::TELEMETRY, clear, &subject, "20"),
+    ];
+    assert!(engine.handle(&batch).await.is_success());
+    engine.tick().await;
+    let st = state_of(engine, "spike")
+        .await
+        .expect("the instance is kept");
+    assert_eq!((st.state, st.n), (AlertState::Inactive, 2));
+    assert_eq!(s.records().await.len(), 2);
+    // It fires again on the next trip, as transition 3.
+    s.publish(&subject, "99").await;
+    let records = s.wait_records(3).await;
+    assert_eq!(
+        (records[2].from, records[2].to, records[2].n),
+        (AlertState::Inactive, AlertState::Firing, 3)
+    );
 }
 
 fn item(stream: &str, sequence: u64, subject: &str, payload: &str) -> Item {

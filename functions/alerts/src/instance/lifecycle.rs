@@ -4,8 +4,9 @@
 
 use time::OffsetDateTime;
 
+use super::Observation;
 use super::{InstanceState, bucket_ms, key_hash, now_ms};
-use crate::record::{Ack, AlertRecord, AlertState, RecordKind};
+use crate::record::{Ack, AlertRecord, AlertState, Evidence, RecordKind};
 use crate::rule::{Condition, Measure, NoDataBehaviour, Rule};
 use crate::silence::Silence;
 
@@ -115,10 +116,82 @@ impl InstanceState {
         }
     }
 
+    /// Applies one batch's items for this instance (`(sequence,
+    /// observation, evidence)` in stream order) and evaluates the rule at
+    /// `now`. Returns true when anything changed.
+    ///
+    /// Each item is its own step — observed, then evaluated when it may
+    /// move the instance — so a batch does what its items one batch each
+    /// would: a reading that trips and a later one that clears (or an
+    /// analytics `fire` and its `clear`, as a `followed_by` match emits
+    /// them, or as an edge delivers them after an outage) make a firing
+    /// and a resolved record, never a transition collapsed away. Items
+    /// applied before (by sequence) are skipped, so a redelivered batch
+    /// changes nothing.
+    ///
+    /// A rule's `for` is measured at the step's time: an analytics signal's
+    /// event time (its `window_end`), the wall clock `now` for everything
+    /// else. So a `fire` whose `clear` came less than `for` later (in event
+    /// time) goes pending → inactive and never fires, while one that held
+    /// at least `for` fires and resolves even when both arrive together.
+    /// Readings and log lines in one batch are all applied at `now`: with a
+    /// `for`, a trip cleared within the same batch is pending → inactive.
+    pub fn apply(
+        &mut self,
+        rule: &Rule,
+        steps: &[(u64, Observation, Option<Evidence>)],
+        silences: &[Silence],
+        now: OffsetDateTime,
+    ) -> bool {
+        let mut changed = false;
+        for (seq, obs, ev) in steps {
+            if self.applied.contains(*seq) {
+                continue;
+            }
+            let at = obs.event_time().unwrap_or(now);
+            if matches!(obs, Observation::Signal { .. })
+                && self.state == AlertState::Pending
+                && self.reading_holds
+            {
+                // The fire pending so far held until this signal: it fires
+                // first if it held for `for` by then.
+                changed |= self.evaluate_at(rule, silences, now, at);
+            }
+            changed |= self.observe(rule, *seq, obs, ev.clone(), now);
+            if self.may_move(rule, now) {
+                changed |= self.evaluate_at(rule, silences, now, at);
+            }
+        }
+        changed | self.evaluate(rule, silences, now)
+    }
+
+    /// Whether the condition now disagrees with the state (or the state
+    /// waits on time): only then can a step's evaluation move it.
+    fn may_move(&mut self, rule: &Rule, now: OffsetDateTime) -> bool {
+        let (holds, ..) = self.condition(rule, now);
+        match self.state {
+            AlertState::Firing => !holds,
+            AlertState::Inactive => holds,
+            AlertState::Pending | AlertState::NoData => true,
+        }
+    }
+
     /// Evaluates the rule at `now`: moves the instance when its condition
     /// (or the lack of data) says so, and writes a `Repeat` when due. Every
     /// record made goes to the outbox. Returns true when anything changed.
     pub fn evaluate(&mut self, rule: &Rule, silences: &[Silence], now: OffsetDateTime) -> bool {
+        self.evaluate_at(rule, silences, now, now)
+    }
+
+    /// [`InstanceState::evaluate`] with the condition's `for` measured up
+    /// to `at` (an analytics signal's event time) instead of `now`.
+    fn evaluate_at(
+        &mut self,
+        rule: &Rule,
+        silences: &[Silence],
+        now: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> bool {
         let before = self.clone();
         self.refresh_labels(rule);
         let (mut holds, value, mut summary) = self.condition(rule, now);
@@ -152,10 +225,10 @@ impl InstanceState {
             }
         }
         if holds {
-            let since = *self.holds_since.get_or_insert(now);
+            let since = *self.holds_since.get_or_insert(at);
             match self.state {
                 AlertState::Firing => {}
-                _ if now - since >= rule.for_.to_time() => {
+                _ if at - since >= rule.for_.to_time() => {
                     self.transition(rule, AlertState::Firing, value, summary, silences, now);
                 }
                 AlertState::Pending => {}

@@ -86,9 +86,28 @@ pub enum Observation {
         value: Option<f64>,
         /// When the result was detected (its `window_end`, ms since the
         /// epoch): a signal older than the newest applied (a retried item
-        /// arriving late) does not overturn it.
+        /// arriving late) does not overturn it. It is also the signal's
+        /// event time, against which a rule's `for` is measured.
         at: i64,
+        /// The episode the signal belongs to (its `window_start`) and its
+        /// revision in it: signals detected at the same `at` (a
+        /// `followed_by` match's fire and clear) are ordered by these.
+        episode: (i64, u32),
     },
+}
+
+impl Observation {
+    /// The observation's event time, when it carries one (analytics
+    /// signals: their `window_end`); other input is judged at the time it
+    /// is applied.
+    pub fn event_time(&self) -> Option<OffsetDateTime> {
+        match self {
+            Self::Signal { at, .. } => {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(*at) * 1_000_000).ok()
+            }
+            Self::Reading { .. } | Self::Seen { .. } => None,
+        }
+    }
 }
 
 /// One alert instance as stored in `plantd_alert_state`.
@@ -164,6 +183,11 @@ pub struct InstanceState {
     /// applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal_at: Option<i64>,
+    /// Analytics conditions: the episode (`window_start`) and revision of
+    /// the newest signal applied, ordering signals with the same
+    /// `signal_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_episode: Option<(i64, u32)>,
 }
 
 /// FNV-1a, 64 bits: a stable hash across processes and versions.
@@ -196,6 +220,11 @@ pub fn group_key(group: &BTreeMap<String, String>) -> String {
 
 /// Whether an instance key was made by `rule`'s current `group_by` (a
 /// rule whose grouping changed leaves instances no item reaches any more).
+///
+/// Every group label of an instance holds the same value — the item's
+/// topic, log source or analytics result key — and that value may itself
+/// hold ',' or '=' (`topic=line1/a=b,c`), so the key is matched as the
+/// labels the rule wants with one common value, never split on ','.
 pub fn key_fits(rule: &Rule, key: &str) -> bool {
     let mut want: Vec<&str> = rule
         .group_by
@@ -204,22 +233,35 @@ pub fn key_fits(rule: &Rule, key: &str) -> bool {
         .map(|g| g.label())
         .collect();
     if let Condition::Analytics { .. } = rule.condition {
-        // One label, `key`, whose value (a topic or any field value) may
-        // itself hold ',' or '='.
-        return key
-            .strip_prefix(crate::analytics::KEY_LABEL)
-            .is_some_and(|rest| rest.starts_with('='));
+        want.push(crate::analytics::KEY_LABEL);
     }
     want.sort_unstable();
     want.dedup();
-    let have: Vec<&str> = if key.is_empty() {
-        Vec::new()
-    } else {
-        key.split(',')
-            .map(|kv| kv.split_once('=').map_or(kv, |(k, _)| k))
-            .collect()
+    let Some(first) = want.first() else {
+        return key.is_empty();
     };
-    want == have
+    // `l1=v,l2=v,…`: the labels, '=' each, ',' between, and n copies of v.
+    let fixed: usize = want.iter().map(|l| l.len() + 1).sum::<usize>() + want.len() - 1;
+    let Some(values) = key.len().checked_sub(fixed) else {
+        return false;
+    };
+    if values % want.len() != 0 {
+        return false;
+    }
+    let start = first.len() + 1;
+    let Some(value) = key.get(start..start + values / want.len()) else {
+        return false;
+    };
+    let mut expect = String::with_capacity(key.len());
+    for (i, l) in want.iter().enumerate() {
+        if i > 0 {
+            expect.push(',');
+        }
+        expect.push_str(l);
+        expect.push('=');
+        expect.push_str(value);
+    }
+    expect == key
 }
 
 /// The `<key hash>` part of an instance id.
@@ -303,6 +345,7 @@ impl InstanceState {
             last_notice: None,
             outbox: Vec::new(),
             signal_at: None,
+            signal_episode: None,
         }
     }
 
@@ -343,11 +386,20 @@ impl InstanceState {
                     }
                 }
             }
-            Observation::Signal { fire, value, at } => {
-                if self.signal_at.is_some_and(|newest| *at < newest) {
-                    return true;
+            Observation::Signal {
+                fire,
+                value,
+                at,
+                episode,
+            } => {
+                if let Some(newest) = self.signal_at {
+                    let newest = (newest, self.signal_episode.unwrap_or((i64::MIN, 0)));
+                    if (*at, *episode) < newest {
+                        return true;
+                    }
                 }
                 self.signal_at = Some(*at);
+                self.signal_episode = Some(*episode);
                 self.value = *value;
                 self.reading_holds = *fire;
                 if *fire {

@@ -146,6 +146,160 @@ fn keys_fit_the_grouping_they_were_made_by() {
     assert!(!key_fits(&by_topic, ""));
     assert!(key_fits(&per_site, ""));
     assert!(!key_fits(&per_site, "topic=x"));
+    // A topic holding ',' and '=' is still one topic.
+    let odd = group_key(&BTreeMap::from([(
+        "topic".to_owned(),
+        "line1/a=b,c".to_owned(),
+    )]));
+    assert_eq!(odd, "topic=line1/a=b,c");
+    assert!(key_fits(&by_topic, &odd));
+    assert!(!key_fits(&per_site, &odd));
+    let by_source = rule(
+        r#"{"id":"a","group_by":["source"],"condition":{"kind":"log_count","match":"","window":"1m","threshold":1}}"#,
+    );
+    assert!(key_fits(&by_source, "source=pump,unit=3"));
+    assert!(!key_fits(&by_source, &odd));
+}
+
+fn reading(v: f64, holds: bool) -> Observation {
+    Observation::Reading {
+        value: Some(v),
+        holds,
+    }
+}
+
+fn signal(fire: bool, at: i64, revision: u32) -> Observation {
+    Observation::Signal {
+        fire,
+        value: Some(1.0),
+        at,
+        episode: (0, revision),
+    }
+}
+
+/// Milliseconds since the epoch of `t0() + secs`.
+fn ms(secs: i64) -> i64 {
+    (t0().unix_timestamp() + secs) * 1000
+}
+
+#[test]
+fn a_trip_and_a_clear_in_one_batch_fire_and_resolve() {
+    let r =
+        rule(r#"{"id":"hot","condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#);
+    let mut s = InstanceState::new("o", &r, "a", "", &BTreeMap::new(), t0());
+    let batch = [
+        (1, reading(90.0, true), None),
+        (2, reading(95.0, true), None),
+        (3, reading(20.0, false), None),
+    ];
+    assert!(s.apply(&r, &batch, &[], t0()));
+    assert_eq!(
+        states(&s),
+        vec![
+            (AlertState::Inactive, AlertState::Firing),
+            (AlertState::Firing, AlertState::Inactive)
+        ]
+    );
+    assert_eq!(s.outbox[0].value, Some(90.0), "the reading that tripped");
+    assert_eq!(s.outbox[1].value, Some(20.0), "the reading that cleared");
+    assert_eq!(s.state, AlertState::Inactive);
+    assert!(
+        !s.apply(&r, &batch, &[], t0()),
+        "a redelivery changes nothing"
+    );
+    assert_eq!(s.outbox.len(), 2);
+
+    // With a `for`, readings are judged at the batch's time: a trip
+    // cleared in the same batch never held, so it never fires.
+    let slow = rule(
+        r#"{"id":"hot","for":"10s","condition":{"kind":"threshold","topic":"t","op":">","value":80}}"#,
+    );
+    let mut s = InstanceState::new("o", &slow, "a", "", &BTreeMap::new(), t0());
+    s.apply(&slow, &batch, &[], t0());
+    assert_eq!(
+        states(&s),
+        vec![
+            (AlertState::Inactive, AlertState::Pending),
+            (AlertState::Pending, AlertState::Inactive)
+        ]
+    );
+}
+
+#[test]
+fn a_fire_and_its_clear_in_one_batch_fire_and_resolve() {
+    let r = rule(r#"{"id":"a","condition":{"kind":"analytics","rule":"seq"}}"#);
+    let mut s = InstanceState::new("o", &r, "a", "key=k", &BTreeMap::new(), t0());
+    // A `followed_by` match: fire and clear detected at the same instant.
+    let batch = [
+        (1, signal(true, ms(0), 0), None),
+        (2, signal(false, ms(0), 1), None),
+    ];
+    assert!(s.apply(&r, &batch, &[], t0() + Duration::from_secs(5)));
+    assert_eq!(
+        states(&s),
+        vec![
+            (AlertState::Inactive, AlertState::Firing),
+            (AlertState::Firing, AlertState::Inactive)
+        ]
+    );
+    assert!(!s.apply(&r, &batch, &[], t0() + Duration::from_secs(6)));
+    // The fire retried after its clear (same instant, lower revision)
+    // does not fire again.
+    s.apply(
+        &r,
+        &[(3, signal(true, ms(0), 0), None)],
+        &[],
+        t0() + Duration::from_secs(7),
+    );
+    assert_eq!(s.state, AlertState::Inactive);
+    assert_eq!(s.outbox.len(), 2);
+}
+
+#[test]
+fn an_analytics_for_is_measured_in_the_signals_event_time() {
+    let r = rule(r#"{"id":"a","for":"10s","condition":{"kind":"analytics","rule":"seq"}}"#);
+    // Cleared 5 s after the fire (both delivered a minute later): never
+    // held for 10 s, so pending → inactive and no firing.
+    let mut s = InstanceState::new("o", &r, "a", "key=k", &BTreeMap::new(), t0());
+    let late = t0() + Duration::from_secs(60);
+    let short = [
+        (1, signal(true, ms(0), 0), None),
+        (2, signal(false, ms(5), 1), None),
+    ];
+    s.apply(&r, &short, &[], late);
+    assert_eq!(
+        states(&s),
+        vec![
+            (AlertState::Inactive, AlertState::Pending),
+            (AlertState::Pending, AlertState::Inactive)
+        ]
+    );
+    // Cleared 20 s after the fire: it held for 10 s, so it fired, then
+    // resolved.
+    let mut s = InstanceState::new("o", &r, "a", "key=k", &BTreeMap::new(), t0());
+    let long = [
+        (1, signal(true, ms(0), 0), None),
+        (2, signal(false, ms(20), 1), None),
+    ];
+    s.apply(&r, &long, &[], late);
+    assert_eq!(
+        states(&s),
+        vec![
+            (AlertState::Inactive, AlertState::Pending),
+            (AlertState::Pending, AlertState::Firing),
+            (AlertState::Firing, AlertState::Inactive)
+        ]
+    );
+    // A fire alone, delivered after `for` has passed in event time, fires
+    // at once; one delivered on time waits for the clock.
+    let mut s = InstanceState::new("o", &r, "a", "key=k", &BTreeMap::new(), t0());
+    s.apply(&r, &[(1, signal(true, ms(0), 0), None)], &[], late);
+    assert_eq!(s.state, AlertState::Firing);
+    let mut s = InstanceState::new("o", &r, "a", "key=k", &BTreeMap::new(), t0());
+    s.apply(&r, &[(1, signal(true, ms(0), 0), None)], &[], t0());
+    assert_eq!(s.state, AlertState::Pending);
+    s.evaluate(&r, &[], t0() + Duration::from_secs(10));
+    assert_eq!(s.state, AlertState::Firing);
 }
 
 #[test]
