@@ -453,7 +453,12 @@ pub async fn run(
                 .map_err(|e| EdgeError::Config(format!("uplink topic {f:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (journal, recovery) = Journal::open(data_dir.join("journal"), journal_options(&config)?)?;
+    let mut options = journal_options(&config)?;
+    if config.analytics.enabled {
+        // What the analytics engine has not applied stays until it has.
+        options.keep_from = crate::analytics::resume_from(&data_dir);
+    }
+    let (journal, recovery) = Journal::open(data_dir.join("journal"), options)?;
     if recovery.repaired() {
         tracing::warn!(
             truncated_bytes = recovery.truncated_bytes,

@@ -262,6 +262,17 @@ impl Journal {
         }
     }
 
+    /// Holds records from `seq` on even once acknowledged (`None`: no
+    /// hold), for a local reader that must be able to read them again
+    /// after a crash (the edge's analytics keep it at their checkpoint).
+    /// The size and age limits still delete them.
+    pub fn keep_from(&self, seq: Option<u64>) {
+        self.shared
+            .keep_from
+            .store(seq.unwrap_or(u64::MAX), Ordering::Release);
+        self.shared.wake_writer();
+    }
+
     /// The highest sequence acknowledged upstream (persisted or not).
     pub fn acked(&self) -> u64 {
         self.shared.acked.load(Ordering::Acquire)

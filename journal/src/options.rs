@@ -91,6 +91,12 @@ pub struct Options {
     pub queue_depth: usize,
     /// How often an advanced acknowledgement cursor is persisted.
     pub cursor_interval: Duration,
+    /// Records from this sequence on are kept even once acknowledged
+    /// (another local reader still needs them, e.g. the edge's analytics
+    /// replaying after a crash); moved later with
+    /// [`crate::Journal::keep_from`]. `None`: acknowledged records go. The
+    /// size and age limits still apply.
+    pub keep_from: Option<u64>,
 }
 
 impl Default for Options {
@@ -104,6 +110,7 @@ impl Default for Options {
             max_record: 16 * 1024 * 1024,
             queue_depth: 8192,
             cursor_interval: Duration::from_millis(100),
+            keep_from: None,
         }
     }
 }

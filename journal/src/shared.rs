@@ -89,6 +89,9 @@ pub(crate) struct Shared {
     pub max_bytes: u64,
     /// Acknowledged-upstream cursor.
     pub acked: AtomicU64,
+    /// Records from this sequence on are not deleted for being
+    /// acknowledged (`u64::MAX`: no hold).
+    pub keep_from: AtomicU64,
     /// Newest appended sequence.
     pub last_seq: AtomicU64,
     /// Newest durable sequence; readers wait on it.

@@ -208,6 +208,7 @@ pub(crate) fn recover(
         max_record: opts.max_record,
         max_bytes: opts.max_bytes,
         acked: AtomicU64::new(acked),
+        keep_from: AtomicU64::new(opts.keep_from.unwrap_or(u64::MAX)),
         last_seq: AtomicU64::new(last_seq),
         durable,
         segments: Mutex::new(metas),
@@ -624,9 +625,13 @@ impl State {
         Ok(lost)
     }
 
-    /// Deletes segments whose every record is acknowledged.
+    /// Deletes segments whose every record is acknowledged (and not held
+    /// by [`Shared::keep_from`]).
     fn delete_acked(&mut self, shared: &Shared) -> Result<(), JournalError> {
-        let acked = shared.acked.load(Ordering::Acquire);
+        let acked = shared
+            .acked
+            .load(Ordering::Acquire)
+            .min(shared.keep_from.load(Ordering::Acquire).saturating_sub(1));
         let victims: Vec<SegmentMeta> = {
             let Ok(mut segs) = shared.segments.lock() else {
                 return Ok(());

@@ -142,7 +142,7 @@ impl Feed {
     /// Whether a publication on `topic` would be analysed now: not a
     /// `$`-topic ([`Feed::reads`]), and some rule runs.
     pub fn wants(&self, topic: &str) -> bool {
-        Self::reads(topic) && self.stats.rules.load(Ordering::Relaxed) > 0
+        Self::reads(topic) && self.stats.rules.load(Ordering::Relaxed) > 0 && !self.tx.is_closed()
     }
 
     /// Offers one accepted publication to the engine; never waits. Ignored

@@ -5,17 +5,20 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`rules`] | which rules run here: the owner's edge rules naming the site, followed in KV `plantd_analytics_rules`, cached in `<data-dir>/analytics-rules.json` |
-//! | [`feed`] | the publish path's handoff: a bounded queue that never holds a device back (full: dropped for analytics and counted) |
-//! | [`runner`] | the engine's task: readings in, the wall clock's ticks, rebuilt on rule changes, checkpoints in `<data-dir>/analytics-state.json` |
+//! | [`feed`] | which topics are readings, and the analytics' counters |
+//! | [`replay`] | journal records as the engine reads them; the results the journal already holds |
+//! | [`runner`] | the engine's task: readings read from the journal, the wall clock's ticks, rebuilt on rule changes, checkpoints (state + journal position) in `<data-dir>/analytics-state.json` |
 //! | [`results`] | results on `$plantd/agg/<rule>/<key>` through the journal (to `PLANTD_AGGREGATES`) and to local subscribers; signals also on `$plantd/alert/<rule>/<key>` |
 //!
-//! Readings are the publications the journal hook accepted
+//! Readings are the publications the journal hook journaled
 //! ([`crate::uplink::JournalHook`]): the ones that go up, `$`-topics
-//! excepted. A rule runs in one place only ([`plantd_analytics::Placement`]),
+//! excepted, read back from the journal in its order, so a SIGKILL loses
+//! none and repeats no result (see [`runner`]). A rule runs in one place only ([`plantd_analytics::Placement`]),
 //! so its results are computed and stored once: the cloud does not compute
 //! an edge rule again. See `docs/broker.md`, "Analytics at the edge".
 
 pub mod feed;
+pub mod replay;
 pub mod results;
 pub mod rules;
 pub mod runner;
@@ -32,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use feed::{Feed, Reading, Stats};
 pub use results::Results;
 pub use rules::RULES_FILE;
-pub use runner::STATE_FILE;
+pub use runner::{STATE_FILE, resume_from};
 
 use crate::config::AnalyticsSettings;
 use crate::inject::BrokerHandle;
@@ -62,7 +65,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// What the edge wires in: the [`Feed`] for its journal hook, the
 /// counters for `/metrics`, and the queue the engine task will read.
 pub struct Pending {
-    /// For [`crate::uplink::JournalHook::with_analytics`].
+    /// For [`crate::uplink::JournalHook::with_analytics`]. The engine
+    /// reads the journal itself: once it runs the feed hands nothing over
+    /// (its queue is closed), it only says which topics are readings.
     pub feed: Feed,
     /// For `/metrics`.
     pub stats: Arc<Stats>,
@@ -101,7 +106,9 @@ impl Pending {
         broker: BrokerHandle,
         stop: CancellationToken,
     ) -> Vec<JoinHandle<()>> {
+        drop(self.readings);
         let Some(org) = at.org else {
+            journal.keep_from(None);
             tracing::info!(site = %at.site, "site owner unknown: no analytics rules run at this edge");
             return Vec::new();
         };
@@ -130,7 +137,7 @@ impl Pending {
             },
             self.stats,
         );
-        let run = tokio::spawn(runner.run(self.readings, stop));
+        let run = tokio::spawn(runner.run(stop));
         vec![follow, run]
     }
 }

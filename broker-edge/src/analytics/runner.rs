@@ -1,28 +1,39 @@
-//! The engine's task: one [`Engine`] for the site, fed the accepted
-//! readings, moved along by the wall clock, rebuilt when the rules change,
-//! checkpointed to `<data-dir>/`[`STATE_FILE`].
+//! The engine's task: one [`Engine`] for the site, reading its readings
+//! from the journal, moved along by the wall clock, rebuilt when the rules
+//! change, checkpointed to `<data-dir>/`[`STATE_FILE`].
 //!
-//! Exactly once at the edge: every reading gets the next number of a
-//! counter kept in the checkpoint with the engine's state (the engine's
-//! "stream sequence"), and the checkpoint is written after each batch of
-//! results is durable in the journal — so a restart never emits a result
-//! the journal already carries. What a crash can cost is the readings
-//! applied since the last checkpoint (at most `checkpoint_secs`, or the
-//! last batch): they are not in the journal's results and are not read
-//! again. A clean shutdown checkpoints last.
+//! Exactly once at the edge, across a SIGKILL: the checkpoint records the
+//! engine's state with the journal sequence of the last record applied,
+//! and is written only once the results of those records are durable in
+//! the journal. At start the engine reads the journal on from that
+//! sequence: the readings applied after the checkpoint are applied again,
+//! then the live ones follow in the same reader (no gap, nothing twice);
+//! the results this replay computes that were journaled before the crash
+//! are recognised by their [`Output::id`] and not journaled again
+//! ([`super::replay::journaled_results`]). The journal keeps the records
+//! after the checkpoint even once the uplink has them
+//! ([`plantd_journal::Journal::keep_from`]); only its size and age limits can delete them
+//! (logged: those readings are not analysed). Each reading's event time
+//! is its journaled receive time and its engine sequence its journal
+//! sequence, so a replay computes what the first run did. The wall-clock
+//! tick moves the engine only when it has read every durable record, to
+//! [`SETTLE`] before now. See `docs/decisions/0031-edge-analytics-exactly-once.md`.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use plantd_analytics::{Engine, EngineError, Event, Output, Rule, State};
+use plantd_journal::{JournalError, Reader, Record};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::feed::{Reading, Stats, now_ms};
+use super::feed::{Stats, now_ms};
+use super::replay::{self, Entry};
 use super::results::Results;
 use super::rules::Rules;
 
@@ -32,15 +43,23 @@ pub const STATE_FILE: &str = "analytics-state.json";
 /// How long a shutdown waits for the last results and checkpoint.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// Readings applied per turn at most (one batch of results, one
+/// Journal records applied per turn at most (one batch of results, one
 /// checkpoint).
 const BATCH: usize = 1024;
+
+/// How far behind the wall clock the tick moves the engine: a reading is
+/// stamped when accepted and read once durable, so a tick to "now" could
+/// close a window a reading still on its way to the disk belongs to (and a
+/// replay, which reads it first, would compute that window otherwise).
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// The checkpoint file's content.
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
-    /// The number the next reading gets.
-    next_seq: u64,
+    /// The journal sequence of the last record applied; `None` in a
+    /// checkpoint written before the engine read the journal.
+    #[serde(default)]
+    journal_seq: Option<u64>,
     /// The engine's state.
     state: State,
 }
@@ -49,6 +68,36 @@ fn empty() -> State {
     State {
         version: State::VERSION,
         rules: Vec::new(),
+    }
+}
+
+/// Where the engine will read on from after the checkpoint in
+/// `data_dir` (`None`: no usable checkpoint). The edge opens its journal
+/// holding the records from there ([`plantd_journal::Options::keep_from`]),
+/// so none the engine has not applied is deleted before it starts.
+pub fn resume_from(data_dir: &Path) -> Option<u64> {
+    load(&data_dir.join(STATE_FILE)).and_then(|c| c.journal_seq.map(|s| s + 1))
+}
+
+fn load(path: &Path) -> Option<Checkpoint> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the analytics checkpoint; starting afresh");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Checkpoint>(&bytes) {
+        Ok(c) if c.state.version == State::VERSION && c.journal_seq.is_some() => Some(c),
+        Ok(c) => {
+            warn!(path = %path.display(), version = c.state.version, "analytics checkpoint of another format; starting afresh");
+            None
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "analytics checkpoint malformed; starting afresh");
+            None
+        }
     }
 }
 
@@ -67,12 +116,19 @@ pub struct Settings {
 pub struct Runner {
     settings: Settings,
     engine: Engine,
-    next_seq: u64,
+    /// The journal sequence of the last record applied.
+    journal_seq: u64,
+    /// Whether the checkpoint had a position (else the engine starts at
+    /// the journal's end).
+    resumed: bool,
     rules: watch::Receiver<Rules>,
     results: Results,
     stats: Arc<Stats>,
-    /// Readings applied since the last checkpoint.
+    /// Records applied since the last checkpoint.
     dirty: bool,
+    /// Ids of results journaled after the checkpoint, before the restart:
+    /// computed again by the replay, not journaled again.
+    journaled: HashSet<String>,
 }
 
 /// The rules the engine runs: each valid rule once by name, in key order.
@@ -113,62 +169,79 @@ fn build(mut rules: Vec<Rule>, mut state: State) -> Engine {
 
 impl Runner {
     /// A runner continuing from the checkpoint in `settings.state_file`
-    /// (none, or unreadable: from nothing, logged).
+    /// (none, or unreadable: from nothing and from the journal's end,
+    /// logged).
     pub fn new(
         settings: Settings,
         rules: watch::Receiver<Rules>,
         results: Results,
         stats: Arc<Stats>,
     ) -> Self {
-        let saved = Self::load(&settings.state_file);
-        let (next_seq, state) = saved.map_or((1, empty()), |c| (c.next_seq.max(1), c.state));
+        let saved = load(&settings.state_file);
+        let resumed = saved.is_some();
+        let (journal_seq, state) = saved.map_or_else(
+            || (results.journal.durable(), empty()),
+            |c| (c.journal_seq.unwrap_or(0), c.state),
+        );
         let current = rules.borrow().clone();
         let engine = build(compile(&current), state);
         stats.rules.store(current.len() as u64, Ordering::Relaxed);
         Self {
             settings,
             engine,
-            next_seq,
+            journal_seq,
+            resumed,
             rules,
             results,
             stats,
             dirty: false,
+            journaled: HashSet::new(),
         }
     }
 
-    fn load(path: &std::path::Path) -> Option<Checkpoint> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "cannot read the analytics checkpoint; starting afresh");
-                return None;
-            }
-        };
-        match serde_json::from_slice::<Checkpoint>(&bytes) {
-            Ok(c) if c.state.version == State::VERSION => Some(c),
-            Ok(c) => {
-                warn!(path = %path.display(), version = c.state.version, "analytics checkpoint of another format; starting afresh");
-                None
-            }
-            Err(e) => {
-                warn!(path = %path.display(), error = %e, "analytics checkpoint malformed; starting afresh");
-                None
-            }
+    /// Where reading starts: after the checkpoint, with the results the
+    /// journal already holds from there noted. Without a checkpoint: the
+    /// journal's end, checkpointed at once so a crash before the first
+    /// results still resumes from there.
+    async fn start(&mut self) -> Reader {
+        let journal = self.results.journal.clone();
+        let end = journal.durable();
+        if self.journal_seq > end {
+            warn!(
+                checkpoint = self.journal_seq,
+                journal_end = end,
+                "the analytics checkpoint is ahead of the journal (journal replaced?): reading on from the journal's end"
+            );
+            self.journal_seq = end;
         }
+        if self.resumed {
+            self.journaled = replay::journaled_results(&journal, self.journal_seq + 1, end);
+            info!(
+                from = self.journal_seq + 1,
+                to = end,
+                journaled_results = self.journaled.len(),
+                "analytics engine replays the journal after its checkpoint"
+            );
+        }
+        journal.keep_from(Some(self.journal_seq + 1));
+        if !self.resumed {
+            self.checkpoint().await;
+        }
+        journal.reader(self.journal_seq + 1)
     }
 
-    /// Runs until `stop`, then applies what is queued, publishes and
+    /// Runs until `stop`, then applies what is durable, publishes and
     /// checkpoints.
-    pub async fn run(mut self, mut readings: mpsc::Receiver<Reading>, stop: CancellationToken) {
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut reader = self.start().await;
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut save = tokio::time::interval(self.settings.checkpoint_every);
         save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         save.tick().await;
-        let mut batch = Vec::with_capacity(BATCH);
         let mut out = Vec::new();
         let mut following = true;
+        let mut skipped = 0;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -177,16 +250,28 @@ impl Runner {
                     // The follower stopped: keep the rules we have.
                     Err(_) => following = false,
                 },
-                n = readings.recv_many(&mut batch, BATCH) => {
-                    if n == 0 {
-                        break;
+                next = reader.next() => match next {
+                    Ok(record) => {
+                        self.apply(&record, &mut out);
+                        self.read_more(&mut reader, &mut out);
                     }
-                    self.apply(&mut batch, &mut out);
-                }
-                _ = tick.tick() => out.extend(self.engine.advance(now_ms())),
+                    Err(JournalError::Closed) => break,
+                    Err(e) => Self::unreadable(&mut reader, &e),
+                },
+                _ = tick.tick() => if reader.position() > self.results.journal.durable() {
+                    let settle = i64::try_from(SETTLE.as_millis()).unwrap_or(0);
+                    out.extend(self.engine.advance(now_ms() - settle));
+                },
                 _ = save.tick() => if self.dirty {
                     self.checkpoint().await;
                 },
+            }
+            if reader.skipped() > skipped {
+                warn!(
+                    lost = reader.skipped() - skipped,
+                    "journal records deleted (size or age limit) before the analytics engine read them: those readings are not analysed"
+                );
+                skipped = reader.skipped();
             }
             if !out.is_empty() {
                 // A full journal (policy `block`) holds the results back;
@@ -198,17 +283,14 @@ impl Runner {
                 tokio::select! {
                     () = self.emit(&mut out) => {}
                     () = gone => {
-                        warn!("shutdown while the journal is full: the last analytics results are not journaled and the state is not checkpointed (the previous checkpoint stands)");
+                        warn!("shutdown while the journal is full: the last analytics results are not journaled and the state is not checkpointed (the previous checkpoint stands; they are computed again at start)");
                         return;
                     }
                 }
             }
         }
-        // Accepted before the shutdown: applied, not lost.
-        while let Ok(r) = readings.try_recv() {
-            batch.push(r);
-        }
-        self.apply(&mut batch, &mut out);
+        // Durable before the shutdown: applied now rather than replayed.
+        self.read_more(&mut reader, &mut out);
         let last = async {
             if !out.is_empty() {
                 self.emit(&mut out).await;
@@ -220,26 +302,50 @@ impl Runner {
         }
     }
 
-    fn apply(&mut self, batch: &mut Vec<Reading>, out: &mut Vec<Output>) {
-        if batch.is_empty() {
-            return;
+    /// Applies what is durable now, a batch at most.
+    fn read_more(&mut self, reader: &mut Reader, out: &mut Vec<Output>) {
+        for _ in 1..BATCH {
+            match reader.try_next() {
+                Ok(Some(record)) => self.apply(&record, out),
+                Ok(None) => return,
+                Err(e) => Self::unreadable(reader, &e),
+            }
         }
-        for r in batch.drain(..) {
+    }
+
+    fn unreadable(reader: &mut Reader, e: &JournalError) {
+        warn!(seq = reader.position(), error = %e, "journal record unreadable; not analysed");
+        reader.seek(reader.position() + 1);
+    }
+
+    /// Applies one journal record (a reading; anything else only moves
+    /// the position).
+    fn apply(&mut self, record: &Record, out: &mut Vec<Output>) {
+        if let Entry::Reading {
+            topic,
+            payload,
+            received_at,
+        } = replay::entry(record)
+        {
             let event = Event {
-                topic: &r.topic,
-                payload: &r.payload,
-                received_at: r.received_at,
-                stream_seq: self.next_seq,
+                topic: &topic,
+                payload: &payload,
+                received_at,
+                stream_seq: record.seq,
             };
-            self.next_seq += 1;
             self.engine.process_into(&event, out);
             self.stats.processed.fetch_add(1, Ordering::Relaxed);
         }
+        self.journal_seq = record.seq;
         self.dirty = true;
     }
 
-    /// Results out, then the checkpoint that says they are out.
+    /// Results out (those journaled before a restart left out), then the
+    /// checkpoint that says they are out.
     async fn emit(&mut self, out: &mut Vec<Output>) {
+        if !self.journaled.is_empty() {
+            out.retain(|o| !self.journaled.remove(&o.id()));
+        }
         self.results.publish(out).await;
         out.clear();
         self.checkpoint().await;
@@ -258,7 +364,7 @@ impl Runner {
 
     async fn checkpoint(&mut self) {
         let saved = Checkpoint {
-            next_seq: self.next_seq,
+            journal_seq: Some(self.journal_seq),
             state: self.engine.checkpoint(),
         };
         let bytes = match serde_json::to_vec(&saved) {
@@ -272,7 +378,10 @@ impl Runner {
         let written =
             tokio::task::spawn_blocking(move || super::write_atomically(&path, &bytes)).await;
         match written {
-            Ok(Ok(())) => self.dirty = false,
+            Ok(Ok(())) => {
+                self.dirty = false;
+                self.results.journal.keep_from(Some(self.journal_seq + 1));
+            }
             Ok(Err(e)) => {
                 warn!(path = %self.settings.state_file.display(), error = %e, "cannot write the analytics checkpoint");
             }
