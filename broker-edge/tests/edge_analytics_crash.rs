@@ -6,7 +6,9 @@
 //! `PLANTD_AGGREGATES` holds exactly what a reference
 //! `plantd_analytics::Engine` computes from the readings the edge stored
 //! (`PLANTD_TELEMETRY`, in order — a reading the device resent after a
-//! crash is a second reading there too): none missing, none twice.
+//! crash is a second reading there too): none missing, none twice. The
+//! journal's segments are small, so the uplink's acknowledgements would
+//! delete records the engine still needs, were they not held.
 //! See `docs/decisions/0031-edge-analytics-exactly-once.md`.
 
 mod edge_proc;
@@ -140,8 +142,12 @@ fn reference(readings: &[(String, bytes::Bytes)]) -> BTreeMap<String, Output> {
     out
 }
 
-async fn edge(nats: &Nats, data: &std::path::Path) -> Edge {
-    start_edge(nats, data, &["--org", "acme"]).await
+/// The edge, its journal in small segments: the uplink's acknowledgements
+/// would delete the readings the engine has not checkpointed if the
+/// journal did not hold them.
+async fn edge(nats: &Nats, data: &std::path::Path, config: &std::path::Path) -> Edge {
+    let config = config.to_str().expect("utf-8 path");
+    start_edge(nats, data, &["--org", "acme", "--config", config]).await
 }
 
 #[tokio::test]
@@ -153,6 +159,9 @@ async fn edge_results_are_stored_exactly_once_across_sigkills() {
     let js = nats.jetstream().await;
     put_rule(&js).await;
     let data = tempfile::tempdir().expect("tmp");
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[journal]\nsegment_bytes = 4096\n").expect("config");
     // A day ahead, on a window boundary.
     let now = i64::try_from(
         std::time::SystemTime::now()
@@ -164,7 +173,7 @@ async fn edge_results_are_stored_exactly_once_across_sigkills() {
     let base = (now + 86_400_000) / 1_000 * 1_000;
     let acked = Arc::new(AtomicU64::new(0));
 
-    let mut e = edge(&nats, data.path()).await;
+    let mut e = edge(&nats, data.path(), &config).await;
     eventually(WITHIN, "the edge running the rule", || async {
         (metric(&e, "plantd_analytics_rules").await == Some(1.0)).then_some(())
     })
@@ -185,7 +194,7 @@ async fn edge_results_are_stored_exactly_once_across_sigkills() {
             "kill {kill}: after {} readings acknowledged",
             acked.load(Ordering::SeqCst)
         );
-        e = edge(&nats, data.path()).await;
+        e = edge(&nats, data.path(), &config).await;
     }
     publish(e.mqtt.port(), base, acked.clone()).await;
     assert_eq!(
