@@ -10,10 +10,11 @@
 //!   rule, not another site's, not another organisation's);
 //! * the rules are kept on disk: an edge restarted without its uplink runs
 //!   them;
-//! * a threshold rule fires at the edge with the uplink down: a local
-//!   subscriber of `$plantd/alert/#` sees it at once, and when the link
-//!   returns the alert manager records it in `PLANTD_ALERTS` exactly once
-//!   (and its clearing once).
+//! * a threshold rule fires and clears at the edge with the uplink down: a
+//!   local subscriber of `$plantd/alert/#` sees each at once, and when the
+//!   link returns (both results reaching the alert manager together) it
+//!   records the firing and the resolution in `PLANTD_ALERTS` exactly once
+//!   each.
 
 mod common;
 mod edge_proc;
@@ -392,12 +393,25 @@ async fn a_threshold_fires_at_the_edge_offline_and_is_one_alert_when_the_link_re
         "{fire:?}"
     );
     assert_eq!(fire.key, "line1/p1/pressure");
+
+    // Back under the bound, still offline: cleared at the edge at once.
+    reading(&mut gauge, "line1/p1/pressure", "7.9").await;
+    let cleared = siren.publish().await;
+    let clear: Output = serde_json::from_slice(&cleared.payload).expect("an Output");
+    assert_eq!(
+        clear.signal,
+        Some(plantd_analytics::Signal::Clear),
+        "{clear:?}"
+    );
     siren.no_publish().await;
 
     // The cloud comes back (this test's NATS is the site's link and the
     // cloud at once), and the alert manager with it.
+    // The edge forwards both results before the alert manager starts, so
+    // its first batch holds the fire and its clear together.
     nats.start_again().await;
     let js = nats.jetstream().await;
+    drained(&edge).await;
     let mut trigger = plantd_trigger::Trigger::new(js.clone());
     let _alert_manager = plantd_alerts::start(
         &js,
@@ -411,40 +425,8 @@ async fn a_threshold_fires_at_the_edge_offline_and_is_one_alert_when_the_link_re
     )
     .await
     .expect("the alert manager starts");
-    drained(&edge).await;
-    let firing = eventually(WITHIN, "the alert firing", || {
-        let js = js.clone();
-        async move {
-            let r = alert_records(&js).await;
-            (!r.is_empty()).then_some(r)
-        }
-    })
-    .await;
-    assert_eq!(
-        (firing[0].from, firing[0].to),
-        (
-            plantd_alerts::AlertState::Inactive,
-            plantd_alerts::AlertState::Firing
-        )
-    );
-    assert_eq!(firing[0].rule, "analytics-press_held");
-    assert_eq!(firing[0].site, SITE);
-    assert_eq!(
-        firing[0].labels.get("key").map(String::as_str),
-        Some("line1/p1/pressure")
-    );
-
-    // Back under the bound: cleared at the edge at once, resolved once.
-    reading(&mut gauge, "line1/p1/pressure", "7.9").await;
-    let cleared = siren.publish().await;
-    let clear: Output = serde_json::from_slice(&cleared.payload).expect("an Output");
-    assert_eq!(
-        clear.signal,
-        Some(plantd_analytics::Signal::Clear),
-        "{clear:?}"
-    );
-    drained(&edge).await;
-    let records = eventually(WITHIN, "the resolution", || {
+    // It fired and resolved, once each.
+    let records = eventually(WITHIN, "the firing and the resolution", || {
         let js = js.clone();
         async move {
             let r = alert_records(&js).await;
@@ -460,6 +442,19 @@ async fn a_threshold_fires_at_the_edge_offline_and_is_one_alert_when_the_link_re
         records
     };
     assert_eq!(records.len(), 2, "one firing, one resolution: {records:?}");
+    assert_eq!(
+        (records[0].from, records[0].to),
+        (
+            plantd_alerts::AlertState::Inactive,
+            plantd_alerts::AlertState::Firing
+        )
+    );
+    assert_eq!(records[0].rule, "analytics-press_held");
+    assert_eq!(records[0].site, SITE);
+    assert_eq!(
+        records[0].labels.get("key").map(String::as_str),
+        Some("line1/p1/pressure")
+    );
     assert!(records[1].is_resolution(), "{:?}", records[1]);
     let results = aggregates(&js).await;
     assert_eq!(results.len(), 2, "fire and clear stored once: {results:?}");
