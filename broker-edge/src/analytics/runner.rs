@@ -393,6 +393,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plantd_analytics::StoredRule;
 
     fn rule(name: &str, window: &str) -> Rule {
         Rule::from_sql(
@@ -400,6 +401,131 @@ mod tests {
             &format!(r#"SELECT avg(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE({window})"#),
         )
         .expect("rule")
+    }
+
+    fn record(topic: &str, payload: Vec<u8>) -> bytes::Bytes {
+        plantd_bridge::UplinkMessage {
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            qos: 1,
+            retain: false,
+            received_ms: 1_000,
+            client_id: "plc".to_owned(),
+            payload_format: None,
+            message_expiry: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        }
+        .encode()
+        .expect("encode")
+    }
+
+    /// The crash of gap 2: readings after the checkpoint and the result
+    /// they caused are both in the journal, the checkpoint is older. The
+    /// restarted engine replays the readings, computes the result again
+    /// and does not journal it a second time.
+    #[tokio::test]
+    async fn a_result_journaled_before_the_crash_is_not_journaled_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (journal, _) = plantd_journal::Journal::open(
+            dir.path().join("journal"),
+            plantd_journal::Options::default(),
+        )
+        .expect("journal");
+        let rule = rule("avg", "1s");
+        let mut reference = Engine::new(vec![rule.clone()]).expect("engine");
+        let mut first = Vec::new();
+        // Three readings of one window (all received at 1 000 ms, as
+        // journaled), closed by the engine's time moving on.
+        for value in [21, 22, 23] {
+            let payload = format!("{value}").into_bytes();
+            let seq = journal
+                .append(record("line1/m1/temp", payload.clone()))
+                .await
+                .expect("append");
+            first.extend(reference.process(&Event {
+                topic: "line1/m1/temp",
+                payload: &payload,
+                received_at: 1_000,
+                stream_seq: seq,
+            }));
+        }
+        first.extend(reference.advance(5_000));
+        assert_eq!(first.len(), 1, "{first:?}");
+        let before = first[0].clone();
+        let body = serde_json::to_vec(&before).expect("json");
+        journal
+            .append(record(&format!("$plantd/agg/avg/{}", before.key), body))
+            .await
+            .expect("append result");
+        let state_file = dir.path().join(STATE_FILE);
+        let saved = Checkpoint {
+            journal_seq: Some(0),
+            state: Engine::new(vec![rule.clone()])
+                .expect("engine")
+                .checkpoint(),
+        };
+        super::super::write_atomically(&state_file, &serde_json::to_vec(&saved).expect("json"))
+            .expect("checkpoint");
+
+        let stored = StoredRule {
+            org: "acme".into(),
+            sites: vec!["plant-1".into()],
+            at: plantd_analytics::Placement::Edge,
+            enabled: true,
+            rule: rule.clone(),
+            source: plantd_analytics::Source::Json,
+            updated_by: "u".into(),
+            updated_at: "now".into(),
+        };
+        let rules: Rules = Arc::new([("acme.avg".to_owned(), stored)].into_iter().collect());
+        let (_tx, rx) = watch::channel(rules);
+        let stats = Arc::new(Stats::default());
+        let (router, _) = tokio::sync::mpsc::channel(1);
+        let results = Results {
+            journal: journal.clone(),
+            broker: crate::inject::BrokerHandle::new(router.downgrade()),
+            stats: stats.clone(),
+        };
+        let mut runner = Runner::new(
+            Settings {
+                state_file: state_file.clone(),
+                tick: Duration::from_secs(3600),
+                checkpoint_every: Duration::from_secs(3600),
+            },
+            rx,
+            results,
+            stats.clone(),
+        );
+        let mut reader = runner.start().await;
+        assert_eq!(
+            runner.journaled.len(),
+            1,
+            "the result found after the checkpoint"
+        );
+        let mut out = Vec::new();
+        runner.read_more(&mut reader, &mut out);
+        out.extend(runner.engine.advance(5_000));
+        assert_eq!(
+            out,
+            vec![before.clone()],
+            "the replay computes the same result"
+        );
+        runner.emit(&mut out).await;
+        assert_eq!(
+            stats.results.load(Ordering::Relaxed),
+            0,
+            "not journaled again"
+        );
+        assert_eq!(journal.durable(), 4, "nothing appended");
+        let saved = load(&state_file).expect("checkpoint");
+        assert_eq!(
+            saved.journal_seq,
+            Some(4),
+            "the checkpoint moved past the replay"
+        );
     }
 
     #[test]
