@@ -1,12 +1,12 @@
-//! [`Feed`]: the publish path's side of the edge's analytics — hands each
-//! accepted reading to the engine's task without ever waiting.
+//! [`Feed`]: which publications are readings ([`Feed::reads`]), and the
+//! analytics' counters ([`Stats`], on `/metrics`).
 //!
-//! The journal hook calls [`Feed::offer`] once a publication is accepted
-//! (journaled: durable for QoS 1/2, queued for QoS 0). The reading goes into
-//! a bounded channel; when the engine falls behind and the channel is full
-//! the reading is dropped for analytics only (it still goes up and to local
-//! subscribers), counted in [`Stats`] and reported by a warning at most
-//! every [`WARN_EVERY`]. A device is never held back by analytics.
+//! The engine reads its readings from the journal itself
+//! ([`super::runner`], decision 0031), so a SIGKILL loses none. The
+//! journal hook still holds a [`Feed`] ([`crate::uplink::JournalHook::with_analytics`]);
+//! once the engine runs its queue is closed and [`Feed::offer`] does
+//! nothing ([`Feed::wants`] is false), so `plantd_analytics_dropped_total`
+//! stays 0.
 
 use std::sync::Arc;
 use std::sync::Mutex;
