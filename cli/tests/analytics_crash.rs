@@ -13,6 +13,10 @@
 //! killed host's batch to its successor within a second; the idle clock
 //! is off, so results depend on the readings alone.
 
+mod common;
+
+use common::{Rng, functions_host};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,14 +26,12 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use plantd_analytics::{Engine, Event, Output, Placement, Rule, Source, StoredRule};
 use plantd_shared::headers;
-use plantd_shared::process::ManagedProcess;
 use plantd_shared::sites::Sites;
 use plantd_shared::streams;
 use plantd_shared::subject::Site;
 use plantd_testkit::Nats;
 use plantd_testkit::wait::drained;
 use time::OffsetDateTime;
-use tokio::process::Command;
 use tokio::sync::watch;
 
 const ORG: &str = "acme";
@@ -41,42 +43,6 @@ const MACHINES: usize = 20;
 const WAIT: Duration = Duration::from_secs(90);
 /// 2026-12-06T10:00:00Z.
 const T0: i64 = 1_796_551_200_000;
-
-/// A small deterministic generator (xorshift), seeded per run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-/// Starts `plantd functions` against `nats_url`.
-async fn functions(nats_url: &str) -> ManagedProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd"));
-    cmd.args([
-        "functions",
-        "--nats-url",
-        nats_url,
-        "--http-listen",
-        "127.0.0.1:0",
-    ])
-    .env("PLANTD_ACK_WAIT_MS", "1000")
-    .env("PLANTD_ANALYTICS_IDLE_CLOSE_MS", "0")
-    .env("PLANTD_LOG_SHIP", "off");
-    ManagedProcess::spawn("plantd functions", cmd, Duration::from_secs(60), |line| {
-        line.starts_with("functions ready")
-    })
-    .await
-    .expect("plantd functions starts")
-}
 
 fn rules() -> Vec<Rule> {
     [
@@ -183,7 +149,7 @@ async fn a_host_killed_at_random_points_stores_every_analytics_result_exactly_on
     let killed_count = killed.clone();
     let killer = tokio::spawn(async move {
         let mut rng = Rng(seed);
-        let mut host = functions(&url).await;
+        let mut host = functions_host(&url, &[("PLANTD_ANALYTICS_IDLE_CLOSE_MS", "0")]).await;
         let mut kills = 0u32;
         loop {
             let pause = Duration::from_millis(rng.between(150, 650));
@@ -194,7 +160,7 @@ async fn a_host_killed_at_random_points_stores_every_analytics_result_exactly_on
             host.kill().await.expect("SIGKILL the host");
             kills += 1;
             killed_count.store(kills, Ordering::SeqCst);
-            host = functions(&url).await;
+            host = functions_host(&url, &[("PLANTD_ANALYTICS_IDLE_CLOSE_MS", "0")]).await;
         }
         (host, kills)
     });

@@ -12,6 +12,10 @@
 //! times. A short `ack_wait` makes JetStream hand a killed host's items
 //! to its successor within a second.
 
+mod common;
+
+use common::{Rng, functions_host};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -19,7 +23,6 @@ use async_nats::jetstream;
 use plantd_alerts::notify::Channels;
 use plantd_alerts::notify::channel::ChannelSpec;
 use plantd_alerts::{AlertRecord, AlertState, RecordKind, Rule, Stores};
-use plantd_shared::process::ManagedProcess;
 use plantd_shared::sites::Sites;
 use plantd_shared::streams;
 use plantd_shared::subject::Site;
@@ -28,7 +31,6 @@ use plantd_testkit::webhook::Receiver;
 use plantd_testkit::{Nats, eventually};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::process::Command;
 use tokio::sync::watch;
 
 const ORG: &str = "acme";
@@ -44,41 +46,6 @@ const WAIT: Duration = Duration::from_secs(90);
 /// The minute every log line claims (its own `time`), so the aggregate
 /// key is known.
 const MINUTE: &str = "2026-12-06T10:00:00Z";
-
-/// A small deterministic generator (xorshift), seeded per run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-/// Starts `plantd functions` against `nats_url`.
-async fn functions(nats_url: &str) -> ManagedProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd"));
-    cmd.args([
-        "functions",
-        "--nats-url",
-        nats_url,
-        "--http-listen",
-        "127.0.0.1:0",
-    ])
-    .env("PLANTD_ACK_WAIT_MS", "1000")
-    .env("PLANTD_LOG_SHIP", "off");
-    ManagedProcess::spawn("plantd functions", cmd, Duration::from_secs(60), |line| {
-        line.starts_with("functions ready")
-    })
-    .await
-    .expect("plantd functions starts")
-}
 
 /// Every record in `PLANTD_ALERTS`, in order.
 async fn records(js: &jetstream::Context) -> Vec<AlertRecord> {
@@ -154,7 +121,7 @@ async fn a_host_killed_at_random_points_still_does_everything_exactly_once() {
     let killed_count = killed.clone();
     let killer = tokio::spawn(async move {
         let mut rng = Rng(seed);
-        let mut host = functions(&url).await;
+        let mut host = functions_host(&url, &[]).await;
         let mut kills = 0u32;
         loop {
             let pause = Duration::from_millis(rng.between(150, 650));
@@ -165,7 +132,7 @@ async fn a_host_killed_at_random_points_still_does_everything_exactly_once() {
             host.kill().await.expect("SIGKILL the host");
             kills += 1;
             killed_count.store(kills, std::sync::atomic::Ordering::SeqCst);
-            host = functions(&url).await;
+            host = functions_host(&url, &[]).await;
         }
         (host, kills)
     });

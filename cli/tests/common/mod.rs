@@ -227,3 +227,46 @@ pub async fn connect_device(
     let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
     (client, pump)
 }
+
+/// A small deterministic generator (xorshift) for crash tests: seeded per
+/// run (the seed is printed), so a failing run can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `lo..hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// Starts `plantd functions` against `nats_url` (ack wait 1 s so a killed
+/// host's items come back quickly, no log shipping) with `env` on top;
+/// waits for its "functions ready" line.
+pub async fn functions_host(nats_url: &str, env: &[(&str, &str)]) -> ManagedProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd"));
+    cmd.args([
+        "functions",
+        "--nats-url",
+        nats_url,
+        "--http-listen",
+        "127.0.0.1:0",
+    ])
+    .env("PLANTD_ACK_WAIT_MS", "1000")
+    .env("PLANTD_LOG_SHIP", "off");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ManagedProcess::spawn("plantd functions", cmd, Duration::from_secs(60), |line| {
+        line.starts_with("functions ready")
+    })
+    .await
+    .expect("plantd functions starts")
+}
