@@ -25,8 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt as _;
+use async_nats::jetstream;
 use plantd_analytics::{Placement, Rule, Source, StoredRule};
 use plantd_analytics_function::{Analytics, RuleBook, consumer_settings, results};
 use plantd_shared::headers;
@@ -34,6 +33,7 @@ use plantd_shared::sites::{SiteCache, Sites};
 use plantd_shared::streams;
 use plantd_shared::subject::Site;
 use plantd_testkit::Nats;
+use plantd_testkit::load::raw_consume;
 use plantd_trigger::{BatchOutcome, ConsumerSettings, Handler, Item, Trigger};
 
 const SITE: &str = "bench";
@@ -91,35 +91,6 @@ async fn publish(js: &jetstream::Context, n: u64) {
     for ack in pending.drain(..) {
         ack.await.expect("stored");
     }
-}
-
-/// The raw consumer: every message fetched and acknowledged.
-async fn raw(js: &jetstream::Context, name: &str, n: u64) -> Duration {
-    let stream = js.get_stream(streams::TELEMETRY).await.expect("stream");
-    let settings = consumer_settings(&ConsumerSettings::default());
-    let c = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(name.to_owned()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            max_ack_pending: settings.max_ack_pending,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let start = Instant::now();
-    let mut messages = c
-        .stream()
-        .max_messages_per_batch(settings.batch_size)
-        .messages()
-        .await
-        .expect("messages");
-    let mut got = 0;
-    while got < n {
-        let m = messages.next().await.expect("open").expect("message");
-        m.ack().await.expect("ack");
-        got += 1;
-    }
-    start.elapsed()
 }
 
 /// Counts the items the function finished and the time it spent.
@@ -252,7 +223,18 @@ async fn main() {
     );
     let mut ratios = Vec::new();
     for r in 1..=o.rounds {
-        let raw_took = raw(&js, &format!("raw{r}"), o.n).await;
+        let raw_took = {
+            let settings = consumer_settings(&ConsumerSettings::default());
+            raw_consume(
+                &js,
+                streams::TELEMETRY,
+                &format!("raw{r}"),
+                settings.max_ack_pending,
+                settings.batch_size,
+                o.n,
+            )
+            .await
+        };
         let raw_rate = o.n as f64 / raw_took.as_secs_f64();
         let (took, results) = plantd(&js, &format!("analytics-r{r}"), o.n).await;
         let rate = o.n as f64 / took.as_secs_f64();

@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer};
-use futures::StreamExt as _;
+use async_nats::jetstream;
 use plantd_logger::{AggregateSettings, Aggregates, IndexSettings, LogIndex, Logger, follow};
 use plantd_shared::streams;
 use plantd_testkit::Nats;
+use plantd_testkit::load::raw_consume;
 use plantd_trigger::{BatchOutcome, Handler, Item, Trigger};
 
 struct Opts {
@@ -111,34 +111,6 @@ async fn publish(js: &jetstream::Context, n: u64) {
     for ack in pending.drain(..) {
         ack.await.expect("stored");
     }
-}
-
-/// The raw consumer: every message fetched and acknowledged.
-async fn raw(js: &jetstream::Context, name: &str, n: u64) -> Duration {
-    let stream = js.get_stream(streams::LOGS).await.expect("stream");
-    let c = stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(name.to_owned()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            max_ack_pending: plantd_logger::consumer_settings().max_ack_pending,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
-    let start = Instant::now();
-    let mut messages = c
-        .stream()
-        .max_messages_per_batch(plantd_logger::handler::BATCH_SIZE)
-        .messages()
-        .await
-        .expect("messages");
-    let mut got = 0;
-    while got < n {
-        let m = messages.next().await.expect("open").expect("message");
-        m.ack().await.expect("ack");
-        got += 1;
-    }
-    start.elapsed()
 }
 
 /// Counts the items the logger handled and the time it spent on them.
@@ -254,7 +226,15 @@ async fn main() {
     let rate = |d: Duration| o.n as f64 / d.as_secs_f64();
     let (mut raws, mut ours) = (Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        let r = raw(&js, &format!("raw_{round}"), o.n).await;
+        let r = raw_consume(
+            &js,
+            streams::LOGS,
+            &format!("raw_{round}"),
+            plantd_logger::consumer_settings().max_ack_pending,
+            plantd_logger::handler::BATCH_SIZE,
+            o.n,
+        )
+        .await;
         let p = plantd(&js, &format!("logger{round}"), o.n).await;
         println!(
             "round {round}: raw {:>9.0} lines/s ({:.2?})   trigger+logger+index {:>9.0} lines/s ({:.2?})   {:.0} %",

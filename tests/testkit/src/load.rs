@@ -2,7 +2,7 @@
 //! directly, the ceiling that plantd's own paths are compared with.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 
@@ -65,4 +65,52 @@ pub async fn fresh_streams(js: &async_nats::jetstream::Context) {
     streams::ensure(js, &streams::Settings::default())
         .await
         .expect("streams");
+}
+
+/// The raw consume rate plantd's event functions are measured against: a
+/// durable pull consumer `durable` on `stream` (explicit acks, at most
+/// `max_ack_pending` outstanding) fetching batches of `batch` and
+/// acknowledging every message, until `n` were acknowledged. Returns the
+/// time it took.
+///
+/// # Panics
+/// When the consumer cannot be made or a message cannot be read or
+/// acknowledged: a benchmark has nothing to report then.
+pub async fn raw_consume(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+    max_ack_pending: i64,
+    batch: usize,
+    n: u64,
+) -> Duration {
+    use async_nats::jetstream::consumer;
+    use futures::StreamExt as _;
+
+    let c = js
+        .get_stream(stream)
+        .await
+        .expect("stream")
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(durable.to_owned()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let start = Instant::now();
+    let mut messages = c
+        .stream()
+        .max_messages_per_batch(batch)
+        .messages()
+        .await
+        .expect("messages");
+    let mut got = 0;
+    while got < n {
+        let m = messages.next().await.expect("open").expect("message");
+        m.ack().await.expect("ack");
+        got += 1;
+    }
+    start.elapsed()
 }
