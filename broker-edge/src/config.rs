@@ -80,10 +80,6 @@ pub struct AnalyticsSettings {
     /// Run the rules (on by default; they come from the cloud's
     /// `plantd_analytics_rules` and the cached copy on disk).
     pub enabled: bool,
-    /// Readings waiting for the engine at most; when full, further ones
-    /// are not analysed, and counted (`plantd_analytics_dropped_total`),
-    /// rather than holding a device back (they still go up).
-    pub queue: usize,
     /// Milliseconds between moves of the engine's time to the wall clock,
     /// which close windows and fire timers without new readings.
     pub tick_ms: u64,
@@ -96,7 +92,6 @@ impl Default for AnalyticsSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            queue: 16_384,
             tick_ms: 1_000,
             checkpoint_secs: 30,
         }

@@ -567,15 +567,9 @@ pub async fn run(
 
     let site = Site::new(config.site.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
     let downlink_status = watch::channel(DownlinkStatus::default()).0;
-    // Rules placed at the edge: fed what the journal hook accepts.
-    let analytics = config
-        .analytics
-        .enabled
-        .then(|| crate::analytics::prepare(&config.analytics));
-    let mut hook = JournalHook::new(journal.clone(), rules);
-    if let Some(a) = &analytics {
-        hook = hook.with_analytics(a.feed.clone());
-    }
+    // Rules placed at the edge: their engine reads the journal.
+    let analytics = config.analytics.enabled.then(crate::analytics::prepare);
+    let hook = JournalHook::new(journal.clone(), rules);
     let analytics_settings = config.analytics.clone();
     let org = config.org.clone();
     let broker = Broker::bind(config)

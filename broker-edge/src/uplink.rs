@@ -20,7 +20,6 @@ use plantd_bridge::UplinkMessage;
 use plantd_journal::Journal;
 use plantd_shared::topic::{Filter, LOG_PREFIX, is_log_topic_without_source, log_source, matches};
 
-use crate::analytics::Feed;
 use crate::hooks::{BeginFuture, ClientInfo, HookError, HookFuture, PublishHook};
 use crate::message::Publication;
 use crate::protocol::QoS;
@@ -32,8 +31,6 @@ pub struct JournalHook {
     journal: Journal,
     /// Topic filters that go up.
     rules: Arc<Vec<Filter>>,
-    /// The edge's analytics, offered each accepted publication.
-    analytics: Option<Feed>,
 }
 
 impl JournalHook {
@@ -42,15 +39,7 @@ impl JournalHook {
         Self {
             journal,
             rules: Arc::new(rules),
-            analytics: None,
         }
-    }
-
-    /// Also offers every publication it accepted (once journaled: durable
-    /// for QoS 1 and 2) to the edge's analytics; `$`-topics excepted.
-    pub fn with_analytics(mut self, feed: Feed) -> Self {
-        self.analytics = Some(feed);
-        self
     }
 
     /// Whether `topic` goes up: log lines (`$plantd/log/<source>`) always,
@@ -120,9 +109,6 @@ impl PublishHook for JournalHook {
                     .append_nowait(record)
                     .await
                     .map_err(|e| HookError(e.to_string()))?;
-                if let Some(feed) = &self.analytics {
-                    feed.offer(&publication.topic, &publication.payload);
-                }
                 return Ok(None);
             }
             let durable = self
@@ -130,22 +116,8 @@ impl PublishHook for JournalHook {
                 .enqueue(record)
                 .await
                 .map_err(|e| HookError(e.to_string()))?;
-            let analysed = self
-                .analytics
-                .as_ref()
-                .filter(|feed| feed.wants(&publication.topic))
-                .map(|feed| {
-                    (
-                        feed.clone(),
-                        publication.topic.clone(),
-                        publication.payload.clone(),
-                    )
-                });
             Ok(Some(Box::pin(async move {
                 durable.await.map_err(|e| HookError(e.to_string()))?;
-                if let Some((feed, topic, payload)) = analysed {
-                    feed.offer(&topic, &payload);
-                }
                 Ok(())
             }) as crate::hooks::Pending))
         })

@@ -28,11 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plantd_journal::Journal;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use feed::{Feed, Reading, Stats};
+pub use feed::Stats;
 pub use results::Results;
 pub use rules::RULES_FILE;
 pub use runner::{STATE_FILE, resume_from};
@@ -62,25 +62,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What the edge wires in: the [`Feed`] for its journal hook, the
-/// counters for `/metrics`, and the queue the engine task will read.
+/// What the edge wires in before the broker exists: the counters for
+/// `/metrics`. The engine reads its readings from the journal
+/// ([`runner`], decision 0031).
 pub struct Pending {
-    /// For [`crate::uplink::JournalHook::with_analytics`]. The engine
-    /// reads the journal itself: once it runs the feed hands nothing over
-    /// (its queue is closed), it only says which topics are readings.
-    pub feed: Feed,
     /// For `/metrics`.
     pub stats: Arc<Stats>,
-    readings: mpsc::Receiver<Reading>,
 }
 
-/// The feed and its queue, before the broker exists.
-pub fn prepare(settings: &AnalyticsSettings) -> Pending {
-    let (feed, readings, stats) = feed::channel(settings.queue);
+/// The analytics' counters, before the broker exists.
+pub fn prepare() -> Pending {
     Pending {
-        feed,
-        stats,
-        readings,
+        stats: Arc::new(Stats::default()),
     }
 }
 
@@ -106,7 +99,6 @@ impl Pending {
         broker: BrokerHandle,
         stop: CancellationToken,
     ) -> Vec<JoinHandle<()>> {
-        drop(self.readings);
         let Some(org) = at.org else {
             journal.keep_from(None);
             tracing::info!(site = %at.site, "site owner unknown: no analytics rules run at this edge");

@@ -18,7 +18,7 @@ use plantd_journal::{Journal, Record};
 use plantd_shared::topic::AGG_PREFIX;
 use tracing::warn;
 
-use super::feed::Feed;
+use super::feed;
 
 /// What one journal record is to the engine.
 #[derive(Debug)]
@@ -49,7 +49,7 @@ pub fn entry(record: &Record) -> Entry {
             return Entry::Other;
         }
     };
-    if Feed::reads(&msg.topic) {
+    if feed::reads(&msg.topic) {
         return Entry::Reading {
             topic: msg.topic,
             payload: msg.payload,
