@@ -64,6 +64,7 @@ pub async fn ensure_admin(
         version: 0,
         attributes: Default::default(),
         revoked_before_ms: 0,
+        sessions_epoch: 0,
     };
     crate::routes::users::insert_user(state, &user).await?;
     tracing::info!(%email, "created the bootstrap administrator");

@@ -73,6 +73,12 @@ pub struct User {
     /// ([`crate::revocation`]).
     #[serde(default)]
     pub revoked_before_ms: u64,
+    /// Bumped each time the user is logged out everywhere. A refresh token
+    /// carries the value current when its login began; one older than
+    /// this no longer works. (A counter, not a time: a login in the same
+    /// millisecond as the revocation is ordered exactly.)
+    #[serde(default)]
+    pub sessions_epoch: u64,
 }
 
 /// What a user looks like to API callers (no hash).
@@ -300,6 +306,9 @@ pub struct RefreshToken {
     /// When it was issued, ms (0 for tokens from before this field).
     #[serde(default)]
     pub issued_ms: u64,
+    /// The user's [`User::sessions_epoch`] read when it was issued.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A chain of refresh tokens from one login.

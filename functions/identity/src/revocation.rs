@@ -10,7 +10,7 @@
 //! those tokens within a second, proxies close their WebSockets (local and
 //! API Gateway), and every API refuses them. For users, refresh tokens
 //! issued before the revocation stop working too
-//! ([`crate::model::User::revoked_before_ms`]).
+//! ([`crate::model::User::sessions_epoch`]).
 //!
 //! Revocation happens on deactivation, deletion, removal of a role (and
 //! for every holder, when a role is narrowed or deleted), and

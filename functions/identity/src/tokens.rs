@@ -202,6 +202,7 @@ pub async fn new_refresh(
     org: &str,
     family: Option<String>,
     sites: Vec<String>,
+    epoch: u64,
 ) -> Result<String, AppError> {
     let family = match family {
         Some(f) => f,
@@ -235,6 +236,7 @@ pub async fn new_refresh(
                 used: false,
                 sites,
                 issued_ms: plantd_shared::headers::now_ms(),
+                epoch,
             },
         )
         .await?;

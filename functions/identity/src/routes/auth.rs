@@ -179,7 +179,15 @@ async fn user_tokens(
         },
     )
     .await?;
-    let refresh = tokens::new_refresh(state, &user.id, &user.org, family, sites).await?;
+    let refresh = tokens::new_refresh(
+        state,
+        &user.id,
+        &user.org,
+        family,
+        sites,
+        user.sessions_epoch,
+    )
+    .await?;
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
@@ -216,7 +224,7 @@ pub async fn refresh(
         .map(|(u, _)| u)
         .filter(|u| u.active)
         .ok_or_else(|| AppError::unauthorized("refresh token is not valid"))?;
-    if record.issued_ms < user.revoked_before_ms {
+    if record.epoch < user.sessions_epoch {
         // Logged out everywhere since this login: the whole chain ends.
         tokens::revoke_family(&state, &record.family, "user revoked").await?;
         return Err(AppError::unauthorized("refresh token is not valid"));

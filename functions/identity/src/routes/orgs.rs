@@ -83,6 +83,7 @@ pub async fn create(
                 version: 0,
                 attributes: Default::default(),
                 revoked_before_ms: 0,
+                sessions_epoch: 0,
             };
             super::users::insert_user(&state, &user).await?;
             Some(user.id)

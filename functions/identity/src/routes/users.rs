@@ -138,6 +138,7 @@ pub async fn create(
         version: 0,
         attributes: req.attributes,
         revoked_before_ms: 0,
+        sessions_epoch: 0,
     };
     insert_user(&state, &user).await?;
     let detail = json!({ "email": user.email, "roles": user.roles });
@@ -397,6 +398,7 @@ pub async fn revoke(
         .store
         .modify::<User, _>(&user_key(&caller, &id)?, |u| {
             u.revoked_before_ms = now;
+            u.sessions_epoch += 1;
             u.version += 1;
             Ok(Change::Put(()))
         })
