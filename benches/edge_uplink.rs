@@ -18,7 +18,7 @@
 //!     [--e2e-only]
 //! ```
 
-#[path = "../broker-edge/tests/edge_proc/mod.rs"]
+#[path = "../broker-edge/tests/it/edge_proc/mod.rs"]
 mod edge_proc;
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The app in a real browser: Debian's chromium driven by playwright-core
-// against a running `plantd up`. Started by cli/tests/app.rs, which starts
+// against a running `plantd up`. Started by cli/tests/it/app.rs, which starts
 // `plantd up` on free ports, creates the users, device credentials and the
 // state key, and passes them in $PLANTD_APP_TEST (JSON):
 //

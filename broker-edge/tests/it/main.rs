@@ -1,0 +1,31 @@
+//! Every integration test of this crate, in one binary: one link instead
+//! of one per file keeps the cold build (and its disk) small. Each file
+//! is a module; shared helpers are the directories beside them.
+
+mod common;
+mod edge_proc;
+mod pki;
+mod ws_client;
+
+mod auth;
+mod chaos;
+mod cli;
+mod codec_fuzz;
+mod crash_sessions;
+mod downlink;
+mod edge_analytics;
+mod edge_analytics_crash;
+mod hooks;
+mod key_refresh;
+mod limits;
+mod logs;
+mod nats_tls;
+mod orgs;
+mod paho;
+mod persistence;
+mod reload;
+mod tls;
+mod uplink;
+mod v311;
+mod v5;
+mod ws;

@@ -1,0 +1,313 @@
+//! The web app as people get it: `plantd up` serves the built app
+//! (`app/dist`) beside the API, and a real browser (Debian's chromium,
+//! driven by playwright-core in `app/tests/run.mjs`) logs in, watches a
+//! device's value arrive, sends a command to a device, acknowledges an
+//! alert, meets a state conflict, and checks that a viewer has no command
+//! controls.
+//!
+//! Needs what `scripts/setup` installs: `app/node_modules` and `app/dist`
+//! (`npm ci && npm run build` in `app/`), `/usr/bin/chromium`
+//! (`$PLANTD_CHROMIUM` to use another), `mosquitto_pub`/`mosquitto_sub`,
+//! and `node`. A missing one fails the test with what to run — never a
+//! silent skip.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Up, port_of, post_json};
+use plantd_testkit::http;
+
+/// The repository's root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_owned()
+}
+
+/// Panics with what to run when something the browser test needs is
+/// missing.
+fn require(what: &Path, how: &str) {
+    assert!(
+        what.exists(),
+        "{} is missing: {how} (scripts/setup does this)",
+        what.display()
+    );
+}
+
+/// A program on `PATH`, or a panic naming its package.
+fn require_program(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    assert!(
+        found,
+        "{name} is not on PATH: install {package} (scripts/setup does this)"
+    );
+}
+
+/// `plantd up` with every listener on a free port, serving `app/dist`.
+async fn up_with_app(data_dir: &Path) -> Up {
+    let dist = repo().join("app/dist");
+    Up::start(
+        data_dir,
+        &[
+            "--nats-port",
+            "0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--edge-http-listen",
+            "127.0.0.1:0",
+            "--app-dir",
+            dist.to_str().expect("a UTF-8 path"),
+        ],
+    )
+    .await
+}
+
+/// The admin's access token.
+async fn admin_token(up: &Up, data_dir: &Path) -> String {
+    let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
+    let (status, login) = post_json(
+        up,
+        "/v1/auth/login",
+        None,
+        &serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    login["access_token"].as_str().expect("token").to_owned()
+}
+
+/// A device on site `local` that may publish `publish` and subscribe to
+/// `subscribe`, with its token: `(client id, token)`.
+async fn device(
+    up: &Up,
+    admin: &str,
+    name: &str,
+    publish: &[&str],
+    subscribe: &[&str],
+) -> (String, String) {
+    let (status, creds) = post_json(
+        up,
+        "/v1/devices",
+        Some(admin),
+        &serde_json::json!({"name": name, "site": "local", "publish": publish, "subscribe": subscribe}),
+    )
+    .await;
+    assert_eq!(status, 201, "{creds}");
+    let id = creds["client_id"].as_str().expect("client id").to_owned();
+    let (status, token) = post_json(
+        up,
+        "/v1/auth/token",
+        None,
+        &serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": creds["client_secret"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    (
+        id,
+        token["access_token"].as_str().expect("token").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn plantd_up_serves_the_app_with_fallback_and_cache_headers_and_keeps_the_api() {
+    require(
+        &repo().join("app/dist/index.html"),
+        "build the app: cd app && npm ci && npm run build",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = up_with_app(dir.path()).await;
+    let port = port_of(&up.functions_url());
+
+    let index = http::get(port, "/").await.expect("GET /");
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        index.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(index.header("cache-control"), Some("no-cache"));
+    let html = index.text();
+    assert!(html.contains("<div id=\"app\">"), "{html}");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external URL: {html}"
+    );
+
+    // An app route gets the same page (the app routes in the browser).
+    let route = http::get(port, "/sites/local").await.expect("app route");
+    assert_eq!(route.status, 200);
+    assert_eq!(route.text(), html);
+
+    // The hashed script: JavaScript, cached for a year.
+    let script = html
+        .split("src=\"/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a script in index.html")
+        .to_owned();
+    assert!(script.starts_with("assets/"), "{script}");
+    let js = http::get(port, &format!("/{script}"))
+        .await
+        .expect("script");
+    assert_eq!(js.status, 200);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        js.header("cache-control"),
+        Some(plantd_proxy::static_files::IMMUTABLE)
+    );
+    let head = http::request(port, "HEAD", &format!("/{script}"), &[], b"")
+        .await
+        .expect("HEAD");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+
+    // A missing asset is a 404, never the page; the API keeps its answers.
+    assert_eq!(
+        http::get(port, "/assets/gone-1234.js")
+            .await
+            .expect("gone")
+            .status,
+        404
+    );
+    assert_eq!(
+        http::get(port, "/../Cargo.toml")
+            .await
+            .expect("traversal")
+            .status,
+        404
+    );
+    let unknown = http::get(port, "/v1/no-such-route")
+        .await
+        .expect("unknown API");
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.body.is_empty(),
+        "API 404s are not the app: {}",
+        unknown.text()
+    );
+    assert_eq!(
+        http::get(port, "/healthz").await.expect("healthz").text(),
+        "ok"
+    );
+    let doc = http::get(port, "/openapi.json").await.expect("openapi");
+    assert_eq!(doc.header("content-type"), Some("application/json"));
+    let sites = http::get(port, "/v1/sites").await.expect("sites");
+    assert_eq!(sites.status, 401, "API routes still need a token");
+    let post = http::request(port, "POST", "/sites", &[], b"")
+        .await
+        .expect("POST");
+    assert_eq!(post.status, 405);
+}
+
+#[tokio::test]
+async fn app_in_a_browser() {
+    let app = repo().join("app");
+    require(
+        &app.join("dist/index.html"),
+        "build the app: cd app && npm ci && npm run build",
+    );
+    require(
+        &app.join("node_modules/playwright-core"),
+        "install the app's packages: cd app && npm ci",
+    );
+    let chromium = std::env::var("PLANTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    require(
+        Path::new(&chromium),
+        "install Debian's chromium: apt-get install chromium",
+    );
+    require_program("node", "Node.js");
+    require_program("mosquitto_pub", "mosquitto-clients");
+    require_program("mosquitto_sub", "mosquitto-clients");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = up_with_app(dir.path()).await;
+    let base = up.functions_url();
+    let admin = admin_token(&up, dir.path()).await;
+    let admin_password =
+        std::fs::read_to_string(dir.path().join("admin-password")).expect("password");
+
+    // A viewer, two devices (one publishes, one receives commands), and a
+    // state key to edit.
+    let viewer_password = "viewer-password-for-the-browser-test";
+    let (status, v) = post_json(
+        &up,
+        "/v1/users",
+        Some(&admin),
+        &serde_json::json!({"email": "viewer@plantd.local", "password": viewer_password, "roles": ["viewer"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let sensor = device(
+        &up,
+        &admin,
+        "sensor",
+        &["line1/#", "line2/#", "$plantd/log/#"],
+        &[],
+    )
+    .await;
+    let valve = device(&up, &admin, "valve", &[], &["line1/valve/#"]).await;
+    let (status, s) = post_json(
+        &up,
+        "/v1/state/scopes",
+        Some(&admin),
+        &serde_json::json!({"scope": "plant"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{s}");
+    let put = http::request(
+        port_of(&base),
+        "PUT",
+        "/v1/state/plant/recipe",
+        &[
+            ("authorization", &format!("Bearer {admin}")),
+            ("content-type", "application/json"),
+        ],
+        br#"{"speed": 1}"#,
+    )
+    .await
+    .expect("state put");
+    assert!(put.status < 300, "{}", put.text());
+
+    let screenshots = repo().join("target/app-screenshots");
+    let config = serde_json::json!({
+        "base": base,
+        "mqtt_port": port_of(up.mqtt.as_deref().expect("plantd up prints the edge's address")),
+        "site": "local",
+        "admin": {"email": "admin@plantd.local", "password": admin_password.trim()},
+        "viewer": {"email": "viewer@plantd.local", "password": viewer_password},
+        "device": {"id": sensor.0, "token": sensor.1},
+        "receiver": {"id": valve.0, "token": valve.1},
+        "state": {"scope": "plant", "key": "recipe"},
+        "screenshots": screenshots,
+    });
+    let run = tokio::process::Command::new("node")
+        .arg(app.join("tests/run.mjs"))
+        .env("PLANTD_APP_TEST", config.to_string())
+        .env("PLANTD_CHROMIUM", &chromium)
+        .current_dir(&app)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser test finishes within 4 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "the browser scenarios failed ({}); screenshots in {}:\n{stdout}\n{stderr}",
+        out.status,
+        screenshots.display()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}

@@ -1,0 +1,28 @@
+//! Every integration test of this crate, in one binary: one link instead
+//! of one per file keeps the cold build (and its disk) small. Each file
+//! is a module; shared helpers are the directories beside them.
+
+mod aws_common;
+mod common;
+
+mod aggregates;
+mod alerts;
+mod analytics_rules;
+mod audit;
+mod aws_fanout;
+mod aws_lambda;
+mod aws_orgs;
+mod aws_registry;
+mod aws_template;
+mod aws_websocket;
+mod channels;
+mod history_downsample;
+mod keys;
+mod live;
+mod logs;
+mod openapi;
+mod orgs;
+mod pending;
+mod revocation;
+mod site;
+mod state;
