@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::mailbox::{LinkCtl, Mailbox};
+use crate::protocol::ReasonCode;
 
 /// Clock skew tolerated on `exp`, as in `plantd_shared::jwt::VerifyOptions`:
 /// a live connection is closed when its token would no longer be accepted
@@ -55,9 +56,9 @@ use crate::mailbox::{LinkCtl, Mailbox};
 pub const EXPIRY_LEEWAY_SECS: u64 = 30;
 
 /// v5 reason closing a connection whose token expired.
-pub const REASON_EXPIRED: u8 = 0xa0;
+pub const REASON_EXPIRED: u8 = ReasonCode::MaximumConnectTime.code();
 /// v5 reason closing a connection whose token was revoked.
-pub const REASON_REVOKED: u8 = 0x87;
+pub const REASON_REVOKED: u8 = ReasonCode::NotAuthorized.code();
 
 /// A connection's proven identity: who the token names and what it may do
 /// on this site, compiled once at CONNECT.
@@ -123,9 +124,9 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn new(reason: u8, why: impl Into<String>) -> Self {
+    fn new(reason: ReasonCode, why: impl Into<String>) -> Self {
         Self {
-            reason,
+            reason: reason.code(),
             why: why.into(),
         }
     }
@@ -210,7 +211,7 @@ impl Authenticator {
                 Ok(None)
             } else {
                 Err(Refused::new(
-                    0x87,
+                    ReasonCode::NotAuthorized,
                     "a token is required (send it as the password)",
                 ))
             };
@@ -221,29 +222,45 @@ impl Authenticator {
                 return Ok(None);
             }
             return Err(Refused::new(
-                0x87,
+                ReasonCode::NotAuthorized,
                 "this edge has no signing keys configured",
             ));
         };
         let Ok(token) = std::str::from_utf8(password) else {
-            return Err(Refused::new(0x86, "malformed token"));
+            return Err(Refused::new(
+                ReasonCode::BadUserNameOrPassword,
+                "malformed token",
+            ));
         };
         let claims = trust.verify(token.trim()).map_err(|e| match e {
-            Refusal::Token(TokenError::Expired) => Refused::new(0x86, "token has expired"),
-            Refusal::Token(TokenError::NotYetValid) => Refused::new(0x86, "token is not valid yet"),
-            Refusal::Token(TokenError::WrongAudience(_)) => {
-                Refused::new(0x86, "token is not for this site")
+            Refusal::Token(TokenError::Expired) => {
+                Refused::new(ReasonCode::BadUserNameOrPassword, "token has expired")
             }
-            Refusal::Token(TokenError::Malformed(_)) => Refused::new(0x86, "malformed token"),
-            Refusal::Token(_) => Refused::new(0x86, "token signature or key is not accepted"),
-            Refusal::Revoked => Refused::new(0x87, "token has been revoked"),
-            Refusal::NoKeys => Refused::new(0x88, "no signing keys are known yet"),
+            Refusal::Token(TokenError::NotYetValid) => {
+                Refused::new(ReasonCode::BadUserNameOrPassword, "token is not valid yet")
+            }
+            Refusal::Token(TokenError::WrongAudience(_)) => Refused::new(
+                ReasonCode::BadUserNameOrPassword,
+                "token is not for this site",
+            ),
+            Refusal::Token(TokenError::Malformed(_)) => {
+                Refused::new(ReasonCode::BadUserNameOrPassword, "malformed token")
+            }
+            Refusal::Token(_) => Refused::new(
+                ReasonCode::BadUserNameOrPassword,
+                "token signature or key is not accepted",
+            ),
+            Refusal::Revoked => Refused::new(ReasonCode::NotAuthorized, "token has been revoked"),
+            Refusal::NoKeys => Refused::new(
+                ReasonCode::ServerUnavailable,
+                "no signing keys are known yet",
+            ),
         })?;
         // Whatever the audience and grants say, the site's organisation
         // decides (plantd_shared::sites, the rule every door applies).
         let Some(owner) = &self.org else {
             return Err(Refused::new(
-                0x87,
+                ReasonCode::NotAuthorized,
                 "this edge does not know which organisation owns its site",
             ));
         };
@@ -255,7 +272,7 @@ impl Authenticator {
             Err(_) => {
                 info!(subject = %claims.sub, token_org = %claims.org, org = %owner, "refused: token of another organisation");
                 return Err(Refused::new(
-                    0x87,
+                    ReasonCode::NotAuthorized,
                     "token belongs to another organisation than this site's",
                 ));
             }

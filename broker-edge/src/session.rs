@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::message::Delivery;
+use crate::protocol::ReasonCode;
 
 /// Where an outgoing QoS 1/2 message stands.
 #[derive(Debug, Clone)]
@@ -119,7 +120,7 @@ impl OutgoingWindow {
     }
 
     /// PUBREC: the message moves on to the release step. A failure reason
-    /// (>= 0x80) ends the exchange instead.
+    /// ([`ReasonCode::is_error_code`]) ends the exchange instead.
     pub fn pubrec(&mut self, id: u16, reason: u8) -> RecOutcome {
         match self.inflight.get_mut(&id) {
             Some((_, state @ OutFlight::Publish(_))) => {
@@ -127,7 +128,7 @@ impl OutgoingWindow {
                     OutFlight::Publish(d) => d.stored,
                     OutFlight::Released(s) => *s,
                 };
-                if reason >= 0x80 {
+                if ReasonCode::is_error_code(reason) {
                     self.inflight.remove(&id);
                     RecOutcome::Ended(stored)
                 } else {

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::wire::Wire;
 use crate::message::{MessageProperties, Will};
 use crate::protocol::v5::{self, ConnAck, Properties};
-use crate::protocol::{self, DecodeError, FixedHeader, PacketType, v4};
+use crate::protocol::{self, DecodeError, FixedHeader, PacketType, ReasonCode, v4};
 
 /// A CONNECT, version-neutral.
 #[derive(Debug)]
@@ -87,7 +87,7 @@ async fn first_frame<S: AsyncRead + Unpin>(
             {
                 return Err(HandshakeError::Refuse(
                     None,
-                    0x82,
+                    ReasonCode::ProtocolError.code(),
                     "first packet is not CONNECT".into(),
                 ));
             }
@@ -122,7 +122,7 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
     if header.kind != PacketType::Connect {
         return Err(HandshakeError::Refuse(
             None,
-            0x82,
+            ReasonCode::ProtocolError.code(),
             "first packet is not CONNECT".into(),
         ));
     }
@@ -131,7 +131,7 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
         Err(DecodeError::UnsupportedProtocol(_)) => {
             return Err(HandshakeError::Refuse(
                 Some(Wire::V4 { level: 4 }),
-                0x84,
+                ReasonCode::UnsupportedProtocolVersion.code(),
                 "unsupported protocol level".into(),
             ));
         }
@@ -143,7 +143,7 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
         let v5::Packet::Connect(c) = p else {
             return Err(HandshakeError::Refuse(
                 Some(Wire::V5),
-                0x82,
+                ReasonCode::ProtocolError.code(),
                 "not CONNECT".into(),
             ));
         };
@@ -155,7 +155,7 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
         let v4::Packet::Connect(c) = p else {
             return Err(HandshakeError::Refuse(
                 Some(wire),
-                0x82,
+                ReasonCode::ProtocolError.code(),
                 "not CONNECT".into(),
             ));
         };
@@ -164,8 +164,13 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
 }
 
 fn check_will_topic(wire: Wire, topic: &str) -> Result<(), HandshakeError> {
-    validate_topic(topic)
-        .map_err(|e| HandshakeError::Refuse(Some(wire), 0x90, format!("will topic: {e}")))
+    validate_topic(topic).map_err(|e| {
+        HandshakeError::Refuse(
+            Some(wire),
+            ReasonCode::TopicNameInvalid.code(),
+            format!("will topic: {e}"),
+        )
+    })
 }
 
 fn assign_id() -> String {
@@ -182,7 +187,7 @@ fn hello_v4(c: v4::Connect) -> Result<Hello, HandshakeError> {
         if !c.clean_session {
             return Err(HandshakeError::Refuse(
                 Some(wire),
-                0x85,
+                ReasonCode::ClientIdentifierNotValid.code(),
                 "empty client id requires clean session".into(),
             ));
         }
@@ -227,7 +232,7 @@ fn hello_v5(mut c: v5::Connect) -> Result<Hello, HandshakeError> {
     if c.properties.authentication_method.is_some() {
         return Err(HandshakeError::Refuse(
             Some(wire),
-            0x8c,
+            ReasonCode::BadAuthenticationMethod.code(),
             "extended authentication is not supported".into(),
         ));
     }
@@ -244,7 +249,7 @@ fn hello_v5(mut c: v5::Connect) -> Result<Hello, HandshakeError> {
             {
                 return Err(HandshakeError::Refuse(
                     Some(wire),
-                    0x99,
+                    ReasonCode::PayloadFormatInvalid.code(),
                     "will payload is not UTF-8".into(),
                 ));
             }

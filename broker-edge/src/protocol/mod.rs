@@ -7,11 +7,15 @@
 //!
 //! Decoding never panics: every length is checked against the bytes at hand
 //! and bad input becomes a [`DecodeError`] whose
-//! [`reason_code`](DecodeError::reason_code) is the v5 DISCONNECT reason
-//! (0x81 malformed, 0x82 protocol error, 0x95 packet too large).
+//! [`reason`](DecodeError::reason) is the v5 DISCONNECT reason (Malformed
+//! Packet, Protocol Error, Packet too large). Every reason code the broker
+//! chooses is a [`ReasonCode`].
 
+mod reason;
 pub mod v4;
 pub mod v5;
+
+pub use reason::ReasonCode;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -42,14 +46,19 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The MQTT 5 reason code a DISCONNECT for this error carries.
-    pub fn reason_code(&self) -> u8 {
+    /// The MQTT 5 reason a DISCONNECT (or CONNACK) for this error carries.
+    pub fn reason(&self) -> ReasonCode {
         match self {
-            DecodeError::Malformed(_) => 0x81,
-            DecodeError::Protocol(_) => 0x82,
-            DecodeError::TooLarge { .. } => 0x95,
-            DecodeError::UnsupportedProtocol(_) => 0x84,
+            DecodeError::Malformed(_) => ReasonCode::MalformedPacket,
+            DecodeError::Protocol(_) => ReasonCode::ProtocolError,
+            DecodeError::TooLarge { .. } => ReasonCode::PacketTooLarge,
+            DecodeError::UnsupportedProtocol(_) => ReasonCode::UnsupportedProtocolVersion,
         }
+    }
+
+    /// [`DecodeError::reason`] as the byte on the wire.
+    pub fn reason_code(&self) -> u8 {
+        self.reason().code()
     }
 }
 
@@ -263,6 +272,17 @@ pub fn read_u32(b: &mut Bytes) -> DecodeResult<u32> {
         return Err(DecodeError::Malformed("truncated"));
     }
     Ok(b.get_u32())
+}
+
+/// Reads a non-zero packet identifier (both versions: [MQTT-2.2.1-3]).
+///
+/// # Errors
+/// [`DecodeError::Malformed`] when truncated, [`DecodeError::Protocol`] for 0.
+pub(crate) fn read_pkid(b: &mut Bytes) -> DecodeResult<u16> {
+    match read_u16(b)? {
+        0 => Err(DecodeError::Protocol("packet identifier 0")),
+        id => Ok(id),
+    }
 }
 
 /// Reads a variable byte integer (at most four bytes).

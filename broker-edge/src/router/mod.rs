@@ -30,8 +30,8 @@ use crate::config::Config;
 use crate::mailbox::{Mailbox, PushOutcome};
 use crate::message::{Delivery, MessageProperties, Publication, Will};
 use crate::metrics::{DropReason, Metrics};
-use crate::protocol::QoS;
 use crate::protocol::v5::RetainHandling;
+use crate::protocol::{QoS, ReasonCode};
 use crate::retained::RetainedStore;
 use crate::session::{Carry, OutFlight};
 use crate::store::codec::{SessionState, now_unix_ms, raw_filter};
@@ -432,7 +432,7 @@ impl Router {
                     // with the message, so that a PUBLISH resent after a
                     // crash is recognised as the same one.
                     if ack.qos == QoS::ExactlyOnce
-                        && reason < 0x80
+                        && !ReasonCode::is_error_code(reason)
                         && self.store.is_some()
                         && let Some((id, _)) = self.persisted.get(&mailbox_key(&ack.mailbox))
                     {
@@ -443,7 +443,7 @@ impl Router {
             }
             RouterCmd::Ack(ack) => {
                 let before = self.route.changes();
-                self.answer_publisher(before, ack, 0);
+                self.answer_publisher(before, ack, ReasonCode::Success.code());
             }
             RouterCmd::Inject { publication, reply } => {
                 let before = self.route.changes();
@@ -482,10 +482,16 @@ impl Router {
             && let Some(conn) = &rec.conn
         {
             info!(client_id = %req.client_id, "session taken over by a new connection");
-            rec.mailbox
-                .push_ctl(conn.id, LinkCtl::Kick { reason: 0x8e });
+            rec.mailbox.push_ctl(
+                conn.id,
+                LinkCtl::Kick {
+                    reason: ReasonCode::SessionTakenOver.code(),
+                },
+            );
             if let Some(older) = self.pending.insert(req.client_id.clone(), req) {
-                let _ = older.reply.send(ConnectOutcome::Refused(0x8e));
+                let _ = older
+                    .reply
+                    .send(ConnectOutcome::Refused(ReasonCode::SessionTakenOver.code()));
             }
             return;
         }
@@ -891,11 +897,11 @@ impl Router {
         }
         self.scratch = targets;
         if matched == 0 {
-            0x10
+            ReasonCode::NoMatchingSubscribers.code()
         } else if refused == matched {
-            0x97
+            ReasonCode::QuotaExceeded.code()
         } else {
-            0
+            ReasonCode::Success.code()
         }
     }
 
@@ -922,7 +928,7 @@ impl Router {
             if !rec.subs.contains_key(&raw)
                 && rec.subs.len() >= self.config.limits.max_subscriptions_per_client
             {
-                reasons.push(0x97);
+                reasons.push(ReasonCode::QuotaExceeded.code());
                 continue;
             }
             let member = Member {
@@ -933,7 +939,7 @@ impl Router {
             if !existed {
                 self.metrics.subscriptions.fetch_add(1, Relaxed);
             }
-            reasons.push(entry.options.qos as u8);
+            reasons.push(ReasonCode::granted(entry.options.qos).code());
             let send_retained = sf.group.is_none()
                 && match entry.options.retain_handling {
                     RetainHandling::OnSubscribe => true,
@@ -990,9 +996,9 @@ impl Router {
                         if self.index.remove(id, &sf) {
                             self.metrics.subscriptions.fetch_sub(1, Relaxed);
                         }
-                        reasons.push(0x00);
+                        reasons.push(ReasonCode::Success.code());
                     } else {
-                        reasons.push(0x11);
+                        reasons.push(ReasonCode::NoSubscriptionExisted.code());
                     }
                 }
             }

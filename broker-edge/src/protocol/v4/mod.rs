@@ -16,7 +16,7 @@ pub use subscribe::{SubAck, Subscribe, Unsubscribe};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    DecodeError, DecodeResult, FixedHeader, PacketType, expect_flags, read_u16, write_header,
+    DecodeError, DecodeResult, FixedHeader, PacketType, expect_flags, read_pkid, write_header,
 };
 
 /// Every MQTT 3.1.1 control packet.
@@ -121,13 +121,5 @@ fn empty(header: &FixedHeader, b: &Bytes, p: Packet) -> DecodeResult<Packet> {
         Ok(p)
     } else {
         Err(DecodeError::Malformed("packet must have no body"))
-    }
-}
-
-/// Reads a non-zero packet identifier.
-pub(crate) fn read_pkid(b: &mut Bytes) -> DecodeResult<u16> {
-    match read_u16(b)? {
-        0 => Err(DecodeError::Protocol("packet identifier 0")),
-        id => Ok(id),
     }
 }

@@ -20,7 +20,7 @@ pub use subscribe::{
 
 use bytes::{Bytes, BytesMut};
 
-use super::{DecodeError, DecodeResult, FixedHeader, PacketType, expect_flags, read_u16};
+use super::{DecodeError, DecodeResult, FixedHeader, PacketType, expect_flags, read_pkid};
 
 /// Every MQTT 5.0 control packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,13 +153,5 @@ fn empty(b: &Bytes, p: Packet) -> DecodeResult<Packet> {
         Ok(p)
     } else {
         Err(DecodeError::Malformed("packet must have no body"))
-    }
-}
-
-/// Reads a non-zero packet identifier.
-pub(crate) fn read_pkid(b: &mut Bytes) -> DecodeResult<u16> {
-    match read_u16(b)? {
-        0 => Err(DecodeError::Protocol("packet identifier 0")),
-        id => Ok(id),
     }
 }
