@@ -11,6 +11,7 @@ import { SitePage } from './pages/site';
 import { AlarmsPage } from './pages/alarms';
 import { StatePage } from './pages/state';
 import { LogsPage } from './pages/logs';
+import { AdminPage, showsAdmin } from './pages/admin';
 
 function useSession() {
   const [, set] = useState(0);
@@ -51,6 +52,7 @@ function Nav({ page }: { page: string }) {
         {item('/alarms', 'Alarms', 'alarms')}
         {item('/state', 'State', 'state')}
         {item('/logs', 'Logs', 'logs')}
+        {showsAdmin() && item('/admin', 'Admin', 'admin')}
       </nav>
       <span class="who">
         <LinkIndicator />
@@ -96,6 +98,9 @@ function App() {
       break;
     case 'logs':
       page = <LogsPage />;
+      break;
+    case 'admin':
+      page = <AdminPage key={route.tab ?? ''} tab={route.tab} />;
       break;
     default:
       page = (

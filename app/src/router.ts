@@ -10,6 +10,7 @@ export type Route =
   | { page: 'alarms' }
   | { page: 'state' }
   | { page: 'logs' }
+  | { page: 'admin'; tab: string | null }
   | { page: 'missing'; path: string };
 
 /** The route of a path. */
@@ -28,8 +29,11 @@ export function parse(path: string): Route {
         return { page: 'state' };
       case 'logs':
         return { page: 'logs' };
+      case 'admin':
+        return { page: 'admin', tab: null };
     }
   }
+  if (parts.length === 2 && parts[0] === 'admin') return { page: 'admin', tab: parts[1] };
   if (parts.length === 2 && parts[0] === 'sites') return { page: 'site', site: parts[1] };
   return { page: 'missing', path };
 }

@@ -1,6 +1,6 @@
 // Small shared pieces: loading/error states, times, a confirmation dialog.
 import type { ComponentChildren } from 'preact';
-import { useEffect, useRef } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError } from './session';
 
 /** What a failed request means for a person. */
@@ -43,5 +43,62 @@ export function Modal(props: { open: boolean; title: string; onClose: () => void
       <h2>{props.title}</h2>
       {props.children}
     </dialog>
+  );
+}
+
+/**
+ * A button copying `text` to the clipboard (the Clipboard API where the
+ * page is a secure context, else a selected hidden textarea), saying
+ * "Copied" for a moment.
+ */
+export function CopyButton(props: { text: string; label?: string }) {
+  const [done, setDone] = useState(false);
+  async function copy() {
+    try {
+      await navigator.clipboard.writeText(props.text);
+    } catch {
+      const t = document.createElement('textarea');
+      t.value = props.text;
+      document.body.append(t);
+      t.select();
+      document.execCommand('copy');
+      t.remove();
+    }
+    setDone(true);
+    setTimeout(() => setDone(false), 1500);
+  }
+  return (
+    <button type="button" onClick={copy} aria-label={props.label ?? 'Copy'}>
+      {done ? 'Copied ✓' : (props.label ?? 'Copy')}
+    </button>
+  );
+}
+
+/**
+ * Runs actions one at a time: clears the error first, hands a failure to
+ * `setError`; `busy` while one runs (for disabling its button).
+ */
+export function useAction(setError: (e: unknown) => void): [(f: () => Promise<void>) => Promise<void>, boolean] {
+  const [busy, setBusy] = useState(false);
+  const run = async (f: () => Promise<void>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await f();
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return [run, busy];
+}
+
+/** The permission-denied line shown instead of a page or a control. */
+export function Lacks(props: { what: string; perm: string }) {
+  return (
+    <p class="muted" data-testid="lacks">
+      Your roles cannot {props.what} (that takes <code>{props.perm}</code>).
+    </p>
   );
 }
