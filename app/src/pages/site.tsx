@@ -1,18 +1,23 @@
 // One site: the topic tree, the live value grid (newest stored values,
-// then every live message over /v1/ws — no polling; the grid itself is
-// ../grid.tsx), a trend of the chosen topic, and commands for those
-// allowed to send them.
-import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
+// then every live message over /v1/ws — no polling), a trend of the chosen
+// topic, and commands for those allowed to send them.
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api } from '../api/client';
 import { allows } from '../session';
 import { linkClick } from '../router';
 import { payloadText, subscribe } from '../live';
-import { numeric, topicTree, under, type TopicNode } from '../topics';
-import { LiveCells, LiveGrid } from '../grid';
+import { age, freshness, numeric, topicTree, under, type TopicNode } from '../topics';
 import { Trend, type Point } from '../trend';
 import { CommandPanel } from './command';
 import { ServicePanel } from './service';
 import { ErrorNote } from '../util';
+
+/** The newest value of a topic. */
+interface Cell {
+  value: string;
+  at: number;
+  qos?: string;
+}
 
 /** Most stored messages read to seed the grid. */
 const SEED = 1000;
@@ -41,10 +46,10 @@ function Tree(props: { node: TopicNode; selected: string; onSelect: (p: string) 
 }
 
 export function SitePage({ site }: { site: string }) {
-  // Values go straight to the grid, once a frame; this page re-renders
-  // only when a topic is added (the tree and the filtered list change).
-  const cells = useMemo(() => new LiveCells(), []);
+  const cells = useRef(new Map<string, Cell>());
   const [version, setVersion] = useState(0);
+  const frame = useRef(0);
+  const [now, setNow] = useState(Date.now());
   const [error, setError] = useState<unknown>(null);
   const [liveError, setLiveError] = useState<string | null>(null);
   const [subscribed, setSubscribed] = useState(false);
@@ -55,7 +60,20 @@ export function SitePage({ site }: { site: string }) {
   const chosenRef = useRef(chosen);
   chosenRef.current = chosen;
 
-  useEffect(() => cells.onTopics(() => setVersion((v) => v + 1)), [cells]);
+  // Redraw at most once a frame however fast messages come.
+  const touch = () => {
+    if (!frame.current) {
+      frame.current = requestAnimationFrame(() => {
+        frame.current = 0;
+        setVersion((v) => v + 1);
+      });
+    }
+  };
+
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
 
   useEffect(() => {
     let live = true;
@@ -67,11 +85,12 @@ export function SitePage({ site }: { site: string }) {
       (m) => {
         const at = Date.now();
         const value = payloadText(m);
-        cells.put(m.topic, { value, at, qos: m.headers?.['Plantd-Qos'] });
+        cells.current.set(m.topic, { value, at, qos: m.headers?.['Plantd-Qos'] });
         if (m.topic === chosenRef.current) {
           const v = numeric(m.payload);
           if (v !== null) setPoints((p) => p.concat({ t: at, v }));
         }
+        touch();
       },
       (message) => setLiveError(message),
       () => {
@@ -89,35 +108,30 @@ export function SitePage({ site }: { site: string }) {
         return;
       }
       for (const m of r.data?.messages ?? []) {
+        if (cells.current.has(m.topic)) continue;
         const value = m.value !== undefined && m.value !== null ? (typeof m.value === 'string' ? m.value : JSON.stringify(m.value)) : m.value_base64 ? '(binary)' : '';
-        cells.seed(m.topic, { value, at: new Date(m.time).getTime(), qos: String(m.qos) });
+        cells.current.set(m.topic, { value, at: new Date(m.time).getTime(), qos: String(m.qos) });
       }
+      touch();
     })().catch((e) => live && setError(e));
     return () => {
       live = false;
       unsubscribe();
-      cells.dispose();
+      cancelAnimationFrame(frame.current);
+      frame.current = 0;
     };
   }, [site]);
 
-  // `version` moves when a topic was added: `topics()` is then a new list.
-  const topics = useMemo(() => cells.topics(), [version]);
+  const topics = useMemo(() => [...cells.current.keys()].sort(), [version]);
   const tree = useMemo(() => topicTree(topics), [topics]);
   const needle = search.trim().toLowerCase();
-  const shown = useMemo(
-    () => (prefix || needle ? topics.filter((t) => under(t, prefix) && (!needle || t.toLowerCase().includes(needle))) : topics),
-    [topics, prefix, needle],
-  );
-  const treeView = useMemo(() => <Tree node={tree} selected={prefix} onSelect={setPrefix} />, [tree, prefix]);
+  const shown = topics.filter((t) => under(t, prefix) && (!needle || t.toLowerCase().includes(needle)));
 
-  const choose = useCallback(
-    (topic: string) => {
-      setChosen(topic);
-      setPoints([]);
-      history.replaceState(null, '', `/sites/${encodeURIComponent(site)}?topic=${encodeURIComponent(topic)}`);
-    },
-    [site],
-  );
+  const choose = (topic: string) => {
+    setChosen(topic);
+    setPoints([]);
+    history.replaceState(null, '', `/sites/${encodeURIComponent(site)}?topic=${encodeURIComponent(topic)}`);
+  };
 
   return (
     <section class="site">
@@ -140,15 +154,45 @@ export function SitePage({ site }: { site: string }) {
           <button type="button" class={prefix === '' ? 'sel' : ''} aria-pressed={prefix === ''} onClick={() => setPrefix('')}>
             All <span class="muted">{topics.length}</span>
           </button>
-          <div>{treeView}</div>
+          <div>
+            <Tree node={tree} selected={prefix} onSelect={setPrefix} />
+          </div>
         </nav>
         <div class="values">
           <h2>Live values</h2>
           <label class="search">
             Search <input type="search" value={search} onInput={(e) => setSearch(e.currentTarget.value)} placeholder="topic contains…" />
           </label>
-          <LiveGrid cells={cells} topics={shown} chosen={chosen} onChoose={choose} subscribed={subscribed} />
-          <div>
+          <div class="scroll">
+            <table class="grid" data-testid="grid" data-live={subscribed ? 'subscribed' : 'waiting'}>
+              <thead>
+                <tr>
+                  <th scope="col">Topic</th>
+                  <th scope="col">Value</th>
+                  <th scope="col">Age</th>
+                  <th scope="col">Quality</th>
+                </tr>
+              </thead>
+              <tbody>
+                {shown.map((t) => {
+                  const c = cells.current.get(t);
+                  if (!c) return null;
+                  const f = freshness(c.at, now);
+                  return (
+                    <tr key={t} data-topic={t} class={`${f} ${chosen === t ? 'sel' : ''}`}>
+                      <th scope="row">
+                        <button type="button" class="linklike" onClick={() => choose(t)} title="show its trend">
+                          {t}
+                        </button>
+                      </th>
+                      <td class="value">{c.value}</td>
+                      <td class="age">{age(now - c.at)}</td>
+                      <td class="quality">{f}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
             {!shown.length && <p class="muted">No values yet: nothing stored or published on this site{prefix || needle ? ' under this filter' : ''}.</p>}
           </div>
         </div>
