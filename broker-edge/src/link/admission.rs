@@ -1,0 +1,376 @@
+//! Admission and goodbye: a CONNECT becomes a running link (credentials,
+//! the router's admission, CONNACK, redelivery) and a closed link gives its
+//! session state and will back to the router.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::handshake::{self, HandshakeError, Hello};
+use super::wire::Wire;
+use super::{Exit, Link, LinkContext, Peer, Socket};
+use crate::auth::{REASON_EXPIRED, REASON_REVOKED};
+use crate::hooks::ClientInfo;
+use crate::message::Will;
+use crate::protocol::v5::{self, ConnAck, Disconnect, Properties};
+use crate::router::{ConnectOutcome, ConnectRequest, RouterCmd};
+use crate::session::OutgoingWindow;
+
+/// Serves one accepted socket until it closes.
+pub async fn serve<S: Socket>(mut stream: S, peer: Peer, conn_id: u64, ctx: Arc<LinkContext>) {
+    let Peer {
+        addr: peer,
+        certificate,
+    } = peer;
+    let limits = &ctx.config.limits;
+    let mut rbuf = BytesMut::new();
+    let hello = match Box::pin(handshake::read_connect(
+        &mut stream,
+        &mut rbuf,
+        limits.max_packet_size as usize,
+        Duration::from_millis(limits.connect_timeout_ms),
+    ))
+    .await
+    {
+        Ok(h) => h,
+        Err(HandshakeError::Timeout) => {
+            debug!(?peer, "no CONNECT within the connect timeout; closing");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+            return;
+        }
+        Err(HandshakeError::Io) => return,
+        Err(HandshakeError::Refuse(wire, reason, why)) => {
+            warn!(?peer, reason = format_args!("{reason:#04x}"), %why, "refusing CONNECT");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+            Box::pin(handshake::refuse(&mut stream, wire, reason, Some(why))).await;
+            return;
+        }
+    };
+    let mut hello = hello;
+    let identity = match authenticate(&ctx, &mut hello) {
+        Ok(identity) => identity,
+        Err(refused) => {
+            warn!(?peer, client_id = %hello.client_id, reason = format_args!("{:#04x}", refused.reason), why = %refused.why, "refusing CONNECT: authentication");
+            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+            Box::pin(handshake::refuse(
+                &mut stream,
+                Some(hello.wire),
+                refused.reason,
+                Some(refused.why),
+            ))
+            .await;
+            return;
+        }
+    };
+
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let session_expiry = hello.session_expiry.min(limits.max_session_expiry_secs);
+    let client_id: Arc<str> = Arc::from(hello.client_id.as_str());
+    let req = ConnectRequest {
+        conn_id,
+        client_id: client_id.clone(),
+        clean_start: hello.clean_start,
+        session_expiry,
+        reply: reply_tx,
+    };
+    if ctx.router.send(RouterCmd::Connect(req)).await.is_err() {
+        return;
+    }
+    let outcome = tokio::select! {
+        o = reply_rx => o,
+        () = ctx.shutdown.cancelled() => return,
+    };
+    let (mailbox, mut carry, session_present, log) = match outcome {
+        Ok(ConnectOutcome::Accepted {
+            mailbox,
+            carry,
+            session_present,
+            log,
+        }) => (mailbox, carry, session_present, log),
+        Ok(ConnectOutcome::Refused(reason)) => {
+            Box::pin(handshake::refuse(
+                &mut stream,
+                Some(hello.wire),
+                reason,
+                None,
+            ))
+            .await;
+            return;
+        }
+        Err(_) => return,
+    };
+
+    // Expiry and revocation close the connection through its mailbox.
+    let _admission = identity
+        .as_ref()
+        .map(|i| Box::new(ctx.authn.admit(i, conn_id, &mailbox)));
+    let keep_alive = match (hello.wire, limits.server_keep_alive) {
+        (Wire::V5, Some(k)) => k,
+        _ => hello.keep_alive,
+    };
+    let window_limit = usize::from(hello.receive_maximum.min(limits.max_inflight));
+    let window = OutgoingWindow::new(window_limit, &mut carry);
+    let mut link = Link {
+        info: ClientInfo {
+            client_id: client_id.clone(),
+            username: hello.username.clone(),
+            identity,
+            certificate,
+        },
+        wire: hello.wire,
+        conn_id,
+        ctx: ctx.clone(),
+        mailbox,
+        ctl: Vec::new(),
+        window,
+        incoming_qos2: std::mem::take(&mut carry.incoming_qos2),
+        pending_acks: 0,
+        aliases: None,
+        out_alias_max: hello.topic_alias_maximum,
+        client_max_packet: hello.max_packet_size as usize,
+        problem_info: hello.request_problem_info,
+        session_expiry,
+        connect_expiry_zero: session_expiry == 0,
+        wbuf: BytesMut::new(),
+        batch: Vec::new(),
+        last_topic: None,
+        received: 0,
+        received_by_qos: [0; 3],
+        sent_by_qos: [0; 3],
+        routed: Vec::new(),
+        pending: Vec::new(),
+        log: log.map(Box::new),
+    };
+    link.send_connack(&hello, session_present, keep_alive, session_expiry);
+    link.redeliver();
+    ctx.metrics.connections.fetch_add(1, Relaxed);
+    ctx.metrics.connections_total.fetch_add(1, Relaxed);
+    let mut guard = EndGuard {
+        ctx: ctx.clone(),
+        client_id: client_id.clone(),
+        conn_id,
+        session_expiry,
+        armed: true,
+    };
+    info!(client_id = %client_id, ?peer, certificate = link.info.certificate.as_deref(), version = ?hello.wire, session_present, "client connected");
+    // Only the will is needed after this point.
+    let will: Option<Box<Will>> = {
+        let h = hello;
+        h.will.map(Box::new)
+    };
+
+    if rbuf.is_empty() {
+        rbuf = BytesMut::new();
+    }
+    let exit = link.run(&stream, rbuf, keep_alive).await;
+    link.publish_counts();
+    guard.armed = false;
+    ctx.metrics.connections.fetch_sub(1, Relaxed);
+    // Boxed: the goodbye's state is not part of every idle connection's task.
+    Box::pin(finish(stream, link, exit, will, peer)).await;
+}
+
+/// Checks the CONNECT's credentials (the password is taken out of
+/// `hello`) and, for a token, that its grants allow the will topic.
+fn authenticate(
+    ctx: &LinkContext,
+    hello: &mut Hello,
+) -> Result<Option<Arc<crate::auth::Identity>>, crate::auth::Refused> {
+    let password = hello.password.take();
+    let identity = ctx.authn.authenticate(
+        hello.username.as_deref(),
+        password.as_ref().map(|p| &p.0[..]),
+    )?;
+    if let (Some(id), Some(will)) = (&identity, &hello.will)
+        && !id.can_publish(&will.topic)
+    {
+        return Err(crate::auth::Refused {
+            reason: 0x87,
+            why: "the token does not allow publishing to the will topic".into(),
+        });
+    }
+    Ok(identity)
+}
+
+/// Ends a connection: DISCONNECT for v5 clients the server closes, then the
+/// session state and the decided will go back to the router.
+async fn finish<S: Socket>(
+    mut stream: S,
+    mut link: Link,
+    exit: Exit,
+    will: Option<Box<Will>>,
+    peer: Option<std::net::SocketAddr>,
+) {
+    let ctx = link.ctx.clone();
+    let client_id = link.info.client_id.clone();
+    let conn_id = link.conn_id;
+
+    // Tell a v5 client why the server closes.
+    let server_reason = match &exit {
+        Exit::Violation(r, _) | Exit::Kicked(r) => Some(*r),
+        Exit::KeepAlive => Some(0x8d),
+        Exit::Shutdown => Some(0x8b),
+        Exit::Client { .. } | Exit::Closed => None,
+    };
+    if let Exit::Violation(reason, why) = &exit {
+        ctx.metrics.protocol_errors.fetch_add(1, Relaxed);
+        warn!(client_id = %client_id, ?peer, reason = format_args!("{reason:#04x}"), %why, "closing connection: bad packet");
+    } else {
+        info!(client_id = %client_id, ?peer, ?exit, "client disconnected");
+    }
+    if let Some(reason) = server_reason
+        && link.wire.is_v5()
+    {
+        let mut d = Disconnect::new(reason);
+        if let Exit::Violation(_, why) = &exit
+            && link.problem_info
+        {
+            d.properties.reason_string = Some(why.clone());
+        }
+        link.send(&v5::Packet::Disconnect(d));
+    }
+    if !link.wbuf.is_empty() {
+        let _ = Box::pin(tokio::time::timeout(
+            Duration::from_secs(1),
+            stream.write_all(&link.wbuf),
+        ))
+        .await;
+    }
+    let _ = stream.shutdown().await;
+
+    let (send_will, expiry) = match exit {
+        Exit::Client {
+            send_will,
+            session_expiry,
+        } => (send_will, session_expiry.unwrap_or(link.session_expiry)),
+        Exit::Shutdown => (false, link.session_expiry),
+        // The client's authority ended: it publishes nothing more.
+        Exit::Kicked(REASON_EXPIRED | REASON_REVOKED) => (false, link.session_expiry),
+        _ => (true, link.session_expiry),
+    };
+    let will = if send_will { will } else { None };
+    // The last turn's progress reaches the store before the router hears
+    // that the connection ended (and may write or delete the session).
+    link.flush_log();
+    let carry = link.window.into_carry(link.incoming_qos2);
+    let _ = ctx
+        .router
+        .send(RouterCmd::Disconnected {
+            client_id,
+            conn_id,
+            carry: Box::new(carry),
+            will,
+            session_expiry: expiry,
+        })
+        .await;
+}
+
+/// Tells the router that a connection ended even when its task unwinds
+/// (a bug must not leave a session marked connected forever, which would
+/// make every later connection with that client id wait for a takeover).
+struct EndGuard {
+    /// Router and metrics.
+    ctx: Arc<LinkContext>,
+    /// Session.
+    client_id: Arc<str>,
+    /// Connection.
+    conn_id: u64,
+    /// Session expiry in force.
+    session_expiry: u32,
+    /// False once the normal path took over.
+    armed: bool,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.ctx.metrics.connections.fetch_sub(1, Relaxed);
+            let _ = self.ctx.router.try_send(RouterCmd::Disconnected {
+                client_id: self.client_id.clone(),
+                conn_id: self.conn_id,
+                carry: Box::default(),
+                will: None,
+                session_expiry: self.session_expiry,
+            });
+        }
+    }
+}
+
+impl Link {
+    pub(super) fn send_connack(
+        &mut self,
+        hello: &Hello,
+        session_present: bool,
+        keep_alive: u16,
+        expiry: u32,
+    ) {
+        let limits = &self.ctx.config.limits;
+        let mut p = Properties::default();
+        if self.wire.is_v5() {
+            p.receive_maximum = Some(limits.max_inflight);
+            p.maximum_packet_size = Some(limits.max_packet_size);
+            p.topic_alias_maximum = Some(limits.topic_alias_maximum);
+            if hello.assigned {
+                p.assigned_client_identifier = Some(hello.client_id.clone());
+            }
+            if expiry != hello.session_expiry {
+                p.session_expiry_interval = Some(expiry);
+            }
+            if keep_alive != hello.keep_alive {
+                p.server_keep_alive = Some(keep_alive);
+            }
+            if hello.request_response_info {
+                p.response_information = Some(format!("response/{}", hello.client_id));
+            }
+        }
+        self.send(&v5::Packet::ConnAck(ConnAck {
+            session_present,
+            reason: 0,
+            properties: p,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::auth::Authenticator;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn an_idle_connection_future_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let s = tokio::net::TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let ctx = Arc::new(LinkContext {
+            router: tx,
+            config: Arc::new(Config::default()),
+            metrics: Arc::new(Metrics::default()),
+            auth: Arc::new(crate::hooks::StaticRules::default()),
+            authn: Arc::new(Authenticator::new(
+                plantd_shared::subject::Site::new("local").expect("valid site"),
+                None,
+                true,
+            )),
+            hook: None,
+            shutdown: CancellationToken::new(),
+        });
+        let f = serve(s, Peer::default(), 1, ctx);
+        let size = std::mem::size_of_val(&f);
+        eprintln!("serve future: {size} bytes");
+        // The idle-connection memory budget (< 4 KB per connection, see
+        // docs/performance.md) leaves about 2.5 KB for the task.
+        assert!(size < 2560, "per-connection task state is {size} bytes");
+    }
+}
