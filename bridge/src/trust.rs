@@ -68,6 +68,8 @@ pub enum TrustError {
 }
 
 /// The edge's keys and revocation list. Shared by every connection.
+/// (The proxy's `ApiTrust` is the API's online counterpart: API-audience
+/// bearer tokens, revocations read from KV, nothing cached on disk.)
 #[derive(Debug)]
 pub struct Trust {
     /// The site whose audience tokens must carry.

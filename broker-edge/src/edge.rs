@@ -5,7 +5,7 @@
 //! 1. the journal is opened under `<data-dir>/journal` (recovering and
 //!    reporting what it repaired);
 //! 2. every publication selected by the uplink rules is journaled before it
-//!    is acknowledged ([`crate::uplink::JournalHook`]);
+//!    is acknowledged ([`crate::journal_hook::JournalHook`]);
 //! 3. the edge takes its site's lease ([`plantd_bridge::SiteLease`]): when
 //!    another live edge already serves the site, it refuses to start (or,
 //!    when NATS was out of reach at start, its uplink refuses to publish);
@@ -40,7 +40,7 @@ use crate::config::Config;
 use crate::http::HttpExtras;
 use crate::inject::{EdgeCommands, EdgeServices};
 use crate::server::Broker;
-use crate::uplink::JournalHook;
+use crate::journal_hook::JournalHook;
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]

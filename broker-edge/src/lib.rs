@@ -22,7 +22,7 @@
 //! | [`owner`] | which organisation owns the site: `--org`, the site record in `plantd_sites`, its cached copy |
 //! | [`hooks`] | extension points: publish hook (journal), authoriser |
 //! | [`inject`] | [`inject::BrokerHandle`]: publications and subscriptions from inside the process — cloud commands and site service requests |
-//! | [`uplink`] | the journal hook: which publications go up, journaled before they are acknowledged |
+//! | [`journal_hook`] | the journal hook: which publications go up, journaled before they are acknowledged (the bridge's `Uplink` then publishes them) |
 //! | [`own_logs`] | the edge's own warnings and errors, journaled as log lines on `$plantd/log/plantd/edge` |
 //! | [`analytics`] | analytics rules placed at the edge: followed from KV and cached, run on accepted publications, results through the journal and on `$plantd/agg|alert/…` |
 //! | [`edge`] | the whole edge: broker + journal + JetStream uplink, downlink and site services |
@@ -40,6 +40,7 @@ pub mod edge;
 pub mod hooks;
 pub mod http;
 pub mod inject;
+pub mod journal_hook;
 pub mod link;
 pub mod mailbox;
 pub mod message;
@@ -53,7 +54,6 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod tls;
-pub mod uplink;
 pub mod ws;
 
 pub use config::{Config, Limits};

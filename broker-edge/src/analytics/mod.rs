@@ -11,7 +11,7 @@
 //! | [`results`] | results on `$plantd/agg/<rule>/<key>` through the journal (to `PLANTD_AGGREGATES`) and to local subscribers; signals also on `$plantd/alert/<rule>/<key>` |
 //!
 //! Readings are the publications the journal hook journaled
-//! ([`crate::uplink::JournalHook`]): the ones that go up, `$`-topics
+//! ([`crate::journal_hook::JournalHook`]): the ones that go up, `$`-topics
 //! excepted, read back from the journal in its order, so a SIGKILL loses
 //! none and repeats no result (see [`runner`]). A rule runs in one place only ([`plantd_analytics::Placement`]),
 //! so its results are computed and stored once: the cloud does not compute

@@ -3,7 +3,7 @@
 //! `plantd_revoked`, with its permissions compiled once per request.
 //!
 //! The keys follow identity's rotations without a restart: with a
-//! [`KeySource`] set, [`Trust::refresh_every`] fetches the JWKS
+//! [`KeySource`] set, [`ApiTrust::refresh_every`] fetches the JWKS
 //! periodically, and a token whose `kid` is not known makes one fetch at
 //! once (at most one per [`UNKNOWN_KEY_REFRESH`]; concurrent callers wait
 //! for the same fetch) before it is refused.
@@ -71,15 +71,19 @@ impl KeySource {
     }
 }
 
-/// The keys tokens are verified against, and the revocation list.
+/// What the API trusts: the keys bearer tokens (API audience) are
+/// verified against, and the revocation list in `plantd_revoked`, read
+/// online. Not the edge's `plantd_bridge::Trust`, which verifies MQTT
+/// passwords (site audience) from keys and revocations cached on the
+/// edge's disk, so a site keeps authenticating devices offline.
 #[derive(Debug)]
-pub struct Trust {
+pub struct ApiTrust {
     /// The identity service's JWKS; replaced whole on a refresh.
     jwks: RwLock<Arc<JwkSet>>,
     /// `plantd_revoked`: a `Put` for a token id means it is revoked.
     revoked: kv::Store,
     /// The watch of `plantd_revoked` for live sockets, started on first
-    /// use by [`Trust::revocations`].
+    /// use by [`ApiTrust::revocations`].
     watcher: OnceLock<Watcher>,
     /// Where fresh keys come from (none: the keys given at start only).
     source: RwLock<Option<KeySource>>,
@@ -88,19 +92,19 @@ pub struct Trust {
     unknown_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
-/// What live connections hear from [`Trust::revocations`].
+/// What live connections hear from [`ApiTrust::revocations`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
     /// This token id was just revoked.
     Revoked(Arc<str>),
     /// The watch (re)started, or this receiver fell behind: revocations
     /// may have been missed, so look your own token id up with
-    /// [`Trust::is_revoked`].
+    /// [`ApiTrust::is_revoked`].
     Recheck,
 }
 
 /// The task watching `plantd_revoked` and the channel it feeds; the task
-/// ends when the [`Trust`] is dropped.
+/// ends when the [`ApiTrust`] is dropped.
 #[derive(Debug)]
 struct Watcher {
     /// New revocations, to every live connection.
@@ -115,7 +119,7 @@ impl Drop for Watcher {
     }
 }
 
-impl Trust {
+impl ApiTrust {
     /// Trusts `jwks`, checking revocations in `revoked`.
     pub fn new(jwks: JwkSet, revoked: kv::Store) -> Self {
         Self {
@@ -197,7 +201,7 @@ impl Trust {
     /// `plantd_revoked` over `js` (shared by every later receiver; the
     /// loop is [`plantd_shared::revocations::watch`]). The contract for a
     /// receiver that must not miss its token's revocation: subscribe with
-    /// this, then look the token id up once with [`Trust::is_revoked`],
+    /// this, then look the token id up once with [`ApiTrust::is_revoked`],
     /// and again on every [`Revocation::Recheck`] (sent whenever the watch
     /// is established, so a revocation made before it was is still found).
     ///

@@ -48,7 +48,7 @@ use axum::Router;
 use plantd_shared::jwt::JwkSet;
 use plantd_shared::streams::REVOKED_BUCKET;
 
-pub use auth::Trust;
+pub use auth::ApiTrust;
 pub use error::AppError;
 pub use state_store::StateStore;
 
@@ -90,7 +90,7 @@ impl Default for Settings {
 #[derive(Clone)]
 pub struct AppState {
     /// Verifies bearer tokens.
-    pub trust: Arc<Trust>,
+    pub trust: Arc<ApiTrust>,
     /// Scoped state.
     pub state: StateStore,
     /// NATS, for service calls and live subscriptions.
@@ -145,7 +145,7 @@ impl AppState {
         let audit = plantd_shared::audit::Auditor::new(js.clone());
         let notifier = notifier(&js).await?;
         Ok(Self {
-            trust: Arc::new(Trust::new(jwks, revoked)),
+            trust: Arc::new(ApiTrust::new(jwks, revoked)),
             state,
             client,
             js,

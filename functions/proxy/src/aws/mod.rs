@@ -11,7 +11,7 @@
 //! | `fanout` | a long-lived process next to NATS: live messages → `post_to_connection`; revoked tokens → `delete_connection` | [`fanout`] |
 //!
 //! Shared state between them is the connection registry in DynamoDB
-//! ([`registry`]). Tokens are verified with the same [`crate::Trust`] as the
+//! ([`registry`]). Tokens are verified with the same [`crate::ApiTrust`] as the
 //! REST routes, and subscriptions are authorised with the same
 //! `plantd_shared::claims::Permissions::can_subscribe` as MQTT SUBSCRIBEs.
 //!

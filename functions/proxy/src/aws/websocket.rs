@@ -7,7 +7,7 @@
 //!
 //! | route | does | answers |
 //! |---|---|---|
-//! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter for browsers) with the REST routes' [`Trust`](crate::Trust), records the connection | 200; 401 for a missing, invalid or revoked token, 403 for a token that can neither subscribe (no MQTT subscribe grant) nor send commands (no `commands:…:send`-shaped permission), 503 when the backbone or the registry is unavailable |
+//! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter for browsers) with the REST routes' [`ApiTrust`](crate::ApiTrust), records the connection | 200; 401 for a missing, invalid or revoked token, 403 for a token that can neither subscribe (no MQTT subscribe grant) nor send commands (no `commands:…:send`-shaped permission), 503 when the backbone or the registry is unavailable |
 //! | `$disconnect` | removes the connection and its subscriptions | 200 |
 //! | `subscribe` | `{"op":"subscribe","id","site","filter"}`: checks `Permissions::can_subscribe` (the edge's rule for an MQTT SUBSCRIBE) and that the caller's organisation owns the site ([`site::owned`], as every site door), and stores the subscription with the owner (the fan-out posts only while the site still has that owner) | `{"op":"subscribed","id"}` |
 //! | `unsubscribe` | `{"op":"unsubscribe","id"}` | `{"op":"unsubscribed","id"}` |
@@ -152,7 +152,7 @@ fn error(id: Option<&str>, e: &AppError) -> Value {
 /// Handles WebSocket API events; cheap to share.
 #[derive(Clone)]
 pub struct Handler {
-    /// The REST routes' state: its [`crate::Trust`] verifies tokens (keys
+    /// The REST routes' state: its [`crate::ApiTrust`] verifies tokens (keys
     /// and the revocation list), its JetStream takes commands.
     state: AppState,
     /// The connection registry.

@@ -28,7 +28,7 @@
 //! with code 1008 rather than buffered without bound. The socket is also
 //! closed (1008) when the token expires, and (1008, `token revoked`) within
 //! moments of its token id appearing in `plantd_revoked` (one shared watch,
-//! [`Trust::revocations`](crate::auth::Trust::revocations)).
+//! [`ApiTrust::revocations`](crate::auth::ApiTrust::revocations)).
 //!
 //! Ownership: the connection's future owns a writer task and one forwarding
 //! task per subscription, and awaits all of them before it returns.

@@ -1,5 +1,5 @@
 //! The `websocket` function's handler, in process, over the real parts:
-//! tokens verified by the REST routes' `Trust` (keys and the revocation
+//! tokens verified by the REST routes' `ApiTrust` (keys and the revocation
 //! list on a real nats-server), connections in DynamoDB (`moto`), events
 //! from the API Gateway fixtures in `tests/fixtures/`.
 
