@@ -12,6 +12,12 @@
 //!   must belong to the caller's organisation
 //!   ([`site::owned`](crate::routes::site::owned): 403 another
 //!   organisation's, 404 unregistered).
+//!   With `"from_sequence": n` (or `"sequenced": true`) the messages come
+//!   from the stream `PLANTD_TELEMETRY` instead — an ordered consumer
+//!   starting at sequence `n` (or at the next message) — and each carries
+//!   its `sequence` and stored `time`: a client that reconnects passes its
+//!   last sequence + 1 and neither misses nor repeats a message the stream
+//!   holds ([`Resume`]).
 //! * `{"op":"unsubscribe","id"}` → `{"op":"unsubscribed","id"}`; nothing
 //!   more is sent for that id.
 //! * `{"op":"command","id","site","topic","payload",…}` (the body of
@@ -101,6 +107,38 @@ struct Subscribe {
     site: String,
     /// An MQTT topic filter.
     filter: String,
+    /// Deliver from `PLANTD_TELEMETRY` starting at this stream sequence
+    /// (≥ 1), each message with its sequence.
+    #[serde(default)]
+    from_sequence: Option<u64>,
+    /// Deliver from `PLANTD_TELEMETRY` from the next message on, each
+    /// message with its sequence (implied by `from_sequence`).
+    #[serde(default)]
+    sequenced: bool,
+}
+
+/// Where a sequenced subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// Live only, from NATS core subscriptions: no sequences.
+    Live,
+    /// From the stream, at the next message stored.
+    Next,
+    /// From the stream, at this sequence.
+    From(u64),
+}
+
+impl Subscribe {
+    fn resume(&self) -> Result<Resume, AppError> {
+        match (self.from_sequence, self.sequenced) {
+            (Some(0), _) => Err(AppError::bad_request(
+                "from_sequence: stream sequences start at 1",
+            )),
+            (Some(n), _) => Ok(Resume::From(n)),
+            (None, true) => Ok(Resume::Next),
+            (None, false) => Ok(Resume::Live),
+        }
+    }
 }
 
 /// `unsubscribe`.
@@ -304,6 +342,7 @@ async fn subscribe(
             format!("no MQTT subscribe grant on {site} covers {filter}"),
         ));
     }
+    let resume = req.resume()?;
     site::owned(state, caller, &site).await?;
     if subs.contains_key(&req.id) {
         return Err(AppError::conflict(format!(
@@ -316,6 +355,23 @@ async fn subscribe(
             "at most {} subscriptions per socket",
             state.settings.ws_max_subscriptions
         )));
+    }
+    if resume != Resume::Live {
+        let (ack, messages) = sequenced(state, &site, &filter, &req.id, resume).await?;
+        if out.try_send(Frame::Text(ack.to_string().into())).is_err() {
+            slow.cancel();
+            return Ok(());
+        }
+        let task = tokio::spawn(forward_stored(
+            req.id.clone(),
+            site,
+            filter,
+            messages,
+            out.clone(),
+            slow.clone(),
+        ));
+        subs.insert(req.id, task);
+        return Ok(());
     }
     let mut nats = Vec::new();
     for subject in filter_to_subjects(&site, Channel::Up, &filter) {
@@ -346,6 +402,95 @@ async fn subscribe(
     ));
     subs.insert(req.id, task);
     Ok(())
+}
+
+/// Creates the ordered consumer of a sequenced subscription; its
+/// `subscribed` answer (`from_sequence`: where delivery starts; with
+/// `missed`: the stream no longer holds the sequences the client asked
+/// for, retention dropped them) and its messages.
+async fn sequenced(
+    state: &AppState,
+    site: &Site,
+    filter: &Filter,
+    id: &str,
+    resume: Resume,
+) -> Result<(Value, async_nats::jetstream::consumer::push::Ordered), AppError> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push::OrderedConfig};
+    let mut stream = state
+        .js
+        .get_stream(plantd_shared::streams::TELEMETRY)
+        .await
+        .map_err(AppError::unavailable)?;
+    let info = stream.info().await.map_err(AppError::unavailable)?;
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let (start, missed) = match resume {
+        Resume::From(n) => (n.max(first), n < first && first > 1),
+        Resume::Next | Resume::Live => (last + 1, false),
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_subject: state.client.new_inbox(),
+            filter_subjects: filter_to_subjects(site, Channel::Up, filter),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(AppError::unavailable)?;
+    let messages = consumer.messages().await.map_err(AppError::unavailable)?;
+    let mut ack = json!({ "op": "subscribed", "id": id, "from_sequence": start });
+    if missed {
+        ack["missed"] = Value::Bool(true);
+    }
+    Ok((ack, messages))
+}
+
+/// Like [`forward`], for a sequenced subscription: each message with its
+/// stream `sequence` and stored `time`. A consumer error ends the
+/// subscription with an `error` frame (`unavailable`); the client
+/// subscribes again from its last sequence + 1.
+async fn forward_stored(
+    id: String,
+    site: Site,
+    filter: Filter,
+    mut messages: async_nats::jetstream::consumer::push::Ordered,
+    out: mpsc::Sender<Frame>,
+    slow: CancellationToken,
+) {
+    while let Some(next) = messages.next().await {
+        let frame = match next {
+            Ok(m) => {
+                let Ok(parsed) = subject_to_topic(&m.subject) else {
+                    continue;
+                };
+                if parsed.site != site || !topic::matches(filter.as_str(), parsed.topic.as_str()) {
+                    continue;
+                }
+                let mut frame = live_message(&id, &site, parsed.topic.as_str(), &m.message);
+                if let Ok(info) = m.info() {
+                    frame["sequence"] = json!(info.stream_sequence);
+                    let ms = info.published.unix_timestamp_nanos() / 1_000_000;
+                    frame["time"] = json!(plantd_shared::headers::format_time(
+                        u64::try_from(ms).unwrap_or(0)
+                    ));
+                }
+                frame
+            }
+            Err(e) => error(Some(&id), &AppError::unavailable(e)),
+        };
+        let ended = frame["op"] == "error";
+        match out.try_send(Frame::Text(frame.to_string().into())) {
+            Ok(()) if ended => return,
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                slow.cancel();
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
 }
 
 /// `tail` ([`logs::tail`]): like `subscribe`, for a site's log lines,

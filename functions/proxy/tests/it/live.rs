@@ -309,3 +309,133 @@ async fn the_socket_closes_when_the_token_expires() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// Stores a telemetry message in `PLANTD_TELEMETRY` (as the edge's uplink
+/// does) and returns its stream sequence.
+async fn store(f: &Fixture, subject: &str, payload: &'static [u8]) -> u64 {
+    f.state
+        .js
+        .publish(subject.to_owned(), payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence
+}
+
+#[tokio::test]
+async fn a_sequenced_subscriber_resumes_after_a_reconnect_without_a_gap_or_a_repeat() {
+    let f = fixture().await;
+    let (addr, _server) = serve(&f).await;
+    let token = f.token_with("acme", &[], &[("plant-1", &[], &["line1/#"])]);
+    let mut ws = connect_ws(addr, &token).await;
+
+    // Stored before the subscription: not delivered ("sequenced" starts at
+    // the next message).
+    store(&f, "plantd.plant-1.up.line1.m1.count", b"0").await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "s", "site": "plant-1", "filter": "line1/#", "sequenced": true}),
+    )
+    .await;
+    let ack = next(&mut ws).await;
+    assert_eq!(ack["op"], "subscribed", "{ack}");
+    let s1 = store(&f, "plantd.plant-1.up.line1.m1.count", b"1").await;
+    store(&f, "plantd.plant-2.up.line1.m1.count", b"other site").await;
+    let s2 = store(&f, "plantd.plant-1.up.line1", b"2").await;
+    let m = next(&mut ws).await;
+    assert_eq!(
+        (m["payload"].as_str(), m["sequence"].as_u64()),
+        (Some("1"), Some(s1)),
+        "{m}"
+    );
+    assert!(m["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{m}");
+    let m = next(&mut ws).await;
+    assert_eq!(
+        (m["topic"].as_str(), m["sequence"].as_u64()),
+        (Some("line1"), Some(s2)),
+        "{m}"
+    );
+    let last = s2;
+    drop(ws);
+
+    // The link drops; the device goes on.
+    let s3 = store(&f, "plantd.plant-1.up.line1.m1.count", b"3").await;
+    let s4 = store(&f, "plantd.plant-1.up.line1.m2.count", b"4").await;
+
+    let mut ws = connect_ws(addr, &token).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "s", "site": "plant-1", "filter": "line1/#", "from_sequence": last + 1}),
+    )
+    .await;
+    let ack = next(&mut ws).await;
+    assert_eq!(ack["from_sequence"], last + 1, "{ack}");
+    assert!(ack.get("missed").is_none(), "{ack}");
+    let m = next(&mut ws).await;
+    assert_eq!(
+        (m["payload"].as_str(), m["sequence"].as_u64()),
+        (Some("3"), Some(s3))
+    );
+    let m = next(&mut ws).await;
+    assert_eq!(
+        (m["payload"].as_str(), m["sequence"].as_u64()),
+        (Some("4"), Some(s4))
+    );
+    // And it goes on live from the stream.
+    let s5 = store(&f, "plantd.plant-1.up.line1.m1.count", b"5").await;
+    let m = next(&mut ws).await;
+    assert_eq!(
+        (m["payload"].as_str(), m["sequence"].as_u64()),
+        (Some("5"), Some(s5))
+    );
+}
+
+#[tokio::test]
+async fn a_resume_the_stream_no_longer_holds_says_so_and_bad_sequences_are_refused() {
+    let f = fixture().await;
+    let (addr, _server) = serve(&f).await;
+    let token = f.token_with("acme", &[], &[("plant-1", &[], &["line1/#"])]);
+    let mut ws = connect_ws(addr, &token).await;
+
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "z", "site": "plant-1", "filter": "line1/#", "from_sequence": 0}),
+    )
+    .await;
+    let e = next(&mut ws).await;
+    assert_eq!(
+        (e["op"].as_str(), e["error"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{e}"
+    );
+
+    store(&f, "plantd.plant-1.up.line1.a", b"old").await;
+    let kept = store(&f, "plantd.plant-1.up.line1.a", b"kept").await;
+    // Retention drops the first one.
+    f.state
+        .js
+        .get_stream(plantd_shared::streams::TELEMETRY)
+        .await
+        .expect("stream")
+        .purge()
+        .sequence(kept)
+        .await
+        .expect("purge");
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "r", "site": "plant-1", "filter": "line1/#", "from_sequence": 1}),
+    )
+    .await;
+    let ack = next(&mut ws).await;
+    assert_eq!(
+        (ack["from_sequence"].as_u64(), ack["missed"].as_bool()),
+        (Some(kept), Some(true)),
+        "{ack}"
+    );
+    let m = next(&mut ws).await;
+    assert_eq!(
+        (m["payload"].as_str(), m["sequence"].as_u64()),
+        (Some("kept"), Some(kept))
+    );
+}
