@@ -69,6 +69,30 @@ pub struct Config {
     /// Analytics rules placed at the edge ([`crate::analytics`]; with the
     /// uplink only: results go up through the journal).
     pub analytics: AnalyticsSettings,
+    /// The site status published for site health ([`crate::status`];
+    /// with the uplink only).
+    pub status: StatusSettings,
+}
+
+/// The status the edge publishes to `plantd_site_status` for the cloud's
+/// site health (`GET /v1/sites/{site}/health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusSettings {
+    /// Publish it (on by default).
+    pub enabled: bool,
+    /// Milliseconds between statuses; the cloud shows the edge not
+    /// connected after three intervals without one.
+    pub interval_ms: u64,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 5_000,
+        }
+    }
 }
 
 /// The edge's analytics: rules placed `at = "edge"` for this site, run on
@@ -189,6 +213,7 @@ impl Default for Config {
             uplink: UplinkSettings::default(),
             journal: JournalSettings::default(),
             analytics: AnalyticsSettings::default(),
+            status: StatusSettings::default(),
         }
     }
 }

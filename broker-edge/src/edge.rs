@@ -560,6 +560,7 @@ pub async fn run(
     let t = token.clone();
     tasks.push(tokio::spawn(lease.run(pings, t.cancelled_owned())));
     let status = uplink.status();
+    let uplink_status = status.clone();
     let uplink_stop = CancellationToken::new();
     let _stop_uplink_on_exit = uplink_stop.clone().drop_guard();
     let stop = uplink_stop.clone();
@@ -569,8 +570,14 @@ pub async fn run(
     let downlink_status = watch::channel(DownlinkStatus::default()).0;
     // Rules placed at the edge: their engine reads the journal.
     let analytics = config.analytics.enabled.then(crate::analytics::prepare);
-    let hook = JournalHook::new(journal.clone(), rules);
+    // Site health: the newest publication's time goes in the status.
+    let last_message = crate::status::LastMessage::default();
+    let hook = crate::status::Seen::new(
+        JournalHook::new(journal.clone(), rules),
+        last_message.clone(),
+    );
     let analytics_settings = config.analytics.clone();
+    let status_settings = config.status.clone();
     let org = config.org.clone();
     let broker = Broker::bind(config)
         .await?
@@ -583,6 +590,24 @@ pub async fn run(
         ));
     let broker = EdgeTrust::install(trust.as_ref(), broker);
     let handle = broker.handle();
+    if status_settings.enabled {
+        let edge = plantd_shared::site_status::EdgeInfo {
+            id: journal.identity().current().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            holder: holder(&data_dir),
+            started_ms: crate::status::now_ms(),
+        };
+        let sources = crate::status::Sources {
+            site: site.clone(),
+            edge,
+            interval: Duration::from_millis(status_settings.interval_ms),
+            journal: journal.clone(),
+            uplink: uplink_status,
+            metrics: broker.metrics(),
+            last_message,
+        };
+        tasks.push(crate::status::spawn(sources, client.clone(), token.clone()));
+    }
     if let Some(a) = analytics {
         tasks.extend(a.start(
             &analytics_settings,

@@ -23,6 +23,7 @@
 //! | [`hooks`] | extension points: publish hook (journal), authoriser |
 //! | [`inject`] | [`inject::BrokerHandle`]: publications and subscriptions from inside the process — cloud commands and site service requests |
 //! | [`journal_hook`] | the journal hook: which publications go up, journaled before they are acknowledged (the bridge's `Uplink` then publishes them) |
+//! | [`status`] | the site status for the cloud's site health: put in `plantd_site_status` every few seconds |
 //! | [`own_logs`] | the edge's own warnings and errors, journaled as log lines on `$plantd/log/plantd/edge` |
 //! | [`analytics`] | analytics rules placed at the edge: followed from KV and cached, run on accepted publications, results through the journal and on `$plantd/agg|alert/…` |
 //! | [`edge`] | the whole edge: broker + journal + JetStream uplink, downlink and site services |
@@ -52,6 +53,7 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod ws;

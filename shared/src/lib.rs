@@ -12,6 +12,7 @@
 //! | [`audit`] | the audit trail: records, the hash chain per organisation in `PLANTD_AUDIT`, the `Auditor`, reading and verifying |
 //! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
 //! | [`sites`] | site records in `plantd_sites`, and the one rule for who may act on a site (its organisation, or the bootstrap superadmin) |
+//! | [`site_status`] | the status each edge publishes to `plantd_site_status` (site health), and when the cloud counts it connected |
 //! | [`commands`] | held commands: records in `plantd_commands` the edge writes and the proxy lists and cancels |
 //! | [`claims`] | JWT claims and permission checks (`can_publish`, `can_subscribe`, `allows`) |
 //! | [`jwt`] | signing and verifying tokens (EdDSA, ES256; never HS256) against a JWKS |
@@ -41,6 +42,7 @@ pub mod log_ship;
 pub mod logging;
 pub mod process;
 pub mod revocations;
+pub mod site_status;
 pub mod sites;
 pub mod streams;
 pub mod subject;

@@ -16,6 +16,7 @@
 //! | `plantd_edge_leases` (KV) | which live edge journal serves each site ([`crate::lease`]) | `<site>` |
 //! | `plantd_commands` (KV) | commands the edge holds (no subscriber yet), listed and cancelled by the proxy ([`crate::commands`]) | `<site>.<id>` |
 //! | `plantd_sites` (KV) | site records: which organisation owns each site ([`crate::sites`]) | `<site>` |
+//! | `plantd_site_status` (KV) | each site's edge status, put every few seconds (site health, [`crate::site_status`]) | `<site>` |
 //! | `plantd_analytics_rules` (KV) | analytics rules (`plantd_analytics::StoredRule`) | `<org>.<rule>` |
 //! | `plantd_analytics_state` (KV) | the analytics function's checkpoints | `<site>.<rule>.…` |
 //! | `plantd_log_aggregates` (KV) | the logger's per-minute counts, each with the stream sequences it has applied | `<site>.<minute>` |
@@ -75,6 +76,9 @@ pub const COMMANDS_BUCKET: &str = "plantd_commands";
 /// Site records (`<site>` → [`crate::sites::SiteRecord`]): which
 /// organisation owns each site.
 pub const SITES_BUCKET: &str = "plantd_sites";
+/// Each site's newest edge status (`<site>` →
+/// [`crate::site_status::SiteStatus`]), put by the edge every few seconds.
+pub const SITE_STATUS_BUCKET: &str = "plantd_site_status";
 /// The logger's per-minute aggregates (`<site>.<minute>`).
 pub const LOG_AGGREGATES_BUCKET: &str = "plantd_log_aggregates";
 /// Alert rules (`<org>.<rule>`).
@@ -101,7 +105,7 @@ pub const ANALYTICS_STATE_BUCKET: &str = "plantd_analytics_state";
 /// Every stream name, in creation order.
 pub const STREAMS: [&str; 7] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT, DLQ, AGGREGATES];
 /// Every bucket name, in creation order.
-pub const BUCKETS: [&str; 14] = [
+pub const BUCKETS: [&str; 15] = [
     STATE_BUCKET,
     IDENTITY_BUCKET,
     REVOKED_BUCKET,
@@ -116,6 +120,7 @@ pub const BUCKETS: [&str; 14] = [
     NOTIFICATIONS_BUCKET,
     ANALYTICS_RULES_BUCKET,
     ANALYTICS_STATE_BUCKET,
+    SITE_STATUS_BUCKET,
 ];
 
 /// Tunables for [`ensure`]. `Default` is what `plantd up` uses.
@@ -227,6 +232,7 @@ pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
         NOTIFICATIONS_BUCKET => (1, Duration::ZERO, "plantd notification markers"),
         ANALYTICS_RULES_BUCKET => (8, Duration::ZERO, "plantd analytics rules"),
         ANALYTICS_STATE_BUCKET => (1, Duration::ZERO, "plantd analytics checkpoints"),
+        SITE_STATUS_BUCKET => (1, Duration::ZERO, "plantd edge status per site"),
         _ => return None,
     };
     Some(kv::Config {

@@ -11,6 +11,7 @@
 //! | `GET /v1/sites/{site}/last`, `GET /v1/sites/{site}/history` | [`telemetry`] |
 //! | `GET /v1/sites/{site}/series` (downsampled for charts) | [`series`] |
 //! | `GET /v1/sites/{site}/aggregates` (analytics results) | [`aggregates`] |
+//! | `GET /v1/sites/{site}/health` (edge connected, uplink lag, backlog, alerts firing) | [`health`] |
 //! | `GET /v1/ws` (WebSocket: live subscriptions, commands, log tails) | [`live`] |
 //! | `GET /v1/logs`, `GET /v1/logs/stats`, `GET /v1/logs/aggregates` | [`logs`] |
 //! | `/v1/alert-rules`, `/v1/alerts`, `/v1/alerts/{id}/history`, `/v1/alerts/{id}/ack`, `/v1/silences` | [`alerts`] |
@@ -25,6 +26,7 @@ pub mod analytics;
 pub mod calls;
 pub mod channels;
 pub mod commands;
+pub mod health;
 pub mod live;
 pub mod logs;
 pub mod pending;
@@ -95,6 +97,7 @@ fn documented_api() -> OpenApiRouter<AppState> {
         .routes(routes!(telemetry::history))
         .routes(routes!(series::series))
         .routes(routes!(aggregates::aggregates))
+        .routes(routes!(health::health))
         .routes(routes!(live::socket))
         .routes(routes!(logs::logs))
         .routes(routes!(logs::stats))

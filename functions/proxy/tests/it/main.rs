@@ -16,6 +16,7 @@ mod aws_registry;
 mod aws_template;
 mod aws_websocket;
 mod channels;
+mod health;
 mod history_downsample;
 mod keys;
 mod live;
