@@ -1,5 +1,7 @@
-//! The NATS configurations in `infra/` are accepted by the real nats-server
-//! (`nats-server -t`), with the environment variables they document.
+//! `nats-server -t` tells a broken config from a good one, and the edge's
+//! systemd unit runs the edge with its config file. The NATS configurations
+//! of `infra/nats/` themselves are checked — and run as clusters — by
+//! `tests/cluster` (`configs.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,48 +12,6 @@ fn infra(path: &str) -> PathBuf {
     plantd_shared::tools::workspace_root()
         .join("infra")
         .join(path)
-}
-
-fn check(conf: &str, env: &[(&str, &str)]) -> (bool, String) {
-    let out = Command::new(tool("nats-server"))
-        .arg("-t")
-        .arg("-c")
-        .arg(infra(conf))
-        .envs(env.iter().copied())
-        .output()
-        .expect("run nats-server -t");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-#[test]
-fn cluster_node_config_is_valid() {
-    let (ok, text) = check(
-        "nats/cluster-node.conf",
-        &[
-            ("NATS_SERVER_NAME", "nats-1"),
-            ("NATS_STORE_DIR", "/var/lib/nats"),
-        ],
-    );
-    assert!(ok, "{text}");
-    assert!(text.contains("is valid"), "{text}");
-}
-
-#[test]
-fn leaf_site_config_is_valid() {
-    let (ok, text) = check(
-        "nats/leaf-site.conf",
-        &[
-            ("PLANTD_SITE", "plant-1"),
-            ("NATS_HUB_URL", "nats-leaf://hub.example:7422"),
-            ("NATS_LEAF_CREDS", "/etc/plantd/secrets/leaf.creds"),
-        ],
-    );
-    assert!(ok, "{text}");
 }
 
 #[test]
