@@ -2511,6 +2511,96 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sites/{site}/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * `GET /v1/sites/{site}/health`: the site's edge connection, uplink lag,
+         *     journal backlog, time since the last message and alerts firing.
+         * @description # Errors
+         *     400, 401, 403 (permission or another organisation's site), 404 (site
+         *     not registered), 503.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Site name */
+                    site: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The site's health */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SiteHealth"];
+                    };
+                };
+                /** @description Malformed site name */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Missing, invalid or revoked token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `telemetry:<site>:read` is missing, or the site belongs to another organisation */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description The site is not registered */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description NATS or JetStream unavailable */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sites/{site}/history": {
         parameters: {
             query?: never;
@@ -3663,6 +3753,34 @@ export interface components {
              */
             next_cursor?: string | null;
         };
+        /** @description What waits in the edge's journal for the uplink. */
+        BacklogHealth: {
+            /**
+             * Format: int64
+             * @description Messages JetStream has not acknowledged.
+             */
+            messages: number;
+            /**
+             * Format: int64
+             * @description Bytes of the journal on disk (backlog plus acknowledged records in
+             *     segments not yet deleted).
+             */
+            journal_bytes: number;
+            /**
+             * Format: int64
+             * @description The journal's size limit in bytes (0: none).
+             */
+            journal_max_bytes: number;
+            /**
+             * Format: int64
+             * @description Uplink lag: the age of the oldest unacknowledged message, in ms, as
+             *     of the status (0 without a backlog). While the edge is not
+             *     connected this is a lower bound.
+             */
+            lag_ms: number;
+            /** @description Publishers are held back: the journal is full. */
+            blocked: boolean;
+        };
         /** @description One bucket of [`Buckets`]. */
         Bucket: {
             /**
@@ -3739,12 +3857,65 @@ export interface components {
             /** @description MQTT 5 content type to deliver with. */
             content_type?: string | null;
         };
+        /** @description The edge's newest status, with ages as of now. */
+        EdgeHealth: {
+            /**
+             * @description The edge journal's current id (changes when the edge restarts after
+             *     a crash or is replaced).
+             */
+            id: string;
+            /** @description The `plantd-edge` version. */
+            version: string;
+            /** @description Host, process id and data directory of the edge. */
+            holder: string;
+            /** @description When the edge process started (RFC 3339, edge clock). */
+            started: string;
+            /**
+             * Format: int64
+             * @description Publishes a status every this many ms.
+             */
+            interval_ms: number;
+            /**
+             * Format: int64
+             * @description MQTT clients connected when the status was taken.
+             */
+            clients: number;
+            /**
+             * @description When the newest device publication was accepted (RFC 3339, edge
+             *     clock; unset: none since the edge started).
+             */
+            last_message?: string | null;
+            /**
+             * Format: int64
+             * @description How long ago that was, in ms.
+             */
+            last_message_age_ms?: number | null;
+            /** @description The journal's backlog. */
+            backlog: components["schemas"]["BacklogHealth"];
+            /** @description The uplink to JetStream. */
+            uplink: components["schemas"]["UplinkHealth"];
+        };
         /** @description The JSON body of every error. */
         ErrorBody: {
             /** @description Stable machine-readable code (`bad_request`, `forbidden`, …). */
             error: string;
             /** @description What went wrong, for people. */
             message: string;
+        };
+        /** @description One firing alert. */
+        FiringAlert: {
+            /** @description The alert's id (`/v1/alerts/{id}/history`, `…/ack`). */
+            id: string;
+            /** @description Its rule. */
+            rule: string;
+            /** @description Its group-by key. */
+            key: string;
+            /** @description `info`, `warning` or `critical`, from the rule's labels. */
+            severity?: string | null;
+            /** @description When it started firing (RFC 3339). */
+            firing_since?: string | null;
+            /** @description Whether someone acknowledged it. */
+            acknowledged: boolean;
         };
         /** @description One page of `GET /v1/sites/{site}/history`. */
         HistoryPage: {
@@ -3952,6 +4123,39 @@ export interface components {
             /** @description `agg=lttb`: the chosen readings, oldest first. */
             points?: components["schemas"]["Point"][] | null;
         };
+        /** @description Alerts firing on the site. */
+        SiteAlerts: {
+            /** @description How many fire. */
+            firing: number;
+            /** @description Of those, critical ones. */
+            critical: number;
+            /** @description The firing alerts, most severe first, then oldest first. */
+            list: components["schemas"]["FiringAlert"][];
+        };
+        /** @description The site's health. */
+        SiteHealth: {
+            /** @description The site. */
+            site: string;
+            /**
+             * @description Whether the edge is connected: its newest status is younger than
+             *     three of its intervals and does not say it stopped.
+             */
+            connected: boolean;
+            /**
+             * @description When the cloud last heard from the edge (RFC 3339, the server's
+             *     clock; unset: never).
+             */
+            last_seen?: string | null;
+            /**
+             * Format: int64
+             * @description How long ago that was, in ms.
+             */
+            status_age_ms?: number | null;
+            edge?: null | components["schemas"]["EdgeHealth"];
+            alerts?: null | components["schemas"]["SiteAlerts"];
+            /** @description Why `alerts` is unset. */
+            alerts_note?: string | null;
+        };
         /** @description `GET /v1/logs/stats` answer. */
         StatsAnswer: {
             /** @description The series. */
@@ -3975,6 +4179,20 @@ export interface components {
             };
             /** @description One point per step. */
             points: components["schemas"]["StatsPoint"][];
+        };
+        /** @description The uplink's state. */
+        UplinkHealth: {
+            /**
+             * @description `starting`, `up`, `down`, `stalled`, `refused` (another edge holds
+             *     the site's lease) or `stopped` (the edge shut down cleanly).
+             */
+            state: string;
+            /** @description Since when (RFC 3339, edge clock; sampled once per status interval). */
+            since: string;
+            /** @description When JetStream last acknowledged a message (RFC 3339, edge clock). */
+            last_ack?: string | null;
+            /** @description The last failure. */
+            last_error?: string | null;
         };
     };
     responses: never;

@@ -1,23 +1,18 @@
 // One site: the topic tree, the live value grid (newest stored values,
-// then every live message over /v1/ws — no polling), a trend of the chosen
-// topic, and commands for those allowed to send them.
-import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+// then every live message over /v1/ws — no polling; the grid itself is
+// ../grid.tsx), a trend of the chosen topic, and commands for those
+// allowed to send them.
+import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { api } from '../api/client';
 import { allows } from '../session';
 import { linkClick } from '../router';
 import { payloadText, subscribe } from '../live';
-import { age, freshness, numeric, topicTree, under, type TopicNode } from '../topics';
+import { numeric, topicTree, under, type TopicNode } from '../topics';
+import { LiveCells, LiveGrid } from '../grid';
 import { Trend, type Point } from '../trend';
 import { CommandPanel } from './command';
 import { ServicePanel } from './service';
 import { ErrorNote } from '../util';
-
-/** The newest value of a topic. */
-interface Cell {
-  value: string;
-  at: number;
-  qos?: string;
-}
 
 /** Most stored messages read to seed the grid. */
 const SEED = 1000;
@@ -46,10 +41,10 @@ function Tree(props: { node: TopicNode; selected: string; onSelect: (p: string) 
 }
 
 export function SitePage({ site }: { site: string }) {
-  const cells = useRef(new Map<string, Cell>());
+  // Values go straight to the grid, once a frame; this page re-renders
+  // only when a topic is added (the tree and the filtered list change).
+  const cells = useMemo(() => new LiveCells(), []);
   const [version, setVersion] = useState(0);
-  const frame = useRef(0);
-  const [now, setNow] = useState(Date.now());
   const [error, setError] = useState<unknown>(null);
   const [liveError, setLiveError] = useState<string | null>(null);
   const [subscribed, setSubscribed] = useState(false);
@@ -60,20 +55,7 @@ export function SitePage({ site }: { site: string }) {
   const chosenRef = useRef(chosen);
   chosenRef.current = chosen;
 
-  // Redraw at most once a frame however fast messages come.
-  const touch = () => {
-    if (!frame.current) {
-      frame.current = requestAnimationFrame(() => {
-        frame.current = 0;
-        setVersion((v) => v + 1);
-      });
-    }
-  };
-
-  useEffect(() => {
-    const t = setInterval(() => setNow(Date.now()), 1000);
-    return () => clearInterval(t);
-  }, []);
+  useEffect(() => cells.onTopics(() => setVersion((v) => v + 1)), [cells]);
 
   useEffect(() => {
     let live = true;
@@ -85,12 +67,11 @@ export function SitePage({ site }: { site: string }) {
       (m) => {
         const at = Date.now();
         const value = payloadText(m);
-        cells.current.set(m.topic, { value, at, qos: m.headers?.['Plantd-Qos'] });
+        cells.put(m.topic, { value, at, qos: m.headers?.['Plantd-Qos'] });
         if (m.topic === chosenRef.current) {
           const v = numeric(m.payload);
           if (v !== null) setPoints((p) => p.concat({ t: at, v }));
         }
-        touch();
       },
       (message) => setLiveError(message),
       () => {
@@ -108,30 +89,35 @@ export function SitePage({ site }: { site: string }) {
         return;
       }
       for (const m of r.data?.messages ?? []) {
-        if (cells.current.has(m.topic)) continue;
         const value = m.value !== undefined && m.value !== null ? (typeof m.value === 'string' ? m.value : JSON.stringify(m.value)) : m.value_base64 ? '(binary)' : '';
-        cells.current.set(m.topic, { value, at: new Date(m.time).getTime(), qos: String(m.qos) });
+        cells.seed(m.topic, { value, at: new Date(m.time).getTime(), qos: String(m.qos) });
       }
-      touch();
     })().catch((e) => live && setError(e));
     return () => {
       live = false;
       unsubscribe();
-      cancelAnimationFrame(frame.current);
-      frame.current = 0;
+      cells.dispose();
     };
   }, [site]);
 
-  const topics = useMemo(() => [...cells.current.keys()].sort(), [version]);
+  // `version` moves when a topic was added: `topics()` is then a new list.
+  const topics = useMemo(() => cells.topics(), [version]);
   const tree = useMemo(() => topicTree(topics), [topics]);
   const needle = search.trim().toLowerCase();
-  const shown = topics.filter((t) => under(t, prefix) && (!needle || t.toLowerCase().includes(needle)));
+  const shown = useMemo(
+    () => (prefix || needle ? topics.filter((t) => under(t, prefix) && (!needle || t.toLowerCase().includes(needle))) : topics),
+    [topics, prefix, needle],
+  );
+  const treeView = useMemo(() => <Tree node={tree} selected={prefix} onSelect={setPrefix} />, [tree, prefix]);
 
-  const choose = (topic: string) => {
-    setChosen(topic);
-    setPoints([]);
-    history.replaceState(null, '', `/sites/${encodeURIComponent(site)}?topic=${encodeURIComponent(topic)}`);
-  };
+  const choose = useCallback(
+    (topic: string) => {
+      setChosen(topic);
+      setPoints([]);
+      history.replaceState(null, '', `/sites/${encodeURIComponent(site)}?topic=${encodeURIComponent(topic)}`);
+    },
+    [site],
+  );
 
   return (
     <section class="site">
@@ -154,45 +140,15 @@ export function SitePage({ site }: { site: string }) {
           <button type="button" class={prefix === '' ? 'sel' : ''} aria-pressed={prefix === ''} onClick={() => setPrefix('')}>
             All <span class="muted">{topics.length}</span>
           </button>
-          <div>
-            <Tree node={tree} selected={prefix} onSelect={setPrefix} />
-          </div>
+          <div>{treeView}</div>
         </nav>
         <div class="values">
           <h2>Live values</h2>
           <label class="search">
             Search <input type="search" value={search} onInput={(e) => setSearch(e.currentTarget.value)} placeholder="topic contains…" />
           </label>
-          <div class="scroll">
-            <table class="grid" data-testid="grid" data-live={subscribed ? 'subscribed' : 'waiting'}>
-              <thead>
-                <tr>
-                  <th scope="col">Topic</th>
-                  <th scope="col">Value</th>
-                  <th scope="col">Age</th>
-                  <th scope="col">Quality</th>
-                </tr>
-              </thead>
-              <tbody>
-                {shown.map((t) => {
-                  const c = cells.current.get(t);
-                  if (!c) return null;
-                  const f = freshness(c.at, now);
-                  return (
-                    <tr key={t} data-topic={t} class={`${f} ${chosen === t ? 'sel' : ''}`}>
-                      <th scope="row">
-                        <button type="button" class="linklike" onClick={() => choose(t)} title="show its trend">
-                          {t}
-                        </button>
-                      </th>
-                      <td class="value">{c.value}</td>
-                      <td class="age">{age(now - c.at)}</td>
-                      <td class="quality">{f}</td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
+          <LiveGrid cells={cells} topics={shown} chosen={chosen} onChoose={choose} subscribed={subscribed} />
+          <div>
             {!shown.length && <p class="muted">No values yet: nothing stored or published on this site{prefix || needle ? ' under this filter' : ''}.</p>}
           </div>
         </div>
