@@ -1,11 +1,17 @@
-//! Broker configuration: a plain serde struct (TOML file, then flags).
+//! Broker configuration: one serde struct, loaded by [`Config::load`]
+//! through `plantd_shared::config` — defaults, then the TOML file
+//! (`--config`), then `PLANTD_*` environment variables, then the
+//! command-line [`Flags`]. A later source replaces a key's whole value
+//! (lists too: `--uplink` or `--deny-subscribe` replace the file's list);
+//! tables merge key by key.
 //!
-//! Kept as one `Deserialize + Serialize + Default` struct with
-//! `deny_unknown_fields` so that loading can move onto
-//! `plantd_shared::config` without changing its shape.
+//! Environment names follow the keys: `PLANTD_SITE`, `PLANTD_MQTT_LISTEN`,
+//! `PLANTD_UPLINK__NATS_URL`, `PLANTD_LIMITS__MAX_INFLIGHT`,
+//! `PLANTD_DENY_SUBSCRIBE='[$SYS/#, secret/#]'`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use plantd_shared::config::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// Everything the broker needs to run.
@@ -93,6 +99,148 @@ impl Default for StatusSettings {
             interval_ms: 5_000,
         }
     }
+}
+
+impl Config {
+    /// Loads the configuration: defaults, the TOML `file`, `PLANTD_*`
+    /// variables, then `flags` (see the module docs).
+    ///
+    /// # Errors
+    /// One line naming the key and where its bad value came from (the
+    /// file, the environment or a flag), or the unreadable file.
+    pub fn load(file: Option<&Path>, flags: &Flags) -> Result<Self, ConfigError> {
+        plantd_shared::config::load(file, flags)
+    }
+}
+
+/// The command-line flags of `plantd-edge`: each one set overrides its
+/// key (`docs/operations.md` lists them). Unset flags are left out, so the
+/// file's or the environment's value stands.
+#[derive(Debug, Default, Clone, clap::Args, Serialize)]
+pub struct Flags {
+    /// Site name.
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The organisation that owns the site: tokens of other organisations
+    /// are refused at CONNECT [default: the site's record in plantd_sites,
+    /// or its copy cached in <data-dir>/site.json].
+    #[arg(long, value_name = "ORG")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// MQTT listen address [default: 127.0.0.1:1883].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_listen: Option<String>,
+    /// HTTP listen address for /healthz and /metrics [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// MQTT over TLS listen address (needs --tls-cert and --tls-key).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<String>,
+    /// TLS server certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS server private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// CA of client certificates (PEM); a verified certificate's common
+    /// name identifies the device (a token is still required).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// MQTT over WebSocket listen address (path /mqtt, subprotocol mqtt).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_listen: Option<String>,
+    /// MQTT over secure WebSocket listen address (path /mqtt; uses
+    /// --tls-cert, --tls-key and --tls-client-ca).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wss_listen: Option<String>,
+    /// Directory for durable state.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Accept clients without credentials (off by default; logged loudly).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_anonymous: bool,
+    /// URL of the identity service's JWKS (signing keys, cached under
+    /// <data-dir>/trust).
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// JWKS file with the signing keys (sites that never reach identity).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// Refuse subscriptions covered by this filter (repeatable; replaces
+    /// the configured list).
+    #[arg(long, value_name = "FILTER")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_subscribe: Vec<String>,
+    /// The JetStream uplink's flags.
+    #[command(flatten)]
+    pub uplink: UplinkFlags,
+    /// The journal's flags.
+    #[command(flatten)]
+    pub journal: JournalFlags,
+}
+
+/// Flags of [`UplinkSettings`].
+#[derive(Debug, Default, Clone, clap::Args, Serialize)]
+pub struct UplinkFlags {
+    /// NATS server for the JetStream uplink (enables the journal).
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// NATS credentials file.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate to verify the NATS server.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS to NATS.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_cert: Option<PathBuf>,
+    /// Client key for mutual TLS to NATS.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_key: Option<PathBuf>,
+    /// Topic filter whose messages go up (repeatable) [default: #]; log
+    /// lines on $plantd/log/<source> always go up.
+    #[arg(long = "uplink", value_name = "FILTER")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Create or update plantd's streams at start.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub create_streams: bool,
+}
+
+/// Flags of [`JournalSettings`].
+#[derive(Debug, Default, Clone, clap::Args, Serialize)]
+pub struct JournalFlags {
+    /// Journal durability: always, batch or never [default: batch].
+    #[arg(long, value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<String>,
+    /// Journal size limit in bytes [default: 1 GiB].
+    #[arg(long = "journal-max-bytes", value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Full journal: block or drop-oldest [default: block].
+    #[arg(long = "journal-overflow", value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
 }
 
 /// The edge's analytics: rules placed `at = "edge"` for this site, run on
@@ -283,5 +431,77 @@ mod tests {
         let partial: Config = toml::from_str("[limits]\nmax_inflight = 5").expect("partial");
         assert_eq!(partial.limits.max_inflight, 5);
         assert_eq!(partial.mqtt_listen, "127.0.0.1:1883");
+    }
+
+    fn flags(args: &[&str]) -> Flags {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: Flags,
+        }
+        let argv = std::iter::once("plantd-edge").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv)
+            .expect("flags parse")
+            .flags
+    }
+
+    #[test]
+    fn flags_override_the_file_key_by_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("edge.toml");
+        std::fs::write(
+            &file,
+            "site = \"from-file\"\ndeny_subscribe = [\"a/#\"]\n\
+             [uplink]\nnats_url = \"nats://file:4222\"\ntopics = [\"f/#\"]\n\
+             [journal]\nfsync = \"always\"\nmax_bytes = 10\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&file), &Flags::default()).expect("load");
+        assert_eq!(c.site, "from-file");
+        assert_eq!(c.uplink.nats_url.as_deref(), Some("nats://file:4222"));
+        assert_eq!(c.journal.fsync, "always");
+        assert!(!c.allow_anonymous);
+
+        let f = flags(&[
+            "--site",
+            "from-flag",
+            "--uplink",
+            "x/#",
+            "--uplink",
+            "y/#",
+            "--journal-max-bytes",
+            "99",
+            "--journal-overflow",
+            "drop-oldest",
+            "--allow-anonymous",
+            "--create-streams",
+            "--deny-subscribe",
+            "b/#",
+        ]);
+        let c = Config::load(Some(&file), &f).expect("load");
+        assert_eq!(c.site, "from-flag");
+        assert_eq!(c.uplink.topics, ["x/#", "y/#"], "flags replace the list");
+        assert_eq!(c.uplink.nats_url.as_deref(), Some("nats://file:4222"));
+        assert!(c.uplink.create_streams);
+        assert_eq!(
+            c.journal.fsync, "always",
+            "unset flags leave the file's value"
+        );
+        assert_eq!(c.journal.max_bytes, 99);
+        assert_eq!(c.journal.overflow, "drop-oldest");
+        assert!(c.allow_anonymous);
+        assert_eq!(c.deny_subscribe, ["b/#"]);
+    }
+
+    #[test]
+    fn a_bad_value_names_key_and_file() {
+        let f = flags(&["--site", "s"]);
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("edge.toml");
+        std::fs::write(&file, "[limits]\nmax_inflight = \"many\"\n").expect("write");
+        let err = Config::load(Some(&file), &f).expect_err("bad type");
+        let line = err.to_string();
+        assert!(line.contains("limits.max_inflight"), "{line}");
+        assert!(line.contains("edge.toml"), "{line}");
     }
 }

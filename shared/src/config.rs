@@ -14,13 +14,23 @@
 //! `__` descends into tables (`PLANTD_MQTT__MAX_PACKET_SIZE`). Only
 //! variables whose first segment names a key of the struct are read, so
 //! process-wide settings like `PLANTD_LOG_FORMAT` never trip the unknown-key
-//! check.
+//! check. A variable set to the empty string counts as unset (deployment
+//! templates write `""` for an optional parameter left blank).
+//!
+//! Values are parsed (`PLANTD_LIMITS__MAX_INFLIGHT=64` is a number,
+//! `PLANTD_DENY_SUBSCRIBE=[a/#,b]` a list). Keys holding free text that
+//! must arrive exactly as typed — a password of digits, a PEM — are named
+//! in [`load_verbatim`] and read unparsed and untrimmed.
+//!
+//! One precedence rule for every key: a later source replaces the whole
+//! value of an earlier one (lists too), and tables merge key by key.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::{Figment, Provider, Source};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -61,6 +71,24 @@ where
     load_from_env(file, overrides, ENV_PREFIX)
 }
 
+/// [`load`], reading the top-level keys named in `verbatim` from the
+/// environment as plain text: not parsed (`PLANTD_X=007` stays `"007"`,
+/// not the number 7) and not trimmed. For passwords, keys and PEMs.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_verbatim<T, O>(
+    file: Option<&Path>,
+    overrides: &O,
+    verbatim: &[&str],
+) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+    O: Serialize,
+{
+    load_inner(file, overrides, ENV_PREFIX, verbatim)
+}
+
 /// [`load`] with a different environment prefix (used by tests so they do
 /// not depend on the process environment).
 ///
@@ -70,6 +98,58 @@ pub fn load_from_env<T, O>(
     file: Option<&Path>,
     overrides: &O,
     prefix: &str,
+) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+    O: Serialize,
+{
+    load_inner(file, overrides, prefix, &[])
+}
+
+/// Environment variables named `<prefix><KEY>` for `verbatim` keys, as
+/// unparsed strings (see [`load_verbatim`]).
+struct VerbatimEnv {
+    /// The variables' prefix.
+    prefix: String,
+    /// The top-level keys read this way (lower case).
+    keys: Vec<String>,
+}
+
+impl Provider for VerbatimEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable(s)")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for key in &self.keys {
+            let name = format!("{}{}", self.prefix, key.to_ascii_uppercase());
+            if let Some(value) = std::env::var_os(&name)
+                && !value.is_empty()
+            {
+                let value = value
+                    .into_string()
+                    .map_err(|_| figment::Error::from(format!("{name} is not valid UTF-8")))?;
+                dict.insert(key.clone(), Value::from(value));
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Whether environment variable `<prefix><key>` (`key` in figment's
+/// dotted form) is set to something other than the empty string.
+fn set_and_not_empty(prefix: &str, key: &str) -> bool {
+    let name = format!("{prefix}{}", key.replace('.', "__"));
+    std::env::vars_os()
+        .any(|(k, v)| !v.is_empty() && k.to_str().is_some_and(|k| k.eq_ignore_ascii_case(&name)))
+}
+
+fn load_inner<T, O>(
+    file: Option<&Path>,
+    overrides: &O,
+    prefix: &str,
+    verbatim: &[&str],
 ) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned,
@@ -92,11 +172,23 @@ where
         })?;
         fig = fig.merge(Toml::file_exact(path));
     }
+    let verbatim: Vec<String> = verbatim.iter().map(|k| k.to_ascii_lowercase()).collect();
+    let parsed = verbatim.clone();
+    let owned_prefix = prefix.to_owned();
     let env = Env::prefixed(prefix).split("__").filter(move |k| {
         let first = k.as_str().split('.').next().unwrap_or_default();
-        known.contains(&first.to_ascii_lowercase())
+        let first = first.to_ascii_lowercase();
+        known.contains(&first)
+            && !parsed.contains(&first)
+            && set_and_not_empty(&owned_prefix, k.as_str())
     });
-    fig = fig.merge(env).merge(Serialized::defaults(overrides));
+    fig = fig
+        .merge(env)
+        .merge(VerbatimEnv {
+            prefix: prefix.to_owned(),
+            keys: verbatim,
+        })
+        .merge(Serialized::defaults(overrides));
     fig.extract::<T>()
         .map_err(|e| ConfigError::Invalid(describe(e)))
 }
@@ -240,6 +332,63 @@ mod tests {
             let err =
                 load_from_env::<Conf, _>(None, &Flags::default(), prefix).expect_err("bad env");
             assert!(err.to_string().contains("mqtt.max_packet_size"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Secrets {
+        password: Option<String>,
+        user: Option<String>,
+        retention_days: Option<i32>,
+        tags: Vec<String>,
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature, not ours
+    fn verbatim_keys_keep_their_text_and_empty_means_unset() {
+        let prefix = "PLANTD_CFGTEST_VERBATIM_";
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(format!("{prefix}PASSWORD"), " 007");
+            jail.set_env(format!("{prefix}USER"), "ada");
+            jail.set_env(format!("{prefix}RETENTION_DAYS"), "");
+            jail.set_env(format!("{prefix}TAGS"), "[a, b]");
+            let c: Secrets =
+                load_inner(None, &Flags::default(), prefix, &["password"]).expect("load");
+            assert_eq!(
+                c.password.as_deref(),
+                Some(" 007"),
+                "not parsed, not trimmed"
+            );
+            assert_eq!(c.user.as_deref(), Some("ada"));
+            assert_eq!(c.retention_days, None, "an empty variable is unset");
+            assert_eq!(c.tags, ["a", "b"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature, not ours
+    fn one_precedence_file_then_env_then_flags() {
+        let prefix = "PLANTD_CFGTEST_ORDER_";
+        figment::Jail::expect_with(|jail| {
+            let f = file("site = \"file\"\n[mqtt]\nmax_packet_size = 1\nlisten = \"f\"\n");
+            jail.set_env(format!("{prefix}SITE"), "env");
+            jail.set_env(format!("{prefix}MQTT__MAX_PACKET_SIZE"), "2");
+            let c: Conf = load_from_env(Some(f.path()), &Flags::default(), prefix).expect("load");
+            assert_eq!(c.site, "env", "the environment overrides the file");
+            assert_eq!(c.mqtt.max_packet_size, 2);
+            assert_eq!(c.mqtt.listen, "f", "tables merge key by key");
+            let c: Conf = load_from_env(
+                Some(f.path()),
+                &Flags {
+                    site: Some("flag".into()),
+                },
+                prefix,
+            )
+            .expect("load");
+            assert_eq!(c.site, "flag", "flags override the environment");
             Ok(())
         });
     }

@@ -6,7 +6,9 @@
 //! KV handles, the keys) is built once here, at cold start, and shared by
 //! every warm invocation.
 //!
-//! Environment:
+//! Configuration: `PLANTD_*` environment variables, read once through
+//! `plantd_shared::config` into [`Config`] (a bad value stops the start
+//! with one line naming the variable):
 //! * `PLANTD_IDENTITY_SECRET_ID` (in AWS): the Secrets Manager secret with
 //!   the signing key, the NATS URL and optional NATS credentials
 //!   ([`plantd_identity::secrets`]). When set, it is the only source of
@@ -28,6 +30,58 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use plantd_identity::{AppState, Keys, Settings, app, bootstrap, secrets};
 use plantd_shared::http::source::{PeerAddr, TrustedProxies};
+use serde::{Deserialize, Serialize};
+
+/// The function's configuration (`PLANTD_<KEY>` for each field).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    /// The Secrets Manager secret with the keys and NATS settings; when
+    /// set, the only source of those.
+    identity_secret_id: Option<String>,
+    /// The NATS server (without a secret).
+    nats_url: String,
+    /// The signing key, PEM (without a secret; read verbatim).
+    identity_signing_key: Option<String>,
+    /// The signing key's file when `identity_signing_key` is unset
+    /// (created with mode 0600 if missing).
+    identity_signing_key_file: PathBuf,
+    /// The bootstrap administrator's e-mail (with its password).
+    bootstrap_admin_email: Option<String>,
+    /// The bootstrap administrator's password (read verbatim).
+    bootstrap_admin_password: Option<String>,
+    /// The HTTP listener outside Lambda.
+    identity_listen: String,
+    /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
+    trusted_proxies: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            identity_secret_id: None,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            identity_signing_key: None,
+            identity_signing_key_file: PathBuf::from(".plantd/identity/signing-key.pem"),
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
+            identity_listen: "127.0.0.1:8081".into(),
+            trusted_proxies: String::new(),
+        }
+    }
+}
+
+/// Keys whose variables are taken as typed: free text, PEMs, addresses.
+const VERBATIM: &[&str] = &[
+    "identity_signing_key",
+    "bootstrap_admin_email",
+    "bootstrap_admin_password",
+    "trusted_proxies",
+];
+
+/// The command line overrides nothing.
+#[derive(Serialize)]
+struct NoOverrides {}
 
 /// Where the signing keys and NATS come from.
 struct Backbone {
@@ -40,33 +94,29 @@ struct Backbone {
 }
 
 /// Reads the secret named by `PLANTD_IDENTITY_SECRET_ID`, or the local
-/// environment and key file.
-async fn backbone() -> anyhow::Result<Backbone> {
-    if let Some((id, secret)) = secrets::from_env().await? {
+/// settings and key file.
+async fn backbone(config: &Config) -> anyhow::Result<Backbone> {
+    if let Some(id) = &config.identity_secret_id {
+        let id = id.clone();
+        let client = secrets::client().await;
+        let secret = secrets::fetch(&client, &id).await?;
         tracing::info!(secret = %id, "signing keys and NATS credentials from Secrets Manager");
         // The PEM is checked here for a clear error naming the secret.
         secret.signing_key(&id)?;
-        let keys = Keys::from_secret(&secret.ring(), secrets::client().await, id.clone())?;
+        let keys = Keys::from_secret(&secret.ring(), client, id.clone())?;
         return Ok(Backbone {
             keys,
             nats_options: secret.nats_options(&id)?,
             nats_url: secret.nats_url,
         });
     }
-    let nats_url =
-        std::env::var("PLANTD_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let keys = match std::env::var("PLANTD_IDENTITY_SIGNING_KEY") {
-        Ok(pem) => Keys::new(Keys::from_pem(&pem)?, Vec::new())?,
-        Err(_) => {
-            let path = std::env::var_os("PLANTD_IDENTITY_SIGNING_KEY_FILE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(".plantd/identity/signing-key.pem"));
-            Keys::open_file(&path)?
-        }
+    let keys = match &config.identity_signing_key {
+        Some(pem) => Keys::new(Keys::from_pem(pem)?, Vec::new())?,
+        None => Keys::open_file(&config.identity_signing_key_file)?,
     };
     Ok(Backbone {
         keys,
-        nats_url,
+        nats_url: config.nats_url.clone(),
         nats_options: async_nats::ConnectOptions::new(),
     })
 }
@@ -76,11 +126,12 @@ async fn main() -> anyhow::Result<()> {
     plantd_shared::logging::init("plantd-identity");
     // Warnings and errors also go to plantd._plantd.log.plantd.identity.
     plantd_shared::log_ship::start("identity");
+    let config: Config = plantd_shared::config::load_verbatim(None, &NoOverrides {}, VERBATIM)?;
     let Backbone {
         keys,
         nats_url,
         nats_options,
-    } = backbone().await?;
+    } = backbone(&config).await?;
     let client = nats_options
         .name("plantd-identity")
         .connect(&nats_url)
@@ -95,15 +146,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let js = async_nats::jetstream::new(client);
     let settings = Settings {
-        trusted_proxies: TrustedProxies::from_env().map_err(anyhow::Error::msg)?,
+        trusted_proxies: TrustedProxies::parse(&config.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("PLANTD_TRUSTED_PROXIES: {e}"))?,
         ..Settings::default()
     };
     let state = AppState::new(&js, keys, settings).await?;
-    if let (Ok(email), Ok(pw)) = (
-        std::env::var("PLANTD_BOOTSTRAP_ADMIN_EMAIL"),
-        std::env::var("PLANTD_BOOTSTRAP_ADMIN_PASSWORD"),
+    if let (Some(email), Some(pw)) = (
+        &config.bootstrap_admin_email,
+        &config.bootstrap_admin_password,
     ) {
-        bootstrap::ensure_admin(&state, &email, &pw).await?;
+        bootstrap::ensure_admin(&state, email, pw).await?;
     }
 
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
@@ -128,9 +180,8 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
     }
 
-    let listen =
-        std::env::var("PLANTD_IDENTITY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8081".into());
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listen = &config.identity_listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "identity listening");

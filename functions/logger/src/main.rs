@@ -18,7 +18,9 @@
 //! both are idempotent on `(stream, sequence)` (CloudWatch as far as it
 //! allows: see the module).
 //!
-//! Environment:
+//! Configuration: `PLANTD_*` environment variables, read once through
+//! `plantd_shared::config` into [`Config`] (a bad value stops the start
+//! with one line naming the variable; an empty one counts as unset):
 //! * `PLANTD_CLOUDWATCH_PREFIX`: the log group prefix, one group per site
 //!   (default `/plantd/sites`);
 //! * `PLANTD_CLOUDWATCH_RETENTION_DAYS`: retention of the groups this
@@ -30,6 +32,7 @@
 //!
 //! Clients are built once, at cold start, and reused by warm invocations.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -38,6 +41,37 @@ use plantd_logger::cloudwatch::{self, CloudWatch};
 use plantd_logger::{AggregateSettings, Aggregates, Logger};
 use plantd_trigger::sqs::{self, SqsBatchResponse, SqsEvent};
 use plantd_trigger::{BatchOutcome, Handler, Item};
+use serde::{Deserialize, Serialize};
+
+/// The function's configuration (`PLANTD_<KEY>` for each field).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    /// The log group prefix, one group per site.
+    cloudwatch_prefix: String,
+    /// Retention of the groups this function creates (unset: CloudWatch's,
+    /// never expire).
+    cloudwatch_retention_days: Option<i32>,
+    /// NATS for the aggregates (unset: CloudWatch only).
+    nats_url: Option<String>,
+    /// A NATS credentials file (`.creds`).
+    nats_creds: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cloudwatch_prefix: cloudwatch::DEFAULT_PREFIX.to_owned(),
+            cloudwatch_retention_days: None,
+            nats_url: None,
+            nats_creds: None,
+        }
+    }
+}
+
+/// The command line overrides nothing.
+#[derive(Serialize)]
+struct NoOverrides {}
 
 /// The function's handlers, run together on each batch.
 struct LoggerFunction {
@@ -65,20 +99,20 @@ impl Handler for LoggerFunction {
 }
 
 /// The logger with aggregates, when `PLANTD_NATS_URL` is set.
-async fn logger_from_env() -> anyhow::Result<Option<Logger>> {
-    let Ok(url) = std::env::var("PLANTD_NATS_URL") else {
+async fn logger(config: &Config) -> anyhow::Result<Option<Logger>> {
+    let Some(url) = &config.nats_url else {
         tracing::info!("PLANTD_NATS_URL not set: forwarding to CloudWatch only, no aggregates");
         return Ok(None);
     };
     let mut options = async_nats::ConnectOptions::new().name("plantd-logger");
-    if let Some(creds) = std::env::var_os("PLANTD_NATS_CREDS") {
+    if let Some(creds) = &config.nats_creds {
         options = options
-            .credentials_file(&creds)
+            .credentials_file(creds)
             .await
-            .with_context(|| format!("cannot read NATS credentials {}", creds.to_string_lossy()))?;
+            .with_context(|| format!("cannot read NATS credentials {}", creds.display()))?;
     }
     let client = options
-        .connect(&url)
+        .connect(url)
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     let aggregates = Aggregates::open(
@@ -98,19 +132,14 @@ async fn main() -> anyhow::Result<()> {
         std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some(),
         "plantd-logger runs under the Lambda runtime (AWS_LAMBDA_RUNTIME_API); locally `plantd up` runs the logger in-process"
     );
-    let prefix = std::env::var("PLANTD_CLOUDWATCH_PREFIX")
-        .unwrap_or_else(|_| cloudwatch::DEFAULT_PREFIX.to_owned());
-    let retention = match std::env::var("PLANTD_CLOUDWATCH_RETENTION_DAYS") {
-        Ok(days) if !days.is_empty() => Some(days.parse::<i32>().with_context(|| {
-            format!("PLANTD_CLOUDWATCH_RETENTION_DAYS={days:?} is not a number of days")
-        })?),
-        _ => None,
-    };
+    let config: Config = plantd_shared::config::load(None, &NoOverrides {})?;
+    let prefix = config.cloudwatch_prefix.clone();
+    let retention = config.cloudwatch_retention_days;
     let sdk = plantd_shared::aws::sdk_config().await;
     let handler = Arc::new(LoggerFunction {
         cloudwatch: CloudWatch::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), prefix.clone())
             .with_retention_days(retention),
-        logger: logger_from_env().await?,
+        logger: logger(&config).await?,
     });
     tracing::info!(prefix = %prefix, aggregates = handler.logger.is_some(), "logger serving SQS events through the Lambda runtime API");
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {

@@ -16,7 +16,9 @@
 //! Everything expensive (the secret, the JWKS, the NATS connection, the KV
 //! handles, the SDK clients) is built once, at start (cold start on Lambda).
 //!
-//! Environment:
+//! Configuration: `PLANTD_*` environment variables, read once through
+//! `plantd_shared::config` into [`Config`] (a bad value — a mode, a number
+//! — stops the start with one line naming the variable):
 //! * `PLANTD_PROXY_SECRET_ID` (in AWS): the Secrets Manager secret with
 //!   `nats_url`, optional `nats_creds` and `jwks_url`
 //!   ([`plantd_proxy::aws::secrets`]); otherwise `PLANTD_NATS_URL`
@@ -47,29 +49,84 @@ use lambda_http::{LambdaEvent, service_fn};
 use plantd_proxy::aws::{self, Fanout, Registry, websocket};
 use plantd_proxy::{AppState, Settings, app};
 use plantd_shared::jwt::JwkSet;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-/// The role this process plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The role this process plays (`PLANTD_PROXY_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum Mode {
+    /// The REST API and the local `/v1/ws`.
+    #[default]
     Http,
+    /// API Gateway WebSocket API events (Lambda only).
     Websocket,
+    /// The long-lived fan-out to API Gateway connections.
     Fanout,
 }
 
-impl Mode {
-    fn from_env() -> anyhow::Result<Self> {
-        match std::env::var(aws::MODE_ENV).as_deref() {
-            Err(_) | Ok("" | "http") => Ok(Self::Http),
-            Ok("websocket") => Ok(Self::Websocket),
-            Ok("fanout") => Ok(Self::Fanout),
-            Ok(other) => anyhow::bail!(
-                "{} is `{other}`; use http, websocket or fanout",
-                aws::MODE_ENV
-            ),
+/// The function's configuration (`PLANTD_<KEY>` for each field).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    /// The role (`http`, `websocket` or `fanout`).
+    proxy_mode: Mode,
+    /// The Secrets Manager secret with the NATS settings and JWKS URL.
+    proxy_secret_id: Option<String>,
+    /// The NATS server (without a secret).
+    nats_url: String,
+    /// The identity service's JWKS URL (the secret's, when it has one,
+    /// comes first).
+    jwks_url: Option<String>,
+    /// A JWKS document on disk, when there is no URL.
+    jwks_file: Option<std::path::PathBuf>,
+    /// Seconds between JWKS refreshes from the URL.
+    jwks_refresh_secs: u64,
+    /// The DynamoDB table of WebSocket connections (`websocket`, `fanout`).
+    connections_table: Option<String>,
+    /// The WebSocket API's management endpoint (`fanout`).
+    ws_endpoint: Option<String>,
+    /// Milliseconds a site's subscription list is reused (`fanout`).
+    fanout_cache_ms: u64,
+    /// Concurrent posts to API Gateway (`fanout`).
+    fanout_workers: usize,
+    /// The HTTP listener outside Lambda.
+    proxy_listen: String,
+    /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
+    trusted_proxies: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            proxy_mode: Mode::Http,
+            proxy_secret_id: None,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            jwks_url: None,
+            jwks_file: None,
+            jwks_refresh_secs: 300,
+            connections_table: None,
+            ws_endpoint: None,
+            fanout_cache_ms: 1000,
+            fanout_workers: 8,
+            proxy_listen: "127.0.0.1:8082".into(),
+            trusted_proxies: String::new(),
         }
     }
+}
+
+/// Keys whose variables are taken as typed (addresses).
+const VERBATIM: &[&str] = &["trusted_proxies"];
+
+/// The command line overrides nothing.
+#[derive(Serialize)]
+struct NoOverrides {}
+
+/// A setting the mode needs, or [`aws::AwsError::Missing`] naming its
+/// variable.
+fn required(value: Option<&String>, env: &'static str) -> Result<String, aws::AwsError> {
+    value.cloned().ok_or(aws::AwsError::Missing(env))
 }
 
 async fn fetch_jwks(client: &reqwest::Client, url: &str) -> anyhow::Result<JwkSet> {
@@ -85,13 +142,6 @@ async fn fetch_jwks(client: &reqwest::Client, url: &str) -> anyhow::Result<JwkSe
         .with_context(|| format!("{url} is not a JWKS document"))
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Where NATS and the keys come from.
 struct Backbone {
     nats_url: String,
@@ -99,23 +149,25 @@ struct Backbone {
     jwks_url: Option<String>,
 }
 
-async fn backbone(config: Option<&aws_config::SdkConfig>) -> anyhow::Result<Backbone> {
-    let env_jwks = std::env::var("PLANTD_JWKS_URL").ok();
-    if let Some(config) = config
-        && let Some((id, secret)) = aws::secrets::from_env(config).await?
+async fn backbone(
+    config: &Config,
+    sdk: Option<&aws_config::SdkConfig>,
+) -> anyhow::Result<Backbone> {
+    if let Some(sdk) = sdk
+        && let Some(id) = &config.proxy_secret_id
     {
+        let secret = aws::secrets::fetch(&aws_sdk_secretsmanager::Client::new(sdk), id).await?;
         tracing::info!(secret = %id, "NATS settings from Secrets Manager");
         return Ok(Backbone {
-            nats_options: secret.nats_options(&id)?,
-            jwks_url: secret.jwks_url.clone().or(env_jwks),
+            nats_options: secret.nats_options(id)?,
+            jwks_url: secret.jwks_url.clone().or_else(|| config.jwks_url.clone()),
             nats_url: secret.nats_url,
         });
     }
     Ok(Backbone {
-        nats_url: std::env::var("PLANTD_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        nats_url: config.nats_url.clone(),
         nats_options: async_nats::ConnectOptions::new(),
-        jwks_url: env_jwks,
+        jwks_url: config.jwks_url.clone(),
     })
 }
 
@@ -130,7 +182,8 @@ async fn main() -> anyhow::Result<()> {
     plantd_shared::logging::init("plantd-proxy");
     // Warnings and errors also go to plantd._plantd.log.plantd.proxy.
     plantd_shared::log_ship::start("proxy");
-    let mode = Mode::from_env()?;
+    let config: Config = plantd_shared::config::load_verbatim(None, &NoOverrides {}, VERBATIM)?;
+    let mode = config.proxy_mode;
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     anyhow::ensure!(
         mode != Mode::Websocket || on_lambda,
@@ -139,10 +192,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // AWS is only configured where it is used: on Lambda, with a secret,
     // or for the registry.
-    let sdk = if on_lambda
-        || mode != Mode::Http
-        || std::env::var_os(aws::secrets::SECRET_ID_ENV).is_some()
-    {
+    let sdk = if on_lambda || mode != Mode::Http || config.proxy_secret_id.is_some() {
         Some(plantd_shared::aws::sdk_config().await)
     } else {
         None
@@ -151,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
         nats_url,
         nats_options,
         jwks_url,
-    } = backbone(sdk.as_ref()).await?;
+    } = backbone(&config, sdk.as_ref()).await?;
     let client = nats_options
         .name("plantd-proxy")
         .connect(&nats_url)
@@ -169,10 +219,10 @@ async fn main() -> anyhow::Result<()> {
         let sdk = sdk.context("the AWS configuration")?;
         let registry = Registry::new(
             aws_sdk_dynamodb::Client::new(&sdk),
-            aws::required_env(aws::TABLE_ENV)?,
+            required(config.connections_table.as_ref(), aws::TABLE_ENV)?,
         );
-        let endpoint = aws::required_env(aws::ENDPOINT_ENV)?;
-        let cache = Duration::from_millis(env_number("PLANTD_FANOUT_CACHE_MS", 1000));
+        let endpoint = required(config.ws_endpoint.as_ref(), aws::ENDPOINT_ENV)?;
+        let cache = Duration::from_millis(config.fanout_cache_ms);
         // Which organisation owns each site: a subscription is delivered
         // only while its site's owner is the one it was authorised for.
         let sites = plantd_shared::sites::Sites::open(&async_nats::jetstream::new(client.clone()))
@@ -181,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         let fanout = Fanout::new(registry, aws::fanout::management_client(&sdk, &endpoint))
             .with_cache(cache)
             .with_sites(plantd_shared::sites::SiteCache::new(sites, cache));
-        let workers = usize::try_from(env_number("PLANTD_FANOUT_WORKERS", 8)).unwrap_or(8);
+        let workers = config.fanout_workers;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -197,21 +247,23 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(10))
         .build()
         .context("cannot build the HTTP client")?;
-    let jwks = match (&jwks_url, std::env::var_os("PLANTD_JWKS_FILE")) {
+    let jwks = match (&jwks_url, &config.jwks_file) {
         (Some(url), _) => fetch_jwks(&http, url).await?,
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.to_string_lossy()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a JWKS document", path.to_string_lossy()))?
+                .with_context(|| format!("{} is not a JWKS document", path.display()))?
         }
         (None, None) => anyhow::bail!(
             "no JWKS: set jwks_url in the proxy secret, PLANTD_JWKS_URL or PLANTD_JWKS_FILE"
         ),
     };
     let settings = Settings {
-        trusted_proxies: plantd_shared::http::source::TrustedProxies::from_env()
-            .map_err(anyhow::Error::msg)?,
+        trusted_proxies: plantd_shared::http::source::TrustedProxies::parse(
+            &config.trusted_proxies,
+        )
+        .map_err(|e| anyhow::anyhow!("PLANTD_TRUSTED_PROXIES: {e}"))?,
         ..Settings::default()
     };
     let max_subscriptions = settings.ws_max_subscriptions;
@@ -222,15 +274,14 @@ async fn main() -> anyhow::Result<()> {
     let refresher = jwks_url.map(|url| {
         let trust = state.trust.clone();
         trust.set_key_source(plantd_proxy::auth::KeySource::Url { client: http, url });
-        let every = env_number("PLANTD_JWKS_REFRESH_SECS", 300);
-        tokio::spawn(trust.refresh_every(Duration::from_secs(every)))
+        tokio::spawn(trust.refresh_every(Duration::from_secs(config.jwks_refresh_secs)))
     });
 
     if mode == Mode::Websocket {
         let sdk = sdk.context("the AWS configuration")?;
         let registry = Registry::new(
             aws_sdk_dynamodb::Client::new(&sdk),
-            aws::required_env(aws::TABLE_ENV)?,
+            required(config.connections_table.as_ref(), aws::TABLE_ENV)?,
         );
         let handler = websocket::Handler::new(state.clone(), registry, max_subscriptions);
         tracing::info!("proxy serving WebSocket API events through the Lambda runtime API");
@@ -266,8 +317,8 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
     }
 
-    let listen = std::env::var("PLANTD_PROXY_LISTEN").unwrap_or_else(|_| "127.0.0.1:8082".into());
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listen = &config.proxy_listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "proxy listening");
