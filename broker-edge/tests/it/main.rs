@@ -21,6 +21,7 @@ mod limits;
 mod logs;
 mod nats_tls;
 mod orgs;
+mod packaging;
 mod paho;
 mod persistence;
 mod reload;
