@@ -255,10 +255,18 @@ async fn a_changed_or_deleted_rule_applies_without_a_restart() {
         r#"SELECT count(*) AS n FROM "line1/+/temp" GROUP BY '*', TUMBLE(2s)"#,
     );
     put_rule(&js, ORG, &v2).await;
+    // The function learns of the change through its rule watch, so the
+    // old definition may still take the first readings sent after it.
+    // Each attempt sends the next 3 s of readings, as a live device would:
+    // the new definition's windows then close however many readings the
+    // old one took (repeating the same instants would leave its first
+    // window, opened by a reading past the last instant sent, never closed).
+    let attempt = std::sync::atomic::AtomicUsize::new(0);
     eventually(WAIT, "the changed rule to produce results", || {
         let js = js.clone();
+        let from = 1000 + 30 * attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            let more = readings(1000, 1030);
+            let more = readings(from, from + 30);
             publish(&js, SITE, &more).await;
             let now = stored(&js, SITE).await;
             now.values()

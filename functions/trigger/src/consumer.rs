@@ -1,5 +1,6 @@
 //! The three tasks of one (function, stream) binding: the delivery loop
-//! (pull a batch, call the handler, acknowledge, retry or park each item),
+//! (cut a batch from the feed, call the handler, acknowledge, retry or
+//! park each item),
 //! the watcher (lag, DLQ depth, rate), and the replay responder.
 
 use std::panic::AssertUnwindSafe;
@@ -12,9 +13,9 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq::{self, ReplayReply};
+use crate::feed::Feed;
 use crate::item::{BatchOutcome, Handler, Item};
 use crate::metrics::{ConsumerMetrics, Snapshot};
-use crate::pull::{Pull, Pulled, pull, ready};
 use crate::settings::ConsumerSettings;
 
 /// Everything a binding's tasks share.
@@ -61,22 +62,25 @@ fn to_item(m: &jetstream::Message) -> Option<Item> {
     })
 }
 
-/// The delivery loop: until `cancel` fires, pull up to `batch_size` items
-/// (waiting at most `max_wait`), hand them to the handler and settle each.
-/// While a batch is being handled and settled, the next pull is already
-/// running (prefetch, when `max_ack_pending` leaves room for two batches):
-/// its items wait in this process, their ack deadline extended like the
-/// handled ones', and are handed over in stream order once the handler is
-/// done. A batch being handled when `cancel` fires is finished first;
-/// items pulled but not yet handed over are NAKed so they come back at
-/// once.
+/// The delivery loop: until `cancel` fires, read the consumer's
+/// deliveries through one long-lived subscription ([`Feed`]), cut them
+/// into batches (full, or after `max_wait`), hand each to the handler and
+/// settle each item. While a batch is being handled and settled, the
+/// subscription is read on (up to one batch held ahead): held items wait
+/// in this process, their ack deadline extended every half `ack_wait`
+/// like the handled ones', and are handed over in stream order once the
+/// handler is done. A batch being handled when `cancel` fires is finished
+/// first; items received but not yet handed over are NAKed so they come
+/// back at once.
 pub(crate) async fn deliver<H: Handler>(
     b: Arc<Binding<H>>,
     consumer: PullConsumer,
     cancel: CancellationToken,
 ) {
     let mut finishing = Finishing(None);
-    deliver_until_cancelled(&b, &consumer, &cancel, &mut finishing).await;
+    let mut feed = Feed::new(consumer, b.settings.batch_size, b.settings.max_wait);
+    deliver_until_cancelled(&b, &mut feed, &cancel, &mut finishing).await;
+    feed.give_back().await;
     finishing.wait().await;
 }
 
@@ -107,58 +111,47 @@ impl Drop for Finishing {
 /// [`deliver`]'s loop.
 async fn deliver_until_cancelled<H: Handler>(
     b: &Arc<Binding<H>>,
-    consumer: &PullConsumer,
+    feed: &mut Feed,
     cancel: &CancellationToken,
     finishing: &mut Finishing,
 ) {
-    let s = &b.settings;
-    let prefetch = s.max_ack_pending >= 2 * i64::try_from(s.batch_size).unwrap_or(i64::MAX);
-    let new_pull = || pull(consumer.clone(), s.batch_size, s.max_wait, cancel.clone());
-    let mut errors_in_a_row: u32 = 0;
-    let mut next: Option<Pull> = None;
+    let period = b.settings.ack_wait / 2;
+    let mut extend = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    extend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let pulled = next.take().unwrap_or_else(new_pull).await;
-        if pulled.cancelled || cancel.is_cancelled() {
-            pulled.give_back().await;
+        while !feed.batch_ready() {
+            let deadline = feed.deadline();
+            let wait = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now));
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = feed.receive() => {
+                    if let Err(e) = r {
+                        failed_read(b, feed, &e).await;
+                    }
+                }
+                () = wait, if deadline.is_some() => {}
+                _ = extend.tick() => feed.extend().await,
+            }
+        }
+        let messages = feed.take_batch();
+        settle_while_reading(b, messages, feed, finishing, &mut extend).await;
+        if cancel.is_cancelled() {
             return;
         }
-        let Pulled {
-            messages, error, ..
-        } = pulled;
-        match error {
-            Some(e) if messages.is_empty() => {
-                errors_in_a_row = errors_in_a_row.saturating_add(1);
-                if failed_pull(b, &e, errors_in_a_row, cancel).await {
-                    return;
-                }
-                continue;
-            }
-            Some(e) => tracing::debug!(consumer = %b.durable, error = %e, "batch ended early"),
-            None => {}
-        }
-        errors_in_a_row = 0;
-        if messages.is_empty() {
-            continue;
-        }
-        if !prefetch {
-            settle_batch(b, messages).await;
-            continue;
-        }
-        next = Some(settle_while_pulling(b, messages, new_pull(), finishing).await);
     }
 }
 
-/// Hands `messages` to the handler while `pulling` runs, then leaves
+/// Hands `messages` to the handler while the feed reads on, then leaves
 /// their acknowledgements to a task of their own (after those of the
-/// previous batch are sent); returns the pull, done or still in flight.
-/// Items the pull brought before the handler is done get their ack
-/// deadline extended every half `ack_wait` meanwhile.
-async fn settle_while_pulling<H: Handler>(
+/// previous batch are sent). Items received meanwhile get their ack
+/// deadline extended every half `ack_wait`.
+async fn settle_while_reading<H: Handler>(
     b: &Arc<Binding<H>>,
     messages: Vec<jetstream::Message>,
-    mut pulling: Pull,
+    feed: &mut Feed,
     finishing: &mut Finishing,
-) -> Pull {
+    extend: &mut tokio::time::Interval,
+) {
     let settle = async {
         if let Some(handled) = handle_batch(b, messages).await {
             finishing.wait().await;
@@ -169,39 +162,30 @@ async fn settle_while_pulling<H: Handler>(
         }
     };
     tokio::pin!(settle);
-    let period = b.settings.ack_wait / 2;
-    let mut extend = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let mut pulled: Option<Pulled> = None;
     loop {
+        let more = feed.wants_more();
         tokio::select! {
-            () = &mut settle => break,
-            p = &mut pulling, if pulled.is_none() => pulled = Some(p),
-            _ = extend.tick() => {
-                if let Some(p) = &pulled {
-                    p.extend().await;
+            () = &mut settle => return,
+            r = feed.receive(), if more => {
+                if let Err(e) = r {
+                    failed_read(b, feed, &e).await;
                 }
             }
+            _ = extend.tick() => feed.extend().await,
         }
-    }
-    match pulled {
-        Some(p) => ready(p),
-        None => pulling,
     }
 }
 
-/// After a pull failed `errors_in_a_row` times: waits a growing delay and,
-/// every fifth failure, creates the durable consumer again — it is gone
-/// when nats-server came back with a wiped store or someone deleted it
-/// (a new consumer starts at the stream's first item: handlers are
-/// idempotent). True when cancelled meanwhile.
-async fn failed_pull<H: Handler>(
-    b: &Binding<H>,
-    error: &str,
-    errors_in_a_row: u32,
-    cancel: &CancellationToken,
-) -> bool {
+/// After reading the feed failed: waits a growing delay before the next
+/// subscription and, every fifth failure in a row, creates the durable
+/// consumer again — it is gone when nats-server came back with a wiped
+/// store or someone deleted it (a new consumer starts at the stream's
+/// first item: handlers are idempotent). Items already held stay held.
+async fn failed_read<H: Handler>(b: &Binding<H>, feed: &mut Feed, error: &str) {
+    feed.errors_in_a_row = feed.errors_in_a_row.saturating_add(1);
+    let errors_in_a_row = feed.errors_in_a_row;
     let delay = Duration::from_millis(100 * u64::from(errors_in_a_row.min(50)));
-    tracing::warn!(consumer = %b.durable, error, ?delay, "cannot pull a batch; retrying");
+    tracing::warn!(consumer = %b.durable, error, ?delay, errors_in_a_row, "cannot read the consumer's deliveries; retrying");
     if errors_in_a_row.is_multiple_of(5) {
         match b.js.get_stream(&b.stream).await {
             Ok(stream) => match stream.create_consumer(b.config.clone()).await {
@@ -215,15 +199,7 @@ async fn failed_pull<H: Handler>(
             }
         }
     }
-    pause(delay, cancel).await
-}
-
-/// Hands one batch to the handler and acknowledges, retries or parks each
-/// item according to the outcome.
-async fn settle_batch<H: Handler>(b: &Binding<H>, messages: Vec<jetstream::Message>) {
-    if let Some(handled) = handle_batch(b, messages).await {
-        finish_batch(b, handled).await;
-    }
+    feed.retry_after(delay);
 }
 
 /// A batch the handler is done with; each item still to be acknowledged,
@@ -234,8 +210,8 @@ pub(crate) struct Handled {
     outcome: BatchOutcome,
 }
 
-/// The first half of [`settle_batch`]: parks the items delivered too
-/// often already and hands the others to the handler.
+/// Settling a batch, first half: parks the items delivered too often
+/// already and hands the others to the handler.
 async fn handle_batch<H: Handler>(
     b: &Binding<H>,
     messages: Vec<jetstream::Message>,
@@ -275,7 +251,7 @@ async fn handle_batch<H: Handler>(
     })
 }
 
-/// The second half of [`settle_batch`]: acknowledges each item the handler
+/// Settling a batch, second half: acknowledges each item the handler
 /// succeeded on, NAKs the failed ones with their backoff, parks those out
 /// of deliveries.
 async fn finish_batch<H: Handler>(b: &Binding<H>, handled: Handled) {

@@ -10,7 +10,7 @@
 //! | [`settings`] | [`ConsumerSettings`] (batch size and wait, max deliveries, backoff, stuck threshold) and the durable name `<function>_<stream>` |
 //! | [`trigger`] | [`Trigger`]: bind handlers to streams, shut down |
 //! | `consumer` | the tasks of a binding: delivery loop, watcher, replay responder |
-//! | `pull` | one pull request as a future, run while the previous batch is handled (prefetch) |
+//! | `feed` | one long-lived pull subscription per binding, read on while the handler works; batches cut from it |
 //! | [`dlq`] | the `PLANTD_DLQ` record format, park, list, depth, replay requests |
 //! | [`metrics`] | counters and gauges, Prometheus text, health ([`Status`]) |
 //! | [`http`] | `GET /metrics` and `GET /healthz/trigger` for the host's HTTP server |
@@ -46,7 +46,7 @@ pub mod trigger;
 pub mod forward;
 
 mod consumer;
-mod pull;
+mod feed;
 
 pub use item::{BatchOutcome, Handler, Item};
 pub use metrics::{ConsumerHealth, ConsumerState, Health, Status};

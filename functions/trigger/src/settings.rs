@@ -13,8 +13,9 @@ pub struct ConsumerSettings {
     /// Most items handed to the handler at once.
     pub batch_size: usize,
     /// Longest wait for a batch to fill: a batch is handed over when it is
-    /// full or this has passed since the pull began, whichever is first
-    /// (bounds the latency an item waits for company).
+    /// full or this has passed since the previous batch was handed over,
+    /// whichever is first (bounds the latency an item waits for company;
+    /// an item arriving after a quiet spell goes at once).
     pub max_wait: Duration,
     /// Deliveries before a failing item is parked in `PLANTD_DLQ` (the
     /// first delivery counts; at least 1).
