@@ -311,3 +311,91 @@ async fn app_in_a_browser() {
     );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+/// The Sites page's health in the browser (`app/tests/health.mjs`): the
+/// edge of `plantd up`'s site shows connected with its uplink up and no
+/// backlog, a registered site no edge serves shows not connected, and a
+/// device's message and a firing alert appear on the page without a
+/// reload.
+#[tokio::test]
+async fn sites_health_in_a_browser() {
+    let app = repo().join("app");
+    require(
+        &app.join("dist/index.html"),
+        "build the app: cd app && npm ci && npm run build",
+    );
+    require(
+        &app.join("node_modules/playwright-core"),
+        "install the app's packages: cd app && npm ci",
+    );
+    let chromium = std::env::var("PLANTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    require(
+        Path::new(&chromium),
+        "install Debian's chromium: apt-get install chromium",
+    );
+    require_program("node", "Node.js");
+    require_program("mosquitto_pub", "mosquitto-clients");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = up_with_app(dir.path()).await;
+    let admin = admin_token(&up, dir.path()).await;
+    let admin_password =
+        std::fs::read_to_string(dir.path().join("admin-password")).expect("password");
+    let (status, s) = post_json(
+        &up,
+        "/v1/sites",
+        Some(&admin),
+        &serde_json::json!({"id": "plant-quiet", "name": "Plant without an edge"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{s}");
+    let (status, r) = post_json(
+        &up,
+        "/v1/alert-rules",
+        Some(&admin),
+        &serde_json::json!({
+            "id": "oven-hot",
+            "name": "Oven too hot",
+            "severity": "critical",
+            "group_by": ["topic"],
+            "condition": {"kind": "threshold", "topic": "line9/+/temp", "op": ">", "value": 80}
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    let sensor = device(&up, &admin, "oven-sensor", &["line9/#"], &[]).await;
+
+    let screenshots = repo().join("target/app-screenshots");
+    let config = serde_json::json!({
+        "base": up.functions_url(),
+        "mqtt_port": port_of(up.mqtt.as_deref().expect("plantd up prints the edge's address")),
+        "site": "local",
+        "offline": "plant-quiet",
+        "admin": {"email": "admin@plantd.local", "password": admin_password.trim()},
+        "device": {"id": sensor.0, "token": sensor.1},
+        "alert": {"topic": "line9/oven/temp", "value": 95},
+        "screenshots": screenshots,
+    });
+    let run = tokio::process::Command::new("node")
+        .arg(app.join("tests/health.mjs"))
+        .env("PLANTD_APP_TEST", config.to_string())
+        .env("PLANTD_CHROMIUM", &chromium)
+        .current_dir(&app)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser test finishes within 2 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "the health scenarios failed ({}); screenshots in {}:\n{stdout}\n{stderr}",
+        out.status,
+        screenshots.display()
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}

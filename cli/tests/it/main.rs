@@ -18,6 +18,7 @@ mod functions_crash;
 mod live;
 mod logs;
 mod session;
+mod site_health;
 mod sites;
 mod supervise;
 mod up;

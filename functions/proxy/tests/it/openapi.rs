@@ -102,7 +102,7 @@ async fn every_route_is_in_the_document_and_every_documented_operation_is_routed
             }
         }
     }
-    assert_eq!(operations, 43, "operations in the document");
+    assert_eq!(operations, 44, "operations in the document");
     // The mounted form serves the same document.
     let mounted = plantd_proxy::mountable(f.state.clone());
     assert_eq!(
