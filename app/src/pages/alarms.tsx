@@ -108,56 +108,56 @@ export function AlarmsPage() {
               {alerts.map((a) => {
                 const held = silencing(silences, a.labels ?? { rule: a.rule, site: a.site, severity: a.severity });
                 return (
-                <tr key={a.id} data-alert={a.id} class={`sev-${a.severity} st-${a.state}`} data-silenced={held ? 'yes' : 'no'}>
-                  <td>{a.severity}</td>
-                  <td>
-                    {a.state}
-                    {held && (
-                      <>
-                        {' '}
-                        <span class="badge" title={held.comment || held.id}>
-                          silenced until {new Date(held.ends).toLocaleTimeString()}
-                        </span>
-                      </>
-                    )}
-                  </td>
-                  <th scope="row">{a.rule}</th>
-                  <td>{a.site}</td>
-                  <td>
-                    <code>{a.key}</code>
-                  </td>
-                  <td>{when(a.since)}</td>
-                  <td>{a.value ?? '—'}</td>
-                  <td>
-                    {a.ack ? (
-                      <span title={a.ack.note ?? ''}>acked by {a.ack.by}</span>
-                    ) : a.state === 'firing' && canAck ? (
-                      <button type="button" onClick={() => setAcking(a)}>
-                        Acknowledge…
+                  <tr key={a.id} data-alert={a.id} class={`sev-${a.severity} st-${a.state}`} data-silenced={held ? 'yes' : 'no'}>
+                    <td>{a.severity}</td>
+                    <td>
+                      {a.state}
+                      {held && (
+                        <>
+                          {' '}
+                          <span class="badge" title={held.comment || held.id}>
+                            silenced until {new Date(held.ends).toLocaleTimeString()}
+                          </span>
+                        </>
+                      )}
+                    </td>
+                    <th scope="row">{a.rule}</th>
+                    <td>{a.site}</td>
+                    <td>
+                      <code>{a.key}</code>
+                    </td>
+                    <td>{when(a.since)}</td>
+                    <td>{a.value ?? '—'}</td>
+                    <td>
+                      {a.ack ? (
+                        <span title={a.ack.note ?? ''}>acked by {a.ack.by}</span>
+                      ) : a.state === 'firing' && canAck ? (
+                        <button type="button" onClick={() => setAcking(a)}>
+                          Acknowledge…
+                        </button>
+                      ) : (
+                        '—'
+                      )}
+                    </td>
+                    <td class="actions">
+                      <button type="button" onClick={() => setHistory(a)}>
+                        Transitions ({a.transitions ?? '?'})
                       </button>
-                    ) : (
-                      '—'
-                    )}
-                  </td>
-                  <td class="actions">
-                    <button type="button" onClick={() => setHistory(a)}>
-                      Transitions ({a.transitions ?? '?'})
-                    </button>
-                    {canAck && !held && (
-                      <button
-                        type="button"
-                        onClick={() =>
-                          setSilencing([
-                            { label: 'rule', op: '=', value: a.rule },
-                            { label: 'site', op: '=', value: a.site },
-                          ])
-                        }
-                      >
-                        Silence…
-                      </button>
-                    )}
-                  </td>
-                </tr>
+                      {canAck && !held && (
+                        <button
+                          type="button"
+                          onClick={() =>
+                            setSilencing([
+                              { label: 'rule', op: '=', value: a.rule },
+                              { label: 'site', op: '=', value: a.site },
+                            ])
+                          }
+                        >
+                          Silence…
+                        </button>
+                      )}
+                    </td>
+                  </tr>
                 );
               })}
             </tbody>
