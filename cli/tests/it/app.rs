@@ -1,9 +1,11 @@
 //! The web app as people get it: `plantd up` serves the built app
 //! (`app/dist`) beside the API, and a real browser (Debian's chromium,
 //! driven by playwright-core in `app/tests/run.mjs`) logs in, watches a
-//! device's value arrive, sends a command to a device, acknowledges an
-//! alert, meets a state conflict, and checks that a viewer has no command
-//! controls.
+//! device's value arrive, sends a command to a device, calls a device's
+//! service (answered by an MQTT 5 device run here), acknowledges and
+//! silences alerts, meets a state conflict, administers users, roles,
+//! devices and sites, reads the audit trail, and checks that a viewer has
+//! no command or admin controls.
 //!
 //! Needs what `scripts/setup` installs: `app/node_modules` and `app/dist`
 //! (`npm ci && npm run build` in `app/`), `/usr/bin/chromium`
@@ -112,6 +114,88 @@ async fn device(
         id,
         token["access_token"].as_str().expect("token").to_owned(),
     )
+}
+
+/// The service topic the MQTT 5 device answers, and one it subscribes to
+/// but never answers (the page's timeout).
+const SERVICE: &str = "pump/1/status";
+const SILENT_SERVICE: &str = "pump/1/slow";
+
+/// An MQTT 5 device serving [`SERVICE`]: every request is answered on its
+/// response topic, with its correlation data, by
+/// `{"running": true, "asked": <the request's body>}` as JSON; requests on
+/// [`SILENT_SERVICE`] are never answered. Returns once both subscriptions
+/// are granted; the task runs until dropped.
+async fn serve(up: &Up, id: &str, token: &str) -> tokio::task::JoinHandle<()> {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let address = up
+        .mqtt
+        .clone()
+        .expect("plantd up prints the edge's address");
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port_of(&address));
+    opts.set_credentials(id, token);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    client
+        .subscribe(SERVICE, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    client
+        .subscribe(SILENT_SERVICE, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let mut granted = 0;
+    while granted < 2 {
+        match events.poll().await.expect("the service device connects") {
+            Event::Incoming(Packet::SubAck(ack)) => {
+                assert!(
+                    ack.return_codes.iter().all(|c| matches!(
+                        c,
+                        rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+                    )),
+                    "{ack:?}"
+                );
+                granted += 1;
+            }
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                assert_eq!(
+                    ack.code,
+                    rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+                );
+            }
+            _ => {}
+        }
+    }
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            let Event::Incoming(Packet::Publish(req)) = event else {
+                continue;
+            };
+            if req.topic.as_ref() != SERVICE.as_bytes() {
+                continue;
+            }
+            let props = req.properties.unwrap_or_default();
+            let Some(reply_to) = props.response_topic else {
+                continue;
+            };
+            let answer = PublishProperties {
+                correlation_data: props.correlation_data,
+                content_type: Some("application/json".into()),
+                ..PublishProperties::default()
+            };
+            let body = serde_json::json!({"running": true, "asked": String::from_utf8_lossy(&req.payload)});
+            let _ = client
+                .publish_with_properties(
+                    reply_to,
+                    QoS::AtLeastOnce,
+                    false,
+                    body.to_string(),
+                    answer,
+                )
+                .await;
+        }
+    })
 }
 
 #[tokio::test]
@@ -254,6 +338,8 @@ async fn app_in_a_browser() {
     )
     .await;
     let valve = device(&up, &admin, "valve", &[], &["line1/valve/#"]).await;
+    let pump = device(&up, &admin, "pump", &[], &[SERVICE, SILENT_SERVICE]).await;
+    let _service = serve(&up, &pump.0, &pump.1).await;
     let (status, s) = post_json(
         &up,
         "/v1/state/scopes",
@@ -286,6 +372,7 @@ async fn app_in_a_browser() {
         "device": {"id": sensor.0, "token": sensor.1},
         "receiver": {"id": valve.0, "token": valve.1},
         "state": {"scope": "plant", "key": "recipe"},
+        "service": {"topic": SERVICE, "silent": SILENT_SERVICE},
         "screenshots": screenshots,
     });
     let run = tokio::process::Command::new("node")
