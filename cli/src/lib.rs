@@ -8,7 +8,7 @@
 //! | [`channels`] | `plantd channels list\|get\|apply\|delete\|test`: alert notification channels over the proxy |
 //! | [`audit`] | `plantd audit [filters]` and `plantd audit verify` over the identity API |
 //! | [`dlq`] | `plantd dlq list\|replay`: items parked by the trigger in `PLANTD_DLQ`, over NATS directly |
-//! | [`functions`] | `plantd functions`: the logger, the alert engine and the notifier on one trigger, alone against any NATS (and the same set `plantd up` runs) |
+//! | [`functions`] | `plantd functions`: the logger, the alert engine, the notifier and analytics on one trigger, alone against any NATS (and the same set `plantd up` runs) |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
 //! | [`logs`] | `plantd logs [--filter …] [-f]`: log lines from `/v1/logs`, or live over `/v1/ws` |
 //! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |

@@ -1,13 +1,16 @@
 //! `plantd up`: run the whole stack on this machine until Ctrl-C or
 //! SIGTERM.
 //!
-//! Today that is nats-server with JetStream (data under
-//! `<data-dir>/nats`), with plantd's streams and buckets created or
-//! updated, and the functions (identity so far) behind one local HTTP server
-//! (default `127.0.0.1:8080`). On first start a local administrator is
-//! created with a generated password kept in `<data-dir>/admin-password`
-//! (mode 0600) — never a fixed default. Each component prints one status
-//! line on standard output; logs go to standard error.
+//! That is nats-server with JetStream (data under `<data-dir>/nats`), with
+//! plantd's streams and buckets created or updated; the functions —
+//! identity, the proxy (REST API and `/v1/ws`) and the web app behind one
+//! local HTTP server (default `127.0.0.1:8080`), the logger, the alert
+//! engine, the notifier and analytics on one trigger — and the edge broker,
+//! each supervised and restarted when it stops. On first start a local
+//! administrator is created with a generated password kept in
+//! `<data-dir>/admin-password` (mode 0600) — never a fixed default. Each
+//! component prints one status line on standard output; logs go to standard
+//! error.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
