@@ -5,9 +5,14 @@
 //! ulimit -n 200000   # for the idle-connection scenario
 //! cargo bench -p plantd-edge --bench edge_load -- \
 //!     [--brokers plantd,plantd-durable,mosquitto,nats,addr=IP:PORT] \
-//!     [--scenarios qos0,qos0-flood,qos1,qos1-fanout,pingpong,paced,idle] \
-//!     [--seconds 5] [--payload 64] [--idle 10000]
+//!     [--scenarios qos0,qos0-flood,qos1,qos1-fanout,pingpong,paced,idle,storm,storm-tls] \
+//!     [--seconds 5] [--payload 64] [--idle 10000] [--storm 9000] [--storm-idle 10]
 //! ```
+//!
+//! `storm` and `storm-tls` open `--storm` connections at once (plain TCP, or
+//! TLS with a certificate made for the run) and report the broker's
+//! resident memory per connection one second after the last CONNACK and
+//! after `--storm-idle` seconds of idling (`edge_load/storm.rs`).
 //!
 //! Every broker is started by this program on free ports with its data in a
 //! temporary directory, measured, and stopped. `plantd-durable` is
@@ -35,12 +40,17 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, Command};
 
+#[path = "edge_load/storm.rs"]
+mod storm;
+
 struct Opts {
     brokers: Vec<String>,
     scenarios: Vec<String>,
     seconds: u64,
     payload: usize,
     idle: usize,
+    storm: usize,
+    storm_idle: u64,
 }
 
 fn opts() -> Opts {
@@ -52,6 +62,8 @@ fn opts() -> Opts {
         seconds: 5,
         payload: 64,
         idle: 10_000,
+        storm: 9_000,
+        storm_idle: 10,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -63,6 +75,8 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = val.parse().expect("--seconds N"),
             "--payload" => o.payload = val.parse().expect("--payload BYTES"),
             "--idle" => o.idle = val.parse().expect("--idle N"),
+            "--storm" => o.storm = val.parse().expect("--storm N"),
+            "--storm-idle" => o.storm_idle = val.parse().expect("--storm-idle SECS"),
             _ => {
                 i += 1;
                 continue;
@@ -80,6 +94,8 @@ struct Running {
     /// Throughput subscribers keep persistent sessions.
     persistent: bool,
     addr: SocketAddr,
+    /// MQTT over TLS (plantd-edge and Mosquitto), with the clients' trust.
+    tls: Option<(SocketAddr, tokio_rustls::TlsConnector)>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -94,12 +110,15 @@ fn free_port() -> u16 {
 async fn start(name: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
+    let tls_port = free_port();
+    let pki = storm::Pki::new(dir.path());
     if let Some(addr) = name.strip_prefix("addr=") {
         // A broker started by hand (for profiling): measure only.
         return Running {
             name: name.into(),
             persistent: false,
             addr: addr.parse().expect("--brokers addr=IP:PORT"),
+            tls: None,
             child: Command::new("sleep")
                 .arg("100000")
                 .kill_on_drop(true)
@@ -114,6 +133,11 @@ async fn start(name: &str) -> Running {
             c.args(["--mqtt-listen", &format!("127.0.0.1:{port}")])
                 .args(["--http-listen", "127.0.0.1:0"])
                 .arg("--allow-anonymous")
+                .args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
+                .arg("--tls-cert")
+                .arg(&pki.cert)
+                .arg("--tls-key")
+                .arg(&pki.key)
                 .env("RUST_LOG", "warn");
             if name == "plantd-durable" {
                 c.arg("--data-dir").arg(dir.path().join("data"));
@@ -124,7 +148,11 @@ async fn start(name: &str) -> Running {
             let conf = dir.path().join("mosquitto.conf");
             std::fs::write(
                 &conf,
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 1000\n"),
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nmax_queued_messages 1000\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                    pki.cert.display(),
+                    pki.key.display()
+                ),
             )
             .expect("write mosquitto.conf");
             let mut c = Command::new("/usr/sbin/mosquitto");
@@ -167,10 +195,15 @@ async fn start(name: &str) -> Running {
         assert!(Instant::now() < deadline, "{name} did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let tls = (name != "nats").then(|| {
+        let a: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
+        (a, pki.connector.clone())
+    });
     Running {
         name: name.into(),
         persistent: name == "plantd-durable",
         addr,
+        tls,
         child,
         _dir: dir,
     }
@@ -761,6 +794,27 @@ async fn main() {
                 "idle" => {
                     let (held, per) = idle(&b, o.idle).await;
                     format!("{held} idle connections held, {per:.0} B RSS each")
+                }
+                "storm" | "storm-tls" => {
+                    let (addr, tls) = match (sc.as_str(), &b.tls) {
+                        ("storm", _) => (b.addr, None),
+                        (_, Some((a, c))) => (*a, Some(c.clone())),
+                        (_, None) => {
+                            println!("| {} | {} | no TLS listener |", b.name, sc);
+                            continue;
+                        }
+                    };
+                    let pid = b.child.id().expect("pid");
+                    let idle = Duration::from_secs(o.storm_idle);
+                    let s = storm::storm(addr, o.storm, tls, idle, || rss_kb(pid)).await;
+                    format!(
+                        "{} connected at once in {:.1} s: {:.0} B RSS each after the storm, {:.0} B after {} s idle",
+                        s.held,
+                        s.took.as_secs_f64(),
+                        s.after_storm,
+                        s.after_idle,
+                        o.storm_idle
+                    )
                 }
                 other => panic!("unknown scenario {other}"),
             };

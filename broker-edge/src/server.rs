@@ -509,7 +509,8 @@ async fn serve_socket(
 }
 
 /// Serves a TLS client: the handshake (within the connect timeout, in the
-/// connection's own task), then the link over the bridge's socket pair.
+/// connection's own task), then the link over the TLS session itself
+/// ([`link::TlsSocket`]: rustls driven over the TCP socket, no bridge).
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
@@ -526,11 +527,15 @@ async fn serve_tls(
             return;
         }
     };
-    let bridge = |remote| crate::tls::bridge(tls, remote);
-    // Once the link closes its end, the bridge sends close_notify and ends
-    // when the client closes; a client that does not is cut after a second.
-    let grace = Some(Duration::from_secs(1));
-    serve_bridged(peer, certificate, conn_id, ctx, "TLS", grace, bridge).await;
+    if let Some(cn) = &certificate {
+        info!(%peer, certificate = %cn, "TLS client certificate verified");
+    }
+    let (tcp, session) = tls.into_inner();
+    let peer = Peer {
+        addr: Some(peer),
+        certificate,
+    };
+    link::serve(link::TlsSocket::new(tcp, session), peer, conn_id, ctx).await;
 }
 
 /// Serves a WebSocket client on `stream` (plain TCP, or TLS already
@@ -560,26 +565,26 @@ async fn serve_ws<S>(
     // The bridge closes the WebSocket (with a grace period of its own) once
     // it sees the link's end-of-file.
     let bridge = |remote| crate::ws::bridge(ws, remote);
-    serve_bridged(peer, certificate, conn_id, ctx, "WebSocket", None, bridge).await;
+    serve_bridged(peer, certificate, conn_id, ctx, "WebSocket", bridge).await;
 }
 
-/// Serves the link for a client whose transport (`what`: a TLS stream, a
-/// WebSocket) is already established: the link runs on one end of a fresh
+/// Serves the link for a client whose transport (`what`: a WebSocket,
+/// over TCP or TLS) is already established: the link runs on one end of a fresh
 /// socket pair, and `bridge` copies between the transport and the other
 /// end until either side ends. Once the link closes its end, the bridge
-/// may run for `grace` more (`None`: until it ends by itself).
+/// runs until it ends by itself (it closes the transport with a grace
+/// period of its own).
 async fn serve_bridged<B>(
     peer: SocketAddr,
     certificate: Option<Arc<str>>,
     conn_id: u64,
     ctx: Arc<LinkContext>,
     what: &str,
-    grace: Option<Duration>,
     bridge: impl FnOnce(UnixStream) -> B,
 ) where
     B: Future<Output = ()>,
 {
-    let (local, remote) = match crate::tls::pair() {
+    let (local, remote) = match UnixStream::pair() {
         Ok(p) => p,
         Err(e) => {
             warn!(%peer, error = %e, "cannot serve a {what} client: no socket pair");
@@ -597,12 +602,7 @@ async fn serve_bridged<B>(
     let bridge = bridge(remote);
     tokio::pin!(link, bridge);
     tokio::select! {
-        () = &mut link => match grace {
-            Some(grace) => {
-                let _ = tokio::time::timeout(grace, bridge).await;
-            }
-            None => bridge.await,
-        },
+        () = &mut link => bridge.await,
         () = &mut bridge => link.await,
     }
 }

@@ -1,16 +1,12 @@
 //! The TLS listener's connections: the server configuration (certificate,
 //! key, optional client CA) and its reload ([`Certificates`], shared with
 //! the WSS listener and re-read on SIGHUP), the handshake within a timeout,
-//! the client certificate's common name, and the bridge that lets an
-//! unchanged link serve the decrypted stream.
+//! and the client certificate's common name.
 //!
-//! The link works on readiness and non-blocking reads and writes
-//! ([`crate::link::Socket`]), which a TLS stream does not offer. A TLS
-//! connection is therefore served as two halves in one task: the bridge
-//! copies between the TLS stream and one end of a local socket pair, and
-//! the link serves the other end exactly as it serves TCP. The cost (one
-//! extra kernel copy each way, two more file descriptors per TLS client) is
-//! discussed in `docs/decisions/0014-edge-tls.md`; plain TCP does not pay it.
+//! After the handshake the link serves the TLS session itself
+//! ([`crate::link::TlsSocket`]: rustls driven over the TCP socket under the
+//! link's readiness model), without a bridge, socket pair or copy buffers
+//! (`docs/decisions/0034-edge-tls-in-link.md`).
 //!
 //! Client certificates: with a client CA, clients *may* present a
 //! certificate; a valid one puts its common name in
@@ -28,7 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use thiserror::Error;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -213,20 +209,6 @@ pub async fn handshake(
         .and_then(|leaf| common_name(leaf.as_ref()))
         .map(Arc::from);
     Ok((tls, cn))
-}
-
-/// A socket pair: the link serves the first, [`bridge`] the second.
-///
-/// # Errors
-/// When the OS cannot make a socket pair (out of descriptors).
-pub fn pair() -> std::io::Result<(UnixStream, UnixStream)> {
-    UnixStream::pair()
-}
-
-/// Copies between the TLS stream and the link's socket until either side
-/// ends; dropping both then ends the other side too.
-pub async fn bridge(mut tls: TlsStream<TcpStream>, mut local: UnixStream) {
-    let _ = tokio::io::copy_bidirectional(&mut tls, &mut local).await;
 }
 
 /// One DER element: tag, contents, what follows.

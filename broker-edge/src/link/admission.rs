@@ -241,7 +241,13 @@ async fn finish<S: Socket>(
         ))
         .await;
     }
-    let _ = stream.shutdown().await;
+    // TLS sends close_notify here; a client that reads nothing cannot
+    // hold the goodbye up.
+    let _ = Box::pin(tokio::time::timeout(
+        Duration::from_secs(1),
+        stream.shutdown(),
+    ))
+    .await;
 
     let (send_will, expiry) = match exit {
         Exit::Client {

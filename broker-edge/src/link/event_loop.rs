@@ -73,10 +73,12 @@ impl Link {
                 // other worker thread to steal it — a futex wake and a
                 // context switch for every lone message, which doubled the
                 // broker's CPU per ping-pong round trip. Bridged sockets
-                // (TLS, WebSocket) still yield after every such read: their
-                // task also runs the bridge, and without that yield a
-                // message was seen to stall in `tests/reload.rs` (cause not
-                // found yet; see docs/performance.md).
+                // (WebSocket) still yield after every such read: their task
+                // also runs the bridge. TLS is not bridged any more; the
+                // stall that yield once hid was a missing wake-up (decrypted
+                // bytes left inside the TLS session after the TCP socket was
+                // drained), which `TlsSocket::ready` now reports
+                // (docs/decisions/0034-edge-tls-in-link.md).
                 let publishes = self.received - before;
                 if publishes > 0 && (S::BRIDGED || publishes >= YIELD_AFTER) {
                     tokio::task::yield_now().await;

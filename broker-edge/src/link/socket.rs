@@ -1,11 +1,11 @@
 //! What a link reads and writes. The link is built on readiness and
 //! non-blocking reads and writes (one readiness future for both
 //! directions keeps an idle connection's task small); [`Socket`] names
-//! exactly those operations so the link serves a TCP socket directly, and
-//! TLS, WebSocket and secure WebSocket connections through the local
-//! socket pair their bridge serves (`crate::tls`, `crate::ws`; why a
-//! bridge: `docs/decisions/0014-edge-tls.md` and
-//! `docs/decisions/0016-edge-websocket.md`).
+//! exactly those operations so the link serves a TCP socket and a TLS
+//! session over it ([`super::TlsSocket`],
+//! `docs/decisions/0034-edge-tls-in-link.md`) directly, and WebSocket and
+//! secure WebSocket connections through the local socket pair their bridge
+//! serves (`crate::ws`, `docs/decisions/0016-edge-websocket.md`).
 
 use std::future::Future;
 use std::io;
@@ -16,7 +16,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A non-blocking byte stream a link can serve.
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
-    /// True for the local end of a TLS or WebSocket bridge, whose task also
+    /// True for the local end of a WebSocket bridge, whose task also
     /// runs the bridge (the link then yields after every read that carried
     /// publishes, see `Link::run`).
     const BRIDGED: bool;

@@ -16,6 +16,7 @@ mod downlink;
 mod edge_analytics;
 mod edge_analytics_crash;
 mod hooks;
+mod idle_buffers;
 mod key_refresh;
 mod limits;
 mod logs;
