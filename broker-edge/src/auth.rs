@@ -16,6 +16,14 @@
 //!   revoked (0x87, *Not authorized*): [`Authenticator::admit`] registers the
 //!   connection; a timer per connection and one revocation watcher push a
 //!   kick into the session's mailbox.
+//! * **Enhanced authentication** (MQTT 5 §4.12, method
+//!   [`AUTH_METHOD_TOKEN`] `plantd-token`): a CONNECT may carry the token as
+//!   Authentication Data instead of the password; such a connection can
+//!   **re-authenticate** at any time with AUTH 0x19 and a fresh token
+//!   ([`Authenticator::reauthenticate`]): the same principal's new token
+//!   replaces the old one's permissions, expiry and revocation id, and the
+//!   broker answers AUTH 0x00; a token that is not accepted closes the
+//!   connection with DISCONNECT 0x87. Any other method gets 0x8C.
 //!
 //! Reason codes at CONNECT (v5 / 3.1.1):
 //!
@@ -55,6 +63,10 @@ use crate::protocol::ReasonCode;
 /// at CONNECT, not earlier.
 pub const EXPIRY_LEEWAY_SECS: u64 = 30;
 
+/// The enhanced authentication method this edge offers: the token (JWT)
+/// as Authentication Data, at CONNECT and in a re-authenticating AUTH.
+pub const AUTH_METHOD_TOKEN: &str = "plantd-token";
+
 /// v5 reason closing a connection whose token expired.
 pub const REASON_EXPIRED: u8 = ReasonCode::MaximumConnectTime.code();
 /// v5 reason closing a connection whose token was revoked.
@@ -72,6 +84,10 @@ pub struct Identity {
     pub jti: Arc<str>,
     /// The token's `exp`, seconds since the Unix epoch.
     pub expires: u64,
+    /// The enhanced authentication method of the CONNECT
+    /// ([`AUTH_METHOD_TOKEN`]); `None` for a token sent as the password.
+    /// Only a connection with a method may re-authenticate.
+    pub auth_method: Option<&'static str>,
     /// The site the permissions are checked for.
     site: Site,
     /// The token's MQTT grants, parsed.
@@ -86,6 +102,7 @@ impl Identity {
             org: claims.org.clone(),
             jti: Arc::from(claims.jti.as_str()),
             expires: claims.exp,
+            auth_method: None,
             permissions: Permissions::from_claims(claims),
             site,
         }
@@ -153,6 +170,9 @@ pub struct Authenticator {
     /// Authenticated connections by token id (touched at connect, at
     /// disconnect and on a revocation; never on the publish path).
     live: Mutex<LiveMap>,
+    /// Each registered connection's current token id and expiry timer
+    /// (a re-authentication replaces both).
+    registered: Mutex<HashMap<u64, (Arc<str>, AbortHandle)>>,
 }
 
 impl Authenticator {
@@ -165,6 +185,7 @@ impl Authenticator {
             trust,
             allow_anonymous,
             live: Mutex::new(HashMap::new()),
+            registered: Mutex::new(HashMap::new()),
         }
     }
 
@@ -283,6 +304,93 @@ impl Authenticator {
         Ok(Some(Arc::new(Identity::new(self.site.clone(), &claims))))
     }
 
+    /// [`authenticate`](Self::authenticate) for a CONNECT that may name an
+    /// enhanced authentication method: with [`AUTH_METHOD_TOKEN`] the
+    /// token is the Authentication Data (the link passes it as
+    /// `password`), and the identity remembers the method so that the
+    /// connection may re-authenticate.
+    ///
+    /// # Errors
+    /// As [`authenticate`](Self::authenticate); a method other than
+    /// [`AUTH_METHOD_TOKEN`] is refused with 0x8C Bad authentication
+    /// method.
+    pub fn authenticate_with_method(
+        &self,
+        method: Option<&str>,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Option<Arc<Identity>>, Refused> {
+        let Some(method) = method else {
+            return self.authenticate(username, password);
+        };
+        if method != AUTH_METHOD_TOKEN {
+            return Err(Refused::new(
+                ReasonCode::BadAuthenticationMethod,
+                format!("unsupported authentication method; this edge offers {AUTH_METHOD_TOKEN}"),
+            ));
+        }
+        if password.is_none_or(<[u8]>::is_empty) {
+            return Err(Refused::new(
+                ReasonCode::NotAuthorized,
+                "plantd-token needs the token as Authentication Data",
+            ));
+        }
+        let Some(identity) = self.authenticate(username, password)? else {
+            // Anonymous access without a trust store: nothing to verify.
+            return Ok(None);
+        };
+        let mut identity = Arc::try_unwrap(identity).map_err(|_| {
+            Refused::new(
+                ReasonCode::ServerUnavailable,
+                "identity shared unexpectedly",
+            )
+        })?;
+        identity.auth_method = Some(AUTH_METHOD_TOKEN);
+        Ok(Some(Arc::new(identity)))
+    }
+
+    /// Re-authentication of a live connection (AUTH 0x19 with `token` as
+    /// Authentication Data, MQTT 5 §4.12.1): verified like a CONNECT's;
+    /// it must name the same subject and organisation as `current`. On
+    /// success the connection's registration moves to the new token id and
+    /// its expiry timer to the new `exp`; the returned identity replaces
+    /// the connection's permissions.
+    ///
+    /// # Errors
+    /// [`Refused`] when the connection did not authenticate with
+    /// [`AUTH_METHOD_TOKEN`], the token is not accepted, or it names
+    /// another principal.
+    pub fn reauthenticate(
+        self: &Arc<Self>,
+        conn_id: u64,
+        mailbox: &Arc<Mailbox>,
+        current: &Identity,
+        token: &[u8],
+    ) -> Result<Arc<Identity>, Refused> {
+        let Some(method) = current.auth_method else {
+            return Err(Refused::new(
+                ReasonCode::ProtocolError,
+                "re-authentication needs an Authentication Method at CONNECT",
+            ));
+        };
+        let Some(identity) = self.authenticate_with_method(Some(method), None, Some(token))? else {
+            return Err(Refused::new(
+                ReasonCode::NotAuthorized,
+                "this edge cannot verify tokens",
+            ));
+        };
+        if identity.subject != current.subject || identity.org != current.org {
+            return Err(Refused::new(
+                ReasonCode::NotAuthorized,
+                "a re-authentication token must name the same principal",
+            ));
+        }
+        self.release(conn_id);
+        self.register(&identity, conn_id, mailbox);
+        info!(subject = %identity.subject, jti = %identity.jti, expires = identity.expires, "connection re-authenticated");
+        Ok(identity)
+    }
+
     /// Registers a connection that authenticated with `identity`, so that
     /// expiry and revocation close it. Dropping the returned guard (when the
     /// connection ends) unregisters it.
@@ -292,6 +400,16 @@ impl Authenticator {
         conn_id: u64,
         mailbox: &Arc<Mailbox>,
     ) -> Admission {
+        self.register(identity, conn_id, mailbox);
+        Admission {
+            auth: self.clone(),
+            conn_id,
+        }
+    }
+
+    /// Registers `conn_id` under `identity`'s token id (revocation) and
+    /// starts its expiry timer.
+    fn register(&self, identity: &Identity, conn_id: u64, mailbox: &Arc<Mailbox>) {
         let jti = identity.jti.clone();
         if let Ok(mut live) = self.live.lock() {
             live.entry(jti.clone())
@@ -321,11 +439,24 @@ impl Authenticator {
                 );
             }
         });
-        Admission {
-            auth: self.clone(),
-            jti,
-            conn_id,
-            timer: timer.abort_handle(),
+        if let Ok(mut registered) = self.registered.lock()
+            && let Some((_, old)) = registered.insert(conn_id, (jti, timer.abort_handle()))
+        {
+            old.abort();
+        }
+    }
+
+    /// Unregisters `conn_id`: its expiry timer stops, revocations no longer
+    /// reach it.
+    fn release(&self, conn_id: u64) {
+        let entry = self
+            .registered
+            .lock()
+            .ok()
+            .and_then(|mut r| r.remove(&conn_id));
+        if let Some((jti, timer)) = entry {
+            timer.abort();
+            self.remove(&jti, conn_id);
         }
     }
 
@@ -410,23 +541,20 @@ impl Authenticator {
     }
 }
 
-/// A registered authenticated connection; unregisters on drop.
+/// A registered authenticated connection; unregisters on drop (its
+/// expiry timer, cancelled when the connection ends first, and its
+/// revocation entry, under whichever token id it holds by then).
 #[derive(Debug)]
 pub struct Admission {
     /// Where it is registered.
     auth: Arc<Authenticator>,
-    /// Its token id.
-    jti: Arc<str>,
     /// Its connection id.
     conn_id: u64,
-    /// The expiry timer, cancelled when the connection ends first.
-    timer: AbortHandle,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.timer.abort();
-        self.auth.remove(&self.jti, self.conn_id);
+        self.auth.release(self.conn_id);
     }
 }
 

@@ -57,11 +57,12 @@ pub async fn serve<S: Socket>(mut stream: S, peer: Peer, conn_id: u64, ctx: Arc<
         Err(refused) => {
             warn!(?peer, client_id = %hello.client_id, reason = format_args!("{:#04x}", refused.reason), why = %refused.why, "refusing CONNECT: authentication");
             ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-            Box::pin(handshake::refuse(
+            Box::pin(handshake::refuse_within(
                 &mut stream,
                 Some(hello.wire),
                 refused.reason,
                 Some(refused.why),
+                hello.max_packet_size,
             ))
             .await;
             return;
@@ -182,7 +183,8 @@ fn authenticate(
     hello: &mut Hello,
 ) -> Result<Option<Arc<crate::auth::Identity>>, crate::auth::Refused> {
     let password = hello.password.take();
-    let identity = ctx.authn.authenticate(
+    let identity = ctx.authn.authenticate_with_method(
+        hello.auth_method.as_deref(),
         hello.username.as_deref(),
         password.as_ref().map(|p| &p.0[..]),
     )?;
@@ -241,13 +243,12 @@ async fn finish<S: Socket>(
         ))
         .await;
     }
-    // TLS sends close_notify here; a client that reads nothing cannot
-    // hold the goodbye up.
-    let _ = Box::pin(tokio::time::timeout(
-        Duration::from_secs(1),
-        stream.shutdown(),
-    ))
-    .await;
+    let _ = stream.shutdown().await;
+    if matches!(exit, Exit::Violation(..)) {
+        // Closing with unread input would reset the connection and throw
+        // away the DISCONNECT the client has not read yet.
+        Box::pin(handshake::drain_input(&mut stream)).await;
+    }
 
     let (send_will, expiry) = match exit {
         Exit::Client {
@@ -330,6 +331,8 @@ impl Link {
             if keep_alive != hello.keep_alive {
                 p.server_keep_alive = Some(keep_alive);
             }
+            // An enhanced authentication that succeeded names its method.
+            p.authentication_method.clone_from(&hello.auth_method);
             if hello.request_response_info {
                 p.response_information = Some(format!("response/{}", hello.client_id));
             }

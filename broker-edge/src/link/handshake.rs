@@ -45,6 +45,10 @@ pub struct Hello {
     pub request_problem_info: bool,
     /// Whether the client asked for Response Information.
     pub request_response_info: bool,
+    /// The enhanced authentication method of a 5.0 CONNECT; its
+    /// Authentication Data is then in `password` (see
+    /// [`crate::auth::Authenticator::authenticate_with_method`]).
+    pub auth_method: Option<String>,
 }
 
 /// A CONNECT password (an access token); `Debug` never prints it.
@@ -128,9 +132,17 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
     }
     let level = match protocol::connect_level(&body) {
         Ok(l) => l,
-        Err(DecodeError::UnsupportedProtocol(_)) => {
+        Err(DecodeError::UnsupportedProtocol(level)) => {
+            // [MQTT-3.1.2-2]: 0x84 in the 5.0 format to a level 5 or newer
+            // (a client of a later version reads at least that much of a
+            // 5.0 CONNACK), its 3.1.1 equivalent (return code 1) below.
+            let wire = if level >= 5 {
+                Wire::V5
+            } else {
+                Wire::V4 { level: 4 }
+            };
             return Err(HandshakeError::Refuse(
-                Some(Wire::V4 { level: 4 }),
+                Some(wire),
                 ReasonCode::UnsupportedProtocolVersion.code(),
                 "unsupported protocol level".into(),
             ));
@@ -224,17 +236,18 @@ fn hello_v4(c: v4::Connect) -> Result<Hello, HandshakeError> {
         topic_alias_maximum: 0,
         request_problem_info: false,
         request_response_info: false,
+        auth_method: None,
     })
 }
 
 fn hello_v5(mut c: v5::Connect) -> Result<Hello, HandshakeError> {
     let wire = Wire::V5;
-    if c.properties.authentication_method.is_some() {
-        return Err(HandshakeError::Refuse(
-            Some(wire),
-            ReasonCode::BadAuthenticationMethod.code(),
-            "extended authentication is not supported".into(),
-        ));
+    // Enhanced authentication: the Authentication Data is the credential
+    // (the method is checked by the authenticator, which answers 0x8C for
+    // one it does not offer).
+    let auth_method = c.properties.authentication_method.take();
+    if auth_method.is_some() {
+        c.password = c.properties.authentication_data.take();
     }
     let (client_id, assigned) = if c.client_id.is_empty() {
         (assign_id(), true)
@@ -281,6 +294,7 @@ fn hello_v5(mut c: v5::Connect) -> Result<Hello, HandshakeError> {
         topic_alias_maximum: p.topic_alias_maximum.unwrap_or(0),
         request_problem_info: p.request_problem_information.unwrap_or(1) == 1,
         request_response_info: p.request_response_information.unwrap_or(0) == 1,
+        auth_method,
     })
 }
 
@@ -291,25 +305,56 @@ pub async fn refuse<S: AsyncWrite + Unpin>(
     reason: u8,
     why: Option<String>,
 ) {
+    refuse_within(stream, wire, reason, why, u32::MAX).await;
+}
+
+/// [`refuse`] to a client whose Maximum Packet Size is `max_packet`: the
+/// Reason String is left out when it would not fit [MQTT-3.2.2-19].
+pub async fn refuse_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    wire: Option<Wire>,
+    reason: u8,
+    why: Option<String>,
+    max_packet: u32,
+) {
     let Some(wire) = wire else {
         return;
     };
     let mut out = BytesMut::new();
     let mut properties = Properties::default();
-    if wire.is_v5() {
+    // A client refused for its protocol level may not parse 5.0
+    // properties: its CONNACK carries the reason code alone.
+    if wire.is_v5() && reason != ReasonCode::UnsupportedProtocolVersion.code() {
         properties.reason_string = why;
     }
-    wire.encode(
-        &v5::Packet::ConnAck(ConnAck {
-            session_present: false,
-            reason,
-            properties,
-        }),
-        &mut out,
-    );
+    let mut connack = v5::Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason,
+        properties,
+    });
+    connack.fit(usize::try_from(max_packet).unwrap_or(usize::MAX));
+    wire.encode(&connack, &mut out);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(&out).await;
         let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Reads and discards what a client still sends after the broker closed
+/// its side, until the client closes too, it pauses for 50 ms, or a
+/// second has passed: a close with unread input would reset the
+/// connection and discard the DISCONNECT the client has not read yet.
+pub async fn drain_input<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut sink = vec![0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(50), stream.read(&mut sink)).await
+        {
+            if n == 0 {
+                break;
+            }
+        }
     })
     .await;
 }

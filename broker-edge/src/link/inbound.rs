@@ -86,12 +86,7 @@ impl Link {
                         .map(|e| e.min(self.ctx.config.limits.max_session_expiry_secs)),
                 });
             }
-            v5::Packet::Auth(_) => {
-                return Step::Exit(Exit::Violation(
-                    0x82,
-                    "AUTH without extended authentication".into(),
-                ));
-            }
+            v5::Packet::Auth(a) => return self.on_auth(a),
             v5::Packet::Connect(_)
             | v5::Packet::ConnAck(_)
             | v5::Packet::SubAck(_)

@@ -22,15 +22,14 @@
 //! | `outbound.rs` | what goes to the client: router control messages, mailbox deliveries, PUBLISH encoding, redelivery |
 //! | `handshake.rs` | reading and normalising the first packet |
 //! | `socket.rs`, `wire.rs` | the byte stream served, and the 3.1.1 ⇄ 5.0 packet translation |
-//! | `tls_socket.rs` | a TLS session (rustls) driven over the TCP socket under the same readiness model |
 
 mod admission;
 mod event_loop;
 pub mod handshake;
 mod inbound;
 mod outbound;
+mod reauth;
 pub mod socket;
-mod tls_socket;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -52,7 +51,6 @@ use crate::session::OutgoingWindow;
 use crate::store::SessionLog;
 pub use admission::serve;
 pub use socket::Socket;
-pub use tls_socket::TlsSocket;
 use wire::Wire;
 
 /// Write buffer size above which the link stops draining and reading.
@@ -200,6 +198,14 @@ struct Link {
 
 impl Link {
     pub(super) fn send(&mut self, p: &v5::Packet) {
+        // A Reason String or User Property that would push a packet over
+        // the client's Maximum Packet Size is left out [MQTT-3.2.2-19].
+        if p.has_diagnostics() && p.encoded_len() > self.client_max_packet {
+            let mut p = p.clone();
+            p.fit(self.client_max_packet);
+            self.wire.encode(&p, &mut self.wbuf);
+            return;
+        }
         self.wire.encode(p, &mut self.wbuf);
     }
 

@@ -98,6 +98,18 @@ fn flag(v: u8) -> DecodeResult<u8> {
     Ok(v)
 }
 
+/// A Response Topic is a topic name: not empty and without wildcards
+/// [MQTT-3.3.2-14], [MQTT-4.7.3-1].
+fn response_topic(t: String) -> DecodeResult<String> {
+    if t.is_empty() {
+        return Err(DecodeError::Protocol("empty Response Topic"));
+    }
+    if t.contains(['+', '#']) {
+        return Err(DecodeError::Protocol("wildcard in Response Topic"));
+    }
+    Ok(t)
+}
+
 fn nonzero_u16(v: u16) -> DecodeResult<u16> {
     if v == 0 {
         return Err(DecodeError::Protocol("property must not be 0"));
@@ -130,7 +142,7 @@ impl Properties {
                 0x01 => once(&mut props.payload_format_indicator, flag(read_u8(p)?)?)?,
                 0x02 => once(&mut props.message_expiry_interval, read_u32(p)?)?,
                 0x03 => once(&mut props.content_type, read_string(p)?)?,
-                0x08 => once(&mut props.response_topic, read_string(p)?)?,
+                0x08 => once(&mut props.response_topic, response_topic(read_string(p)?)?)?,
                 0x09 => once(&mut props.correlation_data, read_binary(p)?)?,
                 0x0b => {
                     let v = read_varint(p)?;
