@@ -243,7 +243,13 @@ async fn finish<S: Socket>(
         ))
         .await;
     }
-    let _ = stream.shutdown().await;
+    // TLS sends close_notify here; a client that reads nothing cannot
+    // hold the goodbye up.
+    let _ = Box::pin(tokio::time::timeout(
+        Duration::from_secs(1),
+        stream.shutdown(),
+    ))
+    .await;
     if matches!(exit, Exit::Violation(..)) {
         // Closing with unread input would reset the connection and throw
         // away the DISCONNECT the client has not read yet.

@@ -22,6 +22,7 @@
 //! | `outbound.rs` | what goes to the client: router control messages, mailbox deliveries, PUBLISH encoding, redelivery |
 //! | `handshake.rs` | reading and normalising the first packet |
 //! | `socket.rs`, `wire.rs` | the byte stream served, and the 3.1.1 ⇄ 5.0 packet translation |
+//! | `tls_socket.rs` | a TLS session (rustls) driven over the TCP socket under the same readiness model |
 
 mod admission;
 mod event_loop;
@@ -30,6 +31,7 @@ mod inbound;
 mod outbound;
 mod reauth;
 pub mod socket;
+mod tls_socket;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -51,6 +53,7 @@ use crate::session::OutgoingWindow;
 use crate::store::SessionLog;
 pub use admission::serve;
 pub use socket::Socket;
+pub use tls_socket::TlsSocket;
 use wire::Wire;
 
 /// Write buffer size above which the link stops draining and reading.
