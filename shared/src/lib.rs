@@ -6,6 +6,7 @@
 //! | [`subject`] | the reversible MQTT topic ⇄ NATS subject mapping, site names |
 //! | `http` (feature `http`) | the JSON error type and extractors every HTTP API shares |
 //! | `aws` (feature `aws`) | the AWS SDK configuration the functions share (rustls with ring) |
+//! | `secrets` (feature `aws`) | reading a function's Secrets Manager secret, one error type |
 //! | [`headers`] | NATS header names and their meaning, uplink message ids |
 //! | [`lease`] | the site lease: one live edge journal per site (`plantd_edge_leases`) |
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
@@ -42,6 +43,8 @@ pub mod log_ship;
 pub mod logging;
 pub mod process;
 pub mod revocations;
+#[cfg(feature = "aws")]
+pub mod secrets;
 pub mod site_status;
 pub mod sites;
 pub mod streams;

@@ -18,11 +18,10 @@
 
 use std::fmt;
 
-use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use plantd_shared::jwt::SigningKey;
+use plantd_shared::secrets::FunctionSecret;
+pub use plantd_shared::secrets::{Client, SecretsError};
 use serde::Deserialize;
-use thiserror::Error;
 
 use crate::Keys;
 
@@ -49,6 +48,11 @@ pub struct FunctionSecrets {
     pub previous_keys: Vec<crate::keys::SavedKey>,
 }
 
+impl FunctionSecret for FunctionSecrets {
+    const ID_ENV: &'static str = SECRET_ID_ENV;
+    const SHAPE: &'static str = "{\"signing_key_pem\", \"nats_url\", \"nats_creds\"?}";
+}
+
 impl fmt::Debug for FunctionSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FunctionSecrets")
@@ -63,80 +67,26 @@ impl fmt::Debug for FunctionSecrets {
     }
 }
 
-/// Why the secrets could not be loaded. Messages name the secret and what
-/// to fix, never its contents.
-#[derive(Debug, Error)]
-pub enum SecretsError {
-    /// No secret with that id.
-    #[error(
-        "secret `{id}` does not exist in Secrets Manager: create it (see docs/deploy.md) or fix {SECRET_ID_ENV}"
-    )]
-    NotFound {
-        /// The secret id asked for.
-        id: String,
-    },
-    /// Secrets Manager could not be reached or refused the call.
-    #[error("cannot read secret `{id}` from Secrets Manager: {detail}")]
-    Unavailable {
-        /// The secret id asked for.
-        id: String,
-        /// The SDK's error with its causes.
-        detail: String,
-    },
-    /// The secret holds binary data, not a JSON string.
-    #[error("secret `{id}` has no SecretString; store the JSON document as text")]
-    NotText {
-        /// The secret id.
-        id: String,
-    },
-    /// The secret is not the expected JSON document.
-    #[error(
-        "secret `{id}` is not the JSON document {{\"signing_key_pem\", \"nats_url\", \"nats_creds\"?}}: {source}"
-    )]
-    Malformed {
-        /// The secret id.
-        id: String,
-        /// What did not parse (serde reports positions and field names).
-        #[source]
-        source: serde_json::Error,
-    },
-    /// `signing_key_pem` is not a usable key.
-    #[error("secret `{id}`: signing_key_pem is not an Ed25519 or P-256 PKCS#8 PEM private key")]
-    BadKey {
-        /// The secret id.
-        id: String,
-    },
-    /// `nats_creds` is not a NATS credentials file.
-    #[error("secret `{id}`: nats_creds is not a NATS credentials file: {source}")]
-    BadCreds {
-        /// The secret id.
-        id: String,
-        /// What the NATS client said.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 impl FunctionSecrets {
     /// Parses the secret's JSON text.
     ///
     /// # Errors
     /// [`SecretsError::Malformed`] when it is not the expected document.
     pub fn parse(id: &str, text: &str) -> Result<Self, SecretsError> {
-        serde_json::from_str(text).map_err(|source| SecretsError::Malformed {
-            id: id.to_owned(),
-            source,
-        })
+        plantd_shared::secrets::parse(id, text)
     }
 
     /// The signing key (its `kid` derived from the public key, as
     /// [`Keys::from_pem`] does everywhere).
     ///
     /// # Errors
-    /// [`SecretsError::BadKey`] when the PEM is not a usable key.
+    /// [`SecretsError::BadField`] when the PEM is not a usable key.
     pub fn signing_key(&self, id: &str) -> Result<SigningKey, SecretsError> {
-        Keys::from_pem(&self.signing_key_pem)
-            .map_err(|_| SecretsError::BadKey { id: id.to_owned() })
+        Keys::from_pem(&self.signing_key_pem).map_err(|_| SecretsError::BadField {
+            id: id.to_owned(),
+            field: "signing_key_pem",
+            expected: "an Ed25519 or P-256 PKCS#8 PEM private key",
+        })
     }
 
     /// The key ring the secret holds (signing, next, previous keys).
@@ -153,19 +103,11 @@ impl FunctionSecrets {
     /// # Errors
     /// [`SecretsError::BadCreds`] when `nats_creds` does not parse.
     pub fn nats_options(&self, id: &str) -> Result<async_nats::ConnectOptions, SecretsError> {
-        match &self.nats_creds {
-            Some(creds) => async_nats::ConnectOptions::with_credentials(creds).map_err(|source| {
-                SecretsError::BadCreds {
-                    id: id.to_owned(),
-                    source,
-                }
-            }),
-            None => Ok(async_nats::ConnectOptions::new()),
-        }
+        plantd_shared::secrets::nats_options(id, self.nats_creds.as_deref())
     }
 }
 
-/// Reads and parses secret `id`.
+/// Reads and parses secret `id` ([`plantd_shared::secrets::fetch`]).
 ///
 /// # Errors
 /// [`SecretsError::NotFound`] when there is no such secret,
@@ -173,27 +115,7 @@ impl FunctionSecrets {
 /// [`SecretsError::NotText`] or [`SecretsError::Malformed`] when its value
 /// is not the expected document.
 pub async fn fetch(client: &Client, id: &str) -> Result<FunctionSecrets, SecretsError> {
-    let out = client
-        .get_secret_value()
-        .secret_id(id)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception())
-            {
-                SecretsError::NotFound { id: id.to_owned() }
-            } else {
-                SecretsError::Unavailable {
-                    id: id.to_owned(),
-                    detail: DisplayErrorContext(&e).to_string(),
-                }
-            }
-        })?;
-    let text = out
-        .secret_string()
-        .ok_or_else(|| SecretsError::NotText { id: id.to_owned() })?;
-    FunctionSecrets::parse(id, text)
+    plantd_shared::secrets::fetch(client, id).await
 }
 
 /// Writes `ring` into secret `id` (a new version of the secret): the
@@ -208,56 +130,24 @@ pub async fn save_ring(
     id: &str,
     ring: &crate::keys::Ring,
 ) -> Result<(), SecretsError> {
-    let unavailable = |detail: String| SecretsError::Unavailable {
+    let text = plantd_shared::secrets::text(client, id, SECRET_ID_ENV).await?;
+    let malformed = |source| SecretsError::Malformed {
         id: id.to_owned(),
-        detail,
+        shape: <FunctionSecrets as FunctionSecret>::SHAPE,
+        source,
     };
-    let out = client
-        .get_secret_value()
-        .secret_id(id)
-        .send()
-        .await
-        .map_err(|e| unavailable(DisplayErrorContext(&e).to_string()))?;
-    let text = out
-        .secret_string()
-        .ok_or_else(|| SecretsError::NotText { id: id.to_owned() })?;
     let mut doc: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|source| SecretsError::Malformed {
-            id: id.to_owned(),
-            source,
-        })?;
-    let ring = serde_json::to_value(ring).map_err(|e| unavailable(e.to_string()))?;
+        serde_json::from_str(&text).map_err(malformed)?;
+    let ring = serde_json::to_value(ring).map_err(malformed)?;
     if let serde_json::Value::Object(fields) = ring {
         doc.extend(fields);
     }
     let text = serde_json::Value::Object(doc).to_string();
-    client
-        .put_secret_value()
-        .secret_id(id)
-        .secret_string(text)
-        .send()
-        .await
-        .map_err(|e| unavailable(DisplayErrorContext(&e).to_string()))?;
-    Ok(())
+    plantd_shared::secrets::put(client, id, SECRET_ID_ENV, text).await
 }
 
 /// A Secrets Manager client configured the standard way
 /// ([`plantd_shared::aws::sdk_config`]).
 pub async fn client() -> Client {
-    Client::new(&plantd_shared::aws::sdk_config().await)
-}
-
-/// The secrets named by `PLANTD_IDENTITY_SECRET_ID`, or `None` when it is
-/// not set (local runs). Call once, at cold start.
-///
-/// # Errors
-/// As [`fetch`].
-pub async fn from_env() -> Result<Option<(String, FunctionSecrets)>, SecretsError> {
-    let Ok(id) = std::env::var(SECRET_ID_ENV) else {
-        return Ok(None);
-    };
-    let config = plantd_shared::aws::sdk_config().await;
-    let client = Client::new(&config);
-    let secrets = fetch(&client, &id).await?;
-    Ok(Some((id, secrets)))
+    plantd_shared::secrets::client().await
 }

@@ -151,7 +151,16 @@ async fn missing_or_malformed_secret_is_a_clear_error() {
         .expect("created");
     let loaded = secrets::fetch(&sm, "plantd/badkey").await.expect("parses");
     let err = loaded.signing_key("plantd/badkey").expect_err("not a key");
-    assert!(matches!(err, SecretsError::BadKey { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            SecretsError::BadField {
+                field: "signing_key_pem",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(
         !err.to_string().contains("not a key"),
         "never echoes the secret"

@@ -11,14 +11,14 @@
 //! `nats_creds` is optional; `jwks_url` is optional when
 //! `PLANTD_JWKS_URL` is set instead (it lives here because the template
 //! cannot hand the HTTP API's own URL to a function mounted on that API
-//! without a circular dependency).
+//! without a circular dependency). Reading and errors are
+//! [`plantd_shared::secrets`]'s, as for identity's secret.
 
 use std::fmt;
 
-use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use plantd_shared::secrets::FunctionSecret;
+pub use plantd_shared::secrets::{Client, SecretsError};
 use serde::Deserialize;
-use thiserror::Error;
 
 /// The environment variable that names the secret (its ARN or name).
 pub const SECRET_ID_ENV: &str = "PLANTD_PROXY_SECRET_ID";
@@ -37,6 +37,11 @@ pub struct ProxySecrets {
     pub jwks_url: Option<String>,
 }
 
+impl FunctionSecret for ProxySecrets {
+    const ID_ENV: &'static str = SECRET_ID_ENV;
+    const SHAPE: &'static str = "{\"nats_url\", \"nats_creds\"?, \"jwks_url\"?}";
+}
+
 impl fmt::Debug for ProxySecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxySecrets")
@@ -50,85 +55,21 @@ impl fmt::Debug for ProxySecrets {
     }
 }
 
-/// Why the secret could not be used. Messages name the secret, never its
-/// contents.
-#[derive(Debug, Error)]
-pub enum SecretsError {
-    /// Secrets Manager refused or could not be reached (including: no such secret).
-    #[error("cannot read secret `{id}` from Secrets Manager ({SECRET_ID_ENV}): {detail}")]
-    Unavailable {
-        /// The secret id.
-        id: String,
-        /// The SDK's error with its causes.
-        detail: String,
-    },
-    /// Not the JSON document above.
-    #[error(
-        "secret `{id}` is not the JSON document {{\"nats_url\", \"nats_creds\"?, \"jwks_url\"?}}: {reason}"
-    )]
-    Malformed {
-        /// The secret id.
-        id: String,
-        /// What did not parse (field names and positions only).
-        reason: String,
-    },
-    /// `nats_creds` is not a NATS credentials file.
-    #[error("secret `{id}`: nats_creds is not a NATS credentials file")]
-    BadCreds {
-        /// The secret id.
-        id: String,
-    },
-}
-
 impl ProxySecrets {
     /// NATS connection options carrying the credentials, if any.
     ///
     /// # Errors
     /// [`SecretsError::BadCreds`].
     pub fn nats_options(&self, id: &str) -> Result<async_nats::ConnectOptions, SecretsError> {
-        match &self.nats_creds {
-            Some(creds) => async_nats::ConnectOptions::with_credentials(creds)
-                .map_err(|_| SecretsError::BadCreds { id: id.to_owned() }),
-            None => Ok(async_nats::ConnectOptions::new()),
-        }
+        plantd_shared::secrets::nats_options(id, self.nats_creds.as_deref())
     }
 }
 
-/// Reads and parses secret `id`.
+/// Reads and parses secret `id` ([`plantd_shared::secrets::fetch`]).
 ///
 /// # Errors
-/// [`SecretsError::Unavailable`] or [`SecretsError::Malformed`].
+/// [`SecretsError::NotFound`], [`SecretsError::Unavailable`],
+/// [`SecretsError::NotText`] or [`SecretsError::Malformed`].
 pub async fn fetch(client: &Client, id: &str) -> Result<ProxySecrets, SecretsError> {
-    let out = client
-        .get_secret_value()
-        .secret_id(id)
-        .send()
-        .await
-        .map_err(|e| SecretsError::Unavailable {
-            id: id.to_owned(),
-            detail: DisplayErrorContext(&e).to_string(),
-        })?;
-    let malformed = |reason: String| SecretsError::Malformed {
-        id: id.to_owned(),
-        reason,
-    };
-    let text = out
-        .secret_string()
-        .ok_or_else(|| malformed("no SecretString".into()))?;
-    serde_json::from_str(text).map_err(|e| malformed(e.to_string()))
-}
-
-/// The secret named by `PLANTD_PROXY_SECRET_ID`, or `None` when it is not
-/// set (local runs).
-///
-/// # Errors
-/// As [`fetch`].
-pub async fn from_env(
-    config: &aws_config::SdkConfig,
-) -> Result<Option<(String, ProxySecrets)>, SecretsError> {
-    let Ok(id) = std::env::var(SECRET_ID_ENV) else {
-        return Ok(None);
-    };
-    let secrets = fetch(&Client::new(config), &id).await?;
-    Ok(Some((id, secrets)))
+    plantd_shared::secrets::fetch(client, id).await
 }
