@@ -177,28 +177,26 @@ async fn nats_requests_reach_mqtt5_devices_and_come_back() {
     let (_slow, _ignored) = device(edge.mqtt, "slow-1", "slow/device").await;
 
     let client = nats.client().await;
-    let mut answer = None;
     // The edge's service subscription may still be on its way to the
     // server: retry on NATS "no responders" (bounded).
-    for _ in 0..100 {
-        match client
-            .request(
-                "plantd.plant-1.svc.pump.1.status",
-                Bytes::from_static(b"status?"),
-            )
-            .await
-        {
-            Ok(m) => {
-                answer = Some(m);
-                break;
+    let answer = plantd_testkit::eventually(
+        Duration::from_secs(10),
+        "the edge to answer the service request",
+        || async {
+            match client
+                .request(
+                    "plantd.plant-1.svc.pump.1.status",
+                    Bytes::from_static(b"status?"),
+                )
+                .await
+            {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => None,
+                Err(e) => panic!("request: {e}"),
             }
-            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("request: {e}"),
-        }
-    }
-    let answer = answer.expect("the edge answers");
+        },
+    )
+    .await;
     assert_eq!(answer.payload.as_ref(), b"running; asked status?");
     assert!(
         answer
@@ -313,23 +311,21 @@ async fn an_authenticated_device_may_answer_without_a_publish_grant() {
         }
     });
     let client = nats.client().await;
-    let mut answer = None;
-    for _ in 0..100 {
-        match client
-            .request("plantd.plant-1.svc.pump.2.status", Bytes::new())
-            .await
-        {
-            Ok(m) => {
-                answer = Some(m);
-                break;
+    let answer = plantd_testkit::eventually(
+        Duration::from_secs(10),
+        "the edge to answer the service request",
+        || async {
+            match client
+                .request("plantd.plant-1.svc.pump.2.status", Bytes::new())
+                .await
+            {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => None,
+                Err(e) => panic!("request: {e}"),
             }
-            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("request: {e}"),
-        }
-    }
-    let answer = answer.expect("the edge answers");
+        },
+    )
+    .await;
     assert!(
         answer
             .headers

@@ -23,7 +23,7 @@ use edge_proc::{Edge, SITE, drained, metric, start_edge};
 use plantd_analytics::{Engine, Event, Output, Placement, Rule, Source, StoredRule};
 use plantd_shared::streams::{self, ANALYTICS_RULES_BUCKET};
 use plantd_shared::subject::subject_to_topic;
-use plantd_testkit::{Nats, eventually};
+use plantd_testkit::{Nats, eventually, wait};
 use rand::{Rng, SeedableRng};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -187,6 +187,7 @@ async fn edge_results_are_stored_exactly_once_across_sigkills() {
             (acked.load(Ordering::SeqCst) >= before + at).then_some(())
         })
         .await;
+        // A random crash point: time passing, not synchronisation.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..40))).await;
         e.proc.kill().await.expect("SIGKILL");
         let _ = device.await;
@@ -219,12 +220,15 @@ async fn edge_results_are_stored_exactly_once_across_sigkills() {
     // The results of the last readings follow them up; give them time,
     // then compare whatever is stored (a missing result fails below,
     // naming it).
-    let mut stored = contents(&js, streams::AGGREGATES).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stored.len() < expected.len() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stored = contents(&js, streams::AGGREGATES).await;
-    }
+    let enough = wait::at_most(Duration::from_secs(10), || async {
+        let stored = contents(&js, streams::AGGREGATES).await;
+        (stored.len() >= expected.len()).then_some(stored)
+    })
+    .await;
+    let stored = match enough {
+        Some(stored) => stored,
+        None => contents(&js, streams::AGGREGATES).await,
+    };
     let mut got: BTreeMap<String, Output> = BTreeMap::new();
     for (subject, body) in &stored {
         let out: Output = serde_json::from_slice(body).expect("an Output as JSON");

@@ -102,11 +102,15 @@ async fn publish_acked(mqtt: SocketAddr, client_id: &str, topic: &str, payload: 
 /// Polls `/metrics` until `name` has at least `value` (metrics are only
 /// observable over HTTP).
 async fn await_metric(edge: &Edge, name: &str, value: f64) {
-    for _ in 0..600 {
-        if metric(edge, name).await.is_some_and(|v| v >= value) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let reached = plantd_testkit::wait::at_most(Duration::from_secs(30), || async {
+        metric(edge, name)
+            .await
+            .is_some_and(|v| v >= value)
+            .then_some(())
+    })
+    .await;
+    if reached.is_some() {
+        return;
     }
     panic!(
         "{name} did not reach {value} within 30 s; edge output:\n{}",
@@ -211,25 +215,23 @@ async fn command_reaches_device(js: &async_nats::jetstream::Context, edge: &Edge
     // The edge creates PLANTD_COMMANDS after the telemetry stream that the
     // uplink already used: retry while it does not exist yet (bounded).
     let subject = format!("plantd.{}.down.valve.7", edge_proc::SITE);
-    let mut stored = false;
-    for _ in 0..100 {
-        let ack = js
-            .publish_with_headers(subject.clone(), h.clone(), "open".into())
-            .await
-            .expect("publish command")
-            .await;
-        match ack {
-            Ok(_) => {
-                stored = true;
-                break;
+    plantd_testkit::eventually(
+        Duration::from_secs(10),
+        "PLANTD_COMMANDS to exist and store the command",
+        || async {
+            let ack = js
+                .publish_with_headers(subject.clone(), h.clone(), "open".into())
+                .await
+                .expect("publish command")
+                .await;
+            match ack {
+                Ok(_) => Some(()),
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => None,
+                Err(e) => panic!("command not stored: {e}"),
             }
-            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("command not stored: {e}"),
-        }
-    }
-    assert!(stored, "PLANTD_COMMANDS exists within 10 s");
+        },
+    )
+    .await;
     let p = tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
         .unwrap_or_else(|_| {

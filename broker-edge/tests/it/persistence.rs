@@ -51,16 +51,14 @@ async fn stop(mut edge: Edge) {
 
 /// Polls `/metrics` until `name` has the value `want`.
 async fn await_metric(edge: &Edge, name: &str, want: f64) {
-    let start = Instant::now();
-    let mut last = None;
-    while start.elapsed() < Duration::from_secs(10) {
-        last = metric(edge, name).await;
-        if last == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let reached = plantd_testkit::wait::at_most(Duration::from_secs(10), || async {
+        (metric(edge, name).await == Some(want)).then_some(())
+    })
+    .await;
+    if reached.is_none() {
+        let last = metric(edge, name).await;
+        panic!("{name} stayed {last:?}, expected {want}");
     }
-    panic!("{name} stayed {last:?}, expected {want}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

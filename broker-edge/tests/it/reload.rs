@@ -86,15 +86,11 @@ impl Edge {
 
     /// Waits until metric `name` reads `value`.
     async fn await_metric(&self, name: &str, value: f64) {
-        let wait = async {
-            loop {
-                if self.metric(name).await == Some(value) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        if tokio::time::timeout(WAIT, wait).await.is_err() {
+        let reached = plantd_testkit::wait::at_most(WAIT, || async {
+            (self.metric(name).await == Some(value)).then_some(())
+        })
+        .await;
+        if reached.is_none() {
             panic!(
                 "{name} did not reach {value} (now {:?}); log:\n{}",
                 self.metric(name).await,
@@ -105,15 +101,15 @@ impl Edge {
 
     /// Waits until a log line contains `text`.
     async fn await_log(&self, text: &str) {
-        let wait = async {
-            loop {
-                if self.proc.tail().iter().any(|l| l.contains(text)) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        if tokio::time::timeout(WAIT, wait).await.is_err() {
+        let seen = plantd_testkit::wait::at_most(WAIT, || async {
+            self.proc
+                .tail()
+                .iter()
+                .any(|l| l.contains(text))
+                .then_some(())
+        })
+        .await;
+        if seen.is_none() {
             panic!(
                 "no log line with {text:?}:\n{}",
                 self.proc.tail().join("\n")

@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, consumer};
 use futures::StreamExt as _;
 use plantd_shared::headers;
 use plantd_shared::streams::{self, Settings};
-use plantd_testkit::{Nats, http};
+use plantd_testkit::{Nats, eventually, http};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
 
 use crate::edge_proc;
@@ -237,18 +237,17 @@ async fn an_uplink_outage_loses_and_duplicates_nothing() {
     );
     // Within seconds the edge stops claiming to be ready (polled: readiness
     // is only observable over HTTP).
-    let mut not_ready = None;
-    for _ in 0..300 {
-        let r = http::get(edge.http.port(), "/readyz")
-            .await
-            .expect("readyz");
-        if r.status == 503 {
-            not_ready = Some(r.text());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let why = not_ready.expect("an uplink that cannot progress must not be ready");
+    let why = eventually(
+        Duration::from_secs(30),
+        "an uplink that cannot progress to make the edge not ready",
+        || async {
+            let r = http::get(edge.http.port(), "/readyz")
+                .await
+                .expect("readyz");
+            (r.status == 503).then(|| r.text())
+        },
+    )
+    .await;
     assert!(why.contains("uplink"), "{why}");
     let rest = Duration::from_secs(outage).saturating_sub(started.elapsed());
     tokio::time::sleep(rest).await; // the outage itself, not synchronisation

@@ -8,8 +8,10 @@
 //! | [`LambdaWatch`] | the Lambda runtime API emulator of `cargo lambda watch`, for running a function binary |
 //! | [`tool`] | paths of `mosquitto_pub`, `mosquitto_sub`, `mosquitto`, `cargo-lambda`, `cfn-lint` |
 //! | [`http`] | a minimal HTTP/1.1 client for poking fixtures |
+//! | [`mqtt`] | [`mqtt::V4`] and [`mqtt::V5`]: rumqttc 3.1.1 and 5.0 clients whose packets a test reads in order |
+//! | [`jwks`] | [`jwks::Server`]: the identity service's JWKS endpoint, with a replaceable document and a fetch count |
 //! | [`webhook`] | [`webhook::Receiver`]: a recording webhook receiver that can be told to fail, and the `Plantd-Signature` check |
-//! | [`wait`] | [`eventually`] (wait for a condition, never a bare sleep) and [`wait::procs`] (children and liveness of processes), [`wait::drained`] / [`wait::consumer_backlog`] (a JetStream consumer has acknowledged everything) |
+//! | [`wait`] | [`eventually`] (wait for a condition, never a bare sleep), [`wait::at_most`] (the same, without the panic) and [`wait::procs`] (children and liveness of processes), [`wait::drained`] / [`wait::consumer_backlog`] (a JetStream consumer has acknowledged everything) |
 //! | `docker` (feature) | the same fixtures as containers, for machines with a Docker engine |
 //!
 //! A missing program fails the test with a message naming `scripts/setup`;
@@ -18,8 +20,10 @@
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod http;
+pub mod jwks;
 mod lambda;
 pub mod load;
+pub mod mqtt;
 mod moto;
 mod nats;
 pub mod wait;

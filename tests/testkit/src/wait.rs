@@ -14,17 +14,30 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// # Panics
 /// When `within` passes without a `Some`, naming `what` — the test states
 /// what it waited for.
-pub async fn eventually<T, Fut>(within: Duration, what: &str, mut probe: impl FnMut() -> Fut) -> T
+pub async fn eventually<T, Fut>(within: Duration, what: &str, probe: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Option<T>>,
+{
+    match at_most(within, probe).await {
+        Some(v) => v,
+        None => panic!("timed out after {within:?} waiting for {what}"),
+    }
+}
+
+/// Calls `probe` until it returns `Some` or `within` passes; `None` then.
+/// For a test that, having waited, checks what it got in detail (naming
+/// what is missing) rather than only that the wait ran out.
+pub async fn at_most<T, Fut>(within: Duration, mut probe: impl FnMut() -> Fut) -> Option<T>
 where
     Fut: Future<Output = Option<T>>,
 {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(v) = probe().await {
-            return v;
+            return Some(v);
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for {what}");
+            return None;
         }
         tokio::time::sleep(POLL).await;
     }

@@ -90,11 +90,12 @@ pub async fn metric(edge: &Edge, name: &str) -> Option<f64> {
 
 /// Waits until the edge reports no unacknowledged journal records.
 pub async fn drained(edge: &Edge) {
-    for _ in 0..1200 {
-        if metric(edge, "plantd_journal_records_unacked").await == Some(0.0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the edge did not drain its journal within a minute");
+    plantd_testkit::eventually(
+        Duration::from_secs(60),
+        "the edge to drain its journal",
+        || async {
+            (metric(edge, "plantd_journal_records_unacked").await == Some(0.0)).then_some(())
+        },
+    )
+    .await;
 }

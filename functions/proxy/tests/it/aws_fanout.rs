@@ -13,7 +13,10 @@ use plantd_proxy::aws::fanout::{Fanout, management_client};
 use plantd_proxy::aws::registry::{Interest, Subscribed};
 use plantd_shared::subject::Site;
 use plantd_shared::topic::{Filter, Topic};
-use plantd_testkit::Moto;
+use plantd_testkit::{Moto, eventually};
+
+/// How long the fan-out gets for what a test waits for.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 use serde_json::{Value, json};
 
 fn site(s: &str) -> Site {
@@ -282,11 +285,11 @@ async fn the_fanout_process_posts_what_the_edge_publishes() {
         .await
         .expect("publish");
     client.flush().await.expect("flush");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while stub.seen().is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Give a stray second post time to show up.
+    eventually(WAIT, "the post to the matching socket", || async {
+        (!stub.seen().is_empty()).then_some(())
+    })
+    .await;
+    // Give a stray second post time to show up (proving an absence).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = stub.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -297,16 +300,6 @@ async fn the_fanout_process_posts_what_the_edge_publishes() {
         json!({"op": "message", "id": "temps", "site": "plant-1", "topic": "line1/oven/temp",
                "payload": "180", "headers": {"Plantd-Qos": "1"}})
     );
-}
-
-/// Polls `done` every 20 ms until it holds; panics with `what` after 10 s
-/// (the deadline only turns a hang into a failure).
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 /// The `fanout` role closes the sockets of revoked tokens: revoked before
@@ -355,13 +348,13 @@ async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
         d
     };
     // Revoked before the process started: closed once its watch is up.
-    until("the early revocation closes its socket", async || {
-        !deleted(&stub).is_empty()
+    eventually(WAIT, "the early revocation closes its socket", || async {
+        (!deleted(&stub).is_empty()).then_some(())
     })
     .await;
     assert_eq!(deleted(&stub), ["/prod/@connections/early"]);
-    until("the early socket leaves the registry", async || {
-        reg.connection("early").await.expect("get").is_none()
+    eventually(WAIT, "the early socket leaves the registry", || async {
+        (reg.connection("early").await.expect("get").is_none()).then_some(())
     })
     .await;
 
@@ -370,8 +363,8 @@ async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
         .put(&late.jti, late.exp.to_string().into())
         .await
         .expect("revoke");
-    until("the late revocation closes both sockets", async || {
-        deleted(&stub).len() == 3
+    eventually(WAIT, "the late revocation closes both sockets", || async {
+        (deleted(&stub).len() == 3).then_some(())
     })
     .await;
     assert_eq!(
@@ -382,9 +375,10 @@ async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
             "/prod/@connections/late-2"
         ]
     );
-    until("the late sockets leave the registry", async || {
-        reg.connection("late-1").await.expect("get").is_none()
-            && reg.connection("late-2").await.expect("get").is_none()
+    eventually(WAIT, "the late sockets leave the registry", || async {
+        (reg.connection("late-1").await.expect("get").is_none()
+            && reg.connection("late-2").await.expect("get").is_none())
+        .then_some(())
     })
     .await;
     // Nothing else was touched: the other token's socket and subscription stay.
@@ -416,9 +410,11 @@ async fn the_fanout_process_closes_the_connections_of_revoked_tokens() {
             .map(|s| (s.path, serde_json::from_slice(&s.body).expect("JSON")))
             .collect()
     };
-    until("the second message reaches the kept socket", async || {
-        posts(&stub).iter().any(|(_, f)| f["payload"] == "2")
-    })
+    eventually(
+        WAIT,
+        "the second message reaches the kept socket",
+        || async { (posts(&stub).iter().any(|(_, f)| f["payload"] == "2")).then_some(()) },
+    )
     .await;
     let posts = posts(&stub);
     assert!(

@@ -6,60 +6,18 @@
 
 use crate::common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{ORG, fixture};
 use plantd_proxy::auth::KeySource;
 use plantd_shared::claims::{API_AUDIENCE, Audience, Claims, PrincipalKind};
-use plantd_shared::jwt::{SigningKey, jwks_of, now_secs};
-
-struct JwksServer {
-    url: String,
-    body: Arc<Mutex<String>>,
-    hits: Arc<AtomicUsize>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-async fn jwks_server(keys: &[&SigningKey]) -> JwksServer {
-    let body = Arc::new(Mutex::new(jwks(keys)));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (b, h) = (body.clone(), hits.clone());
-    let app = axum::Router::new().route(
-        "/.well-known/jwks.json",
-        axum::routing::get(move || {
-            h.fetch_add(1, Ordering::SeqCst);
-            let text = b.lock().map(|t| t.clone()).unwrap_or_default();
-            async move { ([("content-type", "application/json")], text) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "http://{}/.well-known/jwks.json",
-        listener.local_addr().expect("addr")
-    );
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    JwksServer {
-        url,
-        body,
-        hits,
-        _task: task,
-    }
-}
+use plantd_shared::jwt::{SigningKey, now_secs};
+use plantd_testkit::jwks;
 
 /// An HTTP client (rustls with ring, as the proxy binary installs it).
 fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
-}
-
-fn jwks(keys: &[&SigningKey]) -> String {
-    serde_json::to_string(&jwks_of(keys.iter().copied()).expect("jwks")).expect("JSON")
 }
 
 fn token(key: &SigningKey, jti: &str) -> String {
@@ -85,7 +43,7 @@ fn token(key: &SigningKey, jti: &str) -> String {
 async fn a_token_of_a_new_key_is_accepted_after_one_fetch() {
     let f = fixture().await;
     let new = SigningKey::generate_ed25519("rotated-to").expect("key");
-    let server = jwks_server(&[&f.key, &new]).await;
+    let server = jwks::Server::start(&[&f.key, &new]).await;
     let t = token(&new, "j-new");
     assert!(
         f.state.trust.verify(&t).await.is_err(),
@@ -93,7 +51,7 @@ async fn a_token_of_a_new_key_is_accepted_after_one_fetch() {
     );
     f.state.trust.set_key_source(KeySource::Url {
         client: http(),
-        url: server.url.clone(),
+        url: server.url().to_owned(),
     });
     let claims = f
         .state
@@ -102,7 +60,7 @@ async fn a_token_of_a_new_key_is_accepted_after_one_fetch() {
         .await
         .expect("fetched and accepted");
     assert_eq!(claims.jti, "j-new");
-    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(server.hits(), 1);
     // The old key still works, and known keys cause no fetch.
     f.state
         .trust
@@ -110,16 +68,16 @@ async fn a_token_of_a_new_key_is_accepted_after_one_fetch() {
         .await
         .expect("old key");
     f.state.trust.verify(&t).await.expect("again");
-    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(server.hits(), 1);
 }
 
 #[tokio::test]
 async fn forged_key_ids_cost_identity_at_most_one_fetch_per_interval() {
     let f = fixture().await;
-    let server = jwks_server(&[&f.key]).await;
+    let server = jwks::Server::start(&[&f.key]).await;
     f.state.trust.set_key_source(KeySource::Url {
         client: http(),
-        url: server.url.clone(),
+        url: server.url().to_owned(),
     });
     let forged: Vec<String> = (0..20)
         .map(|i| {
@@ -131,23 +89,19 @@ async fn forged_key_ids_cost_identity_at_most_one_fetch_per_interval() {
     for r in futures::future::join_all(checks).await {
         assert!(r.is_err(), "a forged key is refused");
     }
-    assert_eq!(
-        server.hits.load(Ordering::SeqCst),
-        1,
-        "twenty unknown key ids, one fetch"
-    );
+    assert_eq!(server.hits(), 1, "twenty unknown key ids, one fetch");
 }
 
 #[tokio::test]
 async fn the_periodic_refresh_picks_up_new_keys() {
     let f = fixture().await;
-    let server = jwks_server(&[&f.key]).await;
+    let server = jwks::Server::start(&[&f.key]).await;
     f.state.trust.set_key_source(KeySource::Url {
         client: http(),
-        url: server.url.clone(),
+        url: server.url().to_owned(),
     });
     let new = SigningKey::generate_ed25519("next").expect("key");
-    *server.body.lock().expect("lock") = jwks(&[&new, &f.key]);
+    server.set(&[&new, &f.key]);
     let refresher = tokio::spawn(f.state.trust.clone().refresh_every(Duration::from_secs(1)));
     // Wait for the refresh itself (the event: a request reaching the JWKS
     // endpoint), then for the new keys to be in place.
@@ -162,5 +116,5 @@ async fn the_periodic_refresh_picks_up_new_keys() {
     })
     .await;
     refresher.abort();
-    assert!(server.hits.load(Ordering::SeqCst) >= 1);
+    assert!(server.hits() >= 1);
 }
