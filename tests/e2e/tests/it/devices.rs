@@ -13,10 +13,11 @@
 //! condition where the stack offers no event (a message becoming readable in
 //! JetStream; the edge's service subscription reaching nats-server).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
 use plantd_e2e::{Options, SITE, Stack};
+use plantd_testkit::eventually;
 use reqwest::Method;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
@@ -150,21 +151,18 @@ async fn frame(ws: &mut Ws) -> Value {
 /// Polls `GET path` until it answers 200 (a message becomes readable in
 /// JetStream a moment after the edge's PUBACK); the answer.
 async fn until_ok(stack: &Stack, path: &str, token: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    eventually(WAIT, &format!("GET {path} to answer 200"), || async {
         let (status, v) = stack
             .call(Method::GET, path, Some(token), None)
             .await
             .expect("request");
-        if status == 200 {
-            return v;
+        match status {
+            200 => Some(v),
+            404 => None,
+            _ => panic!("GET {path}: {status} {v}"),
         }
-        assert!(
-            status == 404 && Instant::now() < deadline,
-            "GET {path}: {status} {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -211,13 +209,11 @@ async fn a_device_reading_reaches_live_subscribers_last_value_and_history() {
 
     // The last value and the history, through the proxy over HTTP.
     let path = format!("/v1/sites/{SITE}/last?topic=line1/press/temp");
-    let mut last = until_ok(&stack, &path, &admin).await;
-    let deadline = Instant::now() + WAIT;
-    while last["value"] != "21.7" && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = until_ok(&stack, &path, &admin).await;
-    }
-    assert_eq!(last["value"], "21.7", "{last}");
+    let last = eventually(WAIT, "the last value to be 21.7", || async {
+        let last = until_ok(&stack, &path, &admin).await;
+        (last["value"] == "21.7").then_some(last)
+    })
+    .await;
     assert_eq!(last["topic"], "line1/press/temp");
     assert_eq!(last["qos"], 1);
     let (status, history) = stack
@@ -355,8 +351,7 @@ async fn an_http_call_is_answered_by_an_mqtt5_device() {
         "{}/v1/sites/{SITE}/call/pump/1/status?timeout_ms=5000",
         stack.url()
     );
-    let deadline = Instant::now() + WAIT;
-    let resp = loop {
+    let resp = eventually(WAIT, "the service call to find a responder", || async {
         let resp = stack
             .client
             .post(&url)
@@ -366,11 +361,9 @@ async fn an_http_call_is_answered_by_an_mqtt5_device() {
             .send()
             .await
             .expect("call");
-        if resp.status() != 503 || Instant::now() >= deadline {
-            break resp;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (resp.status() != 503).then_some(resp)
+    })
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()
