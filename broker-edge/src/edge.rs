@@ -148,13 +148,17 @@ async fn connect_nats(
     opts: async_nats::ConnectOptions,
     url: &str,
 ) -> Result<async_nats::Client, EdgeError> {
-    opts.retry_on_initial_connect()
+    plantd_bridge::uplink::url_credentials(opts, url)
+        .retry_on_initial_connect()
         .event_callback(|event| async move {
             tracing::info!(%event, "NATS connection event");
         })
-        .connect(url)
+        .connect(plantd_bridge::uplink::server_urls(url))
         .await
-        .map_err(|e| EdgeError::Nats(format!("{url}: {e}")))
+        .map_err(|e| {
+            let url = plantd_bridge::uplink::redacted(url);
+            EdgeError::Nats(format!("{url}: {e}"))
+        })
 }
 
 fn readiness(
