@@ -502,17 +502,34 @@ enum Verb {
         content_type: Option<String>,
     },
     /// Create or update plantd's JetStream streams and KV buckets on a NATS
-    /// server (idempotent; for clusters that `plantd up` does not run).
+    /// server or cluster, and their mirrors in other regions (idempotent;
+    /// for clusters that `plantd up` does not run; docs/deploy.md).
     Streams {
-        /// The NATS server.
+        /// The NATS server(s), comma separated; user and password may be in
+        /// the URL (tls://plantd:<password>@nats-a1:4222). Streams go to the
+        /// region (cluster) of the server connected to.
         #[arg(long, env = "PLANTD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
         /// NATS credentials file (JWT + seed).
         #[arg(long, env = "PLANTD_NATS_CREDS")]
         creds: Option<PathBuf>,
-        /// Replicas per stream and bucket (3 in a cluster).
+        /// CA certificate (PEM) the servers' certificates are verified with.
+        #[arg(long, env = "PLANTD_NATS_CA")]
+        tls_ca: Option<PathBuf>,
+        /// Replicas per stream, bucket and mirror (3 in a cluster).
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// Mirror every stream and bucket into this region (a cluster of the
+        /// super-cluster); repeat for several.
+        #[arg(long, value_name = "REGION")]
+        mirror_into: Vec<String>,
+        /// Keep telemetry, logs and alerts this many days (default 30).
+        #[arg(long, value_name = "DAYS")]
+        retention_days: Option<u64>,
+        /// JetStream's de-duplication window in minutes (default 120); its
+        /// message ids are held in memory (docs/deploy.md, sizing).
+        #[arg(long, value_name = "MINUTES")]
+        duplicate_window_mins: Option<u64>,
     },
     /// Alert rules (needs alerts:read; changes alerts:write).
     Rules {
@@ -866,8 +883,25 @@ fn main() -> ExitCode {
             Verb::Streams {
                 nats_url,
                 creds,
+                tls_ca,
                 replicas,
-            } => plantd_cli::streams::ensure(&nats_url, creds.as_deref(), replicas).await,
+                mirror_into,
+                retention_days,
+                duplicate_window_mins,
+            } => {
+                let options = plantd_cli::streams::Options {
+                    url: nats_url,
+                    creds,
+                    ca: tls_ca,
+                    replicas,
+                    mirror_into,
+                    retention: retention_days
+                        .map(|d| std::time::Duration::from_secs(d.saturating_mul(86_400))),
+                    duplicate_window: duplicate_window_mins
+                        .map(|m| std::time::Duration::from_secs(m.saturating_mul(60))),
+                };
+                plantd_cli::streams::ensure(&options).await
+            }
             Verb::Rules { cmd } => {
                 use plantd_cli::rules;
                 let s = Session::open(profile.as_deref()).await?;

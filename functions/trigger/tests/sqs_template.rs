@@ -221,3 +221,132 @@ fn the_alerts_package_runs_the_engine_with_a_clock_and_the_notifier_both_on_nats
     assert!(role.contains(":${AWS::AccountId}:plantd-*\""), "{role}");
     assert!(!resource(&t, "AlertsRole").contains("sns:"));
 }
+
+/// The whole template (every condition on: alerting, the fan-out service in
+/// a VPC) created as a stack in moto's CloudFormation by
+/// `infra/check/moto_stack.py` (which expands the two SAM types moto lacks);
+/// the resources moto supports are there: every function, queue, dead-letter
+/// queue, mapping, role, log group, the connection table, the dashboard
+/// bucket and the alarm topic.
+#[tokio::test]
+async fn the_template_creates_a_stack_in_motos_cloudformation() {
+    let moto = plantd_testkit::Moto::start().await;
+    let script = format!("{INFRA}/check/moto_stack.py");
+    let params = serde_json::json!({
+        "Stage": "test",
+        "Alerting": "enabled",
+        "LoggerAggregates": "enabled",
+        "FanoutImage": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/plantd:1",
+    });
+    let out = tokio::process::Command::new(plantd_testkit::tool("python"))
+        .arg(&script)
+        .arg(format!("{INFRA}/template.yaml"))
+        .arg(params.to_string())
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "eu-west-1")
+        .output()
+        .await
+        .expect("run moto_stack.py");
+    assert!(
+        out.status.success(),
+        "moto_stack.py failed: {}\nmoto: {}",
+        String::from_utf8_lossy(&out.stderr),
+        moto.tail().join("\n")
+    );
+    let stack: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(stack["status"], "CREATE_COMPLETE", "{stack}");
+    let created: Vec<(String, String)> = stack["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|r| r["status"] == "CREATE_COMPLETE")
+        .map(|r| {
+            (
+                r["logical"].as_str().unwrap_or_default().to_owned(),
+                r["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let has = |logical: &str, kind: &str| created.iter().any(|(l, k)| l == logical && k == kind);
+    for f in [
+        "IdentityFunction",
+        "ProxyFunction",
+        "WebSocketFunction",
+        "LoggerFunction",
+        "AlertsFunction",
+        "NotifierFunction",
+    ] {
+        assert!(has(f, "AWS::Lambda::Function"), "{f}: {created:?}");
+        let role = f.replace("Function", "Role");
+        assert!(has(&role, "AWS::IAM::Role"), "{role}");
+    }
+    for (name, ..) in BINDINGS {
+        assert!(has(&format!("{name}Queue"), "AWS::SQS::Queue"), "{name}");
+        assert!(
+            has(&format!("{name}DeadLetterQueue"), "AWS::SQS::Queue"),
+            "{name}"
+        );
+        assert!(
+            has(&format!("{name}Mapping"), "AWS::Lambda::EventSourceMapping"),
+            "{name}"
+        );
+    }
+    for (logical, kind) in [
+        ("ConnectionsTable", "AWS::DynamoDB::Table"),
+        ("DashboardBucket", "AWS::S3::Bucket"),
+        ("AlarmTopic", "AWS::SNS::Topic"),
+        ("ForwarderPolicy", "AWS::IAM::ManagedPolicy"),
+        ("FanoutPolicy", "AWS::IAM::ManagedPolicy"),
+        ("IdentityLogs", "AWS::Logs::LogGroup"),
+        ("LoggerLogs", "AWS::Logs::LogGroup"),
+    ] {
+        assert!(has(logical, kind), "{logical}: {created:?}");
+    }
+}
+
+/// Every function has an errors and a throttles alarm, every queue a
+/// dead-letter depth and a lag alarm, all to the alarm topic; the custom
+/// consumer-lag and edge-backlog alarms exist; every log group has a
+/// retention; every function runs on the `Architecture` parameter's
+/// instruction set (arm64 or x86_64).
+#[test]
+fn every_function_and_queue_is_watched_and_every_log_group_expires() {
+    let t = template();
+    for f in [
+        "Identity",
+        "Proxy",
+        "WebSocket",
+        "Logger",
+        "Alerts",
+        "Notifier",
+    ] {
+        for metric in ["Errors", "Throttles"] {
+            let alarm = resource(&t, &format!("{f}{metric}Alarm"));
+            assert!(
+                alarm.contains(&format!("MetricName: {metric}\n")),
+                "{alarm}"
+            );
+            assert!(
+                alarm.contains(&format!("Value: !Ref {f}Function\n")),
+                "{alarm}"
+            );
+            assert!(alarm.contains("AlarmActions: [!Ref AlarmTopic]"), "{alarm}");
+        }
+    }
+    for (name, ..) in BINDINGS {
+        let dlq = resource(&t, &format!("{name}DeadLetterAlarm"));
+        assert!(dlq.contains(&format!("!GetAtt {name}DeadLetterQueue.QueueName")));
+        assert!(dlq.contains("MetricName: ApproximateNumberOfMessagesVisible"));
+        let lag = resource(&t, &format!("{name}LagAlarm"));
+        assert!(lag.contains("MetricName: ApproximateAgeOfOldestMessage"));
+    }
+    assert!(resource(&t, "ConsumerLagAlarm").contains("MetricName: ConsumerPending"));
+    assert!(resource(&t, "EdgeBacklogAlarm").contains("MetricName: EdgeBacklogMessages"));
+    let groups = t.matches("Type: AWS::Logs::LogGroup").count();
+    let retained = t.matches("RetentionInDays: !Ref LogRetentionDays").count();
+    assert_eq!(groups, retained, "every log group has a retention");
+    assert!(t.contains("    Architectures: [!Ref Architecture]\n"));
+    assert!(t.contains("  Architecture:\n    Type: String\n    Default: x86_64\n    AllowedValues: [arm64, x86_64]\n"));
+}
