@@ -496,7 +496,7 @@ await scenario('a role is created and edited; a built-in name is refused with wh
   await shot(admin, 'admin-roles');
 });
 
-await scenario('an admin creates a user with roles, who then logs in and is refused what their roles lack; log out everywhere ends their session; deactivated they cannot log in', async () => {
+await scenario('an admin creates a user with roles, who then logs in and is refused what their roles lack; log out everywhere ends their session; their roles change; deactivated they cannot log in', async () => {
   await adminTab(admin, 'Users');
   const form = admin.getByRole('form', { name: 'new user' });
   await form.getByLabel('Email').fill(newUser.email);
@@ -526,6 +526,14 @@ await scenario('an admin creates a user with roles, who then logs in and is refu
   await admin.getByTestId('admin-note').getByText('logged out everywhere').waitFor();
   await them.getByRole('link', { name: 'State' }).click();
   await them.getByRole('button', { name: 'Log in' }).waitFor();
+  // Their roles change: only viewer now.
+  await row.getByRole('button', { name: 'Roles…' }).click();
+  const roles = admin.getByRole('dialog', { name: 'Change roles' });
+  await roles.getByLabel('operator').uncheck();
+  await roles.getByLabel(`role-maker-${tag}`).uncheck();
+  await roles.getByLabel('viewer').check();
+  await roles.getByRole('button', { name: 'Save roles' }).click();
+  await row.getByRole('cell', { name: 'viewer', exact: true }).waitFor();
   // Deactivated: login refused.
   await row.getByRole('button', { name: 'Deactivate…' }).click();
   await admin.getByRole('dialog', { name: 'Deactivate user?' }).getByRole('button', { name: 'Deactivate' }).click();

@@ -1,6 +1,7 @@
-// Users of the organisation: list, create with roles, deactivate or
-// reactivate, and log out everywhere (every live token revoked, refresh
-// tokens issued before now refused).
+// Users of the organisation: list, create with roles, change their roles
+// (taking one away revokes their live tokens), deactivate or reactivate,
+// and log out everywhere (every live token revoked, refresh tokens issued
+// before now refused).
 import { useEffect, useState } from 'preact/hooks';
 import { allows } from '../../session';
 import { roles as rolesApi, users, type User } from '../../identity';
@@ -15,6 +16,7 @@ export function UsersTab() {
   const [password, setPassword] = useState('');
   const [picked, setPicked] = useState<string[]>(['viewer']);
   const [confirm, setConfirm] = useState<{ user: User; kind: 'deactivate' | 'revoke' } | null>(null);
+  const [editing, setEditing] = useState<{ user: User; roles: string[] } | null>(null);
   const [run, busy] = useAction(setError);
   const canCreate = allows('identity:user:create');
   const canUpdate = allows('identity:user:update');
@@ -57,6 +59,25 @@ export function UsersTab() {
     });
   };
 
+  const saveRoles = () => {
+    const e = editing;
+    setEditing(null);
+    if (!e) return;
+    return run(async () => {
+      const u = await users.setRoles(e.user.id, e.roles);
+      setNote(`${u.email} now has ${u.roles.join(', ') || 'no roles'}.`);
+      await load();
+    });
+  };
+
+  const roleChecks = (chosen: string[], set: (r: string[]) => void) =>
+    roleNames.map((r) => (
+      <label key={r} class="check">
+        <input type="checkbox" checked={chosen.includes(r)} onChange={(e) => set(e.currentTarget.checked ? [...chosen, r] : chosen.filter((x) => x !== r))} />{' '}
+        {r}
+      </label>
+    ));
+
   return (
     <div>
       <ErrorNote error={error} />
@@ -84,16 +105,7 @@ export function UsersTab() {
           </label>
           <fieldset class="checks">
             <legend>Roles</legend>
-            {roleNames.map((r) => (
-              <label key={r} class="check">
-                <input
-                  type="checkbox"
-                  checked={picked.includes(r)}
-                  onChange={(e) => setPicked((p) => (e.currentTarget.checked ? [...p, r] : p.filter((x) => x !== r)))}
-                />{' '}
-                {r}
-              </label>
-            ))}
+            {roleChecks(picked, setPicked)}
           </fieldset>
           <button type="submit" class="primary" disabled={busy}>
             Create user
@@ -119,6 +131,9 @@ export function UsersTab() {
                 <td class="actions">
                   {canUpdate ? (
                     <>
+                      <button type="button" onClick={() => setEditing({ user: u, roles: u.roles })}>
+                        Roles…
+                      </button>
                       <button type="button" onClick={() => setConfirm({ user: u, kind: 'deactivate' })}>
                         {u.active ? 'Deactivate…' : 'Reactivate…'}
                       </button>
@@ -135,6 +150,26 @@ export function UsersTab() {
           </tbody>
         </table>
       </div>
+      <Modal open={editing !== null} title="Change roles" onClose={() => setEditing(null)}>
+        <p>
+          Roles of <strong>{editing?.user.email}</strong>. Taking a role away ends their sessions' current tokens; their next
+          refresh carries the new roles.
+        </p>
+        {editing && (
+          <fieldset class="checks">
+            <legend>Roles</legend>
+            {roleChecks(editing.roles, (roles) => setEditing({ ...editing, roles }))}
+          </fieldset>
+        )}
+        <div class="row">
+          <button type="button" class="primary" onClick={saveRoles}>
+            Save roles
+          </button>
+          <button type="button" onClick={() => setEditing(null)}>
+            Cancel
+          </button>
+        </div>
+      </Modal>
       <Modal open={confirm !== null} title={confirm?.kind === 'revoke' ? 'Log out everywhere?' : confirm?.user.active ? 'Deactivate user?' : 'Reactivate user?'} onClose={() => setConfirm(null)}>
         <p>
           {confirm?.kind === 'revoke'
