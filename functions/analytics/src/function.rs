@@ -155,8 +155,9 @@ impl Analytics {
                 run.fence(&inner.state).await?;
             }
         }
-        // The results and the keys' uncommitted slots at once; the commit
-        // records only once every result is stored (decision 0029).
+        // The results and the commit's segment (uncommitted until its
+        // commit record) at once; the commit records only once every
+        // result is stored (decision 0029).
         let staging = futures::future::try_join_all(site_runs.iter_mut().map(|run| {
             let force = redo.iter().any(|n| n == run.name());
             run.stage(&inner.js, force)

@@ -14,7 +14,7 @@
 //! | [`rules`] | [`RuleBook`]: the rules, kept current by a KV watch |
 //! | `order` | items admitted in stream order from the consumer's acknowledgement floor (a crashed host's batch comes back before anything newer is applied) |
 //! | `site_rule` | one rule on one site: its engine, restore from and commit to its checkpoint |
-//! | `store` | the checkpoint records in `plantd_analytics_state` (commit record, two slots per key) and conditional writes |
+//! | `store` | the checkpoint records in `plantd_analytics_state` (commit record, one segment of key checkpoints per commit) and conditional writes |
 //! | [`results`] | reading results back from `PLANTD_AGGREGATES` (checks that each is stored once) |
 //! | [`publish`] | results to `PLANTD_AGGREGATES` with `Nats-Msg-Id` [`publish::message_id`] |
 //! | [`metrics`] | counters per (site, rule), Prometheus text |
@@ -23,9 +23,9 @@
 //! ## Contract
 //! - A batch is applied in stream order; its results are published and
 //!   acknowledged by JetStream **before** its checkpoint is committed (the
-//!   keys' new slots are written meanwhile, uncommitted until the commit
-//!   record names their generation), and the trigger acknowledges the
-//!   items only after both.
+//!   commit's segment of key checkpoints is written meanwhile, uncommitted
+//!   until the commit record names its generation), and the trigger
+//!   acknowledges the items only after both.
 //! - Items reach the engine in stream order, also after a crash: an item
 //!   beyond a gap in the sequence (a killed host's batch not yet handed out
 //!   again) fails and comes back shortly, until the gap is filled.

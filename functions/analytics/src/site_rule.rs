@@ -1,31 +1,38 @@
 //! [`SiteRule`]: one rule running on one site's telemetry — its engine,
-//! and where its checkpoint stands in the state bucket (generation, slot
-//! of each key, revisions for the conditional writes).
+//! and where its checkpoint stands in the state bucket (generation, which
+//! segment holds each key's committed state, revisions for the
+//! conditional writes).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use async_nats::jetstream;
-use base64::Engine as _;
-use plantd_analytics::{Engine, Output, Rule, RuleMetrics, RuleState, State};
+use plantd_analytics::{Engine, KeyCheckpoint, Output, Rule, RuleMetrics, RuleState, State};
 
 use crate::error::Error;
-use crate::store::{self, Head, SlotRecord, Writes};
+use crate::store::{self, Head, LAYOUT, PART_BYTES, SegmentKey, Writes};
 
-/// Where one key's checkpoint is.
+/// Superseded key records a (site, rule) may keep stored before commits
+/// carry live keys forward out of mostly superseded segments, on top of
+/// one per live key (storage stays below about twice the live keys).
+const SLACK: usize = 4_096;
+
+/// A committed segment, as far as the run keeps track of it.
 #[derive(Debug, Default, Clone, Copy)]
-struct KeySlots {
-    /// The slot (0 = a, 1 = b) holding the committed state; `None` before
-    /// the first commit that includes the key.
-    committed: Option<usize>,
-    /// Each slot's revision, for the conditional write (0: never written).
-    rev: [u64; 2],
+struct Segment {
+    /// Its parts.
+    parts: u32,
+    /// Key records it holds.
+    entries: usize,
+    /// Of those, the keys whose committed state it still holds.
+    live: usize,
 }
 
-/// Key writes of a commit, not yet committed ([`SiteRule::stage`]).
+/// A commit's segment, written and not yet committed
+/// ([`SiteRule::stage`]).
 #[derive(Debug)]
 pub(crate) struct Staged {
-    /// The generation they were written at.
+    /// The generation it was written at.
     generation: u64,
     /// Highest sequence applied.
     through: u64,
@@ -33,8 +40,10 @@ pub(crate) struct Staged {
     max_event: Option<i64>,
     /// The counters.
     metrics: RuleMetrics,
-    /// Keys written and their slot.
-    dirty: Vec<(String, usize)>,
+    /// Keys written.
+    keys: Vec<String>,
+    /// Its parts.
+    parts: u32,
     /// How many writes.
     writes: usize,
 }
@@ -58,8 +67,14 @@ pub(crate) struct SiteRule {
     pub max_event: Option<i64>,
     /// The counters as committed.
     metrics: RuleMetrics,
-    /// Per analytics key: its slots.
-    slots: HashMap<String, KeySlots>,
+    /// Per analytics key: the generation of the segment holding its
+    /// committed state.
+    live: HashMap<String, u64>,
+    /// The committed segments by generation.
+    segments: BTreeMap<u64, Segment>,
+    /// Revisions of segment parts blanked at restore (an unfinished
+    /// commit's), for the conditional write that reuses their key.
+    blanked: HashMap<String, u64>,
     /// When an event was last applied (or the run was restored).
     pub last_active: Instant,
     /// When the idle clock last advanced it.
@@ -83,15 +98,17 @@ impl SiteRule {
     }
 
     /// Restores `rule` on `site` from its checkpoint (empty when there is
-    /// none, or when it was made by another definition of the rule — then
-    /// the old records are purged). Returns the run and the results of an
-    /// idle advance that was intended but perhaps not published before a
-    /// crash, when there was one (publish them, then [`SiteRule::commit`]
-    /// with `force`).
+    /// none, or when it was made by another definition of the rule or
+    /// another checkpoint layout — then the old records are purged).
+    /// Returns the run and the results of an idle advance that was
+    /// intended but perhaps not published before a crash, when there was
+    /// one (publish them, then [`SiteRule::commit`] with `force`).
     ///
-    /// Writes of a commit that did not finish (slot records of a higher
-    /// generation than the commit record's) are blanked first, so they can
-    /// never be taken for committed later. Results the committed watermark
+    /// Segments of a commit that did not finish (a higher generation than
+    /// the commit record's) are blanked first, so they can never be taken
+    /// for committed later; committed segments holding no key's current
+    /// state are purged. Each key takes its record from the newest
+    /// committed segment that holds it. Results the committed watermark
     /// had already closed are computed again and dropped (they were
     /// published before that commit): decision 0029.
     ///
@@ -113,14 +130,20 @@ impl SiteRule {
             through: 0,
             max_event: None,
             metrics: RuleMetrics::default(),
-            slots: HashMap::new(),
+            live: HashMap::new(),
+            segments: BTreeMap::new(),
+            blanked: HashMap::new(),
             last_active: Instant::now(),
             last_advance: None,
         };
         let head = match stored.head {
-            Some((head, rev)) if head.rule == rule => Some((head, rev)),
+            Some((head, rev)) if head.rule == rule && head.layout == LAYOUT => Some((head, rev)),
             other => {
-                if other.is_some() || stored.head_rev != 0 || !stored.slots.is_empty() {
+                if other.is_some()
+                    || stored.head_rev != 0
+                    || !stored.parts.is_empty()
+                    || stored.foreign
+                {
                     tracing::info!(site, rule = %rule.name, "analytics: no checkpoint of this rule's definition; it starts afresh");
                     store::purge(js, &prefix).await?;
                 }
@@ -130,57 +153,50 @@ impl SiteRule {
         let Some((head, head_rev)) = head else {
             return Ok((fresh(Engine::new(vec![rule.clone()])?), None));
         };
-        let mut keys = Vec::new();
-        let mut slots = HashMap::new();
+        // Newest committed record of each key; segments read oldest first.
+        let mut latest: HashMap<String, (u64, u32, KeyCheckpoint)> = HashMap::new();
+        let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
         let mut blanks = Writes::default();
-        let mut blanked = Vec::new();
-        for (encoded, entries) in stored.slots {
-            let Some(name) = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(&encoded)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-            else {
+        let mut blanked_keys = Vec::new();
+        for ((generation, _), entry) in stored.parts {
+            let Some(record) = entry.record else { continue };
+            if generation > head.generation {
+                // Written by a commit that did not finish.
+                blanks.push(entry.key.clone(), entry.rev, bytes::Bytes::new());
+                blanked_keys.push(entry.key);
                 continue;
-            };
-            let mut ks = KeySlots::default();
-            let mut best: Option<(u64, usize)> = None;
-            for (i, entry) in entries.iter().enumerate() {
-                let Some(entry) = entry else { continue };
-                ks.rev[i] = entry.rev;
-                match &entry.record {
-                    // Committed: the newest of the two wins.
-                    Some(r) if r.generation <= head.generation => {
-                        best = best.max(Some((r.generation, i)));
-                    }
-                    // Written by a commit that did not finish.
-                    Some(_) => {
-                        blanks.push(
-                            store::slot_key(&prefix, i, &encoded),
-                            entry.rev,
-                            bytes::Bytes::new(),
-                        );
-                        blanked.push((name.clone(), i));
-                    }
-                    None => {}
-                }
             }
-            if let Some((_, i)) = best {
-                ks.committed = Some(i);
-                if let Some(Some(entry)) = entries.into_iter().nth(i)
-                    && let Some(record) = entry.record
-                {
-                    keys.push((record.ord, record.ckpt));
-                }
+            let seg = segments.entry(generation).or_default();
+            seg.parts += 1;
+            seg.entries += record.keys.len();
+            for k in record.keys {
+                latest.insert(k.ckpt.key.clone(), (generation, k.ord, k.ckpt));
             }
-            slots.insert(name, ks);
         }
+        let mut blanked = HashMap::new();
         if blanks.len() > 0 {
-            tracing::info!(site, rule = %rule.name, keys = blanks.len(), "analytics: blanking the writes of an unfinished commit");
+            tracing::info!(site, rule = %rule.name, parts = blanks.len(), "analytics: blanking the segment of an unfinished commit");
             let revs = blanks.send(js).await?;
-            for ((name, i), rev) in blanked.into_iter().zip(revs) {
-                if let Some(ks) = slots.get_mut(&name) {
-                    ks.rev[i] = rev;
-                }
+            blanked = blanked_keys.into_iter().zip(revs).collect();
+        }
+        let mut live = HashMap::with_capacity(latest.len());
+        let mut keys = Vec::with_capacity(latest.len());
+        for (name, (generation, ord, ckpt)) in latest {
+            if let Some(seg) = segments.get_mut(&generation) {
+                seg.live += 1;
+            }
+            live.insert(name, generation);
+            keys.push((ord, ckpt));
+        }
+        let dead: Vec<u64> = segments
+            .iter()
+            .filter(|(_, s)| s.live == 0)
+            .map(|(g, _)| *g)
+            .collect();
+        for generation in dead {
+            segments.remove(&generation);
+            if let Err(e) = store::purge_segment(js, &prefix, generation).await {
+                tracing::warn!(site, rule = %rule.name, generation, error = %e, "analytics: cannot purge a superseded checkpoint segment; tried again at the next restore");
             }
         }
         keys.sort_by_key(|(ord, _)| *ord);
@@ -214,7 +230,9 @@ impl SiteRule {
         run.through = head.through;
         run.max_event = head.max_event;
         run.metrics = head.metrics;
-        run.slots = slots;
+        run.live = live;
+        run.segments = segments;
+        run.blanked = blanked;
         let redo = head.advance_to.map(|to| run.engine.advance(to));
         Ok((run, redo))
     }
@@ -253,6 +271,7 @@ impl SiteRule {
     /// [`Error`] when the write fails or conflicts.
     pub async fn intend_advance(&mut self, js: &jetstream::Context, to: i64) -> Result<(), Error> {
         let head = Head {
+            layout: LAYOUT,
             generation: self.generation,
             rule: self.rule.clone(),
             max_event: self.max_event,
@@ -284,12 +303,14 @@ impl SiteRule {
         }
     }
 
-    /// The first half of a commit: writes the keys an event changed since
-    /// the last commit, each into its other slot, at the next generation.
-    /// Until [`SiteRule::finish`] writes the commit record they are not
-    /// committed (a restore blanks them), so this may run while the
-    /// batch's results are still being stored. `None` when nothing
-    /// happened, unless `force` (after an advance).
+    /// The first half of a commit: writes one segment at the next
+    /// generation holding the keys an event changed since the last commit
+    /// — and, when superseded records pile up, the live keys of mostly
+    /// superseded segments, so those can be purged
+    /// ([`carry_forward`]). Until [`SiteRule::finish`] writes the
+    /// commit record the segment is not committed (a restore blanks it),
+    /// so this may run while the batch's results are still being stored.
+    /// `None` when nothing happened, unless `force` (after an advance).
     ///
     /// # Errors
     /// As [`SiteRule::commit`].
@@ -306,49 +327,59 @@ impl SiteRule {
             return Ok(None);
         };
         let generation = self.generation + 1;
-        let mut writes = Writes::default();
-        let mut dirty = Vec::new();
+        let changed: HashSet<&str> = rs
+            .keys
+            .iter()
+            .filter(|k| k.last_seq.is_some_and(|s| s > self.through))
+            .map(|k| k.key.as_str())
+            .collect();
+        let carried = carry_forward(&self.segments, &self.live, &changed, SLACK);
         let mut through = self.through;
+        let mut names = Vec::with_capacity(changed.len() + carried.len());
+        let mut records = Vec::with_capacity(names.capacity());
         for (ord, k) in rs.keys.into_iter().enumerate() {
-            let Some(seq) = k.last_seq.filter(|s| *s > self.through) else {
+            let is_changed = k.last_seq.is_some_and(|s| s > self.through);
+            if !is_changed && !carried.contains(k.key.as_str()) {
                 continue;
-            };
-            through = through.max(seq);
-            let ks = self.slots.entry(k.key.clone()).or_default();
-            let target = ks.committed.map_or(0, |c| 1 - c);
-            let name = k.key.clone();
-            let record = SlotRecord {
-                generation,
+            }
+            if is_changed {
+                through = through.max(k.last_seq.unwrap_or(0));
+            }
+            names.push(k.key.clone());
+            records.push(SegmentKey {
                 ord: u32::try_from(ord).unwrap_or(u32::MAX),
                 ckpt: k,
-            };
-            writes.push(
-                store::slot_key(&self.prefix, target, &store::encode_key(&name)),
-                ks.rev[target],
-                serde_json::to_vec(&record)?.into(),
-            );
-            dirty.push((name, target));
+            });
+        }
+        let mut writes = Writes::default();
+        let mut parts = 0u32;
+        for chunk in split_parts(&records, generation)? {
+            let key = store::part_key(&self.prefix, generation, parts);
+            let rev = self.blanked.get(&key).copied().unwrap_or(0);
+            writes.push(key, rev, chunk);
+            parts += 1;
         }
         let count = writes.len();
-        let revs = writes.send(js).await?;
-        for ((name, target), rev) in dirty.iter().zip(revs) {
-            if let Some(ks) = self.slots.get_mut(name) {
-                ks.rev[*target] = rev;
-            }
+        writes.send(js).await?;
+        for p in 0..parts {
+            self.blanked
+                .remove(&store::part_key(&self.prefix, generation, p));
         }
         Ok(Some(Staged {
             generation,
             through,
             max_event: rs.max_event,
             metrics: rs.metrics,
-            dirty,
+            keys: names,
+            parts,
             writes: count,
         }))
     }
 
     /// The second half of a commit, once the batch's results are stored:
-    /// the commit record, which makes the staged keys the committed ones.
-    /// Returns the number of writes of the whole commit.
+    /// the commit record, which makes the staged segment committed; then
+    /// the segments it superseded entirely are purged. Returns the number
+    /// of writes of the whole commit.
     ///
     /// # Errors
     /// As [`SiteRule::commit`].
@@ -362,10 +393,12 @@ impl SiteRule {
             through,
             max_event,
             metrics,
-            dirty,
+            keys,
+            parts,
             writes: count,
         } = staged;
         let head = Head {
+            layout: LAYOUT,
             generation,
             rule: self.rule.clone(),
             max_event,
@@ -381,15 +414,224 @@ impl SiteRule {
         );
         let revs = w.send(js).await?;
         self.head_rev = revs.first().copied().unwrap_or(self.head_rev);
-        for (name, target) in dirty {
-            if let Some(ks) = self.slots.get_mut(&name) {
-                ks.committed = Some(target);
-            }
-        }
         self.generation = generation;
         self.through = through;
         self.max_event = max_event;
         self.metrics = metrics;
+        if parts > 0 {
+            self.segments.insert(
+                generation,
+                Segment {
+                    parts,
+                    entries: keys.len(),
+                    live: keys.len(),
+                },
+            );
+        }
+        let mut emptied = Vec::new();
+        for name in keys {
+            if let Some(old) = self.live.insert(name, generation)
+                && let Some(s) = self.segments.get_mut(&old)
+            {
+                s.live = s.live.saturating_sub(1);
+                if s.live == 0 {
+                    emptied.push(old);
+                }
+            }
+        }
+        for old in emptied {
+            self.segments.remove(&old);
+            if let Err(e) = store::purge_segment(js, &self.prefix, old).await {
+                tracing::warn!(prefix = %self.prefix, generation = old, error = %e, "analytics: cannot purge a superseded checkpoint segment; tried again at the next restore");
+            }
+        }
         Ok(count + 1)
+    }
+}
+
+/// The live keys to carry forward into the next segment besides the
+/// `changed` ones: while more than one record per live key (plus `slack`)
+/// would be stored once `changed` is committed, the oldest segments of
+/// which at most half is still live are emptied (their live keys written
+/// again), so they can be purged. Each carried key frees at least one
+/// superseded record, so compaction costs no more than it saves, and the
+/// records stored stay below about twice the live keys plus `slack`.
+/// `segments` and `live` are the committed ones (key → generation of the
+/// segment holding its committed state).
+fn carry_forward(
+    segments: &BTreeMap<u64, Segment>,
+    live: &HashMap<String, u64>,
+    changed: &HashSet<&str>,
+    slack: usize,
+) -> HashSet<String> {
+    let mut segments = segments.clone();
+    let mut fresh = 0usize;
+    for k in changed {
+        match live.get(*k) {
+            Some(g) => {
+                if let Some(s) = segments.get_mut(g) {
+                    s.live = s.live.saturating_sub(1);
+                }
+            }
+            None => fresh += 1,
+        }
+    }
+    let live_keys = live.len() + fresh;
+    let stored: usize = segments.values().map(|s| s.entries).sum::<usize>() + changed.len();
+    let mut superseded = stored.saturating_sub(live_keys);
+    let mut chosen = HashSet::new();
+    for (generation, s) in &segments {
+        if superseded <= live_keys + slack {
+            break;
+        }
+        if s.live * 2 > s.entries {
+            continue;
+        }
+        chosen.insert(*generation);
+        superseded -= s.entries - s.live;
+    }
+    if chosen.is_empty() {
+        return HashSet::new();
+    }
+    live.iter()
+        .filter(|(k, g)| chosen.contains(*g) && !changed.contains(k.as_str()))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// `records` as the JSON of [`SegmentRecord`] parts of at most
+/// [`PART_BYTES`] each (a single larger key makes a part of its own); no
+/// part when there is no record. Each key is encoded once.
+fn split_parts(records: &[SegmentKey], generation: u64) -> Result<Vec<bytes::Bytes>, Error> {
+    let open = format!("{{\"generation\":{generation},\"keys\":[");
+    let close = "]}";
+    let mut parts = Vec::new();
+    let mut body: Vec<u8> = Vec::new();
+    for r in records {
+        let one = serde_json::to_vec(r)?;
+        if !body.is_empty() && body.len() + 1 + one.len() + close.len() > PART_BYTES {
+            body.extend_from_slice(close.as_bytes());
+            parts.push(std::mem::take(&mut body).into());
+        }
+        if body.is_empty() {
+            body.extend_from_slice(open.as_bytes());
+        } else {
+            body.push(b',');
+        }
+        body.extend_from_slice(&one);
+    }
+    if !body.is_empty() {
+        body.extend_from_slice(close.as_bytes());
+        parts.push(body.into());
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SegmentRecord;
+
+    fn key(name: &str, seq: u64) -> SegmentKey {
+        let mut engine = Engine::new(vec![
+            Rule::from_sql(
+                "r",
+                r#"SELECT count(*) FROM "line/+/+" GROUP BY topic, TUMBLE(1s)"#,
+            )
+            .expect("rule"),
+        ])
+        .expect("engine");
+        let mut out = Vec::new();
+        engine.process_into(
+            &plantd_analytics::Event {
+                topic: name,
+                payload: b"1",
+                received_at: 1_000,
+                stream_seq: seq,
+            },
+            &mut out,
+        );
+        let ckpt = engine.checkpoint().rules.remove(0).keys.remove(0);
+        SegmentKey { ord: 0, ckpt }
+    }
+
+    /// Segments and the live map of `commits` (each the keys it wrote,
+    /// generations 1, 2, …), as `finish` leaves them.
+    fn committed(commits: &[Vec<String>]) -> (BTreeMap<u64, Segment>, HashMap<String, u64>) {
+        let (mut segments, mut live) = (BTreeMap::new(), HashMap::new());
+        for (i, keys) in commits.iter().enumerate() {
+            let g = i as u64 + 1;
+            segments.insert(
+                g,
+                Segment {
+                    parts: 1,
+                    entries: keys.len(),
+                    live: keys.len(),
+                },
+            );
+            for k in keys {
+                if let Some(old) = live.insert(k.clone(), g)
+                    && let Some(s) = segments.get_mut(&old)
+                {
+                    s.live -= 1;
+                    if s.live == 0 {
+                        segments.remove(&old);
+                    }
+                }
+            }
+        }
+        (segments, live)
+    }
+
+    #[test]
+    fn mostly_superseded_segments_are_carried_forward_and_storage_stays_bounded() {
+        // 100 keys, first all at once, then one hot key per commit and one
+        // of the others in turn: without compaction every segment keeps a
+        // live key and the first keeps 99 of 100.
+        let names: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        let mut commits = vec![names.clone()];
+        let (mut segments, mut live) = committed(&commits);
+        let mut most_stored = 0;
+        for round in 0..1_000 {
+            let other = names[1 + round % 99].clone();
+            let changed_owned = vec![names[0].clone(), other];
+            let changed: HashSet<&str> = changed_owned.iter().map(String::as_str).collect();
+            let carried = carry_forward(&segments, &live, &changed, 10);
+            assert!(carried.iter().all(|k| !changed.contains(k.as_str())));
+            let mut written = changed_owned.clone();
+            written.extend(carried);
+            commits.push(written);
+            (segments, live) = committed(&commits);
+            let stored: usize = segments.values().map(|s| s.entries).sum();
+            most_stored = most_stored.max(stored);
+            assert_eq!(live.len(), 100, "every key stays live");
+        }
+        assert!(
+            most_stored <= 2 * 100 + 10 + 2,
+            "at most twice the live keys plus the slack stored: {most_stored}"
+        );
+        // Few superseded records: nothing is carried.
+        let (segments, live) = committed(&[names.clone(), vec![names[0].clone()]]);
+        let changed: HashSet<&str> = [names[1].as_str()].into();
+        assert!(carry_forward(&segments, &live, &changed, 10).is_empty());
+    }
+
+    #[test]
+    fn parts_stay_under_the_limit_and_read_back_as_every_key_once() {
+        let records: Vec<SegmentKey> = (0..6_000)
+            .map(|i| key(&format!("line/m{i}/temperature"), i))
+            .collect();
+        let parts = split_parts(&records, 7).expect("encode");
+        assert!(parts.len() > 1, "{} bytes fit one part?", PART_BYTES);
+        let mut names = Vec::new();
+        for p in &parts {
+            assert!(p.len() <= PART_BYTES, "a part of {} bytes", p.len());
+            let r: SegmentRecord = serde_json::from_slice(p).expect("a part reads back");
+            assert_eq!(r.generation, 7);
+            names.extend(r.keys.into_iter().map(|k| k.ckpt.key));
+        }
+        let expected: Vec<String> = records.iter().map(|r| r.ckpt.key.clone()).collect();
+        assert_eq!(names, expected);
+        assert!(split_parts(&[], 1).expect("encode").is_empty());
     }
 }

@@ -6,19 +6,20 @@
 //! | key | value | written |
 //! |---|---|---|
 //! | `<site>.<rule>.h` | [`Head`]: the commit record — generation, rule definition, watermark (`max_event`), counters, an idle-advance intent | last in every commit |
-//! | `<site>.<rule>.a.<key>` / `.b.<key>` | [`SlotRecord`]: one key's `KeyCheckpoint` (with the last stream sequence applied) at a generation | for the keys an event changed in the batch, into the slot that does not hold the key's committed state |
+//! | `<site>.<rule>.s.<generation>.<part>` | [`SegmentRecord`]: the `KeyCheckpoint`s (each with the last stream sequence applied) of the keys the commit of that generation wrote — those an event changed in the batch, and those carried forward out of mostly superseded segments — in parts of at most [`PART_BYTES`] | once, by the commit of that generation, before its commit record |
 //!
-//! `<key>` is the analytics key in base64url (keys are topics or payload
-//! values; a KV key allows fewer characters). Every write is conditional
-//! on the subject's last sequence (`Nats-Expected-Last-Subject-Sequence`),
-//! so a second writer is noticed, never silently overwritten. Why two
-//! slots: decision 0029.
+//! A segment of a generation above the commit record's belongs to a
+//! commit that did not finish: a restore blanks it. A committed segment
+//! whose every key was written again by a later committed one holds
+//! nothing current and is purged. Every write is conditional on the
+//! subject's last sequence (`Nats-Expected-Last-Subject-Sequence`), so a
+//! second writer is noticed, never silently overwritten. Why segments:
+//! decision 0029 ("One record per commit").
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer};
-use base64::Engine as _;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use plantd_analytics::{KeyCheckpoint, Rule, RuleMetrics};
@@ -27,11 +28,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+/// The checkpoint layout this code writes; a commit record of another
+/// layout is not read (the rule starts afresh).
+pub(crate) const LAYOUT: u32 = 2;
+
+/// Most bytes of one segment part (nats-server refuses messages above its
+/// `max_payload`, 1 MiB by default). A single key larger than this is
+/// written as a part of its own.
+pub(crate) const PART_BYTES: usize = 512 * 1024;
+
 /// The commit record of one (site, rule).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Head {
-    /// The generation committed: slot records with a higher one belong to
-    /// a commit that did not finish.
+    /// The checkpoint layout ([`LAYOUT`]); absent in records of the first
+    /// layout (two slots per key).
+    #[serde(default)]
+    pub layout: u32,
+    /// The generation committed: segments of a higher one belong to a
+    /// commit that did not finish.
     pub generation: u64,
     /// The definition the state belongs to (a changed rule starts afresh).
     pub rule: Rule,
@@ -47,11 +61,9 @@ pub(crate) struct Head {
     pub advance_to: Option<i64>,
 }
 
-/// One key's state at a generation.
+/// One key in a segment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SlotRecord {
-    /// The generation of the commit that wrote it.
-    pub generation: u64,
+pub(crate) struct SegmentKey {
     /// The key's position in the engine's interning order (restored in
     /// that order, so results within one instant come in the same order).
     pub ord: u32,
@@ -59,14 +71,26 @@ pub(crate) struct SlotRecord {
     pub ckpt: KeyCheckpoint,
 }
 
-/// One slot of one key as read: its subject's last sequence and, unless
+/// One part of the segment a commit wrote (written as JSON by
+/// `site_rule::split_parts`, one key at a time).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SegmentRecord {
+    /// The generation of the commit that wrote it.
+    pub generation: u64,
+    /// The keys, each at most once per segment.
+    pub keys: Vec<SegmentKey>,
+}
+
+/// One segment part as read: its subject's last sequence and, unless
 /// empty, deleted or unreadable, its record.
 #[derive(Debug)]
-pub(crate) struct SlotEntry {
+pub(crate) struct PartEntry {
+    /// The KV key.
+    pub key: String,
     /// The KV revision (the subject's last stream sequence).
     pub rev: u64,
     /// The record.
-    pub record: Option<SlotRecord>,
+    pub record: Option<SegmentRecord>,
 }
 
 /// Everything stored for one (site, rule).
@@ -76,8 +100,10 @@ pub(crate) struct Stored {
     pub head: Option<(Head, u64)>,
     /// The head's revision when it is deleted or unreadable (0: none).
     pub head_rev: u64,
-    /// Encoded key → slots a and b.
-    pub slots: HashMap<String, [Option<SlotEntry>; 2]>,
+    /// Segment parts by (generation, part).
+    pub parts: BTreeMap<(u64, u32), PartEntry>,
+    /// Records of another layout were found (they are not read).
+    pub foreign: bool,
 }
 
 /// The KV key prefix of (site, rule).
@@ -90,15 +116,9 @@ pub(crate) fn head_key(prefix: &str) -> String {
     format!("{prefix}.h")
 }
 
-/// Slot `slot` (0 = a, 1 = b) of an encoded key.
-pub(crate) fn slot_key(prefix: &str, slot: usize, encoded: &str) -> String {
-    let s = if slot == 0 { 'a' } else { 'b' };
-    format!("{prefix}.{s}.{encoded}")
-}
-
-/// An analytics key as a KV key token.
-pub(crate) fn encode_key(key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
+/// Part `part` of the segment of generation `generation`.
+pub(crate) fn part_key(prefix: &str, generation: u64, part: u32) -> String {
+    format!("{prefix}.s.{generation}.{part}")
 }
 
 /// The subject a KV key is stored on.
@@ -158,29 +178,38 @@ pub(crate) async fn load(js: &jetstream::Context, prefix: &str) -> Result<Stored
                     stored.head_rev = rev;
                 }
             }
-        } else if let Some((slot, encoded)) = key
-            .strip_prefix(prefix)
-            .and_then(|r| r.strip_prefix('.'))
-            .and_then(|r| r.split_once('.'))
-        {
-            let slot = match slot {
-                "a" => 0,
-                "b" => 1,
-                _ => continue,
+        } else if let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+            let Some((generation, part)) = rest
+                .strip_prefix("s.")
+                .and_then(|r| r.split_once('.'))
+                .and_then(|(g, p)| Some((g.parse::<u64>().ok()?, p.parse::<u32>().ok()?)))
+            else {
+                // `.a.<key>` / `.b.<key>`: the first layout's slots.
+                stored.foreign |= !deleted;
+                if pending == 0 {
+                    break;
+                }
+                continue;
             };
             let record = if deleted {
                 None
             } else {
-                match serde_json::from_slice::<SlotRecord>(&m.payload) {
+                match serde_json::from_slice::<SegmentRecord>(&m.payload) {
                     Ok(r) => Some(r),
                     Err(e) => {
-                        tracing::warn!(key, error = %e, "analytics: unreadable key checkpoint ignored");
+                        tracing::warn!(key, error = %e, "analytics: unreadable checkpoint segment ignored");
                         None
                     }
                 }
             };
-            stored.slots.entry(encoded.to_owned()).or_default()[slot] =
-                Some(SlotEntry { rev, record });
+            stored.parts.insert(
+                (generation, part),
+                PartEntry {
+                    key: key.to_owned(),
+                    rev,
+                    record,
+                },
+            );
         }
         if pending == 0 {
             break;
@@ -210,6 +239,28 @@ pub(crate) async fn purge(js: &jetstream::Context, prefix: &str) -> Result<(), E
         .filter(kv_subject(&format!("{prefix}.>")))
         .await
         .map_err(|e| Error::nats("purge a rule's checkpoints", e))?;
+    Ok(())
+}
+
+/// Removes the parts of the segment of `generation` under `prefix` (a
+/// segment every key of which a later commit wrote again).
+///
+/// # Errors
+/// [`Error::Nats`] when the purge fails.
+pub(crate) async fn purge_segment(
+    js: &jetstream::Context,
+    prefix: &str,
+    generation: u64,
+) -> Result<(), Error> {
+    let stream = js
+        .get_stream_no_info(kv_stream())
+        .await
+        .map_err(|e| Error::nats("open the checkpoint bucket", e))?;
+    stream
+        .purge()
+        .filter(kv_subject(&format!("{prefix}.s.{generation}.>")))
+        .await
+        .map_err(|e| Error::nats("purge a superseded checkpoint segment", e))?;
     Ok(())
 }
 
