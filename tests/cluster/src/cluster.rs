@@ -9,11 +9,11 @@ use plantd_testkit::{eventually, tool};
 use tempfile::TempDir;
 use tokio::process::Command;
 
-use crate::{Pki, free_port, infra_nats, password};
+use crate::{Pki, infra_nats, password};
 
 /// How long a node may take to say it is ready, and a cluster to elect
 /// its JetStream meta leader.
-const START: Duration = Duration::from_secs(30);
+const START: Duration = Duration::from_secs(60);
 
 /// The users of `infra/nats/accounts.conf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +204,18 @@ impl SuperCluster {
             .expect("temporary directory for the stores");
         let pki = Pki::new();
         let secrets = Secrets::new();
+        // Every port is bound at once and released together, so no two
+        // nodes of this cluster are given the same one.
+        let held: Vec<std::net::TcpListener> =
+            (0..regions.iter().map(|(_, n)| 4 * n).sum::<usize>())
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+                .collect();
+        let mut ports = held
+            .iter()
+            .map(|l| l.local_addr().expect("bound address").port())
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut free_port = move || ports.next().expect("a port for every node");
         let mut planned: Vec<Region> = regions
             .iter()
             .map(|(name, n)| Region {
@@ -225,6 +237,7 @@ impl SuperCluster {
                     .collect(),
             })
             .collect();
+        drop(held);
         let gateways = planned
             .iter()
             .map(|r| {

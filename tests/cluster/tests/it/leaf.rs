@@ -16,11 +16,22 @@ async fn a_site_publishes_through_its_leaf_into_the_region_streams() {
     plantd_streams(&cluster, "region-a", 3, &[]).await;
     let leaf = Leaf::start(&cluster, "plant-1", "region-a").await;
     let site = async_nats::jetstream::new(leaf.client(&cluster).await);
-    site.publish("plantd.plant-1.up.press.bar", "4.2".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("the region's stream acknowledges through the leaf");
+    // The stream's interest reaches the leaf moments after it connected.
+    plantd_testkit::eventually(
+        Duration::from_secs(30),
+        "the region's stream acknowledging through the leaf",
+        || {
+            let site = site.clone();
+            async move {
+                site.publish("plantd.plant-1.up.press.bar", "4.2".into())
+                    .await
+                    .ok()?
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
     let js = cluster.jetstream("region-a").await;
     assert_eq!(consume(&js, streams::TELEMETRY, 1).await, ["4.2"]);
 

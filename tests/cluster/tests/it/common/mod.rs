@@ -101,14 +101,16 @@ pub async fn payloads(js: &jetstream::Context, stream: &str, last: u64) -> Vec<S
 /// The payloads of every message in `stream`, read by an ordered consumer
 /// until `count` arrived (or the test fails after [`SETTLE`]).
 pub async fn consume(js: &jetstream::Context, stream: &str, count: usize) -> Vec<String> {
-    let s = js
-        .get_stream(stream)
-        .await
-        .unwrap_or_else(|e| panic!("stream {stream}: {e}"));
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("ordered consumer");
+    // Right after a node loss the cluster may still be electing leaders.
+    let consumer = plantd_testkit::eventually(SETTLE, "an ordered consumer", || async move {
+        js.get_stream(stream)
+            .await
+            .ok()?
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .ok()
+    })
+    .await;
     let mut msgs = consumer.messages().await.expect("messages");
     let mut out = Vec::with_capacity(count);
     tokio::time::timeout(SETTLE, async {
