@@ -98,12 +98,8 @@ fn flag(v: u8) -> DecodeResult<u8> {
     Ok(v)
 }
 
-/// A Response Topic is a topic name: not empty and without wildcards
-/// [MQTT-3.3.2-14], [MQTT-4.7.3-1].
+/// A Response Topic is a topic name: no wildcards [MQTT-3.3.2-14].
 fn response_topic(t: String) -> DecodeResult<String> {
-    if t.is_empty() {
-        return Err(DecodeError::Protocol("empty Response Topic"));
-    }
     if t.contains(['+', '#']) {
         return Err(DecodeError::Protocol("wildcard in Response Topic"));
     }
