@@ -19,6 +19,7 @@ mod live;
 mod logs;
 mod session;
 mod site_health;
+mod sdk_typescript;
 mod sites;
 mod supervise;
 mod up;

@@ -1,0 +1,107 @@
+//! The TypeScript SDK (`sdk/typescript`) against a real `plantd up` with
+//! real MQTT devices: its own suite (`node --test`, test/sdk.test.mjs) logs
+//! in, meets a state conflict, gets a device's MQTT publish from a live
+//! iterator, sends a command an MQTT subscriber receives, loses its socket
+//! while the device keeps publishing numbered messages and still yields
+//! every number once and in order, and ends with a typed refusal when its
+//! token is revoked.
+//!
+//! Needs what `scripts/setup` installs: `sdk/typescript/node_modules` and
+//! `dist` (`npm ci && npm run build`), `node` and `mosquitto_pub`/`_sub`.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Up, port_of, post_json, register_device};
+
+fn sdk() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .join("sdk/typescript")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_against_plantd_up() {
+    let dist = sdk().join("dist/index.js");
+    assert!(
+        dist.exists(),
+        "{} is missing: run `npm ci && npm run build` in sdk/typescript (scripts/setup does this)",
+        dist.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Up::start(
+        dir.path(),
+        &[
+            "--nats-port",
+            "0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--edge-http-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let sensor = register_device(&up, dir.path(), "sdk-sensor", &["sdk/#"]).await;
+    // A device that may subscribe to its command topic.
+    let password = std::fs::read_to_string(dir.path().join("admin-password")).expect("password");
+    let (_, login) = post_json(
+        &up,
+        "/v1/auth/login",
+        None,
+        &serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}),
+    )
+    .await;
+    let admin = login["access_token"].as_str().expect("token");
+    let (status, creds) = post_json(
+        &up,
+        "/v1/devices",
+        Some(admin),
+        &serde_json::json!({"name": "sdk-valve", "site": "local", "publish": [], "subscribe": ["sdk/valve/#"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{creds}");
+    let valve_id = creds["client_id"].as_str().expect("id").to_owned();
+    let (status, token) = post_json(
+        &up,
+        "/v1/auth/token",
+        None,
+        &serde_json::json!({"grant_type": "client_credentials", "client_id": valve_id, "client_secret": creds["client_secret"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+
+    let config = serde_json::json!({
+        "url": up.functions_url(),
+        "admin": {"email": "admin@plantd.local", "password": password.trim()},
+        "mqtt": port_of(up.mqtt.as_deref().expect("the edge's address")),
+        "site": "local",
+        "sensor": {"id": sensor.0, "token": sensor.1},
+        "valve": {"id": valve_id, "token": token["access_token"]},
+    });
+    let run = tokio::process::Command::new("node")
+        .args([
+            "--experimental-websocket",
+            "--test",
+            "--test-timeout=170000",
+            "test/",
+        ])
+        .env("PLANTD_SDK_TEST", config.to_string())
+        .current_dir(sdk())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the SDK suite finishes within 4 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "the SDK suite failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+}

@@ -1,0 +1,143 @@
+import { PlantdError, RefusedError } from './errors.js';
+
+/** What identity answers to a login or a refresh. */
+export interface Tokens {
+  access_token: string;
+  refresh_token?: string;
+  /** Seconds the access token lives. */
+  expires_in?: number;
+  token_type?: string;
+}
+
+/**
+ * Where the SDK gets a bearer token. A static token (service account,
+ * device, or one pasted from `plantd token`) never renews; a
+ * {@link PasswordSession} logs in once and rotates its refresh token
+ * before the access token expires.
+ */
+export interface TokenSource {
+  /** A currently valid access token. */
+  token(signal?: AbortSignal): Promise<string>;
+  /** The server refused the last token: renew if possible, else throw {@link RefusedError}. */
+  refused(signal?: AbortSignal): Promise<string>;
+}
+
+/** A token given by the caller: used as is, never renewed. */
+export class StaticToken implements TokenSource {
+  readonly #token: string;
+  constructor(token: string) {
+    this.#token = token;
+  }
+  async token(): Promise<string> {
+    return this.#token;
+  }
+  async refused(): Promise<string> {
+    throw new RefusedError('the token was refused and a static token cannot be renewed');
+  }
+  /** Never shows the token. */
+  toString(): string {
+    return 'StaticToken(…)';
+  }
+  toJSON(): string {
+    return this.toString();
+  }
+}
+
+/** Renew this long before the access token's expiry. */
+const RENEW_EARLY_MS = 30_000;
+
+/**
+ * A user's session: `POST /v1/auth/login` once, then `POST
+ * /v1/auth/refresh` (rotation: each refresh token is used once) shortly
+ * before the access token expires, or when the server refuses it. Refresh
+ * calls are never run twice at once (a second would be a reuse, which
+ * identity answers by revoking the whole login).
+ */
+export class PasswordSession implements TokenSource {
+  readonly #base: string;
+  readonly #fetch: typeof fetch;
+  #access = '';
+  #refresh = '';
+  #expiresAt = 0;
+  #renewing: Promise<string> | null = null;
+
+  private constructor(base: string, f: typeof fetch) {
+    this.#base = base.replace(/\/+$/, '');
+    this.#fetch = f;
+  }
+
+  /** Logs in with an email and password. */
+  static async login(
+    base: string,
+    email: string,
+    password: string,
+    options: { fetch?: typeof fetch; signal?: AbortSignal } = {},
+  ): Promise<PasswordSession> {
+    const s = new PasswordSession(base, options.fetch ?? globalThis.fetch.bind(globalThis));
+    await s.#exchange('/v1/auth/login', { email, password }, options.signal);
+    return s;
+  }
+
+  async token(signal?: AbortSignal): Promise<string> {
+    if (this.#access && Date.now() < this.#expiresAt - RENEW_EARLY_MS) return this.#access;
+    return this.#renew(signal);
+  }
+
+  async refused(signal?: AbortSignal): Promise<string> {
+    return this.#renew(signal);
+  }
+
+  /** Ends the login on the server (its refresh tokens stop working). */
+  async logout(signal?: AbortSignal): Promise<void> {
+    const response = await this.#fetch(`${this.#base}/v1/auth/logout`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.#access}` },
+      body: JSON.stringify({ refresh_token: this.#refresh }),
+      signal,
+    });
+    if (!response.ok) throw await PlantdError.fromResponse(response);
+    this.#access = '';
+    this.#refresh = '';
+  }
+
+  toString(): string {
+    return 'PasswordSession(…)';
+  }
+  toJSON(): string {
+    return this.toString();
+  }
+
+  #renew(signal?: AbortSignal): Promise<string> {
+    if (!this.#renewing) {
+      this.#renewing = this.#exchange('/v1/auth/refresh', { refresh_token: this.#refresh }, signal)
+        .catch((e: unknown) => {
+          if (e instanceof PlantdError && e.status === 401) throw new RefusedError(e.message);
+          throw e;
+        })
+        .finally(() => {
+          this.#renewing = null;
+        });
+    }
+    return this.#renewing;
+  }
+
+  async #exchange(path: string, body: unknown, signal?: AbortSignal): Promise<string> {
+    let response: Response;
+    try {
+      response = await this.#fetch(`${this.#base}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal,
+      });
+    } catch (e) {
+      throw new PlantdError(0, 'network', `${path}: ${String(e)}`);
+    }
+    if (!response.ok) throw await PlantdError.fromResponse(response);
+    const t = (await response.json()) as Tokens;
+    this.#access = t.access_token;
+    this.#refresh = t.refresh_token ?? '';
+    this.#expiresAt = Date.now() + (t.expires_in ?? 300) * 1000;
+    return this.#access;
+  }
+}

@@ -1,0 +1,380 @@
+import type { TokenSource } from './auth.js';
+import { PlantdError, RefusedError } from './errors.js';
+
+/** The live connection's state, also offered as a stream ({@link Live.states}). */
+export enum LinkState {
+  /** Opening the first socket. */
+  Connecting = 'connecting',
+  /** Open; every subscription is (re)subscribed. */
+  Connected = 'connected',
+  /** Lost; trying again after a backoff. */
+  Reconnecting = 'reconnecting',
+  /** The server refused the token for good (revoked, or not renewable). */
+  Refused = 'refused',
+  /** Closed by {@link Live.close}. */
+  Closed = 'closed',
+}
+
+/** One message of a subscription. */
+export interface LiveMessage {
+  /** The site. */
+  site: string;
+  /** The MQTT topic it was published on. */
+  topic: string;
+  /** The payload as text (when it was UTF-8). */
+  payload?: string;
+  /** The payload, base64 (when it was not UTF-8). */
+  payloadBase64?: string;
+  /** The headers the edge set (`Plantd-Qos`, …). */
+  headers: Record<string, string>;
+  /** Its sequence in the stream `PLANTD_TELEMETRY`. */
+  sequence: number;
+  /** When it was stored (RFC 3339). */
+  time: string;
+}
+
+/** Options of {@link Live}. */
+export interface LiveOptions {
+  /** The API's base URL (`http(s)://…`; the socket is `ws(s)://…/v1/ws`). */
+  url: string;
+  /** Where tokens come from. */
+  auth: TokenSource;
+  /** A WebSocket constructor (default: the global one; Node 20 needs `--experimental-websocket`). */
+  WebSocket?: typeof WebSocket;
+  /** First reconnect delay, ms (default 250); doubles up to {@link maxBackoffMs}, with jitter. */
+  backoffMs?: number;
+  /** Longest reconnect delay, ms (default 15 s). */
+  maxBackoffMs?: number;
+  /** Messages a subscription holds for a reader that is behind (default 10,000); past it the subscription ends with `slow_consumer`. */
+  buffer?: number;
+}
+
+/** Options of {@link Live.subscribe}. */
+export interface SubscribeOptions {
+  /** Start at this stream sequence (default: the next message stored). */
+  fromSequence?: number;
+  /** Ends the subscription. */
+  signal?: AbortSignal;
+}
+
+type Frame = Record<string, unknown>;
+
+/** A queue that an async iterator drains; ends with an optional error. */
+class Queue<T> implements AsyncIterableIterator<T> {
+  readonly #items: T[] = [];
+  #waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | null = null;
+  #ended = false;
+  #error: unknown = null;
+  readonly #onReturn: () => void;
+
+  constructor(onReturn: () => void) {
+    this.#onReturn = onReturn;
+  }
+
+  get length(): number {
+    return this.#items.length;
+  }
+
+  push(item: T): void {
+    if (this.#ended) return;
+    if (this.#waiter) {
+      this.#waiter.resolve({ value: item, done: false });
+      this.#waiter = null;
+    } else {
+      this.#items.push(item);
+    }
+  }
+
+  end(error: unknown = null): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#error = error;
+    if (this.#waiter) {
+      if (error) this.#waiter.reject(error);
+      else this.#waiter.resolve({ value: undefined, done: true });
+      this.#waiter = null;
+    }
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    const item = this.#items.shift();
+    if (item !== undefined) return Promise.resolve({ value: item, done: false });
+    if (this.#ended) {
+      if (this.#error) {
+        const e = this.#error;
+        this.#error = null;
+        return Promise.reject(e);
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    this.#items.length = 0;
+    this.end();
+    this.#onReturn();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
+    return this;
+  }
+}
+
+/**
+ * A live subscription: `for await (const m of sub)` (or `await sub.next()`);
+ * `close()` ends it. It ends with an error when the server refuses it
+ * (`forbidden`, …) or the token ({@link RefusedError}).
+ */
+export class Subscription implements AsyncIterableIterator<LiveMessage> {
+  readonly site: string;
+  readonly filter: string;
+  /** The sequence to resume from: the last delivered + 1 (0: not known yet). */
+  resumeFrom = 0;
+  readonly queue: Queue<LiveMessage>;
+  readonly #close: () => void;
+
+  constructor(site: string, filter: string, fromSequence: number, close: () => void) {
+    this.site = site;
+    this.filter = filter;
+    this.resumeFrom = fromSequence;
+    this.#close = close;
+    this.queue = new Queue(close);
+  }
+
+  /** Stops the subscription; the iterator ends. */
+  close(): void {
+    this.queue.end();
+    this.#close();
+  }
+
+  /** The next message. */
+  next(): Promise<IteratorResult<LiveMessage>> {
+    return this.queue.next();
+  }
+
+  /** Ends the subscription (what `break` in `for await` calls). */
+  return(): Promise<IteratorResult<LiveMessage>> {
+    return this.queue.return();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<LiveMessage> {
+    return this;
+  }
+}
+
+/**
+ * The live connection: one WebSocket to `/v1/ws`, opened on the first
+ * subscription, with one reconnect state machine. After any loss (network,
+ * server restart, expired token) it renews the token if needed, opens a new
+ * socket after a backoff and subscribes every subscription again from its
+ * last sequence + 1 — so a subscriber neither misses nor repeats a message
+ * the server stored. A refused token (revoked, or a static token the
+ * server no longer accepts) ends every subscription with
+ * {@link RefusedError} instead of retrying forever.
+ */
+export class Live {
+  readonly #options: Required<Omit<LiveOptions, 'WebSocket'>> & { WebSocket: typeof WebSocket };
+  readonly #subs = new Map<string, Subscription>();
+  readonly #listeners = new Set<Queue<LinkState>>();
+  #socket: WebSocket | null = null;
+  #state: LinkState = LinkState.Closed;
+  #nextId = 1;
+  #attempt = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  #renew = false;
+
+  constructor(options: LiveOptions) {
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
+    if (!WS) throw new PlantdError(0, 'unsupported', 'no WebSocket: pass options.WebSocket (Node 20: run with --experimental-websocket)');
+    this.#options = {
+      url: options.url.replace(/\/+$/, ''),
+      auth: options.auth,
+      WebSocket: WS,
+      backoffMs: options.backoffMs ?? 250,
+      maxBackoffMs: options.maxBackoffMs ?? 15_000,
+      buffer: options.buffer ?? 10_000,
+    };
+  }
+
+  /** The state now. */
+  get state(): LinkState {
+    return this.#state;
+  }
+
+  /** The state now and every change after it, until {@link close}. */
+  states(): AsyncIterableIterator<LinkState> {
+    const q: Queue<LinkState> = new Queue(() => this.#listeners.delete(q));
+    q.push(this.#state);
+    this.#listeners.add(q);
+    return q;
+  }
+
+  /**
+   * Messages of `site` on topics matching the MQTT `filter`, from the next
+   * one stored (or `fromSequence`), across reconnects.
+   */
+  subscribe(site: string, filter: string, options: SubscribeOptions = {}): Subscription {
+    if (this.#closed) throw new PlantdError(0, 'closed', 'the live connection was closed');
+    const id = `s${this.#nextId++}`;
+    const sub = new Subscription(site, filter, options.fromSequence ?? 0, () => this.#unsubscribe(id));
+    this.#subs.set(id, sub);
+    options.signal?.addEventListener('abort', () => sub.close(), { once: true });
+    if (this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
+    else if (!this.#socket && this.#timer === undefined) void this.#open();
+    return sub;
+  }
+
+  /** Closes the socket and ends every subscription and state stream. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    for (const sub of this.#subs.values()) sub.queue.end();
+    this.#subs.clear();
+    this.#setState(LinkState.Closed);
+    for (const l of this.#listeners) l.end();
+    this.#socket?.close(1000, 'closed by the client');
+    this.#socket = null;
+  }
+
+  #setState(s: LinkState): void {
+    if (this.#state === s) return;
+    this.#state = s;
+    for (const l of this.#listeners) l.push(s);
+  }
+
+  #unsubscribe(id: string): void {
+    if (!this.#subs.delete(id)) return;
+    if (this.#socket?.readyState === 1) this.#socket.send(JSON.stringify({ op: 'unsubscribe', id }));
+  }
+
+  #sendSubscribe(id: string, sub: Subscription): void {
+    const frame: Frame = { op: 'subscribe', id, site: sub.site, filter: sub.filter };
+    if (sub.resumeFrom > 0) frame.from_sequence = sub.resumeFrom;
+    else frame.sequenced = true;
+    this.#socket?.send(JSON.stringify(frame));
+  }
+
+  async #open(): Promise<void> {
+    if (this.#closed) return;
+    this.#setState(this.#attempt === 0 ? LinkState.Connecting : LinkState.Reconnecting);
+    let token: string;
+    try {
+      token = this.#renew ? await this.#options.auth.refused() : await this.#options.auth.token();
+      this.#renew = false;
+    } catch (e) {
+      if (e instanceof RefusedError) return this.#refuse(e.message);
+      return this.#retry();
+    }
+    const url = `${this.#options.url.replace(/^http/, 'ws')}/v1/ws?access_token=${encodeURIComponent(token)}`;
+    let opened = false;
+    const socket = new this.#options.WebSocket(url);
+    this.#socket = socket;
+    socket.onopen = () => {
+      opened = true;
+      this.#attempt = 0;
+      this.#setState(LinkState.Connected);
+      for (const [id, sub] of this.#subs) this.#sendSubscribe(id, sub);
+    };
+    socket.onmessage = (event: MessageEvent) => {
+      if (typeof event.data === 'string') this.#frame(JSON.parse(event.data) as Frame);
+    };
+    socket.onclose = (event: CloseEvent) => {
+      if (this.#socket !== socket || this.#closed) return;
+      this.#socket = null;
+      if (event.code === 1008 && event.reason === 'token revoked') return this.#refuse('the token was revoked');
+      if (event.code === 1008 && event.reason === 'token expired') this.#renew = true;
+      if (!opened) {
+        // A browser cannot see why a handshake failed: ask over HTTP
+        // whether the token is the reason (401 before the upgrade).
+        void this.#handshakeRefused(token).then((refused) => {
+          if (refused) this.#renew = true;
+          this.#retry();
+        });
+        return;
+      }
+      this.#retry();
+    };
+  }
+
+  async #handshakeRefused(token: string): Promise<boolean> {
+    try {
+      const r = await fetch(`${this.#options.url}/v1/ws?access_token=${encodeURIComponent(token)}`);
+      return r.status === 401;
+    } catch {
+      return false;
+    }
+  }
+
+  #retry(): void {
+    if (this.#closed || this.#subs.size === 0) {
+      if (!this.#closed) this.#setState(LinkState.Reconnecting);
+      if (this.#subs.size === 0) return;
+    }
+    this.#setState(LinkState.Reconnecting);
+    const cap = Math.min(this.#options.maxBackoffMs, this.#options.backoffMs * 2 ** this.#attempt);
+    this.#attempt += 1;
+    const delay = cap / 2 + Math.random() * (cap / 2);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#open();
+    }, delay);
+  }
+
+  #refuse(message: string): void {
+    this.#setState(LinkState.Refused);
+    const e = new RefusedError(message);
+    for (const sub of this.#subs.values()) sub.queue.end(e);
+    this.#subs.clear();
+    this.#socket?.close(1000);
+    this.#socket = null;
+  }
+
+  #frame(f: Frame): void {
+    const id = typeof f.id === 'string' ? f.id : '';
+    const sub = this.#subs.get(id);
+    if (!sub) return;
+    switch (f.op) {
+      case 'subscribed':
+        if (typeof f.from_sequence === 'number' && sub.resumeFrom === 0) sub.resumeFrom = f.from_sequence;
+        return;
+      case 'message': {
+        const sequence = typeof f.sequence === 'number' ? f.sequence : 0;
+        // Never twice: a resume starts at `next`, but be strict anyway.
+        if (sequence !== 0 && sequence < sub.resumeFrom) return;
+        if (sub.queue.length >= this.#options.buffer) {
+          sub.queue.end(new PlantdError(0, 'slow_consumer', `subscription ${sub.filter}: more than ${this.#options.buffer} messages unread`));
+          this.#unsubscribe(id);
+          return;
+        }
+        sub.resumeFrom = sequence + 1;
+        sub.queue.push({
+          site: String(f.site),
+          topic: String(f.topic),
+          payload: typeof f.payload === 'string' ? f.payload : undefined,
+          payloadBase64: typeof f.payload_base64 === 'string' ? f.payload_base64 : undefined,
+          headers: (f.headers as Record<string, string>) ?? {},
+          sequence,
+          time: typeof f.time === 'string' ? f.time : '',
+        });
+        return;
+      }
+      case 'error':
+        if (f.error === 'unavailable') {
+          // The server's consumer failed: subscribe again from `resumeFrom`.
+          setTimeout(() => {
+            if (this.#subs.get(id) === sub && this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
+          }, this.#options.backoffMs);
+          return;
+        }
+        this.#subs.delete(id);
+        sub.queue.end(new PlantdError(0, String(f.error), String(f.message)));
+        return;
+      default:
+    }
+  }
+}

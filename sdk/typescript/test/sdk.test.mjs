@@ -1,0 +1,159 @@
+// The TypeScript SDK against a real `plantd up` (started by
+// cli/tests/it/sdk_typescript.rs, which passes its addresses and a device
+// in $PLANTD_SDK_TEST) with real MQTT devices (mosquitto_pub/sub).
+// Run: node --experimental-websocket --test test/ (Node 20; Node ≥ 22 has
+// WebSocket without the flag).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Plantd, PlantdError, RefusedError, LinkState } from '../dist/index.js';
+
+const run = promisify(execFile);
+const config = JSON.parse(process.env.PLANTD_SDK_TEST ?? 'null');
+if (!config) throw new Error('PLANTD_SDK_TEST is not set: run through cli/tests/it/sdk_typescript.rs');
+const { url, admin, mqtt, sensor, valve, site } = config;
+
+/** One MQTT publish by the sensor device, acknowledged (QoS 1). */
+async function publish(topic, message) {
+  await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', sensor.id, '-u', sensor.id, '-P', sensor.token, '-q', '1', '-t', topic, '-m', message]);
+}
+
+/** The next item of an async iterator, or a failure after `ms`. */
+async function next(iterator, ms = 10_000) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`nothing within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([iterator.next(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits until the state stream reports `want`. */
+async function until(states, want) {
+  for (;;) {
+    const { value } = await next(states);
+    if (value === want) return;
+  }
+}
+
+/** A WebSocket whose sockets the test can cut, as a network would. */
+const sockets = [];
+class Cuttable extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    sockets.push(this);
+  }
+}
+
+test('a login, a state round trip and a conflict that names itself', { timeout: 40_000 }, async () => {
+  const plantd = await Plantd.login(url, admin.email, admin.password);
+  await plantd.rest.POST('/v1/state/scopes', { body: { scope: 'sdk' } });
+  assert.equal(await plantd.getState('sdk', 'recipe'), null);
+  const etag = await plantd.putState('sdk', 'recipe', { temp: 180 });
+  const got = await plantd.getState('sdk', 'recipe');
+  assert.deepEqual(got.value, { temp: 180 });
+  assert.equal(got.etag, etag);
+  await plantd.putState('sdk', 'recipe', { temp: 190 }, etag);
+  await assert.rejects(plantd.putState('sdk', 'recipe', { temp: 200 }, etag), (e) => {
+    assert.ok(e instanceof PlantdError);
+    assert.equal(e.status, 409);
+    assert.equal(e.code, 'conflict');
+    return true;
+  });
+  assert.deepEqual((await plantd.getState('sdk', 'recipe')).value, { temp: 190 });
+  // Secrets never show.
+  assert.ok(!JSON.stringify({ auth: plantd.live }).includes(admin.password));
+});
+
+test('a device publishes over MQTT and the iterator yields it; a command reaches an MQTT subscriber', { timeout: 40_000 }, async () => {
+  const plantd = await Plantd.login(url, admin.email, admin.password);
+  const sub = plantd.live.subscribe(site, 'sdk/+/temp');
+  const states = plantd.live.states();
+  await until(states, LinkState.Connected);
+  // The subscription is in place once the server answered; a first
+  // publish may race it, so publish until one arrives.
+  let m;
+  for (let i = 0; !m && i < 15; i++) {
+    await publish('sdk/oven/temp', `21.${i}`);
+    m = await next(sub, 2_000).catch(() => undefined);
+  }
+  assert.ok(m, 'the subscription yields the device\'s publish');
+  assert.equal(m.value.topic, 'sdk/oven/temp');
+  assert.match(m.value.payload, /^21\./);
+  assert.ok(m.value.sequence > 0);
+
+  const received = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', valve.id, '-u', valve.id, '-P', valve.token, '-q', '1', '-t', 'sdk/valve/set', '-C', '1', '-W', '20']);
+  let out = '';
+  received.stdout.on('data', (d) => (out += d));
+  const done = new Promise((resolve) => received.on('exit', resolve));
+  // mosquitto_sub says nothing when its subscription is in place: send
+  // (each a new command) until it has received one.
+  let exited = false;
+  done.then(() => (exited = true));
+  while (!exited) {
+    const answer = await plantd.rest.POST('/v1/sites/{site}/commands', {
+      params: { path: { site } },
+      body: { topic: 'sdk/valve/set', payload: 'open', qos: 1, ttl_secs: 5 },
+    });
+    assert.ok(answer.data.sequence > 0);
+    await Promise.race([done, new Promise((r) => setTimeout(r, 500))]);
+  }
+  assert.equal(await done, 0, 'mosquitto_sub got the command');
+  assert.equal(out.trim(), 'open');
+  sub.close();
+  plantd.live.close();
+});
+
+test('across a cut socket the subscriber gets every number exactly once, in order', { timeout: 40_000 }, async () => {
+  const plantd = await Plantd.login(url, admin.email, admin.password, { live: { WebSocket: Cuttable, backoffMs: 50 } });
+  const states = plantd.live.states();
+  const sub = plantd.live.subscribe(site, 'sdk/count');
+  await until(states, LinkState.Connected);
+  // Wait for the subscription to be live: the first number arrives.
+  let first;
+  for (let i = 0; !first && i < 15; i++) {
+    await publish('sdk/count', `warmup-${i}`);
+    first = await next(sub, 2_000).catch(() => undefined);
+  }
+  assert.ok(first, 'the subscription yields the device\'s publish');
+  const got = [];
+  for (let n = 1; n <= 5; n++) await publish('sdk/count', String(n));
+  while (got.length < 5) {
+    const { value } = await next(sub);
+    if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
+  }
+  // The network drops the socket; the device goes on publishing.
+  sockets.at(-1).close();
+  await until(states, LinkState.Reconnecting);
+  for (let n = 6; n <= 12; n++) await publish('sdk/count', String(n));
+  await until(states, LinkState.Connected);
+  for (let n = 13; n <= 15; n++) await publish('sdk/count', String(n));
+  while (got.length < 15) {
+    const { value } = await next(sub);
+    if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
+  }
+  assert.deepEqual(got, Array.from({ length: 15 }, (_, i) => i + 1));
+  // Nothing more: no repeats queued behind.
+  await assert.rejects(next(sub, 500));
+  plantd.live.close();
+});
+
+test('a revoked token ends the stream with a typed refusal, not a reconnect loop', { timeout: 40_000 }, async () => {
+  const plantd = await Plantd.login(url, admin.email, admin.password);
+  const sub = plantd.live.subscribe(site, 'sdk/#');
+  const states = plantd.live.states();
+  await until(states, LinkState.Connected);
+  // Logging out revokes the access token and the refresh family: the
+  // server closes the socket ("token revoked") and renewing is refused.
+  await plantd.logout();
+  await assert.rejects(next(sub, 10_000), (e) => {
+    assert.ok(e instanceof RefusedError, `got ${e}`);
+    return true;
+  });
+  await until(states, LinkState.Refused);
+  await assert.rejects(plantd.rest.GET('/v1/state/scopes'), (e) => e instanceof PlantdError && e.status === 401);
+});
