@@ -39,8 +39,8 @@ use crate::auth::EdgeTrust;
 use crate::config::Config;
 use crate::http::HttpExtras;
 use crate::inject::{EdgeCommands, EdgeServices};
-use crate::server::Broker;
 use crate::journal_hook::JournalHook;
+use crate::server::Broker;
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]

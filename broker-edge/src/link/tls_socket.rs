@@ -24,7 +24,6 @@
 //! and per-direction record state; no bridge, no socket pair, no copy
 //! buffers.
 
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
@@ -201,31 +200,29 @@ impl TlsSocket {
 impl Socket for TlsSocket {
     const BRIDGED: bool = false;
 
-    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
-        async move {
-            loop {
-                let wants_write = {
-                    let st = self.lock();
-                    if interest.is_readable() && st.buffered {
-                        return Ok(Ready::READABLE);
-                    }
-                    st.conn.wants_write()
-                };
-                let want = if wants_write {
-                    interest | Interest::WRITABLE
-                } else {
-                    interest
-                };
-                let r = self.tcp.ready(want).await?;
-                if wants_write && (r.is_writable() || r.is_write_closed()) {
-                    let mut st = self.lock();
-                    self.flush_some(&mut st)?;
+    async fn ready(&self, interest: Interest) -> io::Result<Ready> {
+        loop {
+            let wants_write = {
+                let st = self.lock();
+                if interest.is_readable() && st.buffered {
+                    return Ok(Ready::READABLE);
                 }
-                let readable = r.is_readable() || r.is_read_closed();
-                let writable = r.is_writable() || r.is_write_closed();
-                if (interest.is_readable() && readable) || (interest.is_writable() && writable) {
-                    return Ok(r);
-                }
+                st.conn.wants_write()
+            };
+            let want = if wants_write {
+                interest | Interest::WRITABLE
+            } else {
+                interest
+            };
+            let r = self.tcp.ready(want).await?;
+            if wants_write && (r.is_writable() || r.is_write_closed()) {
+                let mut st = self.lock();
+                self.flush_some(&mut st)?;
+            }
+            let readable = r.is_readable() || r.is_read_closed();
+            let writable = r.is_writable() || r.is_write_closed();
+            if (interest.is_readable() && readable) || (interest.is_writable() && writable) {
+                return Ok(r);
             }
         }
     }
