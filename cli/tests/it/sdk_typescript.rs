@@ -102,6 +102,10 @@ async fn the_typescript_sdk_against_plantd_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(out.status.success(), "the SDK suite failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "the SDK suite failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
