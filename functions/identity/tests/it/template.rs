@@ -18,7 +18,7 @@ fn template_matches_the_binary_and_the_package() {
         format!("{SECRET_ID_ENV}: !Ref IdentitySecret"),
         "CodeUri: ../target/lambda/plantd-identity/bootstrap.zip".to_owned(),
         "Runtime: provided.al2023".to_owned(),
-        "Architectures: [x86_64]".to_owned(),
+        "Architectures: [!Ref Architecture]".to_owned(),
         "Handler: bootstrap".to_owned(),
         "Path: /.well-known/jwks.json".to_owned(),
         "Path: /v1/{proxy+}".to_owned(),
@@ -31,18 +31,19 @@ fn template_matches_the_binary_and_the_package() {
 fn the_identity_role_reads_and_writes_only_its_own_secret() {
     let t = template();
     // One Secrets Manager permission per role that has a secret: identity
-    // on its own; the proxy's two roles (REST, WebSocket) on the proxy's.
+    // on its own; the proxy's three roles (REST, WebSocket, the fan-out
+    // task) on the proxy's.
     assert_eq!(
         t.matches("secretsmanager:").count(),
-        4,
-        "Secrets Manager permissions: identity reads and (key rotation) writes its own, the proxy's two roles read the proxy's"
+        5,
+        "Secrets Manager permissions: identity reads and (key rotation) writes its own, the proxy's three roles read the proxy's"
     );
     assert_eq!(
         t.matches(
             "Action: secretsmanager:GetSecretValue\n                Resource: !Ref ProxySecret"
         )
         .count(),
-        2
+        3
     );
     assert!(t.contains(
         "Action:\n                  - secretsmanager:GetSecretValue\n                  - secretsmanager:PutSecretValue\n                Resource: !Ref IdentitySecret"
