@@ -589,6 +589,11 @@ await scenario('the audit trail filters by action and time and pages', async () 
   await form.getByRole('button', { name: 'Search' }).click();
   const rows = admin.getByTestId('audit').locator('tr[data-action]');
   await admin.locator('tr[data-action="user.create"]').first().waitFor();
+  // The filtered page replaces the unfiltered one: wait for it, not just for a matching row.
+  await admin.waitForFunction(() => {
+    const trs = [...document.querySelectorAll('[data-testid="audit"] tr[data-action]')];
+    return trs.length > 0 && trs.every((tr) => (tr.getAttribute('data-action') ?? '').startsWith('user.'));
+  }, null, { timeout: 10_000 }).catch(() => {});
   for (const a of await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-action')))) assert(a.startsWith('user.'), `action ${a} under user.*`);
   await shot(admin, 'admin-audit');
   // Since a minute in the future: nothing.
