@@ -599,7 +599,7 @@ pub async fn run(
             id: journal.identity().current().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             holder: holder(&data_dir),
-            started_ms: crate::status::now_ms(),
+            started_ms: plantd_shared::headers::now_ms(),
         };
         let sources = crate::status::Sources {
             site: site.clone(),

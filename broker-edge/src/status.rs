@@ -19,11 +19,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use plantd_bridge::{UplinkState, UplinkStatus};
 use plantd_journal::Journal;
+use plantd_shared::headers::now_ms;
 use plantd_shared::site_status::{self, Backlog, EdgeInfo, LinkState, SiteStatus, Uplink};
 use plantd_shared::streams::SITE_STATUS_BUCKET;
 use plantd_shared::subject::Site;
@@ -38,14 +39,6 @@ use crate::metrics::Metrics;
 /// How long one put may take before the status is given up (the next one
 /// comes an interval later).
 const PUT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The wall clock in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// When the newest device publication was accepted (ms since the Unix
 /// epoch; 0: none yet). Cheap to clone; shared by [`Seen`] and the

@@ -68,9 +68,9 @@ pub struct User {
     /// Free-form attributes set by administrators.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
-    /// Refresh tokens issued before this time (ms; 0: none) no longer
-    /// work: set when the user is logged out everywhere
-    /// ([`crate::revocation`]).
+    /// When the user was last logged out everywhere (ms; 0: never), for
+    /// people reading the record; which refresh tokens that ended is
+    /// decided by [`User::sessions_epoch`] ([`crate::revocation`]).
     #[serde(default)]
     pub revoked_before_ms: u64,
     /// Bumped each time the user is logged out everywhere. A refresh token

@@ -11,7 +11,7 @@ export enum LinkState {
   Reconnecting = 'reconnecting',
   /** The server refused the token for good (revoked, or not renewable). */
   Refused = 'refused',
-  /** Closed by {@link Live.close}. */
+  /** No socket: closed by {@link Live.close}, or lost with no subscription to resume (the next one opens a socket). */
   Closed = 'closed',
 }
 
@@ -311,9 +311,11 @@ export class Live {
   }
 
   #retry(): void {
-    if (this.#closed || this.#subs.size === 0) {
-      if (!this.#closed) this.#setState(LinkState.Reconnecting);
-      if (this.#subs.size === 0) return;
+    if (this.#closed) return;
+    if (this.#subs.size === 0) {
+      // Nothing to resume: the next subscribe opens a socket again.
+      this.#setState(LinkState.Closed);
+      return;
     }
     this.#setState(LinkState.Reconnecting);
     const cap = Math.min(this.#options.maxBackoffMs, this.#options.backoffMs * 2 ** this.#attempt);

@@ -460,35 +460,25 @@ async fn forward_stored(
     slow: CancellationToken,
 ) {
     while let Some(next) = messages.next().await {
-        let frame = match next {
-            Ok(m) => {
-                let Ok(parsed) = subject_to_topic(&m.subject) else {
-                    continue;
-                };
-                if parsed.site != site || !topic::matches(filter.as_str(), parsed.topic.as_str()) {
-                    continue;
-                }
-                let mut frame = live_message(&id, &site, parsed.topic.as_str(), &m.message);
-                if let Ok(info) = m.info() {
-                    frame["sequence"] = json!(info.stream_sequence);
-                    let ms = info.published.unix_timestamp_nanos() / 1_000_000;
-                    frame["time"] = json!(plantd_shared::headers::format_time(
-                        u64::try_from(ms).unwrap_or(0)
-                    ));
-                }
-                frame
-            }
-            Err(e) => error(Some(&id), &AppError::unavailable(e)),
-        };
-        let ended = frame["op"] == "error";
-        match out.try_send(Frame::Text(frame.to_string().into())) {
-            Ok(()) if ended => return,
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                slow.cancel();
+        let m = match next {
+            Ok(m) => m,
+            Err(e) => {
+                enqueue(&out, &slow, &error(Some(&id), &AppError::unavailable(e)));
                 return;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        };
+        let Some(mut frame) = matching_frame(&id, &site, &filter, &m.message) else {
+            continue;
+        };
+        if let Ok(info) = m.info() {
+            frame["sequence"] = json!(info.stream_sequence);
+            let ms = info.published.unix_timestamp_nanos() / 1_000_000;
+            frame["time"] = json!(plantd_shared::headers::format_time(
+                u64::try_from(ms).unwrap_or(0)
+            ));
+        }
+        if !enqueue(&out, &slow, &frame) {
+            return;
         }
     }
 }
@@ -554,22 +544,40 @@ async fn forward(
 ) {
     let mut messages = select_all(nats);
     while let Some(m) = messages.next().await {
-        let Ok(parsed) = subject_to_topic(&m.subject) else {
-            continue;
-        };
-        // NATS wildcards know nothing of MQTT's `$` rule; apply it here.
-        if parsed.site != site || !topic::matches(filter.as_str(), parsed.topic.as_str()) {
-            continue;
+        if let Some(frame) = matching_frame(&id, &site, &filter, &m)
+            && !enqueue(&out, &slow, &frame)
+        {
+            return;
         }
-        let frame = live_message(&id, &site, parsed.topic.as_str(), &m);
-        match out.try_send(Frame::Text(frame.to_string().into())) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                slow.cancel();
-                return;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
+    }
+}
+
+/// The `message` frame for `m` when its subject is `site`'s and its topic
+/// matches `filter` (NATS wildcards know nothing of MQTT's `$` rule; it is
+/// applied here).
+fn matching_frame(
+    id: &str,
+    site: &Site,
+    filter: &Filter,
+    m: &async_nats::Message,
+) -> Option<Value> {
+    let parsed = subject_to_topic(&m.subject).ok()?;
+    if parsed.site != *site || !topic::matches(filter.as_str(), parsed.topic.as_str()) {
+        return None;
+    }
+    Some(live_message(id, site, parsed.topic.as_str(), m))
+}
+
+/// Queues `frame`; false when the subscription must stop: the queue is
+/// closed, or full (then `slow` is cancelled and the socket closes).
+fn enqueue(out: &mpsc::Sender<Frame>, slow: &CancellationToken, frame: &Value) -> bool {
+    match out.try_send(Frame::Text(frame.to_string().into())) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            slow.cancel();
+            false
         }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
