@@ -63,7 +63,7 @@ impl Pki {
 }
 
 /// One idle client: only its socket is kept.
-enum Idle {
+pub enum Idle {
     Tcp(#[allow(dead_code)] TcpStream),
     Tls(#[allow(dead_code)] Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
@@ -93,7 +93,8 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn one(addr: SocketAddr, i: usize, tls: Option<TlsConnector>) -> std::io::Result<Idle> {
+/// Connects client `i` (from its own loopback address) and sends CONNECT.
+pub async fn one(addr: SocketAddr, i: usize, tls: Option<TlsConnector>) -> std::io::Result<Idle> {
     let ip = std::net::Ipv4Addr::new(
         127,
         1 + (i / 60_000) as u8,

@@ -687,6 +687,12 @@ fn read_payload(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
 }
 
+/// mimalloc, as in `plantd-edge`: `plantd up` and `plantd functions` run
+/// the trigger and its handlers in this process, which allocate a record
+/// per log line or reading; measured in `docs/performance.md` ("Logs").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     plantd_shared::logging::init("plantd");
     let cli = Cli::parse();

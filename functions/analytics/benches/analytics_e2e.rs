@@ -36,6 +36,10 @@ use plantd_testkit::Nats;
 use plantd_testkit::load::raw_consume;
 use plantd_trigger::{BatchOutcome, ConsumerSettings, Handler, Item, Trigger};
 
+/// The allocator of the `plantd` binary that runs the function in `plantd up`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SITE: &str = "bench";
 const KEYS: u64 = 1_000;
 /// 2026-12-06T10:00:00Z.

@@ -35,6 +35,10 @@ use plantd_testkit::Nats;
 use plantd_testkit::load::raw_consume;
 use plantd_trigger::{BatchOutcome, Handler, Item, Trigger};
 
+/// The allocator of the `plantd` binary that runs the logger in `plantd up`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Opts {
     n: u64,
     rounds: u32,
