@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 
@@ -104,10 +105,11 @@ async def test_the_command_sender_reaches_an_mqtt_device(stack: Stack) -> None:
 
 async def test_two_state_jobs_count_every_step_despite_conflicts(stack: Stack) -> None:
     async with asyncio.timeout(60):
-        jobs = [await example(stack, "state_job.py", "--scope", "sdkpyjobs", "--key", "batches", "--times", "8") for _ in range(2)]
+        scope = f"sdkpyjobs-{uuid.uuid4().hex[:8]}"
+        jobs = [await example(stack, "state_job.py", "--scope", scope, "--key", "batches", "--times", "8") for _ in range(2)]
         outs = [await j.communicate() for j in jobs]
         for j, (_, err) in zip(jobs, outs):
             assert j.returncode == 0, err.decode()
         async with await Client.login(stack.url, stack.email, stack.password) as client:
-            total = await client.get_state("sdkpyjobs", "batches")
+            total = await client.get_state(scope, "batches")
         assert total is not None and total.value == {"n": 16}

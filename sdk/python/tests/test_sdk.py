@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from plantd import (
     Refused,
     StateStream,
 )
-from stack import Stack, mqtt_args, publish, within
+from stack import Stack, eventually, mqtt_args, publish, within
 
 pytestmark = pytest.mark.anyio
 
@@ -35,30 +36,28 @@ async def until(states: StateStream, want: LinkState, seconds: float = 15.0) -> 
 async def test_login_state_round_trip_and_a_conflict_that_names_itself(stack: Stack) -> None:
     async with asyncio.timeout(40):
         async with await Client.login(stack.url, stack.email, stack.password) as client:
-            await client.create_scope("sdkpy")
-            assert "sdkpy" in await client.scopes()
-            assert await client.get_state("sdkpy", "recipe") is None
-            etag = await client.put_state("sdkpy", "recipe", {"temp": 180})
-            got = await client.get_state("sdkpy", "recipe")
+            scope = f"sdkpy-{uuid.uuid4().hex[:8]}"
+            await client.create_scope(scope)
+            assert scope in await client.scopes()
+            assert await client.get_state(scope, "recipe") is None
+            etag = await client.put_state(scope, "recipe", {"temp": 180})
+            got = await client.get_state(scope, "recipe")
             assert got is not None
             assert (got.value, got.etag) == ({"temp": 180}, etag)
-            await client.put_state("sdkpy", "recipe", {"temp": 190}, if_match=etag)
+            await client.put_state(scope, "recipe", {"temp": 190}, if_match=etag)
             with pytest.raises(ConflictError) as stale:
-                await client.put_state("sdkpy", "recipe", {"temp": 200}, if_match=etag)
+                await client.put_state(scope, "recipe", {"temp": 200}, if_match=etag)
             assert (stale.value.status, stale.value.error) == (409, "conflict")
             assert stale.value.message
             with pytest.raises(ConflictError):
-                await client.put_state("sdkpy", "recipe", {"temp": 0}, create_only=True)
-            now = await client.get_state("sdkpy", "recipe")
+                await client.put_state(scope, "recipe", {"temp": 0}, create_only=True)
+            now = await client.get_state(scope, "recipe")
             assert now is not None and now.value == {"temp": 190}
             # Bytes stay bytes.
-            await client.put_state("sdkpy", "blob", b"\x00\xff")
-            blob = await client.get_state("sdkpy", "blob")
+            await client.put_state(scope, "blob", b"\x00\xff")
+            blob = await client.get_state(scope, "blob")
             assert blob is not None and blob.value == b"\x00\xff"
-            assert set(await client.state_keys("sdkpy")) == {"recipe", "blob"}
-            # An unknown scope is an error, not an absent key.
-            with pytest.raises(NotFoundError):
-                await client.get_state("no-such-scope", "recipe")
+            assert set(await client.state_keys(scope)) == {"recipe", "blob"}
             # Secrets never show.
             for shown in (repr(client), repr(client.auth), repr(client.live), str(client.auth)):
                 assert stack.password not in shown
@@ -193,15 +192,31 @@ async def test_a_revoked_token_ends_the_stream_with_refused_not_a_reconnect_loop
             await within(1, "another state", states)
 
 
-async def test_a_revoked_device_token_is_refused_at_the_handshake(stack: Stack) -> None:
+async def service_account(admin: Client, name: str) -> tuple[str, str]:
+    """A new service account with the operator role: (client id, secret)."""
+    answer = await admin.request("POST", "/v1/service-accounts", json={"name": name, "roles": ["operator"]})
+    creds = answer.json()
+    return creds["client_id"], creds["client_secret"]
+
+
+async def test_a_revoked_static_token_is_refused_at_the_handshake(stack: Stack) -> None:
     async with asyncio.timeout(40), await Client.login(stack.url, stack.email, stack.password) as admin:
-        device = await admin.request("POST", "/v1/devices", json={"name": "sdkpy-revoked", "site": stack.site, "publish": [], "subscribe": ["sdk/#"]})
-        creds = device.json()
+        client_id, secret = await service_account(admin, "sdkpy-static")
         async with httpx.AsyncClient(base_url=stack.url) as http:
-            grant = {"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]}
+            grant = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
             token = (await http.post("/v1/auth/token", json=grant)).json()["access_token"]
-        await admin.request("POST", f"/v1/devices/{creds['client_id']}/revoke")
         async with Client.with_token(stack.url, token) as client:
+            assert await client.scopes() is not None  # the token works
+            await admin.request("POST", f"/v1/service-accounts/{client_id}/revoke")
+
+            async def refused() -> bool | None:
+                try:
+                    await client.scopes()
+                    return None
+                except Refused:
+                    return True
+
+            await eventually(10, "the API refusing the revoked token", refused)
             states = client.live.states()
             sub = client.live.subscribe(stack.site, "sdk/#")
             with pytest.raises(Refused):
@@ -242,16 +257,14 @@ async def test_the_rest_of_the_api_answers_typed(stack: Stack) -> None:
             await client.call(stack.site, "sdk/nobody/home", "hello?", timeout_ms=1000)
 
 
-async def test_device_credentials_survive_a_revocation_and_are_refused_once_deactivated(stack: Stack) -> None:
+async def test_service_account_credentials_survive_a_revocation_and_are_refused_once_deactivated(stack: Stack) -> None:
     async with asyncio.timeout(60), await Client.login(stack.url, stack.email, stack.password) as admin:
-        answer = await admin.request("POST", "/v1/devices", json={"name": "sdkpy-cc", "site": stack.site, "publish": [], "subscribe": ["sdk/cc/#"]})
-        creds = answer.json()
-        device_id = creds["client_id"]
+        client_id, secret = await service_account(admin, "sdkpy-cc")
         options = LiveOptions(backoff=0.05)
-        async with Client.with_client_credentials(stack.url, device_id, creds["client_secret"], live=options) as device:
-            assert creds["client_secret"] not in repr(device.auth)
-            states = device.live.states()
-            async with device.live.subscribe(stack.site, "sdk/cc/#") as sub:
+        async with Client.with_client_credentials(stack.url, client_id, secret, live=options) as account:
+            assert secret not in repr(account.auth) and secret not in repr(account)
+            states = account.live.states()
+            async with account.live.subscribe(stack.site, "sdk/cc/#") as sub:
                 await until(states, LinkState.CONNECTED)
                 first = None
                 for i in range(15):
@@ -263,14 +276,14 @@ async def test_device_credentials_survive_a_revocation_and_are_refused_once_deac
                         continue
                 assert first is not None
                 # Its tokens revoked, not the account: a new token, a new socket.
-                await admin.request("POST", f"/v1/devices/{device_id}/revoke")
+                await admin.request("POST", f"/v1/service-accounts/{client_id}/revoke")
                 await until(states, LinkState.RECONNECTING)
                 await until(states, LinkState.CONNECTED)
                 await publish(stack, "sdk/cc/temp", "after")
                 while (await within(10, "the message after the revocation", sub)).text() != "after":
                     pass
                 # Deactivated: no token any more, so the stream ends refused.
-                await admin.request("PATCH", f"/v1/devices/{device_id}", json={"active": False})
+                await admin.request("PATCH", f"/v1/service-accounts/{client_id}", json={"active": False})
                 with pytest.raises(Refused):
                     while True:
                         await within(10, "the refusal", sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -13,12 +14,13 @@ from stack import Stack, publish
 
 def test_the_sync_facade(stack: Stack) -> None:
     with Client.login(stack.url, stack.email, stack.password) as client:
-        client.create_scope("sdkpysync")
-        etag = client.put_state("sdkpysync", "job", {"n": 1})
-        got = client.get_state("sdkpysync", "job")
+        scope = f"sdkpysync-{uuid.uuid4().hex[:8]}"
+        client.create_scope(scope)
+        etag = client.put_state(scope, "job", {"n": 1})
+        got = client.get_state(scope, "job")
         assert got is not None and got.etag == etag and got.value == {"n": 1}
         with pytest.raises(plantd.ConflictError):
-            client.put_state("sdkpysync", "job", {"n": 2}, create_only=True)
+            client.put_state(scope, "job", {"n": 2}, create_only=True)
         with client.live.subscribe(stack.site, "sdk/sync") as sub:
             for i in range(15):
                 asyncio.run(publish(stack, "sdk/sync", f"s{i}"))

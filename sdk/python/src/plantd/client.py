@@ -244,7 +244,7 @@ class Client:
 
     async def get_state(self, scope: str, key: str, *, timeout: float | None = None) -> Versioned | None:
         """A state value and its ETag; ``None`` when the key does not exist
-        (:class:`~plantd.errors.NotFoundError` when the scope does not)."""
+        (in a scope that does not exist either: the API answers both alike)."""
         response = await self._send(route("GET", "/v1/state/{scope}/{key}", scope=scope, key=key), timeout=timeout, ok_statuses=(404,))
         if _absent(response, "key "):
             return None

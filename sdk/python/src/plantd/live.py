@@ -353,8 +353,9 @@ class Live:
                 await asyncio.sleep(self._delay(attempt))
                 attempt += 1
             first = False
+            renewed = refused_token is not None
             try:
-                token = await (self._auth.token() if refused_token is None else self._auth.refused(refused_token))
+                token = await (self._auth.refused(refused_token) if refused_token is not None else self._auth.token())
             except Refused as e:
                 self._refuse(e)
                 return
@@ -371,6 +372,12 @@ class Live:
                 )
             except InvalidStatus as e:
                 if e.response.status_code == 401:
+                    if renewed:
+                        # A token renewed just now is refused too: renewing
+                        # again would loop (a token for another audience, an
+                        # account without API access).
+                        self._refuse(Refused(f"the server refused a renewed token: {_reason(e.response.body)}"))
+                        return
                     refused_token = token  # expired or revoked: renew (a static token cannot)
                 continue
             except InvalidURI as e:
@@ -550,3 +557,15 @@ class Live:
                 time=str(frame.get("time", "")),
             )
         )
+
+
+def _reason(body: bytes | bytearray | None) -> str:
+    """The ``message`` of an error body, or the body."""
+    text = bytes(body or b"").decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text or "401"
+    if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+        return str(parsed["message"])
+    return text
