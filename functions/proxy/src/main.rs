@@ -171,6 +171,23 @@ async fn backbone(
     })
 }
 
+/// SIGTERM or Ctrl-C.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown signal received");
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `plantd-proxy --print-openapi`: the document `/openapi.json` serves,
@@ -234,8 +251,11 @@ async fn main() -> anyhow::Result<()> {
         let workers = config.fanout_workers;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        // ECS stops a task with SIGTERM: the process then closes the
+        // sockets of the sequenced subscriptions it delivers, so their
+        // clients resume on another process.
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            terminated().await;
             stop.cancel();
         });
         tracing::info!(endpoint = %endpoint, "proxy fan-out starting");

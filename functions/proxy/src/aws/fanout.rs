@@ -31,7 +31,8 @@
 //! cannot trigger Lambda; see `docs/decisions/0017-proxy-aws-websocket.md`):
 //! a NATS core queue subscription on `plantd.*.up.>` (replicas in the same
 //! queue group share the load), handed to worker tasks by site so each
-//! site's messages are posted in order, and the revocation watch.
+//! site's messages are posted in order, the revocation watch, and the
+//! sequenced subscriptions this process takes ([`super::sequenced`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
@@ -136,9 +137,13 @@ pub fn frame(
 }
 
 /// How a post ended.
-enum Posted {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Posted {
+    /// API Gateway accepted the frame.
     Delivered,
+    /// 410: the client left.
     Gone,
+    /// Any other failure (logged).
     Failed,
 }
 
@@ -261,7 +266,8 @@ impl Fanout {
         cache.remove(site.as_str());
     }
 
-    async fn post(&self, connection: &str, data: Vec<u8>) -> Posted {
+    /// Posts `data` to `connection`.
+    pub(crate) async fn post(&self, connection: &str, data: Vec<u8>) -> Posted {
         let sent = self
             .api
             .post_to_connection()
@@ -279,11 +285,11 @@ impl Fanout {
         }
     }
 
-    /// Closes a connection whose token expired (410 means it was gone already).
+    /// Closes a connection (410 means it was gone already).
     ///
     /// # Errors
     /// [`AwsError::Management`].
-    async fn close(&self, connection: &str) -> Result<(), AwsError> {
+    pub(crate) async fn close(&self, connection: &str) -> Result<(), AwsError> {
         match self
             .api
             .delete_connection()
@@ -299,6 +305,26 @@ impl Fanout {
                 detail: DisplayErrorContext(&e).to_string(),
             }),
         }
+    }
+
+    /// The organisation owning `site` now, from `plantd_sites` (`None`
+    /// without [`with_sites`](Self::with_sites); `Some(None)` for a site
+    /// nobody owns).
+    ///
+    /// # Errors
+    /// [`AwsError::Backbone`] when `plantd_sites` cannot be read.
+    pub(crate) async fn site_owner(&self, site: &Site) -> Result<Option<Option<String>>, AwsError> {
+        let Some(sites) = &self.sites else {
+            return Ok(None);
+        };
+        let record = sites
+            .get(site.as_str())
+            .await
+            .map_err(|e| AwsError::Backbone {
+                operation: "KV get on plantd_sites",
+                detail: e.to_string(),
+            })?;
+        Ok(Some(record.map(|r| r.org)))
     }
 
     /// Delivers one message on `site`/`topic` to every subscription whose
@@ -321,19 +347,7 @@ impl Fanout {
         headers: &BTreeMap<String, String>,
     ) -> Result<Report, AwsError> {
         let subs = self.subscriptions(site).await?;
-        let owner = match &self.sites {
-            Some(sites) => Some(
-                sites
-                    .get(site.as_str())
-                    .await
-                    .map_err(|e| AwsError::Backbone {
-                        operation: "KV get on plantd_sites",
-                        detail: e.to_string(),
-                    })?
-                    .map(|r| r.org),
-            ),
-            None => None,
-        };
+        let owner = self.site_owner(site).await?;
         let now = plantd_shared::jwt::now_secs();
         let mut report = Report::default();
         let mut expired = HashSet::new();
@@ -514,6 +528,12 @@ pub async fn run(
         fanout.clone(),
         stop.clone(),
     ));
+    let sequencer = Arc::new(super::sequenced::Sequencer::new(
+        uuid::Uuid::new_v4().simple().to_string(),
+        fanout.clone(),
+        client.clone(),
+    ));
+    let sequenced = tokio::spawn(super::sequenced::serve(sequencer, stop.clone()));
     tracing::info!(subject = %all_sites(Channel::Up), queue = QUEUE_GROUP, workers, "fan-out consuming");
     let mut queues = Vec::new();
     let mut tasks = Vec::new();
@@ -565,5 +585,8 @@ pub async fn run(
     }
     stop.cancel();
     let _ = revocations.await;
+    if let Ok(Err(e)) = sequenced.await {
+        tracing::warn!(error = %e, "sequenced subscriptions were not served");
+    }
     Ok(())
 }

@@ -7,8 +7,8 @@
 //! | mode | runs as | module |
 //! |---|---|---|
 //! | `http` | Lambda behind the HTTP API (`lambda_http`) | [`crate::app`] |
-//! | `websocket` | Lambda behind the WebSocket API: `$connect`, `$disconnect`, `subscribe`, `unsubscribe`, `command`, `$default` | [`websocket`] |
-//! | `fanout` | a long-lived process next to NATS: live messages → `post_to_connection`; revoked tokens → `delete_connection` | [`fanout`] |
+//! | `websocket` | Lambda behind the WebSocket API: `$connect`, `$disconnect`, `auth`, `subscribe`, `unsubscribe`, `command`, `$default` | [`websocket`] |
+//! | `fanout` | a long-lived process next to NATS: live messages → `post_to_connection`; revoked tokens → `delete_connection`; sequenced subscriptions, one ordered consumer each | [`fanout`], [`sequenced`] |
 //!
 //! Shared state between them is the connection registry in DynamoDB
 //! ([`registry`]). Tokens are verified with the same [`crate::ApiTrust`] as the
@@ -24,6 +24,7 @@
 pub mod fanout;
 pub mod registry;
 pub mod secrets;
+pub mod sequenced;
 pub mod websocket;
 
 use thiserror::Error;

@@ -7,6 +7,16 @@
 //! |---|---|---|
 //! | API Gateway connection id | `conn` | `sub`, `org`, `jti` (the token id), `claims` (the token's claims as JSON, never the token), `expires` |
 //! | the same id | `sub#<subscription id>` | `site`, `site_org`, `filter`, `sub_id`, `expires` |
+//! | the same id | `sub#<subscription id>` of a sequenced subscription | `seq_site` (not `site`), `site_org`, `filter`, `sub_id`, `expires`, `from_sequence`, `missed`, `owner` (the fan-out process delivering it) |
+//!
+//! A sequenced subscription (`"sequenced": true` / `"from_sequence": n`)
+//! is delivered by one `fanout` process from its own ordered consumer
+//! ([`super::sequenced`]), not by the per-message fan-out: its item keeps
+//! the site in `seq_site`, so the sparse [`SITE_INDEX`] leaves it out, and
+//! the process that takes it writes its id into `owner` (conditionally:
+//! one owner). A third sparse, keys-only index, [`OWNER_INDEX`], holds only
+//! owned sequenced subscriptions, so a process can find those of an owner
+//! that died ([`Registry::owned`]).
 //!
 //! `site_org` is the organisation that owned the site when the
 //! subscription was authorised; the fan-out delivers only while the site's
@@ -53,6 +63,10 @@ use plantd_shared::topic::Filter;
 
 use super::AwsError;
 
+mod sequenced;
+
+pub use sequenced::Sequenced;
+
 /// The hash key: the API Gateway connection id.
 pub const CONNECTION_KEY: &str = "connection";
 /// The range key: [`CONNECTION_ITEM`] or `sub#<id>`.
@@ -65,6 +79,20 @@ pub const SUBSCRIPTION_PREFIX: &str = "sub#";
 pub const SITE_INDEX: &str = "by-site";
 /// The index that finds connections by token id (`jti`).
 pub const JTI_INDEX: &str = "by-jti";
+/// The index that finds sequenced subscriptions by the process delivering them.
+pub const OWNER_INDEX: &str = "by-owner";
+/// The attribute of a sequenced subscription naming the `fanout` process
+/// that delivers it.
+pub const OWNER_ATTRIBUTE: &str = "owner";
+/// The attribute of a sequenced subscription holding its site (`site`
+/// would put it in [`SITE_INDEX`]).
+pub const SEQUENCED_SITE_ATTRIBUTE: &str = "seq_site";
+/// The attribute of a sequenced subscription: the stream sequence its
+/// delivery starts at.
+pub const FROM_SEQUENCE_ATTRIBUTE: &str = "from_sequence";
+/// The attribute of a sequenced subscription: the stream no longer held
+/// some of the sequences asked for.
+pub const MISSED_ATTRIBUTE: &str = "missed";
 /// The attribute of a connection item holding its token id.
 pub const JTI_ATTRIBUTE: &str = "jti";
 /// The TTL attribute: the token's expiry, seconds since the epoch.
@@ -184,7 +212,8 @@ impl Registry {
     }
 
     /// Creates the table as `infra/template.yaml` declares it (keys, the
-    /// [`SITE_INDEX`], on-demand billing, TTL). For tests and local
+    /// [`SITE_INDEX`], [`JTI_INDEX`] and [`OWNER_INDEX`], on-demand
+    /// billing, TTL). For tests and local
     /// set-ups; in AWS the stack owns the table.
     ///
     /// # Errors
@@ -230,6 +259,17 @@ impl Registry {
             )
             .build()
             .map_err(self.dynamo("CreateTable"))?;
+        let by_owner = GlobalSecondaryIndex::builder()
+            .index_name(OWNER_INDEX)
+            .key_schema(key(OWNER_ATTRIBUTE, KeyType::Hash)?)
+            .key_schema(key(CONNECTION_KEY, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(self.dynamo("CreateTable"))?;
         self.client
             .create_table()
             .table_name(&self.table)
@@ -240,8 +280,10 @@ impl Registry {
             .attribute_definitions(attr(ITEM_KEY)?)
             .attribute_definitions(attr("site")?)
             .attribute_definitions(attr(JTI_ATTRIBUTE)?)
+            .attribute_definitions(attr(OWNER_ATTRIBUTE)?)
             .global_secondary_indexes(index)
             .global_secondary_indexes(by_jti)
+            .global_secondary_indexes(by_owner)
             .send()
             .await
             .map_err(self.dynamo("CreateTable"))?;
@@ -343,6 +385,19 @@ impl Registry {
         expires: u64,
         max: usize,
     ) -> Result<Subscribed, AwsError> {
+        self.put_subscription(connection, id, interest, expires, max, None)
+            .await
+    }
+
+    async fn put_subscription(
+        &self,
+        connection: &str,
+        id: &str,
+        interest: &Interest<'_>,
+        expires: u64,
+        max: usize,
+        sequenced: Option<crate::routes::resume::Start>,
+    ) -> Result<Subscribed, AwsError> {
         let count = self
             .client
             .query()
@@ -361,17 +416,24 @@ impl Registry {
         if usize::try_from(count).unwrap_or(usize::MAX) >= max {
             return Ok(Subscribed::TooMany);
         }
-        let put = self
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
             .item(CONNECTION_KEY, s(connection))
             .item(ITEM_KEY, s(format!("{SUBSCRIPTION_PREFIX}{id}")))
             .item("sub_id", s(id))
-            .item("site", s(interest.site.as_str()))
             .item(SITE_ORG_ATTRIBUTE, s(interest.site_org))
             .item("filter", s(interest.filter.as_str()))
-            .item(TTL_ATTRIBUTE, n(expires))
+            .item(TTL_ATTRIBUTE, n(expires));
+        put = match sequenced {
+            None => put.item("site", s(interest.site.as_str())),
+            Some(start) => put
+                .item(SEQUENCED_SITE_ATTRIBUTE, s(interest.site.as_str()))
+                .item(FROM_SEQUENCE_ATTRIBUTE, n(start.sequence))
+                .item(MISSED_ATTRIBUTE, AttributeValue::Bool(start.missed)),
+        };
+        let put = put
             .condition_expression("attribute_not_exists(#c)")
             .expression_attribute_names("#c", CONNECTION_KEY)
             .send()
@@ -394,26 +456,7 @@ impl Registry {
     /// # Errors
     /// [`AwsError::Dynamo`].
     pub async fn unsubscribe(&self, connection: &str, id: &str) -> Result<bool, AwsError> {
-        let deleted = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(CONNECTION_KEY, s(connection))
-            .key(ITEM_KEY, s(format!("{SUBSCRIPTION_PREFIX}{id}")))
-            .condition_expression("attribute_exists(#c)")
-            .expression_attribute_names("#c", CONNECTION_KEY)
-            .send()
-            .await;
-        match deleted {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.dynamo("DeleteItem")(e)),
-        }
+        Ok(self.unsubscribe_owned(connection, id).await?.is_some())
     }
 
     /// The range keys of every item of a connection.

@@ -7,10 +7,11 @@
 //!
 //! | route | does | answers |
 //! |---|---|---|
-//! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter for browsers) with the REST routes' [`ApiTrust`](crate::ApiTrust), records the connection | 200; 401 for a missing, invalid or revoked token, 403 for a token that can neither subscribe (no MQTT subscribe grant) nor send commands (no `commands:…:send`-shaped permission), 503 when the backbone or the registry is unavailable |
+//! | `$connect` | verifies the token (`Authorization: Bearer …`, or the `access_token` / `token` query parameter) with the REST routes' [`ApiTrust`](crate::ApiTrust), records the connection; **without any token** accepts the socket unrecorded, to be authenticated by its first frame (`auth`) | 200; 401 for an invalid or revoked token, 403 for a token that can neither subscribe (no MQTT subscribe grant) nor send commands (no `commands:…:send`-shaped permission), 503 when the backbone or the registry is unavailable |
+//! | `auth` | `{"op":"auth","token"}` on a socket opened without a token ([`socket_auth`], as the local `/v1/ws`): the same verification and refusals as `$connect`, then records the connection | `{"op":"authenticated","sub","org","expires"}`; `unauthorized`, `forbidden`, `conflict` (already authenticated) |
 //! | `$disconnect` | removes the connection and its subscriptions | 200 |
-//! | `subscribe` | `{"op":"subscribe","id","site","filter"}`: checks `Permissions::can_subscribe` (the edge's rule for an MQTT SUBSCRIBE) and that the caller's organisation owns the site ([`site::owned`], as every site door), and stores the subscription with the owner (the fan-out posts only while the site still has that owner) | `{"op":"subscribed","id"}` |
-//! | `unsubscribe` | `{"op":"unsubscribe","id"}` | `{"op":"unsubscribed","id"}` |
+//! | `subscribe` | `{"op":"subscribe","id","site","filter"}`: checks `Permissions::can_subscribe` (the edge's rule for an MQTT SUBSCRIBE) and that the caller's organisation owns the site ([`site::owned`], as every site door), and stores the subscription with the owner (the fan-out posts only while the site still has that owner). With `"sequenced": true` or `"from_sequence": n` ([`Resume`]) it is stored with its start in `PLANTD_TELEMETRY` and handed to one `fanout` process ([`sequenced`]), which posts the answer and then the messages with their sequences | `{"op":"subscribed","id"}` (sequenced: posted by the fan-out, with `from_sequence` and `missed`; the route response is empty) |
+//! | `unsubscribe` | `{"op":"unsubscribe","id"}` (a sequenced one: its fan-out process stops first) | `{"op":"unsubscribed","id"}` |
 //! | `command` | `{"op":"command","id","site","topic",…}`: the local socket's `command` operation ([`commands::operation`]: `commands:<site>:send`, then `PLANTD_COMMANDS` with the REST route's headers) | `{"op":"sent","id","stream","sequence"}` |
 //! | `$default` | anything else | `{"op":"error","error":"bad_request",…}` |
 //!
@@ -31,9 +32,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::registry::{Interest, Registry, Subscribed};
+use super::sequenced::{self, Which};
 use crate::audit::Origin;
 use crate::auth::Caller;
-use crate::routes::{commands, site};
+use crate::routes::resume::{self, Resume};
+use crate::routes::{commands, site, socket_auth};
 use crate::{AppError, AppState};
 
 /// The parts of an API Gateway WebSocket event this function reads.
@@ -116,6 +119,11 @@ impl WsResponse {
             body: Some(v.to_string()),
         }
     }
+
+    /// A route response without a frame (the answer was posted).
+    fn empty() -> Self {
+        Self::status(StatusCode::OK)
+    }
 }
 
 /// `subscribe`.
@@ -131,6 +139,12 @@ struct Subscribe {
     site: String,
     /// An MQTT topic filter.
     filter: String,
+    /// Deliver from `PLANTD_TELEMETRY` starting at this stream sequence.
+    #[serde(default)]
+    from_sequence: Option<u64>,
+    /// Deliver from `PLANTD_TELEMETRY` from the next message on.
+    #[serde(default)]
+    sequenced: bool,
 }
 
 /// `unsubscribe`.
@@ -208,9 +222,17 @@ impl Handler {
                 }
                 WsResponse::status(StatusCode::OK)
             }
+            "auth" => match self.auth(conn, event.body.as_deref()).await {
+                Ok(answer) => WsResponse::frame(&answer),
+                Err(e) => WsResponse::frame(&error(None, &e)),
+            },
             "subscribe" => {
                 let (id, result) = self.subscribe(conn, event.body.as_deref()).await;
-                WsResponse::frame(&result.unwrap_or_else(|e| error(id.as_deref(), &e)))
+                match result {
+                    Ok(Some(answer)) => WsResponse::frame(&answer),
+                    Ok(None) => WsResponse::empty(),
+                    Err(e) => WsResponse::frame(&error(id.as_deref(), &e)),
+                }
             }
             "unsubscribe" => {
                 let (id, result) = self.unsubscribe(conn, event.body.as_deref()).await;
@@ -231,7 +253,7 @@ impl Handler {
                 let e = if event.is_base64_encoded {
                     AppError::bad_request("send JSON operations as text frames")
                 } else {
-                    AppError::bad_request("op must be subscribe, unsubscribe or command")
+                    AppError::bad_request("op must be auth, subscribe, unsubscribe or command")
                 };
                 WsResponse::frame(&error(id.as_deref(), &e))
             }
@@ -267,32 +289,68 @@ impl Handler {
     async fn connect(&self, event: &WsEvent) -> WsResponse {
         let conn = event.request_context.connection_id.as_str();
         let Some(token) = Self::token(event) else {
-            tracing::info!(connection = conn, "refused: no token");
-            return WsResponse::status(StatusCode::UNAUTHORIZED);
+            // Nothing recorded: every operation but `auth` answers
+            // `unauthorized` until the first frame authenticates it.
+            tracing::info!(
+                connection = conn,
+                "connected without a token; awaiting auth"
+            );
+            return WsResponse::status(StatusCode::OK);
         };
-        let claims = match self.state.trust.verify(&token).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(connection = conn, error = %e.message, "refused");
-                return WsResponse::status(e.status);
-            }
-        };
+        match self.record(conn, &token).await {
+            Ok(_) => WsResponse::status(StatusCode::OK),
+            Err(e) => WsResponse::status(e.status),
+        }
+    }
+
+    /// Verifies `token` and records the connection for its claims.
+    ///
+    /// # Errors
+    /// 401 (`unauthorized`) for an invalid, expired or revoked token; 403
+    /// (`forbidden`) for one that can neither subscribe nor send commands;
+    /// 503 (`unavailable`) when the backbone or the registry is.
+    async fn record(
+        &self,
+        conn: &str,
+        token: &str,
+    ) -> Result<plantd_shared::claims::Claims, AppError> {
+        let claims = self.state.trust.verify(token).await.inspect_err(|e| {
+            tracing::info!(connection = conn, error = %e.message, "refused");
+        })?;
         if claims.mqtt.values().all(|g| g.subscribe.is_empty())
             && !commands::may_send_somewhere(&claims)
         {
             tracing::info!(connection = conn, sub = %claims.sub, "refused: no MQTT subscribe grant and no command permission");
-            return WsResponse::status(StatusCode::FORBIDDEN);
+            return Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token can neither subscribe (no MQTT subscribe grant) nor send commands",
+            ));
         }
-        match self.registry.connect(conn, &claims).await {
-            Ok(()) => {
-                tracing::info!(connection = conn, sub = %claims.sub, org = %claims.org, "connected");
-                WsResponse::status(StatusCode::OK)
-            }
-            Err(e) => {
-                tracing::error!(connection = conn, error = %e, "cannot record the connection");
-                WsResponse::status(StatusCode::SERVICE_UNAVAILABLE)
-            }
+        self.registry.connect(conn, &claims).await.map_err(|e| {
+            tracing::error!(connection = conn, error = %e, "cannot record the connection");
+            AppError::unavailable(e)
+        })?;
+        tracing::info!(connection = conn, sub = %claims.sub, org = %claims.org, "connected");
+        Ok(claims)
+    }
+
+    /// `auth`: the first frame of a socket opened without a token.
+    async fn auth(&self, conn: &str, body: Option<&str>) -> Result<Value, AppError> {
+        let token = socket_auth::parse(body.unwrap_or_default())?;
+        if self
+            .registry
+            .connection(conn)
+            .await
+            .map_err(AppError::unavailable)?
+            .is_some()
+        {
+            return Err(AppError::conflict(
+                "this socket is authenticated already; open a new one for another token",
+            ));
         }
+        let claims = self.record(conn, &token).await?;
+        Ok(socket_auth::authenticated(&claims))
     }
 
     /// Parses the frame; the id (when there is one) for the error frame.
@@ -318,7 +376,11 @@ impl Handler {
             .connection(conn)
             .await
             .map_err(AppError::unavailable)?
-            .ok_or_else(|| AppError::unauthorized("connection not registered; reconnect"))?;
+            .ok_or_else(|| {
+                AppError::unauthorized(
+                    "not authenticated: send {\"op\":\"auth\",\"token\":…} first, or reconnect",
+                )
+            })?;
         if found.expires <= plantd_shared::jwt::now_secs() {
             return Err(AppError::unauthorized(
                 "token expired; reconnect with a fresh one",
@@ -365,16 +427,19 @@ impl Handler {
         (id, result)
     }
 
+    /// `subscribe`: the answer frame, or `None` when a `fanout` process
+    /// posted it (a sequenced subscription).
     async fn subscribe(
         &self,
         conn: &str,
         body: Option<&str>,
-    ) -> (Option<String>, Result<Value, AppError>) {
+    ) -> (Option<String>, Result<Option<Value>, AppError>) {
         let (id, req) = Self::parse::<Subscribe>(body);
         let result = async {
             let req = req?;
             let site = site::site(&req.site)?;
             let filter = site::filter(&req.filter)?;
+            let resume = Resume::of(req.from_sequence, req.sequenced)?;
             let caller = self.caller(conn).await?;
             if !caller.perms.can_subscribe(&site, &filter) {
                 return Err(AppError::new(
@@ -384,23 +449,47 @@ impl Handler {
                 ));
             }
             let site_org = site::owned(&self.state, &caller, &site).await?.org;
-            let stored = self
-                .registry
-                .subscribe(
-                    conn,
-                    &req.id,
-                    &Interest {
-                        site: &site,
-                        site_org: &site_org,
-                        filter: &filter,
-                    },
-                    caller.claims.exp,
-                    self.max_subscriptions,
-                )
-                .await
-                .map_err(AppError::unavailable)?;
+            let interest = Interest {
+                site: &site,
+                site_org: &site_org,
+                filter: &filter,
+            };
+            let start = match resume {
+                Resume::Live => None,
+                from => Some(resume::start(&self.state.js, from).await?),
+            };
+            let stored = match start {
+                None => {
+                    self.registry
+                        .subscribe(
+                            conn,
+                            &req.id,
+                            &interest,
+                            caller.claims.exp,
+                            self.max_subscriptions,
+                        )
+                        .await
+                }
+                Some(start) => {
+                    self.registry
+                        .subscribe_sequenced(
+                            conn,
+                            &req.id,
+                            &interest,
+                            caller.claims.exp,
+                            self.max_subscriptions,
+                            start,
+                        )
+                        .await
+                }
+            }
+            .map_err(AppError::unavailable)?;
             match stored {
-                Subscribed::Added => Ok(json!({ "op": "subscribed", "id": req.id })),
+                Subscribed::Added if start.is_some() => {
+                    self.hand_over(conn, &req.id).await?;
+                    Ok(None)
+                }
+                Subscribed::Added => Ok(Some(json!({ "op": "subscribed", "id": req.id }))),
                 Subscribed::Exists => Err(AppError::conflict(format!(
                     "subscription {} exists; unsubscribe first",
                     req.id
@@ -415,6 +504,34 @@ impl Handler {
         (id, result)
     }
 
+    /// Hands stored sequenced subscription `id` to a `fanout` process,
+    /// which posts `subscribed` and the messages; when none takes it, the
+    /// subscription is removed again.
+    ///
+    /// # Errors
+    /// `unavailable` when no process took it.
+    async fn hand_over(&self, conn: &str, id: &str) -> Result<(), AppError> {
+        let which = Which {
+            connection: conn.to_owned(),
+            id: id.to_owned(),
+        };
+        let Err(e) = sequenced::request_start(&self.state.client, &which).await else {
+            return Ok(());
+        };
+        tracing::warn!(connection = conn, id, error = %e.message, "sequenced subscription not taken");
+        match self.registry.unsubscribe_owned(conn, id).await {
+            // A process took it after all but answered too late: stop it.
+            Ok(Some(Some(owner))) => {
+                sequenced::request_stop(&self.state.client, &owner, &which).await;
+            }
+            Ok(_) => {}
+            Err(r) => {
+                tracing::warn!(connection = conn, id, error = %r, "cannot remove a sequenced subscription nobody took")
+            }
+        }
+        Err(e)
+    }
+
     async fn unsubscribe(
         &self,
         conn: &str,
@@ -424,15 +541,25 @@ impl Handler {
         let result = async {
             let req = req?;
             self.registered(conn).await?;
-            if self
+            match self
                 .registry
-                .unsubscribe(conn, &req.id)
+                .unsubscribe_owned(conn, &req.id)
                 .await
                 .map_err(AppError::unavailable)?
             {
-                Ok(json!({ "op": "unsubscribed", "id": req.id }))
-            } else {
-                Err(AppError::not_found(format!("subscription {}", req.id)))
+                None => Err(AppError::not_found(format!("subscription {}", req.id))),
+                Some(owner) => {
+                    // A sequenced subscription: its process stops (after its
+                    // last post) before the answer, so nothing follows it.
+                    if let Some(owner) = owner {
+                        let which = Which {
+                            connection: conn.to_owned(),
+                            id: req.id.clone(),
+                        };
+                        sequenced::request_stop(&self.state.client, &owner, &which).await;
+                    }
+                    Ok(json!({ "op": "unsubscribed", "id": req.id }))
+                }
             }
         }
         .await;

@@ -1,7 +1,10 @@
 //! `GET /v1/ws`: live data over a WebSocket.
 //!
 //! The caller authenticates on the handshake (bearer header, or
-//! `?access_token=` for browsers) and then speaks JSON text frames:
+//! `?access_token=`), or — with neither — by its first frame,
+//! `{"op":"auth","token"}` → `{"op":"authenticated",…}` ([`socket_auth`]:
+//! browsers, which cannot set headers and should not put tokens in URLs),
+//! and then speaks JSON text frames:
 //!
 //! * `{"op":"subscribe","id","site","filter"}` → `{"op":"subscribed","id"}`,
 //!   then `{"op":"message","id","site","topic","payload"|"payload_base64","headers"}`
@@ -17,7 +20,7 @@
 //!   starting at sequence `n` (or at the next message) — and each carries
 //!   its `sequence` and stored `time`: a client that reconnects passes its
 //!   last sequence + 1 and neither misses nor repeats a message the stream
-//!   holds ([`Resume`]).
+//!   holds ([`Resume`], shared with the AWS WebSocket API).
 //! * `{"op":"unsubscribe","id"}` → `{"op":"unsubscribed","id"}`; nothing
 //!   more is sent for that id.
 //! * `{"op":"command","id","site","topic","payload",…}` (the body of
@@ -46,7 +49,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message as Frame, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse as _, Response};
 use futures::stream::{SplitSink, select_all};
 use futures::{SinkExt as _, StreamExt as _};
 use plantd_shared::subject::{Channel, Site, filter_to_subjects, subject_to_topic};
@@ -59,7 +63,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Origin;
 use crate::auth::{Caller, Revocation, SocketCaller};
-use crate::routes::{commands, logs, site};
+use crate::routes::resume::{self, Resume};
+use crate::routes::{commands, logs, site, socket_auth};
 use crate::{AppError, AppState};
 
 /// Close code for a client that fell behind, and for an expired or
@@ -73,10 +78,12 @@ pub const MAX_FRAME: usize = super::MAX_BODY + 4096;
 /// How long a closing socket may take to flush its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// `GET /v1/ws`: authenticates, then upgrades.
+/// `GET /v1/ws`: authenticates, then upgrades; without a token on the
+/// handshake, upgrades and authenticates the first frame
+/// ([`socket_auth::first_frame`]).
 ///
 /// # Errors
-/// 401 before the upgrade for a missing, invalid or revoked token.
+/// 401 before the upgrade for an invalid or revoked token.
 #[utoipa::path(get, path = "/v1/ws", tag = "live",
     params(("access_token" = Option<String>, Query, description = "The bearer token, for browsers (which cannot set headers on the handshake)")),
     security(("bearer" = [])),
@@ -87,14 +94,26 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
         (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn socket(
     State(state): State<AppState>,
-    SocketCaller(caller): SocketCaller,
+    caller: Result<SocketCaller, AppError>,
+    headers: HeaderMap,
+    uri: Uri,
     origin: Origin,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade
+    let upgrade = upgrade
         .max_message_size(MAX_FRAME)
-        .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |ws| connection(ws, state, caller, origin))
+        .max_frame_size(MAX_FRAME);
+    match caller {
+        Ok(SocketCaller(caller)) => {
+            upgrade.on_upgrade(move |ws| connection(ws, state, caller, origin))
+        }
+        Err(e) if socket_auth::offered(&headers, &uri) => e.into_response(),
+        Err(_) => upgrade.on_upgrade(move |ws| async move {
+            if let Some((ws, caller)) = socket_auth::first_frame(ws, &state).await {
+                connection(ws, state, caller, origin).await;
+            }
+        }),
+    }
 }
 
 /// `subscribe`.
@@ -117,27 +136,9 @@ struct Subscribe {
     sequenced: bool,
 }
 
-/// Where a sequenced subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resume {
-    /// Live only, from NATS core subscriptions: no sequences.
-    Live,
-    /// From the stream, at the next message stored.
-    Next,
-    /// From the stream, at this sequence.
-    From(u64),
-}
-
 impl Subscribe {
     fn resume(&self) -> Result<Resume, AppError> {
-        match (self.from_sequence, self.sequenced) {
-            (Some(0), _) => Err(AppError::bad_request(
-                "from_sequence: stream sequences start at 1",
-            )),
-            (Some(n), _) => Ok(Resume::From(n)),
-            (None, true) => Ok(Resume::Next),
-            (None, false) => Ok(Resume::Live),
-        }
+        Resume::of(self.from_sequence, self.sequenced)
     }
 }
 
@@ -415,33 +416,17 @@ async fn sequenced(
     id: &str,
     resume: Resume,
 ) -> Result<(Value, async_nats::jetstream::consumer::push::Ordered), AppError> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push::OrderedConfig};
-    let mut stream = state
-        .js
-        .get_stream(plantd_shared::streams::TELEMETRY)
-        .await
-        .map_err(AppError::unavailable)?;
-    let info = stream.info().await.map_err(AppError::unavailable)?;
-    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-    let (start, missed) = match resume {
-        Resume::From(n) => (n.max(first), n < first && first > 1),
-        Resume::Next | Resume::Live => (last + 1, false),
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_subject: state.client.new_inbox(),
-            filter_subjects: filter_to_subjects(site, Channel::Up, filter),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
-            replay_policy: ReplayPolicy::Instant,
-            ..Default::default()
-        })
-        .await
-        .map_err(AppError::unavailable)?;
-    let messages = consumer.messages().await.map_err(AppError::unavailable)?;
-    let mut ack = json!({ "op": "subscribed", "id": id, "from_sequence": start });
-    if missed {
+    let start = resume::start(&state.js, resume).await?;
+    let messages = resume::consumer(
+        &state.js,
+        state.client.new_inbox(),
+        site,
+        filter,
+        start.sequence,
+    )
+    .await?;
+    let mut ack = json!({ "op": "subscribed", "id": id, "from_sequence": start.sequence });
+    if start.missed {
         ack["missed"] = Value::Bool(true);
     }
     Ok((ack, messages))
@@ -470,12 +455,9 @@ async fn forward_stored(
         let Some(mut frame) = matching_frame(&id, &site, &filter, &m.message) else {
             continue;
         };
-        if let Ok(info) = m.info() {
-            frame["sequence"] = json!(info.stream_sequence);
-            let ms = info.published.unix_timestamp_nanos() / 1_000_000;
-            frame["time"] = json!(plantd_shared::headers::format_time(
-                u64::try_from(ms).unwrap_or(0)
-            ));
+        if let Some((sequence, time)) = resume::position(&m) {
+            frame["sequence"] = json!(sequence);
+            frame["time"] = json!(time);
         }
         if !enqueue(&out, &slow, &frame) {
             return;

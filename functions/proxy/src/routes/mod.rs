@@ -30,8 +30,10 @@ pub mod health;
 pub mod live;
 pub mod logs;
 pub mod pending;
+pub mod resume;
 pub mod series;
 pub mod site;
+pub mod socket_auth;
 pub mod state;
 pub mod telemetry;
 

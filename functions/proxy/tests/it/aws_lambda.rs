@@ -246,6 +246,95 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
         Some("203.0.113.7")
     );
 
+    // A socket opened without a token authenticates with its first frame.
+    let bare = "Uq1LbcpEIAMCK1B=";
+    let r = invoke(&emulator, &event("connect-bare.json", bare, "")).await;
+    assert_eq!(r, json!({"statusCode": 200}));
+    assert!(reg.connection(bare).await.expect("get").is_none());
+    let r = invoke(&emulator, &event("auth.json", bare, &token)).await;
+    let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");
+    assert_eq!(
+        (frame["op"].as_str(), frame["sub"].as_str()),
+        (Some("authenticated"), Some("alice")),
+        "{frame}"
+    );
+    assert!(reg.connection(bare).await.expect("get").is_some());
+
+    // A sequenced subscription: the function hands it (over the NATS
+    // connection the secret names) to a fan-out process, which posts the
+    // answer and the stored messages with their sequences.
+    let stub = aws_common::Stub::start(&[]).await;
+    let fanout = std::sync::Arc::new(aws::fanout::Fanout::new(
+        reg.clone(),
+        aws::fanout::management_client(
+            &sdk(&moto.endpoint()).await,
+            &format!("{}/prod", stub.endpoint),
+        ),
+    ));
+    let sequencer = std::sync::Arc::new(aws::sequenced::Sequencer::new(
+        "lambda-test",
+        fanout,
+        nats.client().await,
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(aws::sequenced::serve(sequencer, stop.clone()));
+    let stored = nats
+        .jetstream()
+        .await
+        .publish("plantd.plant-1.up.line1.temp", "21.5".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence;
+    let subscribe = aws_common::with_body(
+        event("subscribe.json", bare, ""),
+        &json!({"op": "subscribe", "id": "seq", "site": "plant-1", "filter": "line1/#", "from_sequence": stored}),
+    );
+    let client = nats.client().await;
+    plantd_testkit::eventually(Duration::from_secs(10), "the sequencer answers", || async {
+        client
+            .request(aws::sequenced::alive_subject("lambda-test"), "".into())
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let r = invoke(&emulator, &subscribe).await;
+    assert_eq!(
+        r,
+        json!({"statusCode": 200}),
+        "no frame: the fan-out posts it"
+    );
+    let posts = plantd_testkit::eventually(
+        Duration::from_secs(10),
+        "the fan-out posts the answer and the stored message",
+        || async {
+            let seen = stub.seen();
+            (seen.len() >= 2).then_some(seen)
+        },
+    )
+    .await;
+    let frames: Vec<Value> = posts
+        .iter()
+        .map(|p| serde_json::from_slice(&p.body).expect("JSON"))
+        .collect();
+    assert_eq!(
+        frames[0],
+        json!({"op": "subscribed", "id": "seq", "from_sequence": stored})
+    );
+    assert_eq!(
+        (
+            frames[1]["sequence"].as_u64(),
+            frames[1]["payload"].as_str()
+        ),
+        (Some(stored), Some("21.5")),
+        "{}",
+        frames[1]
+    );
+    stop.cancel();
+    serving.await.expect("task").expect("serve");
+
     let r = invoke(&emulator, &event("default.json", conn, "")).await;
     let frame: Value = serde_json::from_str(r["body"].as_str().expect("a frame")).expect("JSON");
     assert_eq!(frame["error"], "bad_request");

@@ -92,18 +92,20 @@ async fn connect_authenticates_like_the_rest_routes_and_refuses_with_401_or_403(
     e["queryStringParameters"] = json!({"access_token": token});
     assert_eq!(ws.handle_value(e).await.status_code, 200);
 
-    // No token, a bad one, one signed by another key, an expired one, a
-    // revoked one: 401, nothing recorded.
-    let mut none = event("connect-query.json", "c-none", "");
-    none.as_object_mut()
-        .expect("object")
-        .remove("queryStringParameters");
+    // No token at all: accepted, nothing recorded — the socket
+    // authenticates with its first frame (`auth`, below).
+    let r = ws
+        .handle_value(event("connect-bare.json", "c-none", ""))
+        .await;
+    assert_eq!(r.status_code, 200);
+    assert!(reg.connection("c-none").await.expect("get").is_none());
+    // A bad token, one signed by another key, an expired one, a revoked
+    // one: 401, nothing recorded.
     let other = plantd_shared::jwt::SigningKey::generate_ed25519("test-key").expect("key");
     let revoked_claims = claims("mallory", 600, grants);
     let revoked = f.key.sign(&revoked_claims).expect("sign");
     f.revoke(&revoked_claims.jti, "").await;
     for (conn, e) in [
-        ("c-none", none),
         ("c-bad", event("connect-query.json", "c-bad", "not.a.token")),
         (
             "c-forged",
@@ -379,4 +381,71 @@ async fn command_lands_in_the_commands_stream_like_the_rest_route_and_the_local_
     f.revoke(&c.jti, &c.exp.to_string()).await;
     let r = ws.handle_value(event("command.json", "c1", "")).await;
     assert_eq!(error(&r), (json!("c1"), "unauthorized".to_owned()));
+}
+
+/// A socket opened without a token (the app's, through the dashboard's
+/// `/v1/ws`) authenticates with its first frame: the same verification and
+/// refusals as `$connect`, as frames.
+#[tokio::test]
+async fn auth_as_the_first_frame_authenticates_a_socket_opened_without_a_token() {
+    let (f, _moto, reg, ws) = setup().await;
+    let grants: &[(&str, &[&str])] = &[("plant-1", &["line1/#"])];
+    let r = ws.handle_value(event("connect-bare.json", "c1", "")).await;
+    assert_eq!(r.status_code, 200);
+
+    // Before `auth`, nothing but `auth` is accepted.
+    let r = ws.handle_value(event("subscribe.json", "c1", "")).await;
+    let (id, code) = error(&r);
+    assert_eq!((id, code.as_str()), (json!("temps"), "unauthorized"));
+    assert!(
+        frame(&r)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"op\":\"auth\"")
+    );
+
+    // Refused: not a token, an expired one, a revoked one (unauthorized);
+    // one that can do nothing on a socket (forbidden); a malformed frame.
+    let revoked_claims = claims("mallory", 600, grants);
+    let revoked = f.key.sign(&revoked_claims).expect("sign");
+    f.revoke(&revoked_claims.jti, "").await;
+    let expired = f.key.sign(&claims("old", -120, grants)).expect("sign");
+    let useless = f.key.sign(&claims("bob", 600, &[])).expect("sign");
+    for (token, code) in [
+        ("not.a.token", "unauthorized"),
+        (expired.as_str(), "unauthorized"),
+        (revoked.as_str(), "unauthorized"),
+        (useless.as_str(), "forbidden"),
+    ] {
+        let r = ws.handle_value(event("auth.json", "c1", token)).await;
+        assert_eq!(error(&r), (Value::Null, code.to_owned()), "{token}");
+        assert!(reg.connection("c1").await.expect("get").is_none());
+    }
+    let r = ws
+        .handle_value(with_body(
+            event("auth.json", "c1", ""),
+            &json!({"op": "auth", "token": "a.b.c", "extra": 1}),
+        ))
+        .await;
+    assert_eq!(error(&r).1, "bad_request");
+
+    // A good token: `authenticated`, recorded as `$connect` records.
+    let c = claims("alice", 600, grants);
+    let token = f.key.sign(&c).expect("sign");
+    let r = ws.handle_value(event("auth.json", "c1", &token)).await;
+    assert_eq!(
+        frame(&r),
+        json!({"op": "authenticated", "sub": "alice", "org": "acme", "expires": c.exp})
+    );
+    let stored = reg.connection("c1").await.expect("get").expect("recorded");
+    assert_eq!(
+        (stored.claims.sub.as_str(), stored.expires),
+        ("alice", c.exp)
+    );
+    // Once only.
+    let r = ws.handle_value(event("auth.json", "c1", &token)).await;
+    assert_eq!(error(&r).1, "conflict");
+    // Then the socket works as one authenticated on the handshake.
+    let r = ws.handle_value(event("subscribe.json", "c1", "")).await;
+    assert_eq!(frame(&r), json!({"op": "subscribed", "id": "temps"}));
 }

@@ -115,7 +115,8 @@ async fn a_forbidden_filter_is_refused() {
 async fn the_handshake_needs_a_valid_token_and_accepts_it_in_the_query() {
     let f = fixture().await;
     let (addr, _server) = serve(&f).await;
-    match connect_async(format!("ws://{addr}/v1/ws")).await {
+    // (No token at all upgrades, for an `auth` first frame: live_auth.rs.)
+    match connect_async(format!("ws://{addr}/v1/ws?access_token=not.a.token")).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 401);
         }
