@@ -1,8 +1,12 @@
 // Live data over the proxy's WebSocket `/v1/ws` (docs/api.md, "Live
 // data"): one socket per session, subscriptions by id, commands answered
-// with `sent`. The token goes in `?access_token=` (browsers cannot set
-// headers on a WebSocket). When the socket closes (token expired, network)
-// it reconnects with the current token and subscribes again.
+// with `sent`. The socket is opened on the app's own origin — `plantd up`
+// serves it, and in the cloud the dashboard's CloudFront distribution
+// routes `/v1/ws` to the WebSocket API (docs/decisions/0045) — without a
+// token in the URL (URLs end up in access logs): the first frame is
+// `{"op":"auth","token"}`, and subscriptions are sent once the server has
+// answered `authenticated`. When the socket closes (token expired,
+// network) it reconnects with the current token and subscribes again.
 import { token } from './session';
 
 /** A live message: `{"op":"message",…}`. */
@@ -37,6 +41,8 @@ interface Pending {
 }
 
 let socket: WebSocket | null = null;
+/** Whether `socket` has been answered `authenticated`. */
+let authed = false;
 let state: LinkState = LinkState.Closed;
 let nextId = 1;
 let retry: ReturnType<typeof setTimeout> | undefined;
@@ -58,7 +64,7 @@ export function onLinkState(f: (s: LinkState) => void): () => void {
 }
 
 function send(frame: Record<string, unknown>) {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
+  if (socket && authed && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
 }
 
 function connect() {
@@ -66,14 +72,15 @@ function connect() {
   if (!t || !wanted) return;
   const url = new URL('/v1/ws', location.href);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  url.searchParams.set('access_token', t);
+  url.search = '';
+  url.hash = '';
   setState(LinkState.Connecting);
   const ws = new WebSocket(url);
   socket = ws;
-  ws.onopen = () => {
-    setState(LinkState.Open);
-    for (const s of subs.values()) send(s.frame);
-  };
+  authed = false;
+  // The token of the moment the socket opens (it may have been refreshed
+  // while connecting).
+  ws.onopen = () => ws.send(JSON.stringify({ op: 'auth', token: token() ?? t }));
   ws.onmessage = (ev) => {
     let frame: Record<string, unknown>;
     try {
@@ -82,6 +89,18 @@ function connect() {
       return;
     }
     const id = String(frame.id ?? '');
+    if (!authed) {
+      if (frame.op === 'authenticated') {
+        authed = true;
+        setState(LinkState.Open);
+        for (const s of subs.values()) send(s.frame);
+      } else {
+        // Refused (expired, revoked): the server closes; reconnect with
+        // the session's current token.
+        ws.close();
+      }
+      return;
+    }
     switch (frame.op) {
       case 'message':
         subs.get(id)?.onMessage(frame as unknown as LiveMessage);
@@ -113,6 +132,7 @@ function connect() {
   ws.onclose = () => {
     if (socket !== ws) return;
     socket = null;
+    authed = false;
     setState(LinkState.Closed);
     for (const p of pending.values()) p.reject(new Error('connection closed'));
     pending.clear();
@@ -133,6 +153,7 @@ export function stop() {
   subs.clear();
   const ws = socket;
   socket = null;
+  authed = false;
   ws?.close();
   setState(LinkState.Closed);
 }

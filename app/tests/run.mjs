@@ -164,9 +164,12 @@ const browser = await chromium.launch({
   ],
 });
 const consoleErrors = [];
+/** Every WebSocket URL a page opened (the token must never be in one). */
+const socketUrls = [];
 async function newPage(viewport = { width: 1920, height: 1080 }) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
+  page.on('websocket', (ws) => socketUrls.push(ws.url()));
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
   page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
   page.setDefaultTimeout(10_000);
@@ -673,6 +676,13 @@ await scenario('logging out returns to the login form and ends the token', async
   await admin.getByRole('button', { name: 'Log in' }).waitFor();
   await admin.goto(cfg.base + '/sites/' + site);
   await admin.getByRole('button', { name: 'Log in' }).waitFor();
+});
+
+await scenario('live sockets authenticate by their first frame: no token in any WebSocket URL', async () => {
+  assert(socketUrls.length > 0, 'no WebSocket was opened');
+  const leaking = socketUrls.filter((u) => /token/i.test(new URL(u).search));
+  assert(leaking.length === 0, `tokens in URLs: ${leaking.join(', ')}`);
+  assert(socketUrls.every((u) => new URL(u).pathname === '/v1/ws'), socketUrls.join(', '));
 });
 
 await scenario('no script errors in any page', async () => {
