@@ -17,6 +17,7 @@ mod dlq;
 mod functions_crash;
 mod live;
 mod logs;
+mod sdk_python;
 mod sdk_typescript;
 mod session;
 mod site_health;

@@ -14,7 +14,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Up, port_of, post_json, register_device};
+use common::sdk::SdkStack;
 
 fn sdk() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,57 +32,8 @@ async fn the_typescript_sdk_against_plantd_up() {
         dist.display()
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let up = Up::start(
-        dir.path(),
-        &[
-            "--nats-port",
-            "0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--edge-http-listen",
-            "127.0.0.1:0",
-        ],
-    )
-    .await;
-    let sensor = register_device(&up, dir.path(), "sdk-sensor", &["sdk/#"]).await;
-    // A device that may subscribe to its command topic.
-    let password = std::fs::read_to_string(dir.path().join("admin-password")).expect("password");
-    let (_, login) = post_json(
-        &up,
-        "/v1/auth/login",
-        None,
-        &serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}),
-    )
-    .await;
-    let admin = login["access_token"].as_str().expect("token");
-    let (status, creds) = post_json(
-        &up,
-        "/v1/devices",
-        Some(admin),
-        &serde_json::json!({"name": "sdk-valve", "site": "local", "publish": [], "subscribe": ["sdk/valve/#"]}),
-    )
-    .await;
-    assert_eq!(status, 201, "{creds}");
-    let valve_id = creds["client_id"].as_str().expect("id").to_owned();
-    let (status, token) = post_json(
-        &up,
-        "/v1/auth/token",
-        None,
-        &serde_json::json!({"grant_type": "client_credentials", "client_id": valve_id, "client_secret": creds["client_secret"]}),
-    )
-    .await;
-    assert_eq!(status, 200, "{token}");
-
-    let config = serde_json::json!({
-        "url": up.functions_url(),
-        "admin": {"email": "admin@plantd.local", "password": password.trim()},
-        "mqtt": port_of(up.mqtt.as_deref().expect("the edge's address")),
-        "site": "local",
-        "sensor": {"id": sensor.0, "token": sensor.1},
-        "valve": {"id": valve_id, "token": token["access_token"]},
-    });
+    let stack = SdkStack::start(dir.path()).await;
+    let config = &stack.config;
     let run = tokio::process::Command::new("node")
         .args([
             "--experimental-websocket",

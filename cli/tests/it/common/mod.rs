@@ -9,6 +9,8 @@ use std::time::Duration;
 use plantd_shared::process::ManagedProcess;
 use tokio::process::Command;
 
+pub mod sdk;
+
 /// A running `plantd up` (killed on drop) and the addresses its summary
 /// printed.
 pub struct Up {
