@@ -16,6 +16,17 @@
 //!   revoked (0x87, *Not authorized*): [`Authenticator::admit`] registers the
 //!   connection; a timer per connection and one revocation watcher push a
 //!   kick into the session's mailbox.
+//! * **When the site changes hands** ([`crate::owner::watch`] follows its
+//!   record in `plantd_sites`): [`Authenticator::set_owner`] switches the
+//!   owner every later CONNECT is checked against and closes every live
+//!   connection the new owner would not admit (v5 DISCONNECT 0x87, 3.1.1
+//!   close); a deleted site admits no token at all.
+//! * **Certificate-only login** ([`certificates`],
+//!   `docs/decisions/0043-edge-certificate-login.md`): on the TLS listener
+//!   with `--tls-client-ca`, a CONNECT without password whose verified
+//!   client certificate's SHA-256 fingerprint is registered (and active)
+//!   for a device of the site's owner gets that device's identity and
+//!   grants; the record disappearing or turning inactive closes it (0x87).
 //! * **Enhanced authentication** (MQTT 5 §4.12, method
 //!   [`AUTH_METHOD_TOKEN`] `plantd-token`): a CONNECT may carry the token as
 //!   Authentication Data instead of the password; such a connection can
@@ -30,26 +41,33 @@
 //! | case | v5 | 3.1.1 |
 //! |---|---|---|
 //! | no password and anonymous access off | 0x87 Not authorized | 5 |
+//! | no password, a verified client certificate not registered for a device of this site (anonymous access off) | 0x87 Not authorized | 5 |
+//! | no password, the certificate's device is inactive or of another organisation than the site's owner | 0x87 Not authorized | 5 |
 //! | token malformed, bad signature, unknown key, wrong algorithm, wrong audience, expired, not yet valid | 0x86 Bad user name or password | 4 |
 //! | token revoked | 0x87 Not authorized | 5 |
 //! | token of another organisation than the site's owner (`--org`, [`crate::owner`]; the bootstrap superadmin excepted) | 0x87 Not authorized | 5 |
-//! | the edge does not know its site's owner (only when embedded without [`crate::owner::resolve`]) | 0x87 Not authorized | 5 |
+//! | the edge does not know its site's owner (only when embedded without [`crate::owner::resolve`]), or the site was deleted from `plantd_sites` or re-registered to another organisation than `--org` while the edge runs | 0x87 Not authorized | 5 |
 //! | will topic outside the token's publish grants | 0x87 Not authorized | 5 |
 //! | no signing keys known yet (nothing fetched, cached or configured) | 0x88 Server unavailable | 3 |
 //!
 //! See `docs/decisions/0012-edge-auth.md`.
 
+pub mod certificates;
+mod identity;
+mod trust;
+
+pub use identity::Identity;
+pub use trust::{EdgeTrust, TrustSetupError};
+
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use plantd_bridge::trust::{Refusal, Trust};
-use plantd_shared::claims::{Claims, Permissions};
 use plantd_shared::jwt::{TokenError, now_secs};
 use plantd_shared::sites::{self, Access};
 use plantd_shared::subject::Site;
-use plantd_shared::topic::{Filter, Topic};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -69,66 +87,14 @@ pub const AUTH_METHOD_TOKEN: &str = "plantd-token";
 
 /// v5 reason closing a connection whose token expired.
 pub const REASON_EXPIRED: u8 = ReasonCode::MaximumConnectTime.code();
-/// v5 reason closing a connection whose token was revoked.
+/// v5 reason closing a connection whose token was revoked (and one whose
+/// organisation no longer owns the site, or whose certificate was
+/// unregistered).
 pub const REASON_REVOKED: u8 = ReasonCode::NotAuthorized.code();
 
-/// A connection's proven identity: who the token names and what it may do
-/// on this site, compiled once at CONNECT.
-#[derive(Debug)]
-pub struct Identity {
-    /// The token's subject (user, service account or device id).
-    pub subject: String,
-    /// The token's organisation.
-    pub org: String,
-    /// The token id, the key of a revocation.
-    pub jti: Arc<str>,
-    /// The token's `exp`, seconds since the Unix epoch.
-    pub expires: u64,
-    /// The enhanced authentication method of the CONNECT
-    /// ([`AUTH_METHOD_TOKEN`]); `None` for a token sent as the password.
-    /// Only a connection with a method may re-authenticate.
-    pub auth_method: Option<&'static str>,
-    /// The site the permissions are checked for.
-    site: Site,
-    /// The token's MQTT grants, parsed.
-    permissions: Permissions,
-}
-
-impl Identity {
-    /// Compiles `claims` for `site`.
-    pub fn new(site: Site, claims: &Claims) -> Self {
-        Self {
-            subject: claims.sub.clone(),
-            org: claims.org.clone(),
-            jti: Arc::from(claims.jti.as_str()),
-            expires: claims.exp,
-            auth_method: None,
-            permissions: Permissions::from_claims(claims),
-            site,
-        }
-    }
-
-    /// May this identity PUBLISH to `topic` on the site? An invalid topic
-    /// is never allowed. Answers to site service requests — the Response
-    /// Topic `$plantd/reply/<id>` the broker put in a request this device
-    /// received — are always allowed: the 128-bit id is known only to the
-    /// devices the request went to.
-    pub fn can_publish(&self, topic: &str) -> bool {
-        if topic
-            .strip_prefix(crate::inject::REPLY_PREFIX)
-            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
-        {
-            return true;
-        }
-        Topic::new(topic).is_ok_and(|t| self.permissions.can_publish(&self.site, &t))
-    }
-
-    /// May this identity SUBSCRIBE to `filter` (without `$share/`) on the
-    /// site?
-    pub fn can_subscribe(&self, filter: &Filter) -> bool {
-        self.permissions.can_subscribe(&self.site, filter)
-    }
-}
+/// The `expires` of an identity that does not expire (a registered client
+/// certificate: its registration, not a clock, ends it).
+pub const NEVER_EXPIRES: u64 = u64::MAX;
 
 /// A refused CONNECT: the v5 reason (the 3.1.1 return code is derived from
 /// it) and why, for the log and the v5 reason string.
@@ -152,6 +118,18 @@ impl Refused {
 /// Live authenticated connections by token id, for revocation.
 type LiveMap = HashMap<Arc<str>, Vec<(u64, Weak<Mailbox>)>>;
 
+/// A registered connection, by connection id.
+#[derive(Debug)]
+struct Registered {
+    /// Its current identity (a re-authentication replaces it): its token
+    /// id for revocation, its organisation for a change of owner.
+    identity: Arc<Identity>,
+    /// Where a kick goes.
+    mailbox: Weak<Mailbox>,
+    /// Its expiry timer; `None` for an identity that [`NEVER_EXPIRES`].
+    timer: Option<AbortHandle>,
+}
+
 /// Decides who may connect and closes connections whose authority ends.
 /// One per broker, shared by every link.
 #[derive(Debug)]
@@ -159,9 +137,10 @@ pub struct Authenticator {
     /// The site tokens must be issued for.
     site: Site,
     /// The organisation that owns the site: tokens of any other (but the
-    /// bootstrap superadmin's) are refused. `None`: unknown, and every
-    /// token is refused.
-    org: Option<String>,
+    /// bootstrap superadmin's) are refused. `None`: unknown or deleted, and
+    /// every token is refused. Read at CONNECT only (never on the publish
+    /// path); [`set_owner`](Self::set_owner) replaces it.
+    org: RwLock<Option<Arc<str>>>,
     /// Keys and revocations; `None` when no `--jwks-url`/`--jwks-file` is
     /// configured (then only anonymous access is possible).
     trust: Option<Arc<Trust>>,
@@ -170,9 +149,12 @@ pub struct Authenticator {
     /// Authenticated connections by token id (touched at connect, at
     /// disconnect and on a revocation; never on the publish path).
     live: Mutex<LiveMap>,
-    /// Each registered connection's current token id and expiry timer
-    /// (a re-authentication replaces both).
-    registered: Mutex<HashMap<u64, (Arc<str>, AbortHandle)>>,
+    /// Each registered connection's current identity, mailbox and expiry
+    /// timer (a re-authentication replaces identity and timer).
+    registered: Mutex<HashMap<u64, Registered>>,
+    /// The devices that may log in with their client certificate, when
+    /// certificate-only login is on ([`enable_certificates`](Self::enable_certificates)).
+    certificates: OnceLock<Arc<certificates::Directory>>,
 }
 
 impl Authenticator {
@@ -181,19 +163,71 @@ impl Authenticator {
     pub fn new(site: Site, trust: Option<Arc<Trust>>, allow_anonymous: bool) -> Self {
         Self {
             site,
-            org: None,
+            org: RwLock::new(None),
             trust,
             allow_anonymous,
             live: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashMap::new()),
+            certificates: OnceLock::new(),
         }
     }
 
     /// Sets the organisation that owns the site (see [`crate::owner`]).
     #[must_use]
-    pub fn with_org(mut self, org: Option<String>) -> Self {
-        self.org = org;
+    pub fn with_org(self, org: Option<String>) -> Self {
+        if let Ok(mut o) = self.org.write() {
+            *o = org.map(Arc::from);
+        }
         self
+    }
+
+    /// Switches the organisation that owns the site to `owner` (`None`: the
+    /// site was deleted, or its owner contradicts `--org`: nobody's tokens
+    /// are admitted) and closes every registered connection the new owner
+    /// does not admit ([`Identity::admitted_by`]) with 0x87, exactly as a
+    /// revocation does. Anonymous connections are not registered and
+    /// stay. Returns how many connections were told to close.
+    pub fn set_owner(&self, owner: Option<&str>) -> usize {
+        match self.org.write() {
+            Ok(mut o) => *o = owner.map(Arc::from),
+            Err(poisoned) => *poisoned.into_inner() = owner.map(Arc::from),
+        }
+        let doomed: Vec<(u64, Weak<Mailbox>)> = self
+            .registered
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, reg)| !reg.identity.admitted_by(owner))
+                    .map(|(conn, reg)| (*conn, reg.mailbox.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut n = 0;
+        for (conn_id, mailbox) in doomed {
+            if let Some(m) = mailbox.upgrade() {
+                m.push_ctl(
+                    conn_id,
+                    LinkCtl::Kick {
+                        reason: REASON_REVOKED,
+                    },
+                );
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Turns certificate-only login on with `directory` (once; later calls
+    /// are ignored and return `false`).
+    pub fn enable_certificates(&self, directory: Arc<certificates::Directory>) -> bool {
+        self.certificates.set(directory).is_ok()
+    }
+
+    /// Whether certificate-only login is on: the link then asks the TLS
+    /// session for its peer certificate's fingerprint when a CONNECT has
+    /// no password.
+    pub fn logs_in_certificates(&self) -> bool {
+        self.certificates.get().is_some()
     }
 
     /// The site tokens must be issued for.
@@ -202,8 +236,16 @@ impl Authenticator {
     }
 
     /// The organisation that owns the site, if known.
-    pub fn org(&self) -> Option<&str> {
-        self.org.as_deref()
+    pub fn org(&self) -> Option<String> {
+        self.owner().map(|o| o.to_string())
+    }
+
+    /// The current owner (a cheap clone).
+    fn owner(&self) -> Option<Arc<str>> {
+        match self.org.read() {
+            Ok(o) => o.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Whether tokens can be verified (a trust store is configured).
@@ -279,12 +321,13 @@ impl Authenticator {
         })?;
         // Whatever the audience and grants say, the site's organisation
         // decides (plantd_shared::sites, the rule every door applies).
-        let Some(owner) = &self.org else {
+        let Some(owner) = self.owner() else {
             return Err(Refused::new(
                 ReasonCode::NotAuthorized,
-                "this edge does not know which organisation owns its site",
+                "no organisation owns this site for the edge (unknown, deleted, or contradicting --org)",
             ));
         };
+        let owner: &str = &owner;
         match sites::authorize_org(&claims, owner) {
             Ok(Access::Own) => {}
             Ok(Access::AsSuperadmin) => {
@@ -349,6 +392,31 @@ impl Authenticator {
         Ok(Some(Arc::new(identity)))
     }
 
+    /// The credentials of a CONNECT, whatever they are: with
+    /// certificate-only login on, a CONNECT without password and without
+    /// an authentication method whose TLS client certificate has the
+    /// fingerprint `certificate` (computed by the link only then) is
+    /// decided by [`certificates`]; everything else by
+    /// [`authenticate_with_method`](Self::authenticate_with_method).
+    ///
+    /// # Errors
+    /// [`Refused`] with the CONNACK reason (see the module table).
+    pub fn authenticate_connect(
+        &self,
+        method: Option<&str>,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        certificate: Option<plantd_shared::device_certs::Fingerprint>,
+    ) -> Result<Option<Arc<Identity>>, Refused> {
+        if method.is_none()
+            && password.is_none_or(<[u8]>::is_empty)
+            && let (Some(fingerprint), Some(directory)) = (certificate, self.certificates.get())
+        {
+            return self.authenticate_certificate(directory, &fingerprint);
+        }
+        self.authenticate_with_method(method, username, password)
+    }
+
     /// Re-authentication of a live connection (AUTH 0x19 with `token` as
     /// Authentication Data, MQTT 5 §4.12.1): verified like a CONNECT's;
     /// it must name the same subject and organisation as `current`. On
@@ -408,41 +476,60 @@ impl Authenticator {
     }
 
     /// Registers `conn_id` under `identity`'s token id (revocation) and
-    /// starts its expiry timer.
-    fn register(&self, identity: &Identity, conn_id: u64, mailbox: &Arc<Mailbox>) {
+    /// organisation (change of owner), and starts its expiry timer.
+    fn register(&self, identity: &Arc<Identity>, conn_id: u64, mailbox: &Arc<Mailbox>) {
         let jti = identity.jti.clone();
         if let Ok(mut live) = self.live.lock() {
             live.entry(jti.clone())
                 .or_default()
                 .push((conn_id, Arc::downgrade(mailbox)));
         }
-        // The connection may have been revoked between verify and here.
-        if self.trust.as_ref().is_some_and(|t| t.is_revoked(&jti)) {
+        let timer = (identity.expires != NEVER_EXPIRES).then(|| {
+            let deadline = identity.expires.saturating_add(EXPIRY_LEEWAY_SECS);
+            let wait = Duration::from_secs(deadline.saturating_sub(now_secs()));
+            let weak = Arc::downgrade(mailbox);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Some(m) = weak.upgrade() {
+                    m.push_ctl(
+                        conn_id,
+                        LinkCtl::Kick {
+                            reason: REASON_EXPIRED,
+                        },
+                    );
+                }
+            })
+            .abort_handle()
+        });
+        let entry = Registered {
+            identity: identity.clone(),
+            mailbox: Arc::downgrade(mailbox),
+            timer,
+        };
+        if let Ok(mut registered) = self.registered.lock()
+            && let Some(old) = registered.insert(conn_id, entry)
+            && let Some(t) = old.timer
+        {
+            t.abort();
+        }
+        // The token may have been revoked, the site may have changed hands
+        // or the certificate been unregistered between the check at
+        // CONNECT and here (after the registration, so a change that
+        // comes now finds the connection registered).
+        let revoked = self.trust.as_ref().is_some_and(|t| t.is_revoked(&jti));
+        let owner = self.owner();
+        let unregistered = jti.starts_with(certificates::JTI_PREFIX)
+            && self
+                .certificates
+                .get()
+                .is_none_or(|d| !d.still_admits(identity));
+        if revoked || !identity.admitted_by(owner.as_deref()) || unregistered {
             mailbox.push_ctl(
                 conn_id,
                 LinkCtl::Kick {
                     reason: REASON_REVOKED,
                 },
             );
-        }
-        let deadline = identity.expires.saturating_add(EXPIRY_LEEWAY_SECS);
-        let wait = Duration::from_secs(deadline.saturating_sub(now_secs()));
-        let weak = Arc::downgrade(mailbox);
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Some(m) = weak.upgrade() {
-                m.push_ctl(
-                    conn_id,
-                    LinkCtl::Kick {
-                        reason: REASON_EXPIRED,
-                    },
-                );
-            }
-        });
-        if let Ok(mut registered) = self.registered.lock()
-            && let Some((_, old)) = registered.insert(conn_id, (jti, timer.abort_handle()))
-        {
-            old.abort();
         }
     }
 
@@ -454,9 +541,11 @@ impl Authenticator {
             .lock()
             .ok()
             .and_then(|mut r| r.remove(&conn_id));
-        if let Some((jti, timer)) = entry {
-            timer.abort();
-            self.remove(&jti, conn_id);
+        if let Some(reg) = entry {
+            if let Some(t) = reg.timer {
+                t.abort();
+            }
+            self.remove(&reg.identity.jti, conn_id);
         }
     }
 
@@ -555,136 +644,5 @@ pub struct Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         self.auth.release(self.conn_id);
-    }
-}
-
-/// Why the edge's trust store could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("signing keys: {0}")]
-pub struct TrustSetupError(String);
-
-/// The edge's trust store and the tasks that keep it fresh: the JWKS
-/// refresh from `--jwks-url` and the revocation mirror from
-/// `plantd_revoked`. Owns its tasks: [`stop`](Self::stop) ends and awaits
-/// them.
-#[derive(Debug)]
-pub struct EdgeTrust {
-    /// Keys and revocations, shared with the broker.
-    trust: Arc<Trust>,
-    /// Stops the tasks.
-    stop: CancellationToken,
-    /// The refresh and mirror tasks.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl EdgeTrust {
-    /// Sets up the trust store of `config`: `None` when neither
-    /// `jwks_url` nor `jwks_file` is configured. The cache lives in
-    /// `<data-dir>/trust` (so a site that lost its uplink, or restarts
-    /// offline, keeps its keys and revocations).
-    ///
-    /// # Errors
-    /// [`TrustSetupError`] for an invalid site, `--jwks-url` without
-    /// `--data-dir`, or a JWKS file that cannot be read.
-    pub fn start(config: &crate::Config) -> Result<Option<Self>, TrustSetupError> {
-        if config.jwks_url.is_none() && config.jwks_file.is_none() {
-            return Ok(None);
-        }
-        let site = Site::new(config.site.as_str()).map_err(|e| TrustSetupError(e.to_string()))?;
-        let cache = match (&config.data_dir, &config.jwks_url) {
-            (Some(dir), _) => dir.join("trust"),
-            (None, Some(_)) => {
-                return Err(TrustSetupError(
-                    "--jwks-url needs --data-dir (fetched keys are cached there)".into(),
-                ));
-            }
-            // A key file is its own cache; keep the (unused) copy private
-            // to this process.
-            (None, None) => {
-                std::env::temp_dir().join(format!("plantd-edge-trust-{}", std::process::id()))
-            }
-        };
-        let trust = Trust::new(site, cache);
-        if let Some(file) = &config.jwks_file {
-            trust
-                .load_file(file)
-                .map_err(|e| TrustSetupError(e.to_string()))?;
-            info!(file = %file.display(), "signing keys loaded from file");
-        }
-        let stop = CancellationToken::new();
-        let mut tasks = Vec::new();
-        if let Some(url) = config.jwks_url.clone() {
-            let every = Duration::from_secs(config.jwks_refresh_secs.max(1));
-            info!(%url, cached = trust.has_keys(), "fetching signing keys");
-            tasks.push(tokio::spawn(trust.clone().refresh_keys(
-                url,
-                every,
-                stop.clone().cancelled_owned(),
-            )));
-        }
-        Ok(Some(Self { trust, stop, tasks }))
-    }
-
-    /// `broker`, verifying tokens with `this` trust store when there is one.
-    pub fn install(this: Option<&Self>, broker: crate::Broker) -> crate::Broker {
-        match this {
-            Some(t) => broker.with_trust(t.trust()),
-            None => broker,
-        }
-    }
-
-    /// The trust store.
-    pub fn trust(&self) -> Arc<Trust> {
-        self.trust.clone()
-    }
-
-    /// Mirrors revocations from `plantd_revoked` over `client` until
-    /// [`stop`](Self::stop).
-    pub fn mirror_revocations(&mut self, client: &async_nats::Client) {
-        let js = async_nats::jetstream::new(client.clone());
-        self.tasks.push(tokio::spawn(
-            self.trust
-                .clone()
-                .mirror_revocations(js, self.stop.clone().cancelled_owned()),
-        ));
-    }
-
-    /// Stops the refresh and mirror tasks and waits for them.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod reply_tests {
-    use plantd_shared::claims::{Audience, Claims, PrincipalKind};
-
-    use super::*;
-
-    #[test]
-    fn devices_may_answer_service_requests_but_nothing_else_under_plantd() {
-        let claims = Claims {
-            iss: "t".into(),
-            sub: "dev".into(),
-            aud: Audience::One("plantd:site:s".into()),
-            exp: u64::MAX,
-            iat: 0,
-            nbf: None,
-            jti: "j".into(),
-            org: "o".into(),
-            kind: PrincipalKind::Device,
-            roles: vec![],
-            perms: vec![],
-            mqtt: Default::default(),
-        };
-        let id = Identity::new(Site::new("s").expect("site"), &claims);
-        assert!(id.can_publish("$plantd/reply/0123456789abcdef0123456789abcdef"));
-        assert!(!id.can_publish("$plantd/reply/"), "an id is needed");
-        assert!(!id.can_publish("$plantd/reply/a/b"), "one level only");
-        assert!(!id.can_publish("$plantd/other"));
-        assert!(!id.can_publish("line1/temp"), "no grants, no publish");
     }
 }

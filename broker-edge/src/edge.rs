@@ -13,7 +13,12 @@
 //!    `<site>:<journal id>:<seq>`, skipping what JetStream already holds
 //!    and resending the rest after outages and restarts;
 //! 5. `/readyz` says whether the journal is writable and the uplink making
-//!    progress; `/metrics` adds the journal's and the uplink's figures.
+//!    progress; `/metrics` adds the journal's and the uplink's figures;
+//! 6. the site's record in `plantd_sites` is followed: a change of owner
+//!    or a deletion applies at once ([`crate::owner::watch`]); with
+//!    `--tls-client-ca`, the site's device certificates in
+//!    `plantd_device_certs` are followed for certificate-only login
+//!    ([`crate::auth::certificates`], also from their cache without NATS).
 //!
 //! On shutdown the broker closes its clients first, then the uplink gets a
 //! moment to collect outstanding acknowledgements, then the journal is
@@ -36,6 +41,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::EdgeTrust;
+use crate::auth::certificates::{self, Directory};
 use crate::config::Config;
 use crate::http::HttpExtras;
 use crate::inject::{EdgeCommands, EdgeServices};
@@ -161,11 +167,21 @@ async fn connect_nats(
         })
 }
 
+/// The figures of the site owner's watch and of certificate login, for
+/// `/metrics`.
+struct AuthFigures {
+    /// Owner changes seen while running.
+    owner: Arc<crate::owner::watch::Stats>,
+    /// Certificate logins, when on.
+    certificates: Option<Arc<Directory>>,
+}
+
 fn readiness(
     journal: Journal,
     status: watch::Receiver<UplinkStatus>,
     downlink: watch::Receiver<DownlinkStatus>,
     analytics: Option<Arc<crate::analytics::Stats>>,
+    auth: AuthFigures,
 ) -> HttpExtras {
     let ready_journal = journal.clone();
     let ready_status = status.clone();
@@ -345,6 +361,10 @@ fn readiness(
         if let Some(a) = &analytics {
             a.prometheus(&mut out);
         }
+        auth.owner.prometheus(&mut out);
+        if let Some(c) = &auth.certificates {
+            c.prometheus(&mut out);
+        }
         out
     });
     HttpExtras {
@@ -430,13 +450,30 @@ pub async fn run(
         None => None,
     };
     let verifies_tokens = config.jwks_url.is_some() || config.jwks_file.is_some();
+    let configured_org = config.org.clone();
     config.org = crate::owner::resolve(&config, registry, verifies_tokens)
         .await
         .map_err(|e| EdgeError::Config(e.to_string()))?;
     // Signing keys (and, with NATS, revocations) for token authentication.
     let mut trust = EdgeTrust::start(&config).map_err(|e| EdgeError::Config(e.to_string()))?;
+    // Certificate-only login where client certificates are verified.
+    let device_certs = match &config.tls_client_ca {
+        Some(_) => {
+            let site =
+                Site::new(config.site.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
+            let cache = config
+                .data_dir
+                .as_ref()
+                .map(|d| d.join(certificates::CACHE_FILE));
+            Some(Arc::new(Directory::new(site, cache)))
+        }
+        None => None,
+    };
     let Some(url) = config.uplink.nats_url.clone() else {
         let broker = EdgeTrust::install(trust.as_ref(), Broker::bind(config).await?);
+        if let Some(d) = &device_certs {
+            broker.authenticator().enable_certificates(d.clone());
+        }
         on_ready(broker.listening());
         broker.run(shutdown).await;
         if let Some(t) = trust {
@@ -583,6 +620,11 @@ pub async fn run(
     let analytics_settings = config.analytics.clone();
     let status_settings = config.status.clone();
     let org = config.org.clone();
+    let owner_stats = Arc::new(crate::owner::watch::Stats::default());
+    let site_cache = config
+        .data_dir
+        .as_ref()
+        .map(|d| d.join(crate::owner::CACHE_FILE));
     let broker = Broker::bind(config)
         .await?
         .with_publish_hook(Arc::new(hook))
@@ -591,9 +633,36 @@ pub async fn run(
             status,
             downlink_status.subscribe(),
             analytics.as_ref().map(|a| a.stats.clone()),
+            AuthFigures {
+                owner: owner_stats.clone(),
+                certificates: device_certs.clone(),
+            },
         ));
     let broker = EdgeTrust::install(trust.as_ref(), broker);
     let handle = broker.handle();
+    // The site changing hands, or deleted, applies without a restart.
+    let authn = broker.authenticator();
+    let js = async_nats::jetstream::new(client.clone());
+    tasks.push(tokio::spawn(crate::owner::watch::follow(
+        js.clone(),
+        crate::owner::watch::Watch {
+            site: site.clone(),
+            configured: configured_org,
+            cache: site_cache,
+            authn: authn.clone(),
+            stats: owner_stats,
+        },
+        token.clone(),
+    )));
+    if let Some(d) = device_certs {
+        authn.enable_certificates(d.clone());
+        tasks.push(tokio::spawn(certificates::follow(
+            js,
+            d,
+            authn,
+            token.clone(),
+        )));
+    }
     if status_settings.enabled {
         let edge = plantd_shared::site_status::EdgeInfo {
             id: journal.identity().current().to_string(),

@@ -27,7 +27,9 @@ pub struct ClientInfo {
     pub identity: Option<Arc<Identity>>,
     /// The common name of the verified client certificate, on a TLS
     /// listener with a client CA (`--tls-client-ca`); an identity beside
-    /// the token, never instead of it (see `docs/decisions/0014-edge-tls.md`).
+    /// the token (see `docs/decisions/0014-edge-tls.md`), or instead of it
+    /// for a device registered with the certificate's fingerprint
+    /// (`docs/decisions/0043-edge-certificate-login.md`).
     pub certificate: Option<Arc<str>>,
 }
 

@@ -20,8 +20,16 @@
 //! With token authentication on (`--jwks-url`/`--jwks-file`) and no owner
 //! found, the edge does not start: [`OwnerError::Unknown`] says how to fix
 //! it. Without token authentication (anonymous-only edges) the owner is
-//! not needed. The owner is read at start only: a site re-registered to
-//! another organisation takes effect at the edge's next start.
+//! not needed.
+//!
+//! While the edge runs with its uplink, [`watch`] follows the site's
+//! record: a site re-registered to another organisation or deleted takes
+//! effect at once — the cached record follows, the new owner is the one
+//! CONNECTs are checked against, and live connections of an organisation
+//! that no longer owns the site are closed (a deleted site, or one whose
+//! record contradicts `--org`, admits nobody's tokens).
+
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -188,7 +196,7 @@ fn read_cache(path: &Path, site: &Site) -> Option<String> {
 
 /// Writes the record atomically (temp file, then rename), creating the
 /// data directory if needed.
-fn write_cache(path: &Path, record: &SiteRecord) {
+pub(crate) fn write_cache(path: &Path, record: &SiteRecord) {
     let tmp: PathBuf = path.with_extension("json.tmp");
     let dir = path.parent().unwrap_or(Path::new("."));
     let written = serde_json::to_vec_pretty(record)
@@ -201,7 +209,7 @@ fn write_cache(path: &Path, record: &SiteRecord) {
     }
 }
 
-fn remove_cache(path: &Path) {
+pub(crate) fn remove_cache(path: &Path) {
     match std::fs::remove_file(path) {
         Ok(()) => info!(path = %path.display(), "site not registered: cached record removed"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -265,7 +265,7 @@ impl Broker {
                 Some(trust),
                 self.config.allow_anonymous,
             )
-            .with_org(self.authn.org().map(str::to_owned)),
+            .with_org(self.authn.org()),
         );
         self
     }
@@ -330,6 +330,12 @@ impl Broker {
     /// The broker's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The authenticator every link asks at CONNECT (the edge switches
+    /// its site's owner and turns certificate login on through it).
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.authn.clone()
     }
 
     /// Serves clients until `shutdown` resolves, then closes every client

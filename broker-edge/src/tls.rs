@@ -11,8 +11,9 @@
 //! Client certificates: with a client CA, clients *may* present a
 //! certificate; a valid one puts its common name in
 //! [`ClientInfo::certificate`](crate::hooks::ClientInfo::certificate). The
-//! token is still required (unless anonymous access is on): a certificate
-//! identifies a device, the token says what it may do.
+//! token is still required (unless anonymous access is on), except for a
+//! device registered with the certificate's fingerprint, which may log in
+//! without one ([`crate::auth::certificates`], decision 0043).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

@@ -12,6 +12,7 @@
 //! | [`streams`] | stream and KV bucket names, subjects, and idempotent creation |
 //! | [`audit`] | the audit trail: records, the hash chain per organisation in `PLANTD_AUDIT`, the `Auditor`, reading and verifying |
 //! | [`revocations`] | watching `plantd_revoked` for revoked token ids (the edge's mirror, the proxy's sockets) |
+//! | [`device_certs`] | devices that log in with their client certificate: fingerprints in `plantd_device_certs`, followed by their site's edge |
 //! | [`sites`] | site records in `plantd_sites`, and the one rule for who may act on a site (its organisation, or the bootstrap superadmin) |
 //! | [`site_status`] | the status each edge publishes to `plantd_site_status` (site health), and when the cloud counts it connected |
 //! | [`commands`] | held commands: records in `plantd_commands` the edge writes and the proxy lists and cancels |
@@ -33,6 +34,7 @@ pub mod aws;
 pub mod claims;
 pub mod commands;
 pub mod config;
+pub mod device_certs;
 pub mod headers;
 #[cfg(feature = "http")]
 pub mod http;

@@ -16,6 +16,7 @@
 //! | `plantd_edge_leases` (KV) | which live edge journal serves each site ([`crate::lease`]) | `<site>` |
 //! | `plantd_commands` (KV) | commands the edge holds (no subscriber yet), listed and cancelled by the proxy ([`crate::commands`]) | `<site>.<id>` |
 //! | `plantd_sites` (KV) | site records: which organisation owns each site ([`crate::sites`]) | `<site>` |
+//! | `plantd_device_certs` (KV) | devices that log in with their client certificate, followed by their site's edge ([`crate::device_certs`]) | `<site>.<sha256 hex>` |
 //! | `plantd_site_status` (KV) | each site's edge status, put every few seconds (site health, [`crate::site_status`]) | `<site>` |
 //! | `plantd_analytics_rules` (KV) | analytics rules (`plantd_analytics::StoredRule`) | `<org>.<rule>` |
 //! | `plantd_analytics_state` (KV) | the analytics function's checkpoints | `<site>.<rule>.…` |
@@ -76,6 +77,9 @@ pub const COMMANDS_BUCKET: &str = "plantd_commands";
 /// Site records (`<site>` → [`crate::sites::SiteRecord`]): which
 /// organisation owns each site.
 pub const SITES_BUCKET: &str = "plantd_sites";
+/// Devices registered with a client certificate fingerprint, per site
+/// ([`crate::device_certs`]).
+pub const DEVICE_CERTS_BUCKET: &str = "plantd_device_certs";
 /// Each site's newest edge status (`<site>` →
 /// [`crate::site_status::SiteStatus`]), put by the edge every few seconds.
 pub const SITE_STATUS_BUCKET: &str = "plantd_site_status";
@@ -105,7 +109,7 @@ pub const ANALYTICS_STATE_BUCKET: &str = "plantd_analytics_state";
 /// Every stream name, in creation order.
 pub const STREAMS: [&str; 7] = [TELEMETRY, LOGS, ALERTS, COMMANDS, AUDIT, DLQ, AGGREGATES];
 /// Every bucket name, in creation order.
-pub const BUCKETS: [&str; 15] = [
+pub const BUCKETS: [&str; 16] = [
     STATE_BUCKET,
     IDENTITY_BUCKET,
     REVOKED_BUCKET,
@@ -121,6 +125,7 @@ pub const BUCKETS: [&str; 15] = [
     ANALYTICS_RULES_BUCKET,
     ANALYTICS_STATE_BUCKET,
     SITE_STATUS_BUCKET,
+    DEVICE_CERTS_BUCKET,
 ];
 
 /// Tunables for [`ensure`]. `Default` is what `plantd up` uses.
@@ -233,6 +238,7 @@ pub fn bucket_config(name: &str, settings: &Settings) -> Option<kv::Config> {
         ANALYTICS_RULES_BUCKET => (8, Duration::ZERO, "plantd analytics rules"),
         ANALYTICS_STATE_BUCKET => (1, Duration::ZERO, "plantd analytics checkpoints"),
         SITE_STATUS_BUCKET => (1, Duration::ZERO, "plantd edge status per site"),
+        DEVICE_CERTS_BUCKET => (4, Duration::ZERO, "plantd device certificates per site"),
         _ => return None,
     };
     Some(kv::Config {

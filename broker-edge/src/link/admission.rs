@@ -52,7 +52,7 @@ pub async fn serve<S: Socket>(mut stream: S, peer: Peer, conn_id: u64, ctx: Arc<
         }
     };
     let mut hello = hello;
-    let identity = match authenticate(&ctx, &mut hello) {
+    let identity = match authenticate(&ctx, &mut hello, &stream) {
         Ok(identity) => identity,
         Err(refused) => {
             warn!(?peer, client_id = %hello.client_id, reason = format_args!("{:#04x}", refused.reason), why = %refused.why, "refusing CONNECT: authentication");
@@ -177,16 +177,24 @@ pub async fn serve<S: Socket>(mut stream: S, peer: Peer, conn_id: u64, ctx: Arc<
 }
 
 /// Checks the CONNECT's credentials (the password is taken out of
-/// `hello`) and, for a token, that its grants allow the will topic.
-fn authenticate(
+/// `hello`; without one, the client certificate of `stream` may stand in
+/// for it) and, for a token, that its grants allow the will topic.
+fn authenticate<S: Socket>(
     ctx: &LinkContext,
     hello: &mut Hello,
+    stream: &S,
 ) -> Result<Option<Arc<crate::auth::Identity>>, crate::auth::Refused> {
     let password = hello.password.take();
-    let identity = ctx.authn.authenticate_with_method(
+    let certificate = (ctx.authn.logs_in_certificates()
+        && hello.auth_method.is_none()
+        && password.as_ref().is_none_or(|p| p.0.is_empty()))
+    .then(|| stream.peer_certificate_sha256())
+    .flatten();
+    let identity = ctx.authn.authenticate_connect(
         hello.auth_method.as_deref(),
         hello.username.as_deref(),
         password.as_ref().map(|p| &p.0[..]),
+        certificate,
     )?;
     if let (Some(id), Some(will)) = (&identity, &hello.will)
         && !id.can_publish(&will.topic)

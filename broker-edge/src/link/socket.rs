@@ -40,6 +40,16 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// # Errors
     /// As the OS write.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// The SHA-256 fingerprint of the client certificate the TLS handshake
+    /// verified (the leaf), for certificate-only login
+    /// (`crate::auth::certificates`). Computed when asked — only for a
+    /// CONNECT without password while that login is on — so other
+    /// connections pay nothing. `None` without TLS or a certificate, and
+    /// on bridged sockets (the TLS session of a secure WebSocket is not
+    /// the link's).
+    fn peer_certificate_sha256(&self) -> Option<plantd_shared::device_certs::Fingerprint> {
+        None
+    }
 }
 
 macro_rules! socket_by_inherent_methods {

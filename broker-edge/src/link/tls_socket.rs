@@ -238,6 +238,14 @@ impl Socket for TlsSocket {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         self.write_plain(buf)
     }
+
+    fn peer_certificate_sha256(&self) -> Option<plantd_shared::device_certs::Fingerprint> {
+        let st = self.lock();
+        st.conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| plantd_shared::device_certs::Fingerprint::of_der(leaf.as_ref()))
+    }
 }
 
 impl AsyncRead for TlsSocket {

@@ -8,6 +8,7 @@ mod pki;
 mod ws_client;
 
 mod auth;
+mod certificate_login;
 mod chaos;
 mod cli;
 mod codec_fuzz;
@@ -27,6 +28,7 @@ mod packaging;
 mod paho;
 mod persistence;
 mod reload;
+mod site_owner;
 mod spec5;
 mod tls;
 mod uplink;

@@ -276,6 +276,32 @@ pub struct Device {
     pub subscribe: Vec<String>,
     /// Inactive devices get no tokens.
     pub active: bool,
+    /// The SHA-256 fingerprint (64 lower-case hex digits) of the client
+    /// certificate it may log in with instead of a token; mirrored in
+    /// `plantd_device_certs` for its site's edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
+}
+
+impl Device {
+    /// Its record in `plantd_device_certs` with the key, when it has a
+    /// certificate (and both its site and fingerprint are valid).
+    pub fn certificate_record(&self) -> Option<(String, plantd_shared::device_certs::DeviceCert)> {
+        use plantd_shared::device_certs::{DeviceCert, Fingerprint, key};
+        let fingerprint = Fingerprint::parse(self.certificate_sha256.as_deref()?).ok()?;
+        let site = plantd_shared::subject::Site::new(self.site.as_str()).ok()?;
+        Some((
+            key(&site, &fingerprint),
+            DeviceCert {
+                device: self.id.clone(),
+                org: self.org.clone(),
+                site: self.site.clone(),
+                publish: self.publish.clone(),
+                subscribe: self.subscribe.clone(),
+                active: self.active,
+            },
+        ))
+    }
 }
 
 /// Client id → organisation and kind.

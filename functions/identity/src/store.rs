@@ -16,13 +16,16 @@ use crate::AppError;
 /// How often a compare-and-set is retried before giving up with 409.
 pub const CAS_ATTEMPTS: usize = 32;
 
-/// The identity and revocation buckets.
+/// The identity, revocation and device certificate buckets.
 #[derive(Clone, Debug)]
 pub struct Store {
     /// `plantd_identity`.
     kv: kv::Store,
     /// `plantd_revoked`.
     revoked: kv::Store,
+    /// `plantd_device_certs`: devices that log in with their certificate,
+    /// followed by their site's edge ([`plantd_shared::device_certs`]).
+    certs: kv::Store,
 }
 
 /// The outcome of one [`Store::modify`] step.
@@ -47,7 +50,11 @@ impl Store {
             .get_key_value(plantd_shared::streams::REVOKED_BUCKET)
             .await
             .map_err(AppError::unavailable)?;
-        Ok(Self { kv, revoked })
+        let certs = js
+            .get_key_value(plantd_shared::streams::DEVICE_CERTS_BUCKET)
+            .await
+            .map_err(AppError::unavailable)?;
+        Ok(Self { kv, revoked, certs })
     }
 
     /// Reads `key` with its revision; `None` if absent or deleted.
@@ -179,6 +186,55 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(AppError::unavailable)
+    }
+
+    /// Registers a device certificate under `key`
+    /// ([`plantd_shared::device_certs::key`]); 409 when that certificate
+    /// is registered on the site already.
+    ///
+    /// # Errors
+    /// 409 when the key exists, 503 on storage errors.
+    pub async fn create_device_cert(
+        &self,
+        key: &str,
+        record: &plantd_shared::device_certs::DeviceCert,
+    ) -> Result<(), AppError> {
+        let bytes = Bytes::from(serde_json::to_vec(record).map_err(AppError::internal)?);
+        self.certs
+            .create(key, bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => AppError::conflict(
+                    "this certificate is registered for another device on the site",
+                ),
+                _ => AppError::unavailable(e),
+            })
+    }
+
+    /// Replaces the device certificate record under `key`.
+    ///
+    /// # Errors
+    /// 503 on storage errors.
+    pub async fn put_device_cert(
+        &self,
+        key: &str,
+        record: &plantd_shared::device_certs::DeviceCert,
+    ) -> Result<(), AppError> {
+        let bytes = Bytes::from(serde_json::to_vec(record).map_err(AppError::internal)?);
+        self.certs
+            .put(key, bytes)
+            .await
+            .map(|_| ())
+            .map_err(AppError::unavailable)
+    }
+
+    /// Removes the device certificate record under `key` (idempotent).
+    ///
+    /// # Errors
+    /// 503 on storage errors.
+    pub async fn delete_device_cert(&self, key: &str) -> Result<(), AppError> {
+        self.certs.delete(key).await.map_err(AppError::unavailable)
     }
 
     /// Whether access token `jti` is revoked.

@@ -57,6 +57,19 @@ pub struct DeviceView {
     pub active: bool,
 }
 
+impl From<Device> for DeviceView {
+    fn from(d: Device) -> Self {
+        DeviceView {
+            client_id: d.id,
+            name: d.name,
+            site: d.site,
+            publish: d.publish,
+            subscribe: d.subscribe,
+            active: d.active,
+        }
+    }
+}
+
 /// `POST /v1/service-accounts`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,13 +314,22 @@ pub struct CreateDevice {
     /// Topic filters it may subscribe to.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// The SHA-256 fingerprint of its TLS client certificate (64 hex
+    /// digits, `:` separators allowed): the device may then connect to its
+    /// site's edge without a token (`docs/decisions/0043`).
+    #[serde(default)]
+    pub certificate_sha256: Option<String>,
 }
 
-/// Registers a device with its own MQTT permissions on its site.
+/// Registers a device with its own MQTT permissions on its site, and with
+/// its client certificate's fingerprint when given (written to
+/// `plantd_device_certs` for the site's edge).
 ///
 /// # Errors
-/// 400 for a bad site or filter, 403 without `identity:device:create` or
-/// for another organisation's site, 404 for an unregistered site.
+/// 400 for a bad site, filter or fingerprint, 403 without
+/// `identity:device:create` or for another organisation's site, 404 for an
+/// unregistered site, 409 when the certificate is registered for another
+/// device on the site.
 pub async fn create_device(
     State(state): State<AppState>,
     caller: Caller,
@@ -321,6 +343,15 @@ pub async fn create_device(
     for f in req.publish.iter().chain(&req.subscribe) {
         Filter::new(f.as_str()).map_err(|e| AppError::bad_request(format!("filter {f:?}: {e}")))?;
     }
+    let certificate = req
+        .certificate_sha256
+        .as_deref()
+        .map(|f| {
+            plantd_shared::device_certs::Fingerprint::parse(f)
+                .map(|f| f.hex())
+                .map_err(|e| AppError::bad_request(format!("certificate_sha256: {e}")))
+        })
+        .transpose()?;
     let client_id = format!("dev-{}", uuid::Uuid::new_v4());
     let secret = password::random_secret();
     let dev = Device {
@@ -332,17 +363,26 @@ pub async fn create_device(
         publish: req.publish,
         subscribe: req.subscribe,
         active: true,
+        certificate_sha256: certificate,
     };
     index(&state, &client_id, caller.org(), "device").await?;
-    state
-        .store
-        .create(&format!("device.{}.{client_id}", caller.org()), &dev)
-        .await?;
+    let key = format!("device.{}.{client_id}", caller.org());
+    state.store.create(&key, &dev).await?;
+    // After the device exists (a certificate record never names a device
+    // that is not there); a certificate taken already undoes the device.
+    if let Some((cert_key, record)) = dev.certificate_record()
+        && let Err(e) = state.store.create_device_cert(&cert_key, &record).await
+    {
+        let _ = state.store.delete(&key).await;
+        let _ = state.store.delete(&format!("client.{client_id}")).await;
+        return Err(e);
+    }
     let detail = json!({
         "name": dev.name,
         "site": dev.site,
         "publish": dev.publish,
         "subscribe": dev.subscribe,
+        "certificate_sha256": dev.certificate_sha256,
     });
     let target = format!("device:{client_id}");
     origin
@@ -377,18 +417,7 @@ pub async fn list_devices(
         .store
         .list(&format!("device.{}.", caller.org()))
         .await?;
-    Ok(Json(
-        all.into_iter()
-            .map(|d| DeviceView {
-                client_id: d.id,
-                name: d.name,
-                site: d.site,
-                publish: d.publish,
-                subscribe: d.subscribe,
-                active: d.active,
-            })
-            .collect(),
-    ))
+    Ok(Json(all.into_iter().map(DeviceView::from).collect()))
 }
 
 /// Deletes a device.
@@ -403,8 +432,12 @@ pub async fn delete_device(
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:device:delete")?;
     let key = client_key("device", &caller, &id)?;
-    if state.store.get::<Device>(&key).await?.is_none() {
+    let Some((device, _)) = state.store.get::<Device>(&key).await? else {
         return Err(AppError::not_found("device"));
+    };
+    // Its certificate first: the edge closes its connections at once.
+    if let Some((cert_key, _)) = device.certificate_record() {
+        state.store.delete_device_cert(&cert_key).await?;
     }
     state.store.delete(&key).await?;
     state.store.delete(&format!("client.{id}")).await?;
@@ -455,6 +488,11 @@ pub async fn update_device(
         })
         .await
         .map_err(|e| not_found_as(e, "device"))?;
+    // The edge follows the certificate's active flag (closing its
+    // connections when deactivated).
+    if let Some((cert_key, record)) = d.certificate_record() {
+        state.store.put_device_cert(&cert_key, &record).await?;
+    }
     let target = format!("device:{id}");
     let detail = json!({ "active": req.active });
     origin
@@ -480,14 +518,7 @@ pub async fn update_device(
             )
             .await;
     }
-    Ok(Json(DeviceView {
-        client_id: d.id,
-        name: d.name,
-        site: d.site,
-        publish: d.publish,
-        subscribe: d.subscribe,
-        active: d.active,
-    }))
+    Ok(Json(DeviceView::from(d)))
 }
 
 /// `POST /v1/devices/{id}/revoke`: revokes every live token of the device

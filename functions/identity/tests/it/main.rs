@@ -7,6 +7,7 @@ mod common;
 mod api;
 mod audit;
 mod audit_chain;
+mod device_certs;
 mod keys;
 mod lambda;
 mod revocation;
