@@ -86,7 +86,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Settings.
     pub settings: Arc<Settings>,
-    /// A hash verified for unknown users, so they take as long as known ones.
+    /// A hash verified for unknown users, so they take as long as known
+    /// ones ([`password::DUMMY_HASH`]).
     pub dummy_hash: Arc<str>,
     /// The site registry (`plantd_sites`): which organisation owns each
     /// site, for `/v1/sites` and for the site audiences of tokens.
@@ -99,8 +100,12 @@ impl AppState {
     /// Builds the state over a JetStream context whose `plantd_identity`,
     /// `plantd_revoked` and `plantd_sites` buckets exist.
     ///
+    /// Hashes nothing: the unknown-user path verifies against the
+    /// precomputed [`password::DUMMY_HASH`], so a cold start does not pay
+    /// for an argon2 hash (issue 16).
+    ///
     /// # Errors
-    /// When a bucket is missing or the dummy hash cannot be made.
+    /// When a bucket is missing.
     pub async fn new(
         js: &async_nats::jetstream::Context,
         keys: Keys,
@@ -108,12 +113,11 @@ impl AppState {
     ) -> Result<Self, AppError> {
         let store = Store::open(js).await?;
         let sites = plantd_shared::sites::Sites::open(js).await?;
-        let dummy_hash = password::hash("plantd-dummy-password-for-timing")?;
         Ok(Self {
             store,
             keys: Arc::new(keys),
             settings: Arc::new(settings),
-            dummy_hash: dummy_hash.into(),
+            dummy_hash: password::DUMMY_HASH.into(),
             sites,
             audit: plantd_shared::audit::Auditor::new(js.clone()),
         })

@@ -23,7 +23,9 @@
 //!
 //! [`run`] is the `plantd-forwarder` process: configuration
 //! ([`ForwarderConfig`]), NATS, the SQS client, one binding per
-//! [`QueueBinding`], `/healthz`, `/healthz/trigger` and `/metrics`, and a
+//! [`QueueBinding`], `/healthz`, `/healthz/trigger` and `/metrics`, the
+//! CloudWatch metrics the template's alarms watch
+//! ([`crate::cloud_metrics`], with `[cloud_metrics] stage` set), and a
 //! graceful stop.
 
 use std::future::Future;
@@ -39,6 +41,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use crate::cloud_metrics::{self, CloudMetricsConfig};
 use crate::item::{BatchOutcome, Handler, Item};
 use crate::metrics::Status;
 use crate::settings::ConsumerSettings;
@@ -295,6 +298,9 @@ pub struct ForwarderConfig {
     pub max_ack_pending: i64,
     /// Pending items and no progress for this long: "stuck".
     pub stuck_after_ms: u64,
+    /// The CloudWatch metrics for the template's alarms (off unless
+    /// `stage` is set).
+    pub cloud_metrics: CloudMetricsConfig,
 }
 
 impl Default for ForwarderConfig {
@@ -312,6 +318,7 @@ impl Default for ForwarderConfig {
             ack_wait_ms: millis(d.ack_wait),
             max_ack_pending: d.max_ack_pending,
             stuck_after_ms: millis(d.stuck_after),
+            cloud_metrics: CloudMetricsConfig::default(),
         }
     }
 }
@@ -400,15 +407,17 @@ pub fn routes(status: Status) -> Router {
 }
 
 /// Runs the forwarder until `shutdown` completes: connects to NATS, binds
-/// every binding, serves HTTP, then stops pulling, settles the batches in
-/// hand (sent or NAKed) and returns.
+/// every binding, serves HTTP, puts the CloudWatch metrics through `logs`
+/// when `[cloud_metrics] stage` is set, then stops pulling, settles the
+/// batches in hand (sent or NAKed) and returns.
 ///
 /// # Errors
-/// When NATS is unreachable, a binding cannot start, or the HTTP address
-/// cannot be bound.
+/// When NATS is unreachable, a binding cannot start, the HTTP address
+/// cannot be bound, or metrics are configured without a `logs` client.
 pub async fn run(
     config: ForwarderConfig,
     sqs: aws_sdk_sqs::Client,
+    logs: Option<aws_sdk_cloudwatchlogs::Client>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -426,8 +435,33 @@ pub async fn run(
         .connect(&config.nats_url)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
-    let mut trigger = Trigger::new(async_nats::jetstream::new(client));
+    let js = async_nats::jetstream::new(client);
+    let mut trigger = Trigger::new(js.clone());
     let durables = bind_all(&mut trigger, &sqs, &config).await?;
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let metrics = if config.cloud_metrics.enabled() {
+        let logs =
+            logs.context("[cloud_metrics] stage is set but there is no CloudWatch Logs client")?;
+        let publisher = cloud_metrics::Publisher::new(
+            logs,
+            &config.cloud_metrics.stage,
+            cloud_metrics::default_stream(),
+        );
+        tracing::info!(
+            group = publisher.group(),
+            stream = publisher.stream(),
+            namespace = %cloud_metrics::namespace(&config.cloud_metrics.stage),
+            "putting CloudWatch metrics"
+        );
+        Some(tokio::spawn(publisher.run(
+            trigger.status(),
+            js.clone(),
+            Duration::from_millis(config.cloud_metrics.interval_ms),
+            stop_metrics.clone(),
+        )))
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(&config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_listen))?;
@@ -446,6 +480,12 @@ pub async fn run(
     shutdown.await;
     tracing::info!("plantd-forwarder stopping: settling the batches in hand");
     trigger.shutdown().await;
+    stop_metrics.cancel();
+    if let Some(task) = metrics
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "cloud metrics task failed");
+    }
     stop_http.cancel();
     match http.await {
         Ok(Ok(())) => {}

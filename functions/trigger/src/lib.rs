@@ -16,6 +16,7 @@
 //! | [`http`] | `GET /metrics` and `GET /healthz/trigger` for the host's HTTP server |
 //! | [`sqs`] | the AWS path's Lambda side: the SQS message envelope, an SQS event → [`Item`]s → any [`Handler`] → a partial batch response |
 //! | `forward` | (feature `aws`) the forwarder: the same consumers, each batch sent to the function's SQS queue, acked after SQS accepted it; `plantd-forwarder` |
+//! | `cloud_metrics` | (feature `aws`) the forwarder's CloudWatch metrics (EMF): consumer lag and the edges' backlog, for the template's alarms |
 //!
 //! ## Contract
 //! - One durable consumer per (function, stream): `<function>_<stream>`,
@@ -42,6 +43,8 @@ pub mod settings;
 pub mod sqs;
 pub mod trigger;
 
+#[cfg(feature = "aws")]
+pub mod cloud_metrics;
 #[cfg(feature = "aws")]
 pub mod forward;
 

@@ -26,6 +26,10 @@ use plantd_trigger::forward::{Forwarder, MAX_BATCH_BYTES};
 use plantd_trigger::sqs::{self, Envelope};
 use plantd_trigger::{ConsumerSettings, Status, Trigger, dlq};
 
+/// The CloudWatch metrics (moto's CloudWatch Logs).
+#[path = "forward/cloud_metrics.rs"]
+mod cloud_metrics;
+
 const SUBJECT: &str = "plantd.plant-1.log.line1.plc";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -428,6 +432,9 @@ async fn the_forwarder_binary_serves_health_and_metrics_and_stops_on_sigterm() {
         ),
     )
     .expect("write the config");
+    // With `[cloud_metrics] stage` it also puts the alarms' metrics.
+    let logs = cloud_metrics::logs_client(&moto.endpoint()).await;
+    cloud_metrics::create_group(&logs, "test").await;
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-forwarder"));
     cmd.arg("--config")
         .arg(&config)
@@ -439,7 +446,9 @@ async fn the_forwarder_binary_serves_health_and_metrics_and_stops_on_sigterm() {
         .env("PLANTD_LOG", "info")
         // A process-wide variable the configuration must not trip over.
         .env("PLANTD_LOG_FORMAT", "text")
-        .env("PLANTD_MAX_DELIVER", "7");
+        .env("PLANTD_MAX_DELIVER", "7")
+        .env("PLANTD_CLOUD_METRICS__STAGE", "test")
+        .env("PLANTD_CLOUD_METRICS__INTERVAL_MS", "200");
     let mut port = None;
     let mut process = ManagedProcess::spawn("plantd-forwarder", cmd, WAIT, |line| {
         if line.contains("plantd-forwarder running")
@@ -481,6 +490,11 @@ async fn the_forwarder_binary_serves_health_and_metrics_and_stops_on_sigterm() {
     })
     .await;
     assert_eq!(metrics.status, 200);
+    let doc = cloud_metrics::consumer_document(&logs, "test", "logger", streams::LOGS).await;
+    assert_eq!(
+        doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "plantd/test",
+        "{doc}"
+    );
 
     let exit = process
         .terminate(Duration::from_secs(20))

@@ -350,3 +350,65 @@ fn every_function_and_queue_is_watched_and_every_log_group_expires() {
     assert!(t.contains("    Architectures: [!Ref Architecture]\n"));
     assert!(t.contains("  Architecture:\n    Type: String\n    Default: x86_64\n    AllowedValues: [arm64, x86_64]\n"));
 }
+
+/// The alarms on the forwarder's metrics watch exactly what
+/// `plantd_trigger::cloud_metrics` puts: its namespace, metric names and
+/// dimensions (none: the documents carry a dimensionless copy), in the log
+/// group the forwarder may write to and that has a retention; and the
+/// example configuration turns the metrics on.
+#[test]
+fn the_metric_alarms_watch_what_the_forwarder_puts() {
+    use plantd_trigger::cloud_metrics::{
+        CONSUMER_PENDING, EDGE_BACKLOG_MESSAGES, EDGES_NOT_CONNECTED, log_group, namespace,
+    };
+    let t = template();
+    for (alarm, metric) in [
+        ("ConsumerLagAlarm", CONSUMER_PENDING),
+        ("EdgeBacklogAlarm", EDGE_BACKLOG_MESSAGES),
+        ("EdgesNotConnectedAlarm", EDGES_NOT_CONNECTED),
+    ] {
+        let a = resource(&t, alarm);
+        assert!(
+            a.contains(&format!(
+                "\n      Namespace: !Sub {}\n",
+                namespace("${Stage}")
+            )),
+            "{a}"
+        );
+        assert!(
+            a.contains(&format!("\n      MetricName: {metric}\n")),
+            "{a}"
+        );
+        assert!(!a.contains("Dimensions:"), "the dimensionless copy: {a}");
+        assert!(a.contains("Statistic: Maximum\n"), "{a}");
+        assert!(a.contains("TreatMissingData: missing\n"), "{a}");
+        assert!(a.contains("AlarmActions: [!Ref AlarmTopic]"), "{a}");
+    }
+    let group = log_group("${Stage}");
+    let logs = resource(&t, "MetricsLogs");
+    assert!(
+        logs.contains(&format!("LogGroupName: !Sub {group}\n")),
+        "{logs}"
+    );
+    let policy = resource(&t, "ForwarderPolicy");
+    assert!(
+        policy.contains(&format!(":log-group:{group}:log-stream:*\"")),
+        "{policy}"
+    );
+    assert!(policy.contains("Action: logs:PutLogEvents\n"), "{policy}");
+    assert!(
+        policy.contains("Action: logs:CreateLogStream\n"),
+        "{policy}"
+    );
+    let file = std::path::PathBuf::from(format!("{INFRA}/trigger/forwarder.toml"));
+    #[derive(serde::Serialize)]
+    struct NoOverrides {}
+    let config: ForwarderConfig =
+        plantd_shared::config::load_from_env(Some(&file), &NoOverrides {}, "PLANTD_TEST_NONE_")
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.cloud_metrics.enabled());
+    assert_eq!(
+        config.cloud_metrics.interval_ms, 60_000,
+        "the alarms' period"
+    );
+}

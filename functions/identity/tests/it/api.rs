@@ -51,6 +51,23 @@ async fn unknown_user_and_wrong_password_look_the_same() {
     let (s2, v2) = login(&f.app, ADMIN, "wrong password!!").await;
     assert_eq!(s1, StatusCode::UNAUTHORIZED);
     assert_eq!((s1, &v1), (s2, &v2), "no hint which one was wrong");
+    // Nor in the time taken: the unknown account is verified against a
+    // hash with exactly the cost of the stored user's (argon2 reads its
+    // parameters from the hash), and a real, well-formed one (a malformed
+    // hash is refused before any hashing).
+    use argon2::password_hash::PasswordHash;
+    let users: Vec<plantd_identity::model::User> =
+        f.state.store.list("user.").await.expect("users");
+    let admin = users.iter().find(|u| u.email == ADMIN).expect("the admin");
+    let stored = PasswordHash::new(&admin.password_hash).expect("stored hash");
+    let dummy = PasswordHash::new(&f.state.dummy_hash).expect("a valid dummy hash");
+    assert_eq!(
+        (dummy.algorithm, dummy.version, &dummy.params),
+        (stored.algorithm, stored.version, &stored.params),
+        "same algorithm, version and cost"
+    );
+    assert_eq!(dummy.salt.map(|s| s.len()), stored.salt.map(|s| s.len()));
+    assert_eq!(dummy.hash.map(|h| h.len()), stored.hash.map(|h| h.len()));
 }
 
 #[tokio::test]

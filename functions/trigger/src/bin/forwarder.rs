@@ -66,5 +66,6 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let sdk = plantd_shared::aws::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    forward::run(config, sqs, shutdown_signal()).await
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    forward::run(config, sqs, Some(logs), shutdown_signal()).await
 }
