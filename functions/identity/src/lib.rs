@@ -21,6 +21,7 @@
 //! | [`routes`] | the HTTP API (sites: [`routes::sites`]) |
 //! | [`bootstrap`] | the first admin, from `PLANTD_BOOTSTRAP_ADMIN_*` |
 //! | [`secrets`] | the signing key and NATS credentials from AWS Secrets Manager, at cold start |
+//! | [`openapi`] | the OpenAPI document at `/v1/identity/openapi.json` (what the SDKs are generated from) |
 
 pub mod audit;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod openapi;
 pub mod password;
 pub mod revocation;
 pub mod routes;

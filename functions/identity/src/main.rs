@@ -123,6 +123,13 @@ async fn backbone(config: &Config) -> anyhow::Result<Backbone> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `plantd-identity --print-openapi`: the document
+    // `/v1/identity/openapi.json` serves, without a server (the SDKs'
+    // generators read it).
+    if std::env::args().nth(1).as_deref() == Some("--print-openapi") {
+        println!("{}", plantd_identity::openapi::pretty_json());
+        return Ok(());
+    }
     plantd_shared::logging::init("plantd-identity");
     // Warnings and errors also go to plantd._plantd.log.plantd.identity.
     plantd_shared::log_ship::start("identity");

@@ -11,6 +11,7 @@
 //! | [`mqtt`] | [`mqtt::V4`] and [`mqtt::V5`]: rumqttc 3.1.1 and 5.0 clients whose packets a test reads in order |
 //! | [`jwks`] | [`jwks::Server`]: the identity service's JWKS endpoint, with a replaceable document and a fetch count |
 //! | [`webhook`] | [`webhook::Receiver`]: a recording webhook receiver that can be told to fail, and the `Plantd-Signature` check |
+//! | [`up`] | [`up::Up`]: `plantd up` on free ports (for suites outside the `cli` crate: the SDKs') |
 //! | [`wait`] | [`eventually`] (wait for a condition, never a bare sleep), [`wait::at_most`] (the same, without the panic) and [`wait::procs`] (children and liveness of processes), [`wait::drained`] / [`wait::consumer_backlog`] (a JetStream consumer has acknowledged everything) |
 //! | `docker` (feature) | the same fixtures as containers, for machines with a Docker engine |
 //!
@@ -26,6 +27,7 @@ pub mod load;
 mod moto;
 pub mod mqtt;
 mod nats;
+pub mod up;
 pub mod wait;
 pub mod webhook;
 

@@ -13,6 +13,7 @@
 //! | `/v1/service-accounts`, `/v1/devices` (and `/{id}/revoke`) | [`clients`] |
 //! | `/v1/sites`, `/v1/sites/{id}` | [`sites`] |
 //! | `GET /.well-known/jwks.json`, `GET /healthz` | here |
+//! | `GET /v1/identity/openapi.json` | [`crate::openapi`] |
 
 pub mod audit;
 pub mod auth;
@@ -40,6 +41,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/.well-known/jwks.json", get(jwks))
+        .route(crate::openapi::PATH, get(crate::openapi::serve))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))

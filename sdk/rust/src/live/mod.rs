@@ -1,0 +1,412 @@
+//! Live data: one WebSocket to `/v1/ws` with one reconnect state machine.
+//!
+//! [`Live::subscribe`] gives a [`Subscription`], a `Stream` of the
+//! messages of a site on topics matching an MQTT filter. Every
+//! subscription is *sequenced* (it reads the stream `PLANTD_TELEMETRY`):
+//! after any loss — network, server restart, expired token — the
+//! connection renews the token if it must, opens a new socket after a
+//! backoff with jitter, and subscribes every subscription again from its
+//! last sequence + 1, so a subscriber neither misses nor repeats a
+//! message the server stored. A refused token (revoked, or a fixed token
+//! the server no longer accepts) ends every subscription with
+//! [`Error::Refused`] instead of reconnecting forever.
+//! [`Live::states`] reports [`LinkState`] changes as their own stream.
+//!
+//! Shape (after async-nats): [`Live`] is a cheap-to-clone handle over a
+//! bounded command channel; one task ([`connection`]) owns the socket and
+//! every subscription's queue. A subscriber that falls more than
+//! [`LiveOptions::buffer`] messages behind is ended with
+//! [`Error::SlowConsumer`] rather than buffered without bound.
+
+mod connection;
+mod frames;
+mod socket;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::auth::TokenSource;
+use crate::error::Error;
+use crate::generated::proxy::types;
+
+use connection::Command;
+
+/// The live connection's state, also offered as a stream ([`Live::states`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkState {
+    /// Opening the first socket.
+    Connecting,
+    /// Open; every subscription is (re)subscribed.
+    Connected,
+    /// Lost; trying again after a backoff.
+    Reconnecting,
+    /// The server refused the token for good (revoked, or not renewable).
+    Refused,
+    /// No socket: closed by [`Live::close`], or lost with nothing to
+    /// resume (the next subscription opens one).
+    Closed,
+}
+
+/// One message of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The site.
+    pub site: String,
+    /// The MQTT topic it was published on.
+    pub topic: String,
+    /// The payload, byte for byte as the device sent it.
+    pub payload: Bytes,
+    /// The headers the edge set (`Plantd-Qos`, `Plantd-Received`, …).
+    pub headers: BTreeMap<String, String>,
+    /// Its sequence in the stream `PLANTD_TELEMETRY`.
+    pub sequence: u64,
+    /// When it was stored (RFC 3339).
+    pub time: Option<String>,
+    /// Retention had already dropped messages between the previous one
+    /// this subscription yielded and this one (a resume that came too
+    /// late: the server said `missed`).
+    pub missed_before: bool,
+}
+
+impl Message {
+    /// The payload as text, when it is UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.payload).ok()
+    }
+}
+
+/// Options of the live connection.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// First reconnect delay (default 250 ms); doubles up to
+    /// [`max_backoff`](Self::max_backoff), each delay drawn between half
+    /// and all of it (jitter).
+    pub backoff: Duration,
+    /// Longest reconnect delay (default 15 s).
+    pub max_backoff: Duration,
+    /// Messages a subscription holds for a reader that is behind (default
+    /// 10,000); past it the subscription ends with
+    /// [`Error::SlowConsumer`].
+    pub buffer: usize,
+    /// Time limit of opening a socket (default 10 s).
+    pub open_timeout: Duration,
+    /// Time limit of a published command's confirmation (default 30 s).
+    pub command_timeout: Duration,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(15),
+            buffer: 10_000,
+            open_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The state now, and its changes for [`Live::states`].
+#[derive(Debug)]
+pub(crate) struct StateCell {
+    now: Mutex<LinkState>,
+    changes: broadcast::Sender<LinkState>,
+}
+
+impl StateCell {
+    fn new() -> Self {
+        StateCell {
+            now: Mutex::new(LinkState::Closed),
+            changes: broadcast::channel(64).0,
+        }
+    }
+
+    /// Sets the state; announces it when it changed.
+    pub(crate) fn set(&self, state: LinkState) {
+        let mut now = self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *now != state {
+            *now = state;
+            let _ = self.changes.send(state);
+        }
+    }
+
+    fn get(&self) -> LinkState {
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state now and a receiver of every later change, taken together.
+    fn watch(&self) -> (LinkState, broadcast::Receiver<LinkState>) {
+        let now = self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (*now, self.changes.subscribe())
+    }
+}
+
+/// The live connection: cheap to clone, clones share the socket. The
+/// socket opens on the first subscription (or command) and the
+/// connection's task ends when every handle and subscription is dropped.
+/// Its methods must be called within a Tokio runtime.
+#[derive(Clone, Debug)]
+pub struct Live {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The API's base URL.
+    base: String,
+    /// Where tokens come from.
+    auth: TokenSource,
+    /// Backoff, buffers, time limits.
+    options: LiveOptions,
+    /// The connection task's command channel, once it runs.
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    /// The link state.
+    state: Arc<StateCell>,
+    /// Subscription ids.
+    next_id: AtomicU64,
+    /// [`Live::close`] was called.
+    closed: AtomicBool,
+}
+
+impl Live {
+    /// A live connection to the API at `base` (not opened yet).
+    pub fn new(base: &str, auth: TokenSource, options: LiveOptions) -> Self {
+        Live {
+            shared: Arc::new(Shared {
+                base: base.trim_end_matches('/').to_owned(),
+                auth,
+                options,
+                commands: Mutex::new(None),
+                state: Arc::new(StateCell::new()),
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The state now.
+    pub fn state(&self) -> LinkState {
+        self.shared.state.get()
+    }
+
+    /// The state now, then every change; ends after [`close`](Self::close).
+    /// A reader that falls more than 64 changes behind skips the oldest.
+    pub fn states(&self) -> impl Stream<Item = LinkState> + Send + Unpin + 'static {
+        let (now, rx) = self.shared.state.watch();
+        let shared = self.shared.clone();
+        let ended =
+            move |s: LinkState| s == LinkState::Closed && shared.closed.load(Ordering::SeqCst);
+        let done = ended(now);
+        let rest = futures::stream::unfold((rx, now, done), move |(mut rx, last, done)| {
+            let ended = ended.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match rx.recv().await {
+                        Ok(s) if s == last => {}
+                        Ok(s) => return Some((s, (rx, s, ended(s)))),
+                        Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Box::pin(futures::StreamExt::chain(
+            futures::stream::iter([now]),
+            rest,
+        ))
+    }
+
+    /// Messages of `site` on topics matching the MQTT `filter`, from the
+    /// next one stored, across reconnects.
+    pub fn subscribe(&self, site: &str, filter: &str) -> Subscription {
+        self.subscribe_with(site, filter, SubscribeOptions::default())
+    }
+
+    /// [`subscribe`](Self::subscribe) with options (a start sequence).
+    pub fn subscribe_with(
+        &self,
+        site: &str,
+        filter: &str,
+        options: SubscribeOptions,
+    ) -> Subscription {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sink, rx) = mpsc::channel(self.shared.options.buffer.max(1) + 1);
+        let subscribe = Command::Subscribe {
+            id,
+            site: site.to_owned(),
+            filter: filter.to_owned(),
+            from: options.from_sequence.unwrap_or(0),
+            sink: sink.clone(),
+        };
+        let commands = match self.commands() {
+            Ok(commands) => commands,
+            Err(e) => {
+                let _ = sink.try_send(Err(e));
+                return Subscription {
+                    id,
+                    rx,
+                    commands: None,
+                };
+            }
+        };
+        if commands.try_send(subscribe).is_err() {
+            let _ = sink.try_send(Err(Error::Transport(
+                "the live connection's command queue is full".to_owned(),
+            )));
+        }
+        Subscription {
+            id,
+            rx,
+            commands: Some(commands),
+        }
+    }
+
+    /// Sends a command to `site` over the socket (the WebSocket `command`
+    /// operation: the body of `POST /v1/sites/{site}/commands`) and waits
+    /// until the server stored it.
+    ///
+    /// # Errors
+    /// [`Error::Live`] when the server refuses it (`forbidden`,
+    /// `bad_request`, …); [`Error::Transport`] when the socket was lost
+    /// before the server confirmed it (it may or may not be stored);
+    /// [`Error::Timeout`], [`Error::Refused`], [`Error::Closed`].
+    pub async fn publish(
+        &self,
+        site: &str,
+        command: &types::Command,
+    ) -> Result<types::Sent, Error> {
+        let body = serde_json::to_value(command).map_err(|e| Error::Invalid(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        let limit = self.shared.options.command_timeout;
+        let sent = async {
+            self.commands()?
+                .send(Command::Publish {
+                    site: site.to_owned(),
+                    body,
+                    reply,
+                })
+                .await
+                .map_err(|_| Error::Closed)?;
+            answer.await.map_err(|_| Error::Closed)?
+        };
+        let value = tokio::time::timeout(limit, sent)
+            .await
+            .map_err(|_| Error::Timeout(limit))??;
+        serde_json::from_value(value).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Drops the socket as a network failure would and reconnects at once
+    /// (resuming every subscription): after a network change, or to test
+    /// that nothing is lost.
+    pub fn force_reconnect(&self) {
+        if let Ok(commands) = self.commands() {
+            let _ = commands.try_send(Command::Reconnect);
+        }
+    }
+
+    /// Closes the socket and ends every subscription (their streams end)
+    /// and the state stream. The connection cannot be used after it.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let taken = self
+            .shared
+            .commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(commands) = taken {
+            let _ = commands.try_send(Command::Close);
+        } else {
+            self.shared.state.set(LinkState::Closed);
+        }
+    }
+
+    /// The connection task's channel, starting the task if it is not
+    /// running.
+    fn commands(&self) -> Result<mpsc::Sender<Command>, Error> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let mut slot = self
+            .shared
+            .commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+            return Ok(tx.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Invalid("the live connection needs a Tokio runtime".to_owned()))?;
+        let (tx, rx) = mpsc::channel(1024);
+        let task = connection::Connection::new(
+            self.shared.base.clone(),
+            self.shared.auth.clone(),
+            self.shared.options.clone(),
+            self.shared.state.clone(),
+            tx.downgrade(),
+        );
+        runtime.spawn(task.run(rx));
+        *slot = Some(tx.clone());
+        Ok(tx)
+    }
+}
+
+/// Options of [`Live::subscribe_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Start at this stream sequence (default: the next message stored).
+    pub from_sequence: Option<u64>,
+}
+
+/// A live subscription: a `Stream` of messages that ends with an error
+/// when the server refuses it ([`Error::Live`]: `forbidden`, …) or the
+/// token ([`Error::Refused`]), or when the reader falls behind
+/// ([`Error::SlowConsumer`]), and ends without one after
+/// [`Live::close`]. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Its id on the socket.
+    id: u64,
+    /// Its messages.
+    rx: mpsc::Receiver<Result<Message, Error>>,
+    /// To unsubscribe on drop.
+    commands: Option<mpsc::Sender<Command>>,
+}
+
+impl Stream for Subscription {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(commands) = &self.commands {
+            // Best effort: the connection also drops a subscription whose
+            // stream is gone the next time it has a message for it.
+            let _ = commands.try_send(Command::Unsubscribe { id: self.id });
+        }
+    }
+}

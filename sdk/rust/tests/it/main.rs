@@ -1,0 +1,10 @@
+//! `plantd-client` against a real `plantd up` (`plantd_testkit::up`) with
+//! real MQTT devices (rumqttc 3.1.1 and 5.0). One test binary; one file
+//! per concern.
+
+mod common;
+mod examples;
+mod live;
+mod refused;
+mod rest;
+mod resume;
