@@ -460,13 +460,20 @@ pub struct UpdateDevice {
     /// connections close).
     #[serde(default)]
     pub active: Option<bool>,
+    /// Replaces the client certificate it may log in with (its SHA-256,
+    /// as at creation; the old certificate's connections close), or with
+    /// `""` removes it.
+    #[serde(default)]
+    pub certificate_sha256: Option<String>,
 }
 
-/// Activates or deactivates a device; deactivating revokes every live
-/// token it holds.
+/// Activates or deactivates a device (deactivating revokes every live
+/// token it holds), and replaces or removes its client certificate.
 ///
 /// # Errors
-/// 403 without `identity:device:update`, 404 if unknown.
+/// 400 for a malformed fingerprint, 403 without `identity:device:update`,
+/// 404 if unknown, 409 when the new certificate is registered for another
+/// device on the site.
 pub async fn update_device(
     State(state): State<AppState>,
     caller: Caller,
@@ -475,26 +482,70 @@ pub async fn update_device(
     Body(req): Body<UpdateDevice>,
 ) -> Result<Json<DeviceView>, AppError> {
     caller.require("identity:device:update")?;
+    // Some(None): remove the certificate; Some(Some(hex)): replace it.
+    let certificate = req
+        .certificate_sha256
+        .as_deref()
+        .map(|f| match f.trim() {
+            "" => Ok(None),
+            f => plantd_shared::device_certs::Fingerprint::parse(f)
+                .map(|f| Some(f.hex()))
+                .map_err(|e| AppError::bad_request(format!("certificate_sha256: {e}"))),
+        })
+        .transpose()?;
+    let key = client_key("device", &caller, &id)?;
+    let Some((before, _)) = state.store.get::<Device>(&key).await? else {
+        return Err(AppError::not_found("device"));
+    };
+    // A new certificate is claimed first: 409 leaves the device as it was.
+    let mut claimed = None;
+    if let Some(Some(hex)) = &certificate
+        && before.certificate_sha256.as_ref() != Some(hex)
+    {
+        let mut with = before.clone();
+        with.certificate_sha256 = Some(hex.clone());
+        if let Some((cert_key, record)) = with.certificate_record() {
+            state.store.create_device_cert(&cert_key, &record).await?;
+            claimed = Some(cert_key);
+        }
+    }
     let mut deactivated = false;
-    let d = state
+    let updated = state
         .store
-        .modify::<Device, _>(&client_key("device", &caller, &id)?, |d| {
+        .modify::<Device, _>(&key, |d| {
             deactivated = false;
             if let Some(a) = req.active {
                 deactivated = d.active && !a;
                 d.active = a;
             }
+            if let Some(c) = &certificate {
+                d.certificate_sha256.clone_from(c);
+            }
             Ok(Change::Put(()))
         })
         .await
-        .map_err(|e| not_found_as(e, "device"))?;
-    // The edge follows the certificate's active flag (closing its
-    // connections when deactivated).
+        .map_err(|e| not_found_as(e, "device"));
+    let d = match updated {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(k) = &claimed {
+                let _ = state.store.delete_device_cert(k).await;
+            }
+            return Err(e);
+        }
+    };
+    // The old certificate goes (the edge closes its connections); the
+    // current one follows the device's active flag.
+    if before.certificate_sha256 != d.certificate_sha256
+        && let Some((old_key, _)) = before.certificate_record()
+    {
+        state.store.delete_device_cert(&old_key).await?;
+    }
     if let Some((cert_key, record)) = d.certificate_record() {
         state.store.put_device_cert(&cert_key, &record).await?;
     }
     let target = format!("device:{id}");
-    let detail = json!({ "active": req.active });
+    let detail = json!({ "active": req.active, "certificate_sha256": req.certificate_sha256 });
     origin
         .record_detail(
             &state,

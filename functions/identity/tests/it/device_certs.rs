@@ -1,9 +1,10 @@
 //! Registering a device with its client certificate's fingerprint
 //! (`certificate_sha256`): the record its site's edge follows appears in
 //! `plantd_device_certs` under `<site>.<hex>`, follows the device's active
-//! flag and goes with the device; a malformed fingerprint is a 400 naming
-//! the field, a certificate registered on the site already a 409 that
-//! leaves no device behind.
+//! flag, is replaced (rotation) or removed with `PATCH`, and goes with the
+//! device; a malformed fingerprint is a 400 naming the field, a
+//! certificate registered on the site already a 409 that leaves no device
+//! behind.
 
 use crate::common;
 
@@ -125,10 +126,59 @@ async fn a_devices_certificate_is_published_for_its_edge_and_follows_the_device(
         Some(true)
     );
 
-    // Deleted: the record goes (the edge closes its connections).
+    // Rotated: the new certificate's record appears, the old one goes.
+    let renewed = Fingerprint::of_der(b"press 1's renewed certificate");
+    let k2 = key(&Site::new("plant-1").expect("site"), &renewed);
+    let (s, v) = call(
+        &f.app,
+        "PATCH",
+        &uri,
+        Some(&acme),
+        Some(json!({"certificate_sha256": renewed.hex()})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(read(kv.clone(), k.clone()).await, None, "the old one goes");
+    assert_eq!(
+        read(kv.clone(), k2.clone()).await.map(|r| r.device),
+        Some(id.clone())
+    );
+    let (s, v) = call(
+        &f.app,
+        "PATCH",
+        &uri,
+        Some(&acme),
+        Some(json!({"certificate_sha256": "not a fingerprint"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(read(kv.clone(), k2.clone()).await.is_some(), "unchanged");
+    // "" removes it.
+    let (s, v) = call(
+        &f.app,
+        "PATCH",
+        &uri,
+        Some(&acme),
+        Some(json!({"certificate_sha256": ""})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(read(kv.clone(), k2.clone()).await, None);
+
+    // Deleted with a certificate: the record goes (the edge closes its
+    // connections).
+    call(
+        &f.app,
+        "PATCH",
+        &uri,
+        Some(&acme),
+        Some(json!({"certificate_sha256": renewed.hex()})),
+    )
+    .await;
+    assert!(read(kv.clone(), k2.clone()).await.is_some());
     assert_eq!(
         call(&f.app, "DELETE", &uri, Some(&acme), None).await.0,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(read(kv, k).await, None);
+    assert_eq!(read(kv, k2).await, None);
 }
