@@ -228,11 +228,21 @@ async fn start_fanout(
     moto: &Moto,
     stub: &Stub,
 ) -> plantd_shared::process::ManagedProcess {
+    start_fanout_on(nats, moto, stub, "plantd-connections").await
+}
+
+/// [`start_fanout`] with the registry table `table`.
+pub(crate) async fn start_fanout_on(
+    nats: &plantd_testkit::Nats,
+    moto: &Moto,
+    stub: &Stub,
+    table: &str,
+) -> plantd_shared::process::ManagedProcess {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plantd-proxy"));
     cmd.env_clear()
         .env(plantd_proxy::aws::MODE_ENV, "fanout")
         .env("PLANTD_NATS_URL", nats.url())
-        .env(plantd_proxy::aws::TABLE_ENV, "plantd-connections")
+        .env(plantd_proxy::aws::TABLE_ENV, table)
         .env(
             plantd_proxy::aws::ENDPOINT_ENV,
             format!("{}/prod", stub.endpoint),

@@ -31,7 +31,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Setup {
     f: common::Fixture,
-    _moto: Moto,
+    moto: Moto,
     reg: Registry,
     ws: Handler,
     stub: Stub,
@@ -51,7 +51,7 @@ async fn setup() -> Setup {
     ));
     Setup {
         f,
-        _moto: moto,
+        moto,
         reg,
         ws,
         stub,
@@ -438,4 +438,52 @@ async fn a_stopping_or_dead_fanout_process_closes_the_sockets_it_delivered_so_cl
     task2.await.expect("sequencer");
     stop3.cancel();
     task3.await.expect("sequencer");
+}
+
+/// The `fanout` role of the real binary takes sequenced subscriptions (its
+/// sequencer runs beside the per-message fan-out) and, stopped with
+/// SIGTERM as ECS stops a task, closes the sockets it delivered so their
+/// clients resume on another process.
+#[tokio::test]
+async fn the_fanout_binary_delivers_sequenced_subscriptions_and_closes_them_on_sigterm() {
+    let s = setup().await;
+    let mut process =
+        crate::aws_fanout::start_fanout_on(&s.f.nats, &s.moto, &s.stub, "conns").await;
+    connect(&s, "c1").await;
+    let stored = store(&s, "plantd.plant-1.up.line1.temp", b"21.5").await;
+    let body = json!({"op": "subscribe", "id": "s", "site": "plant-1", "filter": "line1/#", "from_sequence": stored});
+    // Until its sequencer listens, a subscribe is `unavailable` (and leaves
+    // nothing behind, so it can be repeated).
+    eventually(
+        WAIT,
+        "the fan-out process takes the subscription",
+        || async {
+            subscribe(&s, "c1", body.clone())
+                .await
+                .body
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let frames = posted_n(&s.stub, "c1", 2).await;
+    assert_eq!(
+        frames[0],
+        json!({"op": "subscribed", "id": "s", "from_sequence": stored})
+    );
+    assert_eq!(messages(&frames[1..]), [(stored, "21.5".to_owned())]);
+
+    process
+        .terminate(Duration::from_secs(20))
+        .await
+        .expect("the process exits on SIGTERM");
+    assert!(
+        s.stub
+            .seen()
+            .iter()
+            .any(|x| x.method == "DELETE" && x.path == "/prod/@connections/c1"),
+        "{:?}",
+        s.stub.seen()
+    );
+    assert!(s.reg.connection("c1").await.expect("get").is_none());
 }
