@@ -1,11 +1,46 @@
 //! The API commands: `plantd whoami`, `state`, `command`, `commands`
 //! (pending, cancel), `call`, `history`, `token`. Tables (plain lines) for people, `--json` for
 //! scripts.
+//!
+//! State, commands, service calls and history go through `plantd-client`
+//! (the typed REST layer generated from the proxy's OpenAPI document), so
+//! nothing here reads the API's JSON by hand; its errors become the exit
+//! codes of [`ExitKind`].
 
 use anyhow::Result;
+use plantd_client::proxy::{params, types};
+use plantd_client::{Plantd, RawBody};
 use reqwest::Method;
+use serde::{Deserialize, Serialize};
 
-use crate::session::Session;
+use crate::session::{ExitKind, Session, error_for_status, fail};
+
+/// The session's deployment as a `plantd-client` (its current token, which
+/// [`Session::open`] refreshed when it was about to expire).
+fn client(s: &Session) -> Result<Plantd> {
+    Plantd::with_token(s.url(), s.access_token()).map_err(api_error)
+}
+
+/// A `plantd-client` error as an exit code and what to do.
+pub(crate) fn api_error(e: plantd_client::Error) -> anyhow::Error {
+    use plantd_client::Error;
+    match e {
+        Error::Api {
+            status, message, ..
+        } => error_for_status(status, message),
+        Error::Refused(message) => error_for_status(401, message),
+        Error::Timeout(_) | Error::Transport(_) => fail(
+            ExitKind::Unavailable,
+            format!("{e}; is `plantd up` running?"),
+        ),
+        Error::Invalid(_) => fail(ExitKind::Usage, e.to_string()),
+        other => fail(ExitKind::Failure, other.to_string()),
+    }
+}
+
+fn print_typed(v: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
 
 fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -41,33 +76,60 @@ pub async fn whoami(s: &Session, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `GET /v1/state/scopes` answer (the document does not type it yet).
+#[derive(Debug, Serialize, Deserialize)]
+struct Scopes {
+    scopes: Vec<String>,
+}
+
+/// `GET /v1/state/{scope}` answer.
+#[derive(Debug, Serialize, Deserialize)]
+struct Keys {
+    scope: String,
+    keys: Vec<KeyRevision>,
+}
+
+/// One key of [`Keys`].
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyRevision {
+    key: String,
+    revision: u64,
+}
+
+/// `PUT /v1/state/{scope}/{key}` answer.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    revision: u64,
+}
+
 /// `plantd state scopes [--create NAME]`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn scopes(s: &Session, create: Option<&str>, json: bool) -> Result<()> {
+    let plantd = client(s)?;
     if let Some(name) = create {
-        s.send(
-            s.request(Method::POST, "/v1/state/scopes")
-                .json(&serde_json::json!({"scope": name})),
-        )
-        .await?;
+        plantd
+            .rest()
+            .post_state_scopes(&types::NewScope {
+                scope: name.to_owned(),
+            })
+            .await
+            .map_err(api_error)?;
     }
-    let v: serde_json::Value = s
-        .send(s.request(Method::GET, "/v1/state/scopes"))
-        .await?
+    let v: Scopes = plantd
+        .rest()
+        .get_state_scopes()
+        .await
+        .map_err(api_error)?
+        .value
         .json()
-        .await?;
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_typed(&v);
     } else {
-        for sc in v["scopes"].as_array().into_iter().flatten() {
-            println!(
-                "{}",
-                sc.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| sc.to_string())
-            );
+        for sc in &v.scopes {
+            println!("{sc}");
         }
     }
     Ok(())
@@ -76,22 +138,21 @@ pub async fn scopes(s: &Session, create: Option<&str>, json: bool) -> Result<()>
 /// `plantd state list SCOPE`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn list(s: &Session, scope: &str, json: bool) -> Result<()> {
-    let v: serde_json::Value = s
-        .send(s.request(Method::GET, &format!("/v1/state/{scope}")))
-        .await?
+    let v: Keys = client(s)?
+        .rest()
+        .get_state_scope(scope)
+        .await
+        .map_err(api_error)?
+        .value
         .json()
-        .await?;
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_typed(&v);
     } else {
-        for k in v["keys"].as_array().into_iter().flatten() {
-            println!(
-                "{:<32} rev {}",
-                k["key"].as_str().unwrap_or("?"),
-                k["revision"]
-            );
+        for k in &v.keys {
+            println!("{:<32} rev {}", k.key, k.revision);
         }
     }
     Ok(())
@@ -101,34 +162,25 @@ pub async fn list(s: &Session, scope: &str, json: bool) -> Result<()> {
 /// revision (for `--if-match`) on stderr, or everything as JSON.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn get(s: &Session, scope: &str, key: &str, json: bool) -> Result<()> {
-    let resp = s
-        .send(s.request(Method::GET, &format!("/v1/state/{scope}/{key}")))
-        .await?;
-    let etag = resp
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim_matches('"')
-        .to_owned();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body = resp.bytes().await?;
+    let answer = client(s)?
+        .rest()
+        .get_state_scope_key(scope, key, &params::GetStateScopeKeyParams::default())
+        .await
+        .map_err(api_error)?;
+    let etag = answer.etag().unwrap_or("").trim_matches('"').to_owned();
+    let body = answer.value;
     if json {
-        print_json(&serde_json::json!({
-            "scope": scope, "key": key, "revision": etag, "content_type": ct,
-            "value": String::from_utf8_lossy(&body),
+        print_typed(&serde_json::json!({
+            "scope": scope, "key": key, "revision": etag,
+            "content_type": body.content_type.as_deref().unwrap_or(""),
+            "value": String::from_utf8_lossy(&body.bytes),
         }));
     } else {
         use std::io::Write as _;
-        std::io::stdout().write_all(&body)?;
-        if !body.ends_with(b"\n") {
+        std::io::stdout().write_all(&body.bytes)?;
+        if !body.bytes.ends_with(b"\n") {
             println!();
         }
         eprintln!("revision {etag}");
@@ -139,7 +191,7 @@ pub async fn get(s: &Session, scope: &str, key: &str, json: bool) -> Result<()> 
 /// `plantd state set SCOPE KEY VALUE [--if-match REV] [--content-type T]`.
 ///
 /// # Errors
-/// As [`Session::send`]; exit code 6 when `--if-match` lost.
+/// As the API answers; exit code 6 when `--if-match` lost.
 pub async fn set(
     s: &Session,
     scope: &str,
@@ -149,18 +201,25 @@ pub async fn set(
     content_type: &str,
     json: bool,
 ) -> Result<()> {
-    let mut req = s
-        .request(Method::PUT, &format!("/v1/state/{scope}/{key}"))
-        .header("content-type", content_type)
-        .body(value.to_owned());
-    if let Some(rev) = if_match {
-        req = req.header("if-match", format!("\"{}\"", rev.trim_matches('"')));
-    }
-    let v: serde_json::Value = s.send(req).await?.json().await.unwrap_or_default();
+    let p = params::PutStateScopeKeyParams {
+        if_match: if_match.map(|rev| format!("\"{}\"", rev.trim_matches('"'))),
+        if_none_match: None,
+    };
+    let answer = client(s)?
+        .rest()
+        .put_state_scope_key(
+            scope,
+            key,
+            &p,
+            RawBody::bytes(value.to_owned(), content_type),
+        )
+        .await
+        .map_err(api_error)?;
+    let v: Stored = answer.value.json().map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_typed(&v);
     } else {
-        println!("stored, revision {}", v["revision"]);
+        println!("stored, revision {}", v.revision);
     }
     Ok(())
 }
@@ -168,10 +227,13 @@ pub async fn set(
 /// `plantd state delete SCOPE KEY`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn delete(s: &Session, scope: &str, key: &str) -> Result<()> {
-    s.send(s.request(Method::DELETE, &format!("/v1/state/{scope}/{key}")))
-        .await?;
+    client(s)?
+        .rest()
+        .delete_state_scope_key(scope, key, &params::DeleteStateScopeKeyParams::default())
+        .await
+        .map_err(api_error)?;
     println!("deleted");
     Ok(())
 }
@@ -196,29 +258,25 @@ pub struct CommandArgs<'a> {
 /// `plantd command SITE TOPIC PAYLOAD`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn command(s: &Session, c: CommandArgs<'_>, json: bool) -> Result<()> {
     let site = c.site;
-    let mut body = serde_json::json!({"topic": c.topic, "payload": c.payload, "qos": c.qos, "retain": c.retain});
-    if let Some(t) = c.ttl {
-        body["ttl_secs"] = t.into();
-    }
-    let v: serde_json::Value = s
-        .send(
-            s.request(Method::POST, &format!("/v1/sites/{site}/commands"))
-                .json(&body),
-        )
-        .await?
-        .json()
-        .await?;
+    let command = types::Command {
+        topic: c.topic.to_owned(),
+        payload: Some(c.payload.to_owned()),
+        qos: Some(c.qos.into()),
+        retain: Some(c.retain),
+        ttl_secs: c.ttl,
+        ..Default::default()
+    };
+    let v = client(s)?
+        .send_command(site, &command)
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_typed(&v);
     } else {
-        println!(
-            "queued for {site} as {} #{}",
-            v["stream"].as_str().unwrap_or("?"),
-            v["sequence"]
-        );
+        println!("queued for {site} as {} #{}", v.stream, v.sequence);
     }
     Ok(())
 }
@@ -230,36 +288,34 @@ pub async fn command(s: &Session, c: CommandArgs<'_>, json: bool) -> Result<()> 
 /// # Errors
 /// As the API answers (403, another organisation's site, unknown site).
 pub async fn pending(s: &Session, site: &str, limit: u32, json: bool) -> Result<()> {
-    let v: serde_json::Value = s
-        .send(s.request(
-            Method::GET,
-            &format!("/v1/sites/{site}/commands?state=pending&limit={limit}"),
-        ))
-        .await?
-        .json()
-        .await?;
+    let p = params::GetSitesSiteCommandsParams {
+        state: Some("pending".to_owned()),
+        limit: Some(limit.into()),
+    };
+    let v = client(s)?
+        .rest()
+        .get_sites_site_commands(site, &p)
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
-        print_json(&v);
+        print_typed(&v);
         return Ok(());
     }
-    for c in v["commands"].as_array().into_iter().flatten() {
-        let text = |f: &str| c[f].as_str().unwrap_or("-").to_owned();
-        let reason = c["reason"]
-            .as_str()
+    for c in &v.commands {
+        let reason = c
+            .reason
+            .as_deref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
-        let expires = c["expires"]
-            .as_str()
+        let expires = c
+            .expires
+            .as_deref()
             .map(|e| format!("  expires {e}"))
             .unwrap_or_default();
-        println!(
-            "#{}  {}{reason}  {}{expires}",
-            c["id"],
-            text("state"),
-            text("topic")
-        );
+        println!("#{}  {}{reason}  {}{expires}", c.id, c.state, c.topic);
     }
-    if v["truncated"] == true {
+    if v.truncated {
         eprintln!("more are pending; raise --limit");
     }
     Ok(())
@@ -272,14 +328,15 @@ pub async fn pending(s: &Session, site: &str, limit: u32, json: bool) -> Result<
 /// Exit code 5 for an unknown command, 6 when it was already delivered or
 /// expired.
 pub async fn cancel(s: &Session, site: &str, id: u64, json: bool) -> Result<()> {
-    let v: serde_json::Value = s
-        .send(s.request(Method::DELETE, &format!("/v1/sites/{site}/commands/{id}")))
-        .await?
-        .json()
-        .await?;
+    let v = client(s)?
+        .rest()
+        .delete_sites_site_commands_id(site, id)
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
-        print_json(&v);
-    } else if v["state"] == "cancelled" {
+        print_typed(&v);
+    } else if v.state == "cancelled" {
         println!("command #{id} cancelled: it will never be delivered");
     } else {
         println!(
@@ -300,18 +357,17 @@ pub async fn call(
     payload: &str,
     timeout_ms: u64,
 ) -> Result<()> {
-    let resp = s
-        .send(
-            s.request(
-                Method::POST,
-                &format!("/v1/sites/{site}/call/{topic}?timeout_ms={timeout_ms}"),
-            )
-            .body(payload.to_owned()),
+    let answer = client(s)?
+        .call(
+            site,
+            topic,
+            RawBody::text(payload),
+            std::time::Duration::from_millis(timeout_ms),
         )
-        .await?;
-    let body = resp.bytes().await?;
+        .await
+        .map_err(api_error)?;
     use std::io::Write as _;
-    std::io::stdout().write_all(&body)?;
+    std::io::stdout().write_all(&answer.bytes)?;
     println!();
     Ok(())
 }
@@ -319,56 +375,31 @@ pub async fn call(
 /// `plantd history SITE FILTER [--limit N]`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn history(s: &Session, site: &str, filter: &str, limit: u32, json: bool) -> Result<()> {
-    let v: serde_json::Value = s
-        .send(s.request(
-            Method::GET,
-            &format!(
-                "/v1/sites/{site}/history?filter={}&limit={limit}",
-                url_encode(filter)
-            ),
-        ))
-        .await?
-        .json()
-        .await?;
+    let p = params::GetSitesSiteHistoryParams {
+        filter: filter.to_owned(),
+        limit: Some(limit.into()),
+        ..Default::default()
+    };
+    let v = client(s)?
+        .rest()
+        .get_sites_site_history(site, &p)
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
-        print_json(&v);
+        print_typed(&v);
     } else {
-        for m in v["messages"].as_array().into_iter().flatten() {
-            let value = m["value"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("base64:{}", m["value_base64"].as_str().unwrap_or("")));
-            println!(
-                "{:<28} {:<32} {}",
-                m["time"].as_str().unwrap_or(""),
-                m["topic"].as_str().unwrap_or(""),
-                value
-            );
+        for m in &v.messages {
+            let value = match (&m.value, &m.value_base64) {
+                (Some(serde_json::Value::String(text)), _) => text.clone(),
+                (Some(other), _) => other.to_string(),
+                (None, Some(b64)) => format!("base64:{b64}"),
+                (None, None) => String::new(),
+            };
+            println!("{:<28} {:<32} {}", m.time, m.topic, value);
         }
     }
     Ok(())
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn url_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() * 3);
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(super::url_encode("line1/#"), "line1%2F%23");
-        assert_eq!(super::url_encode("a+b c"), "a%2Bb%20c");
-    }
 }
