@@ -184,6 +184,11 @@ pub struct UpdateDevice {
     /// connections close).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+    /// Replaces the client certificate it may log in with (its SHA-256,
+    /// as at creation; the old certificate's connections close), or with
+    /// `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
 }
 
 /// A device as listed (no secret).
@@ -595,7 +600,10 @@ mod tests {
             subscribe: vec![s("b/#")],
             certificate_sha256: Some(s("ab").repeat(32)),
         });
-        accepted::<clients::UpdateDevice>(&UpdateDevice { active: Some(true) });
+        accepted::<clients::UpdateDevice>(&UpdateDevice {
+            active: Some(true),
+            certificate_sha256: Some(String::new()),
+        });
         accepted::<sites::CreateSite>(&CreateSite {
             id: s("x"),
             org: Some(s("o")),

@@ -208,6 +208,11 @@ pub mod types {
         /// connections close).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub active: Option<bool>,
+        /// Replaces the client certificate it may log in with (its SHA-256,
+        /// as at creation; the old certificate's connections close), or with
+        /// `""` removes it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub certificate_sha256: Option<String>,
     }
 
     /// `PATCH /v1/service-accounts/{id}` body.
