@@ -107,7 +107,8 @@ fn main() {
 async fn client(args: &[String]) {
     let dir = std::path::Path::new(&args[0]);
     let n: usize = args[1].parse().expect("count");
-    let tls = (args.get(2).map(String::as_str) == Some("tls")).then(|| storm::Pki::new(dir).connector);
+    let tls =
+        (args.get(2).map(String::as_str) == Some("tls")).then(|| storm::Pki::new(dir).connector);
     println!("pki");
     let _ = std::io::stdout().flush();
     let mut line = String::new();
