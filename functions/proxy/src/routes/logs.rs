@@ -30,6 +30,7 @@ use plantd_logger::{
     Cursor, Direction, Filter, GroupLabel, Level, LogQuery, LogRecord, StatsFunction, StatsQuery,
     parse_filter,
 };
+use plantd_shared::audit;
 use plantd_shared::sites::{self, BOOTSTRAP_ORG, PLATFORM_SITE};
 use plantd_shared::subject::{Channel, Site};
 use serde::{Deserialize, Serialize};
@@ -128,7 +129,18 @@ async fn sites_for(
 ) -> Result<Option<Vec<String>>, AppError> {
     let Some(name) = site.filter(|s| !s.is_empty()) else {
         if sites::is_superadmin(&caller.claims) {
-            tracing::info!(actor = %caller.claims.sub, "superadmin reading the logs of every site");
+            // Every organisation's lines at once: a privileged read, audited
+            // in the superadmin's own chain (no one owner to record it for).
+            tracing::warn!(actor = %caller.claims.sub, actor_org = %caller.org(), cross_org = true, "superadmin reading the logs of every site");
+            state
+                .audit
+                .record(
+                    audit::Event::new(audit::Action::SiteCrossOrg, caller.org().to_owned())
+                        .by(&caller.claims)
+                        .target("site:*")
+                        .detail(json!({"via": "logs", "sites": "every site"})),
+                )
+                .await;
             return Ok(None);
         }
         return Err(AppError::bad_request(

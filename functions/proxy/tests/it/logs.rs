@@ -251,6 +251,54 @@ async fn other_organisations_and_the_platform_site_are_refused() {
 }
 
 #[tokio::test]
+async fn only_the_superadmin_reads_every_site_and_that_read_is_audited() {
+    let (f, _index, task) = with_index(0).await;
+    seed(&f).await;
+    let a = get(&f.app, "/v1/logs", Some(&f.token(ORG, READ))).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json());
+    let root = f.superadmin_token();
+    let got = eventually(
+        Duration::from_secs(20),
+        "lines of both organisations",
+        || async {
+            let a = get(&f.app, "/v1/logs", Some(&root)).await;
+            let sites: std::collections::BTreeSet<String> = a.json()["records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["site"].as_str().map(str::to_owned))
+                .collect();
+            (sites.contains("plant-1") && sites.contains("other-1")).then_some(sites)
+        },
+    )
+    .await;
+    assert!(got.contains("other-1"), "{got:?}");
+    let trail = plantd_shared::audit::read(
+        &f.nats.jetstream().await,
+        &plantd_shared::audit::Query {
+            org: plantd_shared::sites::BOOTSTRAP_ORG.into(),
+            action: Some("site.cross_org".into()),
+            limit: 100,
+            ..plantd_shared::audit::Query::default()
+        },
+    )
+    .await
+    .expect("read the trail")
+    .records;
+    assert!(
+        !trail.is_empty(),
+        "the every-site read is in the superadmin's chain"
+    );
+    assert!(
+        trail
+            .iter()
+            .all(|c| c.record.actor == "root" && c.record.target == "site:*"),
+        "{trail:#?}"
+    );
+    task.abort();
+}
+
+#[tokio::test]
 async fn aggregates_are_read_per_minute() {
     let (f, _index, task) = with_index(0).await;
     let mut trigger = Trigger::new(f.state.js.clone());

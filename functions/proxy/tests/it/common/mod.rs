@@ -120,6 +120,26 @@ impl Fixture {
         self.token_with(org, perms, &[])
     }
 
+    /// A token of the bootstrap superadmin (`sub` "root", every permission).
+    pub fn superadmin_token(&self) -> String {
+        let now = now_secs();
+        let claims = Claims {
+            iss: "plantd-identity".into(),
+            sub: "root".into(),
+            aud: Audience::One(API_AUDIENCE.into()),
+            exp: now + 600,
+            iat: now,
+            nbf: None,
+            jti: format!("jti-root-{}", rand_suffix()),
+            org: plantd_shared::sites::BOOTSTRAP_ORG.into(),
+            kind: PrincipalKind::User,
+            roles: vec![plantd_shared::sites::SUPERADMIN_ROLE.into()],
+            perms: vec!["*".into()],
+            mqtt: BTreeMap::new(),
+        };
+        self.key.sign(&claims).expect("sign")
+    }
+
     /// Revokes token id `jti` as identity's logout does: a put in
     /// `plantd_revoked` with `value` (there, the token's expiry).
     pub async fn revoke(&self, jti: &str, value: &str) {
