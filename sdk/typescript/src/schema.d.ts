@@ -3618,9 +3618,11 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * `GET /v1/ws`: authenticates, then upgrades.
+         * `GET /v1/ws`: authenticates, then upgrades; without a token on the
+         *     handshake, upgrades and authenticates the first frame
+         *     ([`socket_auth::first_frame`]).
          * @description # Errors
-         *     401 before the upgrade for a missing, invalid or revoked token.
+         *     401 before the upgrade for an invalid or revoked token.
          */
         get: {
             parameters: {
