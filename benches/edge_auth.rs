@@ -61,7 +61,10 @@ fn auth(c: &mut Criterion) {
     ] {
         let trust = Trust::new(site.clone(), dir.join(key.kid()));
         trust.set_jwks(jwks_of([&key]).expect("jwks"));
-        let authn = Authenticator::new(site.clone(), Some(trust), false);
+        // The site's owner, as `owner::resolve` sets it: tokens of another
+        // organisation are refused.
+        let authn =
+            Authenticator::new(site.clone(), Some(trust), false).with_org(Some("acme".into()));
         let token = key.sign(&claims(&site)).expect("sign");
         g.bench_function(
             format!("verify token at CONNECT ({:?})", key.algorithm()),
@@ -77,7 +80,9 @@ fn auth(c: &mut Criterion) {
     let key = SigningKey::generate_ed25519("ed").expect("key");
     let trust = Trust::new(site.clone(), dir.join("checks"));
     trust.set_jwks(jwks_of([&key]).expect("jwks"));
-    let authn = Authenticator::new(site.clone(), Some(trust), false);
+    // The site's owner, as `owner::resolve` sets it: tokens of another
+    // organisation are refused.
+    let authn = Authenticator::new(site.clone(), Some(trust), false).with_org(Some("acme".into()));
     let identity = authn
         .authenticate(
             None,
