@@ -11,7 +11,7 @@
 
 use crate::common;
 use crate::pki;
-use crate::site_owner::{Issuer, creds5};
+use crate::site_owner::Issuer;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -316,7 +316,7 @@ async fn a_registered_certificate_logs_in_without_a_token_and_nothing_else_does(
         edge.tls(),
         "with-token",
         client_config(&pki.server_ca.pem, stranger_id),
-        creds5(&token),
+        token_creds5(&token),
     );
     assert_eq!(
         with_token.connack().await.expect("token login").code,

@@ -61,44 +61,9 @@ fn issuer(dir: &Path) -> (SigningKey, PathBuf) {
     (key, file)
 }
 
-fn creds5(token: &str) -> impl FnOnce(&mut rumqttc::v5::MqttOptions) {
-    let token = token.to_owned();
-    move |o| {
-        o.set_credentials("", token);
-    }
-}
-
-fn creds4(token: &str) -> impl FnOnce(&mut rumqttc::MqttOptions) {
-    let token = token.to_owned();
-    move |o| {
-        o.set_credentials("x", token);
-    }
-}
-
-/// Asserts that both protocol versions refuse `token` as not authorised.
-async fn refused(b: &TestBroker, who: &str, token: &str) {
-    match v5_unchecked(b, &format!("{who}-5"), creds5(token))
-        .connack()
-        .await
-    {
-        Ok(a) => panic!("{who}: v5 accepted: {a:?}"),
-        Err(e) => assert!(
-            e.contains("ConnectionRefused(NotAuthorized)"),
-            "{who}: v5 0x87: {e}"
-        ),
-    }
-    match v4_unchecked(b, &format!("{who}-4"), creds4(token))
-        .connack()
-        .await
-    {
-        Ok(a) => panic!("{who}: 3.1.1 accepted: {a:?}"),
-        Err(e) => assert!(e.contains("NotAuthorized"), "{who}: return code 5: {e}"),
-    }
-}
-
 /// Asserts that `token` connects (v5) and may subscribe to `#`.
 async fn admitted(b: &TestBroker, who: &str, token: &str) {
-    let (mut c, _) = v5(b, who, creds5(token)).await;
+    let (mut c, _) = v5(b, who, token_creds5(token)).await;
     c.client
         .subscribe("#", Q5::AtMostOnce)
         .await
@@ -158,7 +123,7 @@ async fn another_organisations_tokens_are_refused_at_connect() {
     .await;
     let b = TestBroker::external(edge.mqtt, edge.http);
     for (who, t) in intruders(&key) {
-        refused(&b, who, &t).await;
+        refused_by_both_versions(&b, who, &t).await;
     }
     // mosquitto's client hears "not authorised" too.
     let (_, spy) = &intruders(&key)[0];
@@ -188,7 +153,7 @@ async fn another_organisations_tokens_are_refused_at_connect() {
     )
     .await;
     // An admin of the bootstrap organisation is no superadmin.
-    refused(
+    refused_by_both_versions(
         &b,
         "plantd admin",
         &token(&key, "ops", "plantd", PrincipalKind::User, &["admin"]),
@@ -217,7 +182,7 @@ async fn the_owner_comes_from_the_site_registry_and_survives_an_offline_restart(
     let edge = start_edge(&nats, &data, &flags).await;
     let b = TestBroker::external(edge.mqtt, edge.http);
     for (who, t) in intruders(&key) {
-        refused(&b, who, &t).await;
+        refused_by_both_versions(&b, who, &t).await;
     }
     let acme = token(&key, "press-1", "acme", PrincipalKind::Device, &["device"]);
     admitted(&b, "acme", &acme).await;
@@ -236,7 +201,7 @@ async fn the_owner_comes_from_the_site_registry_and_survives_an_offline_restart(
     // No uplink now: the cached record still says who owns the site.
     let edge = start_plain(&data, &flags).await;
     let b = TestBroker::external(edge.mqtt, edge.http);
-    refused(&b, "initech offline", &intruders(&key)[0].1).await;
+    refused_by_both_versions(&b, "initech offline", &intruders(&key)[0].1).await;
     admitted(&b, "acme offline", &acme).await;
 }
 

@@ -54,41 +54,6 @@ impl Issuer {
     }
 }
 
-pub fn creds5(token: &str) -> impl FnOnce(&mut rumqttc::v5::MqttOptions) {
-    let token = token.to_owned();
-    move |o| {
-        o.set_credentials("", token);
-    }
-}
-
-fn creds4(token: &str) -> impl FnOnce(&mut rumqttc::MqttOptions) {
-    let token = token.to_owned();
-    move |o| {
-        o.set_credentials("x", token);
-    }
-}
-
-/// Both protocol versions refuse `token` as not authorised.
-async fn refused(b: &TestBroker, who: &str, token: &str) {
-    match v5_unchecked(b, &format!("{who}-5"), creds5(token))
-        .connack()
-        .await
-    {
-        Ok(a) => panic!("{who}: v5 accepted: {a:?}"),
-        Err(e) => assert!(
-            e.contains("ConnectionRefused(NotAuthorized)"),
-            "{who}: v5 0x87: {e}"
-        ),
-    }
-    match v4_unchecked(b, &format!("{who}-4"), creds4(token))
-        .connack()
-        .await
-    {
-        Ok(a) => panic!("{who}: 3.1.1 accepted: {a:?}"),
-        Err(e) => assert!(e.contains("NotAuthorized"), "{who}: return code 5: {e}"),
-    }
-}
-
 /// A 3.1.1 client's connection ended (not a timeout).
 async fn closed4(c: &mut V4) {
     let e = loop {
@@ -156,9 +121,9 @@ async fn a_site_moved_to_another_organisation_or_deleted_drops_the_connections_i
 
     let acme = issuer.token("press-1", "acme", &["device"]);
     let root = issuer.token("root", "plantd", &["superadmin"]);
-    let (mut acme5, _) = v5(&b, "acme-5", creds5(&acme)).await;
-    let mut acme4 = v4(&b, "acme-4", creds4(&acme)).await;
-    let (mut superadmin, _) = v5(&b, "root", creds5(&root)).await;
+    let (mut acme5, _) = v5(&b, "acme-5", token_creds5(&acme)).await;
+    let mut acme4 = v4(&b, "acme-4", token_creds4(&acme)).await;
+    let (mut superadmin, _) = v5(&b, "root", token_creds5(&root)).await;
     // The binary runs with --allow-anonymous (edge_proc).
     let (mut anonymous, _) = v5(&b, "anonymous", |_| {}).await;
 
@@ -166,9 +131,9 @@ async fn a_site_moved_to_another_organisation_or_deleted_drops_the_connections_i
     let why = acme5.ended().await;
     assert!(why.contains("NotAuthorized"), "v5 DISCONNECT 0x87: {why}");
     closed4(&mut acme4).await;
-    refused(&b, "acme after the move", &acme).await;
+    refused_by_both_versions(&b, "acme after the move", &acme).await;
     let initech = issuer.token("ivan", "initech", &["device"]);
-    let (mut initech5, _) = v5(&b, "initech", creds5(&initech)).await;
+    let (mut initech5, _) = v5(&b, "initech", token_creds5(&initech)).await;
     alive(&mut initech5, "the new owner's device").await;
     alive(&mut superadmin, "the superadmin").await;
     alive(&mut anonymous, "the anonymous client").await;
@@ -189,7 +154,7 @@ async fn a_site_moved_to_another_organisation_or_deleted_drops_the_connections_i
         "nobody owns the site, not even for the superadmin: {why}"
     );
     alive(&mut anonymous, "the anonymous client").await;
-    refused(&b, "initech after the deletion", &initech).await;
+    refused_by_both_versions(&b, "initech after the deletion", &initech).await;
     decisions(&edge, "deleted", 1.0).await;
     assert_eq!(cached_owner(&data), None, "the cached record is removed");
 }
@@ -211,18 +176,18 @@ async fn with_org_a_record_naming_another_owner_admits_nobody_until_it_is_fixed(
     let b = TestBroker::external(edge.mqtt, edge.http);
     let acme = issuer.token("press-1", "acme", &["device"]);
     let initech = issuer.token("ivan", "initech", &["device"]);
-    let (mut acme5, _) = v5(&b, "acme-5", creds5(&acme)).await;
+    let (mut acme5, _) = v5(&b, "acme-5", token_creds5(&acme)).await;
 
     reassign(&sites, "initech").await;
     let why = acme5.ended().await;
     assert!(why.contains("NotAuthorized"), "v5 DISCONNECT 0x87: {why}");
     decisions(&edge, "mismatch", 1.0).await;
-    refused(&b, "acme during the mismatch", &acme).await;
-    refused(&b, "initech during the mismatch", &initech).await;
+    refused_by_both_versions(&b, "acme during the mismatch", &acme).await;
+    refused_by_both_versions(&b, "initech during the mismatch", &initech).await;
 
     reassign(&sites, "acme").await;
     decisions(&edge, "restored", 1.0).await;
-    let (mut again, _) = v5(&b, "acme-again", creds5(&acme)).await;
+    let (mut again, _) = v5(&b, "acme-again", token_creds5(&acme)).await;
     alive(&mut again, "acme once the record names --org again").await;
-    refused(&b, "initech after the fix", &initech).await;
+    refused_by_both_versions(&b, "initech after the fix", &initech).await;
 }

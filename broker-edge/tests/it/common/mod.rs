@@ -507,3 +507,41 @@ pub async fn paho(b: &TestBroker, script: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// rumqttc v5 options with `token` as the password (empty user name).
+pub fn token_creds5(token: &str) -> impl FnOnce(&mut rumqttc::v5::MqttOptions) {
+    let token = token.to_owned();
+    move |o| {
+        o.set_credentials("", token);
+    }
+}
+
+/// rumqttc 3.1.1 options with `token` as the password.
+pub fn token_creds4(token: &str) -> impl FnOnce(&mut rumqttc::MqttOptions) {
+    let token = token.to_owned();
+    move |o| {
+        o.set_credentials("x", token);
+    }
+}
+
+/// Asserts that both protocol versions refuse `token` as not authorised
+/// (v5 CONNACK 0x87, 3.1.1 return code 5).
+pub async fn refused_by_both_versions(b: &TestBroker, who: &str, token: &str) {
+    match v5_unchecked(b, &format!("{who}-5"), token_creds5(token))
+        .connack()
+        .await
+    {
+        Ok(a) => panic!("{who}: v5 accepted: {a:?}"),
+        Err(e) => assert!(
+            e.contains("ConnectionRefused(NotAuthorized)"),
+            "{who}: v5 0x87: {e}"
+        ),
+    }
+    match v4_unchecked(b, &format!("{who}-4"), token_creds4(token))
+        .connack()
+        .await
+    {
+        Ok(a) => panic!("{who}: 3.1.1 accepted: {a:?}"),
+        Err(e) => assert!(e.contains("NotAuthorized"), "{who}: return code 5: {e}"),
+    }
+}
