@@ -18,6 +18,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::sdk::device;
 use common::{Up, port_of, post_json};
 use plantd_testkit::http;
 
@@ -82,38 +83,6 @@ async fn admin_token(up: &Up, data_dir: &Path) -> String {
     .await;
     assert_eq!(status, 200, "{login}");
     login["access_token"].as_str().expect("token").to_owned()
-}
-
-/// A device on site `local` that may publish `publish` and subscribe to
-/// `subscribe`, with its token: `(client id, token)`.
-async fn device(
-    up: &Up,
-    admin: &str,
-    name: &str,
-    publish: &[&str],
-    subscribe: &[&str],
-) -> (String, String) {
-    let (status, creds) = post_json(
-        up,
-        "/v1/devices",
-        Some(admin),
-        &serde_json::json!({"name": name, "site": "local", "publish": publish, "subscribe": subscribe}),
-    )
-    .await;
-    assert_eq!(status, 201, "{creds}");
-    let id = creds["client_id"].as_str().expect("client id").to_owned();
-    let (status, token) = post_json(
-        up,
-        "/v1/auth/token",
-        None,
-        &serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": creds["client_secret"]}),
-    )
-    .await;
-    assert_eq!(status, 200, "{token}");
-    (
-        id,
-        token["access_token"].as_str().expect("token").to_owned(),
-    )
 }
 
 /// The service topic the MQTT 5 device answers, and one it subscribes to
