@@ -55,9 +55,16 @@ export interface SubscribeOptions {
   fromSequence?: number;
   /** Ends the subscription. */
   signal?: AbortSignal;
+  /** Called each time the server confirms the subscription (the first time and after every reconnect). */
+  onSubscribed?: () => void;
 }
 
 type Frame = Record<string, unknown>;
+
+/** The first frame's op: `{"op":"auth","token":…}`. */
+const AUTH_OP = 'auth';
+/** The server's answer to a verified first frame. */
+const AUTHENTICATED_OP = 'authenticated';
 
 /** A queue that an async iterator drains; ends with an optional error. */
 class Queue<T> implements AsyncIterableIterator<T> {
@@ -135,10 +142,13 @@ export class Subscription implements AsyncIterableIterator<LiveMessage> {
   /** The sequence to resume from: the last delivered + 1 (0: not known yet). */
   resumeFrom = 0;
   readonly queue: Queue<LiveMessage>;
+  /** {@link SubscribeOptions.onSubscribed}. */
+  readonly onSubscribed: () => void;
   readonly #close: () => void;
 
-  constructor(site: string, filter: string, fromSequence: number, close: () => void) {
+  constructor(site: string, filter: string, fromSequence: number, close: () => void, onSubscribed: () => void = () => undefined) {
     this.site = site;
+    this.onSubscribed = onSubscribed;
     this.filter = filter;
     this.resumeFrom = fromSequence;
     this.#close = close;
@@ -168,7 +178,9 @@ export class Subscription implements AsyncIterableIterator<LiveMessage> {
 
 /**
  * The live connection: one WebSocket to `/v1/ws`, opened on the first
- * subscription, with one reconnect state machine. After any loss (network,
+ * subscription and authenticated by its first frame (`{"op":"auth",
+ * "token"}` — never a token in the URL, which access logs and CDNs
+ * record), with one reconnect state machine. After any loss (network,
  * server restart, expired token) it renews the token if needed, opens a new
  * socket after a backoff and subscribes every subscription again from its
  * last sequence + 1 — so a subscriber neither misses nor repeats a message
@@ -221,7 +233,7 @@ export class Live {
   subscribe(site: string, filter: string, options: SubscribeOptions = {}): Subscription {
     if (this.#closed) throw new PlantdError(0, 'closed', 'the live connection was closed');
     const id = `s${this.#nextId++}`;
-    const sub = new Subscription(site, filter, options.fromSequence ?? 0, () => this.#unsubscribe(id));
+    const sub = new Subscription(site, filter, options.fromSequence ?? 0, () => this.#unsubscribe(id), options.onSubscribed);
     this.#subs.set(id, sub);
     options.signal?.addEventListener('abort', () => sub.close(), { once: true });
     if (this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
@@ -270,44 +282,44 @@ export class Live {
       if (e instanceof RefusedError) return this.#refuse(e.message);
       return this.#retry();
     }
-    const url = `${this.#options.url.replace(/^http/, 'ws')}/v1/ws?access_token=${encodeURIComponent(token)}`;
-    let opened = false;
+    // No token in the URL (URLs end up in access logs): the first frame
+    // carries it, and the socket is usable once the server answered
+    // `authenticated` (docs/api.md, "Live data").
+    const url = `${this.#options.url.replace(/^http/, 'ws')}/v1/ws`;
+    let authenticated = false;
+    let refused = false;
     const socket = new this.#options.WebSocket(url);
     this.#socket = socket;
-    socket.onopen = () => {
-      opened = true;
-      this.#attempt = 0;
-      this.#setState(LinkState.Connected);
-      for (const [id, sub] of this.#subs) this.#sendSubscribe(id, sub);
-    };
+    socket.onopen = () => socket.send(JSON.stringify({ op: AUTH_OP, token }));
     socket.onmessage = (event: MessageEvent) => {
-      if (typeof event.data === 'string') this.#frame(JSON.parse(event.data) as Frame);
+      if (typeof event.data !== 'string') return;
+      let frame: Frame;
+      try {
+        frame = JSON.parse(event.data) as Frame;
+      } catch {
+        return;
+      }
+      if (authenticated) return this.#frame(frame);
+      if (frame.op === AUTHENTICATED_OP) {
+        authenticated = true;
+        this.#attempt = 0;
+        this.#setState(LinkState.Connected);
+        for (const [id, sub] of this.#subs) this.#sendSubscribe(id, sub);
+      } else if (frame.op === 'error') {
+        // The token did not verify (invalid, expired, revoked): the
+        // server closes with 1008 next; renew before the next attempt.
+        refused = true;
+      }
     };
     socket.onclose = (event: CloseEvent) => {
       if (this.#socket !== socket || this.#closed) return;
       this.#socket = null;
       if (event.code === 1008 && event.reason === 'token revoked') return this.#refuse('the token was revoked');
-      if (event.code === 1008 && event.reason === 'token expired') this.#renew = true;
-      if (!opened) {
-        // A browser cannot see why a handshake failed: ask over HTTP
-        // whether the token is the reason (401 before the upgrade).
-        void this.#handshakeRefused(token).then((refused) => {
-          if (refused) this.#renew = true;
-          this.#retry();
-        });
-        return;
-      }
+      // Refused on the auth frame, or expired while open: a renewed token
+      // (a static one cannot be: that ends in RefusedError) on the next try.
+      if (refused || (event.code === 1008 && event.reason === 'token expired')) this.#renew = true;
       this.#retry();
     };
-  }
-
-  async #handshakeRefused(token: string): Promise<boolean> {
-    try {
-      const r = await fetch(`${this.#options.url}/v1/ws?access_token=${encodeURIComponent(token)}`);
-      return r.status === 401;
-    } catch {
-      return false;
-    }
   }
 
   #retry(): void {
@@ -343,6 +355,7 @@ export class Live {
     switch (f.op) {
       case 'subscribed':
         if (typeof f.from_sequence === 'number' && sub.resumeFrom === 0) sub.resumeFrom = f.from_sequence;
+        sub.onSubscribed();
         return;
       case 'message': {
         const sequence = typeof f.sequence === 'number' ? f.sequence : 0;

@@ -157,3 +157,18 @@ test('a revoked token ends the stream with a typed refusal, not a reconnect loop
   await until(states, LinkState.Refused);
   await assert.rejects(plantd.rest.GET('/v1/state/scopes'), (e) => e instanceof PlantdError && e.status === 401);
 });
+
+test('the socket authenticates with its first frame (no token in its URL); a token that does not verify is a typed refusal', { timeout: 20_000 }, async () => {
+  const plantd = Plantd.withToken(url, 'not-a-token', { live: { WebSocket: Cuttable, backoffMs: 50 } });
+  const before = sockets.length;
+  const sub = plantd.live.subscribe(site, 'sdk/#');
+  const states = plantd.live.states();
+  await assert.rejects(next(sub, 10_000), (e) => {
+    assert.ok(e instanceof RefusedError, `got ${e}`);
+    return true;
+  });
+  await until(states, LinkState.Refused);
+  const opened = sockets.slice(before);
+  assert.ok(opened.length > 0, 'a socket was opened');
+  for (const s of opened) assert.ok(!s.url.includes('token'), `a token in the socket's URL: ${s.url}`);
+});
