@@ -99,8 +99,26 @@ export async function login(email: string, password: string): Promise<void> {
   await adopt((await r.json()) as TokenResponse);
 }
 
-/** Exchanges the refresh token for new tokens now. */
-export async function refresh(): Promise<void> {
+/** The refresh under way, shared by every caller that asks meanwhile. */
+let refreshing: Promise<void> | null = null;
+
+/**
+ * Exchanges the refresh token for new tokens now. Never two at once: a
+ * refresh token is good for one exchange (identity revokes the whole
+ * login when one is used twice), so a caller arriving while a refresh is
+ * under way — the timer, a 401, the live socket's renewal — waits for
+ * that one.
+ */
+export function refresh(): Promise<void> {
+  if (!refreshing) {
+    refreshing = exchange().finally(() => {
+      refreshing = null;
+    });
+  }
+  return refreshing;
+}
+
+async function exchange(): Promise<void> {
   if (!refreshToken) throw new ApiError(401, 'unauthorized', 'no refresh token');
   const r = await postJson('/v1/auth/refresh', { refresh_token: refreshToken });
   if (!r.ok) throw await apiError(r);
