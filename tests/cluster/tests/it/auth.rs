@@ -72,6 +72,16 @@ async fn the_edge_user_cannot_delete_streams_or_forge_identity() {
         .expect("the bucket is readable");
     let forged = identity.put("user.admin", "{}".into()).await;
     assert!(forged.is_err(), "the edge wrote an identity record");
+    // Nor move its site to another organisation, nor register a device
+    // certificate: both decide who an edge admits.
+    for bucket in [streams::SITES_BUCKET, streams::DEVICE_CERTS_BUCKET] {
+        let kv = edge
+            .get_key_value(bucket)
+            .await
+            .expect("the bucket is readable");
+        let forged = kv.put("plant-1", "{}".into()).await;
+        assert!(forged.is_err(), "the edge wrote to {bucket}");
+    }
     // The services' user may.
     let plantd = cluster.jetstream("region-a").await;
     let stream = plantd.get_stream(streams::TELEMETRY).await.expect("stream");
