@@ -748,15 +748,46 @@ pub async fn run(
 
     token.cancel();
     if let Some(t) = trust {
-        t.stop().await;
+        bounded("signing keys", t.stop()).await;
     }
     uplink_stop.cancel();
-    let _ = uplink_task.await;
+    bounded("uplink", uplink_task).await;
     for t in tasks {
-        let _ = t.await;
+        let abort = t.abort_handle();
+        if bounded("background task", t).await.is_none() {
+            abort.abort();
+        }
     }
-    journal.close().await?;
-    let _ = client.drain().await;
+    match bounded("journal", journal.close()).await {
+        Some(closed) => closed?,
+        None => tracing::warn!(
+            "journal not closed in time; what it held is on disk and replayed at the next start"
+        ),
+    }
+    // A connection NATS never accepted (bad credentials, no server) must
+    // not hold the exit up either.
+    bounded("NATS drain", client.drain()).await;
     tracing::info!("edge stopped; journal flushed");
     Ok(())
+}
+
+/// How long each shutdown step may take before the edge goes on without
+/// it: SIGTERM always ends the process (a supervisor's stop timeout is
+/// usually 10–90 s), whatever state the uplink or NATS is in.
+const SHUTDOWN_STEP: Duration = Duration::from_secs(5);
+
+/// Awaits `step` for at most [`SHUTDOWN_STEP`]; `None` (and a warning
+/// naming `what`) when it did not finish.
+async fn bounded<F: Future>(what: &str, step: F) -> Option<F::Output> {
+    match tokio::time::timeout(SHUTDOWN_STEP, step).await {
+        Ok(out) => Some(out),
+        Err(_) => {
+            tracing::warn!(
+                step = what,
+                waited_ms = SHUTDOWN_STEP.as_millis() as u64,
+                "shutdown step did not finish in time; going on without it"
+            );
+            None
+        }
+    }
 }

@@ -129,11 +129,20 @@ impl Reader {
                 self.open = None;
                 continue;
             }
-            // (Re)open when needed; if the segment vanished between looking
-            // and opening, start over.
+            // (Re)open when needed; if retention removed the segment between
+            // looking and opening, the floor has moved: start over. If the
+            // floor has not moved, the segment was deleted behind the
+            // journal's back (a wiped data directory): an error, not a
+            // retry — retrying would spin on the missing file forever.
             if self.open.as_ref().is_none_or(|o| o.at_seq != self.next)
                 && !self.open_at(self.next)?
             {
+                if self.shared.floor() <= self.next {
+                    return Err(JournalError::Failed(format!(
+                        "the journal segment holding record {} is gone (deleted outside plantd?)",
+                        self.next
+                    )));
+                }
                 continue;
             }
             let Some(open) = self.open.as_mut() else {

@@ -344,3 +344,26 @@ async fn enqueued_records_become_durable_together() {
     );
     j.close().await.expect("close");
 }
+
+/// A data directory wiped while the journal runs (the segment files
+/// deleted behind its back): a reader gets an error naming the missing
+/// record instead of spinning on the file forever (it used to retry in a
+/// tight loop, which also kept the process from exiting on SIGTERM).
+#[tokio::test]
+async fn a_segment_deleted_behind_the_journals_back_is_an_error_not_a_spin() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (j, _) = Journal::open(dir.path(), opts()).expect("open");
+    append_n(&j, 0, 10).await;
+    for entry in std::fs::read_dir(dir.path()).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            std::fs::remove_file(&path).expect("delete the segment");
+        }
+    }
+    let mut r = j.reader(1);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), r.next())
+        .await
+        .expect("the reader answers instead of spinning");
+    let e = got.expect_err("the records are gone");
+    assert!(e.to_string().contains("record 1 is gone"), "{e}");
+}

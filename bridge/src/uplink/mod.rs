@@ -329,8 +329,12 @@ impl Pump {
                 rec = reader.next(), if window_open => {
                     let rec = match rec {
                         Ok(r) => r,
+                        Err(plantd_journal::JournalError::Closed) => {
+                            tracing::info!("uplink: journal closed");
+                            break Stop::JournalClosed;
+                        }
                         Err(e) => {
-                            tracing::info!(error = %e, "uplink: journal closed");
+                            tracing::error!(error = %e, "uplink: cannot read the journal; the uplink stops");
                             break Stop::JournalClosed;
                         }
                     };
