@@ -344,7 +344,13 @@ impl Engine {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let stores = &self.inner.stores;
-        let silences = self.silences_of(&rule.org);
+        let mut silences = self.silences_of(&rule.org);
+        // The cached silences follow the bucket through a watch, a moment
+        // behind it. Whether a record is silenced decides whether anyone is
+        // told, so when a cached silence covers this instance it is checked
+        // against the bucket itself once: a silence ended just before the
+        // reading came in must not swallow the resolution that follows.
+        let mut checked = false;
         for _ in 0..10 {
             let (mut state, rev) = match cache.get(id) {
                 Some((s, r)) => (s.clone(), Some(*r)),
@@ -359,6 +365,10 @@ impl Engine {
                     },
                 },
             };
+            if !checked && silences.iter().any(|s| s.silences(&state.labels, now)) {
+                checked = true;
+                silences = stores.silences(&rule.org).await?;
+            }
             // Each item a step of its own (a fire and its clear in one
             // batch are a firing and a resolution, not nothing).
             let changed = rev.is_none() | state.apply(&rule.rule, observations, &silences, now);
