@@ -215,13 +215,22 @@ async fn a_host_killed_at_random_points_still_does_everything_exactly_once() {
                 .to_owned()
         })
         .collect();
+    // What a receiver sees after dropping repeats by Plantd-Notification-Id
+    // (docs/operations.md: a kill between a channel's 2xx and its marker
+    // sends that one notification again, under the same id): every record
+    // exactly once. A repeat is allowed only for that window — at most one
+    // per kill — never a record notified under two ids or not at all.
     let distinct: BTreeSet<&String> = notified.iter().collect();
     assert_eq!(
         distinct.len(),
-        notified.len(),
-        "a notification sent twice (seed {seed}): {notified:?}"
+        records.len(),
+        "every record notified exactly once after de-duplication (seed {seed}): {notified:?}"
     );
-    assert_eq!(notified.len(), records.len());
+    let repeats = notified.len() - distinct.len();
+    assert!(
+        repeats <= kills as usize,
+        "{repeats} repeated notifications for {kills} kills (seed {seed}): {notified:?}"
+    );
 
     // Aggregates: every line counted once, by source and level.
     let minute = OffsetDateTime::parse(MINUTE, &Rfc3339).expect("minute");
