@@ -603,11 +603,24 @@ impl Registry {
     /// # Errors
     /// [`AwsError::Dynamo`].
     pub async fn tokens(&self) -> Result<Vec<(String, String)>, AwsError> {
+        self.index_pairs(JTI_INDEX, JTI_ATTRIBUTE).await
+    }
+
+    /// One paginated `Scan` of the keys-only `index`: `(attribute,
+    /// connection id)` of every item, sorted.
+    ///
+    /// # Errors
+    /// [`AwsError::Dynamo`].
+    async fn index_pairs(
+        &self,
+        index: &str,
+        attribute: &str,
+    ) -> Result<Vec<(String, String)>, AwsError> {
         let items: Vec<_> = self
             .client
             .scan()
             .table_name(&self.table)
-            .index_name(JTI_INDEX)
+            .index_name(index)
             .into_paginator()
             .items()
             .send()
@@ -618,7 +631,7 @@ impl Registry {
             .iter()
             .filter_map(|item| {
                 Some((
-                    text(item, JTI_ATTRIBUTE)?.to_owned(),
+                    text(item, attribute)?.to_owned(),
                     text(item, CONNECTION_KEY)?.to_owned(),
                 ))
             })

@@ -179,27 +179,7 @@ impl Registry {
     /// # Errors
     /// [`AwsError::Dynamo`].
     pub async fn owned(&self) -> Result<Vec<(String, String)>, AwsError> {
-        let items: Vec<_> = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .index_name(OWNER_INDEX)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(self.dynamo("Scan"))?;
-        let mut pairs: Vec<(String, String)> = items
-            .iter()
-            .filter_map(|item| {
-                Some((
-                    text(item, OWNER_ATTRIBUTE)?.to_owned(),
-                    text(item, CONNECTION_KEY)?.to_owned(),
-                ))
-            })
-            .collect();
-        pairs.sort();
+        let mut pairs = self.index_pairs(OWNER_INDEX, OWNER_ATTRIBUTE).await?;
         pairs.dedup();
         Ok(pairs)
     }
