@@ -7,4 +7,5 @@ mod examples;
 mod live;
 mod refused;
 mod rest;
+mod restart;
 mod resume;
