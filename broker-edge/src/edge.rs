@@ -619,7 +619,8 @@ pub async fn run(
     );
     let analytics_settings = config.analytics.clone();
     let status_settings = config.status.clone();
-    let org = config.org.clone();
+    // The owner in force, as the site's record is followed.
+    let (owners, owners_rx) = watch::channel(config.org.clone());
     let owner_stats = Arc::new(crate::owner::watch::Stats::default());
     let site_cache = config
         .data_dir
@@ -651,6 +652,7 @@ pub async fn run(
             cache: site_cache,
             authn: authn.clone(),
             stats: owner_stats,
+            owners,
         },
         token.clone(),
     )));
@@ -686,7 +688,7 @@ pub async fn run(
             &analytics_settings,
             &crate::analytics::Site {
                 site: site.as_str(),
-                org: org.as_deref(),
+                owners: owners_rx,
                 data_dir: &data_dir,
             },
             client.clone(),

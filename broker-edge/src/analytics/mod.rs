@@ -4,7 +4,7 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`rules`] | which rules run here: the owner's edge rules naming the site, followed in KV `plantd_analytics_rules`, cached in `<data-dir>/analytics-rules.json` |
+//! | [`rules`] | which rules run here: the owner's edge rules naming the site, followed in KV `plantd_analytics_rules` (and across a change of owner), cached in `<data-dir>/analytics-rules.json` |
 //! | [`feed`] | which topics are readings, and the analytics' counters |
 //! | [`replay`] | journal records as the engine reads them; the results the journal already holds |
 //! | [`runner`] | the engine's task: readings read from the journal, the wall clock's ticks, rebuilt on rule changes, checkpoints (state + journal position) in `<data-dir>/analytics-state.json` |
@@ -23,6 +23,7 @@ pub mod results;
 pub mod rules;
 pub mod runner;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,8 +82,9 @@ pub fn prepare() -> Pending {
 pub struct Site<'a> {
     /// The site.
     pub site: &'a str,
-    /// Its owner; `None` runs nothing (no rule can be told to be ours).
-    pub org: Option<&'a str>,
+    /// Its owner as [`crate::owner::watch`] follows it; `None` runs
+    /// nothing (no rule can be told to be ours).
+    pub owners: watch::Receiver<Option<String>>,
     /// `--data-dir`.
     pub data_dir: &'a Path,
 }
@@ -99,18 +101,20 @@ impl Pending {
         broker: BrokerHandle,
         stop: CancellationToken,
     ) -> Vec<JoinHandle<()>> {
-        let Some(org) = at.org else {
-            journal.keep_from(None);
-            tracing::info!(site = %at.site, "site owner unknown: no analytics rules run at this edge");
-            return Vec::new();
-        };
         let cache = at.data_dir.join(RULES_FILE);
-        let cached = rules::load_cache(&cache, at.site, org);
+        let org = at.owners.borrow().clone();
+        let cached = match &org {
+            Some(org) => rules::load_cache(&cache, at.site, org),
+            None => {
+                tracing::info!(site = %at.site, "site owner unknown: no analytics rules run at this edge until it has one");
+                BTreeMap::new()
+            }
+        };
         let (tx, rx) = watch::channel(Arc::new(cached) as rules::Rules);
         let follow = tokio::spawn(rules::follow(
             async_nats::jetstream::new(nats),
             at.site.to_owned(),
-            org.to_owned(),
+            at.owners.clone(),
             cache,
             tx,
             stop.clone(),

@@ -2,7 +2,8 @@
 //!
 //! The rules come from the cloud: KV bucket `plantd_analytics_rules`, key
 //! `<org>.<name>`, value [`StoredRule`]. The edge runs a rule when it
-//! belongs to the site's owner ([`crate::owner`]) and
+//! belongs to the site's owner ([`crate::owner`], followed while the edge
+//! runs: a change of hands swaps the rules without a restart) and
 //! [`StoredRule::runs_at_edge_of`] its site (enabled, placed `at = "edge"`,
 //! naming the site). [`follow`] keeps that set current — at every
 //! (re)connection it reads the bucket whole (rules deleted while the link
@@ -101,40 +102,64 @@ pub fn runs_here(rule: &StoredRule, site: &str, org: &str) -> bool {
     rule.org == org && rule.runs_at_edge_of(site)
 }
 
-/// Keeps `rules` equal to the rules of `org` that run at `site`'s edge,
-/// following the bucket until `stop`, and each change to `cache`. NATS
-/// down, or no bucket yet: retried with backoff, the current rules kept.
+/// Keeps `rules` equal to the rules of the site's owner that run at
+/// `site`'s edge, following the bucket until `stop`, and each change to
+/// `cache`. The owner comes from `owners` ([`crate::owner::watch`]): when
+/// the site changes hands the previous owner's rules stop at once (an
+/// empty set is handed over before the new owner's are read), and with no
+/// owner (the site deleted, or registered to another organisation than
+/// `--org`) nothing runs. NATS down, or no bucket yet: retried with
+/// backoff, the current rules kept.
 pub async fn follow(
     js: jetstream::Context,
     site: String,
-    org: String,
+    mut owners: watch::Receiver<Option<String>>,
     cache: PathBuf,
     rules: watch::Sender<Rules>,
     stop: CancellationToken,
 ) {
-    let mut follower = Follower {
-        site,
-        org,
-        cache,
-        rules,
-        revisions: HashMap::new(),
-    };
-    let mut delay = Duration::from_millis(200);
+    let mut following = true;
     loop {
-        let run = follower.run(&js);
-        let error = tokio::select! {
-            () = stop.cancelled() => return,
-            e = run => e,
+        let org = owners.borrow_and_update().clone();
+        let Some(org) = org else {
+            if !rules.borrow().is_empty() {
+                info!(%site, "the site has no owner now: no analytics rules run at this edge");
+                rules.send_replace(Arc::new(BTreeMap::new()));
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = owners.changed(), if following => following = changed.is_ok(),
+            }
+            if !following {
+                stop.cancelled().await;
+                return;
+            }
+            continue;
         };
-        warn!(error = %error, retry_in = ?delay, "following the analytics rules interrupted; the edge runs the rules it has");
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+        if rules.borrow().values().any(|r| r.org != org) {
+            info!(%site, %org, "the site changed hands: the previous owner's analytics rules stop");
+            rules.send_replace(Arc::new(BTreeMap::new()));
         }
-        delay = (delay * 2).min(Duration::from_secs(10));
+        let mut follower = Follower {
+            site: site.clone(),
+            org,
+            cache: cache.clone(),
+            rules: rules.clone(),
+            revisions: HashMap::new(),
+        };
+        tokio::select! {
+            () = follower.follow(&js, &stop) => return,
+            changed = owners.changed(), if following => following = changed.is_ok(),
+        }
+        if !following {
+            // Nobody reports owner changes any more: the owner stays.
+            follower.follow(&js, &stop).await;
+            return;
+        }
     }
 }
 
+/// Follows the rules of one owner.
 struct Follower {
     site: String,
     org: String,
@@ -146,6 +171,24 @@ struct Follower {
 }
 
 impl Follower {
+    /// Follows the bucket for this owner until `stop`, reconnecting with
+    /// backoff.
+    async fn follow(&mut self, js: &jetstream::Context, stop: &CancellationToken) {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let error = tokio::select! {
+                () = stop.cancelled() => return,
+                e = self.run(js) => e,
+            };
+            warn!(error = %error, retry_in = ?delay, "following the analytics rules interrupted; the edge runs the rules it has");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+    }
+
     /// One connection's worth: watch, snapshot, then changes. Returns why
     /// it ended.
     async fn run(&mut self, js: &jetstream::Context) -> String {

@@ -60,6 +60,11 @@ struct Checkpoint {
     /// checkpoint written before the engine read the journal.
     #[serde(default)]
     journal_seq: Option<u64>,
+    /// The organisation whose rules the state belongs to (`None` in a
+    /// checkpoint written before the edge followed its owner, or before
+    /// any rule ran).
+    #[serde(default)]
+    org: Option<String>,
     /// The engine's state.
     state: State,
 }
@@ -129,6 +134,28 @@ pub struct Runner {
     /// Ids of results journaled after the checkpoint, before the restart:
     /// computed again by the replay, not journaled again.
     journaled: HashSet<String>,
+    /// The organisation whose rules the engine's state belongs to: rules of
+    /// another one (the site changed hands) start from nothing, so no
+    /// window of one organisation's readings ends up in another's results.
+    org: Option<String>,
+}
+
+/// The organisation the rules belong to (the follower hands over the rules
+/// of one organisation at a time); `None` when there is none.
+fn owner_of(rules: &Rules) -> Option<&str> {
+    rules.values().next().map(|r| r.org.as_str())
+}
+
+/// `state`, or nothing when it was built for `was` and the rules are now
+/// `now`'s (logged).
+fn for_owner(state: State, was: Option<&str>, now: Option<&str>) -> State {
+    match (was, now) {
+        (Some(was), Some(now)) if was != now => {
+            info!(previous_org = %was, org = %now, "the site changed hands: the analytics windows start afresh");
+            empty()
+        }
+        _ => state,
+    }
 }
 
 /// The rules the engine runs: each valid rule once by name, in key order.
@@ -179,11 +206,13 @@ impl Runner {
     ) -> Self {
         let saved = load(&settings.state_file);
         let resumed = saved.is_some();
-        let (journal_seq, state) = saved.map_or_else(
-            || (results.journal.durable(), empty()),
-            |c| (c.journal_seq.unwrap_or(0), c.state),
+        let (journal_seq, saved_org, state) = saved.map_or_else(
+            || (results.journal.durable(), None, empty()),
+            |c| (c.journal_seq.unwrap_or(0), c.org, c.state),
         );
         let current = rules.borrow().clone();
+        let org = owner_of(&current).map(str::to_owned);
+        let state = for_owner(state, saved_org.as_deref(), org.as_deref());
         let engine = build(compile(&current), state);
         stats.rules.store(current.len() as u64, Ordering::Relaxed);
         Self {
@@ -196,6 +225,7 @@ impl Runner {
             stats,
             dirty: false,
             journaled: HashSet::new(),
+            org: org.or(saved_org),
         }
     }
 
@@ -354,7 +384,15 @@ impl Runner {
     /// The engine for the new rules, keeping the state of the unchanged.
     fn rebuild(&mut self) {
         let current = self.rules.borrow_and_update().clone();
-        let state = self.engine.checkpoint();
+        let now = owner_of(&current).map(str::to_owned);
+        let state = for_owner(
+            self.engine.checkpoint(),
+            self.org.as_deref(),
+            now.as_deref(),
+        );
+        if now.is_some() {
+            self.org = now;
+        }
         self.engine = build(compile(&current), state);
         self.stats
             .rules
@@ -365,6 +403,7 @@ impl Runner {
     async fn checkpoint(&mut self) {
         let saved = Checkpoint {
             journal_seq: Some(self.journal_seq),
+            org: self.org.clone(),
             state: self.engine.checkpoint(),
         };
         let bytes = match serde_json::to_vec(&saved) {
@@ -463,6 +502,7 @@ mod tests {
         let state_file = dir.path().join(STATE_FILE);
         let saved = Checkpoint {
             journal_seq: Some(0),
+            org: Some("acme".into()),
             state: Engine::new(vec![rule.clone()])
                 .expect("engine")
                 .checkpoint(),
@@ -544,5 +584,36 @@ mod tests {
         let dropped = build(vec![rule("b", "1m")], state);
         assert_eq!(dropped.keys("b"), 1);
         assert_eq!(dropped.keys("a"), 0, "a removed");
+    }
+
+    #[test]
+    fn the_windows_of_one_owner_never_feed_another_owners_rule_of_the_same_name() {
+        let mut engine = Engine::new(vec![rule("a", "1m")]).expect("engine");
+        engine.process(&Event {
+            topic: "line1/m1/temp",
+            payload: b"20",
+            received_at: 1_000,
+            stream_seq: 1,
+        });
+        let state = engine.checkpoint();
+        let same = build(
+            vec![rule("a", "1m")],
+            for_owner(state.clone(), Some("acme"), Some("acme")),
+        );
+        assert_eq!(same.keys("a"), 1, "the same owner keeps its window");
+        let unknown = build(
+            vec![rule("a", "1m")],
+            for_owner(state.clone(), None, Some("acme")),
+        );
+        assert_eq!(
+            unknown.keys("a"),
+            1,
+            "a checkpoint from before owners were kept"
+        );
+        let moved = build(
+            vec![rule("a", "1m")],
+            for_owner(state, Some("acme"), Some("initech")),
+        );
+        assert_eq!(moved.keys("a"), 0, "initech's rule 'a' starts from nothing");
     }
 }

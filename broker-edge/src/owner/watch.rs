@@ -9,7 +9,8 @@
 //! [`Authenticator`] ([`Authenticator::set_owner`]), which closes every
 //! live connection the new owner does not admit (v5 DISCONNECT 0x87,
 //! 3.1.1 close; the bootstrap superadmin excepted while the site has an
-//! owner; anonymous connections stay). Each decision is logged with
+//! owner; anonymous connections stay) and to the edge's analytics (the
+//! new owner's rules replace the previous owner's). Each decision is logged with
 //! structured fields and counted in `/metrics`
 //! (`plantd_site_owner_changes_total{decision}`,
 //! `plantd_site_owner_disconnects_total`).
@@ -164,6 +165,9 @@ pub struct Watch {
     pub authn: Arc<Authenticator>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Where the owner in force goes after each change (the edge's
+    /// analytics follow it: [`crate::analytics::rules::follow`]).
+    pub owners: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Follows the site's record in `plantd_sites` over `js` until `stop`
@@ -246,6 +250,7 @@ fn apply(watch: &Watch, entry: &Entry) {
         return;
     }
     let closed = watch.authn.set_owner(owner.as_deref());
+    watch.owners.send_replace(owner.clone());
     watch.stats.count(decision, closed);
     let previous = current.as_deref().unwrap_or("");
     match (decision, &observed) {

@@ -30,10 +30,16 @@ use plantd_shared::streams::{self, ANALYTICS_RULES_BUCKET};
 use plantd_testkit::{Nats, eventually};
 use rumqttc::v5::mqttbytes::QoS;
 
-const WITHIN: Duration = Duration::from_secs(20);
+pub(crate) const WITHIN: Duration = Duration::from_secs(20);
 
 /// A rule of `org` written as SQL.
-fn stored(org: &str, name: &str, at: Placement, sites: &[&str], sql: &str) -> StoredRule {
+pub(crate) fn stored(
+    org: &str,
+    name: &str,
+    at: Placement,
+    sites: &[&str],
+    sql: &str,
+) -> StoredRule {
     StoredRule {
         org: org.into(),
         sites: sites.iter().map(|s| (*s).to_owned()).collect(),
@@ -47,11 +53,11 @@ fn stored(org: &str, name: &str, at: Placement, sites: &[&str], sql: &str) -> St
 }
 
 /// The average of each `line1/<machine>/temp` per second.
-const AVG: &str =
+pub(crate) const AVG: &str =
     r#"SELECT avg(value), count(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(1s)"#;
 
 /// Writes `rule` under `<org>.<name>` as `/v1/analytics/rules` does.
-async fn put(js: &jetstream::Context, rule: &StoredRule) {
+pub(crate) async fn put(js: &jetstream::Context, rule: &StoredRule) {
     let kv = js
         .get_key_value(ANALYTICS_RULES_BUCKET)
         .await
@@ -70,7 +76,7 @@ async fn delete(js: &jetstream::Context, key: &str) {
 }
 
 /// Waits until the edge runs `n` rules.
-async fn runs(edge: &Edge, n: usize) {
+pub(crate) async fn runs(edge: &Edge, n: usize) {
     eventually(WITHIN, &format!("the edge running {n} rules"), || async {
         (metric(edge, "plantd_analytics_rules").await == Some(n as f64)).then_some(())
     })
@@ -84,12 +90,12 @@ async fn edge(nats: &Nats, data: &Path) -> (Edge, TestBroker) {
     (edge, broker)
 }
 
-async fn client(b: &TestBroker, id: &str) -> V5 {
+pub(crate) async fn client(b: &TestBroker, id: &str) -> V5 {
     v5(b, id, |_| {}).await.0
 }
 
 /// Publishes `value` at QoS 1 and waits for the PUBACK.
-async fn reading(device: &mut V5, topic: &str, value: &str) {
+pub(crate) async fn reading(device: &mut V5, topic: &str, value: &str) {
     device
         .client
         .publish(topic, QoS::AtLeastOnce, false, value.to_owned())
@@ -100,7 +106,7 @@ async fn reading(device: &mut V5, topic: &str, value: &str) {
 
 /// The next result a subscriber of `$plantd/agg/#` receives: its topic
 /// and the `Output` it carries.
-async fn result(hmi: &mut V5) -> (String, Output) {
+pub(crate) async fn result(hmi: &mut V5) -> (String, Output) {
     let p = hmi.publish().await;
     let topic = String::from_utf8(p.topic.to_vec()).expect("utf-8 topic");
     let out = serde_json::from_slice(&p.payload).expect("an Output as JSON");
@@ -108,7 +114,7 @@ async fn result(hmi: &mut V5) -> (String, Output) {
 }
 
 /// Asserts that no result arrives for longer than a window and a tick.
-async fn no_result(hmi: &mut V5) {
+pub(crate) async fn no_result(hmi: &mut V5) {
     if let Ok(p) = tokio::time::timeout(Duration::from_millis(2_500), hmi.publish()).await {
         panic!("unexpected result on {:?}", p.topic);
     }
