@@ -4,7 +4,9 @@
 //! iterator, sends a command an MQTT subscriber receives, loses its socket
 //! while the device keeps publishing numbered messages and still yields
 //! every number once and in order, and ends with a typed refusal when its
-//! token is revoked.
+//! token is revoked. A second run, `test/restart.mjs` alone, proves that
+//! across a restart of `plantd up` itself the subscriber still yields
+//! every number once and in order (`sdk_python::across_a_restart`).
 //!
 //! Needs what `scripts/setup` installs: `sdk/typescript/node_modules` and
 //! `dist` (`npm ci && npm run build`), `node` and `mosquitto_pub`/`_sub`.
@@ -59,4 +61,27 @@ async fn the_typescript_sdk_against_plantd_up() {
         out.status
     );
     assert!(stdout.contains("# fail 0"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_across_a_server_restart() {
+    let dist = sdk().join("dist/index.js");
+    assert!(
+        dist.exists(),
+        "{} is missing: run `npm ci && npm run build` in sdk/typescript (scripts/setup does this)",
+        dist.display()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = SdkStack::start(dir.path()).await;
+    let mut suite = tokio::process::Command::new("node");
+    // The file alone, not under `--test`: its lines reach this side as
+    // they are printed.
+    suite
+        .args(["--experimental-websocket", "test/restart.mjs"])
+        .current_dir(sdk());
+    let out = crate::sdk_python::across_a_restart(&mut stack, dir.path(), suite).await;
+    assert!(
+        out.contains("# pass 1") && out.contains("# fail 0"),
+        "{out}"
+    );
 }

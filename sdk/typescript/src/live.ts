@@ -47,6 +47,13 @@ export interface LiveOptions {
   maxBackoffMs?: number;
   /** Messages a subscription holds for a reader that is behind (default 10,000); past it the subscription ends with `slow_consumer`. */
   buffer?: number;
+  /**
+   * Time limit of opening a socket, ms (default 10 s): from the handshake
+   * to the server's `authenticated`. Past it the socket is dropped and the
+   * next attempt follows the backoff — a server that accepts the
+   * connection but never answers (starting, stopping) cannot stall it.
+   */
+  openTimeoutMs?: number;
 }
 
 /** Options of {@link Live.subscribe}. */
@@ -210,6 +217,7 @@ export class Live {
       backoffMs: options.backoffMs ?? 250,
       maxBackoffMs: options.maxBackoffMs ?? 15_000,
       buffer: options.buffer ?? 10_000,
+      openTimeoutMs: options.openTimeoutMs ?? 10_000,
     };
   }
 
@@ -290,6 +298,34 @@ export class Live {
     let refused = false;
     const socket = new this.#options.WebSocket(url);
     this.#socket = socket;
+    // One way out per socket. A failed handshake (a server stopping or
+    // starting answers the upgrade with 502/503) fires `error`, and Node's
+    // WebSocket (undici) may never fire `close` after it: waiting for
+    // `close` alone left the connection reconnecting forever.
+    let ended = false;
+    const lost = (code: number, reason: string): void => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(deadline);
+      if (this.#socket !== socket || this.#closed) return;
+      this.#socket = null;
+      if (code === 1008 && reason === 'token revoked') return this.#refuse('the token was revoked');
+      // Refused on the auth frame, or expired while open: a renewed token
+      // (a static one cannot be: that ends in RefusedError) on the next try.
+      if (refused || (code === 1008 && reason === 'token expired')) this.#renew = true;
+      this.#retry();
+    };
+    const drop = (): void => {
+      try {
+        socket.close();
+      } catch {
+        // Already closing.
+      }
+      lost(1006, '');
+    };
+    const deadline = setTimeout(() => {
+      if (!authenticated) drop();
+    }, this.#options.openTimeoutMs);
     socket.onopen = () => socket.send(JSON.stringify({ op: AUTH_OP, token }));
     socket.onmessage = (event: MessageEvent) => {
       if (typeof event.data !== 'string') return;
@@ -302,6 +338,7 @@ export class Live {
       if (authenticated) return this.#frame(frame);
       if (frame.op === AUTHENTICATED_OP) {
         authenticated = true;
+        clearTimeout(deadline);
         this.#attempt = 0;
         this.#setState(LinkState.Connected);
         for (const [id, sub] of this.#subs) this.#sendSubscribe(id, sub);
@@ -311,15 +348,10 @@ export class Live {
         refused = true;
       }
     };
-    socket.onclose = (event: CloseEvent) => {
-      if (this.#socket !== socket || this.#closed) return;
-      this.#socket = null;
-      if (event.code === 1008 && event.reason === 'token revoked') return this.#refuse('the token was revoked');
-      // Refused on the auth frame, or expired while open: a renewed token
-      // (a static one cannot be: that ends in RefusedError) on the next try.
-      if (refused || (event.code === 1008 && event.reason === 'token expired')) this.#renew = true;
-      this.#retry();
-    };
+    socket.onclose = (event: CloseEvent) => lost(event.code, event.reason);
+    // A socket that failed (never a clean close: a close frame such as
+    // "token revoked" comes without `error`).
+    socket.onerror = drop;
   }
 
   #retry(): void {

@@ -1,0 +1,105 @@
+// Across a restart of the server itself, the subscriber gets every number
+// exactly once and in order.
+//
+// Driven by cli/tests/it/sdk_typescript.rs
+// (the_typescript_sdk_across_a_server_restart), which runs this file alone
+// (`node --experimental-websocket test/restart.mjs`) with
+// $PLANTD_SDK_RESTART set and plays the device and the operator: this side
+// subscribes, warms the subscription up and prints `restart: ready`; the
+// driver's MQTT device publishes 1..5, the driver restarts `plantd up`
+// (SIGTERM, same data directory and ports), its device publishes 6..10 at
+// once — this side is still reconnecting, so they come from the stream's
+// history — and 11..15 once this side printed `restart: state connected`
+// again. Each state change is printed as `restart: state <state>`.
+// Without $PLANTD_SDK_RESTART the file holds no test (`node --test test/`,
+// the suite's ordinary run, has no restart to drive).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Plantd, LinkState } from '../dist/index.js';
+
+const run = promisify(execFile);
+/** The topic the driver's device counts on. */
+const TOPIC = 'sdk/restart';
+/** How long one number may take: a restart of the whole stack on a loaded machine. */
+const NUMBER_WAIT = 90_000;
+// What the sockets did, on standard error (shown when the driver fails).
+const t0 = Date.now();
+const log = (...a) => process.stderr.write(`[${Date.now() - t0}] ${a.join(' ')}\n`);
+/** The real WebSocket, its events logged. */
+class Traced extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    log('new socket');
+    this.addEventListener('open', () => log('open'));
+    this.addEventListener('error', (e) => log('error', e.message ?? e.error ?? ''));
+    this.addEventListener('close', (e) => log('close', e.code, e.reason));
+    this.addEventListener('message', (e) => log('msg', String(e.data).slice(0, 80)));
+  }
+}
+
+/** One line for the driver. */
+function say(event) {
+  process.stdout.write(`restart: ${event}\n`);
+}
+
+/** The next item of an async iterator, or a failure after `ms`. */
+async function next(iterator, ms = 10_000) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`nothing within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([iterator.next(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits until the state stream reports `want`. */
+async function until(states, want) {
+  for (;;) {
+    const { value } = await next(states, 30_000);
+    if (value === want) return;
+  }
+}
+
+if (process.env.PLANTD_SDK_RESTART) {
+  const { url, admin, mqtt, sensor, site } = JSON.parse(process.env.PLANTD_SDK_TEST);
+
+  /** One MQTT publish by the sensor device, acknowledged (QoS 1). */
+  const publish = (topic, message) =>
+    run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', sensor.id, '-u', sensor.id, '-P', sensor.token, '-q', '1', '-t', topic, '-m', message]);
+
+  test('across a server restart the subscriber gets every number exactly once, in order', { timeout: 240_000 }, async () => {
+    const plantd = await Plantd.login(url, admin.email, admin.password, { live: { WebSocket: Traced, backoffMs: 250, maxBackoffMs: 1_000 } });
+    const states = plantd.live.states();
+    const sub = plantd.live.subscribe(site, TOPIC);
+    await until(states, LinkState.Connected);
+    // The socket is open; the subscription is in place once a publish
+    // comes through.
+    let first;
+    for (let i = 0; !first && i < 15; i++) {
+      await publish(TOPIC, `warmup-${i}`);
+      first = await next(sub, 2_000).catch(() => undefined);
+    }
+    assert.ok(first, 'the subscription yields the device\'s publish');
+    // Every later state change, for the driver.
+    (async () => {
+      for await (const state of states) say(`state ${state}`);
+    })();
+    say('ready');
+    const got = [];
+    while (got.length < 15) {
+      const { value } = await next(sub, NUMBER_WAIT);
+      if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
+    }
+    assert.deepEqual(got, Array.from({ length: 15 }, (_, i) => i + 1));
+    // Nothing more: no repeats queued behind.
+    await assert.rejects(next(sub, 500));
+    assert.equal(plantd.live.state, LinkState.Connected, 'no reconnect loop');
+    plantd.live.close();
+    say('done');
+  });
+}
