@@ -5,14 +5,15 @@
 
 use anyhow::Result;
 use plantd_alerts::{Dur, Matcher};
-use reqwest::Method;
-use serde_json::{Value, json};
+use plantd_client::alerting::{AlertFilter, LabelMatcher, NewSilence};
+use serde::Serialize;
+use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::session::{ExitKind, Session, fail};
+use crate::session::{ExitKind, Session, api_error, fail};
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -44,53 +45,55 @@ pub struct ListFilter<'a> {
 /// site, rule, key, value, ack.
 ///
 /// # Errors
-/// As [`Session::send`] (1 with the reason for a bad filter).
+/// As the API answers (2 with the reason for a bad filter value).
 pub async fn list(s: &Session, filter: &ListFilter<'_>, json: bool) -> Result<()> {
     // State, severity and site values are single tokens (validated by the
-    // proxy), so they need no escaping beyond refusing separators.
-    let mut query = Vec::new();
+    // proxy); separators are refused here so a typo is a usage error.
     for (k, v) in [
         ("state", filter.state),
         ("site", filter.site),
         ("severity", filter.severity),
     ] {
-        if let Some(v) = v {
-            if v.contains(['&', '=', '#', '?', ' ', '%']) {
-                return Err(fail(
-                    ExitKind::Usage,
-                    format!("--{k}: {v:?} is not a valid value"),
-                ));
-            }
-            query.push(format!("{k}={v}"));
+        if let Some(v) = v
+            && v.contains(['&', '=', '#', '?', ' ', '%'])
+        {
+            return Err(fail(
+                ExitKind::Usage,
+                format!("--{k}: {v:?} is not a valid value"),
+            ));
         }
     }
-    let path = if query.is_empty() {
-        "/v1/alerts".to_owned()
-    } else {
-        format!("/v1/alerts?{}", query.join("&"))
+    let query = AlertFilter {
+        state: filter.state.map(str::to_owned),
+        site: filter.site.map(str::to_owned),
+        severity: filter.severity.map(str::to_owned),
+        rule: None,
     };
-    let v: Value = s.send(s.request(Method::GET, &path)).await?.json().await?;
+    let alerts = s
+        .client()?
+        .rest()
+        .list_alerts(&query)
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&json!({ "alerts": alerts }));
         return Ok(());
     }
-    for a in v["alerts"].as_array().into_iter().flatten() {
-        let value = a["value"]
-            .as_f64()
-            .map(|x| x.to_string())
-            .unwrap_or_default();
-        let acked = a["ack"]["by"]
-            .as_str()
-            .map(|by| format!("acked by {by}"))
+    for a in &alerts {
+        let value = a.value.map(|x| x.to_string()).unwrap_or_default();
+        let acked = a
+            .ack
+            .as_ref()
+            .map(|ack| format!("acked by {}", ack.by))
             .unwrap_or_default();
         println!(
             "{:<40} {:<9} {:<9} {:<12} {:<20} {:<28} {:<10} {}",
-            a["id"].as_str().unwrap_or("?"),
-            a["state"].as_str().unwrap_or("?"),
-            a["severity"].as_str().unwrap_or("?"),
-            a["site"].as_str().unwrap_or("?"),
-            a["rule"].as_str().unwrap_or("?"),
-            a["key"].as_str().unwrap_or(""),
+            a.id,
+            a.state,
+            a.severity.as_deref().unwrap_or("?"),
+            a.site,
+            a.rule,
+            a.key,
             value,
             acked
         );
@@ -101,19 +104,17 @@ pub async fn list(s: &Session, filter: &ListFilter<'_>, json: bool) -> Result<()
 /// `plantd alerts ack ID --note TEXT`.
 ///
 /// # Errors
-/// As [`Session::send`] (5 unknown, 1 when not firing or acked already).
+/// As the API answers (5 unknown, 6 when not firing or acked already).
 pub async fn ack(s: &Session, id: &str, note: &str, json: bool) -> Result<()> {
     let id = path_id(id)?;
-    let v: Value = s
-        .send(
-            s.request(Method::POST, &format!("/v1/alerts/{id}/ack"))
-                .json(&json!({ "note": note })),
-        )
-        .await?
-        .json()
-        .await?;
+    let record = s
+        .client()?
+        .rest()
+        .ack_alert(id, note)
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&record);
     } else {
         println!("alert {id} acknowledged");
     }
@@ -123,49 +124,46 @@ pub async fn ack(s: &Session, id: &str, note: &str, json: bool) -> Result<()> {
 /// `plantd alerts history ID`: the alert's records, oldest first.
 ///
 /// # Errors
-/// As [`Session::send`] (5 unknown).
+/// As the API answers (5 unknown).
 pub async fn history(s: &Session, id: &str, json: bool) -> Result<()> {
     let id = path_id(id)?;
-    let v: Value = s
-        .send(s.request(Method::GET, &format!("/v1/alerts/{id}/history")))
-        .await?
-        .json()
-        .await?;
+    let h = s
+        .client()?
+        .rest()
+        .alert_history(id)
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&h);
         return Ok(());
     }
-    for r in v["records"].as_array().into_iter().flatten() {
-        let what = match r["kind"].as_str() {
-            Some("transition") => format!(
+    for r in &h.records {
+        let what = if r.kind == "transition" {
+            format!(
                 "{} -> {}",
-                r["from"].as_str().unwrap_or("?"),
-                r["to"].as_str().unwrap_or("?")
-            ),
-            Some(kind) => kind.to_owned(),
-            None => "?".to_owned(),
-        };
-        let silenced = if r["silenced"].as_bool() == Some(true) {
-            " (silenced)"
+                r.from.as_deref().unwrap_or("?"),
+                r.to.as_deref().unwrap_or("?")
+            )
         } else {
-            ""
+            r.kind.clone()
         };
+        let silenced = if r.silenced { " (silenced)" } else { "" };
         println!(
             "{:<26} {:<22} {}{}",
-            r["at"].as_str().unwrap_or("?"),
+            r.at.as_deref().unwrap_or("?"),
             what,
-            r["summary"].as_str().unwrap_or(""),
+            r.summary.as_deref().unwrap_or(""),
             silenced
         );
     }
     Ok(())
 }
 
-/// The body of `POST /v1/silences` for `plantd alerts silence`.
+/// The silence `plantd alerts silence` creates.
 ///
 /// # Errors
 /// A usage error (2) for a bad matcher or duration.
-pub fn silence_body(matchers: &[String], duration: &str, comment: &str) -> Result<Value> {
+pub fn silence_body(matchers: &[String], duration: &str, comment: &str) -> Result<NewSilence> {
     if matchers.is_empty() {
         return Err(fail(
             ExitKind::Usage,
@@ -174,7 +172,12 @@ pub fn silence_body(matchers: &[String], duration: &str, comment: &str) -> Resul
     }
     let parsed = matchers
         .iter()
-        .map(|m| m.parse::<Matcher>().map_err(|e| fail(ExitKind::Usage, e)))
+        .map(|m| {
+            let m = m.parse::<Matcher>().map_err(|e| fail(ExitKind::Usage, e))?;
+            // The engine's own matcher, as the API reads it.
+            serde_json::from_value::<LabelMatcher>(json!(m))
+                .map_err(|e| fail(ExitKind::Usage, format!("--match: {e}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let d: Dur = duration
         .parse()
@@ -188,13 +191,18 @@ pub fn silence_body(matchers: &[String], duration: &str, comment: &str) -> Resul
     let ends = (now + d.to_time())
         .format(&Rfc3339)
         .map_err(|e| fail(ExitKind::Usage, format!("--for: {e}")))?;
-    Ok(json!({ "matchers": parsed, "ends": ends, "comment": comment }))
+    Ok(NewSilence {
+        matchers: parsed,
+        starts: None,
+        ends,
+        comment: comment.to_owned(),
+    })
 }
 
 /// `plantd alerts silence --match k=v [--match ..] --for 2h [--comment ..]`.
 ///
 /// # Errors
-/// Usage (2) for a bad matcher or duration; as [`Session::send`].
+/// Usage (2) for a bad matcher or duration; as the API answers.
 pub async fn silence(
     s: &Session,
     matchers: &[String],
@@ -203,19 +211,16 @@ pub async fn silence(
     json: bool,
 ) -> Result<()> {
     let body = silence_body(matchers, duration, comment)?;
-    let v: Value = s
-        .send(s.request(Method::POST, "/v1/silences").json(&body))
-        .await?
-        .json()
-        .await?;
+    let created = s
+        .client()?
+        .rest()
+        .create_silence(&body)
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&created);
     } else {
-        println!(
-            "silence {} until {}",
-            v["id"].as_str().unwrap_or("?"),
-            v["ends"].as_str().unwrap_or("?")
-        );
+        println!("silence {} until {}", created.id, created.ends);
     }
     Ok(())
 }
@@ -224,46 +229,33 @@ pub async fn silence(
 /// matchers, comment.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn silences(s: &Session, json: bool) -> Result<()> {
-    let v: Value = s
-        .send(s.request(Method::GET, "/v1/silences"))
-        .await?
-        .json()
-        .await?;
+    let all = s
+        .client()?
+        .rest()
+        .list_silences()
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&json!({ "silences": all }));
         return Ok(());
     }
-    for x in v["silences"].as_array().into_iter().flatten() {
-        let matchers = x["matchers"]
-            .as_array()
-            .map(|ms| {
-                ms.iter()
-                    .map(|m| {
-                        format!(
-                            "{}{}{}",
-                            m["label"].as_str().unwrap_or("?"),
-                            m["op"].as_str().unwrap_or("="),
-                            m["value"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
-        let active = if x["active"].as_bool() == Some(true) {
+    for x in &all {
+        let matchers = x
+            .matchers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let active = if x.active == Some(true) {
             "active"
         } else {
             "inactive"
         };
         println!(
             "{:<36} {:<8} until {:<26} {:<32} {}",
-            x["id"].as_str().unwrap_or("?"),
-            active,
-            x["ends"].as_str().unwrap_or("?"),
-            matchers,
-            x["comment"].as_str().unwrap_or("")
+            x.id, active, x.ends, matchers, x.comment
         );
     }
     Ok(())
@@ -272,11 +264,14 @@ pub async fn silences(s: &Session, json: bool) -> Result<()> {
 /// `plantd alerts unsilence ID`: ends a silence now.
 ///
 /// # Errors
-/// As [`Session::send`] (5 unknown).
+/// As the API answers (5 unknown).
 pub async fn unsilence(s: &Session, id: &str) -> Result<()> {
     let id = path_id(id)?;
-    s.send(s.request(Method::DELETE, &format!("/v1/silences/{id}")))
-        .await?;
+    s.client()?
+        .rest()
+        .delete_silence(id)
+        .await
+        .map_err(api_error)?;
     println!("silence {id} deleted");
     Ok(())
 }
@@ -288,8 +283,8 @@ mod tests {
     #[test]
     fn silence_flags_make_a_body() {
         let b = silence_body(&["site=plant1".into(), "rule=~hot.*".into()], "2h", "x").expect("ok");
-        assert_eq!(b["matchers"][1]["op"], "=~");
-        assert!(b["ends"].as_str().is_some());
+        assert_eq!(b.matchers[1].op, "=~");
+        assert!(!b.ends.is_empty());
         assert!(silence_body(&[], "2h", "").is_err());
         assert!(silence_body(&["site=a".into()], "soon", "").is_err());
         assert!(silence_body(&["nothing".into()], "1h", "").is_err());

@@ -14,18 +14,20 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use reqwest::Method;
+use plantd_client::alerting::AnalyticsRule;
+use plantd_client::proxy::{params, types::Aggregate};
+use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::audit::{time_arg, with_query};
-use crate::session::{ExitKind, Session, fail};
+use crate::audit::time_arg;
+use crate::session::{ExitKind, Session, api_error, fail};
 
 /// Most results `results` reads unless `--limit` says otherwise.
 pub const DEFAULT_RESULTS: usize = 100;
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -47,33 +49,34 @@ fn path_name(name: &str) -> Result<&str> {
 
 /// One line per rule: name, where, enabled, sites, alert severity, what
 /// it is.
-fn print_line(r: &Value) {
-    let sites = r["sites"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
+fn print_line(r: &AnalyticsRule) {
+    let sites = if r.sites.is_empty() {
+        "all sites".to_owned()
+    } else {
+        r.sites.join(",")
+    };
+    let what = r
+        .sql
+        .clone()
+        .or_else(|| {
+            r.rule
+                .as_ref()
+                .and_then(|rule| rule.get("from"))
+                .and_then(Value::as_str)
+                .map(|f| format!("from {f:?}"))
         })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "all sites".to_owned());
-    let what = r["sql"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| r["rule"]["from"].as_str().map(|f| format!("from {f:?}")))
         .unwrap_or_default();
     println!(
         "{:<24} {:<5} {:<8} {:<24} alert:{:<8} {}",
-        r["name"].as_str().unwrap_or("?"),
-        r["at"].as_str().unwrap_or("cloud"),
-        if r["enabled"].as_bool().unwrap_or(true) {
+        r.name,
+        r.at.as_deref().unwrap_or("cloud"),
+        if r.enabled.unwrap_or(true) {
             "enabled"
         } else {
             "paused"
         },
         sites,
-        r["alert"]["severity"].as_str().unwrap_or("-"),
+        r.alert_severity().unwrap_or("-"),
         what.replace('\n', " ")
     );
 }
@@ -81,17 +84,18 @@ fn print_line(r: &Value) {
 /// `plantd analytics rules list`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn list(s: &Session, json: bool) -> Result<()> {
-    let v: Value = s
-        .send(s.request(Method::GET, "/v1/analytics/rules"))
-        .await?
-        .json()
-        .await?;
+    let rules = s
+        .client()?
+        .rest()
+        .list_analytics_rules()
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&json!({ "rules": rules }));
     } else {
-        for r in v["rules"].as_array().into_iter().flatten() {
+        for r in &rules {
             print_line(r);
         }
     }
@@ -102,15 +106,16 @@ pub async fn list(s: &Session, json: bool) -> Result<()> {
 /// takes).
 ///
 /// # Errors
-/// Usage (2) for a malformed name; as [`Session::send`] (5 unknown).
+/// Usage (2) for a malformed name; as the API answers (5 unknown).
 pub async fn get(s: &Session, name: &str) -> Result<()> {
     let name = path_name(name)?;
-    let v: Value = s
-        .send(s.request(Method::GET, &format!("/v1/analytics/rules/{name}")))
-        .await?
-        .json()
-        .await?;
-    print_json(&v);
+    let rule = s
+        .client()?
+        .rest()
+        .get_analytics_rule(name)
+        .await
+        .map_err(api_error)?;
+    print_json(&rule);
     Ok(())
 }
 
@@ -215,16 +220,14 @@ pub fn body_of(args: &PutArgs) -> Result<Value> {
 /// A rule the proxy refused (400: its message names the field and the
 /// SQL's position) is a usage error (exit 2), like a rule file `plantd
 /// rules apply` refuses; anything else keeps its exit code.
-fn refused_rule(name: &str, e: anyhow::Error) -> anyhow::Error {
-    match e.downcast_ref::<crate::session::CliError>() {
-        Some(c) if c.message.starts_with("HTTP 400: ") => fail(
-            ExitKind::Usage,
-            format!(
-                "analytics rule {name}: {}",
-                &c.message["HTTP 400: ".len()..]
-            ),
-        ),
-        _ => e.context(format!("analytics rule {name}")),
+fn refused_rule(name: &str, e: plantd_client::Error) -> anyhow::Error {
+    match e {
+        plantd_client::Error::Api {
+            status: 400,
+            message,
+            ..
+        } => fail(ExitKind::Usage, format!("analytics rule {name}: {message}")),
+        other => api_error(other).context(format!("analytics rule {name}")),
     }
 }
 
@@ -233,29 +236,27 @@ fn refused_rule(name: &str, e: anyhow::Error) -> anyhow::Error {
 ///
 /// # Errors
 /// Usage (2) for bad arguments or a rule the proxy refuses (its message
-/// names the field and position); as [`Session::send`].
+/// names the field and position); as the API answers.
 pub async fn put(s: &Session, name: &str, args: &PutArgs, json: bool) -> Result<()> {
     let name = path_name(name)?;
     let body = body_of(args)?;
-    let resp = s
-        .send(
-            s.request(Method::PUT, &format!("/v1/analytics/rules/{name}"))
-                .json(&body),
-        )
+    let put = s
+        .client()?
+        .rest()
+        .put_analytics_rule(name, &body)
         .await
         .map_err(|e| refused_rule(name, e))?;
-    let created = resp.status().as_u16() == 201;
-    let v: Value = resp.json().await?;
     if json {
-        print_json(&v);
+        print_json(&put.value);
     } else {
-        let alert = v["alert"]["severity"]
-            .as_str()
+        let alert = put
+            .value
+            .alert_severity()
             .map(|sev| format!(" with alert rule analytics-{name} ({sev})"))
             .unwrap_or_default();
         println!(
             "analytics rule {name} {}{alert}",
-            if created { "created" } else { "updated" }
+            if put.created { "created" } else { "updated" }
         );
     }
     Ok(())
@@ -265,11 +266,14 @@ pub async fn put(s: &Session, name: &str, args: &PutArgs, json: bool) -> Result<
 /// with it).
 ///
 /// # Errors
-/// As [`Session::send`] (5 unknown).
+/// As the API answers (5 unknown).
 pub async fn delete(s: &Session, name: &str) -> Result<()> {
     let name = path_name(name)?;
-    s.send(s.request(Method::DELETE, &format!("/v1/analytics/rules/{name}")))
-        .await?;
+    s.client()?
+        .rest()
+        .delete_analytics_rule(name)
+        .await
+        .map_err(api_error)?;
     println!("analytics rule {name} deleted");
     Ok(())
 }
@@ -309,14 +313,13 @@ fn when(v: &Value) -> String {
 /// key, revision, values; `--json`: the windows as a list.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn results(s: &Session, args: &ResultsArgs, json: bool) -> Result<()> {
     let limit = if args.limit == 0 {
         DEFAULT_RESULTS
     } else {
         args.limit
     };
-    let path = format!("/v1/sites/{}/aggregates", args.site);
     // ms since the epoch pass as they are; otherwise RFC 3339 or a
     // duration ago (`30m`), as `plantd logs` takes them.
     let bound = |flag: &str, v: &Option<String>| -> Result<Option<String>> {
@@ -332,38 +335,37 @@ pub async fn results(s: &Session, args: &ResultsArgs, json: bool) -> Result<()> 
     };
     let from = bound("from", &args.from)?;
     let to = bound("to", &args.to)?;
-    let mut all = Vec::new();
+    let plantd = s.client()?;
+    let mut all: Vec<Aggregate> = Vec::new();
     let mut cursor: Option<String> = None;
     while all.len() < limit {
-        let mut query: Vec<(&str, String)> = vec![("limit", (limit - all.len()).to_string())];
-        for (k, v) in [
-            ("rule", &args.rule),
-            ("key", &args.key),
-            ("from", &from),
-            ("to", &to),
-            ("cursor", &cursor),
-        ] {
-            if let Some(v) = v {
-                query.push((k, v.clone()));
-            }
-        }
-        let page: Value = s
-            .send(s.request(Method::GET, &with_query(&path, &query)))
-            .await?
-            .json()
-            .await?;
-        all.extend(page["aggregates"].as_array().cloned().unwrap_or_default());
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        let query = params::GetSitesSiteAggregatesParams {
+            rule: args.rule.clone(),
+            key: args.key.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            limit: Some((limit - all.len()) as u64),
+            cursor: cursor.take(),
+        };
+        let page = plantd
+            .rest()
+            .get_sites_site_aggregates(&args.site, &query)
+            .await
+            .map_err(api_error)?
+            .value;
+        all.extend(page.aggregates);
+        cursor = page.next_cursor;
         if cursor.is_none() {
             break;
         }
     }
     if json {
-        print_json(&Value::Array(all));
+        print_json(&all);
         return Ok(());
     }
     for w in &all {
-        let values = w["values"]
+        let values = w
+            .values
             .as_object()
             .map(|m| {
                 m.iter()
@@ -372,14 +374,14 @@ pub async fn results(s: &Session, args: &ResultsArgs, json: bool) -> Result<()> 
                     .join(" ")
             })
             .unwrap_or_default();
-        let late = w["dropped_late"].as_u64().filter(|n| *n > 0);
+        let late = Some(w.dropped_late).filter(|n| *n > 0);
         println!(
             "{} {} {:<20} {:<28} rev {} {}{}",
-            when(&w["window_start"]),
-            when(&w["window_end"]),
-            w["rule"].as_str().unwrap_or("?"),
-            w["key"].as_str().unwrap_or("?"),
-            w["revision"].as_u64().unwrap_or(0),
+            when(&w.window_start),
+            when(&w.window_end),
+            w.rule,
+            w.key,
+            w.revision,
             values,
             late.map(|n| format!(" (dropped late: {n})"))
                 .unwrap_or_default()

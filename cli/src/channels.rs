@@ -12,48 +12,34 @@ use std::io::Read as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use reqwest::Method;
+use plantd_client::alerting::Channel;
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::session::{ExitKind, Session, fail};
+use crate::session::{ExitKind, Session, api_error, fail};
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// One line per channel: name, type, target, send_resolved, matchers.
-fn print_line(c: &Value) {
-    let target = match c["type"].as_str() {
-        Some("webhook") => c["webhook"]["url"].as_str().unwrap_or("?").to_owned(),
-        Some("sns") => c["sns"]["topic_arn"].as_str().unwrap_or("?").to_owned(),
-        _ => "?".to_owned(),
-    };
-    let matchers = c["matchers"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| {
-                    format!(
-                        "{}{}{}",
-                        m["label"].as_str().unwrap_or("?"),
-                        m["op"].as_str().unwrap_or("="),
-                        m["value"].as_str().unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let resolved = if c["send_resolved"].as_bool().unwrap_or(true) {
+fn print_line(c: &Channel) {
+    let matchers = c
+        .matchers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let resolved = if c.send_resolved.unwrap_or(true) {
         "resolved:yes"
     } else {
         "resolved:no"
     };
     println!(
         "{:<24} {:<8} {:<48} {:<12} {}",
-        c["name"].as_str().unwrap_or("?"),
-        c["type"].as_str().unwrap_or("?"),
-        target,
+        c.name,
+        c.kind,
+        c.target().unwrap_or("?"),
         resolved,
         matchers
     );
@@ -69,17 +55,18 @@ fn path_name(name: &str) -> Result<&str> {
 /// `plantd channels list`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn list(s: &Session, json: bool) -> Result<()> {
-    let v: Value = s
-        .send(s.request(Method::GET, "/v1/alert-channels"))
-        .await?
-        .json()
-        .await?;
+    let channels = s
+        .client()?
+        .rest()
+        .list_channels()
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&serde_json::json!({ "channels": channels }));
     } else {
-        for c in v["channels"].as_array().into_iter().flatten() {
+        for c in &channels {
             print_line(c);
         }
     }
@@ -89,18 +76,19 @@ pub async fn list(s: &Session, json: bool) -> Result<()> {
 /// `plantd channels get NAME`.
 ///
 /// # Errors
-/// Usage (2) for a malformed name; as [`Session::send`] (5 unknown).
+/// Usage (2) for a malformed name; as the API answers (5 unknown).
 pub async fn get(s: &Session, name: &str, json: bool) -> Result<()> {
     let name = path_name(name)?;
-    let v: Value = s
-        .send(s.request(Method::GET, &format!("/v1/alert-channels/{name}")))
-        .await?
-        .json()
-        .await?;
+    let c = s
+        .client()?
+        .rest()
+        .get_channel(name)
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&c);
     } else {
-        print_line(&v);
+        print_line(&c);
     }
     Ok(())
 }
@@ -154,27 +142,25 @@ pub async fn apply(s: &Session, file: &Path, json: bool) -> Result<()> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
+    let channels = parse_channels(&text)?;
+    let plantd = s.client()?;
     let mut applied = Vec::new();
-    for (name, body) in parse_channels(&text)? {
-        let resp = s
-            .send(
-                s.request(Method::PUT, &format!("/v1/alert-channels/{name}"))
-                    .json(&body),
-            )
+    for (name, body) in channels {
+        let put = plantd
+            .rest()
+            .put_channel(&name, &body)
             .await
-            .map_err(|e| e.context(format!("channel {name}")))?;
-        let created = resp.status().as_u16() == 201;
-        let v: Value = resp.json().await?;
+            .map_err(|e| api_error(e).context(format!("channel {name}")))?;
         if !json {
             println!(
                 "channel {name} {}",
-                if created { "created" } else { "updated" }
+                if put.created { "created" } else { "updated" }
             );
         }
-        applied.push(v);
+        applied.push(put.value);
     }
     if json {
-        print_json(&Value::Array(applied));
+        print_json(&applied);
     }
     Ok(())
 }
@@ -182,11 +168,14 @@ pub async fn apply(s: &Session, file: &Path, json: bool) -> Result<()> {
 /// `plantd channels delete NAME`.
 ///
 /// # Errors
-/// As [`Session::send`] (5 unknown).
+/// As the API answers (5 unknown).
 pub async fn delete(s: &Session, name: &str) -> Result<()> {
     let name = path_name(name)?;
-    s.send(s.request(Method::DELETE, &format!("/v1/alert-channels/{name}")))
-        .await?;
+    s.client()?
+        .rest()
+        .delete_channel(name)
+        .await
+        .map_err(api_error)?;
     println!("channel {name} deleted");
     Ok(())
 }
@@ -194,20 +183,21 @@ pub async fn delete(s: &Session, name: &str) -> Result<()> {
 /// `plantd channels test NAME`: sends a test notification once.
 ///
 /// # Errors
-/// As [`Session::send`] (1 with the receiver's answer when it refused).
+/// As the API answers (1 with the receiver's answer when it refused).
 pub async fn test(s: &Session, name: &str, json: bool) -> Result<()> {
     let name = path_name(name)?;
-    let v: Value = s
-        .send(s.request(Method::POST, &format!("/v1/alert-channels/{name}/test")))
-        .await?
-        .json()
-        .await?;
+    let t = s
+        .client()?
+        .rest()
+        .test_channel(name)
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&t);
     } else {
         println!(
             "test notification delivered on {name} ({})",
-            v["receipt"].as_str().unwrap_or("?")
+            t.receipt.as_deref().unwrap_or("?")
         );
     }
     Ok(())

@@ -10,68 +10,29 @@
 use anyhow::Result;
 use plantd_client::proxy::{params, types};
 use plantd_client::{Plantd, RawBody};
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::session::{ExitKind, Session, error_for_status, fail};
+use crate::session::{Session, api_error};
 
-/// The session's deployment as a `plantd-client` (its current token, which
-/// [`Session::open`] refreshed when it was about to expire).
+/// The session's deployment as a `plantd-client`.
 fn client(s: &Session) -> Result<Plantd> {
-    Plantd::with_token(s.url(), s.access_token()).map_err(api_error)
-}
-
-/// A `plantd-client` error as an exit code and what to do.
-pub(crate) fn api_error(e: plantd_client::Error) -> anyhow::Error {
-    use plantd_client::Error;
-    match e {
-        Error::Api {
-            status, message, ..
-        } => error_for_status(status, message),
-        Error::Refused(message) => error_for_status(401, message),
-        Error::Timeout(_) | Error::Transport(_) => fail(
-            ExitKind::Unavailable,
-            format!("{e}; is `plantd up` running?"),
-        ),
-        Error::Invalid(_) => fail(ExitKind::Usage, e.to_string()),
-        other => fail(ExitKind::Failure, other.to_string()),
-    }
+    s.client()
 }
 
 fn print_typed(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-}
-
 /// `plantd whoami`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers (3 for a refused token).
 pub async fn whoami(s: &Session, json: bool) -> Result<()> {
-    let v: serde_json::Value = s
-        .send(s.request(Method::GET, "/v1/auth/whoami"))
-        .await?
-        .json()
-        .await?;
+    let me = client(s)?.rest().whoami().await.map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_typed(&me);
     } else {
-        println!(
-            "{} (org {}, roles {})",
-            v["sub"].as_str().unwrap_or("?"),
-            v["org"].as_str().unwrap_or("?"),
-            v["roles"]
-                .as_array()
-                .map(|r| r
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default()
-        );
+        println!("{} (org {}, roles {})", me.sub, me.org, me.roles.join(", "));
     }
     Ok(())
 }

@@ -32,7 +32,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
-use crate::session::{ExitKind, Session, error_for_status, fail};
+use plantd_client::proxy::types;
+
+use crate::session::{ExitKind, Session, api_error, error_for_status, fail};
 
 /// A byte stream a WebSocket can run over: plain TCP or TLS.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -150,10 +152,15 @@ pub(crate) async fn send(ws: &mut Socket, v: &Value) -> Result<()> {
         .map_err(|e| fail(ExitKind::Unavailable, format!("the connection failed: {e}")))
 }
 
-/// An `{"op":"error"}` answer as an exit code and what to do.
-pub(crate) fn refusal(v: &Value, site: &str, what: &str) -> anyhow::Error {
-    let msg = v["message"].as_str().unwrap_or("no details");
-    match v["error"].as_str().unwrap_or("") {
+/// An `{"op":"error"}` answer (its `error` code and `message`) as an exit
+/// code and what to do.
+pub(crate) fn refusal(code: &str, message: &str, site: &str, what: &str) -> anyhow::Error {
+    let msg = if message.is_empty() {
+        "no details"
+    } else {
+        message
+    };
+    match code {
         "forbidden" => fail(
             ExitKind::Forbidden,
             format!(
@@ -287,7 +294,12 @@ async fn run_sub(
                     Some(f) => format!("the filter {f:?}"),
                     None => "the subscription".to_owned(),
                 };
-                return Err(refusal(&v, a.site, &what));
+                return Err(refusal(
+                    v["error"].as_str().unwrap_or(""),
+                    v["message"].as_str().unwrap_or(""),
+                    a.site,
+                    &what,
+                ));
             }
             _ => {}
         }
@@ -371,85 +383,80 @@ pub struct PubArgs<'a> {
     pub content_type: Option<&'a str>,
 }
 
+/// How long `plantd pub` waits for the server to store the command
+/// (reconnecting meanwhile if the socket drops).
+const PUB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// `plantd pub --site SITE TOPIC PAYLOAD`: sends a command to the
-/// devices subscribed to `TOPIC` on the site and prints its sequence in
-/// `PLANTD_COMMANDS` (the edge delivers it when the site is reachable).
+/// devices subscribed to `TOPIC` on the site over the SDK's live
+/// connection ([`plantd_client::Live::publish`]) and prints its sequence
+/// in `PLANTD_COMMANDS` (the edge delivers it when the site is reachable).
 ///
 /// # Errors
 /// Exit code 4 without `commands:<site>:send`, 2 for a bad topic or QoS, 3
-/// when the token is refused, 7 when the server is unreachable.
+/// when the token is refused, 7 when the server does not confirm it in
+/// time.
 pub async fn publish(s: &Session, a: PubArgs<'_>, json: bool) -> Result<()> {
-    let mut body = json!({
-        "op": "command", "id": "pub", "site": a.site, "topic": a.topic,
-        "qos": a.qos, "retain": a.retain,
-    });
-    match a.payload {
-        Payload::Text(t) => body["payload"] = t.into(),
+    let (payload, payload_base64) = match a.payload {
+        Payload::Text(t) => (Some(t), None),
         Payload::Bytes(b) => match String::from_utf8(b) {
-            Ok(t) => body["payload"] = t.into(),
-            Err(e) => body["payload_base64"] = base64_encode(e.as_bytes()).into(),
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(base64_encode(e.as_bytes()))),
         },
-    }
-    if let Some(t) = a.ttl {
-        body["ttl_secs"] = t.into();
-    }
-    if let Some(ct) = a.content_type {
-        body["content_type"] = ct.into();
-    }
-    let mut ws = connect(s).await?;
-    send(&mut ws, &body).await?;
-    let answer = loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
-                    continue;
-                };
-                if v["id"] == "pub" || v["op"] == "error" {
-                    break v;
-                }
-            }
-            Some(Ok(Message::Close(frame))) => {
-                closed(frame)?;
-                return Err(fail(
-                    ExitKind::Unavailable,
-                    "the server closed the connection before answering; the command may not have been sent",
-                ));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                return Err(fail(
-                    ExitKind::Unavailable,
-                    format!("the connection was lost: {e}; the command may not have been sent"),
-                ));
-            }
-            None => {
-                return Err(fail(
-                    ExitKind::Unavailable,
-                    "the server ended the connection; the command may not have been sent",
-                ));
-            }
-        }
     };
-    let _ = ws.close(None).await;
-    if answer["op"] != "sent" {
-        return Err(refusal(
-            &answer,
+    let command = types::Command {
+        topic: a.topic.to_owned(),
+        payload,
+        payload_base64,
+        qos: Some(u32::from(a.qos)),
+        retain: Some(a.retain),
+        ttl_secs: a.ttl,
+        content_type: a.content_type.map(str::to_owned),
+    };
+    let options = plantd_client::Options {
+        live: plantd_client::LiveOptions {
+            command_timeout: PUB_TIMEOUT,
+            ..plantd_client::LiveOptions::default()
+        },
+        ..plantd_client::Options::default()
+    };
+    let plantd = plantd_client::Plantd::new(
+        s.url(),
+        plantd_client::TokenSource::fixed(s.access_token()),
+        options,
+    )
+    .map_err(api_error)?;
+    let sent = plantd.live().publish(a.site, &command).await;
+    plantd.live().close();
+    let sent = sent.map_err(|e| match e {
+        plantd_client::Error::Live { code, message } => refusal(
+            &code,
+            &message,
             a.site,
             &format!("the command on {:?}", a.topic),
-        ));
-    }
+        ),
+        plantd_client::Error::Transport(why) => fail(
+            ExitKind::Unavailable,
+            format!("the connection was lost: {why}; the command may not have been sent"),
+        ),
+        plantd_client::Error::Timeout(limit) => fail(
+            ExitKind::Unavailable,
+            format!(
+                "no confirmation from {} within {limit:?}; is `plantd up` running? (the command may not have been sent)",
+                s.url()
+            ),
+        ),
+        other => api_error(other),
+    })?;
     if json {
         println!(
             "{}",
-            json!({"site": a.site, "topic": a.topic, "stream": answer["stream"], "sequence": answer["sequence"]})
+            json!({"site": a.site, "topic": a.topic, "stream": sent.stream, "sequence": sent.sequence})
         );
     } else {
         println!(
             "sent to {} {}: {} #{}",
-            a.site,
-            a.topic,
-            answer["stream"].as_str().unwrap_or("?"),
-            answer["sequence"]
+            a.site, a.topic, sent.stream, sent.sequence
         );
     }
     Ok(())
@@ -480,7 +487,7 @@ mod tests {
     #[test]
     fn refusals_map_to_exit_codes() {
         let kind = |code: &str| {
-            refusal(&json!({"error": code, "message": "m"}), "s", "x")
+            refusal(code, "m", "s", "x")
                 .downcast_ref::<crate::session::CliError>()
                 .map(|e| e.kind)
         };

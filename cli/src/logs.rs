@@ -11,13 +11,13 @@
 
 use anyhow::Result;
 use futures::StreamExt as _;
-use reqwest::Method;
+use plantd_client::proxy::{params, types::LogLine};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::audit::{time_arg, with_query};
+use crate::audit::time_arg;
 use crate::live::{connect, refusal, send};
-use crate::session::{ExitKind, Session, fail};
+use crate::session::{ExitKind, Session, api_error, fail};
 
 /// Records per API page.
 const PAGE: usize = 1000;
@@ -69,42 +69,34 @@ pub async fn logs(s: &mut Session, a: LogsArgs<'_>) -> Result<()> {
         return follow(s, &a).await;
     }
     let limit = a.limit.unwrap_or(100).max(1);
-    let mut pairs: Vec<(&str, String)> = Vec::new();
-    if let Some(site) = a.site {
-        pairs.push(("site", site.to_owned()));
-    }
-    if let Some(v) = a.source {
-        pairs.push(("source", v.to_owned()));
-    }
-    if let Some(v) = a.level {
-        pairs.push(("level", v.to_owned()));
-    }
-    if let Some(v) = a.since {
-        pairs.push(("from", time_arg("since", v)?));
-    }
-    if let Some(v) = a.until {
-        pairs.push(("to", time_arg("until", v)?));
-    }
-    if let Some(v) = a.filter {
-        pairs.push(("filter", v.to_owned()));
-    }
+    let base = params::GetLogsParams {
+        site: a.site.map(str::to_owned),
+        source: a.source.map(str::to_owned),
+        level: a.level.map(str::to_owned),
+        from: a.since.map(|v| time_arg("since", v)).transpose()?,
+        to: a.until.map(|v| time_arg("until", v)).transpose()?,
+        filter: a.filter.map(str::to_owned),
+        ..params::GetLogsParams::default()
+    };
+    let plantd = s.client()?;
     // Newest first from the API, printed oldest first.
-    let mut records: Vec<Value> = Vec::new();
+    let mut records: Vec<LogLine> = Vec::new();
     let mut cursor: Option<String> = None;
     while records.len() < limit {
-        let mut q = pairs.clone();
-        q.push(("limit", (limit - records.len()).min(PAGE).to_string()));
-        if let Some(c) = &cursor {
-            q.push(("cursor", c.clone()));
-        }
-        let page: Value = s
-            .send(s.request(Method::GET, &with_query("/v1/logs", &q)))
-            .await?
-            .json()
-            .await?;
-        records.extend(page["records"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        let query = params::GetLogsParams {
+            limit: Some((limit - records.len()).min(PAGE) as u64),
+            cursor: cursor.take(),
+            ..base.clone()
+        };
+        let page = plantd
+            .rest()
+            .get_logs(&query)
+            .await
+            .map_err(api_error)?
+            .value;
+        records.extend(page.records);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
     }
@@ -170,21 +162,23 @@ async fn follow(s: &mut Session, a: &LogsArgs<'_>) -> Result<()> {
                 }
                 _ => continue,
             };
-            let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+            let Ok(frame) = serde_json::from_str::<TailFrame>(text.as_str()) else {
                 continue;
             };
-            match v["op"].as_str() {
-                Some("tailing") => eprintln!("tailing the logs of {site}"),
-                Some("log") => {
-                    print_record(&v["record"], a.json);
+            match frame {
+                TailFrame::Tailing => eprintln!("tailing the logs of {site}"),
+                TailFrame::Log { record } => {
+                    print_record(&record, a.json);
                     printed += 1;
                     if a.limit.is_some_and(|n| printed >= n) {
                         let _ = ws.close(None).await;
                         return Ok(());
                     }
                 }
-                Some("error") => return Err(refusal(&v, site, "the log tail")),
-                _ => {}
+                TailFrame::Error { error, message } => {
+                    return Err(refusal(&error, &message, site, "the log tail"));
+                }
+                TailFrame::Other => {}
             }
         }
         s.refresh().await?;
@@ -194,21 +188,45 @@ async fn follow(s: &mut Session, a: &LogsArgs<'_>) -> Result<()> {
     }
 }
 
+/// The `/v1/ws` frames a tail answers with (docs/api.md, "Logs").
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum TailFrame {
+    /// The tail runs.
+    Tailing,
+    /// One line.
+    Log {
+        /// The record, as `GET /v1/logs` shows it.
+        record: LogLine,
+    },
+    /// Refused.
+    Error {
+        /// The API's code.
+        #[serde(default)]
+        error: String,
+        /// For people.
+        #[serde(default)]
+        message: String,
+    },
+    /// Anything else.
+    #[serde(other)]
+    Other,
+}
+
 /// One record as a text line (or its JSON).
-pub fn format_record(r: &Value, as_json: bool) -> String {
+pub fn format_record(r: &LogLine, as_json: bool) -> String {
     if as_json {
-        return r.to_string();
+        return serde_json::to_string(r).unwrap_or_default();
     }
-    let s = |k: &str| r[k].as_str().unwrap_or("");
     let mut line = format!(
         "{} {:<5} {} {} {}",
-        s("time"),
-        s("level").to_uppercase(),
-        s("site"),
-        s("source"),
-        s("message")
+        r.time,
+        r.level.to_uppercase(),
+        r.site,
+        r.source,
+        r.message
     );
-    if let Some(fields) = r["fields"].as_object() {
+    if let Some(fields) = r.fields.as_object() {
         for (k, v) in fields {
             match v {
                 Value::String(t) if !t.contains(char::is_whitespace) && !t.is_empty() => {
@@ -218,13 +236,13 @@ pub fn format_record(r: &Value, as_json: bool) -> String {
             }
         }
     }
-    if let Some(why) = r["parse_error"].as_str() {
+    if let Some(why) = &r.parse_error {
         line.push_str(&format!(" [unparsed: {why}]"));
     }
     line
 }
 
-fn print_record(r: &Value, as_json: bool) {
+fn print_record(r: &LogLine, as_json: bool) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     // A closed pipe (`plantd logs | head`) is not worth a panic.
@@ -238,18 +256,24 @@ mod tests {
 
     #[test]
     fn records_print_as_one_line_with_their_fields() {
-        let r = json!({
+        let line = |v: Value| serde_json::from_value::<LogLine>(v).expect("a record");
+        let r = line(json!({
             "time": "2026-12-06T10:00:00Z", "level": "warn", "site": "plant1",
-            "source": "line1/plc", "message": "valve stuck",
+            "source": "line1/plc", "message": "valve stuck", "format": "logfmt",
+            "sequence": 1, "stream": "PLANTD_LOGS",
             "fields": {"valve": "3", "note": "two words", "temp": 81.5},
-        });
+        }));
         assert_eq!(
             format_record(&r, false),
             r#"2026-12-06T10:00:00Z WARN  plant1 line1/plc valve stuck note="two words" temp=81.5 valve=3"#
         );
-        let bad = json!({"time": "t", "level": "info", "site": "s", "source": "x",
-            "message": "{oops", "fields": {}, "parse_error": "invalid JSON"});
+        let bad = line(
+            json!({"time": "t", "level": "info", "site": "s", "source": "x",
+            "message": "{oops", "fields": {}, "parse_error": "invalid JSON", "format": "json",
+            "sequence": 2, "stream": "PLANTD_LOGS"}),
+        );
         assert!(format_record(&bad, false).ends_with("{oops [unparsed: invalid JSON]"));
-        assert_eq!(format_record(&bad, true), bad.to_string());
+        let again: LogLine = serde_json::from_str(&format_record(&bad, true)).expect("JSON");
+        assert_eq!(again, bad);
     }
 }

@@ -13,31 +13,27 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use plantd_alerts::Rule;
-use reqwest::Method;
+use plantd_client::alerting::AlertRule;
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::session::{ExitKind, Session, fail};
+use crate::session::{ExitKind, Session, api_error, fail};
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// One line per rule: id, severity, `for`, condition kind, what it
 /// watches, name.
-fn print_line(r: &Value) {
-    let c = &r["condition"];
-    let watches = c["topic"]
-        .as_str()
-        .or_else(|| c["match"].as_str())
-        .unwrap_or("?");
+fn print_line(r: &AlertRule) {
     println!(
         "{:<24} {:<9} for {:<6} {:<11} {:<32} {}",
-        r["id"].as_str().unwrap_or("?"),
-        r["severity"].as_str().unwrap_or("warning"),
-        r["for"].as_str().unwrap_or("0s"),
-        c["kind"].as_str().unwrap_or("?"),
-        watches,
-        r["name"].as_str().unwrap_or("")
+        r.id,
+        r.severity.as_deref().unwrap_or("warning"),
+        r.hold.as_deref().unwrap_or("0s"),
+        r.condition.kind,
+        r.condition.watches().unwrap_or("?"),
+        r.name
     );
 }
 
@@ -91,17 +87,18 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>> {
 /// `plantd rules list`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn list(s: &Session, json: bool) -> Result<()> {
-    let v: Value = s
-        .send(s.request(Method::GET, "/v1/alert-rules"))
-        .await?
-        .json()
-        .await?;
+    let rules = s
+        .client()?
+        .rest()
+        .list_alert_rules()
+        .await
+        .map_err(api_error)?;
     if json {
-        print_json(&v);
+        print_json(&serde_json::json!({ "rules": rules }));
     } else {
-        for r in v["rules"].as_array().into_iter().flatten() {
+        for r in &rules {
             print_line(r);
         }
     }
@@ -111,15 +108,16 @@ pub async fn list(s: &Session, json: bool) -> Result<()> {
 /// `plantd rules get ID`: the rule as JSON (what `apply` takes).
 ///
 /// # Errors
-/// Usage (2) for a malformed id; as [`Session::send`] (5 unknown).
+/// Usage (2) for a malformed id; as the API answers (5 unknown).
 pub async fn get(s: &Session, id: &str) -> Result<()> {
     let id = path_id(id)?;
-    let v: Value = s
-        .send(s.request(Method::GET, &format!("/v1/alert-rules/{id}")))
-        .await?
-        .json()
-        .await?;
-    print_json(&v);
+    let rule = s
+        .client()?
+        .rest()
+        .get_alert_rule(id)
+        .await
+        .map_err(api_error)?;
+    print_json(&rule);
     Ok(())
 }
 
@@ -127,7 +125,7 @@ pub async fn get(s: &Session, id: &str) -> Result<()> {
 /// file (`-`: standard input), in order, after checking them all.
 ///
 /// # Errors
-/// Usage (2) for an invalid rule (the field named); as [`Session::send`].
+/// Usage (2) for an invalid rule (the field named); as the API answers.
 pub async fn apply(s: &Session, file: &Path, json: bool) -> Result<()> {
     let text = if file.as_os_str() == "-" {
         let mut t = String::new();
@@ -138,28 +136,26 @@ pub async fn apply(s: &Session, file: &Path, json: bool) -> Result<()> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
+    let rules = parse_rules(&text)?;
+    let plantd = s.client()?;
     let mut applied = Vec::new();
-    for rule in parse_rules(&text)? {
-        let resp = s
-            .send(
-                s.request(Method::PUT, &format!("/v1/alert-rules/{}", rule.id))
-                    .json(&rule),
-            )
+    for rule in rules {
+        let put = plantd
+            .rest()
+            .put_alert_rule(&rule.id, &rule)
             .await
-            .map_err(|e| e.context(format!("rule {}", rule.id)))?;
-        let created = resp.status().as_u16() == 201;
-        let v: Value = resp.json().await?;
+            .map_err(|e| api_error(e).context(format!("rule {}", rule.id)))?;
         if !json {
             println!(
                 "rule {} {}",
                 rule.id,
-                if created { "created" } else { "updated" }
+                if put.created { "created" } else { "updated" }
             );
         }
-        applied.push(v);
+        applied.push(put.value);
     }
     if json {
-        print_json(&Value::Array(applied));
+        print_json(&applied);
     }
     Ok(())
 }
@@ -167,11 +163,14 @@ pub async fn apply(s: &Session, file: &Path, json: bool) -> Result<()> {
 /// `plantd rules delete ID`.
 ///
 /// # Errors
-/// As [`Session::send`] (5 unknown).
+/// As the API answers (5 unknown).
 pub async fn delete(s: &Session, id: &str) -> Result<()> {
     let id = path_id(id)?;
-    s.send(s.request(Method::DELETE, &format!("/v1/alert-rules/{id}")))
-        .await?;
+    s.client()?
+        .rest()
+        .delete_alert_rule(id)
+        .await
+        .map_err(api_error)?;
     println!("rule {id} deleted");
     Ok(())
 }

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use plantd_client::Secret;
+use plantd_client::credentials::{self, IssuedTokens};
+use plantd_client::identity::types::LogoutRequest;
 use serde::{Deserialize, Serialize};
 
 /// What went wrong, as a process exit code.
@@ -76,8 +79,8 @@ pub struct CliConfig {
     pub profiles: BTreeMap<String, Profile>,
 }
 
-/// Stored tokens of a profile.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Stored tokens of a profile (`Debug` shows neither token).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Tokens {
     /// Access JWT.
     pub access_token: String,
@@ -86,6 +89,29 @@ pub struct Tokens {
     /// When the access token expires (seconds since the epoch).
     pub expires_at: u64,
 }
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_token", &"…")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "…"))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl From<IssuedTokens> for Tokens {
+    fn from(t: IssuedTokens) -> Self {
+        Tokens {
+            access_token: t.access_token.expose().to_owned(),
+            refresh_token: t.refresh_token.map(|r| r.expose().to_owned()),
+            expires_at: now() + t.expires_in,
+        }
+    }
+}
+
+/// Time limit of a login or refresh.
+const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The configuration directory.
 pub fn config_dir() -> PathBuf {
@@ -218,6 +244,25 @@ pub fn error_for_status(status: u16, msg: String) -> anyhow::Error {
     }
 }
 
+/// A `plantd-client` error as an exit code and what to do: the API's
+/// `{error, message}` by its status (as [`error_for_status`]), a refused
+/// token as 3, no answer as 7.
+pub fn api_error(e: plantd_client::Error) -> anyhow::Error {
+    use plantd_client::Error;
+    match e {
+        Error::Api {
+            status, message, ..
+        } => error_for_status(status, message),
+        Error::Refused(message) => error_for_status(401, message),
+        Error::Timeout(_) | Error::Transport(_) => fail(
+            ExitKind::Unavailable,
+            format!("{e}; is `plantd up` running?"),
+        ),
+        Error::Invalid(_) => fail(ExitKind::Usage, e.to_string()),
+        other => fail(ExitKind::Failure, other.to_string()),
+    }
+}
+
 impl Session {
     /// Logs in and stores the profile and its tokens.
     ///
@@ -235,26 +280,23 @@ impl Session {
         let name = config.profile_name(profile);
         let http = http_client()?;
         let url = url.trim_end_matches('/').to_owned();
-        let resp = http
-            .post(format!("{url}/v1/auth/login"))
-            .json(&serde_json::json!({"email": email, "password": password, "sites": sites}))
-            .send()
-            .await
-            .map_err(|e| {
-                fail(
-                    ExitKind::Unavailable,
-                    format!("cannot reach {url}: {e}; is `plantd up` running?"),
-                )
-            })?;
-        if !resp.status().is_success() {
-            return Err(error_of(resp).await);
-        }
-        let t: serde_json::Value = resp.json().await.context("login answer")?;
-        let tokens = Tokens {
-            access_token: t["access_token"].as_str().unwrap_or_default().to_owned(),
-            refresh_token: t["refresh_token"].as_str().map(str::to_owned),
-            expires_at: now() + t["expires_in"].as_u64().unwrap_or(0),
-        };
+        let issued = credentials::login(
+            &http,
+            &url,
+            email,
+            &Secret::new(password),
+            sites,
+            EXCHANGE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| match e {
+            plantd_client::Error::Transport(why) => fail(
+                ExitKind::Unavailable,
+                format!("cannot reach {url}: {why}; is `plantd up` running?"),
+            ),
+            other => api_error(other),
+        })?;
+        let tokens = Tokens::from(issued);
         write_private(&tokens_path(&name), &serde_json::to_string(&tokens)?)?;
         config.profiles.insert(
             name.clone(),
@@ -321,30 +363,21 @@ impl Session {
                 "session expired; run `plantd login`",
             )
         })?;
-        let resp = self
-            .http
-            .post(format!("{}/v1/auth/refresh", self.url))
-            .json(&serde_json::json!({"refresh_token": rt}))
-            .send()
-            .await
-            .map_err(|e| {
-                fail(
-                    ExitKind::Unavailable,
-                    format!("cannot reach {}: {e}", self.url),
-                )
-            })?;
-        if !resp.status().is_success() {
-            return Err(fail(
-                ExitKind::Unauthorized,
-                "session expired or revoked; run `plantd login`",
-            ));
-        }
-        let t: serde_json::Value = resp.json().await?;
-        self.tokens = Tokens {
-            access_token: t["access_token"].as_str().unwrap_or_default().to_owned(),
-            refresh_token: t["refresh_token"].as_str().map(str::to_owned),
-            expires_at: now() + t["expires_in"].as_u64().unwrap_or(0),
-        };
+        let issued =
+            credentials::refresh(&self.http, &self.url, &Secret::new(rt), EXCHANGE_TIMEOUT)
+                .await
+                .map_err(|e| match e {
+                    plantd_client::Error::Api { .. } | plantd_client::Error::Refused(_) => fail(
+                        ExitKind::Unauthorized,
+                        "session expired or revoked; run `plantd login`",
+                    ),
+                    plantd_client::Error::Transport(why) => fail(
+                        ExitKind::Unavailable,
+                        format!("cannot reach {}: {why}", self.url),
+                    ),
+                    other => api_error(other),
+                })?;
+        self.tokens = Tokens::from(issued);
         write_private(
             &tokens_path(&self.profile),
             &serde_json::to_string(&self.tokens)?,
@@ -355,6 +388,16 @@ impl Session {
     /// slash).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The deployment as a `plantd-client` with the session's current
+    /// token (refreshed by [`Session::open`] when it was about to expire).
+    ///
+    /// # Errors
+    /// Exit code 2 when the profile's URL cannot be used.
+    pub fn client(&self) -> Result<plantd_client::Plantd> {
+        plantd_client::Plantd::with_token(&self.url, self.tokens.access_token.as_str())
+            .map_err(api_error)
     }
 
     /// The access token (for MQTT passwords and scripts).
@@ -395,13 +438,13 @@ impl Session {
     /// # Errors
     /// When the stored tokens cannot be removed.
     pub async fn logout(self) -> Result<()> {
-        let body = serde_json::json!({"refresh_token": self.tokens.refresh_token});
-        let _ = self
-            .send(
-                self.request(reqwest::Method::POST, "/v1/auth/logout")
-                    .json(&body),
-            )
-            .await;
+        // Best effort: the tokens are forgotten here whatever the server says.
+        if let Ok(plantd) = self.client() {
+            let body = LogoutRequest {
+                refresh_token: self.tokens.refresh_token.clone(),
+            };
+            let _ = plantd.rest().post_auth_logout(&body).await;
+        }
         let path = tokens_path(&self.profile);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),

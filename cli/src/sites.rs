@@ -4,32 +4,33 @@
 //! organisation's principals act on it. Site ids are global: creating one
 //! that any organisation registered exits 6 (conflict).
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
-use reqwest::Method;
-use serde_json::{Map, Value, json};
+use plantd_client::identity::params::GetSitesParams;
+use plantd_client::identity::types::{CreateSite, SiteRecord};
+use serde::Serialize;
 
-use crate::session::{ExitKind, Session, fail};
+use crate::session::{ExitKind, Session, api_error, fail};
 
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// One line per site: id, organisation, name, labels.
-fn print_line(site: &Value) {
-    let labels = site["labels"]
-        .as_object()
-        .map(|l| {
-            l.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+fn print_line(site: &SiteRecord) {
+    let labels = site
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     println!(
         "{:<24} {:<16} {:<32} {}",
-        site["id"].as_str().unwrap_or("?"),
-        site["org"].as_str().unwrap_or("?"),
-        site["name"].as_str().unwrap_or(""),
+        site.id,
+        site.org,
+        site.name.as_deref().unwrap_or(""),
         labels
     );
 }
@@ -38,11 +39,11 @@ fn print_line(site: &Value) {
 ///
 /// # Errors
 /// A usage error (exit 2) for a label without `=`.
-pub fn parse_labels(labels: &[String]) -> Result<Map<String, Value>> {
+pub fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
     labels
         .iter()
         .map(|l| match l.split_once('=') {
-            Some((k, v)) => Ok((k.to_owned(), Value::String(v.to_owned()))),
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
             None => Err(fail(
                 ExitKind::Usage,
                 format!("--label {l:?}: write it as key=value"),
@@ -59,34 +60,25 @@ fn path_id(id: &str) -> Result<&str> {
         .map_err(|e| fail(ExitKind::Usage, e.to_string()))
 }
 
-/// `text` for a query value: unreserved characters as they are, the rest
-/// percent-encoded.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `plantd sites list [--org ORG]`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn list(s: &Session, org: Option<&str>, json: bool) -> Result<()> {
-    let path = match org {
-        Some(org) => format!("/v1/sites?org={}", encode(org)),
-        None => "/v1/sites".to_owned(),
+    let query = GetSitesParams {
+        org: org.map(str::to_owned),
     };
-    let v: Value = s.send(s.request(Method::GET, &path)).await?.json().await?;
+    let sites = s
+        .client()?
+        .rest()
+        .get_sites(&query)
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
-        print_json(&v);
+        print_json(&sites);
     } else {
-        for site in v.as_array().into_iter().flatten() {
+        for site in &sites {
             print_line(site);
         }
     }
@@ -111,30 +103,28 @@ pub struct NewSite<'a> {
 /// `plantd sites create ID [--name] [--description] [--label k=v] [--org]`.
 ///
 /// # Errors
-/// Usage (2) for a bad label; as [`Session::send`] (6 when the id is taken).
+/// Usage (2) for a bad label; as the API answers (6 when the id is taken).
 pub async fn create(s: &Session, site: NewSite<'_>, json: bool) -> Result<()> {
-    let mut body = json!({ "id": site.id, "labels": parse_labels(site.labels)? });
-    if let Some(n) = site.name {
-        body["name"] = json!(n);
-    }
-    if let Some(d) = site.description {
-        body["description"] = json!(d);
-    }
-    if let Some(o) = site.org {
-        body["org"] = json!(o);
-    }
-    let v: Value = s
-        .send(s.request(Method::POST, "/v1/sites").json(&body))
-        .await?
-        .json()
-        .await?;
+    let body = CreateSite {
+        id: site.id.to_owned(),
+        labels: Some(parse_labels(site.labels)?),
+        name: site.name.map(str::to_owned),
+        description: site.description.map(str::to_owned),
+        org: site.org.map(str::to_owned),
+    };
+    let created = s
+        .client()?
+        .rest()
+        .post_sites(&body)
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
-        print_json(&v);
+        print_json(&created);
     } else {
         println!(
             "site {} registered to organisation {}",
-            v["id"].as_str().unwrap_or(site.id),
-            v["org"].as_str().unwrap_or("?")
+            created.id, created.org
         );
     }
     Ok(())
@@ -143,19 +133,21 @@ pub async fn create(s: &Session, site: NewSite<'_>, json: bool) -> Result<()> {
 /// `plantd sites get ID`.
 ///
 /// # Errors
-/// As [`Session::send`] (5 unknown, 4 another organisation's).
+/// As the API answers (5 unknown, 4 another organisation's).
 pub async fn get(s: &Session, id: &str, json: bool) -> Result<()> {
     let id = path_id(id)?;
-    let v: Value = s
-        .send(s.request(Method::GET, &format!("/v1/sites/{id}")))
-        .await?
-        .json()
-        .await?;
+    let site = s
+        .client()?
+        .rest()
+        .get_sites_id(id)
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
-        print_json(&v);
+        print_json(&site);
     } else {
-        print_line(&v);
-        if let Some(d) = v["description"].as_str().filter(|d| !d.is_empty()) {
+        print_line(&site);
+        if let Some(d) = site.description.as_deref().filter(|d| !d.is_empty()) {
             println!("  {d}");
         }
     }
@@ -165,11 +157,14 @@ pub async fn get(s: &Session, id: &str, json: bool) -> Result<()> {
 /// `plantd sites delete ID`.
 ///
 /// # Errors
-/// As [`Session::send`].
+/// As the API answers.
 pub async fn delete(s: &Session, id: &str) -> Result<()> {
     let id = path_id(id)?;
-    s.send(s.request(Method::DELETE, &format!("/v1/sites/{id}")))
-        .await?;
+    s.client()?
+        .rest()
+        .delete_sites_id(id)
+        .await
+        .map_err(api_error)?;
     println!("site {id} deleted");
     Ok(())
 }
@@ -179,12 +174,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_and_query_values() {
+    fn labels_are_key_value() {
         let labels = parse_labels(&["line=north".into(), "x=a=b".into()]).expect("labels");
         assert_eq!(labels["line"], "north");
         assert_eq!(labels["x"], "a=b");
         assert!(parse_labels(&["nolabel".into()]).is_err());
-        assert_eq!(encode("acme-1"), "acme-1");
-        assert_eq!(encode("a b&c"), "a%20b%26c");
     }
 }

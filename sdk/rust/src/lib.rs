@@ -6,7 +6,9 @@
 //! | [`rest`] | the REST core the generated operations run on: bearer token, one renewal on 401, time limits, [`Answer`] |
 //! | [`proxy`], [`identity`] | generated from the proxy's `/openapi.json` and identity's `/v1/identity/openapi.json`: `types`, `params`, and one method on [`Rest`] per operation |
 //! | [`live`] | [`Live`]: one WebSocket, subscriptions as `Stream`s that resume at the last sequence + 1 across reconnects, commands, [`LinkState`]s |
+//! | [`alerting`] | typed calls for alert rules, alerts, silences, notification channels and analytics rules (answers the OpenAPI document does not type yet) |
 //! | [`auth`] | [`TokenSource`]: password sessions with refresh-token rotation, fixed tokens; [`Secret`] |
+//! | [`credentials`] | login and refresh for programs that store their tokens between runs (the `plantd` CLI), [`Rest::whoami`] |
 //! | [`error`] | [`Error`]: the API's `{error, message}` and status, or the client's own failure |
 //!
 //! Generated operations are named `<method>_<path words>`:
@@ -39,8 +41,10 @@
 //! limit ([`Options::timeout`]). Secrets (tokens, passwords) never appear
 //! in `Debug` output.
 
+pub mod alerting;
 pub mod auth;
 pub mod client;
+pub mod credentials;
 pub mod error;
 mod generated;
 pub mod live;

@@ -9,3 +9,4 @@ mod refused;
 mod rest;
 mod restart;
 mod resume;
+mod typed_calls;
