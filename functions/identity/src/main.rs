@@ -125,9 +125,14 @@ async fn backbone(config: &Config) -> anyhow::Result<Backbone> {
 async fn main() -> anyhow::Result<()> {
     // `plantd-identity --print-openapi`: the document
     // `/v1/identity/openapi.json` serves, without a server (the SDKs'
-    // generators read it).
+    // generators read it). Built with `--features openapi`, the document
+    // the annotations make (what `functions/identity/openapi.json` must
+    // hold); otherwise the committed one (decision 0046).
     if std::env::args().nth(1).as_deref() == Some("--print-openapi") {
-        println!("{}", plantd_identity::openapi::pretty_json());
+        #[cfg(feature = "openapi")]
+        print!("{}", plantd_identity::openapi::document::generate()?);
+        #[cfg(not(feature = "openapi"))]
+        print!("{}", plantd_identity::openapi::pretty_json());
         return Ok(());
     }
     plantd_shared::logging::init("plantd-identity");

@@ -10,6 +10,7 @@ mod audit_chain;
 mod device_certs;
 mod keys;
 mod lambda;
+mod openapi_routes;
 mod revocation;
 mod routes;
 mod secrets;

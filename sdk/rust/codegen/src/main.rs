@@ -63,18 +63,26 @@ fn main() -> Result<()> {
     }
     let out_dir = root().join("sdk/rust/src/generated");
     let mut stale = Vec::new();
-    for (file, bin, source) in [
-        ("proxy.rs", &proxy, "the proxy's `/openapi.json`"),
+    let proxy_doc = document(&proxy)?;
+    // Both modules implement calls on the one `Rest` type: a path both
+    // documents have (`/healthz`, served by each process) is the proxy's
+    // call only.
+    let mut identity_doc = document(&identity)?;
+    if let (Some(ids), Some(proxy_paths)) = (
+        identity_doc["paths"].as_object_mut(),
+        proxy_doc["paths"].as_object(),
+    ) {
+        ids.retain(|path, _| !proxy_paths.contains_key(path));
+    }
+    for (file, doc, source) in [
+        ("proxy.rs", &proxy_doc, "the proxy's `/openapi.json`"),
         (
             "identity.rs",
-            &identity,
+            &identity_doc,
             "identity's `/v1/identity/openapi.json`",
         ),
     ] {
-        let code = plantd_client_codegen::format(&plantd_client_codegen::generate(
-            &document(bin)?,
-            source,
-        )?)?;
+        let code = plantd_client_codegen::format(&plantd_client_codegen::generate(doc, source)?)?;
         let path = out_dir.join(file);
         if check {
             let have = std::fs::read_to_string(&path).unwrap_or_default();

@@ -10,6 +10,205 @@ use crate::rest::{Answer, Call, Raw, RawBody, Rest};
 pub mod types {
     use serde::{Deserialize, Serialize};
 
+    /// Who acted, in an audit record.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum ActorKind {
+        /// `user`.
+        #[serde(rename = "user")]
+        User,
+        /// `service`.
+        #[serde(rename = "service")]
+        Service,
+        /// `device`.
+        #[serde(rename = "device")]
+        Device,
+        /// `anonymous`.
+        #[serde(rename = "anonymous")]
+        Anonymous,
+        /// `system`.
+        #[serde(rename = "system")]
+        System,
+    }
+    impl ActorKind {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::User => "user",
+                Self::Service => "service",
+                Self::Device => "device",
+                Self::Anonymous => "anonymous",
+                Self::System => "system",
+            }
+        }
+    }
+    impl std::fmt::Display for ActorKind {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// One audit record as stored (the fields hashed into the chain).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AuditEntry {
+        /// What was done (`auth.login`, `user.create`, …).
+        pub action: String,
+        /// Who acted.
+        pub actor: String,
+        /// What kind of actor.
+        pub actor_kind: ActorKind,
+        /// The actor's organisation when not `org`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub actor_org: Option<String>,
+        /// Anything else, per action.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub detail: Option<serde_json::Value>,
+        /// Unique id (32 hex digits).
+        pub id: String,
+        /// Position in the organisation's chain, from 1.
+        pub n: u64,
+        /// The organisation whose chain it is in.
+        pub org: String,
+        /// How it ended.
+        pub outcome: Outcome,
+        /// The hash of the organisation's previous record.
+        pub prev: String,
+        /// The request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub request_id: Option<String>,
+        /// The client's address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub source: Option<String>,
+        /// What it was done to (`user:<id>`, `role:<name>`, …).
+        pub target: String,
+        /// When it was recorded, RFC 3339 UTC with milliseconds.
+        pub time: String,
+        /// Format version.
+        pub v: u32,
+    }
+
+    /// One page of `GET /v1/audit`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct AuditPage {
+        /// Pass as `cursor` for the next page; absent on the last.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub next_cursor: Option<String>,
+        /// The organisation.
+        pub org: String,
+        /// Matching records, oldest first.
+        pub records: Vec<AuditRecord>,
+    }
+
+    /// An audit record as `GET /v1/audit` lists it: the record with its
+    /// sequence and hash.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AuditRecord {
+        /// What was done (`auth.login`, `user.create`, …).
+        pub action: String,
+        /// Who acted.
+        pub actor: String,
+        /// What kind of actor.
+        pub actor_kind: ActorKind,
+        /// The actor's organisation when not `org`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub actor_org: Option<String>,
+        /// Anything else, per action.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub detail: Option<serde_json::Value>,
+        /// Its hash (the next record's `prev`).
+        pub hash: String,
+        /// Unique id (32 hex digits).
+        pub id: String,
+        /// Position in the organisation's chain, from 1.
+        pub n: u64,
+        /// The organisation whose chain it is in.
+        pub org: String,
+        /// How it ended.
+        pub outcome: Outcome,
+        /// The hash of the organisation's previous record.
+        pub prev: String,
+        /// The request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub request_id: Option<String>,
+        /// Its sequence in the audit stream.
+        pub seq: u64,
+        /// The client's address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub source: Option<String>,
+        /// What it was done to (`user:<id>`, `role:<name>`, …).
+        pub target: String,
+        /// When it was recorded, RFC 3339 UTC with milliseconds.
+        pub time: String,
+        /// Format version.
+        pub v: u32,
+    }
+
+    /// What `GET /v1/audit/verify` answers.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct AuditVerification {
+        /// `broken`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub broken: Option<BrokenRecord>,
+        /// Hash of the last intact record.
+        pub last_hash: String,
+        /// `n` of the last intact record.
+        pub last_n: u64,
+        /// Whether the chain is intact.
+        pub ok: bool,
+        /// The organisation.
+        pub org: String,
+        /// Records checked.
+        pub records: u64,
+    }
+
+    /// The first record that breaks an audit chain.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct BrokenRecord {
+        /// Its hash.
+        pub hash: String,
+        /// What is wrong: an object whose `kind` is `unreadable`, `wrong_org`,
+        /// `numbering` or `link`, with that kind's fields.
+        pub reason: serde_json::Value,
+        /// `record`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub record: Option<AuditEntry>,
+        /// Its sequence in the audit stream.
+        pub seq: u64,
+    }
+
+    /// A verified token's claims, as `GET /v1/auth/whoami` answers them.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Claims {
+        /// Audience: `plantd:api` and/or `plantd:site:<site>` (a string or a
+        /// list of them).
+        pub aud: serde_json::Value,
+        /// Expiry, seconds since the Unix epoch.
+        pub exp: u64,
+        /// Issued at, seconds since the Unix epoch.
+        pub iat: u64,
+        /// Issuer.
+        pub iss: String,
+        /// Token id.
+        pub jti: String,
+        /// What kind of principal.
+        pub kind: PrincipalKind,
+        /// MQTT grants per site (or `*`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub mqtt: Option<std::collections::BTreeMap<String, MqttGrant>>,
+        /// Not before, seconds since the Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub nbf: Option<u64>,
+        /// The principal's organisation.
+        pub org: String,
+        /// Granted permission strings.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub perms: Option<Vec<String>>,
+        /// Role names.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roles: Option<Vec<String>>,
+        /// Subject: the user, service account or device id.
+        pub sub: String,
+    }
+
     /// `POST /v1/devices` body.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct CreateDevice {
@@ -28,6 +227,21 @@ pub mod types {
         /// Topic filters it may subscribe to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub subscribe: Option<Vec<String>>,
+    }
+
+    /// `POST /v1/orgs` body.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct CreateOrg {
+        /// The organisation's first administrator (with `admin_password`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub admin_email: Option<String>,
+        /// Their password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub admin_password: Option<String>,
+        /// Identifier: 1-63 of `a-z 0-9 -`.
+        pub id: String,
+        /// Display name.
+        pub name: String,
     }
 
     /// `POST /v1/service-accounts` body.
@@ -58,6 +272,21 @@ pub mod types {
         /// for the bootstrap superadmin).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub org: Option<String>,
+    }
+
+    /// `POST /v1/users` body.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct CreateUser {
+        /// Attributes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub attributes: Option<std::collections::BTreeMap<String, String>>,
+        /// Email (unique across organisations).
+        pub email: String,
+        /// Initial password (at least 12 characters).
+        pub password: String,
+        /// Roles (default `viewer`; at most the caller's permissions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub roles: Option<Vec<String>>,
     }
 
     /// A new client's credentials, returned once.
@@ -95,6 +324,85 @@ pub mod types {
         pub message: String,
     }
 
+    /// The JSON Web Key Set (RFC 7517) every token verifier reads.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Jwks {
+        /// The published public keys (`kty`, `crv`, `x`, `y`, `kid`, `alg`,
+        /// `use`): the signing key, the next one and those retiring.
+        pub keys: Vec<serde_json::Value>,
+    }
+
+    /// What a published key is for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum KeyRole {
+        /// `signing`.
+        #[serde(rename = "signing")]
+        Signing,
+        /// `next`.
+        #[serde(rename = "next")]
+        Next,
+        /// `previous`.
+        #[serde(rename = "previous")]
+        Previous,
+    }
+    impl KeyRole {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Signing => "signing",
+                Self::Next => "next",
+                Self::Previous => "previous",
+            }
+        }
+    }
+    impl std::fmt::Display for KeyRole {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// One published signing key (no key material).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct KeyView {
+        /// Key id (the tokens' `kid`).
+        pub kid: String,
+        /// For previous keys: when they leave the JWKS, seconds since the
+        /// Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub retire_at: Option<u64>,
+        /// What it is for.
+        pub role: KeyRole,
+    }
+
+    /// A login throttle as `GET /v1/lockouts` lists it.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Lockout {
+        /// Attempts are refused until then, ms since the Unix epoch (0: not
+        /// refused).
+        pub blocked_until_ms: u64,
+        /// The email tried (account throttles only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub email: Option<String>,
+        /// Failed attempts counted.
+        pub failures: u32,
+        /// Its id, for `DELETE /v1/lockouts/{id}`.
+        pub id: String,
+        /// What it counts.
+        pub kind: ThrottleKind,
+        /// The last failed attempt, ms since the Unix epoch.
+        pub last_failure_ms: u64,
+        /// The organisation of that email, when it belongs to a user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub org: Option<String>,
+        /// Seconds until attempts are accepted again (0: now; the failures
+        /// still count toward the next delay).
+        pub retry_after_secs: u64,
+        /// When counting started, ms since the Unix epoch.
+        pub since_ms: u64,
+        /// The source address (`unknown` when none is known).
+        pub source: String,
+    }
+
     /// `POST /v1/auth/login` body.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct LoginRequest {
@@ -115,6 +423,69 @@ pub mod types {
         pub refresh_token: Option<String>,
     }
 
+    /// MQTT topic filters a principal may publish to and subscribe to on a
+    /// site.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct MqttGrant {
+        /// Filters it may PUBLISH to (a topic must match one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub publish: Option<Vec<String>>,
+        /// Filters it may SUBSCRIBE within (a requested filter must be covered
+        /// by one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub subscribe: Option<Vec<String>>,
+    }
+
+    /// An organisation (tenant).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Org {
+        /// Creation time, ms since the Unix epoch.
+        pub created_ms: u64,
+        /// Identifier: 1-63 of `a-z 0-9 -`.
+        pub id: String,
+        /// Display name.
+        pub name: String,
+    }
+
+    /// What `POST /v1/orgs` answers.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct OrgCreated {
+        /// Its first administrator's user id, if one was asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub admin_id: Option<String>,
+        /// The organisation.
+        pub org: Org,
+    }
+
+    /// How an audited action ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Outcome {
+        /// `success`.
+        #[serde(rename = "success")]
+        Success,
+        /// `failure`.
+        #[serde(rename = "failure")]
+        Failure,
+        /// `denied`.
+        #[serde(rename = "denied")]
+        Denied,
+    }
+    impl Outcome {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Success => "success",
+                Self::Failure => "failure",
+                Self::Denied => "denied",
+            }
+        }
+    }
+    impl std::fmt::Display for Outcome {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
     /// `POST /v1/auth/password` body.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct PasswordRequest {
@@ -122,6 +493,35 @@ pub mod types {
         pub current_password: String,
         /// The new one.
         pub new_password: String,
+    }
+
+    /// What kind of principal a token was issued to.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum PrincipalKind {
+        /// `user`.
+        #[serde(rename = "user")]
+        User,
+        /// `service`.
+        #[serde(rename = "service")]
+        Service,
+        /// `device`.
+        #[serde(rename = "device")]
+        Device,
+    }
+    impl PrincipalKind {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::User => "user",
+                Self::Service => "service",
+                Self::Device => "device",
+            }
+        }
+    }
+    impl std::fmt::Display for PrincipalKind {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
     }
 
     /// `POST /v1/auth/refresh` body.
@@ -139,6 +539,57 @@ pub mod types {
         pub revoked: u64,
     }
 
+    /// A named set of permissions and MQTT grants.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Role {
+        /// Built in (`superadmin`, `admin`, `operator`, `viewer`, `device`):
+        /// cannot be changed or deleted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub builtin: Option<bool>,
+        /// What it is for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<String>,
+        /// MQTT grants per site (or `*` for every site).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub mqtt: Option<std::collections::BTreeMap<String, MqttGrant>>,
+        /// Name, unique in the organisation.
+        pub name: String,
+        /// plantd permission strings (`identity:user:read`, `state:write`, `*`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub perms: Option<Vec<String>>,
+    }
+
+    /// `POST /v1/roles` and `PUT /v1/roles/{name}` body.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct RoleBody {
+        /// What it is for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<String>,
+        /// MQTT grants per site (or `*`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub mqtt: Option<std::collections::BTreeMap<String, MqttGrant>>,
+        /// Name: 1-64 of `a-z 0-9 - _`, not a built-in one (ignored on PUT,
+        /// where the path names the role).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
+        /// Permission strings (each one the caller holds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub perms: Option<Vec<String>>,
+    }
+
+    /// What `POST /v1/keys/rotate` did.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Rotated {
+        /// The key published for the rotation after this one.
+        pub next_kid: String,
+        /// When the retired key leaves the JWKS, seconds since the Unix epoch.
+        pub retire_at: u64,
+        /// The key that signed until now.
+        pub retired_kid: String,
+        /// The key that signs from now on.
+        pub signing_kid: String,
+    }
+
     /// A service account as listed (no secret).
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct ServiceAccountView {
@@ -149,6 +600,13 @@ pub mod types {
         /// Name.
         pub name: String,
         /// Roles.
+        pub roles: Vec<String>,
+    }
+
+    /// `PUT /v1/users/{id}/roles` body.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct SetRoles {
+        /// The roles the user will have (removing one revokes their tokens).
         pub roles: Vec<String>,
     }
 
@@ -171,6 +629,31 @@ pub mod types {
         pub name: Option<String>,
         /// The organisation that owns it.
         pub org: String,
+    }
+
+    /// What a login throttle counts.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum ThrottleKind {
+        /// `account`.
+        #[serde(rename = "account")]
+        Account,
+        /// `source`.
+        #[serde(rename = "source")]
+        Source,
+    }
+    impl ThrottleKind {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Account => "account",
+                Self::Source => "source",
+            }
+        }
+    }
+    impl std::fmt::Display for ThrottleKind {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
     }
 
     /// `POST /v1/auth/token` body (OAuth 2 client credentials).
@@ -239,10 +722,69 @@ pub mod types {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub name: Option<String>,
     }
+
+    /// `PATCH /v1/users/{id}` body: the fields to change.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct UpdateUser {
+        /// Activate or deactivate (deactivating revokes the user's tokens).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub active: Option<bool>,
+        /// Attributes to set (a `null` value removes one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub attributes: Option<std::collections::BTreeMap<String, String>>,
+        /// A new password (an administrator resetting one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub password: Option<String>,
+    }
+
+    /// A user as listed (no password hash).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct UserView {
+        /// Inactive users cannot log in or refresh.
+        pub active: bool,
+        /// Free-form attributes set by administrators.
+        pub attributes: std::collections::BTreeMap<String, String>,
+        /// Email, normalised.
+        pub email: String,
+        /// Identifier (UUID).
+        pub id: String,
+        /// Organisation.
+        pub org: String,
+        /// Role names.
+        pub roles: Vec<String>,
+    }
 }
 
 /// Query and header parameters of the operations that take some.
 pub mod params {
+
+    /// Parameters of `GET /v1/audit`.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct GetAuditParams {
+        /// The organisation (default: the caller's; another one needs identity:org:list)
+        pub org: Option<String>,
+        /// Only this actor id (`*` at the end: a prefix)
+        pub actor: Option<String>,
+        /// Only this action (`auth.login`), or a prefix (`auth.*`)
+        pub action: Option<String>,
+        /// Only this target (`user:<id>`; `*` at the end: a prefix)
+        pub target: Option<String>,
+        /// Records at or after this RFC 3339 time
+        pub since: Option<String>,
+        /// Records at or before this RFC 3339 time
+        pub until: Option<String>,
+        /// `next_cursor` of the previous page
+        pub cursor: Option<String>,
+        /// Records per page (default 100)
+        pub limit: Option<u32>,
+    }
+
+    /// Parameters of `GET /v1/audit/verify`.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct GetAuditVerifyParams {
+        /// The organisation (default: the caller's; another one needs identity:org:list)
+        pub org: Option<String>,
+    }
 
     /// Parameters of `GET /v1/sites`.
     #[derive(Debug, Clone, PartialEq, Default)]
@@ -253,12 +795,81 @@ pub mod params {
 }
 
 impl Rest {
+    /// `GET /.well-known/jwks.json`
+    ///
+    /// The public keys that verify plantd's tokens (the signing key, the next one and those retiring). No token needed.
+    ///
+    /// # Errors
+    /// [`Error::Api`] for an answer that is not 2xx; a transport error or [`Error::Timeout`].
+    pub async fn get_well_known_jwks_json(&self) -> Result<Answer<types::Jwks>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/.well-known/jwks.json".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/audit`
+    ///
+    /// One organisation's audit records, oldest first, filtered and paged.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (A malformed parameter (named in the message)), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:audit:read, or identity:org:list for another organisation), 404 (Unknown organisation), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_audit(
+        &self,
+        params: &params::GetAuditParams,
+    ) -> Result<Answer<types::AuditPage>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/audit".to_owned());
+        if let Some(v) = &params.org {
+            call = call.query("org", v.to_string());
+        }
+        if let Some(v) = &params.actor {
+            call = call.query("actor", v.to_string());
+        }
+        if let Some(v) = &params.action {
+            call = call.query("action", v.to_string());
+        }
+        if let Some(v) = &params.target {
+            call = call.query("target", v.to_string());
+        }
+        if let Some(v) = &params.since {
+            call = call.query("since", v.to_string());
+        }
+        if let Some(v) = &params.until {
+            call = call.query("until", v.to_string());
+        }
+        if let Some(v) = &params.cursor {
+            call = call.query("cursor", v.to_string());
+        }
+        if let Some(v) = &params.limit {
+            call = call.query("limit", v.to_string());
+        }
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/audit/verify`
+    ///
+    /// Checks an organisation's audit hash chain end to end.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (A malformed parameter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:audit:read, or identity:org:list for another organisation), 404 (Unknown organisation), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_audit_verify(
+        &self,
+        params: &params::GetAuditVerifyParams,
+    ) -> Result<Answer<types::AuditVerification>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/audit/verify".to_owned());
+        if let Some(v) = &params.org {
+            call = call.query("org", v.to_string());
+        }
+        self.call(call).await?.json()
+    }
+
     /// `POST /v1/auth/login`
     ///
     /// Logs a user in: an access token and a refresh token.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Malformed request or bad site), 401 (Invalid email or password), 429 (Throttled; see Retry-After); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed request or bad site), 401 (Invalid email or password), 413 (Body larger than 64 KiB), 429 (Throttled; see Retry-After), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_auth_login(
         &self,
         body: &types::LoginRequest,
@@ -274,7 +885,7 @@ impl Rest {
     /// Revokes the caller's access token and, if given, the refresh token's family.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Missing, invalid or revoked token), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_auth_logout(&self, body: &types::LogoutRequest) -> Result<Answer<()>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::POST, "/v1/auth/logout".to_owned());
@@ -287,7 +898,7 @@ impl Rest {
     /// Changes the caller's own password.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (The new password is too short), 401 (Wrong current password); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (The new password is too short), 401 (Wrong current password), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_auth_password(
         &self,
         body: &types::PasswordRequest,
@@ -303,7 +914,7 @@ impl Rest {
     /// Exchanges a refresh token for new tokens (rotation: each refresh token works once).
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 401 (Invalid, expired, reused or revoked refresh token); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Invalid, expired, reused or revoked refresh token), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_auth_refresh(
         &self,
         body: &types::RefreshRequest,
@@ -319,7 +930,7 @@ impl Rest {
     /// A token for a service account or a device (OAuth 2 client credentials).
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Another grant type, or a bad site), 401 (Bad credentials); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Another grant type, or a bad site), 401 (Bad credentials), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_auth_token(
         &self,
         body: &types::TokenRequest,
@@ -335,8 +946,8 @@ impl Rest {
     /// The caller's verified token claims.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token); a transport error or [`Error::Timeout`].
-    pub async fn get_auth_whoami(&self) -> Result<Answer<serde_json::Value>, Error> {
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_auth_whoami(&self) -> Result<Answer<types::Claims>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/auth/whoami".to_owned());
         self.call(call).await?.json()
@@ -345,7 +956,7 @@ impl Rest {
     /// `GET /v1/devices`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 403 (Missing identity:device:read); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:device:read), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn get_devices(&self) -> Result<Answer<Vec<types::DeviceView>>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/devices".to_owned());
@@ -355,7 +966,7 @@ impl Rest {
     /// `POST /v1/devices`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Bad site or filter), 403 (Missing identity:device:create, or another organisation's site), 404 (Unregistered site); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Bad site or filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:device:create, or another organisation's site), 404 (Unregistered site), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_devices(
         &self,
         body: &types::CreateDevice,
@@ -369,7 +980,7 @@ impl Rest {
     /// `PATCH /v1/devices/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Missing, invalid, expired or revoked token), 404 (Unknown), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn patch_devices_id(
         &self,
         id: &str,
@@ -387,7 +998,7 @@ impl Rest {
     /// `DELETE /v1/devices/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn delete_devices_id(&self, id: &str) -> Result<Answer<()>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
@@ -400,7 +1011,7 @@ impl Rest {
     /// `POST /v1/devices/{id}/revoke`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_devices_id_revoke(&self, id: &str) -> Result<Answer<types::Revoked>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
@@ -410,10 +1021,187 @@ impl Rest {
         self.call(call).await?.json()
     }
 
+    /// `GET /v1/identity/openapi.json`
+    ///
+    /// This document. No token needed.
+    ///
+    /// # Errors
+    /// [`Error::Api`] for an answer that is not 2xx; a transport error or [`Error::Timeout`].
+    pub async fn get_identity_openapi_json(&self) -> Result<Answer<serde_json::Value>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/identity/openapi.json".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/keys`
+    ///
+    /// The published signing keys (signing, next, previous with the time each leaves the JWKS). No key material.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:keys:read), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_keys(&self) -> Result<Answer<Vec<types::KeyView>>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/keys".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `POST /v1/keys/rotate`
+    ///
+    /// Rotates the signing key: the next key starts signing, a new next key is published, the old signing key stays in the JWKS until every token it signed has expired.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:keys:rotate), 409 (The key comes from the environment and cannot be rotated), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn post_keys_rotate(&self) -> Result<Answer<types::Rotated>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::POST, "/v1/keys/rotate".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/lockouts`
+    ///
+    /// The login throttles the caller may see (its organisation's emails; every one with identity:lockout:all), refused ones first.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:read), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_lockouts(&self) -> Result<Answer<Vec<types::Lockout>>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/lockouts".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `DELETE /v1/lockouts/{id}`
+    ///
+    /// Clears a login throttle (the failures it counted are forgotten).
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update), 404 (Unknown, or one the caller cannot see), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn delete_lockouts_id(&self, id: &str) -> Result<Answer<()>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::DELETE,
+            format!("/v1/lockouts/{}", crate::rest::segment(id)),
+        );
+        self.call(call).await?.empty()
+    }
+
+    /// `GET /v1/orgs`
+    ///
+    /// The organisations the caller may see: every one with identity:org:list (the superadmin), else its own.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_orgs(&self) -> Result<Answer<Vec<types::Org>>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/orgs".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `POST /v1/orgs`
+    ///
+    /// Creates an organisation, optionally with its first administrator (role admin).
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (Bad id, short password, or only one of admin_email and admin_password), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:org:create), 409 (The organisation or the administrator's email exists), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn post_orgs(
+        &self,
+        body: &types::CreateOrg,
+    ) -> Result<Answer<types::OrgCreated>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::POST, "/v1/orgs".to_owned());
+        call = call.json(body)?;
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/orgs/{id}`
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 404 (Unknown, or another organisation without identity:org:list), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_orgs_id(&self, id: &str) -> Result<Answer<types::Org>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::GET,
+            format!("/v1/orgs/{}", crate::rest::segment(id)),
+        );
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/roles`
+    ///
+    /// The built-in roles and the organisation's own.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:read), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_roles(&self) -> Result<Answer<Vec<types::Role>>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/roles".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `POST /v1/roles`
+    ///
+    /// Creates a role. Nobody can put a permission in a role that they do not hold themselves.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (Bad name, site or topic filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:create, or a permission the caller lacks), 409 (It exists, or is a built-in role), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn post_roles(&self, body: &types::RoleBody) -> Result<Answer<types::Role>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::POST, "/v1/roles".to_owned());
+        call = call.json(body)?;
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/roles/{name}`
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:read), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_roles_name(&self, name: &str) -> Result<Answer<types::Role>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::GET,
+            format!("/v1/roles/{}", crate::rest::segment(name)),
+        );
+        self.call(call).await?.json()
+    }
+
+    /// `PUT /v1/roles/{name}`
+    ///
+    /// Replaces a custom role; when it grants less than before, the tokens of its holders are revoked.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (Bad site or topic filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:update, or a permission the caller lacks), 404 (Unknown), 409 (A built-in role), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn put_roles_name(
+        &self,
+        name: &str,
+        body: &types::RoleBody,
+    ) -> Result<Answer<types::Role>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::PUT,
+            format!("/v1/roles/{}", crate::rest::segment(name)),
+        );
+        call = call.json(body)?;
+        self.call(call).await?.json()
+    }
+
+    /// `DELETE /v1/roles/{name}`
+    ///
+    /// Deletes a custom role; the tokens of its holders are revoked.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:delete), 404 (Unknown), 409 (A built-in role), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn delete_roles_name(&self, name: &str) -> Result<Answer<()>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::DELETE,
+            format!("/v1/roles/{}", crate::rest::segment(name)),
+        );
+        self.call(call).await?.empty()
+    }
+
     /// `GET /v1/service-accounts`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 403 (Missing identity:service-account:read); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:service-account:read), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn get_service_accounts(
         &self,
     ) -> Result<Answer<Vec<types::ServiceAccountView>>, Error> {
@@ -425,7 +1213,7 @@ impl Rest {
     /// `POST /v1/service-accounts`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 403 (Missing identity:service-account:create, or roles beyond the caller's); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:service-account:create, or roles beyond the caller's), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_service_accounts(
         &self,
         body: &types::CreateServiceAccount,
@@ -439,7 +1227,7 @@ impl Rest {
     /// `PATCH /v1/service-accounts/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 403 (Missing identity:service-account:update), 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:service-account:update), 404 (Unknown), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn patch_service_accounts_id(
         &self,
         id: &str,
@@ -457,7 +1245,7 @@ impl Rest {
     /// `DELETE /v1/service-accounts/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn delete_service_accounts_id(&self, id: &str) -> Result<Answer<()>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
@@ -470,7 +1258,7 @@ impl Rest {
     /// `POST /v1/service-accounts/{id}/revoke`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_service_accounts_id_revoke(
         &self,
         id: &str,
@@ -486,7 +1274,7 @@ impl Rest {
     /// `GET /v1/sites`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 403 (Missing identity:site:read); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:site:read), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn get_sites(
         &self,
         params: &params::GetSitesParams,
@@ -502,7 +1290,7 @@ impl Rest {
     /// `POST /v1/sites`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Bad id, name or labels), 409 (Some organisation has this id); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Bad id, name or labels), 401 (Missing, invalid, expired or revoked token), 409 (Some organisation has this id), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_sites(
         &self,
         body: &types::CreateSite,
@@ -516,7 +1304,7 @@ impl Rest {
     /// `GET /v1/sites/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 403 (Another organisation's), 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Another organisation's), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn get_sites_id(&self, id: &str) -> Result<Answer<types::SiteRecord>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
@@ -529,7 +1317,7 @@ impl Rest {
     /// `PATCH /v1/sites/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Missing, invalid, expired or revoked token), 404 (Unknown), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn patch_sites_id(
         &self,
         id: &str,
@@ -547,7 +1335,7 @@ impl Rest {
     /// `DELETE /v1/sites/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn delete_sites_id(&self, id: &str) -> Result<Answer<()>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
@@ -557,18 +1345,110 @@ impl Rest {
         self.call(call).await?.empty()
     }
 
+    /// `GET /v1/users`
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:read), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_users(&self) -> Result<Answer<Vec<types::UserView>>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::GET, "/v1/users".to_owned());
+        self.call(call).await?.json()
+    }
+
+    /// `POST /v1/users`
+    ///
+    /// Creates a user in the caller's organisation.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (Bad email, short password or unknown role), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:create, or a role granting more than the caller holds), 409 (A user with this email exists), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn post_users(
+        &self,
+        body: &types::CreateUser,
+    ) -> Result<Answer<types::UserView>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(reqwest::Method::POST, "/v1/users".to_owned());
+        call = call.json(body)?;
+        self.call(call).await?.json()
+    }
+
+    /// `GET /v1/users/{id}`
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:read), 404 (Not in the caller's organisation), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn get_users_id(&self, id: &str) -> Result<Answer<types::UserView>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::GET,
+            format!("/v1/users/{}", crate::rest::segment(id)),
+        );
+        self.call(call).await?.json()
+    }
+
+    /// `PATCH /v1/users/{id}`
+    ///
+    /// Activates or deactivates a user, sets attributes or resets the password (compare-and-set: concurrent updates of different fields both land). Deactivating revokes the user's tokens.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (Short password), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update), 404 (Not in the caller's organisation), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn patch_users_id(
+        &self,
+        id: &str,
+        body: &types::UpdateUser,
+    ) -> Result<Answer<types::UserView>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::PATCH,
+            format!("/v1/users/{}", crate::rest::segment(id)),
+        );
+        call = call.json(body)?;
+        self.call(call).await?.json()
+    }
+
+    /// `DELETE /v1/users/{id}`
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:delete), 404 (Not in the caller's organisation), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn delete_users_id(&self, id: &str) -> Result<Answer<()>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::DELETE,
+            format!("/v1/users/{}", crate::rest::segment(id)),
+        );
+        self.call(call).await?.empty()
+    }
+
     /// `POST /v1/users/{id}/revoke`
     ///
     /// Logs a user out everywhere: every live access token revoked, refresh tokens issued so far stop working.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 403 (Missing identity:user:update), 404 (Unknown); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update), 404 (Unknown), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_users_id_revoke(&self, id: &str) -> Result<Answer<types::Revoked>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::POST,
             format!("/v1/users/{}/revoke", crate::rest::segment(id)),
         );
+        self.call(call).await?.json()
+    }
+
+    /// `PUT /v1/users/{id}/roles`
+    ///
+    /// Replaces a user's roles; removing one revokes their tokens.
+    ///
+    /// # Errors
+    /// [`Error::Api`] with the API's code and message for 400 (Unknown role), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update, or a role granting more than the caller holds), 404 (Not in the caller's organisation), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    pub async fn put_users_id_roles(
+        &self,
+        id: &str,
+        body: &types::SetRoles,
+    ) -> Result<Answer<types::UserView>, Error> {
+        #[allow(unused_mut)]
+        let mut call = Call::new(
+            reqwest::Method::PUT,
+            format!("/v1/users/{}/roles", crate::rest::segment(id)),
+        );
+        call = call.json(body)?;
         self.call(call).await?.json()
     }
 }
