@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -70,6 +70,9 @@ pub enum LinkCtl {
         /// DISCONNECT reason code.
         reason: u8,
     },
+    /// Nothing was read for 1.5 × the keep-alive: close (v5 reason 0x8D,
+    /// the will is sent). From the broker-wide keep-alive checker.
+    KeepAliveExpired,
 }
 
 /// What happened to a pushed delivery.
@@ -116,6 +119,9 @@ pub struct Mailbox {
     /// store's pipeline; while there are any, later ones wait behind them
     /// (PUBACKs go out in the order of the PUBLISHes).
     held_acks: AtomicUsize,
+    /// When the connected link last read from its socket, milliseconds on
+    /// the keep-alive checker's clock (`crate::link::KeepAlive`).
+    last_input: AtomicU64,
 }
 
 impl Mailbox {
@@ -128,6 +134,7 @@ impl Mailbox {
             online: AtomicBool::new(false),
             metrics,
             held_acks: AtomicUsize::new(0),
+            last_input: AtomicU64::new(0),
         }
     }
 
@@ -147,6 +154,16 @@ impl Mailbox {
     /// Whether the session is connected.
     pub fn is_online(&self) -> bool {
         self.online.load(Relaxed)
+    }
+
+    /// Stamps the time of a read from the client (keep-alive).
+    pub fn touch(&self, now_ms: u64) {
+        self.last_input.store(now_ms, Relaxed);
+    }
+
+    /// The last [`touch`](Self::touch).
+    pub fn last_touch(&self) -> u64 {
+        self.last_input.load(Relaxed)
     }
 
     /// Queues a delivery according to the policy in the module docs.

@@ -75,7 +75,10 @@ impl<S: Socket> Admitted<S> {
     /// (the argument and the mutable binding).
     async fn run(mut self: Box<Self>) {
         let rbuf = std::mem::take(&mut self.rbuf);
-        let exit = self.link.run(&self.stream, rbuf, self.keep_alive).await;
+        let (conn_id, keep_alive) = (self.link.conn_id, self.link.ctx.keep_alive.clone());
+        keep_alive.watch(conn_id, &self.link.mailbox, self.keep_alive);
+        let exit = self.link.run(&self.stream, rbuf).await;
+        keep_alive.forget(conn_id);
         self.link.publish_counts();
         self.guard.armed = false;
         self.link.ctx.metrics.connections.fetch_sub(1, Relaxed);
@@ -199,24 +202,20 @@ async fn admit<S: Socket>(
         conn_id,
         ctx: ctx.clone(),
         mailbox,
-        ctl: Vec::new(),
         window,
         incoming_qos2: std::mem::take(&mut carry.incoming_qos2),
         pending_acks: 0,
         aliases: None,
         out_alias_max: hello.topic_alias_maximum,
-        client_max_packet: hello.max_packet_size as usize,
+        client_max_packet: hello.max_packet_size,
         problem_info: hello.request_problem_info,
         session_expiry,
         connect_expiry_zero: session_expiry == 0,
         wbuf: BytesMut::new(),
-        batch: Vec::new(),
-        last_topic: None,
+        scratch: None,
         received: 0,
         received_by_qos: [0; 3],
         sent_by_qos: [0; 3],
-        routed: Vec::new(),
-        pending: Vec::new(),
         log: log.map(Box::new),
     };
     link.send_connack(&hello, session_present, keep_alive, session_expiry);
@@ -464,6 +463,7 @@ mod size_tests {
             )),
             hook: None,
             shutdown: CancellationToken::new(),
+            keep_alive: Arc::new(crate::link::KeepAlive::new()),
         });
         let f = serve(s, Peer::default(), 1, ctx);
         let size = std::mem::size_of_val(&f);

@@ -2,11 +2,11 @@
 //! directions, reads decoded in batches, publications handed to the router
 //! once per read, writes flushed as soon as they are ready, and reading
 //! paused while the write buffer is above its high water mark or too many
-//! acknowledgements are outstanding.
+//! acknowledgements are outstanding. No timer: keep-alive is checked
+//! broker-wide (`keepalive.rs`).
 
 use std::io::ErrorKind;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
@@ -35,16 +35,10 @@ impl Link {
         Ok(())
     }
 
-    pub(super) async fn run<S: Socket>(
-        &mut self,
-        stream: &S,
-        mut rbuf: BytesMut,
-        keep_alive: u16,
-    ) -> Exit {
-        let ka = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        let mut last_rx = Instant::now();
-        let ka_sleep = tokio::time::sleep(ka.unwrap_or(Duration::from_secs(86_400)));
-        tokio::pin!(ka_sleep);
+    /// Serves the connection until it ends. Keep-alive is not timed here:
+    /// each read stamps the mailbox and the broker-wide checker
+    /// ([`super::KeepAlive`]) closes a silent link through the mailbox.
+    pub(super) async fn run<S: Socket>(&mut self, stream: &S, mut rbuf: BytesMut) -> Exit {
         let shutdown = self.ctx.shutdown.clone();
         let max_packet = self.ctx.config.limits.max_packet_size as usize;
         let max_pending = usize::from(self.ctx.config.limits.max_inflight);
@@ -79,21 +73,27 @@ impl Link {
                 // bytes left inside the TLS session after the TCP socket was
                 // drained), which `TlsSocket::ready` now reports
                 // (docs/decisions/0034-edge-tls-in-link.md).
-                let publishes = self.received - before;
-                if publishes > 0 && (S::BRIDGED || publishes >= YIELD_AFTER) {
+                let publishes = self.received.wrapping_sub(before);
+                if publishes > 0 && (S::BRIDGED || u64::from(publishes) >= YIELD_AFTER) {
                     tokio::task::yield_now().await;
                 }
             }
             // Control first (a SUBACK goes out before the retained messages
             // that follow it), then deliveries, then write what we can.
-            let mut ctl = std::mem::take(&mut self.ctl);
+            let mut ctl = self
+                .scratch
+                .as_mut()
+                .map(|s| std::mem::take(&mut s.ctl))
+                .unwrap_or_default();
             mailbox.pop_ctl(self.conn_id, &mut ctl);
             for c in ctl.drain(..) {
                 if let Some(exit) = self.on_ctl(c) {
                     return exit;
                 }
             }
-            self.ctl = ctl;
+            if ctl.capacity() > 0 {
+                self.scratch().ctl = ctl;
+            }
             let more = self.drain_mailbox();
             self.flush_log();
             self.publish_counts();
@@ -101,7 +101,8 @@ impl Link {
                 return exit;
             }
 
-            let can_read = self.wbuf.len() < HIGH_WATER && self.pending_acks < max_pending;
+            let can_read =
+                self.wbuf.len() < HIGH_WATER && (self.pending_acks as usize) < max_pending;
             let more = more && self.wbuf.len() < HIGH_WATER;
             let interest = match (can_read, !self.wbuf.is_empty()) {
                 (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -126,7 +127,7 @@ impl Link {
                             Ok(0) => return Exit::Closed,
                             Ok(n) => {
                                 self.ctx.metrics.bytes_in.fetch_add(n as u64, Relaxed);
-                                last_rx = Instant::now();
+                                self.mailbox.touch(self.ctx.keep_alive.now_ms());
                                 got_input = true;
                             }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -136,13 +137,6 @@ impl Link {
                 }
                 () = mailbox.notified() => {}
                 () = std::future::ready(()), if more => {}
-                () = &mut ka_sleep, if ka.is_some() => {
-                    let timeout = ka.unwrap_or_default();
-                    if last_rx.elapsed() >= timeout {
-                        return Exit::KeepAlive;
-                    }
-                    ka_sleep.as_mut().reset((last_rx + timeout).into());
-                }
             }
         }
     }
@@ -176,7 +170,11 @@ impl Link {
                     if let Some(exit) = self.accept_publish(publication, pkid).await {
                         break Some(exit);
                     }
-                    if self.routed.len() >= DRAIN_BATCH && !self.flush_routed().await {
+                    let full = self
+                        .scratch
+                        .as_ref()
+                        .is_some_and(|s| s.routed.len() >= DRAIN_BATCH);
+                    if full && !self.flush_routed().await {
                         return Some(Exit::Shutdown);
                     }
                 }
@@ -194,17 +192,20 @@ impl Link {
     /// or the hook failed (the connection then closes without acknowledging,
     /// so the client sends again: nothing is lost).
     pub(super) async fn flush_routed(&mut self) -> bool {
-        for pending in std::mem::take(&mut self.pending) {
+        let Some(scratch) = self.scratch.as_mut() else {
+            return true;
+        };
+        for pending in std::mem::take(&mut scratch.pending) {
             if let Err(e) = pending.await {
                 warn!(client_id = %self.info.client_id, error = %e, "publish hook failed; closing without acknowledging");
-                self.routed.clear();
+                scratch.routed.clear();
                 return false;
             }
         }
-        if self.routed.is_empty() {
+        if scratch.routed.is_empty() {
             return true;
         }
-        let batch = std::mem::replace(&mut self.routed, Vec::with_capacity(64));
+        let batch = std::mem::replace(&mut scratch.routed, Vec::with_capacity(64));
         self.ctx
             .router
             .send(RouterCmd::Publish(batch))

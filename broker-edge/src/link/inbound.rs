@@ -115,10 +115,11 @@ impl Link {
         let limits = &self.ctx.config.limits;
         let v5 = self.wire.is_v5();
         self.received_by_qos[p.qos.index()] += 1;
-        self.received += 1;
+        self.received = self.received.wrapping_add(1);
         if p.qos != QoS::AtMostOnce
             && v5
-            && self.pending_acks + self.incoming_qos2.len() >= usize::from(limits.max_inflight)
+            && self.pending_acks as usize + self.incoming_qos2.len()
+                >= usize::from(limits.max_inflight)
             && !self.incoming_qos2.contains(&p.pkid)
         {
             return Step::Exit(Exit::Violation(0x93, "Receive Maximum exceeded".into()));
@@ -192,11 +193,12 @@ impl Link {
             return Step::Done;
         }
         // Publishers repeat topics: reuse the last one's allocation.
-        let topic = match &self.last_topic {
+        let last_topic = &mut self.scratch().last_topic;
+        let topic = match last_topic {
             Some(t) if **t == *p.topic => t.clone(),
             _ => {
                 let t: Arc<str> = Arc::from(p.topic.as_str());
-                self.last_topic = Some(t.clone());
+                *last_topic = Some(t.clone());
                 t
             }
         };
@@ -225,7 +227,7 @@ impl Link {
         let qos = publication.qos;
         if let Some(hook) = self.ctx.hook.clone() {
             match hook.begin(&self.info, &publication).await {
-                Ok(Some(pending)) => self.pending.push(pending),
+                Ok(Some(pending)) => self.scratch().pending.push(pending),
                 Ok(None) => {}
                 Err(e) => {
                     warn!(client_id = %self.info.client_id, error = %e, "publish hook refused a message");
@@ -251,7 +253,7 @@ impl Link {
                 qos,
             })
         };
-        self.routed.push(Routed { publication, ack });
+        self.scratch().routed.push(Routed { publication, ack });
         None
     }
 

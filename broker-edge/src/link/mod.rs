@@ -17,7 +17,8 @@
 //! | file | what it does |
 //! |---|---|
 //! | `admission.rs` | CONNECT to running link: authentication, the router's admission, CONNACK, and the goodbye (DISCONNECT, will, session hand-back) |
-//! | `event_loop.rs` | the I/O and back-pressure loop: readiness, reads, writes, keep-alive, batching publications to the router |
+//! | `event_loop.rs` | the I/O and back-pressure loop: readiness, reads, writes, batching publications to the router |
+//! | `keepalive.rs` | the broker-wide keep-alive checker: one sweep over every connection's last read, no timer per connection |
 //! | `inbound.rs` | the inbound protocol state machine: each client packet, QoS 1/2 receipt, topic aliases, SUBSCRIBE checks |
 //! | `outbound.rs` | what goes to the client: router control messages, mailbox deliveries, PUBLISH encoding, redelivery |
 //! | `handshake.rs` | reading and normalising the first packet |
@@ -28,6 +29,7 @@ mod admission;
 mod event_loop;
 pub mod handshake;
 mod inbound;
+mod keepalive;
 mod outbound;
 mod reauth;
 pub mod socket;
@@ -52,6 +54,7 @@ use crate::router::{Routed, RouterCmd};
 use crate::session::OutgoingWindow;
 use crate::store::SessionLog;
 pub use admission::serve;
+pub use keepalive::KeepAlive;
 pub use socket::Socket;
 pub use tls_socket::TlsSocket;
 use wire::Wire;
@@ -84,6 +87,8 @@ pub struct LinkContext {
     pub hook: Option<Arc<dyn PublishHook>>,
     /// Broker shutdown.
     pub shutdown: CancellationToken,
+    /// The broker-wide keep-alive checker (no timer per connection).
+    pub keep_alive: Arc<KeepAlive>,
 }
 
 /// Why a connection ended.
@@ -155,20 +160,18 @@ struct Link {
     ctx: Arc<LinkContext>,
     /// The session's delivery and control queue.
     mailbox: Arc<Mailbox>,
-    /// Reused buffer for control messages.
-    ctl: Vec<LinkCtl>,
     /// Outgoing QoS 1/2 in flight.
     window: OutgoingWindow,
     /// Incoming QoS 2 packet ids awaiting PUBREL.
     incoming_qos2: HashSet<u16>,
     /// Incoming QoS 1/2 publishes the router has not acknowledged yet.
-    pending_acks: usize,
+    pending_acks: u32,
     /// Topic aliases in both directions, allocated on first use.
     aliases: Option<Box<Aliases>>,
     /// How many aliases the client accepts.
     out_alias_max: u16,
     /// Largest packet the client accepts.
-    client_max_packet: usize,
+    client_max_packet: u32,
     /// Whether the client wants reason strings.
     problem_info: bool,
     /// Session expiry in force.
@@ -177,35 +180,53 @@ struct Link {
     connect_expiry_zero: bool,
     /// Bytes waiting to be written.
     wbuf: BytesMut,
-    /// Reused buffer for mailbox batches.
-    batch: Vec<Delivery>,
-    /// Topic of the last PUBLISH received, shared by the next one if equal.
-    last_topic: Option<Arc<str>>,
-    /// PUBLISH packets received on this connection.
-    received: u64,
+    /// Buffers of a connection with traffic (none until it has some).
+    scratch: Option<Box<Scratch>>,
+    /// PUBLISH packets received on this connection (wrapping: only
+    /// differences within one read are used).
+    received: u32,
     /// PUBLISH packets received and sent, by QoS, not yet added to the
     /// shared metrics (added once per turn, not once per message).
-    received_by_qos: [u64; 3],
+    received_by_qos: [u32; 3],
     /// See `received_by_qos`.
-    sent_by_qos: [u64; 3],
+    sent_by_qos: [u32; 3],
+    /// Where a persistent session's QoS progress goes (with a session
+    /// store): sent once per turn.
+    log: Option<Box<SessionLog>>,
+}
+
+/// Buffers reused turn after turn while a connection has traffic. Boxed
+/// and made on first use, so a connection that only connected — thousands
+/// of them after a reconnect storm — carries none of them (issue 12).
+#[derive(Default)]
+struct Scratch {
+    /// Control messages taken from the mailbox.
+    ctl: Vec<LinkCtl>,
+    /// Deliveries taken from the mailbox.
+    batch: Vec<Delivery>,
     /// Accepted publications not yet handed to the router (sent once per
     /// read, so a burst costs one channel send).
     routed: Vec<Routed>,
     /// What the publish hook asked to wait for before `routed` may go to
     /// the router (the journal making the batch durable).
     pending: Vec<crate::hooks::Pending>,
-    /// Where a persistent session's QoS progress goes (with a session
-    /// store): sent once per turn.
-    log: Option<Box<SessionLog>>,
+    /// Topic of the last PUBLISH received, shared by the next one if equal.
+    last_topic: Option<Arc<str>>,
 }
 
 impl Link {
+    /// The traffic buffers, made on first use.
+    pub(super) fn scratch(&mut self) -> &mut Scratch {
+        self.scratch.get_or_insert_with(Box::default)
+    }
+
     pub(super) fn send(&mut self, p: &v5::Packet) {
         // A Reason String or User Property that would push a packet over
         // the client's Maximum Packet Size is left out [MQTT-3.2.2-19].
-        if p.has_diagnostics() && p.encoded_len() > self.client_max_packet {
+        let max = self.client_max_packet as usize;
+        if p.has_diagnostics() && p.encoded_len() > max {
             let mut p = p.clone();
-            p.fit(self.client_max_packet);
+            p.fit(max);
             self.wire.encode(&p, &mut self.wbuf);
             return;
         }
@@ -231,10 +252,12 @@ impl Link {
         let m = &self.ctx.metrics;
         for q in 0..3 {
             if self.received_by_qos[q] > 0 {
-                m.messages_in[q].fetch_add(std::mem::take(&mut self.received_by_qos[q]), Relaxed);
+                let n = std::mem::take(&mut self.received_by_qos[q]);
+                m.messages_in[q].fetch_add(u64::from(n), Relaxed);
             }
             if self.sent_by_qos[q] > 0 {
-                m.messages_out[q].fetch_add(std::mem::take(&mut self.sent_by_qos[q]), Relaxed);
+                let n = std::mem::take(&mut self.sent_by_qos[q]);
+                m.messages_out[q].fetch_add(u64::from(n), Relaxed);
             }
         }
     }

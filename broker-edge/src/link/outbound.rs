@@ -57,6 +57,7 @@ impl Link {
             LinkCtl::PubRel { pkid } => self.send(&v5::Packet::PubRel(Ack::new(pkid, 0))),
             LinkCtl::PubComp { pkid } => self.send(&v5::Packet::PubComp(Ack::new(pkid, 0))),
             LinkCtl::Kick { reason } => return Some(Exit::Kicked(reason)),
+            LinkCtl::KeepAliveExpired => return Some(Exit::KeepAlive),
         }
         None
     }
@@ -65,7 +66,11 @@ impl Link {
     /// its batch limit or the write buffer's high water mark, so more may be
     /// waiting (the mailbox only signals when it turns non-empty).
     pub(super) fn drain_mailbox(&mut self) -> bool {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = self
+            .scratch
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.batch))
+            .unwrap_or_default();
         let mut taken = 0;
         let mut exhausted = false;
         // Small chunks, so that large messages stop the drain soon after the
@@ -94,7 +99,9 @@ impl Link {
                 }
             }
         }
-        self.batch = batch;
+        if batch.capacity() > 0 {
+            self.scratch().batch = batch;
+        }
         !exhausted
     }
 
@@ -165,7 +172,7 @@ impl Link {
                 );
             }
         }
-        if self.wbuf.len() - start > self.client_max_packet {
+        if self.wbuf.len() - start > self.client_max_packet as usize {
             self.wbuf.truncate(start);
             if let Some(t) = new_alias
                 && let Some(a) = self.aliases.as_mut()

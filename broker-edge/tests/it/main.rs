@@ -20,6 +20,7 @@ mod edge_analytics_owner;
 mod enhanced_auth;
 mod hooks;
 mod idle_buffers;
+mod keepalive;
 mod key_refresh;
 mod limits;
 mod logs;
