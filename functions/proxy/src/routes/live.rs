@@ -34,7 +34,11 @@
 //!
 //! Every frame to the client goes through one bounded queue; a client that
 //! lets it fill (it reads slower than its subscriptions produce) is closed
-//! with code 1008 rather than buffered without bound. The socket is also
+//! with code 1008 rather than buffered without bound. A sequenced
+//! subscription is the exception: its messages are in the stream, so its
+//! forwarder reads on only while the queue has more than half its room free
+//! ([`room`]) — a replay of a long backlog runs at the socket's pace however
+//! slow the client reads, and leaves room for live frames. The socket is also
 //! closed (1008) when the token expires, and (1008, `token revoked`) within
 //! moments of its token id appearing in `plantd_revoked` (one shared watch,
 //! [`ApiTrust::revocations`](crate::auth::ApiTrust::revocations)).
@@ -45,6 +49,7 @@
 //! [`Permissions::can_subscribe`]: plantd_shared::claims::Permissions::can_subscribe
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -57,7 +62,7 @@ use plantd_shared::subject::{Channel, Site, filter_to_subjects, subject_to_topic
 use plantd_shared::topic::{self, Filter};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -172,7 +177,9 @@ async fn connection(ws: WebSocket, state: AppState, caller: Caller, origin: Orig
     let (sink, mut incoming) = ws.split();
     let (out, queue) = mpsc::channel::<Frame>(state.settings.ws_send_queue.max(1));
     let (closing, closed) = oneshot::channel();
-    let writer = tokio::spawn(write(sink, queue, closed));
+    // Told after each frame written: replays wait on it for room.
+    let sent = Arc::new(Notify::new());
+    let writer = tokio::spawn(write(sink, queue, closed, sent.clone()));
     // Cancelled by whoever finds the queue full.
     let slow = CancellationToken::new();
     let mut subs: HashMap<String, JoinHandle<()>> = HashMap::new();
@@ -211,7 +218,7 @@ async fn connection(ws: WebSocket, state: AppState, caller: Caller, origin: Orig
                 let reply = match frame {
                     Some(Ok(Frame::Text(text))) => {
                         let ctx = (&state, &caller, &origin);
-                        operation(ctx, &mut subs, &out, &slow, text.as_str()).await
+                        operation(ctx, &mut subs, (&out, &sent), &slow, text.as_str()).await
                     }
                     Some(Ok(Frame::Binary(_))) => Some(error(
                         None,
@@ -241,11 +248,12 @@ async fn connection(ws: WebSocket, state: AppState, caller: Caller, origin: Orig
 }
 
 /// Sends queued frames until told to close (then sends the close frame,
-/// or just closes the sink) or the queue ends.
+/// or just closes the sink) or the queue ends; `sent` is told after each.
 async fn write(
     mut sink: SplitSink<WebSocket, Frame>,
     mut queue: mpsc::Receiver<Frame>,
     mut closed: oneshot::Receiver<Option<CloseFrame>>,
+    sent: Arc<Notify>,
 ) {
     let frame = loop {
         tokio::select! {
@@ -254,9 +262,10 @@ async fn write(
             next = queue.recv() => {
                 let Some(next) = next else { break None };
                 tokio::select! {
-                    sent = sink.send(next) => if sent.is_err() { return },
+                    written = sink.send(next) => if written.is_err() { return },
                     frame = &mut closed => break frame.ok().flatten(),
                 }
+                sent.notify_waiters();
             }
         }
     };
@@ -278,7 +287,7 @@ fn error(id: Option<&str>, e: &AppError) -> Value {
 async fn operation(
     (state, caller, origin): (&AppState, &Caller, &Origin),
     subs: &mut HashMap<String, JoinHandle<()>>,
-    out: &mpsc::Sender<Frame>,
+    (out, sent): (&mpsc::Sender<Frame>, &Arc<Notify>),
     slow: &CancellationToken,
     text: &str,
 ) -> Option<Value> {
@@ -296,7 +305,7 @@ async fn operation(
     let result = match op.as_ref().and_then(Value::as_str) {
         Some("subscribe") => match parse::<Subscribe>(fields) {
             // `subscribe` queues its own answer, ahead of the first message.
-            Ok(s) => match subscribe(state, caller, subs, out, slow, s).await {
+            Ok(s) => match subscribe(state, caller, subs, (out, sent), slow, s).await {
                 Ok(()) => return None,
                 Err(e) => Err(e),
             },
@@ -330,7 +339,7 @@ async fn subscribe(
     state: &AppState,
     caller: &Caller,
     subs: &mut HashMap<String, JoinHandle<()>>,
-    out: &mpsc::Sender<Frame>,
+    (out, sent): (&mpsc::Sender<Frame>, &Arc<Notify>),
     slow: &CancellationToken,
     req: Subscribe,
 ) -> Result<(), AppError> {
@@ -368,7 +377,7 @@ async fn subscribe(
             site,
             filter,
             messages,
-            out.clone(),
+            (out.clone(), sent.clone()),
             slow.clone(),
         ));
         subs.insert(req.id, task);
@@ -433,18 +442,23 @@ async fn sequenced(
 }
 
 /// Like [`forward`], for a sequenced subscription: each message with its
-/// stream `sequence` and stored `time`. A consumer error ends the
-/// subscription with an `error` frame (`unavailable`); the client
-/// subscribes again from its last sequence + 1.
+/// stream `sequence` and stored `time`, read from the stream only while
+/// the queue has [`room`]. A consumer error ends the subscription with an
+/// `error` frame (`unavailable`); the client subscribes again from its
+/// last sequence + 1.
 async fn forward_stored(
     id: String,
     site: Site,
     filter: Filter,
     mut messages: async_nats::jetstream::consumer::push::Ordered,
-    out: mpsc::Sender<Frame>,
+    (out, sent): (mpsc::Sender<Frame>, Arc<Notify>),
     slow: CancellationToken,
 ) {
-    while let Some(next) = messages.next().await {
+    loop {
+        room(&out, &sent).await;
+        let Some(next) = messages.next().await else {
+            return;
+        };
         let m = match next {
             Ok(m) => m,
             Err(e) => {
@@ -462,6 +476,23 @@ async fn forward_stored(
         if !enqueue(&out, &slow, &frame) {
             return;
         }
+    }
+}
+
+/// Returns once the queue has more than half its room free (or is
+/// closed), waking when the writer has sent a frame: a sequenced
+/// subscription's messages wait in the stream, not in the queue, so a slow
+/// reader slows its replay down instead of being closed as a slow consumer.
+async fn room(out: &mpsc::Sender<Frame>, sent: &Notify) {
+    let half = out.max_capacity() / 2;
+    loop {
+        let written = sent.notified();
+        tokio::pin!(written);
+        written.as_mut().enable();
+        if out.capacity() > half || out.is_closed() {
+            return;
+        }
+        written.await;
     }
 }
 

@@ -440,3 +440,36 @@ async fn a_resume_the_stream_no_longer_holds_says_so_and_bad_sequences_are_refus
         (Some("kept"), Some(kept))
     );
 }
+
+#[tokio::test]
+async fn a_replay_runs_at_the_pace_of_a_slow_reader_instead_of_closing_it() {
+    let f = fixture().await;
+    let (addr, _server) = serve(&f).await;
+    let token = f.token_with("acme", &[], &[("plant-1", &[], &["line1/#"])]);
+    let mut ws = connect_ws(addr, &token).await;
+    send(
+        &mut ws,
+        json!({"op": "subscribe", "id": "s", "site": "plant-1", "filter": "line1/#", "sequenced": true}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await["op"], "subscribed");
+    // While the client reads nothing, far more than the queue (256 frames)
+    // plus what the sockets buffer is stored — the backlog a client finds
+    // when it resumes after a long gap.
+    static BIG: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+    let mut stored = Vec::new();
+    for _ in 0..600 {
+        stored.push(store(&f, "plantd.plant-1.up.line1.m1.blob", &BIG).await);
+    }
+    // Every one arrives, in order, and the socket stays open.
+    for (i, want) in stored.iter().enumerate() {
+        let m = next(&mut ws).await;
+        assert_eq!(
+            (m["op"].as_str(), m["sequence"].as_u64()),
+            (Some("message"), Some(*want)),
+            "message {i}"
+        );
+    }
+    send(&mut ws, json!({"op": "unsubscribe", "id": "s"})).await;
+    assert_eq!(next(&mut ws).await["op"], "unsubscribed");
+}
