@@ -315,13 +315,16 @@ export class Live {
       if (refused || (code === 1008 && reason === 'token expired')) this.#renew = true;
       this.#retry();
     };
+    // Closing a socket still connecting fires `error` again: the guard
+    // comes first.
     const drop = (): void => {
+      if (ended) return;
+      lost(1006, '');
       try {
         socket.close();
       } catch {
         // Already closing.
       }
-      lost(1006, '');
     };
     const deadline = setTimeout(() => {
       if (!authenticated) drop();

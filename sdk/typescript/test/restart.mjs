@@ -11,11 +11,15 @@
 // once — this side is still reconnecting, so they come from the stream's
 // history — and 11..15 once this side printed `restart: state connected`
 // again. Each state change is printed as `restart: state <state>`.
-// Without $PLANTD_SDK_RESTART the file holds no test (`node --test test/`,
-// the suite's ordinary run, has no restart to drive).
+// Without $PLANTD_SDK_RESTART (`node --test test/`, the suite's ordinary
+// run, which has no restart to drive) it holds what needs no stack: a
+// server that is starting or stopping — one that drops the handshake, one
+// that accepts and never answers — is tried again after the backoff, never
+// waited on forever.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import { promisify } from 'node:util';
 import { Plantd, LinkState } from '../dist/index.js';
 
@@ -44,18 +48,21 @@ function say(event) {
   process.stdout.write(`restart: ${event}\n`);
 }
 
-/** The next item of an async iterator, or a failure after `ms`. */
-async function next(iterator, ms = 10_000) {
+/** What `promise` resolves to, or a failure naming `what` after `ms`. */
+async function within(promise, ms, what) {
   let timer;
   const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`nothing within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
   });
   try {
-    return await Promise.race([iterator.next(), timeout]);
+    return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
   }
 }
+
+/** The next item of an async iterator, or a failure after `ms`. */
+const next = (iterator, ms = 10_000) => within(iterator.next(), ms, 'the next item');
 
 /** Waits until the state stream reports `want`. */
 async function until(states, want) {
@@ -102,4 +109,53 @@ if (process.env.PLANTD_SDK_RESTART) {
     plantd.live.close();
     say('done');
   });
+}
+
+if (!process.env.PLANTD_SDK_RESTART) {
+  /** Counts connections to a loopback TCP server that treats each as `behave` says. */
+  async function tcpServer(behave) {
+    const held = [];
+    let wanted = 0;
+    let reached;
+    const server = net.createServer((c) => {
+      held.push(c);
+      behave(c);
+      if (held.length === wanted) reached();
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${server.address().port}`,
+      /** Resolves once `n` connections came. */
+      connections(n) {
+        wanted = n;
+        return new Promise((resolve) => {
+          reached = resolve;
+          if (held.length >= n) resolve();
+        });
+      },
+      close() {
+        for (const c of held) c.destroy();
+        server.close();
+      },
+    };
+  }
+
+  for (const [what, behave] of [
+    ['drops the handshake', (c) => c.destroy()],
+    ['accepts and never answers', () => {}],
+  ]) {
+    test(`a server that ${what} is tried again after the backoff, not waited on forever`, { timeout: 20_000 }, async () => {
+      const server = await tcpServer(behave);
+      const plantd = Plantd.withToken(server.url, 'a-token', { live: { backoffMs: 50, maxBackoffMs: 100, openTimeoutMs: 300 } });
+      const states = plantd.live.states();
+      plantd.live.subscribe('local', 'sdk/#');
+      try {
+        await within(server.connections(3), 15_000, `three attempts (state ${plantd.live.state})`);
+        await until(states, LinkState.Reconnecting);
+      } finally {
+        plantd.live.close();
+        server.close();
+      }
+    });
+  }
 }
