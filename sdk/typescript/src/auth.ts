@@ -1,13 +1,14 @@
 import { PlantdError, RefusedError } from './errors.js';
+import type { components } from './identity.js';
 
-/** What identity answers to a login or a refresh. */
-export interface Tokens {
-  access_token: string;
-  refresh_token?: string;
-  /** Seconds the access token lives. */
-  expires_in?: number;
-  token_type?: string;
-}
+type IdentitySchemas = components['schemas'];
+
+/**
+ * What identity answers to a login or a refresh (`TokenResponse` of its
+ * OpenAPI document: `access_token`, `token_type`, `expires_in` in seconds,
+ * and `refresh_token` for password logins).
+ */
+export type Tokens = IdentitySchemas['TokenResponse'];
 
 /**
  * Where the SDK gets a bearer token. A static token (service account,
@@ -74,7 +75,7 @@ export class PasswordSession implements TokenSource {
     options: { fetch?: typeof fetch; signal?: AbortSignal } = {},
   ): Promise<PasswordSession> {
     const s = new PasswordSession(base, options.fetch ?? globalThis.fetch.bind(globalThis));
-    await s.#exchange('/v1/auth/login', { email, password }, options.signal);
+    await s.#exchange('/v1/auth/login', { email, password } satisfies IdentitySchemas['LoginRequest'], options.signal);
     return s;
   }
 
@@ -92,7 +93,7 @@ export class PasswordSession implements TokenSource {
     const response = await this.#fetch(`${this.#base}/v1/auth/logout`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${this.#access}` },
-      body: JSON.stringify({ refresh_token: this.#refresh }),
+      body: JSON.stringify({ refresh_token: this.#refresh } satisfies IdentitySchemas['LogoutRequest']),
       signal,
     });
     if (!response.ok) throw await PlantdError.fromResponse(response);
@@ -109,7 +110,8 @@ export class PasswordSession implements TokenSource {
 
   #renew(signal?: AbortSignal): Promise<string> {
     if (!this.#renewing) {
-      this.#renewing = this.#exchange('/v1/auth/refresh', { refresh_token: this.#refresh }, signal)
+      const body: IdentitySchemas['RefreshRequest'] = { refresh_token: this.#refresh };
+      this.#renewing = this.#exchange('/v1/auth/refresh', body, signal)
         .catch((e: unknown) => {
           if (e instanceof PlantdError && e.status === 401) throw new RefusedError(e.message);
           throw e;
@@ -121,7 +123,11 @@ export class PasswordSession implements TokenSource {
     return this.#renewing;
   }
 
-  async #exchange(path: string, body: unknown, signal?: AbortSignal): Promise<string> {
+  async #exchange(
+    path: '/v1/auth/login' | '/v1/auth/refresh',
+    body: IdentitySchemas['LoginRequest'] | IdentitySchemas['RefreshRequest'],
+    signal?: AbortSignal,
+  ): Promise<string> {
     let response: Response;
     try {
       response = await this.#fetch(`${this.#base}${path}`, {

@@ -1,5 +1,6 @@
 import createClient, { type Client, type Middleware } from 'openapi-fetch';
 import type { paths, components } from './schema.js';
+import type { paths as IdentityPaths, components as IdentityComponents } from './identity.js';
 import { PasswordSession, StaticToken, type TokenSource } from './auth.js';
 import { PlantdError } from './errors.js';
 import { Live, type LiveOptions } from './live.js';
@@ -7,6 +8,9 @@ import { Live, type LiveOptions } from './live.js';
 /** The API's schemas (generated from the proxy's `/openapi.json`). */
 export type Schemas = components['schemas'];
 export type { paths };
+/** Identity's schemas (generated from `/v1/identity/openapi.json`). */
+export type IdentitySchemas = IdentityComponents['schemas'];
+export type { IdentityPaths };
 
 /** Options of {@link Plantd}. */
 export interface PlantdOptions {
@@ -39,6 +43,13 @@ export interface Versioned<T> {
  */
 export class Plantd {
   readonly rest: Client<paths>;
+  /**
+   * Every route of identity's OpenAPI document, typed the same way
+   * (`await plantd.identity.GET('/v1/users')`): users, roles, sites,
+   * service accounts, devices, lockouts, keys, the audit trail. Same base
+   * URL, token, retry and errors as {@link rest}.
+   */
+  readonly identity: Client<IdentityPaths>;
   readonly live: Live;
   readonly #auth: TokenSource;
   readonly #timeoutMs: number;
@@ -80,6 +91,8 @@ export class Plantd {
       },
     };
     this.rest.use(rejectErrors);
+    this.identity = createClient<IdentityPaths>({ baseUrl: base, fetch: authed });
+    this.identity.use(rejectErrors);
     this.live = new Live({ ...options.live, url: base, auth });
   }
 
@@ -104,6 +117,18 @@ export class Plantd {
       throw new PlantdError(0, 'unsupported', 'only a password session logs out; revoke service-account and device tokens through the API');
     }
     await this.#auth.logout();
+  }
+
+  /** The caller's verified token claims (`GET /v1/auth/whoami`). */
+  async whoami(): Promise<IdentitySchemas['Claims']> {
+    const { data } = await this.identity.GET('/v1/auth/whoami');
+    return data as IdentitySchemas['Claims'];
+  }
+
+  /** The sites of the caller's organisation (`GET /v1/sites`). */
+  async sites(): Promise<IdentitySchemas['SiteRecord'][]> {
+    const { data } = await this.identity.GET('/v1/sites');
+    return data ?? [];
   }
 
   /** A state value and its ETag; `null` when the key does not exist. */

@@ -1,7 +1,7 @@
 """The plantd client for Python.
 
-Typed REST calls (models generated from the proxy's OpenAPI document),
-password sessions with refresh-token rotation or static tokens, and live
+Typed REST calls (models generated from the proxy's and identity's OpenAPI
+documents), password sessions with refresh-token rotation or static tokens, and live
 subscriptions as async iterators that resume across reconnects without
 missing or repeating a message::
 
@@ -22,8 +22,9 @@ Modules:
 * :mod:`plantd.auth` — :class:`PasswordSession`, :class:`ClientCredentials`,
   :class:`StaticToken`.
 * :mod:`plantd.errors` — :class:`PlantdError` and a subclass per kind.
-* :mod:`plantd.models` — generated from ``/openapi.json`` (do not edit);
-  :mod:`plantd.records` — the answers no document describes yet.
+* :mod:`plantd.models` — generated from the proxy's ``/openapi.json``, and
+  :mod:`plantd.identity_models` from identity's ``/v1/identity/openapi.json``
+  (do not edit); :mod:`plantd.records` — the answers no document types.
 * :mod:`plantd.sync` — the same API for code without an event loop.
 """
 

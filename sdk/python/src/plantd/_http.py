@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ._identity_routes import IDENTITY_ROUTES
 from ._routes import ROUTES
 from .auth import TokenSource
 from .errors import NetworkError, Refused, RequestTimeout, from_response
@@ -22,7 +23,7 @@ USER_AGENT = "plantd-python/0.1.0"
 
 
 def route(method: str, template: str, **segments: str) -> tuple[str, str, str]:
-    """``(method, template, path)`` for a route of the proxy's document.
+    """``(method, template, path)`` for a route of the proxy's or identity's document.
 
     Each ``{name}`` of ``template`` is replaced by ``segments[name]``,
     percent-encoded (``topic`` keeps its ``/``: it is the API's catch-all).
@@ -34,8 +35,8 @@ def route(method: str, template: str, **segments: str) -> tuple[str, str, str]:
 
 
 def documented(method: str, template: str) -> bool:
-    """Whether the proxy's OpenAPI document has this route."""
-    return (method, template) in ROUTES
+    """Whether the proxy's or identity's OpenAPI document has this route."""
+    return (method, template) in ROUTES or (method, template) in IDENTITY_ROUTES
 
 
 class Transport:

@@ -22,8 +22,10 @@ import time
 from typing import Protocol
 
 import httpx
+from pydantic import ValidationError
 
 from .errors import NetworkError, PlantdError, Refused, RequestTimeout, from_response
+from .identity_models import TokenResponse
 
 #: Renew this many seconds before the access token's expiry.
 RENEW_EARLY_SECS = 30.0
@@ -223,18 +225,15 @@ class PasswordSession:
 
 def _tokens(response: httpx.Response, path: str) -> tuple[str, float, str]:
     """(access token, when to consider it expired on the monotonic clock,
-    refresh token or "") from identity's answer."""
+    refresh token or "") from identity's answer (its document's
+    ``TokenResponse``)."""
     try:
-        tokens = response.json()
-    except ValueError:
-        tokens = None
-    access = tokens.get("access_token") if isinstance(tokens, dict) else None
-    if not isinstance(tokens, dict) or not isinstance(access, str) or not access:
+        tokens = TokenResponse.model_validate_json(response.content)
+    except ValidationError as e:
+        raise PlantdError(response.status_code, "bad_response", f"POST {path}: not a token answer: {e}") from e
+    if not tokens.access_token:
         raise PlantdError(response.status_code, "bad_response", f"POST {path}: no access_token in the answer")
-    refresh = tokens.get("refresh_token")
-    expires_in = tokens.get("expires_in")
-    lifetime = float(expires_in) if isinstance(expires_in, (int, float)) else 300.0
-    return access, time.monotonic() + lifetime, refresh if isinstance(refresh, str) else ""
+    return tokens.access_token, time.monotonic() + float(tokens.expires_in), tokens.refresh_token or ""
 
 
 def _retrieve(task: asyncio.Task[str]) -> None:

@@ -43,6 +43,7 @@ from .models import (
     Series,
     SiteHealth,
 )
+from .identity_models import Claims
 from .records import Alert, AuditRecord, Site
 
 #: A time the API takes: RFC 3339 text, or ms since the epoch.
@@ -205,6 +206,12 @@ class Client:
         """Any route, authenticated, with errors raised as for the typed calls."""
         self._check_open()
         return await self._transport.send(method, path, params=params, json=json, content=content, headers=headers, timeout=timeout)
+
+    # --- identity ---------------------------------------------------------
+
+    async def whoami(self, *, timeout: float | None = None) -> Claims:
+        """The caller's verified token claims: who, which organisation, roles, permissions."""
+        return Claims.model_validate(await self._json(route("GET", "/v1/auth/whoami"), timeout=timeout))
 
     # --- sites (identity) -------------------------------------------------
 

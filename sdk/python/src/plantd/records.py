@@ -1,8 +1,11 @@
-"""Models of answers no OpenAPI document describes: the identity service's
-(sites, the audit trail; identity has no document yet) and the alert list
-(the proxy documents it untyped). Written by hand from ``docs/api.md``;
-unknown fields are kept (``extra="allow"``), so a newer server does not
-break an older SDK."""
+"""Models of answers no OpenAPI document types: the alert list (the proxy
+documents it untyped). Written by hand from ``docs/api.md``; unknown fields
+are kept (``extra="allow"``), so a newer server does not break an older SDK.
+
+The identity service's answers (sites, the audit trail, whoami, tokens) are
+generated from its document into :mod:`plantd.identity_models`; ``Site`` and
+``AuditRecord`` are re-exported here under the names the client has always
+used."""
 
 from __future__ import annotations
 
@@ -10,55 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .identity_models import AuditRecord
+from .identity_models import SiteRecord as Site
 
-class Site(BaseModel):
-    """A registered site (``GET /v1/sites``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    """The site id (``plantd.<site>.…`` subjects)."""
-    org: str
-    """The organisation that owns it."""
-    name: str = ""
-    """Display name."""
-    description: str = ""
-    """Free text."""
-    labels: dict[str, str] = Field(default_factory=dict)
-    """Labels (``line=north``)."""
-    created_ms: int | None = None
-    """When it was registered, ms since the epoch."""
-
-
-class AuditRecord(BaseModel):
-    """One record of an organisation's audit trail (``GET /v1/audit``)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    seq: int
-    """Its sequence in ``PLANTD_AUDIT``."""
-    hash: str
-    """SHA-256 of its stored bytes."""
-    n: int
-    """Its number in the organisation's hash chain."""
-    time: str
-    """When (RFC 3339)."""
-    org: str
-    """The organisation whose trail it is in."""
-    actor: str
-    """Who acted (user, service account, device id)."""
-    actor_kind: str
-    """``user``, ``service_account``, ``device``, …"""
-    action: str
-    """What was done (``site.create``, ``auth.login``, …)."""
-    target: str = ""
-    """What it was done to (``site:plant-7``)."""
-    outcome: str
-    """``success`` or a refusal."""
-    request_id: str | None = None
-    """The ``x-request-id`` of the request."""
-    detail: dict[str, Any] | None = None
-    """What else the action recorded."""
+__all__ = ["Alert", "AuditRecord", "Site"]
 
 
 class Alert(BaseModel):
