@@ -8,10 +8,14 @@
 //!   with `--json`. It says `subscribed …` on standard error once the server
 //!   has every subscription, so a script (or a test) can wait for that line
 //!   before making a device publish. Nothing is replayed: use
-//!   `plantd history` for the past.
-//! * [`publish`] sends one command (the WebSocket `command` operation, the
-//!   same body as `POST /v1/sites/{site}/commands`) and prints where it was
-//!   stored (`PLANTD_COMMANDS` and its sequence).
+//!   `plantd history` for the past. It keeps its own socket (typed frames:
+//!   [`ServerFrame`]) rather than the SDK's `Live`, because `Live` does not
+//!   yet tell a subscriber when the server confirmed its subscription —
+//!   the moment that line is printed.
+//! * [`publish`] sends one command through the SDK's live connection
+//!   ([`plantd_client::Live::publish`]: the WebSocket `command` operation,
+//!   the same body as `POST /v1/sites/{site}/commands`) and prints where it
+//!   was stored (`PLANTD_COMMANDS` and its sequence).
 //!
 //! Both authenticate with the profile's access token (refreshed by
 //! [`Session::open`] when it is about to expire). When the server closes a
@@ -20,19 +24,20 @@
 //! so on standard error); a revoked token, a refused filter or a lost
 //! connection end it with the exit codes of [`ExitKind`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use futures::{SinkExt as _, StreamExt as _};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
-use plantd_client::proxy::types;
+use plantd_client::proxy::types::{self, LogLine};
 
 use crate::session::{ExitKind, Session, api_error, error_for_status, fail};
 
@@ -117,13 +122,17 @@ pub(crate) async fn connect(s: &Session) -> Result<Socket> {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
-            let body: Value = resp
+            /// The API's error body (its `error` code is in the status).
+            #[derive(Deserialize)]
+            struct ErrorBody {
+                message: String,
+            }
+            let message = resp
                 .body()
                 .as_deref()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            let msg = body["message"].as_str().unwrap_or("no details").to_owned();
-            Err(error_for_status(status, msg))
+                .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
+                .map_or_else(|| "no details".to_owned(), |b| b.message);
+            Err(error_for_status(status, message))
         }
         Err(e) => Err(unreachable(&e)),
     }
@@ -146,8 +155,10 @@ async fn tls_connect(
         .context("TLS handshake")
 }
 
-pub(crate) async fn send(ws: &mut Socket, v: &Value) -> Result<()> {
-    ws.send(Message::Text(v.to_string().into()))
+pub(crate) async fn send(ws: &mut Socket, frame: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string(frame)
+        .map_err(|e| fail(ExitKind::Failure, format!("cannot write a frame: {e}")))?;
+    ws.send(Message::Text(text.into()))
         .await
         .map_err(|e| fail(ExitKind::Unavailable, format!("the connection failed: {e}")))
 }
@@ -177,6 +188,102 @@ pub(crate) fn refusal(code: &str, message: &str, site: &str, what: &str) -> anyh
         }
         code => fail(ExitKind::Failure, format!("refused {what}: {code}: {msg}")),
     }
+}
+
+/// What the server sends on `/v1/ws` (docs/api.md, "Live data"), as far
+/// as `plantd sub` and `plantd logs -f` read it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum ServerFrame {
+    /// A subscription is in place.
+    Subscribed {
+        /// The subscription's id (`plantd sub` uses the filter).
+        id: String,
+    },
+    /// A live message.
+    Message(LiveMessage),
+    /// A log tail runs.
+    Tailing,
+    /// One line of a log tail.
+    Log {
+        /// The record, as `GET /v1/logs` shows it.
+        record: LogLine,
+    },
+    /// A subscription, tail or frame was refused.
+    Error {
+        /// The refused frame's id, if it had one.
+        #[serde(default)]
+        id: Option<String>,
+        /// The API's code (`forbidden`, `bad_request`, …).
+        #[serde(default)]
+        error: String,
+        /// For people.
+        #[serde(default)]
+        message: String,
+    },
+    /// Anything else (`unsubscribed`, `sent`, later additions).
+    #[serde(other)]
+    Other,
+}
+
+impl ServerFrame {
+    /// A text frame, or `None` when it is not one the server sends.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// A live message as the server sends it and as `plantd sub --json`
+/// prints it (`id` becomes `filter`).
+#[derive(Debug, Deserialize, Serialize)]
+pub(crate) struct LiveMessage {
+    /// The site.
+    site: String,
+    /// The subscription it matched (`plantd sub`: the filter).
+    #[serde(rename(deserialize = "id", serialize = "filter"))]
+    filter: String,
+    /// The MQTT topic.
+    topic: String,
+    /// The edge's headers.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// The payload as text…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    /// …or as base64 when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+}
+
+/// What `plantd sub` and `plantd logs -f` send on `/v1/ws`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum ClientFrame<'a> {
+    /// Live messages on topics matching `filter`.
+    Subscribe {
+        /// Echoed in every answer.
+        id: &'a str,
+        /// The site.
+        site: &'a str,
+        /// An MQTT topic filter.
+        filter: &'a str,
+    },
+    /// A site's log lines as they arrive.
+    Tail {
+        /// Echoed in every answer.
+        id: &'a str,
+        /// The site.
+        site: &'a str,
+        /// A filter in the log query language.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        filter: Option<&'a str>,
+        /// Only this source (or glob).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'a str>,
+        /// Only this level and above.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        level: Option<&'a str>,
+    },
 }
 
 /// `plantd sub`: what to subscribe to and when to stop.
@@ -243,7 +350,11 @@ async fn run_sub(
     for f in filters {
         send(
             ws,
-            &json!({"op": "subscribe", "id": f, "site": a.site, "filter": f}),
+            &ClientFrame::Subscribe {
+                id: f,
+                site: a.site,
+                filter: f,
+            },
         )
         .await?;
     }
@@ -269,37 +380,27 @@ async fn run_sub(
             Message::Close(frame) => return closed(frame),
             _ => continue,
         };
-        let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
-            continue;
-        };
-        match v["op"].as_str() {
-            Some("subscribed") => {
-                if let Some(id) = v["id"].as_str() {
-                    pending.remove(id);
-                }
+        match ServerFrame::parse(text.as_str()) {
+            Some(ServerFrame::Subscribed { id }) => {
+                pending.remove(id.as_str());
                 if pending.is_empty() {
                     let list: Vec<&str> = filters.iter().copied().collect();
                     eprintln!("subscribed to {} on {}", list.join(" "), a.site);
                 }
             }
-            Some("message") => {
-                print_message(&v, a.json);
+            Some(ServerFrame::Message(m)) => {
+                print_message(&m, a.json);
                 *printed += 1;
                 if a.count.is_some_and(|n| *printed >= n) {
                     return Ok(Ended::Done);
                 }
             }
-            Some("error") => {
-                let what = match v["id"].as_str() {
+            Some(ServerFrame::Error { id, error, message }) => {
+                let what = match id {
                     Some(f) => format!("the filter {f:?}"),
                     None => "the subscription".to_owned(),
                 };
-                return Err(refusal(
-                    v["error"].as_str().unwrap_or(""),
-                    v["message"].as_str().unwrap_or(""),
-                    a.site,
-                    &what,
-                ));
+                return Err(refusal(&error, &message, a.site, &what));
             }
             _ => {}
         }
@@ -325,30 +426,18 @@ fn closed(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -
 }
 
 /// One live message: `<topic> <payload>` or a JSON line.
-fn print_message(v: &Value, json: bool) {
+fn print_message(m: &LiveMessage, json: bool) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let line = if json {
-        let mut m = json!({
-            "site": v["site"],
-            "filter": v["id"],
-            "topic": v["topic"],
-            "headers": v["headers"],
-        });
-        if let Some(p) = v.get("payload") {
-            m["payload"] = p.clone();
-        }
-        if let Some(p) = v.get("payload_base64") {
-            m["payload_base64"] = p.clone();
-        }
-        m.to_string()
+        serde_json::to_string(m).unwrap_or_default()
     } else {
-        let payload = match (v["payload"].as_str(), v["payload_base64"].as_str()) {
-            (Some(text), _) => text.to_owned(),
+        let payload = match (&m.payload, &m.payload_base64) {
+            (Some(text), _) => text.clone(),
             (None, Some(b64)) => format!("base64:{b64}"),
             (None, None) => String::new(),
         };
-        format!("{} {payload}", v["topic"].as_str().unwrap_or("?"))
+        format!("{} {payload}", m.topic)
     };
     // A closed pipe (`plantd sub | head`) is not worth a panic.
     let _ = writeln!(out, "{line}");
@@ -482,6 +571,31 @@ mod tests {
             "wss://api.example.com/v1/ws"
         );
         assert!(socket_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn server_frames_are_typed_and_messages_print_with_their_filter() {
+        let frame = ServerFrame::parse(
+            r#"{"op":"message","id":"line1/#","site":"plant1","topic":"line1/temp","payload":"21.5","headers":{"Plantd-Qos":"1"},"sequence":7}"#,
+        );
+        let Some(ServerFrame::Message(m)) = frame else {
+            panic!("a message: {frame:?}");
+        };
+        let printed: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&m).expect("json")).expect("json");
+        assert_eq!(
+            printed,
+            json!({"site": "plant1", "filter": "line1/#", "topic": "line1/temp",
+                "headers": {"Plantd-Qos": "1"}, "payload": "21.5"})
+        );
+        assert!(matches!(
+            ServerFrame::parse(r#"{"op":"error","id":"x","error":"forbidden","message":"m"}"#),
+            Some(ServerFrame::Error { error, .. }) if error == "forbidden"
+        ));
+        assert!(matches!(
+            ServerFrame::parse(r#"{"op":"unsubscribed","id":"x"}"#),
+            Some(ServerFrame::Other)
+        ));
     }
 
     #[test]

@@ -12,11 +12,11 @@
 use anyhow::Result;
 use futures::StreamExt as _;
 use plantd_client::proxy::{params, types::LogLine};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::audit::time_arg;
-use crate::live::{connect, refusal, send};
+use crate::live::{ClientFrame, ServerFrame, connect, refusal, send};
 use crate::session::{ExitKind, Session, api_error, fail};
 
 /// Records per API page.
@@ -111,16 +111,13 @@ async fn follow(s: &mut Session, a: &LogsArgs<'_>) -> Result<()> {
     let Some(site) = a.site else {
         return Err(fail(ExitKind::Usage, "--site is required with -f"));
     };
-    let mut op = json!({"op": "tail", "id": "logs", "site": site});
-    if let Some(v) = a.filter {
-        op["filter"] = v.into();
-    }
-    if let Some(v) = a.source {
-        op["source"] = v.into();
-    }
-    if let Some(v) = a.level {
-        op["level"] = v.into();
-    }
+    let op = ClientFrame::Tail {
+        id: "logs",
+        site,
+        filter: a.filter,
+        source: a.source,
+        level: a.level,
+    };
     let mut printed = 0usize;
     loop {
         let mut ws = connect(s).await?;
@@ -162,12 +159,9 @@ async fn follow(s: &mut Session, a: &LogsArgs<'_>) -> Result<()> {
                 }
                 _ => continue,
             };
-            let Ok(frame) = serde_json::from_str::<TailFrame>(text.as_str()) else {
-                continue;
-            };
-            match frame {
-                TailFrame::Tailing => eprintln!("tailing the logs of {site}"),
-                TailFrame::Log { record } => {
+            match ServerFrame::parse(text.as_str()) {
+                Some(ServerFrame::Tailing) => eprintln!("tailing the logs of {site}"),
+                Some(ServerFrame::Log { record }) => {
                     print_record(&record, a.json);
                     printed += 1;
                     if a.limit.is_some_and(|n| printed >= n) {
@@ -175,10 +169,10 @@ async fn follow(s: &mut Session, a: &LogsArgs<'_>) -> Result<()> {
                         return Ok(());
                     }
                 }
-                TailFrame::Error { error, message } => {
+                Some(ServerFrame::Error { error, message, .. }) => {
                     return Err(refusal(&error, &message, site, "the log tail"));
                 }
-                TailFrame::Other => {}
+                _ => {}
             }
         }
         s.refresh().await?;
@@ -186,31 +180,6 @@ async fn follow(s: &mut Session, a: &LogsArgs<'_>) -> Result<()> {
             "plantd: the access token expired; tailing again with a fresh one (lines logged meanwhile: `plantd logs --since 5m`)"
         );
     }
-}
-
-/// The `/v1/ws` frames a tail answers with (docs/api.md, "Logs").
-#[derive(Debug, serde::Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum TailFrame {
-    /// The tail runs.
-    Tailing,
-    /// One line.
-    Log {
-        /// The record, as `GET /v1/logs` shows it.
-        record: LogLine,
-    },
-    /// Refused.
-    Error {
-        /// The API's code.
-        #[serde(default)]
-        error: String,
-        /// For people.
-        #[serde(default)]
-        message: String,
-    },
-    /// Anything else.
-    #[serde(other)]
-    Other,
 }
 
 /// One record as a text line (or its JSON).
@@ -253,6 +222,7 @@ fn print_record(r: &LogLine, as_json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn records_print_as_one_line_with_their_fields() {
