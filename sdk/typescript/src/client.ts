@@ -156,4 +156,18 @@ export class Plantd {
     });
     return response.headers.get('etag') ?? '';
   }
+
+  /**
+   * Creates a state value only if the key does not exist yet
+   * (`If-None-Match: *`): otherwise a {@link PlantdError} with status 409
+   * (`conflict`) — two writers racing to create it cannot both win.
+   * Returns its ETag.
+   */
+  async createState(scope: string, key: string, value: unknown): Promise<string> {
+    const { response } = await this.rest.PUT('/v1/state/{scope}/{key}', {
+      params: { path: { scope, key }, header: { 'If-None-Match': '*' } },
+      body: value as never,
+    });
+    return response.headers.get('etag') ?? '';
+  }
 }

@@ -172,3 +172,90 @@ test('the socket authenticates with its first frame (no token in its URL); a tok
   assert.ok(opened.length > 0, 'a socket was opened');
   for (const s of opened) assert.ok(!s.url.includes('token'), `a token in the socket's URL: ${s.url}`);
 });
+
+// --- The examples (examples/*.ts, built to build/examples by `npm run build`)
+
+/** Runs example `name` with the administrator's login and `args`. */
+function example(name, args) {
+  const env = { ...process.env, PLANTD_URL: url, PLANTD_EMAIL: admin.email, PLANTD_PASSWORD: admin.password, PLANTD_SITE: site };
+  const child = spawn(process.execPath, ['--experimental-websocket', `build/examples/${name}.js`, ...args], { env });
+  let out = '';
+  let err = '';
+  const waiting = [];
+  child.stdout.on('data', (d) => {
+    out += d;
+    for (const w of waiting.splice(0)) w();
+  });
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  /** The next whole stdout line, or a failure after `ms`. */
+  async function line(ms = 20_000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const i = out.indexOf('\n');
+      if (i >= 0) {
+        const l = out.slice(0, i);
+        out = out.slice(i + 1);
+        return l;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no line from ${name} within ${ms} ms; stderr: ${err}`);
+      await Promise.race([new Promise((r) => waiting.push(r)), exited, new Promise((r) => setTimeout(r, left))]);
+    }
+  }
+  return { child, line, exited, stderr: () => err };
+}
+
+test('the dashboard feed example prints the site\'s health, then live values', { timeout: 60_000 }, async () => {
+  const feed = example('dashboard_feed', ['--filter', 'sdk/tsfeed/#', '--count', '1']);
+  try {
+    const health = JSON.parse(await feed.line());
+    assert.equal(health.site, site);
+    assert.equal(typeof health.connected, 'boolean');
+    let got;
+    for (let i = 0; !got && i < 20; i++) {
+      await publish('sdk/tsfeed/temp', String(40 + i));
+      got = await feed.line(1_500).then(JSON.parse, () => undefined);
+    }
+    assert.ok(got, 'the feed printed the device\'s value');
+    assert.equal(got.topic, 'sdk/tsfeed/temp');
+    assert.ok(got.value >= 40 && got.sequence > 0, JSON.stringify(got));
+    assert.equal(await feed.exited, 0, feed.stderr());
+  } finally {
+    feed.child.kill();
+  }
+});
+
+test('the command sender example reaches an MQTT device', { timeout: 60_000 }, async () => {
+  const received = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', valve.id, '-u', valve.id, '-P', valve.token, '-q', '1', '-t', 'sdk/valve/example', '-C', '1', '-W', '30']);
+  let out = '';
+  received.stdout.on('data', (d) => (out += d));
+  let exited = false;
+  const done = new Promise((resolve) => received.on('exit', resolve));
+  done.then(() => (exited = true));
+  const ids = [];
+  // mosquitto_sub says nothing when its subscription is in place: send
+  // (each a new command, dropped after 2 s) until it has received one.
+  while (!exited) {
+    const sender = example('command_sender', ['--topic', 'sdk/valve/example', '--payload', 'shut', '--ttl', '2']);
+    ids.push(JSON.parse(await sender.line()).id);
+    assert.equal(await sender.exited, 0, sender.stderr());
+    await Promise.race([done, new Promise((r) => setTimeout(r, 500))]);
+  }
+  assert.equal(await done, 0, 'mosquitto_sub got a command');
+  assert.equal(out.trim(), 'shut');
+  assert.ok(ids.every((id, i) => id > 0 && (i === 0 || id > ids[i - 1])), `ids ${ids}`);
+});
+
+test('two copies of the state job example count every step despite conflicts', { timeout: 60_000 }, async () => {
+  const scope = `sdktsjobs-${Math.random().toString(16).slice(2, 10)}`;
+  const jobs = [0, 1].map(() => example('state_job', ['--scope', scope, '--key', 'batches', '--times', '8']));
+  for (const job of jobs) {
+    const said = JSON.parse(await job.line(40_000));
+    assert.equal(said.added, 8);
+    assert.equal(await job.exited, 0, job.stderr());
+  }
+  const plantd = await Plantd.login(url, admin.email, admin.password);
+  const total = await plantd.getState(scope, 'batches');
+  assert.deepEqual(total?.value, { n: 16 });
+});
