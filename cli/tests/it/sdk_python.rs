@@ -82,8 +82,9 @@ async fn the_python_sdk_against_plantd_up() {
 /// `ready` the sensor device (rumqttc, QoS 1, every publish acknowledged)
 /// publishes 1..=5 on `sdk/restart`; `plantd up` is stopped with SIGTERM
 /// and started again on the same data directory and ports; the device
-/// reconnects and publishes 6..=10 at once (the subscriber is still
-/// reconnecting), then 11..=15 once the suite reports `connected` again.
+/// reconnects and publishes 6..=10 at once (the subscriber is typically
+/// still reconnecting: it gets them from the stream's history), then
+/// 11..=15 once the suite reports `connected` again.
 /// The suite asserts that it got 1..=15 exactly once, in order; its
 /// standard output is returned once it has passed.
 ///

@@ -7,10 +7,10 @@ with ``$PLANTD_SDK_RESTART`` set and plays the device and the operator:
 this side subscribes, warms the subscription up and prints
 ``restart: ready``; the driver's MQTT device publishes 1..5, the driver
 restarts ``plantd up`` (SIGTERM, same data directory and ports), its
-device publishes 6..10 at once — this side is still reconnecting, so
-they come from the stream's history — and 11..15 once this side printed
-``restart: state connected`` again. Each state change is printed as
-``restart: state <state>``. Without ``$PLANTD_SDK_RESTART`` the file holds
+device publishes 6..10 at once — this side is typically still
+reconnecting, so they come from the stream's history — and 11..15 once
+this side printed ``restart: state connected`` again. Each state change
+is printed as ``restart: state <state>``. Without ``$PLANTD_SDK_RESTART`` the file holds
 no test (the suite's ordinary run has no restart to drive).
 """
 

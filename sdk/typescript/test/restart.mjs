@@ -8,9 +8,10 @@
 // subscribes, warms the subscription up and prints `restart: ready`; the
 // driver's MQTT device publishes 1..5, the driver restarts `plantd up`
 // (SIGTERM, same data directory and ports), its device publishes 6..10 at
-// once — this side is still reconnecting, so they come from the stream's
-// history — and 11..15 once this side printed `restart: state connected`
-// again. Each state change is printed as `restart: state <state>`.
+// once — this side is typically still reconnecting, so they come from
+// the stream's history — and 11..15 once this side printed
+// `restart: state connected` again. Each state change is printed as
+// `restart: state <state>`.
 // Without $PLANTD_SDK_RESTART (`node --test test/`, the suite's ordinary
 // run, which has no restart to drive) it holds what needs no stack: a
 // server that is starting or stopping — one that drops the handshake, one

@@ -1,10 +1,11 @@
-//! Across a restart of the server itself — `plantd up` stopped and started
-//! again on the same data directory and ports while a subscription is live
-//! — the subscriber gets every number a device published exactly once and
-//! in order: before the restart, while its client is still reconnecting
-//! (from the stream's history, resuming at the last sequence seen + 1)
-//! and after. `resume.rs` proves the same for a cut socket; `refused.rs`
-//! that a revoked token ends the stream instead.
+//! Across a restart of the server itself — `plantd up` stopped (SIGTERM,
+//! or SIGKILL as a crash) and started again on the same data directory and
+//! ports while a subscription is live — the subscriber gets every number a
+//! device published exactly once and in order: before the restart, right
+//! after it (its client typically still reconnecting: from the stream's
+//! history, resuming at the last sequence seen + 1) and after it is
+//! connected again. `resume.rs` proves the same for a cut socket;
+//! `refused.rs` that a revoked token ends the stream instead.
 
 use std::time::Duration;
 
