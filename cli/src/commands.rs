@@ -37,26 +37,6 @@ pub async fn whoami(s: &Session, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `GET /v1/state/scopes` answer (the document does not type it yet).
-#[derive(Debug, Serialize, Deserialize)]
-struct Scopes {
-    scopes: Vec<String>,
-}
-
-/// `GET /v1/state/{scope}` answer.
-#[derive(Debug, Serialize, Deserialize)]
-struct Keys {
-    scope: String,
-    keys: Vec<KeyRevision>,
-}
-
-/// One key of [`Keys`].
-#[derive(Debug, Serialize, Deserialize)]
-struct KeyRevision {
-    key: String,
-    revision: u64,
-}
-
 /// `PUT /v1/state/{scope}/{key}` answer.
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
@@ -78,18 +58,11 @@ pub async fn scopes(s: &Session, create: Option<&str>, json: bool) -> Result<()>
             .await
             .map_err(api_error)?;
     }
-    let v: Scopes = plantd
-        .rest()
-        .get_state_scopes()
-        .await
-        .map_err(api_error)?
-        .value
-        .json()
-        .map_err(api_error)?;
+    let scopes = plantd.rest().list_scopes().await.map_err(api_error)?;
     if json {
-        print_typed(&v);
+        print_typed(&serde_json::json!({ "scopes": scopes }));
     } else {
-        for sc in &v.scopes {
+        for sc in &scopes {
             println!("{sc}");
         }
     }
@@ -101,18 +74,15 @@ pub async fn scopes(s: &Session, create: Option<&str>, json: bool) -> Result<()>
 /// # Errors
 /// As the API answers.
 pub async fn list(s: &Session, scope: &str, json: bool) -> Result<()> {
-    let v: Keys = client(s)?
+    let keys = client(s)?
         .rest()
-        .get_state_scope(scope)
+        .list_keys(scope)
         .await
-        .map_err(api_error)?
-        .value
-        .json()
         .map_err(api_error)?;
     if json {
-        print_typed(&v);
+        print_typed(&serde_json::json!({ "scope": scope, "keys": keys }));
     } else {
-        for k in &v.keys {
+        for k in &keys {
             println!("{:<32} rev {}", k.key, k.revision);
         }
     }

@@ -9,6 +9,7 @@
 //! | [`alerting`] | typed calls for alert rules, alerts, silences, notification channels and analytics rules (answers the OpenAPI document does not type yet) |
 //! | [`auth`] | [`TokenSource`]: password sessions with refresh-token rotation, fixed tokens; [`Secret`] |
 //! | [`credentials`] | login and refresh for programs that store their tokens between runs (the `plantd` CLI), [`Rest::whoami`] |
+//! | [`state`] | the state scopes and their keys with revisions, typed ([`Rest::list_scopes`], [`Rest::list_keys`]) |
 //! | [`error`] | [`Error`]: the API's `{error, message}` and status, or the client's own failure |
 //!
 //! Generated operations are named `<method>_<path words>`:
@@ -49,6 +50,7 @@ pub mod error;
 mod generated;
 pub mod live;
 pub mod rest;
+pub mod state;
 
 pub use auth::{Secret, TokenSource};
 pub use client::{Options, Plantd, Versioned};

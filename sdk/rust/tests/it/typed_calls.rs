@@ -207,3 +207,50 @@ async fn stored_session_tokens_log_in_rotate_and_a_reused_refresh_token_is_refus
         .expect_err("a refresh token used twice");
     assert_eq!(reused.status(), Some(401), "{reused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_scopes_and_keys_are_listed_with_their_revisions() {
+    let stack = Stack::start().await;
+    let plantd = &stack.admin;
+    plantd
+        .rest()
+        .post_state_scopes(&plantd_client::proxy::types::NewScope {
+            scope: "sdk-lists".to_owned(),
+        })
+        .await
+        .expect("the scope is created");
+    assert!(
+        plantd
+            .rest()
+            .list_scopes()
+            .await
+            .expect("the scopes")
+            .contains(&"sdk-lists".to_owned())
+    );
+    plantd
+        .put_state("sdk-lists", "a", &json!(1), None)
+        .await
+        .expect("write");
+    let etag = plantd
+        .put_state("sdk-lists", "a", &json!(2), None)
+        .await
+        .expect("write");
+    let keys = plantd
+        .rest()
+        .list_keys("sdk-lists")
+        .await
+        .expect("the keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].key, "a");
+    assert_eq!(
+        format!("\"{}\"", keys[0].revision),
+        etag,
+        "the revision is the ETag"
+    );
+    let unknown = plantd
+        .rest()
+        .list_keys("no-such-scope")
+        .await
+        .expect_err("an unknown scope");
+    assert!(unknown.is_not_found(), "{unknown:?}");
+}
