@@ -530,8 +530,7 @@ async fn serve_socket(
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let secure = matches!(kind, Listener::Tls | Listener::Wss);
-    let acceptor = certs.filter(|_| secure).map(|c| c.acceptor());
-    match (kind, acceptor) {
+    match (kind, certs.filter(|_| secure)) {
         (Listener::Tcp, _) => {
             let peer = Peer {
                 addr: Some(peer),
@@ -540,9 +539,11 @@ async fn serve_socket(
             link::serve(stream, peer, conn_id, ctx).await;
         }
         (Listener::Ws, _) => Box::pin(serve_ws(stream, peer, None, conn_id, ctx)).await,
-        (Listener::Tls, Some(acceptor)) => serve_tls(stream, peer, acceptor, conn_id, ctx).await,
-        (Listener::Wss, Some(acceptor)) => {
-            Box::pin(serve_wss(stream, peer, acceptor, conn_id, ctx)).await
+        (Listener::Tls, Some(certs)) => {
+            serve_tls(stream, peer, certs.config(), conn_id, ctx).await;
+        }
+        (Listener::Wss, Some(certs)) => {
+            Box::pin(serve_wss(stream, peer, certs.acceptor(), conn_id, ctx)).await;
         }
         // Not reached: `bind` loads certificates whenever TLS or WSS is on.
         (Listener::Tls | Listener::Wss, None) => {
@@ -572,18 +573,19 @@ async fn serve_wss(
 
 /// Serves a TLS client: the handshake (within the connect timeout, in the
 /// connection's own task, boxed: its state is freed once it is done), then
-/// the link over the TLS session itself ([`link::TlsSocket`]: rustls driven
-/// over the TCP socket, no bridge, boxed as well so that the task itself
-/// stays as small as a TCP connection's).
+/// the link over the TLS session itself ([`link::TlsSocket`]: rustls'
+/// unbuffered state machine driven over the TCP socket, no bridge, no
+/// buffer kept while idle; boxed as well so that the task itself stays
+/// small).
 async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
     conn_id: u64,
     ctx: Arc<LinkContext>,
 ) {
     let timeout = Duration::from_millis(ctx.config.limits.connect_timeout_ms);
-    let (tls, certificate) = match Box::pin(crate::tls::handshake(&acceptor, stream, timeout)).await
+    let (tls, certificate) = match Box::pin(link::TlsSocket::accept(stream, config, timeout)).await
     {
         Ok(x) => x,
         Err(why) => {
@@ -595,18 +597,11 @@ async fn serve_tls(
     if let Some(cn) = &certificate {
         info!(%peer, certificate = %cn, "TLS client certificate verified");
     }
-    let (tcp, session) = tls.into_inner();
     let peer = Peer {
         addr: Some(peer),
         certificate,
     };
-    Box::pin(link::serve(
-        link::TlsSocket::new(tcp, session),
-        peer,
-        conn_id,
-        ctx,
-    ))
-    .await;
+    Box::pin(link::serve(tls, peer, conn_id, ctx)).await;
 }
 
 /// Serves a WebSocket client on `stream` (plain TCP, or TLS already

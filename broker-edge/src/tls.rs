@@ -164,12 +164,16 @@ impl Certificates {
 
     /// An acceptor with the configuration current now.
     pub fn acceptor(&self) -> TlsAcceptor {
-        let config = match self.current.read() {
+        TlsAcceptor::from(self.config())
+    }
+
+    /// The configuration current now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
             Ok(c) => c.clone(),
             // A panic while swapping an `Arc` leaves a valid `Arc` behind.
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        TlsAcceptor::from(config)
+        }
     }
 
     /// Re-reads the certificate, key and client CA. On success new

@@ -475,8 +475,11 @@ mod size_tests {
         let running = future_size(Admitted::<tokio::net::TcpStream>::run);
         let admitted = std::mem::size_of::<Admitted<tokio::net::TcpStream>>();
         eprintln!("running link future: {running} bytes, its Admitted: {admitted} bytes");
+        // 1,296 B before the broker-wide keep-alive (no timer, one
+        // `select!` branch less) and the boxed traffic buffers; 1,016 B
+        // after (debug build).
         assert!(
-            running + admitted < 1536,
+            running + admitted < 1100,
             "a running link's state is {running} + {admitted} bytes"
         );
     }
