@@ -279,7 +279,7 @@ async fn write(
 }
 
 /// `{"op":"error","id","error","message"}`.
-fn error(id: Option<&str>, e: &AppError) -> Value {
+pub(crate) fn error(id: Option<&str>, e: &AppError) -> Value {
     json!({ "op": "error", "id": id, "error": e.code, "message": e.message })
 }
 
@@ -317,7 +317,7 @@ async fn operation(
         },
         Some("command") => commands::operation(state, caller, origin, fields).await,
         Some("tail") => match parse::<logs::Tail>(fields) {
-            Ok(t) => match tail(state, caller, subs, out, slow, t).await {
+            Ok(t) => match tail(state, caller, subs, (out, sent), slow, t).await {
                 Ok(()) => return None,
                 Err(e) => Err(e),
             },
@@ -483,7 +483,7 @@ async fn forward_stored(
 /// closed), waking when the writer has sent a frame: a sequenced
 /// subscription's messages wait in the stream, not in the queue, so a slow
 /// reader slows its replay down instead of being closed as a slow consumer.
-async fn room(out: &mpsc::Sender<Frame>, sent: &Notify) {
+pub(crate) async fn room(out: &mpsc::Sender<Frame>, sent: &Notify) {
     let half = out.max_capacity() / 2;
     loop {
         let written = sent.notified();
@@ -502,7 +502,7 @@ async fn tail(
     state: &AppState,
     caller: &Caller,
     subs: &mut HashMap<String, JoinHandle<()>>,
-    out: &mpsc::Sender<Frame>,
+    (out, sent): (&mpsc::Sender<Frame>, &Arc<Notify>),
     slow: &CancellationToken,
     req: logs::Tail,
 ) -> Result<(), AppError> {
@@ -521,7 +521,15 @@ async fn tail(
     let id = req.id.clone();
     // The task starts after the answer is queued, so "tailing" comes first.
     let (gate, opened) = oneshot::channel::<()>();
-    let (ack, task) = logs::tail(state, caller, req, out.clone(), slow.clone(), opened).await?;
+    let (ack, task) = logs::tail(
+        state,
+        caller,
+        req,
+        (out.clone(), sent.clone()),
+        slow.clone(),
+        opened,
+    )
+    .await?;
     if out.try_send(Frame::Text(ack.to_string().into())).is_err() {
         task.abort();
         slow.cancel();
@@ -583,7 +591,7 @@ fn matching_frame(
 
 /// Queues `frame`; false when the subscription must stop: the queue is
 /// closed, or full (then `slow` is cancelled and the socket closes).
-fn enqueue(out: &mpsc::Sender<Frame>, slow: &CancellationToken, frame: &Value) -> bool {
+pub(crate) fn enqueue(out: &mpsc::Sender<Frame>, slow: &CancellationToken, frame: &Value) -> bool {
     match out.try_send(Frame::Text(frame.to_string().into())) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {

@@ -21,9 +21,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::ws::Message as Frame;
 use axum::http::StatusCode;
-use futures::StreamExt as _;
 use plantd_logger::aggregate::{AggregateSettings, Aggregates, MAX_RANGE_MINUTES, MinuteAggregate};
 use plantd_logger::index::MAX_LIMIT;
 use plantd_logger::{
@@ -32,13 +30,14 @@ use plantd_logger::{
 };
 use plantd_shared::audit;
 use plantd_shared::sites::{self, BOOTSTRAP_ORG, PLATFORM_SITE};
-use plantd_shared::subject::{Channel, Site};
+use plantd_shared::subject::Site;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+
+pub mod tail;
+
+pub use tail::{Tail, tail};
 
 use crate::auth::Caller;
 use crate::json::Params;
@@ -198,7 +197,7 @@ fn time_param(name: &str, text: Option<&str>) -> Result<Option<OffsetDateTime>, 
     .transpose()
 }
 
-fn level_param(text: Option<&str>) -> Result<Option<Level>, AppError> {
+pub(crate) fn level_param(text: Option<&str>) -> Result<Option<Level>, AppError> {
     text.filter(|t| !t.is_empty())
         .map(|t| {
             Level::from_name(t).ok_or_else(|| {
@@ -542,131 +541,12 @@ pub async fn aggregates(
     }))
 }
 
-/// The `tail` operation of `/v1/ws`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tail {
-    /// The subscription's id (unsubscribe with it).
-    pub id: String,
-    /// The site.
-    pub site: String,
-    /// A filter in the log query language.
-    #[serde(default)]
-    pub filter: Option<String>,
-    /// Only this source (exact or glob).
-    #[serde(default)]
-    pub source: Option<String>,
-    /// Only this level and above.
-    #[serde(default)]
-    pub level: Option<String>,
-}
-
-/// `{"op":"tail","id","site","filter"?,"source"?,"level"?}`: checks the
-/// caller (as `GET /v1/logs`), subscribes core NATS on
-/// `plantd.<site>.log.>`, and returns the `{"op":"tailing","id"}` answer
-/// and the task that, once `opened` fires (after the answer is queued),
-/// forwards `{"op":"log","id","record":{…}}` for every matching line into
-/// `out` (cancelling `slow` when `out` is full).
-///
-/// # Errors
-/// As `GET /v1/logs`; 503 when NATS is unavailable.
-pub async fn tail(
-    state: &AppState,
-    caller: &Caller,
-    req: Tail,
-    out: mpsc::Sender<Frame>,
-    slow: CancellationToken,
-    opened: tokio::sync::oneshot::Receiver<()>,
-) -> Result<(Value, JoinHandle<()>), AppError> {
-    let filter = filter_param(req.filter.as_deref())?;
-    let min_level = level_param(req.level.as_deref())?;
-    let site = site::site(&req.site)?;
-    caller.require(&telemetry::permission(site.as_str()))?;
-    check_site(state, caller, &site).await?;
-    let everything = plantd_shared::topic::Filter::new("#").map_err(AppError::internal)?;
-    let mut subs = Vec::new();
-    for subject in plantd_shared::subject::filter_to_subjects(&site, Channel::Log, &everything) {
-        subs.push(
-            state
-                .client
-                .subscribe(subject)
-                .await
-                .map_err(AppError::unavailable)?,
-        );
-    }
-    let mut sub = futures::stream::select_all(subs);
-    state.client.flush().await.map_err(AppError::unavailable)?;
-    let source = req.source.filter(|s| !s.is_empty());
-    let id = req.id;
-    let ack = json!({ "op": "tailing", "id": id });
-    let task = tokio::spawn(async move {
-        if opened.await.is_err() {
-            return;
-        }
-        while let Some(m) = sub.next().await {
-            let headers = m.headers.clone().unwrap_or_default();
-            let r = plantd_logger::parse(
-                "",
-                0,
-                m.subject.as_str(),
-                &headers,
-                &m.payload,
-                OffsetDateTime::now_utc(),
-            );
-            if r.site != site.as_str()
-                || min_level.is_some_and(|l| r.level < l)
-                || source.as_deref().is_some_and(|s| !glob_match(s, &r.source))
-                || !filter.matches(&r)
-            {
-                continue;
-            }
-            let frame = json!({ "op": "log", "id": id, "record": record_json(&r) });
-            match out.try_send(Frame::Text(frame.to_string().into())) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    slow.cancel();
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
-        }
-    });
-    Ok((ack, task))
-}
-
-/// `*`/`?` glob (or exact) match of a source.
-fn glob_match(pattern: &str, source: &str) -> bool {
-    if !pattern.contains(['*', '?']) {
-        return pattern == source;
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let s: Vec<char> = source.chars().collect();
-    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn steps_and_globs() {
+    fn steps() {
         assert_eq!(
             duration_param("step", "30s").expect("30s"),
             time::Duration::seconds(30)
@@ -681,9 +561,5 @@ mod tests {
         );
         assert!(duration_param("step", "0s").is_err());
         assert!(duration_param("step", "5y").is_err());
-        assert!(glob_match("line1/*", "line1/plc"));
-        assert!(glob_match("line?/plc", "line2/plc"));
-        assert!(!glob_match("line1/*", "line2/plc"));
-        assert!(glob_match("gw", "gw") && !glob_match("gw", "gw2"));
     }
 }

@@ -1,5 +1,6 @@
-//! Sequenced live subscriptions: where one starts in `PLANTD_TELEMETRY`,
-//! and the ordered consumer that delivers it.
+//! Sequenced live subscriptions: where one starts in `PLANTD_TELEMETRY`
+//! (or, for a sequenced log tail, `PLANTD_LOGS`), and the ordered consumer
+//! that delivers it.
 //!
 //! One definition for both sockets — the local `/v1/ws`
 //! ([`crate::routes::live`]) and the AWS WebSocket API, whose fan-out
@@ -58,10 +59,19 @@ pub struct Start {
 /// # Errors
 /// `unavailable` when the stream cannot be read.
 pub async fn start(js: &jetstream::Context, resume: Resume) -> Result<Start, AppError> {
-    let mut stream = js
-        .get_stream(plantd_shared::streams::TELEMETRY)
-        .await
-        .map_err(AppError::unavailable)?;
+    start_in(js, plantd_shared::streams::TELEMETRY, resume).await
+}
+
+/// [`start`] in stream `stream`.
+///
+/// # Errors
+/// `unavailable` when the stream cannot be read.
+pub async fn start_in(
+    js: &jetstream::Context,
+    stream: &str,
+    resume: Resume,
+) -> Result<Start, AppError> {
+    let mut stream = js.get_stream(stream).await.map_err(AppError::unavailable)?;
     let info = stream.info().await.map_err(AppError::unavailable)?;
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     Ok(match resume {
@@ -89,15 +99,29 @@ pub async fn consumer(
     filter: &Filter,
     start: u64,
 ) -> Result<Ordered, AppError> {
+    let up = (plantd_shared::streams::TELEMETRY, Channel::Up);
+    consumer_in(js, up, inbox, site, filter, start).await
+}
+
+/// [`consumer`] of `stream`'s `channel` subjects (`PLANTD_LOGS` and
+/// [`Channel::Log`] for a sequenced log tail).
+///
+/// # Errors
+/// `unavailable` when the stream or the consumer cannot be had.
+pub async fn consumer_in(
+    js: &jetstream::Context,
+    (stream, channel): (&str, Channel),
+    inbox: String,
+    site: &Site,
+    filter: &Filter,
+    start: u64,
+) -> Result<Ordered, AppError> {
     use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push::OrderedConfig};
-    let stream = js
-        .get_stream(plantd_shared::streams::TELEMETRY)
-        .await
-        .map_err(AppError::unavailable)?;
+    let stream = js.get_stream(stream).await.map_err(AppError::unavailable)?;
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_subject: inbox,
-            filter_subjects: filter_to_subjects(site, Channel::Up, filter),
+            filter_subjects: filter_to_subjects(site, channel, filter),
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },

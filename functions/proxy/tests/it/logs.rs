@@ -444,3 +444,72 @@ async fn a_socket_tails_a_sites_logs_with_a_filter() {
     server.abort();
     task.abort();
 }
+
+/// [`publish`], returning the line's sequence in `PLANTD_LOGS`.
+async fn store(f: &Fixture, subject: &str, line: &str) -> u64 {
+    f.state
+        .js
+        .publish(subject.to_owned(), line.to_owned().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored")
+        .sequence
+}
+
+/// The next `log` frame's record: (sequence, message).
+async fn logged(ws: &mut Ws) -> (u64, String) {
+    let got = next(ws).await;
+    assert_eq!(got["op"], "log", "{got}");
+    let r = &got["record"];
+    assert_eq!(r["stream"], "PLANTD_LOGS", "{got}");
+    (
+        r["sequence"].as_u64().expect("a sequence"),
+        r["message"].as_str().expect("a message").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_sequenced_tail_resumes_after_a_reconnect_without_a_gap_or_a_repeat() {
+    let (f, _index, task) = with_index(0).await;
+    let (addr, server) = serve(&f).await;
+    let subject = "plantd.plant-1.log.line1.plc";
+    let s1 = store(&f, subject, "ERROR first").await;
+    store(&f, subject, "INFO not an error").await;
+    store(&f, "plantd.plant-2.log.line1.plc", "ERROR another site").await;
+    let s3 = store(&f, subject, "ERROR second").await;
+
+    let mut ws = connect_ws(addr, &f.token(ORG, READ)).await;
+    send(
+        &mut ws,
+        json!({"op": "tail", "id": "t", "site": "plant-1", "level": "error", "from_sequence": 0}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await["error"], "bad_request");
+    send(
+        &mut ws,
+        json!({"op": "tail", "id": "t", "site": "plant-1", "level": "error", "from_sequence": s1}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut ws).await,
+        json!({"op": "tailing", "id": "t", "from_sequence": s1})
+    );
+    assert_eq!(logged(&mut ws).await, (s1, "first".to_owned()));
+    assert_eq!(logged(&mut ws).await, (s3, "second".to_owned()));
+    drop(ws);
+
+    // Logged while the client is away.
+    let s4 = store(&f, subject, "ERROR third").await;
+    let s5 = store(&f, subject, "ERROR fourth").await;
+    let mut ws = connect_ws(addr, &f.token(ORG, READ)).await;
+    send(&mut ws, json!({"op": "tail", "id": "t", "site": "plant-1", "level": "error", "from_sequence": s3 + 1})).await;
+    assert_eq!(next(&mut ws).await["op"], "tailing");
+    assert_eq!(logged(&mut ws).await, (s4, "third".to_owned()));
+    assert_eq!(logged(&mut ws).await, (s5, "fourth".to_owned()));
+    // And on, as lines come.
+    let s6 = store(&f, subject, "ERROR fifth").await;
+    assert_eq!(logged(&mut ws).await, (s6, "fifth".to_owned()));
+    server.abort();
+    task.abort();
+}
