@@ -1,4 +1,5 @@
 import type { TokenSource } from './auth.js';
+import type { components } from './schema.js';
 import { PlantdError, RefusedError } from './errors.js';
 
 /** The live connection's state, also offered as a stream ({@link Live.states}). */
@@ -63,6 +64,25 @@ export interface SubscribeOptions {
   /** Ends the subscription. */
   signal?: AbortSignal;
   /** Called each time the server confirms the subscription (the first time and after every reconnect). */
+  onSubscribed?: () => void;
+}
+
+/** One log line of a {@link Live.tail}, parsed as `GET /v1/logs` shows it (with its `stream` and `sequence`). */
+export type LogLine = components['schemas']['LogLine'];
+
+/** Options of {@link Live.tail}. */
+export interface TailOptions {
+  /** A filter in the log query language (`|= "overheat" | temp > 80`). */
+  filter?: string;
+  /** Only this source (exact, or a glob with `*` and `?`). */
+  source?: string;
+  /** Only this level and above (`warn`). */
+  level?: string;
+  /** Start at this sequence of `PLANTD_LOGS` (default: the next line stored). */
+  fromSequence?: number;
+  /** Ends the tail. */
+  signal?: AbortSignal;
+  /** Called each time the server confirms the tail (the first time and after every reconnect). */
   onSubscribed?: () => void;
 }
 
@@ -143,21 +163,25 @@ class Queue<T> implements AsyncIterableIterator<T> {
  * `close()` ends it. It ends with an error when the server refuses it
  * (`forbidden`, …) or the token ({@link RefusedError}).
  */
-export class Subscription implements AsyncIterableIterator<LiveMessage> {
+export class Subscription<T = LiveMessage> implements AsyncIterableIterator<T> {
   readonly site: string;
+  /** The MQTT topic filter (a subscription) or the log filter (a tail; may be empty). */
   readonly filter: string;
   /** The sequence to resume from: the last delivered + 1 (0: not known yet). */
   resumeFrom = 0;
-  readonly queue: Queue<LiveMessage>;
+  readonly queue: Queue<T>;
   /** {@link SubscribeOptions.onSubscribed}. */
   readonly onSubscribed: () => void;
+  /** The operation's own fields (`op`, and for a tail its `source`/`level`), before `id` and the position. */
+  readonly request: Frame;
   readonly #close: () => void;
 
-  constructor(site: string, filter: string, fromSequence: number, close: () => void, onSubscribed: () => void = () => undefined) {
+  constructor(site: string, filter: string, fromSequence: number, close: () => void, onSubscribed: () => void = () => undefined, request: Frame = { op: 'subscribe', site, filter }) {
     this.site = site;
     this.onSubscribed = onSubscribed;
     this.filter = filter;
     this.resumeFrom = fromSequence;
+    this.request = request;
     this.#close = close;
     this.queue = new Queue(close);
   }
@@ -169,16 +193,16 @@ export class Subscription implements AsyncIterableIterator<LiveMessage> {
   }
 
   /** The next message. */
-  next(): Promise<IteratorResult<LiveMessage>> {
+  next(): Promise<IteratorResult<T>> {
     return this.queue.next();
   }
 
   /** Ends the subscription (what `break` in `for await` calls). */
-  return(): Promise<IteratorResult<LiveMessage>> {
+  return(): Promise<IteratorResult<T>> {
     return this.queue.return();
   }
 
-  [Symbol.asyncIterator](): AsyncIterableIterator<LiveMessage> {
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
     return this;
   }
 }
@@ -197,7 +221,8 @@ export class Subscription implements AsyncIterableIterator<LiveMessage> {
  */
 export class Live {
   readonly #options: Required<Omit<LiveOptions, 'WebSocket'>> & { WebSocket: typeof WebSocket };
-  readonly #subs = new Map<string, Subscription>();
+  // Subscriptions and tails, by id (their items differ; the frames say which).
+  readonly #subs = new Map<string, Subscription<LiveMessage | LogLine>>();
   readonly #listeners = new Set<Queue<LinkState>>();
   #socket: WebSocket | null = null;
   #state: LinkState = LinkState.Closed;
@@ -241,12 +266,34 @@ export class Live {
   subscribe(site: string, filter: string, options: SubscribeOptions = {}): Subscription {
     if (this.#closed) throw new PlantdError(0, 'closed', 'the live connection was closed');
     const id = `s${this.#nextId++}`;
-    const sub = new Subscription(site, filter, options.fromSequence ?? 0, () => this.#unsubscribe(id), options.onSubscribed);
+    const sub = new Subscription<LiveMessage>(site, filter, options.fromSequence ?? 0, () => this.#unsubscribe(id), options.onSubscribed);
+    this.#add(id, sub as Subscription<LiveMessage | LogLine>, options.signal);
+    return sub;
+  }
+
+  /**
+   * The log lines of `site` that pass `options` (filter, source, level), from
+   * the next one stored (or `fromSequence`), parsed, across reconnects —
+   * resumed at the last sequence + 1 like a subscription, so no line the
+   * stream holds is missed or repeated.
+   */
+  tail(site: string, options: TailOptions = {}): Subscription<LogLine> {
+    if (this.#closed) throw new PlantdError(0, 'closed', 'the live connection was closed');
+    const id = `t${this.#nextId++}`;
+    const request: Frame = { op: 'tail', site };
+    if (options.filter) request.filter = options.filter;
+    if (options.source) request.source = options.source;
+    if (options.level) request.level = options.level;
+    const sub = new Subscription<LogLine>(site, options.filter ?? '', options.fromSequence ?? 0, () => this.#unsubscribe(id), options.onSubscribed, request);
+    this.#add(id, sub as Subscription<LiveMessage | LogLine>, options.signal);
+    return sub;
+  }
+
+  #add(id: string, sub: Subscription<LiveMessage | LogLine>, signal?: AbortSignal): void {
     this.#subs.set(id, sub);
-    options.signal?.addEventListener('abort', () => sub.close(), { once: true });
+    signal?.addEventListener('abort', () => sub.close(), { once: true });
     if (this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
     else if (!this.#socket && this.#timer === undefined) void this.#open();
-    return sub;
   }
 
   /** Closes the socket and ends every subscription and state stream. */
@@ -272,8 +319,8 @@ export class Live {
     if (this.#socket?.readyState === 1) this.#socket.send(JSON.stringify({ op: 'unsubscribe', id }));
   }
 
-  #sendSubscribe(id: string, sub: Subscription): void {
-    const frame: Frame = { op: 'subscribe', id, site: sub.site, filter: sub.filter };
+  #sendSubscribe(id: string, sub: Subscription<LiveMessage | LogLine>): void {
+    const frame: Frame = { ...sub.request, id };
     if (sub.resumeFrom > 0) frame.from_sequence = sub.resumeFrom;
     else frame.sequenced = true;
     this.#socket?.send(JSON.stringify(frame));
@@ -389,6 +436,7 @@ export class Live {
     if (!sub) return;
     switch (f.op) {
       case 'subscribed':
+      case 'tailing':
         if (typeof f.from_sequence === 'number' && sub.resumeFrom === 0) sub.resumeFrom = f.from_sequence;
         sub.onSubscribed();
         return;
@@ -402,7 +450,7 @@ export class Live {
           return;
         }
         sub.resumeFrom = sequence + 1;
-        sub.queue.push({
+        (sub as Subscription<LiveMessage>).queue.push({
           site: String(f.site),
           topic: String(f.topic),
           payload: typeof f.payload === 'string' ? f.payload : undefined,
@@ -411,6 +459,20 @@ export class Live {
           sequence,
           time: typeof f.time === 'string' ? f.time : '',
         });
+        return;
+      }
+      case 'log': {
+        const record = f.record as LogLine | undefined;
+        if (!record) return;
+        const sequence = typeof record.sequence === 'number' ? record.sequence : 0;
+        if (sequence !== 0 && sequence < sub.resumeFrom) return;
+        if (sub.queue.length >= this.#options.buffer) {
+          sub.queue.end(new PlantdError(0, 'slow_consumer', `tail of ${sub.site}: more than ${this.#options.buffer} lines unread`));
+          this.#unsubscribe(id);
+          return;
+        }
+        sub.resumeFrom = sequence + 1;
+        (sub as Subscription<LogLine>).queue.push(record);
         return;
       }
       case 'error':

@@ -12,7 +12,7 @@ import { Plantd, PlantdError, RefusedError, LinkState } from '../dist/index.js';
 const run = promisify(execFile);
 const config = JSON.parse(process.env.PLANTD_SDK_TEST ?? 'null');
 if (!config) throw new Error('PLANTD_SDK_TEST is not set: run through cli/tests/it/sdk_typescript.rs');
-const { url, admin, mqtt, sensor, valve, site } = config;
+const { url, admin, mqtt, sensor, valve, pump, site } = config;
 
 /** One MQTT publish by the sensor device, acknowledged (QoS 1). */
 async function publish(topic, message) {
@@ -171,6 +171,37 @@ test('the socket authenticates with its first frame (no token in its URL); a tok
   const opened = sockets.slice(before);
   assert.ok(opened.length > 0, 'a socket was opened');
   for (const s of opened) assert.ok(!s.url.includes('token'), `a token in the socket's URL: ${s.url}`);
+});
+
+test('a tail yields the site\'s log lines, parsed and filtered, and resumes across a cut socket without a gap or a repeat', { timeout: 60_000 }, async () => {
+  const plantd = await Plantd.login(url, admin.email, admin.password, { live: { WebSocket: Cuttable, backoffMs: 50 } });
+  const log = (line) => run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', pump.id, '-u', pump.id, '-P', pump.token, '-q', '1', '-t', '$plantd/log/sdk-pump', '-m', line]);
+  let confirmed;
+  const first = new Promise((resolve) => (confirmed = resolve));
+  const tail = plantd.live.tail(site, { source: 'sdk-pump', level: 'warn', onSubscribed: () => confirmed() });
+  await first;
+  await log('INFO not shown');
+  await log('WARN tail one');
+  await log('{"level":"error","msg":"tail two","temp":95}');
+  const one = (await next(tail)).value;
+  const two = (await next(tail)).value;
+  assert.deepEqual([one.message, one.level, one.source], ['tail one', 'warn', 'sdk-pump']);
+  assert.deepEqual([two.message, two.fields.temp], ['tail two', 95]);
+  assert.equal(one.stream, 'PLANTD_LOGS');
+  assert.ok(two.sequence > one.sequence && one.sequence > 0);
+  // The network drops the socket; the device goes on logging.
+  const states = plantd.live.states();
+  sockets.at(-1).close();
+  await until(states, LinkState.Reconnecting);
+  await log('ERROR tail three');
+  await until(states, LinkState.Connected);
+  await log('WARN tail four');
+  const three = (await next(tail)).value;
+  const four = (await next(tail)).value;
+  assert.deepEqual([three.message, four.message], ['tail three', 'tail four']);
+  assert.ok(three.sequence > two.sequence && four.sequence > three.sequence);
+  tail.close();
+  plantd.live.close();
 });
 
 // --- The examples (examples/*.ts, built to build/examples by `npm run build`)
