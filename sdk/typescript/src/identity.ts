@@ -3269,11 +3269,11 @@ export interface components {
             /** @description What kind of principal. */
             kind: components["schemas"]["PrincipalKind"];
             /** @description Role names. */
-            roles?: string[];
+            roles: string[];
             /** @description Granted permission strings. */
-            perms?: string[];
+            perms: string[];
             /** @description MQTT grants per site (or `*`). */
-            mqtt?: {
+            mqtt: {
                 [key: string]: components["schemas"]["MqttGrant"];
             };
         };
@@ -3522,18 +3522,18 @@ export interface components {
             /** @description Name, unique in the organisation. */
             name: string;
             /** @description What it is for. */
-            description?: string;
+            description: string;
             /** @description plantd permission strings (`identity:user:read`, `state:write`, `*`). */
-            perms?: string[];
+            perms: string[];
             /** @description MQTT grants per site (or `*` for every site). */
-            mqtt?: {
+            mqtt: {
                 [key: string]: components["schemas"]["MqttGrant"];
             };
             /**
              * @description Built in (`superadmin`, `admin`, `operator`, `viewer`, `device`):
              *     cannot be changed or deleted.
              */
-            builtin?: boolean;
+            builtin: boolean;
         };
         /** @description `POST /v1/roles` and `PUT /v1/roles/{name}` body. */
         RoleBody: {

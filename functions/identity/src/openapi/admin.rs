@@ -133,17 +133,13 @@ pub struct Role {
     /// Name, unique in the organisation.
     pub name: String,
     /// What it is for.
-    #[serde(default)]
     pub description: String,
     /// plantd permission strings (`identity:user:read`, `state:write`, `*`).
-    #[serde(default)]
     pub perms: Vec<String>,
     /// MQTT grants per site (or `*` for every site).
-    #[serde(default)]
     pub mqtt: BTreeMap<String, MqttGrant>,
     /// Built in (`superadmin`, `admin`, `operator`, `viewer`, `device`):
     /// cannot be changed or deleted.
-    #[serde(default)]
     pub builtin: bool,
 }
 
@@ -459,13 +455,10 @@ pub struct Claims {
     /// What kind of principal.
     pub kind: PrincipalKind,
     /// Role names.
-    #[serde(default)]
     pub roles: Vec<String>,
     /// Granted permission strings.
-    #[serde(default)]
     pub perms: Vec<String>,
     /// MQTT grants per site (or `*`).
-    #[serde(default)]
     pub mqtt: BTreeMap<String, MqttGrant>,
 }
 

@@ -292,15 +292,15 @@ class Claims(BaseModel):
     """
     What kind of principal.
     """
-    roles: list[str] | None = None
+    roles: list[str]
     """
     Role names.
     """
-    perms: list[str] | None = None
+    perms: list[str]
     """
     Granted permission strings.
     """
-    mqtt: dict[str, MqttGrant] | None = None
+    mqtt: dict[str, MqttGrant]
     """
     MQTT grants per site (or `*`).
     """
@@ -784,19 +784,19 @@ class Role(BaseModel):
     """
     Name, unique in the organisation.
     """
-    description: str | None = None
+    description: str
     """
     What it is for.
     """
-    perms: list[str] | None = None
+    perms: list[str]
     """
     plantd permission strings (`identity:user:read`, `state:write`, `*`).
     """
-    mqtt: dict[str, MqttGrant] | None = None
+    mqtt: dict[str, MqttGrant]
     """
     MQTT grants per site (or `*` for every site).
     """
-    builtin: bool | None = None
+    builtin: bool
     """
     Built in (`superadmin`, `admin`, `operator`, `viewer`, `device`):
     cannot be changed or deleted.

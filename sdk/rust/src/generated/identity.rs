@@ -192,19 +192,16 @@ pub mod types {
         /// What kind of principal.
         pub kind: PrincipalKind,
         /// MQTT grants per site (or `*`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mqtt: Option<std::collections::BTreeMap<String, MqttGrant>>,
+        pub mqtt: std::collections::BTreeMap<String, MqttGrant>,
         /// Not before, seconds since the Unix epoch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub nbf: Option<u64>,
         /// The principal's organisation.
         pub org: String,
         /// Granted permission strings.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub perms: Option<Vec<String>>,
+        pub perms: Vec<String>,
         /// Role names.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub roles: Option<Vec<String>>,
+        pub roles: Vec<String>,
         /// Subject: the user, service account or device id.
         pub sub: String,
     }
@@ -544,19 +541,15 @@ pub mod types {
     pub struct Role {
         /// Built in (`superadmin`, `admin`, `operator`, `viewer`, `device`):
         /// cannot be changed or deleted.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub builtin: Option<bool>,
+        pub builtin: bool,
         /// What it is for.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub description: Option<String>,
+        pub description: String,
         /// MQTT grants per site (or `*` for every site).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub mqtt: Option<std::collections::BTreeMap<String, MqttGrant>>,
+        pub mqtt: std::collections::BTreeMap<String, MqttGrant>,
         /// Name, unique in the organisation.
         pub name: String,
         /// plantd permission strings (`identity:user:read`, `state:write`, `*`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub perms: Option<Vec<String>>,
+        pub perms: Vec<String>,
     }
 
     /// `POST /v1/roles` and `PUT /v1/roles/{name}` body.
