@@ -7,10 +7,11 @@
 //! first broken record when it is not.
 
 use anyhow::Result;
-use reqwest::Method;
-use serde_json::Value;
+use plantd_client::identity::params::{GetAuditParams, GetAuditVerifyParams};
+use plantd_client::identity::types::AuditRecord;
+use serde::Serialize;
 
-use crate::session::{ExitKind, Session, fail};
+use crate::session::{ExitKind, Session, api_error, fail};
 
 /// The filters of `plantd audit`.
 #[derive(Debug, Clone, Default)]
@@ -70,85 +71,62 @@ pub fn time_arg(flag: &str, text: &str) -> Result<String> {
     }
 }
 
-/// `path?k=v&…` with the values percent-encoded.
-pub(crate) fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
-    if pairs.is_empty() {
-        return path.to_owned();
-    }
-    let Ok(mut url) = reqwest::Url::parse("http://query.invalid/") else {
-        return path.to_owned();
-    };
-    url.query_pairs_mut()
-        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
-    format!("{path}?{}", url.query().unwrap_or_default())
-}
-
-fn print_json(v: &Value) {
+fn print_json(v: &impl Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn text<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field].as_str().unwrap_or("-")
-}
-
 /// One record as a line: time, outcome, action, actor, target, source.
-fn line(r: &Value) -> String {
-    let actor = match (r["actor"].as_str(), r["actor_org"].as_str()) {
-        (Some(""), _) | (None, _) => format!("({})", text(r, "actor_kind")),
-        (Some(a), Some(org)) => format!("{a}@{org}"),
-        (Some(a), None) => a.to_owned(),
+fn line(r: &AuditRecord) -> String {
+    let actor = match (r.actor.as_str(), r.actor_org.as_deref()) {
+        ("", _) => format!("({})", r.actor_kind),
+        (a, Some(org)) => format!("{a}@{org}"),
+        (a, None) => a.to_owned(),
     };
     format!(
         "{}  {:<7}  {:<24}  {:<40}  {}  {}",
-        text(r, "time"),
-        text(r, "outcome"),
-        text(r, "action"),
+        r.time,
+        r.outcome,
+        r.action,
         actor,
-        text(r, "target"),
-        text(r, "source"),
+        r.target,
+        r.source.as_deref().unwrap_or("-"),
     )
 }
 
 /// `plantd audit [filters]`: the records, oldest first.
 ///
 /// # Errors
-/// As [`Session::send`]; a usage error for a malformed time.
+/// As the API answers; a usage error for a malformed time.
 pub async fn list(s: &Session, f: Filters<'_>, json: bool) -> Result<()> {
-    let mut query: Vec<(&str, String)> = Vec::new();
-    for (name, value) in [
-        ("org", f.org),
-        ("actor", f.actor),
-        ("action", f.action),
-        ("target", f.target),
-    ] {
-        if let Some(v) = value {
-            query.push((name, v.to_owned()));
-        }
-    }
-    if let Some(t) = f.since {
-        query.push(("since", time_arg("since", t)?));
-    }
-    if let Some(t) = f.until {
-        query.push(("until", time_arg("until", t)?));
-    }
-    let mut records: Vec<Value> = Vec::new();
+    let base = GetAuditParams {
+        org: f.org.map(str::to_owned),
+        actor: f.actor.map(str::to_owned),
+        action: f.action.map(str::to_owned),
+        target: f.target.map(str::to_owned),
+        since: f.since.map(|t| time_arg("since", t)).transpose()?,
+        until: f.until.map(|t| time_arg("until", t)).transpose()?,
+        ..GetAuditParams::default()
+    };
+    let plantd = s.client()?;
+    let mut records: Vec<AuditRecord> = Vec::new();
     let mut cursor: Option<String> = None;
     let mut org = String::new();
     while records.len() < f.limit {
-        let mut q = query.clone();
-        q.push(("limit", (f.limit - records.len()).min(PAGE).to_string()));
-        if let Some(c) = &cursor {
-            q.push(("cursor", c.clone()));
-        }
-        let page: Value = s
-            .send(s.request(Method::GET, &with_query("/v1/audit", &q)))
-            .await?
-            .json()
-            .await?;
-        org = text(&page, "org").to_owned();
-        records.extend(page["records"].as_array().into_iter().flatten().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
+        let query = GetAuditParams {
+            limit: u32::try_from((f.limit - records.len()).min(PAGE)).ok(),
+            cursor: cursor.take(),
+            ..base.clone()
+        };
+        let page = plantd
+            .rest()
+            .get_audit(&query)
+            .await
+            .map_err(api_error)?
+            .value;
+        org = page.org;
+        records.extend(page.records);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
     }
@@ -168,65 +146,56 @@ pub async fn list(s: &Session, f: Filters<'_>, json: bool) -> Result<()> {
 /// `plantd audit verify [--org ORG]`: checks the chain.
 ///
 /// # Errors
-/// As [`Session::send`]; exit 1 with the first broken record when the
+/// As the API answers; exit 1 with the first broken record when the
 /// chain is broken.
 pub async fn verify(s: &Session, org: Option<&str>, json: bool) -> Result<()> {
-    let q: Vec<(&str, String)> = org.map(|o| ("org", o.to_owned())).into_iter().collect();
-    let req = s.request(Method::GET, &with_query("/v1/audit/verify", &q));
-    let v: Value = s.send(req).await?.json().await?;
-    let org = text(&v, "org");
+    let query = GetAuditVerifyParams {
+        org: org.map(str::to_owned),
+    };
+    let v = s
+        .client()?
+        .rest()
+        .get_audit_verify(&query)
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
         print_json(&v);
     }
-    if v["ok"].as_bool() == Some(true) {
-        if !json {
-            println!(
-                "audit trail of {org}: {} record(s), chain intact (last hash {})",
-                v["records"],
-                text(&v, "last_hash")
-            );
+    let broken = match (&v.broken, v.ok) {
+        (Some(b), false) => b,
+        (_, true) => {
+            if !json {
+                println!(
+                    "audit trail of {}: {} record(s), chain intact (last hash {})",
+                    v.org, v.records, v.last_hash
+                );
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    let b = &v["broken"];
-    let reason = describe(&b["reason"]);
+        (None, false) => {
+            return Err(fail(
+                ExitKind::Failure,
+                format!(
+                    "audit trail of {} is BROKEN after {} intact record(s)",
+                    v.org, v.last_n
+                ),
+            ));
+        }
+    };
+    let reason = match broken.why() {
+        Ok(why) => why.to_string(),
+        Err(_) => broken.reason.to_string(),
+    };
     let mut message = format!(
-        "audit trail of {org} is BROKEN: the record at stream sequence {} (after {} intact record(s)) {reason}",
-        b["seq"], v["last_n"]
+        "audit trail of {} is BROKEN: the record at stream sequence {} (after {} intact record(s)) {reason}",
+        v.org, broken.seq, v.last_n
     );
-    if !json && let Some(r) = b.get("record") {
+    if !json && let Some(r) = &broken.record {
         message.push_str("\nfirst broken record:\n");
         message.push_str(&serde_json::to_string_pretty(r).unwrap_or_default());
     }
     Err(fail(ExitKind::Failure, message))
-}
-
-/// The reason of a broken record in words.
-fn describe(reason: &Value) -> String {
-    match reason["kind"].as_str() {
-        Some("numbering") => {
-            let (want, got) = (
-                reason["expected_n"].as_u64().unwrap_or(0),
-                reason["found_n"].as_u64().unwrap_or(0),
-            );
-            if got > want {
-                format!(
-                    "is number {got} where {want} was due: {} record(s) before it are missing",
-                    got - want
-                )
-            } else {
-                format!("is number {got} where {want} was due: a record was inserted or repeated")
-            }
-        }
-        Some("link") => format!(
-            "does not link to the record before it (prev {}, but that record hashes to {}): a record was altered or forged",
-            text(reason, "found_prev"),
-            text(reason, "expected_prev")
-        ),
-        Some("wrong_org") => format!("names organisation {}", text(reason, "found")),
-        Some("unreadable") => format!("is not a readable record ({})", text(reason, "error")),
-        _ => reason.to_string(),
-    }
 }
 
 #[cfg(test)]

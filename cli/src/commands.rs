@@ -28,7 +28,12 @@ fn print_typed(v: &impl Serialize) {
 /// # Errors
 /// As the API answers (3 for a refused token).
 pub async fn whoami(s: &Session, json: bool) -> Result<()> {
-    let me = client(s)?.rest().whoami().await.map_err(api_error)?;
+    let me = client(s)?
+        .rest()
+        .get_auth_whoami()
+        .await
+        .map_err(api_error)?
+        .value;
     if json {
         print_typed(&me);
     } else {

@@ -1,6 +1,7 @@
 //! Talking to a plantd deployment as a person or a script: profiles, login,
-//! tokens refreshed automatically, and the API calls behind `plantd state`,
-//! `plantd command`, `plantd call`, `plantd history`.
+//! tokens refreshed automatically, and [`Session::client`] — the
+//! `plantd-client` every API command goes through ([`api_error`] turns its
+//! typed errors into exit codes and advice).
 //!
 //! * Profiles live in `<config dir>/config.toml` (`~/.config/plantd`, or
 //!   `$PLANTD_CONFIG_DIR`, or `$XDG_CONFIG_HOME/plantd`):
@@ -209,14 +210,6 @@ fn http_client() -> Result<reqwest::Client> {
         .context("cannot build an HTTP client")
 }
 
-/// Maps an error response to an exit code and a message saying what to do.
-async fn error_of(resp: reqwest::Response) -> anyhow::Error {
-    let status = resp.status().as_u16();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    let msg = body["message"].as_str().unwrap_or("no details").to_owned();
-    error_for_status(status, msg)
-}
-
 /// Maps an HTTP error status and the server's message to an exit code and
 /// a message saying what to do (shared by the REST calls and the
 /// WebSocket handshake).
@@ -403,34 +396,6 @@ impl Session {
     /// The access token (for MQTT passwords and scripts).
     pub fn access_token(&self) -> &str {
         &self.tokens.access_token
-    }
-
-    /// Sends a request with the bearer token; error statuses become
-    /// [`CliError`]s.
-    ///
-    /// # Errors
-    /// As described.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req
-            .bearer_auth(&self.tokens.access_token)
-            .send()
-            .await
-            .map_err(|e| {
-                fail(
-                    ExitKind::Unavailable,
-                    format!("cannot reach {}: {e}", self.url),
-                )
-            })?;
-        if resp.status().is_success() || resp.status().as_u16() == 304 {
-            Ok(resp)
-        } else {
-            Err(error_of(resp).await)
-        }
-    }
-
-    /// A request builder for `path` under the profile's URL.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url))
     }
 
     /// Logs out: revokes the tokens and forgets them.

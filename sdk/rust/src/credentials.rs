@@ -2,7 +2,7 @@
 //! between runs, on disk — rather than in a [`TokenSource`] (the `plantd`
 //! command line stores its tokens in a 0600 file and renews them on its
 //! next run): [`login`] and [`refresh`] return the [`IssuedTokens`] to
-//! store; [`Rest::whoami`] says who a token belongs to.
+//! store; the generated `get_auth_whoami` says who a token belongs to.
 //!
 //! A program that runs as long as its session should use
 //! [`Plantd::login`](crate::Plantd::login) instead, which renews and
@@ -18,7 +18,7 @@
 //! if let Some(refresh) = &t.refresh_token {
 //!     let renewed = credentials::refresh(&http, url, refresh, credentials::DEFAULT_TIMEOUT).await?;
 //!     let plantd = plantd_client::Plantd::with_token(url, renewed.access_token)?;
-//!     println!("{}", plantd.rest().whoami().await?.sub);
+//!     println!("{}", plantd.rest().get_auth_whoami().await?.value.sub);
 //! }
 //! # Ok(()) }
 //! ```
@@ -27,13 +27,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 use crate::auth::Secret;
 use crate::error::Error;
 use crate::generated::identity::types::{LoginRequest, RefreshRequest, TokenResponse};
-use crate::rest::{Call, Rest};
 
 /// Time limit of a login or refresh when the caller has no better one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,40 +129,6 @@ async fn exchange(
     tokio::time::timeout(timeout, send)
         .await
         .map_err(|_| Error::Timeout(timeout))?
-}
-
-/// Who a token belongs to (`GET /v1/auth/whoami`: the token's claims).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Whoami {
-    /// The subject: the user's, service account's or device's id.
-    pub sub: String,
-    /// The organisation.
-    #[serde(default)]
-    pub org: String,
-    /// Its roles.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// The other claims (`exp`, `iat`, `jti`, sites, …) as they came.
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-impl Rest {
-    /// The claims of the token this client sends (`GET /v1/auth/whoami`).
-    ///
-    /// # Errors
-    /// [`Error::Api`] / [`Error::Refused`] 401 for a token the server
-    /// refuses; [`Error::Transport`]; [`Error::Timeout`].
-    pub async fn whoami(&self) -> Result<Whoami, Error> {
-        Ok(self
-            .call(Call::new(
-                reqwest::Method::GET,
-                "/v1/auth/whoami".to_owned(),
-            ))
-            .await?
-            .json()?
-            .value)
-    }
 }
 
 #[cfg(test)]

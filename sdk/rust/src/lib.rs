@@ -7,8 +7,9 @@
 //! | [`proxy`], [`identity`] | generated from the proxy's `/openapi.json` and identity's `/v1/identity/openapi.json`: `types`, `params`, and one method on [`Rest`] per operation |
 //! | [`live`] | [`Live`]: one WebSocket, subscriptions as `Stream`s that resume at the last sequence + 1 across reconnects, commands, [`LinkState`]s |
 //! | [`alerting`] | typed calls for alert rules, alerts, silences, notification channels and analytics rules (answers the OpenAPI document does not type yet) |
+//! | [`audit`] | why a record breaks the audit chain, typed ([`audit::BrokenReason`]) |
 //! | [`auth`] | [`TokenSource`]: password sessions with refresh-token rotation, fixed tokens; [`Secret`] |
-//! | [`credentials`] | login and refresh for programs that store their tokens between runs (the `plantd` CLI), [`Rest::whoami`] |
+//! | [`credentials`] | login and refresh for programs that store their tokens between runs (the `plantd` CLI) |
 //! | [`state`] | the state scopes and their keys with revisions, typed ([`Rest::list_scopes`], [`Rest::list_keys`]) |
 //! | [`error`] | [`Error`]: the API's `{error, message}` and status, or the client's own failure |
 //!
@@ -43,6 +44,7 @@
 //! in `Debug` output.
 
 pub mod alerting;
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod credentials;

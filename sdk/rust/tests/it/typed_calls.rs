@@ -182,11 +182,12 @@ async fn stored_session_tokens_log_in_rotate_and_a_reused_refresh_token_is_refus
     let me = Plantd::with_token(&up.url, issued.access_token.clone())
         .expect("a client")
         .rest()
-        .whoami()
+        .get_auth_whoami()
         .await
-        .expect("whoami");
+        .expect("whoami")
+        .value;
     assert!(!me.sub.is_empty() && !me.org.is_empty(), "{me:?}");
-    assert!(!me.roles.is_empty(), "{me:?}");
+    assert!(!me.roles.is_empty(), "the administrator's roles");
 
     let first = issued.refresh_token.clone().expect("a refresh token");
     let renewed = credentials::refresh(&http, &up.url, &first, DEFAULT_TIMEOUT)
@@ -196,9 +197,10 @@ async fn stored_session_tokens_log_in_rotate_and_a_reused_refresh_token_is_refus
     let again = Plantd::with_token(&up.url, renewed.access_token.clone())
         .expect("a client")
         .rest()
-        .whoami()
+        .get_auth_whoami()
         .await
-        .expect("the renewed token works");
+        .expect("the renewed token works")
+        .value;
     assert_eq!(again.sub, me.sub, "the same user");
 
     // Each refresh token works once.
