@@ -24,12 +24,12 @@ import concurrent.futures
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 from . import client as aio
 from .errors import RequestTimeout
 from .live import LinkState, LiveMessage, LiveOptions, StateStream, Subscription
-from .models import Sent
+from .models import LogLine, Sent
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -100,10 +100,10 @@ def _wrap_iter(method: Callable[Concatenate[aio.Client, P], AsyncIterator[T]]) -
     return call
 
 
-class SyncSubscription:
-    """A live subscription: ``for m in sub``; :meth:`next` with a time limit; :meth:`close`."""
+class SyncSubscription(Generic[T]):
+    """A live subscription (or tail): ``for m in sub``; :meth:`next` with a time limit; :meth:`close`."""
 
-    def __init__(self, loop: _Loop, sub: Subscription) -> None:
+    def __init__(self, loop: _Loop, sub: Subscription[T]) -> None:
         self._loop = loop
         self._sub = sub
 
@@ -112,7 +112,7 @@ class SyncSubscription:
         """Where delivery resumes after a reconnect (last sequence + 1)."""
         return self._sub.resume_from
 
-    def next(self, timeout: float | None = None) -> LiveMessage:
+    def next(self, timeout: float | None = None) -> T:
         """The next message; :class:`~plantd.errors.RequestTimeout` after
         ``timeout`` seconds; ``StopIteration`` once closed."""
         try:
@@ -127,7 +127,7 @@ class SyncSubscription:
     def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> LiveMessage:
+    def __next__(self) -> T:
         return self.next()
 
     def __enter__(self) -> Self:
@@ -149,9 +149,24 @@ class SyncLive:
         """The state now."""
         return self._live.state
 
-    def subscribe(self, site: str, filter: str, *, from_sequence: int | None = None) -> SyncSubscription:
+    def subscribe(self, site: str, filter: str, *, from_sequence: int | None = None) -> SyncSubscription[LiveMessage]:
         """Messages of ``site`` on ``filter`` across reconnects (see :meth:`plantd.Live.subscribe`)."""
         sub = self._loop.run(_call(self._live.subscribe, site, filter, from_sequence=from_sequence))
+        return SyncSubscription(self._loop, sub)
+
+    def tail(
+        self,
+        site: str,
+        *,
+        filter: str | None = None,
+        source: str | None = None,
+        level: str | None = None,
+        from_sequence: int | None = None,
+    ) -> SyncSubscription[LogLine]:
+        """Log lines of ``site`` across reconnects (see :meth:`plantd.Live.tail`)."""
+        sub = self._loop.run(
+            _call(self._live.tail, site, filter=filter, source=source, level=level, from_sequence=from_sequence)
+        )
         return SyncSubscription(self._loop, sub)
 
     def states(self) -> Iterator[LinkState]:
@@ -234,6 +249,7 @@ class Client:
 
     logout = _wrap(aio.Client.logout)
     request = _wrap(aio.Client.request)
+    whoami = _wrap(aio.Client.whoami)
     sites = _wrap(aio.Client.sites)
     site = _wrap(aio.Client.site)
     health = _wrap(aio.Client.health)
