@@ -11,8 +11,8 @@
 //! | [`functions`] | `plantd functions`: the logger, the alert engine, the notifier and analytics on one trigger, alone against any NATS (and the same set `plantd up` runs) |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
 //! | [`logs`] | `plantd logs [--filter …] [-f]`: log lines from `/v1/logs`, or live over `/v1/ws` |
-//! | [`live`] | `plantd sub` and `plantd pub` over the proxy's WebSocket `/v1/ws` |
-//! | [`session`] | profiles, login, tokens (0600, refreshed automatically), exit codes |
+//! | [`live`] | `plantd sub` (its own `/v1/ws` socket, typed frames) and `plantd pub` (the SDK's `Live`) |
+//! | [`session`] | profiles, login, tokens (0600, refreshed automatically), the `plantd-client` every API command goes through, exit codes |
 //! | [`sites`] | `plantd sites list\|create\|get\|delete` over the identity API |
 //! | [`streams`] | `plantd streams`: create or update the streams and buckets on any NATS server |
 //! | [`supervise`] | the restart policy `plantd up` keeps its components running with (growing delays, crash-loop detection) |
