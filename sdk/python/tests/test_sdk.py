@@ -288,3 +288,56 @@ async def test_service_account_credentials_survive_a_revocation_and_are_refused_
                     while True:
                         await within(10, "the refusal", sub)
                 await until(states, LinkState.REFUSED)
+
+
+async def log(stack: Stack, line: str) -> None:
+    """One log line published by the pump device (``$plantd/log/sdk-pump``), acknowledged."""
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto_pub", *mqtt_args(stack, stack.pump), "-q", "1", "-t", "$plantd/log/sdk-pump", "-m", line,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+
+
+async def test_a_tail_yields_parsed_log_lines_and_resumes_across_a_cut_socket(stack: Stack) -> None:
+    sockets: list[ClientConnection] = []
+
+    async def cuttable(*args: Any, **kwargs: Any) -> ClientConnection:
+        ws = await connect(*args, **kwargs)
+        sockets.append(ws)
+        return ws
+
+    options = LiveOptions(backoff=0.05, connect=cuttable)
+    async with asyncio.timeout(60), await Client.login(stack.url, stack.email, stack.password, live=options) as client:
+        states = client.live.states()
+        async with client.live.tail(stack.site, source="sdk-pump", level="warn") as tail:
+            await until(states, LinkState.CONNECTED)
+            warm = None
+            for i in range(15):
+                await log(stack, f"WARN warmup {i}")
+                try:
+                    warm = await within(2, "a warm-up line", tail)
+                    break
+                except AssertionError:
+                    continue
+            assert warm is not None, "the tail yields the device's log line"
+            await log(stack, "INFO not shown")
+            await log(stack, '{"level":"error","msg":"tail one","temp":95}')
+            one = await within(10, "line one", tail)
+            while one.message.startswith("warmup"):
+                one = await within(10, "line one", tail)
+            assert (one.message, one.level, one.source, one.fields["temp"]) == ("tail one", "error", "sdk-pump", 95)
+            assert one.stream == "PLANTD_LOGS" and one.sequence > warm.sequence
+            # The network drops the socket; the device goes on logging.
+            sockets[-1].transport.abort()
+            await until(states, LinkState.RECONNECTING)
+            await log(stack, "ERROR tail two")
+            await until(states, LinkState.CONNECTED)
+            await log(stack, "WARN tail three")
+            two = await within(10, "line two", tail)
+            three = await within(10, "line three", tail)
+            assert (two.message, three.message) == ("tail two", "tail three")
+            assert three.sequence > two.sequence > one.sequence
+            with pytest.raises(AssertionError):
+                await within(0.5, "a repeat", tail)

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -41,7 +41,10 @@ from ._feed import Feed
 from ._http import USER_AGENT
 from .auth import TokenSource
 from .errors import ClosedError, NetworkError, PlantdError, Refused, RequestTimeout, SlowConsumer, error_for_code
-from .models import Sent
+from .models import LogLine, Sent
+
+#: What a subscription yields: :class:`LiveMessage` or, for a tail, :class:`~plantd.models.LogLine`.
+T = TypeVar("T")
 
 #: Opens a WebSocket: ``websockets.asyncio.client.connect`` or a wrapper of
 #: it (a test's that can cut the socket, a proxy's).
@@ -114,8 +117,9 @@ class LiveOptions:
     connect: Connector | None = field(default=None, repr=False)
 
 
-class Subscription:
-    """A live subscription: ``async for m in sub`` (or ``await sub.next()``).
+class Subscription(Generic[T]):
+    """A live subscription: ``async for m in sub`` (or ``await sub.next()``);
+    a :meth:`Live.tail` is one too, of log lines.
 
     It ends when :meth:`close` is called (also by ``async with``), and with
     an error when the server refuses it (:class:`~plantd.errors.ForbiddenError`,
@@ -123,22 +127,32 @@ class Subscription:
     ``async for`` does not end it: use ``async with`` or :meth:`close`.
     """
 
-    def __init__(self, live: Live, id: str, site: str, filter: str, from_sequence: int) -> None:
+    def __init__(
+        self,
+        live: Live,
+        id: str,
+        site: str,
+        filter: str,
+        from_sequence: int,
+        request: dict[str, Any] | None = None,
+    ) -> None:
         self._live = live
         self._id = id
         #: The site.
         self.site = site
-        #: The MQTT topic filter.
+        #: The MQTT topic filter (a tail: its log filter, maybe empty).
         self.filter = filter
+        #: The operation's own fields (``op`` …), before ``id`` and the position.
+        self._request: dict[str, Any] = request or {"op": "subscribe", "site": site, "filter": filter}
         #: Where delivery resumes after a reconnect: the last delivered
         #: sequence + 1 (0: not known yet).
         self.resume_from = from_sequence
         #: The server said retention had dropped messages it should have
         #: resumed from (``missed: true``): delivery went on from the oldest kept.
         self.missed = False
-        self._feed: Feed[LiveMessage] = Feed()
+        self._feed: Feed[T] = Feed()
 
-    async def next(self) -> LiveMessage:
+    async def next(self) -> T:
         """The next message (``StopAsyncIteration`` once closed)."""
         return await self._feed.next()
 
@@ -154,7 +168,7 @@ class Subscription:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> LiveMessage:
+    async def __anext__(self) -> T:
         return await self._feed.next()
 
     async def __aenter__(self) -> Self:
@@ -201,7 +215,7 @@ class Live:
         self._auth = auth
         self._options = options or LiveOptions()
         self._connect: Connector = self._options.connect or connect
-        self._subs: dict[str, Subscription] = {}
+        self._subs: dict[str, Subscription[Any]] = {}
         self._listeners: set[StateStream] = set()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._waiters: list[asyncio.Future[None]] = []
@@ -228,7 +242,7 @@ class Live:
             self._listeners.add(stream)
         return stream
 
-    def subscribe(self, site: str, filter: str, *, from_sequence: int | None = None) -> Subscription:
+    def subscribe(self, site: str, filter: str, *, from_sequence: int | None = None) -> Subscription[LiveMessage]:
         """Messages of ``site`` on topics matching the MQTT ``filter``, from
         the next one stored (or from ``from_sequence``), across reconnects.
         Call it from a running event loop."""
@@ -237,7 +251,37 @@ class Live:
         if from_sequence is not None and from_sequence < 1:
             raise ValueError("from_sequence starts at 1")
         id = f"s{next(self._ids)}"
-        sub = Subscription(self, id, site, filter, from_sequence or 0)
+        sub: Subscription[LiveMessage] = Subscription(self, id, site, filter, from_sequence or 0)
+        self._subs[id] = sub
+        self._post(self._subscribe_frame(id, sub))
+        self._ensure_running()
+        return sub
+
+    def tail(
+        self,
+        site: str,
+        *,
+        filter: str | None = None,
+        source: str | None = None,
+        level: str | None = None,
+        from_sequence: int | None = None,
+    ) -> Subscription[LogLine]:
+        """The log lines of ``site`` that pass ``filter`` (the log query
+        language, ``'|= "overheat" | temp > 80'``), ``source`` (exact or a
+        glob) and ``level`` (this and above), parsed, from the next one
+        stored (or ``from_sequence`` of ``PLANTD_LOGS``), resumed at the last
+        sequence + 1 across reconnects like a subscription. Call it from a
+        running event loop."""
+        if self._closed:
+            raise ClosedError("the live connection was closed")
+        if from_sequence is not None and from_sequence < 1:
+            raise ValueError("from_sequence starts at 1")
+        request: dict[str, Any] = {"op": "tail", "site": site}
+        for name, value in (("filter", filter), ("source", source), ("level", level)):
+            if value:
+                request[name] = value
+        id = f"t{next(self._ids)}"
+        sub: Subscription[LogLine] = Subscription(self, id, site, filter or "", from_sequence or 0, request)
         self._subs[id] = sub
         self._post(self._subscribe_frame(id, sub))
         self._ensure_running()
@@ -471,8 +515,8 @@ class Live:
             self._outbox.put_nowait(frame)
 
     @staticmethod
-    def _subscribe_frame(id: str, sub: Subscription) -> str:
-        frame: dict[str, Any] = {"op": "subscribe", "id": id, "site": sub.site, "filter": sub.filter}
+    def _subscribe_frame(id: str, sub: Subscription[Any]) -> str:
+        frame: dict[str, Any] = {**sub._request, "id": id}
         if sub.resume_from > 0:
             frame["from_sequence"] = sub.resume_from
         else:
@@ -506,7 +550,7 @@ class Live:
         sub = self._subs.get(id)
         if sub is None:
             return
-        if op == "subscribed":
+        if op in ("subscribed", "tailing"):
             start = frame.get("from_sequence")
             if isinstance(start, int) and sub.resume_from == 0:
                 sub.resume_from = start
@@ -514,6 +558,8 @@ class Live:
                 sub.missed = True
         elif op == "message":
             self._deliver(id, sub, frame)
+        elif op == "log":
+            self._deliver_log(id, sub, frame)
         elif op == "error":
             if frame.get("error") == "unavailable":
                 # The server's consumer failed: subscribe again from resume_from.
@@ -522,11 +568,30 @@ class Live:
             self._subs.pop(id, None)
             sub._feed.end(error_for_code(str(frame.get("error")), str(frame.get("message"))))
 
-    def _resubscribe(self, id: str, sub: Subscription) -> None:
+    def _resubscribe(self, id: str, sub: Subscription[Any]) -> None:
         if self._subs.get(id) is sub:
             self._post(self._subscribe_frame(id, sub))
 
-    def _deliver(self, id: str, sub: Subscription, frame: dict[str, Any]) -> None:
+    def _deliver_log(self, id: str, sub: Subscription[Any], frame: dict[str, Any]) -> None:
+        record = frame.get("record")
+        if not isinstance(record, dict):
+            return
+        try:
+            line = LogLine.model_validate(record)
+        except ValueError:
+            return
+        sequence = line.sequence
+        if sequence and sequence < sub.resume_from:
+            return
+        if len(sub._feed) >= self._options.buffer:
+            sub._feed.end(SlowConsumer(f"tail of {sub.site}: more than {self._options.buffer} lines unread"))
+            self._unsubscribe(id)
+            return
+        if sequence:
+            sub.resume_from = sequence + 1
+        sub._feed.push(line)
+
+    def _deliver(self, id: str, sub: Subscription[Any], frame: dict[str, Any]) -> None:
         sequence = frame.get("sequence")
         sequence = sequence if isinstance(sequence, int) else 0
         # Never twice: a resume starts at resume_from, but be strict anyway.
