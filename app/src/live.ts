@@ -7,16 +7,15 @@
 // logs and CloudFront record; docs/decisions/0045), sequenced
 // subscriptions that resume after a reconnect from the last sequence + 1
 // (the grid neither misses nor repeats a stored message), and a backoff
-// reconnect that renews the token through the app's session.
-//
-// The log tail (`tail`, which the SDK does not offer) keeps its own small
-// socket with the same first-frame authentication.
-import { Live, LinkState as SdkState, type LiveMessage } from '../../sdk/typescript/src/live';
+// reconnect that renews the token through the app's session. The log
+// tail is the SDK's too (`Live.tail`, sequenced: no line missed or
+// repeated across a reconnect), on the same socket.
+import { Live, LinkState as SdkState, type LiveMessage, type LogLine } from '../../sdk/typescript/src/live';
 import { RefusedError } from '../../sdk/typescript/src/errors';
 import type { TokenSource } from '../../sdk/typescript/src/auth';
 import { refresh, token } from './session';
 
-export type { LiveMessage };
+export type { LiveMessage, LogLine };
 
 /** The connection's state, for the status indicator. */
 export enum LinkState {
@@ -59,14 +58,11 @@ class SessionTokens implements TokenSource {
 
 let live: Live | null = null;
 let sdkState: LinkState = LinkState.Closed;
-let tailState: LinkState = LinkState.Closed;
 const stateListeners = new Set<(s: LinkState) => void>();
 
-/** The indicator's state: open when either socket is, else connecting when either is. */
+/** The indicator's state. */
 function linkState(): LinkState {
-  if (sdkState === LinkState.Open || tailState === LinkState.Open) return LinkState.Open;
-  if (sdkState === LinkState.Connecting || tailState === LinkState.Connecting) return LinkState.Connecting;
-  return LinkState.Closed;
+  return sdkState;
 }
 
 function changed() {
@@ -101,13 +97,12 @@ function connection(): Live {
   return l;
 }
 
-/** Closes the sockets and forgets every subscription (logout). */
+/** Closes the socket and forgets every subscription and tail (logout). */
 export function stop() {
   const l = live;
   live = null;
   l?.close();
   sdkState = LinkState.Closed;
-  stopTail();
   changed();
 }
 
@@ -141,97 +136,6 @@ export function payloadText(m: LiveMessage): string {
   return '';
 }
 
-// ---- The log tail's socket -------------------------------------------------
-
-interface Tail {
-  /** The frame that starts it (sent again after a reconnect). */
-  frame: Record<string, unknown>;
-  onRecord: (record: Record<string, unknown>) => void;
-  onError: (message: string) => void;
-  onTailing: () => void;
-}
-
-let socket: WebSocket | null = null;
-/** Whether `socket` has been answered `authenticated`. */
-let authed = false;
-let nextId = 1;
-let retry: ReturnType<typeof setTimeout> | undefined;
-const tails = new Map<string, Tail>();
-
-function setTailState(s: LinkState) {
-  tailState = s;
-  changed();
-}
-
-function send(frame: Record<string, unknown>) {
-  if (socket && authed && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
-}
-
-function connect() {
-  const t = token();
-  if (!t || tails.size === 0) return;
-  const url = new URL('/v1/ws', location.href);
-  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  url.search = '';
-  url.hash = '';
-  setTailState(LinkState.Connecting);
-  const ws = new WebSocket(url);
-  socket = ws;
-  authed = false;
-  // The token of the moment the socket opens (it may have been refreshed
-  // while connecting).
-  ws.onopen = () => ws.send(JSON.stringify({ op: 'auth', token: token() ?? t }));
-  ws.onmessage = (ev) => {
-    let frame: Record<string, unknown>;
-    try {
-      frame = JSON.parse(String(ev.data));
-    } catch {
-      return;
-    }
-    if (!authed) {
-      if (frame.op === 'authenticated') {
-        authed = true;
-        setTailState(LinkState.Open);
-        for (const s of tails.values()) send(s.frame);
-      } else {
-        // Refused (expired, revoked): the server closes; reconnect with
-        // the session's current token.
-        ws.close();
-      }
-      return;
-    }
-    const tail = tails.get(String(frame.id ?? ''));
-    switch (frame.op) {
-      case 'tailing':
-        tail?.onTailing();
-        break;
-      case 'log':
-        tail?.onRecord((frame.record ?? {}) as Record<string, unknown>);
-        break;
-      case 'error':
-        tail?.onError(String(frame.message ?? frame.error ?? 'error'));
-        break;
-    }
-  };
-  ws.onclose = () => {
-    if (socket !== ws) return;
-    socket = null;
-    authed = false;
-    setTailState(LinkState.Closed);
-    if (tails.size > 0) retry = setTimeout(connect, 1000);
-  };
-}
-
-function stopTail() {
-  clearTimeout(retry);
-  tails.clear();
-  const ws = socket;
-  socket = null;
-  authed = false;
-  ws?.close();
-  tailState = LinkState.Closed;
-}
-
 /** What a live log tail matches (docs/api.md, the `tail` operation). */
 export interface TailQuery {
   site: string;
@@ -240,31 +144,29 @@ export interface TailQuery {
   level?: string;
 }
 
-/** Follows the log lines of `q` as they arrive; returns the stop function. */
+/**
+ * Follows the log lines of `q` as they arrive (from the next one stored,
+ * resumed without a gap after a reconnect); returns the stop function.
+ * `onTailing` runs each time the server confirms the tail.
+ */
 export function tail(
   q: TailQuery,
-  onRecord: (record: Record<string, unknown>) => void,
+  onRecord: (record: LogLine) => void,
   onError: (message: string) => void,
   onTailing: () => void,
 ): () => void {
-  const id = `t${nextId++}`;
-  const frame: Record<string, unknown> = { op: 'tail', id, site: q.site };
-  if (q.filter) frame.filter = q.filter;
-  if (q.source) frame.source = q.source;
-  if (q.level) frame.level = q.level;
-  tails.set(id, { frame, onRecord, onError, onTailing });
-  if (!socket) connect();
-  else send(frame);
-  return () => {
-    tails.delete(id);
-    send({ op: 'unsubscribe', id });
-    if (tails.size === 0) {
-      clearTimeout(retry);
-      const ws = socket;
-      socket = null;
-      authed = false;
-      ws?.close();
-      setTailState(LinkState.Closed);
+  const sub = connection().tail(q.site, {
+    filter: q.filter || undefined,
+    source: q.source || undefined,
+    level: q.level || undefined,
+    onSubscribed: onTailing,
+  });
+  void (async () => {
+    try {
+      for await (const r of sub) onRecord(r);
+    } catch (e) {
+      onError(e instanceof Error ? e.message : String(e));
     }
-  };
+  })();
+  return () => sub.close();
 }

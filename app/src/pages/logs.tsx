@@ -1,7 +1,7 @@
 // Logs: query the log index (GET /v1/logs) by site, source, level and the
 // filter language of docs/api.md, newest first; or follow the lines live
 // (the `tail` operation of /v1/ws).
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { tail } from '../live';
 import { api, type Schemas } from '../api/client';
 import { ApiError } from '../session';
@@ -24,14 +24,8 @@ export function LogsPage() {
   const [busy, setBusy] = useState(false);
   const [following, setFollowing] = useState(false);
   const [tailing, setTailing] = useState(false);
-  // Tail records have no stream sequence: rows are keyed by arrival.
-  const keys = useRef(new WeakMap<object, number>());
-  const nextKey = useRef(0);
-  const keyOf = (l: LogLine) => {
-    let k = keys.current.get(l);
-    if (k === undefined) keys.current.set(l, (k = nextKey.current++));
-    return k;
-  };
+  // Queried and tailed lines alike carry their sequence in PLANTD_LOGS.
+  const keyOf = (l: LogLine) => `${l.stream}:${l.sequence}`;
 
   useEffect(() => {
     if (!following) return;
@@ -39,7 +33,7 @@ export function LogsPage() {
     setRecords([]);
     const stop = tail(
       { site: site.trim(), filter: filter.trim(), source: source.trim(), level },
-      (record) => setRecords((r) => [record as unknown as LogLine, ...(r ?? [])].slice(0, TAIL_KEEP)),
+      (record) => setRecords((r) => [record, ...(r ?? [])].slice(0, TAIL_KEEP)),
       (message) => {
         setError(new Error(`Live tail: ${message}`));
         setFollowing(false);
