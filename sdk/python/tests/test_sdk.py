@@ -101,8 +101,11 @@ async def test_a_device_publish_reaches_async_for_last_and_history(stack: Stack)
 async def test_a_command_reaches_an_mqtt_subscriber_over_rest_and_over_the_socket(stack: Stack) -> None:
     async with asyncio.timeout(60), await Client.login(stack.url, stack.email, stack.password) as client:
         for how, want in (("rest", "open"), ("socket", "close")):
+            # A topic per way: a command of the first still queued (its TTL
+            # not over) would reach the second subscriber.
+            topic = f"sdk/valve/{how}"
             valve = await asyncio.create_subprocess_exec(
-                "mosquitto_sub", *mqtt_args(stack, stack.valve), "-q", "1", "-t", "sdk/valve/set", "-C", "1", "-W", "20",
+                "mosquitto_sub", *mqtt_args(stack, stack.valve), "-q", "1", "-t", topic, "-C", "1", "-W", "20",
                 stdout=asyncio.subprocess.PIPE,
             )
             # mosquitto_sub says nothing once its subscription is in place:
@@ -110,9 +113,9 @@ async def test_a_command_reaches_an_mqtt_subscriber_over_rest_and_over_the_socke
             got = asyncio.ensure_future(valve.communicate())
             while not got.done():
                 if how == "rest":
-                    sent = await client.send_command(stack.site, "sdk/valve/set", want, ttl_secs=2)
+                    sent = await client.send_command(stack.site, topic, want, ttl_secs=2)
                 else:
-                    sent = await client.live.publish(stack.site, "sdk/valve/set", want, ttl_secs=2)
+                    sent = await client.live.publish(stack.site, topic, want, ttl_secs=2)
                 assert sent.sequence > 0 and sent.stream == "PLANTD_COMMANDS"
                 await asyncio.wait([got], timeout=0.5)
             out, _ = await got
