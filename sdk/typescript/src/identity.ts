@@ -358,7 +358,8 @@ export interface paths {
                 path?: never;
                 cookie?: never;
             };
-            requestBody: {
+            /** @description Optional: without a body (or with `{}`) only the access token is revoked */
+            requestBody?: {
                 content: {
                     "application/json": components["schemas"]["LogoutRequest"];
                 };

@@ -82,6 +82,30 @@ impl Modify for CommonErrors {
     }
 }
 
+/// Operations whose body may be left out (the route reads an empty body
+/// as the defaults): `POST /v1/auth/logout`.
+const OPTIONAL_BODIES: [&str; 1] = ["/v1/auth/logout"];
+
+/// Marks the bodies of [`OPTIONAL_BODIES`] as not required (utoipa marks
+/// every `request_body = T` required).
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        for path in OPTIONAL_BODIES {
+            let body = api
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut());
+            if let Some(body) = body {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+    }
+}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -107,7 +131,7 @@ impl Modify for CommonErrors {
         ops_admin::list_audit, ops_admin::verify_audit
     ),
     components(schemas(ErrorBody)),
-    modifiers(&Bearer, &CommonErrors),
+    modifiers(&Bearer, &CommonErrors, &OptionalBodies),
     tags(
         (name = "auth", description = "Login, refresh-token rotation, logout and client-credential tokens"),
         (name = "orgs", description = "Organisations (tenants)"),

@@ -30,7 +30,7 @@ pub(super) async fn refresh() {}
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
     description = "Revokes the caller's access token and, if given, the refresh token's family.",
-    request_body = LogoutRequest,
+    request_body(content = LogoutRequest, description = "Optional: without a body (or with `{}`) only the access token is revoked"),
     responses(
         (status = 204, description = "Logged out"),
         (status = 401, description = "Missing, invalid or revoked token", body = ErrorBody)),
