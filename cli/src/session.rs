@@ -418,3 +418,51 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(e: &anyhow::Error) -> Option<ExitKind> {
+        e.downcast_ref::<CliError>().map(|c| c.kind)
+    }
+
+    #[test]
+    fn stored_tokens_never_show_in_debug() {
+        let t = Tokens {
+            access_token: "eyJ.access-secret".into(),
+            refresh_token: Some("refresh-secret".into()),
+            expires_at: 7,
+        };
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("access-secret") && !shown.contains("refresh-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn sdk_errors_keep_the_exit_codes_and_the_servers_message() {
+        let api = |status: u16, code: &str| plantd_client::Error::Api {
+            status,
+            code: code.into(),
+            message: "the server says why".into(),
+        };
+        for (status, code, want) in [
+            (401, "unauthorized", ExitKind::Unauthorized),
+            (403, "forbidden", ExitKind::Forbidden),
+            (404, "not_found", ExitKind::NotFound),
+            (409, "conflict", ExitKind::Conflict),
+            (503, "unavailable", ExitKind::Unavailable),
+            (400, "bad_request", ExitKind::Failure),
+        ] {
+            let e = api_error(api(status, code));
+            assert_eq!(kind(&e), Some(want), "{status}");
+            assert!(e.to_string().contains("the server says why"), "{e}");
+        }
+        let refused = api_error(plantd_client::Error::Refused("revoked".into()));
+        assert_eq!(kind(&refused), Some(ExitKind::Unauthorized));
+        let down = api_error(plantd_client::Error::Transport("refused".into()));
+        assert_eq!(kind(&down), Some(ExitKind::Unavailable));
+    }
+}

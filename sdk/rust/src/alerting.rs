@@ -1,7 +1,7 @@
 //! Typed calls for alerting — alert rules, alerts, acknowledgements,
 //! silences and notification channels — and analytics rules, whose
 //! answers the proxy's OpenAPI document does not type yet (the generated
-//! operations return [`Raw`](crate::Raw) for them).
+//! operations return [`Raw`] for them).
 //!
 //! Each answer type names the fields a program reads and keeps every
 //! other field the server sent in `other`, so a value printed back as
