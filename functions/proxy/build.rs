@@ -25,9 +25,36 @@ fn files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
     }
 }
 
+/// Feature `lambda-link` (the Lambda bootstrap, whose panics abort; decision
+/// 0047), on Linux:
+/// * a linker script inserted into the default one discards `.eh_frame`,
+///   and no `.eh_frame_hdr` index is made: nothing unwinds when panics
+///   abort (a panic still prints its message and location, without a
+///   backtrace). `-C force-unwind-tables=no` cannot do it under fat LTO:
+///   the standard library's bitcode keeps its tables (decision 0044).
+///
+/// (Identical code folding, lld's `--icf=all`, would be next; `zig cc`,
+/// which `cargo lambda` links with, refuses the flag.)
+fn lambda_link(out: &Path) {
+    if std::env::var_os("CARGO_FEATURE_LAMBDA_LINK").is_none()
+        || std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux")
+    {
+        return;
+    }
+    let script = out.join("discard-unwind-tables.ld");
+    std::fs::write(
+        &script,
+        "SECTIONS { /DISCARD/ : { *(.eh_frame) } } INSERT AFTER .text;\n",
+    )
+    .expect("write discard-unwind-tables.ld");
+    println!("cargo:rustc-link-arg-bins=-Wl,--no-eh-frame-hdr");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+}
+
 fn main() {
     println!("cargo:rerun-if-env-changed=PLANTD_APP_DIST");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    lambda_link(&out);
     let mut table = String::from("/// The embedded app: (path under the app directory, bytes).\n");
     table.push_str("pub static FILES: &[(&str, &[u8])] = &[\n");
     if std::env::var_os("CARGO_FEATURE_EMBED_APP").is_some() {

@@ -35,6 +35,7 @@ pub mod openapi;
 pub mod payload;
 pub mod reading;
 pub mod routes;
+pub mod rule_compiler;
 pub mod scan;
 pub mod series_cache;
 pub mod state_store;

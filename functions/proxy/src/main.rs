@@ -11,7 +11,9 @@
 //!   [`plantd_proxy::aws::websocket`]), recording connections in DynamoDB.
 //! * `fanout`: a long-lived process next to NATS that posts live messages
 //!   to the API Gateway connections and closes those of revoked tokens
-//!   (it watches `plantd_revoked`; [`plantd_proxy::aws::fanout`]).
+//!   (it watches `plantd_revoked`; [`plantd_proxy::aws::fanout`]); it also
+//!   compiles SQL analytics rules for the Lambda proxy
+//!   ([`plantd_proxy::rule_compiler`]).
 //!
 //! Everything expensive (the secret, the JWKS, the NATS connection, the KV
 //! handles, the SDK clients) is built once, at start (cold start on Lambda).
@@ -40,17 +42,34 @@
 //!
 //! `plantd-proxy --print-openapi` prints the `/openapi.json` document and
 //! exits (the web app's API client is generated from it).
+//!
+//! Each role is a cargo feature (`mode-http`, `mode-websocket`,
+//! `mode-fanout`; all three by default). The Lambda bootstraps are built
+//! with one each (scripts/lambda-size, decision 0047), so the HTTP
+//! function does not link DynamoDB and the management API, nor the
+//! WebSocket function the REST routes; a role that was not built stops
+//! the start with an error naming its feature.
 
+#[cfg(feature = "mode-fanout")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+#[cfg(feature = "mode-websocket")]
 use lambda_http::{LambdaEvent, service_fn};
-use plantd_proxy::aws::{self, Fanout, Registry, websocket};
-use plantd_proxy::{AppState, Settings, app};
+use plantd_proxy::aws;
+#[cfg(feature = "mode-fanout")]
+use plantd_proxy::aws::Fanout;
+#[cfg(any(feature = "mode-websocket", feature = "mode-fanout"))]
+use plantd_proxy::aws::Registry;
+#[cfg(feature = "mode-websocket")]
+use plantd_proxy::aws::websocket;
+use plantd_proxy::{AppState, Settings};
 use plantd_shared::jwt::JwkSet;
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "mode-websocket")]
 use serde_json::Value;
+#[cfg(feature = "mode-fanout")]
 use tokio_util::sync::CancellationToken;
 
 /// The role this process plays (`PLANTD_PROXY_MODE`).
@@ -64,6 +83,26 @@ enum Mode {
     Websocket,
     /// The long-lived fan-out to API Gateway connections.
     Fanout,
+}
+
+impl Mode {
+    /// The cargo feature that builds this role in.
+    fn feature(self) -> &'static str {
+        match self {
+            Mode::Http => "mode-http",
+            Mode::Websocket => "mode-websocket",
+            Mode::Fanout => "mode-fanout",
+        }
+    }
+
+    /// Whether this binary was built with the role.
+    fn built(self) -> bool {
+        match self {
+            Mode::Http => cfg!(feature = "mode-http"),
+            Mode::Websocket => cfg!(feature = "mode-websocket"),
+            Mode::Fanout => cfg!(feature = "mode-fanout"),
+        }
+    }
 }
 
 /// The function's configuration (`PLANTD_<KEY>` for each field).
@@ -123,6 +162,7 @@ const VERBATIM: &[&str] = &["trusted_proxies"];
 #[derive(Serialize)]
 struct NoOverrides {}
 
+#[cfg(any(feature = "mode-websocket", feature = "mode-fanout"))]
 /// A setting the mode needs, or [`aws::AwsError::Missing`] naming its
 /// variable.
 fn required(value: Option<&String>, env: &'static str) -> Result<String, aws::AwsError> {
@@ -172,6 +212,7 @@ async fn backbone(
 }
 
 /// SIGTERM or Ctrl-C.
+#[cfg(feature = "mode-fanout")]
 async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
@@ -201,6 +242,12 @@ async fn main() -> anyhow::Result<()> {
     plantd_shared::log_ship::start("proxy");
     let config: Config = plantd_shared::config::load_verbatim(None, &NoOverrides {}, VERBATIM)?;
     let mode = config.proxy_mode;
+    anyhow::ensure!(
+        mode.built(),
+        "PLANTD_PROXY_MODE={}: this plantd-proxy was built without that role (cargo feature {}); each Lambda bootstrap serves one role (scripts/lambda-size)",
+        serde_json::to_value(mode)?.as_str().unwrap_or_default(),
+        mode.feature()
+    );
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     anyhow::ensure!(
         mode != Mode::Websocket || on_lambda,
@@ -232,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
 
+    #[cfg(feature = "mode-fanout")]
     if mode == Mode::Fanout {
         let sdk = sdk.context("the AWS configuration")?;
         let registry = Registry::new(
@@ -258,6 +306,11 @@ async fn main() -> anyhow::Result<()> {
             terminated().await;
             stop.cancel();
         });
+        // It also compiles SQL analytics rules for the Lambda proxy, which
+        // is built without the SQL parser (decision 0047).
+        let _compiler = plantd_proxy::rule_compiler::serve(client.clone())
+            .await
+            .context("the analytics rule compiler (subscribe)")?;
         tracing::info!(endpoint = %endpoint, "proxy fan-out starting");
         aws::fanout::run(client, Arc::new(fanout), workers, shutdown).await?;
         return Ok(());
@@ -286,6 +339,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("PLANTD_TRUSTED_PROXIES: {e}"))?,
         ..Settings::default()
     };
+    #[cfg(feature = "mode-websocket")]
     let max_subscriptions = settings.ws_max_subscriptions;
     let state = AppState::new(client, jwks, settings).await?;
 
@@ -297,6 +351,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(trust.refresh_every(Duration::from_secs(config.jwks_refresh_secs)))
     });
 
+    #[cfg(feature = "mode-websocket")]
     if mode == Mode::Websocket {
         let sdk = sdk.context("the AWS configuration")?;
         let registry = Registry::new(
@@ -313,6 +368,25 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
     }
 
+    #[cfg(not(feature = "mode-http"))]
+    {
+        let _ = (state, refresher, config.proxy_listen);
+        anyhow::bail!("built without the HTTP role (cargo feature mode-http)");
+    }
+    #[cfg(feature = "mode-http")]
+    serve_http(state, on_lambda, &config.proxy_listen, refresher).await
+}
+
+/// The REST API (and the local `/v1/ws`): under the Lambda runtime, or
+/// an HTTP server on `listen` until Ctrl-C.
+#[cfg(feature = "mode-http")]
+async fn serve_http(
+    state: AppState,
+    on_lambda: bool,
+    listen: &str,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    use plantd_proxy::app;
     if on_lambda {
         tracing::info!("proxy serving the HTTP API through the Lambda runtime API");
         // API Gateway's view of the client address is the peer (for the
@@ -337,22 +411,31 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
     }
 
-    let listen = &config.proxy_listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "proxy listening");
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    if let Some(task) = refresher {
-        task.abort();
-        let _ = task.await;
+    #[cfg(not(feature = "local-server"))]
+    {
+        let _ = (listen, refresher);
+        anyhow::bail!(
+            "this plantd-proxy serves HTTP only under the Lambda runtime (AWS_LAMBDA_RUNTIME_API): built without the cargo feature local-server"
+        );
     }
-    Ok(())
+    #[cfg(feature = "local-server")]
+    {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "proxy listening");
+        axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        if let Some(task) = refresher {
+            task.abort();
+            let _ = task.await;
+        }
+        Ok(())
+    }
 }

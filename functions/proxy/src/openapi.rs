@@ -7,12 +7,25 @@
 //! with a plain `.route(...)` (a unit test there checks), and the
 //! `openapi` integration test requests every documented operation through
 //! the router.
+//!
+//! Without the `openapi` feature (the Lambda bootstrap, decision 0047)
+//! nothing is generated: `/openapi.json` serves `functions/proxy/openapi.json`,
+//! the committed output of `plantd-proxy --print-openapi`. The
+//! `committed_document_is_current` test (and a step of scripts/test)
+//! fails when it differs from what the code generates; regenerate it with
+//!
+//! ```text
+//! cargo run -p plantd-proxy -- --print-openapi > functions/proxy/openapi.json
+//! ```
 
+#[cfg(feature = "openapi")]
 use std::sync::LazyLock;
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+#[cfg(feature = "openapi")]
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+#[cfg(feature = "openapi")]
 use utoipa::{Modify, OpenApi};
 
 /// The JSON body of every error.
@@ -25,8 +38,10 @@ pub struct ErrorBody {
 }
 
 /// Adds the bearer-token scheme the operations name.
+#[cfg(feature = "openapi")]
 struct Bearer;
 
+#[cfg(feature = "openapi")]
 impl Modify for Bearer {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
         let components = api.components.get_or_insert_with(Default::default);
@@ -39,6 +54,7 @@ impl Modify for Bearer {
 
 /// The document's frame: title, schemes, shared schemas. Paths are added
 /// by the router ([`crate::routes::documented`]).
+#[cfg(feature = "openapi")]
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -61,6 +77,7 @@ pub struct ApiDoc;
 
 /// The document. axum's catch-all `{*topic}` is written `{topic}`, as
 /// OpenAPI path templates have no catch-all form.
+#[cfg(feature = "openapi")]
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut api = crate::routes::documented().split_for_parts().1;
     let paths = std::mem::take(&mut api.paths.paths);
@@ -72,6 +89,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 }
 
 /// The document as JSON, built once.
+#[cfg(feature = "openapi")]
 static JSON: LazyLock<String> = LazyLock::new(|| {
     document()
         .to_pretty_json()
@@ -81,12 +99,33 @@ static JSON: LazyLock<String> = LazyLock::new(|| {
 /// The document as pretty-printed JSON, exactly what `/openapi.json`
 /// serves (`plantd-proxy --print-openapi` prints it).
 pub fn pretty_json() -> &'static str {
-    JSON.as_str()
+    #[cfg(feature = "openapi")]
+    return JSON.as_str();
+    #[cfg(not(feature = "openapi"))]
+    return COMMITTED.trim_end();
 }
+
+/// The committed document (`functions/proxy/openapi.json`, with the
+/// newline `--print-openapi` ends it with).
+pub const COMMITTED: &str = include_str!("../openapi.json");
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", content_type = "application/json")))]
 pub async fn serve() -> Response {
-    ([(CONTENT_TYPE, "application/json")], JSON.as_str()).into_response()
+    ([(CONTENT_TYPE, "application/json")], pretty_json()).into_response()
+}
+
+#[cfg(all(test, feature = "openapi"))]
+mod tests {
+    /// The committed document is what the code generates: the Lambda
+    /// bootstrap serves it without generating it.
+    #[test]
+    fn committed_document_is_current() {
+        assert!(
+            super::COMMITTED.trim_end() == super::pretty_json(),
+            "functions/proxy/openapi.json differs from the generated document; regenerate it: \
+             cargo run -p plantd-proxy -- --print-openapi > functions/proxy/openapi.json"
+        );
+    }
 }

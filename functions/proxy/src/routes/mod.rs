@@ -35,15 +35,75 @@ pub mod series;
 pub mod site;
 pub mod socket_auth;
 pub mod state;
+pub mod table;
 pub mod telemetry;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+#[cfg(feature = "openapi")]
 use utoipa::OpenApi as _;
+#[cfg(feature = "openapi")]
 use utoipa_axum::router::OpenApiRouter;
+#[cfg(feature = "openapi")]
 use utoipa_axum::routes;
 
 use crate::AppState;
+use table::{PlainRouter, plain_routes};
+
+/// The one list of routes: `$router.routes($group!(handlers…))` for every
+/// path, where `$group` is `utoipa_axum::routes` (route and document) or
+/// [`table::plain_routes`] (route only).
+macro_rules! api_routes {
+    ($router:expr, $group:ident) => {
+        $router
+            .routes($group!(state::list_scopes, state::create_scope))
+            .routes($group!(state::delete_scope))
+            .routes($group!(state::list_keys))
+            .routes($group!(
+                state::get_value,
+                state::put_value,
+                state::delete_value
+            ))
+            .routes($group!(state::history))
+            .routes($group!(commands::send, pending::list))
+            .routes($group!(pending::cancel))
+            .routes($group!(calls::call))
+            .routes($group!(telemetry::last))
+            .routes($group!(telemetry::history))
+            .routes($group!(series::series))
+            .routes($group!(aggregates::aggregates))
+            .routes($group!(health::health))
+            .routes($group!(live::socket))
+            .routes($group!(logs::logs))
+            .routes($group!(logs::stats))
+            .routes($group!(logs::aggregates))
+            .routes($group!(alerts::list_rules, alerts::create_rule))
+            .routes($group!(
+                alerts::get_rule,
+                alerts::put_rule,
+                alerts::delete_rule
+            ))
+            .routes($group!(alerts::list_alerts))
+            .routes($group!(alerts::history))
+            .routes($group!(alerts::ack))
+            .routes($group!(alerts::list_silences, alerts::create_silence))
+            .routes($group!(alerts::get_silence, alerts::delete_silence))
+            .routes($group!(channels::list_channels))
+            .routes($group!(
+                channels::get_channel,
+                channels::put_channel,
+                channels::delete_channel
+            ))
+            .routes($group!(channels::test_channel))
+            .routes($group!(analytics::list_rules))
+            .routes($group!(
+                analytics::get_rule,
+                analytics::put_rule,
+                analytics::delete_rule
+            ))
+            .routes($group!(crate::openapi::serve))
+    };
+}
 
 /// Largest request body accepted (413 above): a state value or a command
 /// payload. NATS's default max payload is 1 MiB; stay under it with room
@@ -59,76 +119,56 @@ pub async fn healthz() -> &'static str {
 
 /// Every route, without state.
 pub fn router() -> Router<AppState> {
-    api().merge(
-        OpenApiRouter::new()
-            .routes(routes!(healthz))
-            .split_for_parts()
-            .0,
-    )
+    api().merge(healthz_router())
+}
+
+/// `/healthz` alone.
+#[cfg(feature = "openapi")]
+fn healthz_router() -> Router<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .split_for_parts()
+        .0
+}
+
+/// `/healthz` alone.
+#[cfg(not(feature = "openapi"))]
+fn healthz_router() -> Router<AppState> {
+    PlainRouter::default()
+        .routes(plain_routes!(healthz))
+        .into_router()
 }
 
 /// Every route but `/healthz`, for mounting beside another function that
 /// serves its own (axum panics on a route merged twice).
 pub fn api() -> Router<AppState> {
-    let (router, _) = documented_api().split_for_parts();
+    #[cfg(feature = "openapi")]
+    let router = documented_api().split_for_parts().0;
+    #[cfg(not(feature = "openapi"))]
+    let router = plain_api().into_router();
     router.layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
 /// Every route with its documentation: the one list both the router and
 /// `/openapi.json` are made from.
+#[cfg(feature = "openapi")]
 pub fn documented() -> OpenApiRouter<AppState> {
     documented_api().routes(routes!(healthz))
 }
 
 /// [`documented`] without `/healthz`.
+#[cfg(feature = "openapi")]
 fn documented_api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .routes(routes!(state::list_scopes, state::create_scope))
-        .routes(routes!(state::delete_scope))
-        .routes(routes!(state::list_keys))
-        .routes(routes!(
-            state::get_value,
-            state::put_value,
-            state::delete_value
-        ))
-        .routes(routes!(state::history))
-        .routes(routes!(commands::send, pending::list))
-        .routes(routes!(pending::cancel))
-        .routes(routes!(calls::call))
-        .routes(routes!(telemetry::last))
-        .routes(routes!(telemetry::history))
-        .routes(routes!(series::series))
-        .routes(routes!(aggregates::aggregates))
-        .routes(routes!(health::health))
-        .routes(routes!(live::socket))
-        .routes(routes!(logs::logs))
-        .routes(routes!(logs::stats))
-        .routes(routes!(logs::aggregates))
-        .routes(routes!(alerts::list_rules, alerts::create_rule))
-        .routes(routes!(
-            alerts::get_rule,
-            alerts::put_rule,
-            alerts::delete_rule
-        ))
-        .routes(routes!(alerts::list_alerts))
-        .routes(routes!(alerts::history))
-        .routes(routes!(alerts::ack))
-        .routes(routes!(alerts::list_silences, alerts::create_silence))
-        .routes(routes!(alerts::get_silence, alerts::delete_silence))
-        .routes(routes!(channels::list_channels))
-        .routes(routes!(
-            channels::get_channel,
-            channels::put_channel,
-            channels::delete_channel
-        ))
-        .routes(routes!(channels::test_channel))
-        .routes(routes!(analytics::list_rules))
-        .routes(routes!(
-            analytics::get_rule,
-            analytics::put_rule,
-            analytics::delete_rule
-        ))
-        .routes(routes!(crate::openapi::serve))
+    api_routes!(
+        OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi()),
+        routes
+    )
+}
+
+/// Every route but `/healthz`, registered from the same list without the
+/// documentation ([`table`]; what the Lambda bootstrap serves).
+pub fn plain_api() -> PlainRouter {
+    api_routes!(PlainRouter::default(), plain_routes)
 }
 
 #[cfg(test)]
@@ -144,5 +184,40 @@ mod tests {
             !source.contains(&plain),
             "register routes with routes!(...) so /openapi.json lists them"
         );
+    }
+
+    /// The plain router (the Lambda bootstrap's) registers exactly the
+    /// operations the document lists, under the same methods.
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_plain_router_routes_every_documented_operation() {
+        use utoipa::openapi::HttpMethod;
+        let name = |m: &HttpMethod| {
+            serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_lowercase))
+                .unwrap_or_default()
+        };
+        let mut plain: Vec<(String, String)> = super::plain_api()
+            .operations()
+            .iter()
+            .map(|(m, path)| (name(m), path.replace("{*", "{")))
+            .collect();
+        plain.push(("get".into(), "/healthz".into()));
+        plain.sort();
+        let doc = serde_json::to_value(crate::openapi::document()).expect("document");
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("path item")
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        documented.sort();
+        assert_eq!(plain, documented);
     }
 }

@@ -35,11 +35,15 @@ async fn invoke(emulator: &LambdaWatch, event: &Value) -> Value {
 }
 
 /// The environment Lambda gives a function, plus the test's AWS endpoint.
-fn lambda_command(emulator: &LambdaWatch, moto: &Moto) -> Command {
-    // The binary this test run built — or, to check a package by hand, the
-    // `bootstrap` unzipped from it (`PLANTD_PROXY_BOOTSTRAP`, docs/deploy.md).
-    let bin = std::env::var_os("PLANTD_PROXY_BOOTSTRAP")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_plantd-proxy").into());
+/// `package`: the variable naming a shipped bootstrap for this role.
+fn lambda_command(emulator: &LambdaWatch, moto: &Moto, package: &str) -> Command {
+    // The binary this test run built (every role) — or, to check the
+    // packages by hand, the `bootstrap` unzipped from each
+    // (`PLANTD_PROXY_BOOTSTRAP`, the REST function's;
+    // `PLANTD_PROXY_WS_BOOTSTRAP`, the WebSocket function's: each is built
+    // with its role only; docs/deploy.md).
+    let bin =
+        std::env::var_os(package).unwrap_or_else(|| env!("CARGO_BIN_EXE_plantd-proxy").into());
     emulator.function_command(bin, FUNCTION, &moto.endpoint())
 }
 
@@ -89,7 +93,7 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     .expect("write the JWKS");
 
     let emulator = LambdaWatch::start(env!("CARGO_MANIFEST_DIR")).await;
-    let mut http_cmd = lambda_command(&emulator, &moto);
+    let mut http_cmd = lambda_command(&emulator, &moto, "PLANTD_PROXY_BOOTSTRAP");
     http_cmd
         .env(aws::MODE_ENV, "http")
         .env("PLANTD_NATS_URL", nats.url())
@@ -164,7 +168,7 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     drop(http_fn);
 
     // --- WebSocket API events by route key ---------------------------------
-    let mut ws_cmd = lambda_command(&emulator, &moto);
+    let mut ws_cmd = lambda_command(&emulator, &moto, "PLANTD_PROXY_WS_BOOTSTRAP");
     ws_cmd
         .env(aws::MODE_ENV, "websocket")
         .env(aws::secrets::SECRET_ID_ENV, "plantd/proxy")

@@ -37,11 +37,16 @@ fn functions_match_the_binary_modes_and_variables() {
     let t = template();
     let rest = resource(&t, "ProxyFunction");
     let ws = resource(&t, "WebSocketFunction");
-    for (r, mode) in [(&rest, "http"), (&ws, "websocket")] {
+    // Each function's package is the proxy built with its role only
+    // (scripts/lambda-size: artifacts plantd-proxy and plantd-proxy-ws).
+    for (r, mode, artifact) in [
+        (&rest, "http", "plantd-proxy"),
+        (&ws, "websocket", "plantd-proxy-ws"),
+    ] {
         for needle in [
             format!("{MODE_ENV}: {mode}"),
             format!("{SECRET_ID_ENV}: !Ref ProxySecret"),
-            "CodeUri: ../target/lambda/plantd-proxy/bootstrap.zip".to_owned(),
+            format!("CodeUri: ../target/lambda/{artifact}/bootstrap.zip"),
         ] {
             assert!(
                 r.contains(&needle),

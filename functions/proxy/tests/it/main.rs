@@ -27,5 +27,6 @@ mod openapi;
 mod orgs;
 mod pending;
 mod revocation;
+mod rule_compiler;
 mod site;
 mod state;

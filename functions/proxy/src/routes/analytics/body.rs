@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::AppError;
+use crate::rule_compiler::Compiler;
 
 /// The id prefix of companion alert rules: `analytics-<name>`.
 pub const COMPANION_PREFIX: &str = "analytics-";
@@ -124,14 +125,22 @@ fn bad(field: &str, message: impl std::fmt::Display) -> AppError {
 }
 
 /// Reads the body of a write of rule `name` by `org`: the rule compiled
-/// from `sql` or read from `rule`, placement and sites checked, the
+/// from `sql` (by `compiler`) or read from `rule`, placement and sites checked, the
 /// companion alert rule built. Whether the sites are the organisation's
 /// is the caller's check (it needs the registry).
 ///
 /// # Errors
 /// 400 whose message starts with the field: `body`, `name`, `sql` (with
-/// line and column), `rule.<path>`, `sites[i]`, `at`, `alert.<field>`.
-pub fn read(org: &str, name: &str, bytes: &[u8], by: &str, now: &str) -> Result<Write, AppError> {
+/// line and column), `rule.<path>`, `sites[i]`, `at`, `alert.<field>`;
+/// 503 when no compiler answered for `sql`.
+pub async fn read(
+    org: &str,
+    name: &str,
+    bytes: &[u8],
+    by: &str,
+    now: &str,
+    compiler: &Compiler,
+) -> Result<Write, AppError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let body: RuleBody = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -160,7 +169,7 @@ pub fn read(org: &str, name: &str, bytes: &[u8], by: &str, now: &str) -> Result<
             ));
         }
         (Some(sql), None) => {
-            let rule = Rule::from_sql(name, &sql).map_err(|e| bad("sql", e))?;
+            let rule = compiler.compile(name, &sql).await?;
             (Source::Sql(sql), rule)
         }
         (None, Some(mut value)) => {
@@ -296,68 +305,96 @@ pub fn view(stored: &StoredRule, revision: u64, alert: Option<&AlertSpec>) -> Va
     v
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sql-rules"))]
 mod tests {
     use super::*;
 
     const SQL: &str = r#"SELECT avg(value) FROM "line1/+/temp" GROUP BY topic, TUMBLE(1m)"#;
 
-    fn message(body: &Value) -> String {
+    async fn message(body: &Value) -> String {
         let bytes = serde_json::to_vec(body).expect("json");
-        match read("acme", "temp", &bytes, "u", "now") {
+        match read("acme", "temp", &bytes, "u", "now", &Compiler::Here).await {
             Ok(_) => String::new(),
             Err(e) => e.message,
         }
     }
 
-    #[test]
-    fn errors_name_the_field_and_the_position() {
-        let m = message(&json!({"sql": "SELECT avg(value) FROM"}));
+    #[tokio::test]
+    async fn errors_name_the_field_and_the_position() {
+        let m = message(&json!({"sql": "SELECT avg(value) FROM"})).await;
         assert!(m.starts_with("sql: line 1, column "), "{m}");
         let m = message(&json!({"rule": {"from": "a/b", "operator": {"aggregate": {
             "window": {"tumbling": {"size": "1m"}},
-            "select": [{"name": "x", "fn": "mean"}]}}}}));
+            "select": [{"name": "x", "fn": "mean"}]}}}}))
+        .await;
         assert!(
             m.starts_with("rule.operator.aggregate.select[0].fn: "),
             "{m}"
         );
-        let m = message(&json!({"sql": SQL, "at": "edge"}));
+        let m = message(&json!({"sql": SQL, "at": "edge"})).await;
         assert!(m.starts_with("sites: "), "{m}");
-        let m = message(&json!({"sql": SQL, "at": "fog"}));
+        let m = message(&json!({"sql": SQL, "at": "fog"})).await;
         assert!(m.starts_with("at: "), "{m}");
-        let m = message(&json!({"sql": SQL, "sites": ["ok", "a.b"]}));
+        let m = message(&json!({"sql": SQL, "sites": ["ok", "a.b"]})).await;
         assert!(m.starts_with("sites[1]: "), "{m}");
-        let m = message(&json!({"sql": SQL, "alert": {"channels": ["Ops!"]}}));
+        let m = message(&json!({"sql": SQL, "alert": {"channels": ["Ops!"]}})).await;
         assert!(m.starts_with("alert.channels[0]: "), "{m}");
-        let m = message(&json!({"sql": SQL, "alert": {"severity": "dire"}}));
+        let m = message(&json!({"sql": SQL, "alert": {"severity": "dire"}})).await;
         assert!(m.starts_with("alert.severity: "), "{m}");
-        let m = message(&json!({"sql": SQL, "name": "other"}));
+        let m = message(&json!({"sql": SQL, "name": "other"})).await;
         assert!(m.starts_with("name: "), "{m}");
-        let m = message(&json!({"sql": SQL, "rule": {}}));
+        let m = message(&json!({"sql": SQL, "rule": {}})).await;
         assert!(m.starts_with("sql: "), "{m}");
-        let m = message(&json!({"sites": []}));
+        let m = message(&json!({"sites": []})).await;
         assert!(m.starts_with("sql: missing"), "{m}");
-        let m = message(&json!({"sql": SQL, "colour": "red"}));
+        let m = message(&json!({"sql": SQL, "colour": "red"})).await;
         assert!(m.starts_with("colour: ") || m.starts_with("body: "), "{m}");
     }
 
-    #[test]
-    fn a_read_rule_writes_back_as_it_is() {
+    #[tokio::test]
+    async fn a_read_rule_writes_back_as_it_is() {
         let body = json!({"sql": SQL, "sites": ["plant-1"], "alert": {"severity": "critical", "channels": ["ops"]}});
-        let w = read("acme", "temp", body.to_string().as_bytes(), "u", "t").expect("valid");
+        let w = read(
+            "acme",
+            "temp",
+            body.to_string().as_bytes(),
+            "u",
+            "t",
+            &Compiler::Here,
+        )
+        .await
+        .expect("valid");
         let companion = w.companion.expect("a companion");
         assert!(is_companion(&companion, "temp"));
         assert_eq!(companion.sites, vec!["plant-1".to_owned()]);
         let shown = view(&w.stored, 3, Some(&spec_of(&companion)));
         assert_eq!(shown["alert"]["severity"], "critical");
-        let again = read("acme", "temp", shown.to_string().as_bytes(), "u", "t").expect("again");
+        let again = read(
+            "acme",
+            "temp",
+            shown.to_string().as_bytes(),
+            "u",
+            "t",
+            &Compiler::Here,
+        )
+        .await
+        .expect("again");
         assert_eq!(again.stored, w.stored);
     }
 
-    #[test]
-    fn an_uppercase_name_cannot_have_an_alert() {
+    #[tokio::test]
+    async fn an_uppercase_name_cannot_have_an_alert() {
         let body = json!({"sql": SQL, "alert": {}});
-        let e = read("acme", "Temp", body.to_string().as_bytes(), "u", "t").expect_err("refused");
+        let e = read(
+            "acme",
+            "Temp",
+            body.to_string().as_bytes(),
+            "u",
+            "t",
+            &Compiler::Here,
+        )
+        .await
+        .expect_err("refused");
         assert!(e.message.starts_with("alert: "), "{}", e.message);
     }
 }

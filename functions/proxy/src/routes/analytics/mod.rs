@@ -224,7 +224,16 @@ pub async fn put_rule(
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .map_err(AppError::internal)?;
-    let write = body::read(caller.org(), &name, &bytes, &caller.claims.sub, &now)?;
+    let compiler = crate::rule_compiler::Compiler::of_build(&state.client);
+    let write = body::read(
+        caller.org(),
+        &name,
+        &bytes,
+        &caller.claims.sub,
+        &now,
+        &compiler,
+    )
+    .await?;
     let name = write.stored.rule.name.clone();
     if write.companion.is_some() {
         caller.require(ALERTS_WRITE)?;
