@@ -19,10 +19,14 @@ async fn connect(url: &str, creds: Option<&Path>) -> Result<async_nats::jetstrea
             .await
             .with_context(|| format!("cannot read credentials {}", c.display()))?;
     }
-    let client = opts
-        .connect(url)
+    let client = plantd_shared::nats_urls::connect(url, opts)
         .await
-        .with_context(|| format!("cannot connect to {url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to {}",
+                plantd_shared::nats_urls::redacted(url)
+            )
+        })?;
     Ok(async_nats::jetstream::new(client))
 }
 

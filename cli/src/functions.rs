@@ -250,9 +250,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     plantd_shared::log_ship::start("functions");
-    let client = async_nats::connect(&config.nats_url)
-        .await
-        .with_context(|| format!("cannot connect to {}", config.nats_url))?;
+    let client =
+        plantd_shared::nats_urls::connect(&config.nats_url, async_nats::ConnectOptions::new())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to {}",
+                    plantd_shared::nats_urls::redacted(&config.nats_url)
+                )
+            })?;
     let js = jetstream::new(client.clone());
     streams::ensure(&js, &streams::Settings::default())
         .await

@@ -127,45 +127,24 @@ pub async fn connect(options: &Options) -> Result<async_nats::Client> {
         readable(ca)?;
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
-    let urls: Vec<&str> = options
-        .url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    anyhow::ensure!(!urls.is_empty(), "no NATS URL given");
-    // async-nats ignores a user and password in the URL: lift them.
-    let credentials = urls.iter().find_map(|u| {
-        let addr = u.parse::<async_nats::ServerAddr>().ok()?;
-        Some((addr.username()?.to_owned(), addr.password()?.to_owned()))
-    });
-    if let Some((user, password)) = credentials {
-        opts = opts.user_and_password(user, password);
-    }
-    opts.connect(urls)
+    anyhow::ensure!(
+        !plantd_shared::nats_urls::server_urls(&options.url).is_empty(),
+        "no NATS URL given"
+    );
+    plantd_shared::nats_urls::connect(&options.url, opts)
         .await
-        .with_context(|| format!("cannot connect to {}", redact(&options.url)))
+        .with_context(|| {
+            format!(
+                "cannot connect to {}",
+                plantd_shared::nats_urls::redacted(&options.url)
+            )
+        })
 }
 
 fn readable(path: &Path) -> Result<()> {
     std::fs::File::open(path)
         .map(drop)
         .with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// `url` with any password replaced by `***` (for error messages).
-fn redact(urls: &str) -> String {
-    urls.split(',')
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let userinfo = &u[scheme + 3..at];
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("{}{user}:***{}", &u[..scheme + 3], &u[at..])
-            }
-            _ => u.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// What [`ensure`] did: streams and buckets, then mirrors, by name.
@@ -250,14 +229,6 @@ pub async fn ensure(options: &Options) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_reach_an_error_message() {
-        assert_eq!(
-            redact("tls://plantd:s3cret@a:4222,tls://b:4222"),
-            "tls://plantd:***@a:4222,tls://b:4222"
-        );
-    }
 
     #[test]
     fn a_mirror_copies_the_origin_limits_into_its_region() {

@@ -42,6 +42,7 @@ pub mod jwt;
 pub mod lease;
 pub mod local_nats;
 pub mod log_ship;
+pub mod nats_urls;
 pub mod logging;
 pub mod process;
 pub mod revocations;

@@ -43,51 +43,7 @@ pub struct UplinkConnection {
     pub lost: watch::Receiver<bool>,
 }
 
-/// The servers of `urls`: one URL, or several separated by commas (a
-/// cluster's nodes), trimmed, empty entries dropped. What every NATS
-/// connection of the edge connects to (`async_nats` takes the list and
-/// fails over between its entries; one string with commas is no URL).
-pub fn server_urls(urls: &str) -> Vec<String> {
-    urls.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// `options` with the user and password of the first of `urls` that
-/// carries them (`tls://user:password@host:4222`, letters and digits or
-/// percent-encoded as in any URL). async-nats does not read credentials
-/// from a URL, so they are lifted into the options; without any, `options`
-/// as they were.
-pub fn url_credentials(
-    options: async_nats::ConnectOptions,
-    urls: &str,
-) -> async_nats::ConnectOptions {
-    for url in server_urls(urls) {
-        let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
-            continue;
-        };
-        if let (Some(user), Some(password)) = (addr.username(), addr.password()) {
-            return options.user_and_password(user.to_owned(), password.to_owned());
-        }
-    }
-    options
-}
-
-/// `urls` with every password replaced by `***`, for logs and errors.
-pub fn redacted(urls: &str) -> String {
-    urls.split(',')
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let user = u[scheme + 3..at].split(':').next().unwrap_or_default();
-                format!("{}{user}:***{}", &u[..scheme + 3], &u[at..])
-            }
-            _ => u.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
+pub use plantd_shared::nats_urls::{redacted, server_urls, url_credentials};
 
 impl UplinkConnector {
     /// A connector for `urls` (one URL, or several separated by commas) with
@@ -146,16 +102,8 @@ mod url_tests {
     use super::*;
 
     #[test]
-    fn a_list_of_urls_is_split_and_its_passwords_never_printed() {
+    fn a_connector_never_prints_passwords() {
         let urls = " tls://edge:s3cret@a:4222, ,tls://b:4222";
-        assert_eq!(
-            server_urls(urls),
-            ["tls://edge:s3cret@a:4222", "tls://b:4222"]
-        );
-        assert_eq!(
-            redacted("tls://edge:s3cret@a:4222,tls://b:4222"),
-            "tls://edge:***@a:4222,tls://b:4222"
-        );
         let connector = UplinkConnector::new(urls, async_nats::ConnectOptions::new());
         assert!(!format!("{connector:?}").contains("s3cret"));
     }

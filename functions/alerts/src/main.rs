@@ -126,10 +126,14 @@ async fn jetstream(config: &Config, function: Function) -> anyhow::Result<jetstr
             .await
             .with_context(|| format!("cannot read NATS credentials {}", creds.display()))?;
     }
-    let client = options
-        .connect(&config.nats_url)
+    let client = plantd_shared::nats_urls::connect(&config.nats_url, options)
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {}",
+                plantd_shared::nats_urls::redacted(&config.nats_url)
+            )
+        })?;
     Ok(jetstream::new(client))
 }
 

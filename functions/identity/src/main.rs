@@ -144,11 +144,14 @@ async fn main() -> anyhow::Result<()> {
         nats_url,
         nats_options,
     } = backbone(&config).await?;
-    let client = nats_options
-        .name("plantd-identity")
-        .connect(&nats_url)
+    let client = plantd_shared::nats_urls::connect(&nats_url, nats_options.name("plantd-identity"))
         .await
-        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {}",
+                plantd_shared::nats_urls::redacted(&nats_url)
+            )
+        })?;
     if let Some(queue) = plantd_shared::log_ship::take(plantd_shared::log_ship::Route::Platform) {
         tokio::spawn(plantd_shared::log_ship::publish_to_jetstream(
             queue,

@@ -111,10 +111,14 @@ async fn logger(config: &Config) -> anyhow::Result<Option<Logger>> {
             .await
             .with_context(|| format!("cannot read NATS credentials {}", creds.display()))?;
     }
-    let client = options
-        .connect(url)
+    let client = plantd_shared::nats_urls::connect(url, options)
         .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {}",
+                plantd_shared::nats_urls::redacted(url)
+            )
+        })?;
     let aggregates = Aggregates::open(
         &async_nats::jetstream::new(client),
         AggregateSettings::default(),

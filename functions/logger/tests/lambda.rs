@@ -106,10 +106,17 @@ async fn an_sqs_batch_is_parsed_into_cloudwatch_and_only_the_bad_record_fails() 
     let emulator = LambdaWatch::start(env!("CARGO_MANIFEST_DIR")).await;
     let bin = std::env::var_os("PLANTD_LOGGER_BOOTSTRAP")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_plantd-logger").into());
+    // A cluster's URL list, its first node down: the function connects
+    // to the one that answers.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a loopback port")
+        .port();
+    let urls = format!("nats://127.0.0.1:{down}, {}", nats.url());
     let mut cmd = emulator.function_command(bin, FUNCTION, &moto.endpoint());
     cmd.env("PLANTD_CLOUDWATCH_PREFIX", PREFIX)
         .env("PLANTD_CLOUDWATCH_RETENTION_DAYS", "30")
-        .env("PLANTD_NATS_URL", nats.url());
+        .env("PLANTD_NATS_URL", urls);
     let _function = ManagedProcess::spawn(
         "plantd-logger (Lambda)",
         cmd,

@@ -431,10 +431,14 @@ pub async fn run(
             .await
             .with_context(|| format!("cannot read NATS credentials {}", creds.display()))?;
     }
-    let client = options
-        .connect(&config.nats_url)
+    let client = plantd_shared::nats_urls::connect(&config.nats_url, options)
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {}",
+                plantd_shared::nats_urls::redacted(&config.nats_url)
+            )
+        })?;
     let js = async_nats::jetstream::new(client);
     let mut trigger = Trigger::new(js.clone());
     let durables = bind_all(&mut trigger, &sqs, &config).await?;
