@@ -1,5 +1,5 @@
 // The proxy API client: typed from the proxy's /openapi.json (the
-// TypeScript SDK's generated sdk/typescript/src/schema.d.ts — one copy for
+// TypeScript SDK's generated sdk/typescript/src/schema.ts — one copy for
 // the SDK and the app, checked for drift by scripts/test) through
 // openapi-fetch, with the session's bearer token on every request.
 import createClient, { type Middleware } from 'openapi-fetch';

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Regenerates the SDK's REST types from the proxy's OpenAPI document.
 //
-//   npm run gen:api      write src/openapi.json and src/schema.d.ts
+//   npm run gen:api      write src/openapi.json and src/schema.ts
 //   npm run check:api    regenerate in memory and fail when either differs
 //                        from the committed file (scripts/test runs this)
 //
@@ -18,7 +18,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const pkg = join(here, '..');
 const repo = join(pkg, '../..');
 const jsonPath = join(pkg, 'src/openapi.json');
-const typesPath = join(pkg, 'src/schema.d.ts');
+const typesPath = join(pkg, 'src/schema.ts');
 const check = process.argv.includes('--check');
 
 function openapiJson() {
