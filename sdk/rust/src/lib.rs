@@ -5,7 +5,7 @@
 //! | [`client`] | [`Plantd`]: login or a fixed token, the REST calls, the live connection, state with ETags, history as a stream, service calls |
 //! | [`rest`] | the REST core the generated operations run on: bearer token, one renewal on 401, time limits, [`Answer`] |
 //! | [`proxy`], [`identity`] | generated from the proxy's `/openapi.json` and identity's `/v1/identity/openapi.json`: `types`, `params`, and one method on [`Rest`] per operation |
-//! | [`live`] | [`Live`]: one WebSocket, subscriptions as `Stream`s that resume at the last sequence + 1 across reconnects, commands, [`LinkState`]s |
+//! | [`live`] | [`Live`]: one WebSocket, subscriptions and log tails as `Stream`s that resume at the last sequence + 1 across reconnects, their confirmations, commands, [`LinkState`]s |
 //! | [`alerting`] | typed calls for alert rules, alerts, silences, notification channels and analytics rules (answers the OpenAPI document does not type yet) |
 //! | [`audit`] | why a record breaks the audit chain, typed ([`audit::BrokenReason`]) |
 //! | [`auth`] | [`TokenSource`]: password sessions with refresh-token rotation, fixed tokens; [`Secret`] |
@@ -58,5 +58,8 @@ pub use auth::{Secret, TokenSource};
 pub use client::{Options, Plantd, Versioned};
 pub use error::Error;
 pub use generated::{identity, proxy};
-pub use live::{LinkState, Live, LiveOptions, Message, SubscribeOptions, Subscription};
+pub use live::{
+    Confirmation, LinkState, Live, LiveOptions, LogLine, Message, SubscribeOptions, Subscription,
+    Tail, TailOptions,
+};
 pub use rest::{Answer, Call, Raw, RawBody, Rest};

@@ -26,22 +26,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::frames::{self, ServerFrame};
 use super::socket::{self, OpenError, Socket};
-use super::{LinkState, LiveOptions, Message, StateCell};
+use super::subs::{Delivery, Sink, Sub, deliver};
+use super::{Confirmation, LinkState, LiveOptions, LogLine, StateCell};
 use crate::auth::{Secret, TokenSource};
 use crate::error::Error;
 
 /// What the handles ask of the connection.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// A new subscription.
-    Subscribe {
-        id: u64,
-        site: String,
-        filter: String,
-        /// Start sequence (0: the next one stored).
-        from: u64,
-        sink: mpsc::Sender<Result<Message, Error>>,
-    },
+    /// A new subscription or tail.
+    Subscribe { id: u64, sub: Sub },
     /// A subscription's stream was dropped.
     Unsubscribe { id: u64 },
     /// A command to send over the socket.
@@ -56,17 +50,6 @@ pub(crate) enum Command {
     Reconnect,
     /// Close for good.
     Close,
-}
-
-/// One subscription as the connection keeps it.
-struct Sub {
-    site: String,
-    filter: String,
-    /// The next sequence to yield (0: not known yet).
-    resume: u64,
-    /// The server said retention dropped some; flag the next message.
-    missed: bool,
-    sink: mpsc::Sender<Result<Message, Error>>,
 }
 
 /// What ended a connected spell.
@@ -224,7 +207,7 @@ impl Connection {
         let mut out: Vec<String> = self
             .subs
             .iter()
-            .map(|(id, s)| frames::subscribe(&sub_id(*id), &s.site, &s.filter, s.resume))
+            .map(|(id, s)| frames::open(&sub_id(*id), &s.site, &s.op, s.resume))
             .collect();
         for (site, body, reply) in std::mem::take(&mut self.pending) {
             out.extend(self.command_frame(&site, &body, reply));
@@ -242,9 +225,9 @@ impl Connection {
                         return Ended::Stop;
                     };
                     let text = match command {
-                        Command::Subscribe { id, site, filter, from, sink } => {
-                            let text = frames::subscribe(&sub_id(id), &site, &filter, from);
-                            self.subs.insert(id, Sub { site, filter, resume: from, missed: false, sink });
+                        Command::Subscribe { id, sub } => {
+                            let text = frames::open(&sub_id(id), &sub.site, &sub.op, sub.resume);
+                            self.subs.insert(id, sub);
                             Some(text)
                         }
                         Command::Unsubscribe { id } => {
@@ -254,7 +237,7 @@ impl Connection {
                         Command::Resubscribe { id } => self
                             .subs
                             .get(&id)
-                            .map(|s| frames::subscribe(&sub_id(id), &s.site, &s.filter, s.resume)),
+                            .map(|s| frames::open(&sub_id(id), &s.site, &s.op, s.resume)),
                         Command::Reconnect => return Ended::Lost,
                         Command::Close => {
                             let _ = writer.send(Frame::Close(None)).await;
@@ -314,17 +297,65 @@ impl Connection {
                 id,
                 from_sequence,
                 missed,
+            }
+            | ServerFrame::Tailing {
+                id,
+                from_sequence,
+                missed,
             } => {
                 if let Some(sub) = parse_sub(&id).and_then(|id| self.subs.get_mut(&id)) {
                     if sub.resume == 0 {
                         sub.resume = from_sequence.unwrap_or(0);
                     }
                     if missed {
-                        tracing::warn!(filter = %sub.filter, "live: retention dropped messages before the resume point");
+                        tracing::warn!(site = %sub.site, what = %sub.op.describe(), "live: retention dropped messages before the resume point");
                         sub.missed = true;
                     }
+                    sub.confirmed.send_modify(|c| {
+                        let count = c.as_ref().map_or(0, |c| c.count) + 1;
+                        *c = Some(Confirmation {
+                            from_sequence: from_sequence.unwrap_or(0),
+                            missed,
+                            count,
+                        });
+                    });
                 }
                 Vec::new()
+            }
+            ServerFrame::Log { id, record } => {
+                let Some(sid) = parse_sub(&id) else {
+                    return Vec::new();
+                };
+                let Some(sub) = self.subs.get_mut(&sid) else {
+                    return Vec::new();
+                };
+                let line: LogLine = match serde_json::from_value(record) {
+                    Ok(line) => line,
+                    Err(e) => {
+                        tracing::warn!(error = %e, site = %sub.site, "live: unreadable log record");
+                        return Vec::new();
+                    }
+                };
+                // Never twice: a resume starts at `resume`, but be strict.
+                if line.sequence != 0 && line.sequence < sub.resume {
+                    return Vec::new();
+                }
+                if line.sequence != 0 {
+                    sub.resume = line.sequence + 1;
+                }
+                // A tail reports `missed` through its confirmation only.
+                sub.missed = false;
+                let Sink::Logs(sink) = &sub.sink else {
+                    tracing::warn!(%id, "live: a log line for a subscription");
+                    return Vec::new();
+                };
+                match deliver(sink, line, self.options.buffer) {
+                    Delivery::Queued => Vec::new(),
+                    Delivery::Dropped | Delivery::TooSlow => {
+                        self.subs.remove(&sid);
+                        vec![frames::unsubscribe(&id)]
+                    }
+                }
             }
             ServerFrame::Message {
                 id,
@@ -366,20 +397,17 @@ impl Connection {
                     sub.resume = sequence + 1;
                 }
                 message.missed_before = std::mem::take(&mut sub.missed);
-                if sub.sink.is_closed() {
-                    self.subs.remove(&sid);
-                    return vec![frames::unsubscribe(&id)];
+                let Sink::Messages(sink) = &sub.sink else {
+                    tracing::warn!(%id, "live: a message for a tail");
+                    return Vec::new();
+                };
+                match deliver(sink, message, self.options.buffer) {
+                    Delivery::Queued => Vec::new(),
+                    Delivery::Dropped | Delivery::TooSlow => {
+                        self.subs.remove(&sid);
+                        vec![frames::unsubscribe(&id)]
+                    }
                 }
-                // One slot is kept for the error that ends a slow reader.
-                if sub.sink.capacity() <= 1 {
-                    let _ = sub
-                        .sink
-                        .try_send(Err(Error::SlowConsumer(self.options.buffer)));
-                    self.subs.remove(&sid);
-                    return vec![frames::unsubscribe(&id)];
-                }
-                let _ = sub.sink.try_send(Ok(message));
-                Vec::new()
             }
             ServerFrame::Sent {
                 id,
@@ -403,10 +431,10 @@ impl Connection {
                         // The server's consumer failed: again from `resume`.
                         self.resubscribe_later(sid);
                     } else if let Some(sub) = self.subs.remove(&sid) {
-                        let _ = sub.sink.try_send(Err(Error::Live {
+                        sub.sink.end(Error::Live {
                             code: error,
                             message,
-                        }));
+                        });
                     }
                 } else {
                     tracing::warn!(%error, %message, "live: the server refused a frame");
@@ -452,23 +480,8 @@ impl Connection {
     /// A command while there is no socket; `true` to stop.
     fn idle_command(&mut self, command: Command) -> bool {
         match command {
-            Command::Subscribe {
-                id,
-                site,
-                filter,
-                from,
-                sink,
-            } => {
-                self.subs.insert(
-                    id,
-                    Sub {
-                        site,
-                        filter,
-                        resume: from,
-                        missed: false,
-                        sink,
-                    },
-                );
+            Command::Subscribe { id, sub } => {
+                self.subs.insert(id, sub);
             }
             Command::Unsubscribe { id } => {
                 self.subs.remove(&id);
@@ -519,7 +532,7 @@ impl Connection {
         tracing::warn!(reason = %why, "live: refused");
         self.state.set(LinkState::Refused);
         for (_, sub) in self.subs.drain() {
-            let _ = sub.sink.try_send(Err(Error::Refused(why.to_owned())));
+            sub.sink.end(Error::Refused(why.to_owned()));
         }
         for (_, _, reply) in self.pending.drain(..) {
             let _ = reply.send(Err(Error::Refused(why.to_owned())));

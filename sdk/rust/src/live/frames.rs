@@ -23,6 +23,17 @@ pub(crate) enum ServerFrame {
         #[serde(default)]
         missed: bool,
     },
+    /// A tail is in place; a sequenced one says where it starts.
+    Tailing {
+        id: String,
+        #[serde(default)]
+        from_sequence: Option<u64>,
+        /// Retention dropped some of what was asked for.
+        #[serde(default)]
+        missed: bool,
+    },
+    /// A log line of a tail: the `GET /v1/logs` record.
+    Log { id: String, record: Value },
     /// A message of a subscription.
     Message {
         id: String,
@@ -53,15 +64,61 @@ pub(crate) enum ServerFrame {
         #[serde(default)]
         message: String,
     },
-    /// Anything else (`unsubscribed`, `tailing`, `log`, later additions).
+    /// Anything else (`unsubscribed`, later additions).
     #[serde(other)]
     Other,
 }
 
-/// `subscribe`: sequenced from the next message stored, or resuming at
-/// `from` (the last sequence seen + 1).
-pub(crate) fn subscribe(id: &str, site: &str, filter: &str, from: u64) -> String {
-    let mut frame = json!({"op": "subscribe", "id": id, "site": site, "filter": filter});
+/// What a subscription asks the server for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `subscribe`: telemetry on topics matching an MQTT filter.
+    Subscribe {
+        /// The MQTT topic filter.
+        filter: String,
+    },
+    /// `tail`: log lines (each criterion optional).
+    Tail {
+        /// A filter in the log query language.
+        filter: Option<String>,
+        /// Only this source (exact or glob).
+        source: Option<String>,
+        /// Only this level and above.
+        level: Option<String>,
+    },
+}
+
+impl Op {
+    /// How logs and errors name it: the topic filter, or `tail`.
+    pub(crate) fn describe(&self) -> &str {
+        match self {
+            Op::Subscribe { filter } => filter,
+            Op::Tail { .. } => "tail",
+        }
+    }
+}
+
+/// `subscribe` or `tail`: sequenced from the next one stored, or resuming
+/// at `from` (the last sequence seen + 1).
+pub(crate) fn open(id: &str, site: &str, op: &Op, from: u64) -> String {
+    let mut frame = match op {
+        Op::Subscribe { filter } => {
+            json!({"op": "subscribe", "id": id, "site": site, "filter": filter})
+        }
+        Op::Tail {
+            filter,
+            source,
+            level,
+        } => {
+            let mut frame = json!({"op": "tail", "id": id, "site": site});
+            for (key, value) in [("filter", filter), ("source", source), ("level", level)] {
+                if let Some(value) = value {
+                    frame[key] = json!(value);
+                }
+            }
+            frame
+        }
+    };
     if from > 0 {
         frame["from_sequence"] = json!(from);
     } else {
@@ -149,12 +206,40 @@ mod tests {
         let f: ServerFrame =
             serde_json::from_str(r#"{"op":"unsubscribed","id":"s1"}"#).expect("other");
         assert!(matches!(f, ServerFrame::Other));
-        let sub: Value = serde_json::from_str(&subscribe("s1", "p", "a/#", 0)).expect("JSON");
+        let topics = Op::Subscribe {
+            filter: "a/#".into(),
+        };
+        let sub: Value = serde_json::from_str(&open("s1", "p", &topics, 0)).expect("JSON");
         assert_eq!(
             sub,
             json!({"op": "subscribe", "id": "s1", "site": "p", "filter": "a/#", "sequenced": true})
         );
-        assert!(subscribe("s1", "p", "a/#", 42).contains(r#""from_sequence":42"#));
+        assert!(open("s1", "p", &topics, 42).contains(r#""from_sequence":42"#));
+        let tail = Op::Tail {
+            filter: None,
+            source: Some("line1/*".into()),
+            level: Some("warn".into()),
+        };
+        let t: Value = serde_json::from_str(&open("s2", "p", &tail, 9)).expect("JSON");
+        assert_eq!(
+            t,
+            json!({"op": "tail", "id": "s2", "site": "p", "source": "line1/*", "level": "warn", "from_sequence": 9})
+        );
+        let f: ServerFrame =
+            serde_json::from_str(r#"{"op":"tailing","id":"s2","from_sequence":9,"missed":true}"#)
+                .expect("tailing");
+        assert!(matches!(
+            f,
+            ServerFrame::Tailing {
+                from_sequence: Some(9),
+                missed: true,
+                ..
+            }
+        ));
+        let f: ServerFrame =
+            serde_json::from_str(r#"{"op":"log","id":"s2","record":{"message":"m"}}"#)
+                .expect("log");
+        assert!(matches!(f, ServerFrame::Log { .. }));
         let c = command("c1", "p", &json!({"topic": "v/set", "payload": "open"})).expect("object");
         assert!(
             c.contains(r#""op":"command""#) && c.contains(r#""site":"p""#),

@@ -12,6 +12,12 @@
 //! [`Error::Refused`] instead of reconnecting forever.
 //! [`Live::states`] reports [`LinkState`] changes as their own stream.
 //!
+//! [`Live::tail`] gives a [`Tail`], a `Stream` of a site's log lines
+//! ([`LogLine`], parsed as `GET /v1/logs` shows them) on the same socket,
+//! sequenced on `PLANTD_LOGS` and resumed the same way. Each time the
+//! server confirms a subscription or tail — the first time and after every
+//! reconnect — [`Subscription::confirmations`] yields a [`Confirmation`].
+//!
 //! Shape (after async-nats): [`Live`] is a cheap-to-clone handle over a
 //! bounded command channel; one task ([`connection`]) owns the socket and
 //! every subscription's queue. A subscriber that falls more than
@@ -21,6 +27,7 @@
 mod connection;
 mod frames;
 mod socket;
+mod subs;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -31,13 +38,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::auth::TokenSource;
 use crate::error::Error;
 use crate::generated::proxy::types;
 
 use connection::Command;
+use frames::Op;
+use subs::{Sink, Sub};
+
+/// One log line of a [`Tail`]: the `GET /v1/logs` record, with its
+/// `stream` (`PLANTD_LOGS`) and `sequence`.
+pub type LogLine = types::LogLine;
+
+/// A tail of a site's log lines ([`Live::tail`]).
+pub type Tail = Subscription<LogLine>;
 
 /// The live connection's state, also offered as a stream ([`Live::states`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -249,14 +265,50 @@ impl Live {
         filter: &str,
         options: SubscribeOptions,
     ) -> Subscription {
+        let op = Op::Subscribe {
+            filter: filter.to_owned(),
+        };
+        self.open(site, op, options.from_sequence, Sink::Messages)
+    }
+
+    /// The log lines of `site` that pass `options` (source, level, a
+    /// filter in the log query language), from the next one stored —
+    /// or from [`TailOptions::from_sequence`] — across reconnects: after a
+    /// loss the tail resumes at the last line's sequence + 1, so it
+    /// neither misses nor repeats a line `PLANTD_LOGS` holds. It ends as
+    /// a [`Subscription`] does: [`Error::Live`] (`forbidden`,
+    /// `bad_request` for a bad filter or level, …), [`Error::Refused`],
+    /// [`Error::SlowConsumer`].
+    pub fn tail(&self, site: &str, options: TailOptions) -> Tail {
+        let op = Op::Tail {
+            filter: options.filter.filter(|f| !f.trim().is_empty()),
+            source: options.source,
+            level: options.level,
+        };
+        self.open(site, op, options.from_sequence, Sink::Logs)
+    }
+
+    /// Registers a subscription or tail with the connection task.
+    fn open<T>(
+        &self,
+        site: &str,
+        op: Op,
+        from_sequence: Option<u64>,
+        sink_of: fn(mpsc::Sender<Result<T, Error>>) -> Sink,
+    ) -> Subscription<T> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = mpsc::channel(self.shared.options.buffer.max(1) + 1);
+        let (confirmed, confirmations) = watch::channel(None);
         let subscribe = Command::Subscribe {
             id,
-            site: site.to_owned(),
-            filter: filter.to_owned(),
-            from: options.from_sequence.unwrap_or(0),
-            sink: sink.clone(),
+            sub: Sub {
+                site: site.to_owned(),
+                op,
+                resume: from_sequence.unwrap_or(0),
+                missed: false,
+                sink: sink_of(sink.clone()),
+                confirmed,
+            },
         };
         let commands = match self.commands() {
             Ok(commands) => commands,
@@ -265,6 +317,7 @@ impl Live {
                 return Subscription {
                     id,
                     rx,
+                    confirmations,
                     commands: None,
                 };
             }
@@ -277,6 +330,7 @@ impl Live {
         Subscription {
             id,
             rx,
+            confirmations,
             commands: Some(commands),
         }
     }
@@ -378,30 +432,95 @@ pub struct SubscribeOptions {
     pub from_sequence: Option<u64>,
 }
 
-/// A live subscription: a `Stream` of messages that ends with an error
-/// when the server refuses it ([`Error::Live`]: `forbidden`, …) or the
-/// token ([`Error::Refused`]), or when the reader falls behind
-/// ([`Error::SlowConsumer`]), and ends without one after
-/// [`Live::close`]. Dropping it unsubscribes.
+/// Options of [`Live::tail`]; every criterion is optional.
+#[derive(Debug, Clone, Default)]
+pub struct TailOptions {
+    /// A filter in the log query language (`|= "overheat" | temp > 80`;
+    /// docs/api.md). Empty or blank: every line.
+    pub filter: Option<String>,
+    /// Only this source (`line1/plc`, or a glob: `line1/*`).
+    pub source: Option<String>,
+    /// Only this level and above (`trace` … `fatal`).
+    pub level: Option<String>,
+    /// Start at this sequence of `PLANTD_LOGS` (default: the next line
+    /// stored).
+    pub from_sequence: Option<u64>,
+}
+
+/// The server confirmed a subscription or tail (`subscribed` or
+/// `tailing`): it is in place, and from here on nothing the server stores
+/// for it is missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmation {
+    /// The sequence it starts at this time (after a reconnect: the last
+    /// one yielded + 1).
+    pub from_sequence: u64,
+    /// Retention had already dropped some of what was asked for (a resume
+    /// that came too late); a subscription's next message also says so
+    /// ([`Message::missed_before`]).
+    pub missed: bool,
+    /// How many times the server has confirmed it, this time included
+    /// (1: the first; each reconnect adds one).
+    pub count: u64,
+}
+
+/// A live subscription: a `Stream` of messages ([`Message`]; a [`Tail`]'s
+/// are [`LogLine`]s) that ends with an error when the server refuses it
+/// ([`Error::Live`]: `forbidden`, …) or the token ([`Error::Refused`]),
+/// or when the reader falls behind ([`Error::SlowConsumer`]), and ends
+/// without one after [`Live::close`]. Dropping it unsubscribes.
 #[derive(Debug)]
-pub struct Subscription {
+pub struct Subscription<T = Message> {
     /// Its id on the socket.
     id: u64,
-    /// Its messages.
-    rx: mpsc::Receiver<Result<Message, Error>>,
+    /// Its items.
+    rx: mpsc::Receiver<Result<T, Error>>,
+    /// The server's latest confirmation (never marked seen here: each
+    /// [`confirmations`](Self::confirmations) stream starts unseen).
+    confirmations: watch::Receiver<Option<Confirmation>>,
     /// To unsubscribe on drop.
     commands: Option<mpsc::Sender<Command>>,
 }
 
-impl Stream for Subscription {
-    type Item = Result<Message, Error>;
+impl<T> Subscription<T> {
+    /// The server's confirmations of this subscription, each time it
+    /// confirms it: the first time, and again after every reconnect. A
+    /// stream taken after a confirmation starts with it; when several come
+    /// before it is read, it yields the latest ([`Confirmation::count`]
+    /// says how many there were). It ends when the subscription ends.
+    /// Independent of the subscription's own stream, so both can be read
+    /// at once (`tokio::select!`).
+    pub fn confirmations(&self) -> impl Stream<Item = Confirmation> + Send + Unpin + 'static {
+        let rx = self.confirmations.clone();
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                rx.changed().await.ok()?;
+                let now = *rx.borrow_and_update();
+                if let Some(c) = now {
+                    return Some((c, rx));
+                }
+            }
+        }))
+    }
+
+    /// Waits for the server's first confirmation (at once when it already
+    /// came); `None` when the subscription ended before it.
+    pub async fn confirmed(&self) -> Option<Confirmation> {
+        let mut rx = self.confirmations.clone();
+        let confirmed = rx.wait_for(Option::is_some).await.ok()?;
+        *confirmed
+    }
+}
+
+impl<T> Stream for Subscription<T> {
+    type Item = Result<T, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }
 }
 
-impl Drop for Subscription {
+impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
         if let Some(commands) = &self.commands {
             // Best effort: the connection also drops a subscription whose

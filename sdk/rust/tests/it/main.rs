@@ -9,4 +9,5 @@ mod refused;
 mod rest;
 mod restart;
 mod resume;
+mod tail;
 mod typed_calls;
