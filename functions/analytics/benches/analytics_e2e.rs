@@ -6,7 +6,7 @@
 //!
 //! 1. `n` readings (1,000 machines on one site, 1 Hz each in event time,
 //!    `Plantd-Received` set) are published to `PLANTD_TELEMETRY`;
-//! 2. **raw**: a durable pull consumer (batches of 1000 like the analytics
+//! 2. **raw**: a durable pull consumer (batches of `--batch`, 10,000 like the analytics
 //!    binding, explicit ack of every message, like the trigger) reads them
 //!    all;
 //! 3. **plantd**: the trigger hands them to the analytics function running
@@ -17,7 +17,7 @@
 //!
 //! ```sh
 //! scripts/setup
-//! cargo bench -p plantd-analytics-function --bench analytics_e2e -- [--n 200000] [--rounds 3]
+//! cargo bench -p plantd-analytics-function --bench analytics_e2e -- [--n 200000] [--rounds 3] [--batch 10000] [--own-connection]
 //! ```
 
 use std::sync::Arc;
@@ -48,20 +48,32 @@ const T0: i64 = 1_796_551_200_000;
 struct Opts {
     n: u64,
     rounds: u32,
+    batch: u64,
+    /// The function's reads and writes on a connection of their own, not
+    /// the one the trigger receives and acknowledges on.
+    own_connection: bool,
 }
 
 fn opts() -> Opts {
     let mut o = Opts {
         n: 200_000,
         rounds: 3,
+        batch: plantd_analytics_function::BATCH_SIZE as u64,
+        own_connection: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
         let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        if args[i] == "--own-connection" {
+            o.own_connection = true;
+            i += 1;
+            continue;
+        }
         match (args[i].as_str(), value) {
             ("--n", Some(v)) => o.n = v,
             ("--rounds", Some(v)) => o.rounds = v as u32,
+            ("--batch", Some(v)) => o.batch = v,
             _ => {
                 i += 1;
                 continue;
@@ -117,7 +129,14 @@ impl Handler for Counting {
 }
 
 /// The trigger with the analytics function until it finished `n` items.
-async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> (Duration, usize) {
+/// `js` receives and acknowledges (the trigger); `fjs` is the function's.
+async fn plantd(
+    js: &jetstream::Context,
+    fjs: &jetstream::Context,
+    function: &str,
+    n: u64,
+    batch: u64,
+) -> (Duration, usize) {
     // Every round from nothing: no checkpoints, and a new results stream
     // (a purge would keep the de-duplication window's ids).
     js.get_stream(format!("KV_{}", streams::ANALYTICS_STATE_BUCKET))
@@ -132,13 +151,13 @@ async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> (Duration, u
     streams::ensure(js, &streams::Settings::default())
         .await
         .expect("streams");
-    let (book, watch) = RuleBook::open(js).await.expect("rules");
-    let state = js
+    let (book, watch) = RuleBook::open(fjs).await.expect("rules");
+    let state = fjs
         .get_key_value(streams::ANALYTICS_STATE_BUCKET)
         .await
         .expect("state bucket");
     let sites = SiteCache::new(
-        Sites::open(js).await.expect("sites"),
+        Sites::open(fjs).await.expect("sites"),
         Duration::from_secs(60),
     );
     let handled = Arc::new(AtomicU64::new(0));
@@ -151,7 +170,7 @@ async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> (Duration, u
             streams::TELEMETRY,
             Arc::new(Counting {
                 inner: Analytics::new(
-                    js.clone(),
+                    fjs.clone(),
                     state,
                     book,
                     sites,
@@ -160,7 +179,7 @@ async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> (Duration, u
                 handled: handled.clone(),
                 busy_us: busy_us.clone(),
             }),
-            consumer_settings(&ConsumerSettings::default()),
+            settings(batch),
         )
         .await
         .expect("bind");
@@ -179,6 +198,14 @@ async fn plantd(js: &jetstream::Context, function: &str, n: u64) -> (Duration, u
         .expect("results")
         .len();
     (took, stored)
+}
+
+/// The analytics binding's settings, with batches of `batch` items.
+fn settings(batch: u64) -> ConsumerSettings {
+    let mut s = consumer_settings(&ConsumerSettings::default());
+    s.batch_size = batch as usize;
+    s.max_ack_pending = 2 * batch as i64;
+    s
 }
 
 #[tokio::main]
@@ -225,10 +252,15 @@ async fn main() {
         t.elapsed(),
         o.n as f64 / t.elapsed().as_secs_f64()
     );
+    let fjs = if o.own_connection {
+        nats.jetstream().await
+    } else {
+        js.clone()
+    };
     let mut ratios = Vec::new();
     for r in 1..=o.rounds {
         let raw_took = {
-            let settings = consumer_settings(&ConsumerSettings::default());
+            let settings = settings(o.batch);
             raw_consume(
                 &js,
                 streams::TELEMETRY,
@@ -240,7 +272,7 @@ async fn main() {
             .await
         };
         let raw_rate = o.n as f64 / raw_took.as_secs_f64();
-        let (took, results) = plantd(&js, &format!("analytics-r{r}"), o.n).await;
+        let (took, results) = plantd(&js, &fjs, &format!("analytics-r{r}"), o.n, o.batch).await;
         let rate = o.n as f64 / took.as_secs_f64();
         let ratio = rate / raw_rate;
         ratios.push(ratio);

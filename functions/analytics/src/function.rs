@@ -19,7 +19,7 @@ use plantd_trigger::{BatchOutcome, Handler, Item};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::order::StreamOrder;
-use crate::publish::publish;
+use crate::publish::{self, publish};
 use crate::rules::RuleBook;
 use crate::site_rule::SiteRule;
 
@@ -132,6 +132,13 @@ impl Analytics {
         if site_runs.is_empty() {
             return Ok(());
         }
+        // The fencing reads (checked below) go out before the engine runs:
+        // on a connection the trigger shares, their replies wait behind
+        // the previous batch's acknowledgements (docs/performance.md).
+        let fences: Vec<_> = site_runs
+            .iter()
+            .map(|run| run.start_fence(&inner.state))
+            .collect();
         let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
             for r in readings {
                 let event = Event {
@@ -149,21 +156,32 @@ impl Analytics {
             return Err(Error::nats("run the rules", "the engine panicked"));
         }
         // Another host may have committed since this state was restored:
-        // publish nothing computed from a stale state.
+        // publish nothing computed from a stale state. The results and the
+        // segments are encoded while the fencing reads are on the way.
+        let encoded = publish::encode(site, &outputs)?;
+        let mut prepared = Vec::with_capacity(site_runs.len());
         for run in site_runs.iter() {
+            let force = redo.iter().any(|n| n == run.name());
+            prepared.push(run.prepare(force)?);
+        }
+        for (run, fence) in site_runs.iter().zip(fences) {
             if run.changed() {
-                run.fence(&inner.state).await?;
+                fence.check().await?;
             }
         }
         // The results and the commit's segment (uncommitted until its
         // commit record) at once; the commit records only once every
         // result is stored (decision 0029).
-        let staging = futures::future::try_join_all(site_runs.iter_mut().map(|run| {
-            let force = redo.iter().any(|n| n == run.name());
-            run.stage(&inner.js, force)
-        }));
+        let staging = futures::future::try_join_all(site_runs.iter_mut().zip(prepared).map(
+            |(run, prepared)| async move {
+                match prepared {
+                    Some(p) => run.stage(&inner.js, p).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+        ));
         let (published, staged) =
-            futures::future::try_join(publish(&inner.js, site, &outputs), staging).await?;
+            futures::future::try_join(publish::send(&inner.js, encoded), staging).await?;
         let now = Instant::now();
         for (run, staged) in site_runs.iter_mut().zip(staged) {
             let Some(staged) = staged else {

@@ -48,6 +48,51 @@ pub(crate) struct Staged {
     writes: usize,
 }
 
+/// A commit's segment, encoded and not yet written
+/// ([`SiteRule::prepare`]).
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The generation it is for.
+    generation: u64,
+    /// Highest sequence applied.
+    through: u64,
+    /// The watermark's event time.
+    max_event: Option<i64>,
+    /// The counters.
+    metrics: RuleMetrics,
+    /// Keys it holds.
+    keys: Vec<String>,
+    /// Its parts: (KV key, expected revision, JSON).
+    parts: Vec<(String, u64, bytes::Bytes)>,
+}
+
+/// A fencing read on the way ([`SiteRule::start_fence`]).
+#[derive(Debug)]
+pub(crate) struct Fence(tokio::task::JoinHandle<Result<(), Error>>);
+
+impl Fence {
+    /// Waits for the read: `Ok` when the commit record is still the one
+    /// the run wrote last.
+    ///
+    /// # Errors
+    /// As [`SiteRule::fence`].
+    pub async fn check(self) -> Result<(), Error> {
+        self.0
+            .await
+            .map_err(|e| Error::nats("read a commit record", e))?
+    }
+}
+
+/// The revision of the commit record `key` (0: none or deleted).
+async fn head_revision(state: &jetstream::kv::Store, key: &str) -> Result<u64, Error> {
+    Ok(state
+        .entry(key)
+        .await
+        .map_err(|e| Error::nats("read a commit record", e))?
+        .filter(|e| e.operation == jetstream::kv::Operation::Put)
+        .map_or(0, |e| e.revision))
+}
+
 /// One rule on one site.
 #[derive(Debug)]
 pub(crate) struct SiteRule {
@@ -195,7 +240,7 @@ impl SiteRule {
             .collect();
         for generation in dead {
             segments.remove(&generation);
-            if let Err(e) = store::purge_segment(js, &prefix, generation).await {
+            if let Err(e) = store::purge_segment(js, &prefix, generation, head_rev).await {
                 tracing::warn!(site, rule = %rule.name, generation, error = %e, "analytics: cannot purge a superseded checkpoint segment; tried again at the next restore");
             }
         }
@@ -249,19 +294,29 @@ impl SiteRule {
     /// # Errors
     /// [`Error::Conflict`] when it is not, [`Error::Nats`] when it cannot
     /// be read.
-    pub async fn fence(&self, state: &async_nats::jetstream::kv::Store) -> Result<(), Error> {
+    pub async fn fence(&self, state: &jetstream::kv::Store) -> Result<(), Error> {
         let key = store::head_key(&self.prefix);
-        let rev = state
-            .entry(key.as_str())
-            .await
-            .map_err(|e| Error::nats("read a commit record", e))?
-            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-            .map_or(0, |e| e.revision);
-        if rev == self.head_rev {
+        if head_revision(state, &key).await? == self.head_rev {
             Ok(())
         } else {
             Err(Error::Conflict(key))
         }
+    }
+
+    /// [`SiteRule::fence`] in a task of its own, so the handler encodes
+    /// the batch's results and segment while the read is on the way;
+    /// [`Fence::check`] before anything is written.
+    pub fn start_fence(&self, state: &jetstream::kv::Store) -> Fence {
+        let state = state.clone();
+        let key = store::head_key(&self.prefix);
+        let expected = self.head_rev;
+        Fence(tokio::spawn(async move {
+            if head_revision(&state, &key).await? == expected {
+                Ok(())
+            } else {
+                Err(Error::Conflict(key))
+            }
+        }))
     }
 
     /// Writes the commit record with an idle-advance intent to `to`, before
@@ -290,35 +345,32 @@ impl SiteRule {
         Ok(())
     }
 
-    /// [`SiteRule::stage`] then [`SiteRule::finish`]. Returns the number
-    /// of writes.
+    /// [`SiteRule::prepare`], [`SiteRule::stage`] then
+    /// [`SiteRule::finish`]. Returns the number of writes.
     ///
     /// # Errors
     /// [`Error`] when a write fails or conflicts; the run must then be
     /// dropped and restored.
     pub async fn commit(&mut self, js: &jetstream::Context, force: bool) -> Result<usize, Error> {
-        match self.stage(js, force).await? {
-            Some(staged) => self.finish(js, staged).await,
+        match self.prepare(force)? {
+            Some(prepared) => {
+                let staged = self.stage(js, prepared).await?;
+                self.finish(js, staged).await
+            }
             None => Ok(0),
         }
     }
 
-    /// The first half of a commit: writes one segment at the next
-    /// generation holding the keys an event changed since the last commit
-    /// — and, when superseded records pile up, the live keys of mostly
-    /// superseded segments, so those can be purged
-    /// ([`carry_forward`]). Until [`SiteRule::finish`] writes the
-    /// commit record the segment is not committed (a restore blanks it),
-    /// so this may run while the batch's results are still being stored.
-    /// `None` when nothing happened, unless `force` (after an advance).
+    /// The first half of a commit, CPU only: encodes one segment at the
+    /// next generation holding the keys an event changed since the last
+    /// commit — and, when superseded records pile up, the live keys of
+    /// mostly superseded segments, so those can be purged
+    /// ([`carry_forward`]). `None` when nothing happened, unless `force`
+    /// (after an advance).
     ///
     /// # Errors
-    /// As [`SiteRule::commit`].
-    pub async fn stage(
-        &mut self,
-        js: &jetstream::Context,
-        force: bool,
-    ) -> Result<Option<Staged>, Error> {
+    /// [`Error::Encode`] when a key cannot be encoded.
+    pub fn prepare(&self, force: bool) -> Result<Option<Prepared>, Error> {
         let metrics = self.engine.metrics(&self.rule.name).unwrap_or_default();
         if !force && metrics == self.metrics {
             return Ok(None);
@@ -351,29 +403,62 @@ impl SiteRule {
                 ckpt: k,
             });
         }
-        let mut writes = Writes::default();
-        let mut parts = 0u32;
-        for chunk in split_parts(&records, generation)? {
-            let key = store::part_key(&self.prefix, generation, parts);
+        let mut parts = Vec::new();
+        for (part, chunk) in (0u32..).zip(split_parts(&records, generation)?) {
+            let key = store::part_key(&self.prefix, generation, part);
             let rev = self.blanked.get(&key).copied().unwrap_or(0);
-            writes.push(key, rev, chunk);
-            parts += 1;
+            parts.push((key, rev, chunk));
         }
-        let count = writes.len();
-        writes.send(js).await?;
-        for p in 0..parts {
-            self.blanked
-                .remove(&store::part_key(&self.prefix, generation, p));
-        }
-        Ok(Some(Staged {
+        Ok(Some(Prepared {
             generation,
             through,
             max_event: rs.max_event,
             metrics: rs.metrics,
             keys: names,
             parts,
-            writes: count,
         }))
+    }
+
+    /// The second half of a commit: writes the [`Prepared`] segment. Until
+    /// [`SiteRule::finish`] writes the commit record the segment is not
+    /// committed (a restore blanks it), so this may run while the batch's
+    /// results are still being stored — but only after the fence.
+    ///
+    /// # Errors
+    /// As [`SiteRule::commit`].
+    pub async fn stage(
+        &mut self,
+        js: &jetstream::Context,
+        prepared: Prepared,
+    ) -> Result<Staged, Error> {
+        let Prepared {
+            generation,
+            through,
+            max_event,
+            metrics,
+            keys,
+            parts,
+        } = prepared;
+        let mut writes = Writes::default();
+        let mut written = Vec::with_capacity(parts.len());
+        for (key, rev, chunk) in parts {
+            written.push(key.clone());
+            writes.push(key, rev, chunk);
+        }
+        let count = writes.len();
+        writes.send(js).await?;
+        for key in &written {
+            self.blanked.remove(key);
+        }
+        Ok(Staged {
+            generation,
+            through,
+            max_event,
+            metrics,
+            keys,
+            parts: u32::try_from(written.len()).unwrap_or(u32::MAX),
+            writes: count,
+        })
     }
 
     /// The second half of a commit, once the batch's results are stored:
@@ -439,11 +524,22 @@ impl SiteRule {
                 }
             }
         }
-        for old in emptied {
-            self.segments.remove(&old);
-            if let Err(e) = store::purge_segment(js, &self.prefix, old).await {
-                tracing::warn!(prefix = %self.prefix, generation = old, error = %e, "analytics: cannot purge a superseded checkpoint segment; tried again at the next restore");
-            }
+        for old in &emptied {
+            self.segments.remove(old);
+        }
+        if !emptied.is_empty() {
+            // In the background: nothing waits for it, and it removes only
+            // what was stored before this commit record (a generation
+            // number used again after the rule's records were removed is
+            // never touched by a late purge).
+            let (js, prefix, before) = (js.clone(), self.prefix.clone(), self.head_rev);
+            tokio::spawn(async move {
+                for old in emptied {
+                    if let Err(e) = store::purge_segment(&js, &prefix, old, before).await {
+                        tracing::warn!(prefix, generation = old, error = %e, "analytics: cannot purge a superseded checkpoint segment; tried again at the next restore");
+                    }
+                }
+            });
         }
         Ok(count + 1)
     }

@@ -243,7 +243,10 @@ pub(crate) async fn purge(js: &jetstream::Context, prefix: &str) -> Result<(), E
 }
 
 /// Removes the parts of the segment of `generation` under `prefix` (a
-/// segment every key of which a later commit wrote again).
+/// segment every key of which a later commit wrote again) stored before
+/// stream sequence `before` (the revision of the commit record that
+/// superseded it): a purge that arrives late never removes a part written
+/// after that commit record.
 ///
 /// # Errors
 /// [`Error::Nats`] when the purge fails.
@@ -251,6 +254,7 @@ pub(crate) async fn purge_segment(
     js: &jetstream::Context,
     prefix: &str,
     generation: u64,
+    before: u64,
 ) -> Result<(), Error> {
     let stream = js
         .get_stream_no_info(kv_stream())
@@ -259,6 +263,7 @@ pub(crate) async fn purge_segment(
     stream
         .purge()
         .filter(kv_subject(&format!("{prefix}.s.{generation}.>")))
+        .sequence(before)
         .await
         .map_err(|e| Error::nats("purge a superseded checkpoint segment", e))?;
     Ok(())
