@@ -1,167 +1,36 @@
-//! `plantd sub` and `plantd pub`: live messages and commands over the
-//! proxy's WebSocket `GET /v1/ws` (protocol in `docs/api.md`, "Live data").
+//! `plantd sub` and `plantd pub`: live messages and commands on the SDK's
+//! live connection ([`plantd_client::Live`]: the proxy's WebSocket
+//! `GET /v1/ws`, protocol in `docs/api.md`, "Live data").
 //!
 //! * [`sub`] subscribes to one or more MQTT topic filters on a site and
 //!   prints every message the site's edge publishes on a matching topic, as
 //!   it arrives: one line per message (`<topic> <payload>`, the payload as
 //!   text when it is UTF-8, else `base64:<…>`), or one JSON object per line
 //!   with `--json`. It says `subscribed …` on standard error once the server
-//!   has every subscription, so a script (or a test) can wait for that line
-//!   before making a device publish. Nothing is replayed: use
-//!   `plantd history` for the past. It keeps its own socket (typed frames:
-//!   [`ServerFrame`]) rather than the SDK's `Live`, because `Live` does not
-//!   yet tell a subscriber when the server confirmed its subscription —
-//!   the moment that line is printed.
-//! * [`publish`] sends one command through the SDK's live connection
-//!   ([`plantd_client::Live::publish`]: the WebSocket `command` operation,
-//!   the same body as `POST /v1/sites/{site}/commands`) and prints where it
-//!   was stored (`PLANTD_COMMANDS` and its sequence).
+//!   has confirmed every subscription, so a script (or a test) can wait for
+//!   that line before making a device publish. Nothing older is replayed:
+//!   use `plantd history` for the past. Each filter is a sequenced
+//!   subscription, so a lost connection or a restarted server is resumed
+//!   at the last message + 1 — nothing missed, nothing repeated — and an
+//!   expired token is refreshed and every filter resumed the same way.
+//! * [`publish`] sends one command ([`plantd_client::Live::publish`]: the
+//!   WebSocket `command` operation, the same body as
+//!   `POST /v1/sites/{site}/commands`) and prints where it was stored
+//!   (`PLANTD_COMMANDS` and its sequence).
 //!
 //! Both authenticate with the profile's access token (refreshed by
-//! [`Session::open`] when it is about to expire). When the server closes a
-//! subscription because the token expired, [`sub`] refreshes it and
-//! subscribes again (messages published in between are missed, and it says
-//! so on standard error); a revoked token, a refused filter or a lost
-//! connection end it with the exit codes of [`ExitKind`].
+//! [`Session::open`] when it is about to expire). A revoked token, a
+//! refused filter or a server that cannot be reached end them with the
+//! exit codes of [`ExitKind`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
-use futures::{SinkExt as _, StreamExt as _};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
+use plantd_client::proxy::types;
+use serde::Serialize;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
-use plantd_client::proxy::types::{self, LogLine};
-
-use crate::session::{ExitKind, Session, api_error, error_for_status, fail};
-
-/// A byte stream a WebSocket can run over: plain TCP or TLS.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-/// An open `/v1/ws` socket.
-pub(crate) type Socket = WebSocketStream<Box<dyn Io>>;
-
-/// Largest frame accepted from the server: a message with the largest
-/// payload the API carries (512 KiB, base64-encoded) plus its envelope.
-const MAX_FRAME: usize = 1024 * 1024;
-
-/// `ws://…/v1/ws` for `http://…`, `wss://…/v1/ws` for `https://…`.
-///
-/// # Errors
-/// Exit code 2 for a profile URL that is neither.
-pub fn socket_url(base: &str) -> Result<String> {
-    let base = base.trim_end_matches('/');
-    if let Some(rest) = base.strip_prefix("http://") {
-        Ok(format!("ws://{rest}/v1/ws"))
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        Ok(format!("wss://{rest}/v1/ws"))
-    } else {
-        Err(fail(
-            ExitKind::Usage,
-            format!(
-                "the profile's URL {base:?} is not http:// or https://; run `plantd login --url …` again"
-            ),
-        ))
-    }
-}
-
-/// Opens `/v1/ws` with the session's token in the `Authorization` header.
-///
-/// # Errors
-/// Exit code 3 when the token is refused (invalid, expired or revoked), 7
-/// when the server cannot be reached.
-pub(crate) async fn connect(s: &Session) -> Result<Socket> {
-    let url = socket_url(s.url())?;
-    let mut req = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| fail(ExitKind::Usage, format!("bad URL {url}: {e}")))?;
-    let bearer = format!("Bearer {}", s.access_token())
-        .parse()
-        .map_err(|_| {
-            fail(
-                ExitKind::Unauthorized,
-                "the stored token is damaged; run `plantd login`",
-            )
-        })?;
-    req.headers_mut().insert("authorization", bearer);
-    let tls = req.uri().scheme_str() == Some("wss");
-    let host = req
-        .uri()
-        .host()
-        .unwrap_or("")
-        .trim_matches(['[', ']'])
-        .to_owned();
-    let port = req.uri().port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let unreachable = |e: &dyn std::fmt::Display| {
-        fail(
-            ExitKind::Unavailable,
-            format!("cannot reach {}: {e}; is `plantd up` running?", s.url()),
-        )
-    };
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Io> = if tls {
-        Box::new(tls_connect(&host, tcp).await.map_err(|e| unreachable(&e))?)
-    } else {
-        Box::new(tcp)
-    };
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME));
-    match client_async_with_config(req, stream, Some(config)).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let status = resp.status().as_u16();
-            /// The API's error body (its `error` code is in the status).
-            #[derive(Deserialize)]
-            struct ErrorBody {
-                message: String,
-            }
-            let message = resp
-                .body()
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<ErrorBody>(b).ok())
-                .map_or_else(|| "no details".to_owned(), |b| b.message);
-            Err(error_for_status(status, message))
-        }
-        Err(e) => Err(unreachable(&e)),
-    }
-}
-
-/// TLS to `host` over `tcp`, checking the certificate like `reqwest` does
-/// (the platform's verifier).
-async fn tls_connect(
-    host: &str,
-    tcp: tokio::net::TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    use rustls_platform_verifier::ConfigVerifierExt as _;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = rustls::ClientConfig::with_platform_verifier().context("TLS set-up")?;
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .with_context(|| format!("{host} is not a valid TLS server name"))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")
-}
-
-pub(crate) async fn send(ws: &mut Socket, frame: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string(frame)
-        .map_err(|e| fail(ExitKind::Failure, format!("cannot write a frame: {e}")))?;
-    ws.send(Message::Text(text.into()))
-        .await
-        .map_err(|e| fail(ExitKind::Unavailable, format!("the connection failed: {e}")))
-}
+use crate::session::{ExitKind, Session, api_error, fail};
 
 /// An `{"op":"error"}` answer (its `error` code and `message`) as an exit
 /// code and what to do.
@@ -190,102 +59,6 @@ pub(crate) fn refusal(code: &str, message: &str, site: &str, what: &str) -> anyh
     }
 }
 
-/// What the server sends on `/v1/ws` (docs/api.md, "Live data"), as far
-/// as `plantd sub` and `plantd logs -f` read it.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub(crate) enum ServerFrame {
-    /// A subscription is in place.
-    Subscribed {
-        /// The subscription's id (`plantd sub` uses the filter).
-        id: String,
-    },
-    /// A live message.
-    Message(LiveMessage),
-    /// A log tail runs.
-    Tailing,
-    /// One line of a log tail.
-    Log {
-        /// The record, as `GET /v1/logs` shows it.
-        record: LogLine,
-    },
-    /// A subscription, tail or frame was refused.
-    Error {
-        /// The refused frame's id, if it had one.
-        #[serde(default)]
-        id: Option<String>,
-        /// The API's code (`forbidden`, `bad_request`, …).
-        #[serde(default)]
-        error: String,
-        /// For people.
-        #[serde(default)]
-        message: String,
-    },
-    /// Anything else (`unsubscribed`, `sent`, later additions).
-    #[serde(other)]
-    Other,
-}
-
-impl ServerFrame {
-    /// A text frame, or `None` when it is not one the server sends.
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        serde_json::from_str(text).ok()
-    }
-}
-
-/// A live message as the server sends it and as `plantd sub --json`
-/// prints it (`id` becomes `filter`).
-#[derive(Debug, Deserialize, Serialize)]
-pub(crate) struct LiveMessage {
-    /// The site.
-    site: String,
-    /// The subscription it matched (`plantd sub`: the filter).
-    #[serde(rename(deserialize = "id", serialize = "filter"))]
-    filter: String,
-    /// The MQTT topic.
-    topic: String,
-    /// The edge's headers.
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    /// The payload as text…
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    payload: Option<String>,
-    /// …or as base64 when it is not UTF-8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    payload_base64: Option<String>,
-}
-
-/// What `plantd sub` and `plantd logs -f` send on `/v1/ws`.
-#[derive(Debug, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub(crate) enum ClientFrame<'a> {
-    /// Live messages on topics matching `filter`.
-    Subscribe {
-        /// Echoed in every answer.
-        id: &'a str,
-        /// The site.
-        site: &'a str,
-        /// An MQTT topic filter.
-        filter: &'a str,
-    },
-    /// A site's log lines as they arrive.
-    Tail {
-        /// Echoed in every answer.
-        id: &'a str,
-        /// The site.
-        site: &'a str,
-        /// A filter in the log query language.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        filter: Option<&'a str>,
-        /// Only this source (or glob).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        source: Option<&'a str>,
-        /// Only this level and above.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        level: Option<&'a str>,
-    },
-}
-
 /// `plantd sub`: what to subscribe to and when to stop.
 #[derive(Debug, Clone)]
 pub struct SubArgs<'a> {
@@ -299,146 +72,172 @@ pub struct SubArgs<'a> {
     pub json: bool,
 }
 
-/// How a socket ended.
-enum Ended {
-    /// `--count` messages were printed.
-    Done,
-    /// The server closed it because the token expired: refresh and resume.
-    Expired,
+/// How long `plantd sub` and `plantd logs -f` wait for the server to
+/// confirm their subscriptions before saying it cannot be reached.
+pub(crate) const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A live subscription's end as an exit code and what to do; `what` names
+/// it (`the filter "line1/#"`).
+pub(crate) fn live_error(e: plantd_client::Error, site: &str, what: &str) -> anyhow::Error {
+    match e {
+        plantd_client::Error::Live { code, message } => refusal(&code, &message, site, what),
+        plantd_client::Error::Refused(why) => fail(
+            ExitKind::Unauthorized,
+            format!("the server refused the token ({why}); run `plantd login`"),
+        ),
+        plantd_client::Error::SlowConsumer(n) => fail(
+            ExitKind::Failure,
+            format!("{what} fell more than {n} messages behind and was ended"),
+        ),
+        other => api_error(other),
+    }
+}
+
+/// Waits until the server confirmed `sub` (the sequence it starts at),
+/// or says why it did not.
+pub(crate) async fn confirmed<T>(
+    sub: &mut plantd_client::Subscription<T>,
+    s: &Session,
+    site: &str,
+    what: &str,
+) -> Result<u64> {
+    use futures::StreamExt as _;
+    match tokio::time::timeout(CONFIRM_TIMEOUT, sub.confirmed()).await {
+        Ok(Some(c)) => Ok(c.from_sequence),
+        Ok(None) => match sub.next().await {
+            Some(Err(e)) => Err(live_error(e, site, what)),
+            _ => Err(fail(
+                ExitKind::Unavailable,
+                format!("the server ended {what} before confirming it"),
+            )),
+        },
+        Err(_) => Err(fail(
+            ExitKind::Unavailable,
+            format!(
+                "{what} was not confirmed within {CONFIRM_TIMEOUT:?}: cannot reach {}; is `plantd up` running?",
+                s.url()
+            ),
+        )),
+    }
 }
 
 /// `plantd sub --site SITE FILTER...`: prints live messages until
 /// `--count` of them arrived (exit 0), or forever.
 ///
+/// Runs on the SDK's [`plantd_client::Live`]: each filter is a sequenced
+/// subscription, so a lost connection (or a restarted server) is resumed
+/// at the last message + 1 without missing or repeating one; when the
+/// access token expires the session is refreshed and every filter resumed
+/// the same way.
+///
 /// # Errors
 /// Exit code 4 when a filter is not covered by the token's MQTT subscribe
 /// grants for the site, 2 for a malformed filter, 3 when the token is
-/// refused or revoked, 7 when the connection is lost.
+/// refused or revoked, 7 when the server cannot be reached.
 pub async fn sub(s: &mut Session, a: SubArgs<'_>) -> Result<()> {
+    use futures::StreamExt as _;
     let filters: BTreeSet<&str> = a.filters.iter().map(String::as_str).collect();
     if filters.is_empty() {
         return Err(fail(ExitKind::Usage, "give at least one topic filter"));
     }
+    if a.count == Some(0) {
+        return Ok(());
+    }
     let mut printed = 0u64;
+    // The next sequence each filter resumes at after a token refresh.
+    let mut resume: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut first = true;
     loop {
-        if a.count.is_some_and(|n| printed >= n) {
-            return Ok(());
+        let plantd = s.client()?;
+        let mut subs = Vec::new();
+        for f in &filters {
+            let options = plantd_client::SubscribeOptions {
+                from_sequence: resume.get(f).copied(),
+            };
+            subs.push((*f, plantd.live().subscribe_with(a.site, f, options)));
         }
-        let mut ws = connect(s).await?;
-        match run_sub(&mut ws, &a, &filters, &mut printed).await? {
-            Ended::Done => {
-                let _ = ws.close(None).await;
-                return Ok(());
-            }
-            Ended::Expired => {
-                s.refresh().await?;
-                eprintln!(
-                    "plantd: the access token expired; subscribed again with a fresh one (messages published meanwhile were missed — see `plantd history`)"
-                );
-            }
+        for (f, sub) in &mut subs {
+            let from = confirmed(sub, s, a.site, &format!("the filter {f:?}")).await?;
+            resume.entry(*f).or_insert(from);
         }
-    }
-}
-
-/// Subscribes to every filter on `ws` and prints messages.
-async fn run_sub(
-    ws: &mut Socket,
-    a: &SubArgs<'_>,
-    filters: &BTreeSet<&str>,
-    printed: &mut u64,
-) -> Result<Ended> {
-    for f in filters {
-        send(
-            ws,
-            &ClientFrame::Subscribe {
-                id: f,
-                site: a.site,
-                filter: f,
-            },
-        )
-        .await?;
-    }
-    let mut pending: BTreeSet<&str> = filters.clone();
-    loop {
-        let frame = match ws.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => {
-                return Err(fail(
-                    ExitKind::Unavailable,
-                    format!("the connection was lost: {e}; run `plantd sub` again"),
-                ));
-            }
-            None => {
-                return Err(fail(
-                    ExitKind::Unavailable,
-                    "the server ended the connection; run `plantd sub` again",
-                ));
-            }
-        };
-        let text = match frame {
-            Message::Text(t) => t,
-            Message::Close(frame) => return closed(frame),
-            _ => continue,
-        };
-        match ServerFrame::parse(text.as_str()) {
-            Some(ServerFrame::Subscribed { id }) => {
-                pending.remove(id.as_str());
-                if pending.is_empty() {
-                    let list: Vec<&str> = filters.iter().copied().collect();
-                    eprintln!("subscribed to {} on {}", list.join(" "), a.site);
+        if first {
+            let list: Vec<&str> = filters.iter().copied().collect();
+            eprintln!("subscribed to {} on {}", list.join(" "), a.site);
+            first = false;
+        } else {
+            eprintln!(
+                "plantd: the access token expired; subscribed again with a fresh one, from where it stopped (nothing missed)"
+            );
+        }
+        let mut all = futures::stream::select_all(
+            subs.into_iter()
+                .map(|(f, sub)| sub.map(move |item| (f, item)).boxed()),
+        );
+        let ended = loop {
+            match all.next().await {
+                Some((f, Ok(m))) => {
+                    resume.insert(f, m.sequence + 1);
+                    print_message(a.site, f, &m, a.json);
+                    printed += 1;
+                    if a.count.is_some_and(|n| printed >= n) {
+                        plantd.live().close();
+                        return Ok(());
+                    }
+                }
+                Some((f, Err(e))) => break (f, e),
+                None => {
+                    return Err(fail(
+                        ExitKind::Unavailable,
+                        "the live connection ended; run `plantd sub` again",
+                    ));
                 }
             }
-            Some(ServerFrame::Message(m)) => {
-                print_message(&m, a.json);
-                *printed += 1;
-                if a.count.is_some_and(|n| *printed >= n) {
-                    return Ok(Ended::Done);
-                }
-            }
-            Some(ServerFrame::Error { id, error, message }) => {
-                let what = match id {
-                    Some(f) => format!("the filter {f:?}"),
-                    None => "the subscription".to_owned(),
-                };
-                return Err(refusal(&error, &message, a.site, &what));
-            }
-            _ => {}
+        };
+        drop(all);
+        plantd.live().close();
+        match ended {
+            (_, plantd_client::Error::Refused(_)) if s.token_expired() => s.refresh().await?,
+            (f, e) => return Err(live_error(e, a.site, &format!("the filter {f:?}"))),
         }
     }
 }
 
-/// What the server's close frame means for `plantd sub`.
-fn closed(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Result<Ended> {
-    let (code, reason) = frame
-        .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
-        .unwrap_or((1005, String::new()));
-    match reason.as_str() {
-        "token expired" => Ok(Ended::Expired),
-        "token revoked" => Err(fail(
-            ExitKind::Unauthorized,
-            "the server closed the subscription: the token was revoked; run `plantd login`",
-        )),
-        _ => Err(fail(
-            ExitKind::Unavailable,
-            format!("the server closed the subscription ({code} {reason}); run `plantd sub` again"),
-        )),
-    }
+/// One live message as `plantd sub --json` prints it.
+#[derive(Debug, Serialize)]
+struct Printed<'a> {
+    site: &'a str,
+    filter: &'a str,
+    topic: &'a str,
+    headers: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
 }
 
-/// One live message: `<topic> <payload>` or a JSON line.
-fn print_message(m: &LiveMessage, json: bool) {
+/// One live message: `<topic> <payload>` (the payload as text when it is
+/// UTF-8, else `base64:<…>`) or a JSON line.
+fn print_message(site: &str, filter: &str, m: &plantd_client::Message, json: bool) {
     use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
+    let text = m.text();
+    let b64 = || base64_encode(&m.payload);
     let line = if json {
-        serde_json::to_string(m).unwrap_or_default()
+        serde_json::to_string(&Printed {
+            site,
+            filter,
+            topic: &m.topic,
+            headers: &m.headers,
+            payload: text,
+            payload_base64: text.is_none().then(b64),
+        })
+        .unwrap_or_default()
     } else {
-        let payload = match (&m.payload, &m.payload_base64) {
-            (Some(text), _) => text.clone(),
-            (None, Some(b64)) => format!("base64:{b64}"),
-            (None, None) => String::new(),
-        };
-        format!("{} {payload}", m.topic)
+        match text {
+            Some(t) => format!("{} {t}", m.topic),
+            None => format!("{} base64:{}", m.topic, b64()),
+        }
     };
+    let mut out = std::io::stdout().lock();
     // A closed pipe (`plantd sub | head`) is not worth a panic.
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -561,44 +360,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn socket_urls_follow_the_profile_scheme() {
-        assert_eq!(
-            socket_url("http://127.0.0.1:8080/").expect("http"),
-            "ws://127.0.0.1:8080/v1/ws"
-        );
-        assert_eq!(
-            socket_url("https://api.example.com").expect("https"),
-            "wss://api.example.com/v1/ws"
-        );
-        assert!(socket_url("ftp://x").is_err());
-    }
-
-    #[test]
-    fn server_frames_are_typed_and_messages_print_with_their_filter() {
-        let frame = ServerFrame::parse(
-            r#"{"op":"message","id":"line1/#","site":"plant1","topic":"line1/temp","payload":"21.5","headers":{"Plantd-Qos":"1"},"sequence":7}"#,
-        );
-        let Some(ServerFrame::Message(m)) = frame else {
-            panic!("a message: {frame:?}");
-        };
-        let printed: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&m).expect("json")).expect("json");
-        assert_eq!(
-            printed,
-            json!({"site": "plant1", "filter": "line1/#", "topic": "line1/temp",
-                "headers": {"Plantd-Qos": "1"}, "payload": "21.5"})
-        );
-        assert!(matches!(
-            ServerFrame::parse(r#"{"op":"error","id":"x","error":"forbidden","message":"m"}"#),
-            Some(ServerFrame::Error { error, .. }) if error == "forbidden"
-        ));
-        assert!(matches!(
-            ServerFrame::parse(r#"{"op":"unsubscribed","id":"x"}"#),
-            Some(ServerFrame::Other)
-        ));
-    }
-
-    #[test]
     fn refusals_map_to_exit_codes() {
         let kind = |code: &str| {
             refusal(code, "m", "s", "x")
@@ -612,23 +373,26 @@ mod tests {
     }
 
     #[test]
-    fn close_reasons_decide_what_sub_does() {
-        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-        let frame = |reason: &'static str| {
-            Some(CloseFrame {
-                code: CloseCode::Policy,
-                reason: reason.into(),
-            })
-        };
-        assert!(matches!(closed(frame("token expired")), Ok(Ended::Expired)));
-        let revoked = closed(frame("token revoked")).err().expect("an error");
-        assert_eq!(
-            revoked
+    fn live_errors_map_to_exit_codes() {
+        let kind = |e: plantd_client::Error| {
+            live_error(e, "s", "x")
                 .downcast_ref::<crate::session::CliError>()
-                .map(|e| e.kind),
+                .map(|e| e.kind)
+        };
+        assert_eq!(
+            kind(plantd_client::Error::Live {
+                code: "forbidden".into(),
+                message: "m".into()
+            }),
+            Some(ExitKind::Forbidden)
+        );
+        assert_eq!(
+            kind(plantd_client::Error::Refused("revoked".into())),
             Some(ExitKind::Unauthorized)
         );
-        assert!(closed(None).is_err());
+        assert_eq!(
+            kind(plantd_client::Error::SlowConsumer(10)),
+            Some(ExitKind::Failure)
+        );
     }
 }

@@ -10,13 +10,12 @@
 //! filter is a usage error naming its position.
 
 use anyhow::Result;
-use futures::StreamExt as _;
+use plantd_client::TailOptions;
 use plantd_client::proxy::{params, types::LogLine};
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::audit::time_arg;
-use crate::live::{ClientFrame, ServerFrame, connect, refusal, send};
+use crate::live::{confirmed, live_error};
 use crate::session::{ExitKind, Session, api_error, fail};
 
 /// Records per API page.
@@ -106,79 +105,68 @@ pub async fn logs(s: &mut Session, a: LogsArgs<'_>) -> Result<()> {
     Ok(())
 }
 
-/// `-f`: tails the site's lines until interrupted (or `--limit` lines).
+/// `-f`: tails the site's lines until interrupted (or `--limit` lines),
+/// on the SDK's [`plantd_client::Live::tail`]: sequenced on
+/// `PLANTD_LOGS`, so a lost connection is resumed at the last line + 1,
+/// and an expired token is refreshed and the tail resumed the same way.
 async fn follow(s: &mut Session, a: &LogsArgs<'_>) -> Result<()> {
+    use futures::StreamExt as _;
     let Some(site) = a.site else {
         return Err(fail(ExitKind::Usage, "--site is required with -f"));
     };
-    let op = ClientFrame::Tail {
-        id: "logs",
-        site,
-        filter: a.filter,
-        source: a.source,
-        level: a.level,
-    };
+    if a.limit == Some(0) {
+        return Ok(());
+    }
     let mut printed = 0usize;
+    let mut resume: Option<u64> = None;
+    let mut first = true;
     loop {
-        let mut ws = connect(s).await?;
-        send(&mut ws, &op).await?;
-        loop {
-            let frame = match ws.next().await {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    return Err(fail(
-                        ExitKind::Unavailable,
-                        format!("the connection was lost: {e}; run `plantd logs -f` again"),
-                    ));
-                }
-                None => {
-                    return Err(fail(
-                        ExitKind::Unavailable,
-                        "the server ended the connection; run `plantd logs -f` again",
-                    ));
-                }
-            };
-            let text = match frame {
-                Message::Text(t) => t,
-                Message::Close(f)
-                    if f.as_ref()
-                        .is_some_and(|f| f.reason.as_str() == "token expired") =>
-                {
-                    break;
-                }
-                Message::Close(f) => {
-                    let why = f.map(|f| f.reason.as_str().to_owned()).unwrap_or_default();
-                    return Err(fail(
-                        if why == "token revoked" {
-                            ExitKind::Unauthorized
-                        } else {
-                            ExitKind::Unavailable
-                        },
-                        format!("the server closed the tail ({why}); run `plantd logs -f` again"),
-                    ));
-                }
-                _ => continue,
-            };
-            match ServerFrame::parse(text.as_str()) {
-                Some(ServerFrame::Tailing) => eprintln!("tailing the logs of {site}"),
-                Some(ServerFrame::Log { record }) => {
-                    print_record(&record, a.json);
+        let plantd = s.client()?;
+        let mut tail = plantd.live().tail(
+            site,
+            TailOptions {
+                filter: a.filter.map(str::to_owned),
+                source: a.source.map(str::to_owned),
+                level: a.level.map(str::to_owned),
+                from_sequence: resume,
+            },
+        );
+        let from = confirmed(&mut tail, s, site, "the log tail").await?;
+        resume.get_or_insert(from);
+        if first {
+            eprintln!("tailing the logs of {site}");
+            first = false;
+        } else {
+            eprintln!(
+                "plantd: the access token expired; tailing again with a fresh one, from where it stopped (nothing missed)"
+            );
+        }
+        let ended = loop {
+            match tail.next().await {
+                Some(Ok(line)) => {
+                    resume = Some(line.sequence + 1);
+                    print_record(&line, a.json);
                     printed += 1;
                     if a.limit.is_some_and(|n| printed >= n) {
-                        let _ = ws.close(None).await;
+                        plantd.live().close();
                         return Ok(());
                     }
                 }
-                Some(ServerFrame::Error { error, message, .. }) => {
-                    return Err(refusal(&error, &message, site, "the log tail"));
+                Some(Err(e)) => break e,
+                None => {
+                    return Err(fail(
+                        ExitKind::Unavailable,
+                        "the live connection ended; run `plantd logs -f` again",
+                    ));
                 }
-                _ => {}
             }
+        };
+        drop(tail);
+        plantd.live().close();
+        match ended {
+            plantd_client::Error::Refused(_) if s.token_expired() => s.refresh().await?,
+            e => return Err(live_error(e, site, "the log tail")),
         }
-        s.refresh().await?;
-        eprintln!(
-            "plantd: the access token expired; tailing again with a fresh one (lines logged meanwhile: `plantd logs --since 5m`)"
-        );
     }
 }
 

@@ -393,6 +393,13 @@ impl Session {
             .map_err(api_error)
     }
 
+    /// Whether the access token has expired (or will within a few
+    /// seconds): a live connection the server ended then is renewed with
+    /// [`Session::refresh`], not reported as a revocation.
+    pub fn token_expired(&self) -> bool {
+        self.tokens.expires_at <= now() + 5
+    }
+
     /// The access token (for MQTT passwords and scripts).
     pub fn access_token(&self) -> &str {
         &self.tokens.access_token
