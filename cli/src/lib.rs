@@ -10,8 +10,8 @@
 //! | [`dlq`] | `plantd dlq list\|replay`: items parked by the trigger in `PLANTD_DLQ`, over NATS directly |
 //! | [`functions`] | `plantd functions`: the logger, the alert engine, the notifier and analytics on one trigger, alone against any NATS (and the same set `plantd up` runs) |
 //! | [`commands`] | `whoami`, `state`, `command`, `call`, `history` over the HTTP API |
-//! | [`logs`] | `plantd logs [--filter …] [-f]`: log lines from `/v1/logs`, or live over `/v1/ws` |
-//! | [`live`] | `plantd sub` (its own `/v1/ws` socket, typed frames) and `plantd pub` (the SDK's `Live`) |
+//! | [`logs`] | `plantd logs [--filter …] [-f]`: log lines from `/v1/logs`, or live (`Live::tail`) |
+//! | [`live`] | `plantd sub` and `plantd pub` on the SDK's `Live` (`/v1/ws`): sequenced subscriptions resumed across reconnects and token refreshes |
 //! | [`session`] | profiles, login, tokens (0600, refreshed automatically), the `plantd-client` every API command goes through, exit codes |
 //! | [`sites`] | `plantd sites list\|create\|get\|delete` over the identity API |
 //! | [`streams`] | `plantd streams`: create or update the streams and buckets on any NATS server |
