@@ -4,7 +4,7 @@
 //! ```sh
 //! ulimit -n 200000   # for the idle-connection scenario
 //! cargo bench -p plantd-edge --bench edge_load -- \
-//!     [--brokers plantd,plantd-durable,mosquitto,nats,addr=IP:PORT] \
+//!     [--brokers plantd,plantd-durable,plantd-system-alloc,mosquitto,nats,addr=IP:PORT] \
 //!     [--scenarios qos0,qos0-flood,qos1,qos1-fanout,pingpong,paced,idle,storm,storm-tls] \
 //!     [--seconds 5] [--payload 64] [--idle 10000] [--storm 9000] [--storm-idle 10]
 //! ```
@@ -128,8 +128,13 @@ async fn start(name: &str) -> Running {
         };
     }
     let mut cmd = match name {
-        "plantd" | "plantd-durable" => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_plantd-edge"));
+        "plantd" | "plantd-durable" | "plantd-system-alloc" => {
+            let bin = if name == "plantd-system-alloc" {
+                system_alloc_bin()
+            } else {
+                PathBuf::from(env!("CARGO_BIN_EXE_plantd-edge"))
+            };
+            let mut c = Command::new(bin);
             c.args(["--mqtt-listen", &format!("127.0.0.1:{port}")])
                 .args(["--http-listen", "127.0.0.1:0"])
                 .arg("--allow-anonymous")
@@ -207,6 +212,25 @@ async fn start(name: &str) -> Running {
         child,
         _dir: dir,
     }
+}
+
+/// The newest `edge_system_alloc` bench binary beside this one
+/// (`cargo bench -p plantd-edge --bench edge_system_alloc --no-run` builds
+/// it): `plantd-edge` under the system allocator.
+fn system_alloc_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let dir = exe.parent().expect("deps directory");
+    std::fs::read_dir(dir)
+        .expect("deps directory")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("edge_system_alloc-") && !name.contains('.')
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .expect("build it first: cargo bench -p plantd-edge --bench edge_system_alloc --no-run")
 }
 
 fn rss_kb(pid: u32) -> u64 {

@@ -130,7 +130,14 @@ impl Link {
                                 self.mailbox.touch(self.ctx.keep_alive.now_ms());
                                 got_input = true;
                             }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                // A readiness that found nothing (left
+                                // over from a handshake, say) must not
+                                // leave the idle connection a read buffer.
+                                if rbuf.is_empty() {
+                                    rbuf = BytesMut::new();
+                                }
+                            }
                             Err(_) => return Exit::Closed,
                         }
                     }

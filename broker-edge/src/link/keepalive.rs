@@ -1,5 +1,5 @@
 //! One keep-alive checker for the whole broker, instead of a timer in every
-//! connection (issue 12, `docs/decisions/0049-broker-wide-keepalive.md`).
+//! connection (issue 12, `docs/decisions/0049-idle-connection-memory.md`).
 //!
 //! A connection with a keep-alive is registered here while it runs: its
 //! connection id, its session's [`Mailbox`] and its limit (1.5 × the

@@ -1,7 +1,7 @@
 //! A TLS connection served by the link directly: rustls' unbuffered state
 //! machine ([`UnbufferedServerConnection`]) driven over the `TcpStream`
 //! under the link's readiness model (`docs/decisions/0034-edge-tls-in-link.md`,
-//! `docs/decisions/0049-broker-wide-keepalive.md` for the buffers).
+//! `docs/decisions/0049-idle-connection-memory.md` for the buffers).
 //!
 //! The socket owns the TLS buffers, so they exist only while they hold
 //! something: the TLS bytes read from TCP and not yet a whole record, the
