@@ -202,3 +202,39 @@ async fn a_subscription_is_confirmed_before_its_messages_and_a_refused_one_never
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_whose_reader_falls_behind_ends_with_slow_consumer_after_what_it_holds() {
+    let stack = Stack::start_with(Options {
+        live: LiveOptions {
+            buffer: 2,
+            ..LiveOptions::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (id, token) = stack.device("sdk-chatty", &["$plantd/log/#"], &[]).await;
+    let mut device = stack.mqtt(&id, &token).await;
+    let mut tail = stack.admin.live().tail(SITE, TailOptions::default());
+    let mut confirmations = tail.confirmations();
+    confirmation(&mut confirmations, "the tail is confirmed").await;
+    for n in 1..=5 {
+        device
+            .publish1("$plantd/log/sdk-chatty", false, format!("INFO chatty {n}"))
+            .await;
+    }
+    // Nobody reads: the third line finds the buffer full and ends the
+    // tail (its confirmations end with it).
+    tokio::time::timeout(WAIT, async {
+        while confirmations.next().await.is_some() {}
+    })
+    .await
+    .expect("the tail ends while nobody reads it");
+    assert_eq!(line(&mut tail, "line 1").await.message, "chatty 1");
+    assert_eq!(line(&mut tail, "line 2").await.message, "chatty 2");
+    let e = next(&mut tail, "the end")
+        .await
+        .expect_err("an error, not a line");
+    assert!(matches!(e, plantd_client::Error::SlowConsumer(2)), "{e:?}");
+    assert!(tail.next().await.is_none(), "nothing after the error");
+}
