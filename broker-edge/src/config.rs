@@ -124,7 +124,7 @@ pub struct Flags {
     pub site: Option<String>,
     /// The organisation that owns the site: tokens of other organisations
     /// are refused at CONNECT [default: the site's record in plantd_sites,
-    /// or its copy cached in <data-dir>/site.json].
+    /// or its copy cached in site.json in the data directory].
     #[arg(long, value_name = "ORG")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
@@ -171,7 +171,7 @@ pub struct Flags {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_anonymous: bool,
     /// URL of the identity service's JWKS (signing keys, cached under
-    /// <data-dir>/trust).
+    /// the data directory's trust/).
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
@@ -215,7 +215,7 @@ pub struct UplinkFlags {
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_key: Option<PathBuf>,
-    /// Topic filter whose messages go up (repeatable) [default: #]; log
+    /// Topic filter whose messages go up (repeatable; default #); log
     /// lines on $plantd/log/<source> always go up.
     #[arg(long = "uplink", value_name = "FILTER")]
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -130,7 +130,7 @@ pub fn parse_channels(text: &str) -> Result<Vec<(String, Value)>> {
 /// the file (`-`: standard input), in order; stops at the first refusal.
 ///
 /// # Errors
-/// Usage (2) for a file that is not channels; as [`Session::send`] (1 with
+/// Usage (2) for a file that is not channels; as a failed API call (1 with
 /// the field named for an invalid channel).
 pub async fn apply(s: &Session, file: &Path, json: bool) -> Result<()> {
     let text = if file.as_os_str() == "-" {

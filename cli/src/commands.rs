@@ -5,7 +5,7 @@
 //! State, commands, service calls and history go through `plantd-client`
 //! (the typed REST layer generated from the proxy's OpenAPI document), so
 //! nothing here reads the API's JSON by hand; its errors become the exit
-//! codes of [`ExitKind`].
+//! codes of [`ExitKind`](crate::session::ExitKind).
 
 use anyhow::Result;
 use plantd_client::proxy::{params, types};

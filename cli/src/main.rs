@@ -217,7 +217,7 @@ enum AnalyticsRulesCmd {
         #[arg(long)]
         disabled: bool,
         /// Alert on its pattern and anomaly signals with this severity
-        /// (info, warning, critical): the alert rule analytics-<name>.
+        /// (info, warning, critical): the alert rule analytics-NAME.
         #[arg(long)]
         alert_severity: Option<String>,
         /// The alert's notification channels, comma-separated.
@@ -506,7 +506,7 @@ enum Verb {
     /// for clusters that `plantd up` does not run; docs/deploy.md).
     Streams {
         /// The NATS server(s), comma separated; user and password may be in
-        /// the URL (tls://plantd:<password>@nats-a1:4222). Streams go to the
+        /// the URL (tls://plantd:PASSWORD@nats-a1:4222). Streams go to the
         /// region (cluster) of the server connected to.
         #[arg(long, env = "PLANTD_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,

@@ -263,7 +263,7 @@ impl Auditor {
     /// [`AuditError::BadOrg`] for an organisation that cannot name a
     /// subject; [`AuditError::JetStream`] when the stream is missing or
     /// JetStream fails; [`AuditError::Contended`] when other writers won
-    /// the race [`MAX_ATTEMPTS`] times in a row.
+    /// the race `MAX_ATTEMPTS` (64) times in a row.
     pub async fn append(&self, event: Event) -> Result<Stored, AuditError> {
         let subject = subject(&event.org)?;
         let slot = self.slot(&event.org);

@@ -403,7 +403,7 @@ const ATTEMPTS: u32 = 3;
 
 /// Publishes the lines of `queue` to JetStream as
 /// `plantd.<site>.log.plantd.<component>` until the process ends (run it
-/// as a task). Each line is tried [`ATTEMPTS`] times (100 ms, then 400 ms
+/// as a task). Each line is tried `ATTEMPTS` times (100 ms, then 400 ms
 /// apart) and then dropped and counted: best effort, and a NATS outage
 /// costs at most the queue's worth of lines.
 pub async fn publish_to_jetstream(queue: ShipQueue, client: async_nats::Client, site: &str) {

@@ -22,7 +22,7 @@ pub struct Identity {
     /// The token's `exp`, seconds since the Unix epoch.
     pub expires: u64,
     /// The enhanced authentication method of the CONNECT
-    /// ([`AUTH_METHOD_TOKEN`]); `None` for a token sent as the password.
+    /// ([`AUTH_METHOD_TOKEN`](crate::auth::AUTH_METHOD_TOKEN)); `None` for a token sent as the password.
     /// Only a connection with a method may re-authenticate.
     pub auth_method: Option<&'static str>,
     /// The bootstrap superadmin ([`sites::is_superadmin`]): admitted on

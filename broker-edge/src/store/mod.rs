@@ -6,7 +6,7 @@
 //!
 //! The router's in-memory state stays the primary copy; the store mirrors
 //! it. The router and the links send [`Op`]s on an unbounded channel (a
-//! send never waits) to one dedicated thread ([`writer`]), which applies
+//! send never waits) to one dedicated thread (`writer`), which applies
 //! everything waiting in **one write transaction per batch** and commits it
 //! (fsync, unless `--fsync never`). Under load batches grow by themselves
 //! while a commit is in progress (group commit).

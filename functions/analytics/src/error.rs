@@ -1,4 +1,4 @@
-//! [`Error`]: why a batch could not be applied, checkpointed or published.
+//! [`enum@Error`]: why a batch could not be applied, checkpointed or published.
 
 use thiserror::Error;
 

@@ -15,7 +15,7 @@
 //! embedded with `include_str!`. Building it takes utoipa's code, which
 //! would push the shipping bootstrap over its 8 MB budget (issue 16), so
 //! that code is compiled only with the non-default cargo feature
-//! `openapi` ([`document`]): `cargo run -p plantd-identity --features
+//! `openapi` (`document`): `cargo run -p plantd-identity --features
 //! openapi -- --print-openapi > functions/identity/openapi.json`
 //! regenerates the file, and `scripts/test` fails when it differs.
 //!

@@ -188,7 +188,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// What a caller reports: an [`Auditor`] turns it into a [`Record`] (adding
+/// What a caller reports: an [`Auditor`](crate::audit::Auditor) turns it into a [`Record`] (adding
 /// `id`, `n`, `time` and `prev`). Build with [`Event::new`] and the
 /// builder methods.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,7 +288,7 @@ impl Event {
 /// field order and the hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// Format version ([`FORMAT_VERSION`]).
+    /// Format version ([`FORMAT_VERSION`](crate::audit::FORMAT_VERSION)).
     pub v: u32,
     /// Unique id (32 hex digits), also the message's `Nats-Msg-Id`.
     pub id: String,
@@ -320,7 +320,7 @@ pub struct Record {
     /// Anything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
-    /// The hash of the previous record of the organisation, or [`GENESIS`].
+    /// The hash of the previous record of the organisation, or [`GENESIS`](crate::audit::GENESIS).
     pub prev: String,
 }
 

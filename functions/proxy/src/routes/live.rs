@@ -13,7 +13,7 @@
 //!   caller's MQTT subscribe grants for the site — the check the edge makes
 //!   on an MQTT SUBSCRIBE ([`Permissions::can_subscribe`]) — and the site
 //!   must belong to the caller's organisation
-//!   ([`site::owned`](crate::routes::site::owned): 403 another
+//!   ([`site::owned`]: 403 another
 //!   organisation's, 404 unregistered).
 //!   With `"from_sequence": n` (or `"sequenced": true`) the messages come
 //!   from the stream `PLANTD_TELEMETRY` instead — an ordered consumer
@@ -28,7 +28,7 @@
 //! * `{"op":"tail","id","site","filter"?,"source"?,"level"?}` → `{"op":"tailing","id"}`,
 //!   then `{"op":"log","id","record":{…}}` for every line of the site's
 //!   logs that passes (parsed as `GET /v1/logs` shows them; the filter in
-//!   the log query language), until `unsubscribe` ([`logs::tail`]).
+//!   the log query language), until `unsubscribe` ([`logs::tail()`]).
 //! * Any failure → `{"op":"error","id","error","message"}` with the codes of
 //!   the HTTP API.
 //!
@@ -37,7 +37,7 @@
 //! with code 1008 rather than buffered without bound. A sequenced
 //! subscription is the exception: its messages are in the stream, so its
 //! forwarder reads on only while the queue has more than half its room free
-//! ([`room`]) — a replay of a long backlog runs at the socket's pace however
+//! (`room`) — a replay of a long backlog runs at the socket's pace however
 //! slow the client reads, and leaves room for live frames. The socket is also
 //! closed (1008) when the token expires, and (1008, `token revoked`) within
 //! moments of its token id appearing in `plantd_revoked` (one shared watch,

@@ -2,7 +2,7 @@
 //! `GET /v1/logs/stats` (`count_over_time` / `rate` for charts),
 //! `GET /v1/logs/aggregates` (the logger's per-minute counts and top
 //! patterns in KV `plantd_log_aggregates`), and the `tail` operation of
-//! `/v1/ws` ([`tail`]).
+//! `/v1/ws` ([`tail()`]).
 //!
 //! Permission: `telemetry:<site>:read` — logs are the site's data as much
 //! as its telemetry, and every built-in role that reads one reads the

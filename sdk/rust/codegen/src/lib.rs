@@ -20,7 +20,7 @@
 //! `topic` at the end of the path is axum's catch-all (`{*topic}`, written
 //! `{topic}` in the document) and keeps its `/`s.
 //!
-//! The output is plain text; [`format`] runs it through rustfmt so the
+//! The output is plain text; [`format()`] runs it through rustfmt so the
 //! committed file passes `cargo fmt --check`.
 
 use std::collections::BTreeSet;
@@ -115,13 +115,39 @@ fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
 fn doc_lines(out: &mut String, indent: &str, text: Option<&str>, fallback: &str) {
     let text = text.filter(|t| !t.trim().is_empty()).unwrap_or(fallback);
     for line in text.trim().lines() {
-        let line = line.trim_end();
+        let line = unlinked(line.trim_end());
+        let line = line.as_str();
         if line.is_empty() {
             let _ = writeln!(out, "{indent}///");
         } else {
             let _ = writeln!(out, "{indent}/// {line}");
         }
     }
+}
+
+/// `line` with its rustdoc links to items of the server's code
+/// (``[`Buckets`]``, written in the proxy's doc comments, which the
+/// document's descriptions carry) as plain code: those items do not exist
+/// in the generated crate. Markdown links with a target (`[text](url)`)
+/// stay.
+fn unlinked(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find("[`") {
+        let Some(len) = rest[start + 2..].find("`]") else {
+            break;
+        };
+        let end = start + 2 + len + 2;
+        out.push_str(&rest[..start]);
+        if rest[end..].starts_with('(') || rest[end..].starts_with('[') {
+            out.push_str(&rest[start..end]);
+        } else {
+            out.push_str(&rest[start + 1..end - 1]);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `snake` as `PascalCase`.
@@ -732,5 +758,18 @@ mod tests {
         assert_eq!(ident("fn"), ("r#fn".to_owned(), false));
         assert_eq!(pascal("cancel_requested"), "CancelRequested");
         assert_eq!(pascal("alert-channels"), "AlertChannels");
+    }
+
+    #[test]
+    fn server_side_links_become_code_and_real_links_stay() {
+        assert_eq!(
+            unlinked("One bucket of [`Buckets`]."),
+            "One bucket of `Buckets`."
+        );
+        assert_eq!(
+            unlinked("see [`api`](https://x/api) and [`A`] or [`B`]"),
+            "see [`api`](https://x/api) and `A` or `B`"
+        );
+        assert_eq!(unlinked("no links [here"), "no links [here");
     }
 }

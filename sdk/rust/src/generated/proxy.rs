@@ -112,7 +112,7 @@ pub mod types {
         pub messages: u64,
     }
 
-    /// One bucket of [`Buckets`].
+    /// One bucket of `Buckets`.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct Bucket {
         /// The mean of the readings.
@@ -411,7 +411,7 @@ pub mod types {
         }
     }
 
-    /// One point of [`Lttb`]: a real reading.
+    /// One point of `Lttb`: a real reading.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct Point {
         /// When, ms since the Unix epoch.

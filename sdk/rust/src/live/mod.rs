@@ -19,7 +19,7 @@
 //! reconnect — [`Subscription::confirmations`] yields a [`Confirmation`].
 //!
 //! Shape (after async-nats): [`Live`] is a cheap-to-clone handle over a
-//! bounded command channel; one task ([`connection`]) owns the socket and
+//! bounded command channel; one task (`connection`) owns the socket and
 //! every subscription's queue. A subscriber that falls more than
 //! [`LiveOptions::buffer`] messages behind is ended with
 //! [`Error::SlowConsumer`] rather than buffered without bound.

@@ -10,7 +10,7 @@
 //!   passes its last sequence + 1 and neither misses nor repeats a line the
 //!   stream holds (the same [`Resume`] rules as a sequenced `subscribe`,
 //!   with `missed` when retention dropped some). Its replay is paced to
-//!   the socket ([`room`]): a slow reader is never closed for it.
+//!   the socket (`room`): a slow reader is never closed for it.
 
 use std::sync::Arc;
 
