@@ -57,7 +57,10 @@ impl fmt::Debug for FunctionSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FunctionSecrets")
             .field("signing_key_pem", &"<redacted>")
-            .field("nats_url", &self.nats_url)
+            .field(
+                "nats_url",
+                &plantd_shared::nats_urls::redacted(&self.nats_url),
+            )
             .field(
                 "nats_creds",
                 &self.nats_creds.as_ref().map(|_| "<redacted>"),

@@ -266,11 +266,14 @@ async fn main() -> anyhow::Result<()> {
         nats_options,
         jwks_url,
     } = backbone(&config, sdk.as_ref()).await?;
-    let client = nats_options
-        .name("plantd-proxy")
-        .connect(&nats_url)
+    let client = plantd_shared::nats_urls::connect(&nats_url, nats_options.name("plantd-proxy"))
         .await
-        .with_context(|| format!("cannot connect to NATS at {nats_url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to NATS at {}",
+                plantd_shared::nats_urls::redacted(&nats_url)
+            )
+        })?;
     if let Some(queue) = plantd_shared::log_ship::take(plantd_shared::log_ship::Route::Platform) {
         tokio::spawn(plantd_shared::log_ship::publish_to_jetstream(
             queue,

@@ -45,7 +45,10 @@ impl FunctionSecret for ProxySecrets {
 impl fmt::Debug for ProxySecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxySecrets")
-            .field("nats_url", &self.nats_url)
+            .field(
+                "nats_url",
+                &plantd_shared::nats_urls::redacted(&self.nats_url),
+            )
             .field(
                 "nats_creds",
                 &self.nats_creds.as_ref().map(|_| "<redacted>"),
@@ -72,4 +75,27 @@ impl ProxySecrets {
 /// [`SecretsError::NotText`] or [`SecretsError::Malformed`].
 pub async fn fetch(client: &Client, id: &str) -> Result<ProxySecrets, SecretsError> {
     plantd_shared::secrets::fetch(client, id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_password_or_credentials_in_debug() {
+        let s = ProxySecrets {
+            nats_url: "tls://proxy:s3cret@n1:4222,tls://n2:4222".into(),
+            nats_creds: Some("-----BEGIN NATS USER JWT-----".into()),
+            jwks_url: None,
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("BEGIN"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("tls://proxy:***@n1:4222,tls://n2:4222"),
+            "{shown}"
+        );
+    }
 }
