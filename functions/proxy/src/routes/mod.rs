@@ -73,7 +73,6 @@ macro_rules! api_routes {
             .routes($group!(series::series))
             .routes($group!(aggregates::aggregates))
             .routes($group!(health::health))
-            .routes($group!(live::socket))
             .routes($group!(logs::logs))
             .routes($group!(logs::stats))
             .routes($group!(logs::aggregates))
@@ -163,12 +162,19 @@ fn documented_api() -> OpenApiRouter<AppState> {
         OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi()),
         routes
     )
+    .routes(routes!(live::socket))
 }
 
 /// Every route but `/healthz`, registered from the same list without the
-/// documentation ([`table`]; what the Lambda bootstrap serves).
+/// documentation ([`table`]; what the Lambda bootstrap serves). `/v1/ws`
+/// only with a local server: behind API Gateway the HTTP API cannot
+/// upgrade a request — sockets go to the WebSocket API, its own function —
+/// so the REST bootstrap leaves the socket's code out.
 pub fn plain_api() -> PlainRouter {
-    api_routes!(PlainRouter::default(), plain_routes)
+    let router = api_routes!(PlainRouter::default(), plain_routes);
+    #[cfg(feature = "local-server")]
+    let router = router.routes(plain_routes!(live::socket));
+    router
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! to a router. With the `openapi` feature the groups are
 //! `utoipa_axum::routes!`: each adds its handlers to the router *and*
 //! their operations to the document. Without it they are
-//! [`plain_routes!`], which takes each handler's path and methods from the
+//! `plain_routes!`, which takes each handler's path and methods from the
 //! same `#[utoipa::path]` annotation (its `path()` and `methods()`, two
 //! constants) and registers it on a plain axum router: the operations,
 //! schemas and serialisers of the document are never called, and the
