@@ -25,9 +25,9 @@ use crate::session::OutgoingWindow;
 ///
 /// The future this returns is what a connection's task holds for as long
 /// as the client stays, so it is kept to the running link: the handshake
-/// and the admission ([`admit`]: the CONNECT, the credentials, the
+/// and the admission (`admit`: the CONNECT, the credentials, the
 /// router's answer) run in a box of their own that is freed once the client
-/// is in, and only [`Admitted`] — the link, its socket and what the goodbye
+/// is in, and only `Admitted` — the link, its socket and what the goodbye
 /// needs — plus the event loop stay (issue 12; `size_tests` below and
 /// `benches/edge_idle_heap.rs` measure it).
 pub fn serve<S: Socket>(

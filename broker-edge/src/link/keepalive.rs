@@ -117,7 +117,7 @@ impl KeepAlive {
         expired
     }
 
-    /// Sweeps every [`TICK`] until `shutdown`.
+    /// Sweeps every `TICK` (250 ms) until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
