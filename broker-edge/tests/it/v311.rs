@@ -77,7 +77,10 @@ async fn retained_set_replace_delete_with_mosquitto_clients() {
     assert_eq!(sub.message().await, "cfg/mode manual", "replaced");
     sub.stop().await;
 
-    mosquitto_pub(&b, "mqttv311", &["-t", "cfg/mode", "-n", "-r"]).await;
+    // QoS 1: mosquitto_pub exits once the broker acknowledged the delete
+    // (at QoS 0 it may exit before the broker read it, and the next
+    // subscriber still finds the retained message).
+    mosquitto_pub(&b, "mqttv311", &["-t", "cfg/mode", "-n", "-r", "-q", "1"]).await;
     let mut s = v4(&b, "r2", |_| {}).await;
     s.sub("cfg/#", QoS::AtLeastOnce).await;
     s.no_publish().await;
