@@ -48,6 +48,76 @@ export class StaticToken implements TokenSource {
 const RENEW_EARLY_MS = 30_000;
 
 /**
+ * A service account's or device's credentials: `POST /v1/auth/token`
+ * (OAuth 2 client credentials) for an access token, asked again shortly
+ * before it expires or when the server refuses it — never two requests at
+ * once. A secret the server no longer accepts (deactivated, rotated) is a
+ * {@link RefusedError}. The secret never shows in `toString`/JSON.
+ */
+export class ClientCredentials implements TokenSource {
+  readonly #base: string;
+  readonly #fetch: typeof fetch;
+  readonly #request: IdentitySchemas['TokenRequest'];
+  #access = '';
+  #expiresAt = 0;
+  #renewing: Promise<string> | null = null;
+
+  /** Credentials of `clientId`; `sites`: the sites a service account's token should also be valid for. */
+  constructor(base: string, clientId: string, clientSecret: string, options: { fetch?: typeof fetch; sites?: string[] } = {}) {
+    this.#base = base.replace(/\/+$/, '');
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.#request = { grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret };
+    if (options.sites) this.#request.sites = options.sites;
+  }
+
+  async token(signal?: AbortSignal): Promise<string> {
+    if (this.#access && Date.now() < this.#expiresAt - RENEW_EARLY_MS) return this.#access;
+    return this.#renew(signal);
+  }
+
+  async refused(signal?: AbortSignal): Promise<string> {
+    return this.#renew(signal);
+  }
+
+  toString(): string {
+    return `ClientCredentials(${this.#request.client_id}, …)`;
+  }
+  toJSON(): string {
+    return this.toString();
+  }
+
+  #renew(signal?: AbortSignal): Promise<string> {
+    this.#renewing ??= this.#ask(signal).finally(() => {
+      this.#renewing = null;
+    });
+    return this.#renewing;
+  }
+
+  async #ask(signal?: AbortSignal): Promise<string> {
+    let response: Response;
+    try {
+      response = await this.#fetch(`${this.#base}/v1/auth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(this.#request),
+        signal,
+      });
+    } catch (e) {
+      throw new PlantdError(0, 'network', `/v1/auth/token: ${String(e)}`);
+    }
+    if ([400, 401, 403].includes(response.status)) {
+      const e = await PlantdError.fromResponse(response);
+      throw new RefusedError(`no token for ${this.#request.client_id}: ${e.message}`);
+    }
+    if (!response.ok) throw await PlantdError.fromResponse(response);
+    const t = (await response.json()) as Tokens;
+    this.#access = t.access_token;
+    this.#expiresAt = Date.now() + (t.expires_in ?? 300) * 1000;
+    return this.#access;
+  }
+}
+
+/**
  * A user's session: `POST /v1/auth/login` once, then `POST
  * /v1/auth/refresh` (rotation: each refresh token is used once) shortly
  * before the access token expires, or when the server refuses it. Refresh

@@ -1,7 +1,7 @@
 import createClient, { type Client, type Middleware } from 'openapi-fetch';
 import type { paths, components } from './schema.js';
 import type { paths as IdentityPaths, components as IdentityComponents } from './identity.js';
-import { PasswordSession, StaticToken, type TokenSource } from './auth.js';
+import { ClientCredentials, PasswordSession, StaticToken, type TokenSource } from './auth.js';
 import { PlantdError } from './errors.js';
 import { Live, type LiveOptions } from './live.js';
 
@@ -100,6 +100,21 @@ export class Plantd {
   static async login(url: string, email: string, password: string, options: Omit<PlantdOptions, 'url' | 'auth'> = {}): Promise<Plantd> {
     const session = await PasswordSession.login(url, email, password, { fetch: options.fetch });
     return new Plantd({ ...options, url, auth: session });
+  }
+
+  /**
+   * As a service account or device, from its client id and secret: tokens
+   * from `POST /v1/auth/token`, renewed before they expire
+   * ({@link ClientCredentials}).
+   */
+  static withClientCredentials(
+    url: string,
+    clientId: string,
+    clientSecret: string,
+    options: Omit<PlantdOptions, 'url' | 'auth'> & { sites?: string[] } = {},
+  ): Plantd {
+    const { sites, ...rest } = options;
+    return new Plantd({ ...rest, url, auth: new ClientCredentials(url, clientId, clientSecret, { fetch: rest.fetch, sites }) });
   }
 
   /** With a service-account or device token (never renewed). */

@@ -18,6 +18,6 @@ export {
   type IdentitySchemas,
   type IdentityPaths,
 } from './client.js';
-export { PasswordSession, StaticToken, type TokenSource, type Tokens } from './auth.js';
+export { ClientCredentials, PasswordSession, StaticToken, type TokenSource, type Tokens } from './auth.js';
 export { PlantdError, RefusedError } from './errors.js';
 export { Live, LinkState, Subscription, type LiveMessage, type LiveOptions, type LogLine, type SubscribeOptions, type TailOptions } from './live.js';

@@ -330,6 +330,9 @@ export class Live {
     if (this.#closed) return;
     this.#setState(this.#attempt === 0 ? LinkState.Connecting : LinkState.Reconnecting);
     let token: string;
+    // Whether this socket's token was renewed just now: refused again, it
+    // ends the connection instead of renewing in a loop.
+    const fresh = this.#renew;
     try {
       token = this.#renew ? await this.#options.auth.refused() : await this.#options.auth.token();
       this.#renew = false;
@@ -356,10 +359,14 @@ export class Live {
       clearTimeout(deadline);
       if (this.#socket !== socket || this.#closed) return;
       this.#socket = null;
-      if (code === 1008 && reason === 'token revoked') return this.#refuse('the token was revoked');
-      // Refused on the auth frame, or expired while open: a renewed token
-      // (a static one cannot be: that ends in RefusedError) on the next try.
-      if (refused || (code === 1008 && reason === 'token expired')) this.#renew = true;
+      if (refused && fresh) return this.#refuse('the server refused a token renewed just now');
+      // Refused on the auth frame, or revoked or expired while open: a
+      // renewed token on the next try — a session refreshes, client
+      // credentials ask again (an administrator revoking a service
+      // account's tokens does not deactivate it); a static token, a
+      // logged-out session or a deactivated account cannot renew, which
+      // ends every subscription with RefusedError.
+      if (refused || (code === 1008 && (reason === 'token expired' || reason === 'token revoked'))) this.#renew = true;
       this.#retry();
     };
     // Closing a socket still connecting fires `error` again: the guard

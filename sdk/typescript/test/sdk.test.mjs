@@ -204,6 +204,40 @@ test('a tail yields the site\'s log lines, parsed and filtered, and resumes acro
   plantd.live.close();
 });
 
+test('service-account credentials: tokens renewed after a revocation, refused once deactivated', { timeout: 60_000 }, async () => {
+  const root = await Plantd.login(url, admin.email, admin.password);
+  const { data: account } = await root.identity.POST('/v1/service-accounts', { body: { name: 'sdkts-cc', roles: ['operator'] } });
+  const plantd = Plantd.withClientCredentials(url, account.client_id, account.client_secret, { live: { backoffMs: 50 } });
+  assert.ok(!JSON.stringify({ plantd: plantd.live }).includes(account.client_secret));
+  const states = plantd.live.states();
+  const sub = plantd.live.subscribe(site, 'sdk/tscc/#');
+  await until(states, LinkState.Connected);
+  let first;
+  for (let i = 0; !first && i < 15; i++) {
+    await publish('sdk/tscc/temp', `warmup-${i}`);
+    first = await next(sub, 2_000).catch(() => undefined);
+  }
+  assert.ok(first, 'the service account\'s subscription yields the device\'s publish');
+  // Its tokens revoked, not the account: a new token, a new socket.
+  await root.identity.POST('/v1/service-accounts/{id}/revoke', { params: { path: { id: account.client_id } } });
+  await until(states, LinkState.Reconnecting);
+  await until(states, LinkState.Connected);
+  await publish('sdk/tscc/temp', 'after');
+  for (;;) {
+    const { value } = await next(sub);
+    if (value.payload === 'after') break;
+  }
+  // Deactivated: no token any more, so the stream ends refused.
+  await root.identity.PATCH('/v1/service-accounts/{id}', { params: { path: { id: account.client_id } }, body: { active: false } });
+  await assert.rejects(
+    (async () => {
+      for (;;) await next(sub);
+    })(),
+    (e) => e instanceof RefusedError,
+  );
+  await until(states, LinkState.Refused);
+});
+
 // --- The examples (examples/*.ts, built to build/examples by `npm run build`)
 
 /** Runs example `name` with the administrator's login and `args`. */
