@@ -42,8 +42,8 @@ pub mod jwt;
 pub mod lease;
 pub mod local_nats;
 pub mod log_ship;
-pub mod nats_urls;
 pub mod logging;
+pub mod nats_urls;
 pub mod process;
 pub mod revocations;
 #[cfg(feature = "aws")]
