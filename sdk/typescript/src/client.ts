@@ -173,6 +173,60 @@ export class Plantd {
   }
 
   /**
+   * A site's stored messages on topics matching `filter`, page after page
+   * (the server's cursors followed until there is no more): `for await
+   * (const m of plantd.history('plant-1', 'line1/#', { order: 'asc' }))`.
+   * `from`/`to` are RFC 3339 or ms since the epoch; `limit` is the page
+   * size.
+   */
+  async *history(
+    site: string,
+    filter: string,
+    query: Omit<NonNullable<paths['/v1/sites/{site}/history']['get']['parameters']['query']>, 'filter' | 'cursor'> = {},
+  ): AsyncGenerator<Schemas['Message']> {
+    let cursor: string | undefined;
+    do {
+      const { data } = await this.rest.GET('/v1/sites/{site}/history', {
+        params: { path: { site }, query: { ...query, filter, cursor } },
+      });
+      if (!data) return;
+      yield* data.messages;
+      cursor = data.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  /**
+   * Log lines (`GET /v1/logs`: site, source, level, time range, filter in
+   * the log query language), page after page, newest first unless
+   * `direction: 'forward'`.
+   */
+  async *logs(query: Omit<NonNullable<paths['/v1/logs']['get']['parameters']['query']>, 'cursor'> = {}): AsyncGenerator<Schemas['LogLine']> {
+    let cursor: string | undefined;
+    do {
+      const { data } = await this.rest.GET('/v1/logs', { params: { query: { ...query, cursor } } });
+      if (!data) return;
+      yield* data.records;
+      cursor = data.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  /** Analytics results of a site (`GET /v1/sites/{site}/aggregates`), page after page. */
+  async *aggregates(
+    site: string,
+    query: Omit<NonNullable<paths['/v1/sites/{site}/aggregates']['get']['parameters']['query']>, 'cursor'> = {},
+  ): AsyncGenerator<Schemas['Aggregate']> {
+    let cursor: string | undefined;
+    do {
+      const { data } = await this.rest.GET('/v1/sites/{site}/aggregates', {
+        params: { path: { site }, query: { ...query, cursor } },
+      });
+      if (!data) return;
+      yield* data.aggregates;
+      cursor = data.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  /**
    * Creates a state value only if the key does not exist yet
    * (`If-None-Match: *`): otherwise a {@link PlantdError} with status 409
    * (`conflict`) — two writers racing to create it cannot both win.

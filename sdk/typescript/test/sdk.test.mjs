@@ -238,6 +238,21 @@ test('service-account credentials: tokens renewed after a revocation, refused on
   await until(states, LinkState.Refused);
 });
 
+test('history pages are one async iterator that follows the cursors', { timeout: 40_000 }, async () => {
+  const plantd = await Plantd.login(url, admin.email, admin.password);
+  const topic = `sdk/tshist/${Math.random().toString(16).slice(2, 8)}`;
+  for (let i = 1; i <= 5; i++) await publish(topic, String(i));
+  // Acknowledged by the edge; stored once its uplink has them.
+  let got = [];
+  for (let attempt = 0; got.length < 5 && attempt < 100; attempt++) {
+    got = [];
+    for await (const m of plantd.history(site, topic, { order: 'asc', limit: 2 })) got.push(m);
+    if (got.length < 5) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual(got.map((m) => String(m.value)), ['1', '2', '3', '4', '5'], 'three pages of at most 2, in order');
+  assert.ok(got.every((m, i) => i === 0 || m.sequence > got[i - 1].sequence));
+});
+
 // --- The examples (examples/*.ts, built to build/examples by `npm run build`)
 
 /** Runs example `name` with the administrator's login and `args`. */
