@@ -20,4 +20,4 @@ export {
 } from './client.js';
 export { ClientCredentials, PasswordSession, StaticToken, type TokenSource, type Tokens } from './auth.js';
 export { PlantdError, RefusedError } from './errors.js';
-export { Live, LinkState, Subscription, type LiveMessage, type LiveOptions, type LogLine, type SubscribeOptions, type TailOptions } from './live.js';
+export { Live, LinkState, Subscription, type LiveMessage, type LiveOptions, type LogLine, type PublishOptions, type Sent, type SubscribeOptions, type TailOptions } from './live.js';

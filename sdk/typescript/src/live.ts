@@ -88,6 +88,34 @@ export interface TailOptions {
 
 type Frame = Record<string, unknown>;
 
+/** Options of {@link Live.publish}. */
+export interface PublishOptions {
+  /** MQTT QoS to deliver with (default 1). */
+  qos?: number;
+  /** Deliver as a retained message. */
+  retain?: boolean;
+  /** Drop the command if not delivered within this many seconds. */
+  ttlSecs?: number;
+  /** MQTT 5 content type to deliver with. */
+  contentType?: string;
+  /** How long to wait for the server's answer, ms (default 10 s). */
+  timeoutMs?: number;
+}
+
+/** Where a command was stored (`PLANTD_COMMANDS` and its sequence). */
+export interface Sent {
+  stream: string;
+  sequence: number;
+}
+
+interface Pending {
+  frame: Frame;
+  sent: boolean;
+  resolve: (s: Sent) => void;
+  reject: (e: unknown) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
 /** The first frame's op: `{"op":"auth","token":…}`. */
 const AUTH_OP = 'auth';
 /** The server's answer to a verified first frame. */
@@ -224,6 +252,8 @@ export class Live {
   // Subscriptions and tails, by id (their items differ; the frames say which).
   readonly #subs = new Map<string, Subscription<LiveMessage | LogLine>>();
   readonly #listeners = new Set<Queue<LinkState>>();
+  // Commands sent (or waiting for the socket) and not yet answered, by id.
+  readonly #pending = new Map<string, Pending>();
   #socket: WebSocket | null = null;
   #state: LinkState = LinkState.Closed;
   #nextId = 1;
@@ -231,6 +261,8 @@ export class Live {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #renew = false;
+  /** Whether the current socket has been answered `authenticated`. */
+  #authenticated = false;
 
   constructor(options: LiveOptions) {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
@@ -289,6 +321,46 @@ export class Live {
     return sub;
   }
 
+  /**
+   * Sends a command to `site`'s devices over the socket (the body of
+   * `POST /v1/sites/{site}/commands`); resolves with where it was stored.
+   * Sent at most once: if the socket is lost before the server answered,
+   * it rejects with a `network` {@link PlantdError} (the command may or may
+   * not be stored — check the pending commands before sending again).
+   */
+  publish(site: string, topic: string, payload: string, options: PublishOptions = {}): Promise<Sent> {
+    if (this.#closed) return Promise.reject(new PlantdError(0, 'closed', 'the live connection was closed'));
+    const id = `c${this.#nextId++}`;
+    const frame: Frame = { op: 'command', id, site, topic, payload, qos: options.qos ?? 1, retain: options.retain ?? false };
+    if (options.ttlSecs !== undefined) frame.ttl_secs = options.ttlSecs;
+    if (options.contentType !== undefined) frame.content_type = options.contentType;
+    return new Promise<Sent>((resolve, reject) => {
+      const timeoutMs = options.timeoutMs ?? 10_000;
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new PlantdError(0, 'timeout', `command to ${topic}: no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const pending: Pending = { frame, sent: false, resolve, reject, timer };
+      this.#pending.set(id, pending);
+      if (this.#authenticated && this.#socket?.readyState === 1) {
+        pending.sent = true;
+        this.#socket.send(JSON.stringify(frame));
+      } else if (!this.#socket && this.#timer === undefined) {
+        void this.#open();
+      }
+    });
+  }
+
+  /** Ends every command waiting for an answer with `error`. */
+  #failPending(error: unknown, onlySent: boolean): void {
+    for (const [id, p] of this.#pending) {
+      if (onlySent && !p.sent) continue;
+      clearTimeout(p.timer);
+      this.#pending.delete(id);
+      p.reject(error);
+    }
+  }
+
   #add(id: string, sub: Subscription<LiveMessage | LogLine>, signal?: AbortSignal): void {
     this.#subs.set(id, sub);
     signal?.addEventListener('abort', () => sub.close(), { once: true });
@@ -300,6 +372,7 @@ export class Live {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
+    this.#failPending(new PlantdError(0, 'closed', 'the live connection was closed'), false);
     for (const sub of this.#subs.values()) sub.queue.end();
     this.#subs.clear();
     this.#setState(LinkState.Closed);
@@ -359,6 +432,9 @@ export class Live {
       clearTimeout(deadline);
       if (this.#socket !== socket || this.#closed) return;
       this.#socket = null;
+      this.#authenticated = false;
+      // A command the server may or may not have stored is not sent twice.
+      this.#failPending(new PlantdError(0, 'network', 'the socket was lost before the server answered the command'), true);
       if (refused && fresh) return this.#refuse('the server refused a token renewed just now');
       // Refused on the auth frame, or revoked or expired while open: a
       // renewed token on the next try — a session refreshes, client
@@ -395,10 +471,16 @@ export class Live {
       if (authenticated) return this.#frame(frame);
       if (frame.op === AUTHENTICATED_OP) {
         authenticated = true;
+        this.#authenticated = true;
         clearTimeout(deadline);
         this.#attempt = 0;
         this.#setState(LinkState.Connected);
         for (const [id, sub] of this.#subs) this.#sendSubscribe(id, sub);
+        for (const p of this.#pending.values()) {
+          if (p.sent) continue;
+          p.sent = true;
+          socket.send(JSON.stringify(p.frame));
+        }
       } else if (frame.op === 'error') {
         // The token did not verify (invalid, expired, revoked): the
         // server closes with 1008 next; renew before the next attempt.
@@ -413,7 +495,7 @@ export class Live {
 
   #retry(): void {
     if (this.#closed) return;
-    if (this.#subs.size === 0) {
+    if (this.#subs.size === 0 && this.#pending.size === 0) {
       // Nothing to resume: the next subscribe opens a socket again.
       this.#setState(LinkState.Closed);
       return;
@@ -431,6 +513,7 @@ export class Live {
   #refuse(message: string): void {
     this.#setState(LinkState.Refused);
     const e = new RefusedError(message);
+    this.#failPending(e, false);
     for (const sub of this.#subs.values()) sub.queue.end(e);
     this.#subs.clear();
     this.#socket?.close(1000);
@@ -439,6 +522,14 @@ export class Live {
 
   #frame(f: Frame): void {
     const id = typeof f.id === 'string' ? f.id : '';
+    const command = this.#pending.get(id);
+    if (command) {
+      this.#pending.delete(id);
+      clearTimeout(command.timer);
+      if (f.op === 'sent') command.resolve({ stream: String(f.stream), sequence: Number(f.sequence) });
+      else command.reject(new PlantdError(0, String(f.error ?? 'error'), String(f.message ?? 'the command was refused')));
+      return;
+    }
     const sub = this.#subs.get(id);
     if (!sub) return;
     switch (f.op) {

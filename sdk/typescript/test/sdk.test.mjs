@@ -253,6 +253,27 @@ test('history pages are one async iterator that follows the cursors', { timeout:
   assert.ok(got.every((m, i) => i === 0 || m.sequence > got[i - 1].sequence));
 });
 
+test('a command sent over the socket reaches an MQTT subscriber; a refused one rejects typed', { timeout: 40_000 }, async () => {
+  const plantd = await Plantd.login(url, admin.email, admin.password);
+  const received = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', valve.id, '-u', valve.id, '-P', valve.token, '-q', '1', '-t', 'sdk/valve/socket', '-C', '1', '-W', '20']);
+  let out = '';
+  received.stdout.on('data', (d) => (out += d));
+  const done = new Promise((resolve) => received.on('exit', resolve));
+  let exited = false;
+  done.then(() => (exited = true));
+  // No subscription: the first publish opens the socket itself.
+  while (!exited) {
+    const sent = await plantd.live.publish(site, 'sdk/valve/socket', 'shut', { ttlSecs: 2 });
+    assert.equal(sent.stream, 'PLANTD_COMMANDS');
+    assert.ok(sent.sequence > 0);
+    await Promise.race([done, new Promise((r) => setTimeout(r, 500))]);
+  }
+  assert.equal(await done, 0, 'mosquitto_sub got the command');
+  assert.equal(out.trim(), 'shut');
+  await assert.rejects(plantd.live.publish(site, 'sdk/#', 'bad topic'), (e) => e instanceof PlantdError && e.code === 'bad_request');
+  plantd.live.close();
+});
+
 // --- The examples (examples/*.ts, built to build/examples by `npm run build`)
 
 /** Runs example `name` with the administrator's login and `args`. */
