@@ -70,8 +70,9 @@ def fixed(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def models(doc: dict[str, Any]) -> str:
-    """models.py, from datamodel-code-generator."""
+def models(doc: dict[str, Any], header: str = "") -> str:
+    """A models module (``models.py``; ``header`` first, default this
+    script's), from datamodel-code-generator."""
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "openapi.json"
         out = Path(tmp) / "models.py"
@@ -87,7 +88,7 @@ def models(doc: dict[str, Any]) -> str:
                 "--output-model-type", "pydantic_v2.BaseModel",
                 "--target-python-version", "3.11",
                 "--disable-timestamp",
-                "--custom-file-header", HEADER,
+                "--custom-file-header", header or HEADER,
                 "--use-annotated",
                 "--use-standard-collections",
                 "--use-union-operator",
@@ -107,19 +108,21 @@ def models(doc: dict[str, Any]) -> str:
         return out.read_text(encoding="utf-8")
 
 
-def routes(doc: dict[str, Any]) -> str:
-    """_routes.py: the document's (method, path) pairs."""
+def routes(doc: dict[str, Any], header: str = "", whose: str = "the proxy's", name: str = "ROUTES") -> str:
+    """A routes module (``_routes.py``): the document's (method, path) pairs
+    as the frozenset ``name``."""
     pairs = sorted(
         (method.upper(), path)
         for path, item in doc.get("paths", {}).items()
         for method in item
         if method in {"get", "put", "post", "delete", "patch", "head", "options"}
     )
+    doc_line = '"""Every route of ' + whose + ' OpenAPI document, as (method, path template)."""'
     lines = [
-        HEADER,
-        '"""Every route of the proxy\'s OpenAPI document, as (method, path template)."""',
+        header or HEADER,
+        doc_line,
         "",
-        "ROUTES: frozenset[tuple[str, str]] = frozenset(",
+        f"{name}: frozenset[tuple[str, str]] = frozenset(",
         "    {",
         *(f'        ("{m}", "{p}"),' for m, p in pairs),
         "    }",
@@ -129,26 +132,32 @@ def routes(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    check = "--check" in sys.argv[1:]
-    doc = fixed(json.loads(openapi_json()))
-    wanted = {MODELS: models(doc), ROUTES: routes(doc)}
+def write_or_check(wanted: dict[Path, str], check: bool, source: str, regenerate: str) -> int:
+    """Writes each file of ``wanted``, or with ``check`` fails (1) naming
+    the ones that differ from what ``source`` generates."""
     if check:
         stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
         if stale:
             names = ", ".join(str(p.relative_to(REPO)) for p in stale)
-            print(f"API client drift: {names} differ from the proxy's /openapi.json.", file=sys.stderr)
-            print(
-                "Run `python scripts/gen_api.py` in sdk/python/ (after building plantd-proxy) and commit the result.",
-                file=sys.stderr,
-            )
+            print(f"API client drift: {names} differ from {source}.", file=sys.stderr)
+            print(f"Run {regenerate} and commit the result.", file=sys.stderr)
             return 1
-        print("Python SDK: models match /openapi.json")
+        print(f"Python SDK: models match {source}")
         return 0
     for path, text in wanted.items():
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path.relative_to(REPO)}")
     return 0
+
+
+def main() -> int:
+    doc = fixed(json.loads(openapi_json()))
+    return write_or_check(
+        {MODELS: models(doc), ROUTES: routes(doc)},
+        "--check" in sys.argv[1:],
+        "the proxy's /openapi.json",
+        "`python scripts/gen_api.py` in sdk/python/ (after building plantd-proxy)",
+    )
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ generation time, not in its Lambda), so no binary is needed.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+
+import gen_api  # the same generator and options as the proxy's models (this directory)
 
 PKG = Path(__file__).resolve().parent.parent
 REPO = PKG.parent.parent
@@ -39,82 +38,17 @@ HEADER = (
 )
 
 
-def models(doc: dict[str, Any]) -> str:
-    """identity_models.py, from datamodel-code-generator."""
-    with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "openapi.json"
-        out = Path(tmp) / "models.py"
-        source.write_text(json.dumps(doc), encoding="utf-8")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "datamodel_code_generator",
-                "--input", str(source),
-                "--input-file-type", "openapi",
-                "--output", str(out),
-                "--output-model-type", "pydantic_v2.BaseModel",
-                "--target-python-version", "3.11",
-                "--disable-timestamp",
-                "--custom-file-header", HEADER,
-                "--use-annotated",
-                "--use-standard-collections",
-                "--use-union-operator",
-                "--field-constraints",
-                "--use-double-quotes",
-                "--use-schema-description",
-                "--use-field-description",
-                "--keep-model-order",
-                # The API may add fields; an older SDK keeps them, not fails.
-                "--extra-fields", "allow",
-                "--formatters", "black", "isort",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return out.read_text(encoding="utf-8")
-
-
-def routes(doc: dict[str, Any]) -> str:
-    """_identity_routes.py: the document's (method, path) pairs."""
-    pairs = sorted(
-        (method.upper(), path)
-        for path, item in doc.get("paths", {}).items()
-        for method in item
-        if method in {"get", "put", "post", "delete", "patch", "head", "options"}
-    )
-    lines = [
-        HEADER,
-        '"""Every route of identity\'s OpenAPI document, as (method, path template)."""',
-        "",
-        "IDENTITY_ROUTES: frozenset[tuple[str, str]] = frozenset(",
-        "    {",
-        *(f'        ("{m}", "{p}"),' for m, p in pairs),
-        "    }",
-        ")",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def main() -> int:
-    check = "--check" in sys.argv[1:]
     doc = json.loads(DOCUMENT.read_text(encoding="utf-8"))
-    wanted = {MODELS: models(doc), ROUTES: routes(doc)}
-    if check:
-        stale = [p for p, text in wanted.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
-        if stale:
-            names = ", ".join(str(p.relative_to(REPO)) for p in stale)
-            print(f"API client drift: {names} differ from functions/identity/openapi.json.", file=sys.stderr)
-            print("Run `python scripts/gen_identity_api.py` in sdk/python/ and commit the result.", file=sys.stderr)
-            return 1
-        print("Python SDK: identity models match functions/identity/openapi.json")
-        return 0
-    for path, text in wanted.items():
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path.relative_to(REPO)}")
-    return 0
+    return gen_api.write_or_check(
+        {
+            MODELS: gen_api.models(doc, HEADER),
+            ROUTES: gen_api.routes(doc, HEADER, "identity's", "IDENTITY_ROUTES"),
+        },
+        "--check" in sys.argv[1:],
+        "functions/identity/openapi.json",
+        "`python scripts/gen_identity_api.py` in sdk/python/",
+    )
 
 
 if __name__ == "__main__":
