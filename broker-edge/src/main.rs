@@ -25,29 +25,6 @@ struct Args {
     flags: Flags,
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown signal received");
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // PLANTD_LOG (or RUST_LOG) chooses what is printed; PLANTD_LOG_SHIP
@@ -57,6 +34,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(args.config.as_deref(), &args.flags)?;
     tracing::info!(site = %config.site, "starting plantd-edge");
-    plantd_edge::edge::run(config, shutdown_signal(), |listening| listening.log()).await?;
+    plantd_edge::edge::run(config, plantd_shared::shutdown::terminated(), |listening| {
+        listening.log()
+    })
+    .await?;
     Ok(())
 }

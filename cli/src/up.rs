@@ -761,28 +761,10 @@ async fn stop_trigger(functions: crate::functions::EventFunctions) {
     status("trigger", "stopped", "");
 }
 
-/// Resolves when the process receives Ctrl-C (SIGINT) or SIGTERM.
+/// Resolves when the process receives Ctrl-C (SIGINT) or SIGTERM
+/// ([`plantd_shared::shutdown::terminated`]).
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops plantd");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    plantd_shared::shutdown::terminated().await;
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub mod logging;
 pub mod nats_urls;
 pub mod process;
 pub mod revocations;
+pub mod shutdown;
 #[cfg(feature = "aws")]
 pub mod secrets;
 pub mod site_status;

@@ -204,9 +204,7 @@ async fn main() -> anyhow::Result<()> {
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    .with_graceful_shutdown(plantd_shared::shutdown::terminated())
     .await?;
     Ok(())
 }

@@ -211,24 +211,6 @@ async fn backbone(
     })
 }
 
-/// SIGTERM or Ctrl-C.
-#[cfg(feature = "mode-fanout")]
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown signal received");
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `plantd-proxy --print-openapi`: the document `/openapi.json` serves,
@@ -306,7 +288,7 @@ async fn main() -> anyhow::Result<()> {
         // sockets of the sequenced subscriptions it delivers, so their
         // clients resume on another process.
         tokio::spawn(async move {
-            terminated().await;
+            plantd_shared::shutdown::terminated().await;
             stop.cancel();
         });
         // It also compiles SQL analytics rules for the Lambda proxy, which
@@ -431,9 +413,7 @@ async fn serve_http(
             listener,
             app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(plantd_shared::shutdown::terminated())
         .await?;
         if let Some(task) = refresher {
             task.abort();

@@ -42,22 +42,6 @@ fn config_file() -> anyhow::Result<Option<PathBuf>> {
 #[derive(serde::Serialize)]
 struct NoOverrides {}
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown signal received");
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     plantd_shared::logging::init("plantd-forwarder");
@@ -67,5 +51,11 @@ async fn main() -> anyhow::Result<()> {
     let sdk = plantd_shared::aws::sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
-    forward::run(config, sqs, Some(logs), shutdown_signal()).await
+    forward::run(
+        config,
+        sqs,
+        Some(logs),
+        plantd_shared::shutdown::terminated(),
+    )
+    .await
 }
