@@ -46,9 +46,9 @@ pub mod logging;
 pub mod nats_urls;
 pub mod process;
 pub mod revocations;
-pub mod shutdown;
 #[cfg(feature = "aws")]
 pub mod secrets;
+pub mod shutdown;
 pub mod site_status;
 pub mod sites;
 pub mod streams;
