@@ -36,22 +36,6 @@ async fn main() -> anyhow::Result<()> {
     }
     plantd_shared::logging::init("plantd-edge");
     let config = Config::load(None, &args.flags)?;
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let stop = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    () = stop => {}
-                }
-            }
-            Err(_) => stop.await,
-        }
-    };
-    plantd_edge::edge::run(config, stop, |_| {}).await?;
+    plantd_edge::edge::run(config, plantd_shared::shutdown::terminated(), |_| {}).await?;
     Ok(())
 }

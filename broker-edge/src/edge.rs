@@ -154,15 +154,15 @@ async fn connect_nats(
     opts: async_nats::ConnectOptions,
     url: &str,
 ) -> Result<async_nats::Client, EdgeError> {
-    plantd_bridge::uplink::url_credentials(opts, url)
+    let opts = opts
         .retry_on_initial_connect()
         .event_callback(|event| async move {
             tracing::info!(%event, "NATS connection event");
-        })
-        .connect(plantd_bridge::uplink::server_urls(url))
+        });
+    plantd_shared::nats_urls::connect(url, opts)
         .await
         .map_err(|e| {
-            let url = plantd_bridge::uplink::redacted(url);
+            let url = plantd_shared::nats_urls::redacted(url);
             EdgeError::Nats(format!("{url}: {e}"))
         })
 }

@@ -151,8 +151,7 @@ pub async fn resolve(
 /// waiting at most [`REGISTRY_WAIT`].
 async fn look_up(site: &Site, url: &str, options: async_nats::ConnectOptions) -> Lookup {
     let read = async {
-        let client = plantd_bridge::uplink::url_credentials(options, url)
-            .connect(plantd_bridge::uplink::server_urls(url))
+        let client = plantd_shared::nats_urls::connect(url, options)
             .await
             .map_err(|e| SitesError::Unavailable(e.to_string()))?;
         let sites = Sites::open(&async_nats::jetstream::new(client)).await?;

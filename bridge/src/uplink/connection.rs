@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use plantd_shared::nats_urls::{redacted, server_urls, url_credentials};
 use tokio::sync::watch;
 
 /// Opens the uplink's own NATS connections, one per attempt.
@@ -42,8 +43,6 @@ pub struct UplinkConnection {
     /// Becomes `true` when the connection is lost or closed.
     pub lost: watch::Receiver<bool>,
 }
-
-pub use plantd_shared::nats_urls::{redacted, server_urls, url_credentials};
 
 impl UplinkConnector {
     /// A connector for `urls` (one URL, or several separated by commas) with

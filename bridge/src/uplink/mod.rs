@@ -64,7 +64,7 @@ use plantd_journal::{Identity, Journal};
 use rand::Rng as _;
 use tokio::sync::watch;
 
-pub use connection::{UplinkConnection, UplinkConnector, redacted, server_urls, url_credentials};
+pub use connection::{UplinkConnection, UplinkConnector};
 pub use resume::resume_point;
 pub use status::{UplinkConfig, UplinkState, UplinkStatus};
 
