@@ -48,6 +48,14 @@ fn line(i: u64) -> String {
     )
 }
 
+/// The process's resident memory in bytes (Linux; 0 elsewhere).
+fn resident() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -60,6 +68,7 @@ fn main() {
         max_bytes: usize::MAX,
         ..IndexSettings::default()
     });
+    let rss_before = resident();
     let t = Instant::now();
     let headers = async_nats::HeaderMap::new();
     let start = OffsetDateTime::now_utc() - time::Duration::hours(1);
@@ -79,12 +88,16 @@ fn main() {
         }
     }
     index.insert(chunk.drain(..));
+    let took = t.elapsed();
     let s = index.stats();
+    let grown = resident().saturating_sub(rss_before);
     println!(
-        "indexed {} lines ({} MiB estimated) in {:.2?}",
+        "indexed {} lines ({} MiB estimated, {} B per line; resident memory grew {} MiB, {} B per line) in {took:.2?}",
         s.lines,
         s.bytes >> 20,
-        t.elapsed()
+        s.bytes / s.lines.max(1),
+        grown >> 20,
+        grown / s.lines.max(1) as u64,
     );
 
     for (name, filter) in [

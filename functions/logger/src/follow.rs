@@ -193,6 +193,7 @@ async fn run(
             }
         };
         let mut records: Vec<LogRecord> = Vec::with_capacity(chunk.len());
+        let no_headers = async_nats::HeaderMap::new();
         let mut caught_up = false;
         let mut broke = None;
         for m in chunk {
@@ -207,12 +208,11 @@ async fn run(
                 continue;
             };
             caught_up = info.pending == 0;
-            let headers = m.headers.clone().unwrap_or_default();
             records.push(parse(
                 info.stream,
                 info.stream_sequence,
                 m.subject.as_str(),
-                &headers,
+                m.headers.as_ref().unwrap_or(&no_headers),
                 &m.payload,
                 info.published,
             ));

@@ -24,6 +24,9 @@ use time::OffsetDateTime;
 
 use crate::query::Filter;
 use crate::record::{Level, LogRecord};
+#[cfg(test)]
+use crate::row::ROW_OVERHEAD;
+use crate::row::{Labels, Row, View};
 
 /// Most records one page returns.
 pub const MAX_LIMIT: usize = 5000;
@@ -33,8 +36,9 @@ pub const MAX_LIMIT: usize = 5000;
 pub struct IndexSettings {
     /// Most records kept.
     pub max_lines: usize,
-    /// Most bytes kept (an estimate: message, labels, fields and a fixed
-    /// per-record overhead).
+    /// Most bytes kept (an estimate: a stored row's packed message, parse
+    /// error and fields, and a fixed per-row overhead; the names of
+    /// streams, sites and sources are held once and not counted per row).
     pub max_bytes: usize,
     /// How far back [`crate::follow()`] hydrates at start.
     pub retention: std::time::Duration,
@@ -48,36 +52,6 @@ impl Default for IndexSettings {
             retention: std::time::Duration::from_secs(24 * 60 * 60),
         }
     }
-}
-
-/// Fixed cost per record counted against [`IndexSettings::max_bytes`].
-const RECORD_OVERHEAD: usize = 200;
-
-/// The estimated bytes of a record.
-pub fn record_bytes(r: &LogRecord) -> usize {
-    fn value(v: &serde_json::Value) -> usize {
-        match v {
-            serde_json::Value::String(s) => s.len() + 24,
-            serde_json::Value::Array(a) => 24 + a.iter().map(value).sum::<usize>(),
-            serde_json::Value::Object(o) => {
-                24 + o
-                    .iter()
-                    .map(|(k, v)| k.len() + 24 + value(v))
-                    .sum::<usize>()
-            }
-            _ => 16,
-        }
-    }
-    RECORD_OVERHEAD
-        + r.message.len()
-        + r.site.len()
-        + r.source.len()
-        + r.stream.len()
-        + r.parse_error.as_ref().map_or(0, String::len)
-        + r.fields
-            .iter()
-            .map(|(k, v)| k.len() + 48 + value(v))
-            .sum::<usize>()
 }
 
 /// Which way a page goes.
@@ -201,21 +175,53 @@ pub(crate) struct RecordTest<'a> {
 }
 
 impl RecordTest<'_> {
-    pub(crate) fn matches(&self, r: &LogRecord) -> bool {
+    pub(crate) fn matches(&self, r: &View<'_>) -> bool {
         self.min_level.is_none_or(|l| r.level >= l)
             && self.from.is_none_or(|f| r.time >= f)
             && self.to.is_none_or(|t| r.time < t)
-            && self.source.is_match(&r.source)
-            && self.filter.matches(r)
+            && self.source.is_match(r.source)
+            && self.filter.matches_view(r)
+    }
+}
+
+/// One site's rows, in stream order.
+#[derive(Debug)]
+struct SiteRows {
+    name: Arc<str>,
+    rows: VecDeque<Row>,
+}
+
+/// A stored record as [`LogIndex::scan`] hands it out: decoded only as
+/// far as it is read.
+pub(crate) struct Stored<'a> {
+    row: &'a Row,
+    site: &'a str,
+    labels: &'a Labels,
+}
+
+impl<'a> Stored<'a> {
+    /// What filters and stats read.
+    pub(crate) fn view(&self) -> View<'a> {
+        self.row.view(self.site, self.labels)
+    }
+
+    /// The whole record, as inserted.
+    pub(crate) fn to_record(&self) -> LogRecord {
+        self.row.to_record(self.site, self.labels)
     }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Per site, records in stream order.
-    sites: HashMap<String, VecDeque<Arc<LogRecord>>>,
-    /// Every record's site in stream order (for global eviction).
-    order: VecDeque<(u64, String)>,
+    /// Rows per site, by site id (a site keeps its id while the index
+    /// lives, also when its rows are all evicted).
+    sites: Vec<SiteRows>,
+    /// Site name → id.
+    site_ids: HashMap<Arc<str>, u32>,
+    /// Stream and source names, held once.
+    labels: Labels,
+    /// Every row's site id in stream order (for global eviction).
+    order: VecDeque<u32>,
     /// Estimated bytes held.
     bytes: usize,
     /// The highest sequence inserted.
@@ -305,31 +311,39 @@ impl LogIndex {
             }
             added += 1;
             inner.last_sequence = r.sequence;
-            inner.bytes += record_bytes(&r);
-            inner.order.push_back((r.sequence, r.site.clone()));
-            match inner.sites.get_mut(&r.site) {
-                Some(q) => q.push_back(Arc::new(r)),
+            let site = match inner.site_ids.get(r.site.as_str()) {
+                Some(&id) => id,
                 None => {
-                    inner
-                        .sites
-                        .insert(r.site.clone(), VecDeque::from([Arc::new(r)]));
+                    let id = u32::try_from(inner.sites.len()).unwrap_or(u32::MAX);
+                    let name: Arc<str> = Arc::from(r.site.as_str());
+                    inner.sites.push(SiteRows {
+                        name: name.clone(),
+                        rows: VecDeque::new(),
+                    });
+                    inner.site_ids.insert(name, id);
+                    id
                 }
+            };
+            let row = Row::new(&r, &mut inner.labels);
+            inner.bytes += row.bytes();
+            inner.order.push_back(site);
+            if let Some(q) = inner.sites.get_mut(site as usize) {
+                q.rows.push_back(row);
             }
         }
         while inner.order.len() > self.settings.max_lines
             || (inner.bytes > self.settings.max_bytes && !inner.order.is_empty())
         {
-            let Some((_, site)) = inner.order.pop_front() else {
+            let Some(site) = inner.order.pop_front() else {
                 break;
             };
-            if let Some(q) = inner.sites.get_mut(&site) {
-                if let Some(r) = q.pop_front() {
-                    inner.bytes = inner.bytes.saturating_sub(record_bytes(&r));
-                    inner.evicted += 1;
-                }
-                if q.is_empty() {
-                    inner.sites.remove(&site);
-                }
+            if let Some(r) = inner
+                .sites
+                .get_mut(site as usize)
+                .and_then(|q| q.rows.pop_front())
+            {
+                inner.bytes = inner.bytes.saturating_sub(r.bytes());
+                inner.evicted += 1;
             }
         }
         added
@@ -390,18 +404,23 @@ impl LogIndex {
         test: &RecordTest<'_>,
         direction: Direction,
         cursor: Option<Cursor>,
-        mut f: impl FnMut(&Arc<LogRecord>) -> bool,
+        mut f: impl FnMut(&Stored<'_>) -> bool,
     ) {
         let g = self.read();
-        let queues: Vec<&VecDeque<Arc<LogRecord>>> = match sites {
-            Some(list) => list.iter().filter_map(|s| g.sites.get(s)).collect(),
-            None => g.sites.values().collect(),
+        let queues: Vec<&SiteRows> = match sites {
+            Some(list) => list
+                .iter()
+                .filter_map(|s| g.site_ids.get(s.as_str()))
+                .filter_map(|&id| g.sites.get(id as usize))
+                .collect(),
+            None => g.sites.iter().collect(),
         };
         // Per queue, the position to start from; then a k-way merge by
         // sequence (usually one queue: one site).
         let mut pos: Vec<isize> = queues
             .iter()
             .map(|q| {
+                let q = &q.rows;
                 let start = match (direction, cursor) {
                     (Direction::Forward, None) => 0,
                     (Direction::Forward, Some(c)) => q.partition_point(|r| r.sequence <= c.after),
@@ -418,10 +437,10 @@ impl LogIndex {
             let mut best: Option<(usize, u64)> = None;
             for (i, q) in queues.iter().enumerate() {
                 let p = pos[i];
-                if p < 0 || p as usize >= q.len() {
+                let Some(row) = usize::try_from(p).ok().and_then(|p| q.rows.get(p)) else {
                     continue;
-                }
-                let seq = q[p as usize].sequence;
+                };
+                let seq = row.sequence;
                 let better = match (best, direction) {
                     (None, _) => true,
                     (Some((_, b)), Direction::Forward) => seq < b,
@@ -432,12 +451,20 @@ impl LogIndex {
                 }
             }
             let Some((i, _)) = best else { return };
-            let r = &queues[i][pos[i] as usize];
+            let q = queues[i];
+            let Some(row) = usize::try_from(pos[i]).ok().and_then(|p| q.rows.get(p)) else {
+                return;
+            };
             pos[i] += match direction {
                 Direction::Forward => 1,
                 Direction::Backward => -1,
             };
-            if test.matches(r) && !f(r) {
+            let r = Stored {
+                row,
+                site: &q.name,
+                labels: &g.labels,
+            };
+            if test.matches(&r.view()) && !f(&r) {
                 return;
             }
         }
@@ -460,7 +487,7 @@ impl LogIndex {
                 more = true;
                 return false;
             }
-            records.push(LogRecord::clone(r));
+            records.push(r.to_record());
             true
         });
         let next_cursor = more
@@ -511,15 +538,15 @@ mod tests {
         });
         assert_eq!(seqs(&all), vec![5, 4, 3]);
         assert_eq!(idx.stats().evicted, 2);
-        // Bytes: each record is at least RECORD_OVERHEAD.
+        // Bytes: each row is at least ROW_OVERHEAD.
         let idx = LogIndex::new(IndexSettings {
-            max_bytes: 3 * RECORD_OVERHEAD + 3 * 100,
+            max_bytes: 3 * ROW_OVERHEAD + 3 * 100,
             ..IndexSettings::default()
         });
         idx.insert((1..=10).map(|i| line(i, "a", "x", &"y".repeat(50))));
         let s = idx.stats();
         assert!(s.lines < 10 && s.lines >= 1, "{s:?}");
-        assert!(s.bytes <= 3 * RECORD_OVERHEAD + 300, "{s:?}");
+        assert!(s.bytes <= 3 * ROW_OVERHEAD + 300, "{s:?}");
         assert_eq!(s.last_sequence, 10);
         // A sequence already held (or older) is not added again.
         idx.insert([line(10, "a", "x", "again")]);

@@ -14,6 +14,7 @@
 //! | [`pattern`] | message → pattern (numbers, hex, UUIDs, quoted strings as placeholders) |
 //! | [`aggregate`] | per-minute counts by (source, level) and top patterns in KV `plantd_log_aggregates`, with CAS and applied-sequence ranges |
 //! | [`index`] | [`LogIndex`]: the newest records in memory, bounded, per site; paged queries |
+//! | `row` | the index's compact row (labels held once, message and fields packed in one allocation) and the borrowed view filters read |
 //! | [`stats`] | `count_over_time` / `rate` by labels over the index |
 //! | [`follow`](mod@follow) | fills a [`LogIndex`] from `PLANTD_LOGS` (hydration, then live) |
 //! | [`feed`] | the logger feeding the [`LogIndex`] of its process (one parse per line); the follower then only hydrates and fills gaps |
@@ -30,6 +31,7 @@ pub mod parse;
 pub mod pattern;
 pub mod query;
 pub mod record;
+mod row;
 pub mod stats;
 
 pub use aggregate::{AggregateSettings, Aggregates, MinuteAggregate};

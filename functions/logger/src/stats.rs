@@ -139,11 +139,12 @@ impl LogIndex {
         };
         let mut by_labels: BTreeMap<Vec<String>, Vec<u64>> = BTreeMap::new();
         self.scan(q.sites.as_deref(), &test, Direction::Forward, None, |r| {
+            let r = r.view();
             let key: Vec<String> =
                 q.by.iter()
                     .map(|l| match l {
-                        GroupLabel::Site => r.site.clone(),
-                        GroupLabel::Source => r.source.clone(),
+                        GroupLabel::Site => r.site.to_owned(),
+                        GroupLabel::Source => r.source.to_owned(),
                         GroupLabel::Level => r.level.as_str().to_owned(),
                     })
                     .collect();

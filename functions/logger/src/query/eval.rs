@@ -2,16 +2,14 @@
 
 use std::cmp::Ordering;
 
-use serde_json::Value;
-
 use super::parse::{Ast, Cmp, Expr, Field, Label, LineTest, Lit, Matcher, Stage};
-use crate::record::LogRecord;
+use crate::row::{Got, View};
 
-pub(crate) fn matches(ast: &Ast, r: &LogRecord) -> bool {
+pub(crate) fn matches(ast: &Ast, r: &View<'_>) -> bool {
     ast.matchers.iter().all(|m| matcher(m, r)) && ast.stages.iter().all(|s| stage(s, r))
 }
 
-fn matcher(m: &Matcher, r: &LogRecord) -> bool {
+fn matcher(m: &Matcher, r: &View<'_>) -> bool {
     match m {
         Matcher::Text {
             label,
@@ -19,8 +17,8 @@ fn matcher(m: &Matcher, r: &LogRecord) -> bool {
             negate,
         } => {
             let v = match label {
-                Label::Site => r.site.as_str(),
-                Label::Source => r.source.as_str(),
+                Label::Site => r.site,
+                Label::Source => r.source,
                 Label::Level => r.level.as_str(),
             };
             text.is_match(v) != *negate
@@ -41,7 +39,7 @@ fn ordered(cmp: Cmp, o: Ordering) -> bool {
     }
 }
 
-fn stage(s: &Stage, r: &LogRecord) -> bool {
+fn stage(s: &Stage, r: &View<'_>) -> bool {
     match s {
         Stage::Line { test, negate } => line(test, r) != *negate,
         Stage::Predicate(e) => expr(e, r),
@@ -49,26 +47,15 @@ fn stage(s: &Stage, r: &LogRecord) -> bool {
 }
 
 /// Whether the message or any field value's text passes the test.
-fn line(test: &LineTest, r: &LogRecord) -> bool {
+fn line(test: &LineTest, r: &View<'_>) -> bool {
     let hit = |s: &str| match test {
         LineTest::Contains(t) => s.contains(t.as_str()),
         LineTest::Regex(re) => re.is_match(s),
     };
-    hit(&r.message) || r.fields.values().any(|v| value_hits(v, &hit))
+    hit(r.message) || r.fields.any_hits(&hit)
 }
 
-fn value_hits(v: &Value, hit: &impl Fn(&str) -> bool) -> bool {
-    match v {
-        Value::String(s) => hit(s),
-        Value::Number(n) => hit(&n.to_string()),
-        Value::Bool(b) => hit(if *b { "true" } else { "false" }),
-        Value::Null => false,
-        Value::Array(a) => a.iter().any(|x| value_hits(x, hit)),
-        Value::Object(o) => o.values().any(|x| value_hits(x, hit)),
-    }
-}
-
-fn expr(e: &Expr, r: &LogRecord) -> bool {
+fn expr(e: &Expr, r: &View<'_>) -> bool {
     match e {
         Expr::And(a, b) => expr(a, r) && expr(b, r),
         Expr::Or(a, b) => expr(a, r) || expr(b, r),
@@ -76,53 +63,32 @@ fn expr(e: &Expr, r: &LogRecord) -> bool {
     }
 }
 
-/// A field's value, borrowed from the record.
-enum Got<'a> {
-    Text(&'a str),
-    Json(&'a Value),
-    Missing,
-}
-
-fn lookup<'a>(field: &'a Field, r: &'a LogRecord) -> Got<'a> {
+fn lookup<'a>(field: &Field, r: &View<'a>) -> Got<'a> {
     match field {
-        Field::Level => Got::Text(r.level.as_str()),
-        Field::Message => Got::Text(&r.message),
-        Field::Site => Got::Text(&r.site),
-        Field::Source => Got::Text(&r.source),
-        Field::Format => Got::Text(match r.format {
+        Field::Level => Got::Str(r.level.as_str()),
+        Field::Message => Got::Str(r.message),
+        Field::Site => Got::Str(r.site),
+        Field::Source => Got::Str(r.source),
+        Field::Format => Got::Str(match r.format {
             crate::record::Format::Json => "json",
             crate::record::Format::Logfmt => "logfmt",
             crate::record::Format::Text => "text",
         }),
-        Field::Key(k) => {
-            if let Some(v) = r.fields.get(k) {
-                return Got::Json(v);
-            }
-            let mut parts = k.split('.');
-            let Some(first) = parts.next() else {
-                return Got::Missing;
-            };
-            let mut cur = r.fields.get(first);
-            for p in parts {
-                cur = cur.and_then(|v| v.get(p));
-            }
-            cur.map_or(Got::Missing, Got::Json)
-        }
+        Field::Key(k) => r.fields.lookup(k),
     }
 }
 
-fn test(field: &Field, cmp: Cmp, lit: &Lit, r: &LogRecord) -> bool {
+fn test(field: &Field, cmp: Cmp, lit: &Lit, r: &View<'_>) -> bool {
     if let (Field::Level, Lit::Level(l)) = (field, lit) {
         return ordered(cmp, r.level.cmp(l));
     }
     let got = lookup(field, r);
     let negative = matches!(cmp, Cmp::Ne | Cmp::NotRe);
     let text: Option<std::borrow::Cow<'_, str>> = match &got {
-        Got::Text(s) => Some((*s).into()),
-        Got::Json(Value::String(s)) => Some(s.as_str().into()),
-        Got::Json(Value::Number(n)) => Some(n.to_string().into()),
-        Got::Json(Value::Bool(b)) => Some(if *b { "true" } else { "false" }.into()),
-        Got::Json(_) | Got::Missing => None,
+        Got::Str(s) => Some((*s).into()),
+        Got::Num(n) => Some(n.to_string().into()),
+        Got::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
+        Got::Other | Got::Missing => None,
     };
     let Some(text) = text else {
         return negative;
@@ -131,7 +97,7 @@ fn test(field: &Field, cmp: Cmp, lit: &Lit, r: &LogRecord) -> bool {
         Lit::Regex(re) => re.is_match(&text) != (cmp == Cmp::NotRe),
         Lit::Num(n) => {
             let v = match &got {
-                Got::Json(Value::Number(x)) => x.as_f64(),
+                Got::Num(x) => x.as_f64(),
                 _ => text.trim().parse::<f64>().ok(),
             };
             match v.and_then(|v| v.partial_cmp(n)) {

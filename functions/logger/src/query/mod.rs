@@ -49,6 +49,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::record::LogRecord;
+use crate::row::View;
 
 /// Longest filter text accepted, in bytes.
 pub const MAX_FILTER_BYTES: usize = 4096;
@@ -120,6 +121,11 @@ impl Filter {
 
     /// Whether `record` passes the selector and every stage.
     pub fn matches(&self, record: &LogRecord) -> bool {
+        eval::matches(&self.ast, &View::of(record))
+    }
+
+    /// [`Self::matches`] on a borrowed view (a stored row of the index).
+    pub(crate) fn matches_view(&self, record: &View<'_>) -> bool {
         eval::matches(&self.ast, record)
     }
 
