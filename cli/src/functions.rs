@@ -14,6 +14,14 @@
 //! hosts share the work and a restarted one resumes where the stream's
 //! acknowledgements say — every handler is idempotent on (stream,
 //! sequence), so what a killed host had half done is done once.
+//!
+//! The trigger receives and acknowledges every binding's items on the
+//! host's connection; the analytics function and the logger read and write
+//! on a NATS connection each of their own ([`FunctionConnections`]).
+//! nats-server handles one connection's messages in order, so on a shared
+//! connection a function's fencing read and results queued behind the
+//! thousands of acknowledgements the trigger had just sent for the
+//! previous batch (docs/performance.md, "Analytics end to end").
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,9 +32,73 @@ use plantd_shared::streams;
 use plantd_trigger::{ConsumerSettings, Trigger};
 use serde::{Deserialize, Serialize};
 
+/// The NATS connections of the functions that write the most, beside the
+/// host's connection the trigger receives and acknowledges on.
+pub struct FunctionConnections {
+    /// The analytics function's reads and writes: fencing reads, results,
+    /// checkpoints, its stream-order reads.
+    pub analytics: jetstream::Context,
+    /// The logger's: its per-minute aggregates.
+    pub logger: jetstream::Context,
+    /// The clients opened for them (drained on stop); empty when they
+    /// share the host's.
+    own: Vec<async_nats::Client>,
+}
+
+impl FunctionConnections {
+    /// Opens a connection each to `nats_url` (one URL or a comma-separated
+    /// list, `plantd_shared::nats_urls`), named `plantd <function>` in
+    /// nats-server's monitoring.
+    ///
+    /// # Errors
+    /// When NATS is unreachable (the redacted URL in the message).
+    pub async fn connect(nats_url: &str) -> Result<Self> {
+        let open = |name: &'static str| async move {
+            plantd_shared::nats_urls::connect(
+                nats_url,
+                async_nats::ConnectOptions::new().name(format!("plantd {name}")),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "the {name} function cannot connect to {}",
+                    plantd_shared::nats_urls::redacted(nats_url)
+                )
+            })
+        };
+        let analytics = open(plantd_analytics_function::FUNCTION).await?;
+        let logger = open(plantd_logger::FUNCTION).await?;
+        Ok(Self {
+            analytics: jetstream::new(analytics.clone()),
+            logger: jetstream::new(logger.clone()),
+            own: vec![analytics, logger],
+        })
+    }
+
+    /// Every function on `js` — the host's connection (slower under load:
+    /// the functions' writes queue behind the trigger's acknowledgements).
+    pub fn shared(js: &jetstream::Context) -> Self {
+        Self {
+            analytics: js.clone(),
+            logger: js.clone(),
+            own: Vec::new(),
+        }
+    }
+
+    /// Drains the connections opened for the functions.
+    async fn drain(self) {
+        for client in self.own {
+            if let Err(e) = client.drain().await {
+                tracing::debug!(error = %e, "draining a function's NATS client");
+            }
+        }
+    }
+}
+
 /// The event functions bound to one trigger.
 pub struct EventFunctions {
     trigger: Trigger,
+    connections: FunctionConnections,
     alerts: plantd_alerts::Running,
     /// The analytics function (its rule watch and idle clock).
     analytics: plantd_analytics_function::Running,
@@ -37,16 +109,18 @@ impl EventFunctions {
     /// Binds the logger, the alert engine and the notifier to a new trigger
     /// on `js` (the streams and buckets must exist: `streams::ensure`),
     /// every consumer with `settings` (the logger's with its own batch
-    /// size and `settings`' `ack_wait`).
+    /// size and `settings`' `ack_wait`). Every function reads and writes
+    /// on `js` too ([`FunctionConnections::shared`]).
     ///
     /// # Errors
     /// When a bucket is missing or the trigger refuses a binding; the error
     /// names the function.
     pub async fn start(js: &jetstream::Context, settings: ConsumerSettings) -> Result<Self> {
-        Self::start_feeding(js, settings, None).await
+        Self::start_feeding(js, FunctionConnections::shared(js), settings, None).await
     }
 
-    /// [`Self::start`], the logger also feeding `index` — the log index
+    /// [`Self::start`], the analytics function and the logger on
+    /// `connections`, the logger also feeding `index` — the log index
     /// this process's `/v1/logs` reads — with the lines it parsed, so they
     /// are read and parsed once (`plantd_logger::feed`).
     ///
@@ -54,11 +128,13 @@ impl EventFunctions {
     /// As [`Self::start`].
     pub async fn start_feeding(
         js: &jetstream::Context,
+        connections: FunctionConnections,
         settings: ConsumerSettings,
         index: Option<Arc<plantd_logger::LogIndex>>,
     ) -> Result<Self> {
         Self::start_with(
             js,
+            connections,
             settings,
             index,
             plantd_analytics_function::Settings::default(),
@@ -73,6 +149,7 @@ impl EventFunctions {
     /// As [`Self::start`].
     pub async fn start_with(
         js: &jetstream::Context,
+        connections: FunctionConnections,
         settings: ConsumerSettings,
         index: Option<Arc<plantd_logger::LogIndex>>,
         analytics: plantd_analytics_function::Settings,
@@ -81,10 +158,12 @@ impl EventFunctions {
         let mut lines = Vec::new();
         // The logger counts every line in the per-minute aggregates exactly
         // once; queries read the log index, which follows the stream itself.
-        let aggregates =
-            plantd_logger::Aggregates::open(js, plantd_logger::AggregateSettings::default())
-                .await
-                .context("the log aggregates bucket is missing")?;
+        let aggregates = plantd_logger::Aggregates::open(
+            &connections.logger,
+            plantd_logger::AggregateSettings::default(),
+        )
+        .await
+        .context("the log aggregates bucket is missing")?;
         let mut logger = plantd_logger::Logger::new(0).with_aggregates(aggregates);
         if let Some(index) = index {
             logger = logger.with_index(index);
@@ -125,9 +204,14 @@ impl EventFunctions {
         ));
         // Analytics: the cloud-placed rules on telemetry, results to
         // PLANTD_AGGREGATES exactly once (decision 0029).
-        let analytics = plantd_analytics_function::start(js, &mut trigger, analytics, &settings)
-            .await
-            .context("the analytics function did not start")?;
+        let analytics = plantd_analytics_function::start(
+            &connections.analytics,
+            &mut trigger,
+            analytics,
+            &settings,
+        )
+        .await
+        .context("the analytics function did not start")?;
         lines.push((
             "analytics",
             format!(
@@ -155,6 +239,7 @@ impl EventFunctions {
         ));
         Ok(Self {
             trigger,
+            connections,
             alerts,
             analytics,
             lines,
@@ -173,11 +258,12 @@ impl EventFunctions {
     }
 
     /// Stops the alert engine's clock, then the trigger once the batches in
-    /// hand are settled.
+    /// hand are settled, then drains the functions' own connections.
     pub async fn stop(self) {
         drop(self.alerts);
         drop(self.analytics);
         self.trigger.shutdown().await;
+        self.connections.drain().await;
     }
 }
 
@@ -282,7 +368,8 @@ pub async fn run(
             .then(|| std::time::Duration::from_millis(config.analytics_idle_close_ms)),
         ..plantd_analytics_function::Settings::default()
     };
-    let functions = EventFunctions::start_with(&js, settings, None, analytics).await?;
+    let connections = FunctionConnections::connect(&config.nats_url).await?;
+    let functions = EventFunctions::start_with(&js, connections, settings, None, analytics).await?;
     for (name, detail) in functions.lines() {
         println!("  {name:<9} ready   {detail}");
     }

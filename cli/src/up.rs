@@ -255,7 +255,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
     let (log_index, log_follow) = start_log_index(&js);
-    let trigger = start_trigger(&js, &log_index).await?;
+    let trigger = start_trigger(&js, &nats.url(), &log_index).await?;
     let trigger_status = trigger.status();
     let (functions_url, server_stop, server) =
         start_functions(&config, &js, &nats.url(), &trigger_status, &log_index).await?;
@@ -709,15 +709,20 @@ fn app_files(config: &UpConfig) -> Result<axum::Router> {
 
 // ── The trigger (issue 13): stream events → functions, in this process ──
 
-/// Starts the event functions (logger, alert engine, notifier) on one
-/// trigger in this process (`crate::functions`), printing a line each.
+/// Starts the event functions (logger, alert engine, notifier, analytics)
+/// on one trigger in this process (`crate::functions`), the analytics
+/// function and the logger on connections of their own to `nats_url`,
+/// printing a line each.
 async fn start_trigger(
     js: &async_nats::jetstream::Context,
+    nats_url: &str,
     log_index: &std::sync::Arc<plantd_logger::LogIndex>,
 ) -> Result<crate::functions::EventFunctions> {
+    let connections = crate::functions::FunctionConnections::connect(nats_url).await?;
     // The logger feeds the log index the lines it parsed (one parse each).
     let functions = crate::functions::EventFunctions::start_feeding(
         js,
+        connections,
         plantd_trigger::ConsumerSettings::default(),
         Some(log_index.clone()),
     )

@@ -13,11 +13,14 @@
 //!    `SELECT avg(value), max(value), count(*) … GROUP BY topic,
 //!    TUMBLE(10s)` (1,000 keys) — timed until every item is acknowledged,
 //!    i.e. its results are stored and its checkpoint written. The state
-//!    bucket and the results are emptied before each round.
+//!    bucket and the results are emptied before each round. The function
+//!    reads and writes on a connection of its own, as `plantd up` and
+//!    `plantd functions` wire it (`--shared-connection`: on the one the
+//!    trigger receives and acknowledges on, as before).
 //!
 //! ```sh
 //! scripts/setup
-//! cargo bench -p plantd-analytics-function --bench analytics_e2e -- [--n 200000] [--rounds 3] [--batch 10000] [--own-connection]
+//! cargo bench -p plantd-analytics-function --bench analytics_e2e -- [--n 200000] [--rounds 3] [--batch 10000] [--shared-connection]
 //! ```
 
 use std::sync::Arc;
@@ -49,9 +52,9 @@ struct Opts {
     n: u64,
     rounds: u32,
     batch: u64,
-    /// The function's reads and writes on a connection of their own, not
-    /// the one the trigger receives and acknowledges on.
-    own_connection: bool,
+    /// The function's reads and writes on the connection the trigger
+    /// receives and acknowledges on, not one of their own.
+    shared_connection: bool,
 }
 
 fn opts() -> Opts {
@@ -59,14 +62,14 @@ fn opts() -> Opts {
         n: 200_000,
         rounds: 3,
         batch: plantd_analytics_function::BATCH_SIZE as u64,
-        own_connection: false,
+        shared_connection: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
         let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
-        if args[i] == "--own-connection" {
-            o.own_connection = true;
+        if args[i] == "--shared-connection" {
+            o.shared_connection = true;
             i += 1;
             continue;
         }
@@ -252,10 +255,10 @@ async fn main() {
         t.elapsed(),
         o.n as f64 / t.elapsed().as_secs_f64()
     );
-    let fjs = if o.own_connection {
-        nats.jetstream().await
-    } else {
+    let fjs = if o.shared_connection {
         js.clone()
+    } else {
+        nats.jetstream().await
     };
     let mut ratios = Vec::new();
     for r in 1..=o.rounds {
