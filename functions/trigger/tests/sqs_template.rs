@@ -348,7 +348,7 @@ fn every_function_and_queue_is_watched_and_every_log_group_expires() {
     let retained = t.matches("RetentionInDays: !Ref LogRetentionDays").count();
     assert_eq!(groups, retained, "every log group has a retention");
     assert!(t.contains("    Architectures: [!Ref Architecture]\n"));
-    assert!(t.contains("  Architecture:\n    Type: String\n    Default: x86_64\n    AllowedValues: [arm64, x86_64]\n"));
+    assert!(t.contains("  Architecture:\n    Type: String\n    Default: arm64\n    AllowedValues: [arm64, x86_64]\n"));
 }
 
 /// The alarms on the forwarder's metrics watch exactly what
