@@ -22,8 +22,8 @@
 //!   connection the new owner would not admit (v5 DISCONNECT 0x87, 3.1.1
 //!   close); a deleted site admits no token at all.
 //! * **Certificate-only login** ([`certificates`],
-//!   `docs/decisions/0043-edge-certificate-login.md`): on the TLS listener
-//!   with `--tls-client-ca`, a CONNECT without password whose verified
+//!   `docs/decisions/0043-edge-certificate-login.md`): on the TLS and WSS
+//!   listeners with `--tls-client-ca`, a CONNECT without password whose verified
 //!   client certificate's SHA-256 fingerprint is registered (and active)
 //!   for a device of the site's owner gets that device's identity and
 //!   grants; the record disappearing or turning inactive closes it (0x87).
@@ -34,7 +34,10 @@
 //!   ([`Authenticator::reauthenticate`]): the same principal's new token
 //!   replaces the old one's permissions, expiry and revocation id, and the
 //!   broker answers AUTH 0x00; a token that is not accepted closes the
-//!   connection with DISCONNECT 0x87. Any other method gets 0x8C.
+//!   connection with DISCONNECT 0x87. Subscriptions the new token does not
+//!   allow are removed and a will it does not allow is not published
+//!   (`docs/decisions/0051-edge-reauthentication-narrows.md`). Any other
+//!   method gets 0x8C.
 //!
 //! Reason codes at CONNECT (v5 / 3.1.1):
 //!
@@ -419,7 +422,8 @@ impl Authenticator {
 
     /// Re-authentication of a live connection (AUTH 0x19 with `token` as
     /// Authentication Data, MQTT 5 §4.12.1): verified like a CONNECT's;
-    /// it must name the same subject and organisation as `current`. On
+    /// it must name the same principal as `current`
+    /// ([`Identity::same_principal`]: kind, subject, organisation). On
     /// success the connection's registration moves to the new token id and
     /// its expiry timer to the new `exp`; the returned identity replaces
     /// the connection's permissions.
@@ -447,7 +451,7 @@ impl Authenticator {
                 "this edge cannot verify tokens",
             ));
         };
-        if identity.subject != current.subject || identity.org != current.org {
+        if !identity.same_principal(current) {
             return Err(Refused::new(
                 ReasonCode::NotAuthorized,
                 "a re-authentication token must name the same principal",

@@ -500,6 +500,7 @@ fn tcp_task(
     let peer = Peer {
         addr: Some(peer),
         certificate: None,
+        fingerprint: None,
     };
     let link = link::serve(stream, peer, conn_id, ctx);
     async move {
@@ -535,10 +536,17 @@ async fn serve_socket(
             let peer = Peer {
                 addr: Some(peer),
                 certificate: None,
+                fingerprint: None,
             };
             link::serve(stream, peer, conn_id, ctx).await;
         }
-        (Listener::Ws, _) => Box::pin(serve_ws(stream, peer, None, conn_id, ctx)).await,
+        (Listener::Ws, _) => {
+            let peer = Peer {
+                addr: Some(peer),
+                ..Peer::default()
+            };
+            Box::pin(serve_ws(stream, peer, conn_id, ctx)).await;
+        }
         (Listener::Tls, Some(certs)) => {
             serve_tls(stream, peer, certs.config(), conn_id, ctx).await;
         }
@@ -563,7 +571,23 @@ async fn serve_wss(
 ) {
     let timeout = Duration::from_millis(ctx.config.limits.connect_timeout_ms);
     match crate::tls::handshake(&acceptor, stream, timeout).await {
-        Ok((tls, certificate)) => serve_ws(tls, peer, certificate, conn_id, ctx).await,
+        Ok((tls, certificate)) => {
+            // The link serves the bridge's socket pair, not this TLS
+            // session: certificate-only login needs the fingerprint now.
+            let fingerprint = ctx
+                .authn
+                .logs_in_certificates()
+                .then(|| tls.get_ref().1.peer_certificates())
+                .flatten()
+                .and_then(|chain| chain.first())
+                .map(|leaf| plantd_shared::device_certs::Fingerprint::of_der(leaf.as_ref()));
+            let peer = Peer {
+                addr: Some(peer),
+                certificate,
+                fingerprint,
+            };
+            serve_ws(tls, peer, conn_id, ctx).await;
+        }
         Err(why) => {
             info!(%peer, %why, listener = "wss", "closing TLS connection");
             ctx.metrics.connections_refused.fetch_add(1, Relaxed);
@@ -600,6 +624,7 @@ async fn serve_tls(
     let peer = Peer {
         addr: Some(peer),
         certificate,
+        fingerprint: None,
     };
     Box::pin(link::serve(tls, peer, conn_id, ctx)).await;
 }
@@ -609,13 +634,8 @@ async fn serve_tls(
 /// upgrade within the connect timeout, then the link over the bridge's
 /// socket pair. A refused or failed upgrade is logged at info and counted
 /// in `connections_refused`.
-async fn serve_ws<S>(
-    stream: S,
-    peer: SocketAddr,
-    certificate: Option<Arc<str>>,
-    conn_id: u64,
-    ctx: Arc<LinkContext>,
-) where
+async fn serve_ws<S>(stream: S, peer: Peer, conn_id: u64, ctx: Arc<LinkContext>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let limits = &ctx.config.limits;
@@ -631,7 +651,7 @@ async fn serve_ws<S>(
     // The bridge closes the WebSocket (with a grace period of its own) once
     // it sees the link's end-of-file.
     let bridge = |remote| crate::ws::bridge(ws, remote);
-    serve_bridged(peer, certificate, conn_id, ctx, "WebSocket", bridge).await;
+    serve_bridged(peer, conn_id, ctx, "WebSocket", bridge).await;
 }
 
 /// Serves the link for a client whose transport (`what`: a WebSocket,

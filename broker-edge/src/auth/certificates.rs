@@ -39,7 +39,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::kv::{Entry, Operation};
 use futures::StreamExt as _;
-use plantd_shared::claims::{MqttGrant, Permissions};
+use plantd_shared::claims::{MqttGrant, Permissions, PrincipalKind};
 use plantd_shared::device_certs::{
     self, DEVICE_CERTS_BUCKET, DeviceCert, Fingerprint, fingerprint_of_key,
 };
@@ -238,6 +238,7 @@ impl Identity {
         Self {
             subject: record.device.clone(),
             org: record.org.clone(),
+            kind: PrincipalKind::Device,
             jti: Arc::from(format!("{JTI_PREFIX}{}", fingerprint.hex())),
             expires: NEVER_EXPIRES,
             auth_method: None,

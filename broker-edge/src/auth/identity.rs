@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use plantd_shared::claims::{Claims, Permissions};
+use plantd_shared::claims::{Claims, Permissions, PrincipalKind};
 use plantd_shared::sites;
 use plantd_shared::subject::Site;
 use plantd_shared::topic::{Filter, Topic};
@@ -17,6 +17,9 @@ pub struct Identity {
     pub subject: String,
     /// The token's organisation.
     pub org: String,
+    /// What the subject is (user, service account, device): with `org`
+    /// and `subject`, the principal a re-authentication must name again.
+    pub kind: PrincipalKind,
     /// The token id, the key of a revocation.
     pub jti: Arc<str>,
     /// The token's `exp`, seconds since the Unix epoch.
@@ -41,6 +44,7 @@ impl Identity {
         Self {
             subject: claims.sub.clone(),
             org: claims.org.clone(),
+            kind: claims.kind,
             jti: Arc::from(claims.jti.as_str()),
             expires: claims.exp,
             auth_method: None,
@@ -48,6 +52,12 @@ impl Identity {
             permissions: Permissions::from_claims(claims),
             site,
         }
+    }
+
+    /// Whether `other` names the same principal (kind, subject and
+    /// organisation): the condition for a re-authentication.
+    pub fn same_principal(&self, other: &Identity) -> bool {
+        self.kind == other.kind && self.subject == other.subject && self.org == other.org
     }
 
     /// Whether a site owned by `owner` (`None`: unknown or deleted) admits

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::handshake::{self, HandshakeError, Hello};
+use super::reauth;
 use super::wire::Wire;
 use super::{Exit, Link, LinkContext, Peer, Socket};
 use crate::auth::{REASON_EXPIRED, REASON_REVOKED};
@@ -109,6 +110,7 @@ async fn admit<S: Socket>(
 ) -> Option<Box<Admitted<S>>> {
     let Peer {
         addr: peer,
+        fingerprint,
         certificate,
     } = peer;
     let limits = &ctx.config.limits;
@@ -136,7 +138,7 @@ async fn admit<S: Socket>(
         }
     };
     let mut hello = hello;
-    let identity = match authenticate(&ctx, &mut hello, &stream) {
+    let identity = match authenticate(&ctx, &mut hello, &stream, fingerprint) {
         Ok(identity) => identity,
         Err(refused) => {
             warn!(?peer, client_id = %hello.client_id, reason = format_args!("{:#04x}", refused.reason), why = %refused.why, "refusing CONNECT: authentication");
@@ -226,6 +228,17 @@ async fn admit<S: Socket>(
         received_by_qos: [0; 3],
         sent_by_qos: [0; 3],
         log: log.map(Box::new),
+    // A resumed session's subscriptions were made with earlier
+    // credentials: those this CONNECT's do not allow go first.
+    if session_present
+        && ctx
+            .router
+            .send(reauth::recheck(&link.info, conn_id, &ctx.auth))
+            .await
+            .is_err()
+    {
+        return None;
+    }
     };
     link.send_connack(&hello, session_present, keep_alive, session_expiry);
     link.redeliver();
@@ -261,18 +274,20 @@ async fn admit<S: Socket>(
 }
 
 /// Checks the CONNECT's credentials (the password is taken out of
-/// `hello`; without one, the client certificate of `stream` may stand in
-/// for it) and, for a token, that its grants allow the will topic.
+/// `hello`; without one, the client certificate may stand in for it: the
+/// `fingerprint` the listener computed, else that of `stream`'s TLS
+/// session) and, for a token, that its grants allow the will topic.
 fn authenticate<S: Socket>(
     ctx: &LinkContext,
     hello: &mut Hello,
+    fingerprint: Option<plantd_shared::device_certs::Fingerprint>,
     stream: &S,
 ) -> Result<Option<Arc<crate::auth::Identity>>, crate::auth::Refused> {
     let password = hello.password.take();
     let certificate = (ctx.authn.logs_in_certificates()
         && hello.auth_method.is_none()
         && password.as_ref().is_none_or(|p| p.0.is_empty()))
-    .then(|| stream.peer_certificate_sha256())
+    .then(|| fingerprint.or_else(|| stream.peer_certificate_sha256()))
     .flatten();
     let identity = ctx.authn.authenticate_connect(
         hello.auth_method.as_deref(),
@@ -358,6 +373,15 @@ async fn finish<S: Socket>(
         Exit::Kicked(REASON_EXPIRED | REASON_REVOKED) => (false, link.session_expiry),
         _ => (true, link.session_expiry),
     };
+    // The will is published with the permissions in force at the end: a
+    // re-authentication may have taken its topic away.
+    let will = will.filter(|w| {
+        let allowed = link.info.token_allows_publish(&w.topic);
+        if !allowed {
+            info!(client_id = %client_id, topic = %w.topic, "will dropped: the token in force no longer allows its topic");
+        }
+        allowed
+    });
     let will = if send_will { will } else { None };
     // The last turn's progress reaches the store before the router hears
     // that the connection ended (and may write or delete the session).

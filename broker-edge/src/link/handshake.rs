@@ -1,8 +1,8 @@
 //! The first packet: read CONNECT within the connect timeout, pick the
 //! protocol version, normalise it into a [`Hello`] and answer refusals.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -72,7 +72,10 @@ pub enum HandshakeError {
     Refuse(Option<Wire>, u8, String),
 }
 
+/// The counter of assigned client ids (see [`assign_id`]).
 static ASSIGNED: AtomicU64 = AtomicU64::new(1);
+/// A random number drawn once per process (see [`assign_id`]).
+static INSTANCE: OnceLock<u64> = OnceLock::new();
 
 /// Reads frames until the first complete one, within `timeout`.
 async fn first_frame<S: AsyncRead + Unpin>(
@@ -185,12 +188,15 @@ fn check_will_topic(wire: Wire, topic: &str) -> Result<(), HandshakeError> {
     })
 }
 
+/// A client id for a client that sent none, `plantd-<instance>-<n>`:
+/// unique among the sessions in the broker [MQTT-3.2.2-16], including
+/// those an earlier process left in the session store. The instance is
+/// random per process, not the process id, which a restarted container
+/// gets again (pid 1) — a counter starting again at 1 would then assign
+/// the id of a stored session to a newcomer.
 fn assign_id() -> String {
-    format!(
-        "plantd-{:x}-{}",
-        std::process::id(),
-        ASSIGNED.fetch_add(1, Relaxed)
-    )
+    let instance = *INSTANCE.get_or_init(rand::random::<u64>);
+    format!("plantd-{instance:016x}-{}", ASSIGNED.fetch_add(1, Relaxed))
 }
 
 fn hello_v4(c: v4::Connect) -> Result<Hello, HandshakeError> {

@@ -137,6 +137,12 @@ pub struct Peer {
     pub addr: Option<std::net::SocketAddr>,
     /// The common name of a verified TLS client certificate.
     pub certificate: Option<Arc<str>>,
+    /// The SHA-256 fingerprint of that certificate, for certificate-only
+    /// login, when the link's own socket cannot tell it
+    /// ([`Socket::peer_certificate_sha256`]): a secure WebSocket's TLS
+    /// session belongs to the bridge. Set only while certificate-only
+    /// login is on.
+    pub fingerprint: Option<plantd_shared::device_certs::Fingerprint>,
 }
 
 /// Topic aliases of one connection (MQTT 5).

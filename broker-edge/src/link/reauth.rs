@@ -1,13 +1,45 @@
 //! AUTH from a client: re-authentication with a fresh token (MQTT 5
 //! §4.12.1, method [`AUTH_METHOD_TOKEN`]). The connection keeps running on
 //! the new token's permissions and expiry; a refused token closes it.
+//!
+//! Narrower permissions take effect on everything the connection holds
+//! (`docs/decisions/0051-edge-reauthentication-narrows.md`): the router
+//! removes the session's subscriptions the new token does not allow before
+//! the client reads AUTH 0x00, and the will is published at the end only if
+//! the token in force then allows its topic (`admission.rs`).
+
+use std::sync::Arc;
 
 use tracing::info;
 
 use super::{Exit, Link, Step};
 use crate::auth::AUTH_METHOD_TOKEN;
+use crate::hooks::{Authorizer, ClientInfo};
 use crate::protocol::ReasonCode;
 use crate::protocol::v5::{self, Disconnect};
+use crate::router::{RouterCmd, SubscriptionCheck};
+
+/// The SUBSCRIBE rule of `client` (its token's grants, then the configured
+/// [`Authorizer`]) as the router applies it to subscriptions already made.
+pub(super) fn subscription_check(
+    client: &ClientInfo,
+    auth: &Arc<dyn Authorizer>,
+) -> SubscriptionCheck {
+    let (client, auth) = (client.clone(), auth.clone());
+    SubscriptionCheck::new(move |f| {
+        client.token_allows_subscribe(f) && auth.can_subscribe(&client, f)
+    })
+}
+
+/// The router command that removes the subscriptions of `client`'s
+/// session its permissions no longer allow.
+pub(super) fn recheck(client: &ClientInfo, conn_id: u64, auth: &Arc<dyn Authorizer>) -> RouterCmd {
+    RouterCmd::Recheck {
+        client_id: client.client_id.clone(),
+        conn_id,
+        check: subscription_check(client, auth),
+    }
+}
 
 impl Link {
     /// Handles an AUTH packet from the client.
@@ -45,7 +77,10 @@ impl Link {
                 let mut ok = Disconnect::new(ReasonCode::Success.code());
                 ok.properties.authentication_method = Some(AUTH_METHOD_TOKEN.into());
                 self.send(&v5::Packet::Auth(ok));
-                Step::Done
+                // Routed before the AUTH 0x00 is written: nothing the
+                // router fans out after the client reads it reaches a
+                // subscription the new token does not allow.
+                Step::Route(recheck(&self.info, self.conn_id, &self.ctx.auth))
             }
             Err(refused) => {
                 info!(client_id = %self.info.client_id, why = %refused.why, "re-authentication refused; closing");

@@ -14,6 +14,7 @@
 //! | `sessions.rs` | session lifecycle: connect, takeover, disconnect, discard |
 //! | `fanout.rs` | one publication to every matching session |
 //! | `subscribe.rs` | a session's SUBSCRIBE / UNSUBSCRIBE, retained messages on subscribe |
+//! | `recheck.rs` | subscriptions no longer authorised after a re-authentication or a resumption, removed |
 //! | [`subscriptions`] | the subscription index (filters → sessions, shared groups) |
 //! | `timers.rs` | will delays and session expiries |
 //! | `sys.rs` | `$SYS/broker/...` statistics |
@@ -25,6 +26,7 @@
 
 mod fanout;
 mod persistence;
+mod recheck;
 mod sessions;
 mod subscribe;
 pub mod subscriptions;
@@ -55,6 +57,7 @@ use timers::{Timers, sleep_until_opt};
 
 pub use crate::mailbox::LinkCtl;
 
+pub use recheck::SubscriptionCheck;
 /// A link asking to start or resume a session.
 #[derive(Debug)]
 pub struct ConnectRequest {
@@ -155,6 +158,17 @@ pub enum RouterCmd {
     /// the session still waiting for the store.
     Ack(AckTo),
     /// A connection ended.
+    /// The permissions of a connection changed (re-authentication) or
+    /// now apply to a resumed session: remove the session's subscriptions
+    /// `check` does not allow.
+    Recheck {
+        /// Session.
+        client_id: Arc<str>,
+        /// Which connection (a newer one is left alone).
+        conn_id: u64,
+        /// The permissions in force.
+        check: SubscriptionCheck,
+    },
     Disconnected {
         /// Session.
         client_id: Arc<str>,
@@ -299,3 +313,8 @@ impl Router {
         }
     }
 }
+            RouterCmd::Recheck {
+                client_id,
+                conn_id,
+                check,
+            } => self.recheck_subscriptions(&client_id, conn_id, &check),

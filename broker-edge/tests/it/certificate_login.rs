@@ -5,9 +5,10 @@
 //! `plantd_device_certs` with its certificate's SHA-256 connects without a
 //! token and gets exactly its grants; an unregistered certificate, one of
 //! another organisation's device and an inactive one are refused with
-//! 0x87 (3.1.1: 5); a token still works; the record deleted closes the
-//! live connection with 0x87; and an edge restarted without its uplink
-//! admits the device from its cache.
+//! 0x87 (3.1.1: 5), over TLS and over a secure WebSocket alike; a token
+//! still works; the record deleted closes the live connection with 0x87;
+//! and an edge restarted without its uplink admits the device from its
+//! cache.
 
 use crate::common;
 use crate::pki;
@@ -247,7 +248,9 @@ async fn a_registered_certificate_logs_in_without_a_token_and_nothing_else_does(
     let dir = tempfile::tempdir().expect("temp dir");
     let issuer = Issuer::new(dir.path());
     let data = dir.path().join("edge");
-    let edge = Edge::start(pki.config(&data, Some(&nats), &issuer.jwks)).await;
+    let mut config = pki.config(&data, Some(&nats), &issuer.jwks);
+    config.wss_listen = Some("127.0.0.1:0".into());
+    let edge = Edge::start(config).await;
     eventually(
         Duration::from_secs(10),
         "the edge to follow the site's three certificates",
@@ -290,6 +293,24 @@ async fn a_registered_certificate_logs_in_without_a_token_and_nothing_else_does(
     assert_eq!(
         dev4.connack().await.expect("3.1.1 certificate login").code,
         rumqttc::ConnectReturnCode::Success
+    );
+
+    // MQTT over a secure WebSocket: the same certificate, the same login
+    // (the link serves the bridge's socket, not the TLS session).
+    let wss = edge.at.wss.expect("WSS listener");
+    let mut over_wss = crate::ws_client::wss(wss, client_config(&pki.server_ca.pem, press_id))
+        .await
+        .expect("WSS upgrade");
+    assert_eq!(over_wss.connect4("press-1-wss", None).await.code, 0);
+    let stranger_id = Some((stranger.0.as_str(), stranger.1.as_str()));
+    let mut stranger_wss =
+        crate::ws_client::wss(wss, client_config(&pki.server_ca.pem, stranger_id))
+            .await
+            .expect("WSS upgrade");
+    assert_eq!(
+        stranger_wss.connect4("stranger-wss", None).await.code,
+        5,
+        "an unregistered certificate is refused over WSS too"
     );
 
     // Not registered, another organisation's device, an inactive one.

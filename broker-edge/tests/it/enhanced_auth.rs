@@ -33,10 +33,18 @@ impl Issuer {
     }
 
     fn token(&self, sub: &str, jti: &str, publish: &[&str]) -> Bytes {
-        let claims = plantd_shared::claims::Claims {
+        self.grants(sub, jti, publish, &[])
+    }
+
+    /// A token of device `sub` with these publish and subscribe grants.
+    fn grants(&self, sub: &str, jti: &str, publish: &[&str], subscribe: &[&str]) -> Bytes {
+        self.sign(plantd_shared::claims::Claims {
             jti: jti.into(),
-            ..device_claims(sub, SITE, publish, &[])
-        };
+            ..device_claims(sub, SITE, publish, subscribe)
+        })
+    }
+
+    fn sign(&self, claims: plantd_shared::claims::Claims) -> Bytes {
         Bytes::from(self.key.sign(&claims).expect("sign token"))
     }
 
@@ -184,5 +192,209 @@ async fn other_methods_and_auth_without_a_method_are_refused() {
     assert_eq!(ack.reason, ReasonCode::Success.code());
     r.send5(reauth(issuer.token("dev-1", "j-z", &[]))).await;
     assert_eq!(r.closed5().await, Some(ReasonCode::ProtocolError.code()));
+    b.stop().await;
+}
+
+// ------------------------------------------ narrower rights (decision 0051)
+
+/// Subscribes raw connection `r` to `filters` at QoS 1 and returns the
+/// SUBACK's reasons.
+async fn subscribe1(r: &mut Raw, pkid: u16, filters: &[&str]) -> Vec<u8> {
+    let options = v5::SubscriptionOptions {
+        qos: Q::AtLeastOnce,
+        ..Default::default()
+    };
+    r.send5(v5::Packet::Subscribe(v5::Subscribe {
+        pkid,
+        properties: v5::Properties::default(),
+        filters: filters.iter().map(|f| ((*f).to_owned(), options)).collect(),
+    }))
+    .await;
+    match r.recv5().await {
+        Some(v5::Packet::SubAck(a)) if a.pkid == pkid => a.reasons,
+        other => panic!("expected SUBACK {pkid}, got {other:?}"),
+    }
+}
+
+/// Waits for AUTH 0x00.
+async fn reauthenticated(r: &mut Raw) {
+    match r.recv5().await {
+        Some(v5::Packet::Auth(a)) => assert_eq!(a.reason, ReasonCode::Success.code()),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+}
+
+/// The topic of the next PUBLISH on `r`.
+async fn next_topic(r: &mut Raw) -> String {
+    match r.recv5().await {
+        Some(v5::Packet::Publish(p)) => p.topic,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+/// A rumqttc 5.0 publisher allowed everywhere under `a/` and `b/`.
+async fn publisher(b: &TestBroker, issuer: &Issuer) -> V5 {
+    let token = issuer.token("pub-1", "j-pub", &["a/#", "b/#"]);
+    let token = String::from_utf8(token.to_vec()).expect("token is text");
+    v5(b, "pub-1", token_creds5(&token)).await.0
+}
+
+/// A device re-authenticating with a token that no longer grants `b/#`
+/// loses its subscription to `b/#` before it reads AUTH 0x00: a message
+/// published to `b/x` afterwards finds no subscriber, `a/#` still
+/// delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthentication_with_fewer_rights_removes_the_subscriptions_no_longer_allowed() {
+    let issuer = Issuer::new();
+    let b = issuer.broker().await;
+    let wide = issuer.grants("dev-1", "j-1", &[], &["a/#", "b/#"]);
+    let (mut dev, ack) = Raw::connect5(&b, token_connect("dev-1", wide)).await;
+    assert_eq!(ack.reason, ReasonCode::Success.code());
+    assert_eq!(subscribe1(&mut dev, 1, &["a/#", "b/#"]).await, [1, 1]);
+    let mut publ = publisher(&b, &issuer).await;
+    assert_eq!(
+        publ.publish1("b/x", false, "before").await.reason,
+        m5::PubAckReason::Success
+    );
+    assert_eq!(
+        next_topic(&mut dev).await,
+        "b/x",
+        "granted by the first token"
+    );
+
+    dev.send5(reauth(issuer.grants("dev-1", "j-2", &[], &["a/#"])))
+        .await;
+    reauthenticated(&mut dev).await;
+    assert_eq!(
+        publ.publish1("b/x", false, "after").await.reason,
+        m5::PubAckReason::NoMatchingSubscribers,
+        "the subscription to b/# went with the grant"
+    );
+    assert_eq!(
+        publ.publish1("a/x", false, "after").await.reason,
+        m5::PubAckReason::Success
+    );
+    assert_eq!(next_topic(&mut dev).await, "a/x", "a/# is still granted");
+    b.stop().await;
+}
+
+/// A persistent session resumed with a token that no longer grants `b/#`
+/// keeps only the subscriptions the new token allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumed_with_fewer_rights_keeps_only_the_allowed_subscriptions() {
+    let issuer = Issuer::new();
+    let b = issuer.broker().await;
+    let persistent = |token| {
+        let mut c = token_connect("dev-1", token);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+        c
+    };
+    let wide = issuer.grants("dev-1", "j-1", &[], &["a/#", "b/#"]);
+    let (mut dev, _) = Raw::connect5(&b, persistent(wide)).await;
+    assert_eq!(subscribe1(&mut dev, 1, &["a/#", "b/#"]).await, [1, 1]);
+    dev.send5(v5::Packet::Disconnect(v5::Disconnect::new(
+        ReasonCode::Success.code(),
+    )))
+    .await;
+    assert_eq!(dev.closed5().await, None);
+
+    let narrow = issuer.grants("dev-1", "j-2", &[], &["a/#"]);
+    let (mut dev, ack) = Raw::connect5(&b, persistent(narrow)).await;
+    assert_eq!(ack.reason, ReasonCode::Success.code());
+    assert!(ack.session_present, "the session was resumed");
+    let mut publ = publisher(&b, &issuer).await;
+    assert_eq!(
+        publ.publish1("b/x", false, "x").await.reason,
+        m5::PubAckReason::NoMatchingSubscribers
+    );
+    assert_eq!(
+        publ.publish1("a/x", false, "x").await.reason,
+        m5::PubAckReason::Success
+    );
+    assert_eq!(next_topic(&mut dev).await, "a/x");
+    b.stop().await;
+}
+
+/// A will whose topic the re-authenticating token no longer grants is not
+/// published when the connection drops; the next message an observer of
+/// the will topic gets is one published after the session came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_the_new_token_does_not_allow_is_not_published() {
+    let issuer = Issuer::new();
+    let b = issuer.broker().await;
+    let observer_token = issuer.grants("obs", "j-obs", &[], &["status/#"]);
+    let observer_token = String::from_utf8(observer_token.to_vec()).expect("token is text");
+    let (mut observer, _) = v5(&b, "obs", token_creds5(&observer_token)).await;
+    observer
+        .sub("status/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await;
+
+    let mut c = token_connect("dev-1", issuer.token("dev-1", "j-1", &["status/#"]));
+    c.will = Some(v5::LastWill {
+        topic: "status/dev-1".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: Q::AtLeastOnce,
+        retain: false,
+        properties: v5::Properties::default(),
+    });
+    let (mut dev, ack) = Raw::connect5(&b, c).await;
+    assert_eq!(ack.reason, ReasonCode::Success.code());
+    dev.send5(reauth(issuer.token("dev-1", "j-2", &["data/#"])))
+        .await;
+    reauthenticated(&mut dev).await;
+    // Dropped without DISCONNECT: a will the token allowed would go out.
+    drop(dev);
+
+    // The same client id again: the router hands the session over only
+    // after the old connection's goodbye (and its will) was processed.
+    let back = issuer.token("dev-1", "j-3", &["status/#"]);
+    let (mut dev, ack) = Raw::connect5(&b, token_connect("dev-1", back)).await;
+    assert_eq!(ack.reason, ReasonCode::Success.code());
+    assert_eq!(
+        publish1(&mut dev, "status/marker", 1).await,
+        ReasonCode::Success.code()
+    );
+    let first = observer.publish().await;
+    assert_eq!(
+        &first.topic[..],
+        b"status/marker",
+        "the will was published: {:?}",
+        first.payload
+    );
+    b.stop().await;
+}
+
+/// A re-authentication token of the same subject but another kind of
+/// principal (a user named like the device) or another organisation is
+/// refused with DISCONNECT 0x87.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthentication_as_another_kind_or_organisation_is_refused() {
+    use plantd_shared::claims::{Claims, PrincipalKind};
+    let issuer = Issuer::new();
+    let b = issuer.broker().await;
+    let cases = [
+        Claims {
+            kind: PrincipalKind::User,
+            jti: "j-user".into(),
+            ..device_claims("dev-1", SITE, &["a/#"], &[])
+        },
+        Claims {
+            org: "globex".into(),
+            jti: "j-globex".into(),
+            ..device_claims("dev-1", SITE, &["a/#"], &[])
+        },
+    ];
+    for (i, claims) in cases.into_iter().enumerate() {
+        let first = issuer.token("dev-1", &format!("j-first-{i}"), &["a/#"]);
+        let (mut r, ack) = Raw::connect5(&b, token_connect("dev-1", first)).await;
+        assert_eq!(ack.reason, ReasonCode::Success.code());
+        r.send5(reauth(issuer.sign(claims))).await;
+        assert_eq!(
+            r.closed5().await,
+            Some(ReasonCode::NotAuthorized.code()),
+            "case {i}"
+        );
+    }
     b.stop().await;
 }

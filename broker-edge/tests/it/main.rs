@@ -32,6 +32,7 @@ mod persistence;
 mod reload;
 mod site_owner;
 mod spec5;
+mod spec5_rows;
 mod tls;
 mod uplink;
 mod v311;
