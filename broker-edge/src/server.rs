@@ -630,7 +630,7 @@ async fn serve_tls(
 }
 
 /// Serves a WebSocket client on `stream` (plain TCP, or TLS already
-/// established for WSS, with the client certificate's common name): the
+/// established for WSS, with the client certificate in `peer`): the
 /// upgrade within the connect timeout, then the link over the bridge's
 /// socket pair. A refused or failed upgrade is logged at info and counted
 /// in `connections_refused`.
