@@ -643,7 +643,7 @@ where
     let ws = match crate::ws::handshake(stream, timeout, limits.max_packet_size).await {
         Ok(ws) => ws,
         Err(why) => {
-            info!(%peer, %why, "closing WebSocket connection");
+            info!(peer = ?peer.addr, %why, "closing WebSocket connection");
             ctx.metrics.connections_refused.fetch_add(1, Relaxed);
             return;
         }
@@ -661,8 +661,7 @@ where
 /// runs until it ends by itself (it closes the transport with a grace
 /// period of its own).
 async fn serve_bridged<B>(
-    peer: SocketAddr,
-    certificate: Option<Arc<str>>,
+    peer: Peer,
     conn_id: u64,
     ctx: Arc<LinkContext>,
     what: &str,
@@ -673,17 +672,13 @@ async fn serve_bridged<B>(
     let (local, remote) = match UnixStream::pair() {
         Ok(p) => p,
         Err(e) => {
-            warn!(%peer, error = %e, "cannot serve a {what} client: no socket pair");
+            warn!(peer = ?peer.addr, error = %e, "cannot serve a {what} client: no socket pair");
             return;
         }
     };
-    if let Some(cn) = &certificate {
-        info!(%peer, certificate = %cn, "TLS client certificate verified");
+    if let Some(cn) = &peer.certificate {
+        info!(peer = ?peer.addr, certificate = %cn, "TLS client certificate verified");
     }
-    let peer = Peer {
-        addr: Some(peer),
-        certificate,
-    };
     let link = link::serve(local, peer, conn_id, ctx);
     let bridge = bridge(remote);
     tokio::pin!(link, bridge);

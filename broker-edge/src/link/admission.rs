@@ -110,8 +110,8 @@ async fn admit<S: Socket>(
 ) -> Option<Box<Admitted<S>>> {
     let Peer {
         addr: peer,
-        fingerprint,
         certificate,
+        fingerprint,
     } = peer;
     let limits = &ctx.config.limits;
     let mut rbuf = BytesMut::new();
@@ -228,6 +228,7 @@ async fn admit<S: Socket>(
         received_by_qos: [0; 3],
         sent_by_qos: [0; 3],
         log: log.map(Box::new),
+    };
     // A resumed session's subscriptions were made with earlier
     // credentials: those this CONNECT's do not allow go first.
     if session_present
@@ -239,7 +240,6 @@ async fn admit<S: Socket>(
     {
         return None;
     }
-    };
     link.send_connack(&hello, session_present, keep_alive, session_expiry);
     link.redeliver();
     ctx.metrics.connections.fetch_add(1, Relaxed);
@@ -280,8 +280,8 @@ async fn admit<S: Socket>(
 fn authenticate<S: Socket>(
     ctx: &LinkContext,
     hello: &mut Hello,
-    fingerprint: Option<plantd_shared::device_certs::Fingerprint>,
     stream: &S,
+    fingerprint: Option<plantd_shared::device_certs::Fingerprint>,
 ) -> Result<Option<Arc<crate::auth::Identity>>, crate::auth::Refused> {
     let password = hello.password.take();
     let certificate = (ctx.authn.logs_in_certificates()
@@ -373,6 +373,7 @@ async fn finish<S: Socket>(
         Exit::Kicked(REASON_EXPIRED | REASON_REVOKED) => (false, link.session_expiry),
         _ => (true, link.session_expiry),
     };
+    let will = if send_will { will } else { None };
     // The will is published with the permissions in force at the end: a
     // re-authentication may have taken its topic away.
     let will = will.filter(|w| {
@@ -382,7 +383,6 @@ async fn finish<S: Socket>(
         }
         allowed
     });
-    let will = if send_will { will } else { None };
     // The last turn's progress reaches the store before the router hears
     // that the connection ended (and may write or delete the session).
     link.flush_log();

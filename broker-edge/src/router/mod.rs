@@ -56,8 +56,8 @@ use subscriptions::{SubEntry, SubscriptionIndex};
 use timers::{Timers, sleep_until_opt};
 
 pub use crate::mailbox::LinkCtl;
-
 pub use recheck::SubscriptionCheck;
+
 /// A link asking to start or resume a session.
 #[derive(Debug)]
 pub struct ConnectRequest {
@@ -157,7 +157,6 @@ pub enum RouterCmd {
     /// packet id is known): PUBREC 0, after any earlier acknowledgement of
     /// the session still waiting for the store.
     Ack(AckTo),
-    /// A connection ended.
     /// The permissions of a connection changed (re-authentication) or
     /// now apply to a resumed session: remove the session's subscriptions
     /// `check` does not allow.
@@ -169,6 +168,7 @@ pub enum RouterCmd {
         /// The permissions in force.
         check: SubscriptionCheck,
     },
+    /// A connection ended.
     Disconnected {
         /// Session.
         client_id: Arc<str>,
@@ -303,6 +303,11 @@ impl Router {
                 pkid,
                 filters,
             } => self.unsubscribe(&client_id, pkid, filters),
+            RouterCmd::Recheck {
+                client_id,
+                conn_id,
+                check,
+            } => self.recheck_subscriptions(&client_id, conn_id, &check),
             RouterCmd::Disconnected {
                 client_id,
                 conn_id,
@@ -313,8 +318,3 @@ impl Router {
         }
     }
 }
-            RouterCmd::Recheck {
-                client_id,
-                conn_id,
-                check,
-            } => self.recheck_subscriptions(&client_id, conn_id, &check),

@@ -228,8 +228,10 @@ async fn publish_with_a_subscription_identifier_is_a_protocol_error() {
     let (mut watcher, _) = v5(&b, "watcher", |_| {}).await;
     watcher.sub("t/#", QoS::AtLeastOnce).await;
     let (mut r, _) = Raw::connect5(&b, v5_connect("sender")).await;
-    let mut properties = v5::Properties::default();
-    properties.subscription_identifiers = vec![7];
+    let properties = v5::Properties {
+        subscription_identifiers: vec![7],
+        ..Default::default()
+    };
     r.send5(v5::Packet::Publish(v5::Publish {
         dup: false,
         qos: Q::AtLeastOnce,

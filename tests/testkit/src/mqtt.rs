@@ -124,6 +124,27 @@ impl V4 {
         }
     }
 
+    /// The PUBACK of a QoS 1 publication and the PUBLISH of the same
+    /// message back (the client subscribed to its own topic), in either
+    /// order: the broker may deliver before it acknowledges.
+    ///
+    /// # Panics
+    /// When the connection ends before both arrived.
+    pub async fn puback_and_echo(&mut self) -> (u16, rumqttc::Publish) {
+        let (mut ack, mut echo) = (None, None);
+        loop {
+            match self.incoming().await {
+                Ok(rumqttc::Packet::PubAck(a)) => ack = Some(a.pkid),
+                Ok(rumqttc::Packet::Publish(p)) if echo.is_none() => echo = Some(p),
+                Ok(_) => {}
+                Err(e) => panic!("expected a PUBACK and a PUBLISH, got {e}"),
+            }
+            if let (Some(a), Some(p)) = (ack, echo.take()) {
+                return (a, p);
+            }
+        }
+    }
+
     /// The next PUBACK.
     ///
     /// # Panics
