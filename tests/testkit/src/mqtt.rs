@@ -137,10 +137,15 @@ impl V4 {
                 Ok(rumqttc::Packet::PubAck(a)) => ack = Some(a.pkid),
                 Ok(rumqttc::Packet::Publish(p)) if echo.is_none() => echo = Some(p),
                 Ok(_) => {}
-                Err(e) => panic!("expected a PUBACK and a PUBLISH, got {e}"),
+                Err(e) => panic!(
+                    "expected a PUBACK and a PUBLISH, got {e} (PUBACK so far: {ack:?}, PUBLISH so far: {:?})",
+                    echo.as_ref().map(|p: &rumqttc::Publish| &p.topic)
+                ),
             }
-            if let (Some(a), Some(p)) = (ack, echo.take()) {
-                return (a, p);
+            // Both must be in hand before the echo is taken out: taking
+            // it while the PUBACK is still to come would lose it.
+            if let (Some(a), Some(p)) = (ack, echo.as_ref()) {
+                return (a, p.clone());
             }
         }
     }
