@@ -6,6 +6,7 @@
 use anyhow::Result;
 use plantd_alerts::{Dur, Matcher};
 use plantd_client::alerting::{AlertFilter, LabelMatcher, NewSilence};
+use plantd_client::proxy::types::{RecordKind, Severity};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -90,7 +91,7 @@ pub async fn list(s: &Session, filter: &ListFilter<'_>, json: bool) -> Result<()
             "{:<40} {:<9} {:<9} {:<12} {:<20} {:<28} {:<10} {}",
             a.id,
             a.state,
-            a.severity.as_deref().unwrap_or("?"),
+            a.severity.map_or("?", Severity::as_str),
             a.site,
             a.rule,
             a.key,
@@ -138,23 +139,17 @@ pub async fn history(s: &Session, id: &str, json: bool) -> Result<()> {
         return Ok(());
     }
     for r in &h.records {
-        let what = if r.kind == "transition" {
-            format!(
-                "{} -> {}",
-                r.from.as_deref().unwrap_or("?"),
-                r.to.as_deref().unwrap_or("?")
-            )
+        let what = if r.kind == RecordKind::Transition {
+            format!("{} -> {}", r.from, r.to)
         } else {
-            r.kind.clone()
+            r.kind.to_string()
         };
-        let silenced = if r.silenced { " (silenced)" } else { "" };
-        println!(
-            "{:<26} {:<22} {}{}",
-            r.at.as_deref().unwrap_or("?"),
-            what,
-            r.summary.as_deref().unwrap_or(""),
-            silenced
-        );
+        let silenced = if r.silenced == Some(true) {
+            " (silenced)"
+        } else {
+            ""
+        };
+        println!("{:<26} {:<22} {}{}", r.at, what, r.summary, silenced);
     }
     Ok(())
 }
@@ -193,9 +188,9 @@ pub fn silence_body(matchers: &[String], duration: &str, comment: &str) -> Resul
         .map_err(|e| fail(ExitKind::Usage, format!("--for: {e}")))?;
     Ok(NewSilence {
         matchers: parsed,
-        starts: None,
         ends,
-        comment: comment.to_owned(),
+        comment: Some(comment.to_owned()),
+        ..NewSilence::default()
     })
 }
 
@@ -220,7 +215,11 @@ pub async fn silence(
     if json {
         print_json(&created);
     } else {
-        println!("silence {} until {}", created.id, created.ends);
+        println!(
+            "silence {} until {}",
+            created.id.as_deref().unwrap_or("?"),
+            created.ends
+        );
     }
     Ok(())
 }
@@ -248,11 +247,7 @@ pub async fn silences(s: &Session, json: bool) -> Result<()> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let active = if x.active == Some(true) {
-            "active"
-        } else {
-            "inactive"
-        };
+        let active = if x.active { "active" } else { "inactive" };
         println!(
             "{:<36} {:<8} until {:<26} {:<32} {}",
             x.id, active, x.ends, matchers, x.comment
@@ -279,11 +274,12 @@ pub async fn unsilence(s: &Session, id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plantd_client::proxy::types::MatchOp;
 
     #[test]
     fn silence_flags_make_a_body() {
         let b = silence_body(&["site=plant1".into(), "rule=~hot.*".into()], "2h", "x").expect("ok");
-        assert_eq!(b.matchers[1].op, "=~");
+        assert_eq!(b.matchers[1].op, MatchOp::Re);
         assert!(!b.ends.is_empty());
         assert!(silence_body(&[], "2h", "").is_err());
         assert!(silence_body(&["site=a".into()], "soon", "").is_err());

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use plantd_client::alerting::AnalyticsRule;
-use plantd_client::proxy::{params, types::Aggregate};
+use plantd_client::proxy::params;
+use plantd_client::proxy::types::{Aggregate, Severity};
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -69,14 +70,10 @@ fn print_line(r: &AnalyticsRule) {
     println!(
         "{:<24} {:<5} {:<8} {:<24} alert:{:<8} {}",
         r.name,
-        r.at.as_deref().unwrap_or("cloud"),
-        if r.enabled.unwrap_or(true) {
-            "enabled"
-        } else {
-            "paused"
-        },
+        r.at,
+        if r.enabled { "enabled" } else { "paused" },
         sites,
-        r.alert_severity().unwrap_or("-"),
+        r.alert_severity().map_or("-", Severity::as_str),
         what.replace('\n', " ")
     );
 }

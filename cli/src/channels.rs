@@ -30,7 +30,7 @@ fn print_line(c: &Channel) {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let resolved = if c.send_resolved.unwrap_or(true) {
+    let resolved = if c.send_resolved {
         "resolved:yes"
     } else {
         "resolved:no"
@@ -38,7 +38,7 @@ fn print_line(c: &Channel) {
     println!(
         "{:<24} {:<8} {:<48} {:<12} {}",
         c.name,
-        c.kind,
+        c.r#type,
         c.target().unwrap_or("?"),
         resolved,
         matchers
@@ -195,10 +195,7 @@ pub async fn test(s: &Session, name: &str, json: bool) -> Result<()> {
     if json {
         print_json(&t);
     } else {
-        println!(
-            "test notification delivered on {name} ({})",
-            t.receipt.as_deref().unwrap_or("?")
-        );
+        println!("test notification delivered on {name} ({})", t.receipt);
     }
     Ok(())
 }

@@ -151,7 +151,9 @@ pub async fn set(
         )
         .await
         .map_err(api_error)?;
-    let v: Stored = answer.value.json().map_err(api_error)?;
+    let v = Stored {
+        revision: answer.value.revision,
+    };
     if json {
         print_typed(&v);
     } else {

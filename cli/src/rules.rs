@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use plantd_alerts::Rule;
 use plantd_client::alerting::AlertRule;
+use plantd_client::proxy::types::Severity;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -29,11 +30,11 @@ fn print_line(r: &AlertRule) {
     println!(
         "{:<24} {:<9} for {:<6} {:<11} {:<32} {}",
         r.id,
-        r.severity.as_deref().unwrap_or("warning"),
-        r.hold.as_deref().unwrap_or("0s"),
-        r.condition.kind,
-        r.condition.watches().unwrap_or("?"),
-        r.name
+        r.severity.map_or("warning", Severity::as_str),
+        r.r#for.as_deref().unwrap_or("0s"),
+        r.condition_kind().unwrap_or("?"),
+        r.watches().unwrap_or("?"),
+        r.name.as_deref().unwrap_or_default()
     );
 }
 

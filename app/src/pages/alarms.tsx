@@ -4,29 +4,14 @@
 // (which alerts they hold back, creating one from an alert's labels,
 // expiring one).
 import { useEffect, useState } from 'preact/hooks';
-import { api } from '../api/client';
+import { api, type Schemas } from '../api/client';
 import { allows } from '../session';
 import { ErrorNote, Modal, when } from '../util';
 import { failure, silencing, SilenceForm, SilenceList, type Matcher, type Silence } from './silences';
 import { Transitions } from './transitions';
 
-/**
- * An alert instance as `GET /v1/alerts` lists it (docs/api.md, "Alerts"):
- * the document gives this answer no schema yet, so it is written here.
- */
-interface Alert {
-  id: string;
-  rule: string;
-  site: string;
-  key: string;
-  severity: string;
-  labels?: Record<string, string>;
-  transitions?: number;
-  state: string;
-  since?: string | number;
-  value?: number | null;
-  ack?: { by: string; note?: string } | null;
-}
+/** An alert instance as `GET /v1/alerts` lists it (docs/api.md, "Alerts"). */
+type Alert = Schemas['AlertView'];
 
 const ORDER: Record<string, number> = { firing: 0, pending: 1, no_data: 2, inactive: 3 };
 
@@ -44,7 +29,7 @@ export function AlarmsPage() {
   async function loadSilences() {
     const r = await api.GET('/v1/silences');
     if (!r.response.ok) throw failure(r);
-    setSilences((r.data as { silences?: Silence[] } | undefined)?.silences ?? []);
+    setSilences(r.data?.silences ?? []);
   }
 
   async function load() {
@@ -55,7 +40,7 @@ export function AlarmsPage() {
       return;
     }
     setError(null);
-    const list = [...((r.data as { alerts?: Alert[] } | undefined)?.alerts ?? [])];
+    const list = [...(r.data?.alerts ?? [])];
     list.sort((a, b) => (ORDER[a.state] ?? 9) - (ORDER[b.state] ?? 9) || a.id.localeCompare(b.id));
     setAlerts(list);
   }
@@ -106,7 +91,7 @@ export function AlarmsPage() {
             </thead>
             <tbody>
               {alerts.map((a) => {
-                const held = silencing(silences, a.labels ?? { rule: a.rule, site: a.site, severity: a.severity });
+                const held = silencing(silences, a.labels);
                 return (
                   <tr key={a.id} data-alert={a.id} class={`sev-${a.severity} st-${a.state}`} data-silenced={held ? 'yes' : 'no'}>
                     <td>{a.severity}</td>

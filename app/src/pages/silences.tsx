@@ -3,29 +3,18 @@
 // records are stored `silenced` and not notified. Created with a duration
 // from now; "Expire now" deletes it (records from then on are notified).
 import { useState } from 'preact/hooks';
-import { api } from '../api/client';
+import { api, type Schemas } from '../api/client';
 import { ApiError } from '../session';
 import { ErrorNote, useAction, when } from '../util';
 
 /** How a matcher compares (docs/api.md, "Alerts"). */
-export type MatchOp = '=' | '!=' | '=~';
+export type MatchOp = Schemas['MatchOp'];
 
-export interface Matcher {
-  label: string;
-  op: MatchOp;
-  value: string;
-}
+/** One label condition of a silence. */
+export type Matcher = Schemas['Matcher'];
 
-/** A silence as `GET /v1/silences` lists it. */
-export interface Silence {
-  id: string;
-  matchers: Matcher[];
-  starts: string;
-  ends: string;
-  comment?: string;
-  created_by?: string;
-  active?: boolean;
-}
+/** A silence as `GET /v1/silences` lists it (with `active`). */
+export type Silence = Schemas['SilenceView'];
 
 /** Durations offered, in minutes. */
 const DURATIONS: [number, string][] = [
@@ -63,7 +52,7 @@ export function failure(r: { response: Response; error?: unknown }): ApiError {
 }
 
 /** The form for a new silence; `initial` prefills its matchers. */
-export function SilenceForm(props: { initial: Matcher[]; onDone: (s: Silence | null) => void }) {
+export function SilenceForm(props: { initial: Matcher[]; onDone: (s: Schemas['Silence'] | null) => void }) {
   const [matchers, setMatchers] = useState<Matcher[]>(props.initial.length ? props.initial : [{ label: 'rule', op: '=', value: '' }]);
   const [minutes, setMinutes] = useState(60);
   const [comment, setComment] = useState('');
@@ -75,11 +64,12 @@ export function SilenceForm(props: { initial: Matcher[]; onDone: (s: Silence | n
   const create = () =>
     run(async () => {
       const ends = new Date(Date.now() + minutes * 60_000).toISOString();
-      // The document gives this body no schema (a free object), so it is typed here.
-      const body: Omit<Silence, 'id' | 'starts'> = { matchers: matchers.map((m) => ({ ...m, label: m.label.trim() })), ends, comment };
+      // The document gives this body no schema (a free object: the server
+      // names the field it refuses), so it is typed as the silence it makes.
+      const body: Schemas['Silence'] = { matchers: matchers.map((m) => ({ ...m, label: m.label.trim() })), ends, comment };
       const r = await api.POST('/v1/silences', { body: body as unknown as Record<string, never> });
-      if (!r.response.ok) throw failure(r);
-      props.onDone(r.data as unknown as Silence);
+      if (!r.response.ok || !r.data) throw failure(r);
+      props.onDone(r.data);
     });
 
   return (

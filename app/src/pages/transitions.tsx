@@ -3,23 +3,12 @@
 // judged, the summary), acknowledgement and repeat, and whether a silence
 // held its notification back.
 import { useEffect, useState } from 'preact/hooks';
-import { api } from '../api/client';
+import { api, type Schemas } from '../api/client';
 import { ErrorNote, when } from '../util';
 import { failure } from './silences';
 
-/** An alert record, the fields shown (functions/alerts/src/record.rs). */
-export interface AlertRecord {
-  id: string;
-  kind: 'transition' | 'ack' | 'repeat';
-  from: string;
-  to: string;
-  n: number;
-  at: string;
-  value?: number;
-  summary?: string;
-  silenced?: boolean;
-  ack?: { by: string; note?: string } | null;
-}
+/** An alert record (functions/alerts/src/record.rs). */
+export type AlertRecord = Schemas['AlertRecord'];
 
 export function Transitions(props: { id: string }) {
   const [records, setRecords] = useState<AlertRecord[] | null>(null);
@@ -28,7 +17,7 @@ export function Transitions(props: { id: string }) {
     (async () => {
       const r = await api.GET('/v1/alerts/{id}/history', { params: { path: { id: props.id } } });
       if (!r.response.ok) throw failure(r);
-      setRecords((r.data as { records?: AlertRecord[] } | undefined)?.records ?? []);
+      setRecords(r.data?.records ?? []);
     })().catch(setError);
   }, [props.id]);
   return (

@@ -117,6 +117,22 @@ impl fmt::Display for Dur {
     }
 }
 
+/// In the OpenAPI document (feature `utoipa`): a string, as written.
+#[cfg(feature = "utoipa")]
+impl utoipa::PartialSchema for Dur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or several run together (`1h30m`).",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "utoipa")]
+impl utoipa::ToSchema for Dur {}
+
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

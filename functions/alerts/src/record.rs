@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 /// Where an alert instance is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum AlertState {
     /// The condition does not hold (never fired, or resolved).
     Inactive,
@@ -33,6 +34,7 @@ pub enum AlertState {
 /// What a record says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum RecordKind {
     /// The instance moved from [`AlertRecord::from`] to [`AlertRecord::to`].
     /// `to == Inactive` after `Firing` is a resolution.
@@ -49,6 +51,7 @@ pub enum RecordKind {
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default,
 )]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Severity {
     /// For information.
     Info,
@@ -61,6 +64,7 @@ pub enum Severity {
 
 /// One line or value that made the condition hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Evidence {
     /// The stream it came from (`PLANTD_LOGS`, `PLANTD_TELEMETRY`).
     pub stream: String,
@@ -68,6 +72,7 @@ pub struct Evidence {
     pub sequence: u64,
     /// Its time (event time when known, else the stream's).
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub time: OffsetDateTime,
     /// The MQTT topic (telemetry) or log source (logs).
     pub topic: String,
@@ -81,11 +86,13 @@ pub struct Evidence {
 
 /// An operator's acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Ack {
     /// Who (the token's subject).
     pub by: String,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub at: OffsetDateTime,
     /// Their note.
     #[serde(default)]
@@ -94,6 +101,7 @@ pub struct Ack {
 
 /// One message in `PLANTD_ALERTS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct AlertRecord {
     /// `Nats-Msg-Id`: `<rule>:<key hash>:<n>[:ack|:r<k>]` (module docs).
     pub id: String,
@@ -125,6 +133,7 @@ pub struct AlertRecord {
     /// ticked (decision 0024: lifecycle times are the engine's, not the
     /// items'; an item's own time is in its [`Evidence::time`]).
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub at: OffsetDateTime,
     /// When the instance started firing, while it fires.
     #[serde(
@@ -132,6 +141,7 @@ pub struct AlertRecord {
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub firing_since: Option<OffsetDateTime>,
     /// The value the condition was evaluated on (count, rate, reading).
     #[serde(default, skip_serializing_if = "Option::is_none")]

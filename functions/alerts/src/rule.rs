@@ -27,6 +27,7 @@ pub const MIN_WINDOW: Dur = Dur::secs(1);
 /// One alert rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema), schema(as = AlertRule))]
 pub struct Rule {
     /// The id: 1–64 lowercase letters, digits, `-` or `_` (one subject
     /// token: records go to `plantd.<site>.alert.<id>`).
@@ -72,6 +73,7 @@ pub struct Rule {
 /// A label that splits a rule into instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum GroupBy {
     /// The site (always implied: every instance is per site).
     Site,
@@ -106,6 +108,7 @@ impl GroupBy {
 /// The no-data timeout and what it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct NoData {
     /// Silence on the rule's input for this long counts as no data.
     pub after: Dur,
@@ -117,6 +120,7 @@ pub struct NoData {
 /// What an instance does when its input has gone silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum NoDataBehaviour {
     /// Move to the `no_data` state (never shown as resolved).
     #[default]
@@ -129,6 +133,7 @@ pub enum NoDataBehaviour {
 
 /// A comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Op {
     /// `>`
     #[serde(rename = ">")]
@@ -180,6 +185,7 @@ impl fmt::Display for Op {
 /// Count lines, or lines per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Measure {
     /// Matching lines in the window.
     #[default]
@@ -191,6 +197,7 @@ pub enum Measure {
 /// "In at least `m` of the last `n` windows".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct MOfN {
     /// Windows that must exceed the threshold.
     pub m: u32,
@@ -201,6 +208,7 @@ pub struct MOfN {
 /// When a rule holds. JSON: `{"kind": "threshold", …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum Condition {
     /// Telemetry: the newest reading on a topic matching `topic` (MQTT
     /// wildcards) compared with `value`. The reading is the payload as a

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 /// How a matcher compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub enum MatchOp {
     /// The label equals the value.
     #[serde(rename = "=")]
@@ -27,6 +28,7 @@ pub enum MatchOp {
 /// One label condition. A missing label reads as the empty string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Matcher {
     /// The label name.
     pub label: String,
@@ -88,6 +90,7 @@ impl FromStr for Matcher {
 /// A silence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Silence {
     /// Its id (given by the server when created).
     #[serde(default)]
@@ -96,9 +99,11 @@ pub struct Silence {
     pub matchers: Vec<Matcher>,
     /// From (default: now).
     #[serde(default = "now", with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub starts: OffsetDateTime,
     /// Until.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub ends: OffsetDateTime,
     /// Why.
     #[serde(default)]

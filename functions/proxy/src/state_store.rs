@@ -57,7 +57,7 @@ pub struct Value {
 }
 
 /// One entry of a key's history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// The revision.
     pub revision: u64,

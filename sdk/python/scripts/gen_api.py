@@ -12,6 +12,11 @@ it at the binary the test build made), else ``cargo run -p plantd-proxy``.
 * ``models.py``: one pydantic v2 model per schema, by datamodel-code-generator
   (pinned in requirements-dev.txt, as are black and isort, which format its
   output: a different version may format differently, which is drift too).
+  A string enumeration whose values are not identifiers (``MatchOp``:
+  ``=``, ``!=``, ``=~``) gets member names after its operators (``eq``,
+  ``ne``, ``re``), the rule the Rust generator follows, and one whose value
+  is an attribute of ``str`` gets a ``_`` after it (``count_``:
+  ``x-enum-varnames``, see ``enum_names``).
 * ``_routes.py``: every (method, path) the document has. The hand-written
   client's unit test checks each route it calls is one of them, so a route
   renamed or removed in the proxy fails the check, not a user.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import keyword
 import os
 import subprocess
 import sys
@@ -45,6 +51,88 @@ HEADER = (
 ANY_VALUE = {("Aggregate", "window_start"), ("Aggregate", "window_end")}
 
 
+# Operators by their usual names, longest spelling first: the member names
+# of an enumeration of symbols (the Rust generator, sdk/rust/codegen, names
+# its variants by the same table).
+OPERATORS = (
+    ("==", "eq"),
+    ("!=", "ne"),
+    ("<=", "le"),
+    (">=", "ge"),
+    ("=~", "re"),
+    ("!~", "not_re"),
+    ("=", "eq"),
+    ("<", "lt"),
+    (">", "gt"),
+    ("~", "tilde"),
+    ("!", "not"),
+    ("+", "plus"),
+    ("-", "minus"),
+    ("*", "star"),
+    ("/", "slash"),
+    ("%", "percent"),
+    ("&", "and"),
+    ("|", "or"),
+    ("^", "caret"),
+    (".", "dot"),
+    (",", "comma"),
+    (":", "colon"),
+    ("?", "question"),
+    ("@", "at"),
+    ("#", "hash"),
+)
+
+
+def plain_member(value: str) -> bool:
+    """Whether ``value`` can be a ``StrEnum`` member's name as it is: an
+    identifier, not a keyword, not an attribute of ``str`` (a member
+    ``count`` would hide ``str.count``, which mypy refuses)."""
+    return value.isidentifier() and not keyword.iskeyword(value) and not hasattr(str, value)
+
+
+def member_name(value: str) -> str:
+    """An enumeration member's name: the value when it is plain
+    (``plain_member``); with ``_`` after it when it is a keyword or an
+    attribute of ``str`` (``count_``); else its operators' names joined by
+    ``_`` (``!~`` → ``not_re``; a symbol outside ``OPERATORS`` is ``u`` and
+    its code point)."""
+    if plain_member(value):
+        return value
+    if value.isidentifier():
+        return f"{value}_"
+    if any(c.isalnum() for c in value):
+        name = "".join(c if c.isalnum() else "_" for c in value).strip("_")
+        return name if name.isidentifier() else f"v_{name}"
+    words: list[str] = []
+    rest = value
+    while rest:
+        for op, word in OPERATORS:
+            if rest.startswith(op):
+                words.append(word)
+                rest = rest[len(op) :]
+                break
+        else:
+            if not rest[0].isspace():
+                words.append(f"u{ord(rest[0]):04x}")
+            rest = rest[1:]
+    return "_".join(words) or "empty"
+
+
+def enum_names(schemas: dict[str, Any]) -> None:
+    """Sets ``x-enum-varnames`` on every string enumeration with a value
+    that is not a plain member name (datamodel-code-generator would name
+    ``=`` and ``!=`` ``field_`` and ``field__``, and keep ``count``, which
+    hides ``str.count``); fails when two values would share a name."""
+    for name, schema in sorted(schemas.items()):
+        values = schema.get("enum")
+        if not isinstance(values, list) or all(isinstance(v, str) and plain_member(v) for v in values):
+            continue
+        names = [member_name(str(v)) for v in values]
+        if len(set(names)) != len(names):
+            raise SystemExit(f"enum {name}: two of {values} would share a member name ({names})")
+        schema["x-enum-varnames"] = names
+
+
 def openapi_json() -> str:
     """The proxy's document, as it prints it."""
     binary = os.environ.get("PLANTD_PROXY_BIN")
@@ -59,7 +147,8 @@ def openapi_json() -> str:
 
 
 def fixed(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document with the known narrow schemas widened (see ANY_VALUE)."""
+    """The document with the known narrow schemas widened (see ANY_VALUE)
+    and its enumerations of symbols named (``enum_names``)."""
     doc = copy.deepcopy(doc)
     schemas = doc.get("components", {}).get("schemas", {})
     for schema, prop in sorted(ANY_VALUE):
@@ -67,6 +156,7 @@ def fixed(doc: dict[str, Any]) -> dict[str, Any]:
         if prop not in props:
             raise SystemExit(f"{schema}.{prop} is gone from the document: update ANY_VALUE in {__file__}")
         props[prop].pop("type", None)
+    enum_names(schemas)
     return doc
 
 

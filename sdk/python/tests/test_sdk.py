@@ -57,7 +57,14 @@ async def test_login_state_round_trip_and_a_conflict_that_names_itself(stack: St
             await client.put_state(scope, "blob", b"\x00\xff")
             blob = await client.get_state(scope, "blob")
             assert blob is not None and blob.value == b"\x00\xff"
-            assert set(await client.state_keys(scope)) == {"recipe", "blob"}
+            keys = await client.state_keys(scope)
+            assert set(keys) == {"recipe", "blob"}
+            # The typed answers (decision 0050): revisions and the history's
+            # entries are values, not dicts.
+            assert f'"{keys["recipe"]}"' == now.etag
+            history = await client.state_history(scope, "recipe")
+            assert [h.revision for h in history] == sorted(h.revision for h in history)
+            assert (history[-1].revision, history[-1].operation) == (keys["recipe"], "put")
             # Secrets never show.
             for shown in (repr(client), repr(client.auth), repr(client.live), str(client.auth)):
                 assert stack.password not in shown

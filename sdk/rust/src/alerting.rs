@@ -1,36 +1,34 @@
-//! Typed calls for alerting — alert rules, alerts, acknowledgements,
-//! silences and notification channels — and analytics rules, whose
-//! answers the proxy's OpenAPI document does not type yet (the generated
-//! operations return [`Raw`] for them).
+//! Calls for alerting — alert rules, alerts, acknowledgements, silences
+//! and notification channels — and analytics rules.
 //!
-//! Each answer type names the fields a program reads and keeps every
-//! other field the server sent in `other`, so a value printed back as
-//! JSON loses nothing (a rule's condition, a channel's target, fields a
-//! newer server adds). Calls are methods on [`Rest`]:
+//! The answers are the proxy document's types (decision 0050), named here
+//! for programs: [`Alert`] is [`types::AlertView`], [`Silence`] is
+//! [`types::SilenceView`], [`Channel`] is [`types::ChannelView`], and so
+//! on. A rule's `condition` is a `serde_json::Value` (the generator maps
+//! `oneOf`s to it, decision 0041); [`AlertRule::condition_kind`] and
+//! [`AlertRule::watches`] read what a listing shows. Calls are methods on
+//! [`Rest`]:
 //!
 //! ```no_run
 //! # async fn demo(plantd: plantd_client::Plantd) -> Result<(), plantd_client::Error> {
 //! use plantd_client::alerting::AlertFilter;
+//! use plantd_client::proxy::types::AlertState;
 //! let firing = plantd
 //!     .rest()
 //!     .list_alerts(&AlertFilter { state: Some("firing".into()), ..Default::default() })
 //!     .await?;
-//! for a in &firing {
+//! for a in firing.iter().filter(|a| a.state == AlertState::Firing) {
 //!     println!("{} {} on {}", a.id, a.state, a.site);
 //! }
 //! # Ok(()) }
 //! ```
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::generated::proxy::{params, types};
-use crate::rest::{Answer, Raw, Rest};
-
-/// Fields of an answer that the type does not name, kept as they came.
-pub type Other = Map<String, Value>;
+use crate::rest::{Answer, Rest};
 
 /// A value the server created or replaced: `created` is true for a 201.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,280 +39,90 @@ pub struct Applied<T> {
     pub value: T,
 }
 
+impl<T> From<Answer<T>> for Applied<T> {
+    fn from(answer: Answer<T>) -> Self {
+        Self {
+            created: answer.status == 201,
+            value: answer.value,
+        }
+    }
+}
+
 /// Filters of [`Rest::list_alerts`] (all optional; the server checks the
 /// values: a bad one is [`Error::Api`] 400).
 pub type AlertFilter = params::GetAlertsParams;
 
-/// An acknowledgement of a firing alert.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct AckInfo {
-    /// Who (the token's subject).
-    pub by: String,
-    /// When (RFC 3339).
-    #[serde(default)]
-    pub at: String,
-    /// Their note.
-    #[serde(default)]
-    pub note: String,
-}
-
 /// One alert instance (a rule on a site and group key).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Alert {
-    /// `<rule>.<key hash>`.
-    pub id: String,
-    /// The rule's id.
-    pub rule: String,
-    /// The site.
-    pub site: String,
-    /// The group key (`topic=line1/temp`), empty for a rule without groups.
-    #[serde(default)]
-    pub key: String,
-    /// `inactive`, `pending`, `firing` or `no_data`.
-    pub state: String,
-    /// `info`, `warning` or `critical`, when the rule says.
-    #[serde(default)]
-    pub severity: Option<String>,
-    /// The last value the condition saw.
-    #[serde(default)]
-    pub value: Option<f64>,
-    /// The acknowledgement, while firing and acknowledged.
-    #[serde(default)]
-    pub ack: Option<AckInfo>,
-    /// Everything else (`labels`, `since`, `firing_since`, `transitions`, …).
-    #[serde(flatten)]
-    pub other: Other,
-}
+pub type Alert = types::AlertView;
 
-/// One record of an alert's history (`PLANTD_ALERTS`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct AlertRecord {
-    /// `transition`, `repeat`, `ack`, `resolved`, …
-    pub kind: String,
-    /// For a transition: the state before.
-    #[serde(default)]
-    pub from: Option<String>,
-    /// For a transition: the state after.
-    #[serde(default)]
-    pub to: Option<String>,
-    /// When (RFC 3339).
-    #[serde(default)]
-    pub at: Option<String>,
-    /// For people.
-    #[serde(default)]
-    pub summary: Option<String>,
-    /// A silence covered it (no notification was sent).
-    #[serde(default)]
-    pub silenced: bool,
-    /// Everything else.
-    #[serde(flatten)]
-    pub other: Other,
-}
+/// One record of an alert's history (`PLANTD_ALERTS`); an
+/// acknowledgement's record too.
+pub type AlertRecord = types::AlertRecord;
 
 /// [`Rest::alert_history`]: the alert and its records, oldest first.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct AlertHistory {
-    /// The alert now.
-    pub alert: Alert,
-    /// Its records.
-    pub records: Vec<AlertRecord>,
-}
+pub type AlertHistory = types::AlertHistory;
 
 /// One matcher of a silence or a channel: `label op value`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LabelMatcher {
-    /// The label.
-    pub label: String,
-    /// `=`, `!=`, `=~` or `!~`.
-    pub op: String,
-    /// The value or regex.
-    pub value: String,
-}
+pub type LabelMatcher = types::Matcher;
 
-impl std::fmt::Display for LabelMatcher {
+impl std::fmt::Display for types::Matcher {
+    /// `label op value`, as `plantd alerts silence --match` takes it
+    /// (`site=~plant.*`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}{}{}", self.label, self.op, self.value)
     }
 }
 
-/// A silence: alerts whose labels match every matcher notify nobody
-/// between `starts` and `ends`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Silence {
-    /// Its id (chosen by the server).
-    #[serde(default)]
-    pub id: String,
-    /// All must match.
-    pub matchers: Vec<LabelMatcher>,
-    /// From (RFC 3339).
-    #[serde(default)]
-    pub starts: String,
-    /// Until (RFC 3339).
-    pub ends: String,
-    /// Why.
-    #[serde(default)]
-    pub comment: String,
-    /// In force now (lists only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<bool>,
-    /// Everything else (`created_by`, …).
-    #[serde(flatten)]
-    pub other: Other,
-}
+/// A silence as listed, with whether it is in force now.
+pub type Silence = types::SilenceView;
 
-/// What [`Rest::create_silence`] sends.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct NewSilence {
-    /// All must match (at least one).
-    pub matchers: Vec<LabelMatcher>,
-    /// From (RFC 3339; default: now).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub starts: Option<String>,
-    /// Until (RFC 3339).
-    pub ends: String,
-    /// Why.
-    pub comment: String,
-}
+/// What [`Rest::create_silence`] sends and answers (`id` and
+/// `created_by` are the server's: leave them `None`).
+pub type NewSilence = types::Silence;
 
 /// A notification channel (its secrets are never sent back).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Channel {
-    /// Its name.
-    pub name: String,
-    /// `webhook` or `sns`.
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    /// Only alerts matching these (all) go to it.
-    #[serde(default)]
-    pub matchers: Vec<LabelMatcher>,
-    /// Whether resolutions are sent too (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub send_resolved: Option<bool>,
-    /// Everything else (`webhook: {url, …}`, `sns: {topic_arn, …}`, …).
-    #[serde(flatten)]
-    pub other: Other,
-}
+pub type Channel = types::ChannelView;
 
-impl Channel {
+impl types::ChannelView {
     /// Where it sends: the webhook's URL or the SNS topic's ARN.
     pub fn target(&self) -> Option<&str> {
-        let (section, field) = match self.kind.as_str() {
-            "webhook" => ("webhook", "url"),
-            "sns" => ("sns", "topic_arn"),
-            _ => return None,
-        };
-        self.other.get(section)?.get(field)?.as_str()
+        match (&self.webhook, &self.sns) {
+            (Some(w), _) => Some(&w.url),
+            (None, Some(s)) => Some(&s.topic_arn),
+            (None, None) => None,
+        }
     }
 }
 
 /// [`Rest::test_channel`]: the receiver took the test notification.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct ChannelTest {
-    /// What the receiver answered (status, message id).
-    #[serde(default)]
-    pub receipt: Option<String>,
-    /// Everything else.
-    #[serde(flatten)]
-    pub other: Other,
-}
-
-/// An alert rule's condition.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Condition {
-    /// `threshold`, `absence`, `rate`, `log_match`, …
-    #[serde(default)]
-    pub kind: String,
-    /// The telemetry topic filter it watches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
-    /// The log match it watches.
-    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub matches: Option<String>,
-    /// Everything else (`op`, `value`, windows, …).
-    #[serde(flatten)]
-    pub other: Other,
-}
-
-impl Condition {
-    /// What it watches: the topic filter or the log match.
-    pub fn watches(&self) -> Option<&str> {
-        self.topic.as_deref().or(self.matches.as_deref())
-    }
-}
+pub type ChannelTest = types::TestSent;
 
 /// An alert rule.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct AlertRule {
-    /// Its id.
-    pub id: String,
-    /// For people.
-    #[serde(default)]
-    pub name: String,
-    /// `info`, `warning` or `critical`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity: Option<String>,
-    /// How long the condition must hold (`5m`).
-    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
-    pub hold: Option<String>,
-    /// What it watches.
-    #[serde(default)]
-    pub condition: Condition,
-    /// Everything else (labels, notify, group_by, …).
-    #[serde(flatten)]
-    pub other: Other,
+pub type AlertRule = types::AlertRule;
+
+impl types::AlertRule {
+    /// The condition's kind: `threshold`, `absence`, `log_rate`, …
+    pub fn condition_kind(&self) -> Option<&str> {
+        self.condition.get("kind")?.as_str()
+    }
+
+    /// What it watches: the telemetry topic filter, the log match or the
+    /// analytics rule.
+    pub fn watches(&self) -> Option<&str> {
+        ["topic", "match", "rule"]
+            .iter()
+            .find_map(|k| self.condition.get(*k)?.as_str())
+    }
 }
 
 /// An analytics rule as the proxy shows it.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct AnalyticsRule {
-    /// Its name.
-    pub name: String,
-    /// `cloud` or `edge`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<String>,
-    /// Running (true) or paused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// The sites it reads (empty: every site).
-    #[serde(default)]
-    pub sites: Vec<String>,
-    /// The rule as SQL, when it was given so.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sql: Option<String>,
-    /// The rule in its JSON form.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<Value>,
-    /// The companion alert (`{severity, channels}`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert: Option<Value>,
-    /// Everything else (revision, …).
-    #[serde(flatten)]
-    pub other: Other,
-}
+pub type AnalyticsRule = types::AnalyticsRule;
 
-impl AnalyticsRule {
+impl types::AnalyticsRule {
     /// The companion alert's severity, if it has one.
-    pub fn alert_severity(&self) -> Option<&str> {
-        self.alert.as_ref()?.get("severity")?.as_str()
+    pub fn alert_severity(&self) -> Option<types::Severity> {
+        self.alert.as_ref()?.severity
     }
-}
-
-/// `{<key>: [T, ..]}`: the list answers.
-fn list_of<T: DeserializeOwned>(answer: &Answer<Raw>, key: &str) -> Result<Vec<T>, Error> {
-    let mut v: Map<String, Value> = answer.value.json()?;
-    let items = v.remove(key).unwrap_or(Value::Array(Vec::new()));
-    serde_json::from_value(items).map_err(|e| Error::Decode(format!("{key}: {e}")))
-}
-
-fn one<T: DeserializeOwned>(answer: &Answer<Raw>) -> Result<T, Error> {
-    answer.value.json()
-}
-
-fn applied<T: DeserializeOwned>(answer: &Answer<Raw>) -> Result<Applied<T>, Error> {
-    Ok(Applied {
-        created: answer.status == 201,
-        value: one(answer)?,
-    })
 }
 
 fn to_value<T: Serialize + ?Sized>(body: &T) -> Result<Value, Error> {
@@ -328,7 +136,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 400 for a bad filter value, 401, 403, 503.
     pub async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<Alert>, Error> {
-        list_of(&self.get_alerts(filter).await?, "alerts")
+        Ok(self.get_alerts(filter).await?.value.alerts)
     }
 
     /// Acknowledges a firing alert (`POST /v1/alerts/{id}/ack`;
@@ -342,7 +150,7 @@ impl Rest {
         let body = types::AckBody {
             note: Some(note.to_owned()),
         };
-        one(&self.post_alerts_id_ack(id, &body).await?)
+        Ok(self.post_alerts_id_ack(id, &body).await?.value)
     }
 
     /// An alert and its records, oldest first
@@ -351,7 +159,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 404, 401, 403, 503.
     pub async fn alert_history(&self, id: &str) -> Result<AlertHistory, Error> {
-        one(&self.get_alerts_id_history(id).await?)
+        Ok(self.get_alerts_id_history(id).await?.value)
     }
 
     /// The organisation's silences, expired ones included, each with
@@ -360,7 +168,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 401, 403, 503.
     pub async fn list_silences(&self) -> Result<Vec<Silence>, Error> {
-        list_of(&self.get_silences().await?, "silences")
+        Ok(self.get_silences().await?.value.silences)
     }
 
     /// Creates a silence (`POST /v1/silences`; `alerts:write`).
@@ -368,8 +176,8 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 400 naming the field (`matchers[0].value`, `ends`),
     /// 401, 403, 503.
-    pub async fn create_silence(&self, silence: &NewSilence) -> Result<Silence, Error> {
-        one(&self.post_silences(&to_value(silence)?).await?)
+    pub async fn create_silence(&self, silence: &NewSilence) -> Result<NewSilence, Error> {
+        Ok(self.post_silences(&to_value(silence)?).await?.value)
     }
 
     /// Ends a silence now (`DELETE /v1/silences/{id}`; `alerts:write`).
@@ -386,7 +194,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 401, 403, 503.
     pub async fn list_channels(&self) -> Result<Vec<Channel>, Error> {
-        list_of(&self.get_alert_channels().await?, "channels")
+        Ok(self.get_alert_channels().await?.value.channels)
     }
 
     /// One channel (`GET /v1/alert-channels/{name}`).
@@ -394,7 +202,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 400 (malformed name), 404, 401, 403, 503.
     pub async fn get_channel(&self, name: &str) -> Result<Channel, Error> {
-        one(&self.get_alert_channels_name(name).await?)
+        Ok(self.get_alert_channels_name(name).await?.value)
     }
 
     /// Creates or replaces a channel (`PUT /v1/alert-channels/{name}`);
@@ -408,7 +216,7 @@ impl Rest {
         name: &str,
         channel: &Value,
     ) -> Result<Applied<Channel>, Error> {
-        applied(&self.put_alert_channels_name(name, channel).await?)
+        Ok(self.put_alert_channels_name(name, channel).await?.into())
     }
 
     /// Deletes a channel (`DELETE /v1/alert-channels/{name}`).
@@ -426,7 +234,7 @@ impl Rest {
     /// [`Error::Api`] 502 with the receiver's answer when it refused or
     /// could not be reached; 404, 401, 403, 503.
     pub async fn test_channel(&self, name: &str) -> Result<ChannelTest, Error> {
-        one(&self.post_alert_channels_name_test(name).await?)
+        Ok(self.post_alert_channels_name_test(name).await?.value)
     }
 
     /// The organisation's alert rules (`GET /v1/alert-rules`;
@@ -435,7 +243,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 401, 403, 503.
     pub async fn list_alert_rules(&self) -> Result<Vec<AlertRule>, Error> {
-        list_of(&self.get_alert_rules().await?, "rules")
+        Ok(self.get_alert_rules().await?.value.rules)
     }
 
     /// One alert rule (`GET /v1/alert-rules/{id}`).
@@ -443,7 +251,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 404, 401, 403, 503.
     pub async fn get_alert_rule(&self, id: &str) -> Result<AlertRule, Error> {
-        one(&self.get_alert_rules_id(id).await?)
+        Ok(self.get_alert_rules_id(id).await?.value)
     }
 
     /// Creates or replaces an alert rule (`PUT /v1/alert-rules/{id}`;
@@ -456,7 +264,7 @@ impl Rest {
         id: &str,
         rule: &T,
     ) -> Result<Applied<AlertRule>, Error> {
-        applied(&self.put_alert_rules_id(id, &to_value(rule)?).await?)
+        Ok(self.put_alert_rules_id(id, &to_value(rule)?).await?.into())
     }
 
     /// Deletes an alert rule (`DELETE /v1/alert-rules/{id}`).
@@ -473,7 +281,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 401, 403, 503.
     pub async fn list_analytics_rules(&self) -> Result<Vec<AnalyticsRule>, Error> {
-        list_of(&self.get_analytics_rules().await?, "rules")
+        Ok(self.get_analytics_rules().await?.value.rules)
     }
 
     /// One analytics rule (`GET /v1/analytics/rules/{name}`).
@@ -481,7 +289,7 @@ impl Rest {
     /// # Errors
     /// [`Error::Api`] 404, 401, 403, 503.
     pub async fn get_analytics_rule(&self, name: &str) -> Result<AnalyticsRule, Error> {
-        one(&self.get_analytics_rules_name(name).await?)
+        Ok(self.get_analytics_rules_name(name).await?.value)
     }
 
     /// Creates or replaces an analytics rule (and its companion alert rule
@@ -498,7 +306,7 @@ impl Rest {
         body: &Value,
     ) -> Result<Applied<AnalyticsRule>, Error> {
         let p = params::PutAnalyticsRulesNameParams::default();
-        applied(&self.put_analytics_rules_name(name, &p, body).await?)
+        Ok(self.put_analytics_rules_name(name, &p, body).await?.into())
     }
 
     /// Deletes an analytics rule and its companion alert rule
@@ -517,31 +325,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unnamed_fields_survive_a_round_trip() {
+    fn a_rule_names_what_it_watches() {
         let text = r#"{"id":"hot","name":"Hot","for":"1m","severity":"critical",
             "condition":{"kind":"threshold","topic":"line1/temp","op":">","value":80},
             "labels":{"team":"ops"},"notify":["ops"]}"#;
         let rule: AlertRule = serde_json::from_str(text).expect("rule");
-        assert_eq!(rule.condition.watches(), Some("line1/temp"));
-        assert_eq!(rule.hold.as_deref(), Some("1m"));
+        assert_eq!(rule.condition_kind(), Some("threshold"));
+        assert_eq!(rule.watches(), Some("line1/temp"));
+        assert_eq!(rule.r#for.as_deref(), Some("1m"));
         let back = serde_json::to_value(&rule).expect("json");
         let orig: Value = serde_json::from_str(text).expect("json");
-        assert_eq!(back, orig);
+        assert_eq!(back, orig, "the document's fields survive a round trip");
     }
 
     #[test]
-    fn a_channel_names_its_target() {
+    fn a_channel_names_its_target_and_a_matcher_prints_as_typed() {
         let c: Channel = serde_json::from_str(
-            r#"{"name":"ops","type":"webhook","webhook":{"url":"http://x/hook"},"send_resolved":false}"#,
+            r#"{"name":"ops","type":"webhook","matchers":[{"label":"site","op":"=~","value":"plant.*"}],
+                "send_resolved":false,
+                "webhook":{"url":"http://x/hook","headers":[],"secret_set":true,"timeout_ms":5000}}"#,
         )
         .expect("channel");
         assert_eq!(c.target(), Some("http://x/hook"));
-        assert_eq!(c.send_resolved, Some(false));
-        let m = LabelMatcher {
-            label: "site".into(),
-            op: "=~".into(),
-            value: "plant.*".into(),
-        };
-        assert_eq!(m.to_string(), "site=~plant.*");
+        assert!(!c.send_resolved);
+        assert_eq!(c.matchers[0].op, types::MatchOp::Re);
+        assert_eq!(c.matchers[0].to_string(), "site=~plant.*");
     }
 }

@@ -96,12 +96,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{channels: [channel, ..]}`, without secrets */
+                /** @description The organisation's channels, without secrets */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["ChannelList"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -169,7 +171,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["ChannelView"];
+                    };
                 };
                 /** @description Malformed name */
                 400: {
@@ -246,14 +250,18 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["ChannelView"];
+                    };
                 };
                 /** @description Created: the channel, without its secret */
                 201: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["ChannelView"];
+                    };
                 };
                 /** @description Invalid channel: the message names the field */
                 400: {
@@ -400,12 +408,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{delivered: true, receipt, attempts}`: the channel accepted it (receipt: HTTP status or SNS message id) */
+                /** @description The channel accepted it */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["TestSent"];
+                    };
                 };
                 /** @description Malformed name */
                 400: {
@@ -490,12 +500,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{rules: [rule, ..]}` */
+                /** @description The organisation's rules */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertRules"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -551,7 +563,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertRule"];
+                    };
                 };
                 /** @description Invalid rule: the message names the field */
                 400: {
@@ -635,7 +649,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertRule"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -703,14 +719,18 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertRule"];
+                    };
                 };
                 /** @description Created: the rule */
                 201: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertRule"];
+                    };
                 };
                 /** @description Invalid rule: the message names the field */
                 400: {
@@ -852,12 +872,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{alerts: [{id, rule, site, key, labels, severity, state, since, firing_since, value, ack, transitions}]}` */
+                /** @description The organisation's alert instances that pass the filters */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertList"];
+                    };
                 };
                 /** @description Bad filter */
                 400: {
@@ -941,7 +963,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertRecord"];
+                    };
                 };
                 /** @description Malformed body */
                 400: {
@@ -1030,12 +1054,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{alert, records: [AlertRecord, ..]}` */
+                /** @description The alert and its records, oldest first */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AlertHistory"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -1104,12 +1130,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{rules: [{name, sql | rule, compiled?, sites, at, enabled, alert?, revision, updated_by, updated_at}, ..]}` */
+                /** @description The organisation's rules, by name */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AnalyticsRules"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -1177,7 +1205,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AnalyticsRule"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -1254,14 +1284,18 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AnalyticsRule"];
+                    };
                 };
                 /** @description Created: the rule, with its `ETag` */
                 201: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["AnalyticsRule"];
+                    };
                 };
                 /** @description Invalid rule: the message names the field (and the SQL's line and column) */
                 400: {
@@ -1737,12 +1771,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{silences: [silence, ..]}` with `active` on each */
+                /** @description The organisation's silences, expired ones included */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["SilenceList"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -1798,7 +1834,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["Silence"];
+                    };
                 };
                 /** @description Invalid silence: the message names the field */
                 400: {
@@ -1873,7 +1911,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["Silence"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -2130,7 +2170,7 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description The device's answer with its content type */
+                /** @description The device's answer with its content type; no schema: the device chooses both the bytes and the content type */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -2932,12 +2972,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{scopes: [..]}`, those the caller may read */
+                /** @description The scopes the caller may read */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["ScopeList"];
+                    };
                 };
                 /** @description Missing, invalid or revoked token */
                 401: {
@@ -2978,12 +3020,14 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Created: `{scope, revision}` with an `ETag` */
+                /** @description Created, with an `ETag` */
                 201: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["ScopeCreated"];
+                    };
                 };
                 /** @description Malformed or invalid request */
                 400: {
@@ -3166,12 +3210,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{scope, keys: [{key, revision}]}` */
+                /** @description The scope's keys with their revisions */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["KeyList"];
+                    };
                 };
                 /** @description Malformed or invalid request */
                 400: {
@@ -3258,7 +3304,7 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description The value byte for byte, with its `Content-Type` and `ETag: "<revision>"` */
+                /** @description The value byte for byte, with its `Content-Type` and `ETag: "<revision>"`; no schema: it is whatever was written, of any content type */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -3350,19 +3396,23 @@ export interface paths {
                 };
             };
             responses: {
-                /** @description Stored: `{scope, key, revision}` with an `ETag` */
+                /** @description Stored, with an `ETag` */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["Stored"];
+                    };
                 };
-                /** @description Created (`If-None-Match: *`) */
+                /** @description Created (`If-None-Match: *`), with an `ETag` */
                 201: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["Stored"];
+                    };
                 };
                 /** @description Malformed or invalid request */
                 400: {
@@ -3548,12 +3598,14 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description `{scope, key, history: [{revision, operation, time, content_type, value | value_base64}]}`, oldest first */
+                /** @description Every kept revision, oldest first */
                 200: {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["KeyHistory"];
+                    };
                 };
                 /** @description Malformed or invalid request */
                 400: {
@@ -3684,6 +3736,15 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description An operator's acknowledgement. */
+        Ack: {
+            /** @description Who (the token's subject). */
+            by: string;
+            /** @description When. */
+            at: string;
+            /** @description Their note. */
+            note?: string;
+        };
         /** @description `POST /v1/alerts/{id}/ack` body. */
         AckBody: {
             /** @description Why, what is being done. */
@@ -3754,6 +3815,222 @@ export interface components {
              *     more.
              */
             next_cursor?: string | null;
+        };
+        /** @description The answer of `GET /v1/alerts/{id}/history`. */
+        AlertHistory: {
+            /** @description The alert instance now. */
+            alert: components["schemas"]["AlertView"];
+            /** @description Its records in `PLANTD_ALERTS`, oldest first (the newest 500). */
+            records: components["schemas"]["AlertRecord"][];
+        };
+        /** @description The answer of `GET /v1/alerts`. */
+        AlertList: {
+            /** @description The alert instances that pass the filters. */
+            alerts: components["schemas"]["AlertView"][];
+        };
+        /** @description One message in `PLANTD_ALERTS`. */
+        AlertRecord: {
+            /** @description `Nats-Msg-Id`: `<rule>:<key hash>:<n>[:ack|:r<k>]` (module docs). */
+            id: string;
+            /** @description What happened. */
+            kind: components["schemas"]["RecordKind"];
+            /** @description The organisation owning the rule (and the site). */
+            org: string;
+            /** @description The site the alert is about. */
+            site: string;
+            /** @description The rule's id. */
+            rule: string;
+            /** @description The rule's name, for people. */
+            rule_name: string;
+            /**
+             * @description The instance key: the rule's group-by labels, `k=v` joined by `,`
+             *     in key order (empty for a rule with one instance per site).
+             */
+            key: string;
+            /**
+             * @description The instance's labels (rule labels plus group-by values: `site`,
+             *     `source`, `topic`, …); silences and routing match on these.
+             */
+            labels: {
+                [key: string]: string;
+            };
+            /** @description Severity from the rule. */
+            severity: components["schemas"]["Severity"];
+            /** @description State before. */
+            from: components["schemas"]["AlertState"];
+            /** @description State after (equal to `from` for `Ack` and `Repeat`). */
+            to: components["schemas"]["AlertState"];
+            /**
+             * Format: int64
+             * @description This instance's transition count (1 for its first transition).
+             */
+            n: number;
+            /**
+             * @description When it happened: the engine's clock when it applied the item or
+             *     ticked (decision 0024: lifecycle times are the engine's, not the
+             *     items'; an item's own time is in its [`Evidence::time`]).
+             */
+            at: string;
+            /** @description When the instance started firing, while it fires. */
+            firing_since?: string | null;
+            /**
+             * Format: double
+             * @description The value the condition was evaluated on (count, rate, reading).
+             */
+            value?: number | null;
+            /**
+             * @description One line for people: what holds, e.g. "12 lines matching
+             *     \"overheat\" in 1m (> 5)".
+             */
+            summary: string;
+            /** @description The lines or values that caused it (newest last, at most 20). */
+            evidence?: components["schemas"]["Evidence"][];
+            /** @description The notification channels the rule routes to. */
+            notify?: string[];
+            /** @description True when a silence matched at the time: stored, not notified. */
+            silenced?: boolean;
+            ack?: null | components["schemas"]["Ack"];
+        };
+        /** @description One alert rule. */
+        AlertRule: {
+            /**
+             * @description The id: 1–64 lowercase letters, digits, `-` or `_` (one subject
+             *     token: records go to `plantd.<site>.alert.<id>`).
+             */
+            id: string;
+            /** @description For people (defaults to the id). */
+            name?: string;
+            /** @description What it watches and what to do about it. */
+            description?: string;
+            /** @description How bad it is when it fires. */
+            severity?: components["schemas"]["Severity"];
+            /** @description Labels every instance carries (silences and routing match on them). */
+            labels?: {
+                [key: string]: string;
+            };
+            /**
+             * @description The notification channels it routes to (names in
+             *     `plantd_alert_channels`).
+             */
+            notify?: string[];
+            /**
+             * @description The labels that split the rule into instances. Every instance is
+             *     per site; `topic` (telemetry) or `source` (logs) split further.
+             */
+            group_by?: components["schemas"]["GroupBy"][];
+            /**
+             * @description How long the condition must hold before the instance fires (it is
+             *     pending meanwhile); `0s` fires at once.
+             */
+            for?: components["schemas"]["Dur"];
+            repeat_interval?: null | components["schemas"]["Dur"];
+            no_data?: null | components["schemas"]["NoData"];
+            /** @description The sites it applies to; empty: every site of the organisation. */
+            sites?: string[];
+            /** @description When it holds. */
+            condition: components["schemas"]["Condition"];
+        };
+        /** @description The answer of `GET /v1/alert-rules`. */
+        AlertRules: {
+            /** @description The organisation's rules, by id. */
+            rules: components["schemas"]["AlertRule"][];
+        };
+        /**
+         * @description Where an alert instance is in its lifecycle.
+         * @enum {string}
+         */
+        AlertState: "inactive" | "pending" | "firing" | "no_data";
+        /** @description An alert instance as the API shows it. */
+        AlertView: {
+            /** @description `<rule>.<key hash>`: the id for history and ack. */
+            id: string;
+            /** @description The rule id. */
+            rule: string;
+            /** @description The site. */
+            site: string;
+            /** @description The group-by key. */
+            key: string;
+            /** @description Labels. */
+            labels: {
+                [key: string]: string;
+            };
+            severity?: null | components["schemas"]["Severity"];
+            /** @description Where it is. */
+            state: components["schemas"]["AlertState"];
+            /** @description Since when (RFC 3339). */
+            since: string;
+            /** @description When it started firing, while it fires (RFC 3339). */
+            firing_since?: string | null;
+            /**
+             * Format: double
+             * @description The last value judged.
+             */
+            value?: number | null;
+            ack?: null | components["schemas"]["Ack"];
+            /**
+             * Format: int64
+             * @description Transitions so far.
+             */
+            transitions: number;
+        };
+        /**
+         * @description An analytics rule's `alert` section: what its companion alert rule
+         *     says when the rule's pattern or anomaly signals fire.
+         */
+        AnalyticsAlert: {
+            /** @description How bad it is (`info`, `warning`, `critical`). */
+            severity?: components["schemas"]["Severity"];
+            /** @description Notification channels (names in `/v1/alert-channels`). */
+            channels?: string[];
+            /** @description Labels every alert carries (silences and routing match on them). */
+            labels?: {
+                [key: string]: string;
+            };
+            /**
+             * @description How long a fire signal must stand before the alert fires (`0s`: at
+             *     once).
+             */
+            for?: components["schemas"]["Dur"];
+        };
+        /**
+         * @description A rule as the API shows it: what a write takes (`sql` or `rule`,
+         *     `sites`, `at`, `enabled`, `alert`) plus `name`, `compiled` (the JSON
+         *     form of a SQL rule), `revision` (also the `ETag`), `updated_by`,
+         *     `updated_at`. A read can be written back as it is.
+         */
+        AnalyticsRule: {
+            /** @description The rule's name. */
+            name: string;
+            /** @description The SQL, for a rule written in SQL. */
+            sql?: string | null;
+            /**
+             * @description The JSON form the SQL compiled to, for a rule written in SQL
+             *     (docs/analytics.md).
+             */
+            compiled?: Record<string, never> | null;
+            /** @description The JSON form, for a rule written so (docs/analytics.md). */
+            rule?: Record<string, never> | null;
+            /** @description The sites it reads; empty: all the organisation's. */
+            sites: string[];
+            /** @description Where it runs: `cloud` or `edge`. */
+            at: string;
+            /** @description Paused rules are kept, not run. */
+            enabled: boolean;
+            alert?: null | components["schemas"]["AnalyticsAlert"];
+            /**
+             * Format: int64
+             * @description Its revision (also the `ETag`).
+             */
+            revision: number;
+            /** @description Who last wrote it (user or service account id). */
+            updated_by: string;
+            /** @description When (RFC 3339). */
+            updated_at: string;
+        };
+        /** @description The answer of `GET /v1/analytics/rules`. */
+        AnalyticsRules: {
+            /** @description The organisation's rules, by name. */
+            rules: components["schemas"]["AnalyticsRule"][];
         };
         /** @description What waits in the edge's journal for the uplink. */
         BacklogHealth: {
@@ -3835,6 +4112,24 @@ export interface components {
              */
             state: string;
         };
+        /** @description The answer of `GET /v1/alert-channels`. */
+        ChannelList: {
+            /** @description The organisation's channels, by name, without secrets. */
+            channels: components["schemas"]["ChannelView"][];
+        };
+        /** @description A channel as the API returns it. */
+        ChannelView: {
+            /** @description Its name. */
+            name: string;
+            /** @description `webhook` or `sns`. */
+            type: string;
+            webhook?: null | components["schemas"]["WebhookView"];
+            sns?: null | components["schemas"]["Sns"];
+            /** @description Whether resolutions are sent. */
+            send_resolved: boolean;
+            /** @description Label matchers narrowing what it takes. */
+            matchers: components["schemas"]["Matcher"][];
+        };
         /** @description A command. */
         Command: {
             /** @description The MQTT topic to deliver on. */
@@ -3859,6 +4154,60 @@ export interface components {
             /** @description MQTT 5 content type to deliver with. */
             content_type?: string | null;
         };
+        /** @description When a rule holds. JSON: `{"kind": "threshold", …}`. */
+        Condition: {
+            /** @description MQTT topic filter. */
+            topic: string;
+            /** @description JSON field path in the payload; none: the payload is the number. */
+            field?: string | null;
+            /** @description The comparison. */
+            op: components["schemas"]["Op"];
+            /**
+             * Format: double
+             * @description The threshold.
+             */
+            value: number;
+            /** @enum {string} */
+            kind: "threshold";
+        } | {
+            /** @description MQTT topic filter. */
+            topic: string;
+            /** @description Silence that counts as absence. */
+            after: components["schemas"]["Dur"];
+            /** @enum {string} */
+            kind: "absence";
+        } | {
+            /** @description The log filter. */
+            match: string;
+            /** @description The window. */
+            window: components["schemas"]["Dur"];
+            /** @description Count, or lines per second. */
+            measure?: components["schemas"]["Measure"];
+            /** @description The comparison (default `>`). */
+            op?: components["schemas"]["Op"];
+            /**
+             * Format: double
+             * @description The threshold.
+             */
+            threshold: number;
+            windows?: null | components["schemas"]["MOfN"];
+            /** @enum {string} */
+            kind: "log_count";
+        } | {
+            /** @description The log filter. */
+            match: string;
+            /** @description Silence that counts as absence. */
+            after: components["schemas"]["Dur"];
+            /** @enum {string} */
+            kind: "log_absence";
+        } | {
+            /** @description The analytics rule's name (`plantd_analytics::Rule::name`). */
+            rule: string;
+            /** @enum {string} */
+            kind: "analytics";
+        };
+        /** @description A duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or several run together (`1h30m`). */
+        Dur: string;
         /** @description The edge's newest status, with ages as of now. */
         EdgeHealth: {
             /**
@@ -3904,6 +4253,27 @@ export interface components {
             /** @description What went wrong, for people. */
             message: string;
         };
+        /** @description One line or value that made the condition hold. */
+        Evidence: {
+            /** @description The stream it came from (`PLANTD_LOGS`, `PLANTD_TELEMETRY`). */
+            stream: string;
+            /**
+             * Format: int64
+             * @description Its sequence there.
+             */
+            sequence: number;
+            /** @description Its time (event time when known, else the stream's). */
+            time: string;
+            /** @description The MQTT topic (telemetry) or log source (logs). */
+            topic: string;
+            /**
+             * Format: double
+             * @description The numeric value the rule read, if any.
+             */
+            value?: number | null;
+            /** @description The log message or the payload as text (truncated to 1 KiB). */
+            text?: string | null;
+        };
         /** @description One firing alert. */
         FiringAlert: {
             /** @description The alert's id (`/v1/alerts/{id}/history`, `…/ack`). */
@@ -3919,6 +4289,32 @@ export interface components {
             /** @description Whether someone acknowledged it. */
             acknowledged: boolean;
         };
+        /**
+         * @description A label that splits a rule into instances.
+         * @enum {string}
+         */
+        GroupBy: "site" | "source" | "topic";
+        /** @description One entry of a key's history. */
+        HistoryEntry: {
+            /**
+             * Format: int64
+             * @description The revision.
+             */
+            revision: number;
+            /** @description `put`, `delete` or `purge`. */
+            operation: string;
+            /** @description When, RFC 3339 UTC. */
+            time: string;
+            /** @description The content type of a `put`. */
+            content_type?: string | null;
+            /**
+             * @description The value of a `put`: JSON when the content type is JSON and it
+             *     parses, else text when it is UTF-8 ...
+             */
+            value?: unknown;
+            /** @description ... else base64. */
+            value_base64?: string | null;
+        };
         /** @description One page of `GET /v1/sites/{site}/history`. */
         HistoryPage: {
             /** @description The messages, in the order asked for. */
@@ -3928,6 +4324,32 @@ export interface components {
              *     more.
              */
             next_cursor?: string | null;
+        };
+        /** @description The answer of `GET /v1/state/{scope}/{key}/history`. */
+        KeyHistory: {
+            /** @description The scope. */
+            scope: string;
+            /** @description The key. */
+            key: string;
+            /** @description Every kept revision, oldest first. */
+            history: components["schemas"]["HistoryEntry"][];
+        };
+        /** @description The answer of `GET /v1/state/{scope}`. */
+        KeyList: {
+            /** @description The scope. */
+            scope: string;
+            /** @description Its keys, by name. */
+            keys: components["schemas"]["KeyRevision"][];
+        };
+        /** @description One key of a scope with its current revision. */
+        KeyRevision: {
+            /** @description The key. */
+            key: string;
+            /**
+             * Format: int64
+             * @description Its current revision (the `ETag` a read answers with).
+             */
+            revision: number;
         };
         /** @description One log record as the API shows it (`plantd_logger::LogRecord`). */
         LogLine: {
@@ -3965,6 +4387,38 @@ export interface components {
             /** @description Pass back as `cursor` for the next page; `null` at the end. */
             next_cursor?: string | null;
         };
+        /** @description "In at least `m` of the last `n` windows". */
+        MOfN: {
+            /**
+             * Format: int32
+             * @description Windows that must exceed the threshold.
+             */
+            m: number;
+            /**
+             * Format: int32
+             * @description Windows looked at (the newest ending now).
+             */
+            n: number;
+        };
+        /**
+         * @description How a matcher compares.
+         * @enum {string}
+         */
+        MatchOp: "=" | "!=" | "=~";
+        /** @description One label condition. A missing label reads as the empty string. */
+        Matcher: {
+            /** @description The label name. */
+            label: string;
+            /** @description The comparison. */
+            op: components["schemas"]["MatchOp"];
+            /** @description The value or regex. */
+            value: string;
+        };
+        /**
+         * @description Count lines, or lines per second.
+         * @enum {string}
+         */
+        Measure: "count" | "rate";
         /** @description One telemetry message as the API shows it. */
         Message: {
             /** @description The MQTT topic. */
@@ -4016,6 +4470,23 @@ export interface components {
             /** @description The scope's name. */
             scope: string;
         };
+        /** @description The no-data timeout and what it does. */
+        NoData: {
+            /** @description Silence on the rule's input for this long counts as no data. */
+            after: components["schemas"]["Dur"];
+            /** @description What the instance does then. */
+            behaviour?: components["schemas"]["NoDataBehaviour"];
+        };
+        /**
+         * @description What an instance does when its input has gone silent.
+         * @enum {string}
+         */
+        NoDataBehaviour: "no_data" | "keep" | "alert";
+        /**
+         * @description A comparison.
+         * @enum {string}
+         */
+        Op: ">" | ">=" | "<" | "<=" | "==" | "!=";
         /**
          * @description Which way a history page runs.
          * @enum {string}
@@ -4073,6 +4544,26 @@ export interface components {
              */
             v: number;
         };
+        /**
+         * @description What a record says happened.
+         * @enum {string}
+         */
+        RecordKind: "transition" | "ack" | "repeat";
+        /** @description The answer of `POST /v1/state/scopes`. */
+        ScopeCreated: {
+            /** @description The scope's name. */
+            scope: string;
+            /**
+             * Format: int64
+             * @description The revision of its record (also the `ETag`).
+             */
+            revision: number;
+        };
+        /** @description The answer of `GET /v1/state/scopes`. */
+        ScopeList: {
+            /** @description The scopes the caller may read, by name. */
+            scopes: string[];
+        };
         /** @description Where a command was stored. */
         Sent: {
             /** @description The stream (`PLANTD_COMMANDS`). */
@@ -4125,6 +4616,51 @@ export interface components {
             /** @description `agg=lttb`: the chosen readings, oldest first. */
             points?: components["schemas"]["Point"][] | null;
         };
+        /**
+         * @description How bad it is.
+         * @enum {string}
+         */
+        Severity: "info" | "warning" | "critical";
+        /** @description A silence. */
+        Silence: {
+            /** @description Its id (given by the server when created). */
+            id?: string;
+            /** @description All must match. */
+            matchers: components["schemas"]["Matcher"][];
+            /** @description From (default: now). */
+            starts?: string;
+            /** @description Until. */
+            ends: string;
+            /** @description Why. */
+            comment?: string;
+            /** @description Who made it (the token's subject; set by the server). */
+            created_by?: string;
+        };
+        /** @description The answer of `GET /v1/silences`. */
+        SilenceList: {
+            /** @description The organisation's silences, expired ones included. */
+            silences: components["schemas"]["SilenceView"][];
+        };
+        /**
+         * @description A silence as `GET /v1/silences` lists it: the silence and whether it
+         *     is in force now.
+         */
+        SilenceView: {
+            /** @description Its id. */
+            id: string;
+            /** @description All must match. */
+            matchers: components["schemas"]["Matcher"][];
+            /** @description From (RFC 3339). */
+            starts: string;
+            /** @description Until (RFC 3339). */
+            ends: string;
+            /** @description Why. */
+            comment: string;
+            /** @description Who made it (the token's subject). */
+            created_by: string;
+            /** @description True while `starts <= now < ends`. */
+            active: boolean;
+        };
         /** @description Alerts firing on the site. */
         SiteAlerts: {
             /** @description How many fire. */
@@ -4158,6 +4694,13 @@ export interface components {
             /** @description Why `alerts` is unset. */
             alerts_note?: string | null;
         };
+        /** @description An SNS topic. */
+        Sns: {
+            /** @description The topic's ARN (`arn:aws:sns:<region>:<account>:<name>`). */
+            topic_arn: string;
+            /** @description The region to call; default: the topic ARN's region. */
+            region?: string | null;
+        };
         /** @description `GET /v1/logs/stats` answer. */
         StatsAnswer: {
             /** @description The series. */
@@ -4182,6 +4725,36 @@ export interface components {
             /** @description One point per step. */
             points: components["schemas"]["StatsPoint"][];
         };
+        /** @description The answer of `PUT /v1/state/{scope}/{key}`. */
+        Stored: {
+            /** @description The scope. */
+            scope: string;
+            /** @description The key. */
+            key: string;
+            /**
+             * Format: int64
+             * @description The new revision (also the `ETag`).
+             */
+            revision: number;
+        };
+        /**
+         * @description The answer of `POST /v1/alert-channels/{name}/test` when the channel
+         *     accepted the test notification (a refusal answers 502).
+         */
+        TestSent: {
+            /** @description Always true (a failed send is an error answer). */
+            delivered: boolean;
+            /**
+             * @description What the channel answered: the webhook's HTTP status or the SNS
+             *     message id.
+             */
+            receipt: string;
+            /**
+             * Format: int32
+             * @description Attempts it took.
+             */
+            attempts: number;
+        };
         /** @description The uplink's state. */
         UplinkHealth: {
             /**
@@ -4195,6 +4768,23 @@ export interface components {
             last_ack?: string | null;
             /** @description The last failure. */
             last_error?: string | null;
+        };
+        /**
+         * @description A webhook as the API shows it: no secret, no header values (they may
+         *     carry credentials too).
+         */
+        WebhookView: {
+            /** @description Where it POSTs. */
+            url: string;
+            /** @description The names of the extra headers it sends. */
+            headers: string[];
+            /**
+             * Format: int64
+             * @description Per-attempt timeout (ms).
+             */
+            timeout_ms: number;
+            /** @description Always true for a stored webhook: a secret is set (never shown). */
+            secret_set: boolean;
         };
     };
     responses: never;

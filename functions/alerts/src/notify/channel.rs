@@ -112,6 +112,7 @@ fn default_timeout() -> u64 {
 /// An SNS topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Sns {
     /// The topic's ARN (`arn:aws:sns:<region>:<account>:<name>`).
     pub topic_arn: String,
@@ -213,6 +214,7 @@ impl Channel {
 /// A webhook as the API shows it: no secret, no header values (they may
 /// carry credentials too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct WebhookView {
     /// Where it POSTs.
     pub url: String,
@@ -226,6 +228,7 @@ pub struct WebhookView {
 
 /// A channel as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ChannelView {
     /// Its name.
     pub name: String,

@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use plantd_alerts::record::AlertRecord;
 use plantd_alerts::{AlertState, InstanceState, Rule, Severity, Silence, StoreError, Stores};
 use plantd_shared::audit::Action;
 use plantd_shared::claims::{ALERTS_READ, ALERTS_WRITE};
@@ -23,6 +24,8 @@ use time::OffsetDateTime;
 use crate::audit::{Act, Origin};
 use crate::auth::Caller;
 use crate::{AppError, AppState};
+
+pub use super::alert_answers::{AlertHistory, AlertList, AlertRules, SilenceList, SilenceView};
 
 /// Most history records one answer carries (the newest).
 pub const MAX_HISTORY: usize = 500;
@@ -59,7 +62,7 @@ fn audit_target(kind: &str, id: &str) -> String {
 #[utoipa::path(get, path = "/v1/alert-rules", operation_id = "list_alert_rules", tag = "alerts",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{rules: [rule, ..]}`"),
+        (status = 200, description = "The organisation's rules", body = AlertRules),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable", body = crate::openapi::ErrorBody)))]
@@ -73,7 +76,7 @@ pub async fn list_rules(
         .rules(caller.org())
         .await
         .map_err(store_error)?;
-    Ok(axum::Json(json!({ "rules": rules })).into_response())
+    Ok(axum::Json(AlertRules { rules }).into_response())
 }
 
 /// `POST /v1/alert-rules`: creates a rule (409 when the id exists).
@@ -84,7 +87,7 @@ pub async fn list_rules(
     request_body(content = Object, description = "The rule (docs/api.md#alerts)", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created: the rule"),
+        (status = 201, description = "Created: the rule", body = Rule),
         (status = 400, description = "Invalid rule: the message names the field", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -131,7 +134,7 @@ pub async fn create_rule(
     params(("id" = String, Path, description = "Rule id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The rule"),
+        (status = 200, description = "The rule", body = Rule),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such rule in the caller's organisation", body = crate::openapi::ErrorBody),
@@ -161,8 +164,8 @@ pub async fn get_rule(
     request_body(content = Object, description = "The rule (docs/api.md#alerts)", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Replaced: the rule"),
-        (status = 201, description = "Created: the rule"),
+        (status = 200, description = "Replaced: the rule", body = Rule),
+        (status = 201, description = "Created: the rule", body = Rule),
         (status = 400, description = "Invalid rule: the message names the field", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -265,7 +268,7 @@ pub struct AlertsQuery {
 }
 
 /// An alert instance as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertView {
     /// `<rule>.<key hash>`: the id for history and ack.
     pub id: String,
@@ -281,11 +284,13 @@ pub struct AlertView {
     pub severity: Option<Severity>,
     /// Where it is.
     pub state: AlertState,
-    /// Since when.
+    /// Since when (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String)]
     pub since: OffsetDateTime,
-    /// When it started firing, while it fires.
+    /// When it started firing, while it fires (RFC 3339).
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>)]
     pub firing_since: Option<OffsetDateTime>,
     /// The last value judged.
     pub value: Option<f64>,
@@ -325,7 +330,7 @@ impl From<&InstanceState> for AlertView {
     params(AlertsQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{alerts: [{id, rule, site, key, labels, severity, state, since, firing_since, value, ack, transitions}]}`"),
+        (status = 200, description = "The organisation's alert instances that pass the filters", body = AlertList),
         (status = 400, description = "Bad filter", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -351,7 +356,7 @@ pub async fn list_alerts(
         .map(AlertView::from)
         .filter(|v| q.severity.is_none_or(|x| Some(x) == v.severity))
         .collect();
-    Ok(axum::Json(json!({ "alerts": alerts })).into_response())
+    Ok(axum::Json(AlertList { alerts }).into_response())
 }
 
 async fn own_instance(
@@ -374,7 +379,7 @@ async fn own_instance(
     params(("id" = String, Path, description = "Alert id (`<rule>.<key hash>`)")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{alert, records: [AlertRecord, ..]}`"),
+        (status = 200, description = "The alert and its records, oldest first", body = AlertHistory),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such alert in the caller's organisation", body = crate::openapi::ErrorBody),
@@ -391,10 +396,11 @@ pub async fn history(
         .history(&instance, MAX_HISTORY)
         .await
         .map_err(store_error)?;
-    Ok(
-        axum::Json(json!({ "alert": AlertView::from(&instance), "records": records }))
-            .into_response(),
-    )
+    Ok(axum::Json(AlertHistory {
+        alert: AlertView::from(&instance),
+        records,
+    })
+    .into_response())
 }
 
 /// `POST /v1/alerts/{id}/ack` body.
@@ -416,7 +422,7 @@ pub struct AckBody {
     request_body = AckBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The `Ack` record"),
+        (status = 200, description = "The `Ack` record", body = AlertRecord),
         (status = 400, description = "Malformed body", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -463,7 +469,7 @@ pub async fn ack(
 #[utoipa::path(get, path = "/v1/silences", tag = "alerts",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{silences: [silence, ..]}` with `active` on each"),
+        (status = 200, description = "The organisation's silences, expired ones included", body = SilenceList),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable", body = crate::openapi::ErrorBody)))]
@@ -473,22 +479,15 @@ pub async fn list_silences(
 ) -> Result<Response, AppError> {
     caller.require(ALERTS_READ)?;
     let now = OffsetDateTime::now_utc();
-    let silences: Vec<serde_json::Value> = stores(&state)
+    let silences: Vec<SilenceView> = stores(&state)
         .await?
         .silences(caller.org())
         .await
         .map_err(store_error)?
         .into_iter()
-        .map(|s| {
-            let active = s.starts <= now && now < s.ends;
-            let mut v = json!(s);
-            if let Some(o) = v.as_object_mut() {
-                o.insert("active".into(), json!(active));
-            }
-            v
-        })
+        .map(|s| SilenceView::new(s, now))
         .collect();
-    Ok(axum::Json(json!({ "silences": silences })).into_response())
+    Ok(axum::Json(SilenceList { silences }).into_response())
 }
 
 /// `POST /v1/silences`: creates a silence; the id is chosen here.
@@ -499,7 +498,7 @@ pub async fn list_silences(
     request_body(content = Object, description = "`{matchers: [{label, op, value}], starts?, ends, comment?}`", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created: the silence"),
+        (status = 201, description = "Created: the silence", body = Silence),
         (status = 400, description = "Invalid silence: the message names the field", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -542,7 +541,7 @@ pub async fn create_silence(
     params(("id" = String, Path, description = "Silence id")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The silence"),
+        (status = 200, description = "The silence", body = Silence),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such silence in the caller's organisation", body = crate::openapi::ErrorBody),

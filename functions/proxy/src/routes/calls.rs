@@ -56,7 +56,7 @@ pub struct CallQuery {
     request_body(content = Vec<u8>, description = "Any bytes, sent to the device with the request's `Content-Type`", content_type = "*/*"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The device's answer with its content type"),
+        (status = 200, description = "The device's answer with its content type; no schema: the device chooses both the bytes and the content type"),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing, or the site belongs to another organisation", body = crate::openapi::ErrorBody),

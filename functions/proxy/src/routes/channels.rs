@@ -14,6 +14,7 @@ use plantd_alerts::notify::{ChannelSpec, ChannelView, StoreError, channel::check
 use plantd_shared::audit::{Action, Outcome};
 use serde_json::json;
 
+use super::alert_answers::{ChannelList, TestSent};
 use crate::audit::{Act, Origin};
 use crate::auth::Caller;
 use crate::{AppError, AppState};
@@ -45,7 +46,7 @@ fn target(name: &str) -> String {
 #[utoipa::path(get, path = "/v1/alert-channels", tag = "alerts",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{channels: [channel, ..]}`, without secrets"),
+        (status = 200, description = "The organisation's channels, without secrets", body = ChannelList),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable", body = crate::openapi::ErrorBody)))]
@@ -63,7 +64,7 @@ pub async fn list_channels(
         .iter()
         .map(|c| c.view())
         .collect();
-    Ok(axum::Json(json!({ "channels": channels })).into_response())
+    Ok(axum::Json(ChannelList { channels }).into_response())
 }
 
 /// `GET /v1/alert-channels/{name}`.
@@ -74,7 +75,7 @@ pub async fn list_channels(
     params(("name" = String, Path, description = "Channel name")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The channel, without its secret"),
+        (status = 200, description = "The channel, without its secret", body = ChannelView),
         (status = 400, description = "Malformed name", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -107,8 +108,8 @@ pub async fn get_channel(
     request_body(content = Object, description = "`{webhook: {url, secret, headers?, timeout_ms?}} | {sns: {topic_arn, region?}}`, `send_resolved?`, `matchers?` (docs/api.md#notification-channels)", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Replaced: the channel, without its secret"),
-        (status = 201, description = "Created: the channel, without its secret"),
+        (status = 200, description = "Replaced: the channel, without its secret", body = ChannelView),
+        (status = 201, description = "Created: the channel, without its secret", body = ChannelView),
         (status = 400, description = "Invalid channel: the message names the field", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -195,7 +196,7 @@ pub async fn delete_channel(
     params(("name" = String, Path, description = "Channel name")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{delivered: true, receipt, attempts}`: the channel accepted it (receipt: HTTP status or SNS message id)"),
+        (status = 200, description = "The channel accepted it", body = TestSent),
         (status = 400, description = "Malformed name", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -222,11 +223,11 @@ pub async fn test_channel(
     match sent {
         Ok(receipt) => {
             origin.record(&state, &caller, act).await;
-            Ok(axum::Json(json!({
-                "delivered": true,
-                "receipt": receipt.receipt,
-                "attempts": receipt.attempts,
-            }))
+            Ok(axum::Json(TestSent {
+                delivered: true,
+                receipt: receipt.receipt,
+                attempts: receipt.attempts,
+            })
             .into_response())
         }
         Err(e) => {

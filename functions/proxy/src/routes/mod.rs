@@ -21,6 +21,7 @@
 //! | `GET /healthz` | here |
 
 pub mod aggregates;
+pub mod alert_answers;
 pub mod alerts;
 pub mod analytics;
 pub mod calls;

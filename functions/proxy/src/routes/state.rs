@@ -10,13 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::{Act, Origin};
 use crate::auth::Caller;
 use crate::json::Body;
-use crate::state_store::{DEFAULT_CONTENT_TYPE, Precondition, check_scope};
+use crate::state_store::{DEFAULT_CONTENT_TYPE, HistoryEntry, Precondition, check_scope};
 use crate::{AppError, AppState};
 use plantd_shared::audit::Action;
 
@@ -78,6 +77,62 @@ pub struct NewScope {
     pub scope: String,
 }
 
+/// The answer of `POST /v1/state/scopes`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScopeCreated {
+    /// The scope's name.
+    pub scope: String,
+    /// The revision of its record (also the `ETag`).
+    pub revision: u64,
+}
+
+/// The answer of `GET /v1/state/scopes`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScopeList {
+    /// The scopes the caller may read, by name.
+    pub scopes: Vec<String>,
+}
+
+/// One key of a scope with its current revision.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyRevision {
+    /// The key.
+    pub key: String,
+    /// Its current revision (the `ETag` a read answers with).
+    pub revision: u64,
+}
+
+/// The answer of `GET /v1/state/{scope}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    /// The scope.
+    pub scope: String,
+    /// Its keys, by name.
+    pub keys: Vec<KeyRevision>,
+}
+
+/// The answer of `PUT /v1/state/{scope}/{key}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Stored {
+    /// The scope.
+    pub scope: String,
+    /// The key.
+    pub key: String,
+    /// The new revision (also the `ETag`).
+    pub revision: u64,
+}
+
+/// The answer of `GET /v1/state/{scope}/{key}/history`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyHistory {
+    /// The scope.
+    pub scope: String,
+    /// The key.
+    pub key: String,
+    /// Every kept revision, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
 /// `POST /v1/state/scopes`: creates a scope (`admin` on it).
 ///
 /// # Errors
@@ -86,7 +141,7 @@ pub struct NewScope {
     request_body = NewScope,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created: `{scope, revision}` with an `ETag`"),
+        (status = 201, description = "Created, with an `ETag`", body = ScopeCreated),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -109,7 +164,10 @@ pub async fn create_scope(
     Ok((
         StatusCode::CREATED,
         [(ETAG, etag(revision))],
-        axum::Json(json!({ "scope": body.scope, "revision": revision })),
+        axum::Json(ScopeCreated {
+            scope: body.scope,
+            revision,
+        }),
     )
         .into_response())
 }
@@ -122,7 +180,7 @@ pub async fn create_scope(
 #[utoipa::path(get, path = "/v1/state/scopes", tag = "state",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{scopes: [..]}`, those the caller may read"),
+        (status = 200, description = "The scopes the caller may read", body = ScopeList),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable, or no responder", body = crate::openapi::ErrorBody)))]
 pub async fn list_scopes(
@@ -136,7 +194,7 @@ pub async fn list_scopes(
         .into_iter()
         .filter(|s| caller.perms.allows(&permission(s, "read")))
         .collect();
-    Ok(axum::Json(json!({ "scopes": scopes })).into_response())
+    Ok(axum::Json(ScopeList { scopes }).into_response())
 }
 
 /// `DELETE /v1/state/scopes/{scope}`: deletes a scope and all its keys.
@@ -186,7 +244,7 @@ async fn require_scope(state: &AppState, org: &str, scope: &str) -> Result<(), A
     params(("scope" = String, Path, description = "State scope")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{scope, keys: [{key, revision}]}`"),
+        (status = 200, description = "The scope's keys with their revisions", body = KeyList),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -205,9 +263,9 @@ pub async fn list_keys(
         .keys(caller.org(), &scope)
         .await?
         .into_iter()
-        .map(|(key, revision)| json!({ "key": key, "revision": revision }))
+        .map(|(key, revision)| KeyRevision { key, revision })
         .collect();
-    Ok(axum::Json(json!({ "scope": scope, "keys": keys })).into_response())
+    Ok(axum::Json(KeyList { scope, keys }).into_response())
 }
 
 /// `GET /v1/state/{scope}/{key}`: the value with its content type and
@@ -220,7 +278,7 @@ pub async fn list_keys(
         ("If-None-Match" = Option<String>, Header, description = "`\"<revision>\"`: 304 when unchanged")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The value byte for byte, with its `Content-Type` and `ETag: \"<revision>\"`"),
+        (status = 200, description = "The value byte for byte, with its `Content-Type` and `ETag: \"<revision>\"`; no schema: it is whatever was written, of any content type"),
         (status = 304, description = "Unchanged since the revision in `If-None-Match`"),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
@@ -271,8 +329,8 @@ pub async fn get_value(
     request_body(content = Vec<u8>, description = "Any bytes; stored with the request's `Content-Type` (JSON must parse)", content_type = "*/*"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Stored: `{scope, key, revision}` with an `ETag`"),
-        (status = 201, description = "Created (`If-None-Match: *`)"),
+        (status = 200, description = "Stored, with an `ETag`", body = Stored),
+        (status = 201, description = "Created (`If-None-Match: *`), with an `ETag`", body = Stored),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -320,7 +378,11 @@ pub async fn put_value(
     Ok((
         status,
         [(ETAG, etag(revision))],
-        axum::Json(json!({ "scope": scope, "key": key, "revision": revision })),
+        axum::Json(Stored {
+            scope,
+            key,
+            revision,
+        }),
     )
         .into_response())
 }
@@ -375,7 +437,7 @@ pub async fn delete_value(
     params(("scope" = String, Path, description = "State scope"), ("key" = String, Path, description = "Key in the scope")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{scope, key, history: [{revision, operation, time, content_type, value | value_base64}]}`, oldest first"),
+        (status = 200, description = "Every kept revision, oldest first", body = KeyHistory),
         (status = 400, description = "Malformed or invalid request", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
@@ -392,5 +454,10 @@ pub async fn history(
     if entries.is_empty() {
         return Err(AppError::not_found(format!("key {key} in scope {scope}")));
     }
-    Ok(axum::Json(json!({ "scope": scope, "key": key, "history": entries })).into_response())
+    Ok(axum::Json(KeyHistory {
+        scope,
+        key,
+        history: entries,
+    })
+    .into_response())
 }

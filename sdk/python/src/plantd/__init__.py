@@ -24,7 +24,8 @@ Modules:
 * :mod:`plantd.errors` — :class:`PlantdError` and a subclass per kind.
 * :mod:`plantd.models` — generated from the proxy's ``/openapi.json``, and
   :mod:`plantd.identity_models` from identity's ``/v1/identity/openapi.json``
-  (do not edit); :mod:`plantd.records` — the answers no document types.
+  (do not edit); :mod:`plantd.records` — their answers under the client's
+  older names (``Alert``, ``Site``, ``AuditRecord``).
 * :mod:`plantd.sync` — the same API for code without an event loop.
 """
 

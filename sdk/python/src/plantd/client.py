@@ -31,14 +31,20 @@ from .live import Live, LiveOptions
 from .models import (
     Aggregate,
     AggregatesPage,
+    AlertList,
+    AlertRecord,
     Cancelled,
     Command,
+    HistoryEntry,
     HistoryPage,
+    KeyHistory,
+    KeyList,
     LogLine,
     LogsPage,
     Message,
     Order,
     PendingList,
+    ScopeList,
     Sent,
     Series,
     SiteHealth,
@@ -234,7 +240,7 @@ class Client:
     async def scopes(self, *, timeout: float | None = None) -> list[str]:
         """The state scopes you may read."""
         body = await self._json(route("GET", "/v1/state/scopes"), timeout=timeout)
-        return [str(s) for s in body["scopes"]]
+        return ScopeList.model_validate(body).scopes
 
     async def create_scope(self, scope: str, *, timeout: float | None = None) -> None:
         """Creates a scope (:class:`~plantd.errors.ConflictError` when it exists)."""
@@ -247,7 +253,7 @@ class Client:
     async def state_keys(self, scope: str, *, timeout: float | None = None) -> dict[str, int]:
         """The scope's keys and their revisions."""
         body = await self._json(route("GET", "/v1/state/{scope}", scope=scope), timeout=timeout)
-        return {str(k["key"]): int(k["revision"]) for k in body["keys"]}
+        return {k.key: k.revision for k in KeyList.model_validate(body).keys}
 
     async def get_state(self, scope: str, key: str, *, timeout: float | None = None) -> Versioned | None:
         """A state value and its ETag; ``None`` when the key does not exist
@@ -302,10 +308,10 @@ class Client:
         headers = {"if-match": if_match} if if_match is not None else {}
         await self._send(route("DELETE", "/v1/state/{scope}/{key}", scope=scope, key=key), headers=headers, timeout=timeout)
 
-    async def state_history(self, scope: str, key: str, *, timeout: float | None = None) -> list[dict[str, Any]]:
-        """The key's revisions, oldest first (``{revision, operation, time, …}``)."""
+    async def state_history(self, scope: str, key: str, *, timeout: float | None = None) -> list[HistoryEntry]:
+        """The key's revisions, oldest first (``revision``, ``operation``, ``time``, …)."""
         body = await self._json(route("GET", "/v1/state/{scope}/{key}/history", scope=scope, key=key), timeout=timeout)
-        return list(body["history"])
+        return KeyHistory.model_validate(body).history
 
     # --- telemetry ----------------------------------------------------------
 
@@ -456,13 +462,13 @@ class Client:
         """Alert instances of your organisation (``state``: ``firing``, …)."""
         params = {"state": state, "site": site, "severity": severity, "rule": rule}
         body = await self._json(route("GET", "/v1/alerts"), params=params, timeout=timeout)
-        return [Alert.model_validate(a) for a in body["alerts"]]
+        return AlertList.model_validate(body).alerts
 
-    async def ack_alert(self, id: str, note: str | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    async def ack_alert(self, id: str, note: str | None = None, *, timeout: float | None = None) -> AlertRecord:
         """Acknowledges a firing alert; returns the ``ack`` record."""
         body = {"note": note} if note is not None else {}
         answer = await self._json(route("POST", "/v1/alerts/{id}/ack", id=id), json=body, timeout=timeout)
-        return dict(answer)
+        return AlertRecord.model_validate(answer)
 
     async def aggregates(
         self,

@@ -6,7 +6,29 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+
+class Ack(BaseModel):
+    """
+    An operator's acknowledgement.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    by: str
+    """
+    Who (the token's subject).
+    """
+    at: str
+    """
+    When.
+    """
+    note: str | None = None
+    """
+    Their note.
+    """
 
 
 class AckBody(BaseModel):
@@ -127,6 +149,360 @@ class AggregatesPage(BaseModel):
     """
 
 
+class AlertHistory(BaseModel):
+    """
+    The answer of `GET /v1/alerts/{id}/history`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    alert: AlertView
+    """
+    The alert instance now.
+    """
+    records: list[AlertRecord]
+    """
+    Its records in `PLANTD_ALERTS`, oldest first (the newest 500).
+    """
+
+
+class AlertList(BaseModel):
+    """
+    The answer of `GET /v1/alerts`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    alerts: list[AlertView]
+    """
+    The alert instances that pass the filters.
+    """
+
+
+class AlertRecord(BaseModel):
+    """
+    One message in `PLANTD_ALERTS`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str
+    """
+    `Nats-Msg-Id`: `<rule>:<key hash>:<n>[:ack|:r<k>]` (module docs).
+    """
+    kind: RecordKind
+    """
+    What happened.
+    """
+    org: str
+    """
+    The organisation owning the rule (and the site).
+    """
+    site: str
+    """
+    The site the alert is about.
+    """
+    rule: str
+    """
+    The rule's id.
+    """
+    rule_name: str
+    """
+    The rule's name, for people.
+    """
+    key: str
+    """
+    The instance key: the rule's group-by labels, `k=v` joined by `,`
+    in key order (empty for a rule with one instance per site).
+    """
+    labels: dict[str, str]
+    """
+    The instance's labels (rule labels plus group-by values: `site`,
+    `source`, `topic`, …); silences and routing match on these.
+    """
+    severity: Severity
+    """
+    Severity from the rule.
+    """
+    from_: Annotated[AlertState, Field(alias="from")]
+    """
+    State before.
+    """
+    to: AlertState
+    """
+    State after (equal to `from` for `Ack` and `Repeat`).
+    """
+    n: Annotated[int, Field(ge=0)]
+    """
+    This instance's transition count (1 for its first transition).
+    """
+    at: str
+    """
+    When it happened: the engine's clock when it applied the item or
+    ticked (decision 0024: lifecycle times are the engine's, not the
+    items'; an item's own time is in its [`Evidence::time`]).
+    """
+    firing_since: str | None = None
+    """
+    When the instance started firing, while it fires.
+    """
+    value: float | None = None
+    """
+    The value the condition was evaluated on (count, rate, reading).
+    """
+    summary: str
+    """
+    One line for people: what holds, e.g. "12 lines matching
+    \\"overheat\\" in 1m (> 5)".
+    """
+    evidence: list[Evidence] | None = None
+    """
+    The lines or values that caused it (newest last, at most 20).
+    """
+    notify: list[str] | None = None
+    """
+    The notification channels the rule routes to.
+    """
+    silenced: bool | None = None
+    """
+    True when a silence matched at the time: stored, not notified.
+    """
+    ack: Ack | None = None
+
+
+class AlertRule(BaseModel):
+    """
+    One alert rule.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str
+    """
+    The id: 1–64 lowercase letters, digits, `-` or `_` (one subject
+    token: records go to `plantd.<site>.alert.<id>`).
+    """
+    name: str | None = None
+    """
+    For people (defaults to the id).
+    """
+    description: str | None = None
+    """
+    What it watches and what to do about it.
+    """
+    severity: Severity | None = None
+    """
+    How bad it is when it fires.
+    """
+    labels: dict[str, str] | None = None
+    """
+    Labels every instance carries (silences and routing match on them).
+    """
+    notify: list[str] | None = None
+    """
+    The notification channels it routes to (names in
+    `plantd_alert_channels`).
+    """
+    group_by: list[GroupBy] | None = None
+    """
+    The labels that split the rule into instances. Every instance is
+    per site; `topic` (telemetry) or `source` (logs) split further.
+    """
+    for_: Annotated[Dur | None, Field(alias="for")] = None
+    """
+    How long the condition must hold before the instance fires (it is
+    pending meanwhile); `0s` fires at once.
+    """
+    repeat_interval: Dur | None = None
+    no_data: NoData | None = None
+    sites: list[str] | None = None
+    """
+    The sites it applies to; empty: every site of the organisation.
+    """
+    condition: Condition
+    """
+    When it holds.
+    """
+
+
+class AlertRules(BaseModel):
+    """
+    The answer of `GET /v1/alert-rules`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    rules: list[AlertRule]
+    """
+    The organisation's rules, by id.
+    """
+
+
+class AlertState(StrEnum):
+    """
+    Where an alert instance is in its lifecycle.
+    """
+
+    inactive = "inactive"
+    pending = "pending"
+    firing = "firing"
+    no_data = "no_data"
+
+
+class AlertView(BaseModel):
+    """
+    An alert instance as the API shows it.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str
+    """
+    `<rule>.<key hash>`: the id for history and ack.
+    """
+    rule: str
+    """
+    The rule id.
+    """
+    site: str
+    """
+    The site.
+    """
+    key: str
+    """
+    The group-by key.
+    """
+    labels: dict[str, str]
+    """
+    Labels.
+    """
+    severity: Severity | None = None
+    state: AlertState
+    """
+    Where it is.
+    """
+    since: str
+    """
+    Since when (RFC 3339).
+    """
+    firing_since: str | None = None
+    """
+    When it started firing, while it fires (RFC 3339).
+    """
+    value: float | None = None
+    """
+    The last value judged.
+    """
+    ack: Ack | None = None
+    transitions: Annotated[int, Field(ge=0)]
+    """
+    Transitions so far.
+    """
+
+
+class AnalyticsAlert(BaseModel):
+    """
+    An analytics rule's `alert` section: what its companion alert rule
+    says when the rule's pattern or anomaly signals fire.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    severity: Severity | None = None
+    """
+    How bad it is (`info`, `warning`, `critical`).
+    """
+    channels: list[str] | None = None
+    """
+    Notification channels (names in `/v1/alert-channels`).
+    """
+    labels: dict[str, str] | None = None
+    """
+    Labels every alert carries (silences and routing match on them).
+    """
+    for_: Annotated[Dur | None, Field(alias="for")] = None
+    """
+    How long a fire signal must stand before the alert fires (`0s`: at
+    once).
+    """
+
+
+class AnalyticsRule(BaseModel):
+    """
+    A rule as the API shows it: what a write takes (`sql` or `rule`,
+    `sites`, `at`, `enabled`, `alert`) plus `name`, `compiled` (the JSON
+    form of a SQL rule), `revision` (also the `ETag`), `updated_by`,
+    `updated_at`. A read can be written back as it is.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    """
+    The rule's name.
+    """
+    sql: str | None = None
+    """
+    The SQL, for a rule written in SQL.
+    """
+    compiled: dict[str, Any] | None = None
+    """
+    The JSON form the SQL compiled to, for a rule written in SQL
+    (docs/analytics.md).
+    """
+    rule: dict[str, Any] | None = None
+    """
+    The JSON form, for a rule written so (docs/analytics.md).
+    """
+    sites: list[str]
+    """
+    The sites it reads; empty: all the organisation's.
+    """
+    at: str
+    """
+    Where it runs: `cloud` or `edge`.
+    """
+    enabled: bool
+    """
+    Paused rules are kept, not run.
+    """
+    alert: AnalyticsAlert | None = None
+    revision: Annotated[int, Field(ge=0)]
+    """
+    Its revision (also the `ETag`).
+    """
+    updated_by: str
+    """
+    Who last wrote it (user or service account id).
+    """
+    updated_at: str
+    """
+    When (RFC 3339).
+    """
+
+
+class AnalyticsRules(BaseModel):
+    """
+    The answer of `GET /v1/analytics/rules`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    rules: list[AnalyticsRule]
+    """
+    The organisation's rules, by name.
+    """
+
+
 class BacklogHealth(BaseModel):
     """
     What waits in the edge's journal for the uplink.
@@ -218,6 +594,48 @@ class Cancelled(BaseModel):
     """
 
 
+class ChannelList(BaseModel):
+    """
+    The answer of `GET /v1/alert-channels`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    channels: list[ChannelView]
+    """
+    The organisation's channels, by name, without secrets.
+    """
+
+
+class ChannelView(BaseModel):
+    """
+    A channel as the API returns it.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    """
+    Its name.
+    """
+    type: str
+    """
+    `webhook` or `sns`.
+    """
+    webhook: WebhookView | None = None
+    sns: Sns | None = None
+    send_resolved: bool
+    """
+    Whether resolutions are sent.
+    """
+    matchers: list[Matcher]
+    """
+    Label matchers narrowing what it takes.
+    """
+
+
 class Command(BaseModel):
     """
     A command.
@@ -253,6 +671,145 @@ class Command(BaseModel):
     content_type: str | None = None
     """
     MQTT 5 content type to deliver with.
+    """
+
+
+class Condition1(BaseModel):
+    """
+    Telemetry: the newest reading on a topic matching `topic` (MQTT
+    wildcards) compared with `value`. The reading is the payload as a
+    number, or the number at `field` (dotted JSON path, `a.b.0`).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    topic: str
+    """
+    MQTT topic filter.
+    """
+    field: str | None = None
+    """
+    JSON field path in the payload; none: the payload is the number.
+    """
+    op: Op
+    """
+    The comparison.
+    """
+    value: float
+    """
+    The threshold.
+    """
+    kind: Kind
+
+
+class Condition2(BaseModel):
+    """
+    Telemetry: nothing on a topic matching `topic` for `after` (measured
+    from the last message seen on it).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    topic: str
+    """
+    MQTT topic filter.
+    """
+    after: Dur
+    """
+    Silence that counts as absence.
+    """
+    kind: Kind1
+
+
+class Condition3(BaseModel):
+    """
+    Logs: lines matching `match` (the log filter language of
+    `plantd_logger::query`) counted over a sliding `window`, compared
+    with `op` (default `>`) and `threshold`; with `windows`, it holds
+    when at least `m` of the last `n` windows exceed it.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    match: str
+    """
+    The log filter.
+    """
+    window: Dur
+    """
+    The window.
+    """
+    measure: Measure | None = None
+    """
+    Count, or lines per second.
+    """
+    op: Op | None = None
+    """
+    The comparison (default `>`).
+    """
+    threshold: float
+    """
+    The threshold.
+    """
+    windows: MOfN | None = None
+    kind: Kind2
+
+
+class Condition4(BaseModel):
+    """
+    Logs: no line matching `match` for `after` (from the last match, or
+    from the first line the instance's site/source sent).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    match: str
+    """
+    The log filter.
+    """
+    after: Dur
+    """
+    Silence that counts as absence.
+    """
+    kind: Kind3
+
+
+class Condition5(BaseModel):
+    """
+    Analytics: the pattern and anomaly results of the organisation's
+    analytics rule `rule` in `PLANTD_AGGREGATES` — a result with
+    `signal: fire` makes its (site, key) instance's condition hold,
+    `clear` ends it ([`crate::analytics`]). Instances are always split
+    by the result's key (label `key`).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    rule: str
+    """
+    The analytics rule's name (`plantd_analytics::Rule::name`).
+    """
+    kind: Kind4
+
+
+class Condition(
+    RootModel[Condition1 | Condition2 | Condition3 | Condition4 | Condition5]
+):
+    root: Condition1 | Condition2 | Condition3 | Condition4 | Condition5
+    """
+    When a rule holds. JSON: `{"kind": "threshold", …}`.
+    """
+
+
+class Dur(RootModel[str]):
+    root: str
+    """
+    A duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or several run together (`1h30m`).
     """
 
 
@@ -326,6 +883,40 @@ class ErrorBody(BaseModel):
     """
 
 
+class Evidence(BaseModel):
+    """
+    One line or value that made the condition hold.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    stream: str
+    """
+    The stream it came from (`PLANTD_LOGS`, `PLANTD_TELEMETRY`).
+    """
+    sequence: Annotated[int, Field(ge=0)]
+    """
+    Its sequence there.
+    """
+    time: str
+    """
+    Its time (event time when known, else the stream's).
+    """
+    topic: str
+    """
+    The MQTT topic (telemetry) or log source (logs).
+    """
+    value: float | None = None
+    """
+    The numeric value the rule read, if any.
+    """
+    text: str | None = None
+    """
+    The log message or the payload as text (truncated to 1 KiB).
+    """
+
+
 class FiringAlert(BaseModel):
     """
     One firing alert.
@@ -360,6 +951,51 @@ class FiringAlert(BaseModel):
     """
 
 
+class GroupBy(StrEnum):
+    """
+    A label that splits a rule into instances.
+    """
+
+    site = "site"
+    source = "source"
+    topic = "topic"
+
+
+class HistoryEntry(BaseModel):
+    """
+    One entry of a key's history.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    revision: Annotated[int, Field(ge=0)]
+    """
+    The revision.
+    """
+    operation: str
+    """
+    `put`, `delete` or `purge`.
+    """
+    time: str
+    """
+    When, RFC 3339 UTC.
+    """
+    content_type: str | None = None
+    """
+    The content type of a `put`.
+    """
+    value: Any | None = None
+    """
+    The value of a `put`: JSON when the content type is JSON and it
+    parses, else text when it is UTF-8 ...
+    """
+    value_base64: str | None = None
+    """
+    ... else base64.
+    """
+
+
 class HistoryPage(BaseModel):
     """
     One page of `GET /v1/sites/{site}/history`.
@@ -377,6 +1013,84 @@ class HistoryPage(BaseModel):
     Pass back as `cursor` for the next page; `null` when there is no
     more.
     """
+
+
+class KeyHistory(BaseModel):
+    """
+    The answer of `GET /v1/state/{scope}/{key}/history`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    scope: str
+    """
+    The scope.
+    """
+    key: str
+    """
+    The key.
+    """
+    history: list[HistoryEntry]
+    """
+    Every kept revision, oldest first.
+    """
+
+
+class KeyList(BaseModel):
+    """
+    The answer of `GET /v1/state/{scope}`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    scope: str
+    """
+    The scope.
+    """
+    keys: list[KeyRevision]
+    """
+    Its keys, by name.
+    """
+
+
+class KeyRevision(BaseModel):
+    """
+    One key of a scope with its current revision.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    key: str
+    """
+    The key.
+    """
+    revision: Annotated[int, Field(ge=0)]
+    """
+    Its current revision (the `ETag` a read answers with).
+    """
+
+
+class Kind(StrEnum):
+    threshold = "threshold"
+
+
+class Kind1(StrEnum):
+    absence = "absence"
+
+
+class Kind2(StrEnum):
+    log_count = "log_count"
+
+
+class Kind3(StrEnum):
+    log_absence = "log_absence"
+
+
+class Kind4(StrEnum):
+    analytics = "analytics"
 
 
 class LogLine(BaseModel):
@@ -446,6 +1160,65 @@ class LogsPage(BaseModel):
     """
     Pass back as `cursor` for the next page; `null` at the end.
     """
+
+
+class MOfN(BaseModel):
+    """
+    "In at least `m` of the last `n` windows".
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    m: Annotated[int, Field(ge=0)]
+    """
+    Windows that must exceed the threshold.
+    """
+    n: Annotated[int, Field(ge=0)]
+    """
+    Windows looked at (the newest ending now).
+    """
+
+
+class MatchOp(StrEnum):
+    """
+    How a matcher compares.
+    """
+
+    eq = "="
+    ne = "!="
+    re = "=~"
+
+
+class Matcher(BaseModel):
+    """
+    One label condition. A missing label reads as the empty string.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    label: str
+    """
+    The label name.
+    """
+    op: MatchOp
+    """
+    The comparison.
+    """
+    value: str
+    """
+    The value or regex.
+    """
+
+
+class Measure(StrEnum):
+    """
+    Count lines, or lines per second.
+    """
+
+    count_ = "count"
+    rate = "rate"
 
 
 class Message(BaseModel):
@@ -536,6 +1309,47 @@ class NewScope(BaseModel):
     """
     The scope's name.
     """
+
+
+class NoData(BaseModel):
+    """
+    The no-data timeout and what it does.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    after: Dur
+    """
+    Silence on the rule's input for this long counts as no data.
+    """
+    behaviour: NoDataBehaviour | None = None
+    """
+    What the instance does then.
+    """
+
+
+class NoDataBehaviour(StrEnum):
+    """
+    What an instance does when its input has gone silent.
+    """
+
+    no_data = "no_data"
+    keep = "keep"
+    alert = "alert"
+
+
+class Op(StrEnum):
+    """
+    A comparison.
+    """
+
+    gt = ">"
+    ge = ">="
+    lt = "<"
+    le = "<="
+    eq = "=="
+    ne = "!="
 
 
 class Order(StrEnum):
@@ -634,6 +1448,48 @@ class Point(BaseModel):
     """
 
 
+class RecordKind(StrEnum):
+    """
+    What a record says happened.
+    """
+
+    transition = "transition"
+    ack = "ack"
+    repeat = "repeat"
+
+
+class ScopeCreated(BaseModel):
+    """
+    The answer of `POST /v1/state/scopes`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    scope: str
+    """
+    The scope's name.
+    """
+    revision: Annotated[int, Field(ge=0)]
+    """
+    The revision of its record (also the `ETag`).
+    """
+
+
+class ScopeList(BaseModel):
+    """
+    The answer of `GET /v1/state/scopes`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    scopes: list[str]
+    """
+    The scopes the caller may read, by name.
+    """
+
+
 class Sent(BaseModel):
     """
     Where a command was stored.
@@ -704,6 +1560,103 @@ class Series(BaseModel):
     """
 
 
+class Severity(StrEnum):
+    """
+    How bad it is.
+    """
+
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+class Silence(BaseModel):
+    """
+    A silence.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    """
+    Its id (given by the server when created).
+    """
+    matchers: list[Matcher]
+    """
+    All must match.
+    """
+    starts: str | None = None
+    """
+    From (default: now).
+    """
+    ends: str
+    """
+    Until.
+    """
+    comment: str | None = None
+    """
+    Why.
+    """
+    created_by: str | None = None
+    """
+    Who made it (the token's subject; set by the server).
+    """
+
+
+class SilenceList(BaseModel):
+    """
+    The answer of `GET /v1/silences`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    silences: list[SilenceView]
+    """
+    The organisation's silences, expired ones included.
+    """
+
+
+class SilenceView(BaseModel):
+    """
+    A silence as `GET /v1/silences` lists it: the silence and whether it
+    is in force now.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str
+    """
+    Its id.
+    """
+    matchers: list[Matcher]
+    """
+    All must match.
+    """
+    starts: str
+    """
+    From (RFC 3339).
+    """
+    ends: str
+    """
+    Until (RFC 3339).
+    """
+    comment: str
+    """
+    Why.
+    """
+    created_by: str
+    """
+    Who made it (the token's subject).
+    """
+    active: bool
+    """
+    True while `starts <= now < ends`.
+    """
+
+
 class SiteAlerts(BaseModel):
     """
     Alerts firing on the site.
@@ -760,6 +1713,24 @@ class SiteHealth(BaseModel):
     """
 
 
+class Sns(BaseModel):
+    """
+    An SNS topic.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    topic_arn: str
+    """
+    The topic's ARN (`arn:aws:sns:<region>:<account>:<name>`).
+    """
+    region: str | None = None
+    """
+    The region to call; default: the topic ARN's region.
+    """
+
+
 class StatsAnswer(BaseModel):
     """
     `GET /v1/logs/stats` answer.
@@ -810,6 +1781,52 @@ class StatsSeries(BaseModel):
     """
 
 
+class Stored(BaseModel):
+    """
+    The answer of `PUT /v1/state/{scope}/{key}`.
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    scope: str
+    """
+    The scope.
+    """
+    key: str
+    """
+    The key.
+    """
+    revision: Annotated[int, Field(ge=0)]
+    """
+    The new revision (also the `ETag`).
+    """
+
+
+class TestSent(BaseModel):
+    """
+    The answer of `POST /v1/alert-channels/{name}/test` when the channel
+    accepted the test notification (a refusal answers 502).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    delivered: bool
+    """
+    Always true (a failed send is an error answer).
+    """
+    receipt: str
+    """
+    What the channel answered: the webhook's HTTP status or the SNS
+    message id.
+    """
+    attempts: Annotated[int, Field(ge=0)]
+    """
+    Attempts it took.
+    """
+
+
 class UplinkHealth(BaseModel):
     """
     The uplink's state.
@@ -834,4 +1851,31 @@ class UplinkHealth(BaseModel):
     last_error: str | None = None
     """
     The last failure.
+    """
+
+
+class WebhookView(BaseModel):
+    """
+    A webhook as the API shows it: no secret, no header values (they may
+    carry credentials too).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    url: str
+    """
+    Where it POSTs.
+    """
+    headers: list[str]
+    """
+    The names of the extra headers it sends.
+    """
+    timeout_ms: Annotated[int, Field(ge=0)]
+    """
+    Per-attempt timeout (ms).
+    """
+    secret_set: bool
+    """
+    Always true for a stored webhook: a secret is set (never shown).
     """

@@ -10,6 +10,18 @@ use crate::rest::{Answer, Call, Raw, RawBody, Rest};
 pub mod types {
     use serde::{Deserialize, Serialize};
 
+    /// An operator's acknowledgement.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Ack {
+        /// When.
+        pub at: String,
+        /// Who (the token's subject).
+        pub by: String,
+        /// Their note.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub note: Option<String>,
+    }
+
     /// `POST /v1/alerts/{id}/ack` body.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct AckBody {
@@ -94,6 +106,255 @@ pub mod types {
         pub skipped: u64,
     }
 
+    /// The answer of `GET /v1/alerts/{id}/history`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AlertHistory {
+        /// The alert instance now.
+        pub alert: AlertView,
+        /// Its records in `PLANTD_ALERTS`, oldest first (the newest 500).
+        pub records: Vec<AlertRecord>,
+    }
+
+    /// The answer of `GET /v1/alerts`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct AlertList {
+        /// The alert instances that pass the filters.
+        pub alerts: Vec<AlertView>,
+    }
+
+    /// One message in `PLANTD_ALERTS`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AlertRecord {
+        /// `ack`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ack: Option<Ack>,
+        /// When it happened: the engine's clock when it applied the item or
+        /// ticked (decision 0024: lifecycle times are the engine's, not the
+        /// items'; an item's own time is in its `Evidence::time`).
+        pub at: String,
+        /// The lines or values that caused it (newest last, at most 20).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub evidence: Option<Vec<Evidence>>,
+        /// When the instance started firing, while it fires.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub firing_since: Option<String>,
+        /// State before.
+        pub from: AlertState,
+        /// `Nats-Msg-Id`: `<rule>:<key hash>:<n>[:ack|:r<k>]` (module docs).
+        pub id: String,
+        /// The instance key: the rule's group-by labels, `k=v` joined by `,`
+        /// in key order (empty for a rule with one instance per site).
+        pub key: String,
+        /// What happened.
+        pub kind: RecordKind,
+        /// The instance's labels (rule labels plus group-by values: `site`,
+        /// `source`, `topic`, …); silences and routing match on these.
+        pub labels: std::collections::BTreeMap<String, String>,
+        /// This instance's transition count (1 for its first transition).
+        pub n: u64,
+        /// The notification channels the rule routes to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub notify: Option<Vec<String>>,
+        /// The organisation owning the rule (and the site).
+        pub org: String,
+        /// The rule's id.
+        pub rule: String,
+        /// The rule's name, for people.
+        pub rule_name: String,
+        /// Severity from the rule.
+        pub severity: Severity,
+        /// True when a silence matched at the time: stored, not notified.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub silenced: Option<bool>,
+        /// The site the alert is about.
+        pub site: String,
+        /// One line for people: what holds, e.g. "12 lines matching
+        /// \"overheat\" in 1m (> 5)".
+        pub summary: String,
+        /// State after (equal to `from` for `Ack` and `Repeat`).
+        pub to: AlertState,
+        /// The value the condition was evaluated on (count, rate, reading).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub value: Option<f64>,
+    }
+
+    /// One alert rule.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AlertRule {
+        /// When it holds.
+        pub condition: Condition,
+        /// What it watches and what to do about it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub description: Option<String>,
+        /// How long the condition must hold before the instance fires (it is
+        /// pending meanwhile); `0s` fires at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub r#for: Option<Dur>,
+        /// The labels that split the rule into instances. Every instance is
+        /// per site; `topic` (telemetry) or `source` (logs) split further.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub group_by: Option<Vec<GroupBy>>,
+        /// The id: 1–64 lowercase letters, digits, `-` or `_` (one subject
+        /// token: records go to `plantd.<site>.alert.<id>`).
+        pub id: String,
+        /// Labels every instance carries (silences and routing match on them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub labels: Option<std::collections::BTreeMap<String, String>>,
+        /// For people (defaults to the id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
+        /// `no_data`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub no_data: Option<NoData>,
+        /// The notification channels it routes to (names in
+        /// `plantd_alert_channels`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub notify: Option<Vec<String>>,
+        /// `repeat_interval`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub repeat_interval: Option<Dur>,
+        /// How bad it is when it fires.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub severity: Option<Severity>,
+        /// The sites it applies to; empty: every site of the organisation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sites: Option<Vec<String>>,
+    }
+
+    /// The answer of `GET /v1/alert-rules`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct AlertRules {
+        /// The organisation's rules, by id.
+        pub rules: Vec<AlertRule>,
+    }
+
+    /// Where an alert instance is in its lifecycle.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum AlertState {
+        /// `inactive`.
+        #[serde(rename = "inactive")]
+        Inactive,
+        /// `pending`.
+        #[serde(rename = "pending")]
+        Pending,
+        /// `firing`.
+        #[serde(rename = "firing")]
+        Firing,
+        /// `no_data`.
+        #[serde(rename = "no_data")]
+        NoData,
+    }
+    impl AlertState {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Inactive => "inactive",
+                Self::Pending => "pending",
+                Self::Firing => "firing",
+                Self::NoData => "no_data",
+            }
+        }
+    }
+    impl std::fmt::Display for AlertState {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// An alert instance as the API shows it.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct AlertView {
+        /// `ack`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ack: Option<Ack>,
+        /// When it started firing, while it fires (RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub firing_since: Option<String>,
+        /// `<rule>.<key hash>`: the id for history and ack.
+        pub id: String,
+        /// The group-by key.
+        pub key: String,
+        /// Labels.
+        pub labels: std::collections::BTreeMap<String, String>,
+        /// The rule id.
+        pub rule: String,
+        /// `severity`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub severity: Option<Severity>,
+        /// Since when (RFC 3339).
+        pub since: String,
+        /// The site.
+        pub site: String,
+        /// Where it is.
+        pub state: AlertState,
+        /// Transitions so far.
+        pub transitions: u64,
+        /// The last value judged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub value: Option<f64>,
+    }
+
+    /// An analytics rule's `alert` section: what its companion alert rule
+    /// says when the rule's pattern or anomaly signals fire.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct AnalyticsAlert {
+        /// Notification channels (names in `/v1/alert-channels`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub channels: Option<Vec<String>>,
+        /// How long a fire signal must stand before the alert fires (`0s`: at
+        /// once).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub r#for: Option<Dur>,
+        /// Labels every alert carries (silences and routing match on them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub labels: Option<std::collections::BTreeMap<String, String>>,
+        /// How bad it is (`info`, `warning`, `critical`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub severity: Option<Severity>,
+    }
+
+    /// A rule as the API shows it: what a write takes (`sql` or `rule`,
+    /// `sites`, `at`, `enabled`, `alert`) plus `name`, `compiled` (the JSON
+    /// form of a SQL rule), `revision` (also the `ETag`), `updated_by`,
+    /// `updated_at`. A read can be written back as it is.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct AnalyticsRule {
+        /// `alert`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub alert: Option<AnalyticsAlert>,
+        /// Where it runs: `cloud` or `edge`.
+        pub at: String,
+        /// The JSON form the SQL compiled to, for a rule written in SQL
+        /// (docs/analytics.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub compiled: Option<serde_json::Value>,
+        /// Paused rules are kept, not run.
+        pub enabled: bool,
+        /// The rule's name.
+        pub name: String,
+        /// Its revision (also the `ETag`).
+        pub revision: u64,
+        /// The JSON form, for a rule written so (docs/analytics.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub rule: Option<serde_json::Value>,
+        /// The sites it reads; empty: all the organisation's.
+        pub sites: Vec<String>,
+        /// The SQL, for a rule written in SQL.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sql: Option<String>,
+        /// When (RFC 3339).
+        pub updated_at: String,
+        /// Who last wrote it (user or service account id).
+        pub updated_by: String,
+    }
+
+    /// The answer of `GET /v1/analytics/rules`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct AnalyticsRules {
+        /// The organisation's rules, by name.
+        pub rules: Vec<AnalyticsRule>,
+    }
+
     /// What waits in the edge's journal for the uplink.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct BacklogHealth {
@@ -142,6 +403,32 @@ pub mod types {
         pub state: String,
     }
 
+    /// The answer of `GET /v1/alert-channels`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct ChannelList {
+        /// The organisation's channels, by name, without secrets.
+        pub channels: Vec<ChannelView>,
+    }
+
+    /// A channel as the API returns it.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct ChannelView {
+        /// Label matchers narrowing what it takes.
+        pub matchers: Vec<Matcher>,
+        /// Its name.
+        pub name: String,
+        /// Whether resolutions are sent.
+        pub send_resolved: bool,
+        /// `sns`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub sns: Option<Sns>,
+        /// `webhook` or `sns`.
+        pub r#type: String,
+        /// `webhook`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub webhook: Option<WebhookView>,
+    }
+
     /// A command.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct Command {
@@ -166,6 +453,12 @@ pub mod types {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub ttl_secs: Option<u64>,
     }
+
+    /// When a rule holds. JSON: `{"kind": "threshold", …}`.
+    pub type Condition = serde_json::Value;
+
+    /// A duration: `500ms`, `30s`, `5m`, `2h`, `1d`, or several run together (`1h30m`).
+    pub type Dur = String;
 
     /// The edge's newest status, with ages as of now.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +498,25 @@ pub mod types {
         pub message: String,
     }
 
+    /// One line or value that made the condition hold.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Evidence {
+        /// Its sequence there.
+        pub sequence: u64,
+        /// The stream it came from (`PLANTD_LOGS`, `PLANTD_TELEMETRY`).
+        pub stream: String,
+        /// The log message or the payload as text (truncated to 1 KiB).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub text: Option<String>,
+        /// Its time (event time when known, else the stream's).
+        pub time: String,
+        /// The MQTT topic (telemetry) or log source (logs).
+        pub topic: String,
+        /// The numeric value the rule read, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub value: Option<f64>,
+    }
+
     /// One firing alert.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct FiringAlert {
@@ -224,6 +536,56 @@ pub mod types {
         pub severity: Option<String>,
     }
 
+    /// A label that splits a rule into instances.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum GroupBy {
+        /// `site`.
+        #[serde(rename = "site")]
+        Site,
+        /// `source`.
+        #[serde(rename = "source")]
+        Source,
+        /// `topic`.
+        #[serde(rename = "topic")]
+        Topic,
+    }
+    impl GroupBy {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Site => "site",
+                Self::Source => "source",
+                Self::Topic => "topic",
+            }
+        }
+    }
+    impl std::fmt::Display for GroupBy {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// One entry of a key's history.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct HistoryEntry {
+        /// The content type of a `put`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub content_type: Option<String>,
+        /// `put`, `delete` or `purge`.
+        pub operation: String,
+        /// The revision.
+        pub revision: u64,
+        /// When, RFC 3339 UTC.
+        pub time: String,
+        /// The value of a `put`: JSON when the content type is JSON and it
+        /// parses, else text when it is UTF-8 ...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub value: Option<serde_json::Value>,
+        /// ... else base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub value_base64: Option<String>,
+    }
+
     /// One page of `GET /v1/sites/{site}/history`.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct HistoryPage {
@@ -233,6 +595,35 @@ pub mod types {
         /// more.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub next_cursor: Option<String>,
+    }
+
+    /// The answer of `GET /v1/state/{scope}/{key}/history`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct KeyHistory {
+        /// Every kept revision, oldest first.
+        pub history: Vec<HistoryEntry>,
+        /// The key.
+        pub key: String,
+        /// The scope.
+        pub scope: String,
+    }
+
+    /// The answer of `GET /v1/state/{scope}`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct KeyList {
+        /// Its keys, by name.
+        pub keys: Vec<KeyRevision>,
+        /// The scope.
+        pub scope: String,
+    }
+
+    /// One key of a scope with its current revision.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct KeyRevision {
+        /// The key.
+        pub key: String,
+        /// Its current revision (the `ETag` a read answers with).
+        pub revision: u64,
     }
 
     /// One log record as the API shows it (`plantd_logger::LogRecord`).
@@ -270,6 +661,80 @@ pub mod types {
         pub next_cursor: Option<String>,
         /// The records, in the direction asked for.
         pub records: Vec<LogLine>,
+    }
+
+    /// "In at least `m` of the last `n` windows".
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct MOfN {
+        /// Windows that must exceed the threshold.
+        pub m: u32,
+        /// Windows looked at (the newest ending now).
+        pub n: u32,
+    }
+
+    /// How a matcher compares.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum MatchOp {
+        /// `=`.
+        #[serde(rename = "=")]
+        Eq,
+        /// `!=`.
+        #[serde(rename = "!=")]
+        Ne,
+        /// `=~`.
+        #[serde(rename = "=~")]
+        Re,
+    }
+    impl MatchOp {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Eq => "=",
+                Self::Ne => "!=",
+                Self::Re => "=~",
+            }
+        }
+    }
+    impl std::fmt::Display for MatchOp {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// One label condition. A missing label reads as the empty string.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Matcher {
+        /// The label name.
+        pub label: String,
+        /// The comparison.
+        pub op: MatchOp,
+        /// The value or regex.
+        pub value: String,
+    }
+
+    /// Count lines, or lines per second.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Measure {
+        /// `count`.
+        #[serde(rename = "count")]
+        Count,
+        /// `rate`.
+        #[serde(rename = "rate")]
+        Rate,
+    }
+    impl Measure {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Count => "count",
+                Self::Rate => "rate",
+            }
+        }
+    }
+    impl std::fmt::Display for Measure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
     }
 
     /// One telemetry message as the API shows it.
@@ -320,6 +785,86 @@ pub mod types {
     pub struct NewScope {
         /// The scope's name.
         pub scope: String,
+    }
+
+    /// The no-data timeout and what it does.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct NoData {
+        /// Silence on the rule's input for this long counts as no data.
+        pub after: Dur,
+        /// What the instance does then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub behaviour: Option<NoDataBehaviour>,
+    }
+
+    /// What an instance does when its input has gone silent.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum NoDataBehaviour {
+        /// `no_data`.
+        #[serde(rename = "no_data")]
+        NoData,
+        /// `keep`.
+        #[serde(rename = "keep")]
+        Keep,
+        /// `alert`.
+        #[serde(rename = "alert")]
+        Alert,
+    }
+    impl NoDataBehaviour {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::NoData => "no_data",
+                Self::Keep => "keep",
+                Self::Alert => "alert",
+            }
+        }
+    }
+    impl std::fmt::Display for NoDataBehaviour {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// A comparison.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Op {
+        /// `>`.
+        #[serde(rename = ">")]
+        Gt,
+        /// `>=`.
+        #[serde(rename = ">=")]
+        Ge,
+        /// `<`.
+        #[serde(rename = "<")]
+        Lt,
+        /// `<=`.
+        #[serde(rename = "<=")]
+        Le,
+        /// `==`.
+        #[serde(rename = "==")]
+        Eq,
+        /// `!=`.
+        #[serde(rename = "!=")]
+        Ne,
+    }
+    impl Op {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Gt => ">",
+                Self::Ge => ">=",
+                Self::Lt => "<",
+                Self::Le => "<=",
+                Self::Eq => "==",
+                Self::Ne => "!=",
+            }
+        }
+    }
+    impl std::fmt::Display for Op {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
     }
 
     /// Which way a history page runs.
@@ -420,6 +965,51 @@ pub mod types {
         pub v: f64,
     }
 
+    /// What a record says happened.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum RecordKind {
+        /// `transition`.
+        #[serde(rename = "transition")]
+        Transition,
+        /// `ack`.
+        #[serde(rename = "ack")]
+        Ack,
+        /// `repeat`.
+        #[serde(rename = "repeat")]
+        Repeat,
+    }
+    impl RecordKind {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Transition => "transition",
+                Self::Ack => "ack",
+                Self::Repeat => "repeat",
+            }
+        }
+    }
+    impl std::fmt::Display for RecordKind {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// The answer of `POST /v1/state/scopes`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct ScopeCreated {
+        /// The revision of its record (also the `ETag`).
+        pub revision: u64,
+        /// The scope's name.
+        pub scope: String,
+    }
+
+    /// The answer of `GET /v1/state/scopes`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct ScopeList {
+        /// The scopes the caller may read, by name.
+        pub scopes: Vec<String>,
+    }
+
     /// Where a command was stored.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct Sent {
@@ -459,6 +1049,83 @@ pub mod types {
         pub topic: String,
     }
 
+    /// How bad it is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub enum Severity {
+        /// `info`.
+        #[serde(rename = "info")]
+        Info,
+        /// `warning`.
+        #[serde(rename = "warning")]
+        Warning,
+        /// `critical`.
+        #[serde(rename = "critical")]
+        Critical,
+    }
+    impl Severity {
+        /// The value as the API writes it.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Self::Info => "info",
+                Self::Warning => "warning",
+                Self::Critical => "critical",
+            }
+        }
+    }
+    impl std::fmt::Display for Severity {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.as_str())
+        }
+    }
+
+    /// A silence.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Silence {
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub comment: Option<String>,
+        /// Who made it (the token's subject; set by the server).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub created_by: Option<String>,
+        /// Until.
+        pub ends: String,
+        /// Its id (given by the server when created).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub id: Option<String>,
+        /// All must match.
+        pub matchers: Vec<Matcher>,
+        /// From (default: now).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub starts: Option<String>,
+    }
+
+    /// The answer of `GET /v1/silences`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct SilenceList {
+        /// The organisation's silences, expired ones included.
+        pub silences: Vec<SilenceView>,
+    }
+
+    /// A silence as `GET /v1/silences` lists it: the silence and whether it
+    /// is in force now.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct SilenceView {
+        /// True while `starts <= now < ends`.
+        pub active: bool,
+        /// Why.
+        pub comment: String,
+        /// Who made it (the token's subject).
+        pub created_by: String,
+        /// Until (RFC 3339).
+        pub ends: String,
+        /// Its id.
+        pub id: String,
+        /// All must match.
+        pub matchers: Vec<Matcher>,
+        /// From (RFC 3339).
+        pub starts: String,
+    }
+
     /// Alerts firing on the site.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct SiteAlerts {
@@ -496,6 +1163,16 @@ pub mod types {
         pub status_age_ms: Option<u64>,
     }
 
+    /// An SNS topic.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Sns {
+        /// The region to call; default: the topic ARN's region.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub region: Option<String>,
+        /// The topic's ARN (`arn:aws:sns:<region>:<account>:<name>`).
+        pub topic_arn: String,
+    }
+
     /// `GET /v1/logs/stats` answer.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct StatsAnswer {
@@ -521,6 +1198,30 @@ pub mod types {
         pub points: Vec<StatsPoint>,
     }
 
+    /// The answer of `PUT /v1/state/{scope}/{key}`.
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct Stored {
+        /// The key.
+        pub key: String,
+        /// The new revision (also the `ETag`).
+        pub revision: u64,
+        /// The scope.
+        pub scope: String,
+    }
+
+    /// The answer of `POST /v1/alert-channels/{name}/test` when the channel
+    /// accepted the test notification (a refusal answers 502).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct TestSent {
+        /// Attempts it took.
+        pub attempts: u32,
+        /// Always true (a failed send is an error answer).
+        pub delivered: bool,
+        /// What the channel answered: the webhook's HTTP status or the SNS
+        /// message id.
+        pub receipt: String,
+    }
+
     /// The uplink's state.
     #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
     pub struct UplinkHealth {
@@ -535,6 +1236,20 @@ pub mod types {
         /// `starting`, `up`, `down`, `stalled`, `refused` (another edge holds
         /// the site's lease) or `stopped` (the edge shut down cleanly).
         pub state: String,
+    }
+
+    /// A webhook as the API shows it: no secret, no header values (they may
+    /// carry credentials too).
+    #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+    pub struct WebhookView {
+        /// The names of the extra headers it sends.
+        pub headers: Vec<String>,
+        /// Always true for a stored webhook: a secret is set (never shown).
+        pub secret_set: bool,
+        /// Per-attempt timeout (ms).
+        pub timeout_ms: u64,
+        /// Where it POSTs.
+        pub url: String,
     }
 }
 
@@ -768,10 +1483,10 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_alert_channels(&self) -> Result<Answer<Raw>, Error> {
+    pub async fn get_alert_channels(&self) -> Result<Answer<types::ChannelList>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/alert-channels".to_owned());
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/alert-channels/{name}`
@@ -781,13 +1496,16 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 400 (Malformed name), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such channel in the caller's organisation), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_alert_channels_name(&self, name: &str) -> Result<Answer<Raw>, Error> {
+    pub async fn get_alert_channels_name(
+        &self,
+        name: &str,
+    ) -> Result<Answer<types::ChannelView>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::GET,
             format!("/v1/alert-channels/{}", crate::rest::segment(name)),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `PUT /v1/alert-channels/{name}`
@@ -801,14 +1519,14 @@ impl Rest {
         &self,
         name: &str,
         body: &serde_json::Value,
-    ) -> Result<Answer<Raw>, Error> {
+    ) -> Result<Answer<types::ChannelView>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::PUT,
             format!("/v1/alert-channels/{}", crate::rest::segment(name)),
         );
         call = call.json(body)?;
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `DELETE /v1/alert-channels/{name}`
@@ -835,13 +1553,16 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 400 (Malformed name), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such channel in the caller's organisation), 502 (The channel refused it or could not be reached), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn post_alert_channels_name_test(&self, name: &str) -> Result<Answer<Raw>, Error> {
+    pub async fn post_alert_channels_name_test(
+        &self,
+        name: &str,
+    ) -> Result<Answer<types::TestSent>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::POST,
             format!("/v1/alert-channels/{}/test", crate::rest::segment(name)),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/alert-rules`
@@ -851,10 +1572,10 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_alert_rules(&self) -> Result<Answer<Raw>, Error> {
+    pub async fn get_alert_rules(&self) -> Result<Answer<types::AlertRules>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/alert-rules".to_owned());
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `POST /v1/alert-rules`
@@ -864,11 +1585,14 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 400 (Invalid rule: the message names the field), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 409 (A rule with this id exists), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn post_alert_rules(&self, body: &serde_json::Value) -> Result<Answer<Raw>, Error> {
+    pub async fn post_alert_rules(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<Answer<types::AlertRule>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::POST, "/v1/alert-rules".to_owned());
         call = call.json(body)?;
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/alert-rules/{id}`
@@ -878,13 +1602,13 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such rule in the caller's organisation), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_alert_rules_id(&self, id: &str) -> Result<Answer<Raw>, Error> {
+    pub async fn get_alert_rules_id(&self, id: &str) -> Result<Answer<types::AlertRule>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::GET,
             format!("/v1/alert-rules/{}", crate::rest::segment(id)),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `PUT /v1/alert-rules/{id}`
@@ -898,14 +1622,14 @@ impl Rest {
         &self,
         id: &str,
         body: &serde_json::Value,
-    ) -> Result<Answer<Raw>, Error> {
+    ) -> Result<Answer<types::AlertRule>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::PUT,
             format!("/v1/alert-rules/{}", crate::rest::segment(id)),
         );
         call = call.json(body)?;
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `DELETE /v1/alert-rules/{id}`
@@ -931,7 +1655,10 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 400 (Bad filter), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_alerts(&self, params: &params::GetAlertsParams) -> Result<Answer<Raw>, Error> {
+    pub async fn get_alerts(
+        &self,
+        params: &params::GetAlertsParams,
+    ) -> Result<Answer<types::AlertList>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/alerts".to_owned());
         if let Some(v) = &params.state {
@@ -946,7 +1673,7 @@ impl Rest {
         if let Some(v) = &params.rule {
             call = call.query("rule", v.to_string());
         }
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `POST /v1/alerts/{id}/ack`
@@ -960,14 +1687,14 @@ impl Rest {
         &self,
         id: &str,
         body: &types::AckBody,
-    ) -> Result<Answer<Raw>, Error> {
+    ) -> Result<Answer<types::AlertRecord>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::POST,
             format!("/v1/alerts/{}/ack", crate::rest::segment(id)),
         );
         call = call.json(body)?;
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/alerts/{id}/history`
@@ -977,13 +1704,16 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such alert in the caller's organisation), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_alerts_id_history(&self, id: &str) -> Result<Answer<Raw>, Error> {
+    pub async fn get_alerts_id_history(
+        &self,
+        id: &str,
+    ) -> Result<Answer<types::AlertHistory>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::GET,
             format!("/v1/alerts/{}/history", crate::rest::segment(id)),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/analytics/rules`
@@ -993,10 +1723,10 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_analytics_rules(&self) -> Result<Answer<Raw>, Error> {
+    pub async fn get_analytics_rules(&self) -> Result<Answer<types::AnalyticsRules>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/analytics/rules".to_owned());
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/analytics/rules/{name}`
@@ -1006,13 +1736,16 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such rule in the caller's organisation), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_analytics_rules_name(&self, name: &str) -> Result<Answer<Raw>, Error> {
+    pub async fn get_analytics_rules_name(
+        &self,
+        name: &str,
+    ) -> Result<Answer<types::AnalyticsRule>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::GET,
             format!("/v1/analytics/rules/{}", crate::rest::segment(name)),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `PUT /v1/analytics/rules/{name}`
@@ -1030,7 +1763,7 @@ impl Rest {
         name: &str,
         params: &params::PutAnalyticsRulesNameParams,
         body: &serde_json::Value,
-    ) -> Result<Answer<Raw>, Error> {
+    ) -> Result<Answer<types::AnalyticsRule>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::PUT,
@@ -1043,7 +1776,7 @@ impl Rest {
             call = call.header("If-None-Match", v.to_string());
         }
         call = call.json(body)?;
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `DELETE /v1/analytics/rules/{name}`
@@ -1190,10 +1923,10 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_silences(&self) -> Result<Answer<Raw>, Error> {
+    pub async fn get_silences(&self) -> Result<Answer<types::SilenceList>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/silences".to_owned());
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `POST /v1/silences`
@@ -1203,11 +1936,14 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 400 (Invalid silence: the message names the field), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn post_silences(&self, body: &serde_json::Value) -> Result<Answer<Raw>, Error> {
+    pub async fn post_silences(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<Answer<types::Silence>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::POST, "/v1/silences".to_owned());
         call = call.json(body)?;
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/silences/{id}`
@@ -1217,13 +1953,13 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such silence in the caller's organisation), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
-    pub async fn get_silences_id(&self, id: &str) -> Result<Answer<Raw>, Error> {
+    pub async fn get_silences_id(&self, id: &str) -> Result<Answer<types::Silence>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::GET,
             format!("/v1/silences/{}", crate::rest::segment(id)),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `DELETE /v1/silences/{id}`
@@ -1508,10 +2244,10 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid or revoked token), 503 (NATS or JetStream unavailable, or no responder); a transport error or [`Error::Timeout`].
-    pub async fn get_state_scopes(&self) -> Result<Answer<Raw>, Error> {
+    pub async fn get_state_scopes(&self) -> Result<Answer<types::ScopeList>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::GET, "/v1/state/scopes".to_owned());
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `POST /v1/state/scopes`
@@ -1521,11 +2257,14 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 400 (Malformed or invalid request), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 409 (Exists already, or a concurrent change won), 413 (Body too large), 415 (Not JSON), 503 (NATS or JetStream unavailable, or no responder); a transport error or [`Error::Timeout`].
-    pub async fn post_state_scopes(&self, body: &types::NewScope) -> Result<Answer<Raw>, Error> {
+    pub async fn post_state_scopes(
+        &self,
+        body: &types::NewScope,
+    ) -> Result<Answer<types::ScopeCreated>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::POST, "/v1/state/scopes".to_owned());
         call = call.json(body)?;
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `DELETE /v1/state/scopes/{scope}`
@@ -1551,13 +2290,13 @@ impl Rest {
     ///
     /// # Errors
     /// [`Error::Api`] with the API's code and message for 400 (Malformed or invalid request), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (Not found), 503 (NATS or JetStream unavailable, or no responder); a transport error or [`Error::Timeout`].
-    pub async fn get_state_scope(&self, scope: &str) -> Result<Answer<Raw>, Error> {
+    pub async fn get_state_scope(&self, scope: &str) -> Result<Answer<types::KeyList>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::GET,
             format!("/v1/state/{}", crate::rest::segment(scope)),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `GET /v1/state/{scope}/{key}`
@@ -1601,7 +2340,7 @@ impl Rest {
         key: &str,
         params: &params::PutStateScopeKeyParams,
         body: RawBody,
-    ) -> Result<Answer<Raw>, Error> {
+    ) -> Result<Answer<types::Stored>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::PUT,
@@ -1618,7 +2357,7 @@ impl Rest {
             call = call.header("If-None-Match", v.to_string());
         }
         call = call.raw(body);
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 
     /// `DELETE /v1/state/{scope}/{key}`
@@ -1660,7 +2399,7 @@ impl Rest {
         &self,
         scope: &str,
         key: &str,
-    ) -> Result<Answer<Raw>, Error> {
+    ) -> Result<Answer<types::KeyHistory>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
             reqwest::Method::GET,
@@ -1670,6 +2409,6 @@ impl Rest {
                 crate::rest::segment(key)
             ),
         );
-        self.call(call).await?.raw()
+        self.call(call).await?.json()
     }
 }

@@ -7,6 +7,7 @@
 
 use plantd_client::alerting::{AlertFilter, LabelMatcher, NewSilence};
 use plantd_client::credentials::{self, DEFAULT_TIMEOUT};
+use plantd_client::proxy::types::{MatchOp, Severity};
 use plantd_client::{Error, Plantd, Secret};
 use plantd_testkit::webhook::Receiver;
 use serde_json::json;
@@ -18,7 +19,7 @@ async fn alert_rules_silences_and_channels_are_typed_and_lose_nothing() {
     let stack = Stack::start().await;
     let rest = stack.admin.rest();
 
-    // A rule: what the program reads is typed, the rest comes back as sent.
+    // A rule: typed by the document, and it comes back as sent.
     let rule = json!({
         "id": "sdk-hot", "name": "Too hot", "severity": "critical", "for": "1m",
         "labels": {"team": "ops"},
@@ -39,11 +40,18 @@ async fn alert_rules_silences_and_channels_are_typed_and_lose_nothing() {
         .iter()
         .find(|r| r.id == "sdk-hot")
         .expect("the rule is listed");
-    assert_eq!(got.severity.as_deref(), Some("critical"));
-    assert_eq!(got.hold.as_deref(), Some("1m"));
-    assert_eq!(got.condition.watches(), Some("line1/temp"));
-    assert_eq!(got.other["labels"], json!({"team": "ops"}));
-    assert_eq!(got.condition.other["value"], json!(80.0));
+    assert_eq!(got.severity, Some(Severity::Critical));
+    assert_eq!(got.r#for.as_deref(), Some("1m"));
+    assert_eq!(got.condition_kind(), Some("threshold"));
+    assert_eq!(got.watches(), Some("line1/temp"));
+    assert_eq!(
+        got.labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("ops")
+    );
+    assert_eq!(got.condition["value"], json!(80.0));
     let one = rest.get_alert_rule("sdk-hot").await.expect("one rule");
     assert_eq!(&one, got);
 
@@ -81,25 +89,26 @@ async fn alert_rules_silences_and_channels_are_typed_and_lose_nothing() {
         .create_silence(&NewSilence {
             matchers: vec![LabelMatcher {
                 label: "rule".into(),
-                op: "=".into(),
+                op: MatchOp::Eq,
                 value: "sdk-hot".into(),
             }],
-            starts: None,
             ends: "2099-01-01T00:00:00Z".into(),
-            comment: "maintenance".into(),
+            comment: Some("maintenance".into()),
+            ..NewSilence::default()
         })
         .await
         .expect("the silence is created");
-    assert!(!silence.id.is_empty());
+    let silence_id = silence.id.expect("the server names the silence");
+    assert!(!silence_id.is_empty());
     let listed = rest.list_silences().await.expect("the silences");
     let s = listed
         .iter()
-        .find(|s| s.id == silence.id)
+        .find(|s| s.id == silence_id)
         .expect("the silence is listed");
-    assert_eq!(s.active, Some(true));
+    assert!(s.active);
     assert_eq!(s.matchers[0].to_string(), "rule=sdk-hot");
     assert_eq!(s.comment, "maintenance");
-    rest.delete_silence(&silence.id)
+    rest.delete_silence(&silence_id)
         .await
         .expect("the silence ends");
 
@@ -121,7 +130,7 @@ async fn alert_rules_silences_and_channels_are_typed_and_lose_nothing() {
         .iter()
         .find(|c| c.name == "sdk-ops")
         .expect("the channel is listed");
-    assert_eq!(c.kind, "webhook");
+    assert_eq!(c.r#type, "webhook");
     assert_eq!(c.target(), Some(receiver.url().as_str()));
     assert_eq!(c.matchers[0].to_string(), "team=ops");
     assert!(

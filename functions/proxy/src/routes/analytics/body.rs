@@ -71,7 +71,8 @@ fn yes() -> bool {
 
 /// An analytics rule's `alert` section: what its companion alert rule
 /// says when the rule's pattern or anomaly signals fire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = AnalyticsAlert)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSpec {
     /// How bad it is (`info`, `warning`, `critical`).
@@ -277,32 +278,62 @@ fn companion(stored: &StoredRule, spec: AlertSpec) -> Result<AlertRule, AppError
 /// A rule as the API shows it: what a write takes (`sql` or `rule`,
 /// `sites`, `at`, `enabled`, `alert`) plus `name`, `compiled` (the JSON
 /// form of a SQL rule), `revision` (also the `ETag`), `updated_by`,
-/// `updated_at`.
-pub fn view(stored: &StoredRule, revision: u64, alert: Option<&AlertSpec>) -> Value {
-    let mut v = json!({
-        "name": stored.rule.name,
-        "sites": stored.sites,
-        "at": stored.at,
-        "enabled": stored.enabled,
-        "updated_by": stored.updated_by,
-        "updated_at": stored.updated_at,
-        "revision": revision,
-    });
-    if let Some(obj) = v.as_object_mut() {
-        match &stored.source {
-            Source::Sql(sql) => {
-                obj.insert("sql".into(), json!(sql));
-                obj.insert("compiled".into(), json!(stored.rule));
-            }
-            Source::Json => {
-                obj.insert("rule".into(), json!(stored.rule));
-            }
-        }
-        if let Some(spec) = alert {
-            obj.insert("alert".into(), json!(spec));
-        }
+/// `updated_at`. A read can be written back as it is.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AnalyticsRule)]
+pub struct RuleView {
+    /// The rule's name.
+    pub name: String,
+    /// The SQL, for a rule written in SQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// The JSON form the SQL compiled to, for a rule written in SQL
+    /// (docs/analytics.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub compiled: Option<Rule>,
+    /// The JSON form, for a rule written so (docs/analytics.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub rule: Option<Rule>,
+    /// The sites it reads; empty: all the organisation's.
+    pub sites: Vec<String>,
+    /// Where it runs: `cloud` or `edge`.
+    #[schema(value_type = String)]
+    pub at: Placement,
+    /// Paused rules are kept, not run.
+    pub enabled: bool,
+    /// Its companion alert's settings, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertSpec>,
+    /// Its revision (also the `ETag`).
+    pub revision: u64,
+    /// Who last wrote it (user or service account id).
+    pub updated_by: String,
+    /// When (RFC 3339).
+    pub updated_at: String,
+}
+
+/// `stored` at `revision` as the API shows it, with its companion's
+/// `alert` section.
+pub fn view(stored: &StoredRule, revision: u64, alert: Option<&AlertSpec>) -> RuleView {
+    let (sql, compiled, rule) = match &stored.source {
+        Source::Sql(sql) => (Some(sql.clone()), Some(stored.rule.clone()), None),
+        Source::Json => (None, None, Some(stored.rule.clone())),
+    };
+    RuleView {
+        name: stored.rule.name.clone(),
+        sql,
+        compiled,
+        rule,
+        sites: stored.sites.clone(),
+        at: stored.at,
+        enabled: stored.enabled,
+        alert: alert.cloned(),
+        revision,
+        updated_by: stored.updated_by.clone(),
+        updated_at: stored.updated_at.clone(),
     }
-    v
 }
 
 #[cfg(all(test, feature = "sql-rules"))]
@@ -367,7 +398,8 @@ mod tests {
         let companion = w.companion.expect("a companion");
         assert!(is_companion(&companion, "temp"));
         assert_eq!(companion.sites, vec!["plant-1".to_owned()]);
-        let shown = view(&w.stored, 3, Some(&spec_of(&companion)));
+        let shown = serde_json::to_value(view(&w.stored, 3, Some(&spec_of(&companion))))
+            .expect("serialisable");
         assert_eq!(shown["alert"]["severity"], "critical");
         let again = read(
             "acme",

@@ -70,6 +70,13 @@ fn path_name(name: &str) -> Result<&str, AppError> {
     }
 }
 
+/// The answer of `GET /v1/analytics/rules`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AnalyticsRules {
+    /// The organisation's rules, by name.
+    pub rules: Vec<body::RuleView>,
+}
+
 /// `GET /v1/analytics/rules`: the organisation's rules, by name.
 ///
 /// # Errors
@@ -77,7 +84,7 @@ fn path_name(name: &str) -> Result<&str, AppError> {
 #[utoipa::path(get, path = "/v1/analytics/rules", operation_id = "list_analytics_rules", tag = "analytics",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{rules: [{name, sql | rule, compiled?, sites, at, enabled, alert?, revision, updated_by, updated_at}, ..]}`"),
+        (status = 200, description = "The organisation's rules, by name", body = AnalyticsRules),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable", body = crate::openapi::ErrorBody)))]
@@ -90,7 +97,7 @@ pub async fn list_rules(
     let rules = store::list(&kv, caller.org()).await?;
     let alerts = stores(&state).await?;
     let companions: Vec<AlertRule> = alerts.rules(caller.org()).await.map_err(store_error)?;
-    let views: Vec<serde_json::Value> = rules
+    let views: Vec<body::RuleView> = rules
         .iter()
         .map(|(r, rev)| {
             let spec = companions
@@ -100,7 +107,7 @@ pub async fn list_rules(
             body::view(r, *rev, spec.as_ref())
         })
         .collect();
-    Ok(axum::Json(json!({ "rules": views })).into_response())
+    Ok(axum::Json(AnalyticsRules { rules: views }).into_response())
 }
 
 /// `GET /v1/analytics/rules/{name}`: the rule with its `ETag`.
@@ -111,7 +118,7 @@ pub async fn list_rules(
     params(("name" = String, Path, description = "Rule name")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The rule, `ETag: \"<revision>\"`"),
+        (status = 200, description = "The rule, `ETag: \"<revision>\"`", body = body::RuleView),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such rule in the caller's organisation", body = crate::openapi::ErrorBody),
@@ -203,8 +210,8 @@ async fn audit_companion(
     request_body(content = Object, description = "`{sql | rule, sites?, at?, enabled?, alert?: {severity, channels, labels?, for?}}` (docs/api.md#analytics-rules)", content_type = "application/json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Replaced: the rule, with its `ETag`"),
-        (status = 201, description = "Created: the rule, with its `ETag`"),
+        (status = 200, description = "Replaced: the rule, with its `ETag`", body = body::RuleView),
+        (status = 201, description = "Created: the rule, with its `ETag`", body = body::RuleView),
         (status = 400, description = "Invalid rule: the message names the field (and the SQL's line and column)", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
