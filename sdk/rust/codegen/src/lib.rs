@@ -15,7 +15,7 @@
 //! type (inline objects, other `oneOf`s, `{}`) is `serde_json::Value`.
 //! A string enumeration's variants are its values in `PascalCase`; a value
 //! that has no letter or digit is named after its operators (`=` → `Eq`,
-//! `!=` → `Ne`, `=~` → `Re`, `!~` → `NotRe`: `variant`), the value staying
+//! `!=` → `Ne`, `=~` → `Re`, `!~` → `NotRe`: `enums`), the value staying
 //! the serde rename; two values with one name stop the generator.
 //! Response bodies: a JSON schema → its type; JSON without one → `Value`;
 //! only 204 → `()`; otherwise (no content declared, text, bytes) →
@@ -34,6 +34,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Map, Value};
+
+mod enums;
 
 /// HTTP methods in the order operations are emitted.
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -273,7 +275,7 @@ fn types(out: &mut String, doc: &Value) -> Result<()> {
             &format!("The `{name}` schema."),
         );
         if let Some(values) = schema["enum"].as_array() {
-            string_enum(out, &rust_name, values)?;
+            enums::string_enum(out, &rust_name, values)?;
         } else if schema["properties"].is_object() {
             object(out, &rust_name, schema)?;
         } else {
@@ -289,114 +291,6 @@ fn types(out: &mut String, doc: &Value) -> Result<()> {
     writeln!(out, "}}")?;
     writeln!(out)?;
     Ok(())
-}
-
-/// A string enumeration, with `as_str` and `Display` for query strings.
-///
-/// # Errors
-/// When two values would get the same variant name ([`variant`]).
-fn string_enum(out: &mut String, name: &str, values: &[Value]) -> Result<()> {
-    let values: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
-    let mut variants: Vec<(String, &str)> = Vec::with_capacity(values.len());
-    for v in &values {
-        let variant = variant(v);
-        if let Some((_, other)) = variants.iter().find(|(n, _)| *n == variant) {
-            bail!(
-                "enum {name}: the values {other:?} and {v:?} would both be the variant {variant}"
-            );
-        }
-        variants.push((variant, v));
-    }
-    writeln!(
-        out,
-        "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]"
-    )?;
-    writeln!(out, "pub enum {name} {{")?;
-    for (variant, v) in &variants {
-        writeln!(out, "/// `{v}`.")?;
-        writeln!(out, "#[serde(rename = {v:?})]")?;
-        writeln!(out, "{variant},")?;
-    }
-    writeln!(out, "}}")?;
-    writeln!(out, "impl {name} {{")?;
-    writeln!(out, "/// The value as the API writes it.")?;
-    writeln!(out, "pub fn as_str(self) -> &'static str {{ match self {{")?;
-    for (variant, v) in &variants {
-        writeln!(out, "Self::{variant} => {v:?},")?;
-    }
-    writeln!(out, "}} }} }}")?;
-    writeln!(out, "impl std::fmt::Display for {name} {{")?;
-    writeln!(
-        out,
-        "fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {{ f.write_str(self.as_str()) }}"
-    )?;
-    writeln!(out, "}}")?;
-    Ok(())
-}
-
-/// Operators by their usual names, longest spelling first (`!=` before
-/// `!`); [`variant`] reads a value of symbols with them.
-const OPERATORS: [(&str, &str); 25] = [
-    ("==", "Eq"),
-    ("!=", "Ne"),
-    ("<=", "Le"),
-    (">=", "Ge"),
-    ("=~", "Re"),
-    ("!~", "NotRe"),
-    ("=", "Eq"),
-    ("<", "Lt"),
-    (">", "Gt"),
-    ("~", "Tilde"),
-    ("!", "Not"),
-    ("+", "Plus"),
-    ("-", "Minus"),
-    ("*", "Star"),
-    ("/", "Slash"),
-    ("%", "Percent"),
-    ("&", "And"),
-    ("|", "Or"),
-    ("^", "Caret"),
-    (".", "Dot"),
-    (",", "Comma"),
-    (":", "Colon"),
-    ("?", "Question"),
-    ("@", "At"),
-    ("#", "Hash"),
-];
-
-/// The variant name of an enumeration value: `PascalCase` of its words
-/// (`no_data` → `NoData`, `cancel-requested` → `CancelRequested`); a value
-/// with no letter or digit is named after its operators (`=` → `Eq`, `!=`
-/// → `Ne`, `=~` → `Re`, `!~` → `NotRe`, `>=` → `Ge`; a symbol outside
-/// [`OPERATORS`] is `U` and its code point); a name that would start with
-/// a digit gets a `V` in front (`5m` → `V5m`). The value itself stays the
-/// serde rename.
-fn variant(value: &str) -> String {
-    let words = pascal(value);
-    if words.is_empty() {
-        let mut name = String::new();
-        let mut rest = value;
-        while let Some(c) = rest.chars().next() {
-            if let Some((op, word)) = OPERATORS.iter().find(|(op, _)| rest.starts_with(op)) {
-                name.push_str(word);
-                rest = &rest[op.len()..];
-            } else {
-                if !c.is_whitespace() {
-                    let _ = write!(name, "U{:04X}", u32::from(c));
-                }
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-        if name.is_empty() {
-            "Empty".to_owned()
-        } else {
-            name
-        }
-    } else if words.starts_with(|c: char| c.is_ascii_digit()) {
-        format!("V{words}")
-    } else {
-        words
-    }
 }
 
 /// A struct for an object schema.
@@ -840,49 +734,6 @@ mod tests {
         assert_eq!(ident("fn"), ("r#fn".to_owned(), false));
         assert_eq!(pascal("cancel_requested"), "CancelRequested");
         assert_eq!(pascal("alert-channels"), "AlertChannels");
-    }
-
-    #[test]
-    fn values_that_are_not_identifiers_name_their_variants() {
-        assert_eq!(variant("="), "Eq");
-        assert_eq!(variant("!="), "Ne");
-        assert_eq!(variant("=~"), "Re");
-        assert_eq!(variant("!~"), "NotRe");
-        assert_eq!(variant(">="), "Ge");
-        assert_eq!(variant("<"), "Lt");
-        assert_eq!(variant("=="), "Eq");
-        assert_eq!(variant("<>"), "LtGt");
-        assert_eq!(variant("\u{2264}"), "U2264");
-        assert_eq!(variant(""), "Empty");
-        assert_eq!(variant("5m"), "V5m");
-        assert_eq!(variant("no_data"), "NoData");
-    }
-
-    #[test]
-    fn an_enumeration_of_operators_gets_named_variants() {
-        let mut d = doc();
-        d["components"]["schemas"]["MatchOp"] =
-            json!({"type": "string", "enum": ["=", "!=", "=~", "!~"]});
-        let code = generate(&d, "a test").expect("generates");
-        for (value, variant) in [("=", "Eq"), ("!=", "Ne"), ("=~", "Re"), ("!~", "NotRe")] {
-            assert!(
-                code.contains(&format!("#[serde(rename = \"{value}\")]\n{variant},")),
-                "{code}"
-            );
-            assert!(
-                code.contains(&format!("Self::{variant} => \"{value}\",")),
-                "{code}"
-            );
-        }
-        format(&code).expect("rustfmt parses the generated code");
-    }
-
-    #[test]
-    fn values_with_one_variant_name_are_refused() {
-        let mut d = doc();
-        d["components"]["schemas"]["Cmp"] = json!({"type": "string", "enum": ["=", "=="]});
-        let err = generate(&d, "a test").expect_err("two values named Eq");
-        assert!(err.to_string().contains("Cmp"), "{err}");
     }
 
     #[test]
