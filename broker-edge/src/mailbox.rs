@@ -20,8 +20,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 use crate::message::Delivery;
 use crate::metrics::{DropReason, Metrics};
@@ -70,6 +71,9 @@ pub enum LinkCtl {
         /// DISCONNECT reason code.
         reason: u8,
     },
+    /// The broker is shutting down: close (v5 reason 0x8B). From the
+    /// router, so a running link waits on no shutdown signal of its own.
+    Shutdown,
     /// Nothing was read for 1.5 × the keep-alive: close (v5 reason 0x8D,
     /// the will is sent). From the broker-wide keep-alive checker.
     KeepAliveExpired,
@@ -107,8 +111,13 @@ struct Queue {
 pub struct Mailbox {
     /// The queue; held only for pushes and batch pops.
     queue: Mutex<Queue>,
-    /// Wakes the link when something was pushed.
-    notify: Notify,
+    /// The waiting link's waker; woken when something was pushed. A
+    /// waker slot, not a list of waiters: an idle link's wait holds no
+    /// waiter node (issue 12).
+    waker: AtomicWaker,
+    /// Something was pushed since the link last waited (a wake-up that
+    /// came while it was busy is not lost).
+    woken: AtomicBool,
     /// Maximum queued deliveries.
     limit: usize,
     /// Whether the session has a connection (set by the router).
@@ -129,7 +138,8 @@ impl Mailbox {
     pub fn new(limit: usize, metrics: Arc<Metrics>) -> Self {
         Mailbox {
             queue: Mutex::new(Queue::default()),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             limit: limit.max(1),
             online: AtomicBool::new(false),
             metrics,
@@ -199,7 +209,7 @@ impl Mailbox {
         // Wake the link when the queue becomes non-empty; while it is not
         // empty the link drains again after each write or acknowledgement.
         if was_empty {
-            self.notify.notify_one();
+            self.wake();
         }
         outcome
     }
@@ -242,7 +252,7 @@ impl Mailbox {
             was_empty
         };
         if was_empty {
-            self.notify.notify_one();
+            self.wake();
         }
     }
 
@@ -274,7 +284,7 @@ impl Mailbox {
     /// Queues a control message for connection `conn` and wakes the link.
     pub fn push_ctl(&self, conn: u64, ctl: LinkCtl) {
         self.lock().ctl.push_back((conn, ctl));
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Moves the control messages for `conn` into `out`, dropping any left
@@ -324,9 +334,31 @@ impl Mailbox {
         self.len() == 0
     }
 
+    /// Wakes the waiting link (or the next wait, when none waits now).
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready when something was pushed since the last wait; otherwise
+    /// `cx`'s task is woken at the next push. One task waits on a mailbox
+    /// at a time (the session's link): a second waiter replaces the first.
+    pub fn poll_notified(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A push between the check and the registration woke no one.
+        if self.woken.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Waits until something is pushed (or was pushed since the last wait).
     pub async fn notified(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| self.poll_notified(cx)).await;
     }
 
     /// Drops everything (session discarded).

@@ -367,7 +367,7 @@ impl Broker {
             store,
             &metrics,
         );
-        let router = tokio::spawn(router.run());
+        let router = tokio::spawn(router.run(token.clone()));
 
         let http_token = token.clone();
         let http_metrics = metrics.clone();

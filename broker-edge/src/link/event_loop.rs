@@ -3,10 +3,12 @@
 //! once per read, writes flushed as soon as they are ready, and reading
 //! paused while the write buffer is above its high water mark or too many
 //! acknowledgements are outstanding. No timer: keep-alive is checked
-//! broker-wide (`keepalive.rs`).
+//! broker-wide (`keepalive.rs`); no shutdown signal: the router tells
+//! every link through its mailbox.
 
 use std::io::ErrorKind;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
@@ -39,7 +41,6 @@ impl Link {
     /// each read stamps the mailbox and the broker-wide checker
     /// ([`super::KeepAlive`]) closes a silent link through the mailbox.
     pub(super) async fn run<S: Socket>(&mut self, stream: &S, mut rbuf: BytesMut) -> Exit {
-        let shutdown = self.ctx.shutdown.clone();
         let max_packet = self.ctx.config.limits.max_packet_size as usize;
         let max_pending = usize::from(self.ctx.config.limits.max_inflight);
         let mailbox = self.mailbox.clone();
@@ -110,40 +111,51 @@ impl Link {
                 (false, true) => Some(Interest::WRITABLE),
                 (false, false) => None,
             };
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Exit::Shutdown,
-                // One readiness future for both directions keeps an idle
-                // connection's task small.
-                r = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
-                    let Ok(ready) = r else {
-                        return Exit::Closed;
-                    };
-                    if can_read && (ready.is_readable() || ready.is_read_closed()) {
-                        if rbuf.capacity() - rbuf.len() < 1024 {
-                            rbuf.reserve(4096);
+            // The wait is polled by hand rather than a `select!` over
+            // futures: the socket's readiness and the mailbox each keep
+            // the task's waker in a slot of their own, so an idle
+            // connection's future holds no waiter nodes (issue 12,
+            // `docs/decisions/0052-idle-link-wait.md`). Shutdown arrives
+            // through the mailbox (`LinkCtl::Shutdown`). Order: the
+            // socket, then the mailbox, then more deliveries to take.
+            let woke = std::future::poll_fn(|cx| {
+                if let Some(interest) = interest
+                    && let Poll::Ready(r) = stream.poll_ready(cx, interest)
+                {
+                    return Poll::Ready(Some(r));
+                }
+                if mailbox.poll_notified(cx).is_ready() || more {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            if let Some(r) = woke {
+                let Ok(ready) = r else {
+                    return Exit::Closed;
+                };
+                if can_read && (ready.is_readable() || ready.is_read_closed()) {
+                    if rbuf.capacity() - rbuf.len() < 1024 {
+                        rbuf.reserve(4096);
+                    }
+                    match stream.try_read_buf(&mut rbuf) {
+                        Ok(0) => return Exit::Closed,
+                        Ok(n) => {
+                            self.ctx.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+                            self.mailbox.touch(self.ctx.keep_alive.now_ms());
+                            got_input = true;
                         }
-                        match stream.try_read_buf(&mut rbuf) {
-                            Ok(0) => return Exit::Closed,
-                            Ok(n) => {
-                                self.ctx.metrics.bytes_in.fetch_add(n as u64, Relaxed);
-                                self.mailbox.touch(self.ctx.keep_alive.now_ms());
-                                got_input = true;
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            // A readiness that found nothing (left over
+                            // from a handshake, say) must not leave the
+                            // idle connection a read buffer.
+                            if rbuf.is_empty() {
+                                rbuf = BytesMut::new();
                             }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                                // A readiness that found nothing (left
-                                // over from a handshake, say) must not
-                                // leave the idle connection a read buffer.
-                                if rbuf.is_empty() {
-                                    rbuf = BytesMut::new();
-                                }
-                            }
-                            Err(_) => return Exit::Closed,
                         }
+                        Err(_) => return Exit::Closed,
                     }
                 }
-                () = mailbox.notified() => {}
-                () = std::future::ready(()), if more => {}
             }
         }
     }

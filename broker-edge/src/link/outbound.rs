@@ -58,6 +58,7 @@ impl Link {
             LinkCtl::PubComp { pkid } => self.send(&v5::Packet::PubComp(Ack::new(pkid, 0))),
             LinkCtl::Kick { reason } => return Some(Exit::Kicked(reason)),
             LinkCtl::KeepAliveExpired => return Some(Exit::KeepAlive),
+            LinkCtl::Shutdown => return Some(Exit::Shutdown),
         }
         None
     }

@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, Ready};
@@ -20,8 +21,20 @@ pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// runs the bridge (the link then yields after every read that carried
     /// publishes, see `Link::run`).
     const BRIDGED: bool;
-    /// Waits until the socket is ready for one of `interest`.
-    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send;
+    /// Ready when the socket is ready for one of `interest` (a closed
+    /// direction counts as ready); otherwise `cx`'s task is woken when it
+    /// becomes so. Polled, not a future: the link's wait then holds no
+    /// waiter node of its own, only the socket's registration does (one
+    /// reader and one writer waker slot, issue 12).
+    ///
+    /// # Errors
+    /// As the OS readiness.
+    fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<Ready>>;
+    /// Waits until the socket is ready for one of `interest`
+    /// ([`Socket::poll_ready`] as a future).
+    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
+        std::future::poll_fn(move |cx| self.poll_ready(cx, interest))
+    }
     /// Reads what is available now into `buf` (`WouldBlock` when nothing is).
     ///
     /// A read that did not fill `buf`'s spare capacity drained the socket,
@@ -56,8 +69,31 @@ macro_rules! socket_by_inherent_methods {
     ($t:ty, $bridged:expr) => {
         impl Socket for $t {
             const BRIDGED: bool = $bridged;
-            fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
-                <$t>::ready(self, interest)
+            fn poll_ready(
+                &self,
+                cx: &mut Context<'_>,
+                interest: Interest,
+            ) -> Poll<io::Result<Ready>> {
+                let mut ready = Ready::EMPTY;
+                if interest.is_readable() {
+                    match <$t>::poll_read_ready(self, cx) {
+                        Poll::Ready(Ok(())) => ready |= Ready::READABLE,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
+                    }
+                }
+                if interest.is_writable() {
+                    match <$t>::poll_write_ready(self, cx) {
+                        Poll::Ready(Ok(())) => ready |= Ready::WRITABLE,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
+                    }
+                }
+                if ready.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Ok(ready))
+                }
             }
             fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
                 let spare = buf.capacity() - buf.len();

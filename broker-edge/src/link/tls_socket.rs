@@ -501,12 +501,12 @@ impl SinkLen for Vec<u8> {
 impl Socket for TlsSocket {
     const BRIDGED: bool = false;
 
-    async fn ready(&self, interest: Interest) -> io::Result<Ready> {
+    fn poll_ready(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<Ready>> {
         loop {
             let wants_write = {
                 let st = self.lock();
                 if interest.is_readable() && (!st.plain.is_empty() || st.peer_closed) {
-                    return Ok(Ready::READABLE);
+                    return Poll::Ready(Ok(Ready::READABLE));
                 }
                 st.wants_write()
             };
@@ -515,7 +515,7 @@ impl Socket for TlsSocket {
             } else {
                 interest
             };
-            let r = self.tcp.ready(want).await?;
+            let r = ready!(self.tcp.poll_ready(cx, want))?;
             if wants_write && (r.is_writable() || r.is_write_closed()) {
                 let mut st = self.lock();
                 self.flush_some(&mut st)?;
@@ -523,7 +523,7 @@ impl Socket for TlsSocket {
             let readable = r.is_readable() || r.is_read_closed();
             let writable = r.is_writable() || r.is_write_closed();
             if (interest.is_readable() && readable) || (interest.is_writable() && writable) {
-                return Ok(r);
+                return Poll::Ready(Ok(r));
             }
         }
     }

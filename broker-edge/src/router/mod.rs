@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use plantd_shared::topic::SubscriptionFilter;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::config::Config;
@@ -209,6 +210,9 @@ pub struct Router {
     /// The session store's side of every change (a pass-through without
     /// a store).
     persist: Persistence,
+    /// The broker is shutting down: every link connected now or admitted
+    /// later is told to close ([`LinkCtl::Shutdown`]).
+    closing: bool,
 }
 
 impl Router {
@@ -226,6 +230,7 @@ impl Router {
             scratch: HashMap::default(),
             started: Instant::now(),
             persist: Persistence::default(),
+            closing: false,
         }
     }
 
@@ -234,8 +239,13 @@ impl Router {
         &self.config
     }
 
-    /// Runs until every sender of the command channel is dropped.
-    pub async fn run(mut self) {
+    /// Runs until every sender of the command channel is dropped. When
+    /// `shutdown` is cancelled, every connected link is told to close
+    /// through its mailbox (and so is any link admitted after that): a
+    /// running link waits on no shutdown signal of its own, which keeps
+    /// an idle connection small (issue 12,
+    /// `docs/decisions/0052-idle-link-wait.md`).
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut batch = Vec::with_capacity(256);
         let sys_every = Duration::from_secs(self.config.sys_interval_secs.max(1));
         // Statistics exist (retained) from the start, then refresh.
@@ -256,6 +266,7 @@ impl Router {
                 }
                 () = sleep_until_opt(next_timer) => self.fire_timers(),
                 _ = sys.tick() => self.publish_sys(),
+                () = shutdown.cancelled(), if !self.closing => self.close_links(),
             }
             self.persist.flush();
         }
@@ -265,6 +276,18 @@ impl Router {
             info!("session store flushed and closed");
         }
         debug!("router stopped");
+    }
+
+    /// Tells every connected link to close (broker shutdown); links
+    /// admitted from now on are told as soon as they are
+    /// (`sessions::complete_connect`).
+    fn close_links(&mut self) {
+        self.closing = true;
+        for rec in self.sessions.values() {
+            if let Some(conn) = &rec.conn {
+                rec.mailbox.push_ctl(conn.id, LinkCtl::Shutdown);
+            }
+        }
     }
 
     fn handle(&mut self, cmd: RouterCmd) {

@@ -270,15 +270,15 @@ fn stored_state(rec: &SessionRecord) -> Box<SessionState> {
     Box::new(SessionState {
         expiry: rec.expiry,
         disconnected_at_ms: rec.offline_since_ms,
-        next_pkid: rec.carry.next_pkid,
+        next_pkid: rec.carry.as_ref().map_or(0, |c| c.next_pkid),
         // Incoming QoS 2 ids and stored in-flight messages have tables
         // of their own, kept up to date as they change; the record
         // keeps only in-flight state that is not stored there.
         incoming_qos2: Vec::new(),
         outgoing: rec
             .carry
-            .outgoing
             .iter()
+            .flat_map(|c| c.outgoing.iter())
             .filter(|(_, f)| match f {
                 OutFlight::Publish(d) => d.stored.is_none(),
                 OutFlight::Released(stored) => stored.is_none(),
@@ -358,14 +358,10 @@ impl Router {
                 self.timers.add(now + left, TimerKind::WillDelay, &id, 0);
                 Box::new(w)
             });
-            let rec = SessionRecord {
+            let mut rec = SessionRecord {
                 mailbox,
                 conn: None,
-                carry: Carry {
-                    outgoing,
-                    incoming_qos2,
-                    next_pkid,
-                },
+                carry: None,
                 subs,
                 expiry,
                 generation: 0,
@@ -373,6 +369,11 @@ impl Router {
                 persisted: true,
                 offline_since_ms: disconnected_at_ms,
             };
+            rec.keep_carry(Carry {
+                outgoing,
+                incoming_qos2,
+                next_pkid,
+            });
             self.sessions.insert(id, Box::new(rec));
         }
         self.metrics

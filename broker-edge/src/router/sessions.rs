@@ -31,8 +31,10 @@ pub(super) struct SessionRecord {
     pub(super) mailbox: Arc<Mailbox>,
     /// The link while connected.
     pub(super) conn: Option<Conn>,
-    /// QoS state while disconnected.
-    pub(super) carry: Carry,
+    /// QoS state while disconnected, boxed and only when there is some
+    /// (a connected session's is with its link): an idle session keeps a
+    /// pointer, not an empty `Carry` (issue 12).
+    pub(super) carry: Option<Box<Carry>>,
     /// Raw filter (with any `$share/` prefix) → parsed filter and options.
     pub(super) subs: HashMap<String, (SubscriptionFilter, SubEntry)>,
     /// Session expiry interval in seconds.
@@ -46,6 +48,17 @@ pub(super) struct SessionRecord {
     /// Wall-clock time (ms since the epoch) the session went offline, kept
     /// only with a session store (its expiry deadline counts from here).
     pub(super) offline_since_ms: Option<u64>,
+}
+
+impl SessionRecord {
+    /// Keeps a closed link's QoS state for the next connection; a state
+    /// with nothing to resume (no message in flight either way, packet ids
+    /// from the start) is not kept.
+    pub(super) fn keep_carry(&mut self, carry: Carry) {
+        let resumes =
+            !carry.outgoing.is_empty() || !carry.incoming_qos2.is_empty() || carry.next_pkid > 1;
+        self.carry = resumes.then(|| Box::new(carry));
+    }
 }
 
 impl Router {
@@ -98,7 +111,7 @@ impl Router {
                         self.metrics.clone(),
                     )),
                     conn: None,
-                    carry: Carry::default(),
+                    carry: None,
                     subs: HashMap::new(),
                     expiry: 0,
                     generation: 0,
@@ -111,7 +124,7 @@ impl Router {
         };
         rec.generation += 1;
         rec.expiry = req.session_expiry;
-        let carry = std::mem::take(&mut rec.carry);
+        let carry = rec.carry.take().map(|c| *c).unwrap_or_default();
         let log = self.persist.session_log(&id, &rec, req.conn_id);
         let outcome = ConnectOutcome::Accepted {
             mailbox: rec.mailbox.clone(),
@@ -123,12 +136,15 @@ impl Router {
             Ok(()) => {
                 rec.conn = Some(Conn { id: req.conn_id });
                 rec.mailbox.set_online(true);
+                if self.closing {
+                    rec.mailbox.push_ctl(req.conn_id, LinkCtl::Shutdown);
+                }
                 rec.offline_since_ms = None;
                 self.persist.connected(&id, &mut rec);
             }
             Err(ConnectOutcome::Accepted { carry, .. }) => {
                 // The link went away before the answer: keep the state.
-                rec.carry = carry;
+                rec.keep_carry(carry);
             }
             Err(ConnectOutcome::Refused(_)) => {}
         }
@@ -172,7 +188,7 @@ impl Router {
         }
         rec.conn = None;
         rec.mailbox.set_online(false);
-        rec.carry = carry;
+        rec.keep_carry(carry);
         rec.expiry = expiry;
         let generation = rec.generation;
         if let Some(req) = self.pending.remove(&id) {
