@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use plantd_shared::config::ConfigError;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
+
 /// Everything the broker needs to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,6 +80,12 @@ pub struct Config {
     /// The site status published for site health ([`crate::status`];
     /// with the uplink only).
     pub status: StatusSettings,
+    /// The time source of session expiry, will delay, message expiry and
+    /// keep-alive: the system clock unless a test installs a
+    /// [`Clock::manual`] one (`docs/decisions/0056-edge-clock.md`). Not
+    /// part of the file format.
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 /// The status the edge publishes to `plantd_site_status` for the cloud's
@@ -362,6 +370,7 @@ impl Default for Config {
             journal: JournalSettings::default(),
             analytics: AnalyticsSettings::default(),
             status: StatusSettings::default(),
+            clock: Clock::system(),
         }
     }
 }

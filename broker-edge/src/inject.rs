@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use plantd_bridge::downlink::DeliverFuture;
@@ -141,7 +140,8 @@ impl CommandSink for EdgeCommands {
                 payload: command.payload.clone(),
                 qos: qos_of(command.qos),
                 retain: command.retain,
-                received: Publication::stamp(&properties),
+                // No Message Expiry Interval: nothing counts from here.
+                received: None,
                 properties,
                 origin: None,
             };
@@ -250,7 +250,8 @@ impl ServiceSink for EdgeServices {
                 payload: req.payload,
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                received: Some(Instant::now()),
+                // No Message Expiry Interval: nothing counts from here.
+                received: None,
                 properties,
                 origin: None,
             };

@@ -36,6 +36,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod hooks;
@@ -58,5 +59,6 @@ pub mod store;
 pub mod tls;
 pub mod ws;
 
+pub use clock::Clock;
 pub use config::{Config, Limits};
 pub use server::{Broker, Error, run};

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::clock::Clock;
 use crate::protocol::QoS;
 use crate::protocol::v5::Properties;
 
@@ -84,16 +85,26 @@ pub struct Publication {
 }
 
 impl Publication {
-    /// The `received` stamp a publication with these properties needs.
-    pub fn stamp(properties: &MessageProperties) -> Option<Instant> {
-        properties.message_expiry_interval.map(|_| Instant::now())
+    /// The `received` stamp a publication with these properties needs,
+    /// read from `clock` (the broker's, [`crate::Config::clock`]).
+    pub fn stamp(properties: &MessageProperties, clock: &Clock) -> Option<Instant> {
+        properties.message_expiry_interval.map(|_| clock.now())
     }
 
-    /// Seconds of life left, `None` when the message never expires, and
-    /// `Some(0)` when it has expired and must be dropped.
-    pub fn remaining_expiry(&self) -> Option<u32> {
+    /// Seconds of life left by `clock`, `None` when the message never
+    /// expires, and `Some(0)` when it has expired and must be dropped. The
+    /// clock is read only for a message with an expiry.
+    pub fn remaining_expiry(&self, clock: &Clock) -> Option<u32> {
+        self.properties.message_expiry_interval?;
+        self.remaining_expiry_at(clock.now())
+    }
+
+    /// [`remaining_expiry`](Self::remaining_expiry) at `now`.
+    pub fn remaining_expiry_at(&self, now: Instant) -> Option<u32> {
         let interval = self.properties.message_expiry_interval?;
-        let elapsed = self.received.map_or(0, |r| r.elapsed().as_secs());
+        let elapsed = self
+            .received
+            .map_or(0, |r| now.saturating_duration_since(r).as_secs());
         Some(u32::try_from(u64::from(interval).saturating_sub(elapsed)).unwrap_or(0))
     }
 
@@ -108,9 +119,9 @@ impl Publication {
         }
     }
 
-    /// True when the message expiry interval has passed.
-    pub fn is_expired(&self) -> bool {
-        self.remaining_expiry() == Some(0)
+    /// True when the message expiry interval has passed by `clock`.
+    pub fn is_expired(&self, clock: &Clock) -> bool {
+        self.remaining_expiry(clock) == Some(0)
     }
 }
 
@@ -150,9 +161,10 @@ pub struct Will {
 }
 
 impl Will {
-    /// The publication sent when the will fires.
-    pub fn into_publication(self, origin: Option<Arc<str>>) -> Publication {
-        let received = Publication::stamp(&self.properties);
+    /// The publication sent when the will fires, its expiry counting from
+    /// now by `clock`.
+    pub fn into_publication(self, origin: Option<Arc<str>>, clock: &Clock) -> Publication {
+        let received = Publication::stamp(&self.properties, clock);
         Publication {
             topic: self.topic,
             payload: self.payload,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use plantd_shared::topic::matches;
 
+use crate::clock::Clock;
 use crate::message::Publication;
 
 /// The retained message store, owned by the router.
@@ -32,16 +33,18 @@ impl RetainedStore {
         }
     }
 
-    /// Puts back a retained message loaded from the session store.
-    pub fn restore(&mut self, p: Publication) {
-        if !p.payload.is_empty() && !p.is_expired() {
+    /// Puts back a retained message loaded from the session store, unless
+    /// it has expired by `clock`.
+    pub fn restore(&mut self, p: Publication, clock: &Clock) {
+        if !p.payload.is_empty() && !p.is_expired(clock) {
             self.by_topic.insert(p.topic.clone(), Arc::new(p));
         }
     }
 
-    /// Retained messages matching `filter`, dropping expired ones.
-    pub fn matching(&mut self, filter: &str) -> Vec<Arc<Publication>> {
-        self.by_topic.retain(|_, p| !p.is_expired());
+    /// Retained messages matching `filter`, dropping the ones expired by
+    /// `clock`.
+    pub fn matching(&mut self, filter: &str, clock: &Clock) -> Vec<Arc<Publication>> {
+        self.by_topic.retain(|_, p| !p.is_expired(clock));
         if !filter.contains(['+', '#']) {
             return self.by_topic.get(filter).cloned().into_iter().collect();
         }

@@ -154,7 +154,7 @@ impl Broker {
             })?;
         }
         let store = match &config.data_dir {
-            Some(dir) => Some(crate::store::OpenedStore::open(dir)?),
+            Some(dir) => Some(crate::store::OpenedStore::open(dir, config.clock.clone())?),
             None => None,
         };
         let site = Site::new(config.site.as_str()).map_err(|e| Error::Site {
@@ -398,7 +398,7 @@ impl Broker {
                 token.clone(),
             ))
         });
-        let keep_alive = Arc::new(link::KeepAlive::new());
+        let keep_alive = Arc::new(link::KeepAlive::with_clock(config.clock.clone()));
         let keep_alive_task = tokio::spawn(keep_alive.clone().run(token.clone()));
         let ctx = Arc::new(LinkContext {
             router: router_tx,

@@ -59,7 +59,8 @@ fn publication(topic: String, payload: Bytes, retain: bool) -> Publication {
         payload,
         qos: QoS::AtLeastOnce,
         retain,
-        received: Publication::stamp(&properties),
+        // No Message Expiry Interval: nothing counts from here.
+        received: None,
         properties,
         origin: None,
     }

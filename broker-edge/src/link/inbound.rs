@@ -209,7 +209,7 @@ impl Link {
                 payload: p.payload,
                 qos: p.qos,
                 retain: p.retain,
-                received: Publication::stamp(&properties),
+                received: Publication::stamp(&properties, &self.ctx.config.clock),
                 properties,
                 origin: Some(self.info.client_id.clone()),
             }),

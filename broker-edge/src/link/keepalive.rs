@@ -11,10 +11,16 @@
 //! token — and leaves the registry. So an idle connection's task holds no
 //! timer and its event loop waits on one future less; a connection is
 //! closed no earlier than its limit and at most one tick later.
+//!
+//! Time is the broker's [`Clock`] (`docs/decisions/0056-edge-clock.md`):
+//! the stamps, the limit and the sweep's tick all read it, so a test that
+//! advances a manual clock past a limit gets the close at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
 
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +40,8 @@ struct Watched {
 
 /// The broker-wide keep-alive checker (see the module docs).
 pub struct KeepAlive {
+    /// The broker's time source.
+    clock: Clock,
     /// Zero of the millisecond clock the mailboxes are stamped with.
     epoch: Instant,
     /// Running connections with a keep-alive, by connection id.
@@ -47,10 +55,17 @@ impl Default for KeepAlive {
 }
 
 impl KeepAlive {
-    /// An empty checker; [`KeepAlive::run`] does the sweeping.
+    /// An empty checker on the system clock; [`KeepAlive::run`] does the
+    /// sweeping.
     pub fn new() -> KeepAlive {
+        KeepAlive::with_clock(Clock::system())
+    }
+
+    /// An empty checker on `clock` (the broker's, [`crate::Config::clock`]).
+    pub fn with_clock(clock: Clock) -> KeepAlive {
         KeepAlive {
-            epoch: Instant::now(),
+            epoch: clock.now(),
+            clock,
             watched: Mutex::new(HashMap::new()),
         }
     }
@@ -62,10 +77,11 @@ impl KeepAlive {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Milliseconds since the checker was made: the clock of
-    /// [`Mailbox::touch`].
+    /// Milliseconds since the checker was made, by the broker's clock: the
+    /// clock of [`Mailbox::touch`].
     pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        let elapsed = self.clock.now().saturating_duration_since(self.epoch);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Starts watching connection `conn_id` with a keep-alive of
@@ -117,14 +133,14 @@ impl KeepAlive {
         expired
     }
 
-    /// Sweeps every `TICK` (250 ms) until `shutdown`.
+    /// Sweeps every `TICK` (250 ms) of the broker's clock until
+    /// `shutdown`: a manual clock's advance wakes the sweep.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let next = self.clock.now() + TICK;
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+                () = self.clock.sleep_until(next) => {}
             }
             let expired = self.sweep();
             if expired > 0 {
@@ -139,26 +155,17 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
 
-    /// A checker whose clock has run for a minute already.
-    fn started_a_minute_ago() -> KeepAlive {
-        KeepAlive {
-            epoch: Instant::now()
-                .checked_sub(Duration::from_secs(60))
-                .expect("a minute of uptime"),
-            watched: Mutex::default(),
-        }
-    }
-
     #[test]
     fn a_connection_expires_at_its_limit_not_before() {
-        let ka = started_a_minute_ago();
+        let clock = Clock::manual();
+        let ka = KeepAlive::with_clock(clock.clone());
         let mailbox = Arc::new(Mailbox::new(8, Arc::new(Metrics::default())));
         ka.watch(7, &mailbox, 1);
         assert_eq!(ka.sweep(), 0, "fresh");
-        // The last read 1.4 s ago: within 1.5 x keep-alive.
-        mailbox.touch(ka.now_ms() - 1400);
+        // The last read 1.499 s ago: within 1.5 x keep-alive.
+        clock.advance(Duration::from_millis(1499));
         assert_eq!(ka.sweep(), 0, "not before 1.5 x keep-alive");
-        mailbox.touch(ka.now_ms() - 1500);
+        clock.advance(Duration::from_millis(1));
         assert_eq!(ka.sweep(), 1);
         let mut ctl = Vec::new();
         mailbox.pop_ctl(7, &mut ctl);

@@ -54,7 +54,7 @@ use crate::router::{Routed, RouterCmd};
 use crate::session::OutgoingWindow;
 use crate::store::SessionLog;
 pub use admission::serve;
-pub use keepalive::KeepAlive;
+pub use keepalive::{KeepAlive, TICK as KEEP_ALIVE_TICK};
 pub use socket::Socket;
 pub use tls_socket::TlsSocket;
 use wire::Wire;

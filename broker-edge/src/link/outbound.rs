@@ -110,7 +110,7 @@ impl Link {
     /// than the client accepts).
     pub(super) fn write_delivery(&mut self, d: &Delivery, pkid: u16, dup: bool) -> bool {
         let p = &d.publication;
-        let remaining = p.remaining_expiry();
+        let remaining = p.remaining_expiry(&self.ctx.config.clock);
         if remaining == Some(0) {
             self.ctx.metrics.dropped(DropReason::Expired);
             return false;

@@ -264,7 +264,7 @@ impl Router {
                         self.handle(cmd);
                     }
                 }
-                () = sleep_until_opt(next_timer) => self.fire_timers(),
+                () = sleep_until_opt(&self.config.clock, next_timer) => self.fire_timers(),
                 _ = sys.tick() => self.publish_sys(),
                 () = shutdown.cancelled(), if !self.closing => self.close_links(),
             }

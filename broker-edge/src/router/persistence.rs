@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plantd_shared::topic::SubscriptionFilter;
 use tokio::sync::oneshot;
@@ -24,11 +24,12 @@ use super::sessions::SessionRecord;
 use super::subscriptions::Member;
 use super::timers::TimerKind;
 use super::{AckTo, Router};
+use crate::clock::Now;
 use crate::mailbox::{Mailbox, PushOutcome};
 use crate::message::{Delivery, Publication};
 use crate::protocol::QoS;
 use crate::session::{Carry, OutFlight};
-use crate::store::codec::{SessionState, now_unix_ms};
+use crate::store::codec::SessionState;
 use crate::store::{Loaded, Op, Release, RouteBatch, SessionLog, StoreHandle, StoredDelivery};
 
 /// The router's side of the session store.
@@ -108,11 +109,12 @@ impl Persistence {
 
     /// A persistent session went offline: its record (the offline time its
     /// expiry counts from, the next packet id) and a will waiting out its
-    /// delay are stored. Its messages are in the store already.
-    pub(super) fn went_offline(&mut self, id: &Arc<str>, rec: &mut SessionRecord) {
+    /// delay are stored. Its messages are in the store already. `now_ms`:
+    /// the broker's clock, Unix milliseconds.
+    pub(super) fn went_offline(&mut self, id: &Arc<str>, rec: &mut SessionRecord, now_ms: u64) {
         let Some(store) = &self.store else { return };
         rec.persisted = true;
-        rec.offline_since_ms = Some(now_unix_ms());
+        rec.offline_since_ms = Some(now_ms);
         self.persisted
             .entry(mailbox_key(&rec.mailbox))
             .or_insert_with(|| (id.clone(), 0));
@@ -125,7 +127,7 @@ impl Persistence {
             store.send(Op::WillPut {
                 client_id: id.clone(),
                 will: w.clone(),
-                fire_at_ms: now_unix_ms().saturating_add(delay * 1000),
+                fire_at_ms: now_ms.saturating_add(delay * 1000),
             });
         }
     }
@@ -300,13 +302,15 @@ impl Router {
     /// from now on mirrors every change of them into `store`.
     pub fn with_store(mut self, store: StoreHandle, loaded: Loaded) -> Self {
         for p in loaded.retained {
-            self.retained.restore(p);
+            self.retained.restore(p, &self.config.clock);
         }
         self.metrics
             .retained
             .store(self.retained.len() as u64, Relaxed);
-        let now_ms = now_unix_ms();
-        let now = Instant::now();
+        let Now {
+            at: now,
+            unix_ms: now_ms,
+        } = self.config.clock.read();
         for s in loaded.sessions {
             let id = s.client_id;
             let deadline = s.state.deadline_ms();
@@ -381,7 +385,9 @@ impl Router {
             .store(self.sessions.len() as u64, Relaxed);
         self.persist.store = Some(store);
         for (id, will) in loaded.expired_wills {
-            self.publish(Arc::new(will.into_publication(Some(id))));
+            self.publish(Arc::new(
+                will.into_publication(Some(id), &self.config.clock),
+            ));
         }
         self
     }

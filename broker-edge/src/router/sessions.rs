@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plantd_shared::topic::SubscriptionFilter;
 use tracing::info;
@@ -165,7 +165,9 @@ impl Router {
         }
         rec.mailbox.clear();
         if let Some(will) = rec.pending_will.take() {
-            self.publish(Arc::new((*will).into_publication(Some(id.clone()))));
+            self.publish(Arc::new(
+                (*will).into_publication(Some(id.clone()), &self.config.clock),
+            ));
         }
     }
 
@@ -200,7 +202,9 @@ impl Router {
             if let Some(w) = will
                 && (w.delay_secs == 0 || expiry == 0)
             {
-                self.publish(Arc::new(w.into_publication(Some(id.clone()))));
+                self.publish(Arc::new(
+                    w.into_publication(Some(id.clone()), &self.config.clock),
+                ));
             }
             if expiry == 0
                 && let Some(rec) = self.sessions.remove(&id)
@@ -210,17 +214,19 @@ impl Router {
             self.complete_connect(req);
             return;
         }
-        let now = Instant::now();
+        let now = self.config.clock.read();
         if let Some(w) = will {
             if w.delay_secs == 0 || expiry == 0 {
-                self.publish(Arc::new(w.into_publication(Some(id.clone()))));
+                self.publish(Arc::new(
+                    w.into_publication(Some(id.clone()), &self.config.clock),
+                ));
             } else {
                 let delay = w.delay_secs.min(expiry);
                 if let Some(rec) = self.sessions.get_mut(&id) {
                     rec.pending_will = Some(Box::new(w));
                 }
                 self.timers.add(
-                    now + Duration::from_secs(u64::from(delay)),
+                    now.at + Duration::from_secs(u64::from(delay)),
                     TimerKind::WillDelay,
                     &id,
                     generation,
@@ -236,11 +242,11 @@ impl Router {
                 .store(self.sessions.len() as u64, Relaxed);
         } else {
             if let Some(rec) = self.sessions.get_mut(&id) {
-                self.persist.went_offline(&id, rec);
+                self.persist.went_offline(&id, rec, now.unix_ms);
             }
             if expiry != u32::MAX {
                 self.timers.add(
-                    now + Duration::from_secs(u64::from(expiry)),
+                    now.at + Duration::from_secs(u64::from(expiry)),
                     TimerKind::SessionExpiry,
                     &id,
                     generation,

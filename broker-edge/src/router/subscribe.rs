@@ -61,7 +61,10 @@ impl Router {
                     RetainHandling::Never => false,
                 };
             if send_retained {
-                for p in self.retained.matching(sf.filter.as_str()) {
+                for p in self
+                    .retained
+                    .matching(sf.filter.as_str(), &self.config.clock)
+                {
                     retained.push(Delivery {
                         qos: p.qos.min(entry.options.qos),
                         publication: p,

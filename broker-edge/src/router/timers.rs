@@ -12,6 +12,7 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::Router;
+use crate::clock::Clock;
 
 /// What a timer does when it fires.
 #[derive(Debug, Clone, Copy)]
@@ -72,9 +73,9 @@ impl Timers {
 }
 
 impl Router {
-    /// Runs every timer that is due.
+    /// Runs every timer that is due by the broker's clock.
     pub(super) fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.config.clock.now();
         while let Some(t) = self.timers.pop_due(now) {
             let Some(rec) = self.sessions.get_mut(&t.client_id) else {
                 continue;
@@ -86,7 +87,9 @@ impl Router {
                 TimerKind::WillDelay => {
                     if let Some(w) = rec.pending_will.take() {
                         self.persist.will_gone(&t.client_id, rec.persisted);
-                        self.publish(Arc::new((*w).into_publication(Some(t.client_id.clone()))));
+                        let p =
+                            (*w).into_publication(Some(t.client_id.clone()), &self.config.clock);
+                        self.publish(Arc::new(p));
                     }
                 }
                 TimerKind::SessionExpiry => {
@@ -103,10 +106,10 @@ impl Router {
     }
 }
 
-/// Sleeps until `at`, or forever without a deadline.
-pub(super) async fn sleep_until_opt(at: Option<Instant>) {
+/// Sleeps until `clock` reads `at`, or forever without a deadline.
+pub(super) async fn sleep_until_opt(clock: &Clock, at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => clock.sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -13,11 +13,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use plantd_shared::topic::SubscriptionFilter;
 
+use crate::clock::Now;
 use crate::message::{Delivery, MessageProperties, Publication, Will};
 use crate::protocol::QoS;
 use crate::protocol::v5::{RetainHandling, SubscriptionOptions};
@@ -37,13 +37,6 @@ pub struct DecodeError {
 
 fn err(what: impl Into<String>) -> DecodeError {
     DecodeError { what: what.into() }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Appends primitive values to a buffer.
@@ -154,11 +147,13 @@ const F_CONTENT_TYPE: u8 = 1 << 4;
 const F_RESPONSE_TOPIC: u8 = 1 << 5;
 const F_CORRELATION: u8 = 1 << 6;
 
-fn put_publication(w: &mut Writer, p: &Publication, now_ms: u64) {
+/// Writes `p`, its message expiry as a wall-clock deadline counted from
+/// `now` (the broker's clock).
+fn put_publication(w: &mut Writer, p: &Publication, now: Now) {
     let props = &p.properties;
     let deadline = p
-        .remaining_expiry()
-        .map(|secs| now_ms.saturating_add(u64::from(secs) * 1000));
+        .remaining_expiry_at(now.at)
+        .map(|secs| now.unix_ms.saturating_add(u64::from(secs) * 1000));
     let mut flags = 0;
     for (set, bit) in [
         (p.retain, F_RETAIN),
@@ -202,8 +197,9 @@ fn put_publication(w: &mut Writer, p: &Publication, now_ms: u64) {
     }
 }
 
-/// A decoded publication, or `None` when its expiry deadline has passed.
-fn get_publication(r: &mut Reader<'_>, now_ms: u64) -> Result<Option<Publication>, DecodeError> {
+/// A decoded publication, or `None` when its expiry deadline has passed
+/// by `now` (the broker's clock, which the rest of its life counts from).
+fn get_publication(r: &mut Reader<'_>, now: Now) -> Result<Option<Publication>, DecodeError> {
     let topic = r.str("topic")?;
     let payload = Bytes::copy_from_slice(r.bytes("payload")?);
     let qos = r.qos("publication QoS")?;
@@ -243,13 +239,13 @@ fn get_publication(r: &mut Reader<'_>, now_ms: u64) -> Result<Option<Publication
     }
     let mut received = None;
     if let Some(deadline) = deadline {
-        if deadline <= now_ms {
+        if deadline <= now.unix_ms {
             return Ok(None);
         }
         // Round the remaining life up: a message is never dropped early.
-        let secs = (deadline - now_ms).div_ceil(1000);
+        let secs = (deadline - now.unix_ms).div_ceil(1000);
         props.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
-        received = Some(Instant::now());
+        received = Some(now.at);
     }
     Ok(Some(Publication {
         topic: Arc::from(topic),
@@ -262,8 +258,8 @@ fn get_publication(r: &mut Reader<'_>, now_ms: u64) -> Result<Option<Publication
     }))
 }
 
-fn put_delivery(w: &mut Writer, d: &Delivery, now_ms: u64) {
-    put_publication(w, &d.publication, now_ms);
+fn put_delivery(w: &mut Writer, d: &Delivery, now: Now) {
+    put_publication(w, &d.publication, now);
     w.u8(d.qos as u8);
     w.u8(u8::from(d.retain));
     w.len(d.subscription_ids.len());
@@ -272,8 +268,8 @@ fn put_delivery(w: &mut Writer, d: &Delivery, now_ms: u64) {
     }
 }
 
-fn get_delivery(r: &mut Reader<'_>, now_ms: u64) -> Result<Option<Delivery>, DecodeError> {
-    let publication = get_publication(r, now_ms)?;
+fn get_delivery(r: &mut Reader<'_>, now: Now) -> Result<Option<Delivery>, DecodeError> {
+    let publication = get_publication(r, now)?;
     let qos = r.qos("delivery QoS")?;
     let retain = match r.u8("delivery retain")? {
         0 => false,
@@ -295,10 +291,10 @@ fn get_delivery(r: &mut Reader<'_>, now_ms: u64) -> Result<Option<Delivery>, Dec
 }
 
 /// Encodes a retained message (the topic is also the record's key).
-pub fn encode_retained(p: &Publication, now_ms: u64) -> Vec<u8> {
+pub fn encode_retained(p: &Publication, now: Now) -> Vec<u8> {
     let mut w = Writer::default();
     w.u8(FORMAT);
-    put_publication(&mut w, p, now_ms);
+    put_publication(&mut w, p, now);
     w.0
 }
 
@@ -306,19 +302,19 @@ pub fn encode_retained(p: &Publication, now_ms: u64) -> Vec<u8> {
 ///
 /// # Errors
 /// [`DecodeError`] for a malformed record.
-pub fn decode_retained(b: &[u8], now_ms: u64) -> Result<Option<Publication>, DecodeError> {
+pub fn decode_retained(b: &[u8], now: Now) -> Result<Option<Publication>, DecodeError> {
     let mut r = Reader(b);
     r.format()?;
-    let p = get_publication(&mut r, now_ms)?;
+    let p = get_publication(&mut r, now)?;
     r.end()?;
     Ok(p)
 }
 
 /// Encodes a delivery queued for an offline session.
-pub fn encode_queued(d: &Delivery, now_ms: u64) -> Vec<u8> {
+pub fn encode_queued(d: &Delivery, now: Now) -> Vec<u8> {
     let mut w = Writer::default();
     w.u8(FORMAT);
-    put_delivery(&mut w, d, now_ms);
+    put_delivery(&mut w, d, now);
     w.0
 }
 
@@ -326,10 +322,10 @@ pub fn encode_queued(d: &Delivery, now_ms: u64) -> Vec<u8> {
 ///
 /// # Errors
 /// [`DecodeError`] for a malformed record.
-pub fn decode_queued(b: &[u8], now_ms: u64) -> Result<Option<Delivery>, DecodeError> {
+pub fn decode_queued(b: &[u8], now: Now) -> Result<Option<Delivery>, DecodeError> {
     let mut r = Reader(b);
     r.format()?;
-    let d = get_delivery(&mut r, now_ms)?;
+    let d = get_delivery(&mut r, now)?;
     r.end()?;
     Ok(d)
 }
@@ -381,7 +377,7 @@ pub fn decode_mark(b: &[u8]) -> Result<Mark, DecodeError> {
 
 /// Encodes a will waiting out its delay: when it fires (wall clock, ms
 /// since the epoch) and the will message.
-pub fn encode_will(w: &Will, fire_at_ms: u64, now_ms: u64) -> Vec<u8> {
+pub fn encode_will(w: &Will, fire_at_ms: u64, now: Now) -> Vec<u8> {
     let mut out = Writer::default();
     out.u8(FORMAT);
     out.u64(fire_at_ms);
@@ -393,9 +389,10 @@ pub fn encode_will(w: &Will, fire_at_ms: u64, now_ms: u64) -> Vec<u8> {
         retain: w.retain,
         properties: w.properties.clone(),
         origin: None,
-        received: Publication::stamp(&w.properties),
+        // Not stamped: the whole interval is left as of `now`.
+        received: None,
     };
-    put_publication(&mut out, &p, now_ms);
+    put_publication(&mut out, &p, now);
     out.0
 }
 
@@ -404,12 +401,12 @@ pub fn encode_will(w: &Will, fire_at_ms: u64, now_ms: u64) -> Vec<u8> {
 ///
 /// # Errors
 /// [`DecodeError`] for a malformed record.
-pub fn decode_will(b: &[u8], now_ms: u64) -> Result<Option<(Will, u64)>, DecodeError> {
+pub fn decode_will(b: &[u8], now: Now) -> Result<Option<(Will, u64)>, DecodeError> {
     let mut r = Reader(b);
     r.format()?;
     let fire_at_ms = r.u64("will fires at")?;
     let delay_secs = r.u32("will delay")?;
-    let p = get_publication(&mut r, now_ms)?;
+    let p = get_publication(&mut r, now)?;
     r.end()?;
     Ok(p.map(|p| {
         (
@@ -466,7 +463,7 @@ const OUT_PUBLISH: u8 = 0;
 const OUT_RELEASED: u8 = 1;
 
 /// Encodes a session record.
-pub fn encode_session(s: &SessionState, now_ms: u64) -> Vec<u8> {
+pub fn encode_session(s: &SessionState, now: Now) -> Vec<u8> {
     let mut w = Writer::default();
     w.u8(FORMAT);
     w.u32(s.expiry);
@@ -488,7 +485,7 @@ pub fn encode_session(s: &SessionState, now_ms: u64) -> Vec<u8> {
         match f {
             OutFlight::Publish(d) => {
                 w.u8(OUT_PUBLISH);
-                put_delivery(&mut w, d, now_ms);
+                put_delivery(&mut w, d, now);
             }
             OutFlight::Released(_) => w.u8(OUT_RELEASED),
         }
@@ -517,7 +514,7 @@ pub fn encode_session(s: &SessionState, now_ms: u64) -> Vec<u8> {
 ///
 /// # Errors
 /// [`DecodeError`] for a malformed record.
-pub fn decode_session(b: &[u8], now_ms: u64) -> Result<SessionState, DecodeError> {
+pub fn decode_session(b: &[u8], now: Now) -> Result<SessionState, DecodeError> {
     let mut r = Reader(b);
     r.format()?;
     let expiry = r.u32("session expiry")?;
@@ -538,7 +535,7 @@ pub fn decode_session(b: &[u8], now_ms: u64) -> Result<SessionState, DecodeError
         let id = r.u16("in-flight packet id")?;
         match r.u8("in-flight state")? {
             OUT_PUBLISH => {
-                if let Some(d) = get_delivery(&mut r, now_ms)? {
+                if let Some(d) = get_delivery(&mut r, now)? {
                     outgoing.push((id, OutFlight::Publish(d)));
                 }
             }
@@ -602,6 +599,14 @@ pub fn raw_filter(sf: &SubscriptionFilter) -> String {
 mod tests {
     use super::*;
 
+    /// The clock reading at Unix time `unix_ms` (monotonic time: now).
+    fn ms(unix_ms: u64) -> Now {
+        Now {
+            at: std::time::Instant::now(),
+            unix_ms,
+        }
+    }
+
     fn publication(expiry: Option<u32>) -> Publication {
         let properties = MessageProperties {
             payload_format_indicator: Some(1),
@@ -620,7 +625,8 @@ mod tests {
             payload: Bytes::from_static(b"21.5\x00\xff"),
             qos: QoS::ExactlyOnce,
             retain: true,
-            received: Publication::stamp(&properties),
+            // Not stamped: the whole interval is left.
+            received: None,
             properties,
             origin: Some(Arc::from("sensor-7")),
         }
@@ -637,9 +643,9 @@ mod tests {
 
     #[test]
     fn retained_round_trip_keeps_every_field() {
-        let now = now_unix_ms();
+        let now = Now::system().unix_ms;
         let p = publication(None);
-        let back = decode_retained(&encode_retained(&p, now), now)
+        let back = decode_retained(&encode_retained(&p, ms(now)), ms(now))
             .expect("decodes")
             .expect("not expired");
         same(&p, &back);
@@ -652,7 +658,7 @@ mod tests {
             received: None,
             ..p
         };
-        let back = decode_retained(&encode_retained(&plain, now), now)
+        let back = decode_retained(&encode_retained(&plain, ms(now)), ms(now))
             .expect("decodes")
             .expect("not expired");
         same(&plain, &back);
@@ -662,16 +668,16 @@ mod tests {
     fn message_expiry_counts_from_the_stored_deadline() {
         let written = 1_000_000;
         let p = publication(Some(60));
-        let bytes = encode_retained(&p, written);
+        let bytes = encode_retained(&p, ms(written));
         // Read back 20.5 s later: 39.5 s left, rounded up.
-        let back = decode_retained(&bytes, written + 20_500)
+        let back = decode_retained(&bytes, ms(written + 20_500))
             .expect("decodes")
             .expect("not expired");
         assert_eq!(back.properties.message_expiry_interval, Some(40));
         assert!(back.received.is_some(), "the countdown starts at load");
         // Read back after the deadline: gone.
         assert!(
-            decode_retained(&bytes, written + 60_000)
+            decode_retained(&bytes, ms(written + 60_000))
                 .expect("decodes")
                 .is_none()
         );
@@ -679,7 +685,7 @@ mod tests {
 
     #[test]
     fn queued_delivery_round_trip() {
-        let now = now_unix_ms();
+        let now = Now::system().unix_ms;
         let d = Delivery {
             publication: Arc::new(publication(Some(3600))),
             qos: QoS::AtLeastOnce,
@@ -687,7 +693,7 @@ mod tests {
             subscription_ids: vec![1, 268_435_455],
             stored: None,
         };
-        let back = decode_queued(&encode_queued(&d, now), now)
+        let back = decode_queued(&encode_queued(&d, ms(now)), ms(now))
             .expect("decodes")
             .expect("not expired");
         assert_eq!(back.qos, d.qos);
@@ -745,7 +751,7 @@ mod tests {
     #[test]
     fn session_round_trip_keeps_subscriptions_and_qos_state() {
         let s = session();
-        let back = decode_session(&encode_session(&s, 5_000), 6_000).expect("decodes");
+        let back = decode_session(&encode_session(&s, ms(5_000)), ms(6_000)).expect("decodes");
         assert_eq!(back.expiry, 300);
         assert_eq!(back.disconnected_at_ms, Some(5_000));
         assert_eq!(back.deadline_ms(), Some(305_000));
@@ -769,7 +775,7 @@ mod tests {
             disconnected_at_ms: None,
             ..SessionState::default()
         };
-        let back = decode_session(&encode_session(&never, 0), 0).expect("decodes");
+        let back = decode_session(&encode_session(&never, ms(0)), ms(0)).expect("decodes");
         assert_eq!(back.deadline_ms(), None);
         assert!(back.subs.is_empty() && back.outgoing.is_empty());
     }
@@ -791,8 +797,8 @@ mod tests {
 
     #[test]
     fn wills_and_marks_round_trip() {
-        let now = now_unix_ms();
-        let (w, at) = decode_will(&encode_will(&will(), now + 5_000, now), now)
+        let now = Now::system().unix_ms;
+        let (w, at) = decode_will(&encode_will(&will(), now + 5_000, ms(now)), ms(now))
             .expect("decodes")
             .expect("not expired");
         let orig = will();
@@ -803,8 +809,8 @@ mod tests {
         );
         assert_eq!(w.properties, orig.properties);
         // A will message whose expiry passed while the broker was down.
-        let old = encode_will(&will(), now, now - 61_000);
-        assert!(decode_will(&old, now).expect("decodes").is_none());
+        let old = encode_will(&will(), now, ms(now - 61_000));
+        assert!(decode_will(&old, ms(now)).expect("decodes").is_none());
         for m in [Mark::Sent(1), Mark::Released(u16::MAX)] {
             assert_eq!(decode_mark(&encode_mark(m)), Ok(m));
         }
@@ -814,10 +820,10 @@ mod tests {
 
     #[test]
     fn truncated_or_garbled_records_are_errors_not_panics() {
-        let now = now_unix_ms();
+        let now = Now::system().unix_ms;
         let records = [
-            encode_session(&session(), now),
-            encode_retained(&publication(Some(10)), now),
+            encode_session(&session(), ms(now)),
+            encode_retained(&publication(Some(10)), ms(now)),
             encode_queued(
                 &Delivery {
                     publication: Arc::new(publication(None)),
@@ -826,17 +832,17 @@ mod tests {
                     subscription_ids: vec![],
                     stored: None,
                 },
-                now,
+                ms(now),
             ),
-            encode_will(&will(), now + 5_000, now),
+            encode_will(&will(), now + 5_000, ms(now)),
             encode_mark(Mark::Released(513)).to_vec(),
         ];
         for (i, rec) in records.iter().enumerate() {
             let decode = |b: &[u8]| match i {
-                0 => decode_session(b, now).map(|_| ()),
-                1 => decode_retained(b, now).map(|_| ()),
-                2 => decode_queued(b, now).map(|_| ()),
-                3 => decode_will(b, now).map(|_| ()),
+                0 => decode_session(b, ms(now)).map(|_| ()),
+                1 => decode_retained(b, ms(now)).map(|_| ()),
+                2 => decode_queued(b, ms(now)).map(|_| ()),
+                3 => decode_will(b, ms(now)).map(|_| ()),
                 _ => decode_mark(b).map(|_| ()),
             };
             decode(rec).expect("the intact record decodes");
@@ -854,7 +860,7 @@ mod tests {
             }
         }
         assert_eq!(
-            decode_session(&[9], now).expect_err("format").what,
+            decode_session(&[9], ms(now)).expect_err("format").what,
             "unknown record format 9"
         );
         // A corrupt count does not allocate gigabytes.
@@ -863,6 +869,6 @@ mod tests {
         huge.push(0);
         huge.extend_from_slice(&0u16.to_le_bytes());
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode_session(&huge, now).is_err());
+        assert!(decode_session(&huge, ms(now)).is_err());
     }
 }

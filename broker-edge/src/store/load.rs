@@ -14,6 +14,7 @@ use super::{
     Counts, INCOMING, INFLIGHT, Loaded, LoadedSession, META, QUEUE, RETAINED, SESSIONS,
     STORE_FORMAT, StoreError, WILLS,
 };
+use crate::clock::Now;
 use crate::message::Delivery;
 use crate::session::OutFlight;
 
@@ -41,8 +42,9 @@ impl Messages {
     }
 }
 
-/// Reads the whole store and removes what expired, in one transaction.
-pub(super) fn load(db: &Database, path: &Path) -> Result<(Loaded, Counts), StoreError> {
+/// Reads the whole store and removes what expired by `now` (the broker's
+/// clock), in one transaction.
+pub(super) fn load(db: &Database, path: &Path, now: Now) -> Result<(Loaded, Counts), StoreError> {
     let read_err = |e: redb::Error| StoreError::Read {
         path: path.to_owned(),
         source: e,
@@ -54,7 +56,6 @@ pub(super) fn load(db: &Database, path: &Path) -> Result<(Loaded, Counts), Store
         key,
         source,
     };
-    let now = codec::now_unix_ms();
     let txn = db.begin_write().map_err(|e| read_err(e.into()))?;
     let mut loaded = Loaded::default();
     let counts;
@@ -104,10 +105,10 @@ pub(super) fn load(db: &Database, path: &Path) -> Result<(Loaded, Counts), Store
             if state.disconnected_at_ms.is_none() {
                 // Its client was connected when the broker stopped: the
                 // session went offline now.
-                state.disconnected_at_ms = Some(now);
+                state.disconnected_at_ms = Some(now.unix_ms);
                 changed = true;
             }
-            if state.deadline_ms().is_some_and(|d| d <= now) {
+            if state.deadline_ms().is_some_and(|d| d <= now.unix_ms) {
                 expired.push(client_id);
                 continue;
             }

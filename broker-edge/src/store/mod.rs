@@ -59,6 +59,7 @@ use redb::{Database, TableDefinition};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::mailbox::{LinkCtl, Mailbox};
 use crate::message::{Delivery, Publication, Will};
 use crate::metrics::Metrics;
@@ -182,6 +183,8 @@ pub struct OpenedStore {
     counts: Counts,
     /// What was in it.
     pub loaded: Loaded,
+    /// The broker's clock, for the writer's expiry deadlines.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for OpenedStore {
@@ -374,18 +377,19 @@ impl OpenedStore {
     /// messages past their message expiry, and records of sessions that no
     /// longer exist. Sessions whose client was connected when the broker
     /// stopped start their expiry countdown now. A format 1 file is
-    /// migrated.
+    /// migrated. Expiry deadlines are read and written by `clock` (the
+    /// broker's, [`crate::Config::clock`]).
     ///
     /// # Errors
     /// [`StoreError`] naming the file when it cannot be opened, read or
     /// decoded. Nothing read from the file can panic.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, clock: Clock) -> Result<Self, StoreError> {
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| StoreError::Open {
             path: path.clone(),
             source: e.into(),
         })?;
-        let (loaded, counts) = load::load(&db, &path)?;
+        let (loaded, counts) = load::load(&db, &path, clock.read())?;
         info!(
             path = %path.display(),
             sessions = loaded.sessions.len(),
@@ -400,6 +404,7 @@ impl OpenedStore {
             path,
             counts,
             loaded,
+            clock,
         })
     }
 
@@ -415,12 +420,16 @@ impl OpenedStore {
     pub fn start(self, metrics: Arc<Metrics>, sync: SyncPolicy) -> std::io::Result<StoreHandle> {
         let (tx, rx) = mpsc::channel();
         let OpenedStore {
-            db, path, counts, ..
+            db,
+            path,
+            counts,
+            clock,
+            ..
         } = self;
         counts.publish(&metrics);
         let thread = std::thread::Builder::new()
             .name("session-store".into())
-            .spawn(move || writer::run(&db, &path, &rx, &metrics, sync))?;
+            .spawn(move || writer::run(&db, &path, &rx, &metrics, sync, &clock))?;
         Ok(StoreHandle {
             tx: Some(tx),
             thread: Some(thread),

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::codec::{Mark, SessionState};
 use super::*;
+use crate::clock::{Clock, Now};
 use crate::mailbox::PushOutcome;
 use crate::message::MessageProperties;
 use crate::protocol::QoS;
@@ -34,7 +35,7 @@ fn delivery(payload: &'static [u8]) -> Delivery {
 fn live_state() -> Box<SessionState> {
     Box::new(SessionState {
         expiry: u32::MAX,
-        disconnected_at_ms: Some(codec::now_unix_ms()),
+        disconnected_at_ms: Some(Now::system().unix_ms),
         ..SessionState::default()
     })
 }
@@ -70,7 +71,7 @@ fn progress(id: &str, mailbox: &Arc<Mailbox>) -> Box<Progress> {
 }
 
 fn start(dir: &Path, metrics: &Arc<Metrics>) -> StoreHandle {
-    OpenedStore::open(dir)
+    OpenedStore::open(dir, Clock::system())
         .expect("open")
         .start(metrics.clone(), SyncPolicy::EveryCommit)
         .expect("start")
@@ -139,7 +140,7 @@ async fn queued_and_in_flight_messages_survive_reopening() {
     assert_eq!(metrics.store_wills.load(Relaxed), 1);
     h.close().await;
 
-    let mut store = OpenedStore::open(dir.path()).expect("reopen");
+    let mut store = OpenedStore::open(dir.path(), Clock::system()).expect("reopen");
     let loaded = store.take_loaded();
     let topics: Vec<_> = loaded.retained.iter().map(|p| &*p.topic).collect();
     assert_eq!(topics, ["b"]);
@@ -260,7 +261,7 @@ async fn a_format_1_file_is_migrated() {
             let mut sessions = txn.open_table(SESSIONS).expect("sessions");
             let state = SessionState {
                 expiry: u32::MAX,
-                disconnected_at_ms: Some(codec::now_unix_ms()),
+                disconnected_at_ms: Some(Now::system().unix_ms),
                 next_pkid: 9,
                 incoming_qos2: vec![3],
                 outgoing: vec![
@@ -269,16 +270,16 @@ async fn a_format_1_file_is_migrated() {
                 ],
                 subs: vec![],
             };
-            let v = codec::encode_session(&state, codec::now_unix_ms());
+            let v = codec::encode_session(&state, Now::system());
             sessions.insert("old", v.as_slice()).expect("session");
             let mut queue = txn.open_table(QUEUE).expect("queue");
-            let v = codec::encode_queued(&delivery(b"queued"), codec::now_unix_ms());
+            let v = codec::encode_queued(&delivery(b"queued"), Now::system());
             queue.insert(("old", 0u64), v.as_slice()).expect("queued");
         }
         txn.commit().expect("commit");
     }
     for round in 0..2 {
-        let mut store = OpenedStore::open(dir.path()).expect("open");
+        let mut store = OpenedStore::open(dir.path(), Clock::system()).expect("open");
         let loaded = store.take_loaded();
         let s = &loaded.sessions[0];
         assert_eq!(s.state.incoming_qos2, vec![3], "round {round}");
@@ -311,7 +312,7 @@ async fn the_last_write_of_a_session_wins_within_and_across_batches() {
         client_id: Arc::from("s"),
         state: Box::new(SessionState {
             expiry,
-            disconnected_at_ms: Some(codec::now_unix_ms()),
+            disconnected_at_ms: Some(Now::system().unix_ms),
             ..SessionState::default()
         }),
     };
@@ -321,7 +322,7 @@ async fn the_last_write_of_a_session_wins_within_and_across_batches() {
     h.send(Op::SessionDelete(Arc::from("s")));
     h.send(put(7777));
     h.close().await;
-    let mut store = OpenedStore::open(dir.path()).expect("reopen");
+    let mut store = OpenedStore::open(dir.path(), Clock::system()).expect("reopen");
     let loaded = store.take_loaded();
     assert_eq!(loaded.sessions.len(), 1);
     assert_eq!(loaded.sessions[0].state.expiry, 7777);
@@ -331,7 +332,7 @@ async fn the_last_write_of_a_session_wins_within_and_across_batches() {
 async fn without_fsync_commits_are_kept_and_synced_at_close() {
     let dir = tempfile::tempdir().expect("tempdir");
     let metrics = Arc::new(Metrics::default());
-    let h = OpenedStore::open(dir.path())
+    let h = OpenedStore::open(dir.path(), Clock::system())
         .expect("open")
         .start(metrics.clone(), SyncPolicy::for_fsync("never"))
         .expect("start");
@@ -341,7 +342,7 @@ async fn without_fsync_commits_are_kept_and_synced_at_close() {
     });
     h.flush().await;
     h.close().await;
-    let mut store = OpenedStore::open(dir.path()).expect("reopen");
+    let mut store = OpenedStore::open(dir.path(), Clock::system()).expect("reopen");
     assert_eq!(store.take_loaded().sessions.len(), 1);
 }
 
@@ -350,7 +351,7 @@ fn a_corrupt_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(FILE_NAME);
     std::fs::write(&path, vec![0xa5u8; 64 * 1024]).expect("write garbage");
-    let e = OpenedStore::open(dir.path()).expect_err("refused");
+    let e = OpenedStore::open(dir.path(), Clock::system()).expect_err("refused");
     let msg = e.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 }
@@ -367,12 +368,12 @@ fn a_bad_record_is_an_error_naming_file_table_and_key() {
             t.insert(("dev-1", 4u64), [1u8, 9].as_slice())
                 .expect("insert");
             let mut t = txn.open_table(SESSIONS).expect("table");
-            let v = codec::encode_session(&live_state(), codec::now_unix_ms());
+            let v = codec::encode_session(&live_state(), Now::system());
             t.insert("dev-1", v.as_slice()).expect("insert");
         }
         txn.commit().expect("commit");
     }
-    let e = OpenedStore::open(dir.path()).expect_err("refused");
+    let e = OpenedStore::open(dir.path(), Clock::system()).expect_err("refused");
     let msg = e.to_string();
     assert!(
         msg.contains(&path.display().to_string())

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::codec::{self, Mark};
 use super::{Counts, INCOMING, INFLIGHT, Op, QUEUE, RETAINED, SESSIONS, SyncPolicy, WILLS};
+use crate::clock::{Clock, Now};
 use crate::metrics::Metrics;
 
 /// Most changes applied in one write transaction.
@@ -27,6 +28,7 @@ pub(super) fn run(
     rx: &mpsc::Receiver<Op>,
     metrics: &Metrics,
     sync: SyncPolicy,
+    clock: &Clock,
 ) {
     let mut batch = Vec::with_capacity(256);
     let mut last_sync = Instant::now();
@@ -61,7 +63,7 @@ pub(super) fn run(
             SyncPolicy::EveryCommit => true,
             SyncPolicy::Periodic(every) => last_sync.elapsed() >= every,
         };
-        match apply(db, &batch, durable) {
+        match apply(db, &batch, durable, clock.read()) {
             Ok(Some(counts)) => {
                 counts.publish(metrics);
                 metrics.store_flushes.fetch_add(1, Relaxed);
@@ -167,7 +169,12 @@ fn writes(batch: &[Op]) -> bool {
 }
 
 /// Applies `batch` in one transaction; `None` when it writes nothing.
-fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<Option<Counts>, redb::Error> {
+fn apply(
+    db: &Database,
+    batch: &[Op],
+    durable: bool,
+    now: Now,
+) -> Result<Option<Counts>, redb::Error> {
     if !writes(batch) {
         return Ok(None);
     }
@@ -202,7 +209,6 @@ fn apply(db: &Database, batch: &[Op], durable: bool) -> Result<Option<Counts>, r
         let mut inflight = txn.open_table(INFLIGHT)?;
         let mut incoming = txn.open_table(INCOMING)?;
         let mut wills = txn.open_table(WILLS)?;
-        let now = codec::now_unix_ms();
         for (i, op) in batch.iter().enumerate() {
             match op {
                 Op::RetainedPut(p) => {

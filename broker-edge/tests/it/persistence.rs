@@ -9,7 +9,9 @@
 //!   QoS 2 packet id awaiting PUBREL;
 //! * a 5.0 session's queue and subscription options after SIGKILL, once the
 //!   store reports the queue committed (`plantd_edge_session_store_queued`);
-//! * a 5.0 session that expired while the broker was down is dropped;
+//! * a 5.0 session that expired while the broker was down is dropped
+//!   (the binary, on wall time; and an in-process broker whose store reads
+//!   a manual clock, decision 0056);
 //! * clean sessions are never persisted;
 //! * a corrupt store file stops the binary with an error naming the file.
 
@@ -301,6 +303,54 @@ async fn a_session_that_expires_while_the_broker_is_down_is_not_restored() {
         assert_eq!(ack.session_present, present, "{id}");
     }
     stop(edge).await;
+}
+
+/// The same across an in-process restart on one manual clock (decision
+/// 0056): the store writes and reads expiry deadlines by the broker's
+/// clock, so 1.5 s pass while the broker is down without any waiting.
+/// Fails on a store that ignores the expiry, and on one that reads the
+/// system clock instead (only milliseconds pass there: "brief" would be
+/// restored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_expires_while_the_broker_is_down_is_dropped_by_the_brokers_clock() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let clock = plantd_edge::Clock::manual();
+    let on_clock = |c: &mut plantd_edge::Config| {
+        c.clock = clock.clone();
+        c.data_dir = Some(data.path().to_owned());
+    };
+    let b = TestBroker::with(on_clock).await;
+    for (id, expiry) in [("brief", 1), ("lasting", 3600)] {
+        let (mut s, _) = v5(&b, id, |o| {
+            o.set_clean_start(false);
+            o.set_session_expiry_interval(Some(expiry));
+        })
+        .await;
+        s.sub("e/#", QoS5::AtLeastOnce).await;
+        s.disconnect().await;
+    }
+    b.stop().await;
+    clock.advance(Duration::from_millis(1500));
+
+    let b = TestBroker::with(on_clock).await;
+    // Published once the broker runs.
+    let loaded = b.metrics.clone();
+    plantd_testkit::wait::eventually(common::WAIT, "only the lasting session loaded", || {
+        let n = loaded
+            .store_sessions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    for (id, present) in [("brief", false), ("lasting", true)] {
+        let mut s = v5_unchecked(&b, id, |o| {
+            o.set_clean_start(false);
+            o.set_session_expiry_interval(Some(3600));
+        });
+        let ack = s.connack().await.expect("reconnect");
+        assert_eq!(ack.session_present, present, "{id}");
+    }
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

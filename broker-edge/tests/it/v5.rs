@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -47,15 +47,36 @@ async fn connack_advertises_limits() {
     b.stop().await;
 }
 
+/// Waits until the broker holds `n` sessions (the router counts them
+/// after each change).
+async fn sessions(b: &TestBroker, n: u64) {
+    let m = b.metrics.clone();
+    plantd_testkit::wait::eventually(WAIT, &format!("{n} sessions"), || {
+        let m = m.clone();
+        async move { (m.sessions.load(std::sync::atomic::Ordering::Relaxed) == n).then_some(()) }
+    })
+    .await;
+}
+
+/// [MQTT-3.1.2-23]: a session outlives its connection by its expiry
+/// interval and no longer. On a manual clock (decision 0056): 1.999 s after
+/// the connection closed the session is resumed, 2 s after the next close
+/// it is gone. Fails on a broker that ignores the interval either way
+/// (ends the session at once, or keeps it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_keeps_then_ends_the_session() {
-    let b = TestBroker::start().await;
+    let (b, clock) = TestBroker::on_manual_clock().await;
     let (s, _) = v5(&b, "expiring", |o| {
         o.set_clean_start(false);
         o.set_session_expiry_interval(Some(2));
     })
     .await;
     drop(s);
+    // The broker has armed the expiry: just short of it, the session is
+    // still there.
+    let closed = clock.now();
+    TestBroker::armed(&clock, closed + Duration::from_secs(2)).await;
+    clock.advance(Duration::from_millis(1999));
     let mut s = v5_unchecked(&b, "expiring", |o| {
         o.set_clean_start(false);
         o.set_session_expiry_interval(Some(2));
@@ -64,9 +85,13 @@ async fn session_expiry_keeps_then_ends_the_session() {
         s.connack().await.expect("reconnect").session_present,
         "within the expiry interval"
     );
+    // The first expiry passes while the session is connected (ignored);
+    // then the second close arms a new one.
+    clock.advance(Duration::from_millis(1));
     drop(s);
-    // Let the two-second expiry interval pass.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    TestBroker::armed(&clock, closed + Duration::from_secs(4)).await;
+    clock.advance(Duration::from_secs(2));
+    sessions(&b, 0).await;
     let mut s = v5_unchecked(&b, "expiring", |o| {
         o.set_clean_start(false);
     });
@@ -77,9 +102,13 @@ async fn session_expiry_keeps_then_ends_the_session() {
     b.stop().await;
 }
 
+/// [MQTT-3.1.3-9]: a will waits out its delay, and a reconnect within the
+/// delay cancels it. On a manual clock (decision 0056). Fails on a broker
+/// that ignores the delay (the will is out before the clock moves), never
+/// sends it, or sends it despite the reconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_delay_postpones_the_will_and_reconnect_cancels_it() {
-    let b = TestBroker::start().await;
+    let (b, clock) = TestBroker::on_manual_clock().await;
     let (mut watcher, _) = v5(&b, "watcher", |_| {}).await;
     watcher.sub("wills/#", QoS::AtLeastOnce).await;
     let will = |topic: &str, delay: u32| {
@@ -100,7 +129,7 @@ async fn will_delay_postpones_the_will_and_reconnect_cancels_it() {
         )
     };
 
-    // Delayed will: sent about a second after the connection drops.
+    // Delayed will: sent a second after the connection drops, not before.
     let (c, _) = v5(&b, "delayed", |o| {
         o.set_clean_start(false);
         o.set_session_expiry_interval(Some(60));
@@ -108,14 +137,12 @@ async fn will_delay_postpones_the_will_and_reconnect_cancels_it() {
     })
     .await;
     drop(c);
-    let lost = Instant::now();
+    TestBroker::armed(&clock, clock.now() + Duration::from_secs(1)).await;
+    clock.advance(Duration::from_millis(999));
+    watcher.no_publish().await;
+    clock.advance(Duration::from_millis(1));
     let w = watcher.publish().await;
     assert_eq!(&w.topic[..], b"wills/delayed");
-    assert!(
-        lost.elapsed() >= Duration::from_millis(900),
-        "not before the delay: {:?}",
-        lost.elapsed()
-    );
 
     // Reconnecting within the delay cancels the will.
     let (c, _) = v5(&b, "back", |o| {
@@ -125,6 +152,7 @@ async fn will_delay_postpones_the_will_and_reconnect_cancels_it() {
     })
     .await;
     drop(c);
+    TestBroker::armed(&clock, clock.now() + Duration::from_secs(2)).await;
     let (_c, ack) = v5(&b, "back", |o| {
         o.set_clean_start(false);
         o.set_session_expiry_interval(Some(60));
@@ -132,14 +160,19 @@ async fn will_delay_postpones_the_will_and_reconnect_cancels_it() {
     .await;
     assert!(ack.session_present);
     // Past the two-second delay: the will stays cancelled.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    clock.advance(Duration::from_secs(3));
     watcher.no_publish().await;
     b.stop().await;
 }
 
+/// [MQTT-3.3.2-5] and §3.3.2.3.3: a queued message past its expiry is not
+/// delivered, and the rest go out with the interval less the time queued.
+/// On a manual clock (decision 0056), 2.1 s pass while the reader is away.
+/// Fails on a broker that delivers the expired message or forwards the
+/// interval unchanged (100 instead of 98).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_expiry_drops_stale_and_decrements_the_rest() {
-    let b = TestBroker::start().await;
+    let (b, clock) = TestBroker::on_manual_clock().await;
     let opts = |o: &mut rumqttc::v5::MqttOptions| {
         o.set_clean_start(false);
         o.set_session_expiry_interval(Some(60));
@@ -162,9 +195,10 @@ async fn message_expiry_drops_stale_and_decrements_the_rest() {
             )
             .await
             .expect("publish");
+        // Acknowledged: the broker has the message, its expiry counting.
         p.puback().await;
     }
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_millis(2100));
     let (mut s, ack) = v5(&b, "late-reader", opts).await;
     assert!(ack.session_present);
     let m = s.publish().await;
@@ -173,7 +207,7 @@ async fn message_expiry_drops_stale_and_decrements_the_rest() {
         .properties
         .and_then(|p| p.message_expiry_interval)
         .expect("expiry passed on");
-    assert!(left <= 98, "expiry counts down while queued: {left}");
+    assert_eq!(left, 98, "expiry counts down while queued");
     s.no_publish().await;
     b.stop().await;
 }

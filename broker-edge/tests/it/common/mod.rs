@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use plantd_edge::protocol::{self, v4, v5};
-use plantd_edge::{Broker, Config};
+use plantd_edge::{Broker, Clock, Config};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -132,6 +132,25 @@ impl TestBroker {
             metrics,
             running: Running::spawn(broker),
         }
+    }
+
+    /// A broker whose session expiry, will delay, message expiry and
+    /// keep-alive run on a manual clock (decision 0056): they move only
+    /// when the test advances the clock, so a test of a two-second expiry
+    /// neither sleeps nor depends on the machine's load.
+    pub async fn on_manual_clock() -> (Self, Clock) {
+        let clock = Clock::manual();
+        let b = Self::with(|c| c.clock = clock.clone()).await;
+        (b, clock)
+    }
+
+    /// Waits (at most [`WAIT`]) until the broker of
+    /// [`on_manual_clock`](Self::on_manual_clock) sleeps until `at` on
+    /// `clock`: it has armed that deadline (see [`Clock::sleeper_at`]).
+    pub async fn armed(clock: &Clock, at: std::time::Instant) {
+        tokio::time::timeout(WAIT, clock.sleeper_at(at))
+            .await
+            .expect("the broker arms the deadline");
     }
 
     /// A handle on a broker running elsewhere (e.g. the spawned binary).
@@ -347,6 +366,14 @@ impl Raw {
         match r.recv5().await {
             Some(v5::Packet::ConnAck(a)) => (r, a),
             other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Asserts that the broker neither sends anything nor closes the
+    /// socket for [`QUIET`].
+    pub async fn stays_open(&mut self) {
+        if let Ok(f) = tokio::time::timeout(QUIET, self.frame()).await {
+            panic!("expected silence, got {f:?}");
         }
     }
 
