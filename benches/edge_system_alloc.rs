@@ -34,6 +34,8 @@ async fn main() -> anyhow::Result<()> {
         println!("edge_system_alloc: started by edge_load, nothing to do alone");
         return Ok(());
     }
+    // As the real binary does.
+    plantd_edge::memory::small_pages_only();
     plantd_shared::logging::init("plantd-edge");
     let config = Config::load(None, &args.flags)?;
     plantd_edge::edge::run(config, plantd_shared::shutdown::terminated(), |_| {}).await?;

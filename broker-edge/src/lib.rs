@@ -45,6 +45,7 @@ pub mod inject;
 pub mod journal_hook;
 pub mod link;
 pub mod mailbox;
+pub mod memory;
 pub mod message;
 pub mod metrics;
 pub mod own_logs;

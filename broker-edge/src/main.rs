@@ -29,8 +29,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     // PLANTD_LOG (or RUST_LOG) chooses what is printed; PLANTD_LOG_SHIP
     // (default warn) what is journaled as `$plantd/log/plantd/edge`.
+    // Before the connections' memory is touched: no transparent huge
+    // pages (resident memory per idle connection, `plantd_edge::memory`).
+    let small_pages = plantd_edge::memory::small_pages_only();
     plantd_shared::logging::init("plantd-edge");
     plantd_shared::log_ship::start(plantd_shared::log_ship::EDGE);
+    tracing::debug!(small_pages, "transparent huge pages off");
     let args = Args::parse();
     let config = Config::load(args.config.as_deref(), &args.flags)?;
     tracing::info!(site = %config.site, "starting plantd-edge");
