@@ -61,7 +61,16 @@ impl LogIndex {
     /// gap on they are left to the follower. Returns how many were
     /// inserted.
     pub fn offer(&self, records: Vec<LogRecord>) -> usize {
-        if let Some(highest) = records.iter().map(|r| r.sequence).max() {
+        self.offer_refs(records.iter())
+    }
+
+    /// [`Self::offer`] of borrowed records (the logger keeps its batch
+    /// buffer for the next batch).
+    pub(crate) fn offer_refs<'a>(
+        &self,
+        records: impl Iterator<Item = &'a LogRecord> + Clone,
+    ) -> usize {
+        if let Some(highest) = records.clone().map(|r| r.sequence).max() {
             self.feed.next.fetch_max(highest + 1, Relaxed);
         }
         let added = self.insert_where(records, true);

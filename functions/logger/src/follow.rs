@@ -20,7 +20,7 @@ use plantd_shared::streams::LOGS;
 use time::OffsetDateTime;
 
 use crate::index::LogIndex;
-use crate::parse::parse;
+use crate::parse::{Subjects, parse_with};
 use crate::record::LogRecord;
 
 /// Most messages inserted under one lock.
@@ -177,6 +177,7 @@ async fn run(
     let mut chunks = messages.ready_chunks(CHUNK);
     let mut check = tokio::time::interval(RECREATED_CHECK);
     check.tick().await;
+    let mut subjects = Subjects::default();
     loop {
         let chunk = tokio::select! {
             chunk = chunks.next() => match chunk {
@@ -208,7 +209,8 @@ async fn run(
                 continue;
             };
             caught_up = info.pending == 0;
-            records.push(parse(
+            records.push(parse_with(
+                &mut subjects,
                 info.stream,
                 info.stream_sequence,
                 m.subject.as_str(),

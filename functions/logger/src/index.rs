@@ -291,9 +291,9 @@ impl LogIndex {
     /// [`Self::insert`]; with `contiguous`, stops at the first record that
     /// is not the sequence right after the last one held (a gap). Returns
     /// how many records were added.
-    pub(crate) fn insert_where(
+    pub(crate) fn insert_where<R: std::borrow::Borrow<LogRecord>>(
         &self,
-        records: impl IntoIterator<Item = LogRecord>,
+        records: impl IntoIterator<Item = R>,
         contiguous: bool,
     ) -> usize {
         let mut g = self
@@ -303,6 +303,7 @@ impl LogIndex {
         let inner = &mut *g;
         let mut added = 0;
         for r in records {
+            let r = r.borrow();
             if r.sequence <= inner.last_sequence {
                 continue;
             }
@@ -324,7 +325,7 @@ impl LogIndex {
                     id
                 }
             };
-            let row = Row::new(&r, &mut inner.labels);
+            let row = Row::new(r, &mut inner.labels);
             inner.bytes += row.bytes();
             inner.order.push_back(site);
             if let Some(q) = inner.sites.get_mut(site as usize) {

@@ -19,6 +19,8 @@
 //!   logfmt line that breaks): kept whole as a text message with
 //!   `parse_error` saying why — never dropped.
 
+use std::collections::HashMap;
+
 use async_nats::HeaderMap;
 use plantd_shared::{headers, subject};
 use serde_json::{Map, Value};
@@ -55,6 +57,42 @@ impl Parsed {
     }
 }
 
+/// Site, source, and why the subject could not be read.
+type SubjectLabels = (String, String, Option<String>);
+
+fn subject_labels(subject_name: &str) -> SubjectLabels {
+    match subject::subject_to_topic(subject_name) {
+        Ok(p) => (p.site.as_str().to_owned(), p.topic.into_string(), None),
+        Err(e) => (
+            String::new(),
+            subject_name.to_owned(),
+            Some(format!("subject {subject_name}: {e}")),
+        ),
+    }
+}
+
+/// The labels of subjects already read, so the lines of one source decode
+/// their subject once, not once per line ([`parse_with`]).
+#[derive(Debug, Default)]
+pub(crate) struct Subjects(HashMap<String, SubjectLabels>);
+
+impl Subjects {
+    /// Most subjects remembered; past it they are forgotten at once.
+    const MAX: usize = 4096;
+
+    fn labels(&mut self, subject_name: &str) -> SubjectLabels {
+        if let Some(known) = self.0.get(subject_name) {
+            return known.clone();
+        }
+        let labels = subject_labels(subject_name);
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(subject_name.to_owned(), labels.clone());
+        labels
+    }
+}
+
 /// Normalises one stream item into a [`LogRecord`]. Never fails: what
 /// cannot be parsed is kept as text with `parse_error` set.
 pub fn parse(
@@ -65,18 +103,44 @@ pub fn parse(
     payload: &[u8],
     stored: OffsetDateTime,
 ) -> LogRecord {
-    let (site, source, subject_error) = match subject::subject_to_topic(subject_name) {
-        Ok(p) => (
-            p.site.as_str().to_owned(),
-            p.topic.as_str().to_owned(),
-            None,
-        ),
-        Err(e) => (
-            String::new(),
-            subject_name.to_owned(),
-            Some(format!("subject {subject_name}: {e}")),
-        ),
-    };
+    labelled(
+        subject_labels(subject_name),
+        stream,
+        sequence,
+        headers,
+        payload,
+        stored,
+    )
+}
+
+/// [`parse`], the subject read through `subjects`.
+pub(crate) fn parse_with(
+    subjects: &mut Subjects,
+    stream: &str,
+    sequence: u64,
+    subject_name: &str,
+    headers: &HeaderMap,
+    payload: &[u8],
+    stored: OffsetDateTime,
+) -> LogRecord {
+    labelled(
+        subjects.labels(subject_name),
+        stream,
+        sequence,
+        headers,
+        payload,
+        stored,
+    )
+}
+
+fn labelled(
+    (site, source, subject_error): SubjectLabels,
+    stream: &str,
+    sequence: u64,
+    headers: &HeaderMap,
+    payload: &[u8],
+    stored: OffsetDateTime,
+) -> LogRecord {
     let parsed = match std::str::from_utf8(payload) {
         Ok(text) => parse_line(text.trim_end_matches(['\n', '\r'])),
         Err(e) => Parsed::malformed(
@@ -152,9 +216,10 @@ fn structured(mut fields: Map<String, Value>, format: Format) -> Parsed {
     }
     let mut message = String::new();
     for key in MESSAGE_KEYS {
-        if let Some(Value::String(m)) = fields.get(key) {
-            message = m.clone();
-            fields.remove(key);
+        if matches!(fields.get(key), Some(Value::String(_))) {
+            if let Some(Value::String(m)) = fields.remove(key) {
+                message = m;
+            }
             break;
         }
     }

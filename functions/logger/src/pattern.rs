@@ -33,10 +33,13 @@ pub fn pattern_into(message: &str, out: &mut String) {
             break;
         }
         let b = bytes[i];
-        let word_start = message[..i]
-            .chars()
-            .next_back()
-            .is_none_or(|p| !p.is_alphanumeric());
+        // Looked at only before a hex digit (most bytes are not).
+        let word_start = || {
+            message[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|p| !p.is_alphanumeric())
+        };
         if matches!(b, b'"' | b'\'')
             && let Some(close) = bytes[i + 1..].iter().position(|&x| x == b)
         {
@@ -45,7 +48,7 @@ pub fn pattern_into(message: &str, out: &mut String) {
             i += close + 2;
             continue;
         }
-        if word_start && b.is_ascii_hexdigit() {
+        if b.is_ascii_hexdigit() && word_start() {
             let end = bytes[i..]
                 .iter()
                 .position(|x| !(x.is_ascii_alphanumeric() || *x == b'-'))

@@ -13,7 +13,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::dlq::{self, ReplayReply};
-use crate::feed::Feed;
+use crate::feed::{Buffers, Feed, Spares};
 use crate::item::{BatchOutcome, Handler, Item};
 use crate::metrics::{ConsumerMetrics, Snapshot};
 use crate::settings::ConsumerSettings;
@@ -133,32 +133,37 @@ async fn deliver_until_cancelled<H: Handler>(
                 _ = extend.tick() => feed.extend().await,
             }
         }
-        let messages = feed.take_batch();
-        settle_while_reading(b, messages, feed, finishing, &mut extend).await;
+        let batch = feed.take_batch();
+        settle_while_reading(b, batch, feed, finishing, &mut extend).await;
         if cancel.is_cancelled() {
             return;
         }
     }
 }
 
-/// Hands `messages` to the handler while the feed reads on, then leaves
-/// their acknowledgements to a task of their own (after those of the
-/// previous batch are sent). Items received meanwhile get their ack
-/// deadline extended every half `ack_wait`.
+/// Hands the batch's messages to the handler while the feed reads on,
+/// then leaves their acknowledgements to a task of their own (after those
+/// of the previous batch are sent), which gives the batch's buffers back
+/// to the feed's spares. Items received meanwhile get their ack deadline
+/// extended every half `ack_wait`.
 async fn settle_while_reading<H: Handler>(
     b: &Arc<Binding<H>>,
-    messages: Vec<jetstream::Message>,
+    batch: Buffers,
     feed: &mut Feed,
     finishing: &mut Finishing,
     extend: &mut tokio::time::Interval,
 ) {
+    let spares: Spares = feed.spares.clone();
     let settle = async {
-        if let Some(handled) = handle_batch(b, messages).await {
-            finishing.wait().await;
-            let b = b.clone();
-            finishing.0 = Some(tokio::spawn(async move {
-                finish_batch(&b, handled).await;
-            }));
+        match handle_batch(b, batch).await {
+            Ok(handled) => {
+                finishing.wait().await;
+                let b = b.clone();
+                finishing.0 = Some(tokio::spawn(async move {
+                    spares.give(finish_batch(&b, handled).await);
+                }));
+            }
+            Err(buffers) => spares.give(buffers),
         }
     };
     tokio::pin!(settle);
@@ -211,40 +216,44 @@ pub(crate) struct Handled {
 }
 
 /// Settling a batch, first half: parks the items delivered too often
-/// already and hands the others to the handler.
+/// already and hands the others to the handler. `Err`: nothing was left
+/// to hand over (the buffers, emptied).
 async fn handle_batch<H: Handler>(
     b: &Binding<H>,
-    messages: Vec<jetstream::Message>,
-) -> Option<Handled> {
-    let s = &b.settings;
-    let mut handed = Vec::with_capacity(messages.len());
-    let mut items = Vec::with_capacity(messages.len());
-    for m in messages {
-        let Some(item) = to_item(&m) else {
+    (mut handed, mut items): Buffers,
+) -> Result<Handled, Buffers> {
+    let max_deliver = u64::from(b.settings.max_deliver);
+    let mut to_park = Vec::new();
+    // In place: the messages handed over stay in the batch's buffer.
+    handed.retain(|m| {
+        let Some(item) = to_item(m) else {
             tracing::error!(consumer = %b.durable, subject = %m.subject, "a delivery without JetStream metadata; ignored");
-            continue;
+            return false;
         };
-        if item.delivered > u64::from(s.max_deliver) {
+        if item.delivered > max_deliver {
             // Delivered max_deliver times already without an outcome: the
             // handler crashed the process or outlived ack_wait each time.
             // Park it without another try, or it would do so for ever.
-            let error = format!(
-                "delivered {} times without an outcome (the handler crashed or timed out)",
-                item.delivered - 1
-            );
-            park_or_retry(b, &m, &item, &error).await;
-            continue;
+            to_park.push((m.clone(), item));
+            return false;
         }
-        handed.push(m);
         items.push(item);
+        true
+    });
+    for (m, item) in to_park {
+        let error = format!(
+            "delivered {} times without an outcome (the handler crashed or timed out)",
+            item.delivered - 1
+        );
+        park_or_retry(b, &m, &item, &error).await;
     }
     if items.is_empty() {
-        return None;
+        return Err((handed, items));
     }
     let started = Instant::now();
     let outcome = run_handler(b, &items, &handed).await;
     b.metrics.observe_latency(started.elapsed());
-    Some(Handled {
+    Ok(Handled {
         messages: handed,
         items,
         outcome,
@@ -253,8 +262,8 @@ async fn handle_batch<H: Handler>(
 
 /// Settling a batch, second half: acknowledges each item the handler
 /// succeeded on, NAKs the failed ones with their backoff, parks those out
-/// of deliveries.
-async fn finish_batch<H: Handler>(b: &Binding<H>, handled: Handled) {
+/// of deliveries. Returns the batch's buffers.
+async fn finish_batch<H: Handler>(b: &Binding<H>, handled: Handled) -> Buffers {
     let s = &b.settings;
     let Handled {
         messages: handed,
@@ -290,6 +299,7 @@ async fn finish_batch<H: Handler>(b: &Binding<H>, handled: Handled) {
     for (i, _) in outcome.failures().filter(|(i, _)| *i >= items.len()) {
         tracing::warn!(consumer = %b.durable, index = i, batch = items.len(), "handler reported a failure outside the batch; ignored");
     }
+    (handed, items)
 }
 
 /// Calls the handler, extending the items' ack deadline while it runs. A

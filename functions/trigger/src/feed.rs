@@ -8,11 +8,51 @@
 //! process to ask again.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull::Stream};
 use futures::{FutureExt as _, StreamExt as _};
 use tokio::time::Instant;
+
+use crate::item::Item;
+
+/// The buffers of a settled batch — its messages and items, emptied —
+/// kept for the next batches. A batch of thousands is megabytes of
+/// buffers (a delivery is ≈ 400 bytes, an item ≈ 180); the allocator hands
+/// out a block that large as fresh memory each time, so allocating them
+/// per batch costs page faults on every batch (docs/performance.md,
+/// "Logs").
+#[derive(Clone, Default)]
+pub(crate) struct Spares(Arc<Mutex<Vec<Buffers>>>);
+
+/// One batch's buffers.
+pub(crate) type Buffers = (Vec<jetstream::Message>, Vec<Item>);
+
+/// Most buffer pairs kept: one batch handled, one being acknowledged.
+const SPARES: usize = 2;
+
+impl Spares {
+    /// Empty buffers: a kept pair, or new ones.
+    pub fn take(&self) -> Buffers {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Empties `buffers` (dropping what they hold) and keeps them for
+    /// [`Spares::take`].
+    pub fn give(&self, (mut messages, mut items): Buffers) {
+        messages.clear();
+        items.clear();
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < SPARES {
+            kept.push((messages, items));
+        }
+    }
+}
 
 /// How often nats-server reports an idle subscription is alive; two
 /// missed in a row end the subscription (a new one is opened).
@@ -36,6 +76,8 @@ pub(crate) struct Feed {
     retry_at: Option<Instant>,
     /// Failed reads since the last message arrived.
     pub errors_in_a_row: u32,
+    /// Buffers of settled batches, for the next ones.
+    pub spares: Spares,
 }
 
 impl Feed {
@@ -50,6 +92,7 @@ impl Feed {
             last_cut: Instant::now(),
             retry_at: None,
             errors_in_a_row: 0,
+            spares: Spares::default(),
         }
     }
 
@@ -73,11 +116,14 @@ impl Feed {
         self.held.len() < self.batch_size
     }
 
-    /// Takes the next batch: the oldest `batch_size` held items at most.
-    pub fn take_batch(&mut self) -> Vec<jetstream::Message> {
+    /// Takes the next batch: the oldest `batch_size` held items at most,
+    /// in spare buffers ([`Spares`]; the items buffer is empty).
+    pub fn take_batch(&mut self) -> Buffers {
         self.last_cut = Instant::now();
         let n = self.held.len().min(self.batch_size);
-        self.held.drain(..n).collect()
+        let (mut messages, items) = self.spares.take();
+        messages.extend(self.held.drain(..n));
+        (messages, items)
     }
 
     /// Receives the next delivery into the held queue, and those that
