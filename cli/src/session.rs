@@ -182,6 +182,28 @@ impl CliConfig {
     }
 }
 
+/// An access token with this little left (seconds) counts as expired.
+const EXPIRY_MARGIN_SECS: u64 = 5;
+
+/// Takes the exclusive lock of a profile's tokens (`<profile>.lock` beside
+/// them), waiting while another `plantd` holds it; released on drop.
+async fn lock_tokens(tokens: &Path) -> Result<std::fs::File> {
+    let path = tokens.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .context("the token lock's task failed")?;
+    locked.with_context(|| format!("cannot lock {}", path.display()))
+}
+
 fn tokens_path(profile: &str) -> PathBuf {
     config_dir().join("tokens").join(format!("{profile}.json"))
 }
@@ -350,6 +372,24 @@ impl Session {
     /// Exit code 3 when there is no refresh token or it is refused, 7 when
     /// the service is unreachable.
     pub async fn refresh(&mut self) -> Result<()> {
+        let path = tokens_path(&self.profile);
+        // One refresh at a time across every `plantd` of this profile: a
+        // refresh token works once, and identity revokes the whole login
+        // when one is used twice.
+        let _lock = lock_tokens(&path).await?;
+        // Another process (a second `plantd sub`, any command run meanwhile)
+        // may have rotated them since this one read them: use its tokens,
+        // and its refresh token if they too need renewing.
+        if let Some(stored) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Tokens>(&text).ok())
+            && stored.refresh_token != self.tokens.refresh_token
+        {
+            self.tokens = stored;
+            if !self.token_expired() {
+                return Ok(());
+            }
+        }
         let rt = self.tokens.refresh_token.clone().ok_or_else(|| {
             fail(
                 ExitKind::Unauthorized,
@@ -371,10 +411,7 @@ impl Session {
                     other => api_error(other),
                 })?;
         self.tokens = Tokens::from(issued);
-        write_private(
-            &tokens_path(&self.profile),
-            &serde_json::to_string(&self.tokens)?,
-        )
+        write_private(&path, &serde_json::to_string(&self.tokens)?)
     }
 
     /// The deployment's base URL (`http://…` or `https://…`, no trailing
@@ -397,7 +434,7 @@ impl Session {
     /// seconds): a live connection the server ended then is renewed with
     /// [`Session::refresh`], not reported as a revocation.
     pub fn token_expired(&self) -> bool {
-        self.tokens.expires_at <= now() + 5
+        self.tokens.expires_at <= now() + EXPIRY_MARGIN_SECS
     }
 
     /// The access token (for MQTT passwords and scripts).

@@ -62,6 +62,9 @@ impl Default for EdgeConfig {
     }
 }
 
+/// The longest `http.access_token_ttl_secs` accepted (a day).
+const MAX_ACCESS_TTL_SECS: u64 = 24 * 60 * 60;
+
 /// The local functions server's settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -74,6 +77,11 @@ pub struct HttpConfig {
     /// under the working directory, else the repository's this binary was
     /// built from, when either has an `index.html` (docs/app.md).
     pub app_dir: Option<PathBuf>,
+    /// Lifetime of the access tokens identity issues, in seconds (default
+    /// 900; 1 to 86,400). Sessions renew theirs with the refresh token; a
+    /// live socket is closed when its token expires, and the SDKs and
+    /// `plantd sub` resume it with a renewed one (docs/sdk.md).
+    pub access_token_ttl_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -82,6 +90,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             admin_email: "admin@plantd.local".into(),
             app_dir: None,
+            access_token_ttl_secs: plantd_identity::Settings::default().access_ttl.as_secs(),
         }
     }
 }
@@ -591,6 +600,23 @@ fn admin_password_path(config: &UpConfig) -> PathBuf {
 
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
+/// Identity's settings from the `http` table.
+///
+/// # Errors
+/// `http.access_token_ttl_secs` out of 1..=86,400.
+fn identity_settings(http: &HttpConfig) -> Result<plantd_identity::Settings> {
+    let ttl = http.access_token_ttl_secs;
+    if !(1..=MAX_ACCESS_TTL_SECS).contains(&ttl) {
+        anyhow::bail!(
+            "http.access_token_ttl_secs is {ttl}: give 1 to {MAX_ACCESS_TTL_SECS} seconds"
+        );
+    }
+    Ok(plantd_identity::Settings {
+        access_ttl: Duration::from_secs(ttl),
+        ..plantd_identity::Settings::default()
+    })
+}
+
 /// Starts every function's router behind one HTTP server (with the
 /// trigger's `/metrics` and `/healthz/trigger`), creating the signing key
 /// and the local administrator on first start.
@@ -601,12 +627,12 @@ async fn start_functions(
     trigger: &plantd_trigger::Status,
     logs: &std::sync::Arc<plantd_logger::LogIndex>,
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>, ServerTask)> {
-    use plantd_identity::{AppState, Keys, Settings as IdentitySettings, bootstrap, keys};
+    use plantd_identity::{AppState, Keys, bootstrap, keys};
     // The key ring (signing, next, previous keys) lives beside the key
     // file, so `POST /v1/keys/rotate` survives a restart.
     let keys = Keys::open_file(&config.data_dir.join("identity").join("signing-key.pem"))
         .map_err(|e| anyhow::anyhow!("signing keys: {e}"))?;
-    let state = AppState::new(js, keys, IdentitySettings::default())
+    let state = AppState::new(js, keys, identity_settings(&config.http)?)
         .await
         .map_err(|e| anyhow::anyhow!("identity: {e}"))?;
     let pw_path = admin_password_path(config);
@@ -794,5 +820,24 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.nats.port, 5222);
         assert_eq!(c.nats.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn the_access_token_lifetime_is_identitys_and_bounded() {
+        let mut http = HttpConfig::default();
+        assert_eq!(
+            identity_settings(&http).expect("default").access_ttl,
+            plantd_identity::Settings::default().access_ttl
+        );
+        http.access_token_ttl_secs = 3;
+        assert_eq!(
+            identity_settings(&http).expect("3 s").access_ttl,
+            Duration::from_secs(3)
+        );
+        for bad in [0, MAX_ACCESS_TTL_SECS + 1] {
+            http.access_token_ttl_secs = bad;
+            let e = identity_settings(&http).expect_err("out of range");
+            assert!(e.to_string().contains("http.access_token_ttl_secs"), "{e}");
+        }
     }
 }

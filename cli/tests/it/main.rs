@@ -14,6 +14,7 @@ mod audit;
 mod channels;
 mod commands;
 mod dlq;
+mod expiry;
 mod functions_crash;
 mod live;
 mod logs;

@@ -21,6 +21,8 @@ pub struct Up {
     pub process: ManagedProcess,
     /// Its data directory (removed on drop).
     pub dir: tempfile::TempDir,
+    /// Environment it runs with beyond the test's own (kept for restarts).
+    pub env: Vec<(String, String)>,
     /// The functions' (identity and proxy) base URL, `http://…`.
     pub url: String,
     /// The edge's MQTT port on 127.0.0.1.
@@ -69,8 +71,14 @@ pub enum Stop {
 /// edge on `mqtt_listen` (NATS and the edge's HTTP on free ports) and
 /// waits until it says `plantd is up`: the process, the functions' URL and
 /// the edge's MQTT port its summary printed.
-async fn launch(dir: &Path, http_listen: &str, mqtt_listen: &str) -> (ManagedProcess, String, u16) {
+async fn launch(
+    dir: &Path,
+    http_listen: &str,
+    mqtt_listen: &str,
+    env: &[(String, String)],
+) -> (ManagedProcess, String, u16) {
     let mut cmd = Command::new(plantd_bin());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.arg("up").arg("--data-dir").arg(dir).args([
         "--nats-port",
         "0",
@@ -122,8 +130,22 @@ impl Up {
     /// # Panics
     /// When it does not become ready within a minute.
     pub async fn start() -> Up {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`Up::start`] with these `PLANTD_*` variables (its configuration:
+    /// `PLANTD_HTTP__ACCESS_TOKEN_TTL_SECS=3` for short-lived tokens), kept
+    /// for [`Up::restart`].
+    ///
+    /// # Panics
+    /// As [`Up::start`].
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Up {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let dir = tempfile::tempdir().expect("tempdir");
-        let (process, url, mqtt) = launch(dir.path(), "127.0.0.1:0", "127.0.0.1:0").await;
+        let (process, url, mqtt) = launch(dir.path(), "127.0.0.1:0", "127.0.0.1:0", &env).await;
         let password = std::fs::read_to_string(dir.path().join("admin-password"))
             .expect("plantd up writes the admin password");
         Up {
@@ -131,6 +153,7 @@ impl Up {
             url,
             mqtt_port: mqtt,
             dir,
+            env,
             admin_email: "admin@plantd.local".to_owned(),
             admin_password: password.trim().to_owned(),
         }
@@ -180,6 +203,7 @@ impl Up {
             self.dir.path(),
             &format!("127.0.0.1:{}", self.http_port()),
             &format!("127.0.0.1:{}", self.mqtt_port),
+            &self.env,
         )
         .await;
         assert_eq!(

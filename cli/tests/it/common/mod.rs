@@ -47,7 +47,14 @@ impl Up {
     /// # Panics
     /// When it does not become ready within a minute.
     pub async fn start(data_dir: &Path, args: &[&str]) -> Up {
+        Up::start_with_env(data_dir, args, &[]).await
+    }
+
+    /// [`Up::start`] with these `PLANTD_*` variables set (its
+    /// configuration, e.g. `PLANTD_HTTP__ACCESS_TOKEN_TTL_SECS`).
+    pub async fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd"));
+        cmd.envs(env.iter().copied());
         cmd.arg("up").arg("--data-dir").arg(data_dir).args(args);
         let (mut nats, mut functions, mut mqtt) = (None, None, None);
         let process = ManagedProcess::spawn("plantd up", cmd, Duration::from_secs(60), |line| {
@@ -75,7 +82,12 @@ impl Up {
 
     /// [`Up::start`] with every listener on a free loopback port.
     pub async fn on_free_ports(data_dir: &Path) -> Up {
-        Up::start(
+        Up::on_free_ports_with_env(data_dir, &[]).await
+    }
+
+    /// [`Up::on_free_ports`] with these `PLANTD_*` variables set.
+    pub async fn on_free_ports_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Up {
+        Up::start_with_env(
             data_dir,
             &[
                 "--nats-port",
@@ -87,6 +99,7 @@ impl Up {
                 "--edge-http-listen",
                 "127.0.0.1:0",
             ],
+            env,
         )
         .await
     }

@@ -4,6 +4,7 @@
 
 mod common;
 mod examples;
+mod expiry;
 mod live;
 mod refused;
 mod rest;

@@ -32,7 +32,13 @@ impl Stack {
 
     /// [`Stack::start`] with the administrator's client options.
     pub async fn start_with(options: Options) -> Stack {
-        let up = Up::start().await;
+        Self::start_with_env(options, &[]).await
+    }
+
+    /// [`Stack::start_with`], `plantd up` running with these `PLANTD_*`
+    /// variables ([`Up::start_with_env`]).
+    pub async fn start_with_env(options: Options, env: &[(&str, &str)]) -> Stack {
+        let up = Up::start_with_env(env).await;
         let admin = Plantd::login_with(
             &up.url,
             &up.admin_email,
