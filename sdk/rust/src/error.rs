@@ -34,8 +34,11 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
-    /// A subscription's reader fell behind by more than its buffer; the
-    /// subscription was ended rather than grown without bound.
+    /// A subscription's reader fell behind by more than its buffer and the
+    /// item that did not fit cannot be fetched again (it has no stream
+    /// sequence); the subscription was ended rather than grown without
+    /// bound. A sequenced item — every message and log line the server
+    /// sends today — is paced instead (flow control, decision 0059).
     #[error("slow consumer: more than {0} messages unread")]
     SlowConsumer(usize),
     /// No answer within the time limit.

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::frames::{self, ServerFrame};
 use super::socket::{self, OpenError, Socket};
-use super::subs::{Delivery, Sink, Sub, deliver};
+use super::subs::{Delivery, Flow, Sink, Sub, deliver};
 use super::{Confirmation, LinkState, LiveOptions, LogLine, StateCell};
 use crate::auth::{Secret, TokenSource};
 use crate::error::Error;
@@ -46,6 +46,9 @@ pub(crate) enum Command {
     },
     /// Subscribe again (the server's consumer failed: `unavailable`).
     Resubscribe { id: u64 },
+    /// The reader of a paused subscription has drained half its queue:
+    /// subscribe it again from where it stopped.
+    Resume { id: u64 },
     /// Drop the socket and reconnect.
     Reconnect,
     /// Close for good.
@@ -204,10 +207,12 @@ impl Connection {
         mut reader: Reader,
         rx: &mut mpsc::Receiver<Command>,
     ) -> Ended {
+        // A paused subscription waits for its reader (`Command::Resume`).
         let mut out: Vec<String> = self
             .subs
-            .iter()
-            .map(|(id, s)| frames::open(&sub_id(*id), &s.site, &s.op, s.resume))
+            .iter_mut()
+            .filter(|(_, s)| s.flow != Flow::Paused)
+            .map(|(id, s)| s.reopen(&sub_id(*id)))
             .collect();
         for (site, body, reply) in std::mem::take(&mut self.pending) {
             out.extend(self.command_frame(&site, &body, reply));
@@ -234,10 +239,8 @@ impl Connection {
                             self.subs.remove(&id).map(|_| frames::unsubscribe(&sub_id(id)))
                         }
                         Command::Publish { site, body, reply } => self.command_frame(&site, &body, reply),
-                        Command::Resubscribe { id } => self
-                            .subs
-                            .get(&id)
-                            .map(|s| frames::open(&sub_id(id), &s.site, &s.op, s.resume)),
+                        Command::Resubscribe { id } => self.reopen(id, |f| f != Flow::Paused),
+                        Command::Resume { id } => self.reopen(id, |f| f == Flow::Paused),
                         Command::Reconnect => return Ended::Lost,
                         Command::Close => {
                             let _ = writer.send(Frame::Close(None)).await;
@@ -304,6 +307,9 @@ impl Connection {
                 missed,
             } => {
                 if let Some(sub) = parse_sub(&id).and_then(|id| self.subs.get_mut(&id)) {
+                    if sub.flow == Flow::Awaiting {
+                        sub.flow = Flow::Flowing;
+                    }
                     if sub.resume == 0 {
                         sub.resume = from_sequence.unwrap_or(0);
                     }
@@ -329,6 +335,9 @@ impl Connection {
                 let Some(sub) = self.subs.get_mut(&sid) else {
                     return Vec::new();
                 };
+                if sub.flow != Flow::Flowing {
+                    return Vec::new();
+                }
                 let line: LogLine = match serde_json::from_value(record) {
                     Ok(line) => line,
                     Err(e) => {
@@ -340,17 +349,22 @@ impl Connection {
                 if line.sequence != 0 && line.sequence < sub.resume {
                     return Vec::new();
                 }
-                if line.sequence != 0 {
-                    sub.resume = line.sequence + 1;
-                }
-                // A tail reports `missed` through its confirmation only.
-                sub.missed = false;
                 let Sink::Logs(sink) = &sub.sink else {
                     tracing::warn!(%id, "live: a log line for a subscription");
                     return Vec::new();
                 };
-                match deliver(sink, line, self.options.buffer) {
-                    Delivery::Queued => Vec::new(),
+                let sequence = line.sequence;
+                match deliver(sink, line, self.options.buffer, sequence != 0) {
+                    Delivery::Queued => {
+                        if sequence != 0 {
+                            sub.resume = sequence + 1;
+                        }
+                        // A tail reports `missed` through its confirmation only.
+                        sub.missed = false;
+                        Vec::new()
+                    }
+                    // Not yielded: `resume` stays, and it comes again.
+                    Delivery::Full => self.hold(sid),
                     Delivery::Dropped | Delivery::TooSlow => {
                         self.subs.remove(&sid);
                         vec![frames::unsubscribe(&id)]
@@ -373,6 +387,9 @@ impl Connection {
                 let Some(sub) = self.subs.get_mut(&sid) else {
                     return Vec::new();
                 };
+                if sub.flow != Flow::Flowing {
+                    return Vec::new();
+                }
                 let sequence = sequence.unwrap_or(0);
                 // Never twice: a resume starts at `resume`, but be strict.
                 if sequence != 0 && sequence < sub.resume {
@@ -393,16 +410,22 @@ impl Connection {
                         return Vec::new();
                     }
                 };
-                if sequence != 0 {
-                    sub.resume = sequence + 1;
-                }
-                message.missed_before = std::mem::take(&mut sub.missed);
+                message.missed_before = sub.missed;
                 let Sink::Messages(sink) = &sub.sink else {
                     tracing::warn!(%id, "live: a message for a tail");
                     return Vec::new();
                 };
-                match deliver(sink, message, self.options.buffer) {
-                    Delivery::Queued => Vec::new(),
+                match deliver(sink, message, self.options.buffer, sequence != 0) {
+                    Delivery::Queued => {
+                        if sequence != 0 {
+                            sub.resume = sequence + 1;
+                        }
+                        sub.missed = false;
+                        Vec::new()
+                    }
+                    // Not yielded: `resume` (and `missed`) stay, and it
+                    // comes again.
+                    Delivery::Full => self.hold(sid),
                     Delivery::Dropped | Delivery::TooSlow => {
                         self.subs.remove(&sid);
                         vec![frames::unsubscribe(&id)]
@@ -427,7 +450,10 @@ impl Connection {
                         message,
                     }));
                 } else if let Some(sid) = parse_sub(&id) {
-                    if error == "unavailable" {
+                    if self.subs.get(&sid).is_some_and(|s| s.flow == Flow::Paused) {
+                        // The paused consumer's last words: it is gone.
+                        tracing::debug!(%error, %message, "live: an error for a paused subscription");
+                    } else if error == "unavailable" {
                         // The server's consumer failed: again from `resume`.
                         self.resubscribe_later(sid);
                     } else if let Some(sub) = self.subs.remove(&sid) {
@@ -466,6 +492,23 @@ impl Connection {
         }
     }
 
+    /// Holds back subscription `sid`, whose reader is a full queue behind
+    /// ([`Sub::hold`]); the frames to send.
+    fn hold(&mut self, sid: u64) -> Vec<String> {
+        let half = self.options.buffer / 2;
+        self.subs
+            .get_mut(&sid)
+            .map(|sub| sub.hold(&sub_id(sid), half))
+            .unwrap_or_default()
+    }
+
+    /// Subscribes `id` again from its `resume` when its flow passes
+    /// `when`; the frame to send.
+    fn reopen(&mut self, id: u64, when: impl Fn(Flow) -> bool) -> Option<String> {
+        let sub = self.subs.get_mut(&id).filter(|s| when(s.flow))?;
+        Some(sub.reopen(&sub_id(id)))
+    }
+
     fn resubscribe_later(&self, id: u64) {
         let Some(myself) = self.myself.upgrade() else {
             return;
@@ -487,6 +530,12 @@ impl Connection {
                 self.subs.remove(&id);
             }
             Command::Publish { site, body, reply } => self.pending.push((site, body, reply)),
+            Command::Resume { id } => {
+                // Opened by the next socket.
+                if let Some(sub) = self.subs.get_mut(&id).filter(|s| s.flow == Flow::Paused) {
+                    sub.flow = Flow::Awaiting;
+                }
+            }
             Command::Resubscribe { .. } | Command::Reconnect => {}
             Command::Close => return true,
         }

@@ -20,9 +20,15 @@
 //!
 //! Shape (after async-nats): [`Live`] is a cheap-to-clone handle over a
 //! bounded command channel; one task (`connection`) owns the socket and
-//! every subscription's queue. A subscriber that falls more than
-//! [`LiveOptions::buffer`] messages behind is ended with
-//! [`Error::SlowConsumer`] rather than buffered without bound.
+//! every subscription's queue. Flow control: a subscription's queue holds
+//! [`LiveOptions::buffer`] messages; when its reader lets it fill, the
+//! subscription is unsubscribed on the server and, once the reader has
+//! drained half of it, subscribed again from its last sequence + 1 (the
+//! stream holds the rest) — a slow reader, or a long replay read slowly,
+//! gets everything at its own pace instead of being ended or buffered
+//! without bound (decision 0059). Only an item without a sequence, which
+//! cannot be fetched again, ends a full subscription with
+//! [`Error::SlowConsumer`].
 
 mod connection;
 mod frames;
@@ -46,7 +52,7 @@ use crate::generated::proxy::types;
 
 use connection::Command;
 use frames::Op;
-use subs::{Sink, Sub};
+use subs::{Flow, Sink, Stall, Sub};
 
 /// One log line of a [`Tail`]: the `GET /v1/logs` record, with its
 /// `stream` (`PLANTD_LOGS`) and `sequence`.
@@ -109,8 +115,9 @@ pub struct LiveOptions {
     /// Longest reconnect delay (default 15 s).
     pub max_backoff: Duration,
     /// Messages a subscription holds for a reader that is behind (default
-    /// 10,000); past it the subscription ends with
-    /// [`Error::SlowConsumer`].
+    /// 10,000). When they are all unread the subscription is paused on the
+    /// server, and resumed from where the reader is once it has read half
+    /// of them: nothing is lost (see the module's flow control).
     pub buffer: usize,
     /// Time limit of opening a socket (default 10 s).
     pub open_timeout: Duration,
@@ -277,8 +284,8 @@ impl Live {
     /// loss the tail resumes at the last line's sequence + 1, so it
     /// neither misses nor repeats a line `PLANTD_LOGS` holds. It ends as
     /// a [`Subscription`] does: [`Error::Live`] (`forbidden`,
-    /// `bad_request` for a bad filter or level, …), [`Error::Refused`],
-    /// [`Error::SlowConsumer`].
+    /// `bad_request` for a bad filter or level, …), [`Error::Refused`];
+    /// a slow reader is paced, as a subscription's is.
     pub fn tail(&self, site: &str, options: TailOptions) -> Tail {
         let op = Op::Tail {
             filter: options.filter.filter(|f| !f.trim().is_empty()),
@@ -299,6 +306,7 @@ impl Live {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sink, rx) = mpsc::channel(self.shared.options.buffer.max(1) + 1);
         let (confirmed, confirmations) = watch::channel(None);
+        let stall = Stall::default();
         let subscribe = Command::Subscribe {
             id,
             sub: Sub {
@@ -308,6 +316,8 @@ impl Live {
                 missed: false,
                 sink: sink_of(sink.clone()),
                 confirmed,
+                flow: Flow::Awaiting,
+                stall: stall.clone(),
             },
         };
         let commands = match self.commands() {
@@ -319,6 +329,8 @@ impl Live {
                     rx,
                     confirmations,
                     commands: None,
+                    stall,
+                    half: 0,
                 };
             }
         };
@@ -332,6 +344,8 @@ impl Live {
             rx,
             confirmations,
             commands: Some(commands),
+            stall,
+            half: self.shared.options.buffer / 2,
         }
     }
 
@@ -460,15 +474,17 @@ pub struct Confirmation {
     /// ([`Message::missed_before`]).
     pub missed: bool,
     /// How many times the server has confirmed it, this time included
-    /// (1: the first; each reconnect adds one).
+    /// (1: the first; each reconnect, and each resume after its reader
+    /// fell a buffer behind, adds one).
     pub count: u64,
 }
 
 /// A live subscription: a `Stream` of messages ([`Message`]; a [`Tail`]'s
 /// are [`LogLine`]s) that ends with an error when the server refuses it
 /// ([`Error::Live`]: `forbidden`, …) or the token ([`Error::Refused`]),
-/// or when the reader falls behind ([`Error::SlowConsumer`]), and ends
-/// without one after [`Live::close`]. Dropping it unsubscribes.
+/// and without one after [`Live::close`]. A reader that falls
+/// [`LiveOptions::buffer`] behind is paced, not ended: the rest waits in
+/// the server's stream. Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription<T = Message> {
     /// Its id on the socket.
@@ -478,13 +494,18 @@ pub struct Subscription<T = Message> {
     /// The server's latest confirmation (never marked seen here: each
     /// [`confirmations`](Self::confirmations) stream starts unseen).
     confirmations: watch::Receiver<Option<Confirmation>>,
-    /// To unsubscribe on drop.
+    /// To unsubscribe on drop, and to resume it when paused.
     commands: Option<mpsc::Sender<Command>>,
+    /// Set while the connection has paused it for this reader.
+    stall: Stall,
+    /// Paused, it resumes once this reader holds this many items or fewer.
+    half: usize,
 }
 
 impl<T> Subscription<T> {
     /// The server's confirmations of this subscription, each time it
-    /// confirms it: the first time, and again after every reconnect. A
+    /// confirms it: the first time, and again after every reconnect or
+    /// resume after a pause (flow control). A
     /// stream taken after a confirmation starts with it; when several come
     /// before it is read, it yields the latest ([`Confirmation::count`]
     /// says how many there were). It ends when the subscription ends.
@@ -503,6 +524,15 @@ impl<T> Subscription<T> {
         }))
     }
 
+    /// Whether the subscription is held back for this reader: it let
+    /// [`LiveOptions::buffer`] items pile up unread, so the server stopped
+    /// sending and the rest waits in its stream until the reader has read
+    /// half of them (then it is subscribed again from where the reader
+    /// is, and [`confirmations`](Self::confirmations) yields once more).
+    pub fn is_held(&self) -> bool {
+        self.stall.is_set()
+    }
+
     /// Waits for the server's first confirmation (at once when it already
     /// came); `None` when the subscription ended before it.
     pub async fn confirmed(&self) -> Option<Confirmation> {
@@ -516,7 +546,18 @@ impl<T> Stream for Subscription<T> {
     type Item = Result<T, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        let polled = self.rx.poll_recv(cx);
+        // Caught up after a pause: ask for the rest from where it stopped.
+        if self.rx.len() <= self.half && self.stall.take() {
+            let resume = Command::Resume { id: self.id };
+            if let Some(commands) = &self.commands
+                && commands.try_send(resume).is_err()
+            {
+                // The command queue is full: ask again on the next poll.
+                self.stall.set();
+            }
+        }
+        polled
     }
 }
 

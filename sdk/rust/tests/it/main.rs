@@ -6,6 +6,7 @@ mod common;
 mod examples;
 mod expiry;
 mod live;
+mod pace;
 mod refused;
 mod rest;
 mod restart;
