@@ -32,6 +32,20 @@ pub fn pattern_into(message: &str, out: &mut String) {
             out.push('…');
             break;
         }
+        // A run of ASCII no rule starts at (no quote, no hex digit — digits
+        // are hex digits) is copied at once, as the character-by-character
+        // copy below would.
+        let plain = bytes[i..]
+            .iter()
+            .take(MAX_PATTERN_CHARS - written)
+            .take_while(|&&x| x.is_ascii() && !x.is_ascii_hexdigit() && !matches!(x, b'"' | b'\''))
+            .count();
+        if plain > 0 {
+            out.push_str(&message[i..i + plain]);
+            written += plain;
+            i += plain;
+            continue;
+        }
         let b = bytes[i];
         // Looked at only before a hex digit (most bytes are not).
         let word_start = || {
@@ -134,6 +148,24 @@ mod tests {
         assert_eq!(pattern("unclosed \"quote"), "unclosed \"quote");
         assert_eq!(pattern(""), "");
         assert!(pattern(&"x".repeat(1000)).chars().count() <= super::MAX_PATTERN_CHARS + 1);
+        let cut = "x".repeat(super::MAX_PATTERN_CHARS) + "…";
+        assert_eq!(pattern(&"x".repeat(1000)), cut);
+        assert_eq!(
+            pattern(&"x".repeat(super::MAX_PATTERN_CHARS)),
+            cut[..cut.len() - 3]
+        );
+        assert_eq!(
+            pattern(&format!(
+                "{} 42 zz",
+                "y".repeat(super::MAX_PATTERN_CHARS - 3)
+            )),
+            "y".repeat(super::MAX_PATTERN_CHARS - 3) + " <num>…"
+        );
+        assert_eq!(
+            pattern("ERROR pump 3 tripped at 95C after 12 cycles xxxx"),
+            "ERROR pump <num> tripped at <num>C after <num> cycles xxxx"
+        );
+        assert_eq!(pattern("key=abcdef12 zz=x1f"), "key=<hex> zz=x<num>f");
         // Characters beyond ASCII are copied whole and count as one; a
         // letter beyond ASCII ends no word.
         assert_eq!(pattern("température 81°C über"), "température <num>°C über");
