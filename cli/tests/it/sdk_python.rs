@@ -9,7 +9,10 @@
 //! the paho device). A second run, `test_restart.py` alone, proves that
 //! across a restart of `plantd up` itself the subscriber still yields
 //! every number once and in order ([`across_a_restart`], which the
-//! TypeScript driver runs too).
+//! TypeScript driver runs too). A third, `test_expiry.py` alone against a
+//! stack with 3-second access tokens, proves the same while the
+//! subscriber's token expires under it again and again
+//! ([`common::sdk::across_expiry`], also run for TypeScript).
 //!
 //! Needs what `scripts/setup` installs: the package and its pinned dev
 //! requirements in `.venv` (pytest, paho-mqtt), and `mosquitto_pub`/`_sub`.
@@ -227,6 +230,39 @@ async fn the_python_sdk_across_a_server_restart() {
         .env("PYTHONUNBUFFERED", "1")
         .current_dir(sdk());
     let out = across_a_restart(&mut stack, dir.path(), suite).await;
+    let summary = out.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains("1 passed") && !summary.contains("skipped"),
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_across_token_expiry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = SdkStack::start_with_env(
+        dir.path(),
+        &[(
+            "PLANTD_HTTP__ACCESS_TOKEN_TTL_SECS",
+            common::sdk::EXPIRY_TTL_SECS,
+        )],
+    )
+    .await;
+    let mut suite = tokio::process::Command::new(plantd_testkit::tool("python"));
+    suite
+        .args([
+            "-m",
+            "pytest",
+            "tests/test_expiry.py",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+        ])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .current_dir(sdk());
+    let out = common::sdk::across_expiry(&stack, suite).await;
     let summary = out.lines().last().unwrap_or_default();
     assert!(
         summary.contains("1 passed") && !summary.contains("skipped"),

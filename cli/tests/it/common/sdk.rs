@@ -60,7 +60,13 @@ impl SdkStack {
     /// # Panics
     /// When the stack does not start or a registration is refused.
     pub async fn start(data_dir: &Path) -> SdkStack {
-        let up = Up::on_free_ports(data_dir).await;
+        Self::start_with_env(data_dir, &[]).await
+    }
+
+    /// [`SdkStack::start`], `plantd up` running with these `PLANTD_*`
+    /// variables (e.g. short-lived tokens).
+    pub async fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> SdkStack {
+        let up = Up::on_free_ports_with_env(data_dir, env).await;
         let sensor = register_device(&up, data_dir, "sdk-sensor", &["sdk/#"]).await;
         let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
         let password = password.trim();
@@ -93,4 +99,88 @@ impl SdkStack {
         });
         SdkStack { up, config }
     }
+}
+
+/// Access token lifetime of [`across_expiry`]'s stack, in seconds.
+pub const EXPIRY_TTL_SECS: &str = "3";
+
+/// The expiry proof both language suites run (`test_expiry.py`,
+/// `expiry.mjs`) against a stack started with [`EXPIRY_TTL_SECS`]-second
+/// tokens: `suite` — one test that logs in, subscribes to `sdk/expiry`,
+/// warms the subscription up and prints `expiry: ready` — runs with
+/// `$PLANTD_SDK_EXPIRY` set; this side then stores 1..=90 on the topic at
+/// 10 Hz (straight to JetStream, on the subject the edge publishes to),
+/// across about three token lifetimes. The suite asserts it got 1..=90
+/// exactly once, in order, and prints `expiry: done`; its standard output
+/// is returned once it has passed.
+///
+/// # Panics
+/// When a step does not happen within its time or the suite fails.
+pub async fn across_expiry(stack: &SdkStack, mut suite: tokio::process::Command) -> String {
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+    let mut child = suite
+        .env("PLANTD_SDK_TEST", stack.config.to_string())
+        .env("PLANTD_SDK_EXPIRY", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the suite starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let errors = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut all = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = String::new();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("expiry: ready") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(ready, "the suite did not report ready:\n{seen}");
+    let nats = async_nats::connect(stack.up.nats.clone().expect("nats address"))
+        .await
+        .expect("connect to NATS");
+    let js = async_nats::jetstream::new(nats);
+    for n in 1..=90 {
+        js.publish("plantd.local.up.sdk.expiry", n.to_string().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        // The rate of a device, not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
+        .await
+        .expect("the suite ends")
+        .expect("the suite's status");
+    while let Ok(Some(line)) = lines.next_line().await {
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let errors = errors.await.unwrap_or_default();
+    println!("{seen}");
+    assert!(
+        status.success(),
+        "the suite failed ({status}):\n{seen}\n{errors}"
+    );
+    assert!(seen.contains("expiry: done"), "{seen}\n{errors}");
+    seen
 }
