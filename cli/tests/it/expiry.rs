@@ -6,7 +6,9 @@
 //! `plantd` command of the same profile refreshes the session meanwhile,
 //! rotating the refresh token under the running one's feet — each prints
 //! every number exactly once and in order. Messages and lines are
-//! published straight to JetStream, on the subjects the edge uses.
+//! published straight to JetStream, on the subjects the edge uses. A
+//! follower whose session is revoked (a logout elsewhere) exits 3 once
+//! its renewal is refused, rather than reconnecting forever.
 
 use crate::common;
 
@@ -147,4 +149,41 @@ async fn sub_and_logs_follow_outlive_their_access_token() {
     // The session survived: the profile still works.
     let out = run(plantd(config.path()).arg("token"));
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_session_is_revoked_exits_3_instead_of_looping() {
+    let data = tempfile::tempdir().expect("tmp");
+    let ttl = TTL_SECS.to_string();
+    let up = Up::on_free_ports_with_env(
+        data.path(),
+        &[("PLANTD_HTTP__ACCESS_TOKEN_TTL_SECS", ttl.as_str())],
+    )
+    .await;
+    let config = tempfile::tempdir().expect("config dir");
+    login(
+        config.path(),
+        &up.functions_url(),
+        "admin@plantd.local",
+        &data.path().join("admin-password"),
+    );
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_plantd"));
+    sub.env("PLANTD_CONFIG_DIR", config.path())
+        .args(["sub", "--site", "local", "cli/count"]);
+    let (sub, errors) = started(sub, "subscribed to cli/count on local").await;
+    // Logging out revokes the access token (the socket closes) and the
+    // refresh token's login: the follower's renewal is refused.
+    let out = run(plantd(config.path()).arg("logout"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tokio::time::timeout(Duration::from_secs(30), sub.wait_with_output())
+        .await
+        .expect("plantd sub ends once its session is revoked")
+        .expect("wait");
+    let errors = errors.await.unwrap_or_default();
+    assert_eq!(out.status.code(), Some(3), "{errors}");
+    assert!(errors.contains("plantd login"), "{errors}");
+    assert!(
+        !errors.contains("subscribed again"),
+        "no resubscription with a revoked session: {errors}"
+    );
 }
