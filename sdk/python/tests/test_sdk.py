@@ -182,6 +182,34 @@ async def test_across_a_cut_socket_every_number_arrives_once_in_order(stack: Sta
                 await within(0.5, "a repeat", sub)
 
 
+async def test_a_reader_slower_than_its_messages_is_paced_and_loses_none(stack: Stack) -> None:
+    # Three buffers' worth arrive while nobody reads: the subscription is
+    # held on the server, not ended with SlowConsumer, and resumed from
+    # where the reader is once it has read half (decision 0059).
+    options = LiveOptions(buffer=4)
+    async with asyncio.timeout(60), await Client.login(stack.url, stack.email, stack.password, live=options) as client:
+        async with client.live.subscribe(stack.site, "sdk/slow") as sub:
+            first = None
+            for i in range(15):
+                await publish(stack, "sdk/slow", f"warmup-{i}")
+                try:
+                    first = await within(2, "a warm-up message", sub)
+                    break
+                except AssertionError:
+                    continue
+            assert first is not None, "the subscription yields the device's publish"
+            for n in range(1, 13):
+                await publish(stack, "sdk/slow", str(n))
+            got: list[int] = []
+            while len(got) < 12:
+                m = await within(10, f"number {len(got) + 1}", sub)
+                if not m.text().startswith("warmup"):
+                    got.append(int(m.text()))
+            assert got == list(range(1, 13))
+            with pytest.raises(AssertionError):
+                await within(0.5, "a repeat", sub)
+
+
 async def test_a_revoked_token_ends_the_stream_with_refused_not_a_reconnect_loop(stack: Stack) -> None:
     async with asyncio.timeout(40), await Client.login(stack.url, stack.email, stack.password) as client:
         states = client.live.states()

@@ -30,7 +30,7 @@ import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -106,8 +106,11 @@ class LiveOptions:
     backoff: float = 0.25
     #: Longest reconnect delay, seconds.
     max_backoff: float = 15.0
-    #: Messages a subscription holds for a reader that is behind; past it
-    #: the subscription ends with :class:`~plantd.errors.SlowConsumer`.
+    #: Messages a subscription holds for a reader that is behind. When they
+    #: are all unread the subscription is held: unsubscribed on the server,
+    #: and subscribed again from where the reader is once it has read half
+    #: of them — the rest waits in the server's stream, nothing is lost
+    #: (decision 0059).
     buffer: int = 10_000
     #: Time limit of opening a socket (TCP, TLS and the HTTP upgrade), seconds.
     open_timeout: float = 10.0
@@ -115,6 +118,19 @@ class LiveOptions:
     publish_timeout: float = 10.0
     #: How sockets are opened (default ``websockets``' ``connect``).
     connect: Connector | None = field(default=None, repr=False)
+
+
+class _Flow(Enum):
+    """Where a subscription is in its flow control."""
+
+    #: Asked for on this socket: its items count once the server confirms
+    #: it (anything before that is a held consumer's leftover).
+    AWAITING = "awaiting"
+    #: Confirmed: its items are delivered.
+    FLOWING = "flowing"
+    #: Its reader let ``buffer`` items pile up: unsubscribed on the server
+    #: until the reader has read half of them.
+    HELD = "held"
 
 
 class Subscription(Generic[T]):
@@ -151,10 +167,13 @@ class Subscription(Generic[T]):
         #: resumed from (``missed: true``): delivery went on from the oldest kept.
         self.missed = False
         self._feed: Feed[T] = Feed()
+        self._flow = _Flow.AWAITING
 
     async def next(self) -> T:
         """The next message (``StopAsyncIteration`` once closed)."""
-        return await self._feed.next()
+        item = await self._feed.next()
+        self._live._drained(self._id, self)
+        return item
 
     def close(self) -> None:
         """Ends the subscription; the iterator ends after what it holds."""
@@ -169,7 +188,7 @@ class Subscription(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        return await self._feed.next()
+        return await self.next()
 
     async def __aenter__(self) -> Self:
         return self
@@ -447,7 +466,10 @@ class Live:
         # With no await between these lines, a subscribe() racing the
         # connect is either in _subs (sent here) or posted to this outbox.
         for id, sub in self._subs.items():
-            outbox.put_nowait(self._subscribe_frame(id, sub))
+            # A held subscription waits for its reader (_drained).
+            if sub._flow is not _Flow.HELD:
+                sub._flow = _Flow.AWAITING
+                outbox.put_nowait(self._subscribe_frame(id, sub))
         self._outbox = outbox
         self._ws = ws
         self._set_state(LinkState.CONNECTED)
@@ -551,6 +573,8 @@ class Live:
         if sub is None:
             return
         if op in ("subscribed", "tailing"):
+            if sub._flow is _Flow.AWAITING:
+                sub._flow = _Flow.FLOWING
             start = frame.get("from_sequence")
             if isinstance(start, int) and sub.resume_from == 0:
                 sub.resume_from = start
@@ -561,6 +585,8 @@ class Live:
         elif op == "log":
             self._deliver_log(id, sub, frame)
         elif op == "error":
+            if sub._flow is _Flow.HELD:
+                return  # the held consumer's last words: it is gone
             if frame.get("error") == "unavailable":
                 # The server's consumer failed: subscribe again from resume_from.
                 asyncio.get_running_loop().call_later(self._options.backoff, self._resubscribe, id, sub)
@@ -569,7 +595,23 @@ class Live:
             sub._feed.end(error_for_code(str(frame.get("error")), str(frame.get("message"))))
 
     def _resubscribe(self, id: str, sub: Subscription[Any]) -> None:
-        if self._subs.get(id) is sub:
+        if self._subs.get(id) is sub and sub._flow is not _Flow.HELD:
+            sub._flow = _Flow.AWAITING
+            self._post(self._subscribe_frame(id, sub))
+
+    def _hold(self, id: str, sub: Subscription[Any]) -> None:
+        """The reader of ``sub`` let ``buffer`` items pile up: unsubscribe it
+        on the server until the reader has read half (:meth:`_drained`).
+        What it has not yielded is in the server's stream, from ``resume_from``."""
+        sub._flow = _Flow.HELD
+        self._post(json.dumps({"op": "unsubscribe", "id": id}))
+
+    def _drained(self, id: str, sub: Subscription[Any]) -> None:
+        """The reader took an item: a held subscription whose reader is down
+        to half its buffer is subscribed again from ``resume_from`` (with no
+        socket, the next one subscribes it)."""
+        if sub._flow is _Flow.HELD and len(sub._feed) <= self._options.buffer // 2 and self._subs.get(id) is sub:
+            sub._flow = _Flow.AWAITING
             self._post(self._subscribe_frame(id, sub))
 
     def _deliver_log(self, id: str, sub: Subscription[Any], frame: dict[str, Any]) -> None:
@@ -581,7 +623,10 @@ class Live:
         except ValueError:
             return
         sequence = line.sequence
-        if sequence and sequence < sub.resume_from:
+        if sub._flow is not _Flow.FLOWING or (sequence and sequence < sub.resume_from):
+            return
+        if len(sub._feed) >= self._options.buffer and sequence:
+            self._hold(id, sub)
             return
         if len(sub._feed) >= self._options.buffer:
             sub._feed.end(SlowConsumer(f"tail of {sub.site}: more than {self._options.buffer} lines unread"))
@@ -595,7 +640,10 @@ class Live:
         sequence = frame.get("sequence")
         sequence = sequence if isinstance(sequence, int) else 0
         # Never twice: a resume starts at resume_from, but be strict anyway.
-        if sequence and sequence < sub.resume_from:
+        if sub._flow is not _Flow.FLOWING or (sequence and sequence < sub.resume_from):
+            return
+        if len(sub._feed) >= self._options.buffer and sequence:
+            self._hold(id, sub)
             return
         if len(sub._feed) >= self._options.buffer:
             sub._feed.end(SlowConsumer(f"subscription {sub.filter}: more than {self._options.buffer} messages unread"))
