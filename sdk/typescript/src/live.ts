@@ -46,7 +46,7 @@ export interface LiveOptions {
   backoffMs?: number;
   /** Longest reconnect delay, ms (default 15 s). */
   maxBackoffMs?: number;
-  /** Messages a subscription holds for a reader that is behind (default 10,000); past it the subscription ends with `slow_consumer`. */
+  /** Messages a subscription holds for a reader that is behind (default 10,000). When they are all unread the subscription is held on the server and resumed from where the reader is once it has read half: nothing is lost (decision 0059). */
   buffer?: number;
   /**
    * Time limit of opening a socket, ms (default 10 s): from the handshake
@@ -202,6 +202,15 @@ export class Subscription<T = LiveMessage> implements AsyncIterableIterator<T> {
   readonly onSubscribed: () => void;
   /** The operation's own fields (`op`, and for a tail its `source`/`level`), before `id` and the position. */
   readonly request: Frame;
+  /**
+   * Flow control (decision 0059): `awaiting` — asked for on this socket, its
+   * items count once the server confirms it; `flowing`; `held` — its reader
+   * let `buffer` items pile up, so it is unsubscribed on the server until the
+   * reader has read half of them. @internal
+   */
+  flow: 'awaiting' | 'flowing' | 'held' = 'awaiting';
+  /** Called after the reader took an item (resumes a held subscription). @internal */
+  onTaken: () => void = () => undefined;
   readonly #close: () => void;
 
   constructor(site: string, filter: string, fromSequence: number, close: () => void, onSubscribed: () => void = () => undefined, request: Frame = { op: 'subscribe', site, filter }) {
@@ -222,7 +231,10 @@ export class Subscription<T = LiveMessage> implements AsyncIterableIterator<T> {
 
   /** The next message. */
   next(): Promise<IteratorResult<T>> {
-    return this.queue.next();
+    return this.queue.next().then((r) => {
+      this.onTaken();
+      return r;
+    });
   }
 
   /** Ends the subscription (what `break` in `for await` calls). */
@@ -363,6 +375,7 @@ export class Live {
 
   #add(id: string, sub: Subscription<LiveMessage | LogLine>, signal?: AbortSignal): void {
     this.#subs.set(id, sub);
+    sub.onTaken = () => this.#drained(id, sub);
     signal?.addEventListener('abort', () => sub.close(), { once: true });
     if (this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
     else if (!this.#socket && this.#timer === undefined) void this.#open();
@@ -392,7 +405,25 @@ export class Live {
     if (this.#socket?.readyState === 1) this.#socket.send(JSON.stringify({ op: 'unsubscribe', id }));
   }
 
+  /**
+   * The reader of `sub` let `buffer` items pile up: unsubscribe it on the
+   * server until the reader has read half (`#drained`). What it
+   * has not yielded waits in the server's stream, from `resumeFrom`.
+   */
+  #hold(id: string, sub: Subscription<LiveMessage | LogLine>): void {
+    sub.flow = 'held';
+    if (this.#socket?.readyState === 1) this.#socket.send(JSON.stringify({ op: 'unsubscribe', id }));
+  }
+
+  /** The reader took an item: a held subscription down to half its buffer is subscribed again (with no socket, the next one does it). */
+  #drained(id: string, sub: Subscription<LiveMessage | LogLine>): void {
+    if (sub.flow !== 'held' || sub.queue.length > Math.floor(this.#options.buffer / 2) || this.#subs.get(id) !== sub) return;
+    sub.flow = 'awaiting';
+    if (this.#authenticated && this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
+  }
+
   #sendSubscribe(id: string, sub: Subscription<LiveMessage | LogLine>): void {
+    sub.flow = 'awaiting';
     const frame: Frame = { ...sub.request, id };
     if (sub.resumeFrom > 0) frame.from_sequence = sub.resumeFrom;
     else frame.sequenced = true;
@@ -475,7 +506,8 @@ export class Live {
         clearTimeout(deadline);
         this.#attempt = 0;
         this.#setState(LinkState.Connected);
-        for (const [id, sub] of this.#subs) this.#sendSubscribe(id, sub);
+        // A held subscription waits for its reader (#drained).
+        for (const [id, sub] of this.#subs) if (sub.flow !== 'held') this.#sendSubscribe(id, sub);
         for (const p of this.#pending.values()) {
           if (p.sent) continue;
           p.sent = true;
@@ -535,13 +567,15 @@ export class Live {
     switch (f.op) {
       case 'subscribed':
       case 'tailing':
+        if (sub.flow === 'awaiting') sub.flow = 'flowing';
         if (typeof f.from_sequence === 'number' && sub.resumeFrom === 0) sub.resumeFrom = f.from_sequence;
         sub.onSubscribed();
         return;
       case 'message': {
         const sequence = typeof f.sequence === 'number' ? f.sequence : 0;
         // Never twice: a resume starts at `next`, but be strict anyway.
-        if (sequence !== 0 && sequence < sub.resumeFrom) return;
+        if (sub.flow !== 'flowing' || (sequence !== 0 && sequence < sub.resumeFrom)) return;
+        if (sub.queue.length >= this.#options.buffer && sequence !== 0) return this.#hold(id, sub);
         if (sub.queue.length >= this.#options.buffer) {
           sub.queue.end(new PlantdError(0, 'slow_consumer', `subscription ${sub.filter}: more than ${this.#options.buffer} messages unread`));
           this.#unsubscribe(id);
@@ -563,7 +597,8 @@ export class Live {
         const record = f.record as LogLine | undefined;
         if (!record) return;
         const sequence = typeof record.sequence === 'number' ? record.sequence : 0;
-        if (sequence !== 0 && sequence < sub.resumeFrom) return;
+        if (sub.flow !== 'flowing' || (sequence !== 0 && sequence < sub.resumeFrom)) return;
+        if (sub.queue.length >= this.#options.buffer && sequence !== 0) return this.#hold(id, sub);
         if (sub.queue.length >= this.#options.buffer) {
           sub.queue.end(new PlantdError(0, 'slow_consumer', `tail of ${sub.site}: more than ${this.#options.buffer} lines unread`));
           this.#unsubscribe(id);
@@ -574,10 +609,12 @@ export class Live {
         return;
       }
       case 'error':
+        // A held subscription's consumer is gone: its last words do not count.
+        if (sub.flow === 'held') return;
         if (f.error === 'unavailable') {
           // The server's consumer failed: subscribe again from `resumeFrom`.
           setTimeout(() => {
-            if (this.#subs.get(id) === sub && this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
+            if (this.#subs.get(id) === sub && sub.flow !== 'held' && this.#socket?.readyState === 1) this.#sendSubscribe(id, sub);
           }, this.#options.backoffMs);
           return;
         }

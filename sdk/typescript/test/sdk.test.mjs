@@ -142,6 +142,29 @@ test('across a cut socket the subscriber gets every number exactly once, in orde
   plantd.live.close();
 });
 
+test('a reader slower than its messages is paced, not ended, and loses none', { timeout: 60_000 }, async () => {
+  // Three buffers' worth arrive while nobody reads: the subscription is held
+  // on the server, not ended with slow_consumer, and resumed from where the
+  // reader is once it has read half (decision 0059).
+  const plantd = await Plantd.login(url, admin.email, admin.password, { live: { buffer: 4 } });
+  const sub = plantd.live.subscribe(site, 'sdk/slow');
+  let first;
+  for (let i = 0; !first && i < 15; i++) {
+    await publish('sdk/slow', `warmup-${i}`);
+    first = await next(sub, 2_000).catch(() => undefined);
+  }
+  assert.ok(first, 'the subscription yields the device\'s publish');
+  for (let n = 1; n <= 12; n++) await publish('sdk/slow', String(n));
+  const got = [];
+  while (got.length < 12) {
+    const { value } = await next(sub);
+    if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
+  }
+  assert.deepEqual(got, Array.from({ length: 12 }, (_, i) => i + 1));
+  await assert.rejects(next(sub, 500));
+  plantd.live.close();
+});
+
 test('a revoked token ends the stream with a typed refusal, not a reconnect loop', { timeout: 40_000 }, async () => {
   const plantd = await Plantd.login(url, admin.email, admin.password);
   const sub = plantd.live.subscribe(site, 'sdk/#');
