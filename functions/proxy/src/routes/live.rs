@@ -354,7 +354,7 @@ async fn subscribe(
     }
     let resume = req.resume()?;
     site::owned(state, caller, &site).await?;
-    if subs.contains_key(&req.id) {
+    if taken(subs, &req.id) {
         return Err(AppError::conflict(format!(
             "subscription {} exists; unsubscribe first",
             req.id
@@ -506,7 +506,7 @@ async fn tail(
     slow: &CancellationToken,
     req: logs::Tail,
 ) -> Result<(), AppError> {
-    if subs.contains_key(&req.id) {
+    if taken(subs, &req.id) {
         return Err(AppError::conflict(format!(
             "subscription {} exists; unsubscribe first",
             req.id
@@ -619,4 +619,40 @@ fn live_message(id: &str, site: &Site, topic: &str, m: &async_nats::Message) -> 
     }
     v["headers"] = Value::Object(headers);
     v
+}
+
+/// Whether subscription `id` is live on this socket. Subscriptions that
+/// ended on their own (an `unavailable` error frame: the client is told to
+/// subscribe again from its last sequence) are dropped first, so that id
+/// can be used again without an `unsubscribe` and they do not count
+/// against the per-socket limit.
+fn taken(subs: &mut HashMap<String, JoinHandle<()>>, id: &str) -> bool {
+    subs.retain(|_, task| !task.is_finished());
+    subs.contains_key(id)
+}
+
+#[cfg(test)]
+mod taken_tests {
+    use super::*;
+
+    /// A subscription whose task ended (it sent `unavailable`) frees its
+    /// id and its place: subscribing again from the last sequence is not
+    /// a conflict. A live one still is.
+    #[tokio::test]
+    async fn an_ended_subscription_frees_its_id() {
+        let mut subs = HashMap::new();
+        let ended = tokio::spawn(async {});
+        let live = tokio::spawn(std::future::pending::<()>());
+        while !ended.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        subs.insert("a".to_owned(), ended);
+        subs.insert("b".to_owned(), live);
+        assert!(!taken(&mut subs, "a"), "the ended one's id is free");
+        assert!(taken(&mut subs, "b"), "the live one's id is taken");
+        assert_eq!(subs.len(), 1, "only the live one counts");
+        for (_, t) in subs.drain() {
+            t.abort();
+        }
+    }
 }
