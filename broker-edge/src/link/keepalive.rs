@@ -137,14 +137,18 @@ impl KeepAlive {
     /// `shutdown`: a manual clock's advance wakes the sweep.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = self.clock.now() + TICK;
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = self.clock.sleep_until(next) => {}
-            }
+            // The next sweep is due a tick after the time read *before*
+            // this one: a manual clock advanced while this sweep runs
+            // wakes the next at once (reading the time after the sweep
+            // would miss that advance until the clock moves again).
+            let swept_at = self.clock.now();
             let expired = self.sweep();
             if expired > 0 {
                 tracing::debug!(expired, "keep-alive expired");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.clock.sleep_until(swept_at + TICK) => {}
             }
         }
     }
