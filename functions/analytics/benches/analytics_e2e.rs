@@ -36,7 +36,7 @@ use plantd_shared::sites::{SiteCache, Sites};
 use plantd_shared::streams;
 use plantd_shared::subject::Site;
 use plantd_testkit::Nats;
-use plantd_testkit::load::raw_consume;
+use plantd_testkit::load::{Usage, raw_consume};
 use plantd_trigger::{BatchOutcome, ConsumerSettings, Handler, Item, Trigger};
 
 /// The allocator of the `plantd` binary that runs the function in `plantd up`.
@@ -163,6 +163,7 @@ async fn plantd(
         Sites::open(fjs).await.expect("sites"),
         Duration::from_secs(60),
     );
+    let before = Usage::now();
     let handled = Arc::new(AtomicU64::new(0));
     let busy_us = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -190,6 +191,8 @@ async fn plantd(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let took = start.elapsed();
+    // Before the results are read back: that read is not the function's.
+    before.print("analytics", n, "reading");
     println!(
         "    (the function's handler busy {:.2?})",
         Duration::from_micros(busy_us.load(Relaxed))
@@ -262,6 +265,7 @@ async fn main() {
     };
     let mut ratios = Vec::new();
     for r in 1..=o.rounds {
+        let before = Usage::now();
         let raw_took = {
             let settings = settings(o.batch);
             raw_consume(
@@ -274,6 +278,7 @@ async fn main() {
             )
             .await
         };
+        before.print("raw", o.n, "reading");
         let raw_rate = o.n as f64 / raw_took.as_secs_f64();
         let (took, results) = plantd(&js, &fjs, &format!("analytics-r{r}"), o.n, o.batch).await;
         let rate = o.n as f64 / took.as_secs_f64();

@@ -32,7 +32,7 @@ use async_nats::jetstream;
 use plantd_logger::{AggregateSettings, Aggregates, IndexSettings, LogIndex, Logger, follow};
 use plantd_shared::streams;
 use plantd_testkit::Nats;
-use plantd_testkit::load::raw_consume;
+use plantd_testkit::load::{Usage, raw_consume};
 use plantd_trigger::{BatchOutcome, Handler, Item, Trigger};
 
 /// The allocator of the `plantd` binary that runs the logger in `plantd up`.
@@ -115,71 +115,6 @@ async fn publish(js: &jetstream::Context, n: u64) {
     for ack in pending.drain(..) {
         ack.await.expect("stored");
     }
-}
-
-/// CPU seconds and minor page faults of a process so far, from
-/// `/proc/<pid>/stat` (Linux; zeros elsewhere).
-#[derive(Clone, Copy, Default)]
-struct Usage {
-    cpu: f64,
-    faults: u64,
-}
-
-impl Usage {
-    fn of(pid: &str) -> Self {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return Self::default();
-        };
-        // After the command's closing parenthesis: state is field 3.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return Self::default();
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| {
-            f.get(i - 3)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Self {
-            faults: num(10),
-            cpu: (num(14) + num(15)) as f64 / 100.0,
-        }
-    }
-
-    fn since(self, before: Self) -> Self {
-        Self {
-            cpu: self.cpu - before.cpu,
-            faults: self.faults.saturating_sub(before.faults),
-        }
-    }
-}
-
-/// This process's and nats-server's (its child) usage so far.
-fn usage() -> (Usage, Usage) {
-    let mut server = Usage::default();
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for t in tasks.flatten() {
-            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for pid in children.split_whitespace() {
-                let u = Usage::of(pid);
-                server.cpu += u.cpu;
-                server.faults += u.faults;
-            }
-        }
-    }
-    (Usage::of("self"), server)
-}
-
-fn print_usage(what: &str, before: (Usage, Usage), n: u64) {
-    let after = usage();
-    let (us, server) = (after.0.since(before.0), after.1.since(before.1));
-    println!(
-        "    {what}: this process {:.2} s CPU ({:.2} µs/line, {} page faults), nats-server {:.2} s CPU",
-        us.cpu,
-        us.cpu * 1e6 / n as f64,
-        us.faults,
-        server.cpu
-    );
 }
 
 /// Counts the items the logger handled and the time it spent on them.
@@ -295,7 +230,7 @@ async fn main() {
     let rate = |d: Duration| o.n as f64 / d.as_secs_f64();
     let (mut raws, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.rounds {
-        let before = usage();
+        let before = Usage::now();
         let r = raw_consume(
             &js,
             streams::LOGS,
@@ -305,10 +240,10 @@ async fn main() {
             o.n,
         )
         .await;
-        print_usage("raw", before, o.n);
-        let before = usage();
+        before.print("raw", o.n, "line");
+        let before = Usage::now();
         let p = plantd(&js, &format!("logger{round}"), o.n).await;
-        print_usage("trigger+logger+index", before, o.n);
+        before.print("trigger+logger+index", o.n, "line");
         println!(
             "round {round}: raw {:>9.0} lines/s ({:.2?})   trigger+logger+index {:>9.0} lines/s ({:.2?})   {:.0} %",
             rate(r),

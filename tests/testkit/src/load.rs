@@ -114,3 +114,92 @@ pub async fn raw_consume(
     }
     start.elapsed()
 }
+
+/// CPU seconds and minor page faults of a process so far, from
+/// `/proc/<pid>/stat` (Linux; zeros elsewhere).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessUsage {
+    /// User plus system CPU seconds.
+    pub cpu: f64,
+    /// Minor page faults.
+    pub faults: u64,
+}
+
+impl ProcessUsage {
+    /// The usage of process `pid` (`"self"` for this one).
+    pub fn of(pid: &str) -> Self {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return Self::default();
+        };
+        // After the command's closing parenthesis: state is field 3.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return Self::default();
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            faults: num(10),
+            cpu: (num(14) + num(15)) as f64 / 100.0,
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            cpu: self.cpu - before.cpu,
+            faults: self.faults.saturating_sub(before.faults),
+        }
+    }
+}
+
+/// This process's and its children's (the testkit's nats-server) usage at
+/// one moment: take one before a phase, [`Usage::print`] after it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// This process.
+    pub this: ProcessUsage,
+    /// Its child processes together.
+    pub children: ProcessUsage,
+}
+
+impl Usage {
+    /// The usage so far.
+    pub fn now() -> Self {
+        let mut children = ProcessUsage::default();
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for pid in list.split_whitespace() {
+                    let u = ProcessUsage::of(pid);
+                    children.cpu += u.cpu;
+                    children.faults += u.faults;
+                }
+            }
+        }
+        Self {
+            this: ProcessUsage::of("self"),
+            children,
+        }
+    }
+
+    /// Prints the usage since `self` of phase `what` that handled `n`
+    /// items called `unit`: CPU and page faults of this process, CPU of
+    /// nats-server.
+    pub fn print(self, what: &str, n: u64, unit: &str) {
+        let after = Self::now();
+        let (us, server) = (
+            after.this.since(self.this),
+            after.children.since(self.children),
+        );
+        println!(
+            "    {what}: this process {:.2} s CPU ({:.2} µs/{unit}, {} page faults), nats-server {:.2} s CPU",
+            us.cpu,
+            us.cpu * 1e6 / n.max(1) as f64,
+            us.faults,
+            server.cpu
+        );
+    }
+}
