@@ -34,7 +34,13 @@ async fn main() -> anyhow::Result<()> {
     let small_pages = plantd_edge::memory::small_pages_only();
     plantd_shared::logging::init("plantd-edge");
     plantd_shared::log_ship::start(plantd_shared::log_ship::EDGE);
-    tracing::debug!(small_pages, "transparent huge pages off");
+    if small_pages {
+        tracing::debug!("transparent huge pages off for this process");
+    } else {
+        tracing::info!(
+            "transparent huge pages could not be turned off: idle connections may keep more memory resident"
+        );
+    }
     let args = Args::parse();
     let config = Config::load(args.config.as_deref(), &args.flags)?;
     tracing::info!(site = %config.site, "starting plantd-edge");
