@@ -6,7 +6,7 @@
 //! every number once and in order, and ends with a typed refusal when its
 //! token is revoked. A second run, `test/restart.mjs` alone, proves that
 //! across a restart of `plantd up` itself the subscriber still yields
-//! every number once and in order (`sdk_python::across_a_restart`); a
+//! every number once and in order (`common::sdk::across_a_restart`); a
 //! third, `test/expiry.mjs` alone, that it does so while its access token
 //! expires again and again (`common::sdk::across_expiry`).
 //!
@@ -81,7 +81,7 @@ async fn the_typescript_sdk_across_a_server_restart() {
     suite
         .args(["--experimental-websocket", "test/restart.mjs"])
         .current_dir(sdk());
-    let out = crate::sdk_python::across_a_restart(&mut stack, dir.path(), suite).await;
+    let out = common::sdk::across_a_restart(&mut stack, dir.path(), suite).await;
     assert!(
         out.contains("# pass 1") && out.contains("# fail 0"),
         "{out}"
@@ -97,14 +97,7 @@ async fn the_typescript_sdk_across_token_expiry() {
         dist.display()
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = SdkStack::start_with_env(
-        dir.path(),
-        &[(
-            "PLANTD_HTTP__ACCESS_TOKEN_TTL_SECS",
-            common::sdk::EXPIRY_TTL_SECS,
-        )],
-    )
-    .await;
+    let stack = SdkStack::start_for_expiry(dir.path()).await;
     let mut suite = tokio::process::Command::new("node");
     // The file alone, not under `--test`: its lines reach this side as
     // they are printed.
