@@ -27,14 +27,39 @@ fn sdk() -> PathBuf {
         .join("sdk/typescript")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_typescript_sdk_against_plantd_up() {
+/// Asserts that the SDK is built: the suites import `dist/index.js`.
+fn built_dist() {
     let dist = sdk().join("dist/index.js");
     assert!(
         dist.exists(),
         "{} is missing: run `npm ci && npm run build` in sdk/typescript (scripts/setup does this)",
         dist.display()
     );
+}
+
+/// `node` on the one file `file` of the SDK's tests, not under `--test`:
+/// its reports reach the driver ([`common::sdk::Suite`]) as they are
+/// printed.
+fn node_alone(file: &str) -> tokio::process::Command {
+    let mut suite = tokio::process::Command::new("node");
+    suite
+        .args(["--experimental-websocket", file])
+        .current_dir(sdk());
+    suite
+}
+
+/// Asserts that the file's TAP summary in `out` says that its one test
+/// passed.
+fn assert_one_passed(out: &str) {
+    assert!(
+        out.contains("# pass 1") && out.contains("# fail 0"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_against_plantd_up() {
+    built_dist();
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = SdkStack::start(dir.path()).await;
     let config = &stack.config;
@@ -67,46 +92,19 @@ async fn the_typescript_sdk_against_plantd_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_sdk_across_a_server_restart() {
-    let dist = sdk().join("dist/index.js");
-    assert!(
-        dist.exists(),
-        "{} is missing: run `npm ci && npm run build` in sdk/typescript (scripts/setup does this)",
-        dist.display()
-    );
+    built_dist();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut stack = SdkStack::start(dir.path()).await;
-    let mut suite = tokio::process::Command::new("node");
-    // The file alone, not under `--test`: its lines reach this side as
-    // they are printed.
-    suite
-        .args(["--experimental-websocket", "test/restart.mjs"])
-        .current_dir(sdk());
+    let suite = node_alone("test/restart.mjs");
     let out = common::sdk::across_a_restart(&mut stack, dir.path(), suite).await;
-    assert!(
-        out.contains("# pass 1") && out.contains("# fail 0"),
-        "{out}"
-    );
+    assert_one_passed(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_sdk_across_token_expiry() {
-    let dist = sdk().join("dist/index.js");
-    assert!(
-        dist.exists(),
-        "{} is missing: run `npm ci && npm run build` in sdk/typescript (scripts/setup does this)",
-        dist.display()
-    );
+    built_dist();
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = SdkStack::start_for_expiry(dir.path()).await;
-    let mut suite = tokio::process::Command::new("node");
-    // The file alone, not under `--test`: its lines reach this side as
-    // they are printed.
-    suite
-        .args(["--experimental-websocket", "test/expiry.mjs"])
-        .current_dir(sdk());
-    let out = common::sdk::across_expiry(&stack, suite).await;
-    assert!(
-        out.contains("# pass 1") && out.contains("# fail 0"),
-        "{out}"
-    );
+    let out = common::sdk::across_expiry(&stack, node_alone("test/expiry.mjs")).await;
+    assert_one_passed(&out);
 }
