@@ -10,7 +10,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Up, connect_device, login, plantd, register_device, run, stderr, stdout};
+use common::{connect_device, plantd, register_device, run, stderr, stdout, up_logged_in};
 use plantd_testkit::eventually;
 use plantd_testkit::webhook::Receiver;
 use rumqttc::QoS;
@@ -25,14 +25,7 @@ fn json_of(o: &std::process::Output) -> Value {
 #[tokio::test]
 async fn rules_fire_alerts_that_are_acked_silenced_and_listed() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let root = tempfile::tempdir().expect("config dir");
-    login(
-        root.path(),
-        &up.functions_url(),
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
+    let (up, root) = up_logged_in(data.path(), &[]).await;
 
     // An invalid file is refused here, naming the field; nothing is sent.
     let bad = root.path().join("bad.json");
@@ -79,10 +72,7 @@ async fn rules_fire_alerts_that_are_acked_silenced_and_listed() {
 
     // A reading above the threshold on the local site fires it (the
     // engine picks the new rule up from its watch).
-    let nats = async_nats::connect(up.nats.clone().expect("nats url"))
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(nats);
+    let js = up.jetstream().await;
     let alert = eventually(WAIT, "the alert firing", || {
         let js = js.clone();
         let root = root.path().to_owned();
@@ -167,14 +157,7 @@ const SECRET: &str = "alerts test secret, long enough..";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_log_lines_become_an_alert_notified_once_that_resolves() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let root = tempfile::tempdir().expect("config dir");
-    login(
-        root.path(),
-        &up.functions_url(),
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
+    let (up, root) = up_logged_in(data.path(), &[]).await;
     let receiver = Receiver::start().await;
     let channel = root.path().join("ch.json");
     std::fs::write(

@@ -19,7 +19,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Up, connect_device, login, plantd, register_device, run, stderr, stdout};
+use common::{Up, connect_device, plantd, register_device, run, stderr, stdout, up_logged_in};
 use plantd_alerts::record::{AlertRecord, AlertState, RecordKind};
 use plantd_testkit::eventually;
 use plantd_testkit::webhook::{Receiver, Request};
@@ -55,14 +55,7 @@ impl Plant {
     /// Starts it all with `rules` (a JSON array of rules) applied.
     async fn start(rules: &Value) -> Plant {
         let data = tempfile::tempdir().expect("tmp");
-        let up = Up::on_free_ports(data.path()).await;
-        let config = tempfile::tempdir().expect("config dir");
-        login(
-            config.path(),
-            &up.functions_url(),
-            "admin@plantd.local",
-            &data.path().join("admin-password"),
-        );
+        let (up, config) = up_logged_in(data.path(), &[]).await;
         let receiver = Receiver::start().await;
         let plant_dir = config.path().to_owned();
         let channel = write(

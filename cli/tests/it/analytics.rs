@@ -10,7 +10,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Up, login, plantd, run, stderr, stdout};
+use common::{plantd, run, stderr, stdout, up_logged_in};
 use plantd_testkit::eventually;
 use serde_json::{Value, json};
 
@@ -44,14 +44,7 @@ async fn store_result(js: &async_nats::jetstream::Context, result: &Value) {
 #[tokio::test]
 async fn rules_results_and_companion_alerts_from_the_command_line() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let root = tempfile::tempdir().expect("config dir");
-    login(
-        root.path(),
-        &up.functions_url(),
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
+    let (up, root) = up_logged_in(data.path(), &[]).await;
     let cli = || plantd(root.path());
 
     // Mistakes exit 2 naming the field and where in the SQL.
@@ -138,10 +131,7 @@ async fn rules_results_and_companion_alerts_from_the_command_line() {
 
     // The companion alert fires on the rule's signal, stored as the
     // analytics function or the edge stores it.
-    let nats = async_nats::connect(up.nats.clone().expect("nats url"))
-        .await
-        .expect("nats");
-    let js = async_nats::jetstream::new(nats);
+    let js = up.jetstream().await;
     store_result(
         &js,
         &json!({"rule": "hot", "key": "line1/m3/temp", "window_start": 60_000, "window_end": 120_000,

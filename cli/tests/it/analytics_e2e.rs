@@ -9,7 +9,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Up, connect_device, login, plantd, register_device, run, stderr, stdout};
+use common::{connect_device, plantd, register_device, run, stderr, stdout, up_logged_in};
 use plantd_testkit::eventually;
 use rumqttc::QoS;
 use serde_json::Value;
@@ -23,14 +23,7 @@ fn json_of(o: &std::process::Output) -> Option<Value> {
 #[tokio::test]
 async fn a_device_reading_becomes_a_window_and_a_held_threshold_an_alert() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let root = tempfile::tempdir().expect("config dir");
-    login(
-        root.path(),
-        &up.functions_url(),
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
+    let (up, root) = up_logged_in(data.path(), &[]).await;
     let cli = || plantd(root.path());
     let out = run(cli().args([
         "analytics",

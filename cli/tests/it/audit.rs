@@ -6,26 +6,13 @@
 
 use crate::common;
 
-use common::{Up, plantd, run, stderr, stdout};
+use common::{plantd, run, stderr, stdout, up_logged_in};
 use plantd_shared::audit::{self, Outcome, Query};
 
 #[tokio::test]
 async fn audit_lists_verifies_and_catches_a_doctored_record() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let url = up.functions_url();
-    let config = tempfile::tempdir().expect("config dir");
-    let out = run(plantd(config.path())
-        .args([
-            "login",
-            "--url",
-            &url,
-            "--email",
-            "admin@plantd.local",
-            "--password-file",
-        ])
-        .arg(data.path().join("admin-password")));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (up, config) = up_logged_in(data.path(), &[]).await;
 
     // The login is in the trail, as a table and as JSON.
     let out = run(plantd(config.path()).args(["audit", "--action", "auth.login"]));
@@ -62,8 +49,7 @@ async fn audit_lists_verifies_and_catches_a_doctored_record() {
     // Someone with NATS access "rewrites" the login: the stream refuses
     // deletes, so they append a doctored copy (a success turned into a
     // failure) hoping it reads as the real one.
-    let nats = up.nats.clone().expect("plantd up prints the NATS URL");
-    let js = async_nats::jetstream::new(async_nats::connect(&nats).await.expect("nats"));
+    let js = up.jetstream().await;
     let page = audit::read(
         &js,
         &Query {

@@ -8,7 +8,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{Up, login, plantd, run, stderr, stdout};
+use common::{plantd, run, stderr, stdout, up_logged_in};
 use plantd_alerts::{AlertRecord, AlertState, RecordKind, Severity};
 use plantd_testkit::webhook::Receiver;
 
@@ -44,15 +44,7 @@ fn record(org: &str) -> AlertRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_are_applied_listed_tested_used_and_deleted() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let url = up.functions_url();
-    let root = tempfile::tempdir().expect("config dir");
-    login(
-        root.path(),
-        &url,
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
+    let (up, root) = up_logged_in(data.path(), &[]).await;
     let receiver = Receiver::start().await;
     let file = root.path().join("ch.json");
     std::fs::write(
@@ -95,10 +87,7 @@ async fn channels_are_applied_listed_tested_used_and_deleted() {
     assert_eq!(got[0].json()["event"], "test");
 
     // The notifier plantd up runs sends what reaches PLANTD_ALERTS.
-    let nats = async_nats::connect(up.nats.clone().expect("plantd up prints the NATS URL"))
-        .await
-        .expect("connect");
-    let js = async_nats::jetstream::new(nats);
+    let js = up.jetstream().await;
     let alert = record("plantd");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, alert.id.as_str());

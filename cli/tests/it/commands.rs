@@ -5,25 +5,12 @@
 
 use crate::common;
 
-use common::{Up, plantd, run, stderr, stdout};
+use common::{plantd, run, stderr, stdout, up_logged_in};
 
 #[tokio::test]
 async fn pending_commands_are_listed_and_cancelled() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let url = up.functions_url();
-    let root = tempfile::tempdir().expect("config dir");
-    let out = run(plantd(root.path())
-        .args([
-            "login",
-            "--url",
-            &url,
-            "--email",
-            "admin@plantd.local",
-            "--password-file",
-        ])
-        .arg(data.path().join("admin-password")));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (_up, root) = up_logged_in(data.path(), &[]).await;
 
     let out = run(plantd(root.path()).args(["command", "local", "nobody/listens", "x", "--json"]));
     assert!(out.status.success(), "{}", stderr(&out));

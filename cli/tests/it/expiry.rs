@@ -15,7 +15,7 @@ use crate::common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Up, login, plantd, run, stderr};
+use common::{plantd, run, stderr, up_logged_in};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -77,23 +77,12 @@ async fn output(child: Child, errors: tokio::task::JoinHandle<String>, what: &st
 async fn sub_and_logs_follow_outlive_their_access_token() {
     let data = tempfile::tempdir().expect("tmp");
     let ttl = TTL_SECS.to_string();
-    let up = Up::on_free_ports_with_env(
+    let (up, config) = up_logged_in(
         data.path(),
         &[("PLANTD_HTTP__ACCESS_TOKEN_TTL_SECS", ttl.as_str())],
     )
     .await;
-    let url = up.functions_url();
-    let config = tempfile::tempdir().expect("config dir");
-    login(
-        config.path(),
-        &url,
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
-    let nats = async_nats::connect(up.nats.clone().expect("nats address"))
-        .await
-        .expect("connect");
-    let js = async_nats::jetstream::new(nats);
+    let js = up.jetstream().await;
 
     let count = COUNT.to_string();
     let mut sub = Command::new(env!("CARGO_BIN_EXE_plantd"));
@@ -155,18 +144,11 @@ async fn sub_and_logs_follow_outlive_their_access_token() {
 async fn a_follower_whose_session_is_revoked_exits_3_instead_of_looping() {
     let data = tempfile::tempdir().expect("tmp");
     let ttl = TTL_SECS.to_string();
-    let up = Up::on_free_ports_with_env(
+    let (_up, config) = up_logged_in(
         data.path(),
         &[("PLANTD_HTTP__ACCESS_TOKEN_TTL_SECS", ttl.as_str())],
     )
     .await;
-    let config = tempfile::tempdir().expect("config dir");
-    login(
-        config.path(),
-        &up.functions_url(),
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
     let mut sub = Command::new(env!("CARGO_BIN_EXE_plantd"));
     sub.env("PLANTD_CONFIG_DIR", config.path())
         .args(["sub", "--site", "local", "cli/count"]);

@@ -9,7 +9,7 @@ use crate::common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Up, login, plantd, run, stderr, stdout};
+use common::{plantd, run, stderr, stdout, up_logged_in};
 use plantd_testkit::eventually;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
@@ -24,19 +24,8 @@ async fn publish(js: &async_nats::jetstream::Context, source: &str, line: &str) 
 #[tokio::test]
 async fn logs_are_queried_filtered_and_followed() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
-    let url = up.functions_url();
-    let config = tempfile::tempdir().expect("config dir");
-    login(
-        config.path(),
-        &url,
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
-    let nats = async_nats::connect(up.nats.clone().expect("nats address"))
-        .await
-        .expect("connect");
-    let js = async_nats::jetstream::new(nats);
+    let (up, config) = up_logged_in(data.path(), &[]).await;
+    let js = up.jetstream().await;
     publish(
         &js,
         "line1.plc",

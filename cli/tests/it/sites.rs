@@ -5,20 +5,13 @@
 
 use crate::common;
 
-use common::{Up, login, plantd, run, stderr, stdout};
+use common::{login, plantd, run, stderr, stdout, up_logged_in};
 
 #[tokio::test]
 async fn sites_are_listed_created_shown_and_deleted() {
     let data = tempfile::tempdir().expect("tmp");
-    let up = Up::on_free_ports(data.path()).await;
+    let (up, root) = up_logged_in(data.path(), &[]).await;
     let url = up.functions_url();
-    let root = tempfile::tempdir().expect("config dir");
-    login(
-        root.path(),
-        &url,
-        "admin@plantd.local",
-        &data.path().join("admin-password"),
-    );
 
     // plantd up registered its edge's site to the bootstrap organisation.
     let out = run(plantd(root.path()).args(["sites", "list", "--json"]));

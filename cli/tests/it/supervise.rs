@@ -137,10 +137,7 @@ async fn nats_server_killed_under_plantd_up_comes_back_and_nothing_acknowledged_
     device.publish_acked(200..300).await;
 
     // Every acknowledged message is in JetStream, once.
-    let client = async_nats::connect(up.nats.as_deref().expect("nats url"))
-        .await
-        .expect("connect to the restarted server");
-    let js = async_nats::jetstream::new(client);
+    let js = up.jetstream().await;
     let mut stream = js.get_stream(streams::TELEMETRY).await.expect("stream");
     eventually(
         Duration::from_secs(60),

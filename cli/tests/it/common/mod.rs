@@ -1,5 +1,7 @@
 //! What the `plantd` command-line tests share: `plantd up` as a child
-//! process, and where its start-up summary says everything is.
+//! process, and where its start-up summary says everything is; a `plantd`
+//! profile logged in to it ([`up_logged_in`]) and a JetStream context on
+//! its NATS server ([`Up::jetstream`]).
 
 #![allow(dead_code)]
 
@@ -110,6 +112,38 @@ impl Up {
             .clone()
             .expect("plantd up prints the functions URL")
     }
+
+    /// A JetStream context on its NATS server: for storing what a device
+    /// or a function would, straight on the subjects they use.
+    ///
+    /// # Panics
+    /// When NATS cannot be reached.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let nats = self.nats.clone().expect("plantd up prints the NATS URL");
+        let client = async_nats::connect(&nats)
+            .await
+            .unwrap_or_else(|e| panic!("connect to NATS at {nats}: {e}"));
+        async_nats::jetstream::new(client)
+    }
+}
+
+/// [`Up::on_free_ports_with_env`] in `data_dir`, and a `plantd`
+/// configuration directory (a fresh temporary one) logged in to it as the
+/// bootstrap admin with the password in `<data_dir>/admin-password`: the
+/// stack, and that directory (for [`plantd`]).
+///
+/// # Panics
+/// When the stack does not start or the login fails.
+pub async fn up_logged_in(data_dir: &Path, env: &[(&str, &str)]) -> (Up, tempfile::TempDir) {
+    let up = Up::on_free_ports_with_env(data_dir, env).await;
+    let config = tempfile::tempdir().expect("config dir");
+    login(
+        config.path(),
+        &up.functions_url(),
+        "admin@plantd.local",
+        &data_dir.join("admin-password"),
+    );
+    (up, config)
 }
 
 /// The `plantd` binary with its own configuration directory (profiles and

@@ -239,10 +239,7 @@ pub const EXPIRY_TTL_SECS: &str = "3";
 pub async fn across_expiry(stack: &SdkStack, suite: tokio::process::Command) -> String {
     let mut suite = Suite::spawn(stack, suite, "PLANTD_SDK_EXPIRY");
     suite.expect("expiry: ready", Duration::from_secs(60)).await;
-    let nats = async_nats::connect(stack.up.nats.clone().expect("nats address"))
-        .await
-        .expect("connect to NATS");
-    let js = async_nats::jetstream::new(nats);
+    let js = stack.up.jetstream().await;
     for n in 1..=90 {
         js.publish("plantd.local.up.sdk.expiry", n.to_string().into())
             .await
