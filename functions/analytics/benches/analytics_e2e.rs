@@ -117,12 +117,32 @@ struct Counting {
     inner: Analytics,
     handled: Arc<AtomicU64>,
     busy_us: Arc<AtomicU64>,
+    /// Time between the end of one batch and the start of the next (the
+    /// trigger waiting for deliveries), and how many batches.
+    between: Arc<std::sync::Mutex<Between>>,
+}
+
+/// See [`Counting::between`].
+#[derive(Default)]
+struct Between {
+    last_end: Option<Instant>,
+    waited: Duration,
+    batches: u32,
 }
 
 impl Handler for Counting {
     async fn handle(&self, batch: &[Item]) -> BatchOutcome {
         let started = Instant::now();
+        if let Ok(mut b) = self.between.lock() {
+            if let Some(end) = b.last_end {
+                b.waited += started.duration_since(end);
+            }
+            b.batches += 1;
+        }
         let outcome = self.inner.handle(batch).await;
+        if let Ok(mut b) = self.between.lock() {
+            b.last_end = Some(Instant::now());
+        }
         self.busy_us
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
         let failed = outcome.failures().count() as u64;
@@ -166,6 +186,7 @@ async fn plantd(
     let before = Usage::now();
     let handled = Arc::new(AtomicU64::new(0));
     let busy_us = Arc::new(AtomicU64::new(0));
+    let between = Arc::new(std::sync::Mutex::new(Between::default()));
     let start = Instant::now();
     let mut trigger = Trigger::new(js.clone());
     trigger
@@ -182,6 +203,7 @@ async fn plantd(
                 ),
                 handled: handled.clone(),
                 busy_us: busy_us.clone(),
+                between: between.clone(),
             }),
             settings(batch),
         )
@@ -193,8 +215,12 @@ async fn plantd(
     let took = start.elapsed();
     // Before the results are read back: that read is not the function's.
     before.print("analytics", n, "reading");
+    let (waited, batches) = between
+        .lock()
+        .map(|b| (b.waited, b.batches))
+        .unwrap_or_default();
     println!(
-        "    (the function's handler busy {:.2?})",
+        "    (the function's handler busy {:.2?} in {batches} batches; the trigger waited {waited:.2?} between them)",
         Duration::from_micros(busy_us.load(Relaxed))
     );
     trigger.shutdown().await;
