@@ -19,12 +19,10 @@
 // waited on forever.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import net from 'node:net';
-import { promisify } from 'node:util';
 import { Plantd, LinkState } from '../dist/index.js';
+import { next, numbers, oneTo, reporter, stack, until, warmUp, within } from './helpers.mjs';
 
-const run = promisify(execFile);
 /** The topic the driver's device counts on. */
 const TOPIC = 'sdk/restart';
 /** How long one number may take: a restart of the whole stack on a loaded machine. */
@@ -45,65 +43,26 @@ class Traced extends WebSocket {
 }
 
 /** One line for the driver. */
-function say(event) {
-  process.stdout.write(`restart: ${event}\n`);
-}
-
-/** What `promise` resolves to, or a failure naming `what` after `ms`. */
-async function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** The next item of an async iterator, or a failure after `ms`. */
-const next = (iterator, ms = 10_000) => within(iterator.next(), ms, 'the next item');
-
-/** Waits until the state stream reports `want`. */
-async function until(states, want) {
-  for (;;) {
-    const { value } = await next(states, 30_000);
-    if (value === want) return;
-  }
-}
+const say = reporter('restart');
 
 if (process.env.PLANTD_SDK_RESTART) {
-  const { url, admin, mqtt, sensor, site } = JSON.parse(process.env.PLANTD_SDK_TEST);
-
-  /** One MQTT publish by the sensor device, acknowledged (QoS 1). */
-  const publish = (topic, message) =>
-    run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', sensor.id, '-u', sensor.id, '-P', sensor.token, '-q', '1', '-t', topic, '-m', message]);
+  const { url, admin, site } = stack;
 
   test('across a server restart the subscriber gets every number exactly once, in order', { timeout: 240_000 }, async () => {
     const plantd = await Plantd.login(url, admin.email, admin.password, { live: { WebSocket: Traced, backoffMs: 250, maxBackoffMs: 1_000 } });
     const states = plantd.live.states();
     const sub = plantd.live.subscribe(site, TOPIC);
-    await until(states, LinkState.Connected);
+    await until(states, LinkState.Connected, 30_000);
     // The socket is open; the subscription is in place once a publish
     // comes through.
-    let first;
-    for (let i = 0; !first && i < 15; i++) {
-      await publish(TOPIC, `warmup-${i}`);
-      first = await next(sub, 2_000).catch(() => undefined);
-    }
-    assert.ok(first, 'the subscription yields the device\'s publish');
+    await warmUp(sub, TOPIC);
     // Every later state change, for the driver.
     (async () => {
       for await (const state of states) say(`state ${state}`);
     })();
     say('ready');
-    const got = [];
-    while (got.length < 15) {
-      const { value } = await next(sub, NUMBER_WAIT);
-      if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
-    }
-    assert.deepEqual(got, Array.from({ length: 15 }, (_, i) => i + 1));
+    const got = await numbers(sub, [], 15, NUMBER_WAIT);
+    assert.deepEqual(got, oneTo(15));
     // Nothing more: no repeats queued behind.
     await assert.rejects(next(sub, 500));
     assert.equal(plantd.live.state, LinkState.Connected, 'no reconnect loop');
@@ -152,7 +111,7 @@ if (!process.env.PLANTD_SDK_RESTART) {
       plantd.live.subscribe('local', 'sdk/#');
       try {
         await within(server.connections(3), 15_000, `three attempts (state ${plantd.live.state})`);
-        await until(states, LinkState.Reconnecting);
+        await until(states, LinkState.Reconnecting, 30_000);
       } finally {
         plantd.live.close();
         server.close();

@@ -5,40 +5,12 @@
 // WebSocket without the flag).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawn } from 'node:child_process';
 import { Plantd, PlantdError, RefusedError, LinkState } from '../dist/index.js';
+import { next, numbers, oneTo, publish, publishAs, stack, until, warmUp } from './helpers.mjs';
 
-const run = promisify(execFile);
-const config = JSON.parse(process.env.PLANTD_SDK_TEST ?? 'null');
-if (!config) throw new Error('PLANTD_SDK_TEST is not set: run through cli/tests/it/sdk_typescript.rs');
-const { url, admin, mqtt, sensor, valve, pump, site } = config;
-
-/** One MQTT publish by the sensor device, acknowledged (QoS 1). */
-async function publish(topic, message) {
-  await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', sensor.id, '-u', sensor.id, '-P', sensor.token, '-q', '1', '-t', topic, '-m', message]);
-}
-
-/** The next item of an async iterator, or a failure after `ms`. */
-async function next(iterator, ms = 10_000) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`nothing within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([iterator.next(), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Waits until the state stream reports `want`. */
-async function until(states, want) {
-  for (;;) {
-    const { value } = await next(states);
-    if (value === want) return;
-  }
-}
+if (!stack) throw new Error('PLANTD_SDK_TEST is not set: run through cli/tests/it/sdk_typescript.rs');
+const { url, admin, mqtt, valve, pump, site } = stack;
 
 /** A WebSocket whose sockets the test can cut, as a network would. */
 const sockets = [];
@@ -114,29 +86,18 @@ test('across a cut socket the subscriber gets every number exactly once, in orde
   const sub = plantd.live.subscribe(site, 'sdk/count');
   await until(states, LinkState.Connected);
   // Wait for the subscription to be live: the first number arrives.
-  let first;
-  for (let i = 0; !first && i < 15; i++) {
-    await publish('sdk/count', `warmup-${i}`);
-    first = await next(sub, 2_000).catch(() => undefined);
-  }
-  assert.ok(first, 'the subscription yields the device\'s publish');
+  await warmUp(sub, 'sdk/count');
   const got = [];
   for (let n = 1; n <= 5; n++) await publish('sdk/count', String(n));
-  while (got.length < 5) {
-    const { value } = await next(sub);
-    if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
-  }
+  await numbers(sub, got, 5);
   // The network drops the socket; the device goes on publishing.
   sockets.at(-1).close();
   await until(states, LinkState.Reconnecting);
   for (let n = 6; n <= 12; n++) await publish('sdk/count', String(n));
   await until(states, LinkState.Connected);
   for (let n = 13; n <= 15; n++) await publish('sdk/count', String(n));
-  while (got.length < 15) {
-    const { value } = await next(sub);
-    if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
-  }
-  assert.deepEqual(got, Array.from({ length: 15 }, (_, i) => i + 1));
+  await numbers(sub, got, 15);
+  assert.deepEqual(got, oneTo(15));
   // Nothing more: no repeats queued behind.
   await assert.rejects(next(sub, 500));
   plantd.live.close();
@@ -148,19 +109,10 @@ test('a reader slower than its messages is paced, not ended, and loses none', { 
   // reader is once it has read half (decision 0059).
   const plantd = await Plantd.login(url, admin.email, admin.password, { live: { buffer: 4 } });
   const sub = plantd.live.subscribe(site, 'sdk/slow');
-  let first;
-  for (let i = 0; !first && i < 15; i++) {
-    await publish('sdk/slow', `warmup-${i}`);
-    first = await next(sub, 2_000).catch(() => undefined);
-  }
-  assert.ok(first, 'the subscription yields the device\'s publish');
+  await warmUp(sub, 'sdk/slow');
   for (let n = 1; n <= 12; n++) await publish('sdk/slow', String(n));
-  const got = [];
-  while (got.length < 12) {
-    const { value } = await next(sub);
-    if (!value.payload.startsWith('warmup')) got.push(Number(value.payload));
-  }
-  assert.deepEqual(got, Array.from({ length: 12 }, (_, i) => i + 1));
+  const got = await numbers(sub, [], 12);
+  assert.deepEqual(got, oneTo(12));
   await assert.rejects(next(sub, 500));
   plantd.live.close();
 });
@@ -198,7 +150,7 @@ test('the socket authenticates with its first frame (no token in its URL); a tok
 
 test('a tail yields the site\'s log lines, parsed and filtered, and resumes across a cut socket without a gap or a repeat', { timeout: 60_000 }, async () => {
   const plantd = await Plantd.login(url, admin.email, admin.password, { live: { WebSocket: Cuttable, backoffMs: 50 } });
-  const log = (line) => run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', pump.id, '-u', pump.id, '-P', pump.token, '-q', '1', '-t', '$plantd/log/sdk-pump', '-m', line]);
+  const log = (line) => publishAs(pump, '$plantd/log/sdk-pump', line);
   let confirmed;
   const first = new Promise((resolve) => (confirmed = resolve));
   const tail = plantd.live.tail(site, { source: 'sdk-pump', level: 'warn', onSubscribed: () => confirmed() });
@@ -235,12 +187,7 @@ test('service-account credentials: tokens renewed after a revocation, refused on
   const states = plantd.live.states();
   const sub = plantd.live.subscribe(site, 'sdk/tscc/#');
   await until(states, LinkState.Connected);
-  let first;
-  for (let i = 0; !first && i < 15; i++) {
-    await publish('sdk/tscc/temp', `warmup-${i}`);
-    first = await next(sub, 2_000).catch(() => undefined);
-  }
-  assert.ok(first, 'the service account\'s subscription yields the device\'s publish');
+  await warmUp(sub, 'sdk/tscc/temp', 'the service account\'s subscription yields the device\'s publish');
   // Its tokens revoked, not the account: a new token, a new socket.
   await root.identity.POST('/v1/service-accounts/{id}/revoke', { params: { path: { id: account.client_id } } });
   await until(states, LinkState.Reconnecting);
