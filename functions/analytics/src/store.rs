@@ -72,7 +72,7 @@ pub(crate) struct SegmentKey {
 }
 
 /// One part of the segment a commit wrote (written as JSON by
-/// `site_rule::split_parts`, one key at a time).
+/// `site_rule::commit::split_parts`, one key at a time).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SegmentRecord {
     /// The generation of the commit that wrote it.

@@ -1,14 +1,14 @@
-//! [`SiteRule`]: one rule running on one site's telemetry — its engine,
-//! and where its checkpoint stands in the state bucket (generation, which
-//! segment holds each key's committed state, revisions for the
-//! conditional writes).
+//! A run's commit: [`SiteRule::prepare`] encodes the segment of the keys
+//! changed since the last commit (and those carried forward out of mostly
+//! superseded segments), [`SiteRule::stage`] writes it, [`SiteRule::finish`]
+//! writes the commit record that makes it committed (decision 0029).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
 
 use async_nats::jetstream;
-use plantd_analytics::{Engine, KeyCheckpoint, Output, Rule, RuleMetrics, RuleState, State};
+use plantd_analytics::RuleMetrics;
 
+use super::{Segment, SiteRule};
 use crate::error::Error;
 use crate::store::{self, Head, LAYOUT, PART_BYTES, SegmentKey, Writes};
 
@@ -16,17 +16,6 @@ use crate::store::{self, Head, LAYOUT, PART_BYTES, SegmentKey, Writes};
 /// carry live keys forward out of mostly superseded segments, on top of
 /// one per live key (storage stays below about twice the live keys).
 const SLACK: usize = 4_096;
-
-/// A committed segment, as far as the run keeps track of it.
-#[derive(Debug, Default, Clone, Copy)]
-struct Segment {
-    /// Its parts.
-    parts: u32,
-    /// Key records it holds.
-    entries: usize,
-    /// Of those, the keys whose committed state it still holds.
-    live: usize,
-}
 
 /// A commit's segment, written and not yet committed
 /// ([`SiteRule::stage`]).
@@ -66,259 +55,7 @@ pub(crate) struct Prepared {
     parts: Vec<(String, u64, bytes::Bytes)>,
 }
 
-/// A fencing read on the way ([`SiteRule::start_fence`]).
-#[derive(Debug)]
-pub(crate) struct Fence(tokio::task::JoinHandle<Result<(), Error>>);
-
-impl Fence {
-    /// Waits for the read: `Ok` when the commit record is still the one
-    /// the run wrote last.
-    ///
-    /// # Errors
-    /// As [`SiteRule::fence`].
-    pub async fn check(self) -> Result<(), Error> {
-        self.0
-            .await
-            .map_err(|e| Error::nats("read a commit record", e))?
-    }
-}
-
-/// The revision of the commit record `key` (0: none or deleted).
-async fn head_revision(state: &jetstream::kv::Store, key: &str) -> Result<u64, Error> {
-    Ok(state
-        .entry(key)
-        .await
-        .map_err(|e| Error::nats("read a commit record", e))?
-        .filter(|e| e.operation == jetstream::kv::Operation::Put)
-        .map_or(0, |e| e.revision))
-}
-
-/// One rule on one site.
-#[derive(Debug)]
-pub(crate) struct SiteRule {
-    /// The rule.
-    pub rule: Rule,
-    /// `<site>.<rule>`: the records' KV prefix.
-    prefix: String,
-    /// The engine (one rule: its watermark and keys are this site's).
-    pub engine: Engine,
-    /// The generation last committed.
-    generation: u64,
-    /// The commit record's revision.
-    head_rev: u64,
-    /// Highest stream sequence committed for any key.
-    through: u64,
-    /// The watermark's event time as committed.
-    pub max_event: Option<i64>,
-    /// The counters as committed.
-    metrics: RuleMetrics,
-    /// Per analytics key: the generation of the segment holding its
-    /// committed state.
-    live: HashMap<String, u64>,
-    /// The committed segments by generation.
-    segments: BTreeMap<u64, Segment>,
-    /// Revisions of segment parts blanked at restore (an unfinished
-    /// commit's), for the conditional write that reuses their key.
-    blanked: HashMap<String, u64>,
-    /// When an event was last applied (or the run was restored).
-    pub last_active: Instant,
-    /// When the idle clock last advanced it.
-    pub last_advance: Option<Instant>,
-}
-
 impl SiteRule {
-    /// The rule's name.
-    pub fn name(&self) -> &str {
-        &self.rule.name
-    }
-
-    /// The engine's counters as last committed.
-    pub fn committed_metrics(&self) -> RuleMetrics {
-        self.metrics
-    }
-
-    /// The generation committed.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// Restores `rule` on `site` from its checkpoint (empty when there is
-    /// none, or when it was made by another definition of the rule or
-    /// another checkpoint layout — then the old records are purged).
-    /// Returns the run and the results of an idle advance that was
-    /// intended but perhaps not published before a crash, when there was
-    /// one (publish them, then [`SiteRule::commit`] with `force`).
-    ///
-    /// Segments of a commit that did not finish (a higher generation than
-    /// the commit record's) are blanked first, so they can never be taken
-    /// for committed later; committed segments holding no key's current
-    /// state are purged. Each key takes its record from the newest
-    /// committed segment that holds it. Results the committed watermark
-    /// had already closed are computed again and dropped (they were
-    /// published before that commit): decision 0029.
-    ///
-    /// # Errors
-    /// [`Error`] when the bucket cannot be read or written.
-    pub async fn restore(
-        js: &jetstream::Context,
-        site: &str,
-        rule: Rule,
-    ) -> Result<(Self, Option<Vec<Output>>), Error> {
-        let prefix = store::prefix(site, &rule.name);
-        let stored = store::load(js, &prefix).await?;
-        let fresh = |engine| Self {
-            rule: rule.clone(),
-            prefix: prefix.clone(),
-            engine,
-            generation: 0,
-            head_rev: 0,
-            through: 0,
-            max_event: None,
-            metrics: RuleMetrics::default(),
-            live: HashMap::new(),
-            segments: BTreeMap::new(),
-            blanked: HashMap::new(),
-            last_active: Instant::now(),
-            last_advance: None,
-        };
-        let head = match stored.head {
-            Some((head, rev)) if head.rule == rule && head.layout == LAYOUT => Some((head, rev)),
-            other => {
-                if other.is_some()
-                    || stored.head_rev != 0
-                    || !stored.parts.is_empty()
-                    || stored.foreign
-                {
-                    tracing::info!(site, rule = %rule.name, "analytics: no checkpoint of this rule's definition; it starts afresh");
-                    store::purge(js, &prefix).await?;
-                }
-                None
-            }
-        };
-        let Some((head, head_rev)) = head else {
-            return Ok((fresh(Engine::new(vec![rule.clone()])?), None));
-        };
-        // Newest committed record of each key; segments read oldest first.
-        let mut latest: HashMap<String, (u64, u32, KeyCheckpoint)> = HashMap::new();
-        let mut segments: BTreeMap<u64, Segment> = BTreeMap::new();
-        let mut blanks = Writes::default();
-        let mut blanked_keys = Vec::new();
-        for ((generation, _), entry) in stored.parts {
-            let Some(record) = entry.record else { continue };
-            if generation > head.generation {
-                // Written by a commit that did not finish.
-                blanks.push(entry.key.clone(), entry.rev, bytes::Bytes::new());
-                blanked_keys.push(entry.key);
-                continue;
-            }
-            let seg = segments.entry(generation).or_default();
-            seg.parts += 1;
-            seg.entries += record.keys.len();
-            for k in record.keys {
-                latest.insert(k.ckpt.key.clone(), (generation, k.ord, k.ckpt));
-            }
-        }
-        let mut blanked = HashMap::new();
-        if blanks.len() > 0 {
-            tracing::info!(site, rule = %rule.name, parts = blanks.len(), "analytics: blanking the segment of an unfinished commit");
-            let revs = blanks.send(js).await?;
-            blanked = blanked_keys.into_iter().zip(revs).collect();
-        }
-        let mut live = HashMap::with_capacity(latest.len());
-        let mut keys = Vec::with_capacity(latest.len());
-        for (name, (generation, ord, ckpt)) in latest {
-            if let Some(seg) = segments.get_mut(&generation) {
-                seg.live += 1;
-            }
-            live.insert(name, generation);
-            keys.push((ord, ckpt));
-        }
-        let dead: Vec<u64> = segments
-            .iter()
-            .filter(|(_, s)| s.live == 0)
-            .map(|(g, _)| *g)
-            .collect();
-        for generation in dead {
-            segments.remove(&generation);
-            if let Err(e) = store::purge_segment(js, &prefix, generation, head_rev).await {
-                tracing::warn!(site, rule = %rule.name, generation, error = %e, "analytics: cannot purge a superseded checkpoint segment; tried again at the next restore");
-            }
-        }
-        keys.sort_by_key(|(ord, _)| *ord);
-        let state = |max_event, metrics, keys| State {
-            version: State::VERSION,
-            rules: vec![RuleState {
-                rule: rule.clone(),
-                max_event,
-                metrics,
-                keys,
-            }],
-        };
-        // Restore just below the committed watermark, then advance to it:
-        // what it had closed closes again (already published: dropped).
-        let keys = keys.into_iter().map(|(_, k)| k).collect();
-        let mut engine = Engine::restore(
-            vec![rule.clone()],
-            state(head.max_event.map(|m| m - 1), head.metrics, keys),
-        )?;
-        if let Some(m) = head.max_event {
-            let _already_published = engine.advance(m);
-            let mut settled = engine.checkpoint();
-            for r in &mut settled.rules {
-                r.metrics = head.metrics;
-            }
-            engine = Engine::restore(vec![rule.clone()], settled)?;
-        }
-        let mut run = fresh(engine);
-        run.generation = head.generation;
-        run.head_rev = head_rev;
-        run.through = head.through;
-        run.max_event = head.max_event;
-        run.metrics = head.metrics;
-        run.live = live;
-        run.segments = segments;
-        run.blanked = blanked;
-        let redo = head.advance_to.map(|to| run.engine.advance(to));
-        Ok((run, redo))
-    }
-
-    /// Whether anything happened since the last commit.
-    pub fn changed(&self) -> bool {
-        self.engine.metrics(&self.rule.name).unwrap_or_default() != self.metrics
-    }
-
-    /// Checks that the commit record is still the one this run wrote
-    /// last — no other host has committed meanwhile — before results
-    /// computed from this run's state are published.
-    ///
-    /// # Errors
-    /// [`Error::Conflict`] when it is not, [`Error::Nats`] when it cannot
-    /// be read.
-    pub async fn fence(&self, state: &jetstream::kv::Store) -> Result<(), Error> {
-        let key = store::head_key(&self.prefix);
-        if head_revision(state, &key).await? == self.head_rev {
-            Ok(())
-        } else {
-            Err(Error::Conflict(key))
-        }
-    }
-
-    /// [`SiteRule::fence`] in a task of its own, so the handler encodes
-    /// the batch's results and segment while the read is on the way;
-    /// [`Fence::check`] before anything is written.
-    pub fn start_fence(&self, state: &jetstream::kv::Store) -> Fence {
-        let state = state.clone();
-        let key = store::head_key(&self.prefix);
-        let expected = self.head_rev;
-        Fence(tokio::spawn(async move {
-            if head_revision(&state, &key).await? == expected {
-                Ok(())
-            } else {
-                Err(Error::Conflict(key))
-            }
-        }))
-    }
-
     /// Writes the commit record with an idle-advance intent to `to`, before
     /// the advance's results are published.
     ///
@@ -627,6 +364,7 @@ fn split_parts(records: &[SegmentKey], generation: u64) -> Result<Vec<bytes::Byt
 mod tests {
     use super::*;
     use crate::store::SegmentRecord;
+    use plantd_analytics::{Engine, Rule};
 
     fn key(name: &str, seq: u64) -> SegmentKey {
         let mut engine = Engine::new(vec![
