@@ -10,29 +10,36 @@
 //! cancellation token and closes its client with v5 reason 0x8B, the task
 //! tracker waits for all of them, then the router (whose command channel
 //! closes with the last link) and the HTTP server stop.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | this one | [`Broker`]: binding the listeners, its settings, its addresses; [`run`] |
+//! | `accept` | [`Broker::run`]: the accept loop, the connection limit, the shutdown path |
+//! | `connection` | one accepted socket's task: plain TCP, the TLS handshake, the WebSocket upgrade and its bridge |
+//! | `reload` | SIGHUP and [`reload_certificates`] |
+
+mod accept;
+mod connection;
+mod reload;
+
+pub use reload::reload_certificates;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 
 use plantd_bridge::trust::Trust;
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hooks::{Authorizer, PublishHook, StaticRules};
-use crate::link::{self, LinkContext, Peer, handshake};
-use crate::metrics::{Listener, Metrics};
-use crate::router::Router;
+use crate::metrics::Metrics;
 use crate::tls::{Certificates, TlsFiles};
 
 /// Why the broker could not start.
@@ -337,400 +344,6 @@ impl Broker {
     pub fn authenticator(&self) -> Arc<Authenticator> {
         self.authn.clone()
     }
-
-    /// Serves clients until `shutdown` resolves, then closes every client
-    /// (v5 reason 0x8B) and returns once all tasks have finished.
-    pub async fn run(self, shutdown: impl Future) {
-        let Broker {
-            config,
-            mqtt,
-            http,
-            tls,
-            ws,
-            wss,
-            certs,
-            #[cfg(unix)]
-            hangup,
-            metrics,
-            auth,
-            hook,
-            authn,
-            http_extras,
-            router_tx,
-            router_rx,
-            store,
-        } = self;
-        let token = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let router = crate::store::attach(
-            Router::new(router_rx, config.clone(), metrics.clone()),
-            store,
-            &metrics,
-        );
-        let router = tokio::spawn(router.run(token.clone()));
-
-        let http_token = token.clone();
-        let http_metrics = metrics.clone();
-        let http_task = tokio::spawn(async move {
-            let serve = axum::serve(http, crate::http::app_with(http_metrics, http_extras))
-                .with_graceful_shutdown(async move { http_token.cancelled().await });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP server failed");
-            }
-        });
-
-        if authn.allows_anonymous() {
-            warn!(
-                "ANONYMOUS ACCESS IS ON (--allow-anonymous): clients without a token may connect, publish and subscribe"
-            );
-        } else if !authn.verifies_tokens() {
-            warn!(
-                "no signing keys configured (--jwks-url or --jwks-file) and anonymous access off: every client will be refused"
-            );
-        }
-        let revocations = tokio::spawn(authn.clone().watch_revocations(token.clone()));
-        #[cfg(unix)]
-        let reloads = hangup.map(|sig| {
-            tokio::spawn(reload_on_hangup(
-                sig,
-                certs.clone(),
-                metrics.clone(),
-                token.clone(),
-            ))
-        });
-        let keep_alive = Arc::new(link::KeepAlive::with_clock(config.clock.clone()));
-        let keep_alive_task = tokio::spawn(keep_alive.clone().run(token.clone()));
-        let ctx = Arc::new(LinkContext {
-            router: router_tx,
-            config: config.clone(),
-            metrics: metrics.clone(),
-            auth,
-            authn,
-            hook,
-            shutdown: token.clone(),
-            keep_alive,
-        });
-        let limit = Arc::new(Semaphore::new(config.limits.max_connections));
-        let conn_ids = AtomicU64::new(1);
-        tokio::pin!(shutdown);
-        loop {
-            let (accepted, kind) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = mqtt.accept() => (r, Listener::Tcp),
-                r = accept_opt(tls.as_ref()) => (r, Listener::Tls),
-                r = accept_opt(ws.as_ref()) => (r, Listener::Ws),
-                r = accept_opt(wss.as_ref()) => (r, Listener::Wss),
-            };
-            let (stream, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off.
-                    warn!(error = %e, listener = kind.label(), "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            metrics.accepted(kind);
-            let _ = stream.set_nodelay(true);
-            let conn_id = conn_ids.fetch_add(1, Relaxed);
-            match limit.clone().try_acquire_owned() {
-                Ok(permit) if kind == Listener::Tcp => {
-                    tracker.spawn(tcp_task(stream, peer, conn_id, ctx.clone(), permit));
-                }
-                Ok(permit) => {
-                    tracker.spawn(serve_socket(
-                        kind,
-                        stream,
-                        peer,
-                        certs.clone(),
-                        conn_id,
-                        ctx.clone(),
-                        permit,
-                    ));
-                }
-                Err(_) => {
-                    warn!(%peer, listener = kind.label(), limit = config.limits.max_connections, "connection limit reached; refusing");
-                    metrics.connections_refused.fetch_add(1, Relaxed);
-                    // Over TLS or WebSocket a CONNACK would cost a
-                    // handshake or an upgrade first: those are closed.
-                    if kind == Listener::Tcp {
-                        tracker.spawn(refuse_over_limit(stream, config.clone()));
-                    }
-                }
-            }
-        }
-        info!("shutting down: closing clients");
-        token.cancel();
-        drop((mqtt, tls, ws, wss));
-        drop(ctx);
-        tracker.close();
-        tracker.wait().await;
-        let _ = revocations.await;
-        let _ = keep_alive_task.await;
-        #[cfg(unix)]
-        if let Some(r) = reloads {
-            let _ = r.await;
-        }
-        let _ = router.await;
-        let _ = http_task.await;
-        info!("broker stopped");
-    }
-}
-
-/// Accepts on an optional listener, or never when there is none.
-async fn accept_opt(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
-    match l {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The task of a plain TCP connection: the link's own future (two boxes,
-/// [`link::serve`]) and the connection's place under `max_connections`,
-/// nothing else — no dispatch state of [`serve_socket`], whose future is
-/// several times larger (tokio rounds a task up to 128-byte multiples, so
-/// every idle TCP connection paid a 512-byte task for it; issue 12).
-fn tcp_task(
-    stream: TcpStream,
-    peer: SocketAddr,
-    conn_id: u64,
-    ctx: Arc<LinkContext>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> impl Future<Output = ()> + Send + 'static {
-    let peer = Peer {
-        addr: Some(peer),
-        certificate: None,
-        fingerprint: None,
-    };
-    let link = link::serve(stream, peer, conn_id, ctx);
-    async move {
-        link.await;
-        drop(permit);
-    }
-}
-
-/// Serves one accepted socket of listener `kind` until it closes. TLS and
-/// WSS use the certificate current at accept time.
-///
-/// This future is what a TLS or WebSocket connection's task holds for its
-/// whole life (a plain TCP connection's task is [`tcp_task`]), and a future
-/// is as large as its largest state: the TLS handshake, the WebSocket
-/// upgrade and their links are boxed so that none of them carries the
-/// others' state (12.8 KB per idle connection before,
-/// `benches/edge_idle_heap.rs`; a size test below keeps it small).
-async fn serve_socket(
-    kind: Listener,
-    stream: TcpStream,
-    peer: SocketAddr,
-    certs: Option<Arc<Certificates>>,
-    conn_id: u64,
-    ctx: Arc<LinkContext>,
-    // The connection's place under `max_connections`, given back when
-    // this future ends (it is an argument, not captured by a wrapper, so
-    // the task holds no second copy of the arguments).
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let secure = matches!(kind, Listener::Tls | Listener::Wss);
-    match (kind, certs.filter(|_| secure)) {
-        (Listener::Tcp, _) => {
-            let peer = Peer {
-                addr: Some(peer),
-                certificate: None,
-                fingerprint: None,
-            };
-            link::serve(stream, peer, conn_id, ctx).await;
-        }
-        (Listener::Ws, _) => {
-            let peer = Peer {
-                addr: Some(peer),
-                ..Peer::default()
-            };
-            Box::pin(serve_ws(stream, peer, conn_id, ctx)).await;
-        }
-        (Listener::Tls, Some(certs)) => {
-            serve_tls(stream, peer, certs.config(), conn_id, ctx).await;
-        }
-        (Listener::Wss, Some(certs)) => {
-            Box::pin(serve_wss(stream, peer, certs.acceptor(), conn_id, ctx)).await;
-        }
-        // Not reached: `bind` loads certificates whenever TLS or WSS is on.
-        (Listener::Tls | Listener::Wss, None) => {
-            warn!(%peer, "no TLS configuration for a secure listener; closing");
-        }
-    }
-}
-
-/// Serves a WSS client: the TLS handshake, then the WebSocket upgrade and
-/// the link ([`serve_ws`]).
-async fn serve_wss(
-    stream: TcpStream,
-    peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
-    conn_id: u64,
-    ctx: Arc<LinkContext>,
-) {
-    let timeout = Duration::from_millis(ctx.config.limits.connect_timeout_ms);
-    match crate::tls::handshake(&acceptor, stream, timeout).await {
-        Ok((tls, certificate)) => {
-            // The link serves the bridge's socket pair, not this TLS
-            // session: certificate-only login needs the fingerprint now.
-            let fingerprint = ctx
-                .authn
-                .logs_in_certificates()
-                .then(|| tls.get_ref().1.peer_certificates())
-                .flatten()
-                .and_then(|chain| chain.first())
-                .map(|leaf| plantd_shared::device_certs::Fingerprint::of_der(leaf.as_ref()));
-            let peer = Peer {
-                addr: Some(peer),
-                certificate,
-                fingerprint,
-            };
-            serve_ws(tls, peer, conn_id, ctx).await;
-        }
-        Err(why) => {
-            info!(%peer, %why, listener = "wss", "closing TLS connection");
-            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-        }
-    }
-}
-
-/// Serves a TLS client: the handshake (within the connect timeout, in the
-/// connection's own task, boxed: its state is freed once it is done), then
-/// the link over the TLS session itself ([`link::TlsSocket`]: rustls'
-/// unbuffered state machine driven over the TCP socket, no bridge, no
-/// buffer kept while idle; boxed as well so that the task itself stays
-/// small).
-async fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
-    config: Arc<rustls::ServerConfig>,
-    conn_id: u64,
-    ctx: Arc<LinkContext>,
-) {
-    let timeout = Duration::from_millis(ctx.config.limits.connect_timeout_ms);
-    let (tls, certificate) = match Box::pin(link::TlsSocket::accept(stream, config, timeout)).await
-    {
-        Ok(x) => x,
-        Err(why) => {
-            info!(%peer, %why, "closing TLS connection");
-            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-            return;
-        }
-    };
-    if let Some(cn) = &certificate {
-        info!(%peer, certificate = %cn, "TLS client certificate verified");
-    }
-    let peer = Peer {
-        addr: Some(peer),
-        certificate,
-        fingerprint: None,
-    };
-    Box::pin(link::serve(tls, peer, conn_id, ctx)).await;
-}
-
-/// Serves a WebSocket client on `stream` (plain TCP, or TLS already
-/// established for WSS, with the client certificate in `peer`): the
-/// upgrade within the connect timeout, then the link over the bridge's
-/// socket pair. A refused or failed upgrade is logged at info and counted
-/// in `connections_refused`.
-async fn serve_ws<S>(stream: S, peer: Peer, conn_id: u64, ctx: Arc<LinkContext>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
-    let limits = &ctx.config.limits;
-    let timeout = Duration::from_millis(limits.connect_timeout_ms);
-    let ws = match crate::ws::handshake(stream, timeout, limits.max_packet_size).await {
-        Ok(ws) => ws,
-        Err(why) => {
-            info!(peer = ?peer.addr, %why, "closing WebSocket connection");
-            ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-            return;
-        }
-    };
-    // The bridge closes the WebSocket (with a grace period of its own) once
-    // it sees the link's end-of-file.
-    let bridge = |remote| crate::ws::bridge(ws, remote);
-    serve_bridged(peer, conn_id, ctx, "WebSocket", bridge).await;
-}
-
-/// Serves the link for a client whose transport (`what`: a WebSocket,
-/// over TCP or TLS) is already established: the link runs on one end of a fresh
-/// socket pair, and `bridge` copies between the transport and the other
-/// end until either side ends. Once the link closes its end, the bridge
-/// runs until it ends by itself (it closes the transport with a grace
-/// period of its own).
-async fn serve_bridged<B>(
-    peer: Peer,
-    conn_id: u64,
-    ctx: Arc<LinkContext>,
-    what: &str,
-    bridge: impl FnOnce(UnixStream) -> B,
-) where
-    B: Future<Output = ()>,
-{
-    let (local, remote) = match UnixStream::pair() {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(peer = ?peer.addr, error = %e, "cannot serve a {what} client: no socket pair");
-            return;
-        }
-    };
-    if let Some(cn) = &peer.certificate {
-        info!(peer = ?peer.addr, certificate = %cn, "TLS client certificate verified");
-    }
-    let link = link::serve(local, peer, conn_id, ctx);
-    let bridge = bridge(remote);
-    tokio::pin!(link, bridge);
-    tokio::select! {
-        () = &mut link => bridge.await,
-        () = &mut bridge => link.await,
-    }
-}
-
-/// Waits for SIGHUP until `stop`, reloading `certs` on each.
-#[cfg(unix)]
-async fn reload_on_hangup(
-    mut sig: tokio::signal::unix::Signal,
-    certs: Option<Arc<Certificates>>,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            r = sig.recv() => if r.is_none() { return },
-        }
-        match &certs {
-            Some(c) => {
-                reload_certificates(c, &metrics);
-            }
-            None => info!("SIGHUP: no TLS or WSS listener, nothing to reload"),
-        }
-    }
-}
-
-/// Re-reads the TLS certificate, key and client CA into `certs`, logs the
-/// outcome and counts it in `metrics` (`tls_reloads`,
-/// `tls_reload_failures`, `tls_reload_failed`). On error the previous
-/// certificate stays in force; established connections are never touched.
-/// Returns whether the reload succeeded.
-pub fn reload_certificates(certs: &Certificates, metrics: &Metrics) -> bool {
-    let files = certs.files();
-    match certs.reload() {
-        Ok(()) => {
-            metrics.tls_reloads.fetch_add(1, Relaxed);
-            metrics.tls_reload_failed.store(0, Relaxed);
-            info!(cert = %files.cert.display(), key = %files.key.display(), client_ca = ?files.client_ca, "TLS certificate reloaded");
-            true
-        }
-        Err(e) => {
-            metrics.tls_reload_failures.fetch_add(1, Relaxed);
-            metrics.tls_reload_failed.store(1, Relaxed);
-            tracing::error!(error = %e, cert = %files.cert.display(), "TLS certificate reload failed; keeping the previous certificate");
-            false
-        }
-    }
 }
 
 /// The addresses a broker listens on.
@@ -763,25 +376,6 @@ impl Listening {
     }
 }
 
-/// Answers a connection over the limit with CONNACK "quota exceeded" (v5)
-/// or "server unavailable" (v3), then closes it.
-async fn refuse_over_limit(mut stream: TcpStream, config: Arc<Config>) {
-    let mut rbuf = bytes::BytesMut::new();
-    let timeout = Duration::from_millis(config.limits.connect_timeout_ms.min(5_000));
-    let wire = match handshake::read_connect(&mut stream, &mut rbuf, 64 * 1024, timeout).await {
-        Ok(h) => Some(h.wire),
-        Err(handshake::HandshakeError::Refuse(w, _, _)) => w,
-        Err(_) => None,
-    };
-    handshake::refuse(
-        &mut stream,
-        wire,
-        0x97,
-        Some("connection limit reached".into()),
-    )
-    .await;
-}
-
 /// Binds `config`'s listeners and serves until `shutdown` resolves.
 ///
 /// # Errors
@@ -791,53 +385,4 @@ pub async fn run(config: Config, shutdown: impl Future) -> Result<(), Error> {
     broker.listening().log();
     broker.run(shutdown).await;
     Ok(())
-}
-
-#[cfg(test)]
-mod size_tests {
-    use super::*;
-
-    /// Every connection's task holds its future for its whole life: an
-    /// idle TCP connection must not pay for the TLS or WebSocket states
-    /// (issue 12: ≤ 2 KB of memory per idle TCP connection in all).
-    #[tokio::test]
-    async fn a_connection_task_is_as_small_as_its_tcp_link() {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let s = TcpStream::connect(addr).await.expect("connect");
-        let (tx, _rx) = mpsc::channel(1);
-        let ctx = Arc::new(LinkContext {
-            router: tx,
-            config: Arc::new(Config::default()),
-            metrics: Arc::new(Metrics::default()),
-            auth: Arc::new(StaticRules::default()),
-            authn: Arc::new(Authenticator::new(
-                Site::new("local").expect("valid site"),
-                None,
-                true,
-            )),
-            hook: None,
-            shutdown: CancellationToken::new(),
-            keep_alive: Arc::new(crate::link::KeepAlive::new()),
-        });
-        let permit = Arc::new(Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("a permit");
-        let f = tcp_task(s, addr, 1, ctx.clone(), permit);
-        let size = std::mem::size_of_val(&f);
-        eprintln!("TCP connection task future: {size} bytes");
-        // Two boxes and the permit: with tokio's header the task stays in
-        // one 256-byte allocation (it was 512 with `serve_socket`).
-        assert!(size <= 96, "per-connection task state is {size} bytes");
-        drop(f);
-        let s = TcpStream::connect(addr).await.expect("connect");
-        let permit = Arc::new(Semaphore::new(1))
-            .try_acquire_owned()
-            .expect("a permit");
-        let f = serve_socket(Listener::Tls, s, addr, None, 1, ctx, permit);
-        let size = std::mem::size_of_val(&f);
-        eprintln!("serve_socket future (TLS, WebSocket): {size} bytes");
-        // The handshakes and links are boxed; the dispatch adds a few words.
-        assert!(size < 512, "per-connection task state is {size} bytes");
-    }
 }
