@@ -18,7 +18,10 @@
 //! | [`supervise`] | the restart policy `plantd up` keeps its components running with (growing delays, crash-loop detection) |
 //! | [`up`] | `plantd up`: the whole stack on one machine — nats-server with JetStream, streams and buckets, the functions, the edge broker — supervised |
 //!
-//! `main.rs` only parses arguments and calls into these modules.
+//! The binary only parses arguments and calls into these modules:
+//! `main.rs` (the runtime, exit codes), `args.rs` (the verbs; each command
+//! group's subcommands under `args/`), `input.rs` (the password, a payload
+//! file) and `dispatch.rs` (each verb to the module that does it).
 
 pub mod alerts;
 pub mod analytics;
