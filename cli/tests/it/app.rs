@@ -18,8 +18,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::sdk::device;
-use common::{Up, port_of, post_json};
+use common::{Up, admin_token, device, port_of, post_json};
 use plantd_testkit::http;
 
 /// The repository's root.
@@ -69,20 +68,6 @@ async fn up_with_app(data_dir: &Path) -> Up {
         ],
     )
     .await
-}
-
-/// The admin's access token.
-async fn admin_token(up: &Up, data_dir: &Path) -> String {
-    let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
-    let (status, login) = post_json(
-        up,
-        "/v1/auth/login",
-        None,
-        &serde_json::json!({"email": "admin@plantd.local", "password": password.trim()}),
-    )
-    .await;
-    assert_eq!(status, 200, "{login}");
-    login["access_token"].as_str().expect("token").to_owned()
 }
 
 /// The service topic the MQTT 5 device answers, and one it subscribes to
@@ -260,8 +245,11 @@ async fn plantd_up_serves_the_app_with_fallback_and_cache_headers_and_keeps_the_
     assert_eq!(post.status, 405);
 }
 
-#[tokio::test]
-async fn app_in_a_browser() {
+/// What the browser scenarios need, each required ([`require`]): the
+/// built app and its packages, a chromium (`$PLANTD_CHROMIUM`, or
+/// Debian's), `node` and `mosquitto_pub`. The app's directory and the
+/// chromium to use.
+fn browser_scenarios() -> (PathBuf, String) {
     let app = repo().join("app");
     require(
         &app.join("dist/index.html"),
@@ -278,6 +266,12 @@ async fn app_in_a_browser() {
     );
     require_program("node", "Node.js");
     require_program("mosquitto_pub", "mosquitto-clients");
+    (app, chromium)
+}
+
+#[tokio::test]
+async fn app_in_a_browser() {
+    let (app, chromium) = browser_scenarios();
     require_program("mosquitto_sub", "mosquitto-clients");
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -344,27 +338,17 @@ async fn app_in_a_browser() {
         "service": {"topic": SERVICE, "silent": SILENT_SERVICE},
         "screenshots": screenshots,
     });
-    let run = tokio::process::Command::new("node")
+    let mut scenarios = tokio::process::Command::new("node");
+    scenarios
         .arg(app.join("tests/run.mjs"))
         .env("PLANTD_APP_TEST", config.to_string())
         .env("PLANTD_CHROMIUM", &chromium)
-        .current_dir(&app)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the browser test finishes within 4 minutes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the browser scenarios failed ({}); screenshots in {}:\n{stdout}\n{stderr}",
-        out.status,
+        .current_dir(&app);
+    let what = format!(
+        "the browser scenarios (screenshots in {})",
         screenshots.display()
     );
+    let stdout = common::suite_stdout(scenarios, Duration::from_secs(240), &what).await;
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
@@ -375,22 +359,7 @@ async fn app_in_a_browser() {
 /// reload.
 #[tokio::test]
 async fn sites_health_in_a_browser() {
-    let app = repo().join("app");
-    require(
-        &app.join("dist/index.html"),
-        "build the app: cd app && npm ci && npm run build",
-    );
-    require(
-        &app.join("node_modules/playwright-core"),
-        "install the app's packages: cd app && npm ci",
-    );
-    let chromium = std::env::var("PLANTD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    require(
-        Path::new(&chromium),
-        "install Debian's chromium: apt-get install chromium",
-    );
-    require_program("node", "Node.js");
-    require_program("mosquitto_pub", "mosquitto-clients");
+    let (app, chromium) = browser_scenarios();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let up = up_with_app(dir.path()).await;
@@ -432,26 +401,16 @@ async fn sites_health_in_a_browser() {
         "alert": {"topic": "line9/oven/temp", "value": 95},
         "screenshots": screenshots,
     });
-    let run = tokio::process::Command::new("node")
+    let mut scenarios = tokio::process::Command::new("node");
+    scenarios
         .arg(app.join("tests/health.mjs"))
         .env("PLANTD_APP_TEST", config.to_string())
         .env("PLANTD_CHROMIUM", &chromium)
-        .current_dir(&app)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser test finishes within 2 minutes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the health scenarios failed ({}); screenshots in {}:\n{stdout}\n{stderr}",
-        out.status,
+        .current_dir(&app);
+    let what = format!(
+        "the health scenarios (screenshots in {})",
         screenshots.display()
     );
+    let stdout = common::suite_stdout(scenarios, Duration::from_secs(120), &what).await;
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }

@@ -46,27 +46,14 @@ async fn the_python_sdk_against_plantd_up() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = SdkStack::start(dir.path()).await;
-    let run = tokio::process::Command::new(&python)
+    let mut suite = tokio::process::Command::new(&python);
+    suite
         .args(["-m", "pytest", "tests", "-p", "no:cacheprovider", "-rA"])
         .env("PLANTD_SDK_TEST", stack.config.to_string())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONUNBUFFERED", "1")
-        .current_dir(sdk())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the SDK suite finishes within 4 minutes")
-        .expect("pytest runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the SDK suite failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+        .current_dir(sdk());
+    let stdout = common::suite_stdout(suite, Duration::from_secs(240), "the SDK suite").await;
     // Every case ran: nothing skipped for a missing part.
     let summary = stdout.lines().last().unwrap_or_default();
     assert!(

@@ -62,31 +62,17 @@ async fn the_typescript_sdk_against_plantd_up() {
     built_dist();
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = SdkStack::start(dir.path()).await;
-    let config = &stack.config;
-    let run = tokio::process::Command::new("node")
+    let mut suite = tokio::process::Command::new("node");
+    suite
         .args([
             "--experimental-websocket",
             "--test",
             "--test-timeout=170000",
             "test/",
         ])
-        .env("PLANTD_SDK_TEST", config.to_string())
-        .current_dir(sdk())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("the SDK suite finishes within 4 minutes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the SDK suite failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+        .env("PLANTD_SDK_TEST", stack.config.to_string())
+        .current_dir(sdk());
+    let stdout = common::suite_stdout(suite, Duration::from_secs(240), "the SDK suite").await;
     assert!(stdout.contains("# fail 0"), "{stdout}");
 }
 

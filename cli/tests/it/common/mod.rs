@@ -146,6 +146,30 @@ pub async fn up_logged_in(data_dir: &Path, env: &[(&str, &str)]) -> (Up, tempfil
     (up, config)
 }
 
+/// Runs `suite` (another language's test run, killed if dropped) to its
+/// end, prints what it wrote and asserts that it succeeded: its standard
+/// output. `what` names it in the failure messages.
+///
+/// # Panics
+/// When it does not end within `within` or fails.
+pub async fn suite_stdout(mut suite: Command, within: Duration, what: &str) -> String {
+    let run = suite.kill_on_drop(true).output();
+    let out = tokio::time::timeout(within, run)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {within:?}"))
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
 /// The `plantd` binary with its own configuration directory (profiles and
 /// tokens) and no password from the environment.
 pub fn plantd(config_dir: &Path) -> std::process::Command {
@@ -205,18 +229,12 @@ pub async fn post_json(
     (answer.status, v)
 }
 
-/// Registers device `name` on site `local` as the bootstrap admin (its
-/// password in `<data_dir>/admin-password`), allowed to publish on the
-/// filters `publish`, and gets its token: `(client id, access token)`.
+/// Logs in over HTTP as the bootstrap admin (its password in
+/// `<data_dir>/admin-password`): its access token.
 ///
 /// # Panics
-/// When a step is refused.
-pub async fn register_device(
-    up: &Up,
-    data_dir: &Path,
-    name: &str,
-    publish: &[&str],
-) -> (String, String) {
+/// When the login is refused.
+pub async fn admin_token(up: &Up, data_dir: &Path) -> String {
     let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
     let (status, login) = post_json(
         up,
@@ -226,12 +244,27 @@ pub async fn register_device(
     )
     .await;
     assert_eq!(status, 200, "{login}");
-    let admin = login["access_token"].as_str().expect("token");
+    login["access_token"].as_str().expect("token").to_owned()
+}
+
+/// Registers device `name` on site `local` as `admin` (an access token),
+/// allowed to publish on the filters `publish` and subscribe to
+/// `subscribe`, and gets its token: `(client id, access token)`.
+///
+/// # Panics
+/// When a step is refused.
+pub async fn device(
+    up: &Up,
+    admin: &str,
+    name: &str,
+    publish: &[&str],
+    subscribe: &[&str],
+) -> (String, String) {
     let (status, creds) = post_json(
         up,
         "/v1/devices",
         Some(admin),
-        &serde_json::json!({"name": name, "site": "local", "publish": publish, "subscribe": []}),
+        &serde_json::json!({"name": name, "site": "local", "publish": publish, "subscribe": subscribe}),
     )
     .await;
     assert_eq!(status, 201, "{creds}");
@@ -246,6 +279,21 @@ pub async fn register_device(
     assert_eq!(status, 200, "{token}");
     let token = token["access_token"].as_str().expect("token").to_owned();
     (id, token)
+}
+
+/// [`device`] `name`, allowed to publish on `publish` and to subscribe to
+/// nothing, registered as the bootstrap admin ([`admin_token`]).
+///
+/// # Panics
+/// When a step is refused.
+pub async fn register_device(
+    up: &Up,
+    data_dir: &Path,
+    name: &str,
+    publish: &[&str],
+) -> (String, String) {
+    let admin = admin_token(up, data_dir).await;
+    device(up, &admin, name, publish, &[]).await
 }
 
 /// Connects device `id` to `up`'s edge over MQTT with its `token` and

@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::ChildStdout;
 use tokio::task::JoinHandle;
 
-use super::{Up, port_of, post_json, register_device};
+use super::{Up, admin_token, device, port_of};
 
 /// A running `plantd up` and the configuration the SDK suites read.
 pub struct SdkStack {
@@ -30,38 +30,6 @@ pub struct SdkStack {
     pub up: Up,
     /// `$PLANTD_SDK_TEST` for the suite.
     pub config: serde_json::Value,
-}
-
-/// A device on site `local` with these MQTT grants: `(client id, access token)`.
-///
-/// # Panics
-/// When a step is refused.
-pub async fn device(
-    up: &Up,
-    admin: &str,
-    name: &str,
-    publish: &[&str],
-    subscribe: &[&str],
-) -> (String, String) {
-    let (status, creds) = post_json(
-        up,
-        "/v1/devices",
-        Some(admin),
-        &serde_json::json!({"name": name, "site": "local", "publish": publish, "subscribe": subscribe}),
-    )
-    .await;
-    assert_eq!(status, 201, "{creds}");
-    let id = creds["client_id"].as_str().expect("id").to_owned();
-    let (status, token) = post_json(
-        up,
-        "/v1/auth/token",
-        None,
-        &serde_json::json!({"grant_type": "client_credentials", "client_id": id, "client_secret": creds["client_secret"]}),
-    )
-    .await;
-    assert_eq!(status, 200, "{token}");
-    let token = token["access_token"].as_str().expect("token").to_owned();
-    (id, token)
 }
 
 impl SdkStack {
@@ -87,22 +55,14 @@ impl SdkStack {
     /// variables (e.g. short-lived tokens).
     pub async fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> SdkStack {
         let up = Up::on_free_ports_with_env(data_dir, env).await;
-        let sensor = register_device(&up, data_dir, "sdk-sensor", &["sdk/#"]).await;
         let password = std::fs::read_to_string(data_dir.join("admin-password")).expect("password");
         let password = password.trim();
-        let (status, login) = post_json(
-            &up,
-            "/v1/auth/login",
-            None,
-            &serde_json::json!({"email": "admin@plantd.local", "password": password}),
-        )
-        .await;
-        assert_eq!(status, 200, "{login}");
-        let admin = login["access_token"].as_str().expect("token");
-        let valve = device(&up, admin, "sdk-valve", &[], &["sdk/valve/#"]).await;
+        let admin = admin_token(&up, data_dir).await;
+        let sensor = device(&up, &admin, "sdk-sensor", &["sdk/#"], &[]).await;
+        let valve = device(&up, &admin, "sdk-valve", &[], &["sdk/valve/#"]).await;
         let pump = device(
             &up,
-            admin,
+            &admin,
             "sdk-pump",
             &["sdk/pump/#", "$plantd/log/sdk-pump"],
             &["sdk/pump/svc/#"],
