@@ -23,6 +23,19 @@
 //! On shutdown the broker closes its clients first, then the uplink gets a
 //! moment to collect outstanding acknowledgements, then the journal is
 //! flushed and its cursor persisted.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | this one | [`run`]: starting the parts in order, stopping them in order |
+//! | `journal` | the journal's options from the configuration, opening it at start |
+//! | `nats` | the NATS connection: options from the configuration, connecting |
+//! | `readiness` | `/readyz` and the journal's, uplink's, downlink's, analytics' and login figures on `/metrics` |
+
+mod journal;
+mod nats;
+mod readiness;
+
+pub use journal::journal_options;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,10 +43,9 @@ use std::time::Duration;
 
 use plantd_bridge::{
     Downlink, DownlinkConfig, DownlinkStatus, Service, ServiceConfig, Uplink, UplinkConfig,
-    UplinkConnector, UplinkState, UplinkStatus,
+    UplinkConnector,
 };
 use plantd_bridge::{LeaseState, SiteLease};
-use plantd_journal::{FsyncPolicy, Journal, Options, OverflowPolicy};
 use plantd_shared::lease::LeaseLife;
 use plantd_shared::subject::Site;
 use plantd_shared::topic::Filter;
@@ -43,10 +55,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::EdgeTrust;
 use crate::auth::certificates::{self, Directory};
 use crate::config::Config;
-use crate::http::HttpExtras;
 use crate::inject::{EdgeCommands, EdgeServices};
 use crate::journal_hook::JournalHook;
 use crate::server::Broker;
+use journal::open_journal;
+use nats::{connect_nats, nats_options};
+use readiness::{AuthFigures, readiness};
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,352 +99,6 @@ fn holder(data_dir: &std::path::Path) -> String {
         std::process::id(),
         data_dir.display()
     )
-}
-
-/// Journal options from the configuration.
-///
-/// # Errors
-/// [`EdgeError::Config`] for an unknown policy.
-pub fn journal_options(config: &Config) -> Result<Options, EdgeError> {
-    let j = &config.journal;
-    let fsync: FsyncPolicy = j.fsync.parse().map_err(EdgeError::Config)?;
-    let overflow: OverflowPolicy = j.overflow.parse().map_err(EdgeError::Config)?;
-    Ok(Options {
-        fsync,
-        overflow,
-        max_bytes: j.max_bytes,
-        max_age: j.max_age_secs.map(Duration::from_secs),
-        segment_bytes: j.segment_bytes,
-        ..Options::default()
-    })
-}
-
-/// Connection options for NATS from the configuration: name, credentials,
-/// CA and client certificate. Shared by the edge's connection and the
-/// uplink's own connections.
-async fn nats_options(config: &Config) -> Result<async_nats::ConnectOptions, EdgeError> {
-    let u = &config.uplink;
-    let mut opts = async_nats::ConnectOptions::new().name(format!("plantd-edge-{}", config.site));
-    if let Some(creds) = &u.nats_creds {
-        opts = opts
-            .credentials_file(creds)
-            .await
-            .map_err(|e| EdgeError::Nats(format!("credentials {}: {e}", creds.display())))?;
-    }
-    // async-nats reads these files on every connection attempt: check them
-    // now, so that a wrong path stops the edge with its name instead of
-    // leaving the uplink down with a bare "No such file".
-    if let Some(ca) = &u.nats_ca {
-        readable(ca, "--nats-ca").await?;
-        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    match (&u.nats_cert, &u.nats_key) {
-        (Some(cert), Some(key)) => {
-            readable(cert, "--nats-cert").await?;
-            readable(key, "--nats-key").await?;
-            opts = opts.add_client_certificate(cert.clone(), key.clone());
-        }
-        (None, None) => {}
-        // One without the other would silently connect without a client
-        // certificate.
-        _ => {
-            return Err(EdgeError::Config(
-                "--nats-cert and --nats-key (uplink.nats_cert, uplink.nats_key) go together".into(),
-            ));
-        }
-    }
-    Ok(opts)
-}
-
-/// Fails with [`EdgeError::Config`] naming `what` when `path` cannot be read.
-async fn readable(path: &std::path::Path, what: &str) -> Result<(), EdgeError> {
-    tokio::fs::File::open(path)
-        .await
-        .map(drop)
-        .map_err(|e| EdgeError::Config(format!("{what} {}: {e}", path.display())))
-}
-
-async fn connect_nats(
-    opts: async_nats::ConnectOptions,
-    url: &str,
-) -> Result<async_nats::Client, EdgeError> {
-    let opts = opts
-        .retry_on_initial_connect()
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS connection event");
-        });
-    plantd_shared::nats_urls::connect(url, opts)
-        .await
-        .map_err(|e| {
-            let url = plantd_shared::nats_urls::redacted(url);
-            EdgeError::Nats(format!("{url}: {e}"))
-        })
-}
-
-/// The figures of the site owner's watch and of certificate login, for
-/// `/metrics`.
-struct AuthFigures {
-    /// Owner changes seen while running.
-    owner: Arc<crate::owner::watch::Stats>,
-    /// Certificate logins, when on.
-    certificates: Option<Arc<Directory>>,
-}
-
-fn readiness(
-    journal: Journal,
-    status: watch::Receiver<UplinkStatus>,
-    downlink: watch::Receiver<DownlinkStatus>,
-    analytics: Option<Arc<crate::analytics::Stats>>,
-    auth: AuthFigures,
-) -> HttpExtras {
-    let ready_journal = journal.clone();
-    let ready_status = status.clone();
-    let ready = Arc::new(move || {
-        let s = ready_status.borrow().clone();
-        let stats = ready_journal.stats();
-        if stats.blocked {
-            return Err("journal full: publishers are held back".to_owned());
-        }
-        if !s.is_healthy() {
-            return Err(format!(
-                "uplink {}: {}",
-                s.state.as_str(),
-                s.last_error.unwrap_or_else(|| "no progress".into())
-            ));
-        }
-        Ok(())
-    });
-    let metrics = Arc::new(move || {
-        use std::fmt::Write as _;
-        let st = journal.stats();
-        let s = status.borrow().clone();
-        let mut out = String::with_capacity(2048);
-        let mut one = |name: &str, kind: &str, help: &str, v: f64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        one(
-            "plantd_journal_bytes",
-            "gauge",
-            "Bytes in journal segments.",
-            st.bytes as f64,
-        );
-        one(
-            "plantd_journal_max_bytes",
-            "gauge",
-            "Journal size limit (0: none).",
-            st.max_bytes as f64,
-        );
-        one(
-            "plantd_journal_records_unacked",
-            "gauge",
-            "Journaled records not yet acknowledged by JetStream.",
-            st.unacked() as f64,
-        );
-        one(
-            "plantd_journal_last_seq",
-            "gauge",
-            "Newest journal sequence.",
-            st.last_seq as f64,
-        );
-        one(
-            "plantd_journal_appends_total",
-            "counter",
-            "Records appended since start.",
-            st.appends as f64,
-        );
-        one(
-            "plantd_journal_fsyncs_total",
-            "counter",
-            "fsync calls since start.",
-            st.fsyncs as f64,
-        );
-        one(
-            "plantd_journal_bytes_written_total",
-            "counter",
-            "Bytes written to segments since start.",
-            st.bytes_written as f64,
-        );
-        one(
-            "plantd_journal_payload_bytes_total",
-            "counter",
-            "Payload bytes appended since start.",
-            st.payload_bytes as f64,
-        );
-        one(
-            "plantd_journal_blocked",
-            "gauge",
-            "1 while publishers are held back by a full journal.",
-            f64::from(u8::from(st.blocked)),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP plantd_dropped_total Messages dropped, by reason.\n# TYPE plantd_dropped_total counter\nplantd_dropped_total{{reason=\"journal_overflow\"}} {}\nplantd_dropped_total{{reason=\"journal_age\"}} {}\nplantd_dropped_total{{reason=\"undeliverable\"}} {}\nplantd_dropped_total{{reason=\"log_ship\"}} {}",
-            st.dropped_overflow,
-            st.dropped_age,
-            s.undeliverable,
-            plantd_shared::log_ship::dropped()
-        );
-        let up = |state: UplinkState| f64::from(u8::from(s.state == state));
-        let _ = writeln!(
-            out,
-            "# HELP plantd_uplink_state Uplink state (1 for the current one).\n# TYPE plantd_uplink_state gauge"
-        );
-        for state in [
-            UplinkState::Starting,
-            UplinkState::Up,
-            UplinkState::Down,
-            UplinkState::Stalled,
-            UplinkState::Refused,
-            UplinkState::Stopped,
-        ] {
-            let _ = writeln!(
-                out,
-                "plantd_uplink_state{{state=\"{}\"}} {}",
-                state.as_str(),
-                up(state)
-            );
-        }
-        let mut one = |name: &str, kind: &str, help: &str, v: f64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        one(
-            "plantd_uplink_published_total",
-            "counter",
-            "Publishes sent to JetStream (including resends).",
-            s.published as f64,
-        );
-        one(
-            "plantd_uplink_acked_total",
-            "counter",
-            "Acknowledgements from JetStream.",
-            s.acked as f64,
-        );
-        one(
-            "plantd_uplink_resends_total",
-            "counter",
-            "Records sent again after a failure.",
-            s.resends as f64,
-        );
-        one(
-            "plantd_uplink_already_stored_total",
-            "counter",
-            "Records not sent again because JetStream already held them when a connection started.",
-            s.already_stored as f64,
-        );
-        one(
-            "plantd_uplink_duplicates_total",
-            "counter",
-            "Resends JetStream recognised as duplicates.",
-            s.duplicates as f64,
-        );
-        one(
-            "plantd_uplink_reordered_total",
-            "counter",
-            "Publishes stored after an earlier one on the same topic had been refused (topic out of order in the stream).",
-            s.reordered as f64,
-        );
-        one(
-            "plantd_uplink_failures_total",
-            "counter",
-            "Uplink failures.",
-            s.failures as f64,
-        );
-        one(
-            "plantd_uplink_in_flight",
-            "gauge",
-            "Records awaiting acknowledgement.",
-            s.in_flight as f64,
-        );
-        let since = s
-            .last_ack
-            .map(|t| t.elapsed().as_secs_f64())
-            .unwrap_or(-1.0);
-        one(
-            "plantd_uplink_seconds_since_last_ack",
-            "gauge",
-            "Seconds since the last acknowledgement (-1: none yet).",
-            since,
-        );
-        downlink_metrics(&mut out, &downlink.borrow());
-        if let Some(a) = &analytics {
-            a.prometheus(&mut out);
-        }
-        auth.owner.prometheus(&mut out);
-        if let Some(c) = &auth.certificates {
-            c.prometheus(&mut out);
-        }
-        out
-    });
-    HttpExtras {
-        ready: Some(ready),
-        metrics: Some(metrics),
-    }
-}
-
-/// The downlink's figures in the Prometheus text format: held commands
-/// (a gauge) and what became of commands (counters).
-fn downlink_metrics(out: &mut String, d: &DownlinkStatus) {
-    use std::fmt::Write as _;
-    let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    };
-    one(
-        "plantd_downlink_attached",
-        "gauge",
-        "1 while the command consumer is attached.",
-        u64::from(d.attached),
-    );
-    one(
-        "plantd_downlink_pending",
-        "gauge",
-        "Commands held: nobody subscribes to their topic yet, or they wait behind one on the same topic.",
-        d.pending,
-    );
-    one(
-        "plantd_downlink_delivered_total",
-        "counter",
-        "Commands the broker accepted.",
-        d.delivered,
-    );
-    one(
-        "plantd_downlink_expired_total",
-        "counter",
-        "Commands dropped because their time to live ran out.",
-        d.expired,
-    );
-    one(
-        "plantd_downlink_undelivered_total",
-        "counter",
-        "Commands without a time to live dropped because nobody subscribed within the hold.",
-        d.undelivered,
-    );
-    one(
-        "plantd_downlink_cancelled_total",
-        "counter",
-        "Held commands cancelled on request.",
-        d.cancelled,
-    );
-    one(
-        "plantd_downlink_invalid_total",
-        "counter",
-        "Commands dropped because their subject or headers were malformed.",
-        d.invalid,
-    );
-    one(
-        "plantd_downlink_refused_total",
-        "counter",
-        "Offers of a command the broker refused (every subscriber's queue full).",
-        d.refused,
-    );
 }
 
 /// Runs the edge until `shutdown` resolves. `on_ready` is called with the
@@ -494,26 +162,7 @@ pub async fn run(
                 .map_err(|e| EdgeError::Config(format!("uplink topic {f:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut options = journal_options(&config)?;
-    if config.analytics.enabled {
-        // What the analytics engine has not applied stays until it has.
-        options.keep_from = crate::analytics::resume_from(&data_dir);
-    }
-    let (journal, recovery) = Journal::open(data_dir.join("journal"), options)?;
-    if recovery.repaired() {
-        tracing::warn!(
-            truncated_bytes = recovery.truncated_bytes,
-            segments = ?recovery.truncated_segments,
-            corrupt = recovery.corrupt,
-            missing = recovery.missing_records,
-            "journal repaired at start"
-        );
-    }
-    tracing::info!(
-        records = recovery.records,
-        unacked = recovery.last_seq.saturating_sub(recovery.acked),
-        "journal ready"
-    );
+    let journal = open_journal(&config, &data_dir)?;
     let nats_opts = nats_options(&config).await?;
     let client = connect_nats(nats_opts.clone(), &url).await?;
     // One live journal per site: take the lease before anything goes up.
