@@ -9,21 +9,26 @@
 //! File I/O is blocking, so the writer runs on its own OS thread with a
 //! small single-threaded runtime for its queue and timers.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::options::{FsyncPolicy, Options, OverflowPolicy};
-use crate::segment::{self, MAGIC, Recovery};
-use crate::shared::{Counters, SegmentMeta, Shared};
+use crate::options::{FsyncPolicy, Options};
+use crate::segment::{self, MAGIC};
+use crate::shared::{SegmentMeta, Shared};
 use crate::{JournalError, cursor, frame};
+
+mod recover;
+mod retention;
+
+pub(crate) use recover::recover;
 
 /// Most appends taken from the queue into one write.
 const MAX_BATCH: usize = 4096;
@@ -106,146 +111,6 @@ fn create_segment(dir: &Path, first_seq: u64) -> Result<(File, SegmentMeta), Jou
         path,
     };
     Ok((f, meta))
-}
-
-/// Opens the journal directory, validates every segment, truncates torn
-/// tails, and builds the writer's state.
-pub(crate) fn recover(
-    dir: &Path,
-    opts: Options,
-) -> Result<(Arc<Shared>, Recovery, State), JournalError> {
-    let opts = opts.normalised();
-    fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
-    let mut rec = Recovery::default();
-    let mut metas: Vec<SegmentMeta> = Vec::new();
-    let found = segment::list(dir)?;
-    rec.segments = found.len();
-    let mut expected_next: Option<u64> = None;
-    for (first, path) in found {
-        let scan = segment::scan(&path, first, opts.max_record)?;
-        if scan.invalid_len > 0 {
-            tracing::warn!(
-                segment = %path.display(),
-                kept_records = scan.records,
-                cut_bytes = scan.invalid_len,
-                corrupt = scan.corrupt,
-                "journal recovery: cutting an invalid segment tail"
-            );
-            segment::truncate(&path, scan.valid_len.max(MAGIC.len() as u64))?;
-            if scan.valid_len < MAGIC.len() as u64 {
-                // Not even the magic survived: rewrite it.
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| JournalError::io(&path, e))?;
-                f.write_all(MAGIC).map_err(|e| JournalError::io(&path, e))?;
-                f.sync_data().map_err(|e| JournalError::io(&path, e))?;
-            }
-            rec.truncated_bytes += scan.invalid_len;
-            rec.truncated_segments.push(path.clone());
-            rec.corrupt |= scan.corrupt;
-        }
-        if let Some(exp) = expected_next
-            && first > exp
-        {
-            rec.missing_records += first - exp;
-        }
-        rec.records += scan.records;
-        let last = if scan.records == 0 {
-            first - 1
-        } else {
-            scan.last_seq
-        };
-        expected_next = Some(last + 1);
-        metas.push(SegmentMeta {
-            first_seq: first,
-            last_seq: last,
-            bytes: scan.valid_len.max(MAGIC.len() as u64),
-            max_ts: scan.max_ts,
-            path,
-        });
-    }
-    // Drop empty segments other than the newest (left by a crash right
-    // after a rotation).
-    let newest = metas.len().saturating_sub(1);
-    let mut kept = Vec::with_capacity(metas.len());
-    for (i, m) in metas.into_iter().enumerate() {
-        if m.last_seq < m.first_seq && i != newest {
-            fs::remove_file(&m.path).map_err(|e| JournalError::io(&m.path, e))?;
-        } else {
-            kept.push(m);
-        }
-    }
-    let mut metas = kept;
-    let acked_cursor = cursor::read(dir).unwrap_or(0);
-    let (file, active_path, next_seq) = match metas.last() {
-        Some(last) => {
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&last.path)
-                .map_err(|e| JournalError::io(&last.path, e))?;
-            (f, last.path.clone(), last.last_seq + 1)
-        }
-        None => {
-            // A fresh journal continues after the cursor, so sequence
-            // numbers (and JetStream message ids) are never reused even if
-            // every segment was deleted.
-            let first = acked_cursor + 1;
-            let (f, meta) = create_segment(dir, first)?;
-            let p = meta.path.clone();
-            metas.push(meta);
-            (f, p, first)
-        }
-    };
-    let last_seq = next_seq - 1;
-    let acked = acked_cursor.min(last_seq);
-    rec.first_seq = metas.first().map(|m| m.first_seq).unwrap_or(next_seq);
-    rec.last_seq = last_seq;
-    rec.acked = acked;
-    let active_bytes = metas.last().map(|m| m.bytes).unwrap_or(0);
-    let (durable, _) = watch::channel(last_seq);
-    let shared = Arc::new(Shared {
-        max_record: opts.max_record,
-        max_bytes: opts.max_bytes,
-        acked: AtomicU64::new(acked),
-        keep_from: AtomicU64::new(opts.keep_from.unwrap_or(u64::MAX)),
-        last_seq: AtomicU64::new(last_seq),
-        durable,
-        segments: Mutex::new(metas),
-        wake: Notify::new(),
-        closing: AtomicBool::new(false),
-        blocked: AtomicBool::new(false),
-        failed: Mutex::new(None),
-        counters: Counters::default(),
-    });
-    if rec.repaired() {
-        tracing::warn!(?rec, "journal recovered with repairs");
-    } else {
-        tracing::info!(
-            segments = rec.segments,
-            records = rec.records,
-            last_seq = rec.last_seq,
-            acked = rec.acked,
-            "journal opened"
-        );
-    }
-    let state = State {
-        dir: dir.to_owned(),
-        opts,
-        file,
-        active_path,
-        active_bytes,
-        next_seq,
-        buf: Vec::with_capacity(1 << 20),
-        written_seq: last_seq,
-        pending: Vec::new(),
-        unsynced_since: None,
-        unsynced_bytes: 0,
-        persisted_cursor: acked_cursor,
-        cursor_written_at: Instant::now(),
-        warned_full: false,
-    };
-    Ok((shared, rec, state))
 }
 
 /// Starts the writer thread.
@@ -501,186 +366,6 @@ impl State {
         self.active_bytes = meta.bytes;
         if let Ok(mut segs) = shared.segments.lock() {
             segs.push(meta);
-        }
-        Ok(())
-    }
-
-    fn total_bytes(shared: &Shared) -> u64 {
-        shared
-            .segments
-            .lock()
-            .map(|s| s.iter().map(|m| m.bytes).sum())
-            .unwrap_or(0)
-    }
-
-    /// Applies the overflow policy until `need` more bytes fit.
-    async fn make_room(&mut self, shared: &Shared, need: u64) -> Result<(), JournalError> {
-        let max = self.opts.max_bytes;
-        if max == 0 {
-            return Ok(());
-        }
-        self.warn_fill(shared);
-        loop {
-            if Self::total_bytes(shared) + need <= max {
-                if shared.blocked.swap(false, Ordering::Relaxed) {
-                    tracing::info!("journal has room again; accepting appends");
-                }
-                return Ok(());
-            }
-            self.delete_acked(shared)?;
-            if Self::total_bytes(shared) + need <= max {
-                continue;
-            }
-            match self.opts.overflow {
-                OverflowPolicy::DropOldest => {
-                    if !self.drop_oldest(shared)? {
-                        // Only the active segment is left: start a new one so
-                        // the full one can go.
-                        self.rotate(shared)?;
-                        if !self.drop_oldest(shared)? {
-                            return Ok(());
-                        }
-                    }
-                }
-                OverflowPolicy::Block => {
-                    // Make what we have readable, so the bridge can send and
-                    // acknowledge it and free space.
-                    self.sync(shared)?;
-                    if !shared.blocked.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            bytes = Self::total_bytes(shared),
-                            max_bytes = max,
-                            "journal full: holding back publishers until the uplink catches up"
-                        );
-                    }
-                    if shared.closing.load(Ordering::Acquire) {
-                        return Err(JournalError::Closed);
-                    }
-                    tokio::select! {
-                        _ = shared.wake.notified() => {}
-                        _ = tokio::time::sleep(TICK) => {}
-                    }
-                    self.housekeeping(shared, false)?;
-                }
-            }
-        }
-    }
-
-    fn warn_fill(&mut self, shared: &Shared) {
-        let max = self.opts.max_bytes;
-        if max == 0 {
-            return;
-        }
-        let total = Self::total_bytes(shared);
-        if !self.warned_full && total * 10 >= max * 8 {
-            self.warned_full = true;
-            tracing::warn!(bytes = total, max_bytes = max, "journal is 80% full");
-        } else if self.warned_full && total * 10 < max * 7 {
-            self.warned_full = false;
-            tracing::info!(bytes = total, max_bytes = max, "journal below 70% again");
-        }
-    }
-
-    /// Deletes the oldest non-active segment; returns whether one was
-    /// deleted. Unacknowledged records in it are counted as dropped.
-    fn drop_oldest(&mut self, shared: &Shared) -> Result<bool, JournalError> {
-        let victim = {
-            let Ok(mut segs) = shared.segments.lock() else {
-                return Ok(false);
-            };
-            if segs.len() < 2 {
-                return Ok(false);
-            }
-            segs.remove(0)
-        };
-        let lost = self.forget(shared, &victim)?;
-        if lost > 0 {
-            shared
-                .counters
-                .dropped_overflow
-                .fetch_add(lost, Ordering::Relaxed);
-            tracing::warn!(
-                lost,
-                first = victim.first_seq,
-                last = victim.last_seq,
-                "journal full: dropped the oldest unacknowledged records (drop-oldest policy)"
-            );
-        }
-        Ok(true)
-    }
-
-    /// Removes a segment's file; returns how many unacknowledged records it
-    /// held, and moves the cursor past them.
-    fn forget(&mut self, shared: &Shared, seg: &SegmentMeta) -> Result<u64, JournalError> {
-        let acked = shared.acked.load(Ordering::Acquire);
-        let lost = seg.last_seq.saturating_sub(acked.max(seg.first_seq - 1));
-        if seg.last_seq >= seg.first_seq {
-            shared.acked.fetch_max(seg.last_seq, Ordering::AcqRel);
-        }
-        match fs::remove_file(&seg.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(JournalError::io(&seg.path, e)),
-        }
-        Ok(lost)
-    }
-
-    /// Deletes segments whose every record is acknowledged (and not held
-    /// by [`Shared::keep_from`]).
-    fn delete_acked(&mut self, shared: &Shared) -> Result<(), JournalError> {
-        let acked = shared
-            .acked
-            .load(Ordering::Acquire)
-            .min(shared.keep_from.load(Ordering::Acquire).saturating_sub(1));
-        let victims: Vec<SegmentMeta> = {
-            let Ok(mut segs) = shared.segments.lock() else {
-                return Ok(());
-            };
-            let keep_from = segs
-                .iter()
-                .take(segs.len().saturating_sub(1))
-                .take_while(|m| m.last_seq <= acked)
-                .count();
-            segs.drain(..keep_from).collect()
-        };
-        for v in &victims {
-            self.forget(shared, v)?;
-        }
-        Ok(())
-    }
-
-    /// Deletes segments older than `max_age`.
-    fn expire(&mut self, shared: &Shared) -> Result<(), JournalError> {
-        let Some(max_age) = self.opts.max_age else {
-            return Ok(());
-        };
-        let cutoff =
-            now_ms().saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
-        let victims: Vec<SegmentMeta> = {
-            let Ok(mut segs) = shared.segments.lock() else {
-                return Ok(());
-            };
-            let n = segs
-                .iter()
-                .take(segs.len().saturating_sub(1))
-                .take_while(|m| m.max_ts < cutoff)
-                .count();
-            segs.drain(..n).collect()
-        };
-        for v in &victims {
-            let lost = self.forget(shared, v)?;
-            if lost > 0 {
-                shared
-                    .counters
-                    .dropped_age
-                    .fetch_add(lost, Ordering::Relaxed);
-                tracing::warn!(
-                    lost,
-                    first = v.first_seq,
-                    last = v.last_seq,
-                    "journal: expired records older than max_age"
-                );
-            }
         }
         Ok(())
     }
