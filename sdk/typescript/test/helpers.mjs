@@ -1,10 +1,10 @@
 // What the SDK's test files (sdk.test.mjs, restart.mjs, expiry.mjs) share:
 // the stack their driver (cli/tests/it/sdk_typescript.rs) started, a
-// device's acknowledged MQTT publish, and bounded waits on the SDK's async
-// iterators. It holds no test: `node --test test/` runs it as a file that
+// device's acknowledged MQTT publish, commands sent until a device
+// receives one, and bounded waits on the SDK's async iterators. It holds no test: `node --test test/` runs it as a file that
 // passes.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -46,6 +46,27 @@ export async function until(states, want, ms = 10_000) {
  */
 export async function publishAs(device, topic, message) {
   await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(stack.mqtt), '-V', 'mqttv5', '-i', device.id, '-u', device.id, '-P', device.token, '-q', '1', '-t', topic, '-m', message]);
+}
+
+/**
+ * Calls `send` (e.g. one command for `topic`) again and again, 500 ms
+ * apart, until `device` — subscribed to `topic` by mosquitto_sub, which
+ * says nothing when its subscription is in place — has received one
+ * message or `waitSecs` passed: mosquitto_sub's exit code (0 once it got
+ * one) and what it printed.
+ */
+export async function sendUntilReceived(device, topic, waitSecs, send) {
+  const received = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(stack.mqtt), '-V', 'mqttv5', '-i', device.id, '-u', device.id, '-P', device.token, '-q', '1', '-t', topic, '-C', '1', '-W', String(waitSecs)]);
+  let out = '';
+  received.stdout.on('data', (d) => (out += d));
+  const done = new Promise((resolve) => received.on('exit', resolve));
+  let exited = false;
+  done.then(() => (exited = true));
+  while (!exited) {
+    await send();
+    await Promise.race([done, new Promise((r) => setTimeout(r, 500))]);
+  }
+  return { code: await done, out };
 }
 
 /** [`publishAs`] by the stack's sensor device (it publishes on sdk/#). */

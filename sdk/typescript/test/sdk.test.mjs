@@ -7,10 +7,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Plantd, PlantdError, RefusedError, LinkState } from '../dist/index.js';
-import { next, numbers, oneTo, publish, publishAs, stack, until, warmUp } from './helpers.mjs';
+import { next, numbers, oneTo, publish, publishAs, sendUntilReceived, stack, until, warmUp } from './helpers.mjs';
 
 if (!stack) throw new Error('PLANTD_SDK_TEST is not set: run through cli/tests/it/sdk_typescript.rs');
-const { url, admin, mqtt, valve, pump, site } = stack;
+const { url, admin, valve, pump, site } = stack;
 
 /** A WebSocket whose sockets the test can cut, as a network would. */
 const sockets = [];
@@ -58,23 +58,15 @@ test('a device publishes over MQTT and the iterator yields it; a command reaches
   assert.match(m.value.payload, /^21\./);
   assert.ok(m.value.sequence > 0);
 
-  const received = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', valve.id, '-u', valve.id, '-P', valve.token, '-q', '1', '-t', 'sdk/valve/set', '-C', '1', '-W', '20']);
-  let out = '';
-  received.stdout.on('data', (d) => (out += d));
-  const done = new Promise((resolve) => received.on('exit', resolve));
-  // mosquitto_sub says nothing when its subscription is in place: send
-  // (each a new command) until it has received one.
-  let exited = false;
-  done.then(() => (exited = true));
-  while (!exited) {
+  // Each a new command, until the valve has received one.
+  const { code, out } = await sendUntilReceived(valve, 'sdk/valve/set', 20, async () => {
     const answer = await plantd.rest.POST('/v1/sites/{site}/commands', {
       params: { path: { site } },
       body: { topic: 'sdk/valve/set', payload: 'open', qos: 1, ttl_secs: 5 },
     });
     assert.ok(answer.data.sequence > 0);
-    await Promise.race([done, new Promise((r) => setTimeout(r, 500))]);
-  }
-  assert.equal(await done, 0, 'mosquitto_sub got the command');
+  });
+  assert.equal(code, 0, 'mosquitto_sub got the command');
   assert.equal(out.trim(), 'open');
   sub.close();
   plantd.live.close();
@@ -225,20 +217,13 @@ test('history pages are one async iterator that follows the cursors', { timeout:
 
 test('a command sent over the socket reaches an MQTT subscriber; a refused one rejects typed', { timeout: 40_000 }, async () => {
   const plantd = await Plantd.login(url, admin.email, admin.password);
-  const received = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', valve.id, '-u', valve.id, '-P', valve.token, '-q', '1', '-t', 'sdk/valve/socket', '-C', '1', '-W', '20']);
-  let out = '';
-  received.stdout.on('data', (d) => (out += d));
-  const done = new Promise((resolve) => received.on('exit', resolve));
-  let exited = false;
-  done.then(() => (exited = true));
   // No subscription: the first publish opens the socket itself.
-  while (!exited) {
+  const { code, out } = await sendUntilReceived(valve, 'sdk/valve/socket', 20, async () => {
     const sent = await plantd.live.publish(site, 'sdk/valve/socket', 'shut', { ttlSecs: 2 });
     assert.equal(sent.stream, 'PLANTD_COMMANDS');
     assert.ok(sent.sequence > 0);
-    await Promise.race([done, new Promise((r) => setTimeout(r, 500))]);
-  }
-  assert.equal(await done, 0, 'mosquitto_sub got the command');
+  });
+  assert.equal(code, 0, 'mosquitto_sub got the command');
   assert.equal(out.trim(), 'shut');
   await assert.rejects(plantd.live.publish(site, 'sdk/#', 'bad topic'), (e) => e instanceof PlantdError && e.code === 'bad_request');
   plantd.live.close();
@@ -298,22 +283,14 @@ test('the dashboard feed example prints the site\'s health, then live values', {
 });
 
 test('the command sender example reaches an MQTT device', { timeout: 60_000 }, async () => {
-  const received = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(mqtt), '-V', 'mqttv5', '-i', valve.id, '-u', valve.id, '-P', valve.token, '-q', '1', '-t', 'sdk/valve/example', '-C', '1', '-W', '30']);
-  let out = '';
-  received.stdout.on('data', (d) => (out += d));
-  let exited = false;
-  const done = new Promise((resolve) => received.on('exit', resolve));
-  done.then(() => (exited = true));
   const ids = [];
-  // mosquitto_sub says nothing when its subscription is in place: send
-  // (each a new command, dropped after 2 s) until it has received one.
-  while (!exited) {
+  // Each a new command, dropped after 2 s, until the valve has received one.
+  const { code, out } = await sendUntilReceived(valve, 'sdk/valve/example', 30, async () => {
     const sender = example('command_sender', ['--topic', 'sdk/valve/example', '--payload', 'shut', '--ttl', '2']);
     ids.push(JSON.parse(await sender.line()).id);
     assert.equal(await sender.exited, 0, sender.stderr());
-    await Promise.race([done, new Promise((r) => setTimeout(r, 500))]);
-  }
-  assert.equal(await done, 0, 'mosquitto_sub got a command');
+  });
+  assert.equal(code, 0, 'mosquitto_sub got a command');
   assert.equal(out.trim(), 'shut');
   assert.ok(ids.every((id, i) => id > 0 && (i === 0 || id > ids[i - 1])), `ids ${ids}`);
 });
