@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from plantd import LiveMessage
+
 T = TypeVar("T")
 
 #: sdk/python
@@ -73,6 +75,30 @@ async def within(seconds: float, what: str, items: AsyncIterator[T]) -> T:
             return await anext(items)
     except TimeoutError:
         raise AssertionError(f"{what}: nothing within {seconds} s") from None
+
+
+async def warm_up(stack: Stack, topic: str, sub: AsyncIterator[object], what: str = "the subscription yields the device's publish") -> None:
+    """Publishes ``warmup-<i>`` on ``topic`` by the sensor device until
+    ``sub`` yields one (2 s each, 15 tries): the subscription is then in
+    place. Fails with ``what`` when none comes."""
+    for i in range(15):
+        await publish(stack, topic, f"warmup-{i}")
+        try:
+            await within(2, "a warm-up message", sub)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(what)
+
+
+async def numbers(sub: AsyncIterator[LiveMessage], got: list[int], count: int, seconds: float = 10) -> list[int]:
+    """Reads ``sub`` until ``got`` holds ``count`` numbers: the payloads
+    other than warm-ups, as numbers, each within ``seconds``."""
+    while len(got) < count:
+        m = await within(seconds, f"number {len(got) + 1}", sub)
+        if not m.text().startswith("warmup"):
+            got.append(int(m.text()))
+    return got
 
 
 async def example(stack: Stack, name: str, *args: str, extra_env: dict[str, str] | None = None) -> asyncio.subprocess.Process:

@@ -22,7 +22,7 @@ import os
 import pytest
 
 from plantd import Client, LinkState, LiveOptions, StateStream
-from stack import Stack, publish, within
+from stack import Stack, numbers, warm_up, within
 
 pytestmark = pytest.mark.anyio
 
@@ -51,21 +51,9 @@ if os.environ.get("PLANTD_SDK_EXPIRY"):
             seen: list[LinkState] = []
             collector = asyncio.create_task(collect(client.live.states(), seen))
             async with client.live.subscribe(stack.site, TOPIC) as sub:
-                first = None
-                for i in range(15):
-                    await publish(stack, TOPIC, f"warmup-{i}")
-                    try:
-                        first = await within(2, "a warm-up message", sub)
-                        break
-                    except AssertionError:
-                        continue
-                assert first is not None, "the subscription yields the device's publish"
+                await warm_up(stack, TOPIC, sub)
                 say("ready")
-                got: list[int] = []
-                while len(got) < COUNT:
-                    m = await within(20, f"number {len(got) + 1}", sub)
-                    if not m.text().startswith("warmup"):
-                        got.append(int(m.text()))
+                got = await numbers(sub, [], COUNT, 20)
                 assert got == list(range(1, COUNT + 1))
                 # Nothing more: no repeat queued behind.
                 with pytest.raises(AssertionError):

@@ -22,7 +22,7 @@ import os
 import pytest
 
 from plantd import Client, LinkState, LiveOptions, StateStream
-from stack import Stack, publish, within
+from stack import Stack, numbers, warm_up, within
 
 pytestmark = pytest.mark.anyio
 
@@ -58,22 +58,10 @@ if os.environ.get("PLANTD_SDK_RESTART"):
                 await until(states, LinkState.CONNECTED)
                 # The socket is open; the subscription is in place once a
                 # publish comes through.
-                first = None
-                for i in range(15):
-                    await publish(stack, TOPIC, f"warmup-{i}")
-                    try:
-                        first = await within(2, "a warm-up message", sub)
-                        break
-                    except AssertionError:
-                        continue
-                assert first is not None, "the subscription yields the device's publish"
+                await warm_up(stack, TOPIC, sub)
                 reporter = asyncio.create_task(report(client.live.states()))
                 say("ready")
-                got: list[int] = []
-                while len(got) < 15:
-                    m = await within(NUMBER_WAIT, f"number {len(got) + 1}", sub)
-                    if not m.text().startswith("warmup"):
-                        got.append(int(m.text()))
+                got = await numbers(sub, [], 15, NUMBER_WAIT)
                 assert got == list(range(1, 16))
                 # Nothing more: no repeat queued behind.
                 with pytest.raises(AssertionError):

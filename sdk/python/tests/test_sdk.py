@@ -22,7 +22,7 @@ from plantd import (
     Refused,
     StateStream,
 )
-from stack import Stack, eventually, mqtt_args, publish, within
+from stack import Stack, eventually, mqtt_args, numbers, publish, warm_up, within
 
 pytestmark = pytest.mark.anyio
 
@@ -143,27 +143,11 @@ async def test_across_a_cut_socket_every_number_arrives_once_in_order(stack: Sta
         states = client.live.states()
         async with client.live.subscribe(stack.site, "sdk/count") as sub:
             await until(states, LinkState.CONNECTED)
-            first = None
-            for i in range(15):
-                await publish(stack, "sdk/count", f"warmup-{i}")
-                try:
-                    first = await within(2, "a warm-up number", sub)
-                    break
-                except AssertionError:
-                    continue
-            assert first is not None, "the subscription yields the device's publish"
-
+            await warm_up(stack, "sdk/count", sub)
             got: list[int] = []
-
-            async def take(total: int) -> None:
-                while len(got) < total:
-                    m = await within(10, f"number {len(got) + 1}", sub)
-                    if not m.text().startswith("warmup"):
-                        got.append(int(m.text()))
-
             for n in range(1, 6):
                 await publish(stack, "sdk/count", str(n))
-            await take(5)
+            await numbers(sub, got, 5)
             # The network drops the socket (no close handshake); the device
             # goes on publishing while the SDK reconnects.
             transport = sockets[-1].transport
@@ -174,7 +158,7 @@ async def test_across_a_cut_socket_every_number_arrives_once_in_order(stack: Sta
             await until(states, LinkState.CONNECTED)
             for n in range(13, 16):
                 await publish(stack, "sdk/count", str(n))
-            await take(15)
+            await numbers(sub, got, 15)
             assert got == list(range(1, 16))
             assert len(sockets) >= 2, "a second socket was opened"
             # Nothing more: no repeat queued behind.
@@ -189,22 +173,10 @@ async def test_a_reader_slower_than_its_messages_is_paced_and_loses_none(stack: 
     options = LiveOptions(buffer=4)
     async with asyncio.timeout(60), await Client.login(stack.url, stack.email, stack.password, live=options) as client:
         async with client.live.subscribe(stack.site, "sdk/slow") as sub:
-            first = None
-            for i in range(15):
-                await publish(stack, "sdk/slow", f"warmup-{i}")
-                try:
-                    first = await within(2, "a warm-up message", sub)
-                    break
-                except AssertionError:
-                    continue
-            assert first is not None, "the subscription yields the device's publish"
+            await warm_up(stack, "sdk/slow", sub)
             for n in range(1, 13):
                 await publish(stack, "sdk/slow", str(n))
-            got: list[int] = []
-            while len(got) < 12:
-                m = await within(10, f"number {len(got) + 1}", sub)
-                if not m.text().startswith("warmup"):
-                    got.append(int(m.text()))
+            got = await numbers(sub, [], 12)
             assert got == list(range(1, 13))
             with pytest.raises(AssertionError):
                 await within(0.5, "a repeat", sub)
@@ -304,15 +276,7 @@ async def test_service_account_credentials_survive_a_revocation_and_are_refused_
             states = account.live.states()
             async with account.live.subscribe(stack.site, "sdk/cc/#") as sub:
                 await until(states, LinkState.CONNECTED)
-                first = None
-                for i in range(15):
-                    await publish(stack, "sdk/cc/temp", f"warmup-{i}")
-                    try:
-                        first = await within(2, "a warm-up", sub)
-                        break
-                    except AssertionError:
-                        continue
-                assert first is not None
+                await warm_up(stack, "sdk/cc/temp", sub, "the service account's subscription yields the device's publish")
                 # Its tokens revoked, not the account: a new token, a new socket.
                 await admin.request("POST", f"/v1/service-accounts/{client_id}/revoke")
                 await until(states, LinkState.RECONNECTING)
