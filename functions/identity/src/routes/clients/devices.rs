@@ -1,5 +1,6 @@
-//! Service accounts (programs) and devices: client credentials whose
-//! secret is shown once, at creation, and stored only as a hash.
+//! `/v1/devices`: devices' client credentials, each bound to a site of
+//! its organisation — create (the secret shown once), list, update,
+//! delete, revoke their tokens.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,38 +8,17 @@ use axum::http::StatusCode;
 use plantd_shared::topic::Filter;
 use serde::{Deserialize, Serialize};
 
-use super::json::Body;
-use super::users::Revoked;
+use super::{ClientKind, Credentials, client_key, index, not_found_as, revoke_client};
 use crate::audit::Origin;
 use crate::auth::Caller;
-use crate::model::{ClientIndex, Device, ServiceAccount};
+use crate::model::Device;
 use crate::revocation::{self, Reason};
+use crate::routes::json::Body;
+use crate::routes::users::Revoked;
 use crate::store::Change;
 use crate::{AppError, AppState, password};
 use plantd_shared::audit::Action;
 use serde_json::json;
-
-/// Credentials, returned once.
-#[derive(Debug, Serialize)]
-pub struct Credentials {
-    /// The client id.
-    pub client_id: String,
-    /// The secret; store it now, it cannot be shown again.
-    pub client_secret: String,
-}
-
-/// A service account as listed (no secret).
-#[derive(Debug, Serialize)]
-pub struct ServiceAccountView {
-    /// Client id.
-    pub client_id: String,
-    /// Name.
-    pub name: String,
-    /// Roles.
-    pub roles: Vec<String>,
-    /// Active flag.
-    pub active: bool,
-}
 
 /// A device as listed (no secret).
 #[derive(Debug, Serialize)]
@@ -67,236 +47,6 @@ impl From<Device> for DeviceView {
             subscribe: d.subscribe,
             active: d.active,
         }
-    }
-}
-
-/// `POST /v1/service-accounts`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateServiceAccount {
-    /// Display name.
-    pub name: String,
-    /// Roles.
-    #[serde(default)]
-    pub roles: Vec<String>,
-}
-
-async fn index(state: &AppState, client_id: &str, org: &str, kind: &str) -> Result<(), AppError> {
-    state
-        .store
-        .create(
-            &format!("client.{client_id}"),
-            &ClientIndex {
-                org: org.to_owned(),
-                kind: kind.to_owned(),
-            },
-        )
-        .await
-        .map(|_| ())
-}
-
-/// Creates a service account.
-///
-/// # Errors
-/// 403 without `identity:service-account:create` or for roles granting more
-/// than the caller holds.
-pub async fn create_service_account(
-    State(state): State<AppState>,
-    caller: Caller,
-    origin: Origin,
-    Body(req): Body<CreateServiceAccount>,
-) -> Result<(StatusCode, Json<Credentials>), AppError> {
-    caller.require("identity:service-account:create")?;
-    super::users::check_assignable(&state, &caller, &req.roles).await?;
-    let client_id = format!("sa-{}", uuid::Uuid::new_v4());
-    let secret = password::random_secret();
-    let sa = ServiceAccount {
-        client_id: client_id.clone(),
-        org: caller.org().to_owned(),
-        name: req.name,
-        secret_hash: password::hash(&secret)?,
-        roles: req.roles,
-        active: true,
-    };
-    index(&state, &client_id, caller.org(), "service").await?;
-    state
-        .store
-        .create(&format!("sa.{}.{client_id}", caller.org()), &sa)
-        .await?;
-    let detail = json!({ "name": sa.name, "roles": sa.roles });
-    let target = format!("service_account:{client_id}");
-    let action = Action::ServiceAccountCreate;
-    origin
-        .record_detail(&state, &caller, action, caller.org(), target, detail)
-        .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(Credentials {
-            client_id,
-            client_secret: secret,
-        }),
-    ))
-}
-
-/// Lists service accounts.
-///
-/// # Errors
-/// 403 without `identity:service-account:read`.
-pub async fn list_service_accounts(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<ServiceAccountView>>, AppError> {
-    caller.require("identity:service-account:read")?;
-    let all: Vec<ServiceAccount> = state.store.list(&format!("sa.{}.", caller.org())).await?;
-    Ok(Json(
-        all.into_iter()
-            .map(|s| ServiceAccountView {
-                client_id: s.client_id,
-                name: s.name,
-                roles: s.roles,
-                active: s.active,
-            })
-            .collect(),
-    ))
-}
-
-/// Deletes a service account.
-///
-/// # Errors
-/// 403 without `identity:service-account:delete`, 404 if unknown.
-pub async fn delete_service_account(
-    State(state): State<AppState>,
-    caller: Caller,
-    origin: Origin,
-    Path(id): Path<String>,
-) -> Result<StatusCode, AppError> {
-    caller.require("identity:service-account:delete")?;
-    let key = client_key("sa", &caller, &id)?;
-    if state.store.get::<ServiceAccount>(&key).await?.is_none() {
-        return Err(AppError::not_found("service account"));
-    }
-    state.store.delete(&key).await?;
-    state.store.delete(&format!("client.{id}")).await?;
-    let target = format!("service_account:{id}");
-    origin
-        .record(
-            &state,
-            &caller,
-            Action::ServiceAccountDelete,
-            caller.org(),
-            &target,
-        )
-        .await;
-    let n = revocation::revoke_all(&state, caller.org(), &id, Reason::Deleted).await?;
-    origin
-        .revoked(&state, &caller, caller.org(), target, Reason::Deleted, n)
-        .await;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `PATCH /v1/service-accounts/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateServiceAccount {
-    /// Activate or deactivate (deactivating revokes its tokens).
-    #[serde(default)]
-    pub active: Option<bool>,
-    /// New roles (removing one revokes its tokens).
-    #[serde(default)]
-    pub roles: Option<Vec<String>>,
-}
-
-/// Updates a service account: deactivating it, or taking a role away,
-/// revokes every live token it holds.
-///
-/// # Errors
-/// 403 without `identity:service-account:update` or for roles granting
-/// more than the caller holds, 404 if unknown.
-pub async fn update_service_account(
-    State(state): State<AppState>,
-    caller: Caller,
-    origin: Origin,
-    Path(id): Path<String>,
-    Body(req): Body<UpdateServiceAccount>,
-) -> Result<Json<ServiceAccountView>, AppError> {
-    caller.require("identity:service-account:update")?;
-    if let Some(roles) = &req.roles {
-        super::users::check_assignable(&state, &caller, roles).await?;
-    }
-    let mut revoke = None;
-    let sa = state
-        .store
-        .modify::<ServiceAccount, _>(&client_key("sa", &caller, &id)?, |sa| {
-            revoke = None;
-            if let Some(a) = req.active {
-                if sa.active && !a {
-                    revoke = Some(Reason::Deactivated);
-                }
-                sa.active = a;
-            }
-            if let Some(roles) = &req.roles {
-                if sa.roles.iter().any(|r| !roles.contains(r)) {
-                    revoke = revoke.or(Some(Reason::RoleRemoved));
-                }
-                sa.roles.clone_from(roles);
-            }
-            Ok(Change::Put(()))
-        })
-        .await
-        .map_err(|e| not_found_as(e, "service account"))?;
-    let target = format!("service_account:{id}");
-    let detail = json!({ "active": req.active, "roles": req.roles });
-    let action = Action::ServiceAccountUpdate;
-    origin
-        .record_detail(&state, &caller, action, caller.org(), &target, detail)
-        .await;
-    if let Some(reason) = revoke {
-        let n = revocation::revoke_all(&state, caller.org(), &id, reason).await?;
-        origin
-            .revoked(&state, &caller, caller.org(), target, reason, n)
-            .await;
-    }
-    Ok(Json(ServiceAccountView {
-        client_id: sa.client_id,
-        name: sa.name,
-        roles: sa.roles,
-        active: sa.active,
-    }))
-}
-
-/// `POST /v1/service-accounts/{id}/revoke`: revokes every live token of
-/// the service account (it can ask for new ones).
-///
-/// # Errors
-/// 403 without `identity:service-account:update`, 404 if unknown.
-pub async fn revoke_service_account(
-    State(state): State<AppState>,
-    caller: Caller,
-    origin: Origin,
-    Path(id): Path<String>,
-) -> Result<Json<Revoked>, AppError> {
-    revoke_client::<ServiceAccount>(&state, &caller, &origin, &id, ClientKind::SERVICE_ACCOUNT)
-        .await
-}
-
-/// The key of client `id` of `kind` (`sa` or `device`) in the caller's
-/// organisation; 404 for an id that cannot be one.
-fn client_key(kind: &str, caller: &Caller, id: &str) -> Result<String, AppError> {
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(AppError::not_found(if kind == "sa" {
-            "service account"
-        } else {
-            "device"
-        }));
-    }
-    Ok(format!("{kind}.{}.{id}", caller.org()))
-}
-
-fn not_found_as(e: AppError, what: &str) -> AppError {
-    if e.status == StatusCode::NOT_FOUND {
-        AppError::not_found(what)
-    } else {
-        e
     }
 }
 
@@ -584,69 +334,4 @@ pub async fn revoke_device(
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
     revoke_client::<Device>(&state, &caller, &origin, &id, ClientKind::DEVICE).await
-}
-
-/// What differs between revoking a service account's and a device's
-/// tokens.
-struct ClientKind {
-    /// Key prefix in `plantd_identity` (`sa`, `device`).
-    key: &'static str,
-    /// The permission required.
-    permission: &'static str,
-    /// The noun of the 404.
-    noun: &'static str,
-    /// The audit target's kind.
-    target: &'static str,
-}
-
-impl ClientKind {
-    const SERVICE_ACCOUNT: Self = Self {
-        key: "sa",
-        permission: "identity:service-account:update",
-        noun: "service account",
-        target: "service_account",
-    };
-    const DEVICE: Self = Self {
-        key: "device",
-        permission: "identity:device:update",
-        noun: "device",
-        target: "device",
-    };
-}
-
-/// Revokes every live token of client `id` (a record of type `T`) of the
-/// caller's organisation, and records it.
-///
-/// # Errors
-/// 403 without the kind's permission, 404 if unknown, 503 on storage
-/// errors.
-async fn revoke_client<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    caller: &Caller,
-    origin: &Origin,
-    id: &str,
-    kind: ClientKind,
-) -> Result<Json<Revoked>, AppError> {
-    caller.require(kind.permission)?;
-    if state
-        .store
-        .get::<T>(&client_key(kind.key, caller, id)?)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::not_found(kind.noun));
-    }
-    let revoked = revocation::revoke_all(state, caller.org(), id, Reason::Requested).await?;
-    let target = format!("{}:{id}", kind.target);
-    origin
-        .revoked(
-            state,
-            caller,
-            caller.org(),
-            target,
-            Reason::Requested,
-            revoked,
-        )
-        .await;
-    Ok(Json(Revoked { revoked }))
 }
