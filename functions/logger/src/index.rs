@@ -228,7 +228,15 @@ struct Inner {
     last_sequence: u64,
     /// Records evicted so far.
     evicted: u64,
+    /// When `labels` holds more names than this (and than
+    /// [`LABELS_COMPACT_MIN`]), the names no row uses any more are freed.
+    compact_labels_above: usize,
 }
+
+/// Stream and source names the index holds before it looks for unused
+/// ones (then whenever their number doubles): a site whose sources come
+/// and go does not grow the index without bound.
+pub(crate) const LABELS_COMPACT_MIN: usize = 4096;
 
 /// The in-memory log index. Share it as `Arc<LogIndex>`.
 #[derive(Debug)]
@@ -346,6 +354,11 @@ impl LogIndex {
                 inner.bytes = inner.bytes.saturating_sub(r.bytes());
                 inner.evicted += 1;
             }
+        }
+        if inner.labels.len() > inner.compact_labels_above.max(LABELS_COMPACT_MIN) {
+            let Inner { sites, labels, .. } = &mut *inner;
+            labels.compact(sites.iter_mut().flat_map(|s| s.rows.iter_mut()));
+            inner.compact_labels_above = 2 * inner.labels.len();
         }
         added
     }
@@ -524,6 +537,32 @@ mod tests {
 
     fn seqs(page: &LogPage) -> Vec<u64> {
         page.records.iter().map(|r| r.sequence).collect()
+    }
+
+    #[test]
+    fn names_of_evicted_sources_are_freed_and_live_ones_kept() {
+        let idx = LogIndex::new(IndexSettings {
+            max_lines: 100,
+            ..IndexSettings::default()
+        });
+        let n = 3 * LABELS_COMPACT_MIN as u64;
+        for i in 1..=n {
+            idx.insert([line(i, "a", &format!("src{i}"), "m")]);
+        }
+        let held = idx.read().labels.len();
+        assert!(
+            held <= LABELS_COMPACT_MIN + 1,
+            "{held} names held for 100 lines of {n} sources"
+        );
+        let page = idx.query(&LogQuery {
+            limit: 200,
+            ..LogQuery::default()
+        });
+        assert_eq!(page.records.len(), 100);
+        for r in &page.records {
+            assert_eq!(r.source, format!("src{}", r.sequence), "{r:?}");
+            assert_eq!(r.stream, "PLANTD_LOGS");
+        }
     }
 
     #[test]

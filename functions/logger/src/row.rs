@@ -432,9 +432,28 @@ impl Labels {
     }
 
     /// Names held.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// Keeps only the names `rows` use and renumbers the rows' ids: the
+    /// names of streams and sources whose every line was evicted are
+    /// freed. Costs one pass over the rows.
+    pub(crate) fn compact<'a>(&mut self, rows: impl Iterator<Item = &'a mut Row>) {
+        let mut kept = Labels::default();
+        let mut renumbered = vec![u32::MAX; self.names.len()];
+        for row in rows {
+            for id in [&mut row.stream, &mut row.source] {
+                let Some(slot) = renumbered.get_mut(*id as usize) else {
+                    continue;
+                };
+                if *slot == u32::MAX {
+                    *slot = kept.id(self.name(*id));
+                }
+                *id = *slot;
+            }
+        }
+        *self = kept;
     }
 }
 
