@@ -15,7 +15,7 @@
 
 use crate::common;
 
-use common::{Rng, functions_host};
+use common::{Rng, functions_host, nats_with_site};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,12 +26,8 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use plantd_analytics::{Engine, Event, Output, Placement, Rule, Source, StoredRule};
 use plantd_shared::headers;
-use plantd_shared::sites::Sites;
 use plantd_shared::streams;
-use plantd_shared::subject::Site;
-use plantd_testkit::Nats;
 use plantd_testkit::wait::drained;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 
 const ORG: &str = "acme";
@@ -109,16 +105,8 @@ async fn publish(js: &jetstream::Context, range: std::ops::Range<usize>) -> Vec<
 
 #[tokio::test]
 async fn a_host_killed_at_random_points_stores_every_analytics_result_exactly_once() {
-    let seed = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 | 1;
-    println!("seed {seed}");
-    let nats = Nats::start_with_streams().await;
-    let js = nats.jetstream().await;
-    Sites::open(&js)
-        .await
-        .expect("sites")
-        .register(&Site::new(SITE).expect("site"), ORG, "")
-        .await
-        .expect("register the site");
+    let seed = Rng::run_seed();
+    let (nats, js) = nats_with_site(SITE, ORG).await;
     let bucket = js
         .get_key_value(streams::ANALYTICS_RULES_BUCKET)
         .await

@@ -52,22 +52,8 @@ fn require_program(name: &str, package: &str) {
 /// `plantd up` with every listener on a free port, serving `app/dist`.
 async fn up_with_app(data_dir: &Path) -> Up {
     let dist = repo().join("app/dist");
-    Up::start(
-        data_dir,
-        &[
-            "--nats-port",
-            "0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--edge-http-listen",
-            "127.0.0.1:0",
-            "--app-dir",
-            dist.to_str().expect("a UTF-8 path"),
-        ],
-    )
-    .await
+    let dist = dist.to_str().expect("a UTF-8 path");
+    Up::on_free_ports_with(data_dir, &["--app-dir", dist], &[]).await
 }
 
 /// The service topic the MQTT 5 device answers, and one it subscribes to

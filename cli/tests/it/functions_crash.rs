@@ -14,7 +14,7 @@
 
 use crate::common;
 
-use common::{Rng, functions_host};
+use common::{Rng, functions_host, nats_with_site};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,12 +23,10 @@ use async_nats::jetstream;
 use plantd_alerts::notify::Channels;
 use plantd_alerts::notify::channel::ChannelSpec;
 use plantd_alerts::{AlertRecord, AlertState, RecordKind, Rule, Stores};
-use plantd_shared::sites::Sites;
 use plantd_shared::streams;
-use plantd_shared::subject::Site;
+use plantd_testkit::eventually;
 use plantd_testkit::wait::consumer_backlog;
 use plantd_testkit::webhook::Receiver;
-use plantd_testkit::{Nats, eventually};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
@@ -80,16 +78,8 @@ async fn backlog(js: &jetstream::Context) -> Option<u64> {
 
 #[tokio::test]
 async fn a_host_killed_at_random_points_still_does_everything_exactly_once() {
-    let seed = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 | 1;
-    println!("seed {seed}");
-    let nats = Nats::start_with_streams().await;
-    let js = nats.jetstream().await;
-    Sites::open(&js)
-        .await
-        .expect("sites")
-        .register(&Site::new(SITE).expect("site"), ORG, "")
-        .await
-        .expect("register the site");
+    let seed = Rng::run_seed();
+    let (nats, js) = nats_with_site(SITE, ORG).await;
     let receiver = Receiver::start().await;
     let spec: ChannelSpec = serde_json::from_value(serde_json::json!({
         "webhook": { "url": receiver.url(), "secret": SECRET, "timeout_ms": 2000 }

@@ -89,21 +89,24 @@ impl Up {
 
     /// [`Up::on_free_ports`] with these `PLANTD_*` variables set.
     pub async fn on_free_ports_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Up {
-        Up::start_with_env(
-            data_dir,
-            &[
-                "--nats-port",
-                "0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--mqtt-listen",
-                "127.0.0.1:0",
-                "--edge-http-listen",
-                "127.0.0.1:0",
-            ],
-            env,
-        )
-        .await
+        Up::on_free_ports_with(data_dir, &[], env).await
+    }
+
+    /// [`Up::on_free_ports`] with `args` added to `plantd up`'s (e.g.
+    /// `--app-dir`) and these `PLANTD_*` variables set.
+    pub async fn on_free_ports_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
+        let mut all = vec![
+            "--nats-port",
+            "0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--edge-http-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        Up::start_with_env(data_dir, &all, env).await
     }
 
     /// The functions' base URL.
@@ -330,6 +333,14 @@ pub async fn connect_device(
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// This run's seed, from the clock (odd, so never zero), printed so
+    /// that a failing run can be replayed with it.
+    pub fn run_seed() -> u64 {
+        let seed = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 | 1;
+        println!("seed {seed}");
+        seed
+    }
+
     /// The next value.
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -342,6 +353,30 @@ impl Rng {
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
     }
+}
+
+/// A NATS server with plantd's streams ([`plantd_testkit::Nats`]) on
+/// which site `site` is registered to organisation `org`: the server, and
+/// a JetStream context on it.
+///
+/// # Panics
+/// When the server does not start or the registration fails.
+pub async fn nats_with_site(
+    site: &str,
+    org: &str,
+) -> (plantd_testkit::Nats, async_nats::jetstream::Context) {
+    use plantd_shared::sites::Sites;
+    use plantd_shared::subject::Site;
+
+    let nats = plantd_testkit::Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    Sites::open(&js)
+        .await
+        .expect("sites")
+        .register(&Site::new(site).expect("site"), org, "")
+        .await
+        .expect("register the site");
+    (nats, js)
 }
 
 /// Starts `plantd functions` against `nats_url` (ack wait 1 s so a killed
