@@ -153,7 +153,7 @@ impl Authenticator {
     /// certificate-only login on, a CONNECT without password and without
     /// an authentication method whose TLS client certificate has the
     /// fingerprint `certificate` (computed by the link only then) is
-    /// decided by [`certificates`]; everything else by
+    /// decided by [`certificates`](super::certificates); everything else by
     /// [`authenticate_with_method`](Self::authenticate_with_method).
     ///
     /// # Errors
