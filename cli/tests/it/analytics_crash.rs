@@ -15,11 +15,9 @@
 
 use crate::common;
 
-use common::{Rng, functions_host, nats_with_site};
+use common::{Killer, Rng, nats_with_site};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -28,7 +26,6 @@ use plantd_analytics::{Engine, Event, Output, Placement, Rule, Source, StoredRul
 use plantd_shared::headers;
 use plantd_shared::streams;
 use plantd_testkit::wait::drained;
-use tokio::sync::watch;
 
 const ORG: &str = "acme";
 const SITE: &str = "plant1";
@@ -131,27 +128,11 @@ async fn a_host_killed_at_random_points_stores_every_analytics_result_exactly_on
             .expect("store the rule");
     }
 
-    let url = nats.url();
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let killed = Arc::new(AtomicU32::new(0));
-    let killed_count = killed.clone();
-    let killer = tokio::spawn(async move {
-        let mut rng = Rng(seed);
-        let mut host = functions_host(&url, &[("PLANTD_ANALYTICS_IDLE_CLOSE_MS", "0")]).await;
-        let mut kills = 0u32;
-        loop {
-            let pause = Duration::from_millis(rng.between(150, 650));
-            tokio::select! {
-                _ = stop_rx.changed() => break,
-                () = tokio::time::sleep(pause) => {}
-            }
-            host.kill().await.expect("SIGKILL the host");
-            kills += 1;
-            killed_count.store(kills, Ordering::SeqCst);
-            host = functions_host(&url, &[("PLANTD_ANALYTICS_IDLE_CLOSE_MS", "0")]).await;
-        }
-        (host, kills)
-    });
+    let killer = Killer::start(
+        &nats.url(),
+        &[("PLANTD_ANALYTICS_IDLE_CLOSE_MS", "0")],
+        seed,
+    );
 
     // Bursts, paced so the host is killed while it works through them.
     let mut seqs = Vec::with_capacity(READINGS);
@@ -164,12 +145,11 @@ async fn a_host_killed_at_random_points_stores_every_analytics_result_exactly_on
         tokio::time::sleep(Duration::from_millis(rng.between(20, 120))).await;
     }
     plantd_testkit::eventually(WAIT, "the host to have been killed enough", || {
-        let k = killed.load(Ordering::SeqCst);
+        let k = killer.kills();
         async move { (k >= KILLS).then_some(()) }
     })
     .await;
-    stop_tx.send(true).expect("stop the killer");
-    let (mut host, kills) = killer.await.expect("the killer");
+    let (mut host, kills) = killer.stop().await;
     println!("killed {kills} times");
     drained(&js, streams::TELEMETRY, "analytics_PLANTD_TELEMETRY", WAIT).await;
 

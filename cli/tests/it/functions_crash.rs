@@ -14,7 +14,7 @@
 
 use crate::common;
 
-use common::{Rng, functions_host, nats_with_site};
+use common::{Killer, Rng, nats_with_site};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -29,7 +29,6 @@ use plantd_testkit::wait::consumer_backlog;
 use plantd_testkit::webhook::Receiver;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::watch;
 
 const ORG: &str = "acme";
 const SITE: &str = "plant1";
@@ -105,32 +104,12 @@ async fn a_host_killed_at_random_points_still_does_everything_exactly_once() {
 
     // The killer: kill, start again, wait a pseudo-random while, repeat —
     // until told to stop; then it leaves one host running.
-    let url = nats.url();
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let killed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let killed_count = killed.clone();
-    let killer = tokio::spawn(async move {
-        let mut rng = Rng(seed);
-        let mut host = functions_host(&url, &[]).await;
-        let mut kills = 0u32;
-        loop {
-            let pause = Duration::from_millis(rng.between(150, 650));
-            tokio::select! {
-                _ = stop_rx.changed() => break,
-                () = tokio::time::sleep(pause) => {}
-            }
-            host.kill().await.expect("SIGKILL the host");
-            kills += 1;
-            killed_count.store(kills, std::sync::atomic::Ordering::SeqCst);
-            host = functions_host(&url, &[]).await;
-        }
-        (host, kills)
-    });
+    let killer = Killer::start(&nats.url(), &[], seed);
 
     let levels = ["error", "warn", "info", "debug"];
     let mut expected_counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut crossings = 0;
-    while crossings < CROSSINGS || killed.load(std::sync::atomic::Ordering::SeqCst) < KILLS {
+    while crossings < CROSSINGS || killer.kills() < KILLS {
         let i = crossings;
         crossings += 1;
         let value = if i % 2 == 0 { "90" } else { "10" };
@@ -160,8 +139,7 @@ async fn a_host_killed_at_random_points_still_does_everything_exactly_once() {
         })
         .await;
     }
-    stop_tx.send(true).expect("stop the killer");
-    let (mut host, kills) = killer.await.expect("the killer task");
+    let (mut host, kills) = killer.stop().await;
     assert!(kills >= KILLS, "the run killed the host only {kills} times");
 
     // Quiet: every consumer has handled everything.

@@ -379,6 +379,66 @@ pub async fn nats_with_site(
     (nats, js)
 }
 
+/// A task that keeps killing `plantd functions` at pseudo-random points:
+/// it starts a host ([`functions_host`]), kills it with SIGKILL after
+/// 150–650 ms ([`Rng`] from the seed), starts another, and so on until
+/// [`Killer::stop`]; then it leaves one host running.
+pub struct Killer {
+    stop: tokio::sync::watch::Sender<bool>,
+    killed: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<(ManagedProcess, u32)>,
+}
+
+impl Killer {
+    /// Starts killing hosts run against `nats_url` with `env` on top.
+    pub fn start(nats_url: &str, env: &[(&str, &str)], seed: u64) -> Killer {
+        use std::sync::atomic::Ordering;
+
+        let url = nats_url.to_owned();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let killed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = killed.clone();
+        let task = tokio::spawn(async move {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut rng = Rng(seed);
+            let mut host = functions_host(&url, &env).await;
+            let mut kills = 0u32;
+            loop {
+                let pause = Duration::from_millis(rng.between(150, 650));
+                tokio::select! {
+                    _ = stopped.changed() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                host.kill().await.expect("SIGKILL the host");
+                kills += 1;
+                count.store(kills, Ordering::SeqCst);
+                host = functions_host(&url, &env).await;
+            }
+            (host, kills)
+        });
+        Killer { stop, killed, task }
+    }
+
+    /// How many hosts it has killed so far.
+    pub fn kills(&self) -> u32 {
+        self.killed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops killing: the host left running, and how many were killed.
+    ///
+    /// # Panics
+    /// When the task failed (a host did not start or could not be killed).
+    pub async fn stop(self) -> (ManagedProcess, u32) {
+        self.stop.send(true).expect("stop the killer");
+        self.task.await.expect("the killer task")
+    }
+}
+
 /// Starts `plantd functions` against `nats_url` (ack wait 1 s so a killed
 /// host's items come back quickly, no log shipping) with `env` on top;
 /// waits for its "functions ready" line.
