@@ -188,19 +188,20 @@ async fn plantd(
     let busy_us = Arc::new(AtomicU64::new(0));
     let between = Arc::new(std::sync::Mutex::new(Between::default()));
     let start = Instant::now();
+    let analytics = Analytics::new(
+        fjs.clone(),
+        state,
+        book,
+        sites,
+        plantd_trigger::durable_name(function, streams::TELEMETRY).expect("name"),
+    );
     let mut trigger = Trigger::new(js.clone());
     trigger
         .bind(
             function,
             streams::TELEMETRY,
             Arc::new(Counting {
-                inner: Analytics::new(
-                    fjs.clone(),
-                    state,
-                    book,
-                    sites,
-                    plantd_trigger::durable_name(function, streams::TELEMETRY).expect("name"),
-                ),
+                inner: analytics.clone(),
                 handled: handled.clone(),
                 busy_us: busy_us.clone(),
                 between: between.clone(),
@@ -219,9 +220,12 @@ async fn plantd(
         .lock()
         .map(|b| (b.waited, b.batches))
         .unwrap_or_default();
+    let m = analytics.metrics();
     println!(
-        "    (the function's handler busy {:.2?} in {batches} batches; the trigger waited {waited:.2?} between them)",
-        Duration::from_micros(busy_us.load(Relaxed))
+        "    (the function's handler busy {:.2?} in {batches} batches; the trigger waited {waited:.2?} between them; results in {} fast-ingest batches, {} fell back)",
+        Duration::from_micros(busy_us.load(Relaxed)),
+        m.fast_batches.load(Relaxed),
+        m.fast_fallbacks.load(Relaxed),
     );
     trigger.shutdown().await;
     watch.abort();

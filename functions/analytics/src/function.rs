@@ -19,7 +19,7 @@ use plantd_trigger::{BatchOutcome, Handler, Item};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::order::StreamOrder;
-use crate::publish::{self, publish};
+use crate::publish::{self, FastIngest, publish};
 use crate::rules::RuleBook;
 use crate::site_rule::SiteRule;
 
@@ -49,6 +49,8 @@ struct Inner {
     runs: tokio::sync::Mutex<HashMap<String, Vec<SiteRule>>>,
     /// Counters.
     metrics: Metrics,
+    /// Whether results still go out as fast-ingest batches.
+    fast: FastIngest,
     /// Stream order across crashes.
     order: tokio::sync::Mutex<StreamOrder>,
 }
@@ -79,6 +81,7 @@ impl Analytics {
                 sites,
                 runs: tokio::sync::Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
+                fast: FastIngest::default(),
                 order: tokio::sync::Mutex::new(StreamOrder::new(durable)),
             }),
         }
@@ -180,8 +183,16 @@ impl Analytics {
                 }
             },
         ));
+        // Items delivered for the first time, and no idle advance to
+        // publish again: no result is expected to be stored already, so a
+        // fast-ingest batch (which does not count duplicates) will do.
+        let first_time = redo.is_empty()
+            && readings
+                .iter()
+                .all(|r| r.item.delivered == 1 && r.item.replay.is_none());
+        let fast = first_time.then_some((&inner.fast, &inner.metrics));
         let (published, staged) =
-            futures::future::try_join(publish::send(&inner.js, encoded), staging).await?;
+            futures::future::try_join(publish::send(&inner.js, encoded, fast), staging).await?;
         let now = Instant::now();
         for (run, staged) in site_runs.iter_mut().zip(staged) {
             let Some(staged) = staged else {

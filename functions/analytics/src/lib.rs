@@ -17,6 +17,7 @@
 //! | `store` | the checkpoint records in `plantd_analytics_state` (commit record, one segment of key checkpoints per commit) and conditional writes |
 //! | [`results`] | reading results back from `PLANTD_AGGREGATES` (checks that each is stored once) |
 //! | [`publish`] | results to `PLANTD_AGGREGATES` with `Nats-Msg-Id` [`publish::message_id`] |
+//! | [`fast_ingest`] | a batch of results as one fast-ingest batch (one flow acknowledgement per 500, not one per result) |
 //! | [`metrics`] | counters per (site, rule), Prometheus text |
 //! | [`error`] | [`Error`] |
 //!
@@ -36,6 +37,7 @@
 //! function is not built yet (docs/decisions/0029-analytics-exactly-once.md).
 
 pub mod error;
+pub mod fast_ingest;
 pub mod function;
 pub mod metrics;
 mod order;

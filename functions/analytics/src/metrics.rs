@@ -40,6 +40,12 @@ pub struct Metrics {
     pub items: AtomicU64,
     /// Idle advances done.
     pub idle_advances: AtomicU64,
+    /// Result batches stored as one fast-ingest batch
+    /// ([`crate::fast_ingest`]).
+    pub fast_batches: AtomicU64,
+    /// Result batches whose fast-ingest batch failed and that were
+    /// published again one result at a time.
+    pub fast_fallbacks: AtomicU64,
 }
 
 impl Metrics {
@@ -94,6 +100,18 @@ impl Metrics {
             "plantd_analytics_idle_advances_total",
             "Watermarks moved by the idle clock.",
             self.idle_advances.load(Ordering::Relaxed),
+            &mut out,
+        );
+        total(
+            "plantd_analytics_fast_batches_total",
+            "Result batches stored as one fast-ingest batch.",
+            self.fast_batches.load(Ordering::Relaxed),
+            &mut out,
+        );
+        total(
+            "plantd_analytics_fast_fallbacks_total",
+            "Result batches published again one result at a time after their fast-ingest batch failed.",
+            self.fast_fallbacks.load(Ordering::Relaxed),
             &mut out,
         );
         let rules = self

@@ -1,8 +1,13 @@
 //! Results to `PLANTD_AGGREGATES`: one message per [`Output`] on
 //! `plantd.<site>.agg.<rule>.<key>` with `Nats-Msg-Id` = [`message_id`],
-//! all sent at once, then every acknowledgement awaited. Encoding
-//! ([`encode`]) is apart from sending ([`send`]): the handler encodes while
-//! its fencing reads are on the way.
+//! all sent at once, then every acknowledgement awaited — or, for the
+//! results of items delivered for the first time, as one fast-ingest batch
+//! ([`crate::fast_ingest`], [`FastIngest`]). Encoding ([`encode`]) is
+//! apart from sending ([`send`]): the handler encodes while its fencing
+//! reads are on the way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
@@ -10,6 +15,34 @@ use plantd_analytics::Output;
 use plantd_shared::subject::{Site, aggregate_subject};
 
 use crate::error::Error;
+use crate::fast_ingest::{self, FastError};
+use crate::metrics::Metrics;
+
+/// Fewest results worth a fast-ingest batch (it costs a subscription).
+const FAST_MIN: usize = 16;
+
+/// How long a fast batch waits for each answer of nats-server.
+const FAST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether results go out as fast-ingest batches: on until nats-server
+/// says the stream does not allow them (an older server, or a
+/// `PLANTD_AGGREGATES` created before `allow_batched` and not updated),
+/// then off for the life of the process.
+#[derive(Debug)]
+pub struct FastIngest(AtomicBool);
+
+impl Default for FastIngest {
+    fn default() -> Self {
+        Self(AtomicBool::new(true))
+    }
+}
+
+impl FastIngest {
+    /// Whether fast batches are still tried.
+    pub fn enabled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// The message id of a cloud result: `<site>:<rule>:<key>:<window_start>:<revision>`
 /// (site first: rule names are per organisation, so two organisations'
@@ -71,13 +104,48 @@ pub fn encode(site: &Site, outputs: &[Output]) -> Result<Encoded, Error> {
     Ok(Encoded { messages })
 }
 
-/// Sends `encoded` results, all at once, then waits until JetStream stored
-/// each.
+/// Sends `encoded` results and waits until JetStream stored each. With
+/// `fast` (the caller's items were all delivered for the first time, so
+/// no result is expected to be a duplicate — the count of duplicates is
+/// not known on that path) and enough results, as one fast-ingest batch;
+/// when that fails, and otherwise, one publish per result, all at once.
 ///
 /// # Errors
 /// [`Error::Nats`] when one was not acknowledged (the batch fails; the
 /// retry publishes the same ids again).
-pub async fn send(js: &jetstream::Context, encoded: Encoded) -> Result<Published, Error> {
+pub async fn send(
+    js: &jetstream::Context,
+    encoded: Encoded,
+    fast: Option<(&FastIngest, &Metrics)>,
+) -> Result<Published, Error> {
+    if let Some((switch, metrics)) = fast
+        && switch.enabled()
+        && encoded.len() >= FAST_MIN
+    {
+        match fast_ingest::publish(&js.client(), &encoded.messages, FAST_TIMEOUT).await {
+            Ok(count) => {
+                metrics.fast_batches.fetch_add(1, Ordering::Relaxed);
+                return Ok(Published {
+                    stored: count,
+                    duplicates: 0,
+                });
+            }
+            Err(FastError::Unavailable(why)) => {
+                switch.0.store(false, Ordering::Relaxed);
+                metrics.fast_fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %why, "analytics: results cannot go out as fast-ingest batches; publishing them one by one from now on");
+            }
+            Err(FastError::Failed(why)) => {
+                metrics.fast_fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %why, results = encoded.len(), "analytics: a fast-ingest batch of results failed; publishing them again one by one");
+            }
+        }
+    }
+    one_by_one(js, encoded).await
+}
+
+/// [`send`]'s path of one publish per result.
+async fn one_by_one(js: &jetstream::Context, encoded: Encoded) -> Result<Published, Error> {
     let mut acks = Vec::with_capacity(encoded.messages.len());
     for (subject, headers, body) in encoded.messages {
         let ack = js
@@ -110,5 +178,5 @@ pub async fn publish(
     site: &Site,
     outputs: &[Output],
 ) -> Result<Published, Error> {
-    send(js, encode(site, outputs)?).await
+    send(js, encode(site, outputs)?, None).await
 }
