@@ -16,7 +16,9 @@ pub enum DropReason {
     /// QoS 0 message for an offline session (not queued by configuration).
     Offline,
     /// A PUBLISH the client's token or the rules do not allow (v5 clients
-    /// get 0x87; 3.1.1 clients are acknowledged and the message dropped).
+    /// get 0x87; 3.1.1 clients are acknowledged and the message dropped),
+    /// or a queued delivery whose topic the subscriber may no longer read
+    /// (its permissions narrowed after the message was routed).
     NotAuthorized,
 }
 

@@ -226,17 +226,17 @@ async fn admit<S: Socket>(
         received_by_qos: [0; 3],
         sent_by_qos: [0; 3],
         log: log.map(Box::new),
+        check_reads: false,
     };
     // A resumed session's subscriptions were made with earlier
-    // credentials: those this CONNECT's do not allow go first.
-    if session_present
-        && ctx
-            .router
-            .send(reauth::recheck(&link.info, conn_id, &ctx.auth))
-            .await
-            .is_err()
-    {
-        return None;
+    // credentials: those this CONNECT's do not allow go first, and when
+    // some went, what was queued for them is not delivered either.
+    if session_present {
+        let (cmd, removed) = reauth::recheck_answered(&link.info, conn_id, &ctx.auth);
+        if ctx.router.send(cmd).await.is_err() {
+            return None;
+        }
+        link.check_reads = removed.await.unwrap_or(true);
     }
     link.send_connack(&hello, session_present, keep_alive, session_expiry);
     link.redeliver();

@@ -199,6 +199,13 @@ struct Link {
     /// Where a persistent session's QoS progress goes (with a session
     /// store): sent once per turn.
     log: Option<Box<SessionLog>>,
+    /// Whether each delivery is checked against the permissions in force
+    /// before it is written: set once the connection's read permissions
+    /// may have narrowed since its queued deliveries were routed (a
+    /// re-authentication, a resumed session that lost subscriptions), so
+    /// a message queued under the old ones is dropped, not delivered
+    /// (`docs/decisions/0051-edge-reauthentication-narrows.md`).
+    check_reads: bool,
 }
 
 /// Buffers reused turn after turn while a connection has traffic. Boxed
@@ -237,6 +244,17 @@ impl Link {
             return;
         }
         self.wire.encode(p, &mut self.wbuf);
+    }
+
+    /// Whether the permissions in force let this connection read `topic`:
+    /// the SUBSCRIBE rule (token grants, then the [`Authorizer`]) applied
+    /// to the topic as a filter.
+    pub(super) fn may_read(&self, topic: &str) -> bool {
+        let Ok(filter) = plantd_shared::topic::Filter::new(topic) else {
+            return false;
+        };
+        self.info.token_allows_subscribe(&filter)
+            && self.ctx.auth.can_subscribe(&self.info, &filter)
     }
 
     /// A stored delivery is finished (acknowledged or dropped).

@@ -106,10 +106,15 @@ impl Link {
         !exhausted
     }
 
-    /// Encodes one delivery; false when it was dropped (expired or larger
-    /// than the client accepts).
+    /// Encodes one delivery; false when it was dropped (expired, larger
+    /// than the client accepts, or — after the connection's permissions
+    /// narrowed — a topic it may no longer read).
     pub(super) fn write_delivery(&mut self, d: &Delivery, pkid: u16, dup: bool) -> bool {
         let p = &d.publication;
+        if self.check_reads && !self.may_read(&p.topic) {
+            self.ctx.metrics.dropped(DropReason::NotAuthorized);
+            return false;
+        }
         let remaining = p.remaining_expiry(&self.ctx.config.clock);
         if remaining == Some(0) {
             self.ctx.metrics.dropped(DropReason::Expired);

@@ -5,11 +5,14 @@
 //! Narrower permissions take effect on everything the connection holds
 //! (`docs/decisions/0051-edge-reauthentication-narrows.md`): the router
 //! removes the session's subscriptions the new token does not allow before
-//! the client reads AUTH 0x00, and the will is published at the end only if
-//! the token in force then allows its topic (`admission.rs`).
+//! the client reads AUTH 0x00, deliveries queued under the old token are
+//! written only if the new one lets the connection read their topic
+//! (`outbound.rs`), and the will is published at the end only if the token
+//! in force then allows its topic (`admission.rs`).
 
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
 use tracing::info;
 
 use super::{Exit, Link, Step};
@@ -38,7 +41,23 @@ pub(super) fn recheck(client: &ClientInfo, conn_id: u64, auth: &Arc<dyn Authoriz
         client_id: client.client_id.clone(),
         conn_id,
         check: subscription_check(client, auth),
+        removed: None,
     }
+}
+
+/// [`recheck`], and the router's answer: whether it removed any
+/// subscription.
+pub(super) fn recheck_answered(
+    client: &ClientInfo,
+    conn_id: u64,
+    auth: &Arc<dyn Authorizer>,
+) -> (RouterCmd, oneshot::Receiver<bool>) {
+    let (tx, rx) = oneshot::channel();
+    let mut cmd = recheck(client, conn_id, auth);
+    if let RouterCmd::Recheck { removed, .. } = &mut cmd {
+        *removed = Some(tx);
+    }
+    (cmd, rx)
 }
 
 impl Link {
@@ -74,6 +93,10 @@ impl Link {
         {
             Ok(identity) => {
                 self.info.identity = Some(identity);
+                // What was routed under the old token and is still queued
+                // (or in flight, if the connection breaks and resumes) is
+                // judged by the new one from here on.
+                self.check_reads = true;
                 let mut ok = Disconnect::new(ReasonCode::Success.code());
                 ok.properties.authentication_method = Some(AUTH_METHOD_TOKEN.into());
                 self.send(&v5::Packet::Auth(ok));

@@ -168,6 +168,8 @@ pub enum RouterCmd {
         conn_id: u64,
         /// The permissions in force.
         check: SubscriptionCheck,
+        /// Answered with whether any subscription was removed.
+        removed: Option<oneshot::Sender<bool>>,
     },
     /// A connection ended.
     Disconnected {
@@ -330,7 +332,13 @@ impl Router {
                 client_id,
                 conn_id,
                 check,
-            } => self.recheck_subscriptions(&client_id, conn_id, &check),
+                removed,
+            } => {
+                let any = self.recheck_subscriptions(&client_id, conn_id, &check);
+                if let Some(tx) = removed {
+                    let _ = tx.send(any);
+                }
+            }
             RouterCmd::Disconnected {
                 client_id,
                 conn_id,

@@ -39,19 +39,20 @@ impl fmt::Debug for SubscriptionCheck {
 impl Router {
     /// Removes every subscription of session `id` that `check` no longer
     /// allows, when connection `conn_id` still holds the session (a newer
-    /// connection has its own permissions and its own check). Messages
-    /// already queued for the session stay queued.
+    /// connection has its own permissions and its own check); true when
+    /// any went. Messages already queued for the session stay queued: the
+    /// link drops those it may no longer read when it writes them.
     pub(super) fn recheck_subscriptions(
         &mut self,
         id: &Arc<str>,
         conn_id: u64,
         check: &SubscriptionCheck,
-    ) {
+    ) -> bool {
         let Some(rec) = self.sessions.get_mut(id) else {
-            return;
+            return false;
         };
         if rec.conn.as_ref().is_none_or(|c| c.id != conn_id) {
-            return;
+            return false;
         }
         let refused: Vec<String> = rec
             .subs
@@ -60,7 +61,7 @@ impl Router {
             .map(|(raw, _)| raw.clone())
             .collect();
         if refused.is_empty() {
-            return;
+            return false;
         }
         for raw in &refused {
             if let Some((sf, _)) = rec.subs.remove(raw)
@@ -71,5 +72,6 @@ impl Router {
         }
         info!(client_id = %id, removed = ?refused, "subscriptions no longer authorised removed");
         self.persist.subscriptions_changed(id, rec);
+        true
     }
 }

@@ -316,6 +316,107 @@ async fn a_session_resumed_with_fewer_rights_keeps_only_the_allowed_subscription
     b.stop().await;
 }
 
+/// The next PUBLISH on `r`.
+async fn next_publish(r: &mut Raw) -> v5::Publish {
+    match r.recv5().await {
+        Some(v5::Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+/// A device's Receive Maximum is full (one message in flight), so
+/// messages to `b/#` wait in its queue; it re-authenticates with a token
+/// that no longer grants `b/#`: the waiting messages are dropped (and
+/// counted), not delivered — the next it gets is one published to `a/`
+/// after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_before_a_reauthentication_with_fewer_rights_are_not_delivered() {
+    let issuer = Issuer::new();
+    let b = issuer.broker().await;
+    let wide = issuer.grants("dev-1", "j-1", &[], &["a/#", "b/#"]);
+    let mut c = token_connect("dev-1", wide);
+    c.properties.receive_maximum = Some(1);
+    let (mut dev, ack) = Raw::connect5(&b, c).await;
+    assert_eq!(ack.reason, ReasonCode::Success.code());
+    assert_eq!(subscribe1(&mut dev, 1, &["a/#", "b/#"]).await, [1, 1]);
+    let mut publ = publisher(&b, &issuer).await;
+    for topic in ["b/1", "b/2", "b/3"] {
+        assert_eq!(
+            publ.publish1(topic, false, "old").await.reason,
+            m5::PubAckReason::Success
+        );
+    }
+    let first = next_publish(&mut dev).await;
+    assert_eq!(first.topic, "b/1", "in flight, not acknowledged");
+    let dropped = b
+        .metrics
+        .dropped_count(plantd_edge::metrics::DropReason::NotAuthorized);
+
+    dev.send5(reauth(issuer.grants("dev-1", "j-2", &[], &["a/#"])))
+        .await;
+    reauthenticated(&mut dev).await;
+    assert_eq!(
+        publ.publish1("a/1", false, "new").await.reason,
+        m5::PubAckReason::Success
+    );
+    dev.send5(v5::Packet::PubAck(v5::Ack::new(first.pkid, 0)))
+        .await;
+    assert_eq!(
+        next_publish(&mut dev).await.topic,
+        "a/1",
+        "b/2 and b/3 were queued under the old token"
+    );
+    assert_eq!(
+        b.metrics
+            .dropped_count(plantd_edge::metrics::DropReason::NotAuthorized),
+        dropped + 2
+    );
+    b.stop().await;
+}
+
+/// Messages queued for a persistent session while it was away, on a
+/// subscription its new token does not allow, are not delivered when it
+/// resumes with that token; those it may still read are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_offline_are_judged_by_the_resuming_token() {
+    let issuer = Issuer::new();
+    let b = issuer.broker().await;
+    let persistent = |token| {
+        let mut c = token_connect("dev-1", token);
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+        c
+    };
+    let wide = issuer.grants("dev-1", "j-1", &[], &["a/#", "b/#"]);
+    let (mut dev, _) = Raw::connect5(&b, persistent(wide)).await;
+    assert_eq!(subscribe1(&mut dev, 1, &["a/#", "b/#"]).await, [1, 1]);
+    dev.send5(v5::Packet::Disconnect(v5::Disconnect::new(
+        ReasonCode::Success.code(),
+    )))
+    .await;
+    assert_eq!(dev.closed5().await, None);
+    let mut publ = publisher(&b, &issuer).await;
+    for topic in ["b/1", "a/1", "b/2", "a/2"] {
+        assert_eq!(
+            publ.publish1(topic, false, "while away").await.reason,
+            m5::PubAckReason::Success,
+            "queued for the session"
+        );
+    }
+
+    let narrow = issuer.grants("dev-1", "j-2", &[], &["a/#"]);
+    let (mut dev, ack) = Raw::connect5(&b, persistent(narrow)).await;
+    assert!(ack.session_present, "the session was resumed");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = next_publish(&mut dev).await;
+        dev.send5(v5::Packet::PubAck(v5::Ack::new(p.pkid, 0))).await;
+        got.push(p.topic);
+    }
+    assert_eq!(got, ["a/1", "a/2"], "b/1 and b/2 were for b/#");
+    b.stop().await;
+}
+
 /// A will whose topic the re-authenticating token no longer grants is not
 /// published when the connection drops; the next message an observer of
 /// the will topic gets is one published after the session came back.
