@@ -28,7 +28,7 @@ impl Handler for Picky {
                 self.replayed
                     .lock()
                     .expect("lock")
-                    .push((item.stream.clone(), item.sequence));
+                    .push((item.stream.to_string(), item.sequence));
             }
         }
         out

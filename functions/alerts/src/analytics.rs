@@ -119,9 +119,9 @@ mod tests {
 
     fn item(subject: &str, output: &Output) -> Item {
         Item {
-            stream: plantd_shared::streams::AGGREGATES.to_owned(),
+            stream: plantd_shared::streams::AGGREGATES.into(),
             sequence: 7,
-            subject: subject.to_owned(),
+            subject: subject.into(),
             headers: Default::default(),
             payload: serde_json::to_vec(output).expect("json").into(),
             published: OffsetDateTime::UNIX_EPOCH,

@@ -183,9 +183,9 @@ impl Engine {
 
     /// What `item` tells each instance it concerns.
     async fn observe(&self, item: &Item, work: &mut Vec<Work>) -> Result<(), String> {
-        let input = if item.stream == streams::LOGS {
+        let input = if &*item.stream == streams::LOGS {
             Input::Logs
-        } else if item.stream == streams::AGGREGATES {
+        } else if &*item.stream == streams::AGGREGATES {
             Input::Aggregates
         } else {
             Input::Telemetry
@@ -203,7 +203,11 @@ impl Engine {
             (r.site.clone(), r.output.key.clone(), None)
         } else if logs {
             let record = logs::record(item);
-            (record.site.clone(), record.source.clone(), Some(record))
+            (
+                record.site.to_string(),
+                record.source.to_string(),
+                Some(record),
+            )
         } else {
             match subject_to_topic(&item.subject) {
                 Ok(p) => (

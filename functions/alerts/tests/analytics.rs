@@ -120,9 +120,9 @@ impl Setup {
     /// The stored item `out` (sequence `seq`) as the trigger hands it over.
     fn item(&self, seq: u64, out: &Output) -> Item {
         Item {
-            stream: streams::AGGREGATES.to_owned(),
+            stream: streams::AGGREGATES.into(),
             sequence: seq,
-            subject: aggregate_subject(&Site::new(SITE).expect("site"), &out.rule, &out.key),
+            subject: aggregate_subject(&Site::new(SITE).expect("site"), &out.rule, &out.key).into(),
             headers: HeaderMap::new(),
             payload: serde_json::to_vec(out).expect("json").into(),
             published: OffsetDateTime::now_utc(),
@@ -206,9 +206,9 @@ async fn a_fire_signal_fires_once_and_clear_resolves() {
     revised.revision = 1;
     s.publish(SITE, &revised).await;
     let item = Item {
-        stream: streams::AGGREGATES.to_owned(),
+        stream: streams::AGGREGATES.into(),
         sequence: seq,
-        subject: aggregate_subject(&Site::new(SITE).expect("site"), RULE, KEY),
+        subject: aggregate_subject(&Site::new(SITE).expect("site"), RULE, KEY).into(),
         headers: HeaderMap::new(),
         payload: serde_json::to_vec(&fire).expect("json").into(),
         published: OffsetDateTime::now_utc(),

@@ -356,9 +356,9 @@ async fn a_trip_and_a_clear_in_one_batch_fire_and_resolve_on_an_odd_topic() {
 
 fn item(stream: &str, sequence: u64, subject: &str, payload: &str) -> Item {
     Item {
-        stream: stream.to_owned(),
+        stream: stream.into(),
         sequence,
-        subject: subject.to_owned(),
+        subject: subject.into(),
         headers: HeaderMap::new(),
         payload: payload.to_owned().into(),
         published: OffsetDateTime::now_utc(),

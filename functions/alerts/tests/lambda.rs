@@ -51,9 +51,9 @@ fn item(stream: &str, sequence: u64, subject: &str, payload: Vec<u8>) -> Item {
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", format!("lambda-test:{sequence}").as_str());
     Item {
-        stream: stream.to_owned(),
+        stream: stream.into(),
         sequence,
-        subject: subject.to_owned(),
+        subject: subject.into(),
         headers,
         payload: Bytes::from(payload),
         published: OffsetDateTime::now_utc(),

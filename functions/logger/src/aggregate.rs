@@ -130,22 +130,43 @@ impl Applied {
     /// Adds sequences (any order), merging adjacent ranges, then closes the
     /// oldest gaps until at most `max_ranges` remain.
     pub fn insert(&mut self, stream: &str, sequences: &[u64], max_ranges: usize) {
-        let ranges = self.0.entry(stream.to_owned()).or_default();
-        ranges.extend(sequences.iter().map(|&s| [s, s]));
-        ranges.sort_unstable();
-        let mut merged: Vec<[u64; 2]> = Vec::with_capacity(ranges.len());
-        for r in ranges.drain(..) {
-            match merged.last_mut() {
-                Some(last) if r[0] <= last[1].saturating_add(1) => last[1] = last[1].max(r[1]),
-                _ => merged.push(r),
-            }
-        }
+        self.insert_ranges(stream, &ranges_of(sequences), max_ranges);
+    }
+
+    /// [`Self::insert`] of sequences already made into ranges
+    /// ([`ranges_of`]): a batch's thousands of sequences are sorted and
+    /// merged once, not once per key they are added to.
+    fn insert_ranges(&mut self, stream: &str, added: &[[u64; 2]], max_ranges: usize) {
+        let ranges = match self.0.get_mut(stream) {
+            Some(ranges) => ranges,
+            None => self.0.entry(stream.to_owned()).or_default(),
+        };
+        ranges.extend_from_slice(added);
+        let mut merged = merge(std::mem::take(ranges));
         while merged.len() > max_ranges.max(1) {
             let second = merged.remove(1);
             merged[0][1] = second[1];
         }
         *ranges = merged;
     }
+}
+
+/// Sequences (any order) as sorted disjoint inclusive ranges.
+fn ranges_of(sequences: &[u64]) -> Vec<[u64; 2]> {
+    merge(sequences.iter().map(|&s| [s, s]).collect())
+}
+
+/// Inclusive ranges (any order, may overlap or touch) sorted and merged.
+fn merge(mut ranges: Vec<[u64; 2]>) -> Vec<[u64; 2]> {
+    ranges.sort_unstable();
+    let mut merged: Vec<[u64; 2]> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r[0] <= last[1].saturating_add(1) => last[1] = last[1].max(r[1]),
+            _ => merged.push(r),
+        }
+    }
+    merged
 }
 
 /// Lines of one source at one level.
@@ -229,10 +250,10 @@ impl MinuteAggregate {
         for r in records {
             self.total += 1;
             let known = counts
-                .get(r.source.as_str())
+                .get(&*r.source)
                 .is_some_and(|levels| levels.contains_key(&r.level));
             let source = if known || pairs < s.max_counts {
-                r.source.as_str()
+                &*r.source
             } else {
                 OTHER_SOURCE
             };
@@ -388,7 +409,7 @@ impl Aggregates {
         let mut sequences: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for a in batch {
             sequences
-                .entry(a.record.stream.as_str())
+                .entry(&*a.record.stream)
                 .or_default()
                 .push(a.record.sequence);
             if a.record.site.is_empty() {
@@ -396,12 +417,16 @@ impl Aggregates {
             }
             by_minute
                 .entry((
-                    a.record.site.as_str(),
+                    &*a.record.site,
                     a.record.time.unix_timestamp().div_euclid(60),
                 ))
                 .or_default()
                 .push(*a);
         }
+        let sequences: BTreeMap<&str, Vec<[u64; 2]>> = sequences
+            .into_iter()
+            .map(|(stream, seqs)| (stream, ranges_of(&seqs)))
+            .collect();
         let by_key: Vec<(String, Vec<Applying<'_>>)> = by_minute
             .into_values()
             .filter_map(|items| {
@@ -425,7 +450,7 @@ impl Aggregates {
         &self,
         k: &str,
         items: &[Applying<'_>],
-        sequences: &BTreeMap<&str, Vec<u64>>,
+        sequences: &BTreeMap<&str, Vec<[u64; 2]>>,
     ) -> Vec<(usize, String)> {
         match self.apply_key(k, items, sequences).await {
             Ok(()) => Vec::new(),
@@ -440,7 +465,7 @@ impl Aggregates {
         &self,
         k: &str,
         items: &[Applying<'_>],
-        sequences: &BTreeMap<&str, Vec<u64>>,
+        sequences: &BTreeMap<&str, Vec<[u64; 2]>>,
     ) -> Result<(), AggregateError> {
         let Some(first) = items.first() else {
             return Ok(());
@@ -490,8 +515,9 @@ impl Aggregates {
                 return Ok(());
             }
             agg.add(fresh.into_iter(), &self.settings);
-            for (stream, seqs) in sequences {
-                agg.applied.insert(stream, seqs, self.settings.max_ranges);
+            for (stream, ranges) in sequences {
+                agg.applied
+                    .insert_ranges(stream, ranges, self.settings.max_ranges);
             }
             let value = match serde_json::to_vec(&agg) {
                 Ok(v) => v,

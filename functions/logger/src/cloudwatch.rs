@@ -36,7 +36,7 @@
 //! in Logs Insights. The logger's own store is exact either way.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_sdk_cloudwatchlogs::error::DisplayErrorContext;
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
@@ -172,17 +172,17 @@ pub fn plan_puts(events: &[Event]) -> Vec<std::ops::Range<usize>> {
 #[derive(Debug, Default)]
 struct RecentKeys {
     /// For membership.
-    set: HashSet<(String, u64)>,
+    set: HashSet<(Arc<str>, u64)>,
     /// For eviction, oldest first.
-    order: VecDeque<(String, u64)>,
+    order: VecDeque<(Arc<str>, u64)>,
 }
 
 impl RecentKeys {
-    fn contains(&self, key: &(String, u64)) -> bool {
+    fn contains(&self, key: &(Arc<str>, u64)) -> bool {
         self.set.contains(key)
     }
 
-    fn insert(&mut self, key: (String, u64)) {
+    fn insert(&mut self, key: (Arc<str>, u64)) {
         if self.set.insert(key.clone()) {
             self.order.push_back(key);
             while self.order.len() > RECENT_KEYS {

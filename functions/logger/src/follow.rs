@@ -178,6 +178,9 @@ async fn run(
     let mut check = tokio::time::interval(RECREATED_CHECK);
     check.tick().await;
     let mut subjects = Subjects::default();
+    // The stream's name, shared by the records (one allocation, not one
+    // per line).
+    let mut stream: Arc<str> = LOGS.into();
     loop {
         let chunk = tokio::select! {
             chunk = chunks.next() => match chunk {
@@ -209,9 +212,12 @@ async fn run(
                 continue;
             };
             caught_up = info.pending == 0;
+            if *stream != *info.stream {
+                stream = info.stream.into();
+            }
             records.push(parse_with(
                 &mut subjects,
-                info.stream,
+                &stream,
                 info.stream_sequence,
                 m.subject.as_str(),
                 m.headers.as_ref().unwrap_or(&no_headers),

@@ -23,7 +23,7 @@ use crate::record::LogRecord;
 #[derive(Debug)]
 pub struct Logger {
     /// Records by `(stream, sequence)`, oldest first.
-    records: Mutex<BTreeMap<(String, u64), LogRecord>>,
+    records: Mutex<BTreeMap<(Arc<str>, u64), LogRecord>>,
     /// Most records kept; the oldest go first (0: none).
     capacity: usize,
     /// The previous batch's emptied record buffer, for the next batch (a
@@ -138,7 +138,7 @@ impl Handler for Logger {
             // Replays are not in stream order; the index already has them
             // (or its follower brings them).
             if batch.iter().all(|i| i.replay.is_none()) {
-                index.offer_refs(parsed.iter().filter(|r| r.stream == LOGS));
+                index.offer_refs(parsed.iter().filter(|r| &*r.stream == LOGS));
             }
         }
         parsed.clear();

@@ -310,6 +310,7 @@ impl LogIndex {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let inner = &mut *g;
         let mut added = 0;
+        let mut scratch = String::new();
         for r in records {
             let r = r.borrow();
             if r.sequence <= inner.last_sequence {
@@ -320,11 +321,11 @@ impl LogIndex {
             }
             added += 1;
             inner.last_sequence = r.sequence;
-            let site = match inner.site_ids.get(r.site.as_str()) {
+            let site = match inner.site_ids.get(&*r.site) {
                 Some(&id) => id,
                 None => {
                     let id = u32::try_from(inner.sites.len()).unwrap_or(u32::MAX);
-                    let name: Arc<str> = Arc::from(r.site.as_str());
+                    let name: Arc<str> = r.site.clone();
                     inner.sites.push(SiteRows {
                         name: name.clone(),
                         rows: VecDeque::new(),
@@ -333,7 +334,7 @@ impl LogIndex {
                     id
                 }
             };
-            let row = Row::new(r, &mut inner.labels);
+            let row = Row::new(r, &mut inner.labels, &mut scratch);
             inner.bytes += row.bytes();
             inner.order.push_back(site);
             if let Some(q) = inner.sites.get_mut(site as usize) {
@@ -560,8 +561,8 @@ mod tests {
         });
         assert_eq!(page.records.len(), 100);
         for r in &page.records {
-            assert_eq!(r.source, format!("src{}", r.sequence), "{r:?}");
-            assert_eq!(r.stream, "PLANTD_LOGS");
+            assert_eq!(*r.source, format!("src{}", r.sequence), "{r:?}");
+            assert_eq!(&*r.stream, "PLANTD_LOGS");
         }
     }
 

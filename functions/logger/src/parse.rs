@@ -20,8 +20,9 @@
 //!   `parse_error` saying why — never dropped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use plantd_shared::{headers, subject};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -33,6 +34,16 @@ use crate::record::{Format, Level, LogRecord};
 const TIME_KEYS: [&str; 4] = ["time", "ts", "timestamp", "@timestamp"];
 const LEVEL_KEYS: [&str; 3] = ["level", "lvl", "severity"];
 const MESSAGE_KEYS: [&str; 2] = ["msg", "message"];
+
+/// The header of MQTT 5 user property `level`
+/// (`headers::user_property("level")`, checked by a test).
+const LEVEL_HEADER: &str = "Plantd-User-level";
+
+/// A header name looked up per line, made without allocating (a `&str`
+/// key is copied into a new name on every lookup).
+fn header_name(name: &'static str) -> HeaderName {
+    HeaderName::from_static(name)
+}
 
 /// What the line itself said.
 struct Parsed {
@@ -58,14 +69,14 @@ impl Parsed {
 }
 
 /// Site, source, and why the subject could not be read.
-type SubjectLabels = (String, String, Option<String>);
+type SubjectLabels = (Arc<str>, Arc<str>, Option<String>);
 
 fn subject_labels(subject_name: &str) -> SubjectLabels {
     match subject::subject_to_topic(subject_name) {
-        Ok(p) => (p.site.as_str().to_owned(), p.topic.into_string(), None),
+        Ok(p) => (p.site.as_str().into(), p.topic.into_string().into(), None),
         Err(e) => (
-            String::new(),
-            subject_name.to_owned(),
+            "".into(),
+            subject_name.into(),
             Some(format!("subject {subject_name}: {e}")),
         ),
     }
@@ -105,7 +116,7 @@ pub fn parse(
 ) -> LogRecord {
     labelled(
         subject_labels(subject_name),
-        stream,
+        stream.into(),
         sequence,
         headers,
         payload,
@@ -113,10 +124,10 @@ pub fn parse(
     )
 }
 
-/// [`parse`], the subject read through `subjects`.
+/// [`parse`], the subject read through `subjects`, the stream name shared.
 pub(crate) fn parse_with(
     subjects: &mut Subjects,
-    stream: &str,
+    stream: &Arc<str>,
     sequence: u64,
     subject_name: &str,
     headers: &HeaderMap,
@@ -125,7 +136,7 @@ pub(crate) fn parse_with(
 ) -> LogRecord {
     labelled(
         subjects.labels(subject_name),
-        stream,
+        stream.clone(),
         sequence,
         headers,
         payload,
@@ -135,7 +146,7 @@ pub(crate) fn parse_with(
 
 fn labelled(
     (site, source, subject_error): SubjectLabels,
-    stream: &str,
+    stream: Arc<str>,
     sequence: u64,
     headers: &HeaderMap,
     payload: &[u8],
@@ -149,13 +160,13 @@ fn labelled(
         ),
     };
     let header_level = headers
-        .get(headers::user_property("level").as_str())
+        .get(header_name(LEVEL_HEADER))
         .and_then(|v| Level::from_name(v.as_str()));
     let received = headers
-        .get(headers::RECEIVED)
+        .get(header_name(headers::RECEIVED))
         .and_then(|v| OffsetDateTime::parse(v.as_str(), &Rfc3339).ok());
     LogRecord {
-        stream: stream.to_owned(),
+        stream,
         sequence,
         time: parsed.time.or(received).unwrap_or(stored),
         site,
@@ -322,8 +333,8 @@ mod tests {
         assert_eq!(r.fields["temp"], serde_json::json!(81.5));
         assert_eq!(r.fields["zone"], "a");
         assert!(!r.fields.contains_key("msg"));
-        assert_eq!((r.site.as_str(), r.source.as_str()), ("site1", "line1/plc"));
-        assert_eq!((r.stream.as_str(), r.sequence), ("PLANTD_LOGS", 7));
+        assert_eq!((&*r.site, &*r.source), ("site1", "line1/plc"));
+        assert_eq!((&*r.stream, r.sequence), ("PLANTD_LOGS", 7));
         assert_eq!(r.parse_error, None);
         let epoch = record(br#"{"time":1765015200123,"message":"m"}"#);
         assert_eq!(epoch.time.unix_timestamp(), 1_765_015_200);
@@ -398,6 +409,7 @@ mod tests {
         );
         assert_eq!(r.level, Level::Warn);
         assert_eq!(r.time, at("2026-12-06T09:30:00Z"));
-        assert_eq!(r.source, "app");
+        assert_eq!(&*r.source, "app");
+        assert_eq!(LEVEL_HEADER, headers::user_property("level"));
     }
 }

@@ -475,24 +475,25 @@ pub(crate) const ROW_OVERHEAD: usize = std::mem::size_of::<Row>() + 4 + 16;
 
 impl Row {
     /// Packs `r`, its stream and source named in `labels` (its site is
-    /// the caller's).
-    pub(crate) fn new(r: &LogRecord, labels: &mut Labels) -> Self {
-        let mut body = String::with_capacity(
-            r.message.len() + r.parse_error.as_ref().map_or(0, String::len) + 8,
-        );
-        put_text(&mut body, &r.message);
+    /// the caller's). The body is packed in `scratch` (emptied first; kept
+    /// by the caller for the next row) and then copied into an allocation
+    /// of its exact size: one allocation per row, none grown or shrunk.
+    pub(crate) fn new(r: &LogRecord, labels: &mut Labels, scratch: &mut String) -> Self {
+        let body = scratch;
+        body.clear();
+        put_text(body, &r.message);
         match &r.parse_error {
-            None => put_varint(&mut body, 0),
+            None => put_varint(body, 0),
             Some(e) => {
-                put_varint(&mut body, e.len() as u64 + 1);
+                put_varint(body, e.len() as u64 + 1);
                 body.push_str(e);
             }
         }
-        put_object(&mut body, &r.fields);
+        put_object(body, &r.fields);
         Self {
             sequence: r.sequence,
             time: r.time,
-            body: body.into_boxed_str(),
+            body: Box::from(body.as_str()),
             stream: labels.id(&r.stream),
             source: labels.id(&r.source),
             level: r.level,
@@ -546,11 +547,11 @@ impl Row {
             .and_then(|n| r.decode_pairs(n))
             .unwrap_or_default();
         LogRecord {
-            stream: labels.name(self.stream).to_owned(),
+            stream: labels.name(self.stream).into(),
             sequence: self.sequence,
             time: self.time,
-            site: site.to_owned(),
-            source: labels.name(self.source).to_owned(),
+            site: site.into(),
+            source: labels.name(self.source).into(),
             level: self.level,
             message: message.to_owned(),
             fields,
@@ -588,7 +589,7 @@ mod tests {
                 format: Format::Logfmt,
                 parse_error,
             };
-            let row = Row::new(&r, &mut labels);
+            let row = Row::new(&r, &mut labels, &mut String::new());
             assert_eq!(row.to_record("s1", &labels), r);
             assert!(row.bytes() < 300 + 5000 + 400, "{}", row.bytes());
         }

@@ -20,9 +20,9 @@ const MINUTE: OffsetDateTime = datetime!(2026-12-06 10:15:00 UTC);
 
 fn item(sequence: u64, subject: &str, line: &str, second: i64) -> Item {
     Item {
-        stream: streams::LOGS.to_owned(),
+        stream: streams::LOGS.into(),
         sequence,
-        subject: subject.to_owned(),
+        subject: subject.into(),
         headers: HeaderMap::new(),
         payload: Bytes::from(line.to_owned()),
         published: MINUTE + time::Duration::seconds(second),

@@ -61,7 +61,7 @@ async fn hydrates_from_the_stream_then_follows_it_live() {
     assert!(
         hot.records
             .iter()
-            .all(|r| r.site == "plant1" && r.source == "line1/plc")
+            .all(|r| &*r.site == "plant1" && &*r.source == "line1/plc")
     );
     // The malformed line: kept whole as text, found by its text.
     let cut = index.query(&q(r#"|= "cut""#));

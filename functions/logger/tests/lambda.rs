@@ -35,7 +35,7 @@ fn item(sequence: u64, source: &str, payload: &str) -> Item {
     Item {
         stream: "PLANTD_LOGS".into(),
         sequence,
-        subject: format!("plantd.plant-1.log.{source}"),
+        subject: format!("plantd.plant-1.log.{source}").into(),
         headers,
         payload: Bytes::from(payload.to_owned()),
         published: OffsetDateTime::now_utc(),

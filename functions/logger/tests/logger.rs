@@ -66,7 +66,7 @@ async fn lines_of_every_format_are_parsed_through_the_trigger() {
 
     assert_eq!(records[0].format, Format::Json);
     assert_eq!(
-        (records[0].site.as_str(), records[0].source.as_str()),
+        (&*records[0].site, &*records[0].source),
         ("site1", "line1/plc")
     );
     assert_eq!(
@@ -84,7 +84,7 @@ async fn lines_of_every_format_are_parsed_through_the_trigger() {
         (records[2].level, records[2].message.as_str()),
         (Level::Error, "uplink lost")
     );
-    assert_eq!(records[2].source, "gateway");
+    assert_eq!(&*records[2].source, "gateway");
     // Malformed: kept whole, flagged, level from the MQTT user property.
     assert_eq!(records[3].format, Format::Text);
     assert_eq!(records[3].message, "{\"level\":\"error\",\"msg\":\"cut");
@@ -103,18 +103,15 @@ async fn lines_of_every_format_are_parsed_through_the_trigger() {
         (Level::Debug, None)
     );
     for (i, r) in records.iter().enumerate() {
-        assert_eq!(
-            (r.stream.as_str(), r.sequence),
-            (streams::LOGS, i as u64 + 1)
-        );
+        assert_eq!((&*r.stream, r.sequence), (streams::LOGS, i as u64 + 1));
     }
     trigger.shutdown().await;
 
     // A redelivery of an item already handled replaces its record.
     let again = Item {
-        stream: streams::LOGS.to_owned(),
+        stream: streams::LOGS.into(),
         sequence: 1,
-        subject: "plantd.site1.log.line1.plc".to_owned(),
+        subject: "plantd.site1.log.line1.plc".into(),
         headers: HeaderMap::new(),
         payload: Bytes::from_static(br#"{"level":"error","msg":"overheat","temp":81.5}"#),
         published: records[0].time,

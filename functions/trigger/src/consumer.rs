@@ -25,7 +25,7 @@ pub(crate) struct Binding<H> {
     /// The durable consumer name.
     pub durable: String,
     /// The source stream.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// The consumer's configuration, to create it again when it is gone.
     pub config: jetstream::consumer::pull::Config,
     /// The function's handler.
@@ -47,17 +47,29 @@ async fn pause(delay: Duration, cancel: &CancellationToken) -> bool {
 }
 
 /// Converts a delivery into an [`Item`]; `None` when it carries no
-/// JetStream metadata (it cannot be acknowledged either).
-fn to_item(m: &jetstream::Message) -> Option<Item> {
-    let info = m.info().ok()?;
+/// JetStream metadata (it cannot be acknowledged either). Copies nothing
+/// per delivery: the stream name is `stream` (the binding's) when the
+/// delivery names it, the subject and payload are shared with the
+/// delivery, and its headers are moved out of it (the delivery is kept
+/// only to be acknowledged).
+fn to_item(stream: &Arc<str>, m: &mut jetstream::Message) -> Option<Item> {
+    let (stream, sequence, published, delivered) = {
+        let info = m.info().ok()?;
+        let name = if info.stream == &**stream {
+            stream.clone()
+        } else {
+            info.stream.into()
+        };
+        (name, info.stream_sequence, info.published, info.delivered)
+    };
     Some(Item {
-        stream: info.stream.to_owned(),
-        sequence: info.stream_sequence,
-        subject: m.subject.to_string(),
-        headers: m.headers.clone().unwrap_or_default(),
-        payload: m.payload.clone(),
-        published: info.published,
-        delivered: u64::try_from(info.delivered).unwrap_or(1).max(1),
+        stream,
+        sequence,
+        subject: m.message.subject.clone(),
+        headers: m.message.headers.take().unwrap_or_default(),
+        payload: m.message.payload.clone(),
+        published,
+        delivered: u64::try_from(delivered).unwrap_or(1).max(1),
         replay: None,
     })
 }
@@ -225,8 +237,8 @@ async fn handle_batch<H: Handler>(
     let max_deliver = u64::from(b.settings.max_deliver);
     let mut to_park = Vec::new();
     // In place: the messages handed over stay in the batch's buffer.
-    handed.retain(|m| {
-        let Some(item) = to_item(m) else {
+    handed.retain_mut(|m| {
+        let Some(item) = to_item(&b.stream, m) else {
             tracing::error!(consumer = %b.durable, subject = %m.subject, "a delivery without JetStream metadata; ignored");
             return false;
         };

@@ -120,9 +120,9 @@ impl ParkedItem {
     /// sequence, subject, headers and payload; `replay` set.
     pub fn to_item(&self) -> Item {
         Item {
-            stream: self.stream.clone(),
+            stream: self.stream.as_str().into(),
             sequence: self.sequence,
-            subject: self.subject.clone(),
+            subject: self.subject.as_str().into(),
             headers: self.headers.clone(),
             payload: self.payload.clone(),
             published: self.parked,
@@ -229,7 +229,7 @@ pub async fn park(
         .format(&Rfc3339)
         .map_err(DlqError::nats)?;
     headers.insert(FUNCTION, function);
-    headers.insert(STREAM, item.stream.as_str());
+    headers.insert(STREAM, &*item.stream);
     headers.insert(SEQUENCE, item.sequence.to_string().as_str());
     headers.insert(SUBJECT, item.subject.as_str());
     headers.insert(ERROR, one_line(error).as_str());

@@ -70,9 +70,9 @@ impl Outgoing {
     fn of(index: usize, item: &Item) -> Self {
         let body = Envelope::of(item).to_json();
         let attributes = [
-            (ATTR_STREAM, "String", item.stream.clone()),
+            (ATTR_STREAM, "String", item.stream.to_string()),
             (ATTR_SEQUENCE, "Number", item.sequence.to_string()),
-            (ATTR_SUBJECT, "String", item.subject.clone()),
+            (ATTR_SUBJECT, "String", item.subject.to_string()),
             (ATTR_DELIVERED, "Number", item.delivered.to_string()),
         ];
         let size = body.len()

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
@@ -14,14 +15,20 @@ use time::OffsetDateTime;
 /// failure, a crash, or a replay from the dead-letter stream) carries the
 /// same pair, so a handler that remembers what it has applied by this key
 /// never applies anything twice.
+///
+/// Cheap to make and to clone: the stream name is shared by the items of
+/// one binding, the subject and the payload are reference-counted views
+/// of the delivery, and the headers are moved out of it (none is copied
+/// per item). Build the names from text with `.into()`
+/// (`stream: "PLANTD_LOGS".into()`, `subject: "plantd.s.log.app".into()`).
 #[derive(Debug, Clone)]
 pub struct Item {
     /// The stream the message is stored in (e.g. `PLANTD_LOGS`).
-    pub stream: String,
+    pub stream: Arc<str>,
     /// Its sequence in that stream.
     pub sequence: u64,
-    /// The subject it was published on.
-    pub subject: String,
+    /// The subject it was published on (`as_str()`, or `&*` as a `&str`).
+    pub subject: Subject,
     /// Its headers, as published (message id, MQTT topic, properties).
     pub headers: HeaderMap,
     /// Its payload, byte for byte.

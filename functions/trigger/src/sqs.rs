@@ -121,9 +121,9 @@ impl Envelope {
         }
         Self {
             v: ENVELOPE_VERSION,
-            stream: item.stream.clone(),
+            stream: item.stream.to_string(),
             sequence: item.sequence,
-            subject: item.subject.clone(),
+            subject: item.subject.to_string(),
             headers,
             payload: STANDARD.encode(&item.payload),
             published: item.published,
@@ -169,9 +169,9 @@ impl Envelope {
             }
         }
         Ok(Item {
-            stream: self.stream,
+            stream: self.stream.into(),
             sequence: self.sequence,
-            subject: self.subject,
+            subject: self.subject.into(),
             headers,
             payload,
             published: self.published,

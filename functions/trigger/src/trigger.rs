@@ -157,7 +157,7 @@ impl Trigger {
         let binding = Arc::new(Binding {
             function: function.to_owned(),
             durable: durable.clone(),
-            stream: stream.to_owned(),
+            stream: stream.into(),
             config,
             handler,
             settings,

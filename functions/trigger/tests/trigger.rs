@@ -70,7 +70,7 @@ impl Handler for Recorder {
         self.batch_sizes.lock().expect("lock").push(batch.len());
         for (i, item) in batch.iter().enumerate() {
             seen.push(Seen {
-                stream: item.stream.clone(),
+                stream: item.stream.to_string(),
                 sequence: item.sequence,
                 payload: item.payload.clone(),
                 delivered: item.delivered,

@@ -194,7 +194,7 @@ async fn alerts_list_history_ack_and_silences() {
         batch.push(plantd_trigger::Item {
             stream: plantd_shared::streams::TELEMETRY.into(),
             sequence: ack.sequence,
-            subject: msg.subject.to_string(),
+            subject: msg.subject.clone(),
             headers: Default::default(),
             payload: msg.payload.clone(),
             published: msg.time,

@@ -177,7 +177,7 @@ async fn health_lists_the_sites_firing_alerts_and_checks_the_organisation() {
         batch.push(plantd_trigger::Item {
             stream: TELEMETRY.into(),
             sequence: ack.sequence,
-            subject: msg.subject.to_string(),
+            subject: msg.subject.clone(),
             headers: Default::default(),
             payload: msg.payload.clone(),
             published: msg.time,

@@ -69,7 +69,7 @@ struct Passes {
 
 impl Passes {
     fn test(&self, r: &LogRecord) -> bool {
-        r.site == self.site.as_str()
+        *r.site == *self.site.as_str()
             && self.min_level.is_none_or(|l| r.level >= l)
             && self
                 .source
