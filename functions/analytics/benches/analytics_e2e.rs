@@ -22,6 +22,9 @@
 //! scripts/setup
 //! cargo bench -p plantd-analytics-function --bench analytics_e2e -- [--n 200000] [--rounds 3] [--batch 10000] [--shared-connection]
 //! ```
+//!
+//! `BENCH_ACK_PENDING_BATCHES=N`: the binding's `max_ack_pending` as `N`
+//! batches instead of the function's own setting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -240,7 +243,16 @@ async fn plantd(
 fn settings(batch: u64) -> ConsumerSettings {
     let mut s = consumer_settings(&ConsumerSettings::default());
     s.batch_size = batch as usize;
-    s.max_ack_pending = 2 * batch as i64;
+    // The binding's window in batches (`consumer_settings`), whatever the
+    // batch size.
+    s.max_ack_pending =
+        s.max_ack_pending / plantd_analytics_function::BATCH_SIZE as i64 * batch as i64;
+    if let Some(n) = std::env::var("BENCH_ACK_PENDING_BATCHES")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        s.max_ack_pending = n * batch as i64;
+    }
     s
 }
 
