@@ -334,24 +334,38 @@ fn carry_forward(
 
 /// `records` as the JSON of [`SegmentRecord`] parts of at most
 /// [`PART_BYTES`] each (a single larger key makes a part of its own); no
-/// part when there is no record. Each key is encoded once.
+/// part when there is no record. Each key is encoded once, straight into
+/// its part's buffer, which is made at the part's full size up front (a
+/// buffer grown by doubling takes fresh memory at each step — page faults
+/// on every batch, docs/performance.md, "Analytics end to end").
 fn split_parts(records: &[SegmentKey], generation: u64) -> Result<Vec<bytes::Bytes>, Error> {
     let open = format!("{{\"generation\":{generation},\"keys\":[");
     let close = "]}";
+    let fresh = || {
+        let mut body = Vec::with_capacity(PART_BYTES);
+        body.extend_from_slice(open.as_bytes());
+        body
+    };
     let mut parts = Vec::new();
     let mut body: Vec<u8> = Vec::new();
     for r in records {
-        let one = serde_json::to_vec(r)?;
-        if !body.is_empty() && body.len() + 1 + one.len() + close.len() > PART_BYTES {
-            body.extend_from_slice(close.as_bytes());
-            parts.push(std::mem::take(&mut body).into());
-        }
         if body.is_empty() {
-            body.extend_from_slice(open.as_bytes());
-        } else {
+            body = fresh();
+        }
+        let empty = body.len() == open.len();
+        let start = body.len();
+        if !empty {
             body.push(b',');
         }
-        body.extend_from_slice(&one);
+        serde_json::to_writer(&mut body, r)?;
+        if !empty && body.len() + close.len() > PART_BYTES {
+            // This key does not fit: it opens the next part.
+            let mut next = fresh();
+            next.extend_from_slice(&body[start + 1..]);
+            body.truncate(start);
+            body.extend_from_slice(close.as_bytes());
+            parts.push(std::mem::replace(&mut body, next).into());
+        }
     }
     if !body.is_empty() {
         body.extend_from_slice(close.as_bytes());
