@@ -24,7 +24,9 @@
 //! ```
 //!
 //! `BENCH_ACK_PENDING_BATCHES=N`: the binding's `max_ack_pending` as `N`
-//! batches instead of the function's own setting.
+//! batches instead of the function's own setting. `BENCH_TRIGGER_ONLY=1`:
+//! the trigger with a handler that does nothing (what the trigger alone
+//! costs; no results are stored).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -142,7 +144,11 @@ impl Handler for Counting {
             }
             b.batches += 1;
         }
-        let outcome = self.inner.handle(batch).await;
+        let outcome = if std::env::var_os("BENCH_TRIGGER_ONLY").is_some() {
+            BatchOutcome::success()
+        } else {
+            self.inner.handle(batch).await
+        };
         if let Ok(mut b) = self.between.lock() {
             b.last_end = Some(Instant::now());
         }
