@@ -278,26 +278,34 @@ async fn reauthentication_with_fewer_rights_removes_the_subscriptions_no_longer_
     b.stop().await;
 }
 
-/// A persistent session resumed with a token that no longer grants `b/#`
-/// keeps only the subscriptions the new token allows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_resumed_with_fewer_rights_keeps_only_the_allowed_subscriptions() {
-    let issuer = Issuer::new();
-    let b = issuer.broker().await;
-    let persistent = |token| {
-        let mut c = token_connect("dev-1", token);
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(600);
-        c
-    };
+/// A persistent CONNECT of `dev-1` with `token`.
+fn persistent(token: Bytes) -> v5::Connect {
+    let mut c = token_connect("dev-1", token);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    c
+}
+
+/// `dev-1`'s persistent session, subscribed to `a/#` and `b/#` at QoS 1
+/// under a token granting both, then left by a normal DISCONNECT.
+async fn away_subscribed_to_a_and_b(b: &TestBroker, issuer: &Issuer) {
     let wide = issuer.grants("dev-1", "j-1", &[], &["a/#", "b/#"]);
-    let (mut dev, _) = Raw::connect5(&b, persistent(wide)).await;
+    let (mut dev, _) = Raw::connect5(b, persistent(wide)).await;
     assert_eq!(subscribe1(&mut dev, 1, &["a/#", "b/#"]).await, [1, 1]);
     dev.send5(v5::Packet::Disconnect(v5::Disconnect::new(
         ReasonCode::Success.code(),
     )))
     .await;
     assert_eq!(dev.closed5().await, None);
+}
+
+/// A persistent session resumed with a token that no longer grants `b/#`
+/// keeps only the subscriptions the new token allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumed_with_fewer_rights_keeps_only_the_allowed_subscriptions() {
+    let issuer = Issuer::new();
+    let b = issuer.broker().await;
+    away_subscribed_to_a_and_b(&b, &issuer).await;
 
     let narrow = issuer.grants("dev-1", "j-2", &[], &["a/#"]);
     let (mut dev, ack) = Raw::connect5(&b, persistent(narrow)).await;
@@ -381,20 +389,7 @@ async fn messages_queued_before_a_reauthentication_with_fewer_rights_are_not_del
 async fn messages_queued_offline_are_judged_by_the_resuming_token() {
     let issuer = Issuer::new();
     let b = issuer.broker().await;
-    let persistent = |token| {
-        let mut c = token_connect("dev-1", token);
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(600);
-        c
-    };
-    let wide = issuer.grants("dev-1", "j-1", &[], &["a/#", "b/#"]);
-    let (mut dev, _) = Raw::connect5(&b, persistent(wide)).await;
-    assert_eq!(subscribe1(&mut dev, 1, &["a/#", "b/#"]).await, [1, 1]);
-    dev.send5(v5::Packet::Disconnect(v5::Disconnect::new(
-        ReasonCode::Success.code(),
-    )))
-    .await;
-    assert_eq!(dev.closed5().await, None);
+    away_subscribed_to_a_and_b(&b, &issuer).await;
     let mut publ = publisher(&b, &issuer).await;
     for topic in ["b/1", "a/1", "b/2", "a/2"] {
         assert_eq!(
