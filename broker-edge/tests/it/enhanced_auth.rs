@@ -61,12 +61,18 @@ impl Issuer {
     }
 
     async fn broker(&self) -> TestBroker {
+        self.broker_in(None).await
+    }
+
+    /// A broker of the site, with its session store in `data` if given.
+    async fn broker_in(&self, data: Option<&std::path::Path>) -> TestBroker {
         let trust = self.trust();
         TestBroker::custom(
             |c| {
                 c.site = SITE.into();
                 c.org = Some("acme".into());
                 c.allow_anonymous = false;
+                c.data_dir = data.map(std::path::Path::to_path_buf);
             },
             move |b| b.with_trust(trust),
         )
@@ -409,6 +415,55 @@ async fn messages_queued_offline_are_judged_by_the_resuming_token() {
         got.push(p.topic);
     }
     assert_eq!(got, ["a/1", "a/2"], "b/1 and b/2 were for b/#");
+    b.stop().await;
+}
+
+/// With a session store, a queued message dropped for the resuming token
+/// is finished in the store as well: after a restart it does not come
+/// back (the second resumption removes no subscription, so nothing would
+/// stop it there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_dropped_for_the_resuming_token_does_not_come_back_after_a_restart() {
+    let issuer = Issuer::new();
+    let data = tempfile::tempdir().expect("tempdir");
+    let b = issuer.broker_in(Some(data.path())).await;
+    away_subscribed_to_a_and_b(&b, &issuer).await;
+    let mut publ = publisher(&b, &issuer).await;
+    for topic in ["b/1", "a/1"] {
+        assert_eq!(
+            publ.publish1(topic, false, "while away").await.reason,
+            m5::PubAckReason::Success
+        );
+    }
+    let narrow = issuer.grants("dev-1", "j-2", &[], &["a/#"]);
+    let (mut dev, ack) = Raw::connect5(&b, persistent(narrow.clone())).await;
+    assert!(ack.session_present);
+    let p = next_publish(&mut dev).await;
+    assert_eq!(p.topic, "a/1", "b/1 was for b/#");
+    dev.send5(v5::Packet::PubAck(v5::Ack::new(p.pkid, 0))).await;
+    dev.send5(v5::Packet::Disconnect(v5::Disconnect::new(
+        ReasonCode::Success.code(),
+    )))
+    .await;
+    assert_eq!(dev.closed5().await, None);
+    drop(publ);
+    b.stop().await;
+
+    let b = issuer.broker_in(Some(data.path())).await;
+    let (mut dev, ack) = Raw::connect5(&b, persistent(narrow)).await;
+    assert!(ack.session_present, "the session came back from the store");
+    let mut publ = publisher(&b, &issuer).await;
+    assert_eq!(
+        publ.publish1("a/2", false, "after the restart")
+            .await
+            .reason,
+        m5::PubAckReason::Success
+    );
+    assert_eq!(
+        next_publish(&mut dev).await.topic,
+        "a/2",
+        "nothing left from before the restart"
+    );
     b.stop().await;
 }
 
