@@ -213,6 +213,31 @@ impl Engine {
         }
     }
 
+    /// The state of the rule at `index` (in the order the engine was
+    /// given its rules), borrowed: its keys serialise exactly as
+    /// [`KeyCheckpoint`]s, without copying every key's windows first
+    /// (what a commit that writes most keys of a rule needs). `None` when
+    /// there is no such rule.
+    pub fn checkpoint_rule(&self, index: usize) -> Option<RuleCheckpointRef<'_>> {
+        let r = self.rules.get(index)?;
+        Some(RuleCheckpointRef {
+            max_event: r.max_event,
+            metrics: r.metrics,
+            keys: r
+                .keys
+                .iter()
+                .map(|k| KeyCheckpointRef {
+                    key: &k.name,
+                    last_seq: k.last_seq,
+                    dropped_late: k.dropped_late,
+                    windows: &k.windows,
+                    last_at: k.last_at,
+                    track: k.track.as_deref(),
+                })
+                .collect(),
+        })
+    }
+
     /// An engine for `rules` continuing from `state`. State for rules no
     /// longer given is dropped; rules without state start empty.
     ///
@@ -283,6 +308,43 @@ pub struct RuleState {
     pub metrics: RuleMetrics,
     /// Per key, in interning order.
     pub keys: Vec<KeyCheckpoint>,
+}
+
+/// One rule's state borrowed from the engine ([`Engine::checkpoint_rule`]).
+#[derive(Debug)]
+pub struct RuleCheckpointRef<'a> {
+    /// Latest event time seen.
+    pub max_event: Option<i64>,
+    /// Counters.
+    pub metrics: RuleMetrics,
+    /// Per key, in interning order.
+    pub keys: Vec<KeyCheckpointRef<'a>>,
+}
+
+/// One (rule, key)'s state borrowed from the engine: serialises to the
+/// same JSON as the [`KeyCheckpoint`] it would make (which reads it back).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KeyCheckpointRef<'a> {
+    key: &'a str,
+    last_seq: Option<u64>,
+    dropped_late: u64,
+    windows: &'a [Win],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    track: Option<&'a Track>,
+}
+
+impl KeyCheckpointRef<'_> {
+    /// The key.
+    pub fn key(&self) -> &str {
+        self.key
+    }
+
+    /// Stream sequence of the last event applied.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
 }
 
 /// One (rule, key)'s checkpointed state.

@@ -80,7 +80,10 @@ mod track;
 mod window;
 
 pub use duration::Millis;
-pub use engine::{Engine, EngineError, Event, KeyCheckpoint, Output, RuleState, Signal, State};
+pub use engine::{
+    Engine, EngineError, Event, KeyCheckpoint, KeyCheckpointRef, Output, RuleCheckpointRef,
+    RuleState, Signal, State,
+};
 pub use field::FieldPath;
 pub use pattern::{
     Anomaly, Cusum, Direction, Pattern, RateOfChange, Sequence, SequenceMode, Stale, Step,

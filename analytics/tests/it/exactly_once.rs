@@ -295,3 +295,41 @@ fn an_overflowing_sum_keeps_its_checkpoint_and_is_left_out_of_the_result() {
     let back: Output = serde_json::from_str(&json).expect("reads back");
     assert_eq!(back, out[0]);
 }
+
+/// A rule's keys borrowed from the engine ([`Engine::checkpoint_rule`],
+/// what a commit encodes) serialise to exactly the JSON of the owned
+/// checkpoint ([`Engine::checkpoint`], what a restore reads) — for every
+/// kind of state: windows of each kind, sketches, stale tracking,
+/// patterns and detectors.
+#[test]
+fn borrowed_key_checkpoints_encode_like_owned_ones() {
+    let rules = rules();
+    let mut engine = Engine::new(rules.clone()).expect("engine");
+    for i in 0..200u64 {
+        let topic = format!("plant/m{}/v", i % 3);
+        let value = ((i * 7) % 11) as f64;
+        engine.process(&Event {
+            topic: &topic,
+            payload: value.to_string().as_bytes(),
+            received_at: 1_000 * i as i64,
+            stream_seq: i + 1,
+        });
+    }
+    let owned = engine.checkpoint();
+    for (index, rs) in owned.rules.iter().enumerate() {
+        let borrowed = engine.checkpoint_rule(index).expect("the rule");
+        assert_eq!(borrowed.max_event, rs.max_event, "{}", rs.rule.name);
+        assert_eq!(borrowed.keys.len(), rs.keys.len(), "{}", rs.rule.name);
+        assert!(!rs.keys.is_empty(), "{} has state", rs.rule.name);
+        for (b, o) in borrowed.keys.iter().zip(&rs.keys) {
+            assert_eq!(
+                serde_json::to_string(b).expect("encode"),
+                serde_json::to_string(o).expect("encode"),
+                "{}",
+                rs.rule.name
+            );
+            assert_eq!((b.key(), b.last_seq()), (o.key.as_str(), o.last_seq));
+        }
+    }
+    assert!(engine.checkpoint_rule(rules.len()).is_none());
+}

@@ -6,11 +6,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_nats::jetstream;
-use plantd_analytics::RuleMetrics;
+use plantd_analytics::{KeyCheckpointRef, RuleMetrics};
+use serde::Serialize;
 
 use super::{Segment, SiteRule};
 use crate::error::Error;
-use crate::store::{self, Head, LAYOUT, PART_BYTES, SegmentKey, Writes};
+use crate::store::{self, Head, LAYOUT, PART_BYTES, Writes};
 
 /// Superseded key records a (site, rule) may keep stored before commits
 /// carry live keys forward out of mostly superseded segments, on top of
@@ -53,6 +54,16 @@ pub(crate) struct Prepared {
     keys: Vec<String>,
     /// Its parts: (KV key, expected revision, JSON).
     parts: Vec<(String, u64, bytes::Bytes)>,
+}
+
+/// A key of a segment being written: [`store::SegmentKey`]'s JSON from
+/// the engine's borrowed state.
+#[derive(Serialize)]
+struct SegmentKeyRef<'a> {
+    /// The key's position in the engine's interning order.
+    ord: u32,
+    /// The engine's state of the key.
+    ckpt: KeyCheckpointRef<'a>,
 }
 
 impl SiteRule {
@@ -112,32 +123,34 @@ impl SiteRule {
         if !force && metrics == self.metrics {
             return Ok(None);
         }
-        let Some(rs) = self.engine.checkpoint().rules.into_iter().next() else {
+        // Borrowed from the engine: every written key is encoded once,
+        // straight from its state, never copied first.
+        let Some(rs) = self.engine.checkpoint_rule(0) else {
             return Ok(None);
         };
         let generation = self.generation + 1;
         let changed: HashSet<&str> = rs
             .keys
             .iter()
-            .filter(|k| k.last_seq.is_some_and(|s| s > self.through))
-            .map(|k| k.key.as_str())
+            .filter(|k| k.last_seq().is_some_and(|s| s > self.through))
+            .map(|k| k.key())
             .collect();
         let carried = carry_forward(&self.segments, &self.live, &changed, SLACK);
         let mut through = self.through;
         let mut names = Vec::with_capacity(changed.len() + carried.len());
         let mut records = Vec::with_capacity(names.capacity());
-        for (ord, k) in rs.keys.into_iter().enumerate() {
-            let is_changed = k.last_seq.is_some_and(|s| s > self.through);
-            if !is_changed && !carried.contains(k.key.as_str()) {
+        for (ord, k) in rs.keys.iter().enumerate() {
+            let is_changed = k.last_seq().is_some_and(|s| s > self.through);
+            if !is_changed && !carried.contains(k.key()) {
                 continue;
             }
             if is_changed {
-                through = through.max(k.last_seq.unwrap_or(0));
+                through = through.max(k.last_seq().unwrap_or(0));
             }
-            names.push(k.key.clone());
-            records.push(SegmentKey {
+            names.push(k.key().to_owned());
+            records.push(SegmentKeyRef {
                 ord: u32::try_from(ord).unwrap_or(u32::MAX),
-                ckpt: k,
+                ckpt: *k,
             });
         }
         let mut parts = Vec::new();
@@ -338,7 +351,10 @@ fn carry_forward(
 /// its part's buffer, which is made at the part's full size up front (a
 /// buffer grown by doubling takes fresh memory at each step — page faults
 /// on every batch, docs/performance.md, "Analytics end to end").
-fn split_parts(records: &[SegmentKey], generation: u64) -> Result<Vec<bytes::Bytes>, Error> {
+fn split_parts<K: serde::Serialize>(
+    records: &[K],
+    generation: u64,
+) -> Result<Vec<bytes::Bytes>, Error> {
     let open = format!("{{\"generation\":{generation},\"keys\":[");
     let close = "]}";
     let fresh = || {
@@ -377,7 +393,7 @@ fn split_parts(records: &[SegmentKey], generation: u64) -> Result<Vec<bytes::Byt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SegmentRecord;
+    use crate::store::{SegmentKey, SegmentRecord};
     use plantd_analytics::{Engine, Rule};
 
     fn key(name: &str, seq: u64) -> SegmentKey {
@@ -480,6 +496,10 @@ mod tests {
         }
         let expected: Vec<String> = records.iter().map(|r| r.ckpt.key.clone()).collect();
         assert_eq!(names, expected);
-        assert!(split_parts(&[], 1).expect("encode").is_empty());
+        assert!(
+            split_parts::<SegmentKey>(&[], 1)
+                .expect("encode")
+                .is_empty()
+        );
     }
 }
