@@ -3,7 +3,7 @@
 //! then the checkpoints written; and the idle clock that closes windows
 //! of a site that has gone quiet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -53,13 +53,28 @@ struct Inner {
     fast: FastIngest,
     /// Stream order across crashes.
     order: tokio::sync::Mutex<StreamOrder>,
+    /// The previous batch's emptied readings buffer.
+    readings: std::sync::Mutex<Vec<Reading<'static>>>,
 }
 
 /// One item of a batch, decoded.
 struct Reading<'a> {
+    site: Site,
     topic: String,
     item: &'a Item,
     received_at: i64,
+}
+
+/// `readings` emptied, as a buffer for readings of another lifetime: the
+/// allocation is kept (collected in place), so a batch does not take
+/// fresh memory for its readings (docs/performance.md, "Analytics end to
+/// end").
+fn recycle<'b>(mut readings: Vec<Reading<'_>>) -> Vec<Reading<'b>> {
+    readings.clear();
+    readings
+        .into_iter()
+        .map(|_| unreachable!("emptied"))
+        .collect()
 }
 
 impl Analytics {
@@ -83,6 +98,7 @@ impl Analytics {
                 metrics: Metrics::default(),
                 fast: FastIngest::default(),
                 order: tokio::sync::Mutex::new(StreamOrder::new(durable)),
+                readings: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -97,7 +113,14 @@ impl Analytics {
     /// and the error is returned.
     async fn apply(&self, items: &[&Item]) -> Result<(), Error> {
         let inner = &self.inner;
-        let mut by_site: BTreeMap<Site, Vec<Reading<'_>>> = BTreeMap::new();
+        let kept = std::mem::take(
+            &mut *inner
+                .readings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut readings: Vec<Reading<'_>> = recycle(kept);
+        readings.reserve(items.len());
         for &item in items {
             let Ok(parsed) = subject_to_topic(&item.subject) else {
                 continue;
@@ -105,15 +128,32 @@ impl Analytics {
             if parsed.channel != Channel::Up {
                 continue;
             }
-            by_site.entry(parsed.site).or_default().push(Reading {
-                topic: parsed.topic.as_str().to_owned(),
+            readings.push(Reading {
+                site: parsed.site,
+                topic: parsed.topic.into_string(),
                 item,
                 received_at: received_at(item),
             });
         }
-        let mut runs = inner.runs.lock().await;
-        for (site, readings) in by_site {
-            let result = self.apply_site(&mut runs, &site, &readings).await;
+        // Site by site, each in stream order (a stable sort, only when the
+        // batch holds more than one site).
+        if readings.windows(2).any(|w| w[0].site != w[1].site) {
+            readings.sort_by(|a, b| a.site.cmp(&b.site));
+        }
+        let result = self.apply_sites(&readings).await;
+        *inner
+            .readings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = recycle(readings);
+        result
+    }
+
+    /// [`Analytics::apply`] for readings grouped by site.
+    async fn apply_sites(&self, readings: &[Reading<'_>]) -> Result<(), Error> {
+        let mut runs = self.inner.runs.lock().await;
+        for group in readings.chunk_by(|a, b| a.site == b.site) {
+            let site = &group[0].site;
+            let result = self.apply_site(&mut runs, site, group).await;
             if let Err(e) = result {
                 runs.remove(site.as_str());
                 return Err(e);
