@@ -16,13 +16,14 @@
 //! `<inbox>.<flow>.<gap>.<seq>.<op>.$FI`: `inbox` is `_INBOX.<batch id>`
 //! (exactly two tokens), `flow` the acknowledgement interval asked for,
 //! `gap` `fail` (a message lost on the way fails the batch), `seq` the
-//! message's place in the batch from 1, `op` [`Op`]. nats-server answers on
+//! message's place in the batch from 1, `op` 0 to open the batch, 1 in
+//! the middle, 2 for the last (stored, then the batch committed). nats-server answers on
 //! those subjects with flow acknowledgements `{"type":"ack","seq":N,
 //! "msgs":F}` (everything through `N` stored; the next every `F`), gap and
 //! per-message error notices, and a final publish acknowledgement
 //! `{"stream":…,"seq":…,"batch":…,"count":…}` or `{"error":…}`.
 //!
-//! [`publish`] keeps at most [`MAX_OUTSTANDING`] flow intervals unacknowledged,
+//! [`publish`] keeps at most two flow intervals unacknowledged,
 //! and fails — without retrying — on anything but a clean final
 //! acknowledgement: the caller publishes the batch again one message at a
 //! time (the message ids make that safe).
