@@ -621,15 +621,7 @@ async fn a_resume_knows_what_the_aggregates_stream_holds() {
         );
     }
     for (name, expected) in [(streams::TELEMETRY, 200), (streams::LOGS, 100)] {
-        let n = js
-            .get_stream(name)
-            .await
-            .expect("stream")
-            .get_info()
-            .await
-            .expect("info")
-            .state
-            .messages;
+        let n = plantd_testkit::stream_messages(&js, name).await;
         assert_eq!(n, expected, "{name}: nothing sent twice");
     }
 }

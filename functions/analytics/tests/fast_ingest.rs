@@ -185,15 +185,7 @@ async fn results_fall_back_to_one_by_one_when_the_stream_refuses_fast_batches() 
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    let stored = js
-        .get_stream(streams::AGGREGATES)
-        .await
-        .expect("stream")
-        .get_info()
-        .await
-        .expect("info")
-        .state
-        .messages;
+    let stored = plantd_testkit::stream_messages(&js, streams::AGGREGATES).await;
     assert_eq!(
         stored, 150,
         "100 one by one, then 50 new of 150 (100 ids known)"

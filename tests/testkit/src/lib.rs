@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 pub use lambda::LambdaWatch;
 pub use moto::Moto;
-pub use nats::Nats;
+pub use nats::{Nats, stream_messages};
 pub use wait::eventually;
 
 /// The path of external program `name`, or a panic that says which set-up

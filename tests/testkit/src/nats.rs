@@ -181,3 +181,18 @@ impl Nats {
         self.server.is_some()
     }
 }
+
+/// How many messages stream `name` holds now.
+///
+/// # Panics
+/// When the stream does not exist or its state cannot be read.
+pub async fn stream_messages(js: &async_nats::jetstream::Context, name: &str) -> u64 {
+    js.get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {name}: {e}"))
+        .get_info()
+        .await
+        .unwrap_or_else(|e| panic!("stream {name} info: {e}"))
+        .state
+        .messages
+}

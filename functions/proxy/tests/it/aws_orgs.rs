@@ -49,17 +49,7 @@ fn token(f: &common::Fixture, sub: &str, org: &str, kind: PrincipalKind) -> Stri
 }
 
 async fn commands_stored(f: &common::Fixture) -> u64 {
-    f.nats
-        .jetstream()
-        .await
-        .get_stream(COMMANDS)
-        .await
-        .expect("stream")
-        .get_info()
-        .await
-        .expect("info")
-        .state
-        .messages
+    plantd_testkit::stream_messages(&f.nats.jetstream().await, COMMANDS).await
 }
 
 #[tokio::test]

@@ -68,17 +68,7 @@ fn mint(f: &Fixture, org: &str, kind: PrincipalKind, roles: &[&str]) -> String {
 }
 
 async fn stored(f: &Fixture, stream: &str) -> u64 {
-    f.nats
-        .jetstream()
-        .await
-        .get_stream(stream)
-        .await
-        .expect("stream")
-        .get_info()
-        .await
-        .expect("info")
-        .state
-        .messages
+    plantd_testkit::stream_messages(&f.nats.jetstream().await, stream).await
 }
 
 /// Every site-scoped REST door for `site` with `token`: status and body.
