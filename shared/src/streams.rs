@@ -217,7 +217,7 @@ pub fn stream_config(name: &str, settings: &Settings) -> Option<stream::Config> 
         duplicate_window: settings.duplicate_window.min(max_age),
         allow_direct: true,
         // The analytics function stores a batch's results as one
-        // fast-ingest batch (nats-server 2.14+; decision 0060).
+        // fast-ingest batch (nats-server 2.14+; decision 0061).
         allow_batch_publish: name == AGGREGATES,
         ..Default::default()
     })

@@ -281,9 +281,7 @@ impl Link {
                 items.push(Err(0x8f));
                 continue;
             }
-            if !self.info.token_allows_subscribe(&sf.filter)
-                || !self.ctx.auth.can_subscribe(&self.info, &sf.filter)
-            {
+            if !super::reauth::may_subscribe(&self.info, &self.ctx.auth, &sf.filter) {
                 info!(client_id = %self.info.client_id, filter = %raw, "subscription not authorised");
                 items.push(Err(0x87));
                 continue;

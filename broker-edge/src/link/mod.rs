@@ -247,14 +247,11 @@ impl Link {
     }
 
     /// Whether the permissions in force let this connection read `topic`:
-    /// the SUBSCRIBE rule (token grants, then the [`Authorizer`]) applied
-    /// to the topic as a filter.
+    /// the SUBSCRIBE rule ([`reauth::may_subscribe`]) applied to the topic
+    /// as a filter.
     pub(super) fn may_read(&self, topic: &str) -> bool {
-        let Ok(filter) = plantd_shared::topic::Filter::new(topic) else {
-            return false;
-        };
-        self.info.token_allows_subscribe(&filter)
-            && self.ctx.auth.can_subscribe(&self.info, &filter)
+        plantd_shared::topic::Filter::new(topic)
+            .is_ok_and(|filter| reauth::may_subscribe(&self.info, &self.ctx.auth, &filter))
     }
 
     /// A stored delivery is finished (acknowledged or dropped).

@@ -22,16 +22,26 @@ use crate::protocol::ReasonCode;
 use crate::protocol::v5::{self, Disconnect};
 use crate::router::{RouterCmd, SubscriptionCheck};
 
-/// The SUBSCRIBE rule of `client` (its token's grants, then the configured
-/// [`Authorizer`]) as the router applies it to subscriptions already made.
+/// The SUBSCRIBE rule: may `client` subscribe to `filter` — its token's
+/// grants, then the configured [`Authorizer`]. The one place the link
+/// decides it: for a SUBSCRIBE, for subscriptions already made, and for
+/// deliveries after the connection's permissions narrowed.
+pub(super) fn may_subscribe(
+    client: &ClientInfo,
+    auth: &Arc<dyn Authorizer>,
+    filter: &plantd_shared::topic::Filter,
+) -> bool {
+    client.token_allows_subscribe(filter) && auth.can_subscribe(client, filter)
+}
+
+/// The SUBSCRIBE rule of `client` ([`may_subscribe`]) as the router
+/// applies it to subscriptions already made.
 pub(super) fn subscription_check(
     client: &ClientInfo,
     auth: &Arc<dyn Authorizer>,
 ) -> SubscriptionCheck {
     let (client, auth) = (client.clone(), auth.clone());
-    SubscriptionCheck::new(move |f| {
-        client.token_allows_subscribe(f) && auth.can_subscribe(&client, f)
-    })
+    SubscriptionCheck::new(move |f| may_subscribe(&client, &auth, f))
 }
 
 /// The router command that removes the subscriptions of `client`'s

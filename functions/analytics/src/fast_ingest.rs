@@ -9,7 +9,7 @@
 //! `Nats-Msg-Id` the stream already holds is skipped silently (an atomic
 //! batch refuses the whole batch, error 10201) — so a batch published again
 //! after a crash stores only what was missing, like one publish per
-//! message. Measured against nats-server 2.15.1 (decision 0060).
+//! message. Measured against nats-server 2.15.1 (decision 0061).
 //!
 //! ## Wire protocol
 //! Every message carries the reply subject

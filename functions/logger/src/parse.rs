@@ -20,8 +20,9 @@
 //!   `parse_error` saying why — never dropped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use async_nats::header::IntoHeaderName as _;
 use async_nats::{HeaderMap, HeaderName};
 use plantd_shared::{headers, subject};
 use serde_json::{Map, Value};
@@ -35,9 +36,11 @@ const TIME_KEYS: [&str; 4] = ["time", "ts", "timestamp", "@timestamp"];
 const LEVEL_KEYS: [&str; 3] = ["level", "lvl", "severity"];
 const MESSAGE_KEYS: [&str; 2] = ["msg", "message"];
 
-/// The header of MQTT 5 user property `level`
-/// (`headers::user_property("level")`, checked by a test).
-const LEVEL_HEADER: &str = "Plantd-User-level";
+/// The header of MQTT 5 user property `level`, named once (a name looked
+/// up as text is copied into a new `HeaderName` on every lookup; a clone
+/// of this one shares its bytes).
+static LEVEL_HEADER: LazyLock<HeaderName> =
+    LazyLock::new(|| headers::user_property("level").into_header_name());
 
 /// A header name looked up per line, made without allocating (a `&str`
 /// key is copied into a new name on every lookup).
@@ -160,7 +163,7 @@ fn labelled(
         ),
     };
     let header_level = headers
-        .get(header_name(LEVEL_HEADER))
+        .get(LEVEL_HEADER.clone())
         .and_then(|v| Level::from_name(v.as_str()));
     let received = headers
         .get(header_name(headers::RECEIVED))
@@ -410,6 +413,6 @@ mod tests {
         assert_eq!(r.level, Level::Warn);
         assert_eq!(r.time, at("2026-12-06T09:30:00Z"));
         assert_eq!(&*r.source, "app");
-        assert_eq!(LEVEL_HEADER, headers::user_property("level"));
+        assert_eq!(LEVEL_HEADER.to_string(), headers::user_property("level"));
     }
 }
