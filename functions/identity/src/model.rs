@@ -13,6 +13,7 @@
 //! | `family.<id>` | [`Family`]: a chain of rotated refresh tokens |
 //! | `issued.<org>.<subject>` | [`crate::revocation::Issued`]: the live access token ids of a principal |
 //! | `throttle.…` | [`crate::throttle::Throttle`]: failed logins by (email, source) and by source |
+//! | `retired_site.<site>` | [`RetiredSite`]: which organisation last owned a deleted site id (only it may register the id again) |
 
 use std::collections::BTreeMap;
 
@@ -345,4 +346,22 @@ pub struct Family {
     /// Why, for audits.
     #[serde(default)]
     pub reason: String,
+}
+
+/// A deleted site id and the organisation that owned it. The site's data
+/// stays in the streams (telemetry, logs, commands, results, alerts — all
+/// keyed by the site id), so the id is never registered to another
+/// organisation: that one would read the old owner's history and receive
+/// its queued commands (decision 0063).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredSite {
+    /// The organisation that owned the site when it was deleted.
+    pub org: String,
+    /// When it was deleted, ms since the epoch.
+    pub deleted_ms: u64,
+}
+
+/// The key of a deleted site id's [`RetiredSite`].
+pub fn retired_site_key(site: &str) -> String {
+    format!("retired_site.{site}")
 }

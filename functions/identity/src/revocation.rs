@@ -88,6 +88,10 @@ pub enum Reason {
     RoleChanged,
     /// An administrator asked (`POST …/revoke`).
     Requested,
+    /// An administrator set a new password (`PATCH /v1/users/{id}`).
+    PasswordReset,
+    /// The user changed their own password (`POST /v1/auth/password`).
+    PasswordChanged,
 }
 
 impl Reason {
@@ -99,6 +103,8 @@ impl Reason {
             Self::RoleRemoved => "role removed",
             Self::RoleChanged => "role narrowed or deleted",
             Self::Requested => "revoked by an administrator",
+            Self::PasswordReset => "password reset by an administrator",
+            Self::PasswordChanged => "password changed",
         }
     }
 }

@@ -16,7 +16,7 @@ use plantd_shared::jwt::now_secs;
 use plantd_shared::subject::Site;
 use serde::Serialize;
 
-use crate::model::{self, Family, RefreshToken, Role};
+use crate::model::{self, Family, RefreshToken};
 use crate::store::Change;
 use crate::{AppError, AppState};
 
@@ -48,15 +48,9 @@ pub async fn expand_roles(
     let mut perms = Vec::new();
     let mut mqtt: BTreeMap<String, MqttGrant> = BTreeMap::new();
     for name in roles {
-        let role = match model::builtin_role(name) {
-            Some(r) => Some(r),
-            None => state
-                .store
-                .get::<Role>(&format!("role.{org}.{name}"))
-                .await?
-                .map(|(r, _)| r),
+        let Some(role) = crate::routes::privilege::role(state, org, name).await? else {
+            continue;
         };
-        let Some(role) = role else { continue };
         for p in role.perms {
             if !perms.contains(&p) {
                 perms.push(p);

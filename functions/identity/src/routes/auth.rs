@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use crate::audit::Origin;
 use crate::auth::{Caller, ClientSource};
 use crate::model::{self, ClientIndex, Device, EmailIndex, RefreshToken, ServiceAccount, User};
+use crate::revocation::{self, Reason};
 use crate::store::Change;
 use crate::tokens::{self, Subject, TokenResponse};
 use crate::{AppError, AppState, password, throttle};
@@ -483,7 +484,10 @@ pub struct PasswordRequest {
     pub new_password: String,
 }
 
-/// Changes the caller's own password.
+/// Changes the caller's own password, and ends every session of the user:
+/// all live access tokens (this request's too) are revoked and every
+/// refresh token stops working, so whoever knew the old password — or
+/// holds a stolen token — is out; the user logs in again with the new one.
 ///
 /// # Errors
 /// 400 for a short new password, 401 for a wrong current one.
@@ -527,18 +531,26 @@ pub async fn password(
         .store
         .modify::<User, _>(&key, |u| {
             u.password_hash = new_hash.clone();
+            u.revoked_before_ms = plantd_shared::headers::now_ms();
+            u.sessions_epoch += 1;
             u.version += 1;
             Ok(Change::Put(()))
         })
         .await?;
+    let target = format!("user:{}", caller.claims.sub);
     origin
         .record(
             &state,
             &caller,
             Action::PasswordChange,
             caller.org(),
-            format!("user:{}", caller.claims.sub),
+            &target,
         )
+        .await;
+    let reason = Reason::PasswordChanged;
+    let n = revocation::revoke_all(&state, caller.org(), &caller.claims.sub, reason).await?;
+    origin
+        .revoked(&state, &caller, caller.org(), target, reason, n)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

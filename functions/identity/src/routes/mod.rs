@@ -22,6 +22,7 @@ pub mod json;
 pub mod keys;
 pub mod lockouts;
 pub mod orgs;
+pub mod privilege;
 pub mod roles;
 pub mod sites;
 pub mod users;

@@ -11,6 +11,7 @@ use plantd_shared::topic::Filter;
 use serde::Deserialize;
 
 use super::json::Body;
+use super::privilege::valid_role_name;
 use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::{self, BUILTIN_ROLES, Role};
@@ -36,17 +37,8 @@ pub struct RoleBody {
     pub mqtt: BTreeMap<String, MqttGrant>,
 }
 
-/// Whether `name` can be a role name (1-64 of `a-z 0-9 - _`).
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn validate(caller: &Caller, name: &str, body: &RoleBody) -> Result<Role, AppError> {
-    if !valid_name(name) {
+    if !valid_role_name(name) {
         return Err(AppError::bad_request(
             "role name must be 1-64 of a-z, 0-9, -, _",
         ));
@@ -142,7 +134,7 @@ pub async fn get_one(
     if let Some(r) = model::builtin_role(&name) {
         return Ok(Json(r));
     }
-    if !valid_name(&name) {
+    if !valid_role_name(&name) {
         return Err(AppError::not_found("role"));
     }
     state
@@ -203,7 +195,7 @@ pub async fn delete(
     if BUILTIN_ROLES.contains(&name.as_str()) {
         return Err(AppError::conflict(format!("{name} is a built-in role")));
     }
-    if !valid_name(&name) {
+    if !valid_role_name(&name) {
         return Err(AppError::not_found("role"));
     }
     state

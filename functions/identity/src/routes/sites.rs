@@ -11,7 +11,9 @@
 //! logged with `cross_org = true` for the audit.
 //!
 //! Site ids are global (subjects are `plantd.<site>.…`): creating an id
-//! that any organisation registered answers 409. Ids starting with `_` are
+//! that any organisation registered answers 409 — and so does an id another
+//! organisation used and deleted (its data stays in the streams under the
+//! id: [`crate::model::RetiredSite`]). Ids starting with `_` are
 //! reserved (400): `_plantd` is the pseudo-site of plantd's own logs.
 
 use std::collections::BTreeMap;
@@ -27,7 +29,7 @@ use serde::Deserialize;
 use super::json::Body;
 use crate::audit::Origin;
 use crate::auth::Caller;
-use crate::model::Org;
+use crate::model::{self, Org, RetiredSite};
 use crate::{AppError, AppState};
 use plantd_shared::audit::Action;
 
@@ -134,7 +136,8 @@ async fn visible(
 /// # Errors
 /// 400 for a bad id, name, description or label; 403 without
 /// `identity:site:create` or for another organisation (unless
-/// superadmin); 404 for an unknown organisation; 409 when the id is taken.
+/// superadmin); 404 for an unknown organisation; 409 when the id is taken,
+/// or was another organisation's before it was deleted ([`RetiredSite`]).
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,6 +163,17 @@ pub async fn create(
         .is_none()
     {
         return Err(AppError::not_found(format!("organisation {org}")));
+    }
+    if let Some((retired, _)) = state
+        .store
+        .get::<RetiredSite>(&model::retired_site_key(site.as_str()))
+        .await?
+        && retired.org != org
+    {
+        // Its data is still in the streams under this id.
+        return Err(AppError::conflict(format!(
+            "site id {site} was used before and its data is kept: only its former organisation may register it again; choose another id"
+        )));
     }
     let mut record = SiteRecord::new(&site, &org);
     record.name = req.name;
@@ -271,9 +285,26 @@ pub async fn update(
     )))
 }
 
+/// Remembers that `record`'s organisation owned its id ([`RetiredSite`]).
+///
+/// # Errors
+/// 503 on storage errors.
+async fn retire(state: &AppState, record: &SiteRecord) -> Result<(), AppError> {
+    let key = model::retired_site_key(&record.id);
+    let retired = RetiredSite {
+        org: record.org.clone(),
+        deleted_ms: plantd_shared::headers::now_ms(),
+    };
+    match state.store.get::<RetiredSite>(&key).await? {
+        Some((_, rev)) => state.store.update(&key, &retired, rev).await.map(|_| ()),
+        None => state.store.create(&key, &retired).await.map(|_| ()),
+    }
+}
+
 /// Removes a site. Its devices stay registered but get no tokens until a
 /// site of that id is registered to their organisation again; its data in
-/// the streams stays.
+/// the streams stays, so the id stays its organisation's: another one
+/// cannot register it (409; [`RetiredSite`]).
 ///
 /// # Errors
 /// 400, 403, 404 as [`get_one`].
@@ -285,6 +316,9 @@ pub async fn delete(
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:site:delete")?;
     let (record, _, access) = visible(&state, &caller, &id).await?;
+    // Retired first, so no other organisation can register the id in
+    // between (and read this one's history under it).
+    retire(&state, &record).await?;
     state.sites.delete(&record.id).await?;
     note_cross_org(&caller, access, "site.delete", &record);
     origin

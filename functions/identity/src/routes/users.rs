@@ -10,9 +10,10 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::json::Body;
+use super::privilege;
 use crate::audit::Origin;
 use crate::auth::Caller;
-use crate::model::{self, EmailIndex, Role, User, UserView};
+use crate::model::{self, EmailIndex, User, UserView};
 use crate::revocation::{self, Reason};
 use crate::store::Change;
 use crate::{AppError, AppState, password};
@@ -53,34 +54,7 @@ pub async fn insert_user(state: &AppState, user: &User) -> Result<(), AppError> 
     Ok(())
 }
 
-/// 403 unless the caller holds every permission the roles grant (nobody
-/// hands out more than they have), 400 for unknown roles.
-///
-/// # Errors
-/// As described.
-pub async fn check_assignable(
-    state: &AppState,
-    caller: &Caller,
-    roles: &[String],
-) -> Result<(), AppError> {
-    for name in roles {
-        let role = match model::builtin_role(name) {
-            Some(r) => r,
-            None => state
-                .store
-                .get::<Role>(&format!("role.{}.{name}", caller.org()))
-                .await?
-                .map(|(r, _)| r)
-                .ok_or_else(|| AppError::bad_request(format!("unknown role {name}")))?,
-        };
-        for p in &role.perms {
-            if !caller.perms.allows(p) {
-                return Err(AppError::forbidden(p));
-            }
-        }
-    }
-    Ok(())
-}
+pub use super::privilege::check_assignable;
 
 /// `POST /v1/users`.
 #[derive(Debug, Deserialize)]
@@ -176,6 +150,39 @@ fn user_key(caller: &Caller, id: &str) -> Result<String, AppError> {
     Ok(format!("user.{}.{id}", caller.org()))
 }
 
+/// User `id` of the caller's organisation, with its key, when the caller
+/// may change them ([`privilege::check_manageable`]: their roles grant
+/// nothing the caller lacks).
+///
+/// # Errors
+/// 404 unknown, 403 a more privileged user, 503.
+async fn manageable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(String, User), AppError> {
+    let key = user_key(caller, id)?;
+    let (u, _) = state
+        .store
+        .get::<User>(&key)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    privilege::check_manageable(state, caller, &format!("user:{}", u.id), &u.roles).await?;
+    Ok((key, u))
+}
+
+/// Inside a compare-and-set: the roles [`manageable`] checked must still
+/// be the user's (409 when someone changed them meanwhile).
+fn unchanged_roles(checked: &User, now: &User) -> Result<(), AppError> {
+    if checked.roles == now.roles {
+        Ok(())
+    } else {
+        Err(AppError::conflict(
+            "the user's roles changed meanwhile; try again",
+        ))
+    }
+}
+
 /// One user.
 ///
 /// # Errors
@@ -211,10 +218,13 @@ pub struct UpdateUser {
 }
 
 /// Updates a user with compare-and-set: concurrent updates of different
-/// fields both land.
+/// fields both land. A password reset ends every session of the user (live
+/// access tokens revoked, refresh tokens stop working), like a
+/// deactivation ends its tokens: whoever had the old password is out.
 ///
 /// # Errors
-/// 403 without `identity:user:update`, 404 if not found.
+/// 403 without `identity:user:update` or for a user holding a permission
+/// the caller lacks ([`privilege::check_manageable`]), 404 if not found.
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -233,10 +243,12 @@ pub async fn update(
         Some(p) => Some(password::hash(p)?),
         None => None,
     };
+    let (key, checked) = manageable(&state, &caller, &id).await?;
     let mut deactivated = false;
     let u = state
         .store
-        .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+        .modify::<User, _>(&key, |u| {
+            unchanged_roles(&checked, u)?;
             deactivated = false;
             if let Some(a) = req.active {
                 deactivated = u.active && !a;
@@ -254,6 +266,9 @@ pub async fn update(
             }
             if let Some(h) = &new_hash {
                 u.password_hash = h.clone();
+                // Refresh tokens of every login so far stop working.
+                u.revoked_before_ms = plantd_shared::headers::now_ms();
+                u.sessions_epoch += 1;
             }
             u.version += 1;
             Ok(Change::Put(()))
@@ -275,10 +290,15 @@ pub async fn update(
     origin
         .record_detail(&state, &caller, Action::UserUpdate, &u.org, &target, detail)
         .await;
-    if deactivated {
-        let n = revocation::revoke_all(&state, &u.org, &u.id, Reason::Deactivated).await?;
+    let ended = if deactivated {
+        Some(Reason::Deactivated)
+    } else {
+        new_hash.is_some().then_some(Reason::PasswordReset)
+    };
+    if let Some(reason) = ended {
+        let n = revocation::revoke_all(&state, &u.org, &u.id, reason).await?;
         origin
-            .revoked(&state, &caller, &u.org, target, Reason::Deactivated, n)
+            .revoked(&state, &caller, &u.org, target, reason, n)
             .await;
     }
     Ok(Json(UserView::from(&u)))
@@ -295,8 +315,9 @@ pub struct SetRoles {
 /// Assigns roles.
 ///
 /// # Errors
-/// 403 without `identity:user:update` or when a role grants more than the
-/// caller holds, 404 if not found.
+/// 403 without `identity:user:update`, when a role grants more than the
+/// caller holds, or for a user already holding more
+/// ([`privilege::check_manageable`]); 404 if not found.
 pub async fn set_roles(
     State(state): State<AppState>,
     caller: Caller,
@@ -306,10 +327,12 @@ pub async fn set_roles(
 ) -> Result<Json<UserView>, AppError> {
     caller.require("identity:user:update")?;
     check_assignable(&state, &caller, &req.roles).await?;
+    let (key, checked) = manageable(&state, &caller, &id).await?;
     let mut removed = false;
     let u = state
         .store
-        .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+        .modify::<User, _>(&key, |u| {
+            unchanged_roles(&checked, u)?;
             removed = u.roles.iter().any(|r| !req.roles.contains(r));
             u.roles.clone_from(&req.roles);
             u.version += 1;
@@ -341,7 +364,8 @@ pub async fn set_roles(
 /// Deletes a user.
 ///
 /// # Errors
-/// 403 without `identity:user:delete`, 404 if not found.
+/// 403 without `identity:user:delete` or for a user holding a permission
+/// the caller lacks ([`privilege::check_manageable`]), 404 if not found.
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -349,12 +373,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:user:delete")?;
-    let key = user_key(&caller, &id)?;
-    let (u, _) = state
-        .store
-        .get::<User>(&key)
-        .await?
-        .ok_or_else(|| AppError::not_found("user"))?;
+    let (key, u) = manageable(&state, &caller, &id).await?;
     state.store.delete(&key).await?;
     state
         .store
@@ -385,7 +404,8 @@ pub struct Revoked {
 /// can log in again.
 ///
 /// # Errors
-/// 403 without `identity:user:update`, 404 if not found.
+/// 403 without `identity:user:update` or for a user holding a permission
+/// the caller lacks ([`privilege::check_manageable`]), 404 if not found.
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -393,10 +413,12 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
     caller.require("identity:user:update")?;
+    let (key, checked) = manageable(&state, &caller, &id).await?;
     let now = plantd_shared::headers::now_ms();
     let u = state
         .store
-        .modify::<User, _>(&user_key(&caller, &id)?, |u| {
+        .modify::<User, _>(&key, |u| {
+            unchanged_roles(&checked, u)?;
             u.revoked_before_ms = now;
             u.sessions_epoch += 1;
             u.version += 1;

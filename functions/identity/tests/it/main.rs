@@ -16,5 +16,6 @@ mod routes;
 mod secrets;
 mod ship_logs;
 mod sites;
+mod takeover;
 mod template;
 mod throttle;

@@ -226,10 +226,16 @@ async fn users_change_their_own_password() {
         login(&f.app, ADMIN, ADMIN_PW).await.0,
         StatusCode::UNAUTHORIZED
     );
+    // The change ended every session, the one that made it too.
     assert_eq!(
-        login(&f.app, ADMIN, "a new long password").await.0,
-        StatusCode::OK
+        call(&f.app, "GET", "/v1/auth/whoami", Some(&root), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
     );
+    let (s, v) = login(&f.app, ADMIN, "a new long password").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let root = token(&v);
     // Programs have no password.
     let (_, creds) = call(
         &f.app,

@@ -12,7 +12,8 @@ use crate::auth::Caller;
 use crate::model::ServiceAccount;
 use crate::revocation::{self, Reason};
 use crate::routes::json::Body;
-use crate::routes::users::{self, Revoked};
+use crate::routes::privilege;
+use crate::routes::users::Revoked;
 use crate::store::Change;
 use crate::{AppError, AppState, password};
 use plantd_shared::audit::Action;
@@ -54,7 +55,7 @@ pub async fn create_service_account(
     Body(req): Body<CreateServiceAccount>,
 ) -> Result<(StatusCode, Json<Credentials>), AppError> {
     caller.require("identity:service-account:create")?;
-    users::check_assignable(&state, &caller, &req.roles).await?;
+    privilege::check_assignable(&state, &caller, &req.roles).await?;
     let client_id = format!("sa-{}", uuid::Uuid::new_v4());
     let secret = password::random_secret();
     let sa = ServiceAccount {
@@ -107,10 +108,32 @@ pub async fn list_service_accounts(
     ))
 }
 
+/// Service account `id` of the caller's organisation, with its key, when
+/// the caller may change it ([`privilege::check_manageable`]).
+///
+/// # Errors
+/// 404 unknown, 403 an account holding more than the caller, 503.
+async fn manageable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(String, ServiceAccount), AppError> {
+    let key = client_key("sa", caller, id)?;
+    let (sa, _) = state
+        .store
+        .get::<ServiceAccount>(&key)
+        .await?
+        .ok_or_else(|| AppError::not_found("service account"))?;
+    let target = format!("service_account:{}", sa.client_id);
+    privilege::check_manageable(state, caller, &target, &sa.roles).await?;
+    Ok((key, sa))
+}
+
 /// Deletes a service account.
 ///
 /// # Errors
-/// 403 without `identity:service-account:delete`, 404 if unknown.
+/// 403 without `identity:service-account:delete` or for an account
+/// holding a permission the caller lacks, 404 if unknown.
 pub async fn delete_service_account(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,10 +141,7 @@ pub async fn delete_service_account(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     caller.require("identity:service-account:delete")?;
-    let key = client_key("sa", &caller, &id)?;
-    if state.store.get::<ServiceAccount>(&key).await?.is_none() {
-        return Err(AppError::not_found("service account"));
-    }
+    let (key, _) = manageable(&state, &caller, &id).await?;
     state.store.delete(&key).await?;
     state.store.delete(&format!("client.{id}")).await?;
     let target = format!("service_account:{id}");
@@ -157,8 +177,9 @@ pub struct UpdateServiceAccount {
 /// revokes every live token it holds.
 ///
 /// # Errors
-/// 403 without `identity:service-account:update` or for roles granting
-/// more than the caller holds, 404 if unknown.
+/// 403 without `identity:service-account:update`, for roles granting
+/// more than the caller holds, or for an account already holding more
+/// ([`privilege::check_manageable`]); 404 if unknown.
 pub async fn update_service_account(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,12 +189,18 @@ pub async fn update_service_account(
 ) -> Result<Json<ServiceAccountView>, AppError> {
     caller.require("identity:service-account:update")?;
     if let Some(roles) = &req.roles {
-        users::check_assignable(&state, &caller, roles).await?;
+        privilege::check_assignable(&state, &caller, roles).await?;
     }
+    let (key, checked) = manageable(&state, &caller, &id).await?;
     let mut revoke = None;
     let sa = state
         .store
-        .modify::<ServiceAccount, _>(&client_key("sa", &caller, &id)?, |sa| {
+        .modify::<ServiceAccount, _>(&key, |sa| {
+            if sa.roles != checked.roles {
+                return Err(AppError::conflict(
+                    "the service account's roles changed meanwhile; try again",
+                ));
+            }
             revoke = None;
             if let Some(a) = req.active {
                 if sa.active && !a {
@@ -215,13 +242,16 @@ pub async fn update_service_account(
 /// the service account (it can ask for new ones).
 ///
 /// # Errors
-/// 403 without `identity:service-account:update`, 404 if unknown.
+/// 403 without `identity:service-account:update` or for an account
+/// holding a permission the caller lacks, 404 if unknown.
 pub async fn revoke_service_account(
     State(state): State<AppState>,
     caller: Caller,
     origin: Origin,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, AppError> {
+    caller.require(ClientKind::SERVICE_ACCOUNT.permission)?;
+    manageable(&state, &caller, &id).await?;
     revoke_client::<ServiceAccount>(&state, &caller, &origin, &id, ClientKind::SERVICE_ACCOUNT)
         .await
 }
