@@ -204,6 +204,39 @@ impl Permissions {
             .any(|g| g.subscribe.iter().any(|w| filter.is_covered_by(w)))
     }
 
+    /// Whether giving someone a PUBLISH grant of `filter` on `site`
+    /// (`None`: every site, [`ANY_SITE`]) hands out nothing beyond this
+    /// principal's own publish grants: the filter is covered by one of
+    /// them, so every topic it lets through ours does too. For a single
+    /// site, our grants for that site and for every site count; for every
+    /// site, only our grants for every site.
+    pub fn covers_publish(&self, site: Option<&Site>, filter: &Filter) -> bool {
+        self.grants_for(site)
+            .any(|g| g.publish.iter().any(|w| filter.is_covered_by(w)))
+    }
+
+    /// [`Permissions::covers_publish`] for a SUBSCRIBE grant.
+    pub fn covers_subscribe(&self, site: Option<&Site>, filter: &Filter) -> bool {
+        self.grants_for(site)
+            .any(|g| g.subscribe.iter().any(|w| filter.is_covered_by(w)))
+    }
+
+    /// Our grants that apply to `site`, or to every site (`None`: only
+    /// those for [`ANY_SITE`]).
+    fn grants_for<'a>(
+        &'a self,
+        site: Option<&'a Site>,
+    ) -> impl Iterator<Item = &'a CompiledGrant> + 'a {
+        self.mqtt
+            .iter()
+            .filter(move |(k, _)| match (k, site) {
+                (None, _) => true,
+                (Some(k), Some(s)) => k == s.as_str(),
+                (Some(_), None) => false,
+            })
+            .map(|(_, g)| g)
+    }
+
     /// Whether the permission string `required` (e.g.
     /// `state:scope:line1:write`) is granted.
     pub fn allows(&self, required: &str) -> bool {
@@ -313,6 +346,37 @@ mod tests {
         assert!(!p.can_subscribe(&s, &f("alarms/#")));
         assert!(!p.can_subscribe(&s, &f("#")));
         assert!(!p.can_subscribe(&site("other"), &f("line1/#")));
+    }
+
+    #[test]
+    fn handing_out_grants_stays_within_ones_own() {
+        let p = perms(
+            &[],
+            &[
+                ("plant-1", &["line1/#"], &["line1/#"]),
+                ("*", &["status/+"], &["#"]),
+            ],
+        );
+        let one = site("plant-1");
+        assert!(p.covers_publish(Some(&one), &f("line1/press/temp")));
+        assert!(p.covers_publish(Some(&one), &f("line1/#")));
+        assert!(!p.covers_publish(Some(&one), &f("#")), "wider than ours");
+        assert!(
+            p.covers_publish(Some(&one), &f("status/ok")),
+            "the every-site grant counts"
+        );
+        assert!(!p.covers_publish(Some(&site("plant-2")), &f("line1/x")));
+        assert!(
+            !p.covers_publish(None, &f("line1/x")),
+            "a one-site grant is not every site's"
+        );
+        assert!(p.covers_publish(None, &f("status/+")));
+        assert!(p.covers_subscribe(None, &f("a/#")));
+        assert!(
+            !p.covers_subscribe(None, &f("$SYS/#")),
+            "# never covers $ topics"
+        );
+        assert!(!perms(&[], &[]).covers_subscribe(Some(&one), &f("a")));
     }
 
     #[test]

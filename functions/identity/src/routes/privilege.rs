@@ -4,7 +4,10 @@
 //!
 //! * [`check_assignable`] — a role given to a user or service account
 //!   (create, `PUT …/roles`, `PATCH` of a service account's roles) may
-//!   only grant what the caller holds.
+//!   only grant what the caller holds: its permissions and its MQTT
+//!   grants.
+//! * [`check_mqtt_grantable`] — the MQTT grants written into a custom
+//!   role or a device stay within the caller's own.
 //! * [`check_manageable`] — a principal whose *current* roles grant
 //!   something the caller lacks cannot be changed by that caller: no
 //!   password reset, no role change, no deactivation, deletion or
@@ -14,11 +17,17 @@
 //!   bootstrap `superadmin` included — log in as them and hold it all
 //!   (decision 0063).
 //!
-//! Both compare permission strings with [`plantd_shared::claims`]'s
-//! matching (`Permissions::allows`), so `*` in the caller's grant covers a
-//! segment and only a grant of exactly `*` covers the superadmin's `*`.
+//! All compare with [`plantd_shared::claims`]'s matching: permission
+//! strings with `Permissions::allows` (`*` in the caller's grant covers a
+//! segment; only a grant of exactly `*` covers the superadmin's `*`), MQTT
+//! filters with `Permissions::covers_publish`/`covers_subscribe` (the
+//! filter given must be covered by one the caller holds; `#` never covers
+//! a `$` topic).
 
 use axum::http::StatusCode;
+use plantd_shared::claims::ANY_SITE;
+use plantd_shared::subject::Site;
+use plantd_shared::topic::Filter;
 
 use crate::auth::Caller;
 use crate::model::{self, Role};
@@ -53,12 +62,66 @@ pub async fn role(state: &AppState, org: &str, name: &str) -> Result<Option<Role
         .map(|(r, _)| r))
 }
 
-/// The first permission of `role` the caller does not hold.
-fn uncovered<'a>(caller: &Caller, role: &'a Role) -> Option<&'a str> {
-    role.perms
+/// The first permission or MQTT grant of `role` the caller does not hold,
+/// described (`identity:user:update`, `MQTT subscribe # on site *`).
+fn uncovered(caller: &Caller, role: &Role) -> Option<String> {
+    if let Some(p) = role.perms.iter().find(|p| !caller.perms.allows(p)) {
+        return Some(p.clone());
+    }
+    role.mqtt
         .iter()
-        .map(String::as_str)
-        .find(|p| !caller.perms.allows(p))
+        .find_map(|(site, g)| uncovered_mqtt(caller, site, &g.publish, &g.subscribe))
+}
+
+/// The first of these MQTT grant filters on `site` (a site id, or
+/// [`ANY_SITE`]) that reaches beyond the caller's own grants, described;
+/// filters or sites that do not parse grant nothing and are skipped.
+fn uncovered_mqtt(
+    caller: &Caller,
+    site: &str,
+    publish: &[String],
+    subscribe: &[String],
+) -> Option<String> {
+    let scope = if site == ANY_SITE {
+        None
+    } else {
+        Some(Site::new(site).ok()?)
+    };
+    let beyond = |covers: &dyn Fn(&Filter) -> bool, filters: &[String]| {
+        filters
+            .iter()
+            .find(|f| Filter::new(f.as_str()).is_ok_and(|f| !covers(&f)))
+            .cloned()
+    };
+    let publish = beyond(&|f| caller.perms.covers_publish(scope.as_ref(), f), publish)
+        .map(|f| format!("MQTT publish {f} on site {site}"));
+    publish.or_else(|| {
+        beyond(
+            &|f| caller.perms.covers_subscribe(scope.as_ref(), f),
+            subscribe,
+        )
+        .map(|f| format!("MQTT subscribe {f} on site {site}"))
+    })
+}
+
+/// 403 unless the MQTT grant `publish`/`subscribe` on `site` (a site id,
+/// or [`ANY_SITE`]) stays within the caller's own grants for it: what a
+/// custom role or a device may be given (an "installer" holding
+/// `identity:device:create` alone cannot mint a device that reads every
+/// topic).
+///
+/// # Errors
+/// 403 naming the filter.
+pub fn check_mqtt_grantable(
+    caller: &Caller,
+    site: &str,
+    publish: &[String],
+    subscribe: &[String],
+) -> Result<(), AppError> {
+    match uncovered_mqtt(caller, site, publish, subscribe) {
+        Some(what) => Err(AppError::forbidden(&what)),
+        None => Ok(()),
+    }
 }
 
 /// 403 unless the caller holds every permission the roles grant (nobody
@@ -76,7 +139,7 @@ pub async fn check_assignable(
             .await?
             .ok_or_else(|| AppError::bad_request(format!("unknown role {name}")))?;
         if let Some(p) = uncovered(caller, &role) {
-            return Err(AppError::forbidden(p));
+            return Err(AppError::forbidden(&p));
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use plantd_shared::topic::Filter;
 use serde::Deserialize;
 
 use super::json::Body;
-use super::privilege::valid_role_name;
+use super::privilege::{check_mqtt_grantable, valid_role_name};
 use crate::audit::Origin;
 use crate::auth::Caller;
 use crate::model::{self, BUILTIN_ROLES, Role};
@@ -59,6 +59,7 @@ fn validate(caller: &Caller, name: &str, body: &RoleBody) -> Result<Role, AppErr
             Filter::new(f.as_str())
                 .map_err(|e| AppError::bad_request(format!("filter {f:?}: {e}")))?;
         }
+        check_mqtt_grantable(caller, site, &g.publish, &g.subscribe)?;
     }
     Ok(Role {
         name: name.to_owned(),
@@ -91,12 +92,12 @@ pub async fn list(
     Ok(Json(roles))
 }
 
-/// Creates a role. Nobody can put a permission in a role that they do not
-/// hold themselves.
+/// Creates a role. Nobody can put a permission or an MQTT grant in a role
+/// that they do not hold themselves.
 ///
 /// # Errors
 /// 400 for a bad name or filter, 403 without `identity:role:create` or
-/// for a permission the caller lacks, 409 if it exists.
+/// for a permission or MQTT grant the caller lacks, 409 if it exists.
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -301,3 +301,84 @@ async fn a_deleted_site_id_stays_with_its_organisation() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["org"], "acme");
 }
+
+#[tokio::test]
+async fn mqtt_grants_are_handed_out_only_by_who_holds_them() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let acme = org_with_admin(&f, &root, "acme").await;
+    common::register_site(&f, "acme", "plant-1").await;
+    // An installer registers devices publishing under line1/ only.
+    let (s, v) = call(
+        &f.app,
+        "POST",
+        "/v1/roles",
+        Some(&acme),
+        Some(
+            json!({"name": "installer", "perms": ["identity:device:create", "identity:user:create"],
+            "mqtt": {"plant-1": {"publish": ["line1/#"]}}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    create_user(
+        &f,
+        &acme,
+        "inst@acme.example",
+        "installer password",
+        &["installer"],
+    )
+    .await;
+    let (s, v) = login(&f.app, "inst@acme.example", "installer password").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let installer = token(&v);
+    let device = |publish: &[&str], subscribe: &[&str]| {
+        let body =
+            json!({"name": "d", "site": "plant-1", "publish": publish, "subscribe": subscribe});
+        let (app, t) = (f.app.clone(), installer.clone());
+        async move { call(&app, "POST", "/v1/devices", Some(&t), Some(body)).await }
+    };
+    let (s, v) = device(&["line1/press/temp"], &[]).await;
+    assert_eq!(s, StatusCode::CREATED, "within its own grant: {v}");
+    let (s, v) = device(&[], &["#"]).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a device reading every topic: {v}"
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("subscribe #")),
+        "{v}"
+    );
+    let (s, v) = device(&["#"], &[]).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a device writing every topic: {v}"
+    );
+    // Nor can it give a person the viewer's subscribe-to-everything.
+    let (s, v) = call(
+        &f.app,
+        "POST",
+        "/v1/users",
+        Some(&installer),
+        Some(
+            json!({"email": "v@acme.example", "password": "viewer password", "roles": ["viewer"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+
+    // An admin's grants end where '#' does: '$' topics are not in them.
+    let (s, v) = call(
+        &f.app,
+        "POST",
+        "/v1/roles",
+        Some(&acme),
+        Some(json!({"name": "sys", "mqtt": {"*": {"subscribe": ["$SYS/#"]}}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+}

@@ -77,7 +77,8 @@ pub struct CreateDevice {
 ///
 /// # Errors
 /// 400 for a bad site, filter or fingerprint, 403 without
-/// `identity:device:create` or for another organisation's site, 404 for an
+/// `identity:device:create`, for another organisation's site, or for a
+/// filter beyond the caller's own MQTT grants on the site, 404 for an
 /// unregistered site, 409 when the certificate is registered for another
 /// device on the site.
 pub async fn create_device(
@@ -93,6 +94,13 @@ pub async fn create_device(
     for f in req.publish.iter().chain(&req.subscribe) {
         Filter::new(f.as_str()).map_err(|e| AppError::bad_request(format!("filter {f:?}: {e}")))?;
     }
+    // Nobody mints a device that may do more on the site than they may.
+    crate::routes::privilege::check_mqtt_grantable(
+        &caller,
+        &req.site,
+        &req.publish,
+        &req.subscribe,
+    )?;
     let certificate = req
         .certificate_sha256
         .as_deref()
