@@ -175,6 +175,21 @@ pub fn parse_time(text: &str) -> Option<u64> {
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// The latest time a client may name in a query, 9999-12-31T23:59:59.999Z
+/// in ms since the epoch: RFC 3339 cannot write a later one, and range
+/// arithmetic (`to - from + 1`, `to + 1`) stays far from `u64`'s end.
+pub const MAX_QUERY_TIME_MS: u64 = 253_402_300_799_999;
+
+/// A time a client gives in a query: milliseconds since the epoch or an
+/// RFC 3339 time, from 1970 up to [`MAX_QUERY_TIME_MS`]; `None` otherwise
+/// (a negative, overflowing or far-future number is not a time).
+pub fn parse_query_time(text: &str) -> Option<u64> {
+    text.parse::<u64>()
+        .ok()
+        .or_else(|| parse_time(text))
+        .filter(|ms| *ms <= MAX_QUERY_TIME_MS)
+}
+
 /// The header name carrying MQTT 5 user property `key`: the prefix and the
 /// key, with every byte a NATS header name cannot hold (anything but
 /// printable ASCII, and `:`) and `%` itself written as `%XX`. Any UTF-8
@@ -321,5 +336,13 @@ mod tests {
             Some(1_795_404_726_123)
         );
         assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_query_time("1796571900000"), Some(1_796_571_900_000));
+        assert_eq!(
+            parse_query_time("9999-12-31T23:59:59.999Z"),
+            Some(MAX_QUERY_TIME_MS)
+        );
+        assert_eq!(parse_query_time("18446744073709551615"), None);
+        assert_eq!(parse_query_time("253402300800000"), None);
+        assert_eq!(parse_query_time("-1"), None);
     }
 }

@@ -43,7 +43,8 @@ impl Grid {
     /// than `buckets` ms, buckets are 1 ms wide and fewer.
     pub fn new(from: u64, to: u64, buckets: usize) -> Self {
         let to = to.max(from);
-        let span = to - from + 1;
+        // Saturating: a range as wide as u64 is one millisecond short.
+        let span = (to - from).saturating_add(1);
         let n = (buckets.max(1) as u64).min(span);
         let width = span.div_ceil(n);
         let count = usize::try_from(span.div_ceil(width)).unwrap_or(usize::MAX);
@@ -65,7 +66,8 @@ impl Grid {
 
     /// Where bucket `i` starts (ms).
     pub fn start(&self, i: usize) -> u64 {
-        self.from + i as u64 * self.width
+        self.from
+            .saturating_add((i as u64).saturating_mul(self.width))
     }
 }
 

@@ -181,20 +181,17 @@ pub struct HistoryPage {
 }
 
 /// Parses the `from`/`to` parameter `name`: RFC 3339 or milliseconds
-/// since the epoch.
+/// since the epoch, at most [`headers::MAX_QUERY_TIME_MS`] (year 9999).
 ///
 /// # Errors
 /// 400 naming the parameter.
 pub(crate) fn parse_time(name: &str, text: Option<&str>) -> Result<Option<u64>, AppError> {
     text.map(|t| {
-        t.parse::<u64>()
-            .ok()
-            .or_else(|| headers::parse_time(t))
-            .ok_or_else(|| {
-                AppError::bad_request(format!(
-                    "{name} must be RFC 3339 or milliseconds since the epoch"
-                ))
-            })
+        headers::parse_query_time(t).ok_or_else(|| {
+            AppError::bad_request(format!(
+                "{name} must be RFC 3339 or milliseconds since the epoch, up to year 9999"
+            ))
+        })
     })
     .transpose()
 }

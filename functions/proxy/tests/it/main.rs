@@ -19,6 +19,7 @@ mod aws_websocket;
 mod channels;
 mod health;
 mod history_downsample;
+mod hostile_input;
 mod keys;
 mod live;
 mod live_auth;
