@@ -53,7 +53,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use plantd_shared::sites::{SiteCache, Sites};
 use plantd_shared::streams;
-use plantd_trigger::{ConsumerSettings, Trigger, TriggerError};
+use plantd_trigger::{AckMode, ConsumerSettings, Trigger, TriggerError};
 use thiserror::Error as ThisError;
 
 pub use error::Error;
@@ -99,13 +99,16 @@ impl Default for Settings {
 /// backoff (an item refused for order comes back soon), and deliveries
 /// counted high (an item only fails with its batch or for order, never
 /// for its content, so parking one would cut a hole in the stream's
-/// order).
+/// order), and one acknowledgement per batch ([`AckMode::Cumulative`]:
+/// the handler admits items only in stream order, so it never succeeds on
+/// an item while a lower one is pending; decision 0064).
 pub fn consumer_settings(base: &ConsumerSettings) -> ConsumerSettings {
     ConsumerSettings {
         batch_size: BATCH_SIZE,
         max_ack_pending: 2 * BATCH_SIZE as i64,
         max_deliver: 100_000,
         backoff: vec![Duration::from_millis(200)],
+        ack: AckMode::Cumulative,
         ..base.clone()
     }
 }

@@ -16,7 +16,7 @@ use crate::dlq::{self, ReplayReply};
 use crate::feed::{Buffers, Feed, Spares};
 use crate::item::{BatchOutcome, Handler, Item};
 use crate::metrics::{ConsumerMetrics, Snapshot};
-use crate::settings::ConsumerSettings;
+use crate::settings::{AckMode, ConsumerSettings};
 
 /// Everything a binding's tasks share.
 pub(crate) struct Binding<H> {
@@ -205,7 +205,10 @@ async fn failed_read<H: Handler>(b: &Binding<H>, feed: &mut Feed, error: &str) {
     tracing::warn!(consumer = %b.durable, error, ?delay, errors_in_a_row, "cannot read the consumer's deliveries; retrying");
     if errors_in_a_row.is_multiple_of(5) {
         match b.js.get_stream(&b.stream).await {
-            Ok(stream) => match stream.create_consumer(b.config.clone()).await {
+            Ok(stream) => match stream
+                .create_consumer(crate::durable::again(&b.config))
+                .await
+            {
                 Ok(_) => tracing::info!(consumer = %b.durable, "durable consumer created again"),
                 Err(e) => {
                     tracing::warn!(consumer = %b.durable, error = %e, "cannot create the consumer again")
@@ -252,6 +255,9 @@ async fn handle_batch<H: Handler>(
         items.push(item);
         true
     });
+    // Lowest first: under AckMode::Cumulative an item is parked only once
+    // no lower one is pending.
+    to_park.sort_by_key(|(_, item)| item.sequence);
     for (m, item) in to_park {
         let error = format!(
             "delivered {} times without an outcome (the handler crashed or timed out)",
@@ -273,38 +279,30 @@ async fn handle_batch<H: Handler>(
 }
 
 /// Settling a batch, second half: acknowledges each item the handler
-/// succeeded on, NAKs the failed ones with their backoff, parks those out
-/// of deliveries. Returns the batch's buffers.
+/// succeeded on ([`crate::cumulative::finish`] with one acknowledgement
+/// under [`AckMode::Cumulative`]), NAKs the failed ones with their
+/// backoff, parks those out of deliveries. Returns the batch's buffers.
 async fn finish_batch<H: Handler>(b: &Binding<H>, handled: Handled) -> Buffers {
-    let s = &b.settings;
     let Handled {
         messages: handed,
         items,
         outcome,
     } = handled;
-    for (i, (m, item)) in handed.iter().zip(&items).enumerate() {
-        match outcome.failure(i) {
-            None => {
-                if let Err(e) = m.ack().await {
-                    b.metrics.ack_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(consumer = %b.durable, stream_seq = item.sequence, error = %e, "cannot acknowledge; it will be redelivered");
-                    continue;
-                }
-                b.metrics.done.fetch_add(1, Ordering::Relaxed);
-                b.metrics.progressed();
-            }
-            Some(error) => {
-                b.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                if item.delivered >= u64::from(s.max_deliver) {
-                    park_or_retry(b, m, item, error).await;
-                } else {
-                    let delay = s.backoff_after(item.delivered);
-                    tracing::info!(consumer = %b.durable, stream = %item.stream, stream_seq = item.sequence, delivered = item.delivered, ?delay, error, "handler failed on an item; retrying later");
-                    if let Err(e) = m.ack_with(AckKind::Nak(Some(delay))).await {
+    if b.settings.ack == AckMode::Cumulative {
+        crate::cumulative::finish(b, &handed, &items, &outcome).await;
+    } else {
+        for (i, (m, item)) in handed.iter().zip(&items).enumerate() {
+            match outcome.failure(i) {
+                None => {
+                    if let Err(e) = m.ack().await {
                         b.metrics.ack_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(consumer = %b.durable, error = %e, "cannot NAK; it will be redelivered after ack_wait");
+                        tracing::warn!(consumer = %b.durable, stream_seq = item.sequence, error = %e, "cannot acknowledge; it will be redelivered");
+                        continue;
                     }
+                    b.metrics.done.fetch_add(1, Ordering::Relaxed);
+                    b.metrics.progressed();
                 }
+                Some(error) => retry_or_park(b, m, item, error).await,
             }
         }
     }
@@ -312,6 +310,28 @@ async fn finish_batch<H: Handler>(b: &Binding<H>, handled: Handled) -> Buffers {
         tracing::warn!(consumer = %b.durable, index = i, batch = items.len(), "handler reported a failure outside the batch; ignored");
     }
     (handed, items)
+}
+
+/// A failed item: NAKed with the backoff of its delivery count, or parked
+/// after `max_deliver` deliveries.
+pub(crate) async fn retry_or_park<H: Handler>(
+    b: &Binding<H>,
+    m: &jetstream::Message,
+    item: &Item,
+    error: &str,
+) {
+    let s = &b.settings;
+    b.metrics.failed.fetch_add(1, Ordering::Relaxed);
+    if item.delivered >= u64::from(s.max_deliver) {
+        park_or_retry(b, m, item, error).await;
+    } else {
+        let delay = s.backoff_after(item.delivered);
+        tracing::info!(consumer = %b.durable, stream = %item.stream, stream_seq = item.sequence, delivered = item.delivered, ?delay, error, "handler failed on an item; retrying later");
+        if let Err(e) = m.ack_with(AckKind::Nak(Some(delay))).await {
+            b.metrics.ack_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(consumer = %b.durable, error = %e, "cannot NAK; it will be redelivered after ack_wait");
+        }
+    }
 }
 
 /// Calls the handler, extending the items' ack deadline while it runs. A
@@ -385,6 +405,12 @@ async fn park_or_retry<H: Handler>(
     item: &Item,
     error: &str,
 ) {
+    if b.settings.ack == AckMode::Cumulative
+        && let Some(delay) = crate::cumulative::park_later(b, item).await
+    {
+        let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
+        return;
+    }
     match dlq::park(&b.js, &b.durable, &b.function, item, error, item.delivered).await {
         Ok(dlq_seq) => {
             tracing::warn!(consumer = %b.durable, stream = %item.stream, stream_seq = item.sequence, dlq_seq, delivered = item.delivered, error, "item parked in the dead-letter stream");

@@ -10,6 +10,8 @@
 //! | [`settings`] | [`ConsumerSettings`] (batch size and wait, max deliveries, backoff, stuck threshold) and the durable name `<function>_<stream>` |
 //! | [`trigger`] | [`Trigger`]: bind handlers to streams, shut down |
 //! | `consumer` | the tasks of a binding: delivery loop, watcher, replay responder |
+//! | `durable` | the durable consumer created, updated, or replaced when its acknowledgement policy changed |
+//! | `cumulative` | settling a batch with one acknowledgement ([`AckMode::Cumulative`]) |
 //! | `feed` | one long-lived pull subscription per binding, read on while the handler works; batches cut from it |
 //! | [`dlq`] | the `PLANTD_DLQ` record format, park, list, depth, replay requests |
 //! | [`metrics`] | counters and gauges, Prometheus text, health ([`Status`]) |
@@ -20,7 +22,9 @@
 //!
 //! ## Contract
 //! - One durable consumer per (function, stream): `<function>_<stream>`,
-//!   explicit acknowledgement, starting at the stream's first item.
+//!   explicit acknowledgement ([`AckMode::Cumulative`] for a handler that
+//!   works in stream order: one acknowledgement per batch), starting at the
+//!   stream's first item.
 //! - An item is acknowledged only after the handler succeeded on it; a
 //!   failed item is NAKed with the backoff delay for its delivery count,
 //!   and after `max_deliver` failed deliveries parked on
@@ -49,9 +53,11 @@ pub mod cloud_metrics;
 pub mod forward;
 
 mod consumer;
+mod cumulative;
+mod durable;
 mod feed;
 
 pub use item::{BatchOutcome, Handler, Item};
 pub use metrics::{ConsumerHealth, ConsumerState, Health, Status};
-pub use settings::{ConsumerSettings, durable_name};
+pub use settings::{AckMode, ConsumerSettings, durable_name};
 pub use trigger::{Trigger, TriggerError};

@@ -39,6 +39,39 @@ pub struct ConsumerSettings {
     pub stuck_after: Duration,
     /// How often the consumer's lag, the DLQ depth and the rate are read.
     pub watch_interval: Duration,
+    /// How a batch's items are acknowledged.
+    pub ack: AckMode,
+}
+
+/// How the trigger acknowledges the items a handler succeeded on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AckMode {
+    /// Each item on its own (JetStream `AckPolicy::Explicit`): right for
+    /// every handler.
+    #[default]
+    Each,
+    /// One acknowledgement per batch, of the highest sequence the handler
+    /// succeeded on; JetStream (`AckPolicy::All`) acknowledges every lower
+    /// sequence with it, which halves nats-server's work per item
+    /// (docs/performance.md, "Analytics end to end"; decision 0064).
+    ///
+    /// Only for a handler that succeeds on an item only once every lower
+    /// sequence of the consumer is done — applied, or acknowledged before
+    /// — like analytics, which admits items in stream order. Failed items
+    /// are retried one by one as with [`AckMode::Each`]; an item is parked
+    /// only once it is the lowest one pending (parking terminates it, which
+    /// acknowledges every lower sequence too).
+    Cumulative,
+}
+
+impl AckMode {
+    /// The JetStream policy of a consumer acknowledged this way.
+    pub fn policy(self) -> async_nats::jetstream::consumer::AckPolicy {
+        match self {
+            Self::Each => async_nats::jetstream::consumer::AckPolicy::Explicit,
+            Self::Cumulative => async_nats::jetstream::consumer::AckPolicy::All,
+        }
+    }
 }
 
 impl Default for ConsumerSettings {
@@ -58,6 +91,7 @@ impl Default for ConsumerSettings {
             filter_subjects: Vec::new(),
             stuck_after: Duration::from_secs(120),
             watch_interval: Duration::from_secs(1),
+            ack: AckMode::Each,
         }
     }
 }

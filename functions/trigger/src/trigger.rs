@@ -116,7 +116,7 @@ impl Trigger {
             durable_name: Some(durable.clone()),
             description: Some(format!("plantd trigger: {stream} -> function {function}")),
             deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::Explicit,
+            ack_policy: settings.ack.policy(),
             ack_wait: settings.ack_wait,
             // Unlimited: the trigger counts deliveries itself and parks an
             // item after max_deliver, so JetStream never gives up on one
@@ -126,13 +126,12 @@ impl Trigger {
             filter_subjects: settings.filter_subjects.clone(),
             ..Default::default()
         };
-        let consumer =
-            source
-                .create_consumer(config.clone())
+        let (consumer, config) =
+            crate::durable::ensure(&source, config)
                 .await
-                .map_err(|e| TriggerError::Consumer {
+                .map_err(|reason| TriggerError::Consumer {
                     durable: durable.clone(),
-                    reason: e.to_string(),
+                    reason,
                 })?;
         let requests = self
             .js
