@@ -136,6 +136,16 @@ pub async fn publish(
     if cmd.qos > 2 {
         return Err(AppError::bad_request("qos must be 0, 1 or 2"));
     }
+    // A header value cannot hold a CR or LF (async-nats panics on one).
+    if cmd
+        .content_type
+        .as_deref()
+        .is_some_and(|ct| !headers::is_plain_value(ct))
+    {
+        return Err(AppError::bad_request(
+            "content_type must not contain control characters",
+        ));
+    }
     let mut detail = json!({ "qos": cmd.qos, "retain": cmd.retain, "ttl_secs": cmd.ttl_secs });
     let payload = match (cmd.payload, cmd.payload_base64) {
         (Some(_), Some(_)) => {
@@ -158,7 +168,12 @@ pub async fn publish(
         headers::SENT,
         headers::format_time(headers::now_ms()).as_str(),
     );
-    h.insert(headers::TOPIC, topic.as_str());
+    // The subject carries the topic; the header only repeats it, and is
+    // left out for a topic holding a control character (MQTT allows one,
+    // a header value does not).
+    if headers::is_plain_value(topic.as_str()) {
+        h.insert(headers::TOPIC, topic.as_str());
+    }
     if let Some(ttl) = cmd.ttl_secs {
         h.insert(headers::TTL, ttl.to_string().as_str());
     }

@@ -2,12 +2,21 @@
 //! without bound or panic: extreme, negative and overflowing numbers,
 //! huge limits, times at the ends of the range. Each must be a 4xx (or an
 //! answer), never a 5xx nor a panic of the request (which `oneshot`
-//! would surface as a failed test).
+//! would surface as a failed test). And command fields that cannot be a
+//! NATS header value (a CR or LF), which async-nats refuses by panicking:
+//! a panic that ended the request, the socket with all its subscriptions,
+//! or — on Lambda, where the proxy aborts on a panic — the instance.
 
 use crate::common;
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
-use common::{fixture, get};
+use common::{connect_ws, fixture, get, send_json, serve};
+use futures::{SinkExt as _, StreamExt as _};
+use plantd_shared::headers;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 const MAX: &str = "18446744073709551615";
 /// 9999-12-31T23:59:59.999Z, the latest time a query may name.
@@ -94,4 +103,82 @@ async fn extreme_query_parameters_are_refused_or_answered_never_a_failure() {
     )
     .await;
     assert!(a.status.is_client_error() || a.status == StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// The next JSON text frame of a socket (the timeout turns a hang into a
+/// failure).
+async fn next(ws: &mut common::Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(t) = frame {
+            return serde_json::from_str(t.as_str()).expect("JSON");
+        }
+    }
+}
+
+#[tokio::test]
+async fn commands_with_line_breaks_in_their_strings_never_break_the_proxy() {
+    let f = fixture().await;
+    let token = f.token(common::ORG, &["commands:*:send"]);
+    let uri = "/v1/sites/plant-1/commands";
+    let a = send_json(
+        &f.app,
+        "POST",
+        uri,
+        Some(&token),
+        &json!({"topic": "line1/valve", "content_type": "text/plain\r\nPlantd-Qos: 0"}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.json());
+    assert!(
+        a.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("content_type")),
+        "{}",
+        a.json()
+    );
+    // MQTT allows a line break in a topic: it is stored, the subject
+    // carrying it (escaped) for the edge.
+    let a = send_json(
+        &f.app,
+        "POST",
+        uri,
+        Some(&token),
+        &json!({"topic": "line1/val\nve", "payload": "open"}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json());
+    let seq = a.json()["sequence"].as_u64().expect("sequence");
+    let m = f.stored_command(seq).await;
+    let parsed = plantd_shared::subject::subject_to_topic(m.subject.as_str()).expect("subject");
+    assert_eq!(parsed.topic.as_str(), "line1/val\nve");
+    assert_eq!(m.headers.get(headers::QOS).map(|v| v.as_str()), Some("1"));
+
+    // Over the socket: an error frame, and the socket goes on.
+    let (addr, _server) = serve(&f).await;
+    let mut ws = connect_ws(addr, &token).await;
+    let bad = json!({"op": "command", "id": "c1", "site": "plant-1", "topic": "t", "content_type": "a\nb"});
+    ws.send(Message::Text(bad.to_string().into()))
+        .await
+        .expect("send");
+    let e = next(&mut ws).await;
+    assert_eq!(
+        (e["id"].as_str(), e["error"].as_str()),
+        (Some("c1"), Some("bad_request")),
+        "{e}"
+    );
+    let good = json!({"op": "command", "id": "c2", "site": "plant-1", "topic": "a\rb"});
+    ws.send(Message::Text(good.to_string().into()))
+        .await
+        .expect("send");
+    let sent = next(&mut ws).await;
+    assert_eq!(
+        (sent["id"].as_str(), sent["op"].as_str()),
+        (Some("c2"), Some("sent")),
+        "{sent}"
+    );
 }
