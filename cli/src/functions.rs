@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use async_nats::jetstream;
+use plantd_alerts::notify::{ChannelKeys, KeySource};
 use plantd_shared::streams;
 use plantd_trigger::{ConsumerSettings, Trigger};
 use serde::{Deserialize, Serialize};
@@ -110,13 +111,19 @@ impl EventFunctions {
     /// on `js` (the streams and buckets must exist: `streams::ensure`),
     /// every consumer with `settings` (the logger's with its own batch
     /// size and `settings`' `ack_wait`). Every function reads and writes
-    /// on `js` too ([`FunctionConnections::shared`]).
+    /// on `js` too ([`FunctionConnections::shared`]). The notifier opens
+    /// webhook secrets with `keys` and first seals any still in clear
+    /// ([`plantd_alerts::notify::Channels::reseal`]).
     ///
     /// # Errors
     /// When a bucket is missing or the trigger refuses a binding; the error
     /// names the function.
-    pub async fn start(js: &jetstream::Context, settings: ConsumerSettings) -> Result<Self> {
-        Self::start_feeding(js, FunctionConnections::shared(js), settings, None).await
+    pub async fn start(
+        js: &jetstream::Context,
+        settings: ConsumerSettings,
+        keys: Arc<ChannelKeys>,
+    ) -> Result<Self> {
+        Self::start_feeding(js, FunctionConnections::shared(js), settings, None, keys).await
     }
 
     /// [`Self::start`], the analytics function and the logger on
@@ -131,6 +138,7 @@ impl EventFunctions {
         connections: FunctionConnections,
         settings: ConsumerSettings,
         index: Option<Arc<plantd_logger::LogIndex>>,
+        keys: Arc<ChannelKeys>,
     ) -> Result<Self> {
         Self::start_with(
             js,
@@ -138,6 +146,7 @@ impl EventFunctions {
             settings,
             index,
             plantd_analytics_function::Settings::default(),
+            keys,
         )
         .await
     }
@@ -153,6 +162,7 @@ impl EventFunctions {
         settings: ConsumerSettings,
         index: Option<Arc<plantd_logger::LogIndex>>,
         analytics: plantd_analytics_function::Settings,
+        keys: Arc<ChannelKeys>,
     ) -> Result<Self> {
         let mut trigger = Trigger::new(js.clone());
         let mut lines = Vec::new();
@@ -191,9 +201,16 @@ impl EventFunctions {
             ),
         ));
         let notifier =
-            plantd_alerts::notify::notifier(js, plantd_alerts::notify::Settings::default())
+            plantd_alerts::notify::notifier(js, plantd_alerts::notify::Settings::default(), keys)
                 .await
                 .context("the notifier did not start")?;
+        // Webhook secrets an older plantd stored in clear, or sealed with a
+        // previous key: sealed with the current one, once.
+        notifier
+            .channels()
+            .reseal()
+            .await
+            .context("sealing the alert channels' webhook secrets")?;
         let notified =
             plantd_alerts::notify::bind(&mut trigger, Arc::new(notifier), settings.clone())
                 .await
@@ -285,6 +302,14 @@ pub struct FunctionsConfig {
     /// (windows close, absence fires), in milliseconds; 0 turns it off
     /// (results then depend on the readings alone).
     pub analytics_idle_close_ms: u64,
+    /// The alerts secret in Secrets Manager whose `channel_key` seals the
+    /// channels' webhook secrets (a cloud deployment's); wins over
+    /// `channel_key_file`.
+    pub alerts_secret_id: Option<String>,
+    /// The channel key file, created (mode 0600) on first start: the same
+    /// file as the `plantd up` (and proxy) this host works beside — by
+    /// default `plantd up`'s in its default data directory.
+    pub channel_key_file: std::path::PathBuf,
 }
 
 impl Default for FunctionsConfig {
@@ -294,6 +319,10 @@ impl Default for FunctionsConfig {
             http_listen: "127.0.0.1:9096".into(),
             ack_wait_ms: 30_000,
             analytics_idle_close_ms: 10_000,
+            alerts_secret_id: None,
+            channel_key_file: crate::up::channel_key_path(std::path::Path::new(
+                crate::up::DEFAULT_DATA_DIR,
+            )),
         }
     }
 }
@@ -368,8 +397,18 @@ pub async fn run(
             .then(|| std::time::Duration::from_millis(config.analytics_idle_close_ms)),
         ..plantd_analytics_function::Settings::default()
     };
+    let keys = KeySource {
+        secret_id: config.alerts_secret_id.clone(),
+        key_file: Some(config.channel_key_file.clone()),
+        on_lambda: false,
+    }
+    .load()
+    .await
+    .context("the alert channels' key")?;
     let connections = FunctionConnections::connect(&config.nats_url).await?;
-    let functions = EventFunctions::start_with(&js, connections, settings, None, analytics).await?;
+    let functions =
+        EventFunctions::start_with(&js, connections, settings, None, analytics, Arc::new(keys))
+            .await?;
     for (name, detail) in functions.lines() {
         println!("  {name:<9} ready   {detail}");
     }

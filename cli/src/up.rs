@@ -46,6 +46,16 @@ use trigger::{start_log_index, start_trigger, stop_trigger};
 
 use crate::supervise::{RestartPolicy, Restarts};
 
+/// `plantd up`'s data directory when none is configured.
+pub const DEFAULT_DATA_DIR: &str = ".plantd";
+
+/// The channel key file under `data_dir`: the key that seals alert
+/// channels' webhook secrets in KV (`plantd_alerts::notify::keys`),
+/// created with mode 0600 on first start and kept.
+pub fn channel_key_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("alerts").join("channel-keys.json")
+}
+
 /// Prints one component's status line on standard output.
 fn status(component: &str, state: &str, detail: impl std::fmt::Display) {
     println!("  {component:<9} {state:<7} {detail}");
@@ -102,11 +112,39 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
     status("streams", "ready", streams::STREAMS.join(" "));
     status("buckets", "ready", streams::BUCKETS.join(" "));
 
+    // One channel key for the notifier and the proxy (which writes
+    // channels): never in the bucket it protects.
+    let key_file = channel_key_path(data_dir);
+    let channel_keys = std::sync::Arc::new(
+        plantd_alerts::notify::KeySource {
+            key_file: Some(key_file.clone()),
+            ..Default::default()
+        }
+        .load()
+        .await
+        .context("the alert channels' key")?,
+    );
+    status(
+        "keys",
+        "ready",
+        format_args!(
+            "channel key {} in {}  (seals webhook secrets in KV)",
+            channel_keys.kid(),
+            key_file.display()
+        ),
+    );
     let (log_index, log_follow) = start_log_index(&js);
-    let trigger = start_trigger(&js, &nats.url(), &log_index).await?;
+    let trigger = start_trigger(&js, &nats.url(), &log_index, &channel_keys).await?;
     let trigger_status = trigger.status();
-    let (functions_url, server_stop, server) =
-        start_functions(&config, &js, &nats.url(), &trigger_status, &log_index).await?;
+    let (functions_url, server_stop, server) = start_functions(
+        &config,
+        &js,
+        &nats.url(),
+        &trigger_status,
+        &log_index,
+        &channel_keys,
+    )
+    .await?;
     status(
         "functions",
         "ready",
@@ -207,7 +245,7 @@ pub async fn run(config: UpConfig, shutdown: impl Future<Output = ()>) -> Result
                 status("functions", "down", format_args!("stopped unexpectedly ({why}); restarting"));
                 let nats_url = nats.url();
                 let back = retry("the functions server", &mut functions_restarts, &mut shutdown, &why, || {
-                    start_functions(&config, &js, &nats_url, &trigger_status, &log_index)
+                    start_functions(&config, &js, &nats_url, &trigger_status, &log_index, &channel_keys)
                 })
                 .await;
                 match back {

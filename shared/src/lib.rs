@@ -22,6 +22,7 @@
 //! | [`logging`] | tracing set-up (text or JSON) |
 //! | [`log_ship`] | shipping plantd's own warnings and errors to `PLANTD_LOGS` |
 //! | [`tools`] | locating the real external programs (`nats-server`, `mosquitto_pub`, ...) |
+//! | [`private_file`] | files only their owner reads (0600), made once on first start |
 //! | [`process`] | supervising child programs: start, await readiness, stop |
 //! | [`local_nats`] | a local nats-server with JetStream, for `plantd up` and tests |
 //!
@@ -44,6 +45,7 @@ pub mod local_nats;
 pub mod log_ship;
 pub mod logging;
 pub mod nats_urls;
+pub mod private_file;
 pub mod process;
 pub mod revocations;
 #[cfg(feature = "aws")]

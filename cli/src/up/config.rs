@@ -95,7 +95,7 @@ pub struct NatsConfig {
 impl Default for UpConfig {
     fn default() -> Self {
         Self {
-            data_dir: PathBuf::from(".plantd"),
+            data_dir: PathBuf::from(super::DEFAULT_DATA_DIR),
             nats: NatsConfig::default(),
             http: HttpConfig::default(),
             edge: EdgeConfig::default(),

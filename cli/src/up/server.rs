@@ -28,6 +28,7 @@ pub(super) async fn start_functions(
     nats_url: &str,
     trigger: &plantd_trigger::Status,
     logs: &std::sync::Arc<plantd_logger::LogIndex>,
+    channel_keys: &std::sync::Arc<plantd_alerts::notify::ChannelKeys>,
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>, ServerTask)> {
     use plantd_identity::{AppState, Keys, bootstrap, keys};
     // The key ring (signing, next, previous keys) lives beside the key
@@ -62,6 +63,7 @@ pub(super) async fn start_functions(
         client,
         state.keys.jwks().clone(),
         plantd_proxy::Settings::default(),
+        channel_keys.clone(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;

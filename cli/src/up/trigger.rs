@@ -15,6 +15,7 @@ pub(super) async fn start_trigger(
     js: &async_nats::jetstream::Context,
     nats_url: &str,
     log_index: &std::sync::Arc<plantd_logger::LogIndex>,
+    channel_keys: &std::sync::Arc<plantd_alerts::notify::ChannelKeys>,
 ) -> Result<crate::functions::EventFunctions> {
     let connections = crate::functions::FunctionConnections::connect(nats_url).await?;
     // The logger feeds the log index the lines it parsed (one parse each).
@@ -23,6 +24,7 @@ pub(super) async fn start_trigger(
         connections,
         plantd_trigger::ConsumerSettings::default(),
         Some(log_index.clone()),
+        channel_keys.clone(),
     )
     .await?;
     for (name, detail) in functions.lines() {

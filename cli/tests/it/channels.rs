@@ -2,7 +2,9 @@
 //! listed without its secret, a test send reaches a real receiver signed
 //! with it, an alert record in `PLANTD_ALERTS` is notified by the
 //! notifier `plantd up` runs, an invalid channel exits 1 naming the field,
-//! and a deleted channel is gone (exit 5; a malformed name exits 2).
+//! and a deleted channel is gone (exit 5; a malformed name exits 2). The
+//! secret is sealed in `plantd_alert_channels` with the channel key
+//! `plantd up` keeps in its data directory (mode 0600).
 
 use crate::common;
 
@@ -86,8 +88,30 @@ async fn channels_are_applied_listed_tested_used_and_deleted() {
     assert!(got[0].verify(SECRET));
     assert_eq!(got[0].json()["event"], "test");
 
-    // The notifier plantd up runs sends what reaches PLANTD_ALERTS.
+    // What the bucket holds is sealed; the key is in the data directory.
     let js = up.jetstream().await;
+    let stored = js
+        .get_key_value(plantd_shared::streams::ALERT_CHANNELS_BUCKET)
+        .await
+        .expect("bucket")
+        .get("plantd.ops")
+        .await
+        .expect("get")
+        .expect("the channel");
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(
+        !stored.contains(SECRET) && stored.contains("\"kid\""),
+        "{stored}"
+    );
+    let key_file = data.path().join("alerts").join("channel-keys.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file)
+            .expect("the channel key file")
+            .permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o600, "the channel key file is private");
+
+    // The notifier plantd up runs sends what reaches PLANTD_ALERTS.
     let alert = record("plantd");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, alert.id.as_str());

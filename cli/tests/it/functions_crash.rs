@@ -14,7 +14,7 @@
 
 use crate::common;
 
-use common::{Killer, Rng, nats_with_site};
+use common::{Killer, Rng, channel_key_file, nats_with_site};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -84,7 +84,9 @@ async fn a_host_killed_at_random_points_still_does_everything_exactly_once() {
         "webhook": { "url": receiver.url(), "secret": SECRET, "timeout_ms": 2000 }
     }))
     .expect("a channel spec");
-    Channels::open(&js)
+    // Sealed with the key the hosts read (PLANTD_CHANNEL_KEY_FILE).
+    let keys = plantd_alerts::notify::keys::open_file(&channel_key_file()).expect("channel key");
+    Channels::open(&js, std::sync::Arc::new(keys))
         .await
         .expect("channels")
         .put(&spec.into_channel(ORG, "ops", None).expect("a channel"))

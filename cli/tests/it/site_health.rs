@@ -151,6 +151,7 @@ async fn health_follows_the_edge_through_an_uplink_outage_and_a_cut_link() {
         nats.client().await,
         jwks_of([&key]).expect("jwks"),
         plantd_proxy::Settings::default(),
+        std::sync::Arc::new(plantd_alerts::notify::ChannelKeys::generate()),
     )
     .await
     .expect("proxy state");

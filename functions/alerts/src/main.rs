@@ -35,8 +35,13 @@
 //! * `PLANTD_NATS_URL` (required) and `PLANTD_NATS_CREDS` (a `.creds`
 //!   file, optional — on Lambda a file of a layer, under `/opt`): NATS
 //!   with plantd's streams and KV buckets (`plantd streams` creates them);
+//! * `PLANTD_ALERTS_SECRET_ID` (the notifier; required): the alerts
+//!   secret in Secrets Manager, whose `channel_key` seals and opens the
+//!   channels' webhook secrets ([`plantd_alerts::notify::keys`]); the
+//!   notifier does not start without it;
 //! * the standard AWS variables Lambda sets (region, credentials; the
-//!   notifier's SNS client; `AWS_ENDPOINT_URL` in tests).
+//!   notifier's SNS client and Secrets Manager; `AWS_ENDPOINT_URL` in
+//!   tests).
 //!
 //! The NATS connection and the handlers are made once, at cold start, and
 //! reused by warm invocations.
@@ -106,6 +111,10 @@ struct Config {
     nats_url: String,
     /// A NATS credentials file (`.creds`), if the server wants one.
     nats_creds: Option<PathBuf>,
+    /// The alerts secret (the notifier's channel key).
+    alerts_secret_id: Option<String>,
+    /// A channel key file: refused under Lambda, read only to say so.
+    channel_key_file: Option<PathBuf>,
 }
 
 /// The command line overrides nothing (an empty map for
@@ -113,12 +122,8 @@ struct Config {
 #[derive(Serialize)]
 struct NoOverrides {}
 
-/// JetStream on the configured NATS server.
+/// JetStream on the configured NATS server (`nats_url` checked set).
 async fn jetstream(config: &Config, function: Function) -> anyhow::Result<jetstream::Context> {
-    anyhow::ensure!(
-        !config.nats_url.is_empty(),
-        "PLANTD_NATS_URL is not set: the {function} function keeps its state in NATS KV"
-    );
     let mut options = async_nats::ConnectOptions::new().name(format!("plantd-{function}"));
     if let Some(creds) = &config.nats_creds {
         options = options
@@ -253,13 +258,30 @@ async fn serve_alerts(js: jetstream::Context) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
 }
 
-/// Serves the `notifier` function until the runtime stops.
-async fn serve_notifier(js: jetstream::Context) -> anyhow::Result<()> {
+/// The notifier's channel keys: the alerts secret's `channel_key`.
+async fn channel_keys(config: &Config) -> anyhow::Result<notify::ChannelKeys> {
+    notify::KeySource {
+        secret_id: config.alerts_secret_id.clone(),
+        key_file: config.channel_key_file.clone(),
+        on_lambda: true,
+    }
+    .load()
+    .await
+    .context("the notifier's channel key")
+}
+
+/// Serves the `notifier` function until the runtime stops: webhook
+/// secrets still in clear (or under a previous key) sealed once, then SQS
+/// batches.
+async fn serve_notifier(js: jetstream::Context, keys: notify::ChannelKeys) -> anyhow::Result<()> {
     let notifier: Arc<Notifier> = Arc::new(
-        notify::notifier(&js, notify::Settings::default())
+        notify::notifier(&js, notify::Settings::default(), Arc::new(keys))
             .await
             .context("the notifier's stores (plantd streams creates the buckets)")?,
     );
+    if let Err(e) = notifier.channels().reseal().await {
+        tracing::warn!(error = %e, "cannot seal the channels' webhook secrets now; the next cold start tries again");
+    }
     tracing::info!(
         function = plantd_alerts::NOTIFIER,
         "notifier serving SQS events through the Lambda runtime API"
@@ -291,9 +313,18 @@ async fn main() -> anyhow::Result<()> {
         std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some(),
         "plantd-alerts runs under the Lambda runtime (AWS_LAMBDA_RUNTIME_API); locally `plantd up` or `plantd functions` runs the {function} in-process"
     );
+    anyhow::ensure!(
+        !config.nats_url.is_empty(),
+        "PLANTD_NATS_URL is not set: the {function} function keeps its state in NATS KV"
+    );
+    // Before NATS: a notifier without its key does not start at all.
+    let keys = match function {
+        Function::Notifier => Some(channel_keys(&config).await?),
+        Function::Alerts => None,
+    };
     let js = jetstream(&config, function).await?;
-    match function {
-        Function::Alerts => serve_alerts(js).await,
-        Function::Notifier => serve_notifier(js).await,
+    match (function, keys) {
+        (Function::Notifier, Some(keys)) => serve_notifier(js, keys).await,
+        _ => serve_alerts(js).await,
     }
 }

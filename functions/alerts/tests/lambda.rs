@@ -6,9 +6,11 @@
 //! `plantd-forwarder` writes them ([`Envelope::of`]) — and EventBridge
 //! scheduled events, against a real nats-server.
 //!
-//! * `notifier`: one alert record and one undecodable body → one signed
-//!   POST to the channel's webhook; only the bad record is listed in
-//!   `batchItemFailures`; the same batch again sends nothing more.
+//! * `notifier`: its channel key from the alerts secret in Secrets
+//!   Manager (moto); one alert record and one undecodable body → one
+//!   POST to the channel's webhook, signed with the secret that is sealed
+//!   in KV; only the bad record is listed in `batchItemFailures`; the same
+//!   batch again sends nothing more. Without the secret it does not start.
 //! * `alerts`: a telemetry reading above a rule's threshold → the
 //!   inactive → pending record in `PLANTD_ALERTS`; a scheduled event is a
 //!   tick, and once the rule's `for` has passed a tick writes pending →
@@ -32,7 +34,7 @@ use plantd_shared::sites::Sites;
 use plantd_shared::streams;
 use plantd_shared::subject::Site;
 use plantd_testkit::webhook::Receiver;
-use plantd_testkit::{LambdaWatch, Nats, eventually};
+use plantd_testkit::{LambdaWatch, Moto, Nats, eventually};
 use plantd_trigger::Item;
 use plantd_trigger::sqs::{Envelope, SqsBatchResponse, SqsEvent, SqsMessage};
 use serde_json::{Value, json};
@@ -91,17 +93,52 @@ fn scheduled_event() -> String {
     .to_string()
 }
 
+/// The alerts secret's name in the notifier test.
+const ALERTS_SECRET: &str = "plantd/test/alerts";
+
+/// moto holding the alerts secret: the channel key the test channels are
+/// sealed with ([`notify_common::key_doc`]).
+async fn moto_with_alerts_secret() -> Moto {
+    use aws_config::Region;
+    use aws_sdk_sns::config::Credentials;
+    let moto = Moto::start().await;
+    let sdk = plantd_shared::aws::config_loader()
+        .endpoint_url(moto.endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await;
+    plantd_shared::secrets::Client::new(&sdk)
+        .create_secret()
+        .name(ALERTS_SECRET)
+        .secret_string(serde_json::to_string(notify_common::key_doc()).expect("JSON"))
+        .send()
+        .await
+        .expect("moto creates the secret");
+    moto
+}
+
 /// `plantd-alerts` as function `function` (`PLANTD_FUNCTION`) under a
-/// fresh emulator, connected to `nats`; the process stops when dropped.
-async fn spawn(function: &str, nats: &Nats, ready: &'static str) -> (LambdaWatch, ManagedProcess) {
+/// fresh emulator, connected to `nats`, with AWS at `aws` (moto) or
+/// nowhere; the process stops when dropped.
+async fn spawn(
+    function: &str,
+    nats: &Nats,
+    aws: Option<&Moto>,
+    ready: &'static str,
+) -> (LambdaWatch, ManagedProcess) {
     let emulator = LambdaWatch::start(env!("CARGO_MANIFEST_DIR")).await;
-    // SNS is not used here: nothing answers at this endpoint.
+    // SNS is not used here: without moto nothing answers at the endpoint.
     // PLANTD_ALERTS_BOOTSTRAP: the packaged binary instead (docs/deploy.md).
     let bin = std::env::var_os("PLANTD_ALERTS_BOOTSTRAP")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_plantd-alerts").into());
-    let mut cmd = emulator.function_command(bin, FUNCTION, "http://127.0.0.1:9");
+    let endpoint = aws.map_or_else(|| "http://127.0.0.1:9".to_owned(), Moto::endpoint);
+    let mut cmd = emulator.function_command(bin, FUNCTION, &endpoint);
     cmd.env("PLANTD_FUNCTION", function)
         .env("PLANTD_NATS_URL", nats.url());
+    if aws.is_some() {
+        cmd.env("PLANTD_ALERTS_SECRET_ID", ALERTS_SECRET);
+    }
     let process = ManagedProcess::spawn(
         &format!("plantd-alerts {function} (Lambda)"),
         cmd,
@@ -140,9 +177,11 @@ async fn the_notifier_posts_one_signed_webhook_and_fails_only_the_bad_record() {
     let (nats, js) = notify_common::nats().await;
     let receiver = Receiver::start().await;
     notify_common::channel(&js, ORG, "ops", notify_common::webhook(&receiver.url())).await;
+    let moto = moto_with_alerts_secret().await;
     let (emulator, _function) = spawn(
         "notifier",
         &nats,
+        Some(&moto),
         "notifier serving SQS events through the Lambda runtime API",
     )
     .await;
@@ -209,6 +248,7 @@ async fn the_engine_alerts_on_sqs_items_and_ticks_on_the_schedule() {
     let (emulator, _function) = spawn(
         "alerts",
         &nats,
+        None,
         "alerts serving SQS and scheduled events through the Lambda runtime API",
     )
     .await;
@@ -328,6 +368,7 @@ async fn an_analytics_signal_from_its_queue_fires_the_companion_alert_once() {
     let (emulator, _function) = spawn(
         "alerts",
         &nats,
+        None,
         "alerts serving SQS and scheduled events through the Lambda runtime API",
     )
     .await;
@@ -403,6 +444,22 @@ async fn an_unknown_function_is_a_start_up_error_naming_the_choices() {
         (
             vec![("PLANTD_FUNCTION", "notifier")],
             "PLANTD_NATS_URL is not set",
+        ),
+        // No channel key, no notifier: a file is refused under Lambda.
+        (
+            vec![
+                ("PLANTD_FUNCTION", "notifier"),
+                ("PLANTD_NATS_URL", "nats://127.0.0.1:9"),
+            ],
+            "no channel key: set PLANTD_ALERTS_SECRET_ID",
+        ),
+        (
+            vec![
+                ("PLANTD_FUNCTION", "notifier"),
+                ("PLANTD_NATS_URL", "nats://127.0.0.1:9"),
+                ("PLANTD_CHANNEL_KEY_FILE", "/tmp/plantd-channel-keys.json"),
+            ],
+            "PLANTD_CHANNEL_KEY_FILE under Lambda",
         ),
         (
             vec![

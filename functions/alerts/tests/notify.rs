@@ -13,7 +13,7 @@
 mod notify_common;
 
 use notify_common::*;
-use plantd_alerts::notify::{Channels, Markers, store};
+use plantd_alerts::notify::{Markers, store};
 use plantd_shared::streams;
 use plantd_testkit::webhook::Receiver;
 use plantd_testkit::{eventually, init_tracing};
@@ -271,7 +271,7 @@ async fn channels_are_kept_per_organisation() {
     let (_nats, js) = nats().await;
     let ours = channel(&js, ORG, "ops", webhook("http://127.0.0.1:9/a")).await;
     channel(&js, "initech", "ops", webhook("http://127.0.0.1:9/b")).await;
-    let channels = Channels::open(&js).await.expect("channels");
+    let channels = notify_common::channels(&js).await;
     assert_eq!(
         channels.get(ORG, "ops").await.expect("get"),
         Some(ours.clone())

@@ -164,7 +164,13 @@ async fn bench_route(points: u64, runs: u64) -> Result<()> {
     let js = nats.jetstream().await;
     streams::ensure(&js, &streams::Settings::default()).await?;
     let key = SigningKey::generate_ed25519("bench")?;
-    let state = AppState::new(nats.client().await, jwks_of([&key])?, Settings::default()).await?;
+    let state = AppState::new(
+        nats.client().await,
+        jwks_of([&key])?,
+        Settings::default(),
+        std::sync::Arc::new(plantd_alerts::notify::ChannelKeys::generate()),
+    )
+    .await?;
     state
         .sites
         .register(&plantd_shared::subject::Site::new(SITE)?, "acme", SITE)

@@ -127,7 +127,8 @@ impl AppState {
     /// Builds the state over a NATS client whose JetStream has the
     /// `plantd_state`, `plantd_revoked` and `plantd_sites` buckets (see
     /// `plantd_shared::streams::ensure`), trusting tokens signed by a key
-    /// in `jwks`.
+    /// in `jwks`; alert channels' webhook secrets are sealed and opened
+    /// with `channel_keys` (the notifier's: `plantd_alerts::notify::keys`).
     ///
     /// # Errors
     /// 503 when a bucket is missing or JetStream is unreachable.
@@ -135,6 +136,7 @@ impl AppState {
         client: async_nats::Client,
         jwks: JwkSet,
         settings: Settings,
+        channel_keys: Arc<plantd_alerts::notify::ChannelKeys>,
     ) -> Result<Self, AppError> {
         let js = jetstream::new(client.clone());
         let revoked = js
@@ -144,7 +146,7 @@ impl AppState {
         let state = StateStore::open(client.clone(), js.clone()).await?;
         let sites = plantd_shared::sites::Sites::open(&js).await?;
         let audit = plantd_shared::audit::Auditor::new(js.clone());
-        let notifier = notifier(&js).await?;
+        let notifier = notifier(&js, channel_keys).await?;
         Ok(Self {
             trust: Arc::new(ApiTrust::new(jwks, revoked)),
             state,
@@ -166,6 +168,7 @@ impl AppState {
 /// `POST /v1/alert-channels/{name}/test` answers at once.
 async fn notifier(
     js: &jetstream::Context,
+    keys: Arc<plantd_alerts::notify::ChannelKeys>,
 ) -> Result<Arc<plantd_alerts::notify::Notifier>, AppError> {
     let settings = plantd_alerts::notify::Settings {
         retry: plantd_alerts::notify::Retry {
@@ -174,7 +177,7 @@ async fn notifier(
         },
         ..Default::default()
     };
-    plantd_alerts::notify::notifier(js, settings)
+    plantd_alerts::notify::notifier(js, settings, keys)
         .await
         .map(Arc::new)
         .map_err(AppError::unavailable)

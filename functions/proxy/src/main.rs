@@ -36,6 +36,10 @@
 //! * `PLANTD_LOG_SHIP` (default `warn`; `off` to stop): the level from
 //!   which its events also go to `plantd._plantd.log.plantd.proxy`
 //!   ([`plantd_shared::log_ship`]);
+//! * `PLANTD_ALERTS_SECRET_ID` (in AWS; `http` requires it) or
+//!   `PLANTD_CHANNEL_KEY_FILE` (locally; created on first start): the
+//!   channel key that seals alert channels' webhook secrets in KV, the
+//!   notifier's ([`plantd_alerts::notify::keys`]);
 //! * `PLANTD_TRUSTED_PROXIES`: comma-separated proxy addresses whose
 //!   `X-Forwarded-For` names the client in audit records (default none; on
 //!   Lambda the client is API Gateway's `sourceIp`).
@@ -134,6 +138,10 @@ struct Config {
     proxy_listen: String,
     /// Comma-separated proxy addresses whose `X-Forwarded-For` is believed.
     trusted_proxies: String,
+    /// The alerts secret holding the channel key (AWS).
+    alerts_secret_id: Option<String>,
+    /// The channel key file (local runs).
+    channel_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -151,6 +159,8 @@ impl Default for Config {
             fanout_workers: 8,
             proxy_listen: "127.0.0.1:8082".into(),
             trusted_proxies: String::new(),
+            alerts_secret_id: None,
+            channel_key_file: None,
         }
     }
 }
@@ -326,7 +336,21 @@ async fn main() -> anyhow::Result<()> {
     };
     #[cfg(feature = "mode-websocket")]
     let max_subscriptions = settings.ws_max_subscriptions;
-    let state = AppState::new(client, jwks, settings).await?;
+    let channel_keys = if mode == Mode::Http {
+        plantd_alerts::notify::KeySource {
+            secret_id: config.alerts_secret_id.clone(),
+            key_file: config.channel_key_file.clone(),
+            on_lambda,
+        }
+        .load()
+        .await
+        .context("the alert channels' key (the REST API writes channels)")?
+    } else {
+        // The WebSocket role serves no channel route: a key of its own,
+        // never used, rather than a read of the alerts secret.
+        plantd_alerts::notify::ChannelKeys::generate()
+    };
+    let state = AppState::new(client, jwks, settings, std::sync::Arc::new(channel_keys)).await?;
 
     // Keys follow identity's rotations: periodically, and at once for a
     // token signed by a key not seen yet.

@@ -108,6 +108,10 @@ impl Stack {
             nats.client().await,
             jwks,
             plantd_proxy::Settings::default(),
+            std::sync::Arc::new(
+                plantd_alerts::notify::keys::open_file(&dir.path().join("channel-keys.json"))
+                    .map_err(|e| anyhow!("channel key: {e}"))?,
+            ),
         )
         .await
         .map_err(|e| anyhow!("proxy: {e}"))?;

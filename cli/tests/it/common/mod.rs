@@ -439,9 +439,21 @@ impl Killer {
     }
 }
 
+/// The channel key file the `plantd functions` hosts of this test binary
+/// share ([`functions_host`]), under cargo's scratch directory: a test
+/// that stores webhook channels seals them with its key
+/// (`plantd_alerts::notify::keys::open_file`).
+pub fn channel_key_file() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "plantd-cli-tests-{}-channel-keys.json",
+        std::process::id()
+    ))
+}
+
 /// Starts `plantd functions` against `nats_url` (ack wait 1 s so a killed
-/// host's items come back quickly, no log shipping) with `env` on top;
-/// waits for its "functions ready" line.
+/// host's items come back quickly, no log shipping, the channel key of
+/// [`channel_key_file`]) with `env` on top; waits for its "functions
+/// ready" line.
 pub async fn functions_host(nats_url: &str, env: &[(&str, &str)]) -> ManagedProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantd"));
     cmd.args([
@@ -452,7 +464,8 @@ pub async fn functions_host(nats_url: &str, env: &[(&str, &str)]) -> ManagedProc
         "127.0.0.1:0",
     ])
     .env("PLANTD_ACK_WAIT_MS", "1000")
-    .env("PLANTD_LOG_SHIP", "off");
+    .env("PLANTD_LOG_SHIP", "off")
+    .env("PLANTD_CHANNEL_KEY_FILE", channel_key_file());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -15,6 +15,11 @@
 //!    (webhook: signed POST with retries; SNS: Publish) and writes the
 //!    marker after the channel accepted it.
 //!
+//! A channel whose webhook secret does not open (another channel key, or
+//! an altered record: [`StoreError::Sealed`]) is never sent unsigned: the
+//! record fails on that channel (retried, then parked in `PLANTD_DLQ`),
+//! the error names the channel, and [`Notifier::unopened`] counts it.
+//!
 //! Records of one alert instance (org, rule, key) in a batch are notified
 //! in stream order, one after the other; different instances concurrently.
 //!
@@ -32,11 +37,13 @@
 //! |---|---|
 //! | [`channel`] | [`Channel`], [`ChannelSpec`] (validated, errors name the field), [`ChannelView`] (no secret), [`Matcher`] |
 //! | [`store`] | [`Channels`] and [`Markers`] on their KV buckets |
+//! | [`keys`] | the channel key: webhook secrets sealed at rest, where the key lives |
 //! | [`payload`] | [`Event`], the [`Notification`] body, the HMAC signature |
 //! | [`webhook`] | the signed POST with retries ([`Retry`]) |
 //! | [`sns`] | SNS Publish (feature `aws`) |
 
 pub mod channel;
+pub mod keys;
 pub mod payload;
 pub mod sns;
 pub mod store;
@@ -44,6 +51,7 @@ pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::jetstream;
 use futures::StreamExt as _;
@@ -53,8 +61,9 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 pub use channel::{Channel, ChannelError, ChannelSpec, ChannelView, MatchOp, Matcher, Target};
+pub use keys::{ChannelKeys, KeyError, KeySource};
 pub use payload::{Event, Notification};
-pub use store::{Channels, Marker, Markers, StoreError};
+pub use store::{Channels, Marker, Markers, Resealed, StoreError};
 pub use webhook::Retry;
 
 use crate::record::{AlertRecord, AlertState, RecordKind, Severity};
@@ -103,9 +112,14 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
-    /// True when trying again soon cannot help (the receiver refused it).
+    /// True when trying again soon cannot help (the receiver refused it,
+    /// or the channel's secret does not open with this process's keys).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Webhook(webhook::WebhookError::Refused { .. }))
+        matches!(
+            self,
+            Self::Webhook(webhook::WebhookError::Refused { .. })
+                | Self::Store(StoreError::Sealed { .. })
+        )
     }
 }
 
@@ -145,9 +159,12 @@ pub struct Notifier {
     sns: sns::Publisher,
     /// Tunables.
     settings: Settings,
+    /// Deliveries not attempted because the channel's secret did not open.
+    unopened: AtomicU64,
 }
 
-/// The notifier over `js` (its buckets must exist), with SNS configured
+/// The notifier over `js` (its buckets must exist), opening webhook
+/// secrets with `keys` ([`keys::KeySource::load`]), with SNS configured
 /// from the environment.
 ///
 /// # Errors
@@ -155,13 +172,15 @@ pub struct Notifier {
 pub async fn notifier(
     js: &jetstream::Context,
     settings: Settings,
+    keys: Arc<ChannelKeys>,
 ) -> Result<Notifier, NotifyError> {
     Ok(Notifier {
-        channels: Channels::open(js).await?,
+        channels: Channels::open(js, keys).await?,
         markers: Markers::open(js).await?,
         http: webhook::client().map_err(|e| NotifyError::Http(e.to_string()))?,
         sns: sns::Publisher::from_env(),
         settings,
+        unopened: AtomicU64::new(0),
     })
 }
 
@@ -193,6 +212,12 @@ impl Notifier {
     /// The channels store this notifier reads.
     pub fn channels(&self) -> &Channels {
         &self.channels
+    }
+
+    /// How many deliveries were not attempted because the channel's
+    /// webhook secret did not open ([`StoreError::Sealed`]) since start.
+    pub fn unopened(&self) -> u64 {
+        self.unopened.load(Ordering::Relaxed)
     }
 
     /// Notifies every channel `record` routes to, each at most once
@@ -238,7 +263,16 @@ impl Notifier {
         event: Event,
         name: &str,
     ) -> Result<Outcome, DeliveryError> {
-        let Some(channel) = self.channels.get(&record.org, name).await? else {
+        let channel = match self.channels.get(&record.org, name).await {
+            Ok(c) => c,
+            Err(e @ StoreError::Sealed { .. }) => {
+                self.unopened.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(record = %record.id, org = %record.org, channel = %name, error = %e, "not sent: the channel's webhook secret does not open (never sent unsigned)");
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(channel) = channel else {
             tracing::warn!(record = %record.id, org = %record.org, channel = %name, "the rule names a channel the organisation does not have; skipped");
             return Ok(Outcome::NoChannel);
         };

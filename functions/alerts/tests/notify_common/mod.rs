@@ -5,11 +5,14 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use plantd_alerts::notify::{self, Channel, ChannelSpec, Channels, Notifier, Retry, Settings};
+use plantd_alerts::notify::keys::{KeyDoc, generate_key};
+use plantd_alerts::notify::{
+    self, Channel, ChannelKeys, ChannelSpec, Channels, Notifier, Retry, Settings,
+};
 use plantd_alerts::{AlertRecord, AlertState, RecordKind, Severity};
 use plantd_shared::streams;
 use plantd_testkit::Nats;
@@ -22,6 +25,29 @@ pub const ORG: &str = "acme";
 pub const SECRET: &str = "a test secret of 32 characters!!";
 /// How long a test waits for something to happen.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The channel key document of this test binary (a random key, made
+/// once): what the alerts secret holds in the Lambda tests.
+pub fn key_doc() -> &'static KeyDoc {
+    static DOC: OnceLock<KeyDoc> = OnceLock::new();
+    DOC.get_or_init(|| KeyDoc {
+        channel_key: Some(generate_key()),
+        previous_channel_keys: Vec::new(),
+    })
+}
+
+/// The channel keys of [`key_doc`]: what [`channel`] seals with and
+/// [`notifier`] opens with.
+pub fn keys() -> Arc<ChannelKeys> {
+    static KEYS: OnceLock<Arc<ChannelKeys>> = OnceLock::new();
+    KEYS.get_or_init(|| Arc::new(ChannelKeys::from_doc(key_doc(), "test").expect("keys")))
+        .clone()
+}
+
+/// The channels store over `js`, with [`keys`].
+pub async fn channels(js: &jetstream::Context) -> Channels {
+    Channels::open(js, keys()).await.expect("channels bucket")
+}
 
 /// Notifier settings with short in-batch retry delays.
 pub fn settings() -> Settings {
@@ -120,9 +146,8 @@ pub async fn channel(
 ) -> Channel {
     let spec: ChannelSpec = serde_json::from_value(spec).expect("a channel spec");
     let channel = spec.into_channel(org, name, None).expect("a valid channel");
-    Channels::open(js)
+    channels(js)
         .await
-        .expect("channels bucket")
         .put(&channel)
         .await
         .expect("store the channel");
@@ -136,7 +161,9 @@ pub fn webhook(url: &str) -> serde_json::Value {
 
 /// A notifier over `js` with [`settings`].
 pub async fn notifier(js: &jetstream::Context) -> Notifier {
-    notify::notifier(js, settings()).await.expect("notifier")
+    notify::notifier(js, settings(), keys())
+        .await
+        .expect("notifier")
 }
 
 /// `notifier` bound to `PLANTD_ALERTS` on a new trigger.

@@ -32,19 +32,26 @@ fn the_identity_role_reads_and_writes_only_its_own_secret() {
     let t = template();
     // One Secrets Manager permission per role that has a secret: identity
     // on its own; the proxy's three roles (REST, WebSocket, the fan-out
-    // task) on the proxy's.
+    // task) on the proxy's — the REST one also on the alerts secret (the
+    // channel key, decision 0062), as the notifier.
     assert_eq!(
         t.matches("secretsmanager:").count(),
-        5,
-        "Secrets Manager permissions: identity reads and (key rotation) writes its own, the proxy's three roles read the proxy's"
+        6,
+        "Secrets Manager permissions: identity reads and (key rotation) writes its own, the proxy's three roles read the proxy's, the notifier reads the alerts secret"
     );
     assert_eq!(
         t.matches(
             "Action: secretsmanager:GetSecretValue\n                Resource: !Ref ProxySecret"
         )
         .count(),
-        3
+        2
     );
+    assert!(t.contains(
+        "Action: secretsmanager:GetSecretValue\n                Resource:\n                  - !Ref ProxySecret\n                  - !Ref AlertsSecret"
+    ));
+    assert!(t.contains(
+        "Action: secretsmanager:GetSecretValue\n                Resource: !Ref AlertsSecret"
+    ));
     assert!(t.contains(
         "Action:\n                  - secretsmanager:GetSecretValue\n                  - secretsmanager:PutSecretValue\n                Resource: !Ref IdentitySecret"
     ));

@@ -26,6 +26,8 @@ fn store_error(e: StoreError) -> AppError {
     match e {
         StoreError::Unavailable { .. } => AppError::unavailable(e),
         StoreError::Corrupt { .. } => AppError::internal(e),
+        // Names the channel and what to do, never the secret.
+        StoreError::Sealed { .. } => AppError::conflict(e.to_string()),
     }
 }
 

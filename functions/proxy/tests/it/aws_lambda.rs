@@ -81,6 +81,17 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
         .send()
         .await
         .expect("moto creates the secret");
+    // The alerts secret: the channel key the REST function seals alert
+    // channels' webhook secrets with.
+    aws_sdk_secretsmanager::Client::new(&sdk(&moto.endpoint()).await)
+        .create_secret()
+        .name("plantd/alerts")
+        .secret_string(
+            json!({"channel_key": plantd_alerts::notify::keys::generate_key()}).to_string(),
+        )
+        .send()
+        .await
+        .expect("moto creates the alerts secret");
 
     let key = SigningKey::generate_ed25519("test-key").expect("key");
     let jwks = TempFile(
@@ -97,6 +108,7 @@ async fn proxy_serves_rest_and_websocket_events_under_the_lambda_runtime() {
     http_cmd
         .env(aws::MODE_ENV, "http")
         .env("PLANTD_NATS_URL", nats.url())
+        .env(plantd_alerts::notify::keys::SECRET_ID_ENV, "plantd/alerts")
         .env("PLANTD_JWKS_FILE", &jwks.0);
     let http_fn = ManagedProcess::spawn(
         "plantd-proxy (HTTP Lambda)",

@@ -43,6 +43,16 @@ pub struct Fixture {
     pub key: SigningKey,
 }
 
+/// The channel keys of this test binary (a random key, made once): the
+/// proxy seals webhook secrets with it, and a notifier built in a test
+/// opens them with it.
+pub fn channel_keys() -> std::sync::Arc<plantd_alerts::notify::ChannelKeys> {
+    static KEYS: std::sync::OnceLock<std::sync::Arc<plantd_alerts::notify::ChannelKeys>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| std::sync::Arc::new(plantd_alerts::notify::ChannelKeys::generate()))
+        .clone()
+}
+
 pub async fn fixture() -> Fixture {
     let nats = Nats::start().await;
     let js = nats.jetstream().await;
@@ -51,9 +61,14 @@ pub async fn fixture() -> Fixture {
         .expect("streams and buckets");
     let key = SigningKey::generate_ed25519("test-key").expect("key");
     let jwks = jwks_of([&key]).expect("jwks");
-    let state = AppState::new(nats.client().await, jwks, Settings::default())
-        .await
-        .expect("state");
+    let state = AppState::new(
+        nats.client().await,
+        jwks,
+        Settings::default(),
+        channel_keys(),
+    )
+    .await
+    .expect("state");
     let f = Fixture {
         app: app(state.clone()),
         state,
