@@ -489,29 +489,51 @@ pub struct PasswordRequest {
 /// refresh token stops working, so whoever knew the old password — or
 /// holds a stolen token — is out; the user logs in again with the new one.
 ///
+/// The current password is a password guess like a login's, and counted
+/// by the same [`throttle`] (the user's email, the client's address): a
+/// stolen token cannot be used to guess the password at full speed.
+///
 /// # Errors
-/// 400 for a short new password, 401 for a wrong current one.
+/// 400 for a short new password, 401 for a wrong current one, 429 while
+/// throttled.
 pub async fn password(
     State(state): State<AppState>,
+    ClientSource(source): ClientSource,
     caller: Caller,
     origin: Origin,
     Body(req): Body<PasswordRequest>,
-) -> Result<StatusCode, AppError> {
+) -> Result<StatusCode, Response> {
+    change_password(&state, &source, &caller, &origin, req).await
+}
+
+/// [`password`], its answers.
+async fn change_password(
+    state: &AppState,
+    source: &plantd_shared::http::source::Source,
+    caller: &Caller,
+    origin: &Origin,
+    req: PasswordRequest,
+) -> Result<StatusCode, Response> {
+    let err = IntoResponse::into_response;
     if caller.claims.kind != PrincipalKind::User {
-        return Err(AppError::forbidden("a user token"));
+        return Err(err(AppError::forbidden("a user token")));
     }
     if req.new_password.len() < state.settings.min_password_len {
-        return Err(AppError::bad_request(format!(
+        return Err(err(AppError::bad_request(format!(
             "password must be at least {} characters",
             state.settings.min_password_len
-        )));
+        ))));
     }
     let key = format!("user.{}.{}", caller.org(), caller.claims.sub);
     let (user, _) = state
         .store
         .get::<User>(&key)
-        .await?
-        .ok_or_else(|| AppError::unauthorized("user no longer exists"))?;
+        .await
+        .map_err(err)?
+        .ok_or_else(|| err(AppError::unauthorized("user no longer exists")))?;
+    let attempt = throttle::begin(state, &user.email, Some(caller.org()), source)
+        .await
+        .map_err(IntoResponse::into_response)?;
     if !password::verify(&req.current_password, &user.password_hash) {
         state
             .audit
@@ -524,9 +546,10 @@ pub async fn password(
                     .detail(json!({ "reason": "wrong current password" })),
             )
             .await;
-        return Err(AppError::unauthorized("current password is wrong"));
+        return Err(err(AppError::unauthorized("current password is wrong")));
     }
-    let new_hash = password::hash(&req.new_password)?;
+    attempt.succeeded(state).await.map_err(err)?;
+    let new_hash = password::hash(&req.new_password).map_err(err)?;
     state
         .store
         .modify::<User, _>(&key, |u| {
@@ -536,21 +559,18 @@ pub async fn password(
             u.version += 1;
             Ok(Change::Put(()))
         })
-        .await?;
+        .await
+        .map_err(err)?;
     let target = format!("user:{}", caller.claims.sub);
     origin
-        .record(
-            &state,
-            &caller,
-            Action::PasswordChange,
-            caller.org(),
-            &target,
-        )
+        .record(state, caller, Action::PasswordChange, caller.org(), &target)
         .await;
     let reason = Reason::PasswordChanged;
-    let n = revocation::revoke_all(&state, caller.org(), &caller.claims.sub, reason).await?;
+    let n = revocation::revoke_all(state, caller.org(), &caller.claims.sub, reason)
+        .await
+        .map_err(err)?;
     origin
-        .revoked(&state, &caller, caller.org(), target, reason, n)
+        .revoked(state, caller, caller.org(), target, reason, n)
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

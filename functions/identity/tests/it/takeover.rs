@@ -382,3 +382,51 @@ async fn mqtt_grants_are_handed_out_only_by_who_holds_them() {
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
 }
+
+#[tokio::test]
+async fn a_stolen_token_cannot_guess_the_password_at_full_speed() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let acme = org_with_admin(&f, &root, "acme").await;
+    create_user(
+        &f,
+        &acme,
+        "op@acme.example",
+        "operator password",
+        &["operator"],
+    )
+    .await;
+    let (s, v) = login(&f.app, "op@acme.example", "operator password").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let stolen = token(&v);
+    let guess = |current: &'static str| {
+        let (app, t) = (f.app.clone(), stolen.clone());
+        async move {
+            common::send(
+                &app,
+                "POST",
+                "/v1/auth/password",
+                Some(&t),
+                Some(json!({"current_password": current, "new_password": NEW_PW})),
+                Some("198.51.100.9"),
+                &[],
+            )
+            .await
+        }
+    };
+    // The free failures a login has (and the first delayed one, still
+    // checked), then refused while the delay runs.
+    for _ in 0..4 {
+        assert_eq!(guess("wrong guess").await.0, StatusCode::UNAUTHORIZED);
+    }
+    let (s, v, h) = guess("operator password").await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "refused before the check: {v}"
+    );
+    assert!(h.get("retry-after").is_some());
+    // The password is still the owner's.
+    let (s, v) = login(&f.app, "op@acme.example", "operator password").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
