@@ -42,7 +42,7 @@ pub enum StoreError {
     /// A stored channel's webhook secret does not open with the channel
     /// keys: sealed with a key this process does not have, or altered.
     #[error(
-        "channel {key}: its webhook secret does not open ({reason}); restore the channel key that sealed it, or delete the channel and create it again"
+        "channel {key}: its webhook secret does not open ({reason}); restore the channel key that sealed it, or give the channel its secret again"
     )]
     Sealed {
         /// Its key (`<org>.<name>`).

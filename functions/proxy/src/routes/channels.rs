@@ -101,7 +101,9 @@ pub async fn get_channel(
 }
 
 /// `PUT /v1/alert-channels/{name}`: creates or replaces a channel. On a
-/// replacement a webhook without `secret` keeps the stored one.
+/// replacement a webhook without `secret` keeps the stored one (409 when
+/// that one does not open with the channel key; a body with a `secret`
+/// replaces it).
 ///
 /// # Errors
 /// 400 naming the field, 401, 403, 503.
@@ -129,20 +131,24 @@ pub async fn put_channel(
     let spec: ChannelSpec = serde_path_to_error::deserialize(de)
         .map_err(|e| AppError::bad_request(format!("{}: {}", e.path(), e.inner())))?;
     let channels = state.notifier.channels();
-    let existing = channels
-        .get(caller.org(), &name)
-        .await
-        .map_err(store_error)?;
+    let gives_secret = spec.webhook.as_ref().is_some_and(|w| w.secret.is_some());
+    let (existing, existed) = match channels.get(caller.org(), &name).await {
+        Ok(c) => (c.clone(), c.is_some()),
+        // A stored secret that does not open (another channel key) is
+        // replaced by a body that gives a secret; without one, 409.
+        Err(StoreError::Sealed { .. }) if gives_secret => (None, true),
+        Err(e) => return Err(store_error(e)),
+    };
     let channel = spec
         .into_channel(caller.org(), &name, existing.as_ref())
         .map_err(|e| AppError::bad_request(e.to_string()))?;
     channels.put(&channel).await.map_err(store_error)?;
     let act = Act::new(Action::AlertChannelPut, "", target(&name)).detail(json!({
         "type": channel.target.kind(),
-        "created": existing.is_none(),
+        "created": !existed,
     }));
     origin.record(&state, &caller, act).await;
-    let status = if existing.is_some() {
+    let status = if existed {
         StatusCode::OK
     } else {
         StatusCode::CREATED

@@ -3,7 +3,8 @@
 //! organisation's → 404); no answer ever carries a webhook's secret; bad
 //! channels are refused naming the field; test sends reach a real
 //! receiver signed with the stored secret (502 when refused); writes are
-//! audited.
+//! audited. A channel whose sealed secret does not open with the proxy's
+//! channel key answers 409 naming it, until a PUT gives a new secret.
 
 use crate::common;
 
@@ -300,4 +301,69 @@ async fn bad_channels_are_refused_naming_the_field() {
         get(&f.app, "/v1/alert-channels", Some(&token)).await.json()["channels"],
         json!([])
     );
+}
+
+#[tokio::test]
+async fn a_secret_sealed_with_another_key_is_a_conflict_until_replaced() {
+    let f = fixture().await;
+    let token = f.token(ORG, ADMIN);
+    let receiver = Receiver::start().await;
+    // Written by a deployment with another channel key.
+    let spec: plantd_alerts::notify::ChannelSpec =
+        serde_json::from_value(webhook(&receiver.url())).expect("spec");
+    let elsewhere = plantd_alerts::notify::Channels::open(
+        &f.nats.jetstream().await,
+        std::sync::Arc::new(plantd_alerts::notify::ChannelKeys::generate()),
+    )
+    .await
+    .expect("channels");
+    elsewhere
+        .put(&spec.into_channel(ORG, "ops", None).expect("channel"))
+        .await
+        .expect("stored");
+
+    for (method, path, body) in [
+        ("GET", "/v1/alert-channels/ops", None),
+        ("POST", "/v1/alert-channels/ops/test", None),
+        (
+            "PUT",
+            "/v1/alert-channels/ops",
+            Some(json!({"webhook": {"url": receiver.url()}})),
+        ),
+    ] {
+        let a = match &body {
+            Some(b) => send_json(&f.app, method, path, Some(&token), b).await,
+            None => send(&f.app, method, path, Some(&token), &[], Vec::new()).await,
+        };
+        assert_eq!(a.status.as_u16(), 409, "{method} {path}: {:?}", a.json());
+        let text = String::from_utf8_lossy(&a.body).into_owned();
+        assert!(
+            text.contains("channel acme.ops: its webhook secret does not open")
+                && !text.contains(SECRET),
+            "{text}"
+        );
+    }
+    assert!(receiver.requests().is_empty(), "nothing sent unsigned");
+
+    // A PUT with a secret replaces it; the channel works again.
+    let a = send_json(
+        &f.app,
+        "PUT",
+        "/v1/alert-channels/ops",
+        Some(&token),
+        &webhook(&receiver.url()),
+    )
+    .await;
+    assert_eq!(a.status.as_u16(), 200, "{:?}", a.json());
+    let a = send(
+        &f.app,
+        "POST",
+        "/v1/alert-channels/ops/test",
+        Some(&token),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(a.status.as_u16(), 200, "{:?}", a.json());
+    assert!(receiver.requests()[0].verify(SECRET));
 }
