@@ -7,8 +7,10 @@
 //! 1. `n` readings (1,000 machines on one site, 1 Hz each in event time,
 //!    `Plantd-Received` set) are published to `PLANTD_TELEMETRY`;
 //! 2. **raw**: a durable pull consumer (batches of `--batch`, 10,000 like the analytics
-//!    binding, explicit ack of every message, like the trigger) reads them
-//!    all;
+//!    binding, explicit ack of every message — the reference of the
+//!    issue's line) reads them all; then another acknowledging only the
+//!    last message of each batch (`AckPolicy::All`, as the analytics
+//!    binding does since decision 0064), printed beside it;
 //! 3. **plantd**: the trigger hands them to the analytics function running
 //!    `SELECT avg(value), max(value), count(*) … GROUP BY topic,
 //!    TUMBLE(10s)` (1,000 keys) — timed until every item is acknowledged,
@@ -41,7 +43,7 @@ use plantd_shared::sites::{SiteCache, Sites};
 use plantd_shared::streams;
 use plantd_shared::subject::Site;
 use plantd_testkit::Nats;
-use plantd_testkit::load::{Usage, raw_consume};
+use plantd_testkit::load::{RawAck, Usage, raw_consume, raw_consume_with};
 use plantd_trigger::{BatchOutcome, ConsumerSettings, Handler, Item, Trigger};
 
 /// The allocator of the `plantd` binary that runs the function in `plantd up`.
@@ -328,13 +330,31 @@ async fn main() {
         };
         before.print("raw", o.n, "reading");
         let raw_rate = o.n as f64 / raw_took.as_secs_f64();
+        let cumulative_took = {
+            let settings = settings(o.batch);
+            let before = Usage::now();
+            let took = raw_consume_with(
+                &js,
+                streams::TELEMETRY,
+                &format!("raw-all{r}"),
+                settings.max_ack_pending,
+                settings.batch_size,
+                o.n,
+                RawAck::PerBatch,
+            )
+            .await;
+            before.print("raw, one ack per batch", o.n, "reading");
+            took
+        };
+        let cumulative_rate = o.n as f64 / cumulative_took.as_secs_f64();
         let (took, results) = plantd(&js, &fjs, &format!("analytics-r{r}"), o.n, o.batch).await;
         let rate = o.n as f64 / took.as_secs_f64();
         let ratio = rate / raw_rate;
         ratios.push(ratio);
         println!(
-            "round {r}: raw {raw_rate:.0}/s ({raw_took:.2?}); analytics {rate:.0}/s ({took:.2?}, {results} results stored) = {:.0} % of raw",
-            ratio * 100.0
+            "round {r}: raw {raw_rate:.0}/s ({raw_took:.2?}); analytics {rate:.0}/s ({took:.2?}, {results} results stored) = {:.0} % of raw (raw with one ack per batch: {cumulative_rate:.0}/s, analytics {:.0} % of it)",
+            ratio * 100.0,
+            rate / cumulative_rate * 100.0
         );
     }
     ratios.sort_by(f64::total_cmp);

@@ -67,6 +67,18 @@ pub async fn fresh_streams(js: &async_nats::jetstream::Context) {
         .expect("streams");
 }
 
+/// How [`raw_consume_with`] acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawAck {
+    /// Every message (`AckPolicy::Explicit`): the reference of the
+    /// functions' speed lines.
+    Each,
+    /// The last message of every batch (`AckPolicy::All`), which
+    /// acknowledges the ones before it: what a consumer working in stream
+    /// order can do (decision 0064).
+    PerBatch,
+}
+
 /// The raw consume rate plantd's event functions are measured against: a
 /// durable pull consumer `durable` on `stream` (explicit acks, at most
 /// `max_ack_pending` outstanding) fetching batches of `batch` and
@@ -84,6 +96,22 @@ pub async fn raw_consume(
     batch: usize,
     n: u64,
 ) -> Duration {
+    raw_consume_with(js, stream, durable, max_ack_pending, batch, n, RawAck::Each).await
+}
+
+/// [`raw_consume`] acknowledging as `ack` says.
+///
+/// # Panics
+/// As [`raw_consume`].
+pub async fn raw_consume_with(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+    max_ack_pending: i64,
+    batch: usize,
+    n: u64,
+    ack: RawAck,
+) -> Duration {
     use async_nats::jetstream::consumer;
     use futures::StreamExt as _;
 
@@ -93,7 +121,10 @@ pub async fn raw_consume(
         .expect("stream")
         .create_consumer(consumer::pull::Config {
             durable_name: Some(durable.to_owned()),
-            ack_policy: consumer::AckPolicy::Explicit,
+            ack_policy: match ack {
+                RawAck::Each => consumer::AckPolicy::Explicit,
+                RawAck::PerBatch => consumer::AckPolicy::All,
+            },
             max_ack_pending,
             ..Default::default()
         })
@@ -107,10 +138,16 @@ pub async fn raw_consume(
         .await
         .expect("messages");
     let mut got = 0;
+    let every = match ack {
+        RawAck::Each => 1,
+        RawAck::PerBatch => batch.max(1) as u64,
+    };
     while got < n {
         let m = messages.next().await.expect("open").expect("message");
-        m.ack().await.expect("ack");
         got += 1;
+        if got % every == 0 || got == n {
+            m.ack().await.expect("ack");
+        }
     }
     start.elapsed()
 }
