@@ -152,7 +152,8 @@ export interface paths {
         /**
          * `GET /v1/alert-channels/{name}`.
          * @description # Errors
-         *     400, 401, 403, 404 (also another organisation's), 503.
+         *     400, 401, 403, 404 (also another organisation's), 409 (the secret does
+         *     not open), 503.
          */
         get: {
             parameters: {
@@ -211,6 +212,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description The stored webhook secret does not open with this deployment's channel key (the message names the channel) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description NATS or JetStream unavailable */
                 503: {
                     headers: {
@@ -224,9 +234,12 @@ export interface paths {
         };
         /**
          * `PUT /v1/alert-channels/{name}`: creates or replaces a channel. On a
-         *     replacement a webhook without `secret` keeps the stored one.
+         *     replacement a webhook without `secret` keeps the stored one (409 when
+         *     that one does not open with the channel key; a body with a `secret`
+         *     replaces it).
          * @description # Errors
-         *     400 naming the field, 401, 403, 503.
+         *     400 naming the field, 401, 403, 409 (the stored secret does not open
+         *     and none is given), 503.
          */
         put: {
             parameters: {
@@ -283,6 +296,15 @@ export interface paths {
                 };
                 /** @description A permission is missing */
                 403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description The stored webhook secret does not open with this deployment's channel key (the message names the channel) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -393,8 +415,8 @@ export interface paths {
          *     (event `test`) once, without retries, and says what the channel
          *     answered.
          * @description # Errors
-         *     400, 401, 403, 404, 502 when the channel refused it or could not be
-         *     reached (the message says why), 503.
+         *     400, 401, 403, 404, 409 (the secret does not open), 502 when the
+         *     channel refused it or could not be reached (the message says why), 503.
          */
         post: {
             parameters: {
@@ -446,6 +468,15 @@ export interface paths {
                 };
                 /** @description No such channel in the caller's organisation */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description The stored webhook secret does not open with this deployment's channel key (the message names the channel) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };

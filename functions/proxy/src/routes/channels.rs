@@ -72,7 +72,8 @@ pub async fn list_channels(
 /// `GET /v1/alert-channels/{name}`.
 ///
 /// # Errors
-/// 400, 401, 403, 404 (also another organisation's), 503.
+/// 400, 401, 403, 404 (also another organisation's), 409 (the secret does
+/// not open), 503.
 #[utoipa::path(get, path = "/v1/alert-channels/{name}", tag = "alerts",
     params(("name" = String, Path, description = "Channel name")),
     security(("bearer" = [])),
@@ -82,6 +83,7 @@ pub async fn list_channels(
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such channel in the caller's organisation", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The stored webhook secret does not open with this deployment's channel key (the message names the channel)", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn get_channel(
     State(state): State<AppState>,
@@ -106,7 +108,8 @@ pub async fn get_channel(
 /// replaces it).
 ///
 /// # Errors
-/// 400 naming the field, 401, 403, 503.
+/// 400 naming the field, 401, 403, 409 (the stored secret does not open
+/// and none is given), 503.
 #[utoipa::path(put, path = "/v1/alert-channels/{name}", tag = "alerts",
     params(("name" = String, Path, description = "Channel name")),
     request_body(content = Object, description = "`{webhook: {url, secret, headers?, timeout_ms?}} | {sns: {topic_arn, region?}}`, `send_resolved?`, `matchers?` (docs/api.md#notification-channels)", content_type = "application/json"),
@@ -117,6 +120,7 @@ pub async fn get_channel(
         (status = 400, description = "Invalid channel: the message names the field", body = crate::openapi::ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The stored webhook secret does not open with this deployment's channel key (the message names the channel)", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn put_channel(
     State(state): State<AppState>,
@@ -198,8 +202,8 @@ pub async fn delete_channel(
 /// answered.
 ///
 /// # Errors
-/// 400, 401, 403, 404, 502 when the channel refused it or could not be
-/// reached (the message says why), 503.
+/// 400, 401, 403, 404, 409 (the secret does not open), 502 when the
+/// channel refused it or could not be reached (the message says why), 503.
 #[utoipa::path(post, path = "/v1/alert-channels/{name}/test", tag = "alerts",
     params(("name" = String, Path, description = "Channel name")),
     security(("bearer" = [])),
@@ -209,6 +213,7 @@ pub async fn delete_channel(
         (status = 401, description = "Missing, invalid or revoked token", body = crate::openapi::ErrorBody),
         (status = 403, description = "A permission is missing", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such channel in the caller's organisation", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The stored webhook secret does not open with this deployment's channel key (the message names the channel)", body = crate::openapi::ErrorBody),
         (status = 502, description = "The channel refused it or could not be reached", body = crate::openapi::ErrorBody),
         (status = 503, description = "NATS or JetStream unavailable", body = crate::openapi::ErrorBody)))]
 pub async fn test_channel(
