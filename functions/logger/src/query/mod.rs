@@ -31,7 +31,8 @@
 //! Strings are double-quoted (`\"`, `\\`, `\n`, `\t`; other escapes are kept
 //! as written, so `"\d+"` is the regex `\d+`) or back-quoted (raw).
 //! Regexes use the `regex` crate's syntax, at most [`MAX_REGEX_BYTES`]
-//! compiled; a filter is at most [`MAX_FILTER_BYTES`] long. An error names
+//! compiled; a filter is at most [`MAX_FILTER_BYTES`] long, its
+//! parentheses nested at most [`MAX_NESTING`] deep. An error names
 //! the byte position and the token ([`FilterError`]).
 //!
 //! [`parse_filter`] is the entry point; [`Filter::matches`] evaluates. A
@@ -57,6 +58,8 @@ pub const MAX_FILTER_BYTES: usize = 4096;
 pub const MAX_REGEX_BYTES: usize = 1 << 20;
 /// Most stages (line filters, parsers and predicates) in one filter.
 pub const MAX_STAGES: usize = 64;
+/// Deepest nesting of parentheses in a predicate.
+pub const MAX_NESTING: usize = 32;
 
 /// Why a filter text is not valid: where, what and why.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

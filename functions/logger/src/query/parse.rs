@@ -3,7 +3,7 @@
 use regex::{Regex, RegexBuilder};
 
 use super::lex::{Tok, tokens};
-use super::{FilterError, MAX_REGEX_BYTES, MAX_STAGES};
+use super::{FilterError, MAX_NESTING, MAX_REGEX_BYTES, MAX_STAGES};
 use crate::record::Level;
 
 /// A label of the stream selector.
@@ -161,6 +161,10 @@ struct Parser<'a> {
     at: usize,
     end: usize,
     _text: &'a str,
+    /// Parentheses open at this point ([`MAX_NESTING`] at most: the parser
+    /// recurses once per level, and a 4 KiB filter of `(` overflowed the
+    /// stack of the process serving it).
+    depth: usize,
 }
 
 /// Parses a whole filter text.
@@ -170,6 +174,7 @@ pub(crate) fn parse(text: &str) -> Result<Ast, FilterError> {
         at: 0,
         end: text.len(),
         _text: text,
+        depth: 0,
     };
     let mut ast = Ast::default();
     if p.peek() == Some(&Tok::LBrace) {
@@ -363,8 +368,15 @@ impl Parser<'_> {
 
     fn term(&mut self) -> Result<Expr, FilterError> {
         if self.peek() == Some(&Tok::LParen) {
+            if self.depth == MAX_NESTING {
+                return Err(
+                    self.error_here(format!("parentheses nested deeper than {MAX_NESTING}"))
+                );
+            }
             self.next();
+            self.depth += 1;
             let e = self.or()?;
+            self.depth -= 1;
             if self.peek() != Some(&Tok::RParen) {
                 return Err(self.error_here("expected `)`"));
             }

@@ -188,3 +188,18 @@ fn serialises_as_its_text_and_back() {
     assert!(Filter::all().is_all());
     assert!(parse_filter("| json").expect("json").is_all());
 }
+
+#[test]
+fn parentheses_nest_only_so_deep() {
+    let r = rec("p", "gw", Level::Warn, "x", json!({"a": 1}));
+    let nested = |n: usize| format!("| {}a = 1{}", "(".repeat(n), ")".repeat(n));
+    assert!(
+        m(&nested(MAX_NESTING), &r),
+        "as deep as allowed still works"
+    );
+    let e = parse_filter(&nested(MAX_NESTING + 1)).expect_err("too deep");
+    assert!(e.to_string().contains("nested deeper"), "{e}");
+    // A whole filter of `(` is an error, not a stack overflow.
+    let opened = format!("| {}", "(".repeat(MAX_FILTER_BYTES - 2));
+    assert!(parse_filter(&opened).is_err());
+}

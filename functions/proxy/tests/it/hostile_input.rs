@@ -77,6 +77,13 @@ async fn extreme_query_parameters_are_refused_or_answered_never_a_failure() {
         "/v1/logs/aggregates?site=plant-1&from=-9223372036854775808&to=9223372036854775807"
             .to_owned(),
         format!("/v1/state/scope/key/history?x={}", "y".repeat(10_000)),
+        // As deep as 4 KiB of filter nests: parsed before anything else.
+        format!("/v1/logs?site=plant-1&filter=%7C{}", "%28".repeat(4090)),
+        format!(
+            "/v1/logs/stats?site=plant-1&filter=%7C{}a%3D1{}",
+            "%28".repeat(2040),
+            "%29".repeat(2040)
+        ),
     ];
     for uri in &probes {
         eprintln!("probing {uri}");
