@@ -142,8 +142,9 @@ async fn walk(
 pub async fn read(js: &jetstream::Context, q: &Query) -> Result<Page, AuditError> {
     let limit = q.limit.max(1);
     let policy = match (q.after, q.since_ms) {
+        // Saturating: the cursor is the client's text (u64::MAX panicked).
         (Some(after), _) => DeliverPolicy::ByStartSequence {
-            start_sequence: after + 1,
+            start_sequence: after.saturating_add(1),
         },
         (None, Some(since)) => DeliverPolicy::ByStartTime {
             start_time: to_time(since.saturating_sub(CLOCK_SLACK.as_millis() as u64)),

@@ -3,7 +3,8 @@
 //! holding more (the bootstrap superadmin included) and logging in as
 //! them; a password reset or change that left the old sessions running;
 //! a deleted site id registered by another organisation, which would then
-//! read the first one's history under it.
+//! read the first one's history under it; and audit queries with
+//! extreme parameters.
 
 use crate::common;
 
@@ -429,4 +430,34 @@ async fn a_stolen_token_cannot_guess_the_password_at_full_speed() {
     // The password is still the owner's.
     let (s, v) = login(&f.app, "op@acme.example", "operator password").await;
     assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn extreme_audit_queries_are_refused_or_answered_never_a_failure() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let max = u64::MAX;
+    for q in [
+        format!("limit={max}"),
+        "limit=-1".to_owned(),
+        "limit=0".to_owned(),
+        format!("cursor={max}"),
+        "cursor=%FF".to_owned(),
+        "since=9999-12-31T23:59:59Z".to_owned(),
+        "since=0000-01-01T00:00:00Z".to_owned(),
+        "since=-5".to_owned(),
+        format!("until={max}"),
+        format!("actor={}", "*".repeat(5000)),
+        format!("target={}*", "x".repeat(5000)),
+        "action=*".to_owned(),
+        "org=..".to_owned(),
+        "org=%3E".to_owned(),
+        "org=a.*".to_owned(),
+    ] {
+        for path in ["/v1/audit", "/v1/audit/verify"] {
+            let uri = format!("{path}?{q}");
+            let (s, v) = call(&f.app, "GET", &uri, Some(&root), None).await;
+            assert!(s.is_success() || s.is_client_error(), "{uri}: {s} {v}");
+        }
+    }
 }
