@@ -138,13 +138,11 @@ async fn a_batch_is_acknowledged_once_and_nothing_comes_again() {
     );
 }
 
-#[tokio::test]
-async fn a_failure_takes_back_only_itself_and_what_is_above_it() {
-    plantd_testkit::init_tracing();
-    let nats = Nats::start_with_streams().await;
-    let js = nats.jetstream().await;
+/// Ten items, the fourth `poison`, and a cumulative binding whose handler
+/// fails it (until told otherwise).
+async fn poison_at_four(js: &jetstream::Context) -> (Trigger, Arc<Recorder>, String) {
     for i in 1..=10u64 {
-        publish(&js, if i == 4 { "poison" } else { "ok" }).await;
+        publish(js, if i == 4 { "poison" } else { "ok" }).await;
     }
     let handler = Arc::new(Recorder::default());
     handler.broken.store(true, Ordering::SeqCst);
@@ -158,6 +156,15 @@ async fn a_failure_takes_back_only_itself_and_what_is_above_it() {
         )
         .await
         .expect("bind");
+    (trigger, handler, durable)
+}
+
+#[tokio::test]
+async fn a_failure_takes_back_only_itself_and_what_is_above_it() {
+    plantd_testkit::init_tracing();
+    let nats = Nats::start_with_streams().await;
+    let js = nats.jetstream().await;
+    let (trigger, handler, durable) = poison_at_four(&js).await;
     eventually(WAIT, "item 4 failed once", || async {
         handler.by_sequence().get(&4).map(|_| ())
     })
@@ -192,21 +199,7 @@ async fn a_poison_item_is_parked_and_every_other_item_is_handled() {
     plantd_testkit::init_tracing();
     let nats = Nats::start_with_streams().await;
     let js = nats.jetstream().await;
-    for i in 1..=10u64 {
-        publish(&js, if i == 4 { "poison" } else { "ok" }).await;
-    }
-    let handler = Arc::new(Recorder::default());
-    handler.broken.store(true, Ordering::SeqCst);
-    let mut trigger = Trigger::new(js.clone());
-    let durable = trigger
-        .bind(
-            "recorder",
-            streams::LOGS,
-            handler.clone(),
-            settings(AckMode::Cumulative),
-        )
-        .await
-        .expect("bind");
+    let (trigger, handler, durable) = poison_at_four(&js).await;
     let parked = eventually(WAIT, "the poison item in PLANTD_DLQ", || async {
         dlq::list(&js, Some(&durable), 10)
             .await
