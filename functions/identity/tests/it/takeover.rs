@@ -461,3 +461,49 @@ async fn extreme_audit_queries_are_refused_or_answered_never_a_failure() {
         }
     }
 }
+
+#[tokio::test]
+async fn device_and_refresh_tokens_are_not_api_credentials() {
+    let f = fixture().await;
+    let root = root_token(&f).await;
+    let acme = org_with_admin(&f, &root, "acme").await;
+    common::register_site(&f, "acme", "plant-1").await;
+    let (s, creds) = call(
+        &f.app,
+        "POST",
+        "/v1/devices",
+        Some(&acme),
+        Some(json!({"name": "d", "site": "plant-1", "publish": ["line1/#"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{creds}");
+    let (s, v) = call(
+        &f.app,
+        "POST",
+        "/v1/auth/token",
+        None,
+        Some(
+            json!({"grant_type": "client_credentials", "client_id": creds["client_id"],
+            "client_secret": creds["client_secret"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let device = token(&v);
+    let (s, v) = login(&f.app, "admin@acme.example", "org admin password").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let refresh = v["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+    for bearer in [&device, &refresh] {
+        for (method, uri) in [
+            ("GET", "/v1/auth/whoami"),
+            ("GET", "/v1/users"),
+            ("GET", "/v1/sites"),
+        ] {
+            let (s, v) = call(&f.app, method, uri, Some(bearer), None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}: {v}");
+        }
+    }
+}
