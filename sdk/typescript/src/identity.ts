@@ -425,7 +425,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** @description Changes the caller's own password. */
+        /** @description Changes the caller's own password and ends every session of the user (every live access token, this one too, and every refresh token): log in again. A wrong current password counts as a failed login. */
         post: {
             parameters: {
                 query?: never;
@@ -466,6 +466,15 @@ export interface paths {
                 };
                 /** @description Body larger than 64 KiB */
                 413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description Throttled like a login; see Retry-After */
+                429: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -791,7 +800,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Missing identity:device:create, or another organisation's site */
+                /** @description Missing identity:device:create, another organisation's site, or a topic filter beyond the caller's own MQTT grants on the site */
                 403: {
                     headers: {
                         [name: string]: unknown;
@@ -1594,7 +1603,7 @@ export interface paths {
             };
         };
         put?: never;
-        /** @description Creates a role. Nobody can put a permission in a role that they do not hold themselves. */
+        /** @description Creates a role. Nobody can put a permission or an MQTT grant in a role that they do not hold themselves. */
         post: {
             parameters: {
                 query?: never;
@@ -1635,7 +1644,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Missing identity:role:create, or a permission the caller lacks */
+                /** @description Missing identity:role:create, or a permission or MQTT grant the caller lacks */
                 403: {
                     headers: {
                         [name: string]: unknown;
@@ -1789,7 +1798,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Missing identity:role:update, or a permission the caller lacks */
+                /** @description Missing identity:role:update, or a permission or MQTT grant the caller lacks */
                 403: {
                     headers: {
                         [name: string]: unknown;
@@ -2142,7 +2151,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Missing identity:service-account:update */
+                /** @description Missing identity:service-account:update, or the account holds a permission or MQTT grant the caller lacks */
                 403: {
                     headers: {
                         [name: string]: unknown;
@@ -2345,7 +2354,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Some organisation has this id */
+                /** @description Some organisation has this id, or another organisation had it before deleting it */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -2808,7 +2817,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Missing identity:user:delete */
+                /** @description Missing identity:user:delete, or the user holds a permission or MQTT grant the caller lacks */
                 403: {
                     headers: {
                         [name: string]: unknown;
@@ -2839,7 +2848,7 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        /** @description Activates or deactivates a user, sets attributes or resets the password (compare-and-set: concurrent updates of different fields both land). Deactivating revokes the user's tokens. */
+        /** @description Activates or deactivates a user, sets attributes or resets the password (compare-and-set: concurrent updates of different fields both land). Deactivating or a new password revokes the user's tokens (a new password ends their refresh tokens too). Only someone holding every permission and MQTT grant of the user's roles may change them. */
         patch: {
             parameters: {
                 query?: never;
@@ -2883,7 +2892,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Missing identity:user:update */
+                /** @description Missing identity:user:update, or the user holds a permission or MQTT grant the caller lacks */
                 403: {
                     headers: {
                         [name: string]: unknown;
@@ -3050,7 +3059,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description Missing identity:user:update, or a role granting more than the caller holds */
+                /** @description Missing identity:user:update, a role granting more than the caller holds, or the user holds a permission or MQTT grant the caller lacks */
                 403: {
                     headers: {
                         [name: string]: unknown;

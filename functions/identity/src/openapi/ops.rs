@@ -55,12 +55,13 @@ pub(super) async fn whoami() {}
 pub(super) async fn token() {}
 
 #[utoipa::path(post, path = "/v1/auth/password", tag = "auth",
-    description = "Changes the caller's own password.",
+    description = "Changes the caller's own password and ends every session of the user (every live access token, this one too, and every refresh token): log in again. A wrong current password counts as a failed login.",
     request_body = PasswordRequest,
     responses(
         (status = 204, description = "Changed"),
         (status = 400, description = "The new password is too short", body = ErrorBody),
-        (status = 401, description = "Wrong current password", body = ErrorBody)),
+        (status = 401, description = "Wrong current password", body = ErrorBody),
+        (status = 429, description = "Throttled like a login; see Retry-After", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn password() {}
 
@@ -84,7 +85,7 @@ pub(super) async fn create_service_account() {}
     request_body = UpdateServiceAccount,
     responses(
         (status = 200, description = "Updated", body = ServiceAccountView),
-        (status = 403, description = "Missing identity:service-account:update", body = ErrorBody),
+        (status = 403, description = "Missing identity:service-account:update, or the account holds a permission or MQTT grant the caller lacks", body = ErrorBody),
         (status = 404, description = "Unknown", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn update_service_account() {}
@@ -117,7 +118,7 @@ pub(super) async fn list_devices() {}
     responses(
         (status = 201, description = "Registered; the secret is shown only now", body = Credentials),
         (status = 400, description = "Bad site or filter", body = ErrorBody),
-        (status = 403, description = "Missing identity:device:create, or another organisation's site", body = ErrorBody),
+        (status = 403, description = "Missing identity:device:create, another organisation's site, or a topic filter beyond the caller's own MQTT grants on the site", body = ErrorBody),
         (status = 404, description = "Unregistered site", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn create_device() {}
@@ -170,7 +171,7 @@ pub(super) async fn list_sites() {}
     responses(
         (status = 201, description = "Registered", body = SiteRecord),
         (status = 400, description = "Bad id, name or labels", body = ErrorBody),
-        (status = 409, description = "Some organisation has this id", body = ErrorBody)),
+        (status = 409, description = "Some organisation has this id, or another organisation had it before deleting it", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn create_site() {}
 

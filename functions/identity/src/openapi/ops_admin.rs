@@ -77,13 +77,13 @@ pub(super) async fn create_user() {}
 pub(super) async fn get_user() {}
 
 #[utoipa::path(patch, path = "/v1/users/{id}", tag = "users",
-    description = "Activates or deactivates a user, sets attributes or resets the password (compare-and-set: concurrent updates of different fields both land). Deactivating revokes the user's tokens.",
+    description = "Activates or deactivates a user, sets attributes or resets the password (compare-and-set: concurrent updates of different fields both land). Deactivating or a new password revokes the user's tokens (a new password ends their refresh tokens too). Only someone holding every permission and MQTT grant of the user's roles may change them.",
     params(("id" = String, Path, description = "The user id")),
     request_body = UpdateUser,
     responses(
         (status = 200, description = "Updated", body = UserView),
         (status = 400, description = "Short password", body = ErrorBody),
-        (status = 403, description = "Missing identity:user:update", body = ErrorBody),
+        (status = 403, description = "Missing identity:user:update, or the user holds a permission or MQTT grant the caller lacks", body = ErrorBody),
         (status = 404, description = "Not in the caller's organisation", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn update_user() {}
@@ -92,7 +92,7 @@ pub(super) async fn update_user() {}
     params(("id" = String, Path, description = "The user id")),
     responses(
         (status = 204, description = "Deleted (their tokens are revoked)"),
-        (status = 403, description = "Missing identity:user:delete", body = ErrorBody),
+        (status = 403, description = "Missing identity:user:delete, or the user holds a permission or MQTT grant the caller lacks", body = ErrorBody),
         (status = 404, description = "Not in the caller's organisation", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn delete_user() {}
@@ -104,7 +104,7 @@ pub(super) async fn delete_user() {}
     responses(
         (status = 200, description = "Updated", body = UserView),
         (status = 400, description = "Unknown role", body = ErrorBody),
-        (status = 403, description = "Missing identity:user:update, or a role granting more than the caller holds", body = ErrorBody),
+        (status = 403, description = "Missing identity:user:update, a role granting more than the caller holds, or the user holds a permission or MQTT grant the caller lacks", body = ErrorBody),
         (status = 404, description = "Not in the caller's organisation", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn set_user_roles() {}
@@ -118,12 +118,12 @@ pub(super) async fn set_user_roles() {}
 pub(super) async fn list_roles() {}
 
 #[utoipa::path(post, path = "/v1/roles", tag = "roles",
-    description = "Creates a role. Nobody can put a permission in a role that they do not hold themselves.",
+    description = "Creates a role. Nobody can put a permission or an MQTT grant in a role that they do not hold themselves.",
     request_body = RoleBody,
     responses(
         (status = 201, description = "Created", body = Role),
         (status = 400, description = "Bad name, site or topic filter", body = ErrorBody),
-        (status = 403, description = "Missing identity:role:create, or a permission the caller lacks", body = ErrorBody),
+        (status = 403, description = "Missing identity:role:create, or a permission or MQTT grant the caller lacks", body = ErrorBody),
         (status = 409, description = "It exists, or is a built-in role", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn create_role() {}
@@ -144,7 +144,7 @@ pub(super) async fn get_role() {}
     responses(
         (status = 200, description = "Replaced", body = Role),
         (status = 400, description = "Bad site or topic filter", body = ErrorBody),
-        (status = 403, description = "Missing identity:role:update, or a permission the caller lacks", body = ErrorBody),
+        (status = 403, description = "Missing identity:role:update, or a permission or MQTT grant the caller lacks", body = ErrorBody),
         (status = 404, description = "Unknown", body = ErrorBody),
         (status = 409, description = "A built-in role", body = ErrorBody)),
     security(("bearer" = [])))]

@@ -888,10 +888,10 @@ impl Rest {
 
     /// `POST /v1/auth/password`
     ///
-    /// Changes the caller's own password.
+    /// Changes the caller's own password and ends every session of the user (every live access token, this one too, and every refresh token): log in again. A wrong current password counts as a failed login.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (The new password is too short), 401 (Wrong current password), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (The new password is too short), 401 (Wrong current password), 413 (Body larger than 64 KiB), 429 (Throttled like a login; see Retry-After), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_auth_password(
         &self,
         body: &types::PasswordRequest,
@@ -959,7 +959,7 @@ impl Rest {
     /// `POST /v1/devices`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Bad site or filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:device:create, or another organisation's site), 404 (Unregistered site), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Bad site or filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:device:create, another organisation's site, or a topic filter beyond the caller's own MQTT grants on the site), 404 (Unregistered site), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_devices(
         &self,
         body: &types::CreateDevice,
@@ -1132,10 +1132,10 @@ impl Rest {
 
     /// `POST /v1/roles`
     ///
-    /// Creates a role. Nobody can put a permission in a role that they do not hold themselves.
+    /// Creates a role. Nobody can put a permission or an MQTT grant in a role that they do not hold themselves.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Bad name, site or topic filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:create, or a permission the caller lacks), 409 (It exists, or is a built-in role), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Bad name, site or topic filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:create, or a permission or MQTT grant the caller lacks), 409 (It exists, or is a built-in role), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_roles(&self, body: &types::RoleBody) -> Result<Answer<types::Role>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(reqwest::Method::POST, "/v1/roles".to_owned());
@@ -1161,7 +1161,7 @@ impl Rest {
     /// Replaces a custom role; when it grants less than before, the tokens of its holders are revoked.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Bad site or topic filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:update, or a permission the caller lacks), 404 (Unknown), 409 (A built-in role), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Bad site or topic filter), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:role:update, or a permission or MQTT grant the caller lacks), 404 (Unknown), 409 (A built-in role), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn put_roles_name(
         &self,
         name: &str,
@@ -1220,7 +1220,7 @@ impl Rest {
     /// `PATCH /v1/service-accounts/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:service-account:update), 404 (Unknown), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed JSON body (the message names the field)), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:service-account:update, or the account holds a permission or MQTT grant the caller lacks), 404 (Unknown), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn patch_service_accounts_id(
         &self,
         id: &str,
@@ -1283,7 +1283,7 @@ impl Rest {
     /// `POST /v1/sites`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Bad id, name or labels), 401 (Missing, invalid, expired or revoked token), 409 (Some organisation has this id), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Bad id, name or labels), 401 (Missing, invalid, expired or revoked token), 409 (Some organisation has this id, or another organisation had it before deleting it), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn post_sites(
         &self,
         body: &types::CreateSite,
@@ -1379,10 +1379,10 @@ impl Rest {
 
     /// `PATCH /v1/users/{id}`
     ///
-    /// Activates or deactivates a user, sets attributes or resets the password (compare-and-set: concurrent updates of different fields both land). Deactivating revokes the user's tokens.
+    /// Activates or deactivates a user, sets attributes or resets the password (compare-and-set: concurrent updates of different fields both land). Deactivating or a new password revokes the user's tokens (a new password ends their refresh tokens too). Only someone holding every permission and MQTT grant of the user's roles may change them.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Short password), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update), 404 (Not in the caller's organisation), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Short password), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update, or the user holds a permission or MQTT grant the caller lacks), 404 (Not in the caller's organisation), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn patch_users_id(
         &self,
         id: &str,
@@ -1400,7 +1400,7 @@ impl Rest {
     /// `DELETE /v1/users/{id}`
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:delete), 404 (Not in the caller's organisation), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:delete, or the user holds a permission or MQTT grant the caller lacks), 404 (Not in the caller's organisation), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn delete_users_id(&self, id: &str) -> Result<Answer<()>, Error> {
         #[allow(unused_mut)]
         let mut call = Call::new(
@@ -1430,7 +1430,7 @@ impl Rest {
     /// Replaces a user's roles; removing one revokes their tokens.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Unknown role), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update, or a role granting more than the caller holds), 404 (Not in the caller's organisation), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Unknown role), 401 (Missing, invalid, expired or revoked token), 403 (Missing identity:user:update, a role granting more than the caller holds, or the user holds a permission or MQTT grant the caller lacks), 404 (Not in the caller's organisation), 413 (Body larger than 64 KiB), 503 (The identity store (NATS) is unavailable; retry); a transport error or [`Error::Timeout`].
     pub async fn put_users_id_roles(
         &self,
         id: &str,
