@@ -1492,10 +1492,11 @@ impl Rest {
     /// `GET /v1/alert-channels/{name}`
     ///
     /// # Errors
-    /// 400, 401, 403, 404 (also another organisation's), 503.
+    /// 400, 401, 403, 404 (also another organisation's), 409 (the secret does
+    /// not open), 503.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Malformed name), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such channel in the caller's organisation), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed name), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such channel in the caller's organisation), 409 (The stored webhook secret does not open with this deployment's channel key (the message names the channel)), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
     pub async fn get_alert_channels_name(
         &self,
         name: &str,
@@ -1511,10 +1512,11 @@ impl Rest {
     /// `PUT /v1/alert-channels/{name}`
     ///
     /// # Errors
-    /// 400 naming the field, 401, 403, 503.
+    /// 400 naming the field, 401, 403, 409 (the stored secret does not open
+    /// and none is given), 503.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Invalid channel: the message names the field), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Invalid channel: the message names the field), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 409 (The stored webhook secret does not open with this deployment's channel key (the message names the channel)), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
     pub async fn put_alert_channels_name(
         &self,
         name: &str,
@@ -1548,11 +1550,11 @@ impl Rest {
     /// `POST /v1/alert-channels/{name}/test`
     ///
     /// # Errors
-    /// 400, 401, 403, 404, 502 when the channel refused it or could not be
-    /// reached (the message says why), 503.
+    /// 400, 401, 403, 404, 409 (the secret does not open), 502 when the
+    /// channel refused it or could not be reached (the message says why), 503.
     ///
     /// # Errors
-    /// [`Error::Api`] with the API's code and message for 400 (Malformed name), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such channel in the caller's organisation), 502 (The channel refused it or could not be reached), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
+    /// [`Error::Api`] with the API's code and message for 400 (Malformed name), 401 (Missing, invalid or revoked token), 403 (A permission is missing), 404 (No such channel in the caller's organisation), 409 (The stored webhook secret does not open with this deployment's channel key (the message names the channel)), 502 (The channel refused it or could not be reached), 503 (NATS or JetStream unavailable); a transport error or [`Error::Timeout`].
     pub async fn post_alert_channels_name_test(
         &self,
         name: &str,
