@@ -15,6 +15,9 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 pub use aws_sdk_secretsmanager::Client;
+pub use read::read;
+
+mod read;
 
 /// A function's secret document.
 pub trait FunctionSecret: DeserializeOwned {

@@ -475,3 +475,40 @@ async fn an_unknown_function_is_a_start_up_error_naming_the_choices() {
         assert!(stderr.contains(says), "{env:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_missing_or_wrong_alerts_secret_stops_the_notifier_naming_it() {
+    let moto = moto_with_alerts_secret().await;
+    let endpoint = moto.endpoint();
+    let aws = [
+        ("PLANTD_FUNCTION", "notifier"),
+        ("PLANTD_NATS_URL", "nats://127.0.0.1:9"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    // The signed read (decision 0065) tells a secret that is not there
+    // from one that cannot be read.
+    let mut env = aws.to_vec();
+    env.push(("PLANTD_ALERTS_SECRET_ID", "plantd/test/missing"));
+    let (status, stderr) = start_with(&env).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("secret `plantd/test/missing` does not exist in Secrets Manager"),
+        "{stderr}"
+    );
+    // Secrets Manager unreachable: the endpoint is named, the secret is not
+    // said to be missing.
+    let mut env = aws.to_vec();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:9"));
+    env.push(("PLANTD_ALERTS_SECRET_ID", ALERTS_SECRET));
+    let (status, stderr) = start_with(&env).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("cannot read secret `{ALERTS_SECRET}`"))
+            && stderr.contains("127.0.0.1:9"),
+        "{stderr}"
+    );
+}

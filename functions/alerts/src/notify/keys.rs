@@ -412,8 +412,24 @@ impl KeySource {
 
 #[cfg(feature = "aws")]
 async fn from_secret(id: &str) -> Result<ChannelKeys, KeyError> {
-    let client = plantd_shared::secrets::client().await;
-    let doc: KeyDoc = plantd_shared::secrets::fetch(&client, id).await?;
+    // One signed request, not the SDK's Secrets Manager client: the
+    // bootstrap stays under its size budget (decision 0065).
+    let http = crate::notify::webhook::client().map_err(|e| {
+        KeyError::Secret(plantd_shared::secrets::SecretsError::Unavailable {
+            id: id.to_owned(),
+            env: <KeyDoc as plantd_shared::secrets::FunctionSecret>::ID_ENV,
+            detail: format!("no HTTPS client: {e}"),
+        })
+    })?;
+    let config = plantd_shared::aws::sdk_config().await;
+    let text = plantd_shared::secrets::read(
+        &http,
+        &config,
+        id,
+        <KeyDoc as plantd_shared::secrets::FunctionSecret>::ID_ENV,
+    )
+    .await?;
+    let doc: KeyDoc = plantd_shared::secrets::parse(id, &text)?;
     let keys = ChannelKeys::from_doc(&doc, &format!("secret `{id}`")).map_err(|e| match e {
         KeyError::NoHome => KeyError::MissingInSecret { id: id.to_owned() },
         e => e,
